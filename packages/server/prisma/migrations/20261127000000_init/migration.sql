@@ -93,6 +93,7 @@ CREATE TABLE "Participation" (
     "encoding" TEXT,
     "updateDigest" TEXT,
     "updateBytes" INTEGER,
+    "updateBlobKey" TEXT,
     "submittedAt" TIMESTAMPTZ(3),
     "evalMetrics" JSONB,
     "evalExampleCount" INTEGER,

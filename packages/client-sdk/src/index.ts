@@ -1,0 +1,17 @@
+export { createClient, consoleLogger } from './client.js';
+export type { ClientCredentials, ClientOptions, RoundReport, RunOptions, RunSummary, SdkLogger, VeilClient } from './client.js';
+export { ClientError } from './errors.js';
+export type { ClientErrorCode } from './errors.js';
+export { composeMiddleware } from './middleware.js';
+export type { LocalUpdate, RoundContext, UpdateHandler, UpdateMiddleware } from './middleware.js';
+export { withRetry } from './retry.js';
+export type { RetryOptions } from './retry.js';
+export { createGrpcTransport } from './transport/grpc-transport.js';
+export type { GrpcTransportOptions } from './transport/grpc-transport.js';
+export type { Assignment, AssignmentResponse, JoinResult, Transport, UpdateHeader } from './transport/transport.js';
+export { initTensorflow } from './training/backend.js';
+export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';
+export { buildModel, flattenWeights, describeModel } from './training/model.js';
+export { trainLocal, evaluateLocal } from './training/train.js';
+export type { EvaluateLocalResult, TrainLocalResult } from './training/train.js';
+export type { LocalDataset, ModelSpec, Tf, WeightSpec } from './training/types.js';

@@ -1,0 +1,37 @@
+/**
+ * Update middleware, shaped like Flower's client mods
+ * (`(msg, ctx, call_next) -> msg`, adap/flower `client/typing.py`): each
+ * middleware receives the local update and the round context and calls
+ * `next` to continue the chain. Clipping, noise and encryption are
+ * middleware; the chain ends by encoding the update into its payload.
+ */
+
+export interface RoundContext {
+  taskId: string;
+  clientId: string;
+  roundNumber: number;
+  modelVersion: number;
+  /** Largest example count the coordinator accepts as the update's weight. */
+  maxExampleCount: number;
+  signal: AbortSignal | undefined;
+}
+
+export interface LocalUpdate {
+  /** Δ = local − global, flat in weight-spec order. */
+  delta: Float32Array;
+  /** FedAvg weight of the update. */
+  exampleCount: number;
+  /** Encoded payload, once a middleware (or the final encoder) has produced it. */
+  payload?: Uint8Array;
+  encoding: 'float32-le';
+  /** Free-form notes middleware leaves for later ones (e.g. the clip factor). */
+  notes: Record<string, unknown>;
+}
+
+export type UpdateHandler = (update: LocalUpdate, ctx: RoundContext) => Promise<LocalUpdate>;
+export type UpdateMiddleware = (update: LocalUpdate, ctx: RoundContext, next: UpdateHandler) => Promise<LocalUpdate>;
+
+/** Composes middleware left to right around `last`. */
+export function composeMiddleware(middleware: readonly UpdateMiddleware[], last: UpdateHandler): UpdateHandler {
+  return middleware.reduceRight<UpdateHandler>((next, mw) => (update, ctx) => mw(update, ctx, next), last);
+}

@@ -1,0 +1,197 @@
+import { createHash } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import {
+  GRPC_CHANNEL_OPTIONS,
+  createFederationServiceClient,
+  type FederationServiceClient,
+  type ModelChunk__Output,
+  type TaskSpec__Output,
+} from '@veil/protocol';
+import { chunkPayload } from '@veil/protocol/codec';
+import { ClientError, type ClientErrorCode } from '../errors.js';
+import type { AssignmentResponse, JoinResult, Transport } from './transport.js';
+
+const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
+  [grpc.status.INVALID_ARGUMENT]: 'invalid_argument',
+  [grpc.status.UNAUTHENTICATED]: 'unauthenticated',
+  [grpc.status.PERMISSION_DENIED]: 'permission_denied',
+  [grpc.status.NOT_FOUND]: 'not_found',
+  [grpc.status.ALREADY_EXISTS]: 'already_exists',
+  [grpc.status.FAILED_PRECONDITION]: 'failed_precondition',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'resource_exhausted',
+  [grpc.status.DEADLINE_EXCEEDED]: 'deadline_exceeded',
+  [grpc.status.ABORTED]: 'aborted',
+  [grpc.status.UNAVAILABLE]: 'unavailable',
+  [grpc.status.CANCELLED]: 'cancelled',
+};
+
+function toClientError(error: unknown): ClientError {
+  const e = error as Partial<grpc.ServiceError>;
+  if (typeof e?.code === 'number') {
+    return new ClientError(CODES[e.code as grpc.status] ?? 'internal', e.details || e.message || 'gRPC error', { cause: error });
+  }
+  return ClientError.from(error);
+}
+
+function toTask(t: TaskSpec__Output): JoinResult['task'] {
+  return {
+    taskId: t.taskId,
+    name: t.name,
+    model: { topology: JSON.parse(t.modelTopologyJson), weightSpecs: JSON.parse(t.weightSpecsJson) },
+    parameterCount: t.parameterCount,
+    totalRounds: t.totalRounds,
+  };
+}
+
+export interface GrpcTransportOptions {
+  /** Coordinator address, `host:port`. */
+  address: string;
+  /** Channel credentials. Default insecure (loopback, or behind a TLS-terminating proxy); pass `grpc.credentials.createSsl()` for TLS. */
+  channelCredentials?: grpc.ChannelCredentials;
+  /** Deadline of unary calls other than the long-poll, ms. Default 30 000. */
+  callTimeoutMs?: number;
+}
+
+/** The grpc-js transport of the SDK. */
+export function createGrpcTransport(options: GrpcTransportOptions): Transport {
+  const client: FederationServiceClient = createFederationServiceClient(
+    options.address,
+    options.channelCredentials ?? grpc.credentials.createInsecure(),
+    { ...GRPC_CHANNEL_OPTIONS, 'grpc.keepalive_time_ms': 60_000, 'grpc.keepalive_timeout_ms': 20_000 },
+  );
+  const callTimeoutMs = options.callTimeoutMs ?? 30_000;
+  const auth = (credential: string): grpc.Metadata => {
+    const m = new grpc.Metadata();
+    m.set('authorization', `Bearer ${credential}`);
+    return m;
+  };
+  const deadline = (ms: number): grpc.CallOptions => ({ deadline: Date.now() + ms });
+  const onAbort = (signal: AbortSignal | undefined, call: { cancel(): void }): void => {
+    if (signal?.aborted) call.cancel();
+    signal?.addEventListener('abort', () => call.cancel(), { once: true });
+  };
+
+  return {
+    join(request) {
+      return new Promise<JoinResult>((resolve, reject) => {
+        client.Join(request, deadline(callTimeoutMs), (error, response) => {
+          if (error || !response?.task) return reject(toClientError(error ?? new Error('empty Join response')));
+          resolve({ clientId: response.clientId, credential: response.credential, task: toTask(response.task) });
+        });
+      });
+    },
+
+    getTask(credential) {
+      return new Promise<JoinResult['task']>((resolve, reject) => {
+        client.GetTask({}, auth(credential), deadline(callTimeoutMs), (error, response) => {
+          if (error || !response) return reject(toClientError(error ?? new Error('empty GetTask response')));
+          resolve(toTask(response));
+        });
+      });
+    },
+
+    waitForAssignment(credential, waitMs, signal) {
+      return new Promise<AssignmentResponse>((resolve, reject) => {
+        const call = client.WaitForAssignment({ waitMs }, auth(credential), deadline(waitMs + callTimeoutMs), (error, r) => {
+          if (error || !r) return reject(toClientError(error ?? new Error('empty response')));
+          if (r.assignment) {
+            const a = r.assignment;
+            return resolve({
+              kind: 'assignment',
+              assignment: {
+                roundId: a.roundId,
+                roundNumber: a.roundNumber,
+                modelVersion: a.modelVersion,
+                modelSha256: Buffer.from(a.modelSha256).toString('hex'),
+                modelSizeBytes: a.modelSizeBytes,
+                deadlineUnixMs: a.deadlineUnixMs,
+                training: {
+                  epochs: a.training?.epochs ?? 1,
+                  batchSize: a.training?.batchSize ?? 32,
+                  learningRate: a.training?.learningRate ?? 0.01,
+                },
+                updateEncoding: 'float32-le',
+                maxUpdateBytes: a.maxUpdateBytes,
+                maxExampleCount: a.maxExampleCount,
+                evaluate: a.evaluate,
+              },
+            });
+          }
+          if (r.ended) return resolve({ kind: 'ended', taskStatus: r.ended.taskStatus, reason: r.ended.reason, finalModelVersion: r.ended.finalModelVersion });
+          resolve({ kind: 'idle', taskStatus: r.idle?.taskStatus ?? 'TASK_STATUS_UNSPECIFIED', currentRound: r.idle?.currentRound ?? 0 });
+        });
+        onAbort(signal, call);
+      });
+    },
+
+    downloadModel(credential, version, signal) {
+      return new Promise((resolve, reject) => {
+        const call = client.DownloadModel({ modelVersion: version }, auth(credential), deadline(10 * callTimeoutMs));
+        onAbort(signal, call);
+        let header: { version: number; size: number; sha256: string } | null = null;
+        const chunks: Buffer[] = [];
+        let received = 0;
+        const hash = createHash('sha256');
+        call.on('data', (message: ModelChunk__Output) => {
+          if (message.header) {
+            header = {
+              version: message.header.modelVersion,
+              size: message.header.sizeBytes,
+              sha256: Buffer.from(message.header.sha256).toString('hex'),
+            };
+          } else if (message.data) {
+            received += message.data.byteLength;
+            if (header === null || received > header.size) {
+              call.cancel();
+              reject(new ClientError('integrity', 'model stream is larger than its header declares'));
+              return;
+            }
+            hash.update(message.data);
+            chunks.push(message.data);
+          }
+        });
+        call.on('error', (error) => reject(toClientError(error)));
+        call.on('end', () => {
+          if (header === null) return reject(new ClientError('integrity', 'model stream had no header'));
+          const sha256 = hash.digest('hex');
+          if (received !== header.size || sha256 !== header.sha256) {
+            return reject(new ClientError('integrity', 'model download failed its size or SHA-256 check'));
+          }
+          resolve({ version: header.version, bytes: Buffer.concat(chunks, received), sha256 });
+        });
+      });
+    },
+
+    submitUpdate(credential, header, payload, signal) {
+      return new Promise((resolve, reject) => {
+        const call = client.SubmitUpdate(auth(credential), deadline(10 * callTimeoutMs), (error, response) => {
+          if (error || !response) return reject(toClientError(error ?? new Error('empty response')));
+          resolve({ acceptedCount: response.acceptedCount });
+        });
+        onAbort(signal, call);
+        call.write({
+          header: {
+            roundNumber: header.roundNumber,
+            modelVersion: header.modelVersion,
+            exampleCount: header.exampleCount,
+            encoding: 'UPDATE_ENCODING_FLOAT32_LE',
+            payloadSizeBytes: payload.byteLength,
+            payloadSha256: Buffer.from(header.sha256, 'hex'),
+          },
+        });
+        for (const chunk of chunkPayload(payload)) call.write({ chunk: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) });
+        call.end();
+      });
+    },
+
+    reportEvaluation(credential, report) {
+      return new Promise((resolve, reject) => {
+        client.ReportEvaluation(report, auth(credential), deadline(callTimeoutMs), (error) => (error ? reject(toClientError(error)) : resolve()));
+      });
+    },
+
+    close() {
+      client.close();
+    },
+  };
+}

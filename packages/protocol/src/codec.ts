@@ -1,0 +1,34 @@
+import { createHash } from 'node:crypto';
+import { MAX_CHUNK_BYTES } from './limits.js';
+
+/** SHA-256 of `data` (FIPS 180-4) as raw bytes. */
+export function sha256(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+/** Splits a payload into protocol-sized chunks (views, no copies). */
+export function* chunkPayload(payload: Uint8Array, chunkBytes: number = MAX_CHUNK_BYTES): Generator<Uint8Array> {
+  if (!Number.isInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes > MAX_CHUNK_BYTES) {
+    throw new RangeError(`chunkBytes must be an integer in 1..${MAX_CHUNK_BYTES}`);
+  }
+  for (let offset = 0; offset < payload.byteLength; offset += chunkBytes) {
+    yield payload.subarray(offset, Math.min(offset + chunkBytes, payload.byteLength));
+  }
+}
+
+/** Flat float32 vector <-> little-endian bytes (the FLOAT32_LE encodings). */
+export function float32ToBytes(values: Float32Array): Uint8Array {
+  const out = new Uint8Array(values.length * 4);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
+  return out;
+}
+
+/** Decodes little-endian float32 bytes; throws RangeError when the length is not a multiple of 4. */
+export function bytesToFloat32(bytes: Uint8Array): Float32Array {
+  if (bytes.byteLength % 4 !== 0) throw new RangeError('float32 payload length is not a multiple of 4');
+  const out = new Float32Array(bytes.byteLength / 4);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
+  return out;
+}

@@ -1,0 +1,52 @@
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from './gen/federation.js';
+import type { FederationServiceClient, FederationServiceDefinition } from './gen/veil/v1/FederationService.js';
+
+/** Options shared by the loader and the type generator (scripts/gen.mjs); keep them in sync. */
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+/** Directory holding `veil/v1/*.proto`: the repository's `proto/`, or a copy shipped beside the package. */
+export function protoRoot(): string {
+  const candidates = [
+    fileURLToPath(new URL('../../../proto', import.meta.url)),
+    fileURLToPath(new URL('../proto', import.meta.url)),
+  ];
+  const found = candidates.find((dir) => existsSync(join(dir, 'veil/v1/federation.proto')));
+  if (found === undefined) throw new Error(`veil/v1/federation.proto not found in ${candidates.join(' or ')}`);
+  return found;
+}
+
+let cached: ProtoGrpcType | undefined;
+
+function loadPackage(): ProtoGrpcType {
+  if (cached === undefined) {
+    const definition = protoLoader.loadSync('veil/v1/federation.proto', { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
+    cached = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
+  }
+  return cached;
+}
+
+/** The `veil.v1.FederationService` definition, for `server.addService`. */
+export function federationServiceDefinition(): FederationServiceDefinition {
+  return loadPackage().veil.v1.FederationService.service;
+}
+
+/** Creates a typed FederationService client. */
+export function createFederationServiceClient(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+): FederationServiceClient {
+  const Ctor = loadPackage().veil.v1.FederationService;
+  return new Ctor(address, credentials, options);
+}

@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Rng, Strategy } from './aggregation/strategy.js';
+import { createBlobStore } from './blobs/blob-store.js';
+import type { CoordinatorConfig } from './config/config.js';
+import { createFederationHandlers, startGrpcServer } from './grpc/federation-service.js';
+import { buildHttpApp } from './http/app.js';
+import { openDatabase } from './persistence/database.js';
+import { createPrismaStore } from './persistence/prisma-store.js';
+import { RoundEngine, type Clock } from './rounds/engine.js';
+
+export interface CoordinatorOptions {
+  config: CoordinatorConfig;
+  logger: Logger;
+  /** Aggregation strategy. Default FedAvg. */
+  strategy?: Strategy;
+  /** Default `Date.now`. */
+  clock?: Clock;
+  /** Client-selection randomness. Default a CSPRNG. */
+  rng?: Rng;
+  /** Presence window for selection, ms. Default 30 000. */
+  presenceTtlMs?: number;
+}
+
+/** A running coordinator: gRPC for devices, REST for admins, one round engine. */
+export interface Coordinator {
+  readonly engine: RoundEngine;
+  readonly grpcPort: number;
+  readonly grpcAddress: string;
+  readonly httpUrl: string;
+  readonly adminToken: string;
+  readonly enrolmentSecret: string;
+  readonly databaseKind: 'postgresql' | 'pglite';
+  /** Graceful shutdown: stop accepting, finish in-flight calls, close the database. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Reads a secret file from the data directory, creating it (mode 0600) when missing. */
+async function devSecret(dataDir: string, name: string, logger: Logger): Promise<string> {
+  const path = join(dataDir, name);
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const value = randomBytes(24).toString('base64url');
+  await writeFile(path, value + '\n', { mode: 0o600 });
+  logger.warn({ path }, `generated ${name}; set it explicitly in production`);
+  return value;
+}
+
+/** Opens the database (migrating it), recovers the round engine and starts both servers. */
+export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
+  const { config, logger } = options;
+  await mkdir(config.dataDir, { recursive: true });
+  const adminToken = config.adminToken ?? (await devSecret(config.dataDir, 'admin-token', logger));
+  const enrolmentSecret = config.enrolmentSecret ?? (await devSecret(config.dataDir, 'enrolment-secret', logger));
+
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  const cleanup: Array<() => Promise<void>> = [() => db.close()];
+  const closeAll = async (): Promise<void> => {
+    for (const fn of cleanup.reverse()) await fn().catch((error) => logger.error({ err: error }, 'shutdown step failed'));
+  };
+  try {
+    if (config.migrateOnStart) {
+      const applied = await db.migrate();
+      if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+    }
+    const store = createPrismaStore(db.prisma);
+    const engine = new RoundEngine({
+      store,
+      blobs: createBlobStore({ dir: config.blobDir }),
+      logger,
+      ...(options.strategy && { strategy: options.strategy }),
+      ...(options.clock && { clock: options.clock }),
+      ...(options.rng && { rng: options.rng }),
+      ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
+    });
+    await engine.start();
+    cleanup.push(() => engine.close());
+
+    const grpcServer = await startGrpcServer(createFederationHandlers({ engine, store, logger, enrolmentSecret }), {
+      host: config.host,
+      port: config.grpcPort,
+    });
+    cleanup.push(() => grpcServer.close());
+
+    const http = await buildHttpApp({ engine, store, logger, adminToken });
+    const httpAddress = await http.listen({ host: config.host, port: config.httpPort });
+    cleanup.push(() => http.close());
+
+    const grpcHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+    logger.info({ grpcPort: grpcServer.port, http: httpAddress, database: db.kind }, 'coordinator ready');
+    let closing: Promise<void> | null = null;
+    const close = (): Promise<void> => (closing ??= closeAll());
+    return {
+      engine,
+      grpcPort: grpcServer.port,
+      grpcAddress: `${grpcHost}:${grpcServer.port}`,
+      httpUrl: httpAddress,
+      adminToken,
+      enrolmentSecret,
+      databaseKind: db.kind,
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}

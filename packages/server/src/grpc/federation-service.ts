@@ -1,0 +1,326 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import {
+  GRPC_CHANNEL_OPTIONS,
+  MAX_CHUNK_BYTES,
+  MAX_CLIENT_NAME_LENGTH,
+  MAX_METRIC_NAME_LENGTH,
+  MAX_METRICS,
+  MAX_WAIT_MS,
+  federationServiceDefinition,
+  type Assignment,
+  type FederationServiceHandlers,
+  type TaskSpec,
+  type WaitForAssignmentResponse,
+} from '@veil/protocol';
+import { chunkPayload } from '@veil/protocol/codec';
+import { VeilError } from '../errors.js';
+import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
+import type { Client, Task } from '../rounds/model.js';
+import type { FederationStore } from '../rounds/ports.js';
+
+export interface FederationServiceOptions {
+  engine: RoundEngine;
+  store: FederationStore;
+  logger: Logger;
+  /** Secret devices present to Join. */
+  enrolmentSecret: string;
+}
+
+const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
+function sendError(log: Logger, error: unknown): Partial<grpc.StatusObject> {
+  const e = VeilError.from(error);
+  if (e.code === 'internal') log.error({ err: e.cause ?? e }, 'request failed');
+  else log.warn({ code: e.code, reason: e.message }, 'request rejected');
+  return { code: e.grpcStatus, details: e.publicMessage };
+}
+
+/** Maps the domain's task status to the protocol enum. */
+const taskStatus = (status: Task['status']) => `TASK_STATUS_${status}` as const;
+
+function toTaskSpec(task: Task): TaskSpec {
+  return {
+    taskId: task.id,
+    name: task.name,
+    modelTopologyJson: JSON.stringify(task.modelTopology),
+    weightSpecsJson: JSON.stringify(task.weightSpecs),
+    parameterCount: task.parameterCount,
+    totalRounds: task.settings.rounds,
+    updateEncoding: 'UPDATE_ENCODING_FLOAT32_LE',
+  };
+}
+
+function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
+  switch (result.kind) {
+    case 'assignment': {
+      const assignment: Assignment = {
+        roundId: result.round.id,
+        roundNumber: result.round.number,
+        modelVersion: result.model.version,
+        modelSha256: Buffer.from(result.model.sha256, 'hex'),
+        modelSizeBytes: result.model.sizeBytes,
+        deadlineUnixMs: result.round.deadlineAt.getTime(),
+        training: result.round.config,
+        updateEncoding: 'UPDATE_ENCODING_FLOAT32_LE',
+        maxUpdateBytes: result.maxUpdateBytes,
+        maxExampleCount: result.maxExampleCount,
+        evaluate: true,
+      };
+      return { assignment };
+    }
+    case 'idle':
+      return { idle: { taskStatus: taskStatus(result.taskStatus), currentRound: result.currentRound } };
+    case 'ended':
+      return {
+        ended: { taskStatus: taskStatus(result.taskStatus), reason: result.reason, finalModelVersion: result.finalModelVersion },
+      };
+  }
+}
+
+const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
+  UPDATE_ENCODING_FLOAT32_LE: 'float32-le',
+};
+
+/** The gRPC adapter: authenticates devices and translates calls to the round engine. */
+export function createFederationHandlers(options: FederationServiceOptions): FederationServiceHandlers {
+  const { engine, store } = options;
+  const log = options.logger.child({ component: 'grpc' });
+  const secretDigest = createHash('sha256').update(options.enrolmentSecret).digest();
+  const clients = new Map<string, Client>();
+
+  async function authenticate(metadata: grpc.Metadata): Promise<Client> {
+    const header = metadata.get('authorization')[0];
+    const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(header) : null;
+    if (match === null) throw new VeilError('unauthenticated', 'missing or malformed client credential');
+    const hash = sha256Hex(match[1]!);
+    let client = clients.get(hash);
+    if (client === undefined) {
+      client = (await store.findClientByCredentialHash(hash)) ?? undefined;
+      if (client === undefined) throw new VeilError('unauthenticated', 'unknown client credential');
+      clients.set(hash, client);
+    }
+    return client;
+  }
+
+  return {
+    Join(call, callback) {
+      void (async () => {
+        const { taskId, enrolmentSecret, clientName } = call.request;
+        const given = createHash('sha256').update(enrolmentSecret).digest();
+        if (!timingSafeEqual(given, secretDigest)) throw new VeilError('unauthenticated', 'wrong enrolment secret');
+        if (clientName.length > MAX_CLIENT_NAME_LENGTH) {
+          throw new VeilError('invalid_argument', `client_name is longer than ${MAX_CLIENT_NAME_LENGTH} characters`);
+        }
+        if (!/^[0-9a-f-]{36}$/i.test(taskId)) throw new VeilError('invalid_argument', 'task_id must be a UUID');
+        const task = await engine.getTask(taskId);
+        if (task.status === 'COMPLETED' || task.status === 'FAILED') {
+          throw new VeilError('failed_precondition', `task ${taskId} has ended (${task.status})`);
+        }
+        const credential = randomBytes(32).toString('base64url');
+        const client = await store.createClient({
+          id: randomUUID(),
+          taskId,
+          name: clientName === '' ? null : clientName,
+          credentialHash: sha256Hex(credential),
+        });
+        log.info({ taskId, clientId: client.id }, 'client joined');
+        return { clientId: client.id, credential, task: toTaskSpec(task) };
+      })().then(
+        (response) => callback(null, response),
+        (error) => callback(sendError(log, error)),
+      );
+    },
+
+    GetTask(call, callback) {
+      void (async () => {
+        const client = await authenticate(call.metadata);
+        return toTaskSpec(await engine.getTask(client.taskId));
+      })().then(
+        (response) => callback(null, response),
+        (error) => callback(sendError(log, error)),
+      );
+    },
+
+    WaitForAssignment(call, callback) {
+      const abort = new AbortController();
+      call.on('cancelled', () => abort.abort());
+      void (async () => {
+        const client = await authenticate(call.metadata);
+        const waitMs = Math.min(call.request.waitMs, MAX_WAIT_MS);
+        return toResponse(await engine.waitForAssignment(client, waitMs, abort.signal));
+      })().then(
+        (response) => callback(null, response),
+        (error) => callback(sendError(log, error)),
+      );
+    },
+
+    DownloadModel(call) {
+      void (async () => {
+        const client = await authenticate(call.metadata);
+        const model = await engine.readModel(client.taskId, call.request.modelVersion);
+        call.write({
+          header: {
+            modelVersion: model.version,
+            encoding: 'MODEL_ENCODING_FLOAT32_LE',
+            sizeBytes: model.bytes.byteLength,
+            sha256: Buffer.from(model.sha256, 'hex'),
+          },
+        });
+        for (const chunk of chunkPayload(model.bytes)) {
+          if (call.cancelled) return;
+          if (!call.write({ data: chunk })) await new Promise((resolve) => call.once('drain', resolve));
+        }
+        call.end();
+      })().catch((error) => {
+        call.destroy(Object.assign(new Error('download failed'), sendError(log, error)));
+      });
+    },
+
+    SubmitUpdate(call, callback) {
+      let settled = false;
+      const finish = (error: unknown, response?: { acceptedCount: number; payloadSha256: Buffer }): void => {
+        if (settled) return;
+        settled = true;
+        if (error) {
+          callback(sendError(log.child({ peer: call.getPeer() }), error));
+          call.removeAllListeners('data');
+          call.resume();
+        } else callback(null, response);
+      };
+      const chunks: Buffer[] = [];
+      const hash = createHash('sha256');
+      let received = 0;
+      let header: UpdateHeaderInput | null = null;
+      let maxBytes = 0;
+      let client: Client | null = null;
+      let ready: Promise<void> | null = null;
+
+      call.on('data', (message: { header?: unknown; chunk?: Buffer; part?: string }) => {
+        if (settled) return;
+        if (message.part === 'header') {
+          if (ready !== null) return finish(new VeilError('invalid_argument', 'the update header must be sent once, first'));
+          const raw = message.header as {
+            roundNumber: number;
+            modelVersion: number;
+            exampleCount: number;
+            encoding: string;
+            payloadSizeBytes: number;
+            payloadSha256: Buffer;
+          };
+          header = {
+            roundNumber: raw.roundNumber,
+            modelVersion: raw.modelVersion,
+            exampleCount: raw.exampleCount,
+            encoding: ENCODINGS[raw.encoding] ?? 'unspecified',
+            payloadSizeBytes: raw.payloadSizeBytes,
+            sha256: raw.payloadSha256.length === 32 ? raw.payloadSha256.toString('hex') : '',
+          };
+          call.pause();
+          ready = (async () => {
+            client = await authenticate(call.metadata);
+            ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
+          })();
+          ready.then(
+            () => call.resume(),
+            (error) => finish(error),
+          );
+          return;
+        }
+        if (message.part === 'chunk' && message.chunk) {
+          if (header === null) return finish(new VeilError('invalid_argument', 'the update header must come before the payload'));
+          if (message.chunk.byteLength > MAX_CHUNK_BYTES) {
+            return finish(new VeilError('resource_exhausted', `chunks are limited to ${MAX_CHUNK_BYTES} bytes`));
+          }
+          received += message.chunk.byteLength;
+          if (received > header.payloadSizeBytes || received > maxBytes) {
+            return finish(new VeilError('resource_exhausted', `payload exceeds the declared ${header.payloadSizeBytes} bytes`));
+          }
+          hash.update(message.chunk);
+          chunks.push(message.chunk);
+          return;
+        }
+        finish(new VeilError('invalid_argument', 'empty SubmitUpdate message'));
+      });
+      call.on('end', () => {
+        if (settled) return;
+        void (async () => {
+          if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
+          await ready;
+          const payload = Buffer.concat(chunks, received);
+          const digest = hash.digest('hex');
+          const { acceptedCount } = await engine.submitUpdate(client!, header, payload, digest);
+          return { acceptedCount, payloadSha256: Buffer.from(digest, 'hex') };
+        })().then(
+          (response) => finish(null, response),
+          (error) => finish(error),
+        );
+      });
+      call.on('error', (error) => {
+        settled = true;
+        log.debug({ err: error }, 'update stream failed');
+      });
+    },
+
+    ReportEvaluation(call, callback) {
+      void (async () => {
+        const client = await authenticate(call.metadata);
+        const { roundNumber, modelVersion, exampleCount, metrics } = call.request;
+        const entries = Object.entries(metrics);
+        if (entries.length > MAX_METRICS) throw new VeilError('invalid_argument', `at most ${MAX_METRICS} metrics`);
+        for (const [name, value] of entries) {
+          if (name.length === 0 || name.length > MAX_METRIC_NAME_LENGTH || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+            throw new VeilError('invalid_argument', `invalid metric name ${JSON.stringify(name.slice(0, 80))}`);
+          }
+          if (!Number.isFinite(value)) throw new VeilError('invalid_argument', `metric ${name} is not a finite number`);
+        }
+        if (exampleCount < 1) throw new VeilError('invalid_argument', 'example_count must be positive');
+        await engine.reportEvaluation(client, { roundNumber, modelVersion, exampleCount, metrics });
+        return {};
+      })().then(
+        (response) => callback(null, response),
+        (error) => callback(sendError(log, error)),
+      );
+    },
+  };
+}
+
+export interface GrpcServerHandle {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Starts the gRPC server with the protocol's message limits and keep-alives for many long-lived devices. */
+export async function startGrpcServer(
+  handlers: FederationServiceHandlers,
+  options: { host: string; port: number },
+): Promise<GrpcServerHandle> {
+  const server = new grpc.Server({
+    ...GRPC_CHANNEL_OPTIONS,
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.max_concurrent_streams': 10_000,
+  });
+  server.addService(federationServiceDefinition(), handlers as unknown as grpc.UntypedServiceImplementation);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    );
+  });
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}

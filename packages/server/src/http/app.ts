@@ -1,0 +1,251 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Logger } from 'pino';
+import { bytesToFloat32 } from '@veil/protocol/codec';
+import { VeilError } from '../errors.js';
+import type { RoundEngine } from '../rounds/engine.js';
+import type { Round, Task } from '../rounds/model.js';
+import type { FederationStore } from '../rounds/ports.js';
+import type { TaskInput } from '../rounds/task-settings.js';
+import { errorSchema, roundSchema, taskCreateSchema, taskSchema } from './schemas.js';
+
+export interface HttpAppOptions {
+  engine: RoundEngine;
+  store: FederationStore;
+  logger: Logger;
+  /** Bearer token for every /v1/tasks call (mutations and reads). */
+  adminToken: string;
+  /** Largest request body, in bytes. Default 64 MiB (a model's initial weights travel in the body). */
+  bodyLimitBytes?: number;
+}
+
+type Scope = 'admin' | 'read';
+
+/** Builds the admin REST API (Fastify). The caller listens and closes it. */
+export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
+  const { engine, store } = options;
+  const app = Fastify({
+    loggerInstance: options.logger.child({ component: 'http' }) as FastifyBaseLogger,
+    bodyLimit: options.bodyLimitBytes ?? 64 * 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Veil coordinator API',
+        version: '1',
+        description: 'Admin and audit API of the Veil federated-learning coordinator. Devices use the gRPC protocol (proto/veil/v1).',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  const tokenDigest = createHash('sha256').update(options.adminToken).digest();
+  const authorize = (scope: Scope) => async (request: FastifyRequest) => {
+    void scope; // admin and read share the admin token until the audit token lands
+    const header = request.headers.authorization ?? '';
+    const match = /^Bearer (.+)$/.exec(header);
+    if (match === null) throw new VeilError('unauthenticated', 'missing bearer token');
+    const given = createHash('sha256').update(match[1]!).digest();
+    if (!timingSafeEqual(given, tokenDigest)) throw new VeilError('permission_denied', 'invalid token');
+  };
+
+  app.setErrorHandler((error: unknown, request, reply: FastifyReply) => {
+    const validation = (error as { validation?: unknown; statusCode?: number; message?: string }) ?? {};
+    if (validation.validation !== undefined) {
+      return reply.status(400).send({ code: 'invalid_argument', message: validation.message ?? 'invalid request' });
+    }
+    if (!(error instanceof VeilError) && typeof validation.statusCode === 'number' && validation.statusCode < 500) {
+      return reply.status(validation.statusCode).send({ code: 'invalid_argument', message: validation.message ?? 'bad request' });
+    }
+    const e = VeilError.from(error);
+    if (e.code === 'internal') request.log.error({ err: e.cause ?? e }, 'request failed');
+    return reply.status(e.httpStatus).send({ code: e.code, message: e.publicMessage });
+  });
+
+  const secured = { security: [{ bearer: [] }] };
+  const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } } as const;
+  const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema };
+
+  app.get('/v1/health', { schema: { tags: ['health'], summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+
+  app.get(
+    '/v1/ready',
+    { schema: { tags: ['health'], summary: 'Readiness: the database answers', response: { 200: { type: 'object', properties: { status: { type: 'string' } } }, 503: errorSchema } } },
+    async () => {
+      try {
+        await store.ping();
+      } catch (error) {
+        throw new VeilError('unavailable', 'database unavailable', { cause: error });
+      }
+      return { status: 'ready' };
+    },
+  );
+
+  app.post<{ Body: TaskInput & { model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string }; start?: boolean } }>(
+    '/v1/tasks',
+    {
+      preHandler: authorize('admin'),
+      schema: { ...secured, tags: ['tasks'], summary: 'Create a task', body: taskCreateSchema, response: { 201: taskSchema, ...errors, 413: errorSchema } },
+    },
+    async (request, reply) => {
+      const { model, start, ...input } = request.body;
+      const bytes = Buffer.from(model.weightsBase64, 'base64');
+      if (bytes.byteLength % 4 !== 0) throw new VeilError('invalid_argument', 'model.weightsBase64 must decode to float32 values');
+      let task = await engine.createTask(input, { topology: model.topology, weightSpecs: model.weightSpecs, weights: bytesToFloat32(bytes) });
+      if (start === true) task = await engine.startTask(task.id);
+      return reply.status(201).send(presentTask(task));
+    },
+  );
+
+  app.get('/v1/tasks', { preHandler: authorize('read'), schema: { ...secured, tags: ['tasks'], summary: 'List tasks', response: { 200: { type: 'object', properties: { tasks: { type: 'array', items: taskSchema } } }, ...errors } } }, async () => ({
+    tasks: (await store.listTasks()).map(presentTask),
+  }));
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id',
+    { preHandler: authorize('read'), schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errors } } },
+    async (request) => presentTask(await getTask(request.params.id)),
+  );
+
+  for (const action of ['start', 'pause'] as const) {
+    app.post<{ Params: { id: string } }>(
+      `/v1/tasks/:id/${action}`,
+      {
+        preHandler: authorize('admin'),
+        schema: { ...secured, tags: ['tasks'], summary: action === 'start' ? 'Start or resume a task' : 'Pause a task (the open round finishes; no new round opens)', params: idParams, response: { 200: taskSchema, ...errors } },
+      },
+      async (request) => {
+        await getTask(request.params.id);
+        const task = action === 'start' ? await engine.startTask(request.params.id) : await engine.pauseTask(request.params.id);
+        return presentTask(task);
+      },
+    );
+  }
+
+  app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+    '/v1/tasks/:id/rounds',
+    {
+      preHandler: authorize('read'),
+      schema: {
+        ...secured,
+        tags: ['rounds'],
+        summary: 'Round history with state transitions, aggregation summaries and reported evaluation metrics',
+        params: idParams,
+        querystring: {
+          type: 'object',
+          properties: { offset: { type: 'integer', minimum: 0, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 500, default: 100 } },
+        },
+        response: { 200: { type: 'object', properties: { rounds: { type: 'array', items: roundSchema } } }, ...errors },
+      },
+    },
+    async (request) => {
+      await getTask(request.params.id);
+      const rounds = await store.listRounds(request.params.id, { offset: request.query.offset, limit: request.query.limit });
+      return {
+        rounds: await Promise.all(
+          rounds.map(async (round) => ({
+            ...presentRound(round),
+            evaluation: await store.getRoundEvaluation(round.id),
+            events: (await store.listRoundEvents(round.id)).map((e) => ({ ...e, at: e.at.toISOString() })),
+          })),
+        ),
+      };
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
+    '/v1/tasks/:id/model',
+    {
+      preHandler: authorize('read'),
+      schema: {
+        ...secured,
+        tags: ['models'],
+        summary: 'Current (or a given) global model as a TensorFlow.js model.json (load with tf.loadLayersModel)',
+        params: idParams,
+        querystring: { type: 'object', properties: { version: { type: 'integer', minimum: 0 } } },
+        response: { 200: { type: 'object', additionalProperties: true }, ...errors },
+      },
+    },
+    async (request) => {
+      const task = await getTask(request.params.id);
+      const version = request.query.version ?? task.currentModelVersion;
+      const meta = await store.getModelVersion(task.id, version);
+      if (meta === null) throw new VeilError('not_found', `task has no model version ${version}`);
+      return {
+        format: 'layers-model',
+        generatedBy: 'veil',
+        convertedBy: null,
+        modelTopology: task.modelTopology,
+        weightsManifest: [{ paths: [`model/weights.bin?version=${version}`], weights: task.weightSpecs }],
+        veil: { taskId: task.id, version, sha256: meta.sha256, sizeBytes: meta.sizeBytes, encoding: meta.encoding },
+      };
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
+    '/v1/tasks/:id/model/weights.bin',
+    {
+      preHandler: authorize('read'),
+      schema: {
+        ...secured,
+        tags: ['models'],
+        summary: 'Weights of a global model version (little-endian float32, weight-spec order)',
+        params: idParams,
+        querystring: { type: 'object', properties: { version: { type: 'integer', minimum: 0 } } },
+      },
+    },
+    async (request, reply) => {
+      const model = await engine.readModel(request.params.id, request.query.version ?? 0);
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('etag', `"${model.sha256}"`)
+        .header('x-veil-model-version', String(model.version))
+        .send(model.bytes);
+    },
+  );
+
+  async function getTask(id: string): Promise<Task> {
+    const task = await store.getTask(id);
+    if (task === null) throw new VeilError('not_found', `task ${id} does not exist`);
+    return task;
+  }
+
+  return app;
+}
+
+function presentTask(task: Task) {
+  return {
+    id: task.id,
+    name: task.name,
+    status: task.status,
+    statusReason: task.statusReason,
+    settings: task.settings,
+    parameterCount: task.parameterCount,
+    currentModelVersion: task.currentModelVersion,
+    createdAt: task.createdAt.toISOString(),
+    updatedAt: task.updatedAt.toISOString(),
+  };
+}
+
+function presentRound(round: Round) {
+  return {
+    number: round.number,
+    state: round.state,
+    failureReason: round.failureReason,
+    baseModelVersion: round.baseModelVersion,
+    selected: round.targetCount,
+    received: round.receivedCount,
+    minClients: round.minClients,
+    deadlineAt: round.state === 'SELECTING' ? null : round.deadlineAt.toISOString(),
+    training: round.config,
+    summary: round.summary,
+    openedAt: round.openedAt.toISOString(),
+    closedAt: round.closedAt?.toISOString() ?? null,
+  };
+}

@@ -1,0 +1,99 @@
+/** JSON schemas of the REST API; Fastify validates with them and @fastify/swagger documents them. */
+
+export const errorSchema = {
+  type: 'object',
+  required: ['code', 'message'],
+  properties: { code: { type: 'string' }, message: { type: 'string' } },
+} as const;
+
+const trainingSchema = {
+  type: 'object',
+  required: ['epochs', 'batchSize', 'learningRate'],
+  additionalProperties: false,
+  properties: {
+    epochs: { type: 'integer', minimum: 1, maximum: 1000 },
+    batchSize: { type: 'integer', minimum: 1 },
+    learningRate: { type: 'number', exclusiveMinimum: 0 },
+  },
+} as const;
+
+export const taskCreateSchema = {
+  type: 'object',
+  required: ['name', 'rounds', 'training', 'model'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 200 },
+    rounds: { type: 'integer', minimum: 1, description: 'Rounds to run (closed and failed rounds count).' },
+    clientsPerRound: { type: 'integer', minimum: 1, description: 'Clients selected per round (or use clientFraction).' },
+    clientFraction: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'Fraction of available clients selected per round.' },
+    minClients: { type: 'integer', minimum: 1, description: 'Updates needed for a round to close at its deadline. Default 1.' },
+    minAvailableClients: { type: 'integer', minimum: 1, description: 'Clients that must be available before a round selects. Default clientsPerRound.' },
+    roundDeadlineMs: { type: 'integer', minimum: 100, description: 'Time selected clients have to submit. Default 60000.' },
+    maxExampleCount: { type: 'integer', minimum: 1, description: 'Largest example count accepted as an update weight. Default 1000000.' },
+    training: trainingSchema,
+    start: { type: 'boolean', description: 'Start the task right away. Default false.' },
+    model: {
+      type: 'object',
+      required: ['topology', 'weightSpecs', 'weightsBase64'],
+      additionalProperties: false,
+      properties: {
+        topology: { type: 'object', description: 'TensorFlow.js layers topology (model.json modelTopology).', additionalProperties: true },
+        weightSpecs: {
+          type: 'array',
+          minItems: 1,
+          items: {
+            type: 'object',
+            required: ['name', 'shape', 'dtype'],
+            properties: { name: { type: 'string' }, shape: { type: 'array', items: { type: 'integer', minimum: 1 } }, dtype: { type: 'string', enum: ['float32'] } },
+          },
+        },
+        weightsBase64: { type: 'string', description: 'Initial weights: little-endian float32 in weight-spec order, base64.' },
+      },
+    },
+  },
+} as const;
+
+export const taskSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    status: { type: 'string', enum: ['DRAFT', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED'] },
+    statusReason: { type: ['string', 'null'] },
+    settings: { type: 'object', additionalProperties: true },
+    parameterCount: { type: 'integer' },
+    currentModelVersion: { type: 'integer' },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export const roundSchema = {
+  type: 'object',
+  properties: {
+    number: { type: 'integer' },
+    state: { type: 'string', enum: ['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED', 'FAILED'] },
+    failureReason: { type: ['string', 'null'] },
+    baseModelVersion: { type: 'integer' },
+    selected: { type: 'integer' },
+    received: { type: 'integer' },
+    minClients: { type: 'integer' },
+    deadlineAt: { type: ['string', 'null'] },
+    training: { type: 'object', additionalProperties: true },
+    summary: { type: ['object', 'null'], additionalProperties: true },
+    evaluation: {
+      type: ['object', 'null'],
+      description: 'Metrics clients reported for the model this round distributed, weighted by example count.',
+      additionalProperties: true,
+    },
+    events: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { from: { type: ['string', 'null'] }, to: { type: 'string' }, reason: { type: ['string', 'null'] }, at: { type: 'string' } },
+      },
+    },
+    openedAt: { type: 'string' },
+    closedAt: { type: ['string', 'null'] },
+  },
+} as const;

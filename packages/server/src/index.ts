@@ -1,0 +1,15 @@
+export { startCoordinator } from './app.js';
+export type { Coordinator, CoordinatorOptions } from './app.js';
+export { loadConfig, ConfigError } from './config/config.js';
+export type { CoordinatorConfig } from './config/config.js';
+export { createLogger } from './logger.js';
+export type { Logger, LoggerSettings } from './logger.js';
+export { runServer, runMigrate } from './main.js';
+export { VeilError } from './errors.js';
+export type { VeilErrorCode } from './errors.js';
+export { RoundEngine } from './rounds/engine.js';
+export type { AssignmentResult, Clock, EngineEvents, RoundEngineOptions } from './rounds/engine.js';
+export { createFedAvg, federatedAverage, createFedAvgAggregator } from './aggregation/fedavg.js';
+export type { Aggregator, FitFailure, FitResult, Rng, Strategy } from './aggregation/strategy.js';
+export type { TaskInput } from './rounds/task-settings.js';
+export type { Round, RoundState, RoundSummary, Task, TaskSettings, TaskStatus, TrainingSettings } from './rounds/model.js';

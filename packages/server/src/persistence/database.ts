@@ -1,0 +1,113 @@
+import { mkdir, readFile, writeFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { PrismaPGlite } from 'pglite-prisma-adapter';
+import { PrismaPg } from '@prisma/adapter-pg';
+import { PrismaClient } from '../gen/prisma/client.js';
+import { applyMigrations, type SqlSession } from './migrate.js';
+
+export interface DatabaseOptions {
+  /** PostgreSQL URL; when absent an embedded PGlite database lives in `<dataDir>/pgdata`. */
+  databaseUrl: string | undefined;
+  /** Directory for the embedded database. */
+  dataDir: string;
+  logger: Logger;
+}
+
+/** An open database: the Prisma client plus a raw session for migrations. */
+export interface Database {
+  readonly kind: 'postgresql' | 'pglite';
+  readonly prisma: PrismaClient;
+  /** Applies pending migrations; returns their names. */
+  migrate(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** Opens PostgreSQL (DATABASE_URL) or the embedded PGlite default. */
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  return options.databaseUrl !== undefined ? openPostgres(options.databaseUrl) : openPglite(options.dataDir, options.logger);
+}
+
+async function openPostgres(url: string): Promise<Database> {
+  const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, max: 10 }) });
+  return {
+    kind: 'postgresql',
+    prisma,
+    async migrate() {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        const session: SqlSession = {
+          query: async (sql, params) => ({ rows: (await client.query(sql, params)).rows }),
+          exec: async (sql) => {
+            await client.query(sql);
+          },
+        };
+        return await applyMigrations(session);
+      } finally {
+        await client.end();
+      }
+    },
+    async close() {
+      await prisma.$disconnect();
+    },
+  };
+}
+
+/** One process at a time may open an embedded database directory. */
+async function lockDataDir(dir: string): Promise<() => Promise<void>> {
+  const lock = join(dir, 'veil.lock');
+  try {
+    const pid = Number((await readFile(lock, 'utf8')).trim());
+    if (Number.isInteger(pid) && pid !== process.pid && isAlive(pid)) {
+      throw new Error(`the embedded database in ${dir} is in use by process ${pid}`);
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  await writeFile(lock, String(process.pid));
+  return () => rm(lock, { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function openPglite(dataDir: string, logger: Logger): Promise<Database> {
+  await mkdir(dataDir, { recursive: true });
+  const unlock = await lockDataDir(dataDir);
+  const started = performance.now();
+  const db = new PGlite(join(dataDir, 'pgdata'));
+  await db.waitReady;
+  logger.info({ dataDir, openMs: Math.round(performance.now() - started) }, 'embedded database opened');
+  // pglite-prisma-adapter@0.6 is typed against @prisma/driver-adapter-utils 6.10; the 6.19
+  // interface differs only in argument metadata the adapter does not read (it passes
+  // arguments through), which the integration tests exercise for every column type we use.
+  const adapter = new PrismaPGlite(db) as unknown as PrismaPg;
+  const prisma = new PrismaClient({ adapter });
+  return {
+    kind: 'pglite',
+    prisma,
+    async migrate() {
+      const session: SqlSession = {
+        query: async (sql, params) => ({ rows: (await db.query(sql, params)).rows as never[] }),
+        exec: async (sql) => {
+          await db.exec(sql);
+        },
+      };
+      return applyMigrations(session);
+    },
+    async close() {
+      await prisma.$disconnect();
+      await db.close();
+      await unlock();
+    },
+  };
+}

@@ -1,0 +1,358 @@
+import type { PrismaClient } from '../gen/prisma/client.js';
+import type { Prisma } from '../gen/prisma/client.js';
+import type {
+  Client,
+  ModelVersion,
+  Round,
+  RoundEvaluation,
+  RoundEvent,
+  RoundState,
+  RoundSummary,
+  Submission,
+  Task,
+  TaskSettings,
+  TrainingSettings,
+  WeightSpecJson,
+} from '../rounds/model.js';
+import type { FederationStore, RecordSubmissionResult } from '../rounds/ports.js';
+
+type Tx = Prisma.TransactionClient;
+type TaskRow = Prisma.TaskGetPayload<object>;
+type RoundRow = Prisma.RoundGetPayload<object>;
+
+const json = (value: unknown): Prisma.InputJsonValue => value as Prisma.InputJsonValue;
+
+function toTask(row: TaskRow): Task {
+  return {
+    id: row.id,
+    name: row.name,
+    status: row.status,
+    statusReason: row.statusReason,
+    settings: row.spec as unknown as TaskSettings,
+    modelTopology: row.modelTopology as Record<string, unknown>,
+    weightSpecs: row.weightSpecs as unknown as WeightSpecJson[],
+    parameterCount: row.parameterCount,
+    currentModelVersion: row.currentModelVersion,
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
+  };
+}
+
+function toRound(row: RoundRow): Round {
+  return {
+    id: row.id,
+    taskId: row.taskId,
+    number: row.number,
+    state: row.state,
+    failureReason: row.failureReason,
+    baseModelVersion: row.baseModelVersion,
+    targetCount: row.targetCount,
+    minClients: row.minClients,
+    receivedCount: row.receivedCount,
+    deadlineAt: row.deadlineAt,
+    config: row.config as unknown as TrainingSettings,
+    summary: (row.summary as unknown as RoundSummary | null) ?? null,
+    openedAt: row.openedAt,
+    closedAt: row.closedAt,
+  };
+}
+
+/** Thrown inside a transaction to roll it back with a decided outcome. */
+class Outcome extends Error {
+  constructor(readonly result: RecordSubmissionResult) {
+    super(result.kind);
+  }
+}
+
+/** A round transition guarded by the expected states, recorded as a RoundEvent in the same transaction. */
+async function transition(
+  tx: Tx,
+  roundId: string,
+  from: readonly RoundState[],
+  to: RoundState,
+  data: Prisma.RoundUpdateManyMutationInput,
+  reason: string | null,
+): Promise<RoundRow | null> {
+  const current = await tx.round.findUnique({ where: { id: roundId }, select: { state: true } });
+  if (current === null || !from.includes(current.state)) return null;
+  const { count } = await tx.round.updateMany({ where: { id: roundId, state: current.state }, data: { ...data, state: to } });
+  if (count !== 1) return null;
+  await tx.roundEvent.create({ data: { roundId, from: current.state, to, reason } });
+  return tx.round.findUniqueOrThrow({ where: { id: roundId } });
+}
+
+/** FederationStore on Prisma (PostgreSQL or PGlite). */
+export function createPrismaStore(prisma: PrismaClient): FederationStore {
+  return {
+    async createTask(task) {
+      const row = await prisma.$transaction(async (tx) => {
+        const created = await tx.task.create({
+          data: {
+            id: task.id,
+            name: task.name,
+            spec: json(task.settings),
+            modelTopology: json(task.modelTopology),
+            weightSpecs: json(task.weightSpecs),
+            parameterCount: task.parameterCount,
+            currentModelVersion: 0,
+          },
+        });
+        await tx.modelVersion.create({
+          data: {
+            taskId: task.id,
+            version: 0,
+            digest: task.initialModel.sha256,
+            sizeBytes: task.initialModel.sizeBytes,
+            encoding: task.initialModel.encoding,
+          },
+        });
+        return created;
+      });
+      return toTask(row);
+    },
+
+    async getTask(id) {
+      const row = await prisma.task.findUnique({ where: { id } });
+      return row === null ? null : toTask(row);
+    },
+
+    async listTasks() {
+      return (await prisma.task.findMany({ orderBy: { createdAt: 'asc' } })).map(toTask);
+    },
+
+    async setTaskStatus(id, to, from, reason = null) {
+      const { count } = await prisma.task.updateMany({
+        where: { id, status: { in: [...from] } },
+        data: { status: to, statusReason: reason },
+      });
+      if (count !== 1) return null;
+      return toTask(await prisma.task.findUniqueOrThrow({ where: { id } }));
+    },
+
+    async createClient(client) {
+      const row = await prisma.client.create({ data: client });
+      return { id: row.id, taskId: row.taskId, name: row.name };
+    },
+
+    async findClientByCredentialHash(hash) {
+      const row = await prisma.client.findUnique({ where: { credentialHash: hash } });
+      return row === null ? null : { id: row.id, taskId: row.taskId, name: row.name };
+    },
+
+    async openRound(round) {
+      const row = await prisma.$transaction(async (tx) => {
+        const created = await tx.round.create({
+          data: {
+            id: round.id,
+            taskId: round.taskId,
+            number: round.number,
+            state: 'SELECTING',
+            baseModelVersion: round.baseModelVersion,
+            targetCount: 0,
+            minClients: round.minClients,
+            deadlineAt: new Date(0),
+            config: json(round.config),
+          },
+        });
+        await tx.roundEvent.create({ data: { roundId: round.id, from: null, to: 'SELECTING', reason: null } });
+        return created;
+      });
+      return toRound(row);
+    },
+
+    async startCollecting(roundId, clientIds, deadlineAt) {
+      const row = await prisma.$transaction(async (tx) => {
+        const moved = await transition(
+          tx,
+          roundId,
+          ['SELECTING'],
+          'COLLECTING',
+          { targetCount: clientIds.length, deadlineAt },
+          `${clientIds.length} clients selected`,
+        );
+        if (moved === null) return null;
+        await tx.participation.createMany({ data: clientIds.map((clientId) => ({ roundId, clientId, status: 'SELECTED' as const })) });
+        return moved;
+      });
+      return row === null ? null : toRound(row);
+    },
+
+    async recordSubmission(roundId, s): Promise<RecordSubmissionResult> {
+      try {
+        return await prisma.$transaction(async (tx) => {
+          // Row lock on the round first: serializes with state transitions.
+          const bumped = await tx.round.updateMany({ where: { id: roundId, state: 'COLLECTING' }, data: { receivedCount: { increment: 1 } } });
+          if (bumped.count !== 1) {
+            const round = await tx.round.findUnique({ where: { id: roundId }, select: { state: true } });
+            throw new Outcome({ kind: 'round_closed', state: round?.state ?? 'FAILED' });
+          }
+          const updated = await tx.participation.updateMany({
+            where: { roundId, clientId: s.clientId, status: 'SELECTED' },
+            data: {
+              status: 'SUBMITTED',
+              exampleCount: s.exampleCount,
+              encoding: s.encoding,
+              updateDigest: s.sha256,
+              updateBytes: s.sizeBytes,
+              updateBlobKey: s.blobKey,
+              submittedAt: new Date(),
+            },
+          });
+          if (updated.count !== 1) {
+            const p = await tx.participation.findUnique({ where: { roundId_clientId: { roundId, clientId: s.clientId } } });
+            if (p === null) throw new Outcome({ kind: 'not_selected' });
+            if (p.status === 'SUBMITTED') throw new Outcome({ kind: 'duplicate', sha256: p.updateDigest });
+            throw new Outcome({ kind: 'round_closed', state: 'COLLECTING' });
+          }
+          const round = await tx.round.findUniqueOrThrow({ where: { id: roundId }, select: { receivedCount: true } });
+          return { kind: 'accepted' as const, receivedCount: round.receivedCount };
+        });
+      } catch (error) {
+        if (error instanceof Outcome) return error.result;
+        throw error;
+      }
+    },
+
+    async beginAggregation(roundId, reason) {
+      const row = await prisma.$transaction(async (tx) => {
+        const moved = await transition(tx, roundId, ['COLLECTING'], 'AGGREGATING', {}, reason);
+        if (moved !== null) await tx.participation.updateMany({ where: { roundId, status: 'SELECTED' }, data: { status: 'DROPPED' } });
+        return moved;
+      });
+      return row === null ? null : toRound(row);
+    },
+
+    async closeRound(roundId, model, summary) {
+      const row = await prisma.$transaction(async (tx) => {
+        const moved = await transition(tx, roundId, ['AGGREGATING'], 'CLOSED', { summary: json(summary), closedAt: new Date() }, null);
+        if (moved === null) return null;
+        if (model !== null) {
+          await tx.modelVersion.create({
+            data: {
+              taskId: moved.taskId,
+              version: model.version,
+              digest: model.sha256,
+              sizeBytes: model.sizeBytes,
+              encoding: model.encoding,
+              roundNumber: moved.number,
+            },
+          });
+          await tx.task.update({ where: { id: moved.taskId }, data: { currentModelVersion: model.version } });
+        }
+        return moved;
+      });
+      return row === null ? null : toRound(row);
+    },
+
+    async failRound(roundId, reason) {
+      const row = await prisma.$transaction(async (tx) => {
+        const moved = await transition(
+          tx,
+          roundId,
+          ['SELECTING', 'COLLECTING', 'AGGREGATING'],
+          'FAILED',
+          { failureReason: reason, closedAt: new Date() },
+          reason,
+        );
+        if (moved !== null) await tx.participation.updateMany({ where: { roundId, status: 'SELECTED' }, data: { status: 'DROPPED' } });
+        return moved;
+      });
+      return row === null ? null : toRound(row);
+    },
+
+    async getLatestRound(taskId) {
+      const row = await prisma.round.findFirst({ where: { taskId }, orderBy: { number: 'desc' } });
+      return row === null ? null : toRound(row);
+    },
+
+    async getRound(taskId, number) {
+      const row = await prisma.round.findUnique({ where: { taskId_number: { taskId, number } } });
+      return row === null ? null : toRound(row);
+    },
+
+    async listRounds(taskId, { offset, limit }) {
+      const rows = await prisma.round.findMany({ where: { taskId }, orderBy: { number: 'asc' }, skip: offset, take: limit });
+      return rows.map(toRound);
+    },
+
+    async listRoundEvents(roundId): Promise<RoundEvent[]> {
+      const rows = await prisma.roundEvent.findMany({ where: { roundId }, orderBy: { id: 'asc' } });
+      return rows.map((r) => ({ from: r.from, to: r.to, reason: r.reason, at: r.at }));
+    },
+
+    async listSubmissions(roundId): Promise<Submission[]> {
+      const rows = await prisma.participation.findMany({ where: { roundId, status: 'SUBMITTED' }, orderBy: { submittedAt: 'asc' } });
+      return rows.map((r) => ({
+        clientId: r.clientId,
+        exampleCount: r.exampleCount!,
+        encoding: r.encoding as Submission['encoding'],
+        sha256: r.updateDigest!,
+        sizeBytes: r.updateBytes!,
+        blobKey: r.updateBlobKey!,
+      }));
+    },
+
+    async listParticipants(roundId) {
+      const rows = await prisma.participation.findMany({ where: { roundId }, select: { clientId: true } });
+      return rows.map((r) => r.clientId);
+    },
+
+    async getParticipation(roundId, clientId) {
+      const p = await prisma.participation.findUnique({ where: { roundId_clientId: { roundId, clientId } } });
+      return p === null ? null : { status: p.status, sha256: p.updateDigest };
+    },
+
+    async recordEvaluation(roundId, clientId, evaluation) {
+      const { count } = await prisma.participation.updateMany({
+        where: { roundId, clientId },
+        data: { evalMetrics: json(evaluation.metrics), evalExampleCount: evaluation.exampleCount, evalModelVersion: evaluation.modelVersion },
+      });
+      return count === 1;
+    },
+
+    async getRoundEvaluation(roundId): Promise<RoundEvaluation | null> {
+      const rows = await prisma.participation.findMany({
+        where: { roundId, evalExampleCount: { not: null } },
+        select: { evalMetrics: true, evalExampleCount: true, evalModelVersion: true },
+      });
+      if (rows.length === 0) return null;
+      const sums: Record<string, number> = {};
+      let examples = 0;
+      for (const r of rows) {
+        const n = r.evalExampleCount ?? 0;
+        examples += n;
+        for (const [name, value] of Object.entries((r.evalMetrics ?? {}) as Record<string, number>)) {
+          sums[name] = (sums[name] ?? 0) + n * value;
+        }
+      }
+      const metrics: Record<string, number> = {};
+      for (const [name, sum] of Object.entries(sums)) metrics[name] = examples > 0 ? sum / examples : 0;
+      return { modelVersion: rows[0]!.evalModelVersion ?? 0, clients: rows.length, examples, metrics };
+    },
+
+    async getModelVersion(taskId, version): Promise<ModelVersion | null> {
+      const row = await prisma.modelVersion.findUnique({ where: { taskId_version: { taskId, version } } });
+      return row === null
+        ? null
+        : {
+            taskId: row.taskId,
+            version: row.version,
+            sha256: row.digest,
+            sizeBytes: row.sizeBytes,
+            encoding: row.encoding,
+            roundNumber: row.roundNumber,
+            createdAt: row.createdAt,
+          };
+    },
+
+    async ping() {
+      await prisma.$queryRawUnsafe('SELECT 1');
+    },
+
+    async close() {
+      await prisma.$disconnect();
+    },
+  };
+}
+
+export type { Client };

@@ -1,0 +1,650 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { createFedAvg } from '../aggregation/fedavg.js';
+import type { Aggregator, FitFailure, Rng, Strategy } from '../aggregation/strategy.js';
+import type { BlobStore } from '../blobs/blob-store.js';
+import { modelBlobKey, updateBlobKey } from '../blobs/blob-store.js';
+import { VeilError } from '../errors.js';
+import type { Client, Round, RoundSummary, Task, TaskStatus, UpdateEncoding } from './model.js';
+import type { FederationStore } from './ports.js';
+import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
+import { createMutex, type Mutex } from './mutex.js';
+import { bytesToFloat32 as decodeFloat32, float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
+
+/** Wall clock in ms; injected so tests can control time. */
+export interface Clock {
+  now(): number;
+}
+
+export interface RoundEngineOptions {
+  store: FederationStore;
+  blobs: BlobStore;
+  logger: Logger;
+  /** Aggregation strategy. Default FedAvg. */
+  strategy?: Strategy;
+  /** Default `Date.now`. */
+  clock?: Clock;
+  /** Randomness for client selection. Default: a CSPRNG (node:crypto). */
+  rng?: Rng;
+  /** A client counts as available for selection this long after its last poll, in ms. Default 30 000. */
+  presenceTtlMs?: number;
+}
+
+/** What a device gets when it asks for work. */
+export type AssignmentResult =
+  | {
+      kind: 'assignment';
+      round: Round;
+      model: { version: number; sha256: string; sizeBytes: number };
+      maxUpdateBytes: number;
+      maxExampleCount: number;
+      updateEncoding: UpdateEncoding;
+    }
+  | { kind: 'idle'; taskStatus: TaskStatus; currentRound: number }
+  | { kind: 'ended'; taskStatus: TaskStatus; reason: string; finalModelVersion: number };
+
+export interface UpdateHeaderInput {
+  roundNumber: number;
+  modelVersion: number;
+  exampleCount: number;
+  encoding: UpdateEncoding | 'unspecified';
+  payloadSizeBytes: number;
+  /** Hex SHA-256 of the payload as the client computed it. */
+  sha256: string;
+}
+
+export interface EngineEvents {
+  'round-opened': [{ taskId: string; round: Round }];
+  'round-collecting': [{ taskId: string; round: Round }];
+  'update-accepted': [{ taskId: string; roundNumber: number; clientId: string; receivedCount: number; targetCount: number }];
+  'round-closed': [{ taskId: string; round: Round }];
+  'round-failed': [{ taskId: string; round: Round }];
+  'task-ended': [{ taskId: string; status: TaskStatus; reason: string | null }];
+}
+
+/** Per-task state held in memory; always rebuildable from the store and the blob store. */
+interface TaskRuntime {
+  task: Task;
+  mutex: Mutex;
+  round: Round | null;
+  /** Participants of the open round. */
+  selected: Set<string>;
+  /** Clients whose accepted update is folded into `aggregator`. */
+  folded: Set<string>;
+  aggregator: Aggregator | null;
+  deadlineTimer: NodeJS.Timeout | null;
+  presence: Map<string, number>;
+  waiters: Set<() => void>;
+  model: { version: number; weights: Float32Array; sha256: string; sizeBytes: number } | null;
+}
+
+const cryptoRng: Rng = {
+  next() {
+    return randomBytes(6).readUIntBE(0, 6) / 2 ** 48;
+  },
+};
+
+/**
+ * The round engine: runs federated rounds for every task as a persisted state
+ * machine (SELECTING -> COLLECTING -> AGGREGATING -> CLOSED, or FAILED with a
+ * reason). All state changes of a task are serialized by a per-task mutex and
+ * written to the store before they take effect; after a crash `start()`
+ * rebuilds the in-memory state from the store and the blob store, so an
+ * accepted update is never lost nor counted twice.
+ */
+export class RoundEngine extends EventEmitter<EngineEvents> {
+  private readonly store: FederationStore;
+  private readonly blobs: BlobStore;
+  private readonly log: Logger;
+  private readonly strategy: Strategy;
+  private readonly clock: Clock;
+  private readonly rng: Rng;
+  private readonly presenceTtlMs: number;
+  private readonly runtimes = new Map<string, TaskRuntime>();
+  private closed = false;
+
+  constructor(options: RoundEngineOptions) {
+    super();
+    this.store = options.store;
+    this.blobs = options.blobs;
+    this.log = options.logger.child({ component: 'round-engine' });
+    this.strategy = options.strategy ?? createFedAvg();
+    this.clock = options.clock ?? { now: () => Date.now() };
+    this.rng = options.rng ?? cryptoRng;
+    this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
+    if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');
+  }
+
+  /** Loads every task and resumes the running ones where they stopped. */
+  async start(): Promise<void> {
+    for (const task of await this.store.listTasks()) {
+      const rt = this.runtimeFor(task);
+      if (task.status === 'RUNNING') await rt.mutex.run(() => this.resume(rt));
+    }
+  }
+
+  /** Stops timers and wakes every waiting long-poll. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const rt of this.runtimes.values()) {
+      if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+      rt.deadlineTimer = null;
+      this.wake(rt);
+      await rt.mutex.run(async () => {});
+    }
+  }
+
+  // ------------------------------------------------------------------ tasks
+
+  async createTask(
+    input: TaskInput,
+    model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
+  ): Promise<Task> {
+    if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
+      throw new VeilError('invalid_argument', 'name must be 1 to 200 characters');
+    }
+    const settings = resolveTaskSettings(input);
+    const { specs, parameterCount } = validateWeightSpecs(model.weightSpecs);
+    if (typeof model.topology !== 'object' || model.topology === null || Array.isArray(model.topology)) {
+      throw new VeilError('invalid_argument', 'model.topology must be a TensorFlow.js layers topology object');
+    }
+    if (model.weights.length !== parameterCount) {
+      throw new VeilError(
+        'invalid_argument',
+        `model weights have ${model.weights.length} values but weightSpecs describe ${parameterCount}`,
+      );
+    }
+    assertFinite(model.weights, 'model weights');
+    const id = randomUUID();
+    const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
+    const task = await this.store.createTask({
+      id,
+      name: input.name.trim(),
+      settings,
+      modelTopology: model.topology,
+      weightSpecs: specs,
+      parameterCount,
+      initialModel: { sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' },
+    });
+    const rt = this.runtimeFor(task);
+    rt.model = { version: 0, weights: model.weights.slice(), sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    this.log.info({ taskId: id, parameterCount, rounds: settings.rounds }, 'task created');
+    return task;
+  }
+
+  async startTask(taskId: string): Promise<Task> {
+    const rt = await this.runtime(taskId);
+    return rt.mutex.run(async () => {
+      const task = await this.store.setTaskStatus(taskId, 'RUNNING', ['DRAFT', 'PAUSED']);
+      if (task === null) {
+        throw new VeilError('failed_precondition', `task ${taskId} is ${rt.task.status} and cannot be started`);
+      }
+      rt.task = task;
+      this.log.info({ taskId }, 'task started');
+      await this.resume(rt);
+      return rt.task;
+    });
+  }
+
+  async pauseTask(taskId: string): Promise<Task> {
+    const rt = await this.runtime(taskId);
+    return rt.mutex.run(async () => {
+      const task = await this.store.setTaskStatus(taskId, 'PAUSED', ['RUNNING']);
+      if (task === null) throw new VeilError('failed_precondition', `task ${taskId} is ${rt.task.status}, not RUNNING`);
+      rt.task = task;
+      this.log.info({ taskId }, 'task paused');
+      this.wake(rt);
+      return task;
+    });
+  }
+
+  async getTask(taskId: string): Promise<Task> {
+    return (await this.runtime(taskId)).task;
+  }
+
+  // ------------------------------------------------------------------ devices
+
+  /**
+   * Long-poll for work: resolves with an assignment as soon as the client is
+   * selected, or `idle` after `waitMs`, or `ended` when the task is over.
+   */
+  async waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal): Promise<AssignmentResult> {
+    const rt = await this.runtime(client.taskId);
+    const until = this.clock.now() + waitMs;
+    rt.presence.set(client.id, this.clock.now());
+    void rt.mutex.run(() => this.maybeSelect(rt)).catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'selection failed'));
+    for (;;) {
+      const result = this.currentAssignment(rt, client);
+      if (result !== null) return result;
+      const remaining = until - this.clock.now();
+      if (remaining <= 0 || this.closed || signal?.aborted) {
+        return { kind: 'idle', taskStatus: rt.task.status, currentRound: rt.round?.number ?? 0 };
+      }
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          rt.waiters.delete(done);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, remaining);
+        rt.waiters.add(done);
+        signal?.addEventListener('abort', done);
+      });
+      rt.presence.set(client.id, this.clock.now());
+    }
+  }
+
+  private currentAssignment(rt: TaskRuntime, client: Client): AssignmentResult | null {
+    const { task } = rt;
+    if (task.status === 'COMPLETED' || task.status === 'FAILED') {
+      return { kind: 'ended', taskStatus: task.status, reason: task.statusReason ?? '', finalModelVersion: task.currentModelVersion };
+    }
+    const round = rt.round;
+    if (
+      round !== null &&
+      round.state === 'COLLECTING' &&
+      rt.selected.has(client.id) &&
+      !rt.folded.has(client.id) &&
+      rt.model !== null &&
+      round.deadlineAt.getTime() > this.clock.now()
+    ) {
+      return {
+        kind: 'assignment',
+        round,
+        model: { version: rt.model.version, sha256: rt.model.sha256, sizeBytes: rt.model.sizeBytes },
+        maxUpdateBytes: expectedUpdateBytes(task),
+        maxExampleCount: task.settings.maxExampleCount,
+        updateEncoding: task.settings.updateEncoding,
+      };
+    }
+    return null;
+  }
+
+  /** Checks an update's header before its payload is read, so bad uploads fail fast. */
+  async checkUpdateHeader(client: Client, header: UpdateHeaderInput): Promise<{ maxBytes: number }> {
+    const rt = await this.runtime(client.taskId);
+    this.validateHeader(rt, client, header);
+    return { maxBytes: expectedUpdateBytes(rt.task) };
+  }
+
+  /**
+   * Accepts an update: validates it, stores its payload, records it and folds
+   * it into the round's aggregate. Rejections leave nothing behind.
+   */
+  async submitUpdate(client: Client, header: UpdateHeaderInput, payload: Uint8Array, sha256: string): Promise<{ acceptedCount: number }> {
+    const rt = await this.runtime(client.taskId);
+    const log = this.log.child({ taskId: client.taskId, clientId: client.id, roundNumber: header.roundNumber });
+    if (sha256 !== header.sha256) throw new VeilError('invalid_argument', 'payload SHA-256 does not match the header');
+    if (payload.byteLength !== header.payloadSizeBytes) {
+      throw new VeilError('invalid_argument', `payload has ${payload.byteLength} bytes, header declared ${header.payloadSizeBytes}`);
+    }
+    const update = decodeFloat32(payload);
+    if (update.length !== rt.task.parameterCount) {
+      throw new VeilError('invalid_argument', `update has ${update.length} values, the model has ${rt.task.parameterCount}`);
+    }
+    assertFinite(update, 'update');
+    return rt.mutex.run(async () => {
+      const round = this.validateHeader(rt, client, header);
+      const key = `${updateBlobKey(round.id, client.id)}.${randomUUID()}`;
+      const ref = await this.blobs.put(key, payload);
+      let result;
+      try {
+        result = await this.store.recordSubmission(round.id, {
+          clientId: client.id,
+          exampleCount: header.exampleCount,
+          encoding: 'float32-le',
+          sha256: ref.sha256,
+          sizeBytes: ref.sizeBytes,
+          blobKey: key,
+        });
+      } catch (error) {
+        await this.blobs.delete(key);
+        throw error;
+      }
+      if (result.kind !== 'accepted') {
+        await this.blobs.delete(key);
+        throw rejection(result, round.number, sha256);
+      }
+      rt.folded.add(client.id);
+      rt.aggregator?.add({ clientId: client.id, exampleCount: header.exampleCount, update });
+      round.receivedCount = result.receivedCount;
+      log.info({ receivedCount: result.receivedCount, targetCount: round.targetCount, exampleCount: header.exampleCount }, 'update accepted');
+      this.emit('update-accepted', {
+        taskId: rt.task.id,
+        roundNumber: round.number,
+        clientId: client.id,
+        receivedCount: result.receivedCount,
+        targetCount: round.targetCount,
+      });
+      if (result.receivedCount >= round.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+      return { acceptedCount: result.receivedCount };
+    });
+  }
+
+  private validateHeader(rt: TaskRuntime, client: Client, header: UpdateHeaderInput): Round {
+    const task = rt.task;
+    if (header.encoding !== task.settings.updateEncoding) {
+      throw new VeilError('invalid_argument', `task expects update encoding ${task.settings.updateEncoding}, got ${header.encoding}`);
+    }
+    const expected = expectedUpdateBytes(task);
+    if (header.payloadSizeBytes > expected) {
+      throw new VeilError('resource_exhausted', `update of ${header.payloadSizeBytes} bytes exceeds the task's ${expected}`);
+    }
+    if (header.payloadSizeBytes !== expected) {
+      throw new VeilError('invalid_argument', `update must be ${expected} bytes for ${task.parameterCount} parameters, got ${header.payloadSizeBytes}`);
+    }
+    if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > task.settings.maxExampleCount) {
+      throw new VeilError('invalid_argument', `exampleCount must be from 1 to ${task.settings.maxExampleCount}`);
+    }
+    if (!/^[0-9a-f]{64}$/.test(header.sha256)) throw new VeilError('invalid_argument', 'payload_sha256 must be 32 bytes');
+    const round = rt.round;
+    if (round === null || round.state !== 'COLLECTING') {
+      throw new VeilError('failed_precondition', `no round is collecting updates (round ${header.roundNumber} is not open)`);
+    }
+    if (header.roundNumber !== round.number) {
+      throw new VeilError('failed_precondition', `update is for round ${header.roundNumber}, the open round is ${round.number}`);
+    }
+    if (header.modelVersion !== round.baseModelVersion) {
+      throw new VeilError('failed_precondition', `update is based on model ${header.modelVersion}, round ${round.number} trains model ${round.baseModelVersion}`);
+    }
+    if (!rt.selected.has(client.id)) throw new VeilError('permission_denied', `client is not selected for round ${round.number}`);
+    if (rt.folded.has(client.id)) throw new VeilError('already_exists', `an update from this client was already accepted for round ${round.number}`);
+    if (round.deadlineAt.getTime() <= this.clock.now()) {
+      throw new VeilError('failed_precondition', `round ${round.number} deadline has passed`);
+    }
+    return round;
+  }
+
+  async reportEvaluation(
+    client: Client,
+    report: { roundNumber: number; modelVersion: number; exampleCount: number; metrics: Record<string, number> },
+  ): Promise<void> {
+    const round = await this.store.getRound(client.taskId, report.roundNumber);
+    if (round === null) throw new VeilError('not_found', `round ${report.roundNumber} does not exist`);
+    if (report.modelVersion !== round.baseModelVersion) {
+      throw new VeilError('failed_precondition', `round ${round.number} distributed model ${round.baseModelVersion}, not ${report.modelVersion}`);
+    }
+    const ok = await this.store.recordEvaluation(round.id, client.id, report);
+    if (!ok) throw new VeilError('permission_denied', `client was not selected for round ${round.number}`);
+  }
+
+  /** Reads a model version (0 = current) and verifies its digest. */
+  async readModel(taskId: string, version = 0): Promise<{ version: number; bytes: Buffer; sha256: string }> {
+    const rt = await this.runtime(taskId);
+    const v = version === 0 ? rt.task.currentModelVersion : version;
+    const meta = await this.store.getModelVersion(taskId, v);
+    if (meta === null) throw new VeilError('not_found', `task ${taskId} has no model version ${v}`);
+    const bytes = await this.blobs.get({ key: modelBlobKey(taskId, v), sha256: meta.sha256 });
+    return { version: v, bytes, sha256: meta.sha256 };
+  }
+
+  // ------------------------------------------------------------------ the state machine (mutex held)
+
+  private async resume(rt: TaskRuntime): Promise<void> {
+    if (rt.task.status !== 'RUNNING') return;
+    await this.loadModel(rt);
+    const latest = await this.store.getLatestRound(rt.task.id);
+    if (latest === null || latest.state === 'CLOSED' || latest.state === 'FAILED') {
+      await this.openNextRound(rt, latest);
+      return;
+    }
+    rt.round = latest;
+    const log = this.log.child({ taskId: rt.task.id, roundNumber: latest.number });
+    if (latest.state === 'SELECTING') {
+      log.info('resuming round in selection');
+      await this.maybeSelect(rt);
+      return;
+    }
+    await this.rebuildAggregate(rt, latest);
+    if (latest.state === 'AGGREGATING') {
+      log.info('resuming interrupted aggregation');
+      await this.finishAggregation(rt, latest);
+      return;
+    }
+    log.info({ receivedCount: latest.receivedCount, targetCount: latest.targetCount }, 'resuming collection');
+    if (latest.receivedCount >= latest.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+    else this.armDeadline(rt, latest);
+  }
+
+  /** Rebuilds the aggregate of a round from its recorded submissions (digests verified). */
+  private async rebuildAggregate(rt: TaskRuntime, round: Round): Promise<void> {
+    const submissions = await this.store.listSubmissions(round.id);
+    const aggregator = this.strategy.createAggregator({ round: round.number, parameterCount: rt.task.parameterCount });
+    rt.folded = new Set();
+    for (const s of submissions) {
+      const bytes = await this.blobs.get({ key: s.blobKey, sha256: s.sha256 });
+      aggregator.add({ clientId: s.clientId, exampleCount: s.exampleCount, update: decodeFloat32(bytes) });
+      rt.folded.add(s.clientId);
+    }
+    rt.aggregator = aggregator;
+    rt.selected = new Set(await this.participants(round));
+  }
+
+  private async participants(round: Round): Promise<string[]> {
+    return this.store.listParticipants(round.id);
+  }
+
+  private async openNextRound(rt: TaskRuntime, previous: Round | null): Promise<void> {
+    const number = (previous?.number ?? 0) + 1;
+    if (number > rt.task.settings.rounds) {
+      await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran`);
+      return;
+    }
+    const round = await this.store.openRound({
+      id: randomUUID(),
+      taskId: rt.task.id,
+      number,
+      baseModelVersion: rt.task.currentModelVersion,
+      minClients: rt.task.settings.minClients,
+      config: rt.task.settings.training,
+    });
+    rt.round = round;
+    rt.selected = new Set();
+    rt.folded = new Set();
+    rt.aggregator = null;
+    this.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
+    this.emit('round-opened', { taskId: rt.task.id, round });
+    await this.maybeSelect(rt);
+  }
+
+  private availableClients(rt: TaskRuntime): string[] {
+    const cutoff = this.clock.now() - this.presenceTtlMs;
+    const out: string[] = [];
+    for (const [id, seen] of rt.presence) {
+      if (seen >= cutoff) out.push(id);
+      else rt.presence.delete(id);
+    }
+    return out;
+  }
+
+  private async maybeSelect(rt: TaskRuntime): Promise<void> {
+    const round = rt.round;
+    if (this.closed || rt.task.status !== 'RUNNING' || round === null || round.state !== 'SELECTING') return;
+    const available = this.availableClients(rt);
+    if (available.length < rt.task.settings.minAvailableClients) return;
+    const fit = this.strategy.configureFit({
+      round: round.number,
+      available,
+      selection: rt.task.settings.selection,
+      training: round.config,
+      rng: this.rng,
+    });
+    if (fit.clientIds.length < rt.task.settings.minClients) return;
+    const deadlineAt = new Date(this.clock.now() + rt.task.settings.roundDeadlineMs);
+    const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt);
+    if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
+    rt.round = collecting;
+    rt.selected = new Set(fit.clientIds);
+    rt.folded = new Set();
+    rt.aggregator = this.strategy.createAggregator({ round: round.number, parameterCount: rt.task.parameterCount });
+    this.armDeadline(rt, collecting);
+    this.log.info(
+      { taskId: rt.task.id, roundNumber: round.number, selected: fit.clientIds.length, available: available.length, deadlineAt },
+      'round collecting',
+    );
+    this.emit('round-collecting', { taskId: rt.task.id, round: collecting });
+    this.wake(rt);
+  }
+
+  private armDeadline(rt: TaskRuntime, round: Round): void {
+    if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+    const delay = Math.max(0, round.deadlineAt.getTime() - this.clock.now());
+    rt.deadlineTimer = setTimeout(() => {
+      rt.deadlineTimer = null;
+      void rt.mutex
+        .run(() => this.onDeadline(rt, round.id))
+        .catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'deadline handling failed'));
+    }, delay);
+    rt.deadlineTimer.unref?.();
+  }
+
+  private async onDeadline(rt: TaskRuntime, roundId: string): Promise<void> {
+    const round = rt.round;
+    if (this.closed || round === null || round.id !== roundId || round.state !== 'COLLECTING') return;
+    if (round.receivedCount >= round.minClients) {
+      await this.aggregate(rt, `deadline reached with ${round.receivedCount} of ${round.targetCount} updates`);
+      return;
+    }
+    const reason = `deadline passed with ${round.receivedCount} updates, fewer than the minimum of ${round.minClients}`;
+    const failed = await this.store.failRound(round.id, reason);
+    if (failed === null) return;
+    this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason }, 'round failed');
+    this.settleRound(rt);
+    this.emit('round-failed', { taskId: rt.task.id, round: failed });
+    await this.openNextRound(rt, failed);
+  }
+
+  private async aggregate(rt: TaskRuntime, reason: string): Promise<void> {
+    const round = rt.round;
+    if (round === null || round.state !== 'COLLECTING') return;
+    const aggregating = await this.store.beginAggregation(round.id, reason);
+    if (aggregating === null) return;
+    rt.round = aggregating;
+    await this.finishAggregation(rt, aggregating);
+  }
+
+  private async finishAggregation(rt: TaskRuntime, round: Round): Promise<void> {
+    const started = performance.now();
+    const submissions = await this.store.listSubmissions(round.id);
+    const recorded = new Set(submissions.map((s) => s.clientId));
+    // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
+    if (rt.aggregator === null || recorded.size !== rt.folded.size || [...recorded].some((id) => !rt.folded.has(id))) {
+      this.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'rebuilding aggregate from the store');
+      await this.rebuildAggregate(rt, round);
+    }
+    const model = await this.loadModel(rt);
+    const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
+    const next = rt.aggregator!.finish(model.weights, failures);
+    let newModel: { version: number; sha256: string; sizeBytes: number; encoding: string } | null = null;
+    if (next !== null) {
+      assertFinite(next, 'aggregated model');
+      const version = rt.task.currentModelVersion + 1;
+      const ref = await this.blobs.put(modelBlobKey(rt.task.id, version), encodeFloat32(next));
+      newModel = { version, sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' };
+      rt.model = { version, weights: next, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    }
+    const summary: RoundSummary = {
+      participants: submissions.length,
+      dropped: failures.length,
+      examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
+      uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
+      modelVersion: newModel?.version ?? null,
+      aggregationMs: Math.round(performance.now() - started),
+    };
+    const closed = await this.store.closeRound(round.id, newModel, summary);
+    if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
+    if (newModel !== null) rt.task = { ...rt.task, currentModelVersion: newModel.version };
+    this.log.info({ taskId: rt.task.id, roundNumber: round.number, ...summary }, 'round closed');
+    this.settleRound(rt);
+    this.emit('round-closed', { taskId: rt.task.id, round: closed });
+    await this.openNextRound(rt, closed);
+  }
+
+  private settleRound(rt: TaskRuntime): void {
+    if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+    rt.deadlineTimer = null;
+    rt.aggregator = null;
+    rt.selected = new Set();
+    rt.folded = new Set();
+    rt.round = null;
+  }
+
+  private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED', reason: string): Promise<void> {
+    const task = await this.store.setTaskStatus(rt.task.id, status, ['RUNNING'], reason);
+    if (task !== null) rt.task = task;
+    rt.round = null;
+    this.log.info({ taskId: rt.task.id, status, reason }, 'task ended');
+    this.emit('task-ended', { taskId: rt.task.id, status, reason });
+    this.wake(rt);
+  }
+
+  private async loadModel(rt: TaskRuntime): Promise<NonNullable<TaskRuntime['model']>> {
+    const version = rt.task.currentModelVersion;
+    if (rt.model !== null && rt.model.version === version) return rt.model;
+    const { bytes, sha256 } = await this.readModelUnlocked(rt.task.id, version);
+    rt.model = { version, weights: decodeFloat32(bytes), sha256, sizeBytes: bytes.byteLength };
+    return rt.model;
+  }
+
+  private async readModelUnlocked(taskId: string, version: number): Promise<{ bytes: Buffer; sha256: string }> {
+    const meta = await this.store.getModelVersion(taskId, version);
+    if (meta === null) throw new VeilError('internal', `task ${taskId} model version ${version} is missing`);
+    return { bytes: await this.blobs.get({ key: modelBlobKey(taskId, version), sha256: meta.sha256 }), sha256: meta.sha256 };
+  }
+
+  private wake(rt: TaskRuntime): void {
+    for (const waiter of [...rt.waiters]) waiter();
+  }
+
+  private runtimeFor(task: Task): TaskRuntime {
+    let rt = this.runtimes.get(task.id);
+    if (rt === undefined) {
+      rt = {
+        task,
+        mutex: createMutex(),
+        round: null,
+        selected: new Set(),
+        folded: new Set(),
+        aggregator: null,
+        deadlineTimer: null,
+        presence: new Map(),
+        waiters: new Set(),
+        model: null,
+      };
+      this.runtimes.set(task.id, rt);
+    }
+    return rt;
+  }
+
+  private async runtime(taskId: string): Promise<TaskRuntime> {
+    const existing = this.runtimes.get(taskId);
+    if (existing) return existing;
+    const task = await this.store.getTask(taskId);
+    if (task === null) throw new VeilError('not_found', `task ${taskId} does not exist`);
+    return this.runtimeFor(task);
+  }
+}
+
+/** Bytes of a float32 update for the task's model. */
+export function expectedUpdateBytes(task: Pick<Task, 'parameterCount'>): number {
+  return task.parameterCount * 4;
+}
+
+function rejection(result: Exclude<Awaited<ReturnType<FederationStore['recordSubmission']>>, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
+  switch (result.kind) {
+    case 'duplicate':
+      return new VeilError(
+        'already_exists',
+        `an update from this client was already accepted for round ${roundNumber}${result.sha256 === sha256 ? ' (same payload)' : ''}`,
+      );
+    case 'not_selected':
+      return new VeilError('permission_denied', `client is not selected for round ${roundNumber}`);
+    case 'round_closed':
+      return new VeilError('failed_precondition', `round ${roundNumber} is ${result.state}, no longer collecting`);
+  }
+}
+
+/** Round-trips a task status from the store to the protocol's naming. */
+export type { TaskStatus };

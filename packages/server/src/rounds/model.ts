@@ -1,0 +1,126 @@
+/** Domain types of the coordinator. No transport or ORM types appear here. */
+
+export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED';
+export type RoundState = 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
+export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
+
+/** Update payload encodings the coordinator understands. */
+export type UpdateEncoding = 'float32-le';
+
+/** Local training settings pushed to clients with every assignment. */
+export interface TrainingSettings {
+  /** Local epochs per round. */
+  epochs: number;
+  /** Local mini-batch size. */
+  batchSize: number;
+  /** Local SGD learning rate. */
+  learningRate: number;
+}
+
+/** How many clients a round selects. */
+export type ClientSelection = { kind: 'count'; count: number } | { kind: 'fraction'; fraction: number };
+
+/** A federated training job's settings (validated by `validateTaskSettings`). */
+export interface TaskSettings {
+  /** Rounds to run (closed and failed rounds both count). */
+  rounds: number;
+  /** Clients per round, as a count or as a fraction of the available clients. */
+  selection: ClientSelection;
+  /** A round closes at its deadline only if at least this many updates arrived; otherwise it fails. */
+  minClients: number;
+  /** A round is opened once this many clients are available (polling or seen recently). */
+  minAvailableClients: number;
+  /** Time a selected client has to submit, from the moment the round starts collecting, in ms. */
+  roundDeadlineMs: number;
+  /** Largest example count accepted as an update's weight. */
+  maxExampleCount: number;
+  training: TrainingSettings;
+  updateEncoding: UpdateEncoding;
+}
+
+export interface WeightSpecJson {
+  name: string;
+  shape: number[];
+  dtype: 'float32';
+}
+
+export interface Task {
+  id: string;
+  name: string;
+  status: TaskStatus;
+  statusReason: string | null;
+  settings: TaskSettings;
+  modelTopology: Record<string, unknown>;
+  weightSpecs: WeightSpecJson[];
+  parameterCount: number;
+  currentModelVersion: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface RoundSummary {
+  participants: number;
+  dropped: number;
+  examples: number;
+  uploadBytes: number;
+  modelVersion: number | null;
+  aggregationMs: number;
+}
+
+export interface Round {
+  id: string;
+  taskId: string;
+  number: number;
+  state: RoundState;
+  failureReason: string | null;
+  baseModelVersion: number;
+  targetCount: number;
+  minClients: number;
+  receivedCount: number;
+  deadlineAt: Date;
+  config: TrainingSettings;
+  summary: RoundSummary | null;
+  openedAt: Date;
+  closedAt: Date | null;
+}
+
+export interface Client {
+  id: string;
+  taskId: string;
+  name: string | null;
+}
+
+/** An accepted update, as recorded. */
+export interface Submission {
+  clientId: string;
+  exampleCount: number;
+  encoding: UpdateEncoding;
+  sha256: string;
+  sizeBytes: number;
+  blobKey: string;
+}
+
+export interface ModelVersion {
+  taskId: string;
+  version: number;
+  sha256: string;
+  sizeBytes: number;
+  encoding: string;
+  roundNumber: number | null;
+  createdAt: Date;
+}
+
+/** Evaluation metrics reported by clients, aggregated per round (weighted by example count). */
+export interface RoundEvaluation {
+  modelVersion: number;
+  clients: number;
+  examples: number;
+  metrics: Record<string, number>;
+}
+
+export interface RoundEvent {
+  from: RoundState | null;
+  to: RoundState;
+  reason: string | null;
+  at: Date;
+}

@@ -1,0 +1,97 @@
+import type {
+  Client,
+  ModelVersion,
+  Round,
+  RoundEvaluation,
+  RoundEvent,
+  RoundState,
+  RoundSummary,
+  Submission,
+  Task,
+  TaskSettings,
+  TaskStatus,
+  TrainingSettings,
+  UpdateEncoding,
+  WeightSpecJson,
+} from './model.js';
+
+/** Outcome of recording an update, decided atomically by the store. */
+export type RecordSubmissionResult =
+  | { kind: 'accepted'; receivedCount: number }
+  | { kind: 'duplicate'; sha256: string | null }
+  | { kind: 'not_selected' }
+  | { kind: 'round_closed'; state: RoundState };
+
+export interface NewTask {
+  id: string;
+  name: string;
+  settings: TaskSettings;
+  modelTopology: Record<string, unknown>;
+  weightSpecs: WeightSpecJson[];
+  parameterCount: number;
+  initialModel: { sha256: string; sizeBytes: number; encoding: string };
+}
+
+/**
+ * What the round engine needs from storage. Every method that changes a
+ * round's state does so in one transaction, guarded by the expected current
+ * state, and records a RoundEvent: a state is persisted at every transition.
+ */
+export interface FederationStore {
+  createTask(task: NewTask): Promise<Task>;
+  getTask(id: string): Promise<Task | null>;
+  listTasks(): Promise<Task[]>;
+  /** Sets the status if the current one is among `from`; returns the updated task or null. */
+  setTaskStatus(id: string, to: TaskStatus, from: readonly TaskStatus[], reason?: string | null): Promise<Task | null>;
+
+  createClient(client: { id: string; taskId: string; name: string | null; credentialHash: string }): Promise<Client>;
+  findClientByCredentialHash(hash: string): Promise<Client | null>;
+
+  /** Opens a round in SELECTING. */
+  openRound(round: {
+    id: string;
+    taskId: string;
+    number: number;
+    baseModelVersion: number;
+    minClients: number;
+    config: TrainingSettings;
+  }): Promise<Round>;
+  /** SELECTING -> COLLECTING with the selected participants and the deadline. */
+  startCollecting(roundId: string, clientIds: readonly string[], deadlineAt: Date): Promise<Round | null>;
+  /** Records an accepted update: participant SELECTED -> SUBMITTED, round still COLLECTING. */
+  recordSubmission(roundId: string, submission: Submission): Promise<RecordSubmissionResult>;
+  /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */
+  beginAggregation(roundId: string, reason: string): Promise<Round | null>;
+  /** AGGREGATING -> CLOSED with the new model version (null: model kept). */
+  closeRound(
+    roundId: string,
+    model: { version: number; sha256: string; sizeBytes: number; encoding: string } | null,
+    summary: RoundSummary,
+  ): Promise<Round | null>;
+  /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
+  failRound(roundId: string, reason: string): Promise<Round | null>;
+
+  getLatestRound(taskId: string): Promise<Round | null>;
+  getRound(taskId: string, number: number): Promise<Round | null>;
+  listRounds(taskId: string, options: { offset: number; limit: number }): Promise<Round[]>;
+  listRoundEvents(roundId: string): Promise<RoundEvent[]>;
+  listSubmissions(roundId: string): Promise<Submission[]>;
+  /** Client ids of all participants (any status) of a round. */
+  listParticipants(roundId: string): Promise<string[]>;
+  getParticipation(roundId: string, clientId: string): Promise<{ status: 'SELECTED' | 'SUBMITTED' | 'DROPPED'; sha256: string | null } | null>;
+
+  recordEvaluation(
+    roundId: string,
+    clientId: string,
+    evaluation: { modelVersion: number; exampleCount: number; metrics: Record<string, number> },
+  ): Promise<boolean>;
+  getRoundEvaluation(roundId: string): Promise<RoundEvaluation | null>;
+
+  getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
+
+  /** Liveness of the store, for readiness checks. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type { UpdateEncoding };

@@ -1,0 +1,110 @@
+import { VeilError } from '../errors.js';
+import type { TaskSettings, TrainingSettings, WeightSpecJson } from './model.js';
+
+/** Task creation input, as the REST API and the CLI accept it. */
+export interface TaskInput {
+  name: string;
+  rounds: number;
+  /** Clients per round (exclusive with `clientFraction`). */
+  clientsPerRound?: number;
+  /** Fraction of available clients per round, in (0, 1] (exclusive with `clientsPerRound`). */
+  clientFraction?: number;
+  /** Default: 1. */
+  minClients?: number;
+  /** Default: `clientsPerRound`, or `minClients` with a fraction. */
+  minAvailableClients?: number;
+  /** Default: 60 000 ms. */
+  roundDeadlineMs?: number;
+  /** Default: 1 000 000. */
+  maxExampleCount?: number;
+  training: TrainingSettings;
+}
+
+export const TASK_LIMITS = {
+  maxRounds: 100_000,
+  maxClientsPerRound: 100_000,
+  minDeadlineMs: 100,
+  maxDeadlineMs: 7 * 24 * 3600 * 1000,
+  maxParameters: 50_000_000,
+  maxNameLength: 200,
+} as const;
+
+function invalid(message: string): never {
+  throw new VeilError('invalid_argument', message);
+}
+
+function positiveInt(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    invalid(`${name} must be an integer from 1 to ${max}`);
+  }
+  return value;
+}
+
+/** Validates the cross-field rules of a task and resolves defaults. */
+export function resolveTaskSettings(input: TaskInput): TaskSettings {
+  const rounds = positiveInt(input.rounds, 'rounds', TASK_LIMITS.maxRounds);
+  if ((input.clientsPerRound === undefined) === (input.clientFraction === undefined)) {
+    invalid('give exactly one of clientsPerRound and clientFraction');
+  }
+  const minClients = positiveInt(input.minClients ?? 1, 'minClients', TASK_LIMITS.maxClientsPerRound);
+  let selection: TaskSettings['selection'];
+  let defaultAvailable: number;
+  if (input.clientsPerRound !== undefined) {
+    const count = positiveInt(input.clientsPerRound, 'clientsPerRound', TASK_LIMITS.maxClientsPerRound);
+    if (minClients > count) invalid('minClients cannot exceed clientsPerRound');
+    selection = { kind: 'count', count };
+    defaultAvailable = count;
+  } else {
+    const fraction = input.clientFraction!;
+    if (typeof fraction !== 'number' || !(fraction > 0 && fraction <= 1)) invalid('clientFraction must be in (0, 1]');
+    selection = { kind: 'fraction', fraction };
+    defaultAvailable = minClients;
+  }
+  const minAvailableClients = positiveInt(
+    input.minAvailableClients ?? defaultAvailable,
+    'minAvailableClients',
+    TASK_LIMITS.maxClientsPerRound,
+  );
+  if (minAvailableClients < minClients) invalid('minAvailableClients cannot be below minClients');
+  const roundDeadlineMs = input.roundDeadlineMs ?? 60_000;
+  if (!Number.isInteger(roundDeadlineMs) || roundDeadlineMs < TASK_LIMITS.minDeadlineMs || roundDeadlineMs > TASK_LIMITS.maxDeadlineMs) {
+    invalid(`roundDeadlineMs must be an integer from ${TASK_LIMITS.minDeadlineMs} to ${TASK_LIMITS.maxDeadlineMs}`);
+  }
+  const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
+  const t = input.training;
+  const training: TrainingSettings = {
+    epochs: positiveInt(t?.epochs, 'training.epochs', 1000),
+    batchSize: positiveInt(t?.batchSize, 'training.batchSize', 1_000_000),
+    learningRate: t?.learningRate as number,
+  };
+  if (typeof training.learningRate !== 'number' || !Number.isFinite(training.learningRate) || training.learningRate <= 0) {
+    invalid('training.learningRate must be a positive number');
+  }
+  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le' };
+}
+
+/** Checks TF.js weight specs and returns the parameter count. */
+export function validateWeightSpecs(specs: unknown): { specs: WeightSpecJson[]; parameterCount: number } {
+  if (!Array.isArray(specs) || specs.length === 0) invalid('model.weightSpecs must be a non-empty array');
+  let total = 0;
+  const out: WeightSpecJson[] = [];
+  for (const [i, spec] of specs.entries()) {
+    const s = spec as Partial<WeightSpecJson>;
+    if (typeof s?.name !== 'string' || s.name.length === 0) invalid(`model.weightSpecs[${i}].name must be a string`);
+    if (s.dtype !== 'float32') invalid(`model.weightSpecs[${i}].dtype must be float32`);
+    if (!Array.isArray(s.shape) || !s.shape.every((d) => Number.isInteger(d) && d > 0)) {
+      invalid(`model.weightSpecs[${i}].shape must be positive integers`);
+    }
+    total += s.shape.reduce((a, b) => a * b, 1);
+    if (total > TASK_LIMITS.maxParameters) invalid(`model has more than ${TASK_LIMITS.maxParameters} parameters`);
+    out.push({ name: s.name, shape: [...s.shape], dtype: 'float32' });
+  }
+  return { specs: out, parameterCount: total };
+}
+
+/** Checks that every value is finite (no NaN or ±Infinity). */
+export function assertFinite(values: Float32Array, what: string): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) invalid(`${what} contains a non-finite value at index ${i}`);
+  }
+}
