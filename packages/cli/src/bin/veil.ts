@@ -7,6 +7,10 @@ const USAGE = `Usage: veil <command> [options]
 Commands:
   server                 Start a coordinator (configured by environment variables; see README)
   migrate                Apply pending database migrations and exit
+  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
+                         epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
+  privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
+                         smallest noise multiplier that meets the target
   demo [options]         Start a coordinator and simulated devices training MNIST with FedAvg
       --clients N          devices, each its own process (default ${DEMO_DEFAULTS.clients})
       --rounds N           federated rounds (default ${DEMO_DEFAULTS.rounds})
@@ -85,6 +89,17 @@ async function main(argv: string[]): Promise<number> {
       const applied = await runMigrate();
       process.stdout.write(applied.length === 0 ? 'database is up to date\n' : `applied ${applied.join(', ')}\n`);
       return 0;
+    }
+    case 'privacy': {
+      const { PrivacyError, formatPrivacyResult, parsePrivacyArgs, runPrivacyCommand } = await import('@veil/privacy');
+      try {
+        const args = parsePrivacyArgs(rest);
+        process.stdout.write(`${formatPrivacyResult(runPrivacyCommand(args), { json: args.json })}\n`);
+        return 0;
+      } catch (error) {
+        if (error instanceof PrivacyError) throw new UsageError(error.message);
+        throw error;
+      }
     }
     case 'demo': {
       const options = demoOptions(rest);

@@ -30,7 +30,7 @@ export interface BlobStoreOptions {
 export function createBlobStore(options: BlobStoreOptions): BlobStore {
   const root = normalize(options.dir);
   const pathOf = (key: string): string => {
-    if (!/^[a-zA-Z0-9/_.-]+$/.test(key) || key.includes('..')) throw new Error(`invalid blob key ${key}`);
+    if (!/^[a-zA-Z0-9_][a-zA-Z0-9/_.-]*$/.test(key) || key.includes('..')) throw new Error(`invalid blob key ${key}`);
     const path = normalize(join(root, key));
     if (!path.startsWith(root + sep)) throw new Error(`blob key escapes the store: ${key}`);
     return path;

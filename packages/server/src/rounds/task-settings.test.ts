@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { VeilError } from '../errors.js';
+import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
+
+const base: TaskInput = { name: 't', rounds: 5, clientsPerRound: 10, training: { epochs: 1, batchSize: 32, learningRate: 0.1 } };
+
+function rejects(input: Partial<TaskInput>, message: RegExp): void {
+  try {
+    resolveTaskSettings({ ...base, ...input } as TaskInput);
+  } catch (error) {
+    expect(error).toBeInstanceOf(VeilError);
+    expect((error as VeilError).code).toBe('invalid_argument');
+    expect((error as VeilError).message).toMatch(message);
+    return;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('task settings', () => {
+  it('resolves defaults', () => {
+    expect(resolveTaskSettings(base)).toEqual({
+      rounds: 5,
+      selection: { kind: 'count', count: 10 },
+      minClients: 1,
+      minAvailableClients: 10,
+      roundDeadlineMs: 60_000,
+      maxExampleCount: 1_000_000,
+      training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
+      updateEncoding: 'float32-le',
+    });
+  });
+
+  it('accepts a fraction of available clients', () => {
+    const s = resolveTaskSettings({ ...base, clientsPerRound: undefined, clientFraction: 0.25, minClients: 3 } as TaskInput);
+    expect(s.selection).toEqual({ kind: 'fraction', fraction: 0.25 });
+    expect(s.minAvailableClients).toBe(3);
+  });
+
+  it('refuses impossible settings with a clear message', () => {
+    rejects({ rounds: 0 }, /rounds must be an integer/);
+    rejects({ minClients: 11 }, /minClients cannot exceed clientsPerRound/);
+    rejects({ clientFraction: 0.5 }, /exactly one of clientsPerRound and clientFraction/);
+    rejects({ minAvailableClients: 1, minClients: 2 }, /minAvailableClients cannot be below minClients/);
+    rejects({ roundDeadlineMs: 5 }, /roundDeadlineMs/);
+    rejects({ training: { epochs: 1, batchSize: 32, learningRate: Number.NaN } }, /learningRate/);
+    rejects({ training: { epochs: 0, batchSize: 32, learningRate: 0.1 } }, /training.epochs/);
+  });
+
+  it('counts parameters from TF.js weight specs and refuses malformed ones', () => {
+    expect(validateWeightSpecs([{ name: 'k', shape: [784, 200], dtype: 'float32' }, { name: 'b', shape: [200], dtype: 'float32' }]).parameterCount).toBe(157_000);
+    expect(() => validateWeightSpecs([])).toThrow(/non-empty/);
+    expect(() => validateWeightSpecs([{ name: 'k', shape: [2, 0], dtype: 'float32' }])).toThrow(/shape/);
+    expect(() => validateWeightSpecs([{ name: 'k', shape: [2], dtype: 'int32' }])).toThrow(/float32/);
+  });
+
+  it('finds non-finite values', () => {
+    expect(() => assertFinite(Float32Array.from([1, Number.NaN]), 'update')).toThrow(/non-finite value at index 1/);
+    expect(() => assertFinite(Float32Array.from([1, Number.POSITIVE_INFINITY]), 'update')).toThrow(/index 1/);
+    expect(() => assertFinite(Float32Array.from([1, -2]), 'update')).not.toThrow();
+  });
+});
