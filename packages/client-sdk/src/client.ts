@@ -6,6 +6,8 @@ import { sleep, withRetry, type RetryOptions } from './retry.js';
 import { initTensorflow, type TensorflowBackend } from './training/backend.js';
 import { evaluateLocal, trainLocal } from './training/train.js';
 import type { LocalDataset, ModelSpec, Tf } from './training/types.js';
+import type { DeviceKeyMaterial } from '@veil/crypto';
+import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
 import { createGrpcTransport } from './transport/grpc-transport.js';
 import type { Assignment, JoinResult, Transport } from './transport/transport.js';
 
@@ -48,6 +50,12 @@ export interface ClientOptions {
   pollWaitMs?: number;
   /** TensorFlow.js backend preference; the SDK falls back node → wasm → cpu. Default `node`. */
   backend?: 'node' | 'wasm' | 'cpu';
+  /**
+   * The federation's device key bundle (from `veil keys generate`), required by
+   * tasks with encrypted aggregation: updates leave the device encrypted and
+   * global models are decrypted here. Default none (plaintext tasks only).
+   */
+  encryption?: { deviceKey: DeviceKeyMaterial };
 }
 
 /** What `onRound` receives after each round the device took part in. */
@@ -87,7 +95,7 @@ export interface VeilClient {
   join(): Promise<{ clientId: string; credential: string }>;
   /** Takes part in rounds until the task ends, `maxRounds`, or `signal`. */
   run(options: RunOptions): Promise<RunSummary>;
-  /** Downloads and returns the current global model (weights flat). */
+  /** Downloads (and, for encrypted tasks, decrypts) a global model version; default the current one. */
   downloadModel(version?: number): Promise<{ version: number; spec: ModelSpec; weights: Float32Array }>;
   close(): void;
 }
@@ -100,9 +108,10 @@ export function createClient(options: ClientOptions): VeilClient {
   const chain = composeMiddleware(options.middleware ?? [], async (update) => update);
   let identity: { clientId: string; credential: string } | null =
     'credential' in options.credentials ? { clientId: options.credentials.clientId, credential: options.credentials.credential } : null;
-  let model: ModelSpec | null = null;
+  let task: JoinResult['task'] | null = null;
   let runtime: { tf: Tf; backend: TensorflowBackend } | null = null;
-  const cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
+  let encryption: DeviceEncryption | null = null;
+  let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
 
   const retry = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
     withRetry(fn, {
@@ -119,25 +128,57 @@ export function createClient(options: ClientOptions): VeilClient {
       transport.join({ taskId: options.taskId, enrolmentSecret: secret, clientName: options.name ?? '' }),
     );
     identity = { clientId: result.clientId, credential: result.credential };
-    model = result.task.model;
+    task = result.task;
     log.info({ taskId: options.taskId, clientId: result.clientId }, 'joined task');
     return identity;
   }
 
-  async function ensureModel(): Promise<ModelSpec> {
+  async function ensureTask(): Promise<JoinResult['task']> {
     const { credential } = await join();
-    model ??= (await retry('get task', () => transport.getTask(credential))).model;
-    return model;
+    task ??= await retry('get task', () => transport.getTask(credential));
+    if (task.encryption !== null && encryption === null) {
+      if (options.encryption === undefined) {
+        throw new ClientError('failed_precondition', 'the task uses encrypted aggregation: pass the device key bundle as `encryption`');
+      }
+      if (options.encryption.deviceKey.keyId !== task.encryption.keyId) {
+        throw new ClientError('failed_precondition', `the device key ${options.encryption.deviceKey.keyId} is not the task's key ${task.encryption.keyId}`);
+      }
+      encryption = await createDeviceEncryption(options.encryption.deviceKey);
+    }
+    return task;
   }
 
-  async function fetchWeights(version: number, sha256: string | null, signal?: AbortSignal): Promise<{ version: number; weights: Float32Array }> {
-    if (cached.version === version && version > 0) return cached;
+  const download = async (which: { version: number } | { latest: true }, signal?: AbortSignal) => {
     const { credential } = await join();
-    const downloaded = await retry('download', () => transport.downloadModel(credential, version, signal), signal);
-    if (sha256 !== null && downloaded.sha256 !== sha256) throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
-    cached.version = downloaded.version;
-    cached.weights = bytesToFloat32(downloaded.bytes);
-    return cached;
+    return retry('download', () => transport.downloadModel(credential, which, signal), signal);
+  };
+
+  /**
+   * The global model at `version`. Plaintext tasks store every version's
+   * weights; encrypted tasks store the initial weights and each round's
+   * encrypted sum, so the device replays the sums it has not applied yet.
+   */
+  async function fetchWeights(version: number, sha256: string | null, signal?: AbortSignal): Promise<{ version: number; weights: Float32Array }> {
+    if (cached.version === version) return cached;
+    await ensureTask();
+    if (encryption === null || version === 0) {
+      const d = await download({ version }, signal);
+      if (sha256 !== null && d.sha256 !== sha256) throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
+      if (d.encoding !== 'float32-le') throw new ClientError('integrity', `model version ${version} is ${d.encoding}, expected float32`);
+      cached = { version, weights: bytesToFloat32(d.bytes) };
+      return cached;
+    }
+    let current = cached.version >= 0 && cached.version < version ? cached : await fetchWeights(0, null, signal);
+    for (let v = current.version + 1; v <= version; v++) {
+      const d = await download({ version: v }, signal);
+      if (v === version && sha256 !== null && d.sha256 !== sha256) {
+        throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
+      }
+      if (d.encoding !== 'bfv-sum-v1') throw new ClientError('integrity', `model version ${v} is ${d.encoding}, expected an encrypted sum`);
+      current = { version: v, weights: encryption.applySum(current.weights, d.bytes) };
+      cached = current;
+    }
+    return current;
   }
 
   async function ensureRuntime(): Promise<{ tf: Tf; backend: TensorflowBackend }> {
@@ -148,7 +189,7 @@ export function createClient(options: ClientOptions): VeilClient {
   async function participate(a: Assignment, run: RunOptions): Promise<RoundReport> {
     const { tf } = await ensureRuntime();
     const { credential, clientId } = await join();
-    const model = await ensureModel();
+    const { model } = await ensureTask();
     const global = await fetchWeights(a.modelVersion, a.modelSha256, run.signal);
 
     let evaluation: RoundReport['evaluation'] = null;
@@ -188,7 +229,8 @@ export function createClient(options: ClientOptions): VeilClient {
       encoding: 'float32-le',
       notes: {},
     };
-    const update = await chain(initial, ctx);
+    const update = encryption === null ? await chain(initial, ctx) : await chain(initial, ctx).then((u) => encryption!.middleware(u, ctx, async (x) => x));
+    if (encryption !== null && update.encoding !== 'bfv-v1') throw new ClientError('internal', 'encrypted task, but the update was not encrypted');
     const payload = update.payload ?? float32ToBytes(update.delta);
     if (payload.byteLength > a.maxUpdateBytes) {
       throw new ClientError('resource_exhausted', `update of ${payload.byteLength} bytes exceeds the round's ${a.maxUpdateBytes}`);
@@ -260,13 +302,15 @@ export function createClient(options: ClientOptions): VeilClient {
       }
     },
 
-    async downloadModel(version = 0) {
-      const spec = await ensureModel();
-      const { version: v, weights } = await fetchWeights(version, null);
+    async downloadModel(version) {
+      const { model: spec } = await ensureTask();
+      const target = version ?? (await download({ latest: true })).version;
+      const { version: v, weights } = await fetchWeights(target, null);
       return { version: v, spec, weights: weights.slice() };
     },
 
     close() {
+      encryption?.dispose();
       transport.close();
     },
   };

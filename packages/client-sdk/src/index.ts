@@ -3,12 +3,14 @@ export type { ClientCredentials, ClientOptions, RoundReport, RunOptions, RunSumm
 export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { composeMiddleware } from './middleware.js';
-export type { LocalUpdate, RoundContext, UpdateHandler, UpdateMiddleware } from './middleware.js';
+export type { LocalUpdate, RoundContext, UpdateEncodingName, UpdateHandler, UpdateMiddleware } from './middleware.js';
+export { createDeviceEncryption, decryptGlobalModel } from './mods/encrypt.js';
+export type { DeviceEncryption } from './mods/encrypt.js';
 export { withRetry } from './retry.js';
 export type { RetryOptions } from './retry.js';
 export { createGrpcTransport } from './transport/grpc-transport.js';
 export type { GrpcTransportOptions } from './transport/grpc-transport.js';
-export type { Assignment, AssignmentResponse, JoinResult, Transport, UpdateHeader } from './transport/transport.js';
+export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskEncryption, Transport, UpdateHeader } from './transport/transport.js';
 export { initTensorflow } from './training/backend.js';
 export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';
 export { buildModel, flattenWeights, describeModel } from './training/model.js';

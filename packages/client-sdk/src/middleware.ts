@@ -16,6 +16,9 @@ export interface RoundContext {
   signal: AbortSignal | undefined;
 }
 
+/** `float32-le`: plaintext delta; `bfv-v1`: BFV-encrypted weighted delta (@veil/crypto). */
+export type UpdateEncodingName = 'float32-le' | 'bfv-v1';
+
 export interface LocalUpdate {
   /** Δ = local − global, flat in weight-spec order. */
   delta: Float32Array;
@@ -23,7 +26,7 @@ export interface LocalUpdate {
   exampleCount: number;
   /** Encoded payload, once a middleware (or the final encoder) has produced it. */
   payload?: Uint8Array;
-  encoding: 'float32-le';
+  encoding: UpdateEncodingName;
   /** Free-form notes middleware leaves for later ones (e.g. the clip factor). */
   notes: Record<string, unknown>;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { readCoordinatorKeyMaterial } from '@veil/crypto';
 import type { Rng, Strategy } from './aggregation/strategy.js';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
@@ -59,6 +60,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const adminToken = config.adminToken ?? (await devSecret(config.dataDir, 'admin-token', logger));
   const enrolmentSecret = config.enrolmentSecret ?? (await devSecret(config.dataDir, 'enrolment-secret', logger));
 
+  // Public key material only: readCoordinatorKeyMaterial refuses any secret key (the coordinator must never hold one).
+  const defaultKey = config.keysDir === undefined ? null : await readCoordinatorKeyMaterial(config.keysDir);
+  if (defaultKey !== null) logger.info({ keyId: defaultKey.keyId, preset: defaultKey.preset }, 'coordinator key material loaded');
+
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   const cleanup: Array<() => Promise<void>> = [() => db.close()];
   const closeAll = async (): Promise<void> => {
@@ -78,6 +83,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       ...(options.clock && { clock: options.clock }),
       ...(options.rng && { rng: options.rng }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
+      defaultKey,
     });
     await engine.start();
     cleanup.push(() => engine.close());
@@ -86,7 +92,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       host: config.host,
       port: config.grpcPort,
     });
-    cleanup.push(() => grpcServer.close());
+    // Wake the engine's long-polls first: the graceful gRPC shutdown waits for in-flight calls.
+    cleanup.push(async () => {
+      await engine.close();
+      await grpcServer.close();
+    });
 
     const http = await buildHttpApp({ engine, store, logger, adminToken });
     const httpAddress = await http.listen({ host: config.host, port: config.httpPort });

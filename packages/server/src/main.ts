@@ -19,7 +19,18 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
     throw error;
   }
   const logger = createLogger({ level: config.logLevel });
-  const coordinator = await startCoordinator({ config, logger });
+  let coordinator;
+  try {
+    coordinator = await startCoordinator({ config, logger });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'secret_key_material' || code === 'invalid_key_material') {
+      process.stderr.write(`veil server: refusing to start: ${(error as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw error;
+  }
   const stop = (signal: string): void => {
     logger.info({ signal }, 'shutting down');
     void coordinator.close().then(() => process.exit(0));

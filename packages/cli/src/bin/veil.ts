@@ -7,6 +7,9 @@ const USAGE = `Usage: veil <command> [options]
 Commands:
   server                 Start a coordinator (configured by environment variables; see README)
   migrate                Apply pending database migrations and exit
+  keys generate --out DIR [--label NAME] [--preset P] [--weight-cap N] [--clip X] [--step S]
+                         new federation key bundle: DIR/device (secret, for device apps)
+                         and DIR/coordinator (public, for VEIL_KEYS_DIR or task creation)
   privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
@@ -22,6 +25,7 @@ Commands:
       --seed N             model and split seed (default ${DEMO_DEFAULTS.seed})
       --deadline-ms N      round deadline (default ${DEMO_DEFAULTS.roundDeadlineMs})
       --data-dir DIR       keep the embedded database and logs here (default: a temporary directory)
+      --plaintext          send plaintext updates (debugging; default: encrypted with BFV)
       --json               print only a JSON summary on stdout
 `;
 
@@ -57,6 +61,7 @@ function demoOptions(args: string[]): DemoOptions {
       'deadline-ms': { type: 'string' },
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
+      plaintext: { type: 'boolean' },
     },
   });
   const partition = values.partition ?? DEMO_DEFAULTS.partition;
@@ -72,6 +77,7 @@ function demoOptions(args: string[]): DemoOptions {
     seed: int(values.seed, 'seed', DEMO_DEFAULTS.seed, 0),
     roundDeadlineMs: int(values['deadline-ms'], 'deadline-ms', DEMO_DEFAULTS.roundDeadlineMs, 100),
     json: values.json ?? false,
+    plaintext: values.plaintext ?? false,
     dataDir: values['data-dir'],
   };
 }
@@ -88,6 +94,38 @@ async function main(argv: string[]): Promise<number> {
       const { runMigrate } = await import('@veil/server');
       const applied = await runMigrate();
       process.stdout.write(applied.length === 0 ? 'database is up to date\n' : `applied ${applied.join(', ')}\n`);
+      return 0;
+    }
+    case 'keys': {
+      const [sub, ...keyArgs] = rest;
+      if (sub !== 'generate') throw new UsageError('usage: veil keys generate --out DIR');
+      const { values } = parseArgs({
+        args: keyArgs,
+        strict: true,
+        options: {
+          out: { type: 'string' },
+          label: { type: 'string' },
+          preset: { type: 'string' },
+          'weight-cap': { type: 'string' },
+          clip: { type: 'string' },
+          step: { type: 'string' },
+        },
+      });
+      if (values.out === undefined) throw new UsageError('--out DIR is required');
+      const { generateKeys, KEY_PRESETS, DEFAULT_PRESET } = await import('../keys.js');
+      const preset = (values.preset ?? DEFAULT_PRESET) as (typeof KEY_PRESETS)[number];
+      if (!KEY_PRESETS.includes(preset)) throw new UsageError(`--preset must be one of ${KEY_PRESETS.join(', ')}`);
+      const result = await generateKeys({
+        outDir: values.out,
+        label: values.label ?? 'veil',
+        preset,
+        ...(values['weight-cap'] !== undefined && { weightCap: int(values['weight-cap'], 'weight-cap', 1) }),
+        ...(values.clip !== undefined && { clipMaxAbs: num(values.clip, 'clip', 1) }),
+        ...(values.step !== undefined && { step: num(values.step, 'step', 1) }),
+      });
+      process.stdout.write(
+        `key ${result.keyId}\n  device (SECRET, give to device apps only): ${result.deviceKeyFile}\n  coordinator (public):                     ${result.coordinatorKeyFile}\n`,
+      );
       return 0;
     }
     case 'privacy': {

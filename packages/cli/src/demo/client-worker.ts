@@ -4,6 +4,7 @@
  * part in the federation through the public client SDK, like a device app.
  */
 import { createClient, type SdkLogger } from '@veil/client-sdk';
+import { readDeviceKeyMaterial } from '@veil/crypto';
 import { loadMnist } from './mnist.js';
 import { createSeededRng, partitionDirichlet, partitionIid } from './partition.js';
 
@@ -16,6 +17,8 @@ export interface WorkerConfig {
   partition: 'iid' | 'dirichlet';
   alpha: number;
   seed: number;
+  /** Directory of the device key bundle (encrypted tasks), or null for plaintext. */
+  deviceKeyDir: string | null;
 }
 
 const config = JSON.parse(process.env['VEIL_DEMO_WORKER'] ?? 'null') as WorkerConfig | null;
@@ -43,7 +46,9 @@ const evalData = heldOut[config.index]!;
 const controller = new AbortController();
 process.on('SIGTERM', () => controller.abort());
 
+const deviceKey = config.deviceKeyDir === null ? null : await readDeviceKeyMaterial(config.deviceKeyDir);
 const client = createClient({
+  ...(deviceKey !== null && { encryption: { deviceKey } }),
   coordinator: config.address,
   taskId: config.taskId,
   credentials: { enrolmentSecret: config.enrolmentSecret },

@@ -1,10 +1,12 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { evaluateLocal, initTensorflow } from '@veil/client-sdk';
+import { createDeviceEncryption, evaluateLocal, initTensorflow, type DeviceEncryption } from '@veil/client-sdk';
+import { readDeviceKeyMaterial } from '@veil/crypto';
+import { generateKeys } from '../keys.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
 import type { WorkerConfig } from './client-worker.js';
@@ -30,6 +32,8 @@ export interface DemoOptions {
   roundDeadlineMs: number;
   /** Print only a JSON summary on stdout. */
   json: boolean;
+  /** Send plaintext updates instead of encrypted ones (debugging opt-out). Default false: encrypted. */
+  plaintext: boolean;
   /** Data directory of the embedded database and blobs; default a fresh temporary directory, removed afterwards. */
   dataDir: string | undefined;
 }
@@ -46,6 +50,8 @@ export interface DemoRound {
 export interface DemoSummary {
   rounds: DemoRound[];
   finalAccuracy: number;
+  encrypted: boolean;
+  taskId: string;
   clients: number;
   partition: string;
   database: 'postgresql' | 'pglite';
@@ -64,6 +70,7 @@ export const DEMO_DEFAULTS: DemoOptions = {
   seed: 1,
   roundDeadlineMs: 180_000,
   json: false,
+  plaintext: false,
   dataDir: undefined,
 };
 
@@ -96,8 +103,21 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const { tf, backend } = await initTensorflow({ preferred: 'wasm' });
     const { test } = loadMnist();
     const { spec, weights } = createMnistMlp(tf, { seed: options.seed });
+    // The demo plays the operator: it generates the federation key bundle, gives the
+    // coordinator the public part only, and the device processes the secret part. Its
+    // evaluator, which measures each global model on held-out digits, is a key holder too.
+    let keyDir: string | null = null;
+    let evaluator: DeviceEncryption | null = null;
+    let coordinatorKey: unknown = undefined;
+    if (!options.plaintext) {
+      keyDir = join(dataDir, 'keys');
+      const keys = await generateKeys({ outDir: keyDir, label: 'veil-demo', preset: 'bfv-n2048-q44-t29' });
+      coordinatorKey = JSON.parse(await readFile(keys.coordinatorKeyFile, 'utf8'));
+      evaluator = await createDeviceEncryption(await readDeviceKeyMaterial(join(keyDir, 'device')));
+    }
     const task = await coordinator.engine.createTask(
       {
+        encryption: options.plaintext ? { mode: 'none' } : { mode: 'bfv', coordinatorKey },
         name: `mnist-demo-${options.partition}`,
         rounds: options.rounds,
         clientsPerRound: options.clients,
@@ -110,15 +130,23 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     );
     await coordinator.engine.startTask(task.id);
     say(
-      `task ${task.id}: ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
+      `task ${task.id}: ${options.plaintext ? 'PLAINTEXT updates (debug opt-out)' : `updates encrypted (BFV, key ${task.encryption?.keyId})`}, ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
         `${spec.weightSpecs.length / 2}-layer MLP with ${task.parameterCount} parameters, evaluation on ${test.count} held-out digits (${backend} backend)`,
     );
 
     const rounds: DemoRound[] = [];
     const bar = createProgressBar(out, !options.json);
+    let current = { version: 0, weights };
     const evaluateRound = async (round: Round): Promise<void> => {
-      const model = await coordinator.engine.readModel(task.id, round.summary?.modelVersion ?? 0);
-      const e = await evaluateLocal(tf, { spec, weights: bytesToFloat32(model.bytes), data: test });
+      const version = round.summary?.modelVersion ?? current.version;
+      if (version !== current.version) {
+        const model = await coordinator.engine.readModelVersion(task.id, version);
+        current = {
+          version,
+          weights: evaluator === null ? bytesToFloat32(model.bytes) : evaluator.applySum(current.weights, model.bytes),
+        };
+      }
+      const e = await evaluateLocal(tf, { spec, weights: current.weights, data: test });
       const entry: DemoRound = {
         round: round.number,
         accuracy: round4(e.accuracy),
@@ -161,6 +189,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
         partition: options.partition,
         alpha: options.alpha,
         seed: options.seed,
+        deviceKeyDir: keyDir === null ? null : join(keyDir, 'device'),
       };
       const child = fork(workerPath, [], {
         env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },
@@ -183,12 +212,15 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const summary: DemoSummary = {
       rounds,
       finalAccuracy: rounds.at(-1)?.accuracy ?? 0,
+      encrypted: !options.plaintext,
+      taskId: task.id,
       clients: options.clients,
       partition: options.partition,
       database: coordinator.databaseKind,
       taskStatus: status,
       totalMs: Math.round(performance.now() - started),
     };
+    evaluator?.dispose();
     say(`task ${status}: final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}% after ${rounds.length} rounds in ${(summary.totalMs / 1000).toFixed(1)} s`);
     return summary;
   } finally {

@@ -9,7 +9,8 @@ import {
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
 import { ClientError, type ClientErrorCode } from '../errors.js';
-import type { AssignmentResponse, JoinResult, Transport } from './transport.js';
+import type { UpdateEncodingName } from '../middleware.js';
+import type { AssignmentResponse, JoinResult, ModelEncodingName, Transport } from './transport.js';
 
 const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
   [grpc.status.INVALID_ARGUMENT]: 'invalid_argument',
@@ -40,8 +41,24 @@ function toTask(t: TaskSpec__Output): JoinResult['task'] {
     model: { topology: JSON.parse(t.modelTopologyJson), weightSpecs: JSON.parse(t.weightSpecsJson) },
     parameterCount: t.parameterCount,
     totalRounds: t.totalRounds,
+    encryption:
+      t.encryption && t.encryption.keyId !== ''
+        ? {
+            keyId: t.encryption.keyId,
+            parameterFingerprint: Buffer.from(t.encryption.parameterFingerprint).toString('hex'),
+            preset: t.encryption.preset,
+            weightCap: t.encryption.weightCap,
+          }
+        : null,
   };
 }
+
+const UPDATE_ENCODINGS = { 'float32-le': 'UPDATE_ENCODING_FLOAT32_LE', 'bfv-v1': 'UPDATE_ENCODING_BFV_V1' } as const;
+const MODEL_ENCODINGS: Record<string, ModelEncodingName> = {
+  MODEL_ENCODING_FLOAT32_LE: 'float32-le',
+  MODEL_ENCODING_BFV_SUM_V1: 'bfv-sum-v1',
+};
+const fromUpdateEncoding = (e: string): UpdateEncodingName => (e === 'UPDATE_ENCODING_BFV_V1' ? 'bfv-v1' : 'float32-le');
 
 export interface GrpcTransportOptions {
   /** Coordinator address, `host:port`. */
@@ -110,7 +127,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
                   batchSize: a.training?.batchSize ?? 32,
                   learningRate: a.training?.learningRate ?? 0.01,
                 },
-                updateEncoding: 'float32-le',
+                updateEncoding: fromUpdateEncoding(a.updateEncoding),
                 maxUpdateBytes: a.maxUpdateBytes,
                 maxExampleCount: a.maxExampleCount,
                 evaluate: a.evaluate,
@@ -124,11 +141,12 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
       });
     },
 
-    downloadModel(credential, version, signal) {
+    downloadModel(credential, which, signal) {
       return new Promise((resolve, reject) => {
-        const call = client.DownloadModel({ modelVersion: version }, auth(credential), deadline(10 * callTimeoutMs));
+        const request = 'latest' in which ? { modelVersion: 0, latest: true } : { modelVersion: which.version, latest: false };
+        const call = client.DownloadModel(request, auth(credential), deadline(10 * callTimeoutMs));
         onAbort(signal, call);
-        let header: { version: number; size: number; sha256: string } | null = null;
+        let header: { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null = null;
         const chunks: Buffer[] = [];
         let received = 0;
         const hash = createHash('sha256');
@@ -138,7 +156,12 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
               version: message.header.modelVersion,
               size: message.header.sizeBytes,
               sha256: Buffer.from(message.header.sha256).toString('hex'),
+              encoding: MODEL_ENCODINGS[message.header.encoding] ?? 'float32-le',
             };
+            if (MODEL_ENCODINGS[message.header.encoding] === undefined) {
+              call.cancel();
+              reject(new ClientError('invalid_argument', `unknown model encoding ${message.header.encoding}`));
+            }
           } else if (message.data) {
             received += message.data.byteLength;
             if (header === null || received > header.size) {
@@ -157,7 +180,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
           if (received !== header.size || sha256 !== header.sha256) {
             return reject(new ClientError('integrity', 'model download failed its size or SHA-256 check'));
           }
-          resolve({ version: header.version, bytes: Buffer.concat(chunks, received), sha256 });
+          resolve({ version: header.version, bytes: Buffer.concat(chunks, received), sha256, encoding: header.encoding });
         });
       });
     },
@@ -174,7 +197,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
             roundNumber: header.roundNumber,
             modelVersion: header.modelVersion,
             exampleCount: header.exampleCount,
-            encoding: 'UPDATE_ENCODING_FLOAT32_LE',
+            encoding: UPDATE_ENCODINGS[header.encoding],
             payloadSizeBytes: payload.byteLength,
             payloadSha256: Buffer.from(header.sha256, 'hex'),
           },

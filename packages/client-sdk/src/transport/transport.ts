@@ -1,4 +1,14 @@
+import type { UpdateEncodingName } from '../middleware.js';
 import type { ModelSpec } from '../training/types.js';
+
+/** The task's encryption, when its updates must be encrypted. */
+export interface TaskEncryption {
+  keyId: string;
+  /** Hex SHA-256 of the SEAL parameters. */
+  parameterFingerprint: string;
+  preset: string;
+  weightCap: number;
+}
 
 export interface JoinResult {
   clientId: string;
@@ -9,6 +19,7 @@ export interface JoinResult {
     model: ModelSpec;
     parameterCount: number;
     totalRounds: number;
+    encryption: TaskEncryption | null;
   };
 }
 
@@ -20,7 +31,7 @@ export interface Assignment {
   modelSizeBytes: number;
   deadlineUnixMs: number;
   training: { epochs: number; batchSize: number; learningRate: number };
-  updateEncoding: 'float32-le';
+  updateEncoding: UpdateEncodingName;
   maxUpdateBytes: number;
   maxExampleCount: number;
   evaluate: boolean;
@@ -31,11 +42,14 @@ export type AssignmentResponse =
   | { kind: 'idle'; taskStatus: string; currentRound: number }
   | { kind: 'ended'; taskStatus: string; reason: string; finalModelVersion: number };
 
+/** `float32-le`: the weights; `bfv-sum-v1`: the encrypted sum of a round's weighted updates. */
+export type ModelEncodingName = 'float32-le' | 'bfv-sum-v1';
+
 export interface UpdateHeader {
   roundNumber: number;
   modelVersion: number;
   exampleCount: number;
-  encoding: 'float32-le';
+  encoding: UpdateEncodingName;
   /** Hex SHA-256 of the payload. */
   sha256: string;
 }
@@ -49,8 +63,12 @@ export interface Transport {
   join(request: { taskId: string; enrolmentSecret: string; clientName: string }): Promise<JoinResult>;
   getTask(credential: string): Promise<JoinResult['task']>;
   waitForAssignment(credential: string, waitMs: number, signal?: AbortSignal): Promise<AssignmentResponse>;
-  /** Downloads and verifies (size, SHA-256) a model version; 0 = current. */
-  downloadModel(credential: string, version: number, signal?: AbortSignal): Promise<{ version: number; bytes: Uint8Array; sha256: string }>;
+  /** Downloads and verifies (size, SHA-256) model `version` (0 = initial), or the current one with `latest`. */
+  downloadModel(
+    credential: string,
+    which: { version: number } | { latest: true },
+    signal?: AbortSignal,
+  ): Promise<{ version: number; bytes: Uint8Array; sha256: string; encoding: ModelEncodingName }>;
   submitUpdate(credential: string, header: UpdateHeader, payload: Uint8Array, signal?: AbortSignal): Promise<{ acceptedCount: number }>;
   reportEvaluation(
     credential: string,

@@ -24,6 +24,12 @@ export interface CoordinatorConfig {
   migrateOnStart: boolean;
   /** Refuse to generate secrets (NODE_ENV=production). */
   production: boolean;
+  /**
+   * Directory of the coordinator's public key material (`veil keys generate`'s
+   * `coordinator/`); the coordinator refuses to start if it holds any secret key.
+   * Tasks created without explicit encryption settings use this key. Default none.
+   */
+  keysDir: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -61,7 +67,7 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * Reads the coordinator's environment variables (the only place that does):
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
- * VEIL_MIGRATE_ON_START, NODE_ENV. Throws ConfigError with a clear message.
+ * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, NODE_ENV. Throws ConfigError with a clear message.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
   const dataDir = resolve(env['VEIL_DATA_DIR'] || '.veil');
@@ -84,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     logLevel,
     migrateOnStart: bool(env, 'VEIL_MIGRATE_ON_START', true),
     production,
+    keysDir: env['VEIL_KEYS_DIR'] ? resolve(env['VEIL_KEYS_DIR']) : undefined,
   };
   if (production && (config.adminToken === undefined || config.enrolmentSecret === undefined)) {
     throw new ConfigError('NODE_ENV=production requires VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET');

@@ -48,9 +48,23 @@ function toTaskSpec(task: Task): TaskSpec {
     weightSpecsJson: JSON.stringify(task.weightSpecs),
     parameterCount: task.parameterCount,
     totalRounds: task.settings.rounds,
-    updateEncoding: 'UPDATE_ENCODING_FLOAT32_LE',
+    updateEncoding: UPDATE_ENCODING_NAMES[task.settings.updateEncoding],
+    encryption:
+      task.encryption === null
+        ? null
+        : {
+            keyId: task.encryption.keyId,
+            parameterFingerprint: Buffer.from(task.encryption.fingerprint, 'hex'),
+            preset: task.encryption.preset,
+            weightCap: task.encryption.weightCap,
+          },
   };
 }
+
+const UPDATE_ENCODING_NAMES = {
+  'float32-le': 'UPDATE_ENCODING_FLOAT32_LE',
+  'bfv-v1': 'UPDATE_ENCODING_BFV_V1',
+} as const;
 
 function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
   switch (result.kind) {
@@ -63,7 +77,7 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
         modelSizeBytes: result.model.sizeBytes,
         deadlineUnixMs: result.round.deadlineAt.getTime(),
         training: result.round.config,
-        updateEncoding: 'UPDATE_ENCODING_FLOAT32_LE',
+        updateEncoding: UPDATE_ENCODING_NAMES[result.updateEncoding],
         maxUpdateBytes: result.maxUpdateBytes,
         maxExampleCount: result.maxExampleCount,
         evaluate: true,
@@ -81,6 +95,7 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
 
 const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_FLOAT32_LE: 'float32-le',
+  UPDATE_ENCODING_BFV_V1: 'bfv-v1',
 };
 
 /** The gRPC adapter: authenticates devices and translates calls to the round engine. */
@@ -159,11 +174,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     DownloadModel(call) {
       void (async () => {
         const client = await authenticate(call.metadata);
-        const model = await engine.readModel(client.taskId, call.request.modelVersion);
+        const model = call.request.latest
+          ? await engine.readModel(client.taskId)
+          : await engine.readModelVersion(client.taskId, call.request.modelVersion);
         call.write({
           header: {
             modelVersion: model.version,
-            encoding: 'MODEL_ENCODING_FLOAT32_LE',
+            encoding: model.encoding === 'bfv-sum-v1' ? 'MODEL_ENCODING_BFV_SUM_V1' : 'MODEL_ENCODING_FLOAT32_LE',
             sizeBytes: model.bytes.byteLength,
             sha256: Buffer.from(model.sha256, 'hex'),
           },

@@ -9,6 +9,7 @@ import type { RoundEngine } from '../rounds/engine.js';
 import type { Round, Task } from '../rounds/model.js';
 import type { FederationStore } from '../rounds/ports.js';
 import type { TaskInput } from '../rounds/task-settings.js';
+import type { EncryptionInput } from '../rounds/engine.js';
 import { errorSchema, roundSchema, taskCreateSchema, taskSchema } from './schemas.js';
 
 export interface HttpAppOptions {
@@ -87,7 +88,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     },
   );
 
-  app.post<{ Body: TaskInput & { model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string }; start?: boolean } }>(
+  app.post<{
+    Body: TaskInput & {
+      model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string };
+      start?: boolean;
+      encryption?: EncryptionInput;
+    };
+  }>(
     '/v1/tasks',
     {
       preHandler: authorize('admin'),
@@ -177,13 +184,37 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
       const version = request.query.version ?? task.currentModelVersion;
       const meta = await store.getModelVersion(task.id, version);
       if (meta === null) throw new VeilError('not_found', `task has no model version ${version}`);
+      if (task.encryption === null) {
+        return {
+          format: 'layers-model',
+          generatedBy: 'veil',
+          convertedBy: null,
+          modelTopology: task.modelTopology,
+          weightsManifest: [{ paths: [`model/weights.bin?version=${version}`], weights: task.weightSpecs }],
+          veil: { taskId: task.id, version, sha256: meta.sha256, sizeBytes: meta.sizeBytes, encoding: meta.encoding, encrypted: false },
+        };
+      }
+      // Encrypted task: version 0 is the plaintext initial model, each later version the encrypted
+      // sum of a round; key holders apply them in order (@veil/client-sdk decryptGlobalModel).
+      const chain = [];
+      for (let v = 0; v <= version; v++) {
+        const m = v === version ? meta : await store.getModelVersion(task.id, v);
+        if (m === null) throw new VeilError('internal', `model version ${v} is missing`);
+        chain.push({ version: v, path: `model/weights.bin?version=${v}`, sha256: m.sha256, sizeBytes: m.sizeBytes, encoding: m.encoding });
+      }
       return {
         format: 'layers-model',
         generatedBy: 'veil',
         convertedBy: null,
         modelTopology: task.modelTopology,
-        weightsManifest: [{ paths: [`model/weights.bin?version=${version}`], weights: task.weightSpecs }],
-        veil: { taskId: task.id, version, sha256: meta.sha256, sizeBytes: meta.sizeBytes, encoding: meta.encoding },
+        veil: {
+          taskId: task.id,
+          version,
+          encrypted: true,
+          keyId: task.encryption.keyId,
+          weightSpecs: task.weightSpecs,
+          chain,
+        },
       };
     },
   );
@@ -201,11 +232,14 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
       },
     },
     async (request, reply) => {
-      const model = await engine.readModel(request.params.id, request.query.version ?? 0);
+      // `?version=0` is the initial model (as in model.json's weightsManifest), not "current".
+      const version = request.query.version ?? (await getTask(request.params.id)).currentModelVersion;
+      const model = await engine.readModelVersion(request.params.id, version);
       return reply
         .header('content-type', 'application/octet-stream')
         .header('etag', `"${model.sha256}"`)
         .header('x-veil-model-version', String(model.version))
+        .header('x-veil-model-encoding', model.encoding)
         .send(model.bytes);
     },
   );
@@ -227,6 +261,17 @@ function presentTask(task: Task) {
     statusReason: task.statusReason,
     settings: task.settings,
     parameterCount: task.parameterCount,
+    encryption:
+      task.encryption === null
+        ? null
+        : {
+            keyId: task.encryption.keyId,
+            fingerprint: task.encryption.fingerprint,
+            preset: task.encryption.preset,
+            weightCap: task.encryption.weightCap,
+            clipMaxAbs: task.encryption.clipMaxAbs,
+            step: task.encryption.step,
+          },
     currentModelVersion: task.currentModelVersion,
     createdAt: task.createdAt.toISOString(),
     updatedAt: task.updatedAt.toISOString(),

@@ -32,6 +32,18 @@ export const taskCreateSchema = {
     maxExampleCount: { type: 'integer', minimum: 1, description: 'Largest example count accepted as an update weight. Default 1000000.' },
     training: trainingSchema,
     start: { type: 'boolean', description: 'Start the task right away. Default false.' },
+    encryption: {
+      type: 'object',
+      description:
+        'Encrypted aggregation (BFV, node-seal). mode "none": plaintext updates. mode "bfv": updates are encrypted on devices; give the public coordinatorKey from `veil keys generate` (coordinator/coordinator-key.json), or a keyId loaded from VEIL_KEYS_DIR. Omitted: the VEIL_KEYS_DIR key if configured, else plaintext. Secret key material is refused.',
+      required: ['mode'],
+      additionalProperties: false,
+      properties: {
+        mode: { type: 'string', enum: ['none', 'bfv'] },
+        keyId: { type: 'string', format: 'uuid' },
+        coordinatorKey: { type: 'object', additionalProperties: true },
+      },
+    },
     model: {
       type: 'object',
       required: ['topology', 'weightSpecs', 'weightsBase64'],
@@ -62,6 +74,17 @@ export const taskSchema = {
     statusReason: { type: ['string', 'null'] },
     settings: { type: 'object', additionalProperties: true },
     parameterCount: { type: 'integer' },
+    encryption: {
+      type: ['object', 'null'],
+      properties: {
+        keyId: { type: 'string' },
+        fingerprint: { type: 'string' },
+        preset: { type: 'string' },
+        weightCap: { type: 'integer' },
+        clipMaxAbs: { type: 'number' },
+        step: { type: 'number' },
+      },
+    },
     currentModelVersion: { type: 'integer' },
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },

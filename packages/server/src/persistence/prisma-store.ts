@@ -10,6 +10,7 @@ import type {
   RoundSummary,
   Submission,
   Task,
+  TaskEncryption,
   TaskSettings,
   TrainingSettings,
   WeightSpecJson,
@@ -32,6 +33,7 @@ function toTask(row: TaskRow): Task {
     modelTopology: row.modelTopology as Record<string, unknown>,
     weightSpecs: row.weightSpecs as unknown as WeightSpecJson[],
     parameterCount: row.parameterCount,
+    encryption: (row.encryption as unknown as TaskEncryption | null) ?? null,
     currentModelVersion: row.currentModelVersion,
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
@@ -94,6 +96,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             modelTopology: json(task.modelTopology),
             weightSpecs: json(task.weightSpecs),
             parameterCount: task.parameterCount,
+            ...(task.encryption !== null && { encryption: json(task.encryption) }),
             currentModelVersion: 0,
           },
         });
@@ -343,6 +346,19 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             roundNumber: row.roundNumber,
             createdAt: row.createdAt,
           };
+    },
+
+    async isUpdateDigestKnown(taskId, sha256) {
+      const hit = await prisma.participation.findFirst({ where: { updateDigest: sha256, round: { taskId } }, select: { roundId: true } });
+      return hit !== null;
+    },
+
+    async findTaskByKeyId(keyId) {
+      const rows = await prisma.$queryRawUnsafe<Array<{ id: string }>>(
+        `SELECT id FROM "Task" WHERE encryption->>'keyId' = $1 LIMIT 1`,
+        keyId,
+      );
+      return rows[0]?.id ?? null;
     },
 
     async ping() {

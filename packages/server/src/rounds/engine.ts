@@ -2,15 +2,38 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { createFedAvg } from '../aggregation/fedavg.js';
-import type { Aggregator, FitFailure, Rng, Strategy } from '../aggregation/strategy.js';
+import type { FitFailure, Rng, Strategy } from '../aggregation/strategy.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import { modelBlobKey, updateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
-import type { Client, Round, RoundSummary, Task, TaskStatus, UpdateEncoding } from './model.js';
+import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
 import type { FederationStore } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { createMutex, type Mutex } from './mutex.js';
-import { bytesToFloat32 as decodeFloat32, float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
+import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
+import {
+  checkHeadroom,
+  createHeContext,
+  parseCoordinatorKeyMaterial,
+  serializeKeyMaterial,
+  type CoordinatorKeyMaterial,
+  type HeContext,
+} from '@veil/crypto';
+import {
+  createEncryptedAggregator,
+  createPlaintextAggregator,
+  payloadError,
+  type ModelBlob,
+  type RoundAggregator,
+} from '../aggregation/round-aggregator.js';
+
+/** A stored global model version (digest verified on read). */
+export interface StoredModel {
+  version: number;
+  bytes: Buffer;
+  sha256: string;
+  encoding: ModelEncoding;
+}
 
 /** Wall clock in ms; injected so tests can control time. */
 export interface Clock {
@@ -29,7 +52,17 @@ export interface RoundEngineOptions {
   rng?: Rng;
   /** A client counts as available for selection this long after its last poll, in ms. Default 30 000. */
   presenceTtlMs?: number;
+  /**
+   * Coordinator key material loaded at start (VEIL_KEYS_DIR): tasks created
+   * without explicit encryption settings use it. Public material only.
+   */
+  defaultKey?: CoordinatorKeyMaterial | null;
 }
+
+/** Encryption requested at task creation. */
+export type EncryptionInput =
+  | { mode: 'none' }
+  | { mode: 'bfv'; keyId?: string; coordinatorKey?: unknown };
 
 /** What a device gets when it asks for work. */
 export type AssignmentResult =
@@ -72,11 +105,13 @@ interface TaskRuntime {
   selected: Set<string>;
   /** Clients whose accepted update is folded into `aggregator`. */
   folded: Set<string>;
-  aggregator: Aggregator | null;
+  aggregator: RoundAggregator | null;
   deadlineTimer: NodeJS.Timeout | null;
   presence: Map<string, number>;
   waiters: Set<() => void>;
-  model: { version: number; weights: Float32Array; sha256: string; sizeBytes: number } | null;
+  model: { version: number; bytes: Uint8Array; encoding: ModelEncoding; sha256: string; sizeBytes: number } | null;
+  /** Homomorphic-encryption context of an encrypted task (public parameters, no key). */
+  he: HeContext | null;
 }
 
 const cryptoRng: Rng = {
@@ -101,6 +136,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly clock: Clock;
   private readonly rng: Rng;
   private readonly presenceTtlMs: number;
+  private readonly defaultKey: CoordinatorKeyMaterial | null;
   private readonly runtimes = new Map<string, TaskRuntime>();
   private closed = false;
 
@@ -113,6 +149,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.clock = options.clock ?? { now: () => Date.now() };
     this.rng = options.rng ?? cryptoRng;
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
+    this.defaultKey = options.defaultKey ?? null;
     if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');
   }
 
@@ -131,14 +168,19 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
       rt.deadlineTimer = null;
       this.wake(rt);
-      await rt.mutex.run(async () => {});
+      await rt.mutex.run(async () => {
+        rt.aggregator?.dispose();
+        rt.aggregator = null;
+        rt.he?.dispose();
+        rt.he = null;
+      });
     }
   }
 
   // ------------------------------------------------------------------ tasks
 
   async createTask(
-    input: TaskInput,
+    input: TaskInput & { encryption?: EncryptionInput },
     model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
   ): Promise<Task> {
     if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
@@ -156,6 +198,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       );
     }
     assertFinite(model.weights, 'model weights');
+    const encryption = await this.resolveEncryption(input.encryption, settings);
+    if (encryption !== null) settings.updateEncoding = 'bfv-v1';
     const id = randomUUID();
     const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
     const task = await this.store.createTask({
@@ -165,12 +209,87 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       modelTopology: model.topology,
       weightSpecs: specs,
       parameterCount,
+      encryption,
       initialModel: { sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' },
     });
     const rt = this.runtimeFor(task);
-    rt.model = { version: 0, weights: model.weights.slice(), sha256: ref.sha256, sizeBytes: ref.sizeBytes };
-    this.log.info({ taskId: id, parameterCount, rounds: settings.rounds }, 'task created');
+    rt.model = { version: 0, bytes: encodeFloat32(model.weights), encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    this.log.info({ taskId: id, parameterCount, rounds: settings.rounds, encrypted: encryption !== null, keyId: encryption?.keyId }, 'task created');
     return task;
+  }
+
+  /**
+   * Turns the requested encryption into the task's settings, refusing secret
+   * key material, keys already used by another task, and settings whose sums
+   * could overflow the plaintext modulus or exhaust the noise budget.
+   */
+  private async resolveEncryption(input: EncryptionInput | undefined, settings: TaskSettings): Promise<TaskEncryption | null> {
+    if (input?.mode === 'none' || (input === undefined && this.defaultKey === null)) return null;
+    let material: CoordinatorKeyMaterial;
+    if (input === undefined || (input.coordinatorKey === undefined && input.keyId === undefined)) {
+      if (this.defaultKey === null) throw new VeilError('invalid_argument', 'encryption needs a coordinatorKey (no key is configured in VEIL_KEYS_DIR)');
+      material = this.defaultKey;
+    } else if (input.coordinatorKey !== undefined) {
+      try {
+        const bytes = Buffer.from(typeof input.coordinatorKey === 'string' ? input.coordinatorKey : JSON.stringify(input.coordinatorKey));
+        material = parseCoordinatorKeyMaterial(bytes);
+      } catch (error) {
+        throw payloadError(error);
+      }
+    } else {
+      if (this.defaultKey === null || this.defaultKey.keyId !== input.keyId) {
+        throw new VeilError('invalid_argument', `key ${input.keyId} is not configured on this coordinator (VEIL_KEYS_DIR)`);
+      }
+      material = this.defaultKey;
+    }
+    const usedBy = await this.store.findTaskByKeyId(material.keyId);
+    if (usedBy !== null) throw new VeilError('already_exists', `key ${material.keyId} already belongs to task ${usedBy}; generate a new key bundle`);
+    if (settings.selection.kind !== 'count') {
+      throw new VeilError('invalid_argument', 'encrypted tasks need clientsPerRound (a fixed count) so the sum headroom can be checked');
+    }
+    const ctx = await createHeContext(material);
+    try {
+      checkHeadroom({
+        plainModulus: ctx.parameters.plainModulus,
+        maxClients: settings.selection.count,
+        weightCap: ctx.quantization.weightCap,
+        clipMaxAbs: ctx.quantization.clipMaxAbs,
+        step: ctx.quantization.step,
+      });
+      if (settings.selection.count > ctx.maxClients) {
+        throw new VeilError(
+          'invalid_argument',
+          `clientsPerRound ${settings.selection.count} exceeds the ${ctx.maxClients} updates one encrypted sum can hold with these parameters`,
+        );
+      }
+    } catch (error) {
+      throw error instanceof VeilError ? error : new VeilError('invalid_argument', (error as Error).message, { cause: error });
+    } finally {
+      ctx.dispose();
+    }
+    settings.maxExampleCount = Math.min(settings.maxExampleCount, material.quantization.weightCap);
+    return {
+      keyId: material.keyId,
+      fingerprint: material.fingerprint,
+      preset: material.preset,
+      weightCap: material.quantization.weightCap,
+      clipMaxAbs: material.quantization.clipMaxAbs,
+      step: material.quantization.step,
+      coordinatorKey: Buffer.from(serializeKeyMaterial(material)).toString('utf8'),
+    };
+  }
+
+  private async heContext(rt: TaskRuntime): Promise<HeContext | null> {
+    if (rt.task.encryption === null) return null;
+    rt.he ??= await createHeContext(parseCoordinatorKeyMaterial(Buffer.from(rt.task.encryption.coordinatorKey)));
+    return rt.he;
+  }
+
+  private async newAggregator(rt: TaskRuntime, round: number): Promise<RoundAggregator> {
+    const he = await this.heContext(rt);
+    return he === null
+      ? createPlaintextAggregator(this.strategy, round, rt.task.parameterCount)
+      : createEncryptedAggregator(he, rt.task.parameterCount);
   }
 
   async startTask(taskId: string): Promise<Task> {
@@ -254,7 +373,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         kind: 'assignment',
         round,
         model: { version: rt.model.version, sha256: rt.model.sha256, sizeBytes: rt.model.sizeBytes },
-        maxUpdateBytes: expectedUpdateBytes(task),
+        maxUpdateBytes: maxUpdateBytes(task),
         maxExampleCount: task.settings.maxExampleCount,
         updateEncoding: task.settings.updateEncoding,
       };
@@ -266,7 +385,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   async checkUpdateHeader(client: Client, header: UpdateHeaderInput): Promise<{ maxBytes: number }> {
     const rt = await this.runtime(client.taskId);
     this.validateHeader(rt, client, header);
-    return { maxBytes: expectedUpdateBytes(rt.task) };
+    return { maxBytes: maxUpdateBytes(rt.task) };
   }
 
   /**
@@ -280,13 +399,17 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (payload.byteLength !== header.payloadSizeBytes) {
       throw new VeilError('invalid_argument', `payload has ${payload.byteLength} bytes, header declared ${header.payloadSizeBytes}`);
     }
-    const update = decodeFloat32(payload);
-    if (update.length !== rt.task.parameterCount) {
-      throw new VeilError('invalid_argument', `update has ${update.length} values, the model has ${rt.task.parameterCount}`);
-    }
-    assertFinite(update, 'update');
+    // Validate the payload fully before it can be recorded (outside the lock: uploads check in parallel).
+    const he = await this.heContext(rt);
+    const checker = he === null ? createPlaintextAggregator(this.strategy, header.roundNumber, rt.task.parameterCount) : null;
+    if (checker !== null) checker.check(payload, header.exampleCount);
+    else createEncryptedAggregator(he!, rt.task.parameterCount).check(payload, header.exampleCount);
     return rt.mutex.run(async () => {
       const round = this.validateHeader(rt, client, header);
+      // Ciphertexts are randomized: the same bytes twice means a replayed submission.
+      if (rt.task.encryption !== null && (await this.store.isUpdateDigestKnown(rt.task.id, sha256))) {
+        throw new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)');
+      }
       const key = `${updateBlobKey(round.id, client.id)}.${randomUUID()}`;
       const ref = await this.blobs.put(key, payload);
       let result;
@@ -308,7 +431,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         throw rejection(result, round.number, sha256);
       }
       rt.folded.add(client.id);
-      rt.aggregator?.add({ clientId: client.id, exampleCount: header.exampleCount, update });
+      rt.aggregator?.add(client.id, header.exampleCount, payload);
       round.receivedCount = result.receivedCount;
       log.info({ receivedCount: result.receivedCount, targetCount: round.targetCount, exampleCount: header.exampleCount }, 'update accepted');
       this.emit('update-accepted', {
@@ -328,12 +451,12 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (header.encoding !== task.settings.updateEncoding) {
       throw new VeilError('invalid_argument', `task expects update encoding ${task.settings.updateEncoding}, got ${header.encoding}`);
     }
-    const expected = expectedUpdateBytes(task);
-    if (header.payloadSizeBytes > expected) {
-      throw new VeilError('resource_exhausted', `update of ${header.payloadSizeBytes} bytes exceeds the task's ${expected}`);
+    const max = maxUpdateBytes(task);
+    if (header.payloadSizeBytes > max) {
+      throw new VeilError('resource_exhausted', `update of ${header.payloadSizeBytes} bytes exceeds the task's ${max}`);
     }
-    if (header.payloadSizeBytes !== expected) {
-      throw new VeilError('invalid_argument', `update must be ${expected} bytes for ${task.parameterCount} parameters, got ${header.payloadSizeBytes}`);
+    if (task.encryption === null && header.payloadSizeBytes !== max) {
+      throw new VeilError('invalid_argument', `update must be ${max} bytes for ${task.parameterCount} parameters, got ${header.payloadSizeBytes}`);
     }
     if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > task.settings.maxExampleCount) {
       throw new VeilError('invalid_argument', `exampleCount must be from 1 to ${task.settings.maxExampleCount}`);
@@ -370,14 +493,19 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (!ok) throw new VeilError('permission_denied', `client was not selected for round ${round.number}`);
   }
 
-  /** Reads a model version (0 = current) and verifies its digest. */
-  async readModel(taskId: string, version = 0): Promise<{ version: number; bytes: Buffer; sha256: string }> {
+  /** Reads a model version (0 = current, as in the protocol's DownloadModel) and verifies its digest. */
+  async readModel(taskId: string, version = 0): Promise<StoredModel> {
     const rt = await this.runtime(taskId);
-    const v = version === 0 ? rt.task.currentModelVersion : version;
+    return this.readModelVersion(taskId, version === 0 ? rt.task.currentModelVersion : version);
+  }
+
+  /** Reads exactly model version `v` (0 = the initial model) and verifies its digest. */
+  async readModelVersion(taskId: string, v: number): Promise<StoredModel> {
+    await this.runtime(taskId);
     const meta = await this.store.getModelVersion(taskId, v);
     if (meta === null) throw new VeilError('not_found', `task ${taskId} has no model version ${v}`);
     const bytes = await this.blobs.get({ key: modelBlobKey(taskId, v), sha256: meta.sha256 });
-    return { version: v, bytes, sha256: meta.sha256 };
+    return { version: v, bytes, sha256: meta.sha256, encoding: meta.encoding as ModelEncoding };
   }
 
   // ------------------------------------------------------------------ the state machine (mutex held)
@@ -411,11 +539,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   /** Rebuilds the aggregate of a round from its recorded submissions (digests verified). */
   private async rebuildAggregate(rt: TaskRuntime, round: Round): Promise<void> {
     const submissions = await this.store.listSubmissions(round.id);
-    const aggregator = this.strategy.createAggregator({ round: round.number, parameterCount: rt.task.parameterCount });
+    rt.aggregator?.dispose();
+    rt.aggregator = null;
+    const aggregator = await this.newAggregator(rt, round.number);
     rt.folded = new Set();
     for (const s of submissions) {
       const bytes = await this.blobs.get({ key: s.blobKey, sha256: s.sha256 });
-      aggregator.add({ clientId: s.clientId, exampleCount: s.exampleCount, update: decodeFloat32(bytes) });
+      aggregator.add(s.clientId, s.exampleCount, bytes);
       rt.folded.add(s.clientId);
     }
     rt.aggregator = aggregator;
@@ -427,6 +557,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   }
 
   private async openNextRound(rt: TaskRuntime, previous: Round | null): Promise<void> {
+    // A paused task lets its open round finish but opens no new one; `startTask` resumes from the store.
+    if (rt.task.status !== 'RUNNING') {
+      rt.round = null;
+      return;
+    }
     const number = (previous?.number ?? 0) + 1;
     if (number > rt.task.settings.rounds) {
       await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran`);
@@ -443,6 +578,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.round = round;
     rt.selected = new Set();
     rt.folded = new Set();
+    rt.aggregator?.dispose();
     rt.aggregator = null;
     this.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
     this.emit('round-opened', { taskId: rt.task.id, round });
@@ -478,7 +614,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.round = collecting;
     rt.selected = new Set(fit.clientIds);
     rt.folded = new Set();
-    rt.aggregator = this.strategy.createAggregator({ round: round.number, parameterCount: rt.task.parameterCount });
+    rt.aggregator?.dispose();
+    rt.aggregator = await this.newAggregator(rt, round.number);
     this.armDeadline(rt, collecting);
     this.log.info(
       { taskId: rt.task.id, roundNumber: round.number, selected: fit.clientIds.length, available: available.length, deadlineAt },
@@ -536,14 +673,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
-    const next = rt.aggregator!.finish(model.weights, failures);
+    const next: ModelBlob | null = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures);
     let newModel: { version: number; sha256: string; sizeBytes: number; encoding: string } | null = null;
     if (next !== null) {
-      assertFinite(next, 'aggregated model');
       const version = rt.task.currentModelVersion + 1;
-      const ref = await this.blobs.put(modelBlobKey(rt.task.id, version), encodeFloat32(next));
-      newModel = { version, sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' };
-      rt.model = { version, weights: next, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+      const ref = await this.blobs.put(modelBlobKey(rt.task.id, version), next.bytes);
+      newModel = { version, sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: next.encoding };
+      rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
     }
     const summary: RoundSummary = {
       participants: submissions.length,
@@ -565,6 +701,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private settleRound(rt: TaskRuntime): void {
     if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
     rt.deadlineTimer = null;
+    rt.aggregator?.dispose();
     rt.aggregator = null;
     rt.selected = new Set();
     rt.folded = new Set();
@@ -584,7 +721,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const version = rt.task.currentModelVersion;
     if (rt.model !== null && rt.model.version === version) return rt.model;
     const { bytes, sha256 } = await this.readModelUnlocked(rt.task.id, version);
-    rt.model = { version, weights: decodeFloat32(bytes), sha256, sizeBytes: bytes.byteLength };
+    const meta = await this.store.getModelVersion(rt.task.id, version);
+    rt.model = { version, bytes, encoding: (meta?.encoding ?? 'float32-le') as ModelEncoding, sha256, sizeBytes: bytes.byteLength };
     return rt.model;
   }
 
@@ -612,6 +750,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         presence: new Map(),
         waiters: new Set(),
         model: null,
+        he: null,
       };
       this.runtimes.set(task.id, rt);
     }
@@ -628,8 +767,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 }
 
 /** Bytes of a float32 update for the task's model. */
-export function expectedUpdateBytes(task: Pick<Task, 'parameterCount'>): number {
-  return task.parameterCount * 4;
+export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption'>): number {
+  if (task.encryption === null) return task.parameterCount * 4;
+  // Upper bound of a @veil/crypto payload: per ciphertext at most N 64-bit coefficients plus
+  // SEAL's header and seed (N = 2048 for every preset), plus the payload header.
+  const slots = 2048;
+  const ciphertexts = Math.ceil(task.parameterCount / slots);
+  return ciphertexts * (slots * 8 + 1024) + 4096;
 }
 
 function rejection(result: Exclude<Awaited<ReturnType<FederationStore['recordSubmission']>>, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {

@@ -4,8 +4,28 @@ export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED'
 export type RoundState = 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
 export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
 
-/** Update payload encodings the coordinator understands. */
-export type UpdateEncoding = 'float32-le';
+/**
+ * Update payload encodings the coordinator understands: `float32-le` (a
+ * plaintext delta) or `bfv-v1` (a BFV-encrypted weighted delta, @veil/crypto).
+ */
+export type UpdateEncoding = 'float32-le' | 'bfv-v1';
+
+/** Model blob encodings: float32 weights, or (encrypted tasks, versions >= 1) a round's encrypted sum. */
+export type ModelEncoding = 'float32-le' | 'bfv-sum-v1';
+
+/** Encrypted aggregation settings of a task; the coordinator holds public material only. */
+export interface TaskEncryption {
+  keyId: string;
+  /** Hex SHA-256 of the SEAL encryption parameters. */
+  fingerprint: string;
+  preset: string;
+  /** Largest weight (example count) one update carries. */
+  weightCap: number;
+  clipMaxAbs: number;
+  step: number;
+  /** The coordinator key material as serialized by @veil/crypto (public; refused if it holds a secret). */
+  coordinatorKey: string;
+}
 
 /** Local training settings pushed to clients with every assignment. */
 export interface TrainingSettings {
@@ -53,6 +73,7 @@ export interface Task {
   modelTopology: Record<string, unknown>;
   weightSpecs: WeightSpecJson[];
   parameterCount: number;
+  encryption: TaskEncryption | null;
   currentModelVersion: number;
   createdAt: Date;
   updatedAt: Date;

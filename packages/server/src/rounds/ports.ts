@@ -8,6 +8,7 @@ import type {
   RoundSummary,
   Submission,
   Task,
+  TaskEncryption,
   TaskSettings,
   TaskStatus,
   TrainingSettings,
@@ -29,6 +30,7 @@ export interface NewTask {
   modelTopology: Record<string, unknown>;
   weightSpecs: WeightSpecJson[];
   parameterCount: number;
+  encryption: TaskEncryption | null;
   initialModel: { sha256: string; sizeBytes: number; encoding: string };
 }
 
@@ -88,6 +90,10 @@ export interface FederationStore {
   getRoundEvaluation(roundId: string): Promise<RoundEvaluation | null>;
 
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
+  /** Whether any update with this SHA-256 was accepted in the task before (replay detection). */
+  isUpdateDigestKnown(taskId: string, sha256: string): Promise<boolean>;
+  /** The task (if any) that already uses this encryption key. */
+  findTaskByKeyId(keyId: string): Promise<string | null>;
 
   /** Liveness of the store, for readiness checks. */
   ping(): Promise<void>;

@@ -20,6 +20,7 @@ CREATE TABLE "Task" (
     "modelTopology" JSONB NOT NULL,
     "weightSpecs" JSONB NOT NULL,
     "parameterCount" INTEGER NOT NULL,
+    "encryption" JSONB,
     "currentModelVersion" INTEGER NOT NULL DEFAULT 0,
     "createdAt" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "updatedAt" TIMESTAMPTZ(3) NOT NULL,
@@ -116,6 +117,9 @@ CREATE INDEX "RoundEvent_roundId_idx" ON "RoundEvent"("roundId");
 
 -- CreateIndex
 CREATE INDEX "Participation_clientId_idx" ON "Participation"("clientId");
+
+-- CreateIndex
+CREATE INDEX "Participation_updateDigest_idx" ON "Participation"("updateDigest");
 
 -- AddForeignKey
 ALTER TABLE "ModelVersion" ADD CONSTRAINT "ModelVersion_taskId_fkey" FOREIGN KEY ("taskId") REFERENCES "Task"("id") ON DELETE CASCADE ON UPDATE CASCADE;

@@ -1,0 +1,130 @@
+import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import {
+  createCiphertextAccumulator,
+  readPayloadHeader,
+  CryptoError,
+  type CiphertextAccumulator,
+  type HeContext,
+} from '@veil/crypto';
+import { VeilError } from '../errors.js';
+import { assertFinite } from '../rounds/task-settings.js';
+import type { ModelEncoding } from '../rounds/model.js';
+import type { Aggregator, FitFailure, Strategy } from './strategy.js';
+
+/** A model blob with its encoding. */
+export interface ModelBlob {
+  bytes: Uint8Array;
+  encoding: ModelEncoding;
+}
+
+/**
+ * What the round engine folds updates into, whatever their encoding. `check`
+ * validates an update without changing anything (so a rejected update is
+ * never recorded); `add` folds an update that was checked and recorded.
+ */
+export interface RoundAggregator {
+  check(payload: Uint8Array, exampleCount: number): void;
+  add(clientId: string, exampleCount: number, payload: Uint8Array): void;
+  readonly count: number;
+  /** The next model version's blob from the current one, or null to keep the model. */
+  finish(current: ModelBlob, failures: readonly FitFailure[]): ModelBlob | null;
+  dispose(): void;
+}
+
+/** Plaintext updates (float32 deltas) aggregated by a strategy (FedAvg by default). */
+export function createPlaintextAggregator(strategy: Strategy, round: number, parameterCount: number): RoundAggregator {
+  const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
+  const decode = (payload: Uint8Array): Float32Array => {
+    if (payload.byteLength !== parameterCount * 4) {
+      throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
+    }
+    const update = bytesToFloat32(payload);
+    assertFinite(update, 'update');
+    return update;
+  };
+  return {
+    check(payload) {
+      decode(payload);
+    },
+    add(clientId, exampleCount, payload) {
+      inner.add({ clientId, exampleCount, update: decode(payload) });
+    },
+    get count() {
+      return inner.count;
+    },
+    finish(current, failures) {
+      if (current.encoding !== 'float32-le') throw new VeilError('internal', 'plaintext task with a non-float32 model');
+      const next = inner.finish(bytesToFloat32(current.bytes), failures);
+      if (next === null) return null;
+      assertFinite(next, 'aggregated model');
+      return { bytes: float32ToBytes(next), encoding: 'float32-le' };
+    },
+    dispose() {},
+  };
+}
+
+/** Maps @veil/crypto errors on client payloads to the coordinator's codes. */
+export function payloadError(error: unknown): VeilError {
+  if (error instanceof VeilError) return error;
+  if (error instanceof CryptoError) {
+    return new VeilError(error.code === 'headroom_exceeded' ? 'resource_exhausted' : 'invalid_argument', `encrypted update rejected: ${error.message}`, {
+      cause: error,
+    });
+  }
+  return VeilError.from(error);
+}
+
+/**
+ * Encrypted updates (BFV, @veil/crypto) summed homomorphically: the
+ * coordinator holds no secret key; the round's encrypted sum becomes the next
+ * model version, which key holders decrypt and apply
+ * (w_v = w_{v-1} + Σ w_i Δ_i / Σ w_i).
+ */
+export function createEncryptedAggregator(ctx: HeContext, parameterCount: number): RoundAggregator {
+  let sum: CiphertextAccumulator | null = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
+  const checkHeader = (payload: Uint8Array, exampleCount: number): void => {
+    const header = readPayloadHeader(payload);
+    if (header.kind !== 'update' || header.clientCount !== 1) throw new VeilError('invalid_argument', 'payload is not a single client update');
+    if (header.keyId !== ctx.keyId) throw new VeilError('invalid_argument', "payload is encrypted under another key than the task's");
+    if (header.valueCount !== parameterCount) {
+      throw new VeilError('invalid_argument', `payload holds ${header.valueCount} values, the model has ${parameterCount}`);
+    }
+    if (header.totalWeight !== exampleCount) {
+      throw new VeilError('invalid_argument', `payload weight ${header.totalWeight} differs from the declared example count ${exampleCount}`);
+    }
+  };
+  return {
+    check(payload, exampleCount) {
+      // A scratch accumulator runs every validation SEAL and @veil/crypto do, without touching the round's sum.
+      const scratch = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
+      try {
+        checkHeader(payload, exampleCount);
+        scratch.add(payload);
+      } catch (error) {
+        throw payloadError(error);
+      } finally {
+        scratch.dispose();
+      }
+    },
+    add(_clientId, exampleCount, payload) {
+      if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+      try {
+        checkHeader(payload, exampleCount);
+        sum.add(payload);
+      } catch (error) {
+        throw payloadError(error);
+      }
+    },
+    get count() {
+      return sum?.count ?? 0;
+    },
+    finish() {
+      if (sum === null || sum.count === 0) return null;
+      return { bytes: sum.toPayload(), encoding: 'bfv-sum-v1' };
+    },
+    dispose() {
+      sum?.dispose();
+      sum = null;
+    },
+  };
+}
