@@ -2,8 +2,11 @@ import type { ModelSpec, Tf, WeightSpec } from '@veil/client-sdk';
 import { createSeededRng } from './partition.js';
 
 /**
- * Local-training defaults of the MNIST demo (SGD, FedAvg local solver),
- * tuned with `bench/fedavg-sim.ts` for 10 IID clients x 800 digits, 10 rounds.
+ * Local-training defaults of the MNIST demo (plain SGD, the FedAvg local
+ * solver), tuned with `bench/fedavg-sim.ts` for 10 clients x 800 digits,
+ * 10 rounds: about 0.95 test accuracy on IID shares and on Dirichlet(0.5)
+ * label skew. Batch 32 with step 0.3 is ~25% faster per round on IID data
+ * but oscillates under label skew.
  */
 export const MNIST_TRAINING_DEFAULTS = {
   /** Local epochs per round. */
@@ -11,7 +14,7 @@ export const MNIST_TRAINING_DEFAULTS = {
   /** Examples per SGD step. */
   batchSize: 16,
   /** SGD step size. */
-  learningRate: 0.1,
+  learningRate: 0.2,
 } as const;
 
 /** Options of {@link createMnistMlp}. */

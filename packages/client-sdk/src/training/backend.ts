@@ -1,0 +1,116 @@
+import type { Tf } from './types.js';
+
+/** Name of the TensorFlow.js backend in use, as `tf.getBackend()` reports it. */
+export type TensorflowBackend = 'tensorflow' | 'wasm' | 'cpu';
+
+/** Options of {@link initTensorflow}. */
+export interface InitTensorflowOptions {
+  /**
+   * First backend to try; the others follow in the order node → wasm → cpu.
+   * `'node'` means `@tensorflow/tfjs-node` (backend name `'tensorflow'`), used
+   * only if that optional package resolves. Default `'node'`.
+   */
+  preferred?: 'node' | 'wasm' | 'cpu';
+  /** Receives one `'tensorflow backend selected'` record. Default: none. */
+  logger?: { info(obj: object, msg: string): void };
+  /**
+   * Directory (or URL prefix, ending in `/`) holding the `tfjs-backend-wasm*.wasm`
+   * files. Default: in Node, the `dist/` folder of the installed
+   * `@tensorflow/tfjs-backend-wasm`, resolved on the filesystem (no network);
+   * elsewhere, the wasm package's own default.
+   */
+  wasmPaths?: string;
+}
+
+/** What {@link initTensorflow} resolves to. */
+export interface TensorflowRuntime {
+  /** The TensorFlow.js namespace to pass to the training functions. */
+  tf: Tf;
+  backend: TensorflowBackend;
+}
+
+let runtime: Promise<TensorflowRuntime> | undefined;
+
+/**
+ * Loads TensorFlow.js and selects the fastest available backend:
+ * `@tensorflow/tfjs-node` if it is installed, else WebAssembly, else plain JS
+ * (cpu).
+ *
+ * Memoised: the backend is process-wide state in TF.js, so the first call
+ * decides and later calls resolve to the same runtime whatever their options.
+ * A failed call is not memoised.
+ */
+export function initTensorflow(options: InitTensorflowOptions = {}): Promise<TensorflowRuntime> {
+  runtime ??= selectBackend(options).catch((error: unknown) => {
+    runtime = undefined;
+    throw error;
+  });
+  return runtime;
+}
+
+const ORDER = ['node', 'wasm', 'cpu'] as const;
+
+async function selectBackend(options: InitTensorflowOptions): Promise<TensorflowRuntime> {
+  const preferred = options.preferred ?? 'node';
+  const candidates = [preferred, ...ORDER.filter((name) => name !== preferred)];
+  const unavailable: string[] = [];
+  for (const candidate of candidates) {
+    try {
+      const selected =
+        candidate === 'node'
+          ? await tryNode()
+          : candidate === 'wasm'
+            ? await tryWasm(options.wasmPaths)
+            : await tryCpu();
+      if (selected !== undefined) {
+        options.logger?.info(
+          unavailable.length > 0 ? { backend: selected.backend, unavailable } : { backend: selected.backend },
+          'tensorflow backend selected',
+        );
+        return selected;
+      }
+      unavailable.push(`${candidate}: backend failed to initialise`);
+    } catch (error) {
+      unavailable.push(`${candidate}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  throw new Error(`no TensorFlow.js backend could be initialised (${unavailable.join('; ')})`);
+}
+
+async function tryNode(): Promise<TensorflowRuntime | undefined> {
+  // A non-literal specifier keeps the optional dependency out of type-checking
+  // and bundling; the import simply rejects when the package is absent.
+  const specifier = '@tensorflow/tfjs-node';
+  const loaded = (await import(specifier)) as { default?: unknown };
+  const tf = (loaded.default ?? loaded) as Tf;
+  if (!(await tf.setBackend('tensorflow'))) return undefined;
+  await tf.ready();
+  return { tf, backend: 'tensorflow' };
+}
+
+async function tryWasm(wasmPaths: string | undefined): Promise<TensorflowRuntime | undefined> {
+  const tf = await import('@tensorflow/tfjs');
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const prefix = wasmPaths ?? (await nodeWasmDirectory());
+  if (prefix !== undefined) wasm.setWasmPaths(prefix);
+  if (!(await tf.setBackend('wasm'))) return undefined;
+  await tf.ready();
+  return { tf, backend: 'wasm' };
+}
+
+async function tryCpu(): Promise<TensorflowRuntime | undefined> {
+  const tf = await import('@tensorflow/tfjs');
+  if (!(await tf.setBackend('cpu'))) return undefined;
+  await tf.ready();
+  return { tf, backend: 'cpu' };
+}
+
+/** `…/@tensorflow/tfjs-backend-wasm/dist/` on the filesystem, or undefined outside Node. */
+async function nodeWasmDirectory(): Promise<string | undefined> {
+  if (typeof process === 'undefined' || process.versions?.node === undefined) return undefined;
+  const { createRequire } = await import('node:module');
+  const path = await import('node:path');
+  const require = createRequire(import.meta.url);
+  const packageJson = require.resolve('@tensorflow/tfjs-backend-wasm/package.json');
+  return path.join(path.dirname(packageJson), 'dist') + path.sep;
+}

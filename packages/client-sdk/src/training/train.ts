@@ -1,0 +1,218 @@
+import type { LayersModel, Tensor, Variable } from '@tensorflow/tfjs';
+import { buildModel, flattenWeights } from './model.js';
+import { mulberry32, shuffleInPlace } from './rng.js';
+import type { LocalDataset, ModelSpec, Tf } from './types.js';
+
+/** Options of {@link trainLocal}. */
+export interface TrainLocalOptions {
+  /** Model to train (topology and weight layout). */
+  spec: ModelSpec;
+  /** Global weights to start from, flat in `spec.weightSpecs` order. Not modified. */
+  weights: Float32Array;
+  /** Local examples. */
+  data: LocalDataset;
+  /** Full passes over `data`; an integer >= 1. */
+  epochs: number;
+  /** Examples per SGD step (the last batch of an epoch may be smaller); an integer >= 1. */
+  batchSize: number;
+  /** SGD step size; > 0. */
+  learningRate: number;
+  /** Aborts training between minibatches; the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /**
+   * Seed (uint32) of the minibatch shuffle; the same seed, data and weights
+   * give the same order of examples. Default: drawn from `Math.random()`.
+   */
+  seed?: number;
+}
+
+/** Result of {@link trainLocal}. */
+export interface TrainLocalResult {
+  /** Locally trained weights, flat. */
+  weights: Float32Array;
+  /** The update: `weights[i] - options.weights[i]` in float32, element-wise. */
+  delta: Float32Array;
+  /** Number of local examples (`data.count`): the FedAvg weight of this update. */
+  exampleCount: number;
+  /** Mean training loss (categorical cross-entropy) over the last epoch's minibatches, weighted by batch size. */
+  loss: number;
+  /** Wall time of the whole call, in milliseconds. */
+  durationMs: number;
+}
+
+/**
+ * Trains the global model on the local data: plain minibatch SGD with a fresh
+ * optimizer, the local solver of FedAvg (McMahan et al. 2017, Algorithm 1,
+ * ClientUpdate), on categorical cross-entropy.
+ *
+ * Examples are reshuffled every epoch with a seeded generator. All tensors it
+ * creates are disposed before it returns or throws.
+ */
+export async function trainLocal(tf: Tf, options: TrainLocalOptions): Promise<TrainLocalResult> {
+  const startedMs = performance.now();
+  const { spec, weights, data, epochs, batchSize, learningRate, signal } = options;
+  assertPositiveInteger('epochs', epochs);
+  assertPositiveInteger('batchSize', batchSize);
+  if (!(learningRate > 0) || !Number.isFinite(learningRate)) {
+    throw new RangeError(`learningRate must be a finite number > 0, got ${learningRate}`);
+  }
+  assertDataset(data);
+  signal?.throwIfAborted();
+
+  const random = mulberry32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const model = await buildModel(tf, spec, weights);
+  const optimizer = tf.train.sgd(learningRate);
+  let loss = Number.NaN;
+  try {
+    const variables = model.trainableWeights.map((weight) => weight.read() as Variable);
+    const order = new Uint32Array(data.count);
+    for (let i = 0; i < order.length; i++) order[i] = i;
+
+    for (let epoch = 0; epoch < epochs; epoch++) {
+      shuffleInPlace(order, random);
+      let lossSum: Tensor = tf.scalar(0);
+      try {
+        for (let start = 0; start < data.count; start += batchSize) {
+          // Yield so that an abort (timer, socket event) can be observed mid-epoch.
+          await yieldToEventLoop();
+          signal?.throwIfAborted();
+          const batch = gatherBatch(data, order, start, Math.min(start + batchSize, data.count));
+          const next = tf.tidy(() => {
+            const xs = tf.tensor(batch.xs, [batch.count, ...data.inputShape], 'float32');
+            const ys = tf.tensor(batch.ys, [batch.count, data.numClasses], 'float32');
+            const cost = optimizer.minimize(
+              () => tf.metrics.categoricalCrossentropy(ys, predict(model, xs, true)).mean(),
+              true,
+              variables,
+            );
+            return lossSum.add(cost!.mul(batch.count));
+          });
+          lossSum.dispose();
+          lossSum = next;
+        }
+        loss = (await lossSum.data())[0]! / data.count;
+      } finally {
+        lossSum.dispose();
+      }
+    }
+
+    const trained = flattenWeights(model);
+    const delta = new Float32Array(trained.length);
+    for (let i = 0; i < trained.length; i++) delta[i] = trained[i]! - weights[i]!;
+    return {
+      weights: trained,
+      delta,
+      exampleCount: data.count,
+      loss,
+      durationMs: performance.now() - startedMs,
+    };
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+}
+
+/** Options of {@link evaluateLocal}. */
+export interface EvaluateLocalOptions {
+  spec: ModelSpec;
+  /** Weights to evaluate, flat in `spec.weightSpecs` order. */
+  weights: Float32Array;
+  data: LocalDataset;
+  /** Examples per forward pass (memory, not results). Default 500. */
+  batchSize?: number;
+}
+
+/** Result of {@link evaluateLocal}. */
+export interface EvaluateLocalResult {
+  /** Mean categorical cross-entropy over `data`. */
+  loss: number;
+  /** Fraction of examples whose arg-max prediction equals the arg-max label, in [0, 1]. */
+  accuracy: number;
+  exampleCount: number;
+}
+
+/** Loss and accuracy of the model with the given weights on `data`. Disposes every tensor it creates. */
+export async function evaluateLocal(tf: Tf, options: EvaluateLocalOptions): Promise<EvaluateLocalResult> {
+  const { spec, weights, data } = options;
+  const batchSize = options.batchSize ?? 500;
+  assertPositiveInteger('batchSize', batchSize);
+  assertDataset(data);
+  const model = await buildModel(tf, spec, weights);
+  try {
+    const inputSize = data.xs.length / data.count;
+    let lossSum = 0;
+    let correct = 0;
+    for (let start = 0; start < data.count; start += batchSize) {
+      const end = Math.min(start + batchSize, data.count);
+      const count = end - start;
+      const [batchLoss, batchCorrect] = tf.tidy(() => {
+        const xs = tf.tensor(data.xs.subarray(start * inputSize, end * inputSize), [count, ...data.inputShape], 'float32');
+        const ys = tf.tensor(data.ys.subarray(start * data.numClasses, end * data.numClasses), [count, data.numClasses], 'float32');
+        const predictions = predict(model, xs, false);
+        return [
+          tf.metrics.categoricalCrossentropy(ys, predictions).sum(),
+          predictions.argMax(1).equal(ys.argMax(1)).sum(),
+        ];
+      });
+      try {
+        lossSum += (await batchLoss.data())[0]!;
+        correct += (await batchCorrect.data())[0]!;
+      } finally {
+        batchLoss.dispose();
+        batchCorrect.dispose();
+      }
+      await yieldToEventLoop();
+    }
+    return { loss: lossSum / data.count, accuracy: correct / data.count, exampleCount: data.count };
+  } finally {
+    model.dispose();
+  }
+}
+
+function predict(model: LayersModel, xs: Tensor, training: boolean): Tensor {
+  const output = model.apply(xs, { training });
+  if (Array.isArray(output) || !('dataSync' in output)) {
+    throw new TypeError('model must have exactly one output tensor');
+  }
+  return output as Tensor;
+}
+
+/** Copies the rows `order[start..end)` into fresh contiguous arrays. */
+function gatherBatch(data: LocalDataset, order: Uint32Array, start: number, end: number) {
+  const inputSize = data.xs.length / data.count;
+  const count = end - start;
+  const xs = new Float32Array(count * inputSize);
+  const ys = new Float32Array(count * data.numClasses);
+  for (let row = 0; row < count; row++) {
+    const example = order[start + row]!;
+    xs.set(data.xs.subarray(example * inputSize, (example + 1) * inputSize), row * inputSize);
+    ys.set(data.ys.subarray(example * data.numClasses, (example + 1) * data.numClasses), row * data.numClasses);
+  }
+  return { xs, ys, count };
+}
+
+function assertDataset(data: LocalDataset): void {
+  assertPositiveInteger('data.count', data.count);
+  const inputSize = data.inputShape.reduce((a, b) => a * b, 1);
+  if (data.xs.length !== data.count * inputSize) {
+    throw new RangeError(
+      `data.xs has ${data.xs.length} values, expected count ${data.count} x input size ${inputSize}`,
+    );
+  }
+  if (data.ys.length !== data.count * data.numClasses) {
+    throw new RangeError(
+      `data.ys has ${data.ys.length} values, expected count ${data.count} x numClasses ${data.numClasses}`,
+    );
+  }
+}
+
+function assertPositiveInteger(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be an integer >= 1, got ${value}`);
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof setImmediate === 'function') setImmediate(resolve);
+    else setTimeout(resolve, 0);
+  });
+}
