@@ -21,7 +21,7 @@ import { ClientError } from '../../client-sdk/src/errors.js';
 export type DatabaseKind = 'postgres' | 'pglite';
 
 /** Server of the throw-away test databases (a superuser, to CREATE/DROP DATABASE). */
-const PG_ADMIN_URL = process.env['VEIL_TEST_POSTGRES_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const PG_ADMIN_URL = process.env['VEIL_TEST_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 
 // ------------------------------------------------------------------ storage
 

@@ -1,0 +1,201 @@
+/**
+ * Encrypted aggregation through the real coordinator: devices encrypt with
+ * @veil/crypto (BFV, node-seal), the coordinator sums ciphertexts with public
+ * material only, and a key holder decrypts the new global model.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createHeContext,
+  createUpdateEncryptor,
+  generateKeyBundle,
+  serializeKeyMaterial,
+  writeKeyBundle,
+  type DeviceKeyMaterial,
+  type KeyBundle,
+} from '@veil/crypto';
+import { decryptGlobalModel } from '../../client-sdk/src/mods/encrypt.js';
+import { loadConfig, startCoordinator, createLogger } from '../src/index.js';
+import {
+  TINY_PARAMETERS,
+  createTestStorage,
+  createTinyTask,
+  grpcStatusOf,
+  joinDevices,
+  pattern,
+  sha256Hex,
+  startTestCoordinator,
+  storedUpdateFiles,
+  tinyTaskBody,
+  waitForRounds,
+  type Device,
+} from './helpers.js';
+
+const publicKeyJson = (bundle: KeyBundle): unknown => JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
+
+async function encrypt(deviceKey: DeviceKeyMaterial, delta: Float32Array, weight: number): Promise<Uint8Array> {
+  const ctx = await createHeContext(deviceKey);
+  const encryptor = createUpdateEncryptor(ctx, { deviceKey });
+  try {
+    return encryptor.encrypt(delta, weight);
+  } finally {
+    encryptor.dispose();
+    ctx.dispose();
+  }
+}
+
+function submitEncrypted(device: Device, assignment: { roundNumber: number; modelVersion: number }, payload: Uint8Array, weight: number) {
+  return device.transport.submitUpdate(
+    device.credential,
+    { roundNumber: assignment.roundNumber, modelVersion: assignment.modelVersion, exampleCount: weight, encoding: 'bfv-v1', sha256: sha256Hex(payload) },
+    payload,
+  );
+}
+
+/** Deltas within the clip range [-1, 1] (values beyond it would be clipped by design). */
+const delta = (seed: number): Float32Array => pattern(TINY_PARAMETERS, seed).map((x) => x * 0.4);
+
+describe('encrypted aggregation (PostgreSQL)', () => {
+  let bundle: KeyBundle;
+  let other: KeyBundle;
+  beforeAll(async () => {
+    bundle = await generateKeyBundle({ taskId: 'integration' });
+    other = await generateKeyBundle({ taskId: 'someone-else' });
+  });
+
+  it('sums ciphertexts into a model only key holders can read, equal to plaintext FedAvg within the quantization step', async () => {
+    await using t = await startTestCoordinator();
+    const { id, base, task } = await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(bundle) } });
+    expect(task.encryption).toMatchObject({ keyId: bundle.coordinator.keyId, weightCap: bundle.coordinator.quantization.weightCap });
+    expect(JSON.stringify(task)).not.toContain('secretKey');
+    using devices = await joinDevices(t.coordinator, id, 3);
+    expect(devices[0]!.task.encryption?.keyId).toBe(bundle.coordinator.keyId);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    expect(assignments.every((a) => a.updateEncoding === 'bfv-v1')).toBe(true);
+    const weights = [3, 5, 7];
+    const deltas = [delta(2), delta(3), delta(4)];
+    for (const [k, device] of devices.entries()) {
+      await submitEncrypted(device, assignments[k]!, await encrypt(bundle.device, deltas[k]!, weights[k]!), weights[k]!);
+    }
+    await waitForRounds(t.rest, id, (rounds) => rounds[0]?.state === 'CLOSED');
+
+    const model = await t.rest.request('GET', `/v1/tasks/${id}/model`);
+    expect(model.body.veil).toMatchObject({ encrypted: true, version: 1, keyId: bundle.coordinator.keyId });
+    expect(model.body.veil.chain.map((c: { encoding: string }) => c.encoding)).toEqual(['float32-le', 'bfv-sum-v1']);
+    const sum = await t.rest.bytes(`/v1/tasks/${id}/model/weights.bin?version=1`);
+    expect(sum.headers.get('x-veil-model-encoding')).toBe('bfv-sum-v1');
+
+    const decrypted = await decryptGlobalModel({ deviceKey: bundle.device, initial: base, sums: [new Uint8Array(sum.bytes)] });
+    const step = bundle.coordinator.quantization.step;
+    for (let i = 0; i < TINY_PARAMETERS; i++) {
+      const expected = base[i]! + (weights[0]! * deltas[0]![i]! + weights[1]! * deltas[1]![i]! + weights[2]! * deltas[2]![i]!) / 15;
+      expect(Math.abs(decrypted[i]! - expected)).toBeLessThanOrEqual(step / 2 + 1e-6);
+    }
+    // The ciphertext sum is not the plaintext model.
+    expect(sum.bytes.byteLength).toBeGreaterThan(TINY_PARAMETERS * 4 * 10);
+  });
+
+  it('rejects plaintext, foreign, corrupted, truncated, mislabelled and replayed updates, stores none, and keeps the round intact', async () => {
+    await using t = await startTestCoordinator();
+    const { id, base } = await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(bundle) } });
+    using devices = await joinDevices(t.coordinator, id, 3);
+    const [a, b, c] = devices as unknown as [Device, Device, Device];
+    const [as, bs, cs] = await Promise.all([a, b, c].map((d) => d.nextAssignment()));
+    const good = await encrypt(bundle.device, delta(5), 4);
+    const invalid = grpc.status.INVALID_ARGUMENT;
+
+    // A plaintext update to an encrypted task.
+    expect((await grpcStatusOf(b.submit(bs!, delta(1), 4))).code).toBe(invalid);
+    // Encrypted under another federation's key (other parameters fingerprint and key id).
+    const foreign = await encrypt(other.device, delta(6), 4);
+    expect(await grpcStatusOf(submitEncrypted(b, bs!, foreign, 4))).toMatchObject({ code: invalid, details: expect.stringMatching(/key|parameter/) });
+    // Corrupted ciphertext bytes (digest recomputed, so only the content is wrong).
+    const corrupted = Uint8Array.from(good);
+    corrupted[corrupted.length - 100] ^= 0xff;
+    corrupted[corrupted.length - 2000] ^= 0x5a;
+    expect((await grpcStatusOf(submitEncrypted(b, bs!, corrupted, 4))).code).toBe(invalid);
+    // Truncated payload.
+    expect((await grpcStatusOf(submitEncrypted(b, bs!, good.subarray(0, good.length - 64), 4))).code).toBe(invalid);
+    // Declared weight differs from the weight inside the payload.
+    expect((await grpcStatusOf(submitEncrypted(b, bs!, good, 5))).code).toBe(invalid);
+    expect(await storedUpdateFiles(t.storage.dataDir)).toEqual([]);
+
+    // A valid update is accepted; replaying its bytes (same or another device) is refused.
+    await submitEncrypted(a, as!, good, 4);
+    expect(await grpcStatusOf(submitEncrypted(b, bs!, good, 4))).toMatchObject({ code: invalid, details: expect.stringMatching(/replay/) });
+    expect((await storedUpdateFiles(t.storage.dataDir)).length).toBe(1);
+
+    const bDelta = delta(7);
+    const cDelta = delta(8);
+    await submitEncrypted(b, bs!, await encrypt(bundle.device, bDelta, 2), 2);
+    await submitEncrypted(c, cs!, await encrypt(bundle.device, cDelta, 6), 6);
+    const rounds = await waitForRounds(t.rest, id, (r) => r[0]?.state === 'CLOSED');
+    expect(rounds[0]).toMatchObject({ received: 3, summary: { participants: 3, dropped: 0 } });
+    const sum = await t.rest.bytes(`/v1/tasks/${id}/model/weights.bin?version=1`);
+    const decrypted = await decryptGlobalModel({ deviceKey: bundle.device, initial: base, sums: [new Uint8Array(sum.bytes)] });
+    const aDelta = delta(5);
+    for (let i = 0; i < TINY_PARAMETERS; i++) {
+      const expected = base[i]! + (4 * aDelta[i]! + 2 * bDelta[i]! + 6 * cDelta[i]!) / 12;
+      expect(Math.abs(decrypted[i]! - expected)).toBeLessThanOrEqual(bundle.coordinator.quantization.step / 2 + 1e-6);
+    }
+  });
+
+  it('refuses secret key material, impossible headroom, fractional selection and reused keys at task creation', async () => {
+    await using t = await startTestCoordinator();
+    const secret = JSON.parse(Buffer.from(serializeKeyMaterial(bundle.device)).toString('utf8'));
+    const refused = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { encryption: { mode: 'bfv', coordinatorKey: secret } }),
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.message).toMatch(/secret/i);
+
+    const tooMany = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { clientsPerRound: 50_000, minAvailableClients: 50_000, encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } }),
+    });
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.message).toMatch(/client|weight|headroom/i);
+
+    const fraction = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), {
+        clientsPerRound: undefined,
+        clientFraction: 0.5,
+        minAvailableClients: 3,
+        encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) },
+      }),
+    });
+    expect(fraction.status).toBe(400);
+    expect(fraction.body.message).toMatch(/clientsPerRound/);
+
+    await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } });
+    const reused = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } }),
+    });
+    expect(reused.status).toBe(409);
+    expect(reused.body.message).toMatch(/already belongs/);
+  });
+
+  describe('VEIL_KEYS_DIR', () => {
+    let dir: string;
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'veil-keys-'));
+      await writeKeyBundle(await generateKeyBundle({ taskId: 'keys-dir' }), dir);
+    });
+    afterAll(() => rm(dir, { recursive: true, force: true }));
+
+    it('the coordinator refuses to start when given secret key material', async () => {
+      await using storage = await createTestStorage('postgres');
+      const start = (keysDir: string) =>
+        startCoordinator({
+          config: { ...loadConfig({}), host: '127.0.0.1', grpcPort: 0, httpPort: 0, dataDir: storage.dataDir, blobDir: join(storage.dataDir, 'blobs'), databaseUrl: storage.databaseUrl, adminToken: 'a'.repeat(24), enrolmentSecret: 'b'.repeat(24), logLevel: 'silent', keysDir },
+          logger: createLogger({ level: 'silent' }),
+        });
+      await expect(start(dir)).rejects.toMatchObject({ code: 'secret_key_material' });
+      await expect(start(join(dir, 'device'))).rejects.toMatchObject({ code: 'secret_key_material' });
+      const coordinator = await start(join(dir, 'coordinator'));
+      await coordinator.close();
+    });
+  });
+});
