@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# npm run bench:he — the per-value HE figures (bench/he.ts, 100 clients x 199,210 values)
+# merged with the demo round times, plaintext and encrypted (bench/he-rounds.ts).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+rounds="$(npx --no-install tsx bench/he-rounds.ts "$@")"
+exec npx --no-install tsx bench/he.ts --merge "$rounds"
