@@ -8,6 +8,7 @@ import { evaluateLocal, trainLocal } from './training/train.js';
 import type { LocalDataset, ModelSpec, Tf } from './training/types.js';
 import type { DeviceKeyMaterial } from '@veil/crypto';
 import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
+import { createLocalDpMiddleware, type LocalDpMiddleware, type LocalDpState } from './mods/dp.js';
 import { createGrpcTransport } from './transport/grpc-transport.js';
 import type { Assignment, JoinResult, Transport } from './transport/transport.js';
 
@@ -56,6 +57,13 @@ export interface ClientOptions {
    * global models are decrypted here. Default none (plaintext tasks only).
    */
   encryption?: { deviceKey: DeviceKeyMaterial };
+  /**
+   * The device's own differential-privacy budget, for tasks in local DP mode:
+   * the SDK clips and noises every update (CSPRNG) and refuses to train past
+   * this cap. Default: the task's cap and δ, no persistence (pass `persist`
+   * and `restore` so a restart does not reset the device's spend).
+   */
+  privacy?: { epsilonCap?: number; delta?: number; restore?: LocalDpState; persist?: (state: LocalDpState) => void | Promise<void> };
 }
 
 /** What `onRound` receives after each round the device took part in. */
@@ -95,6 +103,8 @@ export interface VeilClient {
   join(): Promise<{ clientId: string; credential: string }>;
   /** Takes part in rounds until the task ends, `maxRounds`, or `signal`. */
   run(options: RunOptions): Promise<RunSummary>;
+  /** The device's local-DP budget (tasks in local DP mode, after join), else null. */
+  privacyStatus(): { spentEpsilon: number; epsilonCap: number; delta: number; participations: number } | null;
   /** Downloads (and, for encrypted tasks, decrypts) a global model version; default the current one. */
   downloadModel(version?: number): Promise<{ version: number; spec: ModelSpec; weights: Float32Array }>;
   close(): void;
@@ -111,6 +121,7 @@ export function createClient(options: ClientOptions): VeilClient {
   let task: JoinResult['task'] | null = null;
   let runtime: { tf: Tf; backend: TensorflowBackend } | null = null;
   let encryption: DeviceEncryption | null = null;
+  let localDp: LocalDpMiddleware | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
 
   const retry = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
@@ -144,6 +155,19 @@ export function createClient(options: ClientOptions): VeilClient {
         throw new ClientError('failed_precondition', `the device key ${options.encryption.deviceKey.keyId} is not the task's key ${task.encryption.keyId}`);
       }
       encryption = await createDeviceEncryption(options.encryption.deviceKey);
+    }
+    if (task.privacy !== null && localDp === null) {
+      if (task.privacy.mode !== 'local') throw new ClientError('failed_precondition', `privacy mode ${task.privacy.mode} is not supported by this SDK version`);
+      const own = options.privacy ?? {};
+      localDp = createLocalDpMiddleware({
+        clipNorm: task.privacy.clipNorm,
+        noiseMultiplier: task.privacy.noiseMultiplier,
+        epsilonCap: own.epsilonCap ?? task.privacy.epsilonCap,
+        delta: own.delta ?? task.privacy.delta,
+        ...(own.restore && { restore: own.restore }),
+        ...(own.persist && { persist: own.persist }),
+      });
+      log.info({ epsilonCap: localDp.privacy.epsilonCap, spent: localDp.privacy.spentEpsilon }, 'local differential privacy on');
     }
     return task;
   }
@@ -229,7 +253,11 @@ export function createClient(options: ClientOptions): VeilClient {
       encoding: 'float32-le',
       notes: {},
     };
-    const update = encryption === null ? await chain(initial, ctx) : await chain(initial, ctx).then((u) => encryption!.middleware(u, ctx, async (x) => x));
+    // Order: the app's middleware, then DP (clip + noise, accounted), then encryption, last.
+    let update = await chain(initial, ctx);
+    if (localDp !== null) update = await localDp.middleware(update, ctx, async (x) => x);
+    if (encryption !== null) update = await encryption.middleware(update, ctx, async (x) => x);
+    if (update.levels !== undefined && encryption === null) throw new ClientError('failed_precondition', 'distributed DP requires an encrypted task');
     if (encryption !== null && update.encoding !== 'bfv-v1') throw new ClientError('internal', 'encrypted task, but the update was not encrypted');
     const payload = update.payload ?? float32ToBytes(update.delta);
     if (payload.byteLength > a.maxUpdateBytes) {
@@ -283,6 +311,11 @@ export function createClient(options: ClientOptions): VeilClient {
         }
         if (response.kind === 'idle') continue;
         const a = response.assignment;
+        await ensureTask();
+        if (localDp !== null && !localDp.privacy.canParticipate) {
+          log.warn({ spent: localDp.privacy.spentEpsilon, cap: localDp.privacy.epsilonCap }, 'device privacy budget exhausted; not training');
+          return { rounds, taskStatus: 'DEVICE_BUDGET_EXHAUSTED', reason: "the device's own privacy budget is exhausted", finalModelVersion: null };
+        }
         try {
           const report = await participate(a, run);
           rounds++;
@@ -300,6 +333,12 @@ export function createClient(options: ClientOptions): VeilClient {
           throw error;
         }
       }
+    },
+
+    privacyStatus() {
+      if (localDp === null) return null;
+      const p = localDp.privacy;
+      return { spentEpsilon: p.spentEpsilon, epsilonCap: p.epsilonCap, delta: p.delta, participations: p.participations };
     },
 
     async downloadModel(version) {

@@ -19,6 +19,18 @@ export interface RoundContext {
 /** `float32-le`: plaintext delta; `bfv-v1`: BFV-encrypted weighted delta (@veil/crypto). */
 export type UpdateEncodingName = 'float32-le' | 'bfv-v1';
 
+/**
+ * Integer levels that a privacy mechanism produced itself (distributed DP): the
+ * encryption step packs them exactly (`UpdateEncryptor.encryptLevels`) instead
+ * of quantising `delta`.
+ */
+export interface IntegerLevels {
+  /** Residues in [0, modulus); length = the mechanism's (padded) dimension. */
+  readonly residues: Int32Array;
+  /** m, the modulus of the residues; must equal the task's BFV plain modulus t. */
+  readonly modulus: number;
+}
+
 export interface LocalUpdate {
   /** Δ = local − global, flat in weight-spec order. */
   delta: Float32Array;
@@ -27,6 +39,11 @@ export interface LocalUpdate {
   /** Encoded payload, once a middleware (or the final encoder) has produced it. */
   payload?: Uint8Array;
   encoding: UpdateEncodingName;
+  /**
+   * Set by distributed-DP middleware: the update as integer residues mod m. When
+   * set, the encryption step encrypts these (weight 1) and ignores `delta`.
+   */
+  levels?: IntegerLevels;
   /** Free-form notes middleware leaves for later ones (e.g. the clip factor). */
   notes: Record<string, unknown>;
 }

@@ -14,6 +14,7 @@ export type { WeightSpec, ModelSpec } from './model.js';
 
 export type { FederationServiceClient, FederationServiceHandlers } from './gen/veil/v1/FederationService.js';
 export type { EncryptionSpec, EncryptionSpec__Output } from './gen/veil/v1/EncryptionSpec.js';
+export type { PrivacySpec, PrivacySpec__Output } from './gen/veil/v1/PrivacySpec.js';
 export type { GetTaskRequest, GetTaskRequest__Output } from './gen/veil/v1/GetTaskRequest.js';
 export type { JoinRequest, JoinRequest__Output } from './gen/veil/v1/JoinRequest.js';
 export type { JoinResponse, JoinResponse__Output } from './gen/veil/v1/JoinResponse.js';

@@ -32,6 +32,7 @@ export interface Coordinator {
   readonly grpcAddress: string;
   readonly httpUrl: string;
   readonly adminToken: string;
+  readonly auditToken: string;
   readonly enrolmentSecret: string;
   readonly databaseKind: 'postgresql' | 'pglite';
   /** Graceful shutdown: stop accepting, finish in-flight calls, close the database. */
@@ -59,6 +60,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   await mkdir(config.dataDir, { recursive: true });
   const adminToken = config.adminToken ?? (await devSecret(config.dataDir, 'admin-token', logger));
   const enrolmentSecret = config.enrolmentSecret ?? (await devSecret(config.dataDir, 'enrolment-secret', logger));
+  const auditToken = config.auditToken ?? (await devSecret(config.dataDir, 'audit-token', logger));
+  if (auditToken === adminToken) throw new Error('VEIL_AUDIT_TOKEN must differ from VEIL_ADMIN_TOKEN');
 
   // Public key material only: readCoordinatorKeyMaterial refuses any secret key (the coordinator must never hold one).
   const defaultKey = config.keysDir === undefined ? null : await readCoordinatorKeyMaterial(config.keysDir);
@@ -98,7 +101,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await grpcServer.close();
     });
 
-    const http = await buildHttpApp({ engine, store, logger, adminToken });
+    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken });
     const httpAddress = await http.listen({ host: config.host, port: config.httpPort });
     cleanup.push(() => http.close());
 
@@ -112,6 +115,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       grpcAddress: `${grpcHost}:${grpcServer.port}`,
       httpUrl: httpAddress,
       adminToken,
+      auditToken,
       enrolmentSecret,
       databaseKind: db.kind,
       close,

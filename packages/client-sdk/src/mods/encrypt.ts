@@ -8,7 +8,27 @@ import {
   type SumDecryptor,
   type UpdateEncryptor,
 } from '@veil/crypto';
+import { decodeDistributedDiscreteGaussian } from '@veil/privacy';
+import { ClientError } from '../errors.js';
 import type { UpdateMiddleware } from '../middleware.js';
+import { paddedDimension } from './dp.js';
+
+/** Options of {@link DeviceEncryption.applyDistributedDpSum}: the round's DDG parameters. */
+export interface DistributedDpSumOptions {
+  /** 1/γ the devices used. Required. */
+  scale: number;
+  /** m the devices used; must equal the task's BFV plain modulus t. Required. */
+  modulus: number;
+  /** Rotation seed of the round the sum belongs to. Required. */
+  rotationSeed: number;
+  /** Length of the model update before padding. Default: `weights.length`. */
+  originalDimension?: number;
+  /**
+   * Refuse (`integrity`) a sum of fewer client updates than this: the
+   * accounting assumed at least this many noise shares. Default 1.
+   */
+  minClients?: number;
+}
 
 /**
  * A device's side of encrypted aggregation (@veil/crypto, BFV): encrypts its
@@ -19,10 +39,26 @@ export interface DeviceEncryption {
   readonly keyId: string;
   /** Largest weight an update may carry (the task's weight cap). */
   readonly weightCap: number;
-  /** Update middleware: weight = min(exampleCount, weightCap), then clip, quantise, encrypt. Must run last. */
+  /** BFV plain modulus t, the modulus distributed-DP residues must use. */
+  readonly plainModulus: number;
+  /**
+   * Update middleware; must run last. Weight = min(exampleCount, weightCap),
+   * then clip, quantise, encrypt — or, when a distributed-DP middleware set
+   * `update.levels`, encrypt those residues exactly with weight 1
+   * (`encryptLevels`), after checking their modulus is t.
+   */
   readonly middleware: UpdateMiddleware;
   /** w_v = w_{v-1} + Σ w_i Δ_i / Σ w_i, from the encrypted sum of round v. */
   applySum(weights: Float32Array, sumPayload: Uint8Array): Float32Array;
+  /**
+   * w_v = w_{v-1} + (decoded DDG sum) / n for a round run with distributed DP:
+   * decrypts the level sums (Σ residues mod t, centred), decodes them with
+   * `decodeDistributedDiscreteGaussian` (Kairouz, Liu & Steinke 2021: centre
+   * mod m, unscale, undo the rotation, unpad) and divides by n, the number of
+   * client updates in the sum (payload header). The result is the mean of the
+   * clipped updates plus the summed noise / n (and rounding error).
+   */
+  applyDistributedDpSum(weights: Float32Array, sumPayload: Uint8Array, options: DistributedDpSumOptions): Float32Array;
   dispose(): void;
 }
 
@@ -31,12 +67,29 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
   const ctx: HeContext = await createHeContext(deviceKey);
   let encryptor: UpdateEncryptor | null = null;
   let decryptor: SumDecryptor | null = null;
+  let levelDecryptor: SumDecryptor | null = null;
   const weightCap = ctx.quantization.weightCap;
+  const plainModulus = Number(ctx.parameters.plainModulus);
+  /** The ciphertext sum is the mod-t sum; DDG needs the mod-m sum, so m must be t. */
+  const requirePlainModulus = (modulus: number): void => {
+    if (modulus !== plainModulus) {
+      throw new ClientError(
+        'failed_precondition',
+        `distributed DP uses modulus ${modulus}, but the encrypted sum is taken mod the BFV plain modulus ${plainModulus}: they must be equal`,
+      );
+    }
+  };
   return {
     keyId: ctx.keyId,
     weightCap,
+    plainModulus,
     middleware: async (update, roundCtx, next) => {
       encryptor ??= createUpdateEncryptor(ctx, { deviceKey });
+      if (update.levels !== undefined) {
+        requirePlainModulus(update.levels.modulus);
+        const payload = encryptor.encryptLevels(update.levels.residues, 1);
+        return next({ ...update, exampleCount: 1, payload, encoding: 'bfv-v1', notes: { ...update.notes, encrypted: true } }, roundCtx);
+      }
       const weight = Math.min(capWeight(update.exampleCount, weightCap), roundCtx.maxExampleCount);
       const payload = encryptor.encrypt(update.delta, weight);
       return next({ ...update, exampleCount: weight, payload, encoding: 'bfv-v1', notes: { ...update.notes, encrypted: true } }, roundCtx);
@@ -48,9 +101,35 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
       for (let i = 0; i < weights.length; i++) next[i] = weights[i]! + mean[i]!;
       return next;
     },
+    applyDistributedDpSum(weights, sumPayload, options) {
+      const { scale, modulus, rotationSeed } = options;
+      const originalDimension = options.originalDimension ?? weights.length;
+      const minClients = options.minClients ?? 1;
+      requirePlainModulus(modulus);
+      if (originalDimension !== weights.length) {
+        throw new ClientError('invalid_argument', `originalDimension ${originalDimension} differs from the model's ${weights.length} weights`);
+      }
+      levelDecryptor ??= createSumDecryptor(ctx, { deviceKey });
+      const sum = levelDecryptor.decrypt(sumPayload);
+      const dimension = paddedDimension(originalDimension);
+      if (sum.levelSums.length !== dimension) {
+        throw new ClientError('integrity', `the sum holds ${sum.levelSums.length} values, distributed DP over ${originalDimension} weights gives ${dimension}`);
+      }
+      if (sum.totalWeight !== sum.clientCount) {
+        throw new ClientError('integrity', `a distributed-DP sum is unweighted, but its total weight ${sum.totalWeight} is not its client count ${sum.clientCount}`);
+      }
+      if (sum.clientCount < minClients) {
+        throw new ClientError('integrity', `the sum holds ${sum.clientCount} updates, fewer than the ${minClients} the privacy accounting assumed`);
+      }
+      const decoded = decodeDistributedDiscreteGaussian(sum.levelSums, { scale, modulus, originalDimension, rotationSeed });
+      const next = new Float32Array(weights.length);
+      for (let i = 0; i < weights.length; i++) next[i] = weights[i]! + decoded[i]! / sum.clientCount;
+      return next;
+    },
     dispose() {
       encryptor?.dispose();
       decryptor?.dispose();
+      levelDecryptor?.dispose();
       ctx.dispose();
     },
   };

@@ -6,11 +6,12 @@ import {
   type FederationServiceClient,
   type ModelChunk__Output,
   type TaskSpec__Output,
+  type PrivacySpec__Output,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
 import { ClientError, type ClientErrorCode } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
-import type { AssignmentResponse, JoinResult, ModelEncodingName, Transport } from './transport.js';
+import type { AssignmentResponse, JoinResult, ModelEncodingName, TaskPrivacy, Transport } from './transport.js';
 
 const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
   [grpc.status.INVALID_ARGUMENT]: 'invalid_argument',
@@ -50,7 +51,14 @@ function toTask(t: TaskSpec__Output): JoinResult['task'] {
             weightCap: t.encryption.weightCap,
           }
         : null,
+    privacy: toPrivacy(t.privacy),
   };
+}
+
+function toPrivacy(p: PrivacySpec__Output | null | undefined): TaskPrivacy | null {
+  if (!p || p.mode === '') return null;
+  if (p.mode !== 'local' && p.mode !== 'distributed') throw new ClientError('invalid_argument', `unknown privacy mode ${p.mode}`);
+  return { mode: p.mode, clipNorm: p.clipNorm, noiseMultiplier: p.noiseMultiplier, samplingRate: p.samplingRate, epsilonCap: p.epsilonCap, delta: p.delta };
 }
 
 const UPDATE_ENCODINGS = { 'float32-le': 'UPDATE_ENCODING_FLOAT32_LE', 'bfv-v1': 'UPDATE_ENCODING_BFV_V1' } as const;

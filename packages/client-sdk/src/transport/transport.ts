@@ -1,6 +1,16 @@
 import type { UpdateEncodingName } from '../middleware.js';
 import type { ModelSpec } from '../training/types.js';
 
+/** The task's differential privacy (user-level DP-FedAvg). */
+export interface TaskPrivacy {
+  mode: 'local' | 'distributed';
+  clipNorm: number;
+  noiseMultiplier: number;
+  samplingRate: number;
+  epsilonCap: number;
+  delta: number;
+}
+
 /** The task's encryption, when its updates must be encrypted. */
 export interface TaskEncryption {
   keyId: string;
@@ -20,6 +30,7 @@ export interface JoinResult {
     parameterCount: number;
     totalRounds: number;
     encryption: TaskEncryption | null;
+    privacy: TaskPrivacy | null;
   };
 }
 

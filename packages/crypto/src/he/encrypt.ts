@@ -35,6 +35,20 @@ export interface UpdateEncryptor {
    * Throws `invalid_argument` (bad weight, NaN, empty update) or `disposed`.
    */
   encrypt(values: Float32Array | Float64Array, weight: number): Uint8Array;
+  /**
+   * Encrypts integers that are already plaintext levels, exactly: no clipping, no rounding, no
+   * quantization. Each level must be an integer in [-(t-1)/2, t) — a residue in [0, t) or a
+   * centred representative — for the context's plain modulus t; it is packed as its residue
+   * mod t (times `weight`, mod t). The payload has the format of {@link encrypt} (value count =
+   * `levels.length`, total weight = `weight`), so the coordinator sums it unchanged and
+   * `SumDecryptor.decrypt(sum).levelSums` returns Σ w·level mod t, centred in [-(t-1)/2, (t-1)/2].
+   *
+   * This is the entry point of mechanisms that quantize themselves and rely on modular
+   * aggregation, such as the distributed discrete Gaussian (Kairouz, Liu & Steinke 2021): with
+   * modulus m = t, the decrypted sum is exactly the mod-m sum of the clients' encodings.
+   * Default weight 1 (an integer in [1, weightCap]). Throws `invalid_argument` or `disposed`.
+   */
+  encryptLevels(levels: Int32Array | Float64Array, weight?: number): Uint8Array;
   /** Frees the SEAL objects (secret key included). Idempotent. */
   dispose(): void;
 }
@@ -78,56 +92,101 @@ export function createUpdateEncryptor(ctx: HeContext, options: UpdateEncryptorOp
   const slotValues = new BigInt64Array(slots);
   let disposed = false;
 
+  const t = ctx.parameters.plainModulus;
+  const tNumber = Number(t);
+  const halfT = (tNumber - 1) / 2;
+
+  const checkLive = (): void => {
+    if (disposed) throw new CryptoError('disposed', 'the UpdateEncryptor was disposed');
+    contextInternals(ctx);
+  };
+  const checkWeight = (weight: number): void => {
+    if (!Number.isSafeInteger(weight) || weight < 1 || weight > quantization.weightCap) {
+      throw new CryptoError('invalid_argument', `weight must be an integer in [1, ${quantization.weightCap}], got ${weight}`);
+    }
+  };
+  /** Batches `valueCount` slot values (`slotValue(i)`, each in [-(t-1)/2, (t-1)/2]) into ciphertexts and frames them. */
+  const encryptSlots = (valueCount: number, weight: number, slotValue: (i: number) => bigint): Uint8Array => {
+    const count = ciphertextCountFor(ctx, valueCount);
+    const ciphertexts: Uint8Array[] = [];
+    const plaintext = new seal.Plaintext();
+    try {
+      callSeal(seal, 'internal', 'encryption failed', () => {
+        for (let c = 0; c < count; c++) {
+          const start = c * slots;
+          const end = Math.min(start + slots, valueCount);
+          for (let i = start; i < end; i++) slotValues[i - start] = slotValue(i);
+          slotValues.fill(0n, end - start);
+          encoder.encode(slotValues, plaintext);
+          const serializable = encryptor.encryptSymmetricSerializable(plaintext);
+          try {
+            ciphertexts.push(saveCiphertext(internals, serializable));
+          } finally {
+            serializable.delete();
+          }
+        }
+      });
+    } finally {
+      plaintext.delete();
+      slotValues.fill(0n);
+    }
+    return encodePayload(
+      {
+        kind: 'update',
+        codec: 'bitpacked',
+        fingerprintBytes: internals.fingerprintBytes,
+        keyIdBytes: internals.keyIdBytes,
+        step: quantization.step,
+        clipMaxAbs: quantization.clipMaxAbs,
+        valueCount,
+        clientCount: 1,
+        totalWeight: weight,
+      },
+      ciphertexts,
+    );
+  };
+
   return {
     encrypt(values, weight) {
-      if (disposed) throw new CryptoError('disposed', 'the UpdateEncryptor was disposed');
-      contextInternals(ctx);
+      checkLive();
       if (!(values instanceof Float32Array || values instanceof Float64Array)) {
         throw new CryptoError('invalid_argument', 'values must be a Float32Array or Float64Array');
       }
       checkValueCount(values.length);
-      if (!Number.isSafeInteger(weight) || weight < 1 || weight > quantization.weightCap) {
-        throw new CryptoError('invalid_argument', `weight must be an integer in [1, ${quantization.weightCap}], got ${weight}`);
+      checkWeight(weight);
+      return encryptSlots(values.length, weight, (i) => BigInt(quantizeValue(values[i]!, quantization) * weight));
+    },
+    encryptLevels(levels, weight = 1) {
+      checkLive();
+      if (!(levels instanceof Int32Array || levels instanceof Float64Array)) {
+        throw new CryptoError('invalid_argument', 'levels must be an Int32Array or Float64Array');
       }
-      const count = ciphertextCountFor(ctx, values.length);
-      const ciphertexts: Uint8Array[] = [];
-      const plaintext = new seal.Plaintext();
-      try {
-        callSeal(seal, 'internal', 'encryption failed', () => {
-          for (let c = 0; c < count; c++) {
-            const start = c * slots;
-            const end = Math.min(start + slots, values.length);
-            for (let i = start; i < end; i++) {
-              slotValues[i - start] = BigInt(quantizeValue(values[i]!, quantization) * weight);
-            }
-            slotValues.fill(0n, end - start);
-            encoder.encode(slotValues, plaintext);
-            const serializable = encryptor.encryptSymmetricSerializable(plaintext);
-            try {
-              ciphertexts.push(saveCiphertext(internals, serializable));
-            } finally {
-              serializable.delete();
-            }
-          }
+      checkValueCount(levels.length);
+      checkWeight(weight);
+      // Validate everything before encrypting anything: a bad level is a caller bug, not a zero.
+      for (let i = 0; i < levels.length; i++) {
+        const level = levels[i]!;
+        if (!Number.isInteger(level) || level < -halfT || level >= tNumber) {
+          throw new CryptoError(
+            'invalid_argument',
+            `level ${i} is ${level}, not an integer in [-(t-1)/2, t) for plain modulus t = ${t}`,
+          );
+        }
+      }
+      // Slot values are centred residues in [-(t-1)/2, (t-1)/2], the range SEAL's signed batch
+      // encoder accepts. Weighted levels are reduced in bigint so no product is ever inexact.
+      const centre = (r: bigint): bigint => (r > (t - 1n) / 2n ? r - t : r);
+      if (weight === 1) {
+        return encryptSlots(levels.length, 1, (i) => {
+          const level = levels[i]!;
+          return BigInt(level > halfT ? level - tNumber : level);
         });
-      } finally {
-        plaintext.delete();
-        slotValues.fill(0n);
       }
-      return encodePayload(
-        {
-          kind: 'update',
-          codec: 'bitpacked',
-          fingerprintBytes: internals.fingerprintBytes,
-          keyIdBytes: internals.keyIdBytes,
-          step: quantization.step,
-          clipMaxAbs: quantization.clipMaxAbs,
-          valueCount: values.length,
-          clientCount: 1,
-          totalWeight: weight,
-        },
-        ciphertexts,
-      );
+      const w = BigInt(weight);
+      return encryptSlots(levels.length, weight, (i) => {
+        const r = (BigInt(levels[i]!) * w) % t;
+        return centre(r < 0n ? r + t : r);
+      });
     },
     dispose() {
       if (disposed) return;

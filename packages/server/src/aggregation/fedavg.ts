@@ -55,9 +55,19 @@ export function sampleWithoutReplacement<T>(items: readonly T[], k: number, rng:
   return pool.slice(0, take);
 }
 
-/** Number of clients a round selects from `available`. */
+/**
+ * Poisson sampling: each item independently with probability q — the
+ * sampling the RDP accountant of the subsampled Gaussian assumes (Mironov,
+ * Talwar & Zhang 2019). The sample size is random (Binomial(n, q)).
+ */
+export function poissonSample<T>(items: readonly T[], q: number, rng: Rng): T[] {
+  return items.filter(() => rng.next() < q);
+}
+
+/** Number of clients a round selects from `available` (count and fraction selection). */
 export function selectionSize(input: Pick<ConfigureFitInput, 'available' | 'selection'>): number {
   const n = input.available.length;
+  if (input.selection.kind === 'poisson') throw new RangeError('Poisson selection has a random size');
   if (input.selection.kind === 'count') return Math.min(input.selection.count, n);
   return Math.min(n, Math.max(1, Math.round(input.selection.fraction * n)));
 }
@@ -72,7 +82,10 @@ export function createFedAvg(options: FedAvgOptions = {}): Strategy {
   return {
     name: options.name ?? 'fedavg',
     configureFit(input): FitInstructions {
-      const clientIds = sampleWithoutReplacement(input.available, selectionSize(input), input.rng);
+      const clientIds =
+        input.selection.kind === 'poisson'
+          ? poissonSample(input.available, input.selection.samplingRate, input.rng)
+          : sampleWithoutReplacement(input.available, selectionSize(input), input.rng);
       return { clientIds, config: { ...input.training } };
     },
     createAggregator({ parameterCount }) {

@@ -16,6 +16,8 @@ export interface CoordinatorConfig {
   blobDir: string;
   /** Bearer token for mutating REST calls; generated into `<dataDir>/admin-token` when absent (not in production). */
   adminToken: string | undefined;
+  /** Read-only bearer token of the privacy audit API; generated into `<dataDir>/audit-token` when absent (not in production). */
+  auditToken: string | undefined;
   /** Secret a device presents to Join; generated into `<dataDir>/enrolment-secret` when absent (not in production). */
   enrolmentSecret: string | undefined;
   /** pino log level. Default `info`. */
@@ -66,7 +68,7 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 /**
  * Reads the coordinator's environment variables (the only place that does):
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
- * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
+ * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
  * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, NODE_ENV. Throws ConfigError with a clear message.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
@@ -86,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     dataDir,
     blobDir: resolve(env['VEIL_BLOB_DIR'] || resolve(dataDir, 'blobs')),
     adminToken: secret(env, 'VEIL_ADMIN_TOKEN'),
+    auditToken: secret(env, 'VEIL_AUDIT_TOKEN'),
     enrolmentSecret: secret(env, 'VEIL_ENROLMENT_SECRET'),
     logLevel,
     migrateOnStart: bool(env, 'VEIL_MIGRATE_ON_START', true),

@@ -11,6 +11,7 @@ import {
   federationServiceDefinition,
   type Assignment,
   type FederationServiceHandlers,
+  type PrivacySpec,
   type TaskSpec,
   type WaitForAssignmentResponse,
 } from '@veil/protocol';
@@ -18,6 +19,7 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
+import type { PrivacySettings } from '../privacy/settings.js';
 import type { FederationStore } from '../rounds/ports.js';
 
 export interface FederationServiceOptions {
@@ -49,6 +51,7 @@ function toTaskSpec(task: Task): TaskSpec {
     parameterCount: task.parameterCount,
     totalRounds: task.settings.rounds,
     updateEncoding: UPDATE_ENCODING_NAMES[task.settings.updateEncoding],
+    privacy: privacySpec(task.settings.privacy),
     encryption:
       task.encryption === null
         ? null
@@ -59,6 +62,12 @@ function toTaskSpec(task: Task): TaskSpec {
             weightCap: task.encryption.weightCap,
           },
   };
+}
+
+function privacySpec(p: PrivacySettings | null): PrivacySpec | null {
+  return p === null
+    ? null
+    : { mode: p.mode, clipNorm: p.clipNorm, noiseMultiplier: p.noiseMultiplier, samplingRate: p.samplingRate, epsilonCap: p.epsilonCap, delta: p.delta };
 }
 
 const UPDATE_ENCODING_NAMES = {
@@ -81,6 +90,7 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
         maxUpdateBytes: result.maxUpdateBytes,
         maxExampleCount: result.maxExampleCount,
         evaluate: true,
+        privacy: privacySpec(result.privacy),
       };
       return { assignment };
     }
@@ -130,7 +140,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         }
         if (!/^[0-9a-f-]{36}$/i.test(taskId)) throw new VeilError('invalid_argument', 'task_id must be a UUID');
         const task = await engine.getTask(taskId);
-        if (task.status === 'COMPLETED' || task.status === 'FAILED') {
+        if (task.status === 'COMPLETED' || task.status === 'FAILED' || task.status === 'BUDGET_EXHAUSTED') {
           throw new VeilError('failed_precondition', `task ${taskId} has ended (${task.status})`);
         }
         const credential = randomBytes(32).toString('base64url');

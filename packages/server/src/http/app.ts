@@ -10,7 +10,10 @@ import type { Round, Task } from '../rounds/model.js';
 import type { FederationStore } from '../rounds/ports.js';
 import type { TaskInput } from '../rounds/task-settings.js';
 import type { EncryptionInput } from '../rounds/engine.js';
-import { errorSchema, roundSchema, taskCreateSchema, taskSchema } from './schemas.js';
+import { errorSchema, ledgerEntrySchema, privacySummarySchema, roundSchema, taskCreateSchema, taskSchema, verifySchema } from './schemas.js';
+import { clientEpsilon, epsilonOfEntries, mechanismName } from '../privacy/accounting.js';
+import { verifyLedger } from '../privacy/ledger.js';
+import type { PrivacySettings } from '../privacy/settings.js';
 
 export interface HttpAppOptions {
   engine: RoundEngine;
@@ -18,11 +21,13 @@ export interface HttpAppOptions {
   logger: Logger;
   /** Bearer token for every /v1/tasks call (mutations and reads). */
   adminToken: string;
+  /** Read-only bearer token of the privacy audit routes (`/v1/tasks/:id/privacy*`); the admin token works there too. */
+  auditToken: string;
   /** Largest request body, in bytes. Default 64 MiB (a model's initial weights travel in the body). */
   bodyLimitBytes?: number;
 }
 
-type Scope = 'admin' | 'read';
+type Scope = 'admin' | 'audit';
 
 /** Builds the admin REST API (Fastify). The caller listens and closes it. */
 export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
@@ -46,14 +51,19 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  const tokenDigest = createHash('sha256').update(options.adminToken).digest();
+  const digest = (token: string): Buffer => createHash('sha256').update(token).digest();
+  const adminDigest = digest(options.adminToken);
+  const auditDigest = digest(options.auditToken);
+  /** `admin`: the admin token only; `audit`: the audit token or the admin token. */
   const authorize = (scope: Scope) => async (request: FastifyRequest) => {
-    void scope; // admin and read share the admin token until the audit token lands
     const header = request.headers.authorization ?? '';
     const match = /^Bearer (.+)$/.exec(header);
     if (match === null) throw new VeilError('unauthenticated', 'missing bearer token');
-    const given = createHash('sha256').update(match[1]!).digest();
-    if (!timingSafeEqual(given, tokenDigest)) throw new VeilError('permission_denied', 'invalid token');
+    const given = digest(match[1]!);
+    const isAdmin = timingSafeEqual(given, adminDigest);
+    const isAuditor = timingSafeEqual(given, auditDigest);
+    if (isAdmin || (scope === 'audit' && isAuditor)) return;
+    throw new VeilError('permission_denied', isAuditor ? 'the audit token is read-only and limited to the privacy routes' : 'invalid token');
   };
 
   app.setErrorHandler((error: unknown, request, reply: FastifyReply) => {
@@ -110,13 +120,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     },
   );
 
-  app.get('/v1/tasks', { preHandler: authorize('read'), schema: { ...secured, tags: ['tasks'], summary: 'List tasks', response: { 200: { type: 'object', properties: { tasks: { type: 'array', items: taskSchema } } }, ...errors } } }, async () => ({
+  app.get('/v1/tasks', { preHandler: authorize('admin'), schema: { ...secured, tags: ['tasks'], summary: 'List tasks', response: { 200: { type: 'object', properties: { tasks: { type: 'array', items: taskSchema } } }, ...errors } } }, async () => ({
     tasks: (await store.listTasks()).map(presentTask),
   }));
 
   app.get<{ Params: { id: string } }>(
     '/v1/tasks/:id',
-    { preHandler: authorize('read'), schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errors } } },
+    { preHandler: authorize('admin'), schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errors } } },
     async (request) => presentTask(await getTask(request.params.id)),
   );
 
@@ -138,7 +148,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
     '/v1/tasks/:id/rounds',
     {
-      preHandler: authorize('read'),
+      preHandler: authorize('admin'),
       schema: {
         ...secured,
         tags: ['rounds'],
@@ -169,7 +179,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
     '/v1/tasks/:id/model',
     {
-      preHandler: authorize('read'),
+      preHandler: authorize('admin'),
       schema: {
         ...secured,
         tags: ['models'],
@@ -222,7 +232,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
     '/v1/tasks/:id/model/weights.bin',
     {
-      preHandler: authorize('read'),
+      preHandler: authorize('admin'),
       schema: {
         ...secured,
         tags: ['models'],
@@ -241,6 +251,103 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
         .header('x-veil-model-version', String(model.version))
         .header('x-veil-model-encoding', model.encoding)
         .send(model.bytes);
+    },
+  );
+
+  const privacyTask = async (id: string): Promise<Task & { settings: { privacy: PrivacySettings } }> => {
+    const task = await getTask(id);
+    if (task.settings.privacy === null) throw new VeilError('failed_precondition', `task ${id} runs without differential privacy`);
+    return task as Task & { settings: { privacy: PrivacySettings } };
+  };
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id/privacy',
+    {
+      preHandler: authorize('audit'),
+      schema: {
+        ...secured,
+        tags: ['privacy audit'],
+        summary: 'Privacy budget of a task: cap, spent, remaining, accountant, per-round series and per-client spend',
+        params: idParams,
+        response: { 200: privacySummarySchema, ...errors },
+      },
+    },
+    async (request) => {
+      const task = await privacyTask(request.params.id);
+      const p = task.settings.privacy;
+      const entries = await store.listLedger(task.id);
+      const spent = entries.at(-1)?.epsilon ?? 0;
+      const perClient = new Map<string, number>();
+      for (const e of entries) for (const id of e.participantIds) perClient.set(id, (perClient.get(id) ?? 0) + 1);
+      return {
+        taskId: task.id,
+        status: task.status,
+        mode: p.mode,
+        mechanism: mechanismName(p.mode),
+        accountant: {
+          name: 'rdp',
+          description:
+            'Renyi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & Zhang 2019), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders',
+          samplingRate: p.samplingRate,
+          noiseMultiplier: p.noiseMultiplier,
+          clipNorm: p.clipNorm,
+        },
+        epsilonCap: p.epsilonCap,
+        delta: p.delta,
+        spent,
+        remaining: Math.max(0, p.epsilonCap - spent),
+        rounds: entries.map((e) => ({ roundNumber: e.roundNumber, epsilon: e.epsilon, participants: e.participants, at: e.createdAt })),
+        clients: [...perClient.entries()].map(([clientId, participations]) => ({
+          clientId,
+          participations,
+          // A device knows when it took part: its own guarantee composes the unamplified Gaussian (q = 1).
+          epsilon: clientEpsilon(Array.from({ length: participations }, () => ({ noiseMultiplier: p.noiseMultiplier })), p.delta).epsilon,
+        })),
+      };
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+    '/v1/tasks/:id/privacy/ledger',
+    {
+      preHandler: authorize('audit'),
+      schema: {
+        ...secured,
+        tags: ['privacy audit'],
+        summary: 'The append-only privacy ledger, paged; each entry holds the SHA-256 of the previous one',
+        params: idParams,
+        querystring: {
+          type: 'object',
+          properties: { offset: { type: 'integer', minimum: 0, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        },
+        response: { 200: { type: 'object', properties: { total: { type: 'integer' }, entries: { type: 'array', items: ledgerEntrySchema } } }, ...errors },
+      },
+    },
+    async (request) => {
+      const task = await privacyTask(request.params.id);
+      const total = (await store.lastLedgerEntry(task.id))?.sequence ?? 0;
+      return { total, entries: await store.listLedger(task.id, { offset: request.query.offset, limit: request.query.limit }) };
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id/privacy/verify',
+    {
+      preHandler: authorize('audit'),
+      schema: {
+        ...secured,
+        tags: ['privacy audit'],
+        summary: 'Recomputes the hash chain and every cumulative epsilon from the recorded parameters; names the first entry that does not match',
+        params: idParams,
+        response: { 200: verifySchema, ...errors },
+      },
+    },
+    async (request) => {
+      const task = await privacyTask(request.params.id);
+      const entries = await store.listLedger(task.id);
+      const overCap = entries.find((e) => e.epsilon > task.settings.privacy.epsilonCap);
+      const result = verifyLedger(entries, (upTo) => epsilonOfEntries(upTo, upTo.at(-1)!.delta).epsilon);
+      return { ...result, withinCap: overCap === undefined };
     },
   );
 

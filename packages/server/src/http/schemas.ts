@@ -32,6 +32,23 @@ export const taskCreateSchema = {
     maxExampleCount: { type: 'integer', minimum: 1, description: 'Largest example count accepted as an update weight. Default 1000000.' },
     training: trainingSchema,
     start: { type: 'boolean', description: 'Start the task right away. Default false.' },
+    privacy: {
+      type: 'object',
+      description:
+        'Differential privacy with an enforced budget (user-level DP-FedAvg). Devices are selected by Poisson sampling with samplingRate (clientsPerRound, if given, caps a round); every update weighs 1; no round opens that would take epsilon past epsilonCap.',
+      required: ['mode', 'epsilonCap', 'delta', 'noiseMultiplier', 'clipNorm', 'samplingRate'],
+      additionalProperties: false,
+      properties: {
+        mode: { type: 'string', enum: ['local', 'distributed'] },
+        epsilonCap: { type: 'number', exclusiveMinimum: 0 },
+        delta: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1 },
+        noiseMultiplier: { type: 'number', exclusiveMinimum: 0 },
+        clipNorm: { type: 'number', exclusiveMinimum: 0 },
+        samplingRate: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+        minNoiseClients: { type: 'integer', minimum: 1 },
+        scale: { type: 'number', exclusiveMinimum: 0 },
+      },
+    },
     encryption: {
       type: 'object',
       description:
@@ -70,7 +87,7 @@ export const taskSchema = {
   properties: {
     id: { type: 'string' },
     name: { type: 'string' },
-    status: { type: 'string', enum: ['DRAFT', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED'] },
+    status: { type: 'string', enum: ['DRAFT', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'BUDGET_EXHAUSTED'] },
     statusReason: { type: ['string', 'null'] },
     settings: { type: 'object', additionalProperties: true },
     parameterCount: { type: 'integer' },
@@ -118,5 +135,59 @@ export const roundSchema = {
     },
     openedAt: { type: 'string' },
     closedAt: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const ledgerEntrySchema = {
+  type: 'object',
+  properties: {
+    taskId: { type: 'string' },
+    sequence: { type: 'integer' },
+    roundNumber: { type: 'integer' },
+    mechanism: { type: 'string' },
+    samplingRate: { type: 'number' },
+    noiseMultiplier: { type: 'number' },
+    clipNorm: { type: 'number' },
+    participants: { type: 'integer' },
+    participantIds: { type: 'array', items: { type: 'string' } },
+    epsilon: { type: 'number', description: 'Cumulative epsilon of the task after this entry' },
+    delta: { type: 'number' },
+    order: { type: 'number' },
+    createdAt: { type: 'string' },
+    prevHash: { type: 'string' },
+    hash: { type: 'string' },
+  },
+} as const;
+
+export const privacySummarySchema = {
+  type: 'object',
+  properties: {
+    taskId: { type: 'string' },
+    status: { type: 'string' },
+    mode: { type: 'string' },
+    mechanism: { type: 'string' },
+    accountant: { type: 'object', additionalProperties: true },
+    epsilonCap: { type: 'number' },
+    delta: { type: 'number' },
+    spent: { type: 'number' },
+    remaining: { type: 'number' },
+    rounds: {
+      type: 'array',
+      items: { type: 'object', properties: { roundNumber: { type: 'integer' }, epsilon: { type: 'number' }, participants: { type: 'integer' }, at: { type: 'string' } } },
+    },
+    clients: {
+      type: 'array',
+      items: { type: 'object', properties: { clientId: { type: 'string' }, participations: { type: 'integer' }, epsilon: { type: 'number' } } },
+    },
+  },
+} as const;
+
+export const verifySchema = {
+  type: 'object',
+  properties: {
+    ok: { type: 'boolean' },
+    entries: { type: 'integer' },
+    withinCap: { type: 'boolean' },
+    firstMismatch: { type: ['object', 'null'], properties: { sequence: { type: 'integer' }, reason: { type: 'string' } } },
   },
 } as const;

@@ -16,6 +16,7 @@ import type {
   WeightSpecJson,
 } from '../rounds/model.js';
 import type { FederationStore, RecordSubmissionResult } from '../rounds/ports.js';
+import type { LedgerEntry } from '../privacy/ledger.js';
 
 type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
@@ -56,6 +57,26 @@ function toRound(row: RoundRow): Round {
     summary: (row.summary as unknown as RoundSummary | null) ?? null,
     openedAt: row.openedAt,
     closedAt: row.closedAt,
+  };
+}
+
+function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): LedgerEntry {
+  return {
+    taskId: row.taskId,
+    sequence: row.sequence,
+    roundNumber: row.roundNumber,
+    mechanism: row.mechanism,
+    samplingRate: row.samplingRate,
+    noiseMultiplier: row.noiseMultiplier,
+    clipNorm: row.clipNorm,
+    participants: row.participants,
+    participantIds: row.participantIds as string[],
+    epsilon: row.epsilon,
+    delta: row.delta,
+    order: row.order,
+    createdAt: row.createdAt.toISOString(),
+    prevHash: row.prevHash,
+    hash: row.hash,
   };
 }
 
@@ -163,7 +184,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return toRound(row);
     },
 
-    async startCollecting(roundId, clientIds, deadlineAt) {
+    async startCollecting(roundId, clientIds, deadlineAt, ledgerEntry) {
       const row = await prisma.$transaction(async (tx) => {
         const moved = await transition(
           tx,
@@ -175,6 +196,11 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         );
         if (moved === null) return null;
         await tx.participation.createMany({ data: clientIds.map((clientId) => ({ roundId, clientId, status: 'SELECTED' as const })) });
+        if (ledgerEntry !== undefined) {
+          await tx.privacyLedgerEntry.create({
+            data: { ...ledgerEntry, participantIds: json(ledgerEntry.participantIds), createdAt: new Date(ledgerEntry.createdAt) },
+          });
+        }
         return moved;
       });
       return row === null ? null : toRound(row);
@@ -346,6 +372,20 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             roundNumber: row.roundNumber,
             createdAt: row.createdAt,
           };
+    },
+
+    async listLedger(taskId, page) {
+      const rows = await prisma.privacyLedgerEntry.findMany({
+        where: { taskId },
+        orderBy: { sequence: 'asc' },
+        ...(page && { skip: page.offset, take: page.limit }),
+      });
+      return rows.map(toLedgerEntry);
+    },
+
+    async lastLedgerEntry(taskId) {
+      const row = await prisma.privacyLedgerEntry.findFirst({ where: { taskId }, orderBy: { sequence: 'desc' } });
+      return row === null ? null : toLedgerEntry(row);
     },
 
     async isUpdateDigestKnown(taskId, sha256) {

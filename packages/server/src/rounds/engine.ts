@@ -10,6 +10,9 @@ import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, 
 import type { FederationStore } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { createMutex, type Mutex } from './mutex.js';
+import { epsilonIfRoundRuns, mechanismName } from '../privacy/accounting.js';
+import type { PrivacySettings } from '../privacy/settings.js';
+import { GENESIS_HASH, hashLedgerEntry, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import {
   checkHeadroom,
@@ -73,6 +76,7 @@ export type AssignmentResult =
       maxUpdateBytes: number;
       maxExampleCount: number;
       updateEncoding: UpdateEncoding;
+      privacy: PrivacySettings | null;
     }
   | { kind: 'idle'; taskStatus: TaskStatus; currentRound: number }
   | { kind: 'ended'; taskStatus: TaskStatus; reason: string; finalModelVersion: number };
@@ -244,22 +248,24 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const usedBy = await this.store.findTaskByKeyId(material.keyId);
     if (usedBy !== null) throw new VeilError('already_exists', `key ${material.keyId} already belongs to task ${usedBy}; generate a new key bundle`);
-    if (settings.selection.kind !== 'count') {
+    const selection = settings.selection;
+    if (selection.kind === 'fraction') {
       throw new VeilError('invalid_argument', 'encrypted tasks need clientsPerRound (a fixed count) so the sum headroom can be checked');
     }
+    const maxClients = selection.kind === 'count' ? selection.count : selection.maxCount;
     const ctx = await createHeContext(material);
     try {
       checkHeadroom({
         plainModulus: ctx.parameters.plainModulus,
-        maxClients: settings.selection.count,
-        weightCap: ctx.quantization.weightCap,
+        maxClients,
+        weightCap: Math.min(ctx.quantization.weightCap, settings.maxExampleCount),
         clipMaxAbs: ctx.quantization.clipMaxAbs,
         step: ctx.quantization.step,
       });
-      if (settings.selection.count > ctx.maxClients) {
+      if (maxClients > ctx.maxClients) {
         throw new VeilError(
           'invalid_argument',
-          `clientsPerRound ${settings.selection.count} exceeds the ${ctx.maxClients} updates one encrypted sum can hold with these parameters`,
+          `clientsPerRound ${maxClients} exceeds the ${ctx.maxClients} updates one encrypted sum can hold with these parameters`,
         );
       }
     } catch (error) {
@@ -357,7 +363,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 
   private currentAssignment(rt: TaskRuntime, client: Client): AssignmentResult | null {
     const { task } = rt;
-    if (task.status === 'COMPLETED' || task.status === 'FAILED') {
+    if (task.status === 'COMPLETED' || task.status === 'FAILED' || task.status === 'BUDGET_EXHAUSTED') {
       return { kind: 'ended', taskStatus: task.status, reason: task.statusReason ?? '', finalModelVersion: task.currentModelVersion };
     }
     const round = rt.round;
@@ -376,6 +382,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         maxUpdateBytes: maxUpdateBytes(task),
         maxExampleCount: task.settings.maxExampleCount,
         updateEncoding: task.settings.updateEncoding,
+        privacy: task.settings.privacy,
       };
     }
     return null;
@@ -567,6 +574,19 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran`);
       return;
     }
+    const privacy = rt.task.settings.privacy;
+    if (privacy !== null) {
+      // Budget enforcement: refuse to open a round whose spend would take ε past the cap.
+      const next = epsilonIfRoundRuns(await this.store.listLedger(rt.task.id), privacy);
+      if (!(next.epsilon <= privacy.epsilonCap)) {
+        await this.endTask(
+          rt,
+          'BUDGET_EXHAUSTED',
+          `round ${number} would spend the privacy budget: epsilon ${next.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
+        );
+        return;
+      }
+    }
     const round = await this.store.openRound({
       id: randomUUID(),
       taskId: rt.task.id,
@@ -607,9 +627,24 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       training: round.config,
       rng: this.rng,
     });
-    if (fit.clientIds.length < rt.task.settings.minClients) return;
+    const selection = rt.task.settings.selection;
+    if (selection.kind === 'poisson') {
+      // A Poisson sample is used as drawn (the accountant assumes it); one too small or too large
+      // for the round ends the round before anything is computed, so nothing is released or spent.
+      if (fit.clientIds.length < rt.task.settings.minClients || fit.clientIds.length > selection.maxCount) {
+        const reason = `Poisson sample of ${fit.clientIds.length} clients (q=${selection.samplingRate}, ${available.length} available) is outside [${rt.task.settings.minClients}, ${selection.maxCount}]`;
+        const failed = await this.store.failRound(round.id, reason);
+        this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason }, 'round failed');
+        this.settleRound(rt);
+        if (failed !== null) this.emit('round-failed', { taskId: rt.task.id, round: failed });
+        await this.openNextRound(rt, failed ?? round);
+        return;
+      }
+    } else if (fit.clientIds.length < rt.task.settings.minClients) return;
+    const ledgerEntry = await this.privacySpend(rt, round.number, fit.clientIds);
+    if (ledgerEntry === 'exhausted') return;
     const deadlineAt = new Date(this.clock.now() + rt.task.settings.roundDeadlineMs);
-    const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt);
+    const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt, ledgerEntry ?? undefined);
     if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
     rt.round = collecting;
     rt.selected = new Set(fit.clientIds);
@@ -623,6 +658,41 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     );
     this.emit('round-collecting', { taskId: rt.task.id, round: collecting });
     this.wake(rt);
+  }
+
+  /**
+   * The ledger entry of a round about to start (DP tasks): the spend, the
+   * cumulative ε after it, chained to the previous entry by its hash.
+   */
+  private async privacySpend(rt: TaskRuntime, roundNumber: number, clientIds: readonly string[]): Promise<LedgerEntry | null | 'exhausted'> {
+    const privacy = rt.task.settings.privacy;
+    if (privacy === null) return null;
+    const spent = await this.store.listLedger(rt.task.id);
+    const after = epsilonIfRoundRuns(spent, privacy);
+    if (!(after.epsilon <= privacy.epsilonCap)) {
+      await this.store.failRound(rt.round!.id, 'privacy budget exhausted');
+      this.settleRound(rt);
+      await this.endTask(rt, 'BUDGET_EXHAUSTED', `epsilon ${after.epsilon.toFixed(4)} would exceed the cap ${privacy.epsilonCap}`);
+      return 'exhausted';
+    }
+    const last = spent.at(-1);
+    const fields: LedgerFields = {
+      taskId: rt.task.id,
+      sequence: (last?.sequence ?? 0) + 1,
+      roundNumber,
+      mechanism: mechanismName(privacy.mode),
+      samplingRate: privacy.samplingRate,
+      noiseMultiplier: privacy.noiseMultiplier,
+      clipNorm: privacy.clipNorm,
+      participants: clientIds.length,
+      participantIds: [...clientIds].sort(),
+      epsilon: after.epsilon,
+      delta: privacy.delta,
+      order: after.order,
+      createdAt: new Date(this.clock.now()).toISOString(),
+    };
+    const prevHash = last?.hash ?? GENESIS_HASH;
+    return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };
   }
 
   private armDeadline(rt: TaskRuntime, round: Round): void {
@@ -708,7 +778,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.round = null;
   }
 
-  private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED', reason: string): Promise<void> {
+  private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED', reason: string): Promise<void> {
     const task = await this.store.setTaskStatus(rt.task.id, status, ['RUNNING'], reason);
     if (task !== null) rt.task = task;
     rt.round = null;

@@ -1,6 +1,8 @@
 /** Domain types of the coordinator. No transport or ORM types appear here. */
 
-export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED';
+export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED';
+
+import type { PrivacySettings } from '../privacy/settings.js';
 export type RoundState = 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
 export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
 
@@ -38,7 +40,11 @@ export interface TrainingSettings {
 }
 
 /** How many clients a round selects. */
-export type ClientSelection = { kind: 'count'; count: number } | { kind: 'fraction'; fraction: number };
+export type ClientSelection =
+  | { kind: 'count'; count: number }
+  | { kind: 'fraction'; fraction: number }
+  /** Each available client independently with probability `samplingRate` (DP tasks: the accountant's assumption). */
+  | { kind: 'poisson'; samplingRate: number; maxCount: number };
 
 /** A federated training job's settings (validated by `validateTaskSettings`). */
 export interface TaskSettings {
@@ -56,6 +62,8 @@ export interface TaskSettings {
   maxExampleCount: number;
   training: TrainingSettings;
   updateEncoding: UpdateEncoding;
+  /** Differential privacy and its budget; null for tasks without DP. */
+  privacy: PrivacySettings | null;
 }
 
 export interface WeightSpecJson {

@@ -15,6 +15,7 @@ import type {
   UpdateEncoding,
   WeightSpecJson,
 } from './model.js';
+import type { LedgerEntry } from '../privacy/ledger.js';
 
 /** Outcome of recording an update, decided atomically by the store. */
 export type RecordSubmissionResult =
@@ -58,8 +59,15 @@ export interface FederationStore {
     minClients: number;
     config: TrainingSettings;
   }): Promise<Round>;
-  /** SELECTING -> COLLECTING with the selected participants and the deadline. */
-  startCollecting(roundId: string, clientIds: readonly string[], deadlineAt: Date): Promise<Round | null>;
+  /**
+   * SELECTING -> COLLECTING with the selected participants and the deadline,
+   * appending `ledgerEntry` (the round's privacy spend) in the same transaction.
+   */
+  startCollecting(roundId: string, clientIds: readonly string[], deadlineAt: Date, ledgerEntry?: LedgerEntry): Promise<Round | null>;
+  /** The task's privacy ledger in sequence order (`offset`/`limit` page it). */
+  listLedger(taskId: string, page?: { offset: number; limit: number }): Promise<LedgerEntry[]>;
+  /** The latest ledger entry of a task. */
+  lastLedgerEntry(taskId: string): Promise<LedgerEntry | null>;
   /** Records an accepted update: participant SELECTED -> SUBMITTED, round still COLLECTING. */
   recordSubmission(roundId: string, submission: Submission): Promise<RecordSubmissionResult>;
   /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */

@@ -27,6 +27,7 @@ describe('task settings', () => {
       maxExampleCount: 1_000_000,
       training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
       updateEncoding: 'float32-le',
+      privacy: null,
     });
   });
 
@@ -51,6 +52,23 @@ describe('task settings', () => {
     expect(() => validateWeightSpecs([])).toThrow(/non-empty/);
     expect(() => validateWeightSpecs([{ name: 'k', shape: [2, 0], dtype: 'float32' }])).toThrow(/shape/);
     expect(() => validateWeightSpecs([{ name: 'k', shape: [2], dtype: 'int32' }])).toThrow(/float32/);
+  });
+
+  it('DP tasks select by Poisson sampling, weigh every update 1, and validate the budget', () => {
+    const s = resolveTaskSettings({
+      ...base,
+      clientsPerRound: 50,
+      minClients: 2,
+      privacy: { mode: 'local', epsilonCap: 8, delta: 1e-5, noiseMultiplier: 1.1, clipNorm: 0.5, samplingRate: 0.1 },
+    });
+    expect(s.selection).toEqual({ kind: 'poisson', samplingRate: 0.1, maxCount: 50 });
+    expect(s.maxExampleCount).toBe(1);
+    expect(s.privacy).toMatchObject({ mode: 'local', epsilonCap: 8, delta: 1e-5, minNoiseClients: 2 });
+    const dp = { mode: 'local' as const, epsilonCap: 8, delta: 1e-5, noiseMultiplier: 1.1, clipNorm: 0.5, samplingRate: 0.1 };
+    rejects({ privacy: { ...dp, delta: 1 } }, /delta/);
+    rejects({ privacy: { ...dp, samplingRate: 1.5 } }, /samplingRate/);
+    rejects({ privacy: { ...dp, epsilonCap: 0 } }, /epsilonCap/);
+    rejects({ clientsPerRound: undefined, clientFraction: 0.5, privacy: dp } as Partial<TaskInput>, /Poisson/);
   });
 
   it('finds non-finite values', () => {

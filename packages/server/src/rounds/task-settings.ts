@@ -1,5 +1,6 @@
 import { VeilError } from '../errors.js';
 import type { TaskSettings, TrainingSettings, WeightSpecJson } from './model.js';
+import { resolvePrivacySettings, type PrivacyInput } from '../privacy/settings.js';
 
 /** Task creation input, as the REST API and the CLI accept it. */
 export interface TaskInput {
@@ -18,6 +19,12 @@ export interface TaskInput {
   /** Default: 1 000 000. */
   maxExampleCount?: number;
   training: TrainingSettings;
+  /**
+   * Differential privacy with an enforced budget. Selection becomes Poisson
+   * sampling with `privacy.samplingRate` (clientsPerRound, if given, caps a
+   * round's participants), and every update weighs 1 (DP-FedAvg). Default none.
+   */
+  privacy?: PrivacyInput;
 }
 
 export const TASK_LIMITS = {
@@ -43,6 +50,7 @@ function positiveInt(value: unknown, name: string, max: number): number {
 /** Validates the cross-field rules of a task and resolves defaults. */
 export function resolveTaskSettings(input: TaskInput): TaskSettings {
   const rounds = positiveInt(input.rounds, 'rounds', TASK_LIMITS.maxRounds);
+  if (input.privacy !== undefined) return resolvePrivateTaskSettings(input, rounds);
   if ((input.clientsPerRound === undefined) === (input.clientFraction === undefined)) {
     invalid('give exactly one of clientsPerRound and clientFraction');
   }
@@ -66,11 +74,16 @@ export function resolveTaskSettings(input: TaskInput): TaskSettings {
     TASK_LIMITS.maxClientsPerRound,
   );
   if (minAvailableClients < minClients) invalid('minAvailableClients cannot be below minClients');
+  const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
+  const { roundDeadlineMs, training } = resolveCommon(input);
+  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', privacy: null };
+}
+
+function resolveCommon(input: TaskInput) {
   const roundDeadlineMs = input.roundDeadlineMs ?? 60_000;
   if (!Number.isInteger(roundDeadlineMs) || roundDeadlineMs < TASK_LIMITS.minDeadlineMs || roundDeadlineMs > TASK_LIMITS.maxDeadlineMs) {
     invalid(`roundDeadlineMs must be an integer from ${TASK_LIMITS.minDeadlineMs} to ${TASK_LIMITS.maxDeadlineMs}`);
   }
-  const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
   const t = input.training;
   const training: TrainingSettings = {
     epochs: positiveInt(t?.epochs, 'training.epochs', 1000),
@@ -80,7 +93,30 @@ export function resolveTaskSettings(input: TaskInput): TaskSettings {
   if (typeof training.learningRate !== 'number' || !Number.isFinite(training.learningRate) || training.learningRate <= 0) {
     invalid('training.learningRate must be a positive number');
   }
-  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le' };
+  return { roundDeadlineMs, training };
+}
+
+/** DP tasks: Poisson selection, unit weights, the budget settings. */
+function resolvePrivateTaskSettings(input: TaskInput, rounds: number): TaskSettings {
+  if (input.clientFraction !== undefined) invalid('DP tasks select by Poisson sampling (privacy.samplingRate); omit clientFraction');
+  const minClients = positiveInt(input.minClients ?? 1, 'minClients', TASK_LIMITS.maxClientsPerRound);
+  const maxCount = positiveInt(input.clientsPerRound ?? TASK_LIMITS.maxClientsPerRound, 'clientsPerRound', TASK_LIMITS.maxClientsPerRound);
+  const minAvailableClients = positiveInt(input.minAvailableClients ?? minClients, 'minAvailableClients', TASK_LIMITS.maxClientsPerRound);
+  if (minAvailableClients < minClients) invalid('minAvailableClients cannot be below minClients');
+  const privacy = resolvePrivacySettings(input.privacy!, minClients);
+  const { roundDeadlineMs, training } = resolveCommon(input);
+  return {
+    rounds,
+    selection: { kind: 'poisson', samplingRate: privacy.samplingRate, maxCount },
+    minClients,
+    minAvailableClients,
+    roundDeadlineMs,
+    // DP-FedAvg weighs every device's clipped update equally: sensitivity is the clip norm.
+    maxExampleCount: 1,
+    training,
+    updateEncoding: 'float32-le',
+    privacy,
+  };
 }
 
 /** Checks TF.js weight specs and returns the parameter count. */

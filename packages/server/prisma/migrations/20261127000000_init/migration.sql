@@ -2,7 +2,7 @@
 CREATE SCHEMA IF NOT EXISTS "public";
 
 -- CreateEnum
-CREATE TYPE "TaskStatus" AS ENUM ('DRAFT', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED');
+CREATE TYPE "TaskStatus" AS ENUM ('DRAFT', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'BUDGET_EXHAUSTED');
 
 -- CreateEnum
 CREATE TYPE "RoundState" AS ENUM ('SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED', 'FAILED');
@@ -26,6 +26,27 @@ CREATE TABLE "Task" (
     "updatedAt" TIMESTAMPTZ(3) NOT NULL,
 
     CONSTRAINT "Task_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateTable
+CREATE TABLE "PrivacyLedgerEntry" (
+    "taskId" UUID NOT NULL,
+    "sequence" INTEGER NOT NULL,
+    "roundNumber" INTEGER NOT NULL,
+    "mechanism" TEXT NOT NULL,
+    "samplingRate" DOUBLE PRECISION NOT NULL,
+    "noiseMultiplier" DOUBLE PRECISION NOT NULL,
+    "clipNorm" DOUBLE PRECISION NOT NULL,
+    "participants" INTEGER NOT NULL,
+    "participantIds" JSONB NOT NULL,
+    "epsilon" DOUBLE PRECISION NOT NULL,
+    "delta" DOUBLE PRECISION NOT NULL,
+    "order" DOUBLE PRECISION NOT NULL,
+    "createdAt" TIMESTAMPTZ(3) NOT NULL,
+    "prevHash" TEXT NOT NULL,
+    "hash" TEXT NOT NULL,
+
+    CONSTRAINT "PrivacyLedgerEntry_pkey" PRIMARY KEY ("taskId","sequence")
 );
 
 -- CreateTable
@@ -120,6 +141,9 @@ CREATE INDEX "Participation_clientId_idx" ON "Participation"("clientId");
 
 -- CreateIndex
 CREATE INDEX "Participation_updateDigest_idx" ON "Participation"("updateDigest");
+
+-- AddForeignKey
+ALTER TABLE "PrivacyLedgerEntry" ADD CONSTRAINT "PrivacyLedgerEntry_taskId_fkey" FOREIGN KEY ("taskId") REFERENCES "Task"("id") ON DELETE CASCADE ON UPDATE CASCADE;
 
 -- AddForeignKey
 ALTER TABLE "ModelVersion" ADD CONSTRAINT "ModelVersion_taskId_fkey" FOREIGN KEY ("taskId") REFERENCES "Task"("id") ON DELETE CASCADE ON UPDATE CASCADE;

@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+
+/** The fields of a ledger entry that its hash covers. */
+export interface LedgerFields {
+  taskId: string;
+  sequence: number;
+  roundNumber: number;
+  mechanism: string;
+  samplingRate: number;
+  noiseMultiplier: number;
+  clipNorm: number;
+  participants: number;
+  participantIds: string[];
+  epsilon: number;
+  delta: number;
+  order: number;
+  createdAt: string;
+}
+
+export interface LedgerEntry extends LedgerFields {
+  prevHash: string;
+  hash: string;
+}
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+/**
+ * SHA-256 (FIPS 180-4) over a canonical serialization: the fields in a fixed
+ * order as a JSON array, then the previous entry's hash. Changing any field of
+ * any entry changes its hash and so breaks the chain from there on.
+ */
+export function hashLedgerEntry(fields: LedgerFields, prevHash: string): string {
+  const canonical = JSON.stringify([
+    fields.taskId,
+    fields.sequence,
+    fields.roundNumber,
+    fields.mechanism,
+    fields.samplingRate,
+    fields.noiseMultiplier,
+    fields.clipNorm,
+    fields.participants,
+    fields.participantIds,
+    fields.epsilon,
+    fields.delta,
+    fields.order,
+    fields.createdAt,
+  ]);
+  return createHash('sha256').update(canonical).update('\n').update(prevHash).digest('hex');
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  entries: number;
+  /** First entry that does not match, and why. */
+  firstMismatch: { sequence: number; reason: string } | null;
+}
+
+/**
+ * Recomputes the hash chain and, with `recomputeEpsilon`, every cumulative ε
+ * from the recorded mechanism parameters. Names the first entry that differs.
+ */
+export function verifyLedger(
+  entries: readonly LedgerEntry[],
+  recomputeEpsilon: (upTo: readonly LedgerEntry[]) => number,
+  tolerance = 1e-9,
+): VerifyResult {
+  let prev = GENESIS_HASH;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const fail = (reason: string): VerifyResult => ({ ok: false, entries: entries.length, firstMismatch: { sequence: e.sequence, reason } });
+    if (e.sequence !== i + 1) return fail(`sequence ${e.sequence} where ${i + 1} was expected (entry missing or reordered)`);
+    if (e.prevHash !== prev) return fail('prevHash does not match the previous entry');
+    if (hashLedgerEntry(e, e.prevHash) !== e.hash) return fail('hash does not match the entry (a field was altered)');
+    if (e.participants !== e.participantIds.length) return fail('participants differs from the recorded participant ids');
+    const epsilon = recomputeEpsilon(entries.slice(0, i + 1));
+    if (!(Math.abs(epsilon - e.epsilon) <= tolerance * Math.max(1, Math.abs(epsilon)))) {
+      return fail(`recorded epsilon ${e.epsilon} differs from ${epsilon} recomputed from the recorded parameters`);
+    }
+    prev = e.hash;
+  }
+  return { ok: true, entries: entries.length, firstMismatch: null };
+}
