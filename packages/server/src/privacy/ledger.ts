@@ -25,6 +25,16 @@ export interface LedgerEntry extends LedgerFields {
 export const GENESIS_HASH = '0'.repeat(64);
 
 /**
+ * Computed reals are recorded with 12 significant digits, so the value hashed
+ * is exactly the value the database returns (a double with at most 15
+ * significant digits survives any decimal round trip); 12 digits keep ε far
+ * more precisely than any accountant comparison needs (relative 5e-13).
+ */
+export function ledgerNumber(x: number): number {
+  return Number.isFinite(x) ? Number(x.toPrecision(12)) : x;
+}
+
+/**
  * SHA-256 (FIPS 180-4) over a canonical serialization: the fields in a fixed
  * order as a JSON array, then the previous entry's hash. Changing any field of
  * any entry changes its hash and so breaks the chain from there on.

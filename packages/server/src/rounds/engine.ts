@@ -12,7 +12,7 @@ import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput 
 import { createMutex, type Mutex } from './mutex.js';
 import { epsilonIfRoundRuns, mechanismName } from '../privacy/accounting.js';
 import type { PrivacySettings } from '../privacy/settings.js';
-import { GENESIS_HASH, hashLedgerEntry, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
+import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import {
   checkHeadroom,
@@ -686,9 +686,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       clipNorm: privacy.clipNorm,
       participants: clientIds.length,
       participantIds: [...clientIds].sort(),
-      epsilon: after.epsilon,
+      epsilon: ledgerNumber(after.epsilon),
       delta: privacy.delta,
-      order: after.order,
+      order: ledgerNumber(after.order),
       createdAt: new Date(this.clock.now()).toISOString(),
     };
     const prevHash = last?.hash ?? GENESIS_HASH;
