@@ -1,0 +1,849 @@
+/**
+ * Round-engine benchmark of the CURRENT coordinator (plaintext path).
+ *
+ *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--db pg|pglite] [--pglite-too]
+ *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
+ *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
+ *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
+ *     [--poll-ms 30000] [--cpu-prof] [--log-level silent] [--timeout-s 1500]
+ *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+ *
+ * Prints exactly one JSON object on stdout; progress goes to stderr.
+ *
+ * Layout: the coordinator runs in its own child process (bench/rounds/coordinator.ts:
+ * startCoordinator from the built @veil/server, PostgreSQL in a fresh database per
+ * run, dropped afterwards), devices run in a few worker processes
+ * (bench/rounds/devices.ts: one grpc-js transport, i.e. one TCP connection, per
+ * device). Everything is on 127.0.0.1; every wait is bounded; the benchmark stops
+ * by itself (global watchdog: --timeout-s).
+ *
+ * Needs the packages built: `npx tsc -b packages/cli`.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, readdir, readFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import pg from 'pg';
+import {
+  median,
+  nowMs,
+  quantile,
+  round1,
+  round3,
+  type DeviceBehavior,
+  type DeviceReport,
+  type DeviceWorkerInit,
+  type WorkerDone,
+} from './rounds/common.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, '..');
+
+const { values: args } = parseArgs({
+  options: {
+    only: { type: 'string', default: 'small,scale,dropout' },
+    db: { type: 'string', default: 'pg' },
+    'pglite-too': { type: 'boolean', default: false },
+    'small-clients': { type: 'string', default: '10' },
+    'small-rounds': { type: 'string', default: '20' },
+    sizes: { type: 'string', default: '100,300,1000' },
+    'scale-rounds': { type: 'string', default: '3' },
+    'scale-deadline-ms': { type: 'string', default: '300000' },
+    'dropout-clients': { type: 'string', default: '100' },
+    'dropout-fraction': { type: 'string', default: '0.3' },
+    'dropout-deadline-ms': { type: 'string', default: '10000' },
+    'dropout-rounds': { type: 'string', default: '1' },
+    parameters: { type: 'string', default: '100000' },
+    'devices-per-worker': { type: 'string', default: '250' },
+    'poll-ms': { type: 'string', default: '30000' },
+    'cpu-prof': { type: 'boolean', default: false },
+    'log-level': { type: 'string', default: 'silent' },
+    'timeout-s': { type: 'string', default: '1500' },
+    'database-url': { type: 'string', default: process.env['BENCH_ADMIN_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres' },
+  },
+  strict: true,
+});
+
+const only = new Set(args.only.split(',').map((s) => s.trim()));
+const PARAMS = Number(args.parameters);
+const MODEL_BYTES = PARAMS * 4;
+const POLL_MS = Number(args['poll-ms']);
+const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
+const log = (msg: string): void => {
+  process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
+};
+
+// ---------------------------------------------------------------- process management
+const children = new Set<ChildProcess>();
+const tsxImport = import.meta.resolve('tsx');
+
+interface Channel {
+  child: ChildProcess;
+  /** Resolves with the next message of `type` (messages of that type are queued). */
+  next<T = Record<string, unknown>>(type: string, timeoutMs: number): Promise<T>;
+  on(type: string, fn: (m: Record<string, unknown>) => void): void;
+  exited: Promise<number | null>;
+}
+
+function spawnChild(file: string, env: Record<string, string>, execArgv: string[] = []): Channel {
+  const child = fork(join(here, 'rounds', file), [], {
+    cwd: repoRoot,
+    execArgv: ['--import', tsxImport, ...execArgv],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 2, 2, 'ipc'],
+  });
+  children.add(child);
+  const queues = new Map<string, Record<string, unknown>[]>();
+  const waiters = new Map<string, Array<(m: Record<string, unknown>) => void>>();
+  const listeners = new Map<string, Array<(m: Record<string, unknown>) => void>>();
+  child.on('message', (m: Record<string, unknown>) => {
+    const type = String(m['type']);
+    if (type === 'error') log(`child ${file} error: ${String(m['message'])}`);
+    for (const fn of listeners.get(type) ?? []) fn(m);
+    const w = waiters.get(type);
+    if (w && w.length > 0) w.shift()!(m);
+    else queues.set(type, [...(queues.get(type) ?? []), m]);
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      children.delete(child);
+      resolve(code);
+    }),
+  );
+  return {
+    child,
+    exited,
+    on(type, fn) {
+      listeners.set(type, [...(listeners.get(type) ?? []), fn]);
+    },
+    next<T>(type: string, timeoutMs: number): Promise<T> {
+      const q = queues.get(type);
+      if (q && q.length > 0) return Promise.resolve(q.shift() as T);
+      return new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const list = waiters.get(type) ?? [];
+          waiters.set(type, list.filter((x) => x !== done));
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for '${type}' from ${file}`));
+        }, timeoutMs);
+        const done = (m: Record<string, unknown>): void => {
+          clearTimeout(timer);
+          resolve(m as T);
+        };
+        waiters.set(type, [...(waiters.get(type) ?? []), done]);
+        void exited.then((code) => {
+          if ((waiters.get(type) ?? []).includes(done)) {
+            clearTimeout(timer);
+            waiters.set(type, (waiters.get(type) ?? []).filter((x) => x !== done));
+            reject(new Error(`${file} exited (code ${code}) before sending '${type}'`));
+          }
+        });
+      });
+    },
+  };
+}
+
+function killAll(): void {
+  for (const child of children) child.kill('SIGKILL');
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+interface Db {
+  url: string | undefined;
+  name: string | null;
+  drop(): Promise<void>;
+  stats(): Promise<Record<string, number> | null>;
+}
+
+async function createDatabase(kind: 'pg' | 'pglite', label: string): Promise<Db> {
+  if (kind === 'pglite') return { url: undefined, name: null, drop: async () => {}, stats: async () => null };
+  const name = `veil_bench_${process.pid}_${label.replace(/[^a-z0-9]/gi, '_')}_${Date.now() % 1e6}`.toLowerCase();
+  const admin = new pg.Client({ connectionString: args['database-url'] });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(args['database-url']);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    name,
+    async stats() {
+      const c = new pg.Client({ connectionString: args['database-url'] });
+      await c.connect();
+      try {
+        const r = await c.query(
+          `SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, tup_returned, blks_hit, blks_read
+             FROM pg_stat_database WHERE datname = $1`,
+          [name],
+        );
+        const row = r.rows[0] as Record<string, string> | undefined;
+        return row ? Object.fromEntries(Object.entries(row).map(([k, v]) => [k, Number(v)])) : null;
+      } finally {
+        await c.end();
+      }
+    },
+    async drop() {
+      const c = new pg.Client({ connectionString: args['database-url'] });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------- one run: a coordinator, a task, device workers
+interface Group {
+  count: number;
+  behavior: DeviceBehavior;
+  name: string;
+}
+
+interface RunSpec {
+  label: string;
+  db: 'pg' | 'pglite';
+  rounds: number;
+  clientsPerRound: number;
+  minClients: number;
+  minAvailableClients: number;
+  roundDeadlineMs: number;
+  groups: Group[];
+  /** Bound on the whole run after the task starts. */
+  runTimeoutMs: number;
+  /** SIGKILL the workers of the `hold` group once all their devices hold an assignment. */
+  killHolders?: boolean;
+}
+
+interface EngineEvent {
+  name: string;
+  t: number;
+  round: number;
+  state?: string;
+  targetCount?: number;
+  receivedCount?: number;
+  deadlineAt?: number;
+  closedAt?: number | null;
+  summary?: { participants: number; dropped: number; aggregationMs: number } | null;
+  clientId?: string;
+  status?: string;
+  reason?: string;
+  failureReason?: string | null;
+}
+
+interface RunResult {
+  spec: RunSpec;
+  ready: Record<string, unknown>;
+  startedAt: number;
+  events: EngineEvent[];
+  workers: Array<{ group: Group; done: WorkerDone | null; killedAt: number | null }>;
+  closed: Record<string, unknown> | null;
+  pgStats: Record<string, number> | null;
+  joinMs: number;
+  timedOut: boolean;
+  cpuProfile: string | null;
+}
+
+async function runOnce(spec: RunSpec): Promise<RunResult> {
+  const db = await createDatabase(spec.db, spec.label);
+  const dataDir = await mkdtemp(join(tmpdir(), `veil-bench-${spec.label}-`));
+  const profDir = args['cpu-prof'] ? join(dataDir, 'prof') : null;
+  const coord = spawnChild(
+    'coordinator.ts',
+    { BENCH_DATA_DIR: dataDir, BENCH_DATABASE_URL: db.url ?? '', BENCH_LOG_LEVEL: args['log-level'] },
+    profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
+  );
+  const workers: RunResult['workers'] = [];
+  try {
+    const ready = await coord.next('ready', 60_000);
+    log(`${spec.label}: coordinator ready on ${String(ready['grpcAddress'])} (${String(ready['databaseKind'])})`);
+    const events: EngineEvent[] = [];
+    coord.on('event', (m) => events.push(m as unknown as EngineEvent));
+
+    const totalClients = spec.groups.reduce((a, g) => a + g.count, 0);
+    coord.child.send({
+      cmd: 'createTask',
+      parameterCount: PARAMS,
+      input: {
+        name: `bench ${spec.label}`,
+        rounds: spec.rounds,
+        clientsPerRound: spec.clientsPerRound,
+        minClients: spec.minClients,
+        minAvailableClients: spec.minAvailableClients,
+        roundDeadlineMs: spec.roundDeadlineMs,
+        training: { epochs: 1, batchSize: 32, learningRate: 0.01 },
+      },
+    });
+    const { taskId } = await coord.next<{ taskId: string }>('task', 30_000);
+
+    // Device workers.
+    const joinStarted = nowMs();
+    const hardStopAt = joinStarted + spec.runTimeoutMs + 60_000;
+    const channels: Array<{ ch: Channel; group: Group; index: number }> = [];
+    for (const group of spec.groups) {
+      const nWorkers = Math.max(1, Math.ceil(group.count / PER_WORKER));
+      for (let w = 0; w < nWorkers; w++) {
+        const count = Math.floor(group.count / nWorkers) + (w < group.count % nWorkers ? 1 : 0);
+        const ch = spawnChild('devices.ts', {});
+        const init: DeviceWorkerInit = {
+          cmd: 'init',
+          address: String(ready['grpcAddress']),
+          taskId,
+          enrolmentSecret: String(ready['enrolmentSecret']),
+          count,
+          namePrefix: `${group.name}-${w}`,
+          behavior: group.behavior,
+          parameterCount: PARAMS,
+          pollMs: POLL_MS,
+          maxIterations: spec.rounds * 6 + 50,
+          hardStopAt,
+          joinConcurrency: 8,
+        };
+        ch.child.send(init);
+        const entry = { group, done: null as WorkerDone | null, killedAt: null as number | null };
+        workers.push(entry);
+        channels.push({ ch, group, index: workers.length - 1 });
+      }
+    }
+    await Promise.all(channels.map(({ ch }) => ch.next('joined', 300_000)));
+    const joinMs = nowMs() - joinStarted;
+    log(`${spec.label}: ${totalClients} devices joined in ${Math.round(joinMs)} ms over ${channels.length} worker(s)`);
+
+    // Dropout: kill the holders' processes once every holder was handed its assignment.
+    const holders = channels.filter((c) => c.group.behavior === 'hold');
+    if (spec.killHolders && holders.length > 0) {
+      const need = holders.reduce((a, c) => a + c.group.count / holders.length, 0);
+      let assigned = 0;
+      for (const h of holders) {
+        h.ch.on('assigned', () => {
+          assigned++;
+          if (assigned >= need) {
+            for (const x of holders) {
+              if (workers[x.index]!.killedAt === null) {
+                workers[x.index]!.killedAt = nowMs();
+                x.ch.child.kill('SIGKILL');
+              }
+            }
+            log(`${spec.label}: SIGKILLed ${holders.length} worker(s) holding ${assigned} selected devices`);
+          }
+        });
+      }
+    }
+
+    if (spec.killHolders && holders.length > 0) {
+      // Fallback: a holder may not be selected at all; kill them 2 s into the first collection anyway.
+      coord.on('event', (m) => {
+        if (m['name'] !== 'round-collecting' || m['round'] !== 1) return;
+        setTimeout(() => {
+          for (const x of holders) {
+            if (workers[x.index]!.killedAt === null) {
+              workers[x.index]!.killedAt = nowMs();
+              x.ch.child.kill('SIGKILL');
+            }
+          }
+        }, 2_000).unref();
+      });
+    }
+
+    await new Promise((resolve) => setTimeout(resolve, 300)); // let every device's first long-poll arrive
+    coord.child.send({ cmd: 'startTask', taskId });
+    const started = await coord.next<{ t: number }>('started', 60_000);
+    log(`${spec.label}: task started (${spec.rounds} rounds, ${spec.clientsPerRound} per round, deadline ${spec.roundDeadlineMs} ms)`);
+
+    let timedOut = false;
+    const ended = await new Promise<boolean>((resolve) => {
+      const deadline = setTimeout(() => {
+        clearInterval(timer);
+        resolve(false);
+      }, spec.runTimeoutMs);
+      const timer = setInterval(() => {
+        if (events.some((e) => e.name === 'task-ended')) {
+          clearInterval(timer);
+          clearTimeout(deadline);
+          resolve(true);
+        }
+      }, 20);
+    });
+    if (ended !== true) {
+      timedOut = true;
+      log(`${spec.label}: task did not end within ${spec.runTimeoutMs} ms`);
+    }
+    const closedRounds = events.filter((e) => e.name === 'round-closed' || e.name === 'round-failed').length;
+    log(`${spec.label}: ${closedRounds} rounds settled`);
+
+    // Collect device reports (a killed worker reports nothing).
+    await Promise.all(
+      channels.map(async ({ ch, index }) => {
+        if (workers[index]!.killedAt !== null) return;
+        try {
+          workers[index]!.done = await ch.next<WorkerDone>('done', timedOut ? 5_000 : 60_000);
+        } catch (error) {
+          log(`${spec.label}: worker ${index}: ${(error as Error).message}`);
+          ch.child.kill('SIGKILL');
+        }
+      }),
+    );
+
+    coord.child.send({ cmd: 'close' });
+    const closed = await coord.next('closed', 60_000).catch((error: Error) => {
+      log(`${spec.label}: ${error.message}`);
+      return null;
+    });
+    await Promise.race([coord.exited, new Promise((r) => setTimeout(r, 10_000))]);
+    let cpuProfile: string | null = null;
+    if (profDir) {
+      const files = await readdir(profDir).catch(() => [] as string[]);
+      if (files[0]) cpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDir, files[0]), 'utf8')));
+    }
+    const pgStats = await db.stats().catch(() => null);
+    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile };
+  } finally {
+    for (const { child } of [coord]) if (child.exitCode === null) child.kill('SIGKILL');
+    for (const c of [...children]) c.kill('SIGKILL');
+    await db.drop().catch((error: Error) => log(`dropping database failed: ${error.message}`));
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Top self-time functions of a V8 .cpuprofile (text, for the report). */
+function summarizeProfile(profile: { nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>; samples: number[]; timeDeltas: number[] }): string {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byId.get(profile.samples[i]!);
+    const dt = profile.timeDeltas[i] ?? 0;
+    total += dt;
+    if (!node) continue;
+    const f = node.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/packages\//, '')}:${f.lineNumber + 1}`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  }
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  const category = (key: string): string => {
+    if (key.startsWith('(idle)')) return 'idle';
+    if (key.startsWith('(garbage collector)')) return 'gc';
+    if (key.startsWith('(program)')) return 'program';
+    if (/@prisma|\.prisma|query_engine|wasm/.test(key)) return 'prisma';
+    if (/@grpc|grpc-js|proto-loader|protobufjs/.test(key)) return 'grpc+protobuf';
+    if (/^\S+ pg|pg-protocol|pg-pool|\/pg\//.test(key)) return 'pg driver';
+    if (/pino|thread-stream/.test(key)) return 'logging';
+    if (/tsx\//.test(key)) return 'tsx loader';
+    if (/server\/dist|protocol\/dist/.test(key)) return 'veil code';
+    if (/bench\/rounds/.test(key)) return 'bench instrumentation';
+    if (/node:/.test(key)) return 'node js internals';
+    return 'native/other';
+  };
+  const cats = new Map<string, number>();
+  for (const [k, v] of self) cats.set(category(k), (cats.get(category(k)) ?? 0) + v);
+  const catLine = [...cats.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${Math.round(v / 1000)} ms`).join(', ');
+  return [`total ${Math.round(total / 1000)} ms`, `self time by category: ${catLine}`, ...top.map(([k, v]) => `${(v / 1000).toFixed(1).padStart(8)} ms ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`)].join('\n');
+}
+
+// ---------------------------------------------------------------- analysis
+const byRound = (events: EngineEvent[], name: string): Map<number, EngineEvent> => {
+  const m = new Map<number, EngineEvent>();
+  for (const e of events) if (e.name === name && !m.has(e.round)) m.set(e.round, e);
+  return m;
+};
+
+function allDevices(r: RunResult): DeviceReport[] {
+  return r.workers.flatMap((w) => w.done?.devices ?? []);
+}
+
+/** Round times: round 1 from round-opened (task start), later rounds close-to-close (the full cycle). */
+function roundTimes(r: RunResult): { roundMs: number[]; engineRoundMs: number[] } {
+  const opened = byRound(r.events, 'round-opened');
+  const settled = new Map([...byRound(r.events, 'round-failed'), ...byRound(r.events, 'round-closed')]);
+  const roundMs: number[] = [];
+  const engineRoundMs: number[] = [];
+  for (let n = 1; n <= r.spec.rounds; n++) {
+    const c = settled.get(n);
+    const o = opened.get(n);
+    if (!c || !o) break;
+    const prev = settled.get(n - 1);
+    roundMs.push(c.t - (prev ? prev.t : o.t));
+    engineRoundMs.push(c.t - o.t);
+  }
+  return { roundMs, engineRoundMs };
+}
+
+function phases(r: RunResult): Record<string, number> {
+  const opened = byRound(r.events, 'round-opened');
+  const collecting = byRound(r.events, 'round-collecting');
+  const closed = byRound(r.events, 'round-closed');
+  const accepted = r.events.filter((e) => e.name === 'update-accepted');
+  const devs = allDevices(r);
+  const per: Record<string, number[]> = {
+    openToCollectingMs: [],
+    collectingToFirstAssignmentMs: [],
+    collectingToLastAssignmentMs: [],
+    assignmentToDownloadedMs: [],
+    downloadedToSubmittedMs: [],
+    collectingToFirstAcceptedMs: [],
+    collectingToLastAcceptedMs: [],
+    lastAcceptedToClosedMs: [],
+    closedToNextOpenedMs: [],
+  };
+  for (let n = 1; n <= r.spec.rounds; n++) {
+    const o = opened.get(n);
+    const c = collecting.get(n);
+    const cl = closed.get(n);
+    if (!o || !c) continue;
+    per['openToCollectingMs']!.push(c.t - o.t);
+    const recs = devs.flatMap((d) => d.rounds.filter((x) => x.round === n));
+    if (recs.length > 0) {
+      per['collectingToFirstAssignmentMs']!.push(Math.min(...recs.map((x) => x.assignedAt)) - c.t);
+      per['collectingToLastAssignmentMs']!.push(Math.max(...recs.map((x) => x.assignedAt)) - c.t);
+      per['assignmentToDownloadedMs']!.push(median(recs.map((x) => x.downloadedAt - x.assignedAt)));
+      per['downloadedToSubmittedMs']!.push(median(recs.map((x) => x.submittedAt - x.downloadedAt)));
+    }
+    const acc = accepted.filter((e) => e.round === n).map((e) => e.t);
+    if (acc.length > 0) {
+      per['collectingToFirstAcceptedMs']!.push(Math.min(...acc) - c.t);
+      per['collectingToLastAcceptedMs']!.push(Math.max(...acc) - c.t);
+      if (cl) per['lastAcceptedToClosedMs']!.push(cl.t - Math.max(...acc));
+    }
+    const nextOpened = opened.get(n + 1);
+    if (cl && nextOpened) per['closedToNextOpenedMs']!.push(nextOpened.t - cl.t);
+  }
+  return Object.fromEntries(Object.entries(per).filter(([, v]) => v.length > 0).map(([k, v]) => [k, round1(median(v))]));
+}
+
+function wire(r: RunResult, clientRounds: number): Record<string, unknown> {
+  const devs = allDevices(r);
+  const sum = (pick: (d: DeviceReport) => { read: number; written: number }): { read: number; written: number } =>
+    devs.reduce((a, d) => ({ read: a.read + pick(d).read, written: a.written + pick(d).written }), { read: 0, written: 0 });
+  const total = sum((d) => d.bytes.total);
+  const both = total.read + total.written;
+  const perPhase = (p: 'join' | 'wait' | 'download' | 'submit'): number => {
+    const s = sum((d) => d.bytes[p]);
+    return Math.round((s.read + s.written) / clientRounds);
+  };
+  const processTotal = r.workers.reduce((a, w) => a + (w.done ? w.done.processBytes.read + w.done.processBytes.written : 0), 0);
+  const perClientRound = both / clientRounds;
+  const withoutJoin = (both - (sum((d) => d.bytes.join).read + sum((d) => d.bytes.join).written)) / clientRounds;
+  return {
+    wireBytesPerClientRound: Math.round(perClientRound),
+    modelCopiesPerClientRound: round3(perClientRound / MODEL_BYTES),
+    modelCopiesPerClientRoundExcludingJoin: round3(withoutJoin / MODEL_BYTES),
+    bytesPerClientRoundByPhase: {
+      join: perPhase('join'),
+      longPoll: perPhase('wait'),
+      download: perPhase('download'),
+      submit: perPhase('submit'),
+      downstream: Math.round(total.read / clientRounds),
+      upstream: Math.round(total.written / clientRounds),
+    },
+    tcpConnectionsPerDevice: devs.length > 0 ? round3(devs.reduce((a, d) => a + d.sockets, 0) / devs.length) : null,
+    crossCheckProcessSocketsBytes: processTotal,
+    attributedBytes: both,
+  };
+}
+
+function coordinatorSummary(r: RunResult): Record<string, unknown> {
+  const c = r.closed ?? {};
+  const mb = (x: unknown): number | null => (typeof x === 'number' ? round1(x / 2 ** 20) : null);
+  const timings = (c['timings'] ?? {}) as Record<string, { calls: number; totalMs: number; maxMs: number }>;
+  return {
+    peakRssMiB: mb(c['vmHwm'] ?? c['peakRssSampled']),
+    peakRssSampledMiB: mb(c['peakRssSampled']),
+    baselineRssMiB: mb(r.ready['baselineRss']),
+    peakArrayBuffersMiB: mb(c['peakArrayBuffers']),
+    peakHeapUsedMiB: mb(c['peakHeapUsed']),
+    cpuMs: round1(Number(c['cpuUserMs'] ?? 0) + Number(c['cpuSystemMs'] ?? 0)),
+    eventLoopUtilization: typeof c['eventLoopUtilization'] === 'number' ? round3(c['eventLoopUtilization']) : null,
+    eventLoopDelayMs: c['eventLoopDelayMs'] ?? null,
+    fsyncProbeMedianMs: round1(median((r.ready['fsyncProbeMs'] as number[]) ?? [])),
+    serverBuild: r.ready['build'] ?? null,
+    calls: Object.fromEntries(
+      Object.entries(timings)
+        .sort((a, b) => b[1].totalMs - a[1].totalMs)
+        .map(([k, v]) => [k, { calls: v.calls, totalMs: round1(v.totalMs), meanMs: round1(v.totalMs / v.calls), maxMs: round1(v.maxMs) }]),
+    ),
+    pgStats: r.pgStats,
+  };
+}
+
+function deviceErrors(r: RunResult): string[] {
+  const counts = new Map<string, number>();
+  for (const d of allDevices(r)) for (const e of d.errors) {
+    const k = e.replace(/[0-9a-f-]{36}/g, '<id>').slice(0, 160);
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  return [...counts.entries()].map(([k, v]) => `${v}x ${k}`);
+}
+
+// ---------------------------------------------------------------- scenarios
+async function small(db: 'pg' | 'pglite'): Promise<Record<string, unknown>> {
+  const clients = Number(args['small-clients']);
+  const rounds = Number(args['small-rounds']);
+  const r = await runOnce({
+    label: `small-${db}`,
+    db,
+    rounds,
+    clientsPerRound: clients,
+    minClients: clients,
+    minAvailableClients: clients,
+    roundDeadlineMs: 60_000,
+    groups: [{ count: clients, behavior: 'normal', name: 'small' }],
+    runTimeoutMs: rounds * 30_000,
+  });
+  const { roundMs, engineRoundMs } = roundTimes(r);
+  log(`small-${db}: median round ${round1(median(roundMs))} ms, p95 ${round1(quantile(roundMs, 0.95))} ms`);
+  const devs = allDevices(r);
+  const acceptedCount = r.events.filter((e) => e.name === 'update-accepted').length;
+  return {
+    database: db === 'pg' ? 'postgresql' : 'pglite',
+    clients,
+    rounds,
+    roundsCompleted: roundMs.length,
+    updatesAccepted: acceptedCount,
+    medianRoundMs: round1(median(roundMs)),
+    p95RoundMs: round1(quantile(roundMs, 0.95)),
+    medianRoundMsExcludingFirst: round1(median(roundMs.slice(1))),
+    roundMs: roundMs.map(round1),
+    engineRoundMs: engineRoundMs.map(round1),
+    phasesMedianMs: phases(r),
+    ...wire(r, clients * rounds),
+    idlePollsPerClientRound: round3(devs.reduce((a, d) => a + d.idlePolls, 0) / (clients * rounds)),
+    pollsPerClientRound: round3(devs.reduce((a, d) => a + d.polls, 0) / (clients * rounds)),
+    joinMs: round1(r.joinMs),
+    timedOut: r.timedOut,
+    deviceErrors: deviceErrors(r),
+    coordinator: coordinatorSummary(r),
+    ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
+  };
+}
+
+async function scale(): Promise<Record<string, unknown>> {
+  const sizes = args.sizes.split(',').map(Number).filter((n) => n > 0);
+  const rounds = Number(args['scale-rounds']);
+  const deadline = Number(args['scale-deadline-ms']);
+  const out: Record<string, unknown> = {};
+  for (const n of sizes) {
+    const r = await runOnce({
+      label: `scale-${n}`,
+      db: args.db as 'pg' | 'pglite',
+      rounds,
+      clientsPerRound: n,
+      minClients: 1,
+      minAvailableClients: n,
+      roundDeadlineMs: deadline,
+      groups: [{ count: n, behavior: 'normal', name: `scale${n}` }],
+      runTimeoutMs: rounds * (deadline + 30_000),
+    });
+    const { roundMs, engineRoundMs } = roundTimes(r);
+    const closed = r.events.filter((e) => e.name === 'round-closed');
+    log(`scale-${n}: rounds ${roundMs.map((x) => Math.round(x)).join(', ')} ms; participants ${closed.map((e) => e.summary?.participants).join(', ')}; peak RSS ${String(coordinatorSummary(r)['peakRssMiB'])} MiB`);
+    out[String(n)] = {
+      clients: n,
+      deviceWorkers: r.workers.length,
+      roundsCompleted: roundMs.length,
+      allRoundsHadEveryClient: closed.length === rounds && closed.every((e) => e.summary?.participants === n),
+      participantsPerRound: closed.map((e) => e.summary?.participants ?? null),
+      roundMs: roundMs.map(round1),
+      medianRoundMs: round1(median(roundMs)),
+      engineRoundMs: engineRoundMs.map(round1),
+      msPerClient: round3(median(roundMs) / n),
+      phasesMedianMs: phases(r),
+      coordinatorPeakRssMiB: coordinatorSummary(r)['peakRssMiB'],
+      ...wire(r, n * rounds),
+      joinMs: round1(r.joinMs),
+      timedOut: r.timedOut,
+      deviceErrors: deviceErrors(r),
+      coordinator: coordinatorSummary(r),
+      ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
+    };
+  }
+  const first = out[String(sizes[0])] as { medianRoundMs: number } | undefined;
+  const last = out[String(sizes[sizes.length - 1])] as { medianRoundMs: number; coordinatorPeakRssMiB: number | null; roundsCompleted: number } | undefined;
+  if (first && last && sizes.length > 1) {
+    const clientRatio = sizes[sizes.length - 1]! / sizes[0]!;
+    const timeRatio = last.medianRoundMs / first.medianRoundMs;
+    out['growth'] = {
+      from: sizes[0],
+      to: sizes[sizes.length - 1],
+      clientRatio,
+      roundTimeRatio: round3(timeRatio),
+      atMostLinear: timeRatio <= clientRatio,
+      largestCompleted: last.roundsCompleted === rounds,
+      peakRssWithin1GiB: last.coordinatorPeakRssMiB !== null && Math.max(...sizes.map((s) => (out[String(s)] as { coordinatorPeakRssMiB: number }).coordinatorPeakRssMiB)) <= 1024,
+    };
+  }
+  return out;
+}
+
+async function dropout(): Promise<Record<string, unknown>> {
+  const n = Number(args['dropout-clients']);
+  const vanish = Math.round(n * Number(args['dropout-fraction']));
+  const killed = Math.ceil(vanish / 2);
+  const cut = vanish - killed;
+  const deadline = Number(args['dropout-deadline-ms']);
+  const rounds = Math.max(1, Number(args['dropout-rounds']));
+  const r = await runOnce({
+    label: 'dropout',
+    db: args.db as 'pg' | 'pglite',
+    rounds,
+    clientsPerRound: n,
+    minClients: 1,
+    // With a second round: select from whoever is available, at least the survivors.
+    minAvailableClients: rounds > 1 ? n - vanish : n,
+    roundDeadlineMs: deadline,
+    groups: [
+      { count: n - vanish, behavior: 'normal', name: 'stay' },
+      { count: killed, behavior: 'hold', name: 'killed' },
+      ...(cut > 0 ? [{ count: cut, behavior: 'cut' as const, name: 'cut' }] : []),
+    ],
+    runTimeoutMs: rounds * (deadline + 60_000),
+    killHolders: true,
+  });
+  const collecting = byRound(r.events, 'round-collecting').get(1);
+  const closed = byRound(r.events, 'round-closed').get(1) ?? byRound(r.events, 'round-failed').get(1);
+  const perRound = [];
+  for (let k = 1; k <= rounds; k++) {
+    const c = byRound(r.events, 'round-collecting').get(k);
+    const e = byRound(r.events, 'round-closed').get(k) ?? byRound(r.events, 'round-failed').get(k);
+    perRound.push({
+      round: k,
+      selected: c?.targetCount ?? null,
+      state: e?.state ?? null,
+      participants: e?.summary?.participants ?? null,
+      dropped: e?.summary?.dropped ?? null,
+      collectingToClosedMs: c && e ? round1(e.t - c.t) : null,
+      latenessAfterDeadlineMs: c && e ? round1(e.t - c.deadlineAt!) : null,
+    });
+  }
+  const accepted = r.events.filter((e) => e.name === 'update-accepted' && e.round === 1);
+  const devs = allDevices(r);
+  const stayIds = new Set(devs.filter((d) => d.behavior === 'normal').map((d) => d.clientId));
+  const vanishedAccepted = accepted.filter((e) => !stayIds.has(e.clientId!)).length;
+  const lateness = closed && collecting ? closed.t - collecting.deadlineAt! : null;
+  const tolerance = Math.max(250, 0.05 * deadline);
+  const survivorsEnded = devs.filter((d) => d.behavior === 'normal' && d.endedAt !== null).map((d) => d.endedAt!);
+  const killedAt = r.workers.find((w) => w.killedAt !== null)?.killedAt ?? null;
+  const survivorAttempts = devs.filter((d) => d.behavior === 'normal').flatMap((d) => d.attempts.filter((a) => a.round === 1));
+  const rel = (xs: number[]): Record<string, number> | null =>
+    xs.length === 0 || !collecting ? null : { min: round1(Math.min(...xs) - collecting.t), median: round1(median(xs) - collecting.t), max: round1(Math.max(...xs) - collecting.t) };
+  return {
+    clients: n,
+    vanished: { total: vanish, processKilled: killed, streamCut: cut },
+    roundDeadlineMs: deadline,
+    roundMs: closed && collecting ? round1(closed.t - collecting.t) : null,
+    roundMsFromOpen: closed ? round1(closed.t - (byRound(r.events, 'round-opened').get(1)?.t ?? NaN)) : null,
+    state: closed?.state ?? null,
+    participants: closed?.summary?.participants ?? null,
+    dropped: closed?.summary?.dropped ?? null,
+    survivorsAllAccepted: accepted.length - vanishedAccepted === n - vanish,
+    vanishedUpdatesAccepted: vanishedAccepted,
+    collectingToLastSurvivorAcceptedMs: accepted.length > 0 && collecting ? round1(Math.max(...accepted.map((e) => e.t)) - collecting.t) : null,
+    survivorTimelineMsFromCollecting: {
+      assigned: rel(survivorAttempts.map((a) => a.assignedAt)),
+      downloaded: rel(survivorAttempts.flatMap((a) => (a.downloadedAt === null ? [] : [a.downloadedAt]))),
+      submitAnswered: rel(survivorAttempts.map((a) => a.endedAt)),
+    },
+    killSignalAfterCollectingMs: killedAt !== null && collecting ? round1(killedAt - collecting.t) : null,
+    closedLatenessAfterDeadlineMs: lateness === null ? null : round1(lateness),
+    closedAtDeadlineWithRemaining: closed?.state === 'CLOSED' && lateness !== null && lateness >= -5 && lateness <= tolerance && (closed?.summary?.participants ?? 0) === n - vanish,
+    toleranceMs: tolerance,
+    survivorsEndedAfterLastCloseMaxMs: (() => {
+      const last = byRound(r.events, 'round-closed').get(rounds) ?? byRound(r.events, 'round-failed').get(rounds);
+      return survivorsEnded.length > 0 && last ? round1(Math.max(...survivorsEnded) - last.t) : null;
+    })(),
+    survivorsEnded: `${survivorsEnded.length}/${n - vanish}`,
+    perRound,
+    timedOut: r.timedOut,
+    deviceErrors: deviceErrors(r),
+    coordinator: coordinatorSummary(r),
+  };
+}
+
+// ---------------------------------------------------------------- main
+async function main(): Promise<void> {
+  const result: Record<string, unknown> = {};
+  const watchdog = setTimeout(() => {
+    log(`global timeout of ${args['timeout-s']} s reached`);
+    killAll();
+    process.stdout.write(JSON.stringify({ error: 'global timeout', partial: result }) + '\n');
+    process.exit(2);
+  }, Number(args['timeout-s']) * 1000);
+  watchdog.unref();
+
+  let git: string | null = null;
+  try {
+    git = execFileSync('git', ['-C', repoRoot, 'describe', '--always', '--dirty'], { encoding: 'utf8' }).trim();
+  } catch {
+    git = null;
+  }
+  result['meta'] = {
+    benchmark: 'bench/rounds.ts',
+    path: 'plaintext (float32-le updates, FedAvg)',
+    git,
+    node: process.version,
+    cpus: cpus().length,
+    loadAvgAtStart: loadavg().map(round1),
+    parameters: PARAMS,
+    modelBytes: MODEL_BYTES,
+    database: args.db === 'pg' ? 'postgresql (fresh database per run, dropped after)' : 'pglite',
+    pollMs: POLL_MS,
+    devicesPerWorkerProcess: PER_WORKER,
+    wireMethod:
+      'client-side TCP socket counters (net.Socket bytesRead + bytesWritten = every HTTP/2+gRPC byte, TCP/IP headers excluded) of one dedicated grpc-js connection per device (per-device ChannelCredentials defeat subchannel sharing; the socket is captured in the credentials secure connector); cross-checked against a net.connect hook on every socket of the device processes',
+    roundTimeDefinition:
+      'round 1: round-opened (startTask) -> round-closed; round n>1: round-closed(n-1) -> round-closed(n), i.e. open, select, push, download, upload, aggregate, persist; engine events timestamped in the coordinator process',
+    rssMethod: 'coordinator in its own process; peak = VmHWM from /proc/self/status at shutdown (also sampled: rss every 50 ms, heap/arrayBuffers every 500 ms)',
+  };
+  try {
+    if (only.has('small')) {
+      log('scenario small');
+      result['small'] = await small(args.db as 'pg' | 'pglite');
+      if (args['pglite-too'] && args.db === 'pg') result['smallPglite'] = await small('pglite');
+    }
+    if (only.has('scale')) {
+      log('scenario scale');
+      result['scale'] = await scale();
+    }
+    if (only.has('dropout')) {
+      log('scenario dropout');
+      result['dropout'] = await dropout();
+    }
+  } catch (error) {
+    result['error'] = String((error as Error)?.stack ?? error);
+    log(`failed: ${result['error'] as string}`);
+  }
+  (result['meta'] as Record<string, unknown>)['loadAvgAtEnd'] = loadavg().map(round1);
+  result['targets'] = targets(result);
+  killAll();
+  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  process.exit(result['error'] ? 1 : 0);
+}
+
+function targets(result: Record<string, unknown>): Record<string, unknown> {
+  const t: Record<string, unknown> = {};
+  const s = result['small'] as { medianRoundMs: number; modelCopiesPerClientRound: number } | undefined;
+  if (s) {
+    t['smallMedianRoundMsAtMost200'] = { value: s.medianRoundMs, met: s.medianRoundMs <= 200, flowerBaselineMs: 650 };
+    t['smallModelCopiesAtMost2.05'] = { value: s.modelCopiesPerClientRound, met: s.modelCopiesPerClientRound <= 2.05, flowerBaseline: 3.0 };
+  }
+  const sc = result['scale'] as { growth?: { roundTimeRatio: number; atMostLinear: boolean; largestCompleted: boolean; peakRssWithin1GiB: boolean } } | undefined;
+  if (sc?.growth) {
+    t['scale1000Completes'] = sc.growth.largestCompleted;
+    t['scaleAtMostLinear'] = { roundTimeRatio: sc.growth.roundTimeRatio, met: sc.growth.atMostLinear };
+    t['scalePeakRssAtMost1GiB'] = sc.growth.peakRssWithin1GiB;
+  }
+  const d = result['dropout'] as { closedAtDeadlineWithRemaining: boolean; closedLatenessAfterDeadlineMs: number | null } | undefined;
+  if (d) t['dropoutClosesAtDeadline'] = { met: d.closedAtDeadlineWithRemaining, latenessMs: d.closedLatenessAfterDeadlineMs };
+  return t;
+}
+
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+void main();

@@ -1,0 +1,95 @@
+/** Shared types and helpers of the round-engine benchmark (bench/rounds.ts). */
+import { performance } from 'node:perf_hooks';
+
+/** Wall-clock ms with sub-ms resolution, comparable across the benchmark's processes. */
+export const nowMs = (): number => performance.timeOrigin + performance.now();
+
+export type DeviceBehavior =
+  /** join → long-poll → download → submit a fixed delta → repeat until `ended`. */
+  | 'normal'
+  /** On its first assignment: report it and hold (the parent SIGKILLs the whole worker process). */
+  | 'hold'
+  /** On its first assignment: download, start the upload, then cut the TCP connection mid-stream and vanish. */
+  | 'cut';
+
+export interface DeviceWorkerInit {
+  cmd: 'init';
+  address: string;
+  taskId: string;
+  enrolmentSecret: string;
+  count: number;
+  namePrefix: string;
+  behavior: DeviceBehavior;
+  parameterCount: number;
+  /** Long-poll length of WaitForAssignment, ms. */
+  pollMs: number;
+  /** Upper bound of loop iterations per device (polls). */
+  maxIterations: number;
+  /** Absolute wall-clock ms after which every loop stops. */
+  hardStopAt: number;
+  /** Concurrent joins per worker. */
+  joinConcurrency: number;
+}
+
+export interface PhaseBytes {
+  read: number;
+  written: number;
+}
+
+export interface DeviceRoundRecord {
+  round: number;
+  assignedAt: number;
+  downloadedAt: number;
+  submittedAt: number;
+  /** The coordinator's accepted count in the SubmitUpdate response. */
+  acceptedCount: number;
+}
+
+/** Every assignment a device acted on, whatever the outcome. */
+export interface DeviceAttempt {
+  round: number;
+  assignedAt: number;
+  downloadedAt: number | null;
+  endedAt: number;
+  outcome: string;
+}
+
+export interface DeviceReport {
+  clientId: string;
+  behavior: DeviceBehavior;
+  rounds: DeviceRoundRecord[];
+  attempts: DeviceAttempt[];
+  polls: number;
+  idlePolls: number;
+  errors: string[];
+  endedAt: number | null;
+  endedReason: string | null;
+  /** TCP connections this device's channel opened (1 expected). */
+  sockets: number;
+  /** Socket bytes by phase (device side: read = coordinator→device). */
+  bytes: { join: PhaseBytes; wait: PhaseBytes; download: PhaseBytes; submit: PhaseBytes; total: PhaseBytes };
+}
+
+export interface WorkerDone {
+  type: 'done';
+  devices: DeviceReport[];
+  /** Every TCP socket of the worker process (net.connect hook): cross-check of the per-device counts. */
+  processSockets: number;
+  processBytes: PhaseBytes;
+  peakRss: number;
+}
+
+export const median = (xs: readonly number[]): number => quantile(xs, 0.5);
+
+/** Quantile with linear interpolation (type 7). */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+}
+
+export const round1 = (x: number): number => Math.round(x * 10) / 10;
+export const round3 = (x: number): number => Math.round(x * 1000) / 1000;

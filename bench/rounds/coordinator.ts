@@ -1,0 +1,284 @@
+/**
+ * Coordinator process of the round-engine benchmark: starts the CURRENT
+ * coordinator (`startCoordinator` from the built @veil/server) on loopback
+ * with ephemeral ports, forwards the round engine's events with wall-clock
+ * timestamps to the parent over IPC, samples its own memory every 50 ms and
+ * reports VmHWM (peak RSS) from /proc/self/status when closed.
+ *
+ * Instrumentation (benchmark-side wrappers, the engine is not modified): every
+ * FederationStore and BlobStore call is timed per method, and the task's
+ * per-task mutex is wrapped to measure queueing and hold time per caller.
+ *
+ * Env: BENCH_DATABASE_URL (absent = embedded PGlite), BENCH_DATA_DIR,
+ * BENCH_LOG_LEVEL. Writes nothing to stdout.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { createLogger, loadConfig, startCoordinator, type Coordinator, type TaskInput } from '@veil/server';
+import { nowMs } from './common.js';
+
+const send = (message: unknown): void => {
+  process.send?.(message);
+};
+
+// ---------------------------------------------------------------- memory sampling
+const mem = { rss: 0, heapUsed: 0, external: 0, arrayBuffers: 0 };
+// rss every 50 ms (cheap); the full breakdown (walks the heap spaces, costly) every 500 ms.
+const sampleMemory = (): void => {
+  const m = process.memoryUsage();
+  mem.rss = Math.max(mem.rss, m.rss);
+  mem.heapUsed = Math.max(mem.heapUsed, m.heapUsed);
+  mem.external = Math.max(mem.external, m.external);
+  mem.arrayBuffers = Math.max(mem.arrayBuffers, m.arrayBuffers);
+};
+setInterval(() => {
+  mem.rss = Math.max(mem.rss, process.memoryUsage.rss());
+}, 50).unref();
+setInterval(sampleMemory, 500).unref();
+
+async function vmHwm(): Promise<number | null> {
+  try {
+    const status = await readFile('/proc/self/status', 'utf8');
+    const m = /VmHWM:\s+(\d+) kB/.exec(status);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------- call timing
+interface Timing {
+  calls: number;
+  totalMs: number;
+  maxMs: number;
+}
+const timings: Record<string, Timing> = {};
+const timed = (name: string, ms: number): void => {
+  const t = (timings[name] ??= { calls: 0, totalMs: 0, maxMs: 0 });
+  t.calls++;
+  t.totalMs += ms;
+  t.maxMs = Math.max(t.maxMs, ms);
+};
+
+function instrumentObject(prefix: string, target: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(target)) {
+    if (typeof value !== 'function') continue;
+    const fn = value as (...args: unknown[]) => unknown;
+    target[key] = function (this: unknown, ...args: unknown[]) {
+      const started = performance.now();
+      const result = fn.apply(this, args);
+      if (result instanceof Promise) {
+        return result.finally(() => timed(`${prefix}.${key}`, performance.now() - started));
+      }
+      timed(`${prefix}.${key}`, performance.now() - started);
+      return result;
+    };
+  }
+}
+
+function callerOf(stack: string): string {
+  for (const name of ['submitUpdate', 'waitForAssignment', 'startTask', 'pauseTask', 'onDeadline', 'armDeadline', 'start']) {
+    if (stack.includes(`RoundEngine.${name}`) || stack.includes(`.${name} (`)) return name === 'armDeadline' ? 'deadline' : name;
+  }
+  return stack.includes('Timeout') ? 'deadline' : 'other';
+}
+
+function instrumentMutex(mutex: { run<T>(section: () => Promise<T>): Promise<T> }): void {
+  const run = mutex.run.bind(mutex);
+  mutex.run = <T>(section: () => Promise<T>): Promise<T> => {
+    const caller = callerOf(new Error().stack ?? '');
+    const queued = performance.now();
+    return run(async () => {
+      const started = performance.now();
+      timed(`mutex.wait.${caller}`, started - queued);
+      try {
+        return await section();
+      } finally {
+        timed(`mutex.hold.${caller}`, performance.now() - started);
+      }
+    });
+  };
+}
+
+/** Cost of one durable 400 kB blob write on this data directory (write + fsync), as blobs.put does it. */
+async function fsyncProbe(dir: string, bytes: number, times: number): Promise<number[]> {
+  await mkdir(dir, { recursive: true });
+  const data = randomBytes(bytes);
+  const out: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const path = join(dir, `probe-${i}.bin`);
+    const started = performance.now();
+    const handle = await open(path, 'w');
+    await handle.writeFile(data);
+    await handle.sync();
+    await handle.close();
+    out.push(performance.now() - started);
+    await rm(path, { force: true });
+  }
+  return out;
+}
+
+/** Which build of the server is measured: digest and mtime of its compiled round engine and gRPC service. */
+async function buildFingerprint(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  try {
+    const dist = join(createRequire(import.meta.url).resolve('@veil/server'), '..');
+    for (const file of ['rounds/engine.js', 'grpc/federation-service.js', 'persistence/prisma-store.js', 'blobs/blob-store.js']) {
+      const path = join(dist, file);
+      const [bytes, st] = await Promise.all([readFile(path), stat(path)]);
+      out[file] = `${createHash('sha256').update(bytes).digest('hex').slice(0, 12)} ${st.mtime.toISOString()}`;
+    }
+  } catch (error) {
+    out['error'] = String(error);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- main
+let coordinator: Coordinator | null = null;
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+
+async function main(): Promise<void> {
+  const dataDir = process.env['BENCH_DATA_DIR'];
+  if (!dataDir) throw new Error('BENCH_DATA_DIR is required');
+  const base = loadConfig({});
+  const config = {
+    ...base,
+    host: '127.0.0.1',
+    grpcPort: 0,
+    httpPort: 0,
+    dataDir,
+    blobDir: join(dataDir, 'blobs'),
+    databaseUrl: process.env['BENCH_DATABASE_URL'] || undefined,
+    adminToken: randomBytes(24).toString('base64url'),
+    enrolmentSecret: randomBytes(24).toString('base64url'),
+    logLevel: process.env['BENCH_LOG_LEVEL'] || 'silent',
+    migrateOnStart: true,
+    production: false,
+  };
+  const logger = createLogger({ level: config.logLevel, destination: process.stderr });
+  const build = await buildFingerprint();
+  const probe = await fsyncProbe(join(dataDir, 'fsync-probe'), 400_000, 10);
+  const startedAt = performance.now();
+  coordinator = await startCoordinator({ config, logger });
+  const startMs = performance.now() - startedAt;
+  const engine = coordinator.engine as unknown as {
+    store: Record<string, unknown>;
+    blobs: Record<string, unknown>;
+    runtimes: Map<string, { mutex: { run<T>(s: () => Promise<T>): Promise<T> } }>;
+  };
+  instrumentObject('store', engine.store);
+  instrumentObject('blobs', engine.blobs);
+
+  for (const name of ['round-opened', 'round-collecting', 'round-closed', 'round-failed'] as const) {
+    coordinator.engine.on(name, ({ round }) => {
+      send({
+        type: 'event',
+        name,
+        t: nowMs(),
+        round: round.number,
+        state: round.state,
+        targetCount: round.targetCount,
+        receivedCount: round.receivedCount,
+        deadlineAt: round.deadlineAt.getTime(),
+        closedAt: round.closedAt?.getTime() ?? null,
+        summary: round.summary,
+        failureReason: round.failureReason,
+      });
+    });
+  }
+  coordinator.engine.on('update-accepted', (e) => {
+    send({ type: 'event', name: 'update-accepted', t: nowMs(), round: e.roundNumber, clientId: e.clientId, receivedCount: e.receivedCount });
+  });
+  coordinator.engine.on('task-ended', (e) => {
+    send({ type: 'event', name: 'task-ended', t: nowMs(), status: e.status, reason: e.reason });
+  });
+
+  sampleMemory();
+  send({
+    type: 'ready',
+    grpcAddress: coordinator.grpcAddress,
+    enrolmentSecret: coordinator.enrolmentSecret,
+    databaseKind: coordinator.databaseKind,
+    startMs,
+    baselineRss: process.memoryUsage().rss,
+    fsyncProbeMs: probe,
+    build,
+    pid: process.pid,
+  });
+
+  let cpuAtStart = process.cpuUsage();
+  let eluAtStart = performance.eventLoopUtilization();
+  process.on('message', (message: { cmd: string; [k: string]: unknown }) => {
+    void (async () => {
+      switch (message.cmd) {
+        case 'createTask': {
+          const parameterCount = message['parameterCount'] as number;
+          const task = await coordinator!.engine.createTask(message['input'] as TaskInput, {
+            topology: { class_name: 'Sequential', config: { name: 'bench', layers: [] } },
+            weightSpecs: [{ name: 'w', shape: [parameterCount], dtype: 'float32' }],
+            weights: new Float32Array(parameterCount),
+          });
+          const rt = engine.runtimes.get(task.id);
+          if (rt) instrumentMutex(rt.mutex);
+          send({ type: 'task', taskId: task.id });
+          break;
+        }
+        case 'startTask': {
+          // Measurement window: from the start of the task.
+          for (const key of Object.keys(timings)) delete timings[key];
+          cpuAtStart = process.cpuUsage();
+          eluAtStart = performance.eventLoopUtilization();
+          loopDelay.reset();
+          loopDelay.enable();
+          const t = nowMs();
+          await coordinator!.engine.startTask(message['taskId'] as string);
+          send({ type: 'started', t });
+          break;
+        }
+        case 'close': {
+          loopDelay.disable();
+          const cpu = process.cpuUsage(cpuAtStart);
+          const elu = performance.eventLoopUtilization(eluAtStart);
+          sampleMemory();
+          const closeStarted = performance.now();
+          await coordinator!.close();
+          send({
+            type: 'closed',
+            closeMs: performance.now() - closeStarted,
+            peakRssSampled: mem.rss,
+            vmHwm: await vmHwm(),
+            peakHeapUsed: mem.heapUsed,
+            peakExternal: mem.external,
+            peakArrayBuffers: mem.arrayBuffers,
+            cpuUserMs: cpu.user / 1000,
+            cpuSystemMs: cpu.system / 1000,
+            eventLoopUtilization: elu.utilization,
+            eventLoopDelayMs: {
+              mean: loopDelay.mean / 1e6,
+              p99: loopDelay.percentile(99) / 1e6,
+              max: loopDelay.max / 1e6,
+            },
+            timings,
+          });
+          setTimeout(() => process.exit(0), 100);
+          break;
+        }
+        default:
+          send({ type: 'error', message: `unknown command ${message.cmd}` });
+      }
+    })().catch((error) => send({ type: 'error', message: String((error as Error)?.stack ?? error) }));
+  });
+}
+
+process.on('disconnect', () => {
+  void (coordinator?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+  setTimeout(() => process.exit(1), 5_000).unref();
+});
+main().catch((error) => {
+  send({ type: 'error', message: String((error as Error)?.stack ?? error) });
+  setTimeout(() => process.exit(1), 100);
+});

@@ -1,0 +1,262 @@
+/**
+ * Device worker of the round-engine benchmark: runs `count` light simulated
+ * devices in this process, each with its own grpc-js channel and so its own
+ * TCP connection to the coordinator (grpc-js shares one connection between
+ * channels with equal target, options and credentials; every device gets its
+ * own credentials object, whose `_equals` is identity, to defeat that).
+ *
+ * Local training is replaced by a fixed delta (precomputed once, with its
+ * SHA-256), so what is measured is transport and coordination.
+ *
+ * Wire bytes are counted at the client TCP sockets (`net.Socket.bytesRead` /
+ * `bytesWritten`, i.e. everything gRPC/HTTP2 puts on the connection, TCP/IP
+ * headers excluded). Each device's socket is captured by wrapping its
+ * credentials' secure connector, which receives the raw socket; a `net.connect`
+ * hook counts every socket of the process as a cross-check.
+ *
+ * Speaks to its parent over IPC only; writes nothing to stdout.
+ */
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
+import { nowMs, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
+
+// ---------------------------------------------------------------- process-wide socket accounting (cross-check)
+const processSockets: net.Socket[] = [];
+const originalConnect = net.connect;
+(net as { connect: typeof net.connect }).connect = function (this: unknown, ...args: unknown[]) {
+  const socket = (originalConnect as (...a: unknown[]) => net.Socket).apply(this, args);
+  processSockets.push(socket);
+  return socket;
+} as typeof net.connect;
+
+const sumBytes = (sockets: readonly net.Socket[]): PhaseBytes => {
+  let read = 0;
+  let written = 0;
+  for (const s of sockets) {
+    read += s.bytesRead;
+    written += s.bytesWritten;
+  }
+  return { read, written };
+};
+const diff = (a: PhaseBytes, b: PhaseBytes): PhaseBytes => ({ read: b.read - a.read, written: b.written - a.written });
+const add = (acc: PhaseBytes, d: PhaseBytes): void => {
+  acc.read += d.read;
+  acc.written += d.written;
+};
+const zero = (): PhaseBytes => ({ read: 0, written: 0 });
+
+/** Insecure credentials owned by one device: never shared with another channel, and reporting its sockets. */
+function deviceCredentials(onSocket: (socket: net.Socket) => void): grpc.ChannelCredentials {
+  const creds = grpc.credentials.createInsecure();
+  // grpc-js internals (1.14): `_equals` decides subchannel sharing; the secure connector receives the raw TCP socket.
+  const internals = creds as unknown as {
+    _equals(other: unknown): boolean;
+    _createSecureConnector(...args: unknown[]): { connect(socket: net.Socket): Promise<unknown> };
+  };
+  internals._equals = (other) => other === creds;
+  const create = internals._createSecureConnector.bind(creds);
+  internals._createSecureConnector = (...args) => {
+    const connector = create(...args);
+    const connect = connector.connect.bind(connector);
+    connector.connect = (socket) => {
+      onSocket(socket);
+      return connect(socket);
+    };
+    return connector;
+  };
+  return creds;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const send = (message: unknown): void => {
+  process.send?.(message);
+};
+
+async function main(init: DeviceWorkerInit): Promise<void> {
+  const delta = new Float32Array(init.parameterCount).fill(1e-3);
+  const payload = new Uint8Array(delta.buffer);
+  const payloadSha256 = createHash('sha256').update(payload).digest('hex');
+
+  interface Device {
+    index: number;
+    transport: ReturnType<typeof createGrpcTransport>;
+    sockets: net.Socket[];
+    credential: string;
+    report: DeviceReport;
+  }
+  const devices: Device[] = [];
+  for (let i = 0; i < init.count; i++) {
+    const sockets: net.Socket[] = [];
+    const transport = createGrpcTransport({
+      address: init.address,
+      channelCredentials: deviceCredentials((s) => sockets.push(s)),
+      callTimeoutMs: 120_000,
+    });
+    devices.push({
+      index: i,
+      transport,
+      sockets,
+      credential: '',
+      report: {
+        clientId: '',
+        behavior: init.behavior,
+        rounds: [],
+        attempts: [],
+        polls: 0,
+        idlePolls: 0,
+        errors: [],
+        endedAt: null,
+        endedReason: null,
+        sockets: 0,
+        bytes: { join: zero(), wait: zero(), download: zero(), submit: zero(), total: zero() },
+      },
+    });
+  }
+  // The transport's downloadModel takes `{ version }` (current tree) or a bare version number (older builds).
+  const objectDownloadApi = /latest/.test(String(devices[0]?.transport.downloadModel));
+  const download = (d: Device, version: number, signal?: AbortSignal) =>
+    (d.transport.downloadModel as (c: string, w: unknown, s?: AbortSignal) => Promise<{ version: number; bytes: Uint8Array }>)(
+      d.credential,
+      objectDownloadApi ? { version } : version,
+      signal,
+    );
+
+  // ---------------------------------------------------------------- join, a few at a time
+  let next = 0;
+  const joinOne = async (d: Device): Promise<void> => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const before = sumBytes(d.sockets);
+      try {
+        const joined = await d.transport.join({
+          taskId: init.taskId,
+          enrolmentSecret: init.enrolmentSecret,
+          clientName: `${init.namePrefix}-${d.index}`,
+        });
+        d.credential = joined.credential;
+        d.report.clientId = joined.clientId;
+        add(d.report.bytes.join, diff(before, sumBytes(d.sockets)));
+        return;
+      } catch (error) {
+        add(d.report.bytes.join, diff(before, sumBytes(d.sockets)));
+        d.report.errors.push(`join: ${(error as Error).message}`);
+        await sleep(200);
+      }
+    }
+  };
+  await Promise.all(
+    Array.from({ length: Math.max(1, Math.min(init.joinConcurrency, devices.length)) }, async () => {
+      while (next < devices.length) await joinOne(devices[next++]!);
+    }),
+  );
+  send({ type: 'joined', clientIds: devices.map((d) => d.report.clientId) });
+
+  // ---------------------------------------------------------------- the device loops
+  const loop = async (d: Device): Promise<void> => {
+    if (d.credential === '') return;
+    const r = d.report;
+    let cachedVersion = -1;
+    for (let it = 0; it < init.maxIterations && nowMs() < init.hardStopAt; it++) {
+      let b0 = sumBytes(d.sockets);
+      let response;
+      try {
+        const waitMs = Math.max(1, Math.min(init.pollMs, Math.floor(init.hardStopAt - nowMs())));
+        r.polls++;
+        response = await d.transport.waitForAssignment(d.credential, waitMs);
+      } catch (error) {
+        add(r.bytes.wait, diff(b0, sumBytes(d.sockets)));
+        r.errors.push(`wait: ${(error as Error).message}`);
+        await sleep(100);
+        continue;
+      }
+      let b1 = sumBytes(d.sockets);
+      add(r.bytes.wait, diff(b0, b1));
+      if (response.kind === 'ended') {
+        r.endedAt = nowMs();
+        r.endedReason = response.reason;
+        return;
+      }
+      if (response.kind === 'idle') {
+        r.idlePolls++;
+        continue;
+      }
+      const a = response.assignment;
+      const assignedAt = nowMs();
+      if (init.behavior === 'hold') {
+        send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
+        // Simulated long local training; the parent SIGKILLs this process meanwhile.
+        await sleep(Math.max(0, init.hardStopAt - nowMs()));
+        return;
+      }
+      let downloadedAt: number | null = null;
+      try {
+        b0 = sumBytes(d.sockets);
+        if (cachedVersion !== a.modelVersion) {
+          const model = await download(d, a.modelVersion);
+          if (model.bytes.byteLength !== init.parameterCount * 4) throw new Error(`model has ${model.bytes.byteLength} bytes`);
+          cachedVersion = a.modelVersion;
+        }
+        downloadedAt = nowMs();
+        b1 = sumBytes(d.sockets);
+        add(r.bytes.download, diff(b0, b1));
+        const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: 1, encoding: 'float32-le' as const, sha256: payloadSha256 };
+        if (init.behavior === 'cut') {
+          const abort = new AbortController();
+          const pending = d.transport.submitUpdate(d.credential, header, payload, abort.signal).then(
+            () => 'accepted',
+            (error: Error) => `rejected: ${error.message}`,
+          );
+          // Let part of the upload reach the socket, then cut the connection without a goodbye.
+          await new Promise((resolve) => setImmediate(resolve));
+          for (const s of d.sockets) s.destroy();
+          send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
+          const outcome = await Promise.race([pending, sleep(5_000).then(() => 'no answer')]);
+          r.errors.push(`cut upload: ${outcome}`);
+          r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: 'cut' });
+          add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+          d.transport.close();
+          return;
+        }
+        const { acceptedCount } = await d.transport.submitUpdate(d.credential, header, payload);
+        const submittedAt = nowMs();
+        add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount });
+        r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: submittedAt, outcome: 'accepted' });
+      } catch (error) {
+        add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+        r.errors.push(`round ${a.roundNumber}: ${(error as Error).message}`);
+        r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: (error as Error).message.slice(0, 80) });
+        await sleep(100);
+      }
+    }
+  };
+  await Promise.all(devices.map((d) => loop(d)));
+
+  for (const d of devices) {
+    d.report.sockets = d.sockets.length;
+    d.report.bytes.total = sumBytes(d.sockets);
+    d.transport.close();
+  }
+  const done: WorkerDone = {
+    type: 'done',
+    devices: devices.map((d) => d.report),
+    processSockets: processSockets.length,
+    processBytes: sumBytes(processSockets),
+    peakRss: process.resourceUsage().maxRSS * 1024,
+  };
+  process.send?.(done, () => process.exit(0));
+}
+
+process.once('message', (message: DeviceWorkerInit) => {
+  if (message?.cmd !== 'init') {
+    process.exit(2);
+  }
+  // Never outlive the benchmark: exit shortly after the hard stop whatever happens.
+  setTimeout(() => process.exit(3), Math.max(1_000, message.hardStopAt - nowMs() + 15_000)).unref();
+  main(message).catch((error) => {
+    send({ type: 'error', message: String((error as Error)?.stack ?? error) });
+    process.exit(1);
+  });
+});
+process.on('disconnect', () => process.exit(0));
