@@ -26,6 +26,9 @@ Commands:
       --deadline-ms N      round deadline (default ${DEMO_DEFAULTS.roundDeadlineMs})
       --data-dir DIR       keep the embedded database and logs here (default: a temporary directory)
       --plaintext          send plaintext updates (debugging; default: encrypted with BFV)
+      --dp                 local differential privacy (clip + Gaussian noise on devices, enforced budget);
+                           prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
+                           --clip-norm C (1), delta 1e-5
       --json               print only a JSON summary on stdout
 `;
 
@@ -62,6 +65,10 @@ function demoOptions(args: string[]): DemoOptions {
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
       plaintext: { type: 'boolean' },
+      dp: { type: 'boolean' },
+      'epsilon-cap': { type: 'string' },
+      'noise-multiplier': { type: 'string' },
+      'clip-norm': { type: 'string' },
     },
   });
   const partition = values.partition ?? DEMO_DEFAULTS.partition;
@@ -78,6 +85,14 @@ function demoOptions(args: string[]): DemoOptions {
     roundDeadlineMs: int(values['deadline-ms'], 'deadline-ms', DEMO_DEFAULTS.roundDeadlineMs, 100),
     json: values.json ?? false,
     plaintext: values.plaintext ?? false,
+    dp: values.dp
+      ? {
+          epsilonCap: num(values['epsilon-cap'], 'epsilon-cap', 8),
+          delta: 1e-5,
+          noiseMultiplier: num(values['noise-multiplier'], 'noise-multiplier', 0.7),
+          clipNorm: num(values['clip-norm'], 'clip-norm', 1),
+        }
+      : null,
     dataDir: values['data-dir'],
   };
 }

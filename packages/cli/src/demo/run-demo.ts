@@ -34,12 +34,20 @@ export interface DemoOptions {
   json: boolean;
   /** Send plaintext updates instead of encrypted ones (debugging opt-out). Default false: encrypted. */
   plaintext: boolean;
+  /**
+   * Local differential privacy: devices clip to `clipNorm` and add Gaussian noise
+   * (z from `noiseMultiplier`), selection is Poisson with rate 1, and the task
+   * stops before ε passes `epsilonCap` at δ = `delta`. Default off.
+   */
+  dp: { epsilonCap: number; delta: number; noiseMultiplier: number; clipNorm: number } | null;
   /** Data directory of the embedded database and blobs; default a fresh temporary directory, removed afterwards. */
   dataDir: string | undefined;
 }
 
 export interface DemoRound {
   round: number;
+  /** Cumulative ε of the task after this round (DP demos). */
+  epsilon?: number;
   accuracy: number;
   loss: number;
   clients: number;
@@ -71,6 +79,7 @@ export const DEMO_DEFAULTS: DemoOptions = {
   roundDeadlineMs: 180_000,
   json: false,
   plaintext: false,
+  dp: null,
   dataDir: undefined,
 };
 
@@ -118,6 +127,9 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const task = await coordinator.engine.createTask(
       {
         encryption: options.plaintext ? { mode: 'none' } : { mode: 'bfv', coordinatorKey },
+        ...(options.dp !== null && {
+          privacy: { mode: 'local' as const, samplingRate: 1, ...options.dp },
+        }),
         name: `mnist-demo-${options.partition}`,
         rounds: options.rounds,
         clientsPerRound: options.clients,
@@ -147,7 +159,15 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
         };
       }
       const e = await evaluateLocal(tf, { spec, weights: current.weights, data: test });
+      let epsilon: number | undefined;
+      if (options.dp !== null) {
+        const privacy = await fetch(`${coordinator.httpUrl}/v1/tasks/${task.id}/privacy`, {
+          headers: { authorization: `Bearer ${coordinator.auditToken}` },
+        }).then((r) => r.json() as Promise<{ rounds: Array<{ roundNumber: number; epsilon: number }> }>);
+        epsilon = privacy.rounds.find((r) => r.roundNumber === round.number)?.epsilon;
+      }
       const entry: DemoRound = {
+        ...(epsilon !== undefined && { epsilon: round4(epsilon) }),
         round: round.number,
         accuracy: round4(e.accuracy),
         loss: round4(e.loss),
@@ -158,7 +178,8 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       rounds.push(entry);
       bar.finish(
         `round ${String(entry.round).padStart(2)}/${options.rounds}  accuracy ${(entry.accuracy * 100).toFixed(2)}%  loss ${entry.loss.toFixed(3)}  ` +
-          `${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up  ${(entry.durationMs / 1000).toFixed(1)} s`,
+          `${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up  ${(entry.durationMs / 1000).toFixed(1)} s` +
+          (entry.epsilon !== undefined ? `  epsilon ${entry.epsilon.toFixed(3)} (delta ${options.dp!.delta})` : ''),
       );
     };
     let evaluations = Promise.resolve();
