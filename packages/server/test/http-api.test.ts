@@ -188,6 +188,9 @@ describe('REST API', () => {
       '/v1/tasks/{id}/model',
       '/v1/tasks/{id}/model/weights.bin',
       '/v1/tasks/{id}/pause',
+      '/v1/tasks/{id}/privacy',
+      '/v1/tasks/{id}/privacy/ledger',
+      '/v1/tasks/{id}/privacy/verify',
       '/v1/tasks/{id}/rounds',
       '/v1/tasks/{id}/start',
     ]);

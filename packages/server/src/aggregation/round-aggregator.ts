@@ -18,36 +18,60 @@ export interface ModelBlob {
 }
 
 /**
+ * An update validated once: its payload and, for plaintext updates, the
+ * decoded values (so folding does not decode again).
+ */
+export interface CheckedUpdate {
+  readonly payload: Uint8Array;
+  readonly values?: Float32Array;
+}
+
+/**
  * What the round engine folds updates into, whatever their encoding. `check`
  * validates an update without changing anything (so a rejected update is
- * never recorded); `add` folds an update that was checked and recorded.
+ * never recorded); `add` folds an update that was checked and recorded
+ * (raw bytes, or what `checkPlaintextUpdate` returned).
  */
 export interface RoundAggregator {
   check(payload: Uint8Array, exampleCount: number): void;
-  add(clientId: string, exampleCount: number, payload: Uint8Array): void;
+  add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
   readonly count: number;
   /** The next model version's blob from the current one, or null to keep the model. */
   finish(current: ModelBlob, failures: readonly FitFailure[]): ModelBlob | null;
   dispose(): void;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** float32-le bytes as values: a zero-copy view when aligned (on little-endian hosts), else a decoded copy. */
+function float32View(bytes: Uint8Array): Float32Array {
+  if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
+    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  }
+  return bytesToFloat32(bytes);
+}
+
+/** Validates a plaintext (float32) update for a model of `parameterCount` values; decodes it once. */
+export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number): CheckedUpdate {
+  if (payload.byteLength !== parameterCount * 4) {
+    throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
+  }
+  const values = float32View(payload);
+  assertFinite(values, 'update');
+  return { payload, values };
+}
+
 /** Plaintext updates (float32 deltas) aggregated by a strategy (FedAvg by default). */
 export function createPlaintextAggregator(strategy: Strategy, round: number, parameterCount: number): RoundAggregator {
   const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
-  const decode = (payload: Uint8Array): Float32Array => {
-    if (payload.byteLength !== parameterCount * 4) {
-      throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
-    }
-    const update = bytesToFloat32(payload);
-    assertFinite(update, 'update');
-    return update;
-  };
   return {
     check(payload) {
-      decode(payload);
+      checkPlaintextUpdate(payload, parameterCount);
     },
-    add(clientId, exampleCount, payload) {
-      inner.add({ clientId, exampleCount, update: decode(payload) });
+    add(clientId, exampleCount, update) {
+      const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount) : update;
+      const values = checked.values ?? checkPlaintextUpdate(checked.payload, parameterCount).values!;
+      inner.add({ clientId, exampleCount, update: values });
     },
     get count() {
       return inner.count;
@@ -106,8 +130,9 @@ export function createEncryptedAggregator(ctx: HeContext, parameterCount: number
         scratch.dispose();
       }
     },
-    add(_clientId, exampleCount, payload) {
+    add(_clientId, exampleCount, update) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+      const payload = update instanceof Uint8Array ? update : update.payload;
       try {
         checkHeader(payload, exampleCount);
         sum.add(payload);

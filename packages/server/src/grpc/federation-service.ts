@@ -103,6 +103,47 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
   }
 }
 
+/** Long-poll length when a device sends none (wait_ms = 0, the protobuf default) and its bounds. */
+const DEFAULT_WAIT_MS = 30_000;
+const MIN_WAIT_MS = 1_000;
+
+/** A device's requested long-poll length: 0 means the default; clamped so a poll never busy-loops nor hangs. */
+export function effectiveWaitMs(requested: number): number {
+  if (!Number.isFinite(requested) || requested <= 0) return DEFAULT_WAIT_MS;
+  return Math.min(Math.max(requested, MIN_WAIT_MS), MAX_WAIT_MS);
+}
+
+/** Uploads whose payload is read and processed at once; others wait with their stream paused (HTTP/2 flow control). */
+const MAX_CONCURRENT_UPLOADS = 32;
+
+/** A counting semaphore; `acquire` resolves with a release function (idempotent). */
+function createSemaphore(slots: number): { acquire(): Promise<() => void> } {
+  let free = slots;
+  const queue: Array<() => void> = [];
+  const release = (): void => {
+    const next = queue.shift();
+    if (next) next();
+    else free++;
+  };
+  return {
+    acquire() {
+      const once = (): (() => void) => {
+        let done = false;
+        return () => {
+          if (done) return;
+          done = true;
+          release();
+        };
+      };
+      if (free > 0) {
+        free--;
+        return Promise.resolve(once());
+      }
+      return new Promise((resolve) => queue.push(() => resolve(once())));
+    },
+  };
+}
+
 const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_FLOAT32_LE: 'float32-le',
   UPDATE_ENCODING_BFV_V1: 'bfv-v1',
@@ -114,6 +155,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const log = options.logger.child({ component: 'grpc' });
   const secretDigest = createHash('sha256').update(options.enrolmentSecret).digest();
   const clients = new Map<string, Client>();
+  const uploads = createSemaphore(MAX_CONCURRENT_UPLOADS);
 
   async function authenticate(metadata: grpc.Metadata): Promise<Client> {
     const header = metadata.get('authorization')[0];
@@ -173,7 +215,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       call.on('cancelled', () => abort.abort());
       void (async () => {
         const client = await authenticate(call.metadata);
-        const waitMs = Math.min(call.request.waitMs, MAX_WAIT_MS);
+        const waitMs = effectiveWaitMs(call.request.waitMs);
         return toResponse(await engine.waitForAssignment(client, waitMs, abort.signal));
       })().then(
         (response) => callback(null, response),
@@ -207,9 +249,12 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     SubmitUpdate(call, callback) {
       let settled = false;
+      let releaseSlot: (() => void) | null = null;
       const finish = (error: unknown, response?: { acceptedCount: number; payloadSha256: Buffer }): void => {
         if (settled) return;
         settled = true;
+        releaseSlot?.();
+        chunks.length = 0;
         if (error) {
           callback(sendError(log.child({ peer: call.getPeer() }), error));
           call.removeAllListeners('data');
@@ -248,6 +293,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           ready = (async () => {
             client = await authenticate(call.metadata);
             ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
+            // Bounded memory: the payload is read only once an upload slot is free.
+            const release = await uploads.acquire();
+            if (settled) release();
+            else releaseSlot = release;
           })();
           ready.then(
             () => call.resume(),
@@ -270,14 +319,24 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         }
         finish(new VeilError('invalid_argument', 'empty SubmitUpdate message'));
       });
+      let processing = false;
+      call.on('cancelled', () => {
+        // The device went away: free its slot now unless its update is being processed (finish frees it then).
+        if (processing) return;
+        settled = true;
+        releaseSlot?.();
+        chunks.length = 0;
+      });
       call.on('end', () => {
         if (settled) return;
+        processing = true;
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
           await ready;
           const payload = Buffer.concat(chunks, received);
+          chunks.length = 0;
           const digest = hash.digest('hex');
-          const { acceptedCount } = await engine.submitUpdate(client!, header, payload, digest);
+          const { acceptedCount } = await engine.submitUpdate(client!, header, payload, digest, engine.now());
           return { acceptedCount, payloadSha256: Buffer.from(digest, 'hex') };
         })().then(
           (response) => finish(null, response),
@@ -286,6 +345,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       });
       call.on('error', (error) => {
         settled = true;
+        releaseSlot?.();
+        chunks.length = 0;
         log.debug({ err: error }, 'update stream failed');
       });
     },

@@ -80,27 +80,54 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
   };
 }
 
-/** Thrown inside a transaction to roll it back with a decided outcome. */
-class Outcome extends Error {
-  constructor(readonly result: RecordSubmissionResult) {
-    super(result.kind);
-  }
+/** Columns a transition may set besides the state. */
+interface TransitionData {
+  targetCount?: number;
+  deadlineAt?: Date;
+  summary?: RoundSummary;
+  closedAt?: Date;
+  failureReason?: string;
 }
 
-/** A round transition guarded by the expected states, recorded as a RoundEvent in the same transaction. */
+/**
+ * A round transition guarded by the expected states, recorded as a RoundEvent in the same transaction.
+ * One statement does the guarded update and the event (row lock, old state, UPDATE, INSERT).
+ */
 async function transition(
   tx: Tx,
   roundId: string,
   from: readonly RoundState[],
   to: RoundState,
-  data: Prisma.RoundUpdateManyMutationInput,
+  data: TransitionData,
   reason: string | null,
 ): Promise<RoundRow | null> {
-  const current = await tx.round.findUnique({ where: { id: roundId }, select: { state: true } });
-  if (current === null || !from.includes(current.state)) return null;
-  const { count } = await tx.round.updateMany({ where: { id: roundId, state: current.state }, data: { ...data, state: to } });
-  if (count !== 1) return null;
-  await tx.roundEvent.create({ data: { roundId, from: current.state, to, reason } });
+  const params: unknown[] = [roundId, to, [...from], reason];
+  const sets: string[] = [`state = $2::"RoundState"`];
+  const set = (column: string, value: unknown, cast: string): void => {
+    params.push(value);
+    sets.push(`"${column}" = $${params.length}::${cast}`);
+  };
+  if (data.targetCount !== undefined) set('targetCount', data.targetCount, 'int');
+  if (data.deadlineAt !== undefined) set('deadlineAt', data.deadlineAt.toISOString(), 'timestamptz');
+  if (data.summary !== undefined) set('summary', JSON.stringify(data.summary), 'jsonb');
+  if (data.closedAt !== undefined) set('closedAt', data.closedAt.toISOString(), 'timestamptz');
+  if (data.failureReason !== undefined) set('failureReason', data.failureReason, 'text');
+  const moved = await tx.$queryRawUnsafe<Array<{ fromState: string }>>(
+    `WITH old AS (
+       SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
+     ), upd AS (
+       UPDATE "Round" SET ${sets.join(', ')}
+       FROM old WHERE "Round".id = old.id AND old.state::text = ANY($3::text[])
+       RETURNING old.state AS "fromState"
+     ), ev AS (
+       INSERT INTO "RoundEvent" ("roundId", "from", "to", reason)
+       SELECT $1::uuid, "fromState", $2::"RoundState", $4::text FROM upd
+       RETURNING 1
+     )
+     SELECT "fromState"::text AS "fromState" FROM upd`,
+    ...params,
+  );
+  if (moved.length !== 1) return null;
   return tx.round.findUniqueOrThrow({ where: { id: roundId } });
 }
 
@@ -207,39 +234,45 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
     },
 
     async recordSubmission(roundId, s): Promise<RecordSubmissionResult> {
-      try {
-        return await prisma.$transaction(async (tx) => {
-          // Row lock on the round first: serializes with state transitions.
-          const bumped = await tx.round.updateMany({ where: { id: roundId, state: 'COLLECTING' }, data: { receivedCount: { increment: 1 } } });
-          if (bumped.count !== 1) {
-            const round = await tx.round.findUnique({ where: { id: roundId }, select: { state: true } });
-            throw new Outcome({ kind: 'round_closed', state: round?.state ?? 'FAILED' });
-          }
-          const updated = await tx.participation.updateMany({
-            where: { roundId, clientId: s.clientId, status: 'SELECTED' },
-            data: {
-              status: 'SUBMITTED',
-              exampleCount: s.exampleCount,
-              encoding: s.encoding,
-              updateDigest: s.sha256,
-              updateBytes: s.sizeBytes,
-              updateBlobKey: s.blobKey,
-              submittedAt: new Date(),
-            },
-          });
-          if (updated.count !== 1) {
-            const p = await tx.participation.findUnique({ where: { roundId_clientId: { roundId, clientId: s.clientId } } });
-            if (p === null) throw new Outcome({ kind: 'not_selected' });
-            if (p.status === 'SUBMITTED') throw new Outcome({ kind: 'duplicate', sha256: p.updateDigest });
-            throw new Outcome({ kind: 'round_closed', state: 'COLLECTING' });
-          }
-          const round = await tx.round.findUniqueOrThrow({ where: { id: roundId }, select: { receivedCount: true } });
-          return { kind: 'accepted' as const, receivedCount: round.receivedCount };
-        });
-      } catch (error) {
-        if (error instanceof Outcome) return error.result;
-        throw error;
-      }
+      // One statement, one round trip, atomic: lock the round row (serializes with state transitions),
+      // mark the participant SUBMITTED only if the round is COLLECTING and the participant is SELECTED,
+      // bump receivedCount only if that happened. The SELECTs outside the data-modifying CTEs see the
+      // statement's snapshot, i.e. the state before this submission: they explain a refusal.
+      const rows = await prisma.$queryRaw<
+        Array<{ roundState: RoundState | null; receivedCount: number | null; status: string | null; updateDigest: string | null }>
+      >`
+        WITH r AS (
+          SELECT id, state FROM "Round" WHERE id = ${roundId}::uuid FOR UPDATE
+        ), p AS (
+          UPDATE "Participation" SET
+            status = 'SUBMITTED',
+            "exampleCount" = ${s.exampleCount}::int,
+            encoding = ${s.encoding},
+            "updateDigest" = ${s.sha256},
+            "updateBytes" = ${s.sizeBytes}::int,
+            "updateBlobKey" = ${s.blobKey},
+            "submittedAt" = ${new Date().toISOString()}::timestamptz
+          WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid AND status = 'SELECTED'
+            AND EXISTS (SELECT 1 FROM r WHERE r.state = 'COLLECTING')
+          RETURNING "clientId"
+        ), b AS (
+          UPDATE "Round" SET "receivedCount" = "receivedCount" + 1
+          WHERE id = ${roundId}::uuid AND EXISTS (SELECT 1 FROM p)
+          RETURNING "receivedCount"
+        )
+        SELECT
+          (SELECT state::text FROM r) AS "roundState",
+          (SELECT "receivedCount" FROM b) AS "receivedCount",
+          (SELECT status::text FROM "Participation" WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid) AS status,
+          (SELECT "updateDigest" FROM "Participation" WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid) AS "updateDigest"
+      `;
+      const row = rows[0];
+      if (row === undefined) throw new Error('recordSubmission returned no row');
+      if (row.receivedCount !== null) return { kind: 'accepted', receivedCount: Number(row.receivedCount) };
+      if (row.roundState !== 'COLLECTING') return { kind: 'round_closed', state: row.roundState ?? 'FAILED' };
+      if (row.status === null) return { kind: 'not_selected' };
+      if (row.status === 'SUBMITTED') return { kind: 'duplicate', sha256: row.updateDigest };
+      return { kind: 'round_closed', state: 'COLLECTING' };
     },
 
     async beginAggregation(roundId, reason) {
@@ -253,7 +286,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
 
     async closeRound(roundId, model, summary) {
       const row = await prisma.$transaction(async (tx) => {
-        const moved = await transition(tx, roundId, ['AGGREGATING'], 'CLOSED', { summary: json(summary), closedAt: new Date() }, null);
+        const moved = await transition(tx, roundId, ['AGGREGATING'], 'CLOSED', { summary, closedAt: new Date() }, null);
         if (moved === null) return null;
         if (model !== null) {
           await tx.modelVersion.create({

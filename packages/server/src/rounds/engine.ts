@@ -23,9 +23,11 @@ import {
   type HeContext,
 } from '@veil/crypto';
 import {
+  checkPlaintextUpdate,
   createEncryptedAggregator,
   createPlaintextAggregator,
   payloadError,
+  type CheckedUpdate,
   type ModelBlob,
   type RoundAggregator,
 } from '../aggregation/round-aggregator.js';
@@ -107,16 +109,25 @@ interface TaskRuntime {
   round: Round | null;
   /** Participants of the open round. */
   selected: Set<string>;
-  /** Clients whose accepted update is folded into `aggregator`. */
-  folded: Set<string>;
+  /** Clients whose accepted update is folded into `aggregator`, with that update's SHA-256. */
+  folded: Map<string, string>;
   aggregator: RoundAggregator | null;
   deadlineTimer: NodeJS.Timeout | null;
   presence: Map<string, number>;
+  /** Clients with an open long-poll (count of their open polls): present whatever their last stamp. */
+  polling: Map<string, number>;
+  /** A selection is queued on the mutex and has not started yet (selections are coalesced). */
+  selectQueued: boolean;
+  /** Submissions that arrived before the deadline and are still validating/storing outside the lock. */
+  inflight: Set<Promise<unknown>>;
   waiters: Set<() => void>;
   model: { version: number; bytes: Uint8Array; encoding: ModelEncoding; sha256: string; sizeBytes: number } | null;
   /** Homomorphic-encryption context of an encrypted task (public parameters, no key). */
   he: HeContext | null;
 }
+
+/** Model versions kept in memory besides each task's current one. */
+const MODEL_CACHE_ENTRIES = 8;
 
 const cryptoRng: Rng = {
   next() {
@@ -142,6 +153,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly presenceTtlMs: number;
   private readonly defaultKey: CoordinatorKeyMaterial | null;
   private readonly runtimes = new Map<string, TaskRuntime>();
+  /** Recently read model versions (key `taskId:version`), least recently used first. */
+  private readonly modelCache = new Map<string, StoredModel>();
   private closed = false;
 
   constructor(options: RoundEngineOptions) {
@@ -155,6 +168,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
     this.defaultKey = options.defaultKey ?? null;
     if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');
+  }
+
+  /** The engine's clock (e.g. to stamp when an upload arrived). */
+  now(): number {
+    return this.clock.now();
   }
 
   /** Loads every task and resumes the running ones where they stopped. */
@@ -337,28 +355,56 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   async waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal): Promise<AssignmentResult> {
     const rt = await this.runtime(client.taskId);
     const until = this.clock.now() + waitMs;
+    // An open long-poll makes the client present for as long as it is open.
     rt.presence.set(client.id, this.clock.now());
-    void rt.mutex.run(() => this.maybeSelect(rt)).catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'selection failed'));
-    for (;;) {
-      const result = this.currentAssignment(rt, client);
-      if (result !== null) return result;
-      const remaining = until - this.clock.now();
-      if (remaining <= 0 || this.closed || signal?.aborted) {
-        return { kind: 'idle', taskStatus: rt.task.status, currentRound: rt.round?.number ?? 0 };
+    rt.polling.set(client.id, (rt.polling.get(client.id) ?? 0) + 1);
+    try {
+      this.requestSelection(rt);
+      for (;;) {
+        const result = this.currentAssignment(rt, client);
+        if (result !== null) return result;
+        const remaining = until - this.clock.now();
+        if (remaining <= 0 || this.closed || signal?.aborted) {
+          return { kind: 'idle', taskStatus: rt.task.status, currentRound: rt.round?.number ?? 0 };
+        }
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            clearTimeout(timer);
+            rt.waiters.delete(done);
+            signal?.removeEventListener('abort', done);
+            resolve();
+          };
+          const timer = setTimeout(done, remaining);
+          rt.waiters.add(done);
+          signal?.addEventListener('abort', done);
+        });
       }
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          rt.waiters.delete(done);
-          signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, remaining);
-        rt.waiters.add(done);
-        signal?.addEventListener('abort', done);
-      });
-      rt.presence.set(client.id, this.clock.now());
+    } finally {
+      const open = (rt.polling.get(client.id) ?? 1) - 1;
+      if (open > 0) rt.polling.set(client.id, open);
+      else {
+        rt.polling.delete(client.id);
+        // A cancelled poll means the device went away; otherwise it stays present for the TTL.
+        if (signal?.aborted && !this.closed) rt.presence.delete(client.id);
+        else rt.presence.set(client.id, this.clock.now());
+      }
     }
+  }
+
+  /**
+   * Queues a selection when one could succeed: the round is SELECTING and
+   * enough clients are present. At most one selection waits on the mutex.
+   */
+  private requestSelection(rt: TaskRuntime): void {
+    if (rt.selectQueued || this.closed || rt.task.status !== 'RUNNING' || rt.round?.state !== 'SELECTING') return;
+    if (this.availableClients(rt).length < rt.task.settings.minAvailableClients) return;
+    rt.selectQueued = true;
+    void rt.mutex
+      .run(() => {
+        rt.selectQueued = false;
+        return this.maybeSelect(rt);
+      })
+      .catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'selection failed'));
   }
 
   private currentAssignment(rt: TaskRuntime, client: Client): AssignmentResult | null {
@@ -399,61 +445,91 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
    * Accepts an update: validates it, stores its payload, records it and folds
    * it into the round's aggregate. Rejections leave nothing behind.
    */
-  async submitUpdate(client: Client, header: UpdateHeaderInput, payload: Uint8Array, sha256: string): Promise<{ acceptedCount: number }> {
+  async submitUpdate(
+    client: Client,
+    header: UpdateHeaderInput,
+    payload: Uint8Array,
+    sha256: string,
+    arrivedAt: number = this.clock.now(),
+  ): Promise<{ acceptedCount: number }> {
     const rt = await this.runtime(client.taskId);
     const log = this.log.child({ taskId: client.taskId, clientId: client.id, roundNumber: header.roundNumber });
     if (sha256 !== header.sha256) throw new VeilError('invalid_argument', 'payload SHA-256 does not match the header');
     if (payload.byteLength !== header.payloadSizeBytes) {
       throw new VeilError('invalid_argument', `payload has ${payload.byteLength} bytes, header declared ${header.payloadSizeBytes}`);
     }
-    // Validate the payload fully before it can be recorded (outside the lock: uploads check in parallel).
-    const he = await this.heContext(rt);
-    const checker = he === null ? createPlaintextAggregator(this.strategy, header.roundNumber, rt.task.parameterCount) : null;
-    if (checker !== null) checker.check(payload, header.exampleCount);
-    else createEncryptedAggregator(he!, rt.task.parameterCount).check(payload, header.exampleCount);
-    return rt.mutex.run(async () => {
-      const round = this.validateHeader(rt, client, header);
-      // Ciphertexts are randomized: the same bytes twice means a replayed submission.
-      if (rt.task.encryption !== null && (await this.store.isUpdateDigestKnown(rt.task.id, sha256))) {
-        throw new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)');
+    // Outside the lock (uploads proceed in parallel): fail fast on a bad header, validate the payload
+    // fully (decoded once; the decoded form is what gets folded), and store it durably.
+    const early = this.validateHeader(rt, client, header, arrivedAt);
+    let prepared: { update: CheckedUpdate; key: string; blobSha256: string; sizeBytes: number };
+    const pre = (async () => {
+      const he = await this.heContext(rt);
+      let update: CheckedUpdate;
+      if (he === null) update = checkPlaintextUpdate(payload, rt.task.parameterCount);
+      else {
+        const checker = createEncryptedAggregator(he, rt.task.parameterCount);
+        try {
+          checker.check(payload, header.exampleCount);
+        } finally {
+          checker.dispose();
+        }
+        update = { payload };
       }
-      const key = `${updateBlobKey(round.id, client.id)}.${randomUUID()}`;
+      // A random suffix: concurrent uploads never write the same file; a rejected one is deleted.
+      const key = `${updateBlobKey(early.id, client.id)}.${randomUUID()}`;
       const ref = await this.blobs.put(key, payload);
-      let result;
-      try {
-        result = await this.store.recordSubmission(round.id, {
+      prepared = { update, key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    })();
+    // The deadline handler waits for on-time uploads still being stored, so they can still be recorded.
+    rt.inflight.add(pre);
+    try {
+      await pre;
+    } finally {
+      rt.inflight.delete(pre);
+    }
+    const { update, key, blobSha256, sizeBytes } = prepared!;
+    let recorded = false;
+    try {
+      return await rt.mutex.run(async () => {
+        const round = this.validateHeader(rt, client, header, arrivedAt);
+        if (round.id !== early.id) throw new VeilError('failed_precondition', `update is for round ${header.roundNumber}, the open round is ${round.number}`);
+        // Ciphertexts are randomized: the same bytes twice means a replayed submission.
+        if (rt.task.encryption !== null && (await this.store.isUpdateDigestKnown(rt.task.id, sha256))) {
+          throw new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)');
+        }
+        const result = await this.store.recordSubmission(round.id, {
           clientId: client.id,
           exampleCount: header.exampleCount,
           encoding: 'float32-le',
-          sha256: ref.sha256,
-          sizeBytes: ref.sizeBytes,
+          sha256: blobSha256,
+          sizeBytes,
           blobKey: key,
         });
-      } catch (error) {
-        await this.blobs.delete(key);
-        throw error;
-      }
-      if (result.kind !== 'accepted') {
-        await this.blobs.delete(key);
-        throw rejection(result, round.number, sha256);
-      }
-      rt.folded.add(client.id);
-      rt.aggregator?.add(client.id, header.exampleCount, payload);
-      round.receivedCount = result.receivedCount;
-      log.info({ receivedCount: result.receivedCount, targetCount: round.targetCount, exampleCount: header.exampleCount }, 'update accepted');
-      this.emit('update-accepted', {
-        taskId: rt.task.id,
-        roundNumber: round.number,
-        clientId: client.id,
-        receivedCount: result.receivedCount,
-        targetCount: round.targetCount,
+        if (result.kind !== 'accepted') throw rejection(result, round.number, sha256);
+        recorded = true;
+        rt.folded.set(client.id, sha256);
+        rt.aggregator?.add(client.id, header.exampleCount, update);
+        round.receivedCount = result.receivedCount;
+        log.info({ receivedCount: result.receivedCount, targetCount: round.targetCount, exampleCount: header.exampleCount }, 'update accepted');
+        this.emit('update-accepted', {
+          taskId: rt.task.id,
+          roundNumber: round.number,
+          clientId: client.id,
+          receivedCount: result.receivedCount,
+          targetCount: round.targetCount,
+        });
+        if (result.receivedCount >= round.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+        return { acceptedCount: result.receivedCount };
       });
-      if (result.receivedCount >= round.targetCount) await this.aggregate(rt, 'all selected clients submitted');
-      return { acceptedCount: result.receivedCount };
-    });
+    } catch (error) {
+      // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
+      if (!recorded) await this.blobs.delete(key).catch((err) => log.warn({ err }, 'could not delete a rejected update blob'));
+      throw error;
+    }
   }
 
-  private validateHeader(rt: TaskRuntime, client: Client, header: UpdateHeaderInput): Round {
+  /** `at`: when the update arrived (an upload that arrived before the deadline is on time, however long it waited for the lock). */
+  private validateHeader(rt: TaskRuntime, client: Client, header: UpdateHeaderInput, at: number = this.clock.now()): Round {
     const task = rt.task;
     if (header.encoding !== task.settings.updateEncoding) {
       throw new VeilError('invalid_argument', `task expects update encoding ${task.settings.updateEncoding}, got ${header.encoding}`);
@@ -480,8 +556,15 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       throw new VeilError('failed_precondition', `update is based on model ${header.modelVersion}, round ${round.number} trains model ${round.baseModelVersion}`);
     }
     if (!rt.selected.has(client.id)) throw new VeilError('permission_denied', `client is not selected for round ${round.number}`);
-    if (rt.folded.has(client.id)) throw new VeilError('already_exists', `an update from this client was already accepted for round ${round.number}`);
-    if (round.deadlineAt.getTime() <= this.clock.now()) {
+    const accepted = rt.folded.get(client.id);
+    if (accepted !== undefined) {
+      // "(same payload)" lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.
+      throw new VeilError(
+        'already_exists',
+        `an update from this client was already accepted for round ${round.number}${accepted === header.sha256 ? ' (same payload)' : ''}`,
+      );
+    }
+    if (round.deadlineAt.getTime() <= at) {
       throw new VeilError('failed_precondition', `round ${round.number} deadline has passed`);
     }
     return round;
@@ -506,13 +589,33 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     return this.readModelVersion(taskId, version === 0 ? rt.task.currentModelVersion : version);
   }
 
-  /** Reads exactly model version `v` (0 = the initial model) and verifies its digest. */
+  /**
+   * Reads exactly model version `v` (0 = the initial model) and verifies its digest.
+   * The task's current model and recently read versions are served from memory
+   * (they were hashed when written or verified when read).
+   */
   async readModelVersion(taskId: string, v: number): Promise<StoredModel> {
-    await this.runtime(taskId);
+    const rt = await this.runtime(taskId);
+    const m = rt.model;
+    // Only a committed version: `rt.model` may briefly hold the next one before its round closes.
+    if (m !== null && m.version === v && v <= rt.task.currentModelVersion) {
+      const bytes = Buffer.isBuffer(m.bytes) ? m.bytes : Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength);
+      return { version: v, bytes, sha256: m.sha256, encoding: m.encoding };
+    }
+    const cacheKey = `${taskId}:${v}`;
+    const cached = this.modelCache.get(cacheKey);
+    if (cached !== undefined) {
+      this.modelCache.delete(cacheKey);
+      this.modelCache.set(cacheKey, cached);
+      return cached;
+    }
     const meta = await this.store.getModelVersion(taskId, v);
     if (meta === null) throw new VeilError('not_found', `task ${taskId} has no model version ${v}`);
     const bytes = await this.blobs.get({ key: modelBlobKey(taskId, v), sha256: meta.sha256 });
-    return { version: v, bytes, sha256: meta.sha256, encoding: meta.encoding as ModelEncoding };
+    const model: StoredModel = { version: v, bytes, sha256: meta.sha256, encoding: meta.encoding as ModelEncoding };
+    this.modelCache.set(cacheKey, model);
+    while (this.modelCache.size > MODEL_CACHE_ENTRIES) this.modelCache.delete(this.modelCache.keys().next().value!);
+    return model;
   }
 
   // ------------------------------------------------------------------ the state machine (mutex held)
@@ -549,11 +652,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.aggregator?.dispose();
     rt.aggregator = null;
     const aggregator = await this.newAggregator(rt, round.number);
-    rt.folded = new Set();
+    rt.folded = new Map();
     for (const s of submissions) {
       const bytes = await this.blobs.get({ key: s.blobKey, sha256: s.sha256 });
       aggregator.add(s.clientId, s.exampleCount, bytes);
-      rt.folded.add(s.clientId);
+      rt.folded.set(s.clientId, s.sha256);
     }
     rt.aggregator = aggregator;
     rt.selected = new Set(await this.participants(round));
@@ -597,7 +700,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     });
     rt.round = round;
     rt.selected = new Set();
-    rt.folded = new Set();
+    rt.folded = new Map();
     rt.aggregator?.dispose();
     rt.aggregator = null;
     this.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
@@ -609,7 +712,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const cutoff = this.clock.now() - this.presenceTtlMs;
     const out: string[] = [];
     for (const [id, seen] of rt.presence) {
-      if (seen >= cutoff) out.push(id);
+      if (seen >= cutoff || rt.polling.has(id)) out.push(id);
       else rt.presence.delete(id);
     }
     return out;
@@ -648,7 +751,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
     rt.round = collecting;
     rt.selected = new Set(fit.clientIds);
-    rt.folded = new Set();
+    rt.folded = new Map();
     rt.aggregator?.dispose();
     rt.aggregator = await this.newAggregator(rt, round.number);
     this.armDeadline(rt, collecting);
@@ -700,8 +803,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const delay = Math.max(0, round.deadlineAt.getTime() - this.clock.now());
     rt.deadlineTimer = setTimeout(() => {
       rt.deadlineTimer = null;
-      void rt.mutex
-        .run(() => this.onDeadline(rt, round.id))
+      // Uploads that arrived before the deadline and are still being stored get queued ahead of the
+      // deadline's section (the mutex is FIFO); later ones are refused on their arrival time.
+      void Promise.allSettled([...rt.inflight])
+        .then(() => rt.mutex.run(() => this.onDeadline(rt, round.id)))
         .catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'deadline handling failed'));
     }, delay);
     rt.deadlineTimer.unref?.();
@@ -774,7 +879,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.aggregator?.dispose();
     rt.aggregator = null;
     rt.selected = new Set();
-    rt.folded = new Set();
+    rt.folded = new Map();
     rt.round = null;
   }
 
@@ -814,10 +919,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         mutex: createMutex(),
         round: null,
         selected: new Set(),
-        folded: new Set(),
+        folded: new Map(),
         aggregator: null,
         deadlineTimer: null,
         presence: new Map(),
+        polling: new Map(),
+        selectQueued: false,
+        inflight: new Set(),
         waiters: new Set(),
         model: null,
         he: null,

@@ -1,0 +1,355 @@
+/**
+ * Fixtures of the end-to-end tests: a fresh PostgreSQL database, free loopback
+ * ports, the coordinator as a separate `veil server` process, device processes,
+ * and a small REST client. They run the built CLI (`packages/cli/dist`), as a
+ * user would; every fixture is disposable (`await using`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+/** Root of the monorepo (cwd of every child process). */
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** The built `veil` CLI. */
+export const VEIL_BIN = join(REPO_ROOT, 'packages/cli/dist/bin/veil.js');
+
+/** Server of the throw-away databases (a superuser, to CREATE/DROP DATABASE). */
+const PG_ADMIN_URL = process.env['VEIL_TEST_POSTGRES_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+
+/** Throws a clear error when the packages are not built: the e2e tests run the compiled CLI. */
+export function assertBuilt(): void {
+  if (!existsSync(VEIL_BIN)) throw new Error(`${VEIL_BIN} is missing: run \`npm run build\` before the e2e tests`);
+}
+
+/**
+ * Environment of a child process: the test runner's, without any Veil or
+ * database setting of the developer's shell, plus `extra`.
+ */
+export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key.startsWith('VEIL_') || key === 'DATABASE_URL' || key === 'NODE_ENV') continue;
+    env[key] = value;
+  }
+  return { ...env, ...extra };
+}
+
+/** A random secret of `bytes` random bytes, base64url (>= 16 characters for 12+ bytes). */
+export function randomSecret(bytes = 24): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+// ------------------------------------------------------------------ ports, directories
+
+/** `count` distinct free TCP ports on 127.0.0.1 (held together while picked, then released). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer();
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
+}
+
+/**
+ * A fresh temporary directory, removed on dispose unless VEIL_E2E_KEEP_DIRS=1
+ * (to read the coordinator and device logs of a failed run).
+ */
+export async function createTempDir(prefix: string): Promise<{ path: string } & AsyncDisposable> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  const keep = process.env['VEIL_E2E_KEEP_DIRS'] === '1';
+  return { path, [Symbol.asyncDispose]: () => (keep ? Promise.resolve() : rm(path, { recursive: true, force: true })) };
+}
+
+// ------------------------------------------------------------------ PostgreSQL
+
+/** A fresh PostgreSQL database `veil_e2e_<random>`, dropped on dispose. */
+export interface E2eDatabase extends AsyncDisposable {
+  readonly name: string;
+  readonly url: string;
+  query<R extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+}
+
+export async function createDatabase(): Promise<E2eDatabase> {
+  const name = `veil_e2e_${randomBytes(6).toString('hex')}`;
+  const admin = async (sql: string): Promise<void> => {
+    const client = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  await admin(`CREATE DATABASE "${name}"`);
+  const u = new URL(PG_ADMIN_URL);
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  return {
+    name,
+    url,
+    async query<R extends Record<string, unknown>>(sql: string, params?: unknown[]) {
+      return (await pool.query<R>(sql, params)).rows;
+    },
+    async [Symbol.asyncDispose]() {
+      await pool.end();
+      // FORCE: a killed coordinator's connections may not be reaped yet.
+      await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    },
+  };
+}
+
+// ------------------------------------------------------------------ processes
+
+/** Resolves when `child` has exited (immediately if it already has). */
+export function exited(child: ChildProcess): Promise<{ exitCode: number | null; signalCode: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ exitCode: child.exitCode, signalCode: child.signalCode });
+  }
+  return new Promise((resolve) => child.once('exit', (exitCode, signalCode) => resolve({ exitCode, signalCode })));
+}
+
+/** Stops a child: `signal`, then SIGKILL after `graceMs`. Resolves once it has exited. */
+async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited(child);
+  clearTimeout(timer);
+}
+
+/** The last `lines` lines of a log file, for failure messages. */
+export function tail(path: string, lines = 30): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Settings of a `veil server` process (its environment variables). */
+export interface CoordinatorSettings {
+  /** DATABASE_URL. */
+  databaseUrl: string;
+  /** VEIL_DATA_DIR (blobs; the coordinator log `coordinator.log` is appended there too). */
+  dataDir: string;
+  grpcPort: number;
+  httpPort: number;
+  adminToken: string;
+  enrolmentSecret: string;
+}
+
+/** A running `veil server` process. */
+export interface CoordinatorProcess extends AsyncDisposable {
+  readonly child: ChildProcess;
+  readonly grpcAddress: string;
+  readonly httpUrl: string;
+  readonly logFile: string;
+  /** Graceful stop (SIGTERM). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `veil server` with the given settings and resolves once it logs
+ * `coordinator ready` (at most `readyTimeoutMs`, default 60 000 ms).
+ */
+export async function startCoordinatorProcess(settings: CoordinatorSettings, readyTimeoutMs = 60_000): Promise<CoordinatorProcess> {
+  const logFile = join(settings.dataDir, 'coordinator.log');
+  const child = spawn(process.execPath, [VEIL_BIN, 'server'], {
+    cwd: REPO_ROOT,
+    env: childEnv({
+      VEIL_HOST: '127.0.0.1',
+      VEIL_GRPC_PORT: String(settings.grpcPort),
+      VEIL_HTTP_PORT: String(settings.httpPort),
+      DATABASE_URL: settings.databaseUrl,
+      VEIL_DATA_DIR: settings.dataDir,
+      VEIL_ADMIN_TOKEN: settings.adminToken,
+      VEIL_ENROLMENT_SECRET: settings.enrolmentSecret,
+      VEIL_LOG_LEVEL: 'info',
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stderr!.pipe(log, { end: false });
+  const stop = (): Promise<void> => terminate(child);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`veil server not ready after ${readyTimeoutMs} ms`)), readyTimeoutMs);
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        log.write(`${line}\n`);
+        if (line.includes('"msg":"coordinator ready"')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`veil server exited before it was ready (code ${code}, signal ${signal})`));
+      });
+    });
+  } catch (error) {
+    await stop();
+    throw new Error(`${(error as Error).message}\n${tail(logFile)}`);
+  }
+  return {
+    child,
+    grpcAddress: `127.0.0.1:${settings.grpcPort}`,
+    httpUrl: `http://127.0.0.1:${settings.httpPort}`,
+    logFile,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** A device process started from a TypeScript script in `e2e/` (through tsx), reporting JSON lines on stdout. */
+export interface DeviceProcess<M> extends AsyncDisposable {
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  /** Every JSON line the device printed so far. */
+  readonly messages: M[];
+  /** Resolves with the exit status once the process has ended. */
+  readonly exit: Promise<{ exitCode: number | null; signalCode: NodeJS.Signals | null }>;
+}
+
+/** Runs `node --import tsx e2e/<script>` with `config` as JSON in the environment variable `configVar`. */
+export function startDeviceProcess<M>(script: string, configVar: string, config: object, logFile: string): DeviceProcess<M> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'e2e', script)], {
+    cwd: REPO_ROOT,
+    env: childEnv({ [configVar]: JSON.stringify(config) }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(logFile);
+  child.stderr!.pipe(log);
+  const messages: M[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    if (line.startsWith('{')) messages.push(JSON.parse(line) as M);
+  });
+  return {
+    child,
+    logFile,
+    messages,
+    exit: exited(child),
+    [Symbol.asyncDispose]: () => terminate(child, 'SIGKILL'),
+  };
+}
+
+// ------------------------------------------------------------------ REST
+
+/** A task as the REST API presents it. */
+export interface TaskView {
+  id: string;
+  name: string;
+  status: 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED';
+  statusReason: string | null;
+  parameterCount: number;
+  currentModelVersion: number;
+}
+
+/** A round of `GET /v1/tasks/:id/rounds`. */
+export interface RoundView {
+  number: number;
+  state: 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
+  failureReason: string | null;
+  baseModelVersion: number;
+  selected: number;
+  received: number;
+  summary: { participants: number; dropped: number; examples: number; uploadBytes: number; modelVersion: number | null } | null;
+  events: Array<{ from: string | null; to: string; reason: string | null; at: string }>;
+}
+
+/** The body of `POST /v1/tasks`. */
+export interface TaskCreateBody {
+  name: string;
+  rounds: number;
+  clientsPerRound: number;
+  minClients?: number;
+  minAvailableClients?: number;
+  roundDeadlineMs?: number;
+  training: { epochs: number; batchSize: number; learningRate: number };
+  start?: boolean;
+  model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string };
+  /** Encrypted aggregation: `{ mode: "bfv", coordinatorKey }` (public key material) or `{ mode: "none" }`. */
+  encryption?: { mode: 'bfv'; coordinatorKey: Record<string, unknown> } | { mode: 'none' };
+}
+
+/** The admin REST API of a coordinator, with its bearer token; non-2xx answers throw with the status and body. */
+export interface RestClient {
+  createTask(body: TaskCreateBody): Promise<TaskView>;
+  getTask(id: string): Promise<TaskView>;
+  listRounds(id: string): Promise<RoundView[]>;
+  /** A global model version's weights (default the current version), little-endian float32. */
+  modelWeights(id: string, version?: number): Promise<{ version: number; weights: Float32Array }>;
+}
+
+export function createRestClient(baseUrl: string, adminToken: string): RestClient {
+  const call = async (method: string, path: string, body?: unknown): Promise<Response> => {
+    const response = await fetch(baseUrl + path, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${await response.text()}`);
+    return response;
+  };
+  return {
+    createTask: async (body) => (await (await call('POST', '/v1/tasks', body)).json()) as TaskView,
+    getTask: async (id) => (await (await call('GET', `/v1/tasks/${id}`)).json()) as TaskView,
+    listRounds: async (id) => ((await (await call('GET', `/v1/tasks/${id}/rounds`)).json()) as { rounds: RoundView[] }).rounds,
+    async modelWeights(id, version) {
+      const response = await call('GET', `/v1/tasks/${id}/model/weights.bin${version === undefined ? '' : `?version=${version}`}`);
+      const bytes = Buffer.from(await response.arrayBuffer());
+      if (bytes.byteLength % 4 !== 0) throw new Error(`weights.bin has ${bytes.byteLength} bytes, not a whole number of float32`);
+      const weights = new Float32Array(bytes.byteLength / 4);
+      for (let i = 0; i < weights.length; i++) weights[i] = bytes.readFloatLE(i * 4);
+      return { version: Number(response.headers.get('x-veil-model-version')), weights };
+    },
+  };
+}
+
+/** Little-endian float32 bytes of `values`, base64 (the REST API's `weightsBase64`). */
+export function float32Base64(values: Float32Array): string {
+  const bytes = Buffer.alloc(values.length * 4);
+  values.forEach((v, i) => bytes.writeFloatLE(v, i * 4));
+  return bytes.toString('base64');
+}
+
+/** Polls `check` every `intervalMs` until it returns a value other than undefined, or throws after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 250): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** `promise`, or a rejection after `timeoutMs` (so a test's cleanup runs before the runner's own timeout). */
+export async function withTimeout<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
