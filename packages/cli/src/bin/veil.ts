@@ -30,9 +30,17 @@ Commands:
                            prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
                            --clip-norm C (1), delta 1e-5
       --json               print only a JSON summary on stdout
+      --coordinator-grpc HOST:PORT --coordinator-http URL [--device-key DIR]
+                           run the demo against an already running coordinator (e.g. docker compose);
+                           VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET from the environment; --device-key is
+                           the device/ key bundle when the coordinator encrypts with VEIL_KEYS_DIR
 `;
 
 class UsageError extends Error {}
+
+function usage(message: string): never {
+  throw new UsageError(message);
+}
 
 function int(value: string | undefined, name: string, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
@@ -48,7 +56,7 @@ function num(value: string | undefined, name: string, fallback: number): number 
   return n;
 }
 
-function demoOptions(args: string[]): DemoOptions {
+function demoOptions(args: string[]): DemoOptions & { remote: { grpc: string; http: string; deviceKeyDir: string | null } | null } {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -66,6 +74,9 @@ function demoOptions(args: string[]): DemoOptions {
       json: { type: 'boolean' },
       plaintext: { type: 'boolean' },
       dp: { type: 'boolean' },
+      'coordinator-grpc': { type: 'string' },
+      'coordinator-http': { type: 'string' },
+      'device-key': { type: 'string' },
       'epsilon-cap': { type: 'string' },
       'noise-multiplier': { type: 'string' },
       'clip-norm': { type: 'string' },
@@ -94,6 +105,14 @@ function demoOptions(args: string[]): DemoOptions {
         }
       : null,
     dataDir: values['data-dir'],
+    remote:
+      values['coordinator-grpc'] !== undefined || values['coordinator-http'] !== undefined
+        ? {
+            grpc: values['coordinator-grpc'] ?? usage('--coordinator-http needs --coordinator-grpc'),
+            http: values['coordinator-http'] ?? usage('--coordinator-grpc needs --coordinator-http'),
+            deviceKeyDir: values['device-key'] ?? null,
+          }
+        : null,
   };
 }
 
@@ -156,6 +175,22 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'demo': {
       const options = demoOptions(rest);
+      if (options.remote !== null) {
+        const adminToken = process.env['VEIL_ADMIN_TOKEN'];
+        const enrolmentSecret = process.env['VEIL_ENROLMENT_SECRET'];
+        if (!adminToken || !enrolmentSecret) throw new UsageError('a remote demo needs VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET in the environment');
+        const { runRemoteDemo } = await import('../demo/remote-demo.js');
+        const summary = await runRemoteDemo({
+          ...options,
+          coordinatorGrpc: options.remote.grpc,
+          coordinatorHttp: options.remote.http,
+          adminToken,
+          enrolmentSecret,
+          deviceKeyDir: options.remote.deviceKeyDir,
+        });
+        if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+        return summary.taskStatus === 'COMPLETED' ? 0 : 1;
+      }
       const summary = await runDemo(options);
       if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
       return summary.taskStatus === 'COMPLETED' ? 0 : 1;

@@ -198,32 +198,18 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       });
     });
 
-    const workerPath = fileURLToPath(new URL('./client-worker.js', import.meta.url));
     const failures: string[] = [];
-    for (let index = 0; index < options.clients; index++) {
-      const config: WorkerConfig = {
+    workers.push(
+      ...startDevices({
         address: coordinator.grpcAddress,
         taskId: task.id,
         enrolmentSecret: coordinator.enrolmentSecret,
-        index,
-        clients: options.clients,
-        partition: options.partition,
-        alpha: options.alpha,
-        seed: options.seed,
+        options,
         deviceKeyDir: keyDir === null ? null : join(keyDir, 'device'),
-      };
-      const child = fork(workerPath, [], {
-        env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },
-        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      });
-      const log = createWriteStream(join(dataDir, `device-${index}.log`));
-      child.stdout?.pipe(log);
-      child.stderr?.pipe(log);
-      child.on('message', (m: { type: string; message?: string }) => {
-        if (m.type === 'error') failures.push(`device ${index}: ${m.message}`);
-      });
-      workers.push(child);
-    }
+        logDir: dataDir,
+        failures,
+      }),
+    );
     say(`started ${options.clients} device processes (logs in ${dataDir}/device-*.log)`);
 
     const status = await ended;
@@ -251,11 +237,50 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   }
 }
 
-function round4(x: number): number {
+/** Forks one device process per client (`client-worker.js`), logs in `logDir/device-<i>.log`. */
+export function startDevices(input: {
+  address: string;
+  taskId: string;
+  enrolmentSecret: string;
+  options: Pick<DemoOptions, 'clients' | 'partition' | 'alpha' | 'seed'>;
+  deviceKeyDir: string | null;
+  logDir: string;
+  failures: string[];
+}): ChildProcess[] {
+  const workerPath = fileURLToPath(new URL('./client-worker.js', import.meta.url));
+  const workers: ChildProcess[] = [];
+  for (let index = 0; index < input.options.clients; index++) {
+    const config: WorkerConfig = {
+      address: input.address,
+      taskId: input.taskId,
+      enrolmentSecret: input.enrolmentSecret,
+      index,
+      clients: input.options.clients,
+      partition: input.options.partition,
+      alpha: input.options.alpha,
+      seed: input.options.seed,
+      deviceKeyDir: input.deviceKeyDir,
+    };
+    const child = fork(workerPath, [], {
+      env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    const log = createWriteStream(join(input.logDir, `device-${index}.log`));
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    child.on('message', (m: { type: string; message?: string }) => {
+      if (m.type === 'error') input.failures.push(`device ${index}: ${m.message}`);
+    });
+    workers.push(child);
+  }
+  return workers;
+}
+
+export function round4(x: number): number {
   return Math.round(x * 10_000) / 10_000;
 }
 
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {

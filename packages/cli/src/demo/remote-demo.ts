@@ -1,0 +1,117 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createDeviceEncryption, evaluateLocal, initTensorflow, type DeviceEncryption } from '@veil/client-sdk';
+import { readDeviceKeyMaterial } from '@veil/crypto';
+import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import { loadMnist } from './mnist.js';
+import { createMnistMlp } from './model.js';
+import { round4, startDevices, waitForExit, type DemoOptions, type DemoRound } from './run-demo.js';
+
+export interface RemoteDemoOptions extends DemoOptions {
+  /** gRPC address devices use, `host:port`. */
+  coordinatorGrpc: string;
+  /** REST base URL, e.g. `http://coordinator:8080`. */
+  coordinatorHttp: string;
+  adminToken: string;
+  enrolmentSecret: string;
+  /**
+   * Device key bundle directory (`veil keys generate`'s `device/`) when the
+   * coordinator encrypts with its VEIL_KEYS_DIR key; null for a plaintext task.
+   */
+  deviceKeyDir: string | null;
+}
+
+/**
+ * `veil demo --coordinator-grpc … --coordinator-http …`: the MNIST demo against
+ * a coordinator that is already running (for example the docker-compose
+ * stack): creates the task over REST, starts the device processes, and
+ * evaluates each round's global model (as a key holder when encrypted).
+ */
+export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ rounds: DemoRound[]; finalAccuracy: number; taskId: string; taskStatus: string; encrypted: boolean }> {
+  const say = (line: string): void => {
+    if (!options.json) process.stderr.write(`${line}\n`);
+  };
+  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const response = await fetch(options.coordinatorHttp + path, {
+      method,
+      headers: { authorization: `Bearer ${options.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${await response.text()}`);
+    return (response.headers.get('content-type')?.includes('json') ? response.json() : response.arrayBuffer()) as Promise<T>;
+  };
+  const logDir = await mkdtemp(join(tmpdir(), 'veil-remote-demo-'));
+  const workers: ChildProcess[] = [];
+  let evaluator: DeviceEncryption | null = null;
+  try {
+    const { tf } = await initTensorflow({ preferred: 'wasm' });
+    const { test } = loadMnist();
+    const { spec, weights } = createMnistMlp(tf, { seed: options.seed });
+    const task = await api<{ id: string; encryption: { keyId: string } | null }>('POST', '/v1/tasks', {
+      name: `mnist-demo-${options.partition}`,
+      rounds: options.rounds,
+      clientsPerRound: options.clients,
+      minClients: Math.max(1, Math.ceil(options.clients / 2)),
+      minAvailableClients: options.clients,
+      roundDeadlineMs: options.roundDeadlineMs,
+      training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+      ...(options.deviceKeyDir === null && { encryption: { mode: 'none' } }),
+      model: { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: Buffer.from(float32ToBytes(weights)).toString('base64') },
+      start: true,
+    });
+    if (options.deviceKeyDir !== null) evaluator = await createDeviceEncryption(await readDeviceKeyMaterial(options.deviceKeyDir));
+    say(`task ${task.id} on ${options.coordinatorHttp}: ${task.encryption ? `encrypted (key ${task.encryption.keyId})` : 'plaintext'}, ${options.rounds} rounds x ${options.clients} devices`);
+    const failures: string[] = [];
+    workers.push(
+      ...startDevices({
+        address: options.coordinatorGrpc,
+        taskId: task.id,
+        enrolmentSecret: options.enrolmentSecret,
+        options,
+        deviceKeyDir: options.deviceKeyDir,
+        logDir,
+        failures,
+      }),
+    );
+    const rounds: DemoRound[] = [];
+    let current = { version: 0, weights };
+    let status = 'RUNNING';
+    const deadline = Date.now() + options.rounds * options.roundDeadlineMs + 120_000;
+    while (Date.now() < deadline) {
+      const history = await api<{ rounds: Array<{ number: number; state: string; summary: { participants: number; uploadBytes: number; modelVersion: number | null } | null; openedAt: string; closedAt: string | null }> }>(
+        'GET',
+        `/v1/tasks/${task.id}/rounds`,
+      );
+      for (const round of history.rounds.filter((r) => r.state === 'CLOSED' && !rounds.some((x) => x.round === r.number))) {
+        const version = round.summary?.modelVersion ?? current.version;
+        for (let v = current.version + 1; v <= version; v++) {
+          const bytes = new Uint8Array(await api<ArrayBuffer>('GET', `/v1/tasks/${task.id}/model/weights.bin?version=${v}`));
+          current = { version: v, weights: evaluator === null ? bytesToFloat32(bytes) : evaluator.applySum(current.weights, bytes) };
+        }
+        const e = await evaluateLocal(tf, { spec, weights: current.weights, data: test });
+        const entry: DemoRound = {
+          round: round.number,
+          accuracy: round4(e.accuracy),
+          loss: round4(e.loss),
+          clients: round.summary?.participants ?? 0,
+          uploadBytes: round.summary?.uploadBytes ?? 0,
+          durationMs: new Date(round.closedAt ?? Date.now()).getTime() - new Date(round.openedAt).getTime(),
+        };
+        rounds.push(entry);
+        say(`round ${entry.round}/${options.rounds}  accuracy ${(entry.accuracy * 100).toFixed(2)}%  ${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up`);
+      }
+      status = (await api<{ status: string }>('GET', `/v1/tasks/${task.id}`)).status;
+      if (status !== 'RUNNING' && rounds.length >= history.rounds.filter((r) => r.state === 'CLOSED').length) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await Promise.all(workers.map((w) => waitForExit(w, 30_000)));
+    for (const failure of failures) say(`warning: ${failure}`);
+    return { rounds, finalAccuracy: rounds.at(-1)?.accuracy ?? 0, taskId: task.id, taskStatus: status, encrypted: task.encryption !== null };
+  } finally {
+    evaluator?.dispose();
+    for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+    await rm(logDir, { recursive: true, force: true });
+  }
+}
