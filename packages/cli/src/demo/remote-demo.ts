@@ -7,7 +7,7 @@ import { readDeviceKeyMaterial } from '@veil/crypto';
 import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
 import { loadMnist } from './mnist.js';
 import { createMnistMlp } from './model.js';
-import { round4, startDevices, waitForExit, type DemoOptions, type DemoRound } from './run-demo.js';
+import { demoTaskSettings, round4, startDevices, waitForExit, type DemoOptions, type DemoRound } from './run-demo.js';
 
 export interface RemoteDemoOptions extends DemoOptions {
   /** gRPC address devices use, `host:port`. */
@@ -50,13 +50,7 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
     const { test } = loadMnist();
     const { spec, weights } = createMnistMlp(tf, { seed: options.seed });
     const task = await api<{ id: string; encryption: { keyId: string } | null }>('POST', '/v1/tasks', {
-      name: `mnist-demo-${options.partition}`,
-      rounds: options.rounds,
-      clientsPerRound: options.clients,
-      minClients: Math.max(1, Math.ceil(options.clients / 2)),
-      minAvailableClients: options.clients,
-      roundDeadlineMs: options.roundDeadlineMs,
-      training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+      ...demoTaskSettings(options),
       ...(options.deviceKeyDir === null && { encryption: { mode: 'none' } }),
       model: { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: Buffer.from(float32ToBytes(weights)).toString('base64') },
       start: true,

@@ -130,13 +130,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
         ...(options.dp !== null && {
           privacy: { mode: 'local' as const, samplingRate: 1, ...options.dp },
         }),
-        name: `mnist-demo-${options.partition}`,
-        rounds: options.rounds,
-        clientsPerRound: options.clients,
-        minClients: Math.max(1, Math.ceil(options.clients / 2)),
-        minAvailableClients: options.clients,
-        roundDeadlineMs: options.roundDeadlineMs,
-        training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+        ...demoTaskSettings(options),
       },
       { topology: spec.topology, weightSpecs: spec.weightSpecs, weights },
     );
@@ -235,6 +229,19 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     await coordinator.close();
     if (tempDir !== null) await rm(tempDir, { recursive: true, force: true });
   }
+}
+
+/** The demo task's federation settings: every device in every round, half of them enough at the deadline. */
+export function demoTaskSettings(options: DemoOptions) {
+  return {
+    name: `mnist-demo-${options.partition}`,
+    rounds: options.rounds,
+    clientsPerRound: options.clients,
+    minClients: Math.max(1, Math.ceil(options.clients / 2)),
+    minAvailableClients: options.clients,
+    roundDeadlineMs: options.roundDeadlineMs,
+    training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+  };
 }
 
 /** Forks one device process per client (`client-worker.js`), logs in `logDir/device-<i>.log`. */

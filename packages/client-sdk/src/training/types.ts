@@ -8,25 +8,13 @@ import type * as tfjs from '@tensorflow/tfjs';
  */
 export type Tf = typeof tfjs;
 
-/** One weight tensor of a TensorFlow.js model, in flat-vector order. */
-export interface WeightSpec {
-  name: string;
-  shape: number[];
-  dtype: 'float32';
-}
-
 /**
- * A model as Veil moves it: the TF.js layers topology (what
+ * The model format of the protocol: the TF.js layers topology (what
  * `model.toJSON(null, false)` returns, i.e. model.json's `modelTopology`) plus
- * the weight specs in `model.getWeights()` order. The weights themselves travel
- * as one flat `Float32Array`, the concatenation of the tensors in that order.
- *
- * Structurally identical to `ModelSpec` in `@veil/protocol`.
+ * the weight specs in `model.getWeights()` order; the weights travel as one
+ * flat `Float32Array`, the concatenation of the tensors in that order.
  */
-export interface ModelSpec {
-  topology: Record<string, unknown>;
-  weightSpecs: WeightSpec[];
-}
+export type { ModelSpec, WeightSpec } from '@veil/protocol';
 
 /**
  * A client's local examples, stored row-major in flat arrays.
