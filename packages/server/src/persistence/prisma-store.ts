@@ -359,10 +359,6 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return rows.map((r) => r.clientId);
     },
 
-    async getParticipation(roundId, clientId) {
-      const p = await prisma.participation.findUnique({ where: { roundId_clientId: { roundId, clientId } } });
-      return p === null ? null : { status: p.status, sha256: p.updateDigest };
-    },
 
     async recordEvaluation(roundId, clientId, evaluation) {
       const { count } = await prisma.participation.updateMany({

@@ -659,12 +659,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       rt.folded.set(s.clientId, s.sha256);
     }
     rt.aggregator = aggregator;
-    rt.selected = new Set(await this.participants(round));
+    rt.selected = new Set(await this.store.listParticipants(round.id));
   }
 
-  private async participants(round: Round): Promise<string[]> {
-    return this.store.listParticipants(round.id);
-  }
 
   private async openNextRound(rt: TaskRuntime, previous: Round | null): Promise<void> {
     // A paused task lets its open round finish but opens no new one; `startTask` resumes from the store.

@@ -12,7 +12,6 @@ import type {
   TaskSettings,
   TaskStatus,
   TrainingSettings,
-  UpdateEncoding,
   WeightSpecJson,
 } from './model.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
@@ -88,7 +87,6 @@ export interface FederationStore {
   listSubmissions(roundId: string): Promise<Submission[]>;
   /** Client ids of all participants (any status) of a round. */
   listParticipants(roundId: string): Promise<string[]>;
-  getParticipation(roundId: string, clientId: string): Promise<{ status: 'SELECTED' | 'SUBMITTED' | 'DROPPED'; sha256: string | null } | null>;
 
   recordEvaluation(
     roundId: string,
@@ -108,4 +106,3 @@ export interface FederationStore {
   close(): Promise<void>;
 }
 
-export type { UpdateEncoding };
