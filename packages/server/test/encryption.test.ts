@@ -81,6 +81,8 @@ describe('encrypted aggregation (PostgreSQL)', () => {
       await submitEncrypted(device, assignments[k]!, await encrypt(bundle.device, deltas[k]!, weights[k]!), weights[k]!);
     }
     await waitForRounds(t.rest, id, (rounds) => rounds[0]?.state === 'CLOSED');
+    // Each update is recorded with the encoding it arrived in.
+    expect(await t.storage.sql(`SELECT DISTINCT encoding FROM "Participation" WHERE status = 'SUBMITTED'`)).toEqual([{ encoding: 'bfv-v1' }]);
 
     const model = await t.rest.request('GET', `/v1/tasks/${id}/model`);
     expect(model.body.veil).toMatchObject({ encrypted: true, version: 1, keyId: bundle.coordinator.keyId });

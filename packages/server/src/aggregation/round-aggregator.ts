@@ -27,13 +27,12 @@ export interface CheckedUpdate {
 }
 
 /**
- * What the round engine folds updates into, whatever their encoding. `check`
- * validates an update without changing anything (so a rejected update is
- * never recorded); `add` folds an update that was checked and recorded
- * (raw bytes, or what `checkPlaintextUpdate` returned).
+ * What the round engine folds updates into, whatever their encoding. Updates
+ * are validated first, without changing anything (`checkPlaintextUpdate`,
+ * `checkEncryptedUpdate`), so a rejected update is never recorded; `add` folds
+ * an update that was checked and recorded (raw bytes, or the checked form).
  */
 export interface RoundAggregator {
-  check(payload: Uint8Array, exampleCount: number): void;
   add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
   readonly count: number;
   /** The next model version's blob from the current one, or null to keep the model. */
@@ -65,9 +64,6 @@ export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number
 export function createPlaintextAggregator(strategy: Strategy, round: number, parameterCount: number): RoundAggregator {
   const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
   return {
-    check(payload) {
-      checkPlaintextUpdate(payload, parameterCount);
-    },
     add(clientId, exampleCount, update) {
       const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount) : update;
       const values = checked.values ?? checkPlaintextUpdate(checked.payload, parameterCount).values!;
@@ -104,37 +100,44 @@ export function payloadError(error: unknown): VeilError {
  * model version, which key holders decrypt and apply
  * (w_v = w_{v-1} + Σ w_i Δ_i / Σ w_i).
  */
+function checkEncryptedHeader(ctx: HeContext, parameterCount: number, payload: Uint8Array, exampleCount: number): void {
+  const header = readPayloadHeader(payload);
+  if (header.kind !== 'update' || header.clientCount !== 1) throw new VeilError('invalid_argument', 'payload is not a single client update');
+  if (header.keyId !== ctx.keyId) throw new VeilError('invalid_argument', "payload is encrypted under another key than the task's");
+  if (header.valueCount !== parameterCount) {
+    throw new VeilError('invalid_argument', `payload holds ${header.valueCount} values, the model has ${parameterCount}`);
+  }
+  if (header.totalWeight !== exampleCount) {
+    throw new VeilError('invalid_argument', `payload weight ${header.totalWeight} differs from the declared example count ${exampleCount}`);
+  }
+}
+
+/**
+ * Validates an encrypted update fully without touching any round's sum: its
+ * header against the task, then every check SEAL and @veil/crypto run when
+ * adding it, on a scratch accumulator.
+ */
+export function checkEncryptedUpdate(ctx: HeContext, parameterCount: number, payload: Uint8Array, exampleCount: number): CheckedUpdate {
+  const scratch = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
+  try {
+    checkEncryptedHeader(ctx, parameterCount, payload, exampleCount);
+    scratch.add(payload);
+  } catch (error) {
+    throw payloadError(error);
+  } finally {
+    scratch.dispose();
+  }
+  return { payload };
+}
+
 export function createEncryptedAggregator(ctx: HeContext, parameterCount: number): RoundAggregator {
   let sum: CiphertextAccumulator | null = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
-  const checkHeader = (payload: Uint8Array, exampleCount: number): void => {
-    const header = readPayloadHeader(payload);
-    if (header.kind !== 'update' || header.clientCount !== 1) throw new VeilError('invalid_argument', 'payload is not a single client update');
-    if (header.keyId !== ctx.keyId) throw new VeilError('invalid_argument', "payload is encrypted under another key than the task's");
-    if (header.valueCount !== parameterCount) {
-      throw new VeilError('invalid_argument', `payload holds ${header.valueCount} values, the model has ${parameterCount}`);
-    }
-    if (header.totalWeight !== exampleCount) {
-      throw new VeilError('invalid_argument', `payload weight ${header.totalWeight} differs from the declared example count ${exampleCount}`);
-    }
-  };
   return {
-    check(payload, exampleCount) {
-      // A scratch accumulator runs every validation SEAL and @veil/crypto do, without touching the round's sum.
-      const scratch = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
-      try {
-        checkHeader(payload, exampleCount);
-        scratch.add(payload);
-      } catch (error) {
-        throw payloadError(error);
-      } finally {
-        scratch.dispose();
-      }
-    },
     add(_clientId, exampleCount, update) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
       const payload = update instanceof Uint8Array ? update : update.payload;
       try {
-        checkHeader(payload, exampleCount);
+        checkEncryptedHeader(ctx, parameterCount, payload, exampleCount);
         sum.add(payload);
       } catch (error) {
         throw payloadError(error);

@@ -23,6 +23,7 @@ import {
   type HeContext,
 } from '@veil/crypto';
 import {
+  checkEncryptedUpdate,
   checkPlaintextUpdate,
   createEncryptedAggregator,
   createPlaintextAggregator,
@@ -464,17 +465,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     let prepared: { update: CheckedUpdate; key: string; blobSha256: string; sizeBytes: number };
     const pre = (async () => {
       const he = await this.heContext(rt);
-      let update: CheckedUpdate;
-      if (he === null) update = checkPlaintextUpdate(payload, rt.task.parameterCount);
-      else {
-        const checker = createEncryptedAggregator(he, rt.task.parameterCount);
-        try {
-          checker.check(payload, header.exampleCount);
-        } finally {
-          checker.dispose();
-        }
-        update = { payload };
-      }
+      const update: CheckedUpdate =
+        he === null
+          ? checkPlaintextUpdate(payload, rt.task.parameterCount)
+          : checkEncryptedUpdate(he, rt.task.parameterCount, payload, header.exampleCount);
       // A random suffix: concurrent uploads never write the same file; a rejected one is deleted.
       const key = `${updateBlobKey(early.id, client.id)}.${randomUUID()}`;
       const ref = await this.blobs.put(key, payload);
@@ -500,7 +494,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         const result = await this.store.recordSubmission(round.id, {
           clientId: client.id,
           exampleCount: header.exampleCount,
-          encoding: 'float32-le',
+          encoding: rt.task.settings.updateEncoding,
           sha256: blobSha256,
           sizeBytes,
           blobKey: key,
