@@ -155,6 +155,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const log = options.logger.child({ component: 'grpc' });
   const secretDigest = createHash('sha256').update(options.enrolmentSecret).digest();
   const clients = new Map<string, Client>();
+  /** Settles a unary call: the result, or the error mapped to its gRPC status (and logged). */
+  const answer = <T>(result: Promise<T>, callback: (error: Partial<grpc.StatusObject> | null, value?: T) => void): void => {
+    result.then(
+      (value) => callback(null, value),
+      (error) => callback(sendError(log, error)),
+    );
+  };
   const uploads = createSemaphore(MAX_CONCURRENT_UPLOADS);
 
   async function authenticate(metadata: grpc.Metadata): Promise<Client> {
@@ -173,7 +180,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
   return {
     Join(call, callback) {
-      void (async () => {
+      answer((async () => {
         const { taskId, enrolmentSecret, clientName } = call.request;
         const given = createHash('sha256').update(enrolmentSecret).digest();
         if (!timingSafeEqual(given, secretDigest)) throw new VeilError('unauthenticated', 'wrong enrolment secret');
@@ -194,33 +201,24 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         });
         log.info({ taskId, clientId: client.id }, 'client joined');
         return { clientId: client.id, credential, task: toTaskSpec(task) };
-      })().then(
-        (response) => callback(null, response),
-        (error) => callback(sendError(log, error)),
-      );
+      })(), callback);
     },
 
     GetTask(call, callback) {
-      void (async () => {
+      answer((async () => {
         const client = await authenticate(call.metadata);
         return toTaskSpec(await engine.getTask(client.taskId));
-      })().then(
-        (response) => callback(null, response),
-        (error) => callback(sendError(log, error)),
-      );
+      })(), callback);
     },
 
     WaitForAssignment(call, callback) {
       const abort = new AbortController();
       call.on('cancelled', () => abort.abort());
-      void (async () => {
+      answer((async () => {
         const client = await authenticate(call.metadata);
         const waitMs = effectiveWaitMs(call.request.waitMs);
         return toResponse(await engine.waitForAssignment(client, waitMs, abort.signal));
-      })().then(
-        (response) => callback(null, response),
-        (error) => callback(sendError(log, error)),
-      );
+      })(), callback);
     },
 
     DownloadModel(call) {
@@ -352,7 +350,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     },
 
     ReportEvaluation(call, callback) {
-      void (async () => {
+      answer((async () => {
         const client = await authenticate(call.metadata);
         const { roundNumber, modelVersion, exampleCount, metrics } = call.request;
         const entries = Object.entries(metrics);
@@ -366,10 +364,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         if (exampleCount < 1) throw new VeilError('invalid_argument', 'example_count must be positive');
         await engine.reportEvaluation(client, { roundNumber, modelVersion, exampleCount, metrics });
         return {};
-      })().then(
-        (response) => callback(null, response),
-        (error) => callback(sendError(log, error)),
-      );
+      })(), callback);
     },
   };
 }
