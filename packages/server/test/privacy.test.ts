@@ -91,7 +91,8 @@ describe('privacy budget and audit (PostgreSQL)', () => {
     const bad = async (privacy: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
       (await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { privacy, ...extra }) })).body.message as string;
     expect(await bad({ ...dp, delta: 2 })).toMatch(/delta/);
-    expect(await bad({ ...dp, mode: 'distributed' })).toMatch(/distributed/);
+    expect(await bad({ ...dp, mode: 'distributed' })).toMatch(/needs encrypted aggregation/);
+    expect(await bad({ ...dp, scale: 64 })).toMatch(/distributed mode only/);
     expect(await bad(dp, { clientsPerRound: undefined, clientFraction: 0.5 })).toMatch(/Poisson/);
   });
 });

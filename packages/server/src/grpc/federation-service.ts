@@ -67,7 +67,25 @@ function toTaskSpec(task: Task): TaskSpec {
 function privacySpec(p: PrivacySettings | null): PrivacySpec | null {
   return p === null
     ? null
-    : { mode: p.mode, clipNorm: p.clipNorm, noiseMultiplier: p.noiseMultiplier, samplingRate: p.samplingRate, epsilonCap: p.epsilonCap, delta: p.delta };
+    : {
+        mode: p.mode,
+        clipNorm: p.clipNorm,
+        noiseMultiplier: p.noiseMultiplier,
+        samplingRate: p.samplingRate,
+        epsilonCap: p.epsilonCap,
+        delta: p.delta,
+        distributed:
+          p.ddg === null || p.ddg === undefined
+            ? null
+            : {
+                scale: p.ddg.scale,
+                localStddev: p.ddg.localStddev,
+                minNoiseClients: p.ddg.noiseClients,
+                modulus: p.ddg.modulus,
+                dimension: p.ddg.dimension,
+                roundingBeta: p.ddg.roundingBeta,
+              },
+      };
 }
 
 const UPDATE_ENCODING_NAMES = {

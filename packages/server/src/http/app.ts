@@ -12,7 +12,7 @@ import type { TaskInput } from '../rounds/task-settings.js';
 import type { EncryptionInput } from '../rounds/engine.js';
 import { errorSchema, ledgerEntrySchema, privacySummarySchema, roundSchema, taskCreateSchema, taskSchema, verifySchema } from './schemas.js';
 import { clientEpsilon, epsilonOfEntries, mechanismName } from '../privacy/accounting.js';
-import { verifyLedger } from '../privacy/ledger.js';
+import { verifyLedger, type LedgerEntry } from '../privacy/ledger.js';
 import type { PrivacySettings } from '../privacy/settings.js';
 
 export interface HttpAppOptions {
@@ -277,8 +277,14 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
       const p = task.settings.privacy;
       const entries = await store.listLedger(task.id);
       const spent = entries.at(-1)?.epsilon ?? 0;
-      const perClient = new Map<string, number>();
-      for (const e of entries) for (const id of e.participantIds) perClient.set(id, (perClient.get(id) ?? 0) + 1);
+      const perClient = new Map<string, LedgerEntry[]>();
+      for (const e of entries) {
+        for (const id of e.participantIds) {
+          const list = perClient.get(id);
+          if (list === undefined) perClient.set(id, [e]);
+          else list.push(e);
+        }
+      }
       return {
         taskId: task.id,
         status: task.status,
@@ -286,22 +292,24 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
         mechanism: mechanismName(p.mode),
         accountant: {
           name: 'rdp',
-          description:
-            'Renyi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & Zhang 2019), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders',
+          description: p.ddg
+            ? 'Renyi DP of the distributed discrete Gaussian (Kairouz, Liu & Steinke 2021, Theorem 1 and Proposition 14, with conditional-rounding sensitivity), Poisson-subsampled (Zhu & Wang 2019, Theorem 5), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders'
+            : 'Renyi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & Zhang 2019), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders',
           samplingRate: p.samplingRate,
           noiseMultiplier: p.noiseMultiplier,
           clipNorm: p.clipNorm,
+          ...(p.ddg && { distributedDiscreteGaussian: p.ddg }),
         },
         epsilonCap: p.epsilonCap,
         delta: p.delta,
         spent,
         remaining: Math.max(0, p.epsilonCap - spent),
         rounds: entries.map((e) => ({ roundNumber: e.roundNumber, epsilon: e.epsilon, participants: e.participants, at: e.createdAt })),
-        clients: [...perClient.entries()].map(([clientId, participations]) => ({
+        clients: [...perClient.entries()].map(([clientId, rounds]) => ({
           clientId,
-          participations,
-          // A device knows when it took part: its own guarantee composes the unamplified Gaussian (q = 1).
-          epsilon: clientEpsilon(Array.from({ length: participations }, () => ({ noiseMultiplier: p.noiseMultiplier })), p.delta).epsilon,
+          participations: rounds.length,
+          // A device knows when it took part: its own guarantee composes the unamplified mechanism (q = 1).
+          epsilon: clientEpsilon(rounds, p.delta).epsilon,
         })),
       };
     },

@@ -35,7 +35,7 @@ export const taskCreateSchema = {
     privacy: {
       type: 'object',
       description:
-        'Differential privacy with an enforced budget (user-level DP-FedAvg). Devices are selected by Poisson sampling with samplingRate (clientsPerRound, if given, caps a round); every update weighs 1; no round opens that would take epsilon past epsilonCap.',
+        'Differential privacy with an enforced budget (user-level DP-FedAvg). Devices are selected by Poisson sampling with samplingRate (clientsPerRound, if given, caps a round); every update weighs 1; no round opens that would take epsilon past epsilonCap. mode "local": each device adds Gaussian noise (std noiseMultiplier*clipNorm). mode "distributed" (encrypted tasks only): each device adds a discrete Gaussian share and only the encrypted sum carries the full noise (Kairouz, Liu & Steinke 2021).',
       required: ['mode', 'epsilonCap', 'delta', 'noiseMultiplier', 'clipNorm', 'samplingRate'],
       additionalProperties: false,
       properties: {
@@ -45,8 +45,17 @@ export const taskCreateSchema = {
         noiseMultiplier: { type: 'number', exclusiveMinimum: 0 },
         clipNorm: { type: 'number', exclusiveMinimum: 0 },
         samplingRate: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
-        minNoiseClients: { type: 'integer', minimum: 1 },
-        scale: { type: 'number', exclusiveMinimum: 0 },
+        minNoiseClients: {
+          type: 'integer',
+          minimum: 1,
+          description:
+            'Distributed mode: n, the fewest updates a round may release (at most minClients; default minClients). Each device adds noise with stddev noiseMultiplier*clipNorm/sqrt(n), so any n of them carry noiseMultiplier*clipNorm.',
+        },
+        scale: {
+          type: 'number',
+          exclusiveMinimum: 0,
+          description: 'Distributed mode: 1/gamma, integer-grid steps per model unit of the discrete Gaussian (default 1024). Refused if a sum could wrap around the key\'s plain modulus.',
+        },
       },
     },
     encryption: {
@@ -154,6 +163,17 @@ export const ledgerEntrySchema = {
     delta: { type: 'number' },
     order: { type: 'number' },
     createdAt: { type: 'string' },
+    ddg: {
+      type: ['object', 'null'],
+      description: 'Distributed mode (mechanism ddg-distributed, Kairouz, Liu & Steinke 2021): the parameters the round\'s RDP is recomputed from',
+      properties: {
+        noiseClients: { type: 'integer', description: 'Noise shares the accounting assumes in the released sum' },
+        scale: { type: 'number', description: '1/gamma, integer-grid steps per model unit' },
+        localStddev: { type: 'number', description: 'Noise stddev of one device, model units' },
+        dimension: { type: 'integer', description: 'Update length padded to a power of two' },
+        roundingBeta: { type: 'number', description: 'beta of the conditional randomized rounding' },
+      },
+    },
     prevHash: { type: 'string' },
     hash: { type: 'string' },
   },

@@ -75,8 +75,33 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
     delta: row.delta,
     order: row.order,
     createdAt: row.createdAt.toISOString(),
+    ddg:
+      row.ddgNoiseClients === null
+        ? null
+        : {
+            noiseClients: row.ddgNoiseClients,
+            scale: row.ddgScale!,
+            localStddev: row.ddgLocalStddev!,
+            dimension: row.ddgDimension!,
+            roundingBeta: row.ddgRoundingBeta!,
+          },
     prevHash: row.prevHash,
     hash: row.hash,
+  };
+}
+
+/** The ledger entry's columns. */
+function ledgerRow(entry: LedgerEntry) {
+  const { ddg, participantIds, createdAt, ...rest } = entry;
+  return {
+    ...rest,
+    participantIds: json(participantIds),
+    createdAt: new Date(createdAt),
+    ddgNoiseClients: ddg?.noiseClients ?? null,
+    ddgScale: ddg?.scale ?? null,
+    ddgLocalStddev: ddg?.localStddev ?? null,
+    ddgDimension: ddg?.dimension ?? null,
+    ddgRoundingBeta: ddg?.roundingBeta ?? null,
   };
 }
 
@@ -225,7 +250,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         await tx.participation.createMany({ data: clientIds.map((clientId) => ({ roundId, clientId, status: 'SELECTED' as const })) });
         if (ledgerEntry !== undefined) {
           await tx.privacyLedgerEntry.create({
-            data: { ...ledgerEntry, participantIds: json(ledgerEntry.participantIds), createdAt: new Date(ledgerEntry.createdAt) },
+            data: ledgerRow(ledgerEntry),
           });
         }
         return moved;

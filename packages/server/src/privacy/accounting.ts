@@ -1,43 +1,123 @@
-import { createRdpAccountant, type EpsilonResult, type PrivacyEvent } from '@veil/privacy';
-import type { LedgerEntry } from './ledger.js';
+import {
+  computeDistributedDiscreteGaussianRdp,
+  computeRdp,
+  createRdpAccountant,
+  type EpsilonResult,
+  type PrivacyEvent,
+} from '@veil/privacy';
+import type { LedgerDdgParams, LedgerEntry } from './ledger.js';
 import type { PrivacySettings } from './settings.js';
 
-/**
- * The privacy cost of one round as an accountant event. Both modes compose the
- * Poisson-subsampled Gaussian mechanism with rate q and noise multiplier z
- * (Mironov 2017; Mironov, Talwar & Zhang 2019), user-level as in DP-FedAvg
- * (McMahan et al. 2018): the released aggregate carries at least N(0,(zC)²)
- * per coordinate with sensitivity C. (Local mode's aggregate carries more: n
- * independent shares of std zC each; accounting with z alone is conservative.)
- */
-export function roundEvent(settings: Pick<PrivacySettings, 'samplingRate' | 'noiseMultiplier'>): PrivacyEvent {
-  return { samplingRate: settings.samplingRate, noiseMultiplier: settings.noiseMultiplier };
-}
+/** What an entry's privacy event is computed from. */
+export type AccountedEntry = Pick<LedgerEntry, 'mechanism' | 'samplingRate' | 'noiseMultiplier' | 'clipNorm' | 'ddg'>;
+
+export const MECHANISM_LOCAL = 'gaussian-local';
+export const MECHANISM_DISTRIBUTED = 'ddg-distributed';
 
 /** The mechanism name recorded in the ledger for a privacy mode. */
-export const mechanismName = (mode: PrivacySettings['mode']): string => (mode === 'local' ? 'gaussian-local' : 'gaussian-distributed');
+export const mechanismName = (mode: PrivacySettings['mode']): string => (mode === 'local' ? MECHANISM_LOCAL : MECHANISM_DISTRIBUTED);
+
+/** Ledger parameters of a round with `settings`. */
+export function ledgerParams(settings: PrivacySettings): AccountedEntry {
+  const ddg = settings.ddg;
+  return {
+    mechanism: mechanismName(settings.mode),
+    samplingRate: settings.samplingRate,
+    noiseMultiplier: settings.noiseMultiplier,
+    clipNorm: settings.clipNorm,
+    ddg:
+      ddg === null || ddg === undefined
+        ? null
+        : { noiseClients: ddg.noiseClients, scale: ddg.scale, localStddev: ddg.localStddev, dimension: ddg.dimension, roundingBeta: ddg.roundingBeta },
+  };
+}
+
+// An RDP vector costs milliseconds (series up to order 1024); a task's rounds share a few parameter sets.
+const rdpCache = new Map<string, Float64Array>();
+
+function cachedRdp(key: unknown[], compute: () => Float64Array): Float64Array {
+  const k = JSON.stringify(key);
+  let rdp = rdpCache.get(k);
+  if (rdp === undefined) {
+    rdp = compute();
+    rdpCache.set(k, rdp);
+    if (rdpCache.size > 256) rdpCache.delete(rdpCache.keys().next().value!);
+  }
+  return rdp;
+}
+
+function ddgRdp(p: LedgerDdgParams, clipNorm: number, samplingRate: number): Float64Array {
+  return cachedRdp(['ddg', p.noiseClients, p.scale, p.localStddev, p.dimension, p.roundingBeta, clipNorm, samplingRate], () =>
+    computeDistributedDiscreteGaussianRdp({
+      clipNorm,
+      scale: p.scale,
+      localStddev: p.localStddev,
+      clients: p.noiseClients,
+      dimension: p.dimension,
+      beta: p.roundingBeta,
+      samplingRate,
+    }),
+  );
+}
+
+/**
+ * The privacy cost of one round as an accountant event.
+ *
+ * - Local mode (`gaussian-local`): the Poisson-subsampled Gaussian mechanism
+ *   with rate q and noise multiplier z (Mironov 2017; Mironov, Talwar & Zhang
+ *   2019), user-level as in DP-FedAvg (McMahan et al. 2018): the released
+ *   aggregate carries at least N(0,(zC)²) per coordinate with sensitivity C
+ *   (n independent shares of std zC each; accounting with z alone is
+ *   conservative).
+ * - Distributed mode (`ddg-distributed`): the distributed discrete Gaussian's
+ *   RDP (Kairouz, Liu & Steinke 2021, Theorem 1 and Proposition 14, with the
+ *   conditional-rounding sensitivity of their Eq. 2 and the τ term of the sum
+ *   of n discrete Gaussians), Poisson-subsampled with the bound of Zhu & Wang
+ *   2019 (Theorem 5): `computeDistributedDiscreteGaussianRdp` of @veil/privacy.
+ */
+export function entryEvent(entry: AccountedEntry, samplingRate = entry.samplingRate): PrivacyEvent {
+  if (entry.mechanism === MECHANISM_DISTRIBUTED) {
+    if (entry.ddg === null) throw new Error(`a ${MECHANISM_DISTRIBUTED} ledger entry needs its mechanism parameters`);
+    return { kind: 'rdp', rdp: ddgRdp(entry.ddg, entry.clipNorm, samplingRate) };
+  }
+  const z = entry.noiseMultiplier;
+  return { kind: 'rdp', rdp: cachedRdp(['gaussian', samplingRate, z], () => computeRdp({ samplingRate, noiseMultiplier: z })) };
+}
+
+/**
+ * An accountant holding `entries`. RDP composes additively (Mironov 2017,
+ * Prop. 1), so entries with the same parameters are composed once with their
+ * count: a task's ledger costs one RDP computation per parameter set, not per round.
+ */
+function accountantOf(entries: readonly AccountedEntry[], samplingRate?: number) {
+  const groups = new Map<string, { entry: AccountedEntry; count: number }>();
+  for (const e of entries) {
+    const key = JSON.stringify([e.mechanism, e.samplingRate, e.noiseMultiplier, e.clipNorm, e.ddg]);
+    const group = groups.get(key);
+    if (group === undefined) groups.set(key, { entry: e, count: 1 });
+    else group.count++;
+  }
+  const accountant = createRdpAccountant();
+  for (const { entry, count } of groups.values()) accountant.compose({ ...entryEvent(entry, samplingRate ?? entry.samplingRate), count });
+  return accountant;
+}
 
 /** Cumulative ε at `delta` of ledger entries, recomputed from their recorded parameters. */
-export function epsilonOfEntries(entries: readonly Pick<LedgerEntry, 'samplingRate' | 'noiseMultiplier'>[], delta: number): EpsilonResult {
-  const accountant = createRdpAccountant();
-  for (const e of entries) accountant.compose({ samplingRate: e.samplingRate, noiseMultiplier: e.noiseMultiplier });
-  return accountant.getEpsilon(delta);
+export function epsilonOfEntries(entries: readonly AccountedEntry[], delta: number): EpsilonResult {
+  return accountantOf(entries).getEpsilon(delta);
 }
 
 /** ε after one more round with `settings`, given the rounds already spent. */
-export function epsilonIfRoundRuns(spent: readonly Pick<LedgerEntry, 'samplingRate' | 'noiseMultiplier'>[], settings: PrivacySettings): EpsilonResult {
-  const accountant = createRdpAccountant();
-  for (const e of spent) accountant.compose({ samplingRate: e.samplingRate, noiseMultiplier: e.noiseMultiplier });
-  return accountant.epsilonIfComposed(roundEvent(settings), settings.delta);
+export function epsilonIfRoundRuns(spent: readonly AccountedEntry[], settings: PrivacySettings): EpsilonResult {
+  return accountantOf(spent).epsilonIfComposed(entryEvent(ledgerParams(settings)), settings.delta);
 }
 
 /**
- * Per-client ε of local mode: a device knows when it took part, so each of its
- * participations is the Gaussian mechanism with sensitivity C and noise zC
- * (no amplification), composed over its participations.
+ * Per-client ε: a device knows when it took part, so each of its
+ * participations is the unamplified mechanism (q = 1) — the Gaussian with
+ * sensitivity C and noise zC in local mode, the distributed discrete Gaussian
+ * in distributed mode — composed over the rounds it took part in.
  */
-export function clientEpsilon(participations: readonly { noiseMultiplier: number }[], delta: number): EpsilonResult {
-  const accountant = createRdpAccountant();
-  for (const p of participations) accountant.compose({ samplingRate: 1, noiseMultiplier: p.noiseMultiplier });
-  return accountant.getEpsilon(delta);
+export function clientEpsilon(participations: readonly AccountedEntry[], delta: number): EpsilonResult {
+  return accountantOf(participations, 1).getEpsilon(delta);
 }

@@ -15,6 +15,22 @@ export interface LedgerFields {
   delta: number;
   order: number;
   createdAt: string;
+  /** Distributed mode (mechanism `ddg-distributed`): what the round's RDP is recomputed from; null otherwise. */
+  ddg: LedgerDdgParams | null;
+}
+
+/** The distributed discrete Gaussian's accounting parameters (KLS21), as recorded. */
+export interface LedgerDdgParams {
+  /** n: noise shares the accounting assumes in the sum. */
+  noiseClients: number;
+  /** 1/γ. */
+  scale: number;
+  /** σ per device, model units. */
+  localStddev: number;
+  /** d, padded. */
+  dimension: number;
+  /** β of the conditional rounding. */
+  roundingBeta: number;
 }
 
 export interface LedgerEntry extends LedgerFields {
@@ -54,6 +70,10 @@ export function hashLedgerEntry(fields: LedgerFields, prevHash: string): string 
     fields.delta,
     fields.order,
     fields.createdAt,
+    // Entries without mechanism parameters keep the original 13-field form (chains written before them still verify).
+    ...(fields.ddg === null
+      ? []
+      : [['ddg', fields.ddg.noiseClients, fields.ddg.scale, fields.ddg.localStddev, fields.ddg.dimension, fields.ddg.roundingBeta]]),
   ]);
   return createHash('sha256').update(canonical).update('\n').update(prevHash).digest('hex');
 }

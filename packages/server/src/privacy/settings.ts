@@ -1,4 +1,6 @@
+import { DEFAULT_ROUNDING_BETA, checkModularHeadroom } from '@veil/privacy';
 import { VeilError } from '../errors.js';
+import { ledgerNumber } from './ledger.js';
 
 /**
  * Differential privacy of a task (user-level DP-FedAvg, McMahan et al. 2018):
@@ -14,16 +16,36 @@ export interface PrivacySettings {
   /** Budget: the task never runs a round that would take ε past this cap. */
   epsilonCap: number;
   delta: number;
-  /** z: noise stddev / clip norm. */
+  /** z: noise stddev / clip norm (of the sum's noise, in distributed mode). */
   noiseMultiplier: number;
   /** C: L2 clip norm of a device's update. */
   clipNorm: number;
   /** q: each available device joins a round independently with this probability. */
   samplingRate: number;
-  /** Distributed mode: the fewest devices whose noise shares a released sum must contain. */
-  minNoiseClients: number;
-  /** Distributed mode: scale 1/γ of the integer grid (KLS21). */
+  /** Distributed mode: the mechanism's parameters, as devices use them and the ledger accounts them; null in local mode. */
+  ddg: DdgSettings | null;
+}
+
+/**
+ * The distributed discrete Gaussian of one task (Kairouz, Liu & Steinke 2021,
+ * Algorithm 1): devices clip to c, rotate, scale by 1/γ, round conditionally
+ * with β, add N_Z(0, (localStddev·scale)²) and reduce mod m = t; the accounting
+ * (their Theorem 1 and Proposition 14) assumes at least `noiseClients` shares
+ * in every released sum.
+ */
+export interface DdgSettings {
+  /** n: the fewest noise shares a released sum holds (every round needs at least this many updates). */
+  noiseClients: number;
+  /** 1/γ: integer-grid steps per model unit. */
   scale: number;
+  /** σ: each device's share, stddev in model units: z·C/√n, so n shares carry z·C. */
+  localStddev: number;
+  /** d: the model's parameter count padded to a power of two (the rotation's length). */
+  dimension: number;
+  /** m: the modulus of the sum, the task's BFV plain modulus t. */
+  modulus: number;
+  /** β of the conditional randomized rounding. */
+  roundingBeta: number;
 }
 
 export interface PrivacyInput {
@@ -33,9 +55,9 @@ export interface PrivacyInput {
   noiseMultiplier: number;
   clipNorm: number;
   samplingRate: number;
-  /** Default: the task's minClients. */
+  /** Distributed mode: n, the fewest updates a round may close with. Default: the task's minClients. */
   minNoiseClients?: number;
-  /** Default 2^10 (distributed mode). */
+  /** Distributed mode: 1/γ. Default 2^10. */
   scale?: number;
 }
 
@@ -43,11 +65,16 @@ const invalid = (message: string): never => {
   throw new VeilError('invalid_argument', message);
 };
 
+/** Default 1/γ: rounding inflates the sensitivity by about (d/4)/(2·(cγ⁻¹)²), under 0.2% for d <= 2^13, c = 1. */
+export const DEFAULT_DDG_SCALE = 1024;
+
+/**
+ * Checks the task's privacy input. Distributed mode's model-dependent
+ * parameters (d, m) are filled in by {@link completeDistributedSettings} once
+ * the model and the encryption key are known.
+ */
 export function resolvePrivacySettings(input: PrivacyInput, minClients: number): PrivacySettings {
   if (input.mode !== 'local' && input.mode !== 'distributed') invalid('privacy.mode must be local or distributed');
-  // The distributed discrete Gaussian's accounting (KLS21, with its rounding and wraparound terms)
-  // is not wired into the coordinator's ledger yet; refuse rather than account it as a plain Gaussian.
-  if (input.mode === 'distributed') invalid('privacy.mode "distributed" is not available yet on this coordinator; use "local"');
   const positive = (x: unknown, name: string): number =>
     typeof x === 'number' && Number.isFinite(x) && x > 0 ? x : invalid(`privacy.${name} must be a positive number`);
   const epsilonCap = positive(input.epsilonCap, 'epsilonCap');
@@ -55,17 +82,65 @@ export function resolvePrivacySettings(input: PrivacyInput, minClients: number):
   if (delta >= 1) invalid('privacy.delta must be in (0, 1)');
   const samplingRate = positive(input.samplingRate, 'samplingRate');
   if (samplingRate > 1) invalid('privacy.samplingRate must be in (0, 1]');
-  const minNoiseClients = input.minNoiseClients ?? minClients;
-  if (!Number.isInteger(minNoiseClients) || minNoiseClients < 1) invalid('privacy.minNoiseClients must be a positive integer');
-  if (minNoiseClients > minClients) invalid('privacy.minNoiseClients cannot exceed minClients (a round could close with less noise)');
-  return {
-    mode: input.mode,
-    epsilonCap,
-    delta,
-    noiseMultiplier: positive(input.noiseMultiplier, 'noiseMultiplier'),
-    clipNorm: positive(input.clipNorm, 'clipNorm'),
-    samplingRate,
-    minNoiseClients,
-    scale: input.scale === undefined ? 1024 : positive(input.scale, 'scale'),
+  const noiseMultiplier = positive(input.noiseMultiplier, 'noiseMultiplier');
+  const clipNorm = positive(input.clipNorm, 'clipNorm');
+  const settings: PrivacySettings = { mode: input.mode, epsilonCap, delta, noiseMultiplier, clipNorm, samplingRate, ddg: null };
+  if (input.mode === 'local') {
+    if (input.minNoiseClients !== undefined || input.scale !== undefined) invalid('privacy.minNoiseClients and privacy.scale apply to distributed mode only');
+    return settings;
+  }
+  const noiseClients = input.minNoiseClients ?? minClients;
+  if (!Number.isInteger(noiseClients) || noiseClients < 1) invalid('privacy.minNoiseClients must be a positive integer');
+  if (noiseClients > minClients) invalid('privacy.minNoiseClients cannot exceed minClients (a round could close with less noise)');
+  const scale = input.scale === undefined ? DEFAULT_DDG_SCALE : positive(input.scale, 'scale');
+  // Recorded values are what devices use and what the ledger recomputes from: round them once, here.
+  settings.ddg = {
+    noiseClients,
+    scale: ledgerNumber(scale),
+    localStddev: ledgerNumber((noiseMultiplier * clipNorm) / Math.sqrt(noiseClients)),
+    dimension: 0,
+    modulus: 0,
+    roundingBeta: ledgerNumber(DEFAULT_ROUNDING_BETA),
   };
+  return settings;
+}
+
+/** d: `length` padded to a power of two, as the devices' rotation pads it. */
+export function paddedDimension(length: number): number {
+  let d = 1;
+  while (d < length) d *= 2;
+  return d;
+}
+
+/**
+ * Distributed mode needs encrypted aggregation: the modular sum of the
+ * devices' residues is the BFV sum mod t, so m = t. Fills in d and m and
+ * refuses settings whose sum could wrap around m (KLS21 Sec. 4.4, with
+ * `maxClients` updates, probability bound 1e-9).
+ */
+export function completeDistributedSettings(
+  privacy: PrivacySettings,
+  model: { parameterCount: number; plainModulus: number | null; maxClients: number },
+): void {
+  if (privacy.ddg === null) return;
+  if (model.plainModulus === null) invalid('privacy.mode "distributed" needs encrypted aggregation (the sum of noise shares must stay hidden)');
+  const plainModulus = model.plainModulus!;
+  if (!Number.isSafeInteger(plainModulus) || plainModulus > 2 ** 31) invalid(`the key's plain modulus ${plainModulus} is too large for distributed DP residues`);
+  const ddg = privacy.ddg;
+  ddg.dimension = paddedDimension(model.parameterCount);
+  ddg.modulus = plainModulus;
+  const headroom = checkModularHeadroom({
+    clipNorm: privacy.clipNorm,
+    clients: model.maxClients,
+    modulusBits: Math.log2(plainModulus),
+    scale: ddg.scale,
+    localStddev: ddg.localStddev,
+    dimension: ddg.dimension,
+  });
+  if (!headroom.ok) {
+    invalid(
+      `a sum of ${model.maxClients} updates could wrap around the plain modulus (probability bound ${headroom.overflowProbabilityBound.toExponential(2)}): ` +
+        `it needs ${headroom.requiredModulusBits} bits, the key has ${Math.log2(plainModulus).toFixed(1)}; lower privacy.scale or clientsPerRound`,
+    );
+  }
 }

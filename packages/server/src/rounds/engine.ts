@@ -10,8 +10,8 @@ import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, 
 import type { FederationStore } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { createMutex, type Mutex } from './mutex.js';
-import { epsilonIfRoundRuns, mechanismName } from '../privacy/accounting.js';
-import type { PrivacySettings } from '../privacy/settings.js';
+import { epsilonIfRoundRuns, ledgerParams } from '../privacy/accounting.js';
+import { completeDistributedSettings, type PrivacySettings } from '../privacy/settings.js';
 import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import {
@@ -221,8 +221,12 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       );
     }
     assertFinite(model.weights, 'model weights');
-    const encryption = await this.resolveEncryption(input.encryption, settings);
+    const { encryption, plainModulus } = await this.resolveEncryption(input.encryption, settings);
     if (encryption !== null) settings.updateEncoding = 'bfv-v1';
+    // DP tasks select by Poisson sampling, capped at maxCount: the most updates one sum can hold.
+    if (settings.privacy !== null && settings.selection.kind === 'poisson') {
+      completeDistributedSettings(settings.privacy, { parameterCount, plainModulus, maxClients: settings.selection.maxCount });
+    }
     const id = randomUUID();
     const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
     const task = await this.store.createTask({
@@ -246,8 +250,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
    * key material, keys already used by another task, and settings whose sums
    * could overflow the plaintext modulus or exhaust the noise budget.
    */
-  private async resolveEncryption(input: EncryptionInput | undefined, settings: TaskSettings): Promise<TaskEncryption | null> {
-    if (input?.mode === 'none' || (input === undefined && this.defaultKey === null)) return null;
+  private async resolveEncryption(
+    input: EncryptionInput | undefined,
+    settings: TaskSettings,
+  ): Promise<{ encryption: TaskEncryption | null; plainModulus: number | null }> {
+    if (input?.mode === 'none' || (input === undefined && this.defaultKey === null)) return { encryption: null, plainModulus: null };
     let material: CoordinatorKeyMaterial;
     if (input === undefined || (input.coordinatorKey === undefined && input.keyId === undefined)) {
       if (this.defaultKey === null) throw new VeilError('invalid_argument', 'encryption needs a coordinatorKey (no key is configured in VEIL_KEYS_DIR)');
@@ -273,6 +280,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const maxClients = selection.kind === 'count' ? selection.count : selection.maxCount;
     const ctx = await createHeContext(material);
+    const plainModulus = Number(ctx.parameters.plainModulus);
     try {
       checkHeadroom({
         plainModulus: ctx.parameters.plainModulus,
@@ -293,7 +301,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       ctx.dispose();
     }
     settings.maxExampleCount = Math.min(settings.maxExampleCount, material.quantization.weightCap);
-    return {
+    const encryption: TaskEncryption = {
       keyId: material.keyId,
       fingerprint: material.fingerprint,
       preset: material.preset,
@@ -302,6 +310,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       step: material.quantization.step,
       coordinatorKey: Buffer.from(serializeKeyMaterial(material)).toString('utf8'),
     };
+    return { encryption, plainModulus };
   }
 
   private async heContext(rt: TaskRuntime): Promise<HeContext | null> {
@@ -314,7 +323,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const he = await this.heContext(rt);
     return he === null
       ? createPlaintextAggregator(this.strategy, round, rt.task.parameterCount)
-      : createEncryptedAggregator(he, rt.task.parameterCount);
+      : createEncryptedAggregator(he, updateValueCount(rt.task));
   }
 
   async startTask(taskId: string): Promise<Task> {
@@ -468,7 +477,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       const update: CheckedUpdate =
         he === null
           ? checkPlaintextUpdate(payload, rt.task.parameterCount)
-          : checkEncryptedUpdate(he, rt.task.parameterCount, payload, header.exampleCount);
+          : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
       // A random suffix: concurrent uploads never write the same file; a rejected one is deleted.
       const key = `${updateBlobKey(early.id, client.id)}.${randomUUID()}`;
       const ref = await this.blobs.put(key, payload);
@@ -774,10 +783,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       taskId: rt.task.id,
       sequence: (last?.sequence ?? 0) + 1,
       roundNumber,
-      mechanism: mechanismName(privacy.mode),
-      samplingRate: privacy.samplingRate,
-      noiseMultiplier: privacy.noiseMultiplier,
-      clipNorm: privacy.clipNorm,
+      ...ledgerParams(privacy),
       participants: clientIds.length,
       participantIds: [...clientIds].sort(),
       epsilon: ledgerNumber(after.epsilon),
@@ -935,13 +941,21 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   }
 }
 
-/** Bytes of a float32 update for the task's model. */
-export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption'>): number {
+/**
+ * Values an update carries: the parameters, or in distributed-DP mode the
+ * parameters padded to a power of two (the devices' random rotation, KLS21).
+ */
+export function updateValueCount(task: Pick<Task, 'parameterCount' | 'settings'>): number {
+  return task.settings.privacy?.ddg?.dimension ?? task.parameterCount;
+}
+
+/** Largest update (bytes) for the task's model: exact for float32, an upper bound for ciphertexts. */
+export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' | 'settings'>): number {
   if (task.encryption === null) return task.parameterCount * 4;
   // Upper bound of a @veil/crypto payload: per ciphertext at most N 64-bit coefficients plus
   // SEAL's header and seed (N = 2048 for every preset), plus the payload header.
   const slots = 2048;
-  const ciphertexts = Math.ceil(task.parameterCount / slots);
+  const ciphertexts = Math.ceil(updateValueCount(task) / slots);
   return ciphertexts * (slots * 8 + 1024) + 4096;
 }
 

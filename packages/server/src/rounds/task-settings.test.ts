@@ -63,7 +63,7 @@ describe('task settings', () => {
     });
     expect(s.selection).toEqual({ kind: 'poisson', samplingRate: 0.1, maxCount: 50 });
     expect(s.maxExampleCount).toBe(1);
-    expect(s.privacy).toMatchObject({ mode: 'local', epsilonCap: 8, delta: 1e-5, minNoiseClients: 2 });
+    expect(s.privacy).toMatchObject({ mode: 'local', epsilonCap: 8, delta: 1e-5, ddg: null });
     const dp = { mode: 'local' as const, epsilonCap: 8, delta: 1e-5, noiseMultiplier: 1.1, clipNorm: 0.5, samplingRate: 0.1 };
     rejects({ privacy: { ...dp, delta: 1 } }, /delta/);
     rejects({ privacy: { ...dp, samplingRate: 1.5 } }, /samplingRate/);
