@@ -8,9 +8,17 @@ import { evaluateLocal, trainLocal } from './training/train.js';
 import type { LocalDataset, ModelSpec, Tf } from './training/types.js';
 import type { DeviceKeyMaterial } from '@veil/crypto';
 import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
-import { createLocalDpMiddleware, type LocalDpMiddleware, type LocalDpState } from './mods/dp.js';
+import {
+  createDistributedDpMiddleware,
+  createLocalDpMiddleware,
+  paddedDimension,
+  rotationSeedForVersion,
+  type DistributedDpMiddleware,
+  type LocalDpMiddleware,
+  type LocalDpState,
+} from './mods/dp.js';
 import { createGrpcTransport } from './transport/grpc-transport.js';
-import type { Assignment, JoinResult, Transport } from './transport/transport.js';
+import type { Assignment, DistributedDpParams, JoinResult, Transport } from './transport/transport.js';
 
 /** Minimal structured logger (pino-compatible). */
 export interface SdkLogger {
@@ -110,6 +118,33 @@ export interface VeilClient {
   close(): void;
 }
 
+/**
+ * The distributed discrete Gaussian middleware of a task in distributed DP
+ * mode (Kairouz, Liu & Steinke 2021), with the parameters the coordinator's
+ * ledger accounts; refuses tasks whose parameters the device cannot honour.
+ */
+function distributedDpFor(task: JoinResult['task'], encryption: DeviceEncryption | null): DistributedDpMiddleware {
+  const p = task.privacy!;
+  const d = p.distributed;
+  if (d === null) throw new ClientError('failed_precondition', 'distributed privacy without its mechanism parameters');
+  if (encryption === null) throw new ClientError('failed_precondition', 'distributed differential privacy requires an encrypted task');
+  if (d.modulus !== encryption.plainModulus) {
+    throw new ClientError('failed_precondition', `distributed DP modulus ${d.modulus} is not the key's plain modulus ${encryption.plainModulus}`);
+  }
+  if (d.dimension !== paddedDimension(task.parameterCount)) {
+    throw new ClientError('failed_precondition', `distributed DP dimension ${d.dimension} does not pad the model's ${task.parameterCount} parameters`);
+  }
+  return createDistributedDpMiddleware({
+    clipNorm: p.clipNorm,
+    scale: d.scale,
+    localStddev: d.localStddev,
+    modulus: d.modulus,
+    beta: d.roundingBeta,
+    // The round's sum becomes the next model version; key holders derive the same seed to decode it.
+    rotationSeed: (ctx) => rotationSeedForVersion(task.taskId, ctx.modelVersion + 1),
+  });
+}
+
 /** Creates a device-side client. */
 export function createClient(options: ClientOptions): VeilClient {
   const log = options.logger ?? consoleLogger;
@@ -122,6 +157,7 @@ export function createClient(options: ClientOptions): VeilClient {
   let runtime: { tf: Tf; backend: TensorflowBackend } | null = null;
   let encryption: DeviceEncryption | null = null;
   let localDp: LocalDpMiddleware | null = null;
+  let distributedDp: { middleware: DistributedDpMiddleware; params: DistributedDpParams } | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
 
   const retry = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
@@ -156,8 +192,10 @@ export function createClient(options: ClientOptions): VeilClient {
       }
       encryption = await createDeviceEncryption(options.encryption.deviceKey);
     }
-    if (task.privacy !== null && localDp === null) {
-      if (task.privacy.mode !== 'local') throw new ClientError('failed_precondition', `privacy mode ${task.privacy.mode} is not supported by this SDK version`);
+    if (task.privacy !== null && task.privacy.mode === 'distributed' && distributedDp === null) {
+      distributedDp = { middleware: distributedDpFor(task, encryption), params: task.privacy.distributed! };
+      log.info({ minNoiseClients: distributedDp.params.minNoiseClients }, 'distributed differential privacy on');
+    } else if (task.privacy !== null && task.privacy.mode === 'local' && localDp === null) {
       const own = options.privacy ?? {};
       localDp = createLocalDpMiddleware({
         clipNorm: task.privacy.clipNorm,
@@ -199,7 +237,16 @@ export function createClient(options: ClientOptions): VeilClient {
         throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
       }
       if (d.encoding !== 'bfv-sum-v1') throw new ClientError('integrity', `model version ${v} is ${d.encoding}, expected an encrypted sum`);
-      current = { version: v, weights: encryption.applySum(current.weights, d.bytes) };
+      const weights =
+        distributedDp === null
+          ? encryption.applySum(current.weights, d.bytes)
+          : encryption.applyDistributedDpSum(current.weights, d.bytes, {
+              scale: distributedDp.params.scale,
+              modulus: distributedDp.params.modulus,
+              rotationSeed: rotationSeedForVersion(options.taskId, v),
+              minClients: distributedDp.params.minNoiseClients,
+            });
+      current = { version: v, weights };
       cached = current;
     }
     return current;
@@ -256,6 +303,7 @@ export function createClient(options: ClientOptions): VeilClient {
     // Order: the app's middleware, then DP (clip + noise, accounted), then encryption, last.
     let update = await chain(initial, ctx);
     if (localDp !== null) update = await localDp.middleware(update, ctx, async (x) => x);
+    if (distributedDp !== null) update = await distributedDp.middleware.middleware(update, ctx, async (x) => x);
     if (encryption !== null) update = await encryption.middleware(update, ctx, async (x) => x);
     if (update.levels !== undefined && encryption === null) throw new ClientError('failed_precondition', 'distributed DP requires an encrypted task');
     if (encryption !== null && update.encoding !== 'bfv-v1') throw new ClientError('internal', 'encrypted task, but the update was not encrypted');

@@ -17,7 +17,7 @@ export { buildModel, flattenWeights, describeModel } from './training/model.js';
 export { trainLocal, evaluateLocal } from './training/train.js';
 export type { EvaluateLocalResult, TrainLocalResult } from './training/train.js';
 export type { LocalDataset, ModelSpec, Tf, WeightSpec } from './training/types.js';
-export { createDistributedDpMiddleware, createLocalDpMiddleware, paddedDimension, rotationSeedForRound } from './mods/dp.js';
+export { createDistributedDpMiddleware, createLocalDpMiddleware, paddedDimension, rotationSeedForVersion } from './mods/dp.js';
 export type {
   DistributedDpMiddleware,
   DistributedDpOptions,

@@ -18,7 +18,7 @@ import { composeMiddleware, type LocalUpdate, type RoundContext } from '../middl
 import {
   createDistributedDpMiddleware,
   createLocalDpMiddleware,
-  rotationSeedForRound,
+  rotationSeedForVersion,
   type DistributedDpOptions,
   type LocalDpState,
 } from './dp.js';
@@ -303,7 +303,7 @@ describe('createDistributedDpMiddleware (distributed discrete Gaussian, Kairouz,
   }
 
   it('tiny noise: the decrypted mean equals the plain mod-m pipeline exactly and the clipped mean within the rounding bound', async () => {
-    const options = { clipNorm: 1, scale: 4096, localStddev: 1e-5, rotationSeed: rotationSeedForRound('dp-test', 1) };
+    const options = { clipNorm: 1, scale: 4096, localStddev: 1e-5, rotationSeed: rotationSeedForVersion('dp-test', 1) };
     const { weights, payloads } = await runRound(options, 200);
 
     // Exactness: re-run the same encodings (same seeds) and sum the residues mod m in plain
@@ -337,7 +337,7 @@ describe('createDistributedDpMiddleware (distributed discrete Gaussian, Kairouz,
   it('real noise: the error of the mean has mean 0 and variance (σ_z² + rounding)/(n·scale²) per coordinate', async () => {
     const scale = 4096;
     const sigmaZ = 16;
-    const options = { clipNorm: 1, scale, localStddev: sigmaZ / scale, rotationSeed: (c: RoundContext) => rotationSeedForRound(c.taskId, c.roundNumber), maxClients: N };
+    const options = { clipNorm: 1, scale, localStddev: sigmaZ / scale, rotationSeed: (c: RoundContext) => rotationSeedForVersion(c.taskId, c.modelVersion + 1), maxClients: N };
     const { weights } = await runRound(options, 300);
     const mean = clippedMean(1);
     let s = 0;

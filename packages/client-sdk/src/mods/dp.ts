@@ -234,7 +234,7 @@ export interface DistributedDpOptions {
    * Public seed of the random rotation, shared by every device of the round
    * and the key holders who decode the sum; an integer in [0, 2^32). It need
    * not be secret. A function receives the round (e.g. `(ctx) =>
-   * rotationSeedForRound(ctx.taskId, ctx.roundNumber)`). Required.
+   * rotationSeedForVersion(ctx.taskId, ctx.modelVersion + 1)`). Required.
    */
   rotationSeed: number | ((ctx: RoundContext) => number);
   /** β of the conditional randomized rounding, in [0, 1); must match the accounting. Default exp(-1/2). */
@@ -347,14 +347,17 @@ export function createDistributedDpMiddleware(options: DistributedDpOptions): Di
 }
 
 /**
- * A public rotation seed for one round of one task: the first 32 bits of
- * SHA-256("veil-ddg-rotation/v1", taskId, roundNumber). Devices and key
- * holders derive the same seed without a round trip, and each round gets a
- * fresh rotation.
+ * The public rotation seed of the round whose sum becomes model version
+ * `sumVersion` (the assignment's base version + 1): the first 32 bits of
+ * SHA-256("veil-ddg-rotation/v1", taskId, sumVersion). Devices encoding an
+ * update and key holders decoding the sum derive the same seed without a
+ * round trip. (A round that fails reuses its seed in the next round on the
+ * same base version; the rotation need not be secret or fresh for privacy,
+ * KLS21 Sec. 4.2 — it only spreads the signal to avoid modular wraparound.)
  */
-export function rotationSeedForRound(taskId: string, roundNumber: number): number {
-  requireOption(Number.isSafeInteger(roundNumber) && roundNumber >= 0, `roundNumber must be an integer >= 0, got ${roundNumber}`);
-  const digest = createHash('sha256').update(`veil-ddg-rotation/v1\0${taskId}\0${roundNumber}`).digest();
+export function rotationSeedForVersion(taskId: string, sumVersion: number): number {
+  requireOption(Number.isSafeInteger(sumVersion) && sumVersion >= 1, `sumVersion must be an integer >= 1, got ${sumVersion}`);
+  const digest = createHash('sha256').update(`veil-ddg-rotation/v1\0${taskId}\0${sumVersion}`).digest();
   return digest.readUInt32LE(0);
 }
 

@@ -58,7 +58,20 @@ function toTask(t: TaskSpec__Output): JoinResult['task'] {
 function toPrivacy(p: PrivacySpec__Output | null | undefined): TaskPrivacy | null {
   if (!p || p.mode === '') return null;
   if (p.mode !== 'local' && p.mode !== 'distributed') throw new ClientError('invalid_argument', `unknown privacy mode ${p.mode}`);
-  return { mode: p.mode, clipNorm: p.clipNorm, noiseMultiplier: p.noiseMultiplier, samplingRate: p.samplingRate, epsilonCap: p.epsilonCap, delta: p.delta };
+  const d = p.distributed;
+  if (p.mode === 'distributed' && !d) throw new ClientError('invalid_argument', 'distributed privacy without its mechanism parameters');
+  return {
+    mode: p.mode,
+    clipNorm: p.clipNorm,
+    noiseMultiplier: p.noiseMultiplier,
+    samplingRate: p.samplingRate,
+    epsilonCap: p.epsilonCap,
+    delta: p.delta,
+    distributed:
+      p.mode === 'distributed' && d
+        ? { scale: d.scale, localStddev: d.localStddev, minNoiseClients: d.minNoiseClients, modulus: Number(d.modulus), dimension: d.dimension, roundingBeta: d.roundingBeta }
+        : null,
+  };
 }
 
 const UPDATE_ENCODINGS = { 'float32-le': 'UPDATE_ENCODING_FLOAT32_LE', 'bfv-v1': 'UPDATE_ENCODING_BFV_V1' } as const;

@@ -9,6 +9,24 @@ export interface TaskPrivacy {
   samplingRate: number;
   epsilonCap: number;
   delta: number;
+  /** Distributed mode: the distributed discrete Gaussian's parameters (Kairouz, Liu & Steinke 2021); null in local mode. */
+  distributed: DistributedDpParams | null;
+}
+
+/** What every device of a distributed-DP task uses, as the coordinator's ledger accounts it. */
+export interface DistributedDpParams {
+  /** 1/γ. */
+  scale: number;
+  /** σ: this device's noise share, stddev in model units. */
+  localStddev: number;
+  /** n: the fewest updates a released sum holds. */
+  minNoiseClients: number;
+  /** m: the BFV plain modulus. */
+  modulus: number;
+  /** d: the parameter count padded to a power of two. */
+  dimension: number;
+  /** β of the conditional rounding. */
+  roundingBeta: number;
 }
 
 /** The task's encryption, when its updates must be encrypted. */
