@@ -23,6 +23,10 @@ export interface CoordinatorOptions {
   rng?: Rng;
   /** Presence window for selection, ms. Default 30 000. */
   presenceTtlMs?: number;
+  /** Update payload bytes the gRPC service reads and processes at once; further uploads wait unread. Default 32 MiB. */
+  uploadBudgetBytes?: number;
+  /** Model bytes the gRPC service sends at once; further downloads wait. Default 32 MiB. */
+  downloadBudgetBytes?: number;
 }
 
 /** A running coordinator: gRPC for devices, REST for admins, one round engine. */
@@ -91,7 +95,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     await engine.start();
     cleanup.push(() => engine.close());
 
-    const grpcServer = await startGrpcServer(createFederationHandlers({ engine, store, logger, enrolmentSecret }), {
+    const handlers = createFederationHandlers({
+      engine,
+      store,
+      logger,
+      enrolmentSecret,
+      ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
+      ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
+    });
+    const grpcServer = await startGrpcServer(handlers, {
       host: config.host,
       port: config.grpcPort,
     });

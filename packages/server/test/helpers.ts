@@ -85,7 +85,8 @@ export async function createTestStorage(kind: DatabaseKind): Promise<TestStorage
 
 // ------------------------------------------------------------------ coordinator
 
-export interface StartTestCoordinatorOptions extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategy'>> {
+export interface StartTestCoordinatorOptions
+  extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategy' | 'uploadBudgetBytes' | 'downloadBudgetBytes'>> {
   /** Fresh storage of this kind, owned (and removed) by the fixture. Default `postgres`. */
   database?: DatabaseKind;
   /** Existing storage to reuse (e.g. to restart on the same database); not removed on dispose. */
@@ -129,6 +130,8 @@ export async function startTestCoordinator(options: StartTestCoordinatorOptions 
       ...(options.rng && { rng: options.rng }),
       ...(options.strategy && { strategy: options.strategy }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
+      ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
+      ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
     });
     const close = (): Promise<void> => coordinator.close();
     return {

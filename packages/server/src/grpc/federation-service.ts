@@ -17,6 +17,7 @@ import {
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
+import { createByteBudget, holdReads } from './backpressure.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
 import type { PrivacySettings } from '../privacy/settings.js';
@@ -28,6 +29,18 @@ export interface FederationServiceOptions {
   logger: Logger;
   /** Secret devices present to Join. */
   enrolmentSecret: string;
+  /**
+   * Update payload bytes being read and processed at once. Uploads beyond it
+   * wait after their header with nothing more read: HTTP/2 flow control keeps
+   * the rest of the payload on the device. Default 32 MiB.
+   */
+  uploadBudgetBytes?: number;
+  /**
+   * Model bytes being sent at once (grpc-js serialises each download's
+   * messages into buffers of their own, held until the device has read them);
+   * downloads beyond it wait before their first message. Default 32 MiB.
+   */
+  downloadBudgetBytes?: number;
 }
 
 const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -131,36 +144,10 @@ export function effectiveWaitMs(requested: number): number {
   return Math.min(Math.max(requested, MIN_WAIT_MS), MAX_WAIT_MS);
 }
 
-/** Uploads whose payload is read and processed at once; others wait with their stream paused (HTTP/2 flow control). */
-const MAX_CONCURRENT_UPLOADS = 32;
-
-/** A counting semaphore; `acquire` resolves with a release function (idempotent). */
-function createSemaphore(slots: number): { acquire(): Promise<() => void> } {
-  let free = slots;
-  const queue: Array<() => void> = [];
-  const release = (): void => {
-    const next = queue.shift();
-    if (next) next();
-    else free++;
-  };
-  return {
-    acquire() {
-      const once = (): (() => void) => {
-        let done = false;
-        return () => {
-          if (done) return;
-          done = true;
-          release();
-        };
-      };
-      if (free > 0) {
-        free--;
-        return Promise.resolve(once());
-      }
-      return new Promise((resolve) => queue.push(() => resolve(once())));
-    },
-  };
-}
+/** Default of {@link FederationServiceOptions.uploadBudgetBytes}. */
+const DEFAULT_UPLOAD_BUDGET_BYTES = 32 * 2 ** 20;
+/** Default of {@link FederationServiceOptions.downloadBudgetBytes}. */
+const DEFAULT_DOWNLOAD_BUDGET_BYTES = 32 * 2 ** 20;
 
 const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_FLOAT32_LE: 'float32-le',
@@ -180,7 +167,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       (error) => callback(sendError(log, error)),
     );
   };
-  const uploads = createSemaphore(MAX_CONCURRENT_UPLOADS);
+  const budget = (bytes: number | undefined, fallback: number, name: string): number => {
+    const value = bytes ?? fallback;
+    if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got ${value}`);
+    return value;
+  };
+  const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
+  const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
 
   async function authenticate(metadata: grpc.Metadata): Promise<Client> {
     const header = metadata.get('authorization')[0];
@@ -240,11 +233,38 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     },
 
     DownloadModel(call) {
+      // Its budget share is freed however the call ends: finished (then closed), failed, or cancelled by the device.
+      let releaseBudget: (() => void) | null = null;
+      let ended = false;
+      const onEnd = (): void => {
+        ended = true;
+        releaseBudget?.();
+      };
+      call.once('close', onEnd);
+      call.once('cancelled', onEnd);
+      /** Resolves on `event`, or at once when the call has ended (a cancelled call never drains). */
+      const until = (event: 'drain' | 'close'): Promise<void> =>
+        ended
+          ? Promise.resolve()
+          : new Promise((resolve) => {
+              const done = (): void => {
+                call.off(event, done).off('close', done).off('cancelled', done);
+                resolve();
+              };
+              call.once(event, done).once('close', done).once('cancelled', done);
+            });
       void (async () => {
         const client = await authenticate(call.metadata);
         const model = call.request.latest
           ? await engine.readModel(client.taskId)
           : await engine.readModelVersion(client.taskId, call.request.modelVersion);
+        // Bounded memory: grpc-js serialises every message into a buffer of its own, held until the device reads it.
+        const ids = { taskId: client.taskId, clientId: client.id, modelVersion: model.version };
+        log.debug(ids, 'download waiting for the transfer budget');
+        const release = await downloads.acquire(model.bytes.byteLength);
+        log.debug(ids, 'download admitted');
+        if (ended) return release();
+        releaseBudget = release;
         call.write({
           header: {
             modelVersion: model.version,
@@ -254,10 +274,11 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           },
         });
         for (const chunk of chunkPayload(model.bytes)) {
-          if (call.cancelled) return;
-          if (!call.write({ data: chunk })) await new Promise((resolve) => call.once('drain', resolve));
+          if (call.cancelled || ended) return;
+          if (!call.write({ data: chunk })) await until('drain');
         }
         call.end();
+        await until('close');
       })().catch((error) => {
         call.destroy(Object.assign(new Error('download failed'), sendError(log, error)));
       });
@@ -265,18 +286,20 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     SubmitUpdate(call, callback) {
       let settled = false;
-      let releaseSlot: (() => void) | null = null;
+      let releaseBudget: (() => void) | null = null;
       const finish = (error: unknown, response?: { acceptedCount: number; payloadSha256: Buffer }): void => {
         if (settled) return;
         settled = true;
-        releaseSlot?.();
+        releaseBudget?.();
         chunks.length = 0;
         if (error) {
           callback(sendError(log.child({ peer: call.getPeer() }), error));
           call.removeAllListeners('data');
+          reads.release();
           call.resume();
         } else callback(null, response);
       };
+      const reads = holdReads(call);
       const chunks: Buffer[] = [];
       const hash = createHash('sha256');
       let received = 0;
@@ -305,17 +328,25 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             payloadSizeBytes: raw.payloadSizeBytes,
             sha256: raw.payloadSha256.length === 32 ? raw.payloadSha256.toString('hex') : '',
           };
+          // Nothing more is read (the payload stays with the device) until the header checks out and the budget has room.
+          reads.hold();
           call.pause();
           ready = (async () => {
             client = await authenticate(call.metadata);
             ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
-            // Bounded memory: the payload is read only once an upload slot is free.
-            const release = await uploads.acquire();
+            // Bounded memory: the payload is read only once the upload budget has room for it.
+            const ids = { taskId: client.taskId, clientId: client.id, roundNumber: header!.roundNumber };
+            log.debug(ids, 'upload waiting for the transfer budget');
+            const release = await uploads.acquire(Math.min(header!.payloadSizeBytes, maxBytes));
+            log.debug(ids, 'upload admitted');
             if (settled) release();
-            else releaseSlot = release;
+            else releaseBudget = release;
           })();
           ready.then(
-            () => call.resume(),
+            () => {
+              reads.release();
+              call.resume();
+            },
             (error) => finish(error),
           );
           return;
@@ -337,10 +368,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       });
       let processing = false;
       call.on('cancelled', () => {
-        // The device went away: free its slot now unless its update is being processed (finish frees it then).
+        // The device went away: free its budget share now unless its update is being processed (finish frees it then).
         if (processing) return;
         settled = true;
-        releaseSlot?.();
+        releaseBudget?.();
         chunks.length = 0;
       });
       call.on('end', () => {
@@ -361,7 +392,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       });
       call.on('error', (error) => {
         settled = true;
-        releaseSlot?.();
+        releaseBudget?.();
         chunks.length = 0;
         log.debug({ err: error }, 'update stream failed');
       });
