@@ -53,6 +53,17 @@ describe('discrete Gaussian sampler (Canonne, Kamath & Steinke 2020)', () => {
     expect(Math.abs(sq / n - variance)).toBeLessThan(6 * Math.sqrt((3 * variance * variance) / n));
   });
 
+  it.each([2, 50, 6724, 1e6, 3.2e7])('integer σ² = %d: the double fast path returns exactly the bigint path samples', (sigmaSquared) => {
+    const n = sigmaSquared > 1e6 ? 2_000 : 20_000;
+    const fast = new Float64Array(n);
+    const exact = new Float64Array(n);
+    createDiscreteGaussianSampler({ sigmaSquared, rng: createSeededRng(5) }).fill(fast);
+    createDiscreteGaussianSampler({ sigmaSquared, rng: createSeededRng(5), forceBigint: true }).fill(exact);
+    let mismatches = 0;
+    for (let i = 0; i < n; i++) if (fast[i] !== exact[i]) mismatches++;
+    expect(mismatches).toBe(0);
+  });
+
   it('pmf matches the exact pmf by a chi-square test (σ² = 1.5)', () => {
     const sigmaSquared = 1.5;
     const n = 200_000;

@@ -85,6 +85,49 @@ function sampleDiscreteLaplace(rng: Rng, t: bigint): bigint {
   }
 }
 
+// ---------------------------------------------------------------------------
+// The same algorithms on exact integers held in doubles (all operands < 2^53).
+// They draw the same random numbers in the same order as the bigint versions
+// above, so for the same generator they return the same samples; they are
+// used when σ² is an integer small enough (see createDiscreteGaussianSampler).
+// ---------------------------------------------------------------------------
+
+const SAFE_NUMBER = Number.MAX_SAFE_INTEGER;
+
+/** Bernoulli(num / (den·k)), as {@link bernoulliRational} draws it (bigints once den·k passes 2^53). */
+function bernoulliRationalNumber(rng: Rng, num: number, den: number, k: number): boolean {
+  const d = den * k;
+  return d <= SAFE_NUMBER ? uniformInt(rng, d) < num : uniformBigInt(rng, BigInt(den) * BigInt(k)) < BigInt(num);
+}
+
+function bernoulliExpNegUnitNumber(rng: Rng, num: number, den: number): boolean {
+  let k = 1;
+  while (bernoulliRationalNumber(rng, num, den, k)) k += 1;
+  return (k & 1) === 1;
+}
+
+function bernoulliExpNegNumber(rng: Rng, num: number, den: number): boolean {
+  let n = num;
+  while (n > den) {
+    if (!bernoulliExpNegUnitNumber(rng, 1, 1)) return false;
+    n -= den;
+  }
+  return bernoulliExpNegUnitNumber(rng, n, den);
+}
+
+function sampleDiscreteLaplaceNumber(rng: Rng, t: number): number {
+  for (;;) {
+    const u = uniformInt(rng, t);
+    if (!bernoulliExpNegNumber(rng, u, t)) continue;
+    let v = 0;
+    while (bernoulliExpNegUnitNumber(rng, 1, 1)) v += 1;
+    const y = u + t * v;
+    const negative = (rng.nextUint32() & 1) === 1;
+    if (negative && y === 0) continue;
+    return negative ? -y : y;
+  }
+}
+
 function isqrt(n: bigint): bigint {
   if (n < 2n) return n;
   let x = BigInt(Math.floor(Math.sqrt(Number(n))));
@@ -110,6 +153,8 @@ export interface DiscreteGaussianSamplerOptions {
   sigmaSquared: number;
   /** Randomness. Default: the process CSPRNG. */
   rng?: Rng;
+  /** @internal Always use bigint arithmetic (to test the double fast path against it). */
+  forceBigint?: boolean;
 }
 
 /**
@@ -128,7 +173,7 @@ export function createDiscreteGaussianSampler(options: DiscreteGaussianSamplerOp
   // Acceptance exponent (|Y| - σ²/t)² / (2σ²) = (|Y|·b·t - a)² / (2·a·b·t²).
   const acceptDen = 2n * a * b * t * t;
   const bt = b * t;
-  const sample = (): number => {
+  const exact = (): number => {
     for (;;) {
       const y = sampleDiscreteLaplace(rng, t);
       const absY = y < 0n ? -y : y;
@@ -136,6 +181,25 @@ export function createDiscreteGaussianSampler(options: DiscreteGaussianSamplerOp
       if (bernoulliExpNeg(rng, diff * diff, acceptDen)) return Number(y);
     }
   };
+  // Integer σ² (b = 1) with 2σ²t² < 2^53 (σ below about 8,000): the same algorithm on doubles, which
+  // hold these integers exactly; a trial whose (|y|t - σ²)² would not fit falls back to bigints.
+  const fast = options.forceBigint !== true && b === 1n && acceptDen <= BigInt(SAFE_NUMBER);
+  const aN = Number(a);
+  const tN = Number(t);
+  const acceptDenN = Number(acceptDen);
+  const sample = !fast
+    ? exact
+    : (): number => {
+        for (;;) {
+          const y = sampleDiscreteLaplaceNumber(rng, tN);
+          const diff = Math.abs(y) * tN - aN;
+          const squared = diff * diff;
+          const accept = squared <= SAFE_NUMBER
+            ? bernoulliExpNegNumber(rng, squared, acceptDenN)
+            : bernoulliExpNeg(rng, BigInt(diff) * BigInt(diff), acceptDen);
+          if (accept) return y;
+        }
+      };
   return {
     sigmaSquared,
     sample,

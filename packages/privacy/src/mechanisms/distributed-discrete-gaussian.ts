@@ -241,8 +241,11 @@ export function encodeDistributedDiscreteGaussian(update: UpdateVector, options:
     beta: options.beta ?? DEFAULT_ROUNDING_BETA,
     rng,
   });
+  // The share's variance is rounded UP to an integer: never less noise than the accounting's
+  // (localStddev·scale)², at most one grid step² more, and the sampler can then run on exact
+  // integers in doubles (CKS20 Algorithm 3 without bigints), several times faster.
   const sigmaZ = localStddev * scale;
-  const sampler = createDiscreteGaussianSampler({ sigmaSquared: sigmaZ * sigmaZ, rng });
+  const sampler = createDiscreteGaussianSampler({ sigmaSquared: Math.ceil(sigmaZ * sigmaZ), rng });
   const noise = new Float64Array(rounded.length);
   sampler.fill(noise);
   for (let i = 0; i < rounded.length; i++) rounded[i] = (rounded[i] as number) + (noise[i] as number);
