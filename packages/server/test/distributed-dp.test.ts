@@ -12,6 +12,7 @@ import { computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
 import { createDistributedDpMiddleware, rotationSeedForVersion } from '../../client-sdk/src/mods/dp.js';
 import { createDeviceEncryption, type DeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
 import type { LocalUpdate, RoundContext } from '../../client-sdk/src/middleware.js';
+import { DDG_ORDERS } from '../src/privacy/accounting.js';
 import { TINY_PARAMETERS, createTinyTask, grpcStatusOf, joinDevices, pattern, sha256Hex, startTestCoordinator, waitForRounds, type Device } from './helpers.js';
 
 const publicKeyJson = (bundle: KeyBundle): unknown => JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
@@ -109,6 +110,7 @@ describe('distributed DP (PostgreSQL, BFV)', () => {
         beta: spec.distributed!.roundingBeta,
         samplingRate: 1,
         delta,
+        orders: DDG_ORDERS,
       });
       expect(first.epsilon).toBeCloseTo(expected.epsilon, 6);
       const summary = (await t.rest.request('GET', `/v1/tasks/${id}/privacy`, audit)).body;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
 import { describe, expect, it } from 'vitest';
-import { clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
+import { DDG_ORDERS, clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, verifyLedger, type LedgerEntry, type LedgerFields } from './ledger.js';
 import { completeDistributedSettings, resolvePrivacySettings, type PrivacySettings } from './settings.js';
 
@@ -149,11 +149,24 @@ describe('accounting of ledger entries', () => {
       samplingRate: 0.2,
       steps: 20,
       delta: 1e-5,
+      orders: DDG_ORDERS,
     });
     expect(epsilonOfEntries(entries, 1e-5).epsilon).toBeCloseTo(direct.epsilon, 10);
     // Discretisation costs privacy, never saves it: DDG at the same z is at least the continuous Gaussian's epsilon.
     const gaussian = computeEpsilon({ samplingRate: 0.2, noiseMultiplier: 1.0, rounds: 20, delta: 1e-5 }).epsilon;
     expect(direct.epsilon).toBeGreaterThanOrEqual(gaussian);
+  });
+
+  it('distributed mode also evaluates the integer orders 64..127 the defaults skip (the authors\' accountant uses them)', () => {
+    // z = 3, q = 0.001: the subsampled bound is smallest near order 120 (KLS21 reference code, google-research/federated).
+    const s = distributedSettings(0.001, 3, 100, 50_000);
+    const withUnion = epsilonOfEntries(buildLedger(1, s), 1e-5);
+    const defaultsOnly = computeDistributedDiscreteGaussianEpsilon({
+      clipNorm: 1, scale: s.ddg!.scale, localStddev: s.ddg!.localStddev, clients: 100, dimension: s.ddg!.dimension, beta: s.ddg!.roundingBeta, samplingRate: 0.001, delta: 1e-5,
+    });
+    expect(withUnion.order).toBeGreaterThan(63);
+    expect(withUnion.order).toBeLessThan(128);
+    expect(withUnion.epsilon).toBeLessThan(defaultsOnly.epsilon * 0.7);
   });
 
   it('without sampling, DDG at scale 2^10 is within 1% of the Gaussian at the same z (rounding adds ~sqrt(d)/2 grid steps to the norm)', () => {
@@ -169,7 +182,7 @@ describe('accounting of ledger entries', () => {
     const entries: AccountedEntry[] = buildLedger(3, s);
     const twice = clientEpsilon(entries.slice(0, 2), 1e-5).epsilon;
     const unamplified = computeDistributedDiscreteGaussianEpsilon({
-      clipNorm: 1, scale: s.ddg!.scale, localStddev: s.ddg!.localStddev, clients: 100, dimension: 8192, beta: s.ddg!.roundingBeta, samplingRate: 1, steps: 2, delta: 1e-5,
+      clipNorm: 1, scale: s.ddg!.scale, localStddev: s.ddg!.localStddev, clients: 100, dimension: 8192, beta: s.ddg!.roundingBeta, samplingRate: 1, steps: 2, delta: 1e-5, orders: DDG_ORDERS,
     }).epsilon;
     expect(twice).toBeCloseTo(unamplified, 10);
     expect(twice).toBeGreaterThan(epsilonOfEntries(entries.slice(0, 2), 1e-5).epsilon);
