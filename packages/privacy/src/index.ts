@@ -4,7 +4,7 @@ export type { PrivacyErrorCode } from './errors.js';
 export { createCryptoRng, createSeededRng } from './rng.js';
 export type { Rng } from './rng.js';
 
-export { DEFAULT_RDP_ORDERS } from './accounting/orders.js';
+export { DDG_RDP_ORDERS, DEFAULT_RDP_ORDERS } from './accounting/orders.js';
 export { computeRdp } from './accounting/sampled-gaussian.js';
 export type { ComputeRdpOptions } from './accounting/sampled-gaussian.js';
 export { rdpToEpsilon } from './accounting/conversion.js';
