@@ -20,6 +20,20 @@ describe('createMnistMlp', () => {
     }
   });
 
+  it('with no hidden layers is 784-10 softmax regression (7,850 parameters)', async () => {
+    await tf.setBackend('cpu');
+    const { spec, weights } = createMnistMlp(tf, { seed: 1, hidden: [] });
+    expect(spec.weightSpecs.map((w) => w.shape)).toEqual([[784, 10], [10]]);
+    expect(weights).toHaveLength(7_850);
+    const model = await tf.models.modelFromJSON(JSON.parse(JSON.stringify(spec.topology)) as tf.serialization.ConfigDict);
+    try {
+      expect(model.inputs[0]!.shape).toEqual([null, 784]);
+      expect(model.layers.map((layer) => (layer.getConfig() as { activation?: string }).activation)).toEqual(['softmax']);
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('draws reproducible Glorot-uniform kernels and zero biases from the seed', () => {
     const a = createMnistMlp(tf, { seed: 1 });
     const b = createMnistMlp(tf, { seed: 1 });

@@ -21,6 +21,12 @@ export const MNIST_TRAINING_DEFAULTS = {
 export interface CreateMnistMlpOptions {
   /** Seed of the Glorot-uniform initial weights. Default 1; the same seed gives the same weights. */
   seed?: number;
+  /**
+   * Units of the ReLU hidden layers. Default [200, 200] (the 2NN); [] gives
+   * multinomial logistic regression (784-10 softmax, 7,850 parameters), the
+   * small model that DP-FedAvg with a few hundred devices can train.
+   */
+  hidden?: readonly number[];
 }
 
 /**
@@ -32,14 +38,12 @@ export interface CreateMnistMlpOptions {
  * model is reproducible regardless of the TF.js backend.
  */
 export function createMnistMlp(tf: Tf, options: CreateMnistMlpOptions = {}): { spec: ModelSpec; weights: Float32Array } {
-  const model = tf.sequential({
-    name: 'veil_mnist_mlp',
-    layers: [
-      tf.layers.dense({ name: 'hidden1', inputShape: [784], units: 200, activation: 'relu' }),
-      tf.layers.dense({ name: 'hidden2', units: 200, activation: 'relu' }),
-      tf.layers.dense({ name: 'output', units: 10, activation: 'softmax' }),
-    ],
-  });
+  const hidden = options.hidden ?? [200, 200];
+  const layers = hidden.map((units, i) =>
+    tf.layers.dense({ name: `hidden${i + 1}`, ...(i === 0 && { inputShape: [784] }), units, activation: 'relu' }),
+  );
+  layers.push(tf.layers.dense({ name: 'output', ...(hidden.length === 0 && { inputShape: [784] }), units: 10, activation: 'softmax' }));
+  const model = tf.sequential({ name: 'veil_mnist_mlp', layers });
   try {
     const weightSpecs: WeightSpec[] = model.weights.map((variable) => ({
       name: variable.originalName,
