@@ -256,7 +256,7 @@ export function startDeviceProcess<M>(script: string, configVar: string, config:
 export interface TaskView {
   id: string;
   name: string;
-  status: 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED';
+  status: 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED';
   statusReason: string | null;
   parameterCount: number;
   currentModelVersion: number;
@@ -287,6 +287,17 @@ export interface TaskCreateBody {
   model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string };
   /** Encrypted aggregation: `{ mode: "bfv", coordinatorKey }` (public key material) or `{ mode: "none" }`. */
   encryption?: { mode: 'bfv'; coordinatorKey: Record<string, unknown> } | { mode: 'none' };
+  /** Differential privacy with an enforced budget (Poisson selection; `clientsPerRound` caps a round). */
+  privacy?: {
+    mode: 'local' | 'distributed';
+    epsilonCap: number;
+    delta: number;
+    noiseMultiplier: number;
+    clipNorm: number;
+    samplingRate: number;
+    minNoiseClients?: number;
+    scale?: number;
+  };
 }
 
 /** The admin REST API of a coordinator, with its bearer token; non-2xx answers throw with the status and body. */
