@@ -1,14 +1,27 @@
 /**
- * Round-engine benchmark of the CURRENT coordinator (plaintext path).
+ * Round-engine benchmark of the CURRENT coordinator, plaintext and encrypted paths.
  *
- *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--db pg|pglite] [--pglite-too]
+ *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--path plaintext,encrypted] [--db pg|pglite] [--pglite-too]
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
- *     [--poll-ms 30000] [--cpu-prof] [--log-level silent] [--timeout-s 1500]
+ *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--log-level silent] [--timeout-s 3600]
  *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
  *
- * Prints exactly one JSON object on stdout; progress goes to stderr.
+ * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext
+ * path's results are top-level (`small`, `scale`, `dropout`), the encrypted path's
+ * are under `encrypted` with the same shapes.
+ *
+ * Encrypted path: the task is created with a fresh BFV key bundle's public half
+ * (default preset, weight cap --encrypted-weight-cap so that 1,000 clients fit the
+ * headroom check); the benchmark encrypts --encrypted-pool real node-seal payloads
+ * of the devices' delta (weight 1) before the run, and the devices submit them in
+ * turn. Encrypting 100,000 values takes ~0.5 s of CPU, too much to redo for every
+ * one of thousands of simulated submissions on this machine; the benchmark
+ * measures the coordinator, whose work (parse, check, add ciphertexts) does not
+ * depend on which ciphertext it gets. The coordinator refuses a ciphertext it has
+ * seen before (replay), so the benchmark's coordinator process ignores that
+ * check's answer (the query still runs and is timed). Nothing is decrypted.
  *
  * Layout: the coordinator runs in its own child process (bench/rounds/coordinator.ts:
  * startCoordinator from the built @veil/server, PostgreSQL in a fresh database per
@@ -20,13 +33,14 @@
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
+import { createHeContext, createUpdateEncryptor, generateKeyBundle, serializeKeyMaterial } from '../packages/crypto/src/index.js';
 import {
   median,
   nowMs,
@@ -45,6 +59,9 @@ const repoRoot = join(here, '..');
 const { values: args } = parseArgs({
   options: {
     only: { type: 'string', default: 'small,scale,dropout' },
+    path: { type: 'string', default: 'plaintext,encrypted' },
+    'encrypted-pool': { type: 'string', default: '8' },
+    'encrypted-weight-cap': { type: 'string', default: '16' },
     db: { type: 'string', default: 'pg' },
     'pglite-too': { type: 'boolean', default: false },
     'small-clients': { type: 'string', default: '10' },
@@ -61,13 +78,14 @@ const { values: args } = parseArgs({
     'poll-ms': { type: 'string', default: '30000' },
     'cpu-prof': { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'silent' },
-    'timeout-s': { type: 'string', default: '1500' },
+    'timeout-s': { type: 'string', default: '3600' },
     'database-url': { type: 'string', default: process.env['BENCH_ADMIN_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres' },
   },
   strict: true,
 });
 
 const only = new Set(args.only.split(',').map((s) => s.trim()));
+const paths = new Set(args.path.split(',').map((s) => s.trim()));
 const PARAMS = Number(args.parameters);
 const MODEL_BYTES = PARAMS * 4;
 const POLL_MS = Number(args['poll-ms']);
@@ -199,6 +217,52 @@ async function createDatabase(kind: 'pg' | 'pglite', label: string): Promise<Db>
   };
 }
 
+// ---------------------------------------------------------------- encrypted path: keys and precomputed payloads
+interface Encryption {
+  /** The public half of the key bundle, as `POST /v1/tasks` takes it. */
+  coordinatorKey: unknown;
+  payloadFiles: string[];
+  ciphertextBytes: number;
+  keyId: string;
+  preset: string;
+  weightCap: number;
+  encryptMsPerPayload: number[];
+}
+
+/** A fresh key bundle (kept in memory; only public material leaves this process) and `count` encrypted payloads on disk. */
+async function prepareEncryption(dir: string, count: number, weightCap: number): Promise<Encryption> {
+  const bundle = await generateKeyBundle({ taskId: 'bench-rounds', quantization: { weightCap } });
+  const ctx = await createHeContext(bundle.device);
+  const encryptor = createUpdateEncryptor(ctx, { deviceKey: bundle.device });
+  const delta = new Float32Array(PARAMS).fill(1e-3); // the devices' delta on the plaintext path
+  const payloadFiles: string[] = [];
+  const encryptMsPerPayload: number[] = [];
+  let ciphertextBytes = 0;
+  try {
+    for (let i = 0; i < count; i++) {
+      const started = nowMs();
+      const payload = encryptor.encrypt(delta, 1);
+      encryptMsPerPayload.push(round1(nowMs() - started));
+      ciphertextBytes = payload.byteLength;
+      const file = join(dir, `update-${i}.bin`);
+      await writeFile(file, payload);
+      payloadFiles.push(file);
+    }
+  } finally {
+    encryptor.dispose();
+    ctx.dispose();
+  }
+  return {
+    coordinatorKey: JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8')),
+    payloadFiles,
+    ciphertextBytes,
+    keyId: bundle.coordinator.keyId,
+    preset: bundle.coordinator.preset,
+    weightCap,
+    encryptMsPerPayload,
+  };
+}
+
 // ---------------------------------------------------------------- one run: a coordinator, a task, device workers
 interface Group {
   count: number;
@@ -219,6 +283,8 @@ interface RunSpec {
   runTimeoutMs: number;
   /** SIGKILL the workers of the `hold` group once all their devices hold an assignment. */
   killHolders?: boolean;
+  /** Encrypted path (absent: plaintext). */
+  encryption?: Encryption;
 }
 
 interface EngineEvent {
@@ -270,7 +336,9 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     coord.child.send({
       cmd: 'createTask',
       parameterCount: PARAMS,
+      reusedPayloads: spec.encryption !== undefined,
       input: {
+        ...(spec.encryption && { encryption: { mode: 'bfv', coordinatorKey: spec.encryption.coordinatorKey } }),
         name: `bench ${spec.label}`,
         rounds: spec.rounds,
         clientsPerRound: spec.clientsPerRound,
@@ -304,6 +372,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
           maxIterations: spec.rounds * 6 + 50,
           hardStopAt,
           joinConcurrency: 8,
+          ...(spec.encryption && { encryptedPayloadFiles: spec.encryption.payloadFiles }),
         };
         ch.child.send(init);
         const entry = { group, done: null as WorkerDone | null, killedAt: null as number | null };
@@ -516,7 +585,7 @@ function phases(r: RunResult): Record<string, number> {
   return Object.fromEntries(Object.entries(per).filter(([, v]) => v.length > 0).map(([k, v]) => [k, round1(median(v))]));
 }
 
-function wire(r: RunResult, clientRounds: number): Record<string, unknown> {
+function wire(r: RunResult, clientRounds: number, enc?: Encryption): Record<string, unknown> {
   const devs = allDevices(r);
   const sum = (pick: (d: DeviceReport) => { read: number; written: number }): { read: number; written: number } =>
     devs.reduce((a, d) => ({ read: a.read + pick(d).read, written: a.written + pick(d).written }), { read: 0, written: 0 });
@@ -529,10 +598,21 @@ function wire(r: RunResult, clientRounds: number): Record<string, unknown> {
   const processTotal = r.workers.reduce((a, w) => a + (w.done ? w.done.processBytes.read + w.done.processBytes.written : 0), 0);
   const perClientRound = both / clientRounds;
   const withoutJoin = (both - (sum((d) => d.bytes.join).read + sum((d) => d.bytes.join).written)) / clientRounds;
+  // The payloads a client-round has to move at the least: the model version it downloads (if new to it) and its update.
+  const records = devs.flatMap((d) => d.rounds);
+  const payloadBytes = records.reduce((a, x) => a + (x.modelBytes ?? 0) + (x.updateBytes ?? 0), 0) / Math.max(1, records.length);
+  const modelSizes = [...new Set(records.map((x) => x.modelBytes ?? 0).filter((b) => b > 0))].sort((a, b) => a - b);
   return {
     wireBytesPerClientRound: Math.round(perClientRound),
     modelCopiesPerClientRound: round3(perClientRound / MODEL_BYTES),
     modelCopiesPerClientRoundExcludingJoin: round3(withoutJoin / MODEL_BYTES),
+    ...(enc && {
+      // Copies of the device's encrypted update (what it uploads), and the sizes involved.
+      ciphertextCopiesPerClientRound: round3(perClientRound / enc.ciphertextBytes),
+      sizesBytes: { float32Model: MODEL_BYTES, ciphertextUpdate: enc.ciphertextBytes, downloadedModelVersions: modelSizes },
+    }),
+    payloadBytesPerClientRound: Math.round(payloadBytes),
+    wireOverPayloadBytes: payloadBytes > 0 ? round3(perClientRound / payloadBytes) : null,
     bytesPerClientRoundByPhase: {
       join: perPhase('join'),
       longPoll: perPhase('wait'),
@@ -557,6 +637,8 @@ function coordinatorSummary(r: RunResult): Record<string, unknown> {
     baselineRssMiB: mb(r.ready['baselineRss']),
     peakArrayBuffersMiB: mb(c['peakArrayBuffers']),
     peakHeapUsedMiB: mb(c['peakHeapUsed']),
+    memoryAtPeakMiB: c['memoryAtPeak'] ? Object.fromEntries(Object.entries(c['memoryAtPeak'] as Record<string, number>).map(([k, v]) => [k, mb(v)])) : null,
+    ...(c['memoryTimeline'] ? { memoryTimelineMiB: { columns: 'ms since start, rss, heapTotal, heapUsed, external, arrayBuffers', samples: c['memoryTimeline'] } } : {}),
     cpuMs: round1(Number(c['cpuUserMs'] ?? 0) + Number(c['cpuSystemMs'] ?? 0)),
     eventLoopUtilization: typeof c['eventLoopUtilization'] === 'number' ? round3(c['eventLoopUtilization']) : null,
     eventLoopDelayMs: c['eventLoopDelayMs'] ?? null,
@@ -581,11 +663,12 @@ function deviceErrors(r: RunResult): string[] {
 }
 
 // ---------------------------------------------------------------- scenarios
-async function small(db: 'pg' | 'pglite'): Promise<Record<string, unknown>> {
+async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<string, unknown>> {
   const clients = Number(args['small-clients']);
   const rounds = Number(args['small-rounds']);
   const r = await runOnce({
-    label: `small-${db}`,
+    label: `${enc ? 'enc-' : ''}small-${db}`,
+    ...(enc && { encryption: enc }),
     db,
     rounds,
     clientsPerRound: clients,
@@ -596,7 +679,7 @@ async function small(db: 'pg' | 'pglite'): Promise<Record<string, unknown>> {
     runTimeoutMs: rounds * 30_000,
   });
   const { roundMs, engineRoundMs } = roundTimes(r);
-  log(`small-${db}: median round ${round1(median(roundMs))} ms, p95 ${round1(quantile(roundMs, 0.95))} ms`);
+  log(`${enc ? 'enc-' : ''}small-${db}: median round ${round1(median(roundMs))} ms, p95 ${round1(quantile(roundMs, 0.95))} ms`);
   const devs = allDevices(r);
   const acceptedCount = r.events.filter((e) => e.name === 'update-accepted').length;
   return {
@@ -611,7 +694,7 @@ async function small(db: 'pg' | 'pglite'): Promise<Record<string, unknown>> {
     roundMs: roundMs.map(round1),
     engineRoundMs: engineRoundMs.map(round1),
     phasesMedianMs: phases(r),
-    ...wire(r, clients * rounds),
+    ...wire(r, clients * rounds, enc),
     idlePollsPerClientRound: round3(devs.reduce((a, d) => a + d.idlePolls, 0) / (clients * rounds)),
     pollsPerClientRound: round3(devs.reduce((a, d) => a + d.polls, 0) / (clients * rounds)),
     joinMs: round1(r.joinMs),
@@ -622,14 +705,15 @@ async function small(db: 'pg' | 'pglite'): Promise<Record<string, unknown>> {
   };
 }
 
-async function scale(): Promise<Record<string, unknown>> {
+async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
   const sizes = args.sizes.split(',').map(Number).filter((n) => n > 0);
   const rounds = Number(args['scale-rounds']);
   const deadline = Number(args['scale-deadline-ms']);
   const out: Record<string, unknown> = {};
   for (const n of sizes) {
     const r = await runOnce({
-      label: `scale-${n}`,
+      label: `${enc ? 'enc-' : ''}scale-${n}`,
+      ...(enc && { encryption: enc }),
       db: args.db as 'pg' | 'pglite',
       rounds,
       clientsPerRound: n,
@@ -641,7 +725,7 @@ async function scale(): Promise<Record<string, unknown>> {
     });
     const { roundMs, engineRoundMs } = roundTimes(r);
     const closed = r.events.filter((e) => e.name === 'round-closed');
-    log(`scale-${n}: rounds ${roundMs.map((x) => Math.round(x)).join(', ')} ms; participants ${closed.map((e) => e.summary?.participants).join(', ')}; peak RSS ${String(coordinatorSummary(r)['peakRssMiB'])} MiB`);
+    log(`${enc ? 'enc-' : ''}scale-${n}: rounds ${roundMs.map((x) => Math.round(x)).join(', ')} ms; participants ${closed.map((e) => e.summary?.participants).join(', ')}; peak RSS ${String(coordinatorSummary(r)['peakRssMiB'])} MiB`);
     out[String(n)] = {
       clients: n,
       deviceWorkers: r.workers.length,
@@ -654,7 +738,7 @@ async function scale(): Promise<Record<string, unknown>> {
       msPerClient: round3(median(roundMs) / n),
       phasesMedianMs: phases(r),
       coordinatorPeakRssMiB: coordinatorSummary(r)['peakRssMiB'],
-      ...wire(r, n * rounds),
+      ...wire(r, n * rounds, enc),
       joinMs: round1(r.joinMs),
       timedOut: r.timedOut,
       deviceErrors: deviceErrors(r),
@@ -680,7 +764,7 @@ async function scale(): Promise<Record<string, unknown>> {
   return out;
 }
 
-async function dropout(): Promise<Record<string, unknown>> {
+async function dropout(enc?: Encryption): Promise<Record<string, unknown>> {
   const n = Number(args['dropout-clients']);
   const vanish = Math.round(n * Number(args['dropout-fraction']));
   const killed = Math.ceil(vanish / 2);
@@ -688,7 +772,8 @@ async function dropout(): Promise<Record<string, unknown>> {
   const deadline = Number(args['dropout-deadline-ms']);
   const rounds = Math.max(1, Number(args['dropout-rounds']));
   const r = await runOnce({
-    label: 'dropout',
+    label: enc ? 'enc-dropout' : 'dropout',
+    ...(enc && { encryption: enc }),
     db: args.db as 'pg' | 'pglite',
     rounds,
     clientsPerRound: n,
@@ -783,7 +868,10 @@ async function main(): Promise<void> {
   }
   result['meta'] = {
     benchmark: 'bench/rounds.ts',
-    path: 'plaintext (float32-le updates, FedAvg)',
+    paths: {
+      plaintext: 'float32-le updates, FedAvg (top-level small, scale, dropout)',
+      encrypted: 'bfv-v1 updates (node-seal BFV, precomputed payloads used in turn, replay check answer ignored), ciphertext sums (under encrypted)',
+    },
     git,
     node: process.version,
     cpus: cpus().length,
@@ -799,26 +887,59 @@ async function main(): Promise<void> {
       'round 1: round-opened (startTask) -> round-closed; round n>1: round-closed(n-1) -> round-closed(n), i.e. open, select, push, download, upload, aggregate, persist; engine events timestamped in the coordinator process',
     rssMethod: 'coordinator in its own process; peak = VmHWM from /proc/self/status at shutdown (also sampled: rss every 50 ms, heap/arrayBuffers every 500 ms)',
   };
+  const keyDir = paths.has('encrypted') ? await mkdtemp(join(tmpdir(), 'veil-bench-he-')) : null;
   try {
-    if (only.has('small')) {
-      log('scenario small');
-      result['small'] = await small(args.db as 'pg' | 'pglite');
-      if (args['pglite-too'] && args.db === 'pg') result['smallPglite'] = await small('pglite');
+    if (paths.has('plaintext')) {
+      if (only.has('small')) {
+        log('scenario small');
+        result['small'] = await small(args.db as 'pg' | 'pglite');
+        if (args['pglite-too'] && args.db === 'pg') result['smallPglite'] = await small('pglite');
+      }
+      if (only.has('scale')) {
+        log('scenario scale');
+        result['scale'] = await scale();
+      }
+      if (only.has('dropout')) {
+        log('scenario dropout');
+        result['dropout'] = await dropout();
+      }
     }
-    if (only.has('scale')) {
-      log('scenario scale');
-      result['scale'] = await scale();
-    }
-    if (only.has('dropout')) {
-      log('scenario dropout');
-      result['dropout'] = await dropout();
+    if (keyDir !== null) {
+      log(`encrypted path: key bundle and ${args['encrypted-pool']} payloads`);
+      const enc = await prepareEncryption(keyDir, Math.max(1, Number(args['encrypted-pool'])), Number(args['encrypted-weight-cap']));
+      const encrypted: Record<string, unknown> = {
+        setup: {
+          preset: enc.preset,
+          keyId: enc.keyId,
+          weightCap: enc.weightCap,
+          ciphertextUpdateBytes: enc.ciphertextBytes,
+          bytesPerModelValue: round3(enc.ciphertextBytes / PARAMS),
+          precomputedPayloads: enc.payloadFiles.length,
+          encryptMsPerPayload: enc.encryptMsPerPayload,
+        },
+      };
+      result['encrypted'] = encrypted;
+      if (only.has('small')) {
+        log('scenario encrypted small');
+        encrypted['small'] = await small(args.db as 'pg' | 'pglite', enc);
+      }
+      if (only.has('scale')) {
+        log('scenario encrypted scale');
+        encrypted['scale'] = await scale(enc);
+      }
+      if (only.has('dropout')) {
+        log('scenario encrypted dropout');
+        encrypted['dropout'] = await dropout(enc);
+      }
     }
   } catch (error) {
     result['error'] = String((error as Error)?.stack ?? error);
     log(`failed: ${result['error'] as string}`);
   }
+  if (keyDir !== null) await rm(keyDir, { recursive: true, force: true });
   (result['meta'] as Record<string, unknown>)['loadAvgAtEnd'] = loadavg().map(round1);
   result['targets'] = targets(result);
+  if (result['encrypted']) (result['targets'] as Record<string, unknown>)['encrypted'] = targets(result['encrypted'] as Record<string, unknown>);
   killAll();
   process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   process.exit(result['error'] ? 1 : 0);

@@ -29,6 +29,11 @@ export interface DeviceWorkerInit {
   hardStopAt: number;
   /** Concurrent joins per worker. */
   joinConcurrency: number;
+  /**
+   * Encrypted path: files of precomputed BFV update payloads (weight 1), used in turn
+   * (device i in round r submits payload (i + r) mod n). Absent: plaintext float32 updates.
+   */
+  encryptedPayloadFiles?: string[];
 }
 
 export interface PhaseBytes {
@@ -43,6 +48,10 @@ export interface DeviceRoundRecord {
   submittedAt: number;
   /** The coordinator's accepted count in the SubmitUpdate response. */
   acceptedCount: number;
+  /** Size of the model version downloaded for this round (0: none, the device had it). */
+  modelBytes: number;
+  /** Size of the update submitted. */
+  updateBytes: number;
 }
 
 /** Every assignment a device acted on, whatever the outcome. */

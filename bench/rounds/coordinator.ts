@@ -7,18 +7,28 @@
  *
  * Instrumentation (benchmark-side wrappers, the engine is not modified): every
  * FederationStore and BlobStore call is timed per method, and the task's
- * per-task mutex is wrapped to measure queueing and hold time per caller.
+ * per-task mutex is wrapped to measure queueing and hold time per caller. For
+ * the encrypted path, whose devices reuse a few precomputed ciphertexts, the
+ * answer (not the query) of the replay check is overridden.
  *
  * Env: BENCH_DATABASE_URL (absent = embedded PGlite), BENCH_DATA_DIR,
- * BENCH_LOG_LEVEL. Writes nothing to stdout.
+ * BENCH_LOG_LEVEL, BENCH_UPLOAD_BUDGET_BYTES / BENCH_DOWNLOAD_BUDGET_BYTES (the
+ * coordinator's transfer budgets; absent = its defaults), BENCH_MEM_TIMELINE
+ * (set: report every 500 ms memory sample), BENCH_SERVER_MODULE (absolute path
+ * of another build's index.js, measured instead of @veil/server: A/B runs; it
+ * resolves its migrations at ../prisma/migrations). Writes nothing to stdout.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { createLogger, loadConfig, startCoordinator, type Coordinator, type TaskInput } from '@veil/server';
+import type { Coordinator, TaskInput } from '@veil/server';
 import { nowMs } from './common.js';
+
+/** The build measured: @veil/server, or BENCH_SERVER_MODULE (the index.js of another build, for A/B runs). */
+const serverModule = process.env['BENCH_SERVER_MODULE'];
+const { createLogger, loadConfig, startCoordinator }: typeof import('@veil/server') = await import(serverModule ?? '@veil/server');
 
 const send = (message: unknown): void => {
   process.send?.(message);
@@ -26,13 +36,23 @@ const send = (message: unknown): void => {
 
 // ---------------------------------------------------------------- memory sampling
 const mem = { rss: 0, heapUsed: 0, external: 0, arrayBuffers: 0 };
+/** The full breakdown at the 500 ms sample with the highest RSS (where the peak's memory is). */
+let atPeak: NodeJS.MemoryUsage | null = null;
+/** Every 500 ms sample (t = ms since the task started), kept only with BENCH_MEM_TIMELINE set. */
+const timeline: Array<[number, number, number, number, number, number]> = [];
+let timelineOrigin = performance.now();
 // rss every 50 ms (cheap); the full breakdown (walks the heap spaces, costly) every 500 ms.
 const sampleMemory = (): void => {
   const m = process.memoryUsage();
+  if (atPeak === null || m.rss >= atPeak.rss) atPeak = m;
   mem.rss = Math.max(mem.rss, m.rss);
   mem.heapUsed = Math.max(mem.heapUsed, m.heapUsed);
   mem.external = Math.max(mem.external, m.external);
   mem.arrayBuffers = Math.max(mem.arrayBuffers, m.arrayBuffers);
+  if (process.env['BENCH_MEM_TIMELINE']) {
+    const mib = (x: number): number => Math.round(x / 2 ** 20);
+    timeline.push([Math.round(performance.now() - timelineOrigin), mib(m.rss), mib(m.heapTotal), mib(m.heapUsed), mib(m.external), mib(m.arrayBuffers)]);
+  }
 };
 setInterval(() => {
   mem.rss = Math.max(mem.rss, process.memoryUsage.rss());
@@ -125,7 +145,7 @@ async function fsyncProbe(dir: string, bytes: number, times: number): Promise<nu
 async function buildFingerprint(): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   try {
-    const dist = join(createRequire(import.meta.url).resolve('@veil/server'), '..');
+    const dist = join(serverModule ?? createRequire(import.meta.url).resolve('@veil/server'), '..');
     for (const file of ['rounds/engine.js', 'grpc/federation-service.js', 'persistence/prisma-store.js', 'blobs/blob-store.js']) {
       const path = join(dist, file);
       const [bytes, st] = await Promise.all([readFile(path), stat(path)]);
@@ -163,7 +183,15 @@ async function main(): Promise<void> {
   const build = await buildFingerprint();
   const probe = await fsyncProbe(join(dataDir, 'fsync-probe'), 400_000, 10);
   const startedAt = performance.now();
-  coordinator = await startCoordinator({ config, logger });
+  const budget = (name: string): number | undefined => (process.env[name] ? Number(process.env[name]) : undefined);
+  const uploadBudgetBytes = budget('BENCH_UPLOAD_BUDGET_BYTES');
+  const downloadBudgetBytes = budget('BENCH_DOWNLOAD_BUDGET_BYTES');
+  coordinator = await startCoordinator({
+    config,
+    logger,
+    ...(uploadBudgetBytes !== undefined && { uploadBudgetBytes }),
+    ...(downloadBudgetBytes !== undefined && { downloadBudgetBytes }),
+  });
   const startMs = performance.now() - startedAt;
   const engine = coordinator.engine as unknown as {
     store: Record<string, unknown>;
@@ -224,6 +252,16 @@ async function main(): Promise<void> {
           });
           const rt = engine.runtimes.get(task.id);
           if (rt) instrumentMutex(rt.mutex);
+          if (message['reusedPayloads'] === true) {
+            // The encrypted path reuses a few precomputed ciphertexts (encrypting 100,000 values takes
+            // ~0.5 s of device CPU), which the coordinator would refuse as replays. The replay query
+            // still runs (its cost is measured); only its answer is ignored.
+            const known = engine.store['isUpdateDigestKnown'] as (...a: unknown[]) => Promise<boolean>;
+            engine.store['isUpdateDigestKnown'] = async (...a: unknown[]) => {
+              await known(...a);
+              return false;
+            };
+          }
           send({ type: 'task', taskId: task.id });
           break;
         }
@@ -232,6 +270,8 @@ async function main(): Promise<void> {
           for (const key of Object.keys(timings)) delete timings[key];
           cpuAtStart = process.cpuUsage();
           eluAtStart = performance.eventLoopUtilization();
+          timelineOrigin = performance.now();
+          timeline.length = 0;
           loopDelay.reset();
           loopDelay.enable();
           const t = nowMs();
@@ -254,6 +294,8 @@ async function main(): Promise<void> {
             peakHeapUsed: mem.heapUsed,
             peakExternal: mem.external,
             peakArrayBuffers: mem.arrayBuffers,
+            memoryAtPeak: atPeak,
+            ...(timeline.length > 0 && { memoryTimeline: timeline }),
             cpuUserMs: cpu.user / 1000,
             cpuSystemMs: cpu.system / 1000,
             eventLoopUtilization: elu.utilization,

@@ -6,7 +6,9 @@
  * own credentials object, whose `_equals` is identity, to defeat that).
  *
  * Local training is replaced by a fixed delta (precomputed once, with its
- * SHA-256), so what is measured is transport and coordination.
+ * SHA-256), so what is measured is transport and coordination. On the
+ * encrypted path the update is one of a few BFV payloads the parent encrypted
+ * beforehand (real node-seal ciphertexts of that delta), used in turn.
  *
  * Wire bytes are counted at the client TCP sockets (`net.Socket.bytesRead` /
  * `bytesWritten`, i.e. everything gRPC/HTTP2 puts on the connection, TCP/IP
@@ -17,6 +19,7 @@
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
@@ -76,8 +79,11 @@ const send = (message: unknown): void => {
 
 async function main(init: DeviceWorkerInit): Promise<void> {
   const delta = new Float32Array(init.parameterCount).fill(1e-3);
-  const payload = new Uint8Array(delta.buffer);
-  const payloadSha256 = createHash('sha256').update(payload).digest('hex');
+  const encrypted = init.encryptedPayloadFiles !== undefined;
+  const pool = (encrypted ? await Promise.all(init.encryptedPayloadFiles!.map((f) => readFile(f))) : [new Uint8Array(delta.buffer)]).map(
+    (bytes) => ({ bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256: createHash('sha256').update(bytes).digest('hex') }),
+  );
+  const updateFor = (deviceIndex: number, roundNumber: number) => pool[(deviceIndex + roundNumber) % pool.length]!;
 
   interface Device {
     index: number;
@@ -192,15 +198,28 @@ async function main(init: DeviceWorkerInit): Promise<void> {
       let downloadedAt: number | null = null;
       try {
         b0 = sumBytes(d.sockets);
+        let modelBytes = 0;
         if (cachedVersion !== a.modelVersion) {
           const model = await download(d, a.modelVersion);
-          if (model.bytes.byteLength !== init.parameterCount * 4) throw new Error(`model has ${model.bytes.byteLength} bytes`);
+          // Version 0 is the plaintext initial model; later versions of an encrypted task are ciphertext sums
+          // (their size and SHA-256 are checked against the header by the transport).
+          if ((!encrypted || a.modelVersion === 0) && model.bytes.byteLength !== init.parameterCount * 4) {
+            throw new Error(`model has ${model.bytes.byteLength} bytes`);
+          }
+          modelBytes = model.bytes.byteLength;
           cachedVersion = a.modelVersion;
         }
         downloadedAt = nowMs();
         b1 = sumBytes(d.sockets);
         add(r.bytes.download, diff(b0, b1));
-        const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: 1, encoding: 'float32-le' as const, sha256: payloadSha256 };
+        const { bytes: payload, sha256 } = updateFor(d.index, a.roundNumber);
+        const header = {
+          roundNumber: a.roundNumber,
+          modelVersion: a.modelVersion,
+          exampleCount: 1,
+          encoding: encrypted ? ('bfv-v1' as const) : ('float32-le' as const),
+          sha256,
+        };
         if (init.behavior === 'cut') {
           const abort = new AbortController();
           const pending = d.transport.submitUpdate(d.credential, header, payload, abort.signal).then(
@@ -221,7 +240,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         const { acceptedCount } = await d.transport.submitUpdate(d.credential, header, payload);
         const submittedAt = nowMs();
         add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
-        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount });
+        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount, modelBytes, updateBytes: payload.byteLength });
         r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: submittedAt, outcome: 'accepted' });
       } catch (error) {
         add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
