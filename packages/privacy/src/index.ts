@@ -31,7 +31,7 @@ export type {
   LocalPrivatizeResult,
   UpdateVector,
 } from './mechanisms/gaussian.js';
-export { createDiscreteGaussianSampler, discreteGaussianPmf } from './mechanisms/discrete-gaussian.js';
+export { createDiscreteGaussianSampler, discreteGaussianPmf, fastDiscreteGaussianVariance } from './mechanisms/discrete-gaussian.js';
 export type { DiscreteGaussianSampler, DiscreteGaussianSamplerOptions } from './mechanisms/discrete-gaussian.js';
 export {
   DEFAULT_ROUNDING_BETA,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createSeededRng } from '../rng.js';
-import { bernoulliExpNeg, createDiscreteGaussianSampler, discreteGaussianPmf, rationalFromDouble } from './discrete-gaussian.js';
+import { bernoulliExpNeg, createDiscreteGaussianSampler, discreteGaussianPmf, fastDiscreteGaussianVariance, rationalFromDouble } from './discrete-gaussian.js';
 
 /** Exact variance of N_Z(0, σ²) by summing the pmf. */
 function exactVariance(sigmaSquared: number): number {
@@ -53,7 +53,18 @@ describe('discrete Gaussian sampler (Canonne, Kamath & Steinke 2020)', () => {
     expect(Math.abs(sq / n - variance)).toBeLessThan(6 * Math.sqrt((3 * variance * variance) / n));
   });
 
-  it.each([2, 50, 6724, 1e6, 3.2e7])('integer σ² = %d: the double fast path returns exactly the bigint path samples', (sigmaSquared) => {
+  it('fastDiscreteGaussianVariance rounds up, by a tiny relative amount, to a variance the double path takes', () => {
+    for (const s2 of [0.0017, 0.37, 1.01, 2, 65_536.123, 4096 ** 2 * 1.3, 1e8]) {
+      const v = fastDiscreteGaussianVariance(s2);
+      expect(v).toBeGreaterThanOrEqual(s2);
+      expect((v - s2) / s2).toBeLessThan(s2 < 6e7 ? 1e-5 : 1e-8);
+      const { num, den } = rationalFromDouble(v);
+      const t = BigInt(Math.floor(Math.sqrt(v))) + 1n;
+      expect(2n * num * den * t * t <= BigInt(Number.MAX_SAFE_INTEGER) || s2 > 6e7).toBe(true);
+    }
+  });
+
+  it.each([2, 50, 6724, 1e6, 3.2e7, 0.0017, 65_536.125, fastDiscreteGaussianVariance(Math.PI * 1000)])('σ² = %d: the double fast path returns exactly the bigint path samples', (sigmaSquared) => {
     const n = sigmaSquared > 1e6 ? 2_000 : 20_000;
     const fast = new Float64Array(n);
     const exact = new Float64Array(n);

@@ -181,22 +181,26 @@ export function createDiscreteGaussianSampler(options: DiscreteGaussianSamplerOp
       if (bernoulliExpNeg(rng, diff * diff, acceptDen)) return Number(y);
     }
   };
-  // Integer σ² (b = 1) with 2σ²t² < 2^53 (σ below about 8,000): the same algorithm on doubles, which
-  // hold these integers exactly; a trial whose (|y|t - σ²)² would not fit falls back to bigints.
-  const fast = options.forceBigint !== true && b === 1n && acceptDen <= BigInt(SAFE_NUMBER);
+  // When σ² = a/b has 2abt² < 2^53 (an integer σ² below about 8,000², or a dyadic one with a small
+  // denominator, see `fastDiscreteGaussianVariance`), the same algorithm runs on doubles, which hold
+  // these integers exactly; a trial whose |y|bt or (|y|bt - a)² would not fit falls back to bigints.
+  const fast = options.forceBigint !== true && acceptDen <= BigInt(SAFE_NUMBER);
   const aN = Number(a);
   const tN = Number(t);
+  const btN = Number(bt);
   const acceptDenN = Number(acceptDen);
   const sample = !fast
     ? exact
     : (): number => {
         for (;;) {
           const y = sampleDiscreteLaplaceNumber(rng, tN);
-          const diff = Math.abs(y) * tN - aN;
+          const scaled = Math.abs(y) * btN;
+          const diff = scaled - aN;
           const squared = diff * diff;
-          const accept = squared <= SAFE_NUMBER
-            ? bernoulliExpNegNumber(rng, squared, acceptDenN)
-            : bernoulliExpNeg(rng, BigInt(diff) * BigInt(diff), acceptDen);
+          const accept =
+            scaled <= SAFE_NUMBER && squared <= SAFE_NUMBER
+              ? bernoulliExpNegNumber(rng, squared, acceptDenN)
+              : bernoulliExpNeg(rng, (BigInt(Math.abs(y)) * bt - a) ** 2n, acceptDen);
           if (accept) return y;
         }
       };
@@ -207,6 +211,25 @@ export function createDiscreteGaussianSampler(options: DiscreteGaussianSamplerOp
       for (let i = 0; i < out.length; i++) out[i] = sample();
     },
   };
+}
+
+/**
+ * The smallest σ'² >= `sigmaSquared` of the form m / 2^k (k <= 52 as large as
+ * possible) for which {@link createDiscreteGaussianSampler} runs on doubles
+ * (2·m·2^k·(⌊σ'⌋+1)² < 2^53). A mechanism that must not add less noise than
+ * its accounting assumes can sample N_Z(0, σ'²) instead of N_Z(0, σ²): the
+ * variance grows by less than 2^-k (relative 1e-9 at σ = 256, 1e-5 at
+ * σ = 2^12), and for σ above about 8,000 it is ⌈σ²⌉ (bigints then take over).
+ */
+export function fastDiscreteGaussianVariance(sigmaSquared: number): number {
+  requireArgument(Number.isFinite(sigmaSquared) && sigmaSquared > 0, 'sigmaSquared must be a finite number > 0', { sigmaSquared });
+  for (let k = 52; k > 0; k--) {
+    const scale = 2 ** k;
+    const m = Math.ceil(sigmaSquared * scale);
+    const t = Math.floor(Math.sqrt(m / scale)) + 1;
+    if (m <= Number.MAX_SAFE_INTEGER && 2 * m * scale * t * t <= Number.MAX_SAFE_INTEGER && m / scale >= sigmaSquared) return m / scale;
+  }
+  return Math.ceil(sigmaSquared);
 }
 
 /**

@@ -2,7 +2,7 @@ import { PrivacyError, requireArgument } from '../errors.js';
 import { rdpToEpsilon, validateDelta, type EpsilonResult } from '../accounting/conversion.js';
 import { resolveOrders } from '../accounting/orders.js';
 import { createSeededRng, type Rng } from '../rng.js';
-import { createDiscreteGaussianSampler } from './discrete-gaussian.js';
+import { createDiscreteGaussianSampler, fastDiscreteGaussianVariance } from './discrete-gaussian.js';
 import { clipToNorm, getDefaultRng, l2Norm, type UpdateVector } from './gaussian.js';
 
 /**
@@ -241,11 +241,11 @@ export function encodeDistributedDiscreteGaussian(update: UpdateVector, options:
     beta: options.beta ?? DEFAULT_ROUNDING_BETA,
     rng,
   });
-  // The share's variance is rounded UP to an integer: never less noise than the accounting's
-  // (localStddev·scale)², at most one grid step² more, and the sampler can then run on exact
-  // integers in doubles (CKS20 Algorithm 3 without bigints), several times faster.
+  // The share's variance is rounded UP to a dyadic rational with a small denominator: never less
+  // noise than the accounting's (localStddev·scale)² (relative excess below 1e-9 at σ_z = 256),
+  // and the exact sampler (CKS20 Algorithm 3) then runs on integers held in doubles, not bigints.
   const sigmaZ = localStddev * scale;
-  const sampler = createDiscreteGaussianSampler({ sigmaSquared: Math.ceil(sigmaZ * sigmaZ), rng });
+  const sampler = createDiscreteGaussianSampler({ sigmaSquared: fastDiscreteGaussianVariance(sigmaZ * sigmaZ), rng });
   const noise = new Float64Array(rounded.length);
   sampler.fill(noise);
   for (let i = 0; i < rounded.length; i++) rounded[i] = (rounded[i] as number) + (noise[i] as number);
