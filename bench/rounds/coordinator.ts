@@ -255,11 +255,16 @@ async function main(): Promise<void> {
           if (message['reusedPayloads'] === true) {
             // The encrypted path reuses a few precomputed ciphertexts (encrypting 100,000 values takes
             // ~0.5 s of device CPU), which the coordinator would refuse as replays. The replay query
-            // still runs (its cost is measured); only its answer is ignored.
-            const known = engine.store['isUpdateDigestKnown'] as (...a: unknown[]) => Promise<boolean>;
-            engine.store['isUpdateDigestKnown'] = async (...a: unknown[]) => {
+            // still runs (its cost is measured); only its answer is ignored, also for the same bytes
+            // twice within one group commit (a set that never reports a digest as known).
+            const known = engine.store['knownUpdateDigests'] as (...a: unknown[]) => Promise<Set<string>>;
+            engine.store['knownUpdateDigests'] = async (...a: unknown[]) => {
               await known(...a);
-              return false;
+              return new (class extends Set<string> {
+                override has(): boolean {
+                  return false;
+                }
+              })();
             };
           }
           send({ type: 'task', taskId: task.id });

@@ -258,46 +258,66 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toRound(row);
     },
 
-    async recordSubmission(roundId, s): Promise<RecordSubmissionResult> {
-      // One statement, one round trip, atomic: lock the round row (serializes with state transitions),
-      // mark the participant SUBMITTED only if the round is COLLECTING and the participant is SELECTED,
-      // bump receivedCount only if that happened. The SELECTs outside the data-modifying CTEs see the
-      // statement's snapshot, i.e. the state before this submission: they explain a refusal.
-      const rows = await prisma.$queryRaw<
-        Array<{ roundState: RoundState | null; receivedCount: number | null; status: string | null; updateDigest: string | null }>
-      >`
-        WITH r AS (
-          SELECT id, state FROM "Round" WHERE id = ${roundId}::uuid FOR UPDATE
+    async recordSubmissions(roundId, submissions): Promise<RecordSubmissionResult[]> {
+      if (submissions.length === 0) return [];
+      // One statement, one round trip, atomic, for a batch (group commit): lock the round row
+      // (serializes with state transitions), mark each participant SUBMITTED only if the round is
+      // COLLECTING and the participant is SELECTED, bump receivedCount by the number that moved.
+      // The join outside the data-modifying CTEs sees the statement's snapshot, i.e. the state
+      // before this batch: it explains a refusal. Client ids must be distinct within a batch.
+      const params: unknown[] = [roundId, new Date().toISOString()];
+      const rows = submissions.map((x, k) => {
+        const at = params.length;
+        params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey);
+        return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text)`;
+      });
+      const result = await prisma.$queryRawUnsafe<
+        Array<{ ord: number; roundState: RoundState | null; accepted: boolean; receivedCount: number | null; status: string | null; updateDigest: string | null }>
+      >(
+        `WITH r AS (
+          SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
+        ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey") AS (
+          VALUES ${rows.join(', ')}
         ), p AS (
-          UPDATE "Participation" SET
+          UPDATE "Participation" pa SET
             status = 'SUBMITTED',
-            "exampleCount" = ${s.exampleCount}::int,
-            encoding = ${s.encoding},
-            "updateDigest" = ${s.sha256},
-            "updateBytes" = ${s.sizeBytes}::int,
-            "updateBlobKey" = ${s.blobKey},
-            "submittedAt" = ${new Date().toISOString()}::timestamptz
-          WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid AND status = 'SELECTED'
+            "exampleCount" = i."exampleCount",
+            encoding = i.encoding,
+            "updateDigest" = i.digest,
+            "updateBytes" = i.bytes,
+            "updateBlobKey" = i."blobKey",
+            "submittedAt" = $2::timestamptz
+          FROM i
+          WHERE pa."roundId" = $1::uuid AND pa."clientId" = i."clientId" AND pa.status = 'SELECTED'
             AND EXISTS (SELECT 1 FROM r WHERE r.state = 'COLLECTING')
-          RETURNING "clientId"
+          RETURNING pa."clientId"
         ), b AS (
-          UPDATE "Round" SET "receivedCount" = "receivedCount" + 1
-          WHERE id = ${roundId}::uuid AND EXISTS (SELECT 1 FROM p)
+          UPDATE "Round" SET "receivedCount" = "receivedCount" + (SELECT count(*) FROM p)::int
+          WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM p)
           RETURNING "receivedCount"
         )
         SELECT
+          i.ord,
           (SELECT state::text FROM r) AS "roundState",
+          EXISTS (SELECT 1 FROM p WHERE p."clientId" = i."clientId") AS accepted,
           (SELECT "receivedCount" FROM b) AS "receivedCount",
-          (SELECT status::text FROM "Participation" WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid) AS status,
-          (SELECT "updateDigest" FROM "Participation" WHERE "roundId" = ${roundId}::uuid AND "clientId" = ${s.clientId}::uuid) AS "updateDigest"
-      `;
-      const row = rows[0];
-      if (row === undefined) throw new Error('recordSubmission returned no row');
-      if (row.receivedCount !== null) return { kind: 'accepted', receivedCount: Number(row.receivedCount) };
-      if (row.roundState !== 'COLLECTING') return { kind: 'round_closed', state: row.roundState ?? 'FAILED' };
-      if (row.status === null) return { kind: 'not_selected' };
-      if (row.status === 'SUBMITTED') return { kind: 'duplicate', sha256: row.updateDigest };
-      return { kind: 'round_closed', state: 'COLLECTING' };
+          pa.status::text AS status,
+          pa."updateDigest" AS "updateDigest"
+        FROM i LEFT JOIN "Participation" pa ON pa."roundId" = $1::uuid AND pa."clientId" = i."clientId"
+        ORDER BY i.ord`,
+        ...params,
+      );
+      if (result.length !== submissions.length) throw new Error(`recordSubmissions returned ${result.length} rows for ${submissions.length}`);
+      // Accepted ones are numbered in batch order, ending at the round's new count.
+      const acceptedTotal = result.filter((row) => row.accepted).length;
+      let next = result.find((row) => row.receivedCount !== null) ? Number(result.find((row) => row.receivedCount !== null)!.receivedCount) - acceptedTotal : 0;
+      return result.map((row): RecordSubmissionResult => {
+        if (row.accepted) return { kind: 'accepted', receivedCount: ++next };
+        if (row.roundState !== 'COLLECTING') return { kind: 'round_closed', state: row.roundState ?? 'FAILED' };
+        if (row.status === null) return { kind: 'not_selected' };
+        if (row.status === 'SUBMITTED') return { kind: 'duplicate', sha256: row.updateDigest };
+        return { kind: 'round_closed', state: 'COLLECTING' };
+      });
     },
 
     async beginAggregation(roundId, reason) {
@@ -442,9 +462,13 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toLedgerEntry(row);
     },
 
-    async isUpdateDigestKnown(taskId, sha256) {
-      const hit = await prisma.participation.findFirst({ where: { updateDigest: sha256, round: { taskId } }, select: { roundId: true } });
-      return hit !== null;
+    async knownUpdateDigests(taskId, digests) {
+      if (digests.length === 0) return new Set<string>();
+      const hits = await prisma.participation.findMany({
+        where: { updateDigest: { in: [...new Set(digests)] }, round: { taskId } },
+        select: { updateDigest: true },
+      });
+      return new Set(hits.map((h) => h.updateDigest!));
     },
 
     async findTaskByKeyId(keyId) {

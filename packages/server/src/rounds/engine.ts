@@ -7,7 +7,7 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import { modelBlobKey, updateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
-import type { FederationStore } from './ports.js';
+import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { createMutex, type Mutex } from './mutex.js';
 import { epsilonIfRoundRuns, ledgerParams } from '../privacy/accounting.js';
@@ -125,6 +125,25 @@ interface TaskRuntime {
   model: { version: number; bytes: Uint8Array; encoding: ModelEncoding; sha256: string; sizeBytes: number } | null;
   /** Homomorphic-encryption context of an encrypted task (public parameters, no key). */
   he: HeContext | null;
+  /** Validated, stored updates waiting to be recorded by the next group commit (`flushRecords`). */
+  pendingRecords: PendingRecord[];
+}
+
+/** An update ready to be recorded: checked and stored outside the lock. */
+interface PendingRecord {
+  client: Client;
+  header: UpdateHeaderInput;
+  arrivedAt: number;
+  /** The round the update was checked against before the lock. */
+  roundId: string;
+  /** SHA-256 of the payload as sent. */
+  sha256: string;
+  update: CheckedUpdate;
+  key: string;
+  blobSha256: string;
+  sizeBytes: number;
+  log: Logger;
+  done: (outcome: { ok: true; acceptedCount: number } | { ok: false; error: unknown; recorded: boolean }) => void;
 }
 
 /** Model versions kept in memory besides each task's current one. */
@@ -480,7 +499,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
           : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
       // A random suffix: concurrent uploads never write the same file; a rejected one is deleted.
       const key = `${updateBlobKey(early.id, client.id)}.${randomUUID()}`;
-      const ref = await this.blobs.put(key, payload);
+      // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
+      const ref = await this.blobs.put(key, payload, sha256);
       prepared = { update, key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
     })();
     // The deadline handler waits for on-time uploads still being stored, so they can still be recorded.
@@ -491,44 +511,115 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       rt.inflight.delete(pre);
     }
     const { update, key, blobSha256, sizeBytes } = prepared!;
-    let recorded = false;
-    try {
-      return await rt.mutex.run(async () => {
-        const round = this.validateHeader(rt, client, header, arrivedAt);
-        if (round.id !== early.id) throw new VeilError('failed_precondition', `update is for round ${header.roundNumber}, the open round is ${round.number}`);
-        // Ciphertexts are randomized: the same bytes twice means a replayed submission.
-        if (rt.task.encryption !== null && (await this.store.isUpdateDigestKnown(rt.task.id, sha256))) {
-          throw new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)');
+    const outcome = await new Promise<Parameters<PendingRecord['done']>[0]>((done) => {
+      rt.pendingRecords.push({ client, header, arrivedAt, roundId: early.id, sha256, update, key, blobSha256, sizeBytes, log, done });
+      // The first update since the last commit started queues the next one; later ones join it.
+      // (The mutex is FIFO: an update stored before the deadline's section is queued ahead of it.)
+      if (rt.pendingRecords.length === 1) {
+        void rt.mutex.run(() => this.flushRecords(rt)).catch((err: unknown) => this.log.error({ err, taskId: rt.task.id }, 'recording updates failed'));
+      }
+    });
+    if (outcome.ok) return { acceptedCount: outcome.acceptedCount };
+    // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
+    if (!outcome.recorded) await this.blobs.delete(key).catch((err) => log.warn({ err }, 'could not delete a rejected update blob'));
+    throw outcome.error;
+  }
+
+  /**
+   * Group commit (mutex held): records every update waiting in
+   * `rt.pendingRecords` with one store write, folds the accepted ones into
+   * the aggregate in arrival order, and answers each submitter. Under load
+   * uploads arrive faster than one write per update, so the batch grows and
+   * the database cost per update shrinks.
+   */
+  private async flushRecords(rt: TaskRuntime): Promise<void> {
+    const batch = rt.pendingRecords.splice(0);
+    if (batch.length === 0) return;
+    const reject = (item: PendingRecord, error: unknown, recorded = false): void => item.done({ ok: false, error, recorded });
+    const candidates: PendingRecord[] = [];
+    let round: Round | null = null;
+    const seenClients = new Map<string, string>();
+    for (const item of batch) {
+      try {
+        round = this.validateHeader(rt, item.client, item.header, item.arrivedAt);
+        if (round.id !== item.roundId) {
+          throw new VeilError('failed_precondition', `update is for round ${item.header.roundNumber}, the open round is ${round.number}`);
         }
-        const result = await this.store.recordSubmission(round.id, {
-          clientId: client.id,
-          exampleCount: header.exampleCount,
-          encoding: rt.task.settings.updateEncoding,
-          sha256: blobSha256,
-          sizeBytes,
-          blobKey: key,
-        });
-        if (result.kind !== 'accepted') throw rejection(result, round.number, sha256);
-        recorded = true;
-        rt.folded.set(client.id, sha256);
-        rt.aggregator?.add(client.id, header.exampleCount, update);
-        round.receivedCount = result.receivedCount;
-        log.info({ receivedCount: result.receivedCount, targetCount: round.targetCount, exampleCount: header.exampleCount }, 'update accepted');
-        this.emit('update-accepted', {
-          taskId: rt.task.id,
-          roundNumber: round.number,
-          clientId: client.id,
-          receivedCount: result.receivedCount,
-          targetCount: round.targetCount,
-        });
-        if (result.receivedCount >= round.targetCount) await this.aggregate(rt, 'all selected clients submitted');
-        return { acceptedCount: result.receivedCount };
-      });
-    } catch (error) {
-      // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
-      if (!recorded) await this.blobs.delete(key).catch((err) => log.warn({ err }, 'could not delete a rejected update blob'));
-      throw error;
+        const earlier = seenClients.get(item.client.id);
+        if (earlier !== undefined) throw rejection({ kind: 'duplicate', sha256: earlier }, round.number, item.sha256);
+        seenClients.set(item.client.id, item.sha256);
+        candidates.push(item);
+      } catch (error) {
+        reject(item, error);
+      }
     }
+    if (candidates.length === 0 || round === null) return;
+    const open = round;
+    let toRecord = candidates;
+    if (rt.task.encryption !== null) {
+      // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the batch).
+      let known: Set<string>;
+      try {
+        known = await this.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+      } catch (error) {
+        for (const item of candidates) reject(item, error);
+        return;
+      }
+      toRecord = [];
+      for (const item of candidates) {
+        if (known.has(item.sha256)) reject(item, new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)'));
+        else {
+          known.add(item.sha256);
+          toRecord.push(item);
+        }
+      }
+      if (toRecord.length === 0) return;
+    }
+    let results: Awaited<ReturnType<FederationStore['recordSubmissions']>>;
+    try {
+      results = await this.store.recordSubmissions(
+        open.id,
+        toRecord.map((item) => ({
+          clientId: item.client.id,
+          exampleCount: item.header.exampleCount,
+          encoding: rt.task.settings.updateEncoding,
+          sha256: item.blobSha256,
+          sizeBytes: item.sizeBytes,
+          blobKey: item.key,
+        })),
+      );
+    } catch (error) {
+      for (const item of toRecord) reject(item, error);
+      return;
+    }
+    const accepted: Array<{ item: PendingRecord; receivedCount: number }> = [];
+    for (const [k, item] of toRecord.entries()) {
+      const result = results[k]!;
+      if (result.kind !== 'accepted') {
+        reject(item, rejection(result, open.number, item.sha256));
+        continue;
+      }
+      rt.folded.set(item.client.id, item.sha256);
+      rt.aggregator?.add(item.client.id, item.header.exampleCount, item.update);
+      open.receivedCount = result.receivedCount;
+      accepted.push({ item, receivedCount: result.receivedCount });
+      item.log.info({ receivedCount: result.receivedCount, targetCount: open.targetCount, exampleCount: item.header.exampleCount }, 'update accepted');
+      this.emit('update-accepted', {
+        taskId: rt.task.id,
+        roundNumber: open.number,
+        clientId: item.client.id,
+        receivedCount: result.receivedCount,
+        targetCount: open.targetCount,
+      });
+    }
+    try {
+      if (accepted.length > 0 && open.receivedCount >= open.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+    } catch (error) {
+      // Recorded updates stay recorded (and are rebuilt from the store); the submitters learn of the failure.
+      for (const { item } of accepted) reject(item, error, true);
+      return;
+    }
+    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
   }
 
   /** `at`: when the update arrived (an upload that arrived before the deadline is on time, however long it waited for the lock). */
@@ -926,6 +1017,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         waiters: new Set(),
         model: null,
         he: null,
+        pendingRecords: [],
       };
       this.runtimes.set(task.id, rt);
     }
@@ -959,7 +1051,7 @@ export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' 
   return ciphertexts * (slots * 8 + 1024) + 4096;
 }
 
-function rejection(result: Exclude<Awaited<ReturnType<FederationStore['recordSubmission']>>, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
+function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
   switch (result.kind) {
     case 'duplicate':
       return new VeilError(

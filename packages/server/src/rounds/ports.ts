@@ -67,8 +67,13 @@ export interface FederationStore {
   listLedger(taskId: string, page?: { offset: number; limit: number }): Promise<LedgerEntry[]>;
   /** The latest ledger entry of a task. */
   lastLedgerEntry(taskId: string): Promise<LedgerEntry | null>;
-  /** Records an accepted update: participant SELECTED -> SUBMITTED, round still COLLECTING. */
-  recordSubmission(roundId: string, submission: Submission): Promise<RecordSubmissionResult>;
+  /**
+   * Records accepted updates in one transaction (group commit): each
+   * participant SELECTED -> SUBMITTED while the round is COLLECTING. Results
+   * in input order; accepted ones carry the round's count after each. Client
+   * ids must be distinct within a call.
+   */
+  recordSubmissions(roundId: string, submissions: readonly Submission[]): Promise<RecordSubmissionResult[]>;
   /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */
   beginAggregation(roundId: string, reason: string): Promise<Round | null>;
   /** AGGREGATING -> CLOSED with the new model version (null: model kept). */
@@ -96,8 +101,8 @@ export interface FederationStore {
   getRoundEvaluation(roundId: string): Promise<RoundEvaluation | null>;
 
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
-  /** Whether any update with this SHA-256 was accepted in the task before (replay detection). */
-  isUpdateDigestKnown(taskId: string, sha256: string): Promise<boolean>;
+  /** Which of these SHA-256 digests belong to updates accepted in the task before (replay detection). */
+  knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 

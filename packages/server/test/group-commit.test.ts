@@ -1,0 +1,59 @@
+/**
+ * Group commit of accepted updates: uploads that finish while a store write is
+ * under way are recorded together by the next write. The counts, the
+ * aggregate and the refusals must be exactly those of one write per update.
+ */
+import { describe, expect, it } from 'vitest';
+import { TINY_PARAMETERS, createTinyTask, expectedFedAvg, fetchWeights, joinDevices, pattern, startTestCoordinator, waitForRounds } from './helpers.js';
+
+describe('group commit of updates (PostgreSQL)', () => {
+  it('records updates that arrive during a write in one write: distinct counts 1..N, one update per device, the exact FedAvg', async () => {
+    const N = 16;
+    await using t = await startTestCoordinator();
+    const { id, base } = await createTinyTask(t.rest, { rounds: 1, clientsPerRound: N, minClients: N, minAvailableClients: N });
+    // Hold the first store write until every other upload is queued behind it, and count the updates per write.
+    const engine = t.coordinator.engine as unknown as {
+      store: { recordSubmissions: (roundId: string, list: unknown[]) => Promise<unknown[]> };
+      runtimes: Map<string, { pendingRecords: unknown[] }>;
+    };
+    const original = engine.store.recordSubmissions.bind(engine.store);
+    const batches: number[] = [];
+    engine.store.recordSubmissions = async (roundId, list) => {
+      batches.push(list.length);
+      if (batches.length === 1) {
+        const until = Date.now() + 20_000;
+        while (engine.runtimes.get(id)!.pendingRecords.length < 2 * N - 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      }
+      return original(roundId, list);
+    };
+    using devices = await joinDevices(t.coordinator, id, N);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const updates = devices.map((_, k) => ({ delta: pattern(TINY_PARAMETERS, k + 3), n: 1 + (k % 5) }));
+    // Each device sends two different updates at once (weights n and 7): exactly one of them is accepted.
+    const results = await Promise.allSettled(
+      devices.flatMap((d, k) => [d.submit(assignments[k]!, updates[k]!.delta, updates[k]!.n), d.submit(assignments[k]!, pattern(TINY_PARAMETERS, 99 + k), 7)]),
+    );
+    // The first write carried one update; the second all the others at once, one per device (a device's
+    // second update is refused as a duplicate without a write: within the batch, or after its first was folded).
+    expect(batches).toEqual([1, N - 1]);
+    const accepted = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.acceptedCount] : []));
+    expect(accepted.sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    for (const r of results) if (r.status === 'rejected') expect(r.reason.code).toBe('already_exists');
+
+    const rounds = await waitForRounds(t.rest, id, (rs) => rs[0]?.state === 'CLOSED');
+    expect(rounds[0]).toMatchObject({ received: N, summary: { participants: N } });
+    // The model is FedAvg of the update of each device that was accepted (told apart by its weight).
+    const stored = await t.storage.sql<{ name: string; exampleCount: number }>(
+      `SELECT c.name, p."exampleCount" FROM "Participation" p JOIN "Client" c ON c.id = p."clientId" WHERE p.status = 'SUBMITTED'`,
+    );
+    expect(stored).toHaveLength(N);
+    const byName = new Map(stored.map((s) => [s.name, s.exampleCount]));
+    const winners = devices.map((d, k) =>
+      byName.get(d.name) === 7 ? { delta: pattern(TINY_PARAMETERS, 99 + k), n: 7 } : { delta: updates[k]!.delta, n: updates[k]!.n },
+    );
+    expect(winners.every((w, k) => w.n === 7 || w.n === updates[k]!.n)).toBe(true);
+    const weights = await fetchWeights(t.rest, id);
+    const expected = expectedFedAvg(base, winners);
+    for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);
+  });
+});
