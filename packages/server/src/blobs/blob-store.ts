@@ -16,7 +16,12 @@ export interface BlobRef {
  * in the database, so a corrupted file is detected, never used.
  */
 export interface BlobStore {
-  put(key: string, data: Uint8Array): Promise<BlobRef>;
+  /**
+   * Writes a blob durably (fsync, then an atomic rename). `sha256`: the data's
+   * hex digest when the caller computed it already from the same bytes (it is
+   * recorded as is; a wrong one makes every later read fail as corrupted).
+   */
+  put(key: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
   /** Reads and verifies a blob; throws VeilError('internal') when missing or corrupted. */
   get(ref: { key: string; sha256: string }): Promise<Buffer>;
   delete(key: string): Promise<void>;
@@ -29,6 +34,7 @@ export interface BlobStoreOptions {
 
 export function createBlobStore(options: BlobStoreOptions): BlobStore {
   const root = normalize(options.dir);
+  const createdDirs = new Set<string>();
   const pathOf = (key: string): string => {
     if (!/^[a-zA-Z0-9_][a-zA-Z0-9/_.-]*$/.test(key) || key.includes('..')) throw new Error(`invalid blob key ${key}`);
     const path = normalize(join(root, key));
@@ -36,11 +42,22 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     return path;
   };
   return {
-    async put(key, data) {
+    async put(key, data, sha256) {
       const path = pathOf(key);
-      await mkdir(dirname(path), { recursive: true });
+      const dir = dirname(path);
+      // One mkdir per directory per process, not per blob (a round's updates share one).
+      if (!createdDirs.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        createdDirs.add(dir);
+        if (createdDirs.size > 10_000) createdDirs.clear();
+      }
       const tmp = `${path}.${randomUUID()}.tmp`;
-      const handle = await open(tmp, 'w');
+      const handle = await open(tmp, 'w').catch(async (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+        // The directory went away since it was created (removed by hand): create it again.
+        await mkdir(dir, { recursive: true });
+        return open(tmp, 'w');
+      });
       try {
         await handle.writeFile(data);
         await handle.sync();
@@ -48,7 +65,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         await handle.close();
       }
       await rename(tmp, path);
-      return { key, sha256: createHash('sha256').update(data).digest('hex'), sizeBytes: data.byteLength };
+      return { key, sha256: sha256 ?? createHash('sha256').update(data).digest('hex'), sizeBytes: data.byteLength };
     },
     async get(ref) {
       let data: Buffer;

@@ -74,6 +74,19 @@ describe('task settings', () => {
   it('finds non-finite values', () => {
     expect(() => assertFinite(Float32Array.from([1, Number.NaN]), 'update')).toThrow(/non-finite value at index 1/);
     expect(() => assertFinite(Float32Array.from([1, Number.POSITIVE_INFINITY]), 'update')).toThrow(/index 1/);
+    expect(() => assertFinite(Float32Array.from([0, 0, Number.NEGATIVE_INFINITY]), 'update')).toThrow(/index 2/);
+    // Every NaN bit pattern (signalling, negative, any payload) is caught; the largest finite, subnormals and -0 pass.
+    for (const pattern of [0x7fc00000, 0x7f800001, 0xffffffff, 0xff800001, 0x7fbfffff]) {
+      const values = new Float32Array(3);
+      new Uint32Array(values.buffer)[1] = pattern;
+      expect(() => assertFinite(values, 'update')).toThrow(/index 1/);
+    }
+    const edge = new Float32Array(4);
+    new Uint32Array(edge.buffer).set([0x7f7fffff, 0xff7fffff, 0x00000001, 0x80000000]);
+    expect(() => assertFinite(edge, 'update')).not.toThrow();
+    // A view into a larger buffer is checked at its own offset.
+    const buffer = new Float32Array([Number.NaN, 1, 2]);
+    expect(() => assertFinite(buffer.subarray(1), 'update')).not.toThrow();
     expect(() => assertFinite(Float32Array.from([1, -2]), 'update')).not.toThrow();
   });
 });

@@ -140,7 +140,10 @@ export function validateWeightSpecs(specs: unknown): { specs: WeightSpecJson[]; 
 
 /** Checks that every value is finite (no NaN or ±Infinity). */
 export function assertFinite(values: Float32Array, what: string): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) invalid(`${what} contains a non-finite value at index ${i}`);
+  // IEEE 754 binary32: NaN and ±Infinity are exactly the values whose 8 exponent bits are all ones.
+  // Testing the bits of a Uint32 view is several times faster than Number.isFinite on every float.
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i]! & 0x7f800000) === 0x7f800000) invalid(`${what} contains a non-finite value at index ${i}`);
   }
 }
