@@ -73,7 +73,17 @@ export async function createTestStorage(kind: DatabaseKind): Promise<TestStorage
         const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
         await admin.connect();
         try {
-          await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+          // Let connections that are still closing (a coordinator just shut down) go by themselves:
+          // a forced drop terminates them mid-close, and pg reports that as an unhandled error event.
+          for (let attempt = 0; ; attempt++) {
+            try {
+              await admin.query(`DROP DATABASE IF EXISTS "${dbName}"${attempt < 50 ? '' : ' WITH (FORCE)'}`);
+              break;
+            } catch (error) {
+              if ((error as { code?: string }).code !== '55006' || attempt >= 50) throw error;
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+          }
         } finally {
           await admin.end();
         }
