@@ -30,6 +30,8 @@
 # VEIL_CONTAINER_KEEP=1 (leave the stack running and print how to reach it),
 # VEIL_CONTAINER_DEVICES / VEIL_CONTAINER_ROUNDS (default 3 / 3).
 set -euo pipefail
+# Debian installs debootstrap (and other admin tools) in /usr/sbin, which a non-login PATH may lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;; esac
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
