@@ -44,6 +44,7 @@ export {
   decodeDistributedDiscreteGaussian,
   encodeDistributedDiscreteGaussian,
   inverseRandomizedHadamard,
+  nextPowerOfTwo,
   randomizedHadamard,
   reduceModulo,
   roundedL2NormBound,

@@ -22,6 +22,7 @@ import {
   createLocalPrivacyTracker,
   encodeDistributedDiscreteGaussian,
   getDefaultRng,
+  nextPowerOfTwo,
   privatizeLocalUpdate,
   type LocalPrivacyTracker,
   type Rng,
@@ -361,11 +362,9 @@ export function rotationSeedForVersion(taskId: string, sumVersion: number): numb
   return digest.readUInt32LE(0);
 }
 
-/** d: the update length padded to a power of two, as the rotation does. */
+/** d: the update length padded to a power of two, as the rotation does (an empty update pads to 1). */
 export function paddedDimension(length: number): number {
-  let d = 1;
-  while (d < length) d *= 2;
-  return d;
+  return nextPowerOfTwo(Math.max(1, length));
 }
 
 function checkRotationSeed(seed: number): number {

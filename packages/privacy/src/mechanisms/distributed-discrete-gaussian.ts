@@ -93,7 +93,7 @@ export function conditionalRandomizedRound(scaled: ArrayLike<number>, options: C
   });
 }
 
-/** Smallest power of two >= n. */
+/** Smallest power of two >= n: the length the random rotation pads an update to. */
 export function nextPowerOfTwo(n: number): number {
   requireArgument(Number.isSafeInteger(n) && n >= 1, 'n must be a positive integer', { n });
   let p = 1;

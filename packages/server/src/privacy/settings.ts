@@ -1,4 +1,4 @@
-import { DEFAULT_ROUNDING_BETA, checkModularHeadroom } from '@veil/privacy';
+import { DEFAULT_ROUNDING_BETA, checkModularHeadroom, nextPowerOfTwo } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { ledgerNumber } from './ledger.js';
 
@@ -105,13 +105,6 @@ export function resolvePrivacySettings(input: PrivacyInput, minClients: number):
   return settings;
 }
 
-/** d: `length` padded to a power of two, as the devices' rotation pads it. */
-export function paddedDimension(length: number): number {
-  let d = 1;
-  while (d < length) d *= 2;
-  return d;
-}
-
 /**
  * Distributed mode needs encrypted aggregation: the modular sum of the
  * devices' residues is the BFV sum mod t, so m = t. Fills in d and m and
@@ -127,7 +120,7 @@ export function completeDistributedSettings(
   const plainModulus = model.plainModulus!;
   if (!Number.isSafeInteger(plainModulus) || plainModulus > 2 ** 31) invalid(`the key's plain modulus ${plainModulus} is too large for distributed DP residues`);
   const ddg = privacy.ddg;
-  ddg.dimension = paddedDimension(model.parameterCount);
+  ddg.dimension = nextPowerOfTwo(model.parameterCount);
   ddg.modulus = plainModulus;
   const headroom = checkModularHeadroom({
     clipNorm: privacy.clipNorm,
