@@ -8,11 +8,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyBundle, serializeKeyMaterial, type KeyBundle } from '@veil/crypto';
-import { computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
+import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
 import { createDistributedDpMiddleware, rotationSeedForVersion } from '../../client-sdk/src/mods/dp.js';
 import { createDeviceEncryption, type DeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
 import type { LocalUpdate, RoundContext } from '../../client-sdk/src/middleware.js';
-import { DDG_ORDERS } from '../src/privacy/accounting.js';
 import { TINY_PARAMETERS, createTinyTask, grpcStatusOf, joinDevices, pattern, sha256Hex, startTestCoordinator, waitForRounds, type Device } from './helpers.js';
 
 const publicKeyJson = (bundle: KeyBundle): unknown => JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
@@ -110,7 +109,7 @@ describe('distributed DP (PostgreSQL, BFV)', () => {
         beta: spec.distributed!.roundingBeta,
         samplingRate: 1,
         delta,
-        orders: DDG_ORDERS,
+        orders: DDG_RDP_ORDERS,
       });
       expect(first.epsilon).toBeCloseTo(expected.epsilon, 6);
       const summary = (await t.rest.request('GET', `/v1/tasks/${id}/privacy`, audit)).body;

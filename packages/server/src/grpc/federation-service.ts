@@ -88,7 +88,7 @@ function privacySpec(p: PrivacySettings | null): PrivacySpec | null {
         epsilonCap: p.epsilonCap,
         delta: p.delta,
         distributed:
-          p.ddg === null || p.ddg === undefined
+          p.ddg === null
             ? null
             : {
                 scale: p.ddg.scale,

@@ -24,13 +24,20 @@ type RoundRow = Prisma.RoundGetPayload<object>;
 
 const json = (value: unknown): Prisma.InputJsonValue => value as Prisma.InputJsonValue;
 
+/** Task settings as stored; tasks created before distributed DP have no `privacy.ddg`: local mode, null. */
+function taskSettings(spec: unknown): TaskSettings {
+  const settings = spec as TaskSettings;
+  if (settings.privacy === null || settings.privacy.ddg !== undefined) return settings;
+  return { ...settings, privacy: { ...settings.privacy, ddg: null } };
+}
+
 function toTask(row: TaskRow): Task {
   return {
     id: row.id,
     name: row.name,
     status: row.status,
     statusReason: row.statusReason,
-    settings: row.spec as unknown as TaskSettings,
+    settings: taskSettings(row.spec),
     modelTopology: row.modelTopology as Record<string, unknown>,
     weightSpecs: row.weightSpecs as unknown as WeightSpecJson[],
     parameterCount: row.parameterCount,

@@ -27,7 +27,7 @@ export function ledgerParams(settings: PrivacySettings): AccountedEntry {
     noiseMultiplier: settings.noiseMultiplier,
     clipNorm: settings.clipNorm,
     ddg:
-      ddg === null || ddg === undefined
+      ddg === null
         ? null
         : { noiseClients: ddg.noiseClients, scale: ddg.scale, localStddev: ddg.localStddev, dimension: ddg.dimension, roundingBeta: ddg.roundingBeta },
   };
@@ -47,9 +47,6 @@ function cachedRdp(key: unknown[], compute: () => Float64Array): Float64Array {
   return rdp;
 }
 
-/** Orders of distributed-mode accounting (dp_accounting's defaults plus the integers 2..256). */
-export const DDG_ORDERS = DDG_RDP_ORDERS;
-
 function ddgRdp(p: LedgerDdgParams, clipNorm: number, samplingRate: number): Float64Array {
   return cachedRdp(['ddg', p.noiseClients, p.scale, p.localStddev, p.dimension, p.roundingBeta, clipNorm, samplingRate], () =>
     computeDistributedDiscreteGaussianRdp({
@@ -60,7 +57,7 @@ function ddgRdp(p: LedgerDdgParams, clipNorm: number, samplingRate: number): Flo
       dimension: p.dimension,
       beta: p.roundingBeta,
       samplingRate,
-      orders: DDG_ORDERS,
+      orders: DDG_RDP_ORDERS,
     }),
   );
 }
@@ -102,8 +99,8 @@ function accountantOf(entries: readonly AccountedEntry[], samplingRate?: number,
     if (group === undefined) groups.set(key, { entry: e, count: 1 });
     else group.count++;
   }
-  // A task's entries are all of one mode; distributed mode's events are computed on DDG_ORDERS.
-  const accountant = createRdpAccountant(distributed ? { orders: DDG_ORDERS } : {});
+  // A task's entries are all of one mode; distributed mode's events are computed on DDG_RDP_ORDERS.
+  const accountant = createRdpAccountant(distributed ? { orders: DDG_RDP_ORDERS } : {});
   for (const { entry, count } of groups.values()) accountant.compose({ ...entryEvent(entry, samplingRate ?? entry.samplingRate), count });
   return accountant;
 }

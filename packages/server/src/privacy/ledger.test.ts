@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
+import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
 import { describe, expect, it } from 'vitest';
-import { DDG_ORDERS, clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
+import { clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, verifyLedger, type LedgerEntry, type LedgerFields } from './ledger.js';
 import { completeDistributedSettings, resolvePrivacySettings, type PrivacySettings } from './settings.js';
 
@@ -149,7 +149,7 @@ describe('accounting of ledger entries', () => {
       samplingRate: 0.2,
       steps: 20,
       delta: 1e-5,
-      orders: DDG_ORDERS,
+      orders: DDG_RDP_ORDERS,
     });
     expect(epsilonOfEntries(entries, 1e-5).epsilon).toBeCloseTo(direct.epsilon, 10);
     // Discretisation costs privacy, never saves it: DDG at the same z is at least the continuous Gaussian's epsilon.
@@ -182,7 +182,7 @@ describe('accounting of ledger entries', () => {
     const entries: AccountedEntry[] = buildLedger(3, s);
     const twice = clientEpsilon(entries.slice(0, 2), 1e-5).epsilon;
     const unamplified = computeDistributedDiscreteGaussianEpsilon({
-      clipNorm: 1, scale: s.ddg!.scale, localStddev: s.ddg!.localStddev, clients: 100, dimension: 8192, beta: s.ddg!.roundingBeta, samplingRate: 1, steps: 2, delta: 1e-5, orders: DDG_ORDERS,
+      clipNorm: 1, scale: s.ddg!.scale, localStddev: s.ddg!.localStddev, clients: 100, dimension: 8192, beta: s.ddg!.roundingBeta, samplingRate: 1, steps: 2, delta: 1e-5, orders: DDG_RDP_ORDERS,
     }).epsilon;
     expect(twice).toBeCloseTo(unamplified, 10);
     expect(twice).toBeGreaterThan(epsilonOfEntries(entries.slice(0, 2), 1e-5).epsilon);
