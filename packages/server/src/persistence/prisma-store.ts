@@ -316,8 +316,9 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       );
       if (result.length !== submissions.length) throw new Error(`recordSubmissions returned ${result.length} rows for ${submissions.length}`);
       // Accepted ones are numbered in batch order, ending at the round's new count.
+      // (receivedCount, the round's count after the batch, is the same on every row; null if none moved.)
       const acceptedTotal = result.filter((row) => row.accepted).length;
-      let next = result.find((row) => row.receivedCount !== null) ? Number(result.find((row) => row.receivedCount !== null)!.receivedCount) - acceptedTotal : 0;
+      let next = Number(result[0]?.receivedCount ?? 0) - acceptedTotal;
       return result.map((row): RecordSubmissionResult => {
         if (row.accepted) return { kind: 'accepted', receivedCount: ++next };
         if (row.roundState !== 'COLLECTING') return { kind: 'round_closed', state: row.roundState ?? 'FAILED' };
