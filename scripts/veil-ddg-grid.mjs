@@ -16,28 +16,12 @@
 //          "epsilon": [{"default": [eps, order], "given": [eps, order]} | {"error": msg}, ...],
 //          "rdp":     [[rdp at each of `orders`, one round] | {"error": msg}, ...]}
 // "given" is present only when `orders` is. Non-finite numbers print as null.
-import { readFileSync } from 'node:fs';
+import { guard, loadPrivacy, num, readGrid } from './lib/grid-io.mjs';
 
-const dist = new URL('../packages/privacy/dist/index.js', import.meta.url);
-let privacy;
-try {
-  privacy = await import(dist.href);
-} catch (err) {
-  process.stderr.write(`cannot load ${dist.pathname}: build first (npx tsc -b packages/privacy)\n${String(err)}\n`);
-  process.exit(2);
-}
-const { computeDistributedDiscreteGaussianEpsilon, computeDistributedDiscreteGaussianRdp, DEFAULT_RDP_ORDERS } = privacy;
+const { computeDistributedDiscreteGaussianEpsilon, computeDistributedDiscreteGaussianRdp, DEFAULT_RDP_ORDERS } = await loadPrivacy('npx tsc -b packages/privacy');
 
-const input = JSON.parse(readFileSync(0, 'utf8'));
+const input = readGrid();
 const orders = Array.isArray(input.orders) ? input.orders : null;
-const num = (x) => (Number.isFinite(x) ? x : null);
-const guard = (fn) => {
-  try {
-    return fn();
-  } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
-  }
-};
 const params = ([clipNorm, scale, localStddev, clients, dimension, beta, samplingRate, steps, delta]) => ({
   clipNorm,
   scale,

@@ -16,27 +16,11 @@
 // The numbers are those of `veil privacy epsilon` / `veil privacy calibrate`:
 // both commands call computeEpsilon / calibrateNoiseMultiplier with the
 // default orders (packages/privacy/src/cli.ts).
-import { readFileSync } from 'node:fs';
+import { guard, loadPrivacy, num, readGrid } from './lib/grid-io.mjs';
 
-const dist = new URL('../packages/privacy/dist/index.js', import.meta.url);
-let privacy;
-try {
-  privacy = await import(dist.href);
-} catch (err) {
-  process.stderr.write(`cannot load ${dist.pathname}: build first (npx tsc -b packages/cli)\n${String(err)}\n`);
-  process.exit(2);
-}
-const { computeEpsilon, calibrateNoiseMultiplier, computeRdp, DEFAULT_RDP_ORDERS } = privacy;
+const { computeEpsilon, calibrateNoiseMultiplier, computeRdp, DEFAULT_RDP_ORDERS } = await loadPrivacy('npx tsc -b packages/cli');
 
-const input = JSON.parse(readFileSync(0, 'utf8'));
-const num = (x) => (Number.isFinite(x) ? x : null);
-const guard = (fn) => {
-  try {
-    return fn();
-  } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
-  }
-};
+const input = readGrid();
 
 const out = { orders: [...DEFAULT_RDP_ORDERS] };
 if (Array.isArray(input.epsilon)) {
