@@ -537,11 +537,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (batch.length === 0) return;
     const reject = (item: PendingRecord, error: unknown, recorded = false): void => item.done({ ok: false, error, recorded });
     const candidates: PendingRecord[] = [];
-    let round: Round | null = null;
     const seenClients = new Map<string, string>();
     for (const item of batch) {
       try {
-        round = this.validateHeader(rt, item.client, item.header, item.arrivedAt);
+        const round = this.validateHeader(rt, item.client, item.header, item.arrivedAt);
         if (round.id !== item.roundId) {
           throw new VeilError('failed_precondition', `update is for round ${item.header.roundNumber}, the open round is ${round.number}`);
         }
@@ -553,8 +552,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         reject(item, error);
       }
     }
-    if (candidates.length === 0 || round === null) return;
-    const open = round;
+    // Candidates passed validateHeader, so the lock holder's rt.round is the open round they belong to.
+    const open = rt.round;
+    if (candidates.length === 0 || open === null) return;
     let toRecord = candidates;
     if (rt.task.encryption !== null) {
       // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the batch).
