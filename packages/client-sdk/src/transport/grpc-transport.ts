@@ -88,6 +88,27 @@ export interface GrpcTransportOptions {
   channelCredentials?: grpc.ChannelCredentials;
   /** Deadline of unary calls other than the long-poll, ms. Default 30 000. */
   callTimeoutMs?: number;
+  /**
+   * HTTP/2 receive window of the device, per stream and per connection,
+   * bytes. Default 8 MiB: a model download streams without waiting for a
+   * WINDOW_UPDATE every 64 KiB (HTTP/2's default window, RFC 9113 Sec. 6.9.2),
+   * i.e. one round trip per 64 KiB and a wake-up of both ends for each. The
+   * device holds at most this much unread; the SDK reads every download
+   * through as it arrives.
+   */
+  receiveWindowBytes?: number;
+}
+
+/** Default of {@link GrpcTransportOptions.receiveWindowBytes}. */
+export const DEFAULT_RECEIVE_WINDOW_BYTES = 8 * 2 ** 20;
+
+/** HTTP/2 windows are 1..2^31-1 bytes (RFC 9113 Sec. 6.9.1); below the 65,535-byte default is refused too. */
+function receiveWindow(bytes: number | undefined): number {
+  const value = bytes ?? DEFAULT_RECEIVE_WINDOW_BYTES;
+  if (!Number.isSafeInteger(value) || value < 65_535 || value > 2 ** 31 - 1) {
+    throw new RangeError(`receiveWindowBytes must be an integer in 65535..2147483647, got ${value}`);
+  }
+  return value;
 }
 
 /** The grpc-js transport of the SDK. */
@@ -95,7 +116,12 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
   const client: FederationServiceClient = createFederationServiceClient(
     options.address,
     options.channelCredentials ?? grpc.credentials.createInsecure(),
-    { ...GRPC_CHANNEL_OPTIONS, 'grpc.keepalive_time_ms': 60_000, 'grpc.keepalive_timeout_ms': 20_000 },
+    {
+      ...GRPC_CHANNEL_OPTIONS,
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_timeout_ms': 20_000,
+      'grpc-node.flow_control_window': receiveWindow(options.receiveWindowBytes),
+    },
   );
   const callTimeoutMs = options.callTimeoutMs ?? 30_000;
   const auth = (credential: string): grpc.Metadata => {
