@@ -5,7 +5,7 @@
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
- *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--log-level silent] [--timeout-s 3600]
+ *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--cpu-prof-devices] [--log-level silent] [--timeout-s 3600]
  *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext
@@ -33,6 +33,7 @@
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -77,6 +78,7 @@ const { values: args } = parseArgs({
     'devices-per-worker': { type: 'string', default: '250' },
     'poll-ms': { type: 'string', default: '30000' },
     'cpu-prof': { type: 'boolean', default: false },
+    'cpu-prof-devices': { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'silent' },
     'timeout-s': { type: 'string', default: '3600' },
     'database-url': { type: 'string', default: process.env['BENCH_ADMIN_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/postgres' },
@@ -104,6 +106,24 @@ interface Channel {
   next<T = Record<string, unknown>>(type: string, timeoutMs: number): Promise<T>;
   on(type: string, fn: (m: Record<string, unknown>) => void): void;
   exited: Promise<number | null>;
+}
+
+/** Busy and total CPU ticks of the whole machine, all cores (/proc/stat; idle = idle + iowait); null where there is none. */
+function machineCpuTicks(): { busy: number; total: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const t = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const total = t.reduce((a, b) => a + b, 0);
+    return { busy: total - t[3]! - t[4]!, total };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time of the device worker processes that reported (a killed worker reports nothing), ms. */
+function deviceCpuMs(r: RunResult): number | null {
+  const done = r.workers.map((w) => w.done).filter((d): d is WorkerDone => d !== null);
+  return done.length === 0 ? null : round1(done.reduce((a, d) => a + d.cpuMs, 0));
 }
 
 function spawnChild(file: string, env: Record<string, string>, execArgv: string[] = []): Channel {
@@ -314,12 +334,16 @@ interface RunResult {
   joinMs: number;
   timedOut: boolean;
   cpuProfile: string | null;
+  deviceCpuProfile: string | null;
+  /** Share of the machine's CPU time (all cores) that was busy from the task's start to its end (/proc/stat). */
+  machineCpuBusy: number | null;
 }
 
 async function runOnce(spec: RunSpec): Promise<RunResult> {
   const db = await createDatabase(spec.db, spec.label);
   const dataDir = await mkdtemp(join(tmpdir(), `veil-bench-${spec.label}-`));
   const profDir = args['cpu-prof'] ? join(dataDir, 'prof') : null;
+  const profDevicesDir = args['cpu-prof-devices'] ? join(dataDir, 'prof-devices') : null;
   const coord = spawnChild(
     'coordinator.ts',
     { BENCH_DATA_DIR: dataDir, BENCH_DATABASE_URL: db.url ?? '', BENCH_LOG_LEVEL: args['log-level'] },
@@ -358,7 +382,8 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       const nWorkers = Math.max(1, Math.ceil(group.count / PER_WORKER));
       for (let w = 0; w < nWorkers; w++) {
         const count = Math.floor(group.count / nWorkers) + (w < group.count % nWorkers ? 1 : 0);
-        const ch = spawnChild('devices.ts', {});
+        const profileThis = profDevicesDir !== null && workers.length === 0;
+        const ch = spawnChild('devices.ts', {}, profileThis ? ['--cpu-prof', '--cpu-prof-dir', profDevicesDir] : []);
         const init: DeviceWorkerInit = {
           cmd: 'init',
           address: String(ready['grpcAddress']),
@@ -422,6 +447,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
 
     await new Promise((resolve) => setTimeout(resolve, 300)); // let every device's first long-poll arrive
     coord.child.send({ cmd: 'startTask', taskId });
+    const cpuAtStart = machineCpuTicks();
     const started = await coord.next<{ t: number }>('started', 60_000);
     log(`${spec.label}: task started (${spec.rounds} rounds, ${spec.clientsPerRound} per round, deadline ${spec.roundDeadlineMs} ms)`);
 
@@ -439,6 +465,9 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         }
       }, 20);
     });
+    const cpuAtEnd = machineCpuTicks();
+    const machineCpuBusy =
+      cpuAtStart && cpuAtEnd && cpuAtEnd.total > cpuAtStart.total ? round3((cpuAtEnd.busy - cpuAtStart.busy) / (cpuAtEnd.total - cpuAtStart.total)) : null;
     if (ended !== true) {
       timedOut = true;
       log(`${spec.label}: task did not end within ${spec.runTimeoutMs} ms`);
@@ -470,8 +499,13 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       const files = await readdir(profDir).catch(() => [] as string[]);
       if (files[0]) cpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDir, files[0]), 'utf8')));
     }
+    let deviceCpuProfile: string | null = null;
+    if (profDevicesDir) {
+      const files = await readdir(profDevicesDir).catch(() => [] as string[]);
+      if (files[0]) deviceCpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDevicesDir, files[0]), 'utf8')));
+    }
     const pgStats = await db.stats().catch(() => null);
-    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile };
+    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile, deviceCpuProfile, machineCpuBusy };
   } finally {
     for (const { child } of [coord]) if (child.exitCode === null) child.kill('SIGKILL');
     for (const c of [...children]) c.kill('SIGKILL');
@@ -504,7 +538,7 @@ function summarizeProfile(profile: { nodes: Array<{ id: number; callFrame: { fun
     if (/^\S+ pg|pg-protocol|pg-pool|\/pg\//.test(key)) return 'pg driver';
     if (/pino|thread-stream/.test(key)) return 'logging';
     if (/tsx\//.test(key)) return 'tsx loader';
-    if (/server\/dist|protocol\/dist/.test(key)) return 'veil code';
+    if (/server\/dist|protocol\/dist|client-sdk\/dist/.test(key)) return 'veil code';
     if (/bench\/rounds/.test(key)) return 'bench instrumentation';
     if (/node:/.test(key)) return 'node js internals';
     return 'native/other';
@@ -701,7 +735,10 @@ async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<stri
     timedOut: r.timedOut,
     deviceErrors: deviceErrors(r),
     coordinator: coordinatorSummary(r),
+    deviceProcessesCpuMs: deviceCpuMs(r),
+    machineCpuBusyDuringRounds: r.machineCpuBusy,
     ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
+    ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
   };
 }
 
@@ -743,7 +780,10 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
       timedOut: r.timedOut,
       deviceErrors: deviceErrors(r),
       coordinator: coordinatorSummary(r),
+      deviceProcessesCpuMs: deviceCpuMs(r),
+      machineCpuBusyDuringRounds: r.machineCpuBusy,
       ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
+      ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
     };
   }
   const first = out[String(sizes[0])] as { medianRoundMs: number } | undefined;

@@ -86,6 +86,8 @@ export interface WorkerDone {
   processSockets: number;
   processBytes: PhaseBytes;
   peakRss: number;
+  /** The worker process's CPU time (user + system), ms, over its whole life (join included). */
+  cpuMs: number;
 }
 
 export const median = (xs: readonly number[]): number => quantile(xs, 0.5);

@@ -263,6 +263,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     processSockets: processSockets.length,
     processBytes: sumBytes(processSockets),
     peakRss: process.resourceUsage().maxRSS * 1024,
+    cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000,
   };
   process.send?.(done, () => process.exit(0));
 }
