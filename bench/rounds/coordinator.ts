@@ -123,7 +123,7 @@ function instrumentMutex(mutex: { run<T>(section: () => Promise<T>): Promise<T> 
   };
 }
 
-/** Cost of one durable 400 kB blob write on this data directory (write + fsync), as blobs.put does it. */
+/** Cost of one durable 400 kB file write on this data directory (create, write, fsync), as blobs.put does it for a model version. */
 async function fsyncProbe(dir: string, bytes: number, times: number): Promise<number[]> {
   await mkdir(dir, { recursive: true });
   const data = randomBytes(bytes);

@@ -82,9 +82,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     }
     const store = createPrismaStore(db.prisma);
+    const blobs = createBlobStore({ dir: config.blobDir });
+    cleanup.push(() => blobs.close());
     const engine = new RoundEngine({
       store,
-      blobs: createBlobStore({ dir: config.blobDir }),
+      blobs,
       logger,
       ...(options.strategy && { strategy: options.strategy }),
       ...(options.clock && { clock: options.clock }),

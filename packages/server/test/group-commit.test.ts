@@ -4,7 +4,17 @@
  * aggregate and the refusals must be exactly those of one write per update.
  */
 import { describe, expect, it } from 'vitest';
-import { TINY_PARAMETERS, createTinyTask, expectedFedAvg, fetchWeights, joinDevices, pattern, startTestCoordinator, waitForRounds } from './helpers.js';
+import {
+  TINY_PARAMETERS,
+  createTinyTask,
+  expectedFedAvg,
+  fetchWeights,
+  joinDevices,
+  pattern,
+  startTestCoordinator,
+  storedUpdateFiles,
+  waitForRounds,
+} from './helpers.js';
 
 describe('group commit of updates (PostgreSQL)', () => {
   it('records updates that arrive during a write in one write: distinct counts 1..N, one update per device, the exact FedAvg', async () => {
@@ -52,6 +62,9 @@ describe('group commit of updates (PostgreSQL)', () => {
       byName.get(d.name) === 7 ? { delta: pattern(TINY_PARAMETERS, 99 + k), n: 7 } : { delta: updates[k]!.delta, n: updates[k]!.n },
     );
     expect(winners.every((w, k) => w.n === 7 || w.n === updates[k]!.n)).toBe(true);
+    // The refused duplicates were stored before the write refused them: they were erased, the accepted ones kept.
+    const storedRecords = (await storedUpdateFiles(t.storage.dataDir)).filter((f) => f.startsWith(assignments[0]!.roundId));
+    expect(storedRecords).toHaveLength(N);
     const weights = await fetchWeights(t.rest, id);
     const expected = expectedFedAvg(base, winners);
     for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);

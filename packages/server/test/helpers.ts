@@ -5,7 +5,7 @@
  * Every fixture is disposable (`await using`).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +14,7 @@ import { PassThrough } from 'node:stream';
 import { createFederationServiceClient, GRPC_CHANNEL_OPTIONS, type SubmitUpdateRequest } from '@veil/protocol';
 import { float32ToBytes } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Coordinator, type CoordinatorOptions, type Logger } from '../src/index.js';
+import { parseSegment } from '../src/blobs/blob-store.js';
 import { createGrpcTransport } from '../../client-sdk/src/transport/grpc-transport.js';
 import type { Assignment, JoinResult, Transport } from '../../client-sdk/src/transport/transport.js';
 import { ClientError } from '../../client-sdk/src/errors.js';
@@ -438,13 +439,27 @@ export function rawSubmit(
   });
 }
 
-/** Files under `<dataDir>/blobs/updates` (relative paths), i.e. stored client updates. */
+/**
+ * Stored client updates under `<dataDir>/blobs/updates`, as `<roundId>/<segment>.seg#<offset>` for each live
+ * record of the segment files (erased records are not listed) and the relative path of any other file.
+ */
 export async function storedUpdateFiles(dataDir: string): Promise<string[]> {
+  const root = join(dataDir, 'blobs', 'updates');
+  let entries;
   try {
-    const entries = await readdir(join(dataDir, 'blobs', 'updates'), { recursive: true, withFileTypes: true });
-    return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(join(dataDir, 'blobs', 'updates').length + 1));
+    entries = await readdir(root, { recursive: true, withFileTypes: true });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
+  const out: string[] = [];
+  for (const e of entries.filter((x) => x.isFile())) {
+    const name = join(e.parentPath, e.name).slice(root.length + 1);
+    if (!name.endsWith('.seg')) {
+      out.push(name);
+      continue;
+    }
+    for (const record of parseSegment(await readFile(join(root, name)))) if (record.live) out.push(`${name}#${record.offset}`);
+  }
+  return out;
 }

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join, normalize, sep } from 'node:path';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, normalize, sep } from 'node:path';
 import { VeilError } from '../errors.js';
 
 /** A stored blob's identity: where it is and what it must hash to. */
@@ -12,8 +12,17 @@ export interface BlobRef {
 
 /**
  * Blob store on local disk for model weights and client updates. Writes are
- * atomic (temporary file, fsync, rename); reads verify the SHA-256 recorded
- * in the database, so a corrupted file is detected, never used.
+ * durable before they return (fsync); reads verify the SHA-256 recorded in the
+ * database, so a corrupted blob is detected, never used.
+ *
+ * Two layouts:
+ * - `put`: one file per blob, written to a temporary file, fsynced and renamed
+ *   into place (atomic). Model versions.
+ * - `append`: a record in an append-only segment file of a directory (one
+ *   segment per directory and store instance). Client updates: creating a file
+ *   costs ~0.8 ms of kernel CPU on these machines, eight times the write of a
+ *   400 kB update, and a round stores one update per client. The record's key
+ *   is `<dir>/<segment>.seg#<offset>`.
  */
 export interface BlobStore {
   /**
@@ -22,40 +31,132 @@ export interface BlobStore {
    * recorded as is; a wrong one makes every later read fail as corrupted).
    */
   put(key: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
-  /** Reads and verifies a blob; throws VeilError('internal') when missing or corrupted. */
+  /**
+   * Appends a record holding `data` to the segment of directory `dir` and
+   * returns once it is durable (fdatasync). Concurrent appends write disjoint
+   * ranges. `sha256` as for `put`.
+   */
+  append(dir: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
+  /** Reads and verifies a blob or record; throws VeilError('internal') when missing or corrupted. */
   get(ref: { key: string; sha256: string }): Promise<Buffer>;
+  /** Deletes a blob; a record is erased in place (marked erased, its bytes overwritten with zeros). */
   delete(key: string): Promise<void>;
+  /** Closes open segment files (appends after this reopen them). */
+  close(): Promise<void>;
 }
 
 export interface BlobStoreOptions {
   /** Root directory; created when missing. */
   dir: string;
+  /** Segment files kept open at once (least recently used closed first). Default 16. */
+  maxOpenSegments?: number;
 }
+
+/**
+ * Segment record: a 48-byte header, then the payload.
+ *   0  4  magic "VSEG"
+ *   4  1  format version (1)
+ *   5  1  state: 1 live, 0 erased
+ *   6  2  reserved (0)
+ *   8  8  payload length, u64 little-endian
+ *  16 32  payload SHA-256
+ */
+const RECORD_MAGIC = Buffer.from('VSEG', 'latin1');
+const RECORD_HEADER_BYTES = 48;
+const RECORD_LIVE = 1;
+const RECORD_ERASED = 0;
+
+function recordHeader(length: number, sha256Hex: string): Buffer {
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  RECORD_MAGIC.copy(header, 0);
+  header[4] = 1;
+  header[5] = RECORD_LIVE;
+  header.writeBigUInt64LE(BigInt(length), 8);
+  header.write(sha256Hex, 16, 32, 'hex');
+  return header;
+}
+
+/** One record of a segment file, as `readSegment` finds it. */
+export interface SegmentRecord {
+  offset: number;
+  live: boolean;
+  sizeBytes: number;
+  sha256: string;
+}
+
+/**
+ * Walks a segment file's records (operators' and tests' view: which updates a
+ * segment holds, which were erased). Stops at a torn record at the end (a
+ * crash during an append; such a record was never referenced).
+ */
+export function parseSegment(bytes: Uint8Array): SegmentRecord[] {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: SegmentRecord[] = [];
+  let offset = 0;
+  while (offset + RECORD_HEADER_BYTES <= buf.length && buf.subarray(offset, offset + 4).equals(RECORD_MAGIC)) {
+    const sizeBytes = Number(buf.readBigUInt64LE(offset + 8));
+    if (offset + RECORD_HEADER_BYTES + sizeBytes > buf.length) break;
+    out.push({ offset, live: buf[offset + 5] === RECORD_LIVE, sizeBytes, sha256: buf.toString('hex', offset + 16, offset + 48) });
+    offset += RECORD_HEADER_BYTES + sizeBytes;
+  }
+  return out;
+}
+
+interface OpenSegment {
+  path: string;
+  handle: Promise<FileHandle>;
+  /** Bytes reserved so far: the next record's offset. */
+  size: number;
+  /** Appends and erasures in progress (the handle is not closed under them). */
+  busy: number;
+}
+
+const SEGMENT_KEY = /^(.+\.seg)#(\d{1,15})$/;
 
 export function createBlobStore(options: BlobStoreOptions): BlobStore {
   const root = normalize(options.dir);
+  const maxOpen = options.maxOpenSegments ?? 16;
   const createdDirs = new Set<string>();
+  /**
+   * The open segment per directory. Every segment is new (a random name) and is never reopened for
+   * appending once closed: a restarted process never appends after a torn record.
+   */
+  const segments = new Map<string, OpenSegment>();
   const pathOf = (key: string): string => {
     if (!/^[a-zA-Z0-9_][a-zA-Z0-9/_.-]*$/.test(key) || key.includes('..')) throw new Error(`invalid blob key ${key}`);
     const path = normalize(join(root, key));
     if (!path.startsWith(root + sep)) throw new Error(`blob key escapes the store: ${key}`);
     return path;
   };
+  const ensureDir = async (dir: string): Promise<void> => {
+    // One mkdir per directory per process, not per blob (a round's updates share one).
+    if (createdDirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    createdDirs.add(dir);
+    if (createdDirs.size > 10_000) createdDirs.clear();
+  };
+  const closeIdleSegments = async (): Promise<void> => {
+    if (segments.size <= maxOpen) return;
+    for (const [dir, seg] of segments) {
+      if (segments.size <= maxOpen) break;
+      if (seg.busy > 0) continue;
+      // A closed segment is never appended to again (the next append to its directory starts a new one).
+      segments.delete(dir);
+      await (await seg.handle).close();
+    }
+  };
+  const digestOf = (data: Uint8Array, sha256: string | undefined): string => sha256 ?? createHash('sha256').update(data).digest('hex');
   return {
     async put(key, data, sha256) {
       const path = pathOf(key);
       const dir = dirname(path);
-      // One mkdir per directory per process, not per blob (a round's updates share one).
-      if (!createdDirs.has(dir)) {
-        await mkdir(dir, { recursive: true });
-        createdDirs.add(dir);
-        if (createdDirs.size > 10_000) createdDirs.clear();
-      }
+      await ensureDir(dir);
       const tmp = `${path}.${randomUUID()}.tmp`;
       const handle = await open(tmp, 'w').catch(async (error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error;
         // The directory went away since it was created (removed by hand): create it again.
-        await mkdir(dir, { recursive: true });
+        createdDirs.delete(dir);
+        await ensureDir(dir);
         return open(tmp, 'w');
       });
       try {
@@ -65,13 +166,47 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         await handle.close();
       }
       await rename(tmp, path);
-      return { key, sha256: sha256 ?? createHash('sha256').update(data).digest('hex'), sizeBytes: data.byteLength };
+      return { key, sha256: digestOf(data, sha256), sizeBytes: data.byteLength };
+    },
+    async append(dirKey, data, sha256) {
+      const digest = digestOf(data, sha256);
+      let seg = segments.get(dirKey);
+      if (seg === undefined) {
+        const path = pathOf(`${dirKey}/${randomUUID()}.seg`);
+        const dir = dirname(path);
+        const opening = ensureDir(dir).then(() => open(path, 'wx+'));
+        seg = { path, handle: opening, size: 0, busy: 0 };
+        segments.set(dirKey, seg);
+        opening.catch(() => segments.get(dirKey) === seg && segments.delete(dirKey));
+      } else {
+        // Most recently used last (Map order), so idle segments of old rounds are closed first.
+        segments.delete(dirKey);
+        segments.set(dirKey, seg);
+      }
+      // The range is reserved synchronously: concurrent appends never overlap.
+      const offset = seg.size;
+      seg.size += RECORD_HEADER_BYTES + data.byteLength;
+      seg.busy++;
+      try {
+        const handle = await seg.handle;
+        const header = recordHeader(data.byteLength, digest);
+        const { bytesWritten } = await handle.writev([header, data], offset);
+        if (bytesWritten !== RECORD_HEADER_BYTES + data.byteLength) throw new Error(`short write to ${seg.path}`);
+        await handle.datasync();
+      } finally {
+        seg.busy--;
+      }
+      await closeIdleSegments();
+      return { key: `${dirKey}/${basename(seg.path)}#${offset}`, sha256: digest, sizeBytes: data.byteLength };
     },
     async get(ref) {
+      const record = SEGMENT_KEY.exec(ref.key);
       let data: Buffer;
       try {
-        data = await readFile(pathOf(ref.key));
+        if (record === null) data = await readFile(pathOf(ref.key));
+        else data = await readRecord(pathOf(record[1]!), Number(record[2]), ref.key);
       } catch (error) {
+        if (error instanceof VeilError) throw error;
         throw new VeilError('internal', `blob ${ref.key} is missing`, { cause: error });
       }
       const digest = createHash('sha256').update(data).digest('hex');
@@ -79,12 +214,73 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       return data;
     },
     async delete(key) {
-      await rm(pathOf(key), { force: true });
+      const record = SEGMENT_KEY.exec(key);
+      if (record === null) return rm(pathOf(key), { force: true });
+      const path = pathOf(record[1]!);
+      const offset = Number(record[2]);
+      const open_ = [...segments.values()].find((s) => s.path === path);
+      if (open_) open_.busy++;
+      try {
+        await eraseRecord(open_ ? await open_.handle : null, path, offset);
+      } finally {
+        if (open_) open_.busy--;
+      }
+    },
+    async close() {
+      const all = [...segments.values()];
+      segments.clear();
+      await Promise.all(all.map(async (s) => (await s.handle.catch(() => null))?.close()));
     },
   };
 }
 
+async function readRecord(path: string, offset: number, key: string): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const header = Buffer.alloc(RECORD_HEADER_BYTES);
+    const got = await handle.read(header, 0, RECORD_HEADER_BYTES, offset);
+    if (got.bytesRead !== RECORD_HEADER_BYTES || !header.subarray(0, 4).equals(RECORD_MAGIC)) {
+      throw new VeilError('internal', `blob ${key} is corrupted (no record at its offset)`);
+    }
+    if (header[5] !== RECORD_LIVE) throw new VeilError('internal', `blob ${key} is missing (erased)`);
+    const length = Number(header.readBigUInt64LE(8));
+    const data = Buffer.allocUnsafe(length);
+    const read = await handle.read(data, 0, length, offset + RECORD_HEADER_BYTES);
+    if (read.bytesRead !== length) throw new VeilError('internal', `blob ${key} is corrupted (truncated)`);
+    return data;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Marks a record erased and overwrites its payload with zeros, durably. A missing segment or record is already gone. */
+async function eraseRecord(openHandle: FileHandle | null, path: string, offset: number): Promise<void> {
+  let handle = openHandle;
+  if (handle === null) {
+    try {
+      handle = await open(path, 'r+');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+  }
+  try {
+    const header = Buffer.alloc(RECORD_HEADER_BYTES);
+    const got = await handle.read(header, 0, RECORD_HEADER_BYTES, offset);
+    if (got.bytesRead !== RECORD_HEADER_BYTES || !header.subarray(0, 4).equals(RECORD_MAGIC)) return;
+    const length = Number(header.readBigUInt64LE(8));
+    const zeros = Buffer.alloc(Math.min(length, 1 << 20));
+    for (let done = 0; done < length; done += zeros.length) {
+      await handle.write(zeros, 0, Math.min(zeros.length, length - done), offset + RECORD_HEADER_BYTES + done);
+    }
+    await handle.write(Buffer.from([RECORD_ERASED]), 0, 1, offset + 5);
+    await handle.datasync();
+  } finally {
+    if (openHandle === null) await handle.close();
+  }
+}
+
 /** Blob key of a global model version. */
 export const modelBlobKey = (taskId: string, version: number): string => `models/${taskId}/${version}.bin`;
-/** Blob key of a client's update in a round. */
-export const updateBlobKey = (roundId: string, clientId: string): string => `updates/${roundId}/${clientId}.bin`;
+/** Directory of a round's client updates (records appended to its segments). */
+export const updateBlobDir = (roundId: string): string => `updates/${roundId}`;

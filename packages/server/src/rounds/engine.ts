@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { createFedAvg } from '../aggregation/fedavg.js';
 import type { FitFailure, Rng, Strategy } from '../aggregation/strategy.js';
 import type { BlobStore } from '../blobs/blob-store.js';
-import { modelBlobKey, updateBlobKey } from '../blobs/blob-store.js';
+import { modelBlobKey, updateBlobDir } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
@@ -497,11 +497,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         he === null
           ? checkPlaintextUpdate(payload, rt.task.parameterCount)
           : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
-      // A random suffix: concurrent uploads never write the same file; a rejected one is deleted.
-      const key = `${updateBlobKey(early.id, client.id)}.${randomUUID()}`;
+      // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
       // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
-      const ref = await this.blobs.put(key, payload, sha256);
-      prepared = { update, key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
+      const ref = await this.blobs.append(updateBlobDir(early.id), payload, sha256);
+      prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
     })();
     // The deadline handler waits for on-time uploads still being stored, so they can still be recorded.
     rt.inflight.add(pre);
