@@ -227,7 +227,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
           if (received !== header.size || sha256 !== header.sha256) {
             return reject(new ClientError('integrity', 'model download failed its size or SHA-256 check'));
           }
-          resolve({ version: header.version, bytes: Buffer.concat(chunks, received), sha256, encoding: header.encoding });
+          // A model of one chunk (up to 1 MiB) is returned as received, without a copy.
+          const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+          resolve({ version: header.version, bytes, sha256, encoding: header.encoding });
         });
       });
     },
