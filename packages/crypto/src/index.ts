@@ -51,8 +51,8 @@ export type { CiphertextCodec, PayloadHeader } from './he/payload.js';
 export { createUpdateEncryptor } from './he/encrypt.js';
 export type { UpdateEncryptor, UpdateEncryptorOptions } from './he/encrypt.js';
 
-export { createCiphertextAccumulator } from './he/aggregate.js';
-export type { CiphertextAccumulator, CiphertextAccumulatorOptions } from './he/aggregate.js';
+export { createCiphertextAccumulator, loadUpdate } from './he/aggregate.js';
+export type { CiphertextAccumulator, CiphertextAccumulatorOptions, LoadedUpdate } from './he/aggregate.js';
 
 export { createSumDecryptor } from './he/decrypt.js';
 export type { SumDecryptor, SumDecryptorOptions, DecryptedSum, DecryptedMean } from './he/decrypt.js';

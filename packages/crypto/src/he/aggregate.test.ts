@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCiphertextAccumulator } from './aggregate.js';
+import { createCiphertextAccumulator, loadUpdate } from './aggregate.js';
 import type { CiphertextAccumulator } from './aggregate.js';
 import { createSumDecryptor } from './decrypt.js';
 import type { SumDecryptor } from './decrypt.js';
@@ -117,6 +117,10 @@ describe('CiphertextAccumulator.add refuses bad payloads and stays unchanged', (
     expect(() => accumulator.add(payload)).toThrow(
       expect.objectContaining({ name: 'CryptoError', code, message: expect.stringMatching(message) }),
     );
+    // The coordinator's check before recording (loadUpdate) refuses it the same way.
+    expect(() => loadUpdate(ctx, payload, { valueCount: V })).toThrow(
+      expect.objectContaining({ name: 'CryptoError', code, message: expect.stringMatching(message) }),
+    );
     expect(accumulator.count).toBe(1);
     expect(accumulator.totalWeight).toBe(3);
     expect(accumulator.toPayload()).toEqual(snapshot);
@@ -215,6 +219,73 @@ describe('CiphertextAccumulator.add refuses bad payloads and stays unchanged', (
     expect(sum).toMatchObject({ clientCount: 2, totalWeight: 5 });
     for (let i = 0; i < V; i++) {
       if (sum.levelSums[i] !== 5 * referenceLevel(values[i]!)) expect.fail(`value ${i}`);
+    }
+  });
+});
+
+describe('loadUpdate and addLoaded: one parse per update', () => {
+  const V = 5000; // 3 ciphertexts
+  const values = (k: number): Float32Array => Float32Array.from({ length: V }, (_, i) => Math.sin(i * (k + 1)) * 0.9);
+
+  it('gives exactly the sum add gives (same ciphertext bytes), and consumes what it adds', () => {
+    const inputs = [1, 2, 3, 4].map((k) => values(k));
+    const payloads = inputs.map((v, j) => encryptor.encrypt(v, j + 1));
+    const byPayload = createCiphertextAccumulator(ctx, { valueCount: V });
+    const byLoaded = createCiphertextAccumulator(ctx, { valueCount: V });
+    try {
+      for (const p of payloads) byPayload.add(p);
+      for (const p of payloads) {
+        const loaded = loadUpdate(ctx, p, { valueCount: V });
+        expect(loaded).toMatchObject({ valueCount: V, clientCount: 1, totalWeight: readPayloadHeader(p).totalWeight });
+        byLoaded.addLoaded(loaded);
+        // Consumed: adding it again is refused, disposing it is a no-op.
+        expect(() => byLoaded.addLoaded(loaded)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+        loaded.dispose();
+      }
+      expect(byLoaded).toMatchObject({ count: 4, totalWeight: 10 });
+      expect(byLoaded.toPayload()).toEqual(byPayload.toPayload());
+      const sum = decryptor.decrypt(byLoaded.toPayload());
+      for (let i = 0; i < V; i++) {
+        const expected = inputs.reduce((a, v, j) => a + (j + 1) * referenceLevel(v[i]!), 0);
+        if (sum.levelSums[i] !== expected) expect.fail(`value ${i}: ${sum.levelSums[i]} != ${expected}`);
+      }
+    } finally {
+      byPayload.dispose();
+      byLoaded.dispose();
+    }
+  });
+
+  it('refuses, unchanged and still owned by the caller: headroom, another value count, another context, after dispose', async () => {
+    const wide = await generateKeyBundle({ taskId: 'wide-loaded', quantization: { clipMaxAbs: 1000, weightCap: 20 } });
+    const wideCtx = await createHeContext(wide.coordinator);
+    const wideEncryptor = createUpdateEncryptor(wideCtx, { deviceKey: wide.device });
+    const full = createCiphertextAccumulator(wideCtx, { valueCount: 10 });
+    const other = createCiphertextAccumulator(wideCtx, { valueCount: 10 });
+    const shorter = createCiphertextAccumulator(wideCtx, { valueCount: 9 });
+    const foreign = createCiphertextAccumulator(ctx, { valueCount: 10 });
+    try {
+      const update = wideEncryptor.encrypt(new Float32Array(10).fill(-1000), 20);
+      full.addLoaded(loadUpdate(wideCtx, update, { valueCount: 10 }));
+      const before = full.toPayload();
+      const second = loadUpdate(wideCtx, update, { valueCount: 10 });
+      // 20 + 20 > 32, the overflow-free total weight of this quantization.
+      expect(() => full.addLoaded(second)).toThrow(expect.objectContaining({ code: 'headroom_exceeded' }));
+      expect(() => shorter.addLoaded(second)).toThrow(expect.objectContaining({ code: 'shape_mismatch' }));
+      expect(() => foreign.addLoaded(second)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+      expect(full).toMatchObject({ count: 1, totalWeight: 20 });
+      expect(full.toPayload()).toEqual(before);
+      // Refused means not consumed: it can still be added elsewhere.
+      other.addLoaded(second);
+      expect(other.toPayload()).toEqual(before);
+      const third = loadUpdate(wideCtx, update, { valueCount: 10 });
+      third.dispose();
+      third.dispose();
+      expect(() => other.addLoaded(third)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+      expect(() => loadUpdate(wideCtx, update, { valueCount: 11 })).toThrow(expect.objectContaining({ code: 'shape_mismatch' }));
+    } finally {
+      for (const a of [full, other, shorter, foreign]) a.dispose();
+      wideEncryptor.dispose();
+      wideCtx.dispose();
     }
   });
 });
