@@ -12,6 +12,7 @@ import {
   createHeContext,
   createUpdateEncryptor,
   generateKeyBundle,
+  sealRuntimeStats,
   serializeKeyMaterial,
   writeKeyBundle,
   type DeviceKeyMaterial,
@@ -21,6 +22,7 @@ import { decryptGlobalModel } from '../../client-sdk/src/mods/encrypt.js';
 import { loadConfig, startCoordinator, createLogger } from '../src/index.js';
 import {
   TINY_PARAMETERS,
+  TINY_TOPOLOGY,
   createTestStorage,
   createTinyTask,
   grpcStatusOf,
@@ -30,6 +32,7 @@ import {
   startTestCoordinator,
   storedUpdateFiles,
   tinyTaskBody,
+  toBase64,
   waitForRounds,
   type Device,
 } from './helpers.js';
@@ -98,6 +101,37 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     }
     // The ciphertext sum is not the plaintext model.
     expect(sum.bytes.byteLength).toBeGreaterThan(TINY_PARAMETERS * 4 * 10);
+  });
+
+  it('frees what the payload check loaded when an update is refused at recording (replays)', async () => {
+    // 40,000 values: 20 ciphertexts, ~0.65 MB of SEAL memory per loaded update, so 60 leaked ones
+    // (~39 MB) would have to grow SEAL's WebAssembly memory, which only ever grows.
+    const P = 40_000;
+    const base = new Float32Array(P);
+    await using t = await startTestCoordinator();
+    const { id } = await createTinyTask(
+      t.rest,
+      {
+        encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(bundle) },
+        model: { topology: TINY_TOPOLOGY, weightSpecs: [{ name: 'dense/kernel', shape: [200, 200], dtype: 'float32' }], weightsBase64: toBase64(base) },
+      },
+      base,
+    );
+    using devices = await joinDevices(t.coordinator, id, 3);
+    const [a, b, c] = devices as unknown as [Device, Device, Device];
+    const [as, bs] = await Promise.all([a, b, c].map((d) => d.nextAssignment()));
+    const good = await encrypt(bundle.device, Float32Array.from({ length: P }, (_, i) => Math.sin(i) * 0.5), 2);
+    await submitEncrypted(a, as!, good, 2);
+    // Each replay passes the payload check (its ciphertexts loaded into SEAL) and is refused when recorded.
+    const replay = async (): Promise<void> => {
+      expect(await grpcStatusOf(submitEncrypted(b, bs!, good, 2))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/replay/) });
+    };
+    for (let i = 0; i < 5; i++) await replay(); // warm SEAL's memory pool
+    const heapBefore = sealRuntimeStats().heapBytes;
+    expect(heapBefore).toBeGreaterThan(0);
+    for (let i = 0; i < 60; i++) await replay();
+    expect(sealRuntimeStats().heapBytes).toBe(heapBefore);
+    expect((await storedUpdateFiles(t.storage.dataDir)).length).toBe(1);
   });
 
   it('rejects plaintext, foreign, corrupted, truncated, mislabelled and replayed updates, stores none, and keeps the round intact', async () => {

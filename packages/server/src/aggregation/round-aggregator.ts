@@ -1,10 +1,12 @@
 import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
 import {
   createCiphertextAccumulator,
+  loadUpdate,
   readPayloadHeader,
   CryptoError,
   type CiphertextAccumulator,
   type HeContext,
+  type LoadedUpdate,
 } from '@veil/crypto';
 import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
@@ -24,6 +26,13 @@ export interface ModelBlob {
 export interface CheckedUpdate {
   readonly payload: Uint8Array;
   readonly values?: Float32Array;
+  /** Encrypted updates: the ciphertexts loaded by the check, added without parsing again (see {@link releaseChecked}). */
+  readonly loaded?: LoadedUpdate;
+}
+
+/** Frees what a checked update holds unless an aggregator took it (idempotent; a no-op for plaintext). */
+export function releaseChecked(update: CheckedUpdate): void {
+  update.loaded?.dispose();
 }
 
 /**
@@ -114,20 +123,18 @@ function checkEncryptedHeader(ctx: HeContext, parameterCount: number, payload: U
 
 /**
  * Validates an encrypted update fully without touching any round's sum: its
- * header against the task, then every check SEAL and @veil/crypto run when
- * adding it, on a scratch accumulator.
+ * header against the task, then every check @veil/crypto and SEAL run when
+ * adding it (`loadUpdate`). The loaded ciphertexts are kept, so folding the
+ * update does not parse it again; whoever holds the result calls
+ * {@link releaseChecked} once it is folded or refused.
  */
 export function checkEncryptedUpdate(ctx: HeContext, parameterCount: number, payload: Uint8Array, exampleCount: number): CheckedUpdate {
-  const scratch = createCiphertextAccumulator(ctx, { valueCount: parameterCount });
   try {
     checkEncryptedHeader(ctx, parameterCount, payload, exampleCount);
-    scratch.add(payload);
+    return { payload, loaded: loadUpdate(ctx, payload, { valueCount: parameterCount }) };
   } catch (error) {
     throw payloadError(error);
-  } finally {
-    scratch.dispose();
   }
-  return { payload };
 }
 
 export function createEncryptedAggregator(ctx: HeContext, parameterCount: number): RoundAggregator {
@@ -135,8 +142,13 @@ export function createEncryptedAggregator(ctx: HeContext, parameterCount: number
   return {
     add(_clientId, exampleCount, update) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
-      const payload = update instanceof Uint8Array ? update : update.payload;
       try {
+        if (!(update instanceof Uint8Array) && update.loaded !== undefined) {
+          // Checked by checkEncryptedUpdate against this task (header and weight included).
+          sum.addLoaded(update.loaded);
+          return;
+        }
+        const payload = update instanceof Uint8Array ? update : update.payload;
         checkEncryptedHeader(ctx, parameterCount, payload, exampleCount);
         sum.add(payload);
       } catch (error) {

@@ -28,6 +28,7 @@ import {
   createEncryptedAggregator,
   createPlaintextAggregator,
   payloadError,
+  releaseChecked,
   type CheckedUpdate,
   type ModelBlob,
   type RoundAggregator,
@@ -497,10 +498,15 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         he === null
           ? checkPlaintextUpdate(payload, rt.task.parameterCount)
           : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
-      // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
-      // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
-      const ref = await this.blobs.append(updateBlobDir(early.id), payload, sha256);
-      prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
+      try {
+        // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
+        // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
+        const ref = await this.blobs.append(updateBlobDir(early.id), payload, sha256);
+        prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
+      } catch (error) {
+        releaseChecked(update);
+        throw error;
+      }
     })();
     // The deadline handler waits for on-time uploads still being stored, so they can still be recorded.
     rt.inflight.add(pre);
@@ -518,6 +524,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         void rt.mutex.run(() => this.flushRecords(rt)).catch((err: unknown) => this.log.error({ err, taskId: rt.task.id }, 'recording updates failed'));
       }
     });
+    // Folded (the aggregate took what the check loaded) or refused: either way nothing is left to hold.
+    releaseChecked(update);
     if (outcome.ok) return { acceptedCount: outcome.acceptedCount };
     // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
     if (!outcome.recorded) await this.blobs.delete(key).catch((err) => log.warn({ err }, 'could not delete a rejected update blob'));
