@@ -82,6 +82,44 @@ describe('restart without loss (PostgreSQL)', () => {
     expect((await storedUpdateFiles(storage.dataDir)).filter((f) => f.startsWith(assignments[0]!.roundId))).toHaveLength(3);
   });
 
+  test("a paused task's open round goes on after a restart; no new round opens until the task is started", async () => {
+    await using storage = await createTestStorage('postgres');
+    const secrets = { adminToken: randomBytes(24).toString('hex'), enrolmentSecret: randomBytes(24).toString('hex') };
+    const first = await startTestCoordinator({ storage, ...secrets });
+    const { id: taskId, base } = await createTinyTask(first.rest, { rounds: 2 });
+    const devices = await joinDevices(first.coordinator, taskId, 3);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const updates = [26, 27, 28].map((seed, k) => ({ delta: pattern(TINY_PARAMETERS, seed), n: 3 + k }));
+    expect((await first.rest.request('POST', `/v1/tasks/${taskId}/pause`)).status).toBe(200);
+    expect(await devices[0]!.submit(assignments[0]!, updates[0]!.delta, updates[0]!.n)).toEqual({ acceptedCount: 1 });
+    devices[Symbol.dispose]();
+    await first.close();
+
+    await using second = await startTestCoordinator({ storage, ...secrets });
+    expect((await second.rest.request('GET', `/v1/tasks/${taskId}`)).body).toMatchObject({ status: 'PAUSED' });
+    const resumed = await Promise.all(devices.map((d) => resumeDevice(second.coordinator, d)));
+    try {
+      // The other two still hold their assignments of round 1 and their updates are accepted.
+      for (const k of [1, 2]) {
+        const again = await resumed[k]!.nextAssignment();
+        expect(again).toMatchObject({ roundId: assignments[k]!.roundId, roundNumber: 1, deadlineUnixMs: assignments[k]!.deadlineUnixMs });
+        expect(await resumed[k]!.submit(again, updates[k]!.delta, updates[k]!.n)).toEqual({ acceptedCount: k + 1 });
+      }
+      const closed = await waitForRounds(second.rest, taskId, (r) => r[0]?.state === 'CLOSED');
+      expect(closed[0]).toMatchObject({ received: 3, summary: { participants: 3, modelVersion: 1 } });
+      expect(maxAbsDiff(await fetchWeights(second.rest, taskId), expectedFedAvg(base, updates))).toBeLessThan(1e-6);
+      // Still paused: no round 2 (give a wrongly opened one time to appear).
+      expect((await resumed[0]!.transport.waitForAssignment(resumed[0]!.credential, 300)).kind).toBe('idle');
+      expect((await listRounds(second.rest, taskId)).map((r) => [r.number, r.state])).toEqual([[1, 'CLOSED']]);
+      expect((await second.rest.request('GET', `/v1/tasks/${taskId}`)).body).toMatchObject({ status: 'PAUSED', currentModelVersion: 1 });
+      expect((await second.rest.request('POST', `/v1/tasks/${taskId}/start`)).status).toBe(200);
+      const next = await Promise.all(resumed.map((d) => d!.nextAssignment()));
+      expect(next.map((a) => [a.roundNumber, a.modelVersion])).toEqual([[2, 1], [2, 1], [2, 1]]);
+    } finally {
+      for (const d of resumed) d?.close();
+    }
+  });
+
   test('a round whose deadline passed while the coordinator was down is settled on start', async () => {
     await using storage = await createTestStorage('postgres');
     const first = await startTestCoordinator({ storage });

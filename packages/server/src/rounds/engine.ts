@@ -200,7 +200,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   async start(): Promise<void> {
     for (const task of await this.store.listTasks()) {
       const rt = this.runtimeFor(task);
-      if (task.status === 'RUNNING') await rt.mutex.run(() => this.resume(rt));
+      // A paused task's open round goes on as it would have without the restart (it finishes; no new one opens).
+      if (task.status === 'RUNNING' || task.status === 'PAUSED') await rt.mutex.run(() => this.resume(rt));
     }
   }
 
@@ -721,8 +722,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 
   // ------------------------------------------------------------------ the state machine (mutex held)
 
+  /**
+   * Picks a task up from the store: its open round resumes where it was (selection, collection with
+   * its deadline, or aggregation), or the next round opens. For a PAUSED task the open round
+   * resumes too, but selection waits and no new round opens (`maybeSelect`, `openNextRound`).
+   */
   private async resume(rt: TaskRuntime): Promise<void> {
-    if (rt.task.status !== 'RUNNING') return;
+    if (rt.task.status !== 'RUNNING' && rt.task.status !== 'PAUSED') return;
     await this.loadModel(rt);
     const latest = await this.store.getLatestRound(rt.task.id);
     if (latest === null || latest.state === 'CLOSED' || latest.state === 'FAILED') {
