@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from './gen/federation.js';
 import type { FederationServiceClient, FederationServiceDefinition } from './gen/veil/v1/FederationService.js';
+import type { ModelChunk } from './gen/veil/v1/ModelChunk.js';
 
 /** Options shared by the loader and the type generator (scripts/gen.mjs); keep them in sync. */
 const LOADER_OPTIONS: protoLoader.Options = {
@@ -36,9 +37,38 @@ function loadPackage(): ProtoGrpcType {
   return cached;
 }
 
-/** The `veil.v1.FederationService` definition, for `server.addService`. */
+/**
+ * A `ModelChunk` serialized once, to be written as is to every DownloadModel call that sends it
+ * (a model version goes to every device of a round; grpc-js then only frames the bytes).
+ */
+export class EncodedModelChunk {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** Serializes a `ModelChunk` once, for {@link EncodedModelChunk}. */
+export function encodeModelChunk(message: ModelChunk): EncodedModelChunk {
+  return new EncodedModelChunk(loadPackage().veil.v1.FederationService.service.DownloadModel.responseSerialize(message));
+}
+
+let serverDefinition: FederationServiceDefinition | undefined;
+
+/**
+ * The `veil.v1.FederationService` definition, for `server.addService`. Its DownloadModel writes
+ * an {@link EncodedModelChunk} as the bytes it holds and serializes anything else as usual.
+ */
 export function federationServiceDefinition(): FederationServiceDefinition {
-  return loadPackage().veil.v1.FederationService.service;
+  if (serverDefinition === undefined) {
+    const loaded = loadPackage().veil.v1.FederationService.service;
+    const serialize = loaded.DownloadModel.responseSerialize;
+    serverDefinition = {
+      ...loaded,
+      DownloadModel: {
+        ...loaded.DownloadModel,
+        responseSerialize: (value: ModelChunk | EncodedModelChunk) => (value instanceof EncodedModelChunk ? value.bytes : serialize(value)),
+      },
+    } as FederationServiceDefinition;
+  }
+  return serverDefinition;
 }
 
 /** Creates a typed FederationService client. */

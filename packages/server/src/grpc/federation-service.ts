@@ -8,7 +8,10 @@ import {
   MAX_METRIC_NAME_LENGTH,
   MAX_METRICS,
   MAX_WAIT_MS,
+  encodeModelChunk,
   federationServiceDefinition,
+  type EncodedModelChunk,
+  type ModelChunk,
   type Assignment,
   type FederationServiceHandlers,
   type PrivacySpec,
@@ -154,6 +157,50 @@ const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_BFV_V1: 'bfv-v1',
 };
 
+/** Encoded download messages kept at most, bytes (a model above it is encoded per download). */
+const ENCODED_MODEL_CACHE_BYTES = 64 * 2 ** 20;
+
+/**
+ * A model version's DownloadModel messages (header, then chunks), serialized once: every device of
+ * a round downloads the same version. Keyed by task, version and digest; least recently used
+ * versions go first once the cache holds more than {@link ENCODED_MODEL_CACHE_BYTES}.
+ */
+function createEncodedModelCache(): (taskId: string, model: { version: number; bytes: Uint8Array; sha256: string; encoding: string }) => EncodedModelChunk[] {
+  const cache = new Map<string, { messages: EncodedModelChunk[]; bytes: number }>();
+  let total = 0;
+  return (taskId, model) => {
+    const key = `${taskId}/${model.version}/${model.sha256}`;
+    const hit = cache.get(key);
+    if (hit !== undefined) {
+      cache.delete(key);
+      cache.set(key, hit);
+      return hit.messages;
+    }
+    const messages = [
+      encodeModelChunk({
+        header: {
+          modelVersion: model.version,
+          encoding: model.encoding === 'bfv-sum-v1' ? 'MODEL_ENCODING_BFV_SUM_V1' : 'MODEL_ENCODING_FLOAT32_LE',
+          sizeBytes: model.bytes.byteLength,
+          sha256: Buffer.from(model.sha256, 'hex'),
+        },
+      } satisfies ModelChunk),
+      ...[...chunkPayload(model.bytes)].map((chunk) => encodeModelChunk({ data: chunk } as ModelChunk)),
+    ];
+    const bytes = messages.reduce((n, m) => n + m.bytes.byteLength, 0);
+    if (bytes <= ENCODED_MODEL_CACHE_BYTES) {
+      cache.set(key, { messages, bytes });
+      total += bytes;
+      for (const [k, v] of cache) {
+        if (total <= ENCODED_MODEL_CACHE_BYTES) break;
+        cache.delete(k);
+        total -= v.bytes;
+      }
+    }
+    return messages;
+  };
+}
+
 /** The gRPC adapter: authenticates devices and translates calls to the round engine. */
 export function createFederationHandlers(options: FederationServiceOptions): FederationServiceHandlers {
   const { engine, store } = options;
@@ -174,6 +221,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   };
   const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
+  const encodedModel = createEncodedModelCache();
 
   async function authenticate(metadata: grpc.Metadata): Promise<Client> {
     const header = metadata.get('authorization')[0];
@@ -265,17 +313,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         log.debug(ids, 'download admitted');
         if (ended) return release();
         releaseBudget = release;
-        call.write({
-          header: {
-            modelVersion: model.version,
-            encoding: model.encoding === 'bfv-sum-v1' ? 'MODEL_ENCODING_BFV_SUM_V1' : 'MODEL_ENCODING_FLOAT32_LE',
-            sizeBytes: model.bytes.byteLength,
-            sha256: Buffer.from(model.sha256, 'hex'),
-          },
-        });
-        for (const chunk of chunkPayload(model.bytes)) {
+        // Header, then the chunks: serialized once per model version (the service definition writes them as is).
+        for (const message of encodedModel(client.taskId, model)) {
           if (call.cancelled || ended) return;
-          if (!call.write({ data: chunk })) await until('drain');
+          if (!call.write(message as unknown as ModelChunk)) await until('drain');
         }
         call.end();
         await until('close');

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { EncodedModelChunk, encodeModelChunk, federationServiceDefinition } from './service.js';
+
+describe('DownloadModel messages serialized once', () => {
+  const definition = federationServiceDefinition().DownloadModel;
+  const header = { header: { modelVersion: 7, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: 3, sha256: Buffer.alloc(32, 0xab) } } as const;
+  const data = { data: Buffer.from([1, 2, 3]) };
+
+  it('encodes exactly what the service would serialize, and devices decode it back', () => {
+    for (const message of [header, data]) {
+      const encoded = encodeModelChunk(message);
+      expect(encoded).toBeInstanceOf(EncodedModelChunk);
+      expect(encoded.bytes.equals(definition.responseSerialize(message))).toBe(true);
+      // The server writes an encoded message as the bytes it holds.
+      expect(definition.responseSerialize(encoded as never)).toBe(encoded.bytes);
+    }
+    expect(definition.responseDeserialize(encodeModelChunk(header).bytes)).toMatchObject({
+      header: { modelVersion: 7, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: 3 },
+    });
+    expect([...definition.responseDeserialize(encodeModelChunk(data).bytes).data!]).toEqual([1, 2, 3]);
+  });
+
+  it('keeps the other methods as loaded', () => {
+    const request = federationServiceDefinition().DownloadModel.requestSerialize({ modelVersion: 3, latest: false });
+    expect(federationServiceDefinition().DownloadModel.requestDeserialize(request)).toMatchObject({ modelVersion: 3, latest: false });
+    expect(federationServiceDefinition()).toBe(federationServiceDefinition());
+  });
+});
