@@ -3,12 +3,14 @@
  * under way are recorded together by the next write. The counts, the
  * aggregate and the refusals must be exactly those of one write per update.
  */
+import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import {
   TINY_PARAMETERS,
   createTinyTask,
   expectedFedAvg,
   fetchWeights,
+  grpcStatusOf,
   joinDevices,
   pattern,
   startTestCoordinator,
@@ -67,6 +69,35 @@ describe('group commit of updates (PostgreSQL)', () => {
     expect(storedRecords).toHaveLength(N);
     const weights = await fetchWeights(t.rest, id);
     const expected = expectedFedAvg(base, winners);
+    for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);
+  });
+
+  it('a failure while folding answers the submitter, and the round is rebuilt from the store with every recorded update', async () => {
+    const N = 3;
+    await using t = await startTestCoordinator();
+    const { id, base } = await createTinyTask(t.rest, { rounds: 1, clientsPerRound: N, minClients: N, minAvailableClients: N });
+    using devices = await joinDevices(t.coordinator, id, N);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    // The first fold fails once (after the store recorded the update), as an unexpected fault would.
+    const engine = t.coordinator.engine as unknown as { runtimes: Map<string, { aggregator: { add: (...a: unknown[]) => void } | null }> };
+    const aggregator = engine.runtimes.get(id)!.aggregator!;
+    const add = aggregator.add.bind(aggregator);
+    let failures = 0;
+    aggregator.add = (...a) => {
+      if (failures++ === 0) throw new Error('injected fold failure');
+      add(...a);
+    };
+    const updates = devices.map((_, k) => ({ delta: pattern(TINY_PARAMETERS, 40 + k), n: 2 + k }));
+    const first = await grpcStatusOf(devices[0]!.submit(assignments[0]!, updates[0]!.delta, updates[0]!.n));
+    expect(first.code).toBe(status.INTERNAL);
+    // It was recorded, so a retry is a duplicate; the others are accepted after it.
+    expect((await grpcStatusOf(devices[0]!.submit(assignments[0]!, updates[0]!.delta, updates[0]!.n))).code).toBe(status.ALREADY_EXISTS);
+    for (const k of [1, 2]) expect(await devices[k]!.submit(assignments[k]!, updates[k]!.delta, updates[k]!.n)).toEqual({ acceptedCount: k + 1 });
+    const rounds = await waitForRounds(t.rest, id, (rs) => rs[0]?.state === 'CLOSED');
+    expect(rounds[0]).toMatchObject({ received: N, summary: { participants: N } });
+    // The model holds all three updates: the rebuilt aggregate includes the one whose fold failed.
+    const weights = await fetchWeights(t.rest, id);
+    const expected = expectedFedAvg(base, updates);
     for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);
   });
 });

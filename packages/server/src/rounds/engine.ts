@@ -543,6 +543,29 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private async flushRecords(rt: TaskRuntime): Promise<void> {
     const batch = rt.pendingRecords.splice(0);
     if (batch.length === 0) return;
+    try {
+      await this.recordBatch(rt, batch);
+    } catch (error) {
+      // Not expected (refusals are answered inside; the sum's headroom is checked at task creation).
+      // Still, no submitter may wait forever: answers are idempotent, so the ones already given stand.
+      // `recorded`: the store may reference the blob, so it is kept. The aggregate may now lack an
+      // update the store recorded: rebuild it from the store, as after a restart.
+      this.log.error({ err: error, taskId: rt.task.id }, 'recording updates failed; rebuilding the round aggregate from the store');
+      const failure = new VeilError('internal', 'recording the update failed', { cause: error });
+      for (const item of batch) item.done({ ok: false, error: failure, recorded: true });
+      const round = rt.round;
+      if (round !== null && round.state === 'COLLECTING') {
+        try {
+          await this.rebuildAggregate(rt, round);
+          if (round.receivedCount >= round.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+        } catch (err) {
+          this.log.error({ err, taskId: rt.task.id }, 'rebuilding the round aggregate failed');
+        }
+      }
+    }
+  }
+
+  private async recordBatch(rt: TaskRuntime, batch: PendingRecord[]): Promise<void> {
     const reject = (item: PendingRecord, error: unknown, recorded = false): void => item.done({ ok: false, error, recorded });
     const candidates: PendingRecord[] = [];
     const seenClients = new Map<string, string>();
@@ -765,6 +788,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       aggregator.add(s.clientId, s.exampleCount, bytes);
       rt.folded.set(s.clientId, s.sha256);
     }
+    round.receivedCount = submissions.length;
     rt.aggregator = aggregator;
     rt.selected = new Set(await this.store.listParticipants(round.id));
   }
