@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -132,6 +132,51 @@ describe('blob store', () => {
       await appendFile(path, torn);
       expect(parseSegment(await readFile(path))).toEqual([{ offset: 0, live: true, sizeBytes: 5, sha256: ref.sha256 }]);
       expect((await store.get(ref)).toString()).toBe('whole');
+    });
+
+    it('makes each append durable with an fdatasync that started after its write, shared by appends finishing together', async () => {
+      // Record, in order, every record write that completed and every fdatasync's start and end.
+      const probe = await open(join(dir, 'probe'), 'w');
+      const proto = Object.getPrototypeOf(probe) as { writev: (...a: unknown[]) => Promise<unknown>; datasync: () => Promise<void> };
+      await probe.close();
+      const events: string[] = [];
+      const { writev, datasync } = proto;
+      let syncs = 0;
+      proto.writev = async function (this: unknown, ...a: unknown[]) {
+        const result = await writev.apply(this, a);
+        events.push(`wrote ${String(a[1])}`);
+        return result;
+      };
+      proto.datasync = async function (this: unknown) {
+        const id = syncs++;
+        events.push(`sync-start ${id}`);
+        await datasync.apply(this);
+        events.push(`sync-end ${id}`);
+      };
+      try {
+        const payloads = Array.from({ length: 40 }, (_, i) => Buffer.alloc(20_000, i));
+        const refs = await Promise.all(
+          payloads.map(async (p) => {
+            const ref = await store.append('updates/sync', p);
+            events.push(`done ${ref.key.split('#')[1]}`);
+            return ref;
+          }),
+        );
+        expect(refs).toHaveLength(40);
+        expect(syncs).toBeGreaterThanOrEqual(1);
+        expect(syncs).toBeLessThan(40);
+        for (const ref of refs) {
+          const offset = ref.key.split('#')[1]!;
+          const wrote = events.indexOf(`wrote ${offset}`);
+          const done = events.indexOf(`done ${offset}`);
+          // Some fdatasync started after this record's write completed and ended before its append returned.
+          const covered = events.some((e, i) => e.startsWith('sync-start') && i > wrote && events.indexOf(e.replace('start', 'end')) < done);
+          expect(covered, `record at ${offset}`).toBe(true);
+        }
+      } finally {
+        proto.writev = writev;
+        proto.datasync = datasync;
+      }
     });
 
     it('refuses directories that escape the store', async () => {

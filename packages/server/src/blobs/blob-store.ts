@@ -33,8 +33,8 @@ export interface BlobStore {
   put(key: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
   /**
    * Appends a record holding `data` to the segment of directory `dir` and
-   * returns once it is durable (fdatasync). Concurrent appends write disjoint
-   * ranges. `sha256` as for `put`.
+   * returns once it is durable (fdatasync; appends that finish together share
+   * one). Concurrent appends write disjoint ranges. `sha256` as for `put`.
    */
   append(dir: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
   /** Reads and verifies a blob or record; throws VeilError('internal') when missing or corrupted. */
@@ -109,6 +109,40 @@ interface OpenSegment {
   size: number;
   /** Appends and erasures in progress (the handle is not closed under them). */
   busy: number;
+  /** The fdatasync running now, if any. */
+  syncing: Promise<void> | null;
+  /** Appends whose write finished while `syncing` ran: they share the next fdatasync. */
+  nextSync: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | null;
+}
+
+/**
+ * Makes every write to `seg` that completed before this call durable. One fdatasync covers all
+ * writes completed before it starts, so appends that finish while one runs share the next one
+ * (group commit): a round's uploads cost a few fdatasyncs, not one each, and do not queue up
+ * one by one behind each other on the file.
+ */
+function syncSegment(seg: OpenSegment): Promise<void> {
+  if (seg.syncing === null) {
+    seg.syncing = (async () => {
+      await (await seg.handle).datasync();
+    })().finally(() => {
+      seg.syncing = null;
+      const waiting = seg.nextSync;
+      seg.nextSync = null;
+      if (waiting !== null) syncSegment(seg).then(waiting.resolve, waiting.reject);
+    });
+    return seg.syncing;
+  }
+  if (seg.nextSync === null) {
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    seg.nextSync = { promise, resolve, reject };
+  }
+  return seg.nextSync.promise;
 }
 
 const SEGMENT_KEY = /^(.+\.seg)#(\d{1,15})$/;
@@ -175,7 +209,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         const path = pathOf(`${dirKey}/${randomUUID()}.seg`);
         const dir = dirname(path);
         const opening = ensureDir(dir).then(() => open(path, 'wx+'));
-        seg = { path, handle: opening, size: 0, busy: 0 };
+        seg = { path, handle: opening, size: 0, busy: 0, syncing: null, nextSync: null };
         segments.set(dirKey, seg);
         opening.catch(() => segments.get(dirKey) === seg && segments.delete(dirKey));
       } else {
@@ -192,7 +226,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         const header = recordHeader(data.byteLength, digest);
         const { bytesWritten } = await handle.writev([header, data], offset);
         if (bytesWritten !== RECORD_HEADER_BYTES + data.byteLength) throw new Error(`short write to ${seg.path}`);
-        await handle.datasync();
+        await syncSegment(seg);
       } finally {
         seg.busy--;
       }
