@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual, webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import {
@@ -342,7 +342,6 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       };
       const reads = holdReads(call);
       const chunks: Buffer[] = [];
-      const hash = createHash('sha256');
       let received = 0;
       let header: UpdateHeaderInput | null = null;
       let maxBytes = 0;
@@ -401,7 +400,6 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           if (received > header.payloadSizeBytes || received > maxBytes) {
             return finish(new VeilError('resource_exhausted', `payload exceeds the declared ${header.payloadSizeBytes} bytes`));
           }
-          hash.update(message.chunk);
           chunks.push(message.chunk);
           return;
         }
@@ -423,7 +421,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           await ready;
           const payload = Buffer.concat(chunks, received);
           chunks.length = 0;
-          const digest = hash.digest('hex');
+          // SHA-256 on libuv's thread pool (WebCrypto), not on the event loop that serves every device.
+          const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', payload)).toString('hex');
           const { acceptedCount } = await engine.submitUpdate(client!, header, payload, digest, engine.now());
           return { acceptedCount, payloadSha256: Buffer.from(digest, 'hex') };
         })().then(
