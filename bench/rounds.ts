@@ -337,6 +337,8 @@ interface RunResult {
   deviceCpuProfile: string | null;
   /** Share of the machine's CPU time (all cores) that was busy from the task's start to its end (/proc/stat). */
   machineCpuBusy: number | null;
+  /** That busy time in ms (share x cores x wall time). */
+  machineCpuMs: number | null;
 }
 
 async function runOnce(spec: RunSpec): Promise<RunResult> {
@@ -448,6 +450,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     await new Promise((resolve) => setTimeout(resolve, 300)); // let every device's first long-poll arrive
     coord.child.send({ cmd: 'startTask', taskId });
     const cpuAtStart = machineCpuTicks();
+    const cpuWindowStarted = nowMs();
     const started = await coord.next<{ t: number }>('started', 60_000);
     log(`${spec.label}: task started (${spec.rounds} rounds, ${spec.clientsPerRound} per round, deadline ${spec.roundDeadlineMs} ms)`);
 
@@ -468,6 +471,8 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     const cpuAtEnd = machineCpuTicks();
     const machineCpuBusy =
       cpuAtStart && cpuAtEnd && cpuAtEnd.total > cpuAtStart.total ? round3((cpuAtEnd.busy - cpuAtStart.busy) / (cpuAtEnd.total - cpuAtStart.total)) : null;
+    // CPU time the whole machine spent (all processes, all cores) from the task's start to its end.
+    const machineCpuMs = machineCpuBusy === null ? null : round1(machineCpuBusy * cpus().length * (nowMs() - cpuWindowStarted));
     if (ended !== true) {
       timedOut = true;
       log(`${spec.label}: task did not end within ${spec.runTimeoutMs} ms`);
@@ -505,7 +510,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       if (files[0]) deviceCpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDevicesDir, files[0]), 'utf8')));
     }
     const pgStats = await db.stats().catch(() => null);
-    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile, deviceCpuProfile, machineCpuBusy };
+    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile, deviceCpuProfile, machineCpuBusy, machineCpuMs };
   } finally {
     for (const { child } of [coord]) if (child.exitCode === null) child.kill('SIGKILL');
     for (const c of [...children]) c.kill('SIGKILL');
@@ -782,6 +787,10 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
       coordinator: coordinatorSummary(r),
       deviceProcessesCpuMs: deviceCpuMs(r),
       machineCpuBusyDuringRounds: r.machineCpuBusy,
+      // Cost per client-round: the coordinator's CPU from the task's start (rounds only, no join), and
+      // the whole machine's (coordinator, devices, PostgreSQL) over the same rounds.
+      coordinatorCpuMsPerClientRound: round3(Number(coordinatorSummary(r)['cpuMs']) / (n * Math.max(1, roundMs.length))),
+      machineCpuMsPerClientRound: r.machineCpuMs === null ? null : round3(r.machineCpuMs / (n * Math.max(1, roundMs.length))),
       ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
       ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
     };
@@ -789,6 +798,11 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
   const first = out[String(sizes[0])] as { medianRoundMs: number } | undefined;
   const last = out[String(sizes[sizes.length - 1])] as { medianRoundMs: number; coordinatorPeakRssMiB: number | null; roundsCompleted: number } | undefined;
   if (first && last && sizes.length > 1) {
+    const perClientRatio = (key: string): number | null => {
+      const a = (first as Record<string, unknown>)[key];
+      const b = (last as Record<string, unknown>)[key];
+      return typeof a === 'number' && typeof b === 'number' && a > 0 ? round3(b / a) : null;
+    };
     const clientRatio = sizes[sizes.length - 1]! / sizes[0]!;
     const timeRatio = last.medianRoundMs / first.medianRoundMs;
     out['growth'] = {
@@ -797,6 +811,9 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
       clientRatio,
       roundTimeRatio: round3(timeRatio),
       atMostLinear: timeRatio <= clientRatio,
+      // Cost per client-round at the largest size over the smallest (1 = cost exactly linear in clients).
+      coordinatorCpuPerClientRoundRatio: perClientRatio('coordinatorCpuMsPerClientRound'),
+      machineCpuPerClientRoundRatio: perClientRatio('machineCpuMsPerClientRound'),
       largestCompleted: last.roundsCompleted === rounds,
       peakRssWithin1GiB: last.coordinatorPeakRssMiB !== null && Math.max(...sizes.map((s) => (out[String(s)] as { coordinatorPeakRssMiB: number }).coordinatorPeakRssMiB)) <= 1024,
     };
