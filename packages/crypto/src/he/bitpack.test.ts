@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { packSealCiphertext, unpackSealCiphertext } from './bitpack.js';
+import { packSealCiphertext, unpackSealCiphertext, unpackSealCiphertextBytewise } from './bitpack.js';
 
 /** A synthetic SEAL 4.1 uncompressed ciphertext serialization with the given words and suffix. */
 function sealBytes(words: bigint[], suffix: Uint8Array): Uint8Array {
@@ -53,5 +53,31 @@ describe('bit packing of SEAL ciphertexts', () => {
     const notSeal = raw.slice();
     notSeal[0] = 0;
     expect(() => packSealCiphertext(notSeal, 45)).toThrow(expect.objectContaining({ code: 'invalid_ciphertext' }));
+  });
+
+  it('unpacks exactly like the byte-wise reference for every width, length and call order', () => {
+    // Deterministic 64-bit words (splitmix-like), masked to the width.
+    let state = 0x9e37_79b9_7f4a_7c15n;
+    const next = (): bigint => {
+      state = (state + 0x9e37_79b9_7f4a_7c15n) & 0xffff_ffff_ffff_ffffn;
+      let z = state;
+      z = ((z ^ (z >> 30n)) * 0xbf58_476d_1ce4_e5b9n) & 0xffff_ffff_ffff_ffffn;
+      z = ((z ^ (z >> 27n)) * 0x94d0_49bb_1331_11ebn) & 0xffff_ffff_ffff_ffffn;
+      return z ^ (z >> 31n);
+    };
+    // Long and short inputs alternate, so a reused scratch buffer must not leak bits between calls.
+    for (const length of [2048, 1, 7, 2048, 3, 64, 5]) {
+      for (let bits = 1; bits <= 64; bits++) {
+        const mask = (1n << BigInt(bits)) - 1n;
+        const words = Array.from({ length }, () => next() & mask);
+        const packed = packSealCiphertext(sealBytes(words, Uint8Array.from([1, 2, 3, 4, 5])), bits);
+        const fast = unpackSealCiphertext(packed, bits);
+        const reference = unpackSealCiphertextBytewise(packed, bits);
+        if (Buffer.compare(Buffer.from(fast.buffer, fast.byteOffset, fast.byteLength), Buffer.from(reference)) !== 0) {
+          expect.fail(`${length} words of ${bits} bits`);
+        }
+      }
+    }
+    expect(unpackSealCiphertextBytewise(packSealCiphertext(sealBytes([3n, 1n], new Uint8Array(0)), 2), 2)).toEqual(sealBytes([3n, 1n], new Uint8Array(0)));
   });
 });
