@@ -679,6 +679,7 @@ function coordinatorSummary(r: RunResult): Record<string, unknown> {
     memoryAtPeakMiB: c['memoryAtPeak'] ? Object.fromEntries(Object.entries(c['memoryAtPeak'] as Record<string, number>).map(([k, v]) => [k, mb(v)])) : null,
     ...(c['memoryTimeline'] ? { memoryTimelineMiB: { columns: 'ms since start, rss, heapTotal, heapUsed, external, arrayBuffers', samples: c['memoryTimeline'] } } : {}),
     cpuMs: round1(Number(c['cpuUserMs'] ?? 0) + Number(c['cpuSystemMs'] ?? 0)),
+    gcPauses: c['gc'] ? Object.fromEntries(Object.entries(c['gc'] as Record<string, number>).map(([k, v]) => [k, round1(v)])) : null,
     eventLoopUtilization: typeof c['eventLoopUtilization'] === 'number' ? round3(c['eventLoopUtilization']) : null,
     eventLoopDelayMs: c['eventLoopDelayMs'] ?? null,
     fsyncProbeMedianMs: round1(median((r.ready['fsyncProbeMs'] as number[]) ?? [])),

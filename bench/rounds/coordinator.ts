@@ -22,7 +22,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { constants as perfConstants, monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
 import type { Coordinator, TaskInput } from '@veil/server';
 import { nowMs } from './common.js';
 
@@ -160,6 +160,18 @@ async function buildFingerprint(): Promise<Record<string, string>> {
 // ---------------------------------------------------------------- main
 let coordinator: Coordinator | null = null;
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+/** Garbage-collection pauses of this process since the task started: count and total ms, by kind. */
+const gc = { count: 0, ms: 0, majorCount: 0, majorMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count++;
+    gc.ms += entry.duration;
+    if ((entry as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+      gc.majorCount++;
+      gc.majorMs += entry.duration;
+    }
+  }
+}).observe({ entryTypes: ['gc'] });
 
 async function main(): Promise<void> {
   const dataDir = process.env['BENCH_DATA_DIR'];
@@ -275,6 +287,7 @@ async function main(): Promise<void> {
           for (const key of Object.keys(timings)) delete timings[key];
           cpuAtStart = process.cpuUsage();
           eluAtStart = performance.eventLoopUtilization();
+          Object.assign(gc, { count: 0, ms: 0, majorCount: 0, majorMs: 0 });
           timelineOrigin = performance.now();
           timeline.length = 0;
           loopDelay.reset();
@@ -302,6 +315,7 @@ async function main(): Promise<void> {
             memoryAtPeak: atPeak,
             ...(timeline.length > 0 && { memoryTimeline: timeline }),
             cpuUserMs: cpu.user / 1000,
+            gc: { ...gc },
             cpuSystemMs: cpu.system / 1000,
             eventLoopUtilization: elu.utilization,
             eventLoopDelayMs: {
