@@ -51,22 +51,38 @@ export interface RoundAggregator {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** float32-le bytes as values: a zero-copy view when aligned (on little-endian hosts), else a decoded copy. */
-function float32View(bytes: Uint8Array): Float32Array {
-  if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-  }
-  return bytesToFloat32(bytes);
+const isAligned = (bytes: Uint8Array): boolean => LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0;
+
+/** Values read through a scratch array, reused by the next call: used and dropped before it. */
+let scratch = new Float32Array(0);
+
+/**
+ * float32-le bytes as values: a zero-copy view when aligned (on little-endian hosts); otherwise
+ * (an update arrives at an odd offset inside its gRPC message) a copy into `scratch`, valid until
+ * the next call: no allocation per update (every allocation of an update's size brings V8's next
+ * full garbage collection closer).
+ */
+function float32Values(bytes: Uint8Array): { values: Float32Array; retainable: boolean } {
+  if (isAligned(bytes)) return { values: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), retainable: true };
+  const n = bytes.byteLength / 4;
+  if (!LITTLE_ENDIAN) return { values: bytesToFloat32(bytes), retainable: true };
+  if (scratch.length < n) scratch = new Float32Array(n);
+  new Uint8Array(scratch.buffer, 0, bytes.byteLength).set(bytes);
+  return { values: scratch.subarray(0, n), retainable: false };
 }
 
-/** Validates a plaintext (float32) update for a model of `parameterCount` values; decodes it once. */
+/**
+ * Validates a plaintext (float32) update for a model of `parameterCount` values. Its decoded values
+ * are kept when they are a view of the payload (so folding does not decode again); otherwise
+ * folding reads the payload again, through the scratch array.
+ */
 export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number): CheckedUpdate {
   if (payload.byteLength !== parameterCount * 4) {
     throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
   }
-  const values = float32View(payload);
+  const { values, retainable } = float32Values(payload);
   assertFinite(values, 'update');
-  return { payload, values };
+  return retainable ? { payload, values } : { payload };
 }
 
 /** Plaintext updates (float32 deltas) aggregated by a strategy (FedAvg by default). */
@@ -74,8 +90,15 @@ export function createPlaintextAggregator(strategy: Strategy, round: number, par
   const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
   return {
     add(clientId, exampleCount, update) {
-      const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount) : update;
-      const values = checked.values ?? checkPlaintextUpdate(checked.payload, parameterCount).values!;
+      // A checked update's bytes were validated already; raw bytes (rebuilt from the store) are checked here.
+      const payload = update instanceof Uint8Array ? update : update.payload;
+      let values = update instanceof Uint8Array ? undefined : update.values;
+      if (values === undefined) {
+        if (payload.byteLength !== parameterCount * 4) checkPlaintextUpdate(payload, parameterCount);
+        values = float32Values(payload).values;
+        if (update instanceof Uint8Array) assertFinite(values, 'update');
+      }
+      // Aggregators fold `values` before returning and keep none of it (Aggregator.add's contract).
       inner.add({ clientId, exampleCount, update: values });
     },
     get count() {

@@ -39,6 +39,10 @@ export interface FitInstructions {
  * holds every update in memory.
  */
 export interface Aggregator {
+  /**
+   * Folds one result in. `result.update` is only valid during the call: the engine may reuse its
+   * memory for the next update, so an aggregator that needs the values later copies them.
+   */
   add(result: FitResult): void;
   /** Results folded so far. */
   readonly count: number;

@@ -419,7 +419,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
           await ready;
-          const payload = Buffer.concat(chunks, received);
+          // One chunk (updates up to 1 MiB) is used as received: no copy of the update's size.
+          const payload = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
           chunks.length = 0;
           // SHA-256 on libuv's thread pool (WebCrypto), not on the event loop that serves every device.
           const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', payload)).toString('hex');

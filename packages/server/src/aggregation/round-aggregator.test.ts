@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { createFedAvg } from './fedavg.js';
+import { checkPlaintextUpdate, createPlaintextAggregator } from './round-aggregator.js';
+
+/** float32-le bytes of `values` placed at byte `offset` of a larger buffer (as inside a gRPC message). */
+function bytesAt(values: number[], offset: number): Uint8Array {
+  const buffer = new ArrayBuffer(offset + 4 * values.length + 3);
+  const view = new DataView(buffer, offset, 4 * values.length);
+  values.forEach((v, i) => view.setFloat32(4 * i, v, true));
+  return new Uint8Array(buffer, offset, 4 * values.length);
+}
+
+describe('plaintext updates at any byte offset', () => {
+  const current = new Float32Array([1, 2, 3, 4]);
+  const toBytes = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer.slice(0));
+
+  it('checks and folds aligned and unaligned payloads to the exact FedAvg, even when checks interleave', () => {
+    const a = [0.5, -1, 0.25, 2];
+    const b = [-0.5, 3, 1.75, -2];
+    const c = [1, 1, 1, 1];
+    // Checked in turn before any is folded (as uploads are checked before the recording lock):
+    // an unaligned check must not leave its values where the next check overwrites them.
+    const checkedA = checkPlaintextUpdate(bytesAt(a, 9), 4);
+    const checkedB = checkPlaintextUpdate(bytesAt(b, 1), 4);
+    const checkedC = checkPlaintextUpdate(bytesAt(c, 8), 4);
+    expect(checkedA.values).toBeUndefined();
+    expect(checkedC.values).toBeDefined(); // aligned: a view of the payload, kept
+    const aggregator = createPlaintextAggregator(createFedAvg(), 1, 4);
+    aggregator.add('a', 1, checkedA);
+    aggregator.add('b', 3, checkedB);
+    aggregator.add('c', 4, checkedC);
+    // Raw bytes (a round rebuilt from the store) are checked and folded too.
+    aggregator.add('d', 2, bytesAt(a, 3));
+    const next = aggregator.finish({ bytes: toBytes(current), encoding: 'float32-le' }, []);
+    expect(next).not.toBeNull();
+    const got = new Float32Array(new Uint8Array(next!.bytes).buffer);
+    const expected = current.map((w, i) => Math.fround(w + (1 * a[i]! + 3 * b[i]! + 4 * c[i]! + 2 * a[i]!) / 10));
+    expect([...got]).toEqual([...expected]);
+  });
+
+  it('refuses NaN and Infinity at an odd offset, with the index', () => {
+    expect(() => checkPlaintextUpdate(bytesAt([0, Number.NaN, 0, 0], 5), 4)).toThrow(/non-finite value at index 1/);
+    expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, Number.NEGATIVE_INFINITY], 2), 4)).toThrow(/index 3/);
+    const aggregator = createPlaintextAggregator(createFedAvg(), 1, 4);
+    expect(() => aggregator.add('x', 1, bytesAt([Number.POSITIVE_INFINITY, 0, 0, 0], 7))).toThrow(/index 0/);
+    expect(aggregator.count).toBe(0);
+    expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0], 1), 4)).toThrow(/12 bytes, the model needs 16/);
+  });
+});
