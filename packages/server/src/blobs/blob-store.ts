@@ -76,12 +76,25 @@ function recordHeader(length: number, sha256Hex: string): Buffer {
   return header;
 }
 
-/** One record of a segment file, as `readSegment` finds it. */
+/** One record of a segment file, as `parseSegment` finds it. */
 export interface SegmentRecord {
   offset: number;
   live: boolean;
   sizeBytes: number;
   sha256: string;
+}
+
+/** The fields of a record header (`RECORD_HEADER_BYTES` long), or null when `header` is not one. */
+function decodeRecordHeader(header: Buffer): Omit<SegmentRecord, 'offset'> | null {
+  if (header.length < RECORD_HEADER_BYTES || !header.subarray(0, 4).equals(RECORD_MAGIC)) return null;
+  return { live: header[5] === RECORD_LIVE, sizeBytes: Number(header.readBigUInt64LE(8)), sha256: header.toString('hex', 16, 48) };
+}
+
+/** Reads the header of the record at `offset` of an open segment; null when there is none. */
+async function readRecordHeader(handle: FileHandle, offset: number): Promise<Omit<SegmentRecord, 'offset'> | null> {
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  const { bytesRead } = await handle.read(header, 0, RECORD_HEADER_BYTES, offset);
+  return decodeRecordHeader(header.subarray(0, bytesRead));
 }
 
 /**
@@ -93,11 +106,11 @@ export function parseSegment(bytes: Uint8Array): SegmentRecord[] {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: SegmentRecord[] = [];
   let offset = 0;
-  while (offset + RECORD_HEADER_BYTES <= buf.length && buf.subarray(offset, offset + 4).equals(RECORD_MAGIC)) {
-    const sizeBytes = Number(buf.readBigUInt64LE(offset + 8));
-    if (offset + RECORD_HEADER_BYTES + sizeBytes > buf.length) break;
-    out.push({ offset, live: buf[offset + 5] === RECORD_LIVE, sizeBytes, sha256: buf.toString('hex', offset + 16, offset + 48) });
-    offset += RECORD_HEADER_BYTES + sizeBytes;
+  for (;;) {
+    const header = decodeRecordHeader(buf.subarray(offset, offset + RECORD_HEADER_BYTES));
+    if (header === null || offset + RECORD_HEADER_BYTES + header.sizeBytes > buf.length) break;
+    out.push({ offset, ...header });
+    offset += RECORD_HEADER_BYTES + header.sizeBytes;
   }
   return out;
 }
@@ -271,13 +284,10 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
 async function readRecord(path: string, offset: number, key: string): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {
-    const header = Buffer.alloc(RECORD_HEADER_BYTES);
-    const got = await handle.read(header, 0, RECORD_HEADER_BYTES, offset);
-    if (got.bytesRead !== RECORD_HEADER_BYTES || !header.subarray(0, 4).equals(RECORD_MAGIC)) {
-      throw new VeilError('internal', `blob ${key} is corrupted (no record at its offset)`);
-    }
-    if (header[5] !== RECORD_LIVE) throw new VeilError('internal', `blob ${key} is missing (erased)`);
-    const length = Number(header.readBigUInt64LE(8));
+    const header = await readRecordHeader(handle, offset);
+    if (header === null) throw new VeilError('internal', `blob ${key} is corrupted (no record at its offset)`);
+    if (!header.live) throw new VeilError('internal', `blob ${key} is missing (erased)`);
+    const length = header.sizeBytes;
     const data = Buffer.allocUnsafe(length);
     const read = await handle.read(data, 0, length, offset + RECORD_HEADER_BYTES);
     if (read.bytesRead !== length) throw new VeilError('internal', `blob ${key} is corrupted (truncated)`);
@@ -299,10 +309,9 @@ async function eraseRecord(openHandle: FileHandle | null, path: string, offset: 
     }
   }
   try {
-    const header = Buffer.alloc(RECORD_HEADER_BYTES);
-    const got = await handle.read(header, 0, RECORD_HEADER_BYTES, offset);
-    if (got.bytesRead !== RECORD_HEADER_BYTES || !header.subarray(0, 4).equals(RECORD_MAGIC)) return;
-    const length = Number(header.readBigUInt64LE(8));
+    const header = await readRecordHeader(handle, offset);
+    if (header === null) return;
+    const length = header.sizeBytes;
     const zeros = Buffer.alloc(Math.min(length, 1 << 20));
     for (let done = 0; done < length; done += zeros.length) {
       await handle.write(zeros, 0, Math.min(zeros.length, length - done), offset + RECORD_HEADER_BYTES + done);
