@@ -90,14 +90,10 @@ export function createPlaintextAggregator(strategy: Strategy, round: number, par
   const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
   return {
     add(clientId, exampleCount, update) {
-      // A checked update's bytes were validated already; raw bytes (rebuilt from the store) are checked here.
-      const payload = update instanceof Uint8Array ? update : update.payload;
-      let values = update instanceof Uint8Array ? undefined : update.values;
-      if (values === undefined) {
-        if (payload.byteLength !== parameterCount * 4) checkPlaintextUpdate(payload, parameterCount);
-        values = float32Values(payload).values;
-        if (update instanceof Uint8Array) assertFinite(values, 'update');
-      }
+      // Raw bytes (a round rebuilt from the store) are checked here; a checked update was already.
+      const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount) : update;
+      // Unaligned bytes keep no values (checkPlaintextUpdate): read them again through the scratch array.
+      const values = checked.values ?? float32Values(checked.payload).values;
       // Aggregators fold `values` before returning and keep none of it (Aggregator.add's contract).
       inner.add({ clientId, exampleCount, update: values });
     },
