@@ -124,10 +124,9 @@ export function createCiphertextAccumulator(ctx: HeContext, options: CiphertextA
   const { valueCount } = options;
   checkValueCount(valueCount);
   const ciphertextCount = ciphertextCountFor(ctx, valueCount);
-  // Loaded ciphertexts go to `scratch` first and are added only once all of them loaded and
-  // validated, so a failed add leaves `sums` untouched. Both arrays are reused across adds.
+  // An update is loaded and validated in full (loadUpdate) before anything touches `sums`, so a
+  // failed add leaves it untouched.
   let sums: Ciphertext[] | undefined;
-  let scratch: Ciphertext[] = [];
   let count = 0;
   let totalWeight = 0;
   let disposed = false;
@@ -151,22 +150,19 @@ export function createCiphertextAccumulator(ctx: HeContext, options: CiphertextA
     }
   };
 
-  return {
+  const accumulator: CiphertextAccumulator = {
     add(payload) {
       live();
       const header = readPayloadHeader(payload);
       checkHeader(ctx, header, valueCount);
+      // The running sum's headroom before anything is loaded: a payload that cannot fit costs no more.
       checkHeadroom(ctx, count, totalWeight, header.clientCount, header.totalWeight);
-      verifyPayloadDigest(payload);
-      const parts = payloadCiphertexts(payload, header);
-      while (scratch.length < ciphertextCount) scratch.push(new seal.Ciphertext());
-      parts.forEach((bytes, i) => loadCiphertext(internals, ctx, bytes, scratch[i]!));
-      if (sums === undefined) {
-        sums = scratch;
-        scratch = [];
-      } else addInto(sums, scratch);
-      count += header.clientCount;
-      totalWeight += header.totalWeight;
+      const loaded = loadUpdate(ctx, payload, { valueCount });
+      try {
+        accumulator.addLoaded(loaded);
+      } finally {
+        loaded.dispose();
+      }
     },
     addLoaded(update) {
       live();
@@ -217,9 +213,8 @@ export function createCiphertextAccumulator(ctx: HeContext, options: CiphertextA
       if (disposed) return;
       disposed = true;
       for (const c of sums ?? []) c.delete();
-      for (const c of scratch) c.delete();
       sums = undefined;
-      scratch = [];
     },
   };
+  return accumulator;
 }
