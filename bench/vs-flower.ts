@@ -1,0 +1,207 @@
+/**
+ * Veil's round against Flower 1.28's legacy in-memory server, interleaved in one run.
+ *
+ *   npx tsx bench/vs-flower.ts [--pairs 3] [--sizes 10,100] [--rounds 20]
+ *     [--paths plaintext,encrypted] [--encrypted-sizes 10] [--flower-dir ../shared/anchors/flower-legacy]
+ *     [--flower-eval]
+ *
+ * For each client count N and each pair i = 1..pairs it runs, back to back,
+ * Veil (`bench/rounds.ts --only small --small-clients N`, one device per process
+ * at 10 clients, 10 devices per process above that) and Flower
+ * (`run.sh --clients N --no-eval`, one client per process at 10, 10 threads per
+ * process above that), A B A B ..., so both see the same machine load. It prints
+ * ONE JSON object: for every (N, path) the per-run medians of both sides, the
+ * median of those medians and the ratio Veil / Flower (below 1: Veil is faster).
+ *
+ * Both sides use a 100,000-parameter float32 model and trivial training; Flower
+ * keeps everything in memory, Veil makes every accepted update and transition
+ * durable in PostgreSQL. Round time is each harness's own median round
+ * (Flower: close-to-close over rounds 2..R; Veil: `medianRoundMs` of
+ * bench/rounds.ts). Progress goes to stderr. Needs the packages built
+ * (`npm run build`) and the local PostgreSQL; Flower's runner installs Debian's
+ * Python packages on first use.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { loadavg, cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, '..');
+
+const { values: args } = parseArgs({
+  options: {
+    pairs: { type: 'string', default: '3' },
+    sizes: { type: 'string', default: '10,100' },
+    rounds: { type: 'string', default: '20' },
+    paths: { type: 'string', default: 'plaintext,encrypted' },
+    'encrypted-sizes': { type: 'string', default: '10' },
+    'flower-dir': { type: 'string', default: resolve(repoRoot, '..', 'shared', 'anchors', 'flower-legacy') },
+    'flower-eval': { type: 'boolean', default: false },
+    'timeout-s': { type: 'string', default: '1800' },
+  },
+});
+
+const pairs = positiveInt(args.pairs, 'pairs');
+const rounds = positiveInt(args.rounds, 'rounds');
+const sizes = args.sizes.split(',').map((s) => positiveInt(s, 'sizes'));
+const paths = args.paths.split(',').map((p) => {
+  if (p !== 'plaintext' && p !== 'encrypted') throw new Error(`--paths: unknown path ${p}`);
+  return p;
+});
+const encryptedSizes = new Set(args['encrypted-sizes'].split(',').map((s) => positiveInt(s, 'encrypted-sizes')));
+const flowerRun = join(args['flower-dir'], 'run.sh');
+if (!existsSync(flowerRun)) throw new Error(`Flower runner not found at ${flowerRun} (--flower-dir)`);
+const timeoutMs = positiveInt(args['timeout-s'], 'timeout-s') * 1000;
+
+function positiveInt(text: string, name: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name}: expected a positive integer, got ${text}`);
+  return n;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+/** Runs a command whose stdout is exactly one JSON object. */
+function runJson(cmd: string, argv: string[]): Promise<Record<string, unknown>> {
+  return new Promise((ok, fail) => {
+    execFile(cmd, argv, { cwd: repoRoot, maxBuffer: 64 << 20, timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err) {
+        fail(new Error(`${cmd} ${argv.join(' ')} failed: ${err.message}\n${stderr.slice(-4000)}`));
+        return;
+      }
+      try {
+        ok(JSON.parse(stdout) as Record<string, unknown>);
+      } catch {
+        fail(new Error(`${cmd}: no JSON on stdout:\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`));
+      }
+    });
+  });
+}
+
+interface SideRun {
+  medianRoundMs: number;
+  modelCopiesPerClientRound: number | null;
+}
+
+async function runVeil(clients: number, path: 'plaintext' | 'encrypted'): Promise<SideRun> {
+  const out = await runJson(process.execPath, [
+    join(repoRoot, 'node_modules', 'tsx', 'dist', 'cli.mjs'),
+    join(repoRoot, 'bench', 'rounds.ts'),
+    '--only', 'small',
+    '--path', path,
+    '--small-clients', String(clients),
+    '--small-rounds', String(rounds),
+    '--devices-per-worker', clients <= 10 ? '1' : '10',
+    '--log-level', 'silent',
+  ]);
+  const small = (path === 'plaintext' ? out['small'] : (out['encrypted'] as Record<string, unknown> | undefined)?.['small']) as
+    | Record<string, unknown>
+    | undefined;
+  if (small === undefined || typeof small['medianRoundMs'] !== 'number') throw new Error(`bench/rounds.ts printed no ${path} small result`);
+  if (small['roundsCompleted'] !== rounds) throw new Error(`Veil completed ${String(small['roundsCompleted'])} of ${rounds} rounds`);
+  return {
+    medianRoundMs: small['medianRoundMs'],
+    modelCopiesPerClientRound: typeof small['modelCopiesPerClientRound'] === 'number' ? small['modelCopiesPerClientRound'] : null,
+  };
+}
+
+/**
+ * The anchor's runner installs Debian's Python packages but not python3-mako,
+ * which Flower's alembic shim imports; a clean machine lacks it.
+ */
+async function ensureFlowerDeps(): Promise<void> {
+  const probe = (): Promise<boolean> =>
+    new Promise((ok) => execFile('/usr/bin/python3', ['-c', 'import mako'], (err) => ok(err === null)));
+  if (await probe()) return;
+  process.stderr.write('vs-flower: installing python3-mako (needed by the Flower anchor)\n');
+  await new Promise<void>((ok, fail) =>
+    execFile('bash', ['-c', 'apt-get install -y -q python3-mako || (apt-get update -q && apt-get install -y -q python3-mako)'], (err) =>
+      err === null ? ok() : fail(new Error(`could not install python3-mako: ${err.message}`)),
+    ),
+  );
+}
+
+async function runFlower(clients: number): Promise<SideRun> {
+  const argv = [
+    flowerRun,
+    '--clients', String(clients),
+    '--rounds', String(rounds),
+    '--port', String(await freePort()),
+    '--threads-per-proc', clients <= 10 ? '1' : '10',
+  ];
+  if (!args['flower-eval']) argv.push('--no-eval');
+  const out = await runJson('bash', argv);
+  if (typeof out['medianRoundMs'] !== 'number') throw new Error('Flower printed no medianRoundMs');
+  return {
+    medianRoundMs: out['medianRoundMs'],
+    modelCopiesPerClientRound: typeof out['msgModelCopiesPerClientRound'] === 'number' ? out['msgModelCopiesPerClientRound'] : null,
+  };
+}
+
+await ensureFlowerDeps();
+const results: Record<string, unknown>[] = [];
+const started = Date.now();
+for (const clients of sizes) {
+  const veilPaths = paths.filter((p) => p === 'plaintext' || encryptedSizes.has(clients));
+  const veilRuns = new Map<string, SideRun[]>(veilPaths.map((p) => [p, []]));
+  const flowerRuns: SideRun[] = [];
+  for (let i = 1; i <= pairs; i++) {
+    for (const path of veilPaths) {
+      process.stderr.write(`vs-flower: ${clients} clients, pair ${i}/${pairs}: Veil ${path}\n`);
+      veilRuns.get(path)!.push(await runVeil(clients, path));
+    }
+    process.stderr.write(`vs-flower: ${clients} clients, pair ${i}/${pairs}: Flower\n`);
+    flowerRuns.push(await runFlower(clients));
+  }
+  const flowerMedian = median(flowerRuns.map((r) => r.medianRoundMs));
+  for (const [path, runs] of veilRuns) {
+    const veilMedian = median(runs.map((r) => r.medianRoundMs));
+    results.push({
+      clients,
+      path,
+      veilMedianRoundMs: round1(veilMedian),
+      flowerMedianRoundMs: round1(flowerMedian),
+      ratioVeilOverFlower: round3(veilMedian / flowerMedian),
+      veilRunMediansMs: runs.map((r) => round1(r.medianRoundMs)),
+      flowerRunMediansMs: flowerRuns.map((r) => round1(r.medianRoundMs)),
+      veilModelCopiesPerClientRound: runs[0]?.modelCopiesPerClientRound ?? null,
+      flowerModelCopiesPerClientRound: flowerRuns[0]?.modelCopiesPerClientRound ?? null,
+    });
+  }
+}
+
+process.stdout.write(
+  `${JSON.stringify({
+    meta: {
+      pairs,
+      rounds,
+      flowerMode: args['flower-eval'] ? 'train+evaluate' : 'training only',
+      cpus: cpus().length,
+      loadAverageAtEnd: loadavg().map(round1),
+      seconds: Math.round((Date.now() - started) / 1000),
+    },
+    results,
+  })}\n`,
+);
