@@ -11,6 +11,7 @@ import { buildHttpApp } from './http/app.js';
 import { openDatabase } from './persistence/database.js';
 import { createPrismaStore } from './persistence/prisma-store.js';
 import { RoundEngine, type Clock } from './rounds/engine.js';
+import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
 
 export interface CoordinatorOptions {
   config: CoordinatorConfig;
@@ -27,6 +28,11 @@ export interface CoordinatorOptions {
   uploadBudgetBytes?: number;
   /** Model bytes the gRPC service sends at once; further downloads wait. Default 32 MiB. */
   downloadBudgetBytes?: number;
+  /**
+   * Backoff on failed authentication, shared by REST and gRPC (keys per peer address and per
+   * credential). Defaults: see {@link AuthThrottleOptions}; its clock defaults to `clock`.
+   */
+  authThrottle?: AuthThrottleOptions;
 }
 
 /** A running coordinator: gRPC for devices, REST for admins, one round engine. */
@@ -97,7 +103,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     await engine.start();
     cleanup.push(() => engine.close());
 
+    const clock = options.clock;
+    const authThrottle = createAuthThrottle({ ...(clock && { now: () => clock.now() }), ...options.authThrottle });
     const handlers = createFederationHandlers({
+      authThrottle,
       engine,
       store,
       logger,
@@ -115,7 +124,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await grpcServer.close();
     });
 
-    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken });
+    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle });
     const httpAddress = await http.listen({ host: config.host, port: config.httpPort });
     cleanup.push(() => http.close());
 

@@ -12,6 +12,7 @@ export type VeilErrorCode =
   | 'already_exists'
   | 'failed_precondition'
   | 'resource_exhausted'
+  | 'rate_limited'
   | 'deadline_exceeded'
   | 'aborted'
   | 'unavailable'
@@ -25,6 +26,7 @@ const GRPC: Record<VeilErrorCode, GrpcStatus> = {
   already_exists: GrpcStatus.ALREADY_EXISTS,
   failed_precondition: GrpcStatus.FAILED_PRECONDITION,
   resource_exhausted: GrpcStatus.RESOURCE_EXHAUSTED,
+  rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
   deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
   aborted: GrpcStatus.ABORTED,
   unavailable: GrpcStatus.UNAVAILABLE,
@@ -39,6 +41,7 @@ const HTTP: Record<VeilErrorCode, number> = {
   already_exists: 409,
   failed_precondition: 409,
   resource_exhausted: 413,
+  rate_limited: 429,
   deadline_exceeded: 504,
   aborted: 409,
   unavailable: 503,
@@ -52,10 +55,18 @@ const HTTP: Record<VeilErrorCode, number> = {
 export class VeilError extends Error {
   override readonly name = 'VeilError';
   readonly code: VeilErrorCode;
+  /** `rate_limited`: how long the peer should wait, ms (sent as Retry-After / `retry-after` metadata, in seconds). */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: VeilErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: VeilErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+
+  /** Whole seconds to wait, at least 1 (the Retry-After value), or undefined. */
+  get retryAfterSeconds(): number | undefined {
+    return this.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(this.retryAfterMs / 1000));
   }
 
   get grpcStatus(): GrpcStatus {

@@ -21,6 +21,8 @@ import {
 import { chunkPayload } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
+import { createDeviceAuth, type DeviceAuthFailure } from './device-auth.js';
+import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
 import type { PrivacySettings } from '../privacy/settings.js';
@@ -44,6 +46,10 @@ export interface FederationServiceOptions {
    * downloads beyond it wait before their first message. Default 32 MiB.
    */
   downloadBudgetBytes?: number;
+  /** Backoff on failed authentication (per peer address and per credential). Default a new {@link createAuthThrottle}. */
+  authThrottle?: AuthThrottle;
+  /** Told of every failed authentication (the audit trail). Default none. */
+  onAuthFailure?: (failure: DeviceAuthFailure) => void;
 }
 
 const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -52,7 +58,10 @@ function sendError(log: Logger, error: unknown): Partial<grpc.StatusObject> {
   const e = VeilError.from(error);
   if (e.code === 'internal') log.error({ err: e.cause ?? e }, 'request failed');
   else log.warn({ code: e.code, reason: e.message }, 'request rejected');
-  return { code: e.grpcStatus, details: e.publicMessage };
+  if (e.retryAfterSeconds === undefined) return { code: e.grpcStatus, details: e.publicMessage };
+  const metadata = new grpc.Metadata();
+  metadata.set('retry-after', String(e.retryAfterSeconds));
+  return { code: e.grpcStatus, details: e.publicMessage, metadata };
 }
 
 /** Maps the domain's task status to the protocol enum. */
@@ -206,7 +215,12 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const { engine, store } = options;
   const log = options.logger.child({ component: 'grpc' });
   const secretDigest = createHash('sha256').update(options.enrolmentSecret).digest();
-  const clients = new Map<string, Client>();
+  const deviceAuth = createDeviceAuth({
+    store,
+    logger: options.logger,
+    throttle: options.authThrottle ?? createAuthThrottle(),
+    ...(options.onAuthFailure && { onFailure: options.onAuthFailure }),
+  });
   /** Settles a unary call: the result, or the error mapped to its gRPC status (and logged). */
   const answer = <T>(result: Promise<T>, callback: (error: Partial<grpc.StatusObject> | null, value?: T) => void): void => {
     result.then(
@@ -223,26 +237,17 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
   const encodedModel = createEncodedModelCache();
 
-  async function authenticate(metadata: grpc.Metadata): Promise<Client> {
-    const header = metadata.get('authorization')[0];
-    const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(header) : null;
-    if (match === null) throw new VeilError('unauthenticated', 'missing or malformed client credential');
-    const hash = sha256Hex(match[1]!);
-    let client = clients.get(hash);
-    if (client === undefined) {
-      client = (await store.findClientByCredentialHash(hash)) ?? undefined;
-      if (client === undefined) throw new VeilError('unauthenticated', 'unknown client credential');
-      clients.set(hash, client);
-    }
-    return client;
-  }
+  const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
+    deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer());
 
   return {
     Join(call, callback) {
       answer((async () => {
         const { taskId, enrolmentSecret, clientName } = call.request;
-        const given = createHash('sha256').update(enrolmentSecret).digest();
-        if (!timingSafeEqual(given, secretDigest)) throw new VeilError('unauthenticated', 'wrong enrolment secret');
+        await deviceAuth.guardEnrolment(call.getPeer(), enrolmentSecret, taskId, async () => {
+          const given = createHash('sha256').update(enrolmentSecret).digest();
+          if (!timingSafeEqual(given, secretDigest)) throw new VeilError('unauthenticated', 'wrong enrolment secret');
+        });
         if (clientName.length > MAX_CLIENT_NAME_LENGTH) {
           throw new VeilError('invalid_argument', `client_name is longer than ${MAX_CLIENT_NAME_LENGTH} characters`);
         }
@@ -265,7 +270,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     GetTask(call, callback) {
       answer((async () => {
-        const client = await authenticate(call.metadata);
+        const client = await authenticate(call);
         return toTaskSpec(await engine.getTask(client.taskId));
       })(), callback);
     },
@@ -274,7 +279,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       const abort = new AbortController();
       call.on('cancelled', () => abort.abort());
       answer((async () => {
-        const client = await authenticate(call.metadata);
+        const client = await authenticate(call);
         const waitMs = effectiveWaitMs(call.request.waitMs);
         return toResponse(await engine.waitForAssignment(client, waitMs, abort.signal));
       })(), callback);
@@ -302,7 +307,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
               call.once(event, done).once('close', done).once('cancelled', done);
             });
       void (async () => {
-        const client = await authenticate(call.metadata);
+        const client = await authenticate(call);
         const model = call.request.latest
           ? await engine.readModel(client.taskId)
           : await engine.readModelVersion(client.taskId, call.request.modelVersion);
@@ -372,7 +377,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           reads.hold();
           call.pause();
           ready = (async () => {
-            client = await authenticate(call.metadata);
+            client = await authenticate(call);
             ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
             // Bounded memory: the payload is read only once the upload budget has room for it.
             const ids = { taskId: client.taskId, clientId: client.id, roundNumber: header!.roundNumber };
@@ -441,7 +446,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     ReportEvaluation(call, callback) {
       answer((async () => {
-        const client = await authenticate(call.metadata);
+        const client = await authenticate(call);
         const { roundNumber, modelVersion, exampleCount, metrics } = call.request;
         const entries = Object.entries(metrics);
         if (entries.length > MAX_METRICS) throw new VeilError('invalid_argument', `at most ${MAX_METRICS} metrics`);

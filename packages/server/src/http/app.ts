@@ -1,10 +1,11 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
+import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
+import { httpAuthPlugin, type AuthFailure } from './auth.js';
 import type { RoundEngine } from '../rounds/engine.js';
 import type { Round, Task } from '../rounds/model.js';
 import type { FederationStore } from '../rounds/ports.js';
@@ -23,18 +24,23 @@ export interface HttpAppOptions {
   adminToken: string;
   /** Read-only bearer token of the privacy audit routes (`/v1/tasks/:id/privacy*`); the admin token works there too. */
   auditToken: string;
-  /** Largest request body, in bytes. Default 64 MiB (a model's initial weights travel in the body). */
+  /** Largest task-creation body (admin only), in bytes. Default 64 MiB (a model's initial weights travel in the body). */
   bodyLimitBytes?: number;
+  /** Largest body of every other request, in bytes. Default 64 KiB. */
+  smallBodyLimitBytes?: number;
+  /** Backoff on failed authentication (per peer address and per token). Default a new {@link createAuthThrottle}. */
+  authThrottle?: AuthThrottle;
+  /** Told of every failed authentication (the audit trail). Default none. */
+  onAuthFailure?: (failure: AuthFailure) => void;
 }
-
-type Scope = 'admin' | 'audit';
 
 /** Builds the admin REST API (Fastify). The caller listens and closes it. */
 export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
   const { engine, store } = options;
   const app = Fastify({
     loggerInstance: options.logger.child({ component: 'http' }) as FastifyBaseLogger,
-    bodyLimit: options.bodyLimitBytes ?? 64 * 1024 * 1024,
+    // Every route reads at most this much; only task creation (admin, checked before the body is read) more.
+    bodyLimit: options.smallBodyLimitBytes ?? 64 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   });
 
@@ -51,20 +57,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  const digest = (token: string): Buffer => createHash('sha256').update(token).digest();
-  const adminDigest = digest(options.adminToken);
-  const auditDigest = digest(options.auditToken);
-  /** `admin`: the admin token only; `audit`: the audit token or the admin token. */
-  const authorize = (scope: Scope) => async (request: FastifyRequest) => {
-    const header = request.headers.authorization ?? '';
-    const match = /^Bearer (.+)$/.exec(header);
-    if (match === null) throw new VeilError('unauthenticated', 'missing bearer token');
-    const given = digest(match[1]!);
-    const isAdmin = timingSafeEqual(given, adminDigest);
-    const isAuditor = timingSafeEqual(given, auditDigest);
-    if (isAdmin || (scope === 'audit' && isAuditor)) return;
-    throw new VeilError('permission_denied', isAuditor ? 'the audit token is read-only and limited to the privacy routes' : 'invalid token');
-  };
+  // Route `config.auth`: 'admin' (the default under /v1/), 'audit' (audit or admin token), 'public'.
+  await app.register(httpAuthPlugin, {
+    adminToken: options.adminToken,
+    auditToken: options.auditToken,
+    throttle: options.authThrottle ?? createAuthThrottle(),
+    ...(options.onAuthFailure && { onFailure: options.onAuthFailure }),
+  });
 
   app.setErrorHandler((error: unknown, request, reply: FastifyReply) => {
     const validation = (error as { validation?: unknown; statusCode?: number; message?: string }) ?? {};
@@ -76,6 +75,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     }
     const e = VeilError.from(error);
     if (e.code === 'internal') request.log.error({ err: e.cause ?? e }, 'request failed');
+    if (e.retryAfterSeconds !== undefined) void reply.header('retry-after', String(e.retryAfterSeconds));
     return reply.status(e.httpStatus).send({ code: e.code, message: e.publicMessage });
   });
 
@@ -83,11 +83,11 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } } as const;
   const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema };
 
-  app.get('/v1/health', { schema: { tags: ['health'], summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+  app.get('/v1/health', { config: { auth: 'public' }, schema: { tags: ['health'], summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
 
   app.get(
     '/v1/ready',
-    { schema: { tags: ['health'], summary: 'Readiness: the database answers', response: { 200: { type: 'object', properties: { status: { type: 'string' } } }, 503: errorSchema } } },
+    { config: { auth: 'public' }, schema: { tags: ['health'], summary: 'Readiness: the database answers', response: { 200: { type: 'object', properties: { status: { type: 'string' } } }, 503: errorSchema } } },
     async () => {
       try {
         await store.ping();
@@ -107,7 +107,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   }>(
     '/v1/tasks',
     {
-      preHandler: authorize('admin'),
+      config: { auth: 'admin' },
+      bodyLimit: options.bodyLimitBytes ?? 64 * 1024 * 1024,
       schema: { ...secured, tags: ['tasks'], summary: 'Create a task', body: taskCreateSchema, response: { 201: taskSchema, ...errors, 413: errorSchema } },
     },
     async (request, reply) => {
@@ -120,13 +121,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     },
   );
 
-  app.get('/v1/tasks', { preHandler: authorize('admin'), schema: { ...secured, tags: ['tasks'], summary: 'List tasks', response: { 200: { type: 'object', properties: { tasks: { type: 'array', items: taskSchema } } }, ...errors } } }, async () => ({
+  app.get('/v1/tasks', { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'List tasks', response: { 200: { type: 'object', properties: { tasks: { type: 'array', items: taskSchema } } }, ...errors } } }, async () => ({
     tasks: (await store.listTasks()).map(presentTask),
   }));
 
   app.get<{ Params: { id: string } }>(
     '/v1/tasks/:id',
-    { preHandler: authorize('admin'), schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errors } } },
+    { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errors } } },
     async (request) => presentTask(await getTask(request.params.id)),
   );
 
@@ -134,7 +135,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     app.post<{ Params: { id: string } }>(
       `/v1/tasks/:id/${action}`,
       {
-        preHandler: authorize('admin'),
+        config: { auth: 'admin' },
         schema: { ...secured, tags: ['tasks'], summary: action === 'start' ? 'Start or resume a task' : 'Pause a task (the open round finishes; no new round opens)', params: idParams, response: { 200: taskSchema, ...errors } },
       },
       async (request) => {
@@ -148,7 +149,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
     '/v1/tasks/:id/rounds',
     {
-      preHandler: authorize('admin'),
+      config: { auth: 'admin' },
       schema: {
         ...secured,
         tags: ['rounds'],
@@ -179,7 +180,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
     '/v1/tasks/:id/model',
     {
-      preHandler: authorize('admin'),
+      config: { auth: 'admin' },
       schema: {
         ...secured,
         tags: ['models'],
@@ -232,7 +233,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
     '/v1/tasks/:id/model/weights.bin',
     {
-      preHandler: authorize('admin'),
+      config: { auth: 'admin' },
       schema: {
         ...secured,
         tags: ['models'],
@@ -263,7 +264,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string } }>(
     '/v1/tasks/:id/privacy',
     {
-      preHandler: authorize('audit'),
+      config: { auth: 'audit' },
       schema: {
         ...secured,
         tags: ['privacy audit'],
@@ -318,7 +319,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
     '/v1/tasks/:id/privacy/ledger',
     {
-      preHandler: authorize('audit'),
+      config: { auth: 'audit' },
       schema: {
         ...secured,
         tags: ['privacy audit'],
@@ -341,7 +342,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.get<{ Params: { id: string } }>(
     '/v1/tasks/:id/privacy/verify',
     {
-      preHandler: authorize('audit'),
+      config: { auth: 'audit' },
       schema: {
         ...secured,
         tags: ['privacy audit'],
