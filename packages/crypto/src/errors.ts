@@ -15,6 +15,10 @@
  * - `noise_budget_exhausted`: the decrypted sum can no longer be trusted (noise budget <= 0).
  * - `secret_key_material`: secret key material was offered where only public material is allowed.
  * - `invalid_key_material`: a key bundle file or byte string is malformed or of another version.
+ * - `invalid_signature`: a signature, device certificate or custodian answer does not verify
+ *   (wrong key, tampered bytes, expired certificate).
+ * - `integrity_check_failed`: a committee decryption's count or weight slot disagrees with |D|
+ *   (a device sent inconsistent shares or a custodian a wrong sum).
  * - `disposed`: the object was used after `dispose()`.
  * - `seal_unavailable`: node-seal's WebAssembly module failed to load (it needs Node >= 22).
  * - `internal`: anything else (a bug, or an unexpected SEAL exception).
@@ -31,6 +35,8 @@ export type CryptoErrorCode =
   | 'noise_budget_exhausted'
   | 'secret_key_material'
   | 'invalid_key_material'
+  | 'invalid_signature'
+  | 'integrity_check_failed'
   | 'disposed'
   | 'seal_unavailable'
   | 'internal';
@@ -47,6 +53,8 @@ const CODES: ReadonlySet<string> = new Set<CryptoErrorCode>([
   'noise_budget_exhausted',
   'secret_key_material',
   'invalid_key_material',
+  'invalid_signature',
+  'integrity_check_failed',
   'disposed',
   'seal_unavailable',
   'internal',

@@ -56,3 +56,80 @@ export type { CiphertextAccumulator, CiphertextAccumulatorOptions, LoadedUpdate 
 
 export { createSumDecryptor } from './he/decrypt.js';
 export type { SumDecryptor, SumDecryptorOptions, DecryptedSum, DecryptedMean } from './he/decrypt.js';
+
+// Committee secure aggregation (issue 11): see committee/README.md.
+export { canonicalJson, canonicalBytes } from './committee/canonical.js';
+export {
+  secureRandomBytes,
+  generateX25519KeyPair,
+  generateEd25519KeyPair,
+  generateCustodianKeys,
+  x25519PublicKey,
+  ed25519PublicKey,
+  ed25519Sign,
+  ed25519Verify,
+  custodianFingerprint,
+  formatFingerprint,
+} from './committee/keys.js';
+export type { RandomBytes, RawKeyPair, CustodianKeys } from './committee/keys.js';
+export { sealBase, openBase, HPKE_ENC_LENGTH, HPKE_TAG_LENGTH } from './committee/hpke.js';
+export type { SealBaseOptions } from './committee/hpke.js';
+export {
+  COMMITTEE_PARAMS_ID,
+  COMMITTEE_SHARE_MODULUS,
+  COMMITTEE_RING_DEGREE,
+  COMMITTEE_Q,
+  COMMITTEE_NOISE_SIGMA,
+  MAX_COMMITTEE_SIZE,
+  buildTaskDescriptor,
+  encodeDescriptor,
+  descriptorHash,
+  descriptorHashHex,
+  parseDescriptorHash,
+  signDescriptor,
+  verifyDescriptorSignature,
+  validateDescriptor,
+  minimumDeltaBits,
+  committeeMember,
+} from './committee/descriptor.js';
+export type {
+  BuildTaskDescriptorOptions,
+  CommitteeMember,
+  DescriptorCheck,
+  DescriptorDp,
+  DescriptorEncoding,
+  DescriptorFloors,
+  SignedTaskDescriptor,
+  TaskDescriptor,
+} from './committee/descriptor.js';
+export {
+  MAX_DEVICE_ID_LENGTH,
+  issueDeviceCertificate,
+  verifyDeviceCertificate,
+  encodeManifest,
+  manifestDigest,
+  signManifest,
+  verifyManifest,
+  sha256Hex,
+} from './committee/manifest.js';
+export type {
+  CertificateSubject,
+  DeviceCertificate,
+  ManifestCheckOptions,
+  SignedManifest,
+  UploadManifest,
+  VerifiedManifest,
+} from './committee/manifest.js';
+export {
+  SHARE_BYTES,
+  hashD,
+  encodeAnswer,
+  buildAnswer,
+  signAnswer,
+  verifyAnswer,
+  encodeShareBytes,
+  decodeShareBytes,
+} from './committee/answer.js';
+export type { AnswerCheckOptions, CustodianAnswer, SignedCustodianAnswer } from './committee/answer.js';
+export { SEALED_SHARE_BYTES, shareAad, sealShare, openShare } from './committee/sealing.js';
+export type { ShareBinding } from './committee/sealing.js';

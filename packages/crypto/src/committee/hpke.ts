@@ -1,0 +1,218 @@
+/**
+ * Hybrid Public Key Encryption, RFC 9180, base mode (mode_base = 0x00) for the one suite Veil
+ * uses: KEM DHKEM(X25519, HKDF-SHA256) (0x0020), KDF HKDF-SHA256 (0x0001), AEAD AES-128-GCM
+ * (0x0001). Section references are to RFC 9180. HKDF is RFC 5869 over HMAC-SHA256; X25519 and
+ * AES-GCM come from node:crypto (OpenSSL).
+ *
+ * Veil seals each Shamir share to one custodian with a single-shot {@link sealBase}: a fresh
+ * ephemeral key per share (§5.1.1), sequence number 0 only, output `enc || ciphertext`.
+ */
+import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
+import { CryptoError } from '../errors.js';
+import { concatBytes, u16be, utf8 } from './bytes.js';
+import { secureRandomBytes, x25519, x25519PublicKey, type RandomBytes, type RawKeyPair } from './keys.js';
+
+const KEM_ID = 0x0020;
+const KDF_ID = 0x0001;
+const AEAD_ID = 0x0001;
+const MODE_BASE = 0x00;
+/** Encapsulated key length (Nenc), public key length (Npk), private key length (Nsk). */
+export const HPKE_ENC_LENGTH = 32;
+const N_SECRET = 32; // Nsecret of the KEM, Nh of HKDF-SHA256
+const N_K = 16; // AES-128-GCM key
+const N_N = 12; // AES-GCM nonce
+/** AES-GCM tag length (Nt). */
+export const HPKE_TAG_LENGTH = 16;
+
+const KEM_SUITE_ID = concatBytes(utf8('KEM'), u16be(KEM_ID)); // §4.1
+const HPKE_SUITE_ID = concatBytes(utf8('HPKE'), u16be(KEM_ID), u16be(KDF_ID), u16be(AEAD_ID)); // §5.1
+const HPKE_V1 = utf8('HPKE-v1');
+
+function hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Uint8Array {
+  // RFC 5869 §2.2: an empty salt is HashLen zero bytes, which HMAC pads identically.
+  return new Uint8Array(createHmac('sha256', salt.length === 0 ? new Uint8Array(32) : salt).update(ikm).digest());
+}
+
+function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  // RFC 5869 §2.3.
+  const out = new Uint8Array(length);
+  let previous = new Uint8Array(0);
+  let offset = 0;
+  for (let counter = 1; offset < length; counter++) {
+    previous = new Uint8Array(createHmac('sha256', prk).update(previous).update(info).update(Uint8Array.of(counter)).digest());
+    out.set(previous.subarray(0, Math.min(previous.length, length - offset)), offset);
+    offset += previous.length;
+  }
+  return out;
+}
+
+/** LabeledExtract (§4). */
+function labeledExtract(suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Uint8Array {
+  return hkdfExtract(salt, concatBytes(HPKE_V1, suiteId, utf8(label), ikm));
+}
+
+/** LabeledExpand (§4). */
+function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array {
+  return hkdfExpand(prk, concatBytes(u16be(length), HPKE_V1, suiteId, utf8(label), info), length);
+}
+
+/** DeriveKeyPair for X25519 (§7.1.3): sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
+export function hpkeDeriveKeyPair(ikm: Uint8Array): RawKeyPair {
+  if (ikm.length < N_SECRET) throw new CryptoError('invalid_argument', `DeriveKeyPair needs at least ${N_SECRET} bytes of ikm`);
+  const dkpPrk = labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'dkp_prk', ikm);
+  const privateKey = labeledExpand(KEM_SUITE_ID, dkpPrk, 'sk', new Uint8Array(0), 32);
+  dkpPrk.fill(0);
+  return { privateKey, publicKey: x25519PublicKey(privateKey) };
+}
+
+/** ExtractAndExpand (§4.1). */
+function extractAndExpand(dh: Uint8Array, kemContext: Uint8Array): Uint8Array {
+  const eaePrk = labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh);
+  const sharedSecret = labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
+  eaePrk.fill(0);
+  return sharedSecret;
+}
+
+/** The result of {@link hpkeEncap}. */
+export interface Encapsulation {
+  readonly sharedSecret: Uint8Array;
+  readonly enc: Uint8Array;
+}
+
+/** Encap (§4.1) with the ephemeral key pair given (tests pass the RFC's; {@link sealBase} a fresh one). */
+export function hpkeEncap(recipientPublicKey: Uint8Array, ephemeral: RawKeyPair): Encapsulation {
+  const dh = x25519(ephemeral.privateKey, recipientPublicKey);
+  const enc = ephemeral.publicKey;
+  const sharedSecret = extractAndExpand(dh, concatBytes(enc, recipientPublicKey));
+  dh.fill(0);
+  return { sharedSecret, enc: Uint8Array.from(enc) };
+}
+
+/** Decap (§4.1). */
+export function hpkeDecap(enc: Uint8Array, recipientPrivateKey: Uint8Array): Uint8Array {
+  if (enc.length !== HPKE_ENC_LENGTH) throw new CryptoError('invalid_ciphertext', 'HPKE enc must be 32 bytes');
+  const dh = x25519(recipientPrivateKey, enc);
+  const recipientPublicKey = x25519PublicKey(recipientPrivateKey);
+  const sharedSecret = extractAndExpand(dh, concatBytes(enc, recipientPublicKey));
+  dh.fill(0);
+  return sharedSecret;
+}
+
+/** The encryption context of the key schedule (§5.1). */
+export interface HpkeContext {
+  readonly keyScheduleContext: Uint8Array;
+  readonly key: Uint8Array;
+  readonly baseNonce: Uint8Array;
+  readonly exporterSecret: Uint8Array;
+}
+
+/** KeySchedule for mode_base, empty psk and psk_id (§5.1). */
+export function hpkeKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
+  const empty = new Uint8Array(0);
+  const pskIdHash = labeledExtract(HPKE_SUITE_ID, empty, 'psk_id_hash', empty);
+  const infoHash = labeledExtract(HPKE_SUITE_ID, empty, 'info_hash', info);
+  const keyScheduleContext = concatBytes(Uint8Array.of(MODE_BASE), pskIdHash, infoHash);
+  const secret = labeledExtract(HPKE_SUITE_ID, sharedSecret, 'secret', empty);
+  const key = labeledExpand(HPKE_SUITE_ID, secret, 'key', keyScheduleContext, N_K);
+  const baseNonce = labeledExpand(HPKE_SUITE_ID, secret, 'base_nonce', keyScheduleContext, N_N);
+  const exporterSecret = labeledExpand(HPKE_SUITE_ID, secret, 'exp', keyScheduleContext, N_SECRET);
+  secret.fill(0);
+  return { keyScheduleContext, key, baseNonce, exporterSecret };
+}
+
+/** ComputeNonce (§5.2): base_nonce XOR I2OSP(seq, Nn). */
+export function hpkeNonce(baseNonce: Uint8Array, sequence: number): Uint8Array {
+  if (!Number.isSafeInteger(sequence) || sequence < 0) throw new CryptoError('invalid_argument', 'sequence must be a safe integer >= 0');
+  const nonce = Uint8Array.from(baseNonce);
+  let seq = BigInt(sequence);
+  for (let i = nonce.length - 1; i >= 0 && seq > 0n; i--) {
+    nonce[i]! ^= Number(seq & 0xffn);
+    seq >>= 8n;
+  }
+  return nonce;
+}
+
+/** Export (§5.3): LabeledExpand(exporter_secret, "sec", exporterContext, length). */
+export function hpkeExport(context: HpkeContext, exporterContext: Uint8Array, length: number): Uint8Array {
+  return labeledExpand(HPKE_SUITE_ID, context.exporterSecret, 'sec', exporterContext, length);
+}
+
+/** AES-128-GCM Seal (§5.2 with the AEAD of §7.3): ciphertext || 16-byte tag. */
+export function aeadSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  const cipher = createCipheriv('aes-128-gcm', key, nonce, { authTagLength: HPKE_TAG_LENGTH });
+  cipher.setAAD(aad);
+  return concatBytes(cipher.update(plaintext), cipher.final(), cipher.getAuthTag());
+}
+
+/** AES-128-GCM Open; throws `CryptoError('invalid_ciphertext')` when authentication fails. */
+export function aeadOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+  if (ciphertext.length < HPKE_TAG_LENGTH) throw new CryptoError('invalid_ciphertext', 'AEAD ciphertext shorter than its tag');
+  const body = ciphertext.subarray(0, ciphertext.length - HPKE_TAG_LENGTH);
+  const tag = ciphertext.subarray(ciphertext.length - HPKE_TAG_LENGTH);
+  const decipher = createDecipheriv('aes-128-gcm', key, nonce, { authTagLength: HPKE_TAG_LENGTH });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(tag);
+  try {
+    return concatBytes(decipher.update(body), decipher.final());
+  } catch (cause) {
+    throw new CryptoError('invalid_ciphertext', 'HPKE ciphertext failed authentication', { cause });
+  }
+}
+
+/** Options of {@link sealBase}. */
+export interface SealBaseOptions {
+  /** Source of the ephemeral key's 32 bytes of ikm (§7.1.3 DeriveKeyPair). Default: node:crypto's CSPRNG. */
+  readonly random?: RandomBytes;
+}
+
+/**
+ * Single-shot SealBase (§6.1): a fresh ephemeral key, then Seal at sequence 0. Returns
+ * `enc (32 bytes) || ciphertext || tag`; the result is `plaintext.length + 48` bytes.
+ */
+export function sealBase(
+  recipientPublicKey: Uint8Array,
+  info: Uint8Array,
+  aad: Uint8Array,
+  plaintext: Uint8Array,
+  options: SealBaseOptions = {},
+): Uint8Array {
+  const ikm = (options.random ?? secureRandomBytes)(32);
+  const ephemeral = hpkeDeriveKeyPair(ikm);
+  ikm.fill(0);
+  const { sharedSecret, enc } = hpkeEncap(recipientPublicKey, ephemeral);
+  ephemeral.privateKey.fill(0);
+  const context = hpkeKeySchedule(sharedSecret, info);
+  sharedSecret.fill(0);
+  const ciphertext = aeadSeal(context.key, hpkeNonce(context.baseNonce, 0), aad, plaintext);
+  wipe(context);
+  return concatBytes(enc, ciphertext);
+}
+
+/**
+ * Single-shot OpenBase (§6.1) of `enc || ciphertext || tag`. Throws
+ * `CryptoError('invalid_ciphertext')` for a short input or failed authentication (wrong key,
+ * info or aad, or tampered bytes).
+ */
+export function openBase(recipientPrivateKey: Uint8Array, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
+  if (sealed.length < HPKE_ENC_LENGTH + HPKE_TAG_LENGTH) throw new CryptoError('invalid_ciphertext', 'HPKE sealed message too short');
+  const enc = sealed.subarray(0, HPKE_ENC_LENGTH);
+  let sharedSecret: Uint8Array;
+  try {
+    sharedSecret = hpkeDecap(enc, recipientPrivateKey);
+  } catch (cause) {
+    throw new CryptoError('invalid_ciphertext', 'HPKE encapsulated key is invalid', { cause });
+  }
+  const context = hpkeKeySchedule(sharedSecret, info);
+  sharedSecret.fill(0);
+  try {
+    return aeadOpen(context.key, hpkeNonce(context.baseNonce, 0), aad, sealed.subarray(HPKE_ENC_LENGTH));
+  } finally {
+    wipe(context);
+  }
+}
+
+function wipe(context: HpkeContext): void {
+  context.key.fill(0);
+  context.baseNonce.fill(0);
+  context.exporterSecret.fill(0);
+}

@@ -1,0 +1,164 @@
+/**
+ * Key pairs of the committee protocol, as raw 32-byte strings (RFC 7748 X25519 for sealing
+ * shares, RFC 8032 Ed25519 for signatures), on top of node:crypto (OpenSSL). Custodians, the
+ * enrolment authority and devices all use these; a custodian's public identity is its
+ * fingerprint, hex SHA-256(signingPublicKey || sealingPublicKey).
+ */
+import {
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  randomBytes as nodeRandomBytes,
+  sign as nodeSign,
+  verify as nodeVerify,
+  type KeyObject,
+} from 'node:crypto';
+import { CryptoError } from '../errors.js';
+import { concatBytes, sha256, toHex } from './bytes.js';
+
+/** A source of uniformly random bytes (a CSPRNG in production; injected in tests). */
+export type RandomBytes = (length: number) => Uint8Array;
+
+/** node:crypto's CSPRNG. */
+export const secureRandomBytes: RandomBytes = (length) => new Uint8Array(nodeRandomBytes(length));
+
+/** A raw key pair: 32-byte private key and 32-byte public key. */
+export interface RawKeyPair {
+  readonly privateKey: Uint8Array;
+  readonly publicKey: Uint8Array;
+}
+
+/** A custodian's two key pairs. */
+export interface CustodianKeys {
+  /** X25519 key pair: devices seal shares to its public half (HPKE, RFC 9180). */
+  readonly sealing: RawKeyPair;
+  /** Ed25519 key pair: signs the custodian's answers. */
+  readonly signing: RawKeyPair;
+}
+
+// DER prefixes of PKCS#8 private keys and SPKI public keys for the two curves (RFC 8410):
+// the raw 32 bytes follow the prefix.
+const X25519_PKCS8 = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20]);
+const X25519_SPKI = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00]);
+const ED25519_PKCS8 = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]);
+const ED25519_SPKI = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]);
+
+function checkLength(bytes: Uint8Array, what: string): void {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== 32) {
+    throw new CryptoError('invalid_key_material', `${what} must be 32 bytes`);
+  }
+}
+
+function privateKeyObject(prefix: Uint8Array, raw: Uint8Array, what: string): KeyObject {
+  checkLength(raw, what);
+  const der = concatBytes(prefix, raw);
+  try {
+    return createPrivateKey({ key: Buffer.from(der.buffer, der.byteOffset, der.byteLength), format: 'der', type: 'pkcs8' });
+  } finally {
+    der.fill(0);
+  }
+}
+
+function publicKeyObject(prefix: Uint8Array, raw: Uint8Array, what: string): KeyObject {
+  checkLength(raw, what);
+  try {
+    return createPublicKey({ key: Buffer.from(concatBytes(prefix, raw)), format: 'der', type: 'spki' });
+  } catch (cause) {
+    throw new CryptoError('invalid_key_material', `${what} is not a valid public key`, { cause });
+  }
+}
+
+function rawPublic(key: KeyObject): Uint8Array {
+  const der = key.export({ format: 'der', type: 'spki' });
+  return new Uint8Array(der.subarray(der.length - 32));
+}
+
+/** The X25519 public key of a 32-byte private key (RFC 7748 §6.1; the scalar is clamped on use). */
+export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
+  return rawPublic(createPublicKey(privateKeyObject(X25519_PKCS8, privateKey, 'X25519 private key')));
+}
+
+/** An X25519 key pair from 32 random bytes. */
+export function generateX25519KeyPair(random: RandomBytes = secureRandomBytes): RawKeyPair {
+  const privateKey = random(32);
+  return { privateKey, publicKey: x25519PublicKey(privateKey) };
+}
+
+/**
+ * X25519(privateKey, publicKey) (RFC 7748 §5). Throws `CryptoError('invalid_key_material')` when
+ * the result is all zeros (a small-order public key), as RFC 9180 §7.1.4 requires.
+ */
+export function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  const priv = privateKeyObject(X25519_PKCS8, privateKey, 'X25519 private key');
+  const pub = publicKeyObject(X25519_SPKI, publicKey, 'X25519 public key');
+  let shared: Uint8Array;
+  try {
+    shared = new Uint8Array(diffieHellman({ privateKey: priv, publicKey: pub }));
+  } catch (cause) {
+    // OpenSSL refuses an all-zero shared secret itself.
+    throw new CryptoError('invalid_key_material', 'X25519 produced no valid shared secret (small-order public key)', { cause });
+  }
+  if (shared.every((b) => b === 0)) {
+    throw new CryptoError('invalid_key_material', 'X25519 produced the all-zero shared secret (small-order public key)');
+  }
+  return shared;
+}
+
+/** The Ed25519 public key of a 32-byte private key (seed), RFC 8032 §5.1.5. */
+export function ed25519PublicKey(privateKey: Uint8Array): Uint8Array {
+  return rawPublic(createPublicKey(privateKeyObject(ED25519_PKCS8, privateKey, 'Ed25519 private key')));
+}
+
+/** An Ed25519 key pair from a 32-byte random seed. */
+export function generateEd25519KeyPair(random: RandomBytes = secureRandomBytes): RawKeyPair {
+  const privateKey = random(32);
+  return { privateKey, publicKey: ed25519PublicKey(privateKey) };
+}
+
+/** Ed25519 signature (RFC 8032 §5.1.6, pure Ed25519) of `message`: 64 bytes. */
+export function ed25519Sign(privateKey: Uint8Array, message: Uint8Array): Uint8Array {
+  return new Uint8Array(nodeSign(null, message, privateKeyObject(ED25519_PKCS8, privateKey, 'Ed25519 private key')));
+}
+
+/**
+ * Verifies an Ed25519 signature (RFC 8032 §5.1.7). Returns false for a wrong signature, a
+ * signature of the wrong length or a public key that is not a curve point; never throws for
+ * those, so callers map every failure to one refusal.
+ */
+export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  if (!(signature instanceof Uint8Array) || signature.length !== 64) return false;
+  let key: KeyObject;
+  try {
+    key = publicKeyObject(ED25519_SPKI, publicKey, 'Ed25519 public key');
+  } catch {
+    return false;
+  }
+  try {
+    return nodeVerify(null, message, key, signature);
+  } catch {
+    return false;
+  }
+}
+
+/** Fresh custodian keys: an X25519 sealing pair and an Ed25519 signing pair. */
+export function generateCustodianKeys(random: RandomBytes = secureRandomBytes): CustodianKeys {
+  return { sealing: generateX25519KeyPair(random), signing: generateEd25519KeyPair(random) };
+}
+
+/** A custodian's fingerprint: hex SHA-256(signingPublicKey || sealingPublicKey), 64 hex digits. */
+export function custodianFingerprint(signingPublicKey: Uint8Array, sealingPublicKey: Uint8Array): string {
+  checkLength(signingPublicKey, 'signing public key');
+  checkLength(sealingPublicKey, 'sealing public key');
+  return toHex(sha256(signingPublicKey, sealingPublicKey));
+}
+
+/**
+ * The fingerprint as people compare it: its first 16 bytes as eight groups of four hex digits,
+ * e.g. `3f2a 91c0 …`. Accepts the 64-digit fingerprint.
+ */
+export function formatFingerprint(fingerprint: string): string {
+  if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
+    throw new CryptoError('invalid_argument', 'a fingerprint is 64 lower-case hex digits');
+  }
+  return fingerprint.slice(0, 32).match(/.{4}/g)!.join(' ');
+}

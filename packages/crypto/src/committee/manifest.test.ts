@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { sha256, toBase64, toHex } from './bytes.js';
+import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
+import { generateCustodianKeys, generateEd25519KeyPair, type RawKeyPair } from './keys.js';
+import {
+  issueDeviceCertificate,
+  manifestDigest,
+  signManifest,
+  verifyDeviceCertificate,
+  verifyManifest,
+  type UploadManifest,
+} from './manifest.js';
+
+const NOW = Date.parse('2026-12-06T15:00:00Z');
+
+function setup() {
+  const authority = generateEd25519KeyPair();
+  const keys = Array.from({ length: 3 }, () => generateCustodianKeys());
+  const descriptor: TaskDescriptor = buildTaskDescriptor({
+    taskId: 'task-1',
+    committee: keys.map((k, i) => ({ address: `c${i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+    threshold: 2,
+    minDevices: 2,
+    maxRounds: 10,
+    authorityPublicKey: authority.publicKey,
+  });
+  return { authority, descriptor };
+}
+
+function deviceManifest(authority: RawKeyPair, descriptor: TaskDescriptor, deviceId = 'device-7', device = generateEd25519KeyPair()) {
+  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: descriptor.taskId, deviceId, devicePublicKey: device.publicKey, notAfterMs: NOW + 3_600_000 });
+  const manifest: UploadManifest = {
+    descriptorHash: toHex(descriptorHash(descriptor)),
+    round: 3,
+    deviceId,
+    c0Sha256: toHex(sha256(Uint8Array.of(1, 2, 3))),
+    shareSha256: [1, 2, 3].map((i) => toHex(sha256(Uint8Array.of(i)))),
+    devicePublicKey: toBase64(device.publicKey),
+    certificate,
+  };
+  return { device, manifest, signed: signManifest(manifest, device.privateKey) };
+}
+
+const codeOf = (fn: () => unknown) => {
+  try {
+    fn();
+    return 'accepted';
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+};
+
+describe('device certificates', () => {
+  it('binds task, device, key and expiry; length prefixes keep ("ab","c") apart from ("a","bc")', () => {
+    const authority = generateEd25519KeyPair();
+    const device = generateEd25519KeyPair();
+    const subject = { taskId: 'ab', deviceId: 'c', devicePublicKey: device.publicKey };
+    const cert = issueDeviceCertificate(authority.privateKey, { ...subject, notAfterMs: NOW });
+    expect(verifyDeviceCertificate(authority.publicKey, subject, cert, NOW)).toBe(true);
+    expect(verifyDeviceCertificate(authority.publicKey, subject, cert, NOW + 1)).toBe(false);
+    expect(verifyDeviceCertificate(authority.publicKey, { ...subject, taskId: 'a', deviceId: 'bc' }, cert, NOW)).toBe(false);
+    expect(verifyDeviceCertificate(authority.publicKey, { ...subject, devicePublicKey: generateEd25519KeyPair().publicKey }, cert, NOW)).toBe(false);
+    expect(verifyDeviceCertificate(authority.publicKey, subject, { ...cert, notAfterMs: NOW + 1 }, NOW)).toBe(false);
+    expect(verifyDeviceCertificate(generateEd25519KeyPair().publicKey, subject, cert, NOW)).toBe(false);
+  });
+});
+
+describe('upload manifests', () => {
+  it('verifies a certified, signed manifest and returns its digest and parsed hashes', () => {
+    const { authority, descriptor } = setup();
+    const { manifest, signed, device } = deviceManifest(authority, descriptor);
+    const verified = verifyManifest(signed, { descriptor, round: 3, nowMs: NOW });
+    expect(verified.manifestDigest).toEqual(manifestDigest(manifest));
+    expect(verified.deviceId).toBe('device-7');
+    expect(verified.devicePublicKey).toEqual(device.publicKey);
+    expect(toHex(verified.shareSha256[2]!)).toBe(manifest.shareSha256[2]);
+  });
+
+  it('refuses another round or descriptor, a tampered field, an uncertified key, an expired certificate', () => {
+    const { authority, descriptor } = setup();
+    const { manifest, signed } = deviceManifest(authority, descriptor);
+    expect(codeOf(() => verifyManifest(signed, { descriptor, round: 4, nowMs: NOW }))).toBe('parameter_mismatch');
+    expect(codeOf(() => verifyManifest(signed, { descriptor: { ...descriptor, minDevices: 1 }, round: 3, nowMs: NOW }))).toBe('parameter_mismatch');
+    expect(codeOf(() => verifyManifest({ ...signed, manifest: { ...manifest, c0Sha256: toHex(sha256(Uint8Array.of(9))) } }, { descriptor, round: 3, nowMs: NOW }))).toBe('invalid_signature');
+    expect(codeOf(() => verifyManifest(signed, { descriptor, round: 3, nowMs: NOW + 3_600_001 }))).toBe('invalid_signature');
+    // A phantom device: the coordinator makes its own key pair and signs a manifest; without
+    // the authority's key it can only reuse another device's certificate, which names another key.
+    const phantom = generateEd25519KeyPair();
+    const phantomManifest = { ...manifest, devicePublicKey: toBase64(phantom.publicKey) };
+    expect(codeOf(() => verifyManifest(signManifest(phantomManifest, phantom.privateKey), { descriptor, round: 3, nowMs: NOW }))).toBe('invalid_signature');
+    // A certificate for another device id.
+    const other = deviceManifest(authority, descriptor, 'device-8');
+    expect(codeOf(() => verifyManifest(signManifest({ ...other.manifest, deviceId: 'device-7' }, other.device.privateKey), { descriptor, round: 3, nowMs: NOW }))).toBe('invalid_signature');
+  });
+
+  it('refuses malformed manifests with invalid_payload', () => {
+    const { authority, descriptor } = setup();
+    const { manifest, device } = deviceManifest(authority, descriptor);
+    const check = (m: unknown) => codeOf(() => verifyManifest(signManifest(m as UploadManifest, device.privateKey), { descriptor, round: 3, nowMs: NOW }));
+    expect(check({ ...manifest, shareSha256: manifest.shareSha256.slice(0, 2) })).toBe('invalid_payload');
+    expect(check({ ...manifest, c0Sha256: 'zz' })).toBe('invalid_payload');
+    expect(check({ ...manifest, deviceId: '' })).toBe('invalid_payload');
+    expect(check({ ...manifest, extra: 1 })).toBe('invalid_payload');
+    expect(codeOf(() => verifyManifest({ manifest, signature: 'AA==' }, { descriptor, round: 3, nowMs: NOW }))).toBe('invalid_signature');
+  });
+});
