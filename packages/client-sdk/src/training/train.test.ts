@@ -95,11 +95,60 @@ describe('trainLocal', () => {
     expect(tf.memory().numTensors).toBe(baseline);
   });
 
+  it('FedProx: with proximalMu, each step adds μ·(w − w_global) to the gradient (Li et al. 2020)', async () => {
+    const baseline = tf.memory().numTensors;
+    const learningRate = 0.5;
+    const mu = 0.3;
+    // Full-batch steps: the second step starts from the same w1 with and without the proximal
+    // term, so the two results differ by exactly -learningRate · μ · (w1 − w_global).
+    const base = { spec, weights: initial, data: train, batchSize: train.count, learningRate, seed: 9 };
+    const one = await trainLocal(tf, { ...base, epochs: 1 });
+    const oneProximal = await trainLocal(tf, { ...base, epochs: 1, proximalMu: mu });
+    // At w_global the proximal gradient is zero: the first step is the same.
+    expect(oneProximal.weights).toEqual(one.weights);
+    const two = await trainLocal(tf, { ...base, epochs: 2 });
+    const twoProximal = await trainLocal(tf, { ...base, epochs: 2, proximalMu: mu });
+    let maxExpected = 0;
+    let maxError = 0;
+    for (let i = 0; i < initial.length; i++) {
+      const expected = -learningRate * mu * one.delta[i]!;
+      maxExpected = Math.max(maxExpected, Math.abs(expected));
+      maxError = Math.max(maxError, Math.abs(twoProximal.weights[i]! - two.weights[i]! - expected));
+    }
+    expect(maxExpected).toBeGreaterThan(1e-4);
+    expect(maxError).toBeLessThan(0.01 * maxExpected);
+    // The reported objective includes μ/2 · ‖w − w_global‖² (> 0 after the first step).
+    expect(twoProximal.loss).toBeGreaterThan(two.loss);
+    expect(tf.memory().numTensors).toBe(baseline);
+  });
+
+  it('momentum: the second full-batch step adds β times the first step (heavy ball)', async () => {
+    const learningRate = 0.5;
+    const base = { spec, weights: initial, data: train, batchSize: train.count, learningRate, seed: 9 };
+    const one = await trainLocal(tf, { ...base, epochs: 1 });
+    const oneMomentum = await trainLocal(tf, { ...base, epochs: 1, momentum: 0.9 });
+    expect(oneMomentum.weights).toEqual(one.weights);
+    // Plain SGD from w1 for one step gives w2; heavy ball gives w2 + β (w1 − w0).
+    const two = await trainLocal(tf, { ...base, epochs: 2 });
+    const twoMomentum = await trainLocal(tf, { ...base, epochs: 2, momentum: 0.9 });
+    let maxExpected = 0;
+    let maxError = 0;
+    for (let i = 0; i < initial.length; i++) {
+      const expected = 0.9 * one.delta[i]!;
+      maxExpected = Math.max(maxExpected, Math.abs(expected));
+      maxError = Math.max(maxError, Math.abs(twoMomentum.weights[i]! - two.weights[i]! - expected));
+    }
+    expect(maxExpected).toBeGreaterThan(1e-4);
+    expect(maxError).toBeLessThan(0.01 * maxExpected);
+  });
+
   it('rejects invalid options', async () => {
     const base = { spec, weights: initial, data: train, epochs: 1, batchSize: 16, learningRate: 0.1 };
     await expect(trainLocal(tf, { ...base, epochs: 0 })).rejects.toThrow(/epochs must be an integer >= 1/);
     await expect(trainLocal(tf, { ...base, learningRate: -1 })).rejects.toThrow(/learningRate/);
     await expect(trainLocal(tf, { ...base, data: { ...train, count: 599 } })).rejects.toThrow(/data.xs has/);
+    await expect(trainLocal(tf, { ...base, proximalMu: -0.1 })).rejects.toThrow(/proximalMu/);
+    await expect(trainLocal(tf, { ...base, momentum: 1 })).rejects.toThrow(/momentum/);
   });
 });
 
