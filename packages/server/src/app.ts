@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { readCoordinatorKeyMaterial } from '@veil/crypto';
-import type { Rng, Strategy } from './aggregation/strategy.js';
+import type { Rng, StrategyDefinition } from './aggregation/strategy.js';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
 import { createFederationHandlers, startGrpcServer } from './grpc/federation-service.js';
@@ -16,8 +16,8 @@ import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-th
 export interface CoordinatorOptions {
   config: CoordinatorConfig;
   logger: Logger;
-  /** Aggregation strategy. Default FedAvg. */
-  strategy?: Strategy;
+  /** Strategies tasks may name besides the built-in ones; same name replaces. Default none. */
+  strategies?: readonly StrategyDefinition[];
   /** Default `Date.now`. */
   clock?: Clock;
   /** Client-selection randomness. Default a CSPRNG. */
@@ -94,7 +94,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       store,
       blobs,
       logger,
-      ...(options.strategy && { strategy: options.strategy }),
+      ...(options.strategies && { strategies: options.strategies }),
       ...(options.clock && { clock: options.clock }),
       ...(options.rng && { rng: options.rng }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),

@@ -9,7 +9,28 @@ export { VeilError } from './errors.js';
 export type { VeilErrorCode } from './errors.js';
 export { RoundEngine } from './rounds/engine.js';
 export type { AssignmentResult, Clock, EngineEvents, RoundEngineOptions } from './rounds/engine.js';
-export { createFedAvg, federatedAverage, createFedAvgAggregator } from './aggregation/fedavg.js';
-export type { Aggregator, FitFailure, FitResult, Rng, Strategy } from './aggregation/strategy.js';
+export { createFedAvg, federatedAverage, createFedAvgAggregator, sampleClients } from './aggregation/fedavg.js';
+export { BUILTIN_STRATEGIES, createStrategyRegistry } from './aggregation/registry.js';
+export type { StrategyRegistry } from './aggregation/registry.js';
+export type {
+  Aggregator,
+  AggregatorInput,
+  ConfigValue,
+  ConfigureFitInput,
+  FinishInput,
+  FinishOutput,
+  FitConfig,
+  FitFailure,
+  FitPlan,
+  FitResult,
+  Rng,
+  Strategy,
+  StrategyCapabilities,
+  StrategyDefinition,
+  StrategyParams,
+  StrategySpec,
+  StrategyState,
+  StrategyTaskContext,
+} from './aggregation/strategy.js';
 export type { TaskInput } from './rounds/task-settings.js';
 export type { Round, RoundState, RoundSummary, Task, TaskSettings, TaskStatus, TrainingSettings } from './rounds/model.js';

@@ -19,7 +19,7 @@ import {
   type KeyBundle,
 } from '@veil/crypto';
 import { decryptGlobalModel } from '../../client-sdk/src/mods/encrypt.js';
-import { loadConfig, startCoordinator, createLogger } from '../src/index.js';
+import { loadConfig, startCoordinator, createLogger, createFedAvg, type StrategyDefinition } from '../src/index.js';
 import {
   TINY_PARAMETERS,
   TINY_TOPOLOGY,
@@ -211,6 +211,32 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     });
     expect(reused.status).toBe(409);
     expect(reused.body.message).toMatch(/already belongs/);
+  });
+
+  it('refuses, at creation and with the reason, a strategy that reads individual updates for an encrypted task', async () => {
+    // A registered strategy that needs every update in the clear (as median or Krum do).
+    const individual: StrategyDefinition = {
+      name: 'individual-test',
+      create: (params) => ({ ...createFedAvg(), name: 'individual-test', params: { ...(params as Record<string, number>) }, capabilities: { individualUpdates: true, plaintextAggregate: false } }),
+    };
+    await using t = await startTestCoordinator({ strategies: [individual] });
+    const key = await generateKeyBundle({ taskId: 'strategy-refusal' });
+    const refused = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { strategy: { name: 'individual-test' }, encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(key) } }),
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.code).toBe('invalid_argument');
+    expect(refused.body.message).toMatch(/individual-test reads individual updates, but an encrypted task's coordinator only holds their encrypted sum/);
+    // Nothing was stored: the key is still free, and no task was created.
+    expect((await t.rest.request('GET', '/v1/tasks')).body.tasks).toHaveLength(0);
+    const unknown = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { strategy: { name: 'no-such' } }) });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.message).toMatch(/unknown strategy "no-such" \(known: fedavg, individual-test\)/);
+    // The same strategy runs a plaintext task, and an encrypted task takes the default (fedavg).
+    const plain = await createTinyTask(t.rest, { strategy: { name: 'individual-test' } });
+    expect(plain.task.settings.strategy).toEqual({ name: 'individual-test', params: {} });
+    const encrypted = await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(key) } });
+    expect(encrypted.task.settings.strategy).toEqual({ name: 'fedavg', params: {} });
   });
 
   describe('VEIL_KEYS_DIR', () => {

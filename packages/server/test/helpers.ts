@@ -97,7 +97,7 @@ export async function createTestStorage(kind: DatabaseKind): Promise<TestStorage
 // ------------------------------------------------------------------ coordinator
 
 export interface StartTestCoordinatorOptions
-  extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategy' | 'uploadBudgetBytes' | 'downloadBudgetBytes' | 'authThrottle'>> {
+  extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategies' | 'uploadBudgetBytes' | 'downloadBudgetBytes' | 'authThrottle'>> {
   /** Fresh storage of this kind, owned (and removed) by the fixture. Default `postgres`. */
   database?: DatabaseKind;
   /** Existing storage to reuse (e.g. to restart on the same database); not removed on dispose. */
@@ -139,7 +139,7 @@ export async function startTestCoordinator(options: StartTestCoordinatorOptions 
       logger: options.logger ?? createLogger({ level: 'silent' }),
       ...(options.clock && { clock: options.clock }),
       ...(options.rng && { rng: options.rng }),
-      ...(options.strategy && { strategy: options.strategy }),
+      ...(options.strategies && { strategies: options.strategies }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
       ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),

@@ -83,16 +83,34 @@ describe('client selection', () => {
     for (const id of ['a', 'b', 'c', 'd', 'e']) expect(Math.abs(counts.get(id)! - 8000)).toBeLessThan(350);
   });
 
-  it('configureFit passes the training settings through', () => {
+  it('configureFit selects the count and sends no extra config (training settings travel with the round)', () => {
     const strategy = createFedAvg();
     const fit = strategy.configureFit({
       round: 1,
-      available: ['a', 'b'],
+      available: ['a', 'b', 'c'],
       selection: { kind: 'count', count: 2 },
+      minClients: 1,
       training: { epochs: 2, batchSize: 16, learningRate: 0.1 },
+      state: null,
       rng: rng([0.3]),
     });
-    expect(fit.clientIds.sort()).toEqual(['a', 'b']);
-    expect(fit.config).toEqual({ epochs: 2, batchSize: 16, learningRate: 0.1 });
+    expect(fit.kind).toBe('fit');
+    if (fit.kind !== 'fit') return;
+    expect(fit.clientIds).toHaveLength(2);
+    expect(new Set(fit.clientIds).size).toBe(2);
+    expect(fit.config).toEqual({});
+  });
+
+  it('configureFit waits while fewer than minClients can be selected', () => {
+    const fit = createFedAvg().configureFit({
+      round: 1,
+      available: ['a', 'b'],
+      selection: { kind: 'count', count: 5 },
+      minClients: 3,
+      training: { epochs: 1, batchSize: 1, learningRate: 0.1 },
+      state: null,
+      rng: rng([0.3]),
+    });
+    expect(fit).toEqual({ kind: 'wait', reason: '2 clients could be selected, the round needs 3' });
   });
 });

@@ -1,4 +1,5 @@
-import type { Aggregator, ConfigureFitInput, FitInstructions, FitResult, Rng, Strategy } from './strategy.js';
+import { VeilError } from '../errors.js';
+import type { Aggregator, ConfigureFitInput, FitConfig, FitPlan, FitResult, Rng, Strategy, StrategyDefinition } from './strategy.js';
 
 /**
  * Weighted average of client updates, FedAvg (McMahan et al. 2017,
@@ -9,7 +10,7 @@ import type { Aggregator, ConfigureFitInput, FitInstructions, FitResult, Rng, St
 export function federatedAverage(current: Float32Array, results: readonly FitResult[]): Float32Array | null {
   const aggregator = createFedAvgAggregator(current.length);
   for (const result of results) aggregator.add(result);
-  return aggregator.finish(current, []);
+  return aggregator.finish({ round: 1, current, failures: [], state: null })?.parameters ?? null;
 }
 
 /** Incremental FedAvg: Σ n_k Δ_k and Σ n_k, folded one update at a time. */
@@ -34,12 +35,12 @@ export function createFedAvgAggregator(parameterCount: number): Aggregator {
     get count() {
       return count;
     },
-    finish(current) {
+    finish({ current }) {
       if (count === 0) return null;
       if (current.length !== parameterCount) throw new RangeError('current model has the wrong length');
       const next = new Float32Array(parameterCount);
       for (let i = 0; i < parameterCount; i++) next[i] = current[i]! + sum[i]! / totalExamples;
-      return next;
+      return { parameters: next, state: null };
     },
   };
 }
@@ -72,24 +73,49 @@ export function selectionSize(input: Pick<ConfigureFitInput, 'available' | 'sele
   return Math.min(n, Math.max(1, Math.round(input.selection.fraction * n)));
 }
 
-export interface FedAvgOptions {
-  /** Strategy name reported in round history. Default `fedavg`. */
-  name?: string;
+/**
+ * Uniform selection of a count or a fraction of the available devices
+ * (Flower's `ClientManager.sample`), sending each `config`: what most
+ * strategies' `configureFit` does. Waits while fewer than `minClients` could
+ * be selected. Poisson selection belongs to the DP wrapper
+ * (`withPoissonSampling`), which hands the strategy its sample as a count.
+ */
+export function sampleClients(input: ConfigureFitInput, config: FitConfig = {}): FitPlan {
+  if (input.selection.kind === 'poisson') {
+    throw new VeilError('internal', 'Poisson selection reached a strategy unwrapped (withPoissonSampling selects for DP tasks)');
+  }
+  const clientIds = sampleWithoutReplacement(input.available, selectionSize(input), input.rng);
+  if (clientIds.length < input.minClients) {
+    return { kind: 'wait', reason: `${clientIds.length} clients could be selected, the round needs ${input.minClients}` };
+  }
+  return { kind: 'fit', clientIds, config };
 }
 
-/** FedAvg with uniform client sampling (Flower's `FedAvg`). */
-export function createFedAvg(options: FedAvgOptions = {}): Strategy {
+/** Refuses parameters a strategy does not know (a typo must not silently run the defaults). */
+export function rejectUnknownParams(strategy: string, params: Readonly<Record<string, unknown>>, known: readonly string[]): void {
+  for (const key of Object.keys(params)) {
+    if (!known.includes(key)) {
+      throw new VeilError('invalid_argument', `strategy ${strategy} has no parameter ${key}${known.length > 0 ? ` (it takes ${known.join(', ')})` : ' (it takes none)'}`);
+    }
+  }
+}
+
+/** FedAvg with uniform client sampling (Flower's `FedAvg`). Stateless; runs in every mode (its sum is what encryption computes). */
+export function createFedAvg(): Strategy {
   return {
-    name: options.name ?? 'fedavg',
-    configureFit(input): FitInstructions {
-      const clientIds =
-        input.selection.kind === 'poisson'
-          ? poissonSample(input.available, input.selection.samplingRate, input.rng)
-          : sampleWithoutReplacement(input.available, selectionSize(input), input.rng);
-      return { clientIds, config: { ...input.training } };
-    },
-    createAggregator({ parameterCount }) {
-      return createFedAvgAggregator(parameterCount);
-    },
+    name: 'fedavg',
+    params: {},
+    capabilities: { individualUpdates: false, plaintextAggregate: false },
+    configureFit: (input) => sampleClients(input),
+    createAggregator: ({ parameterCount }) => createFedAvgAggregator(parameterCount),
   };
 }
+
+/** FedAvg's registration: `strategy: { name: 'fedavg' }` (no parameters; the default strategy). */
+export const fedAvgDefinition: StrategyDefinition = {
+  name: 'fedavg',
+  create(params) {
+    rejectUnknownParams('fedavg', params, []);
+    return createFedAvg();
+  },
+};

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { computeEpsilon } from '@veil/privacy';
 import { createFedAvg, poissonSample } from './fedavg.js';
+import { withPoissonSampling } from './round-strategy.js';
 
 /** mulberry32: a small generator with good equidistribution (a plain LCG is too correlated for this test). */
 function lcg(seed: number) {
@@ -22,18 +23,22 @@ describe("Poisson selection matches the accountant's sampling assumption", () =>
 
   it('includes every client independently with probability q', () => {
     const rng = lcg(99);
-    const strategy = createFedAvg();
+    const strategy = withPoissonSampling(createFedAvg());
     const counts = new Map<string, number>();
     let pair = 0; // c0 and c1 together
     const sizes: number[] = [];
     for (let t = 0; t < trials; t++) {
-      const { clientIds } = strategy.configureFit({
+      const plan = strategy.configureFit({
         round: t,
         available: clients,
         selection: { kind: 'poisson', samplingRate: q, maxCount: 1000 },
+        minClients: 0,
         training: { epochs: 1, batchSize: 1, learningRate: 0.1 },
+        state: null,
         rng,
       });
+      if (plan.kind !== 'fit') throw new Error(`unexpected plan ${plan.kind}`);
+      const { clientIds } = plan;
       for (const id of clientIds) counts.set(id, (counts.get(id) ?? 0) + 1);
       if (clientIds.includes('c0') && clientIds.includes('c1')) pair++;
       sizes.push(clientIds.length);

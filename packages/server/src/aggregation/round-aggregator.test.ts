@@ -25,15 +25,16 @@ describe('plaintext updates at any byte offset', () => {
     const checkedC = checkPlaintextUpdate(bytesAt(c, 8), 4);
     expect(checkedA.values).toBeUndefined();
     expect(checkedC.values).toBeDefined(); // aligned: a view of the payload, kept
-    const aggregator = createPlaintextAggregator(createFedAvg(), 1, 4);
+    const aggregator = createPlaintextAggregator(createFedAvg(), { round: 1, parameterCount: 4, state: null });
     aggregator.add('a', 1, checkedA);
     aggregator.add('b', 3, checkedB);
     aggregator.add('c', 4, checkedC);
     // Raw bytes (a round rebuilt from the store) are checked and folded too.
     aggregator.add('d', 2, bytesAt(a, 3));
-    const next = aggregator.finish({ bytes: toBytes(current), encoding: 'float32-le' }, []);
+    const next = aggregator.finish({ bytes: toBytes(current), encoding: 'float32-le' }, [], null);
     expect(next).not.toBeNull();
-    const got = new Float32Array(new Uint8Array(next!.bytes).buffer);
+    expect(next!.state).toBeNull();
+    const got = new Float32Array(new Uint8Array(next!.model.bytes).buffer);
     const expected = current.map((w, i) => Math.fround(w + (1 * a[i]! + 3 * b[i]! + 4 * c[i]! + 2 * a[i]!) / 10));
     expect([...got]).toEqual([...expected]);
   });
@@ -41,7 +42,7 @@ describe('plaintext updates at any byte offset', () => {
   it('refuses NaN and Infinity at an odd offset, with the index', () => {
     expect(() => checkPlaintextUpdate(bytesAt([0, Number.NaN, 0, 0], 5), 4)).toThrow(/non-finite value at index 1/);
     expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, Number.NEGATIVE_INFINITY], 2), 4)).toThrow(/index 3/);
-    const aggregator = createPlaintextAggregator(createFedAvg(), 1, 4);
+    const aggregator = createPlaintextAggregator(createFedAvg(), { round: 1, parameterCount: 4, state: null });
     expect(() => aggregator.add('x', 1, bytesAt([Number.POSITIVE_INFINITY, 0, 0, 0], 7))).toThrow(/index 0/);
     expect(aggregator.count).toBe(0);
     expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0], 1), 4)).toThrow(/12 bytes, the model needs 16/);

@@ -11,7 +11,7 @@ import {
 import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
 import type { ModelEncoding } from '../rounds/model.js';
-import type { Aggregator, FitFailure, Strategy } from './strategy.js';
+import type { Aggregator, AggregatorInput, FitFailure, Strategy, StrategyState } from './strategy.js';
 
 /** A model blob with its encoding. */
 export interface ModelBlob {
@@ -44,8 +44,11 @@ export function releaseChecked(update: CheckedUpdate): void {
 export interface RoundAggregator {
   add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
   readonly count: number;
-  /** The next model version's blob from the current one, or null to keep the model. */
-  finish(current: ModelBlob, failures: readonly FitFailure[]): ModelBlob | null;
+  /**
+   * The next model version's blob and the strategy state that goes with it,
+   * from the current ones; null to keep the model (and its state).
+   */
+  finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): { model: ModelBlob; state: StrategyState | null } | null;
   dispose(): void;
 }
 
@@ -85,9 +88,10 @@ export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number
   return retainable ? { payload, values } : { payload };
 }
 
-/** Plaintext updates (float32 deltas) aggregated by a strategy (FedAvg by default). */
-export function createPlaintextAggregator(strategy: Strategy, round: number, parameterCount: number): RoundAggregator {
-  const inner: Aggregator = strategy.createAggregator({ round, parameterCount });
+/** Plaintext updates (float32 deltas) aggregated by a strategy. */
+export function createPlaintextAggregator(strategy: Strategy, input: AggregatorInput): RoundAggregator {
+  const { round, parameterCount } = input;
+  const inner: Aggregator = strategy.createAggregator(input);
   return {
     add(clientId, exampleCount, update) {
       // Raw bytes (a round rebuilt from the store) are checked here; a checked update was already.
@@ -100,12 +104,16 @@ export function createPlaintextAggregator(strategy: Strategy, round: number, par
     get count() {
       return inner.count;
     },
-    finish(current, failures) {
+    finish(current, failures, state) {
       if (current.encoding !== 'float32-le') throw new VeilError('internal', 'plaintext task with a non-float32 model');
-      const next = inner.finish(bytesToFloat32(current.bytes), failures);
+      const next = inner.finish({ round, current: bytesToFloat32(current.bytes), failures, state });
       if (next === null) return null;
-      assertFinite(next, 'aggregated model');
-      return { bytes: float32ToBytes(next), encoding: 'float32-le' };
+      if (next.parameters.length !== parameterCount) {
+        throw new VeilError('internal', `strategy ${strategy.name} returned ${next.parameters.length} parameters, the model has ${parameterCount}`);
+      }
+      assertFinite(next.parameters, 'aggregated model');
+      if (next.state !== null) checkStrategyState(next.state, strategy.name);
+      return { model: { bytes: float32ToBytes(next.parameters), encoding: 'float32-le' }, state: next.state };
     },
     dispose() {},
   };
@@ -179,11 +187,23 @@ export function createEncryptedAggregator(ctx: HeContext, parameterCount: number
     },
     finish() {
       if (sum === null || sum.count === 0) return null;
-      return { bytes: sum.toPayload(), encoding: 'bfv-sum-v1' };
+      // Encrypted tasks run stateless strategies only (capabilities are checked at task creation).
+      return { model: { bytes: sum.toPayload(), encoding: 'bfv-sum-v1' }, state: null };
     },
     dispose() {
       sum?.dispose();
       sum = null;
     },
   };
+}
+
+/** Refuses a state the loop could not store faithfully (non-finite numbers). */
+function checkStrategyState(state: StrategyState, strategy: string): void {
+  for (const [name, value] of Object.entries(state.scalars)) {
+    if (!Number.isFinite(value)) throw new VeilError('internal', `strategy ${strategy} returned a non-finite state scalar ${name}`);
+  }
+  for (const [name, vector] of Object.entries(state.vectors)) {
+    if (!(vector instanceof Float32Array)) throw new VeilError('internal', `strategy ${strategy} state vector ${name} is not a Float32Array`);
+    assertFinite(vector, `strategy state ${name}`);
+  }
 }

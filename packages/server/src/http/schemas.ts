@@ -58,6 +58,14 @@ export const taskCreateSchema = {
         },
       },
     },
+    strategy: {
+      type: 'object',
+      description:
+        'Aggregation strategy and its parameters, e.g. { "name": "fedavg" } (the default). Each strategy validates its own parameters; strategies that read individual updates or update the model from the plaintext aggregate are refused for encrypted tasks.',
+      required: ['name'],
+      additionalProperties: { anyOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] },
+      properties: { name: { type: 'string', minLength: 1, maxLength: 64 } },
+    },
     encryption: {
       type: 'object',
       description:

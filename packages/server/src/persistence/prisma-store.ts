@@ -17,6 +17,7 @@ import type {
 } from '../rounds/model.js';
 import type { FederationStore, RecordSubmissionResult } from '../rounds/ports.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
+import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 
 type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
@@ -24,9 +25,13 @@ type RoundRow = Prisma.RoundGetPayload<object>;
 
 const json = (value: unknown): Prisma.InputJsonValue => value as Prisma.InputJsonValue;
 
-/** Task settings as stored; tasks created before distributed DP have no `privacy.ddg`: local mode, null. */
+/**
+ * Task settings as stored; tasks created before distributed DP have no `privacy.ddg` (local mode,
+ * null), tasks created before strategies were selectable have no `strategy` (FedAvg).
+ */
 function taskSettings(spec: unknown): TaskSettings {
-  const settings = spec as TaskSettings;
+  const stored = spec as Omit<TaskSettings, 'strategy'> & { strategy?: TaskSettings['strategy'] };
+  const settings: TaskSettings = { ...stored, strategy: stored.strategy ?? DEFAULT_STRATEGY };
   if (settings.privacy === null || settings.privacy.ddg !== undefined) return settings;
   return { ...settings, privacy: { ...settings.privacy, ddg: null } };
 }

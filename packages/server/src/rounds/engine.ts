@@ -1,8 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { createFedAvg } from '../aggregation/fedavg.js';
-import type { FitFailure, Rng, Strategy } from '../aggregation/strategy.js';
+import type { FitFailure, Rng, StrategyDefinition } from '../aggregation/strategy.js';
+import { createStrategyRegistry, type StrategyRegistry } from '../aggregation/registry.js';
+import { encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import { modelBlobKey, updateBlobDir } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
@@ -25,8 +26,6 @@ import {
 import {
   checkEncryptedUpdate,
   checkPlaintextUpdate,
-  createEncryptedAggregator,
-  createPlaintextAggregator,
   payloadError,
   releaseChecked,
   type CheckedUpdate,
@@ -51,8 +50,8 @@ export interface RoundEngineOptions {
   store: FederationStore;
   blobs: BlobStore;
   logger: Logger;
-  /** Aggregation strategy. Default FedAvg. */
-  strategy?: Strategy;
+  /** Strategies tasks may name besides the built-in ones (`BUILTIN_STRATEGIES`); same name replaces. Default none. */
+  strategies?: readonly StrategyDefinition[];
   /** Default `Date.now`. */
   clock?: Clock;
   /** Randomness for client selection. Default: a CSPRNG (node:crypto). */
@@ -126,6 +125,8 @@ interface TaskRuntime {
   model: { version: number; bytes: Uint8Array; encoding: ModelEncoding; sha256: string; sizeBytes: number } | null;
   /** Homomorphic-encryption context of an encrypted task (public parameters, no key). */
   he: HeContext | null;
+  /** The task's strategy with its mode's wrappers (made on first use). */
+  strategy: RoundStrategy | null;
   /** Validated, stored updates waiting to be recorded by the next group commit (`flushRecords`). */
   pendingRecords: PendingRecord[];
 }
@@ -168,7 +169,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly store: FederationStore;
   private readonly blobs: BlobStore;
   private readonly log: Logger;
-  private readonly strategy: Strategy;
+  private readonly strategies: StrategyRegistry;
   private readonly clock: Clock;
   private readonly rng: Rng;
   private readonly presenceTtlMs: number;
@@ -183,7 +184,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.store = options.store;
     this.blobs = options.blobs;
     this.log = options.logger.child({ component: 'round-engine' });
-    this.strategy = options.strategy ?? createFedAvg();
+    this.strategies = createStrategyRegistry(options.strategies);
     this.clock = options.clock ?? { now: () => Date.now() };
     this.rng = options.rng ?? cryptoRng;
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
@@ -224,7 +225,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   // ------------------------------------------------------------------ tasks
 
   async createTask(
-    input: TaskInput & { encryption?: EncryptionInput },
+    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown },
     model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
   ): Promise<Task> {
     if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
@@ -248,6 +249,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (settings.privacy !== null && settings.selection.kind === 'poisson') {
       completeDistributedSettings(settings.privacy, { parameterCount, plainModulus, maxClients: settings.selection.maxCount });
     }
+    const strategy = this.strategies.resolve(input.strategy, {
+      parameterCount,
+      encrypted: encryption !== null,
+      privacy: settings.privacy?.mode ?? null,
+      selection: settings.selection,
+      minClients: settings.minClients,
+    });
+    settings.strategy = { name: strategy.name, params: strategy.params };
     const id = randomUUID();
     const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
     const task = await this.store.createTask({
@@ -340,11 +349,18 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     return rt.he;
   }
 
-  private async newAggregator(rt: TaskRuntime, round: number): Promise<RoundAggregator> {
+  /** The task's strategy, wrapped for its mode: Poisson selection for DP, homomorphic sums for encryption. */
+  private async roundStrategy(rt: TaskRuntime): Promise<RoundStrategy> {
+    if (rt.strategy !== null) return rt.strategy;
+    const strategy = withPoissonSampling(this.strategies.create(rt.task.settings.strategy));
     const he = await this.heContext(rt);
-    return he === null
-      ? createPlaintextAggregator(this.strategy, round, rt.task.parameterCount)
-      : createEncryptedAggregator(he, updateValueCount(rt.task));
+    rt.strategy = he === null ? plaintextRounds(strategy) : encryptedRounds(strategy, he, updateValueCount(rt.task));
+    return rt.strategy;
+  }
+
+  private async newAggregator(rt: TaskRuntime, round: number): Promise<RoundAggregator> {
+    const strategy = await this.roundStrategy(rt);
+    return strategy.createRoundAggregator({ round, parameterCount: rt.task.parameterCount, state: null });
   }
 
   async startTask(taskId: string): Promise<Task> {
@@ -851,27 +867,32 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (this.closed || rt.task.status !== 'RUNNING' || round === null || round.state !== 'SELECTING') return;
     const available = this.availableClients(rt);
     if (available.length < rt.task.settings.minAvailableClients) return;
-    const fit = this.strategy.configureFit({
+    const strategy = await this.roundStrategy(rt);
+    const fit = strategy.configureFit({
       round: round.number,
       available,
       selection: rt.task.settings.selection,
+      minClients: rt.task.settings.minClients,
       training: round.config,
+      state: null,
       rng: this.rng,
     });
-    const selection = rt.task.settings.selection;
-    if (selection.kind === 'poisson') {
-      // A Poisson sample is used as drawn (the accountant assumes it); one too small or too large
-      // for the round ends the round before anything is computed, so nothing is released or spent.
-      if (fit.clientIds.length < rt.task.settings.minClients || fit.clientIds.length > selection.maxCount) {
-        const reason = `Poisson sample of ${fit.clientIds.length} clients (q=${selection.samplingRate}, ${available.length} available) is outside [${rt.task.settings.minClients}, ${selection.maxCount}]`;
-        const failed = await this.store.failRound(round.id, reason);
-        this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason }, 'round failed');
-        this.settleRound(rt);
-        if (failed !== null) this.emit('round-failed', { taskId: rt.task.id, round: failed });
-        await this.openNextRound(rt, failed ?? round);
-        return;
-      }
-    } else if (fit.clientIds.length < rt.task.settings.minClients) return;
+    if (fit.kind === 'wait') return;
+    if (fit.kind === 'fail') {
+      const failed = await this.store.failRound(round.id, fit.reason);
+      this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason: fit.reason }, 'round failed');
+      this.settleRound(rt);
+      if (failed !== null) this.emit('round-failed', { taskId: rt.task.id, round: failed });
+      await this.openNextRound(rt, failed ?? round);
+      return;
+    }
+    if (Object.keys(fit.config).length > 0) {
+      // Delivering fit config to devices is the next step (round persistence and the assignment message).
+      throw new VeilError('internal', `strategy ${strategy.name} sent a fit config, which this coordinator cannot deliver yet`);
+    }
+    if (fit.clientIds.length < rt.task.settings.minClients) {
+      throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
+    }
     const ledgerEntry = await this.privacySpend(rt, round.number, fit.clientIds);
     if (ledgerEntry === 'exhausted') return;
     const deadlineAt = new Date(this.clock.now() + rt.task.settings.roundDeadlineMs);
@@ -973,7 +994,12 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
-    const next: ModelBlob | null = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures);
+    const result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, null);
+    if (result !== null && result.state !== null) {
+      // Persisting strategy state with the model version is the next step; refuse rather than lose it.
+      throw new VeilError('internal', 'strategy state across rounds is not stored by this coordinator yet');
+    }
+    const next: ModelBlob | null = result?.model ?? null;
     let newModel: { version: number; sha256: string; sizeBytes: number; encoding: string } | null = null;
     if (next !== null) {
       const version = rt.task.currentModelVersion + 1;
@@ -1054,6 +1080,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         waiters: new Set(),
         model: null,
         he: null,
+        strategy: null,
         pendingRecords: [],
       };
       this.runtimes.set(task.id, rt);

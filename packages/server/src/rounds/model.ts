@@ -3,6 +3,7 @@
 export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED';
 
 import type { PrivacySettings } from '../privacy/settings.js';
+import type { StrategySpec } from '../aggregation/strategy.js';
 export type RoundState = 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
 export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
 
@@ -64,6 +65,8 @@ export interface TaskSettings {
   updateEncoding: UpdateEncoding;
   /** Differential privacy and its budget; null for tasks without DP. */
   privacy: PrivacySettings | null;
+  /** The aggregation strategy and its resolved parameters (`fedavg` for tasks created before strategies were selectable). */
+  strategy: StrategySpec;
 }
 
 export interface WeightSpecJson {

@@ -28,6 +28,7 @@ describe('task settings', () => {
       training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
       updateEncoding: 'float32-le',
       privacy: null,
+      strategy: { name: 'fedavg', params: {} },
     });
   });
 

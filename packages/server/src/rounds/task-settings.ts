@@ -1,6 +1,7 @@
 import { VeilError } from '../errors.js';
 import type { TaskSettings, TrainingSettings, WeightSpecJson } from './model.js';
 import { resolvePrivacySettings, type PrivacyInput } from '../privacy/settings.js';
+import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 
 /** Task creation input, as the REST API and the CLI accept it. */
 export interface TaskInput {
@@ -25,6 +26,11 @@ export interface TaskInput {
    * round's participants), and every update weighs 1 (DP-FedAvg). Default none.
    */
   privacy?: PrivacyInput;
+  /**
+   * Aggregation strategy, `{ name, ...params }` (e.g. `{ name: 'fedadam', eta: 0.01 }`),
+   * validated by the strategy itself against the task when it is created. Default `{ name: 'fedavg' }`.
+   */
+  strategy?: unknown;
 }
 
 export const TASK_LIMITS = {
@@ -76,7 +82,7 @@ export function resolveTaskSettings(input: TaskInput): TaskSettings {
   if (minAvailableClients < minClients) invalid('minAvailableClients cannot be below minClients');
   const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
   const { roundDeadlineMs, training } = resolveCommon(input);
-  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', privacy: null };
+  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', privacy: null, strategy: DEFAULT_STRATEGY };
 }
 
 function resolveCommon(input: TaskInput) {
@@ -116,6 +122,7 @@ function resolvePrivateTaskSettings(input: TaskInput, rounds: number): TaskSetti
     training,
     updateEncoding: 'float32-le',
     privacy,
+    strategy: DEFAULT_STRATEGY,
   };
 }
 
