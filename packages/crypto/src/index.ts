@@ -133,3 +133,5 @@ export {
 export type { AnswerCheckOptions, CustodianAnswer, SignedCustodianAnswer } from './committee/answer.js';
 export { SEALED_SHARE_BYTES, shareAad, sealShare, openShare } from './committee/sealing.js';
 export type { ShareBinding } from './committee/sealing.js';
+export { fillUniformModP, shareSecret, addShareInto, lagrangeAtZero, reconstructCentred } from './committee/shamir.js';
+export type { IndexedShare, ShareSecretOptions } from './committee/shamir.js';
