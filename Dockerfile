@@ -29,6 +29,7 @@ COPY package.json package-lock.json ./
 COPY packages/protocol/package.json packages/protocol/
 COPY packages/privacy/package.json packages/privacy/
 COPY packages/crypto/package.json packages/crypto/
+COPY packages/export/package.json packages/export/
 COPY packages/server/package.json packages/server/
 COPY packages/client-sdk/package.json packages/client-sdk/
 COPY packages/cli/package.json packages/cli/

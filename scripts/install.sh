@@ -6,6 +6,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# onnxruntime-node (a dev dependency of @veil/export) ships its CPU runtime; its install script would
+# fetch optional CUDA binaries from a host outside the npm registry. .npmrc says the same for a bare `npm ci`.
+export ONNXRUNTIME_NODE_INSTALL=skip
 stamp=node_modules/.veil-installed
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum package-lock.json | cut -d' ' -f1)" ] && [ "${VEIL_FORCE_INSTALL:-}" = "" ]; then
   scripts/node24.sh npm run build --silent

@@ -1,0 +1,8 @@
+export { ExportError } from './errors.js';
+export type { ExportErrorCode } from './errors.js';
+export { parseModel, SUPPORTED_LAYERS } from './topology.js';
+export type { Activation, ExportableModel, LayerOp, ParsedModel } from './topology.js';
+export { INPUT_POINT, calibrationPoints, exportOnnx, uint8Params } from './export.js';
+export type { ActivationRange, ActivationRanges, ExportOnnxOptions, OnnxExport, Quantization } from './export.js';
+export { decodeModel } from './onnx/graph.js';
+export { toFloat16Bits, fromFloat16Bits } from './onnx/float16.js';
