@@ -72,3 +72,63 @@ export function createMnistMlp(tf: Tf, options: CreateMnistMlpOptions = {}): { s
     model.dispose();
   }
 }
+
+/** Options of {@link createSimpleCnn}. */
+export interface CreateSimpleCnnOptions {
+  /** Seed of the initial weights. Default 1; the same seed gives the same weights. */
+  seed?: number;
+}
+
+/**
+ * NIID-Bench's simple CNN for 28 x 28 grey images (Li, Diao, Chen & He 2022,
+ * "Federated Learning on Non-IID Data Silos: An Experimental Study", ICDE;
+ * `SimpleCNNMNIST` in its `model.py`): conv 5x5 with 6 filters, ReLU, max-pool
+ * 2; conv 5x5 with 16 filters, ReLU, max-pool 2; flatten (4 x 4 x 16 = 256);
+ * dense 120 ReLU, dense 84 ReLU, dense 10 softmax (NIID-Bench's last layer
+ * outputs logits into a cross-entropy loss: the same model). 44,426 parameters.
+ *
+ * Input [28, 28, 1] (NHWC, TF.js's layout; PyTorch's is NCHW). Initial
+ * weights follow PyTorch's default for Conv2d and Linear (kaiming-uniform with
+ * a = √5, i.e. U(±1/√fanIn) for kernels and biases), drawn from a seeded
+ * generator so runs are reproducible on any backend.
+ */
+export function createSimpleCnn(tf: Tf, options: CreateSimpleCnnOptions = {}): { spec: ModelSpec; weights: Float32Array } {
+  const model = tf.sequential({
+    name: 'niid_bench_simple_cnn',
+    layers: [
+      tf.layers.conv2d({ name: 'conv1', inputShape: [28, 28, 1], filters: 6, kernelSize: 5, activation: 'relu' }),
+      tf.layers.maxPooling2d({ name: 'pool1', poolSize: 2, strides: 2 }),
+      tf.layers.conv2d({ name: 'conv2', filters: 16, kernelSize: 5, activation: 'relu' }),
+      tf.layers.maxPooling2d({ name: 'pool2', poolSize: 2, strides: 2 }),
+      tf.layers.flatten({ name: 'flatten' }),
+      tf.layers.dense({ name: 'fc1', units: 120, activation: 'relu' }),
+      tf.layers.dense({ name: 'fc2', units: 84, activation: 'relu' }),
+      tf.layers.dense({ name: 'fc3', units: 10, activation: 'softmax' }),
+    ],
+  });
+  try {
+    const weightSpecs: WeightSpec[] = model.weights.map((variable) => ({
+      name: variable.originalName,
+      shape: variable.shape.map((dim) => dim ?? 0),
+      dtype: 'float32',
+    }));
+    const spec: ModelSpec = { topology: model.toJSON(null, false) as unknown as Record<string, unknown>, weightSpecs };
+    const rng = createSeededRng(options.seed ?? 1);
+    const total = weightSpecs.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0);
+    const weights = new Float32Array(total);
+    let offset = 0;
+    let fanIn = 1;
+    for (const { shape } of weightSpecs) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      // Kernels are [kh, kw, in, out] or [in, out]: fan-in is every dimension but the last.
+      // A bias (1-D) uses the fan-in of the kernel before it, as PyTorch does.
+      if (shape.length > 1) fanIn = size / shape[shape.length - 1]!;
+      const bound = 1 / Math.sqrt(fanIn);
+      for (let i = 0; i < size; i++) weights[offset + i] = (2 * rng.next() - 1) * bound;
+      offset += size;
+    }
+    return { spec, weights };
+  } finally {
+    model.dispose();
+  }
+}
