@@ -28,3 +28,5 @@ export type {
 } from './mods/dp.js';
 export type { DistributedDpSumOptions } from './mods/encrypt.js';
 export type { IntegerLevels } from './middleware.js';
+export { computeCalibrationStatistics, exportModelOnnx } from './export/onnx.js';
+export type { CalibrationStatisticsOptions } from './export/onnx.js';

@@ -6,3 +6,13 @@ export { INPUT_POINT, calibrationPoints, exportOnnx, uint8Params } from './expor
 export type { ActivationRange, ActivationRanges, ExportOnnxOptions, OnnxExport, Quantization } from './export.js';
 export { decodeModel } from './onnx/graph.js';
 export { toFloat16Bits, fromFloat16Bits } from './onnx/float16.js';
+export {
+  RANGE_GRID,
+  chooseActivationRanges,
+  createCalibrationCollector,
+  klThresholdBins,
+  planHistogramRound,
+  planRangeRound,
+  statisticsLength,
+} from './calibration.js';
+export type { CalibrationCollector, CalibrationPlan, ChooseRangesOptions, PlanHistogramOptions, PointGrid, RangeMethod } from './calibration.js';

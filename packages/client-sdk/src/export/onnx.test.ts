@@ -1,0 +1,102 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { calibrationPoints, chooseActivationRanges, parseModel, planHistogramRound, planRangeRound, type CalibrationPlan } from '@veil/export';
+import * as ort from 'onnxruntime-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initTensorflow } from '../training/backend.js';
+import { describeModel, flattenWeights } from '../training/model.js';
+import { evaluateLocal, trainLocal } from '../training/train.js';
+import type { LocalDataset, ModelSpec, Tf } from '../training/types.js';
+import { computeCalibrationStatistics, exportModelOnnx } from './onnx.js';
+
+function mnistSubset(digits: number[][], skip: number, perClass: number): LocalDataset {
+  const count = perClass * 10;
+  const xs = new Float32Array(count * 784);
+  const ys = new Float32Array(count * 10);
+  for (let i = 0; i < perClass; i++) {
+    for (let label = 0; label < 10; label++) {
+      const row = i * 10 + label;
+      xs.set(digits[label]!.slice((skip + i) * 784, (skip + i + 1) * 784), row * 784);
+      ys[row * 10 + label] = 1;
+    }
+  }
+  return { xs, ys, count, inputShape: [784], numClasses: 10 };
+}
+
+async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<number> {
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  try {
+    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, 784]) });
+    const probs = out[session.outputNames[0]!]!.data as Float32Array;
+    let correct = 0;
+    for (let i = 0; i < data.count; i++) {
+      let best = 0;
+      for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
+      if (data.ys[i * 10 + best] === 1) correct++;
+    }
+    return correct / data.count;
+  } finally {
+    await session.release();
+  }
+}
+
+/** Example-weighted mean of device reports: what the encrypted sum gives a key holder. */
+function weightedMean(reports: { stats: Float32Array; examples: number }[]): Float32Array {
+  const total = reports.reduce((a, r) => a + r.examples, 0);
+  const out = new Float32Array(reports[0]!.stats.length);
+  for (const r of reports) for (let i = 0; i < out.length; i++) out[i]! += (r.stats[i]! * r.examples) / total;
+  return out;
+}
+
+let tf: Tf;
+let spec: ModelSpec;
+let weights: Float32Array;
+let devices: LocalDataset[];
+let test: LocalDataset;
+
+beforeAll(async () => {
+  ({ tf } = await initTensorflow({ preferred: 'wasm' }));
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ name: 'hidden', inputShape: [784], units: 64, activation: 'relu' }),
+      tf.layers.dense({ name: 'output', units: 10, activation: 'softmax' }),
+    ],
+  });
+  spec = describeModel(model);
+  const initial = flattenWeights(model);
+  model.dispose();
+  const require = createRequire(import.meta.url);
+  const digits = Array.from({ length: 10 }, (_, label) => (JSON.parse(readFileSync(require.resolve(`mnist/src/digits/${label}.json`), 'utf8')) as { data: number[] }).data);
+  const train = mnistSubset(digits, 0, 150);
+  ({ weights } = await trainLocal(tf, { spec, weights: initial, data: train, epochs: 4, batchSize: 16, learningRate: 0.1, seed: 1 }));
+  devices = [mnistSubset(digits, 150, 30), mnistSubset(digits, 180, 10), mnistSubset(digits, 190, 20)];
+  test = mnistSubset(digits, 300, 100);
+}, 120_000);
+
+describe('federated int8 calibration on device statistics', () => {
+  it('devices report frequency vectors; the aggregated ranges give an int8 model within 1 point of float32 on held-out digits', async () => {
+    const points = calibrationPoints(parseModel({ ...spec, weights }));
+    const rangePlan = planRangeRound(points);
+    const round = async (plan: CalibrationPlan) =>
+      weightedMean(await Promise.all(devices.map(async (d) => ({ stats: await computeCalibrationStatistics(tf, spec, weights, d, plan), examples: d.count }))));
+    const histogramPlan = planHistogramRound(rangePlan, await round(rangePlan));
+    const ranges = chooseActivationRanges(histogramPlan, await round(histogramPlan));
+    expect(Object.keys(ranges).sort()).toEqual([...points].sort());
+    expect(ranges['hidden']!.min).toBe(0); // ReLU output
+
+    const float32 = exportModelOnnx(spec, weights);
+    const int8 = exportModelOnnx(spec, weights, { quantize: 'int8', activationRanges: ranges });
+    expect(int8.quantization).toBe('int8-static');
+    expect(int8.bytes.byteLength / float32.bytes.byteLength).toBeLessThanOrEqual(0.3);
+    const tfAccuracy = (await evaluateLocal(tf, { spec, weights, data: test })).accuracy;
+    const floatAccuracy = await onnxAccuracy(float32.bytes, test);
+    const int8Accuracy = await onnxAccuracy(int8.bytes, test);
+    expect(floatAccuracy).toBeCloseTo(tfAccuracy, 10);
+    expect(floatAccuracy).toBeGreaterThan(0.8); // a trained model, so the comparison means something
+    expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
+  });
+
+  it('refuses a plan naming a layer the model lacks', async () => {
+    await expect(computeCalibrationStatistics(tf, spec, weights, devices[0]!, planRangeRound(['nope']))).rejects.toThrowError(/layer "nope"/);
+  });
+});

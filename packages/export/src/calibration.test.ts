@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import {
+  chooseActivationRanges,
+  createCalibrationCollector,
+  klThresholdBins,
+  planHistogramRound,
+  planRangeRound,
+  statisticsLength,
+  type CalibrationPlan,
+} from './calibration.js';
+import { uint8Params } from './export.js';
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussian(next: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+/** `examples` rows of `row` values: ReLU(N(0, 1)) on point "relu", N(0, 2) on point "signed". */
+function activations(seed: number, examples: number, row = 50): { relu: Float32Array; signed: Float32Array } {
+  const next = rng(seed);
+  const relu = new Float32Array(examples * row).map(() => Math.max(0, gaussian(next)));
+  const signed = new Float32Array(examples * row).map(() => 2 * gaussian(next));
+  return { relu, signed };
+}
+
+function report(plan: CalibrationPlan, a: { relu: Float32Array; signed: Float32Array }, examples: number): Float32Array {
+  const c = createCalibrationCollector(plan);
+  c.add('relu', a.relu, examples);
+  c.add('signed', a.signed, examples);
+  return c.finish();
+}
+
+function mergeRows(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+describe('federated calibration statistics', () => {
+  const rangePlan = planRangeRound(['relu', 'signed']);
+
+  it("the example-weighted mean of devices' reports is the report of their pooled examples (range and histogram rounds)", () => {
+    const a = activations(1, 300);
+    const b = activations(2, 100);
+    const pooled = { relu: mergeRows(a.relu, b.relu), signed: mergeRows(a.signed, b.signed) };
+    for (const plan of [rangePlan, planHistogramRound(rangePlan, report(rangePlan, pooled, 400))]) {
+      const ra = report(plan, a, 300);
+      const rb = report(plan, b, 100);
+      const rp = report(plan, pooled, 400);
+      expect(ra.length).toBe(statisticsLength(plan));
+      let maxDiff = 0;
+      for (let i = 0; i < rp.length; i++) maxDiff = Math.max(maxDiff, Math.abs((300 * ra[i]! + 100 * rb[i]!) / 400 - rp[i]!));
+      expect(maxDiff).toBeLessThan(1e-6);
+      // Every value is a frequency in [0, 1] (it fits the encrypted-update clip range).
+      expect(Math.min(...ra)).toBeGreaterThanOrEqual(0);
+      expect(Math.max(...ra)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('the range round bounds the activations within one log-grid bin (a factor 2^(1/4))', () => {
+    const a = activations(3, 500);
+    const plan = planHistogramRound(rangePlan, report(rangePlan, a, 500), { tailFraction: 0 });
+    const [relu, signed] = plan.points.map((p) => p.grid);
+    const maxRelu = a.relu.reduce((m, v) => Math.max(m, v), 0);
+    const maxSigned = a.signed.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    expect(relu).toMatchObject({ kind: 'linear', min: 0, bins: 2048 });
+    expect(relu!.kind === 'linear' && relu!.max).toBeGreaterThanOrEqual(maxRelu);
+    expect(relu!.kind === 'linear' && relu!.max).toBeLessThanOrEqual(maxRelu * 2 ** 0.25);
+    expect(signed!.kind === 'linear' && signed!.min).toBe(signed!.kind === 'linear' ? -signed!.max : NaN);
+    expect(signed!.kind === 'linear' && signed!.max).toBeGreaterThanOrEqual(maxSigned);
+    expect(signed!.kind === 'linear' && signed!.max).toBeLessThanOrEqual(maxSigned * 2 ** 0.25);
+  });
+
+  it('percentile and min/max ranges match the data they summarise', () => {
+    const a = activations(4, 1000);
+    const hPlan = planHistogramRound(rangePlan, report(rangePlan, a, 1000), { tailFraction: 0 });
+    const stats = report(hPlan, a, 1000);
+    const sorted = Float32Array.from(a.relu).sort();
+    const minmax = chooseActivationRanges(hPlan, stats, { method: 'minmax' });
+    expect(minmax['relu']!.min).toBe(0);
+    expect(Math.abs(minmax['relu']!.max - sorted[sorted.length - 1]!)).toBeLessThan(2 * (hPlan.points[0]!.grid as { max: number }).max / 2048);
+    const p99 = chooseActivationRanges(hPlan, stats, { method: 'percentile', percentile: 99 });
+    const exact = sorted[Math.ceil(0.99 * sorted.length) - 1]!;
+    expect(Math.abs(p99['relu']!.max - exact)).toBeLessThan(2 * (hPlan.points[0]!.grid as { max: number }).max / 2048);
+  });
+
+  it('KL calibration clips rare outliers, and quantises the other 99.98% of the values with less error than min/max', () => {
+    const next = rng(5);
+    const values = new Float32Array(100_000).map(() => Math.abs(gaussian(next)));
+    for (let i = 0; i < 20; i++) values[i * 997] = 40 + 10 * next(); // 0.02% outliers
+    const plan: CalibrationPlan = { round: 'histogram', points: [{ name: 'x', grid: { kind: 'linear', min: 0, max: 64, bins: 2048 } }] };
+    const c = createCalibrationCollector(plan);
+    c.add('x', values, 1000);
+    const stats = c.finish();
+    const kl = chooseActivationRanges(plan, stats)['x']!;
+    const mm = chooseActivationRanges(plan, stats, { method: 'minmax' })['x']!;
+    expect(kl.max).toBeGreaterThan(3);
+    expect(kl.max).toBeLessThan(20);
+    expect(mm.max).toBeGreaterThan(40);
+    const mse = (r: { min: number; max: number }) => {
+      const { scale, zeroPoint } = uint8Params(r);
+      let s = 0;
+      for (const [i, v] of values.entries()) {
+        if (i % 997 === 0 && i < 20 * 997) continue; // the outliers
+        const q = Math.min(255, Math.max(0, Math.round(v / scale) + zeroPoint));
+        s += ((q - zeroPoint) * scale - v) ** 2;
+      }
+      return s / (values.length - 20);
+    };
+    expect(mse(kl)).toBeLessThan(mse(mm) / 4);
+  });
+
+  it('klThresholdBins keeps everything when the histogram has no more bins than levels', () => {
+    const hist = new Float64Array(2048);
+    for (let b = 0; b < 100; b++) hist[b] = 1;
+    expect(klThresholdBins(hist, 128)).toBe(100);
+  });
+
+  it('refuses statistics of the wrong length and empty points', () => {
+    expect(() => planHistogramRound(rangePlan, new Float32Array(3))).toThrowError(/the plan needs/);
+    expect(() => planHistogramRound(rangePlan, new Float32Array(statisticsLength(rangePlan)))).toThrowError(/hold no data/);
+    const c = createCalibrationCollector(rangePlan);
+    c.add('relu', new Float32Array(4), 2);
+    expect(() => c.finish()).toThrowError(/no activations were added for point "signed"/);
+    expect(() => c.add('nope', new Float32Array(4), 2)).toThrowError(/no calibration point "nope"/);
+  });
+});
