@@ -44,11 +44,13 @@ describe('strategy registry', () => {
     const strategy = registry.resolve(undefined, plaintextTask);
     expect(strategy.name).toBe('fedavg');
     expect(strategy.params).toEqual({});
-    expect(registry.names()).toEqual(['fedavg', 'robust-test']);
+    expect(registry.names()).toEqual([
+      'bulyan', 'fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedmedian', 'fedprox', 'fedtrimmedavg', 'fedyogi', 'krum', 'multikrum', 'robust-test',
+    ]);
   });
 
   it('refuses an unknown strategy, naming the known ones', () => {
-    expect(() => registry.resolve({ name: 'fedsgd' }, plaintextTask)).toThrow(/unknown strategy "fedsgd" \(known: fedavg, robust-test\)/);
+    expect(() => registry.resolve({ name: 'fedsgd' }, plaintextTask)).toThrow(/unknown strategy "fedsgd" \(known: bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox, fedtrimmedavg, fedyogi, krum, multikrum, robust-test\)/);
     expect(() => registry.resolve({ params: {} }, plaintextTask)).toThrow(/strategy.name must be a string/);
     expect(() => registry.resolve('fedavg', plaintextTask)).toThrow(/must be an object/);
   });

@@ -1,10 +1,11 @@
 import { VeilError } from '../errors.js';
 import { fedAvgDefinition } from './fedavg.js';
 import { encryptedRefusal } from './round-strategy.js';
+import { STRATEGY_DEFINITIONS } from './strategies/index.js';
 import type { ConfigValue, FitConfig, Strategy, StrategyDefinition, StrategySpec, StrategyTaskContext } from './strategy.js';
 
 /** The strategies every coordinator offers. Register a new one here. */
-export const BUILTIN_STRATEGIES: readonly StrategyDefinition[] = [fedAvgDefinition];
+export const BUILTIN_STRATEGIES: readonly StrategyDefinition[] = [fedAvgDefinition, ...STRATEGY_DEFINITIONS];
 
 /** The strategy of tasks created without one. */
 export const DEFAULT_STRATEGY: StrategySpec = { name: 'fedavg', params: {} };

@@ -1,0 +1,23 @@
+import type { StrategyDefinition } from '../strategy.js';
+import { fedProxDefinition } from './fedprox.js';
+import { bulyanDefinition, fedMedianDefinition, fedTrimmedAvgDefinition, krumDefinition, multiKrumDefinition } from './robust-strategies.js';
+import { fedAdagradDefinition, fedAdamDefinition, fedAvgMDefinition, fedYogiDefinition } from './server-optimizer-strategies.js';
+
+/**
+ * The strategies beyond FedAvg, registered in `../registry.ts`:
+ * - every mode: `fedprox` (the server aggregates like FedAvg);
+ * - plaintext aggregate (server optimizers): `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`;
+ * - individual updates, plaintext tasks only: `fedmedian`, `fedtrimmedavg`, `krum`, `multikrum`, `bulyan`.
+ */
+export const STRATEGY_DEFINITIONS: readonly StrategyDefinition[] = [
+  fedProxDefinition,
+  fedAvgMDefinition,
+  fedAdamDefinition,
+  fedYogiDefinition,
+  fedAdagradDefinition,
+  fedMedianDefinition,
+  fedTrimmedAvgDefinition,
+  krumDefinition,
+  multiKrumDefinition,
+  bulyanDefinition,
+];
