@@ -1,0 +1,282 @@
+/**
+ * The coordinator's committee client: asks all n custodians of a task for their share sums over
+ * the accepted set D, in parallel and under one deadline; verifies every answer against the
+ * descriptor's committee (Ed25519, RFC 8032) and the request (descriptor, round, hash of D, |D|,
+ * custodian index, share-sum hash); returns the first t valid answers and says why each other
+ * custodian failed. Forged or mismatched answers never reach the caller.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { CustodianError, ERROR_CODE_METADATA_KEY, isCustodianErrorCode, type CustodianErrorCode } from './errors.js';
+import type { CustodianServiceClient } from './gen/veil/v1/CustodianService.js';
+import type { ShareSumRequest } from './gen/veil/v1/ShareSumRequest.js';
+import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js';
+import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
+import { requestSigningBytes } from './request-auth.js';
+import { computeHashD, manifestDigest, openDescriptorUnchecked, verifyAnswer, type TaskDescriptorView } from './protocol.js';
+
+/** One device of D as the coordinator stored it. */
+export interface CommitteeDevice {
+  /** The manifest's canonical bytes. */
+  readonly manifest: Uint8Array;
+  /** The device's signature over them. */
+  readonly manifestSignature: Uint8Array;
+}
+
+/** A round's request to the committee. */
+export interface CommitteeRequest {
+  readonly round: number;
+  /** The accepted set D. */
+  readonly devices: readonly CommitteeDevice[];
+  /**
+   * The sealed share of `devices[deviceIndex]` for custodian `custodianIndex` (1..n). Called
+   * lazily while streaming, so shares need not all sit in memory.
+   */
+  sealedShare(deviceIndex: number, custodianIndex: number): Uint8Array | Promise<Uint8Array>;
+}
+
+/** A verified custodian answer. */
+export interface VerifiedAnswer {
+  readonly custodianIndex: number;
+  /** Canonical statement bytes (descriptor hash, round, hash of D, |D|, index, share-sum hash). */
+  readonly statement: Uint8Array;
+  /** The custodian's Ed25519 signature over `statement`. */
+  readonly signature: Uint8Array;
+  /** N little-endian u16 values mod p. */
+  readonly shareSum: Uint8Array;
+}
+
+/** Why one custodian gave no usable answer. */
+export interface CustodianFailure {
+  readonly custodianIndex: number;
+  readonly address: string;
+  /** `forged_answer` for an answer that did not verify; `unavailable` for no answer in time; else the custodian's refusal. */
+  readonly code: CustodianErrorCode;
+  /** The gRPC status received, if any. */
+  readonly grpcStatus: number | null;
+  readonly reason: string;
+}
+
+/** What {@link CommitteeClient.collect} returns. */
+export interface CommitteeResult {
+  /** True when `answers` holds t valid answers. */
+  readonly ok: boolean;
+  /** hash(D) as sent (32 bytes). */
+  readonly hashD: Uint8Array;
+  readonly deviceCount: number;
+  /** The first t valid answers (fewer when `ok` is false), in the order they arrived. */
+  readonly answers: readonly VerifiedAnswer[];
+  /** Custodians that refused, failed, did not answer in time or answered with a forgery. */
+  readonly failures: readonly CustodianFailure[];
+  /** Custodians whose call was cancelled because t valid answers had arrived. */
+  readonly notNeeded: readonly number[];
+}
+
+/** Options of {@link createCommitteeClient}. */
+export interface CommitteeClientOptions {
+  /** The task descriptor's canonical bytes. */
+  readonly descriptor: Uint8Array;
+  /** The enrolment authority's signature over the descriptor hash (64 bytes). */
+  readonly descriptorSignature: Uint8Array;
+  /** Signs a request header with the coordinator's request key (Ed25519, 64-byte signatures). */
+  readonly signRequest: (message: Uint8Array) => Uint8Array;
+  /** Channel credentials for every custodian. Default insecure (loopback or TLS proxy). */
+  readonly credentials?: grpc.ChannelCredentials;
+  /** Deadline of one collect, ms. Default 30,000. */
+  readonly deadlineMs?: number;
+  /** Milliseconds since the epoch. Default `Date.now`. */
+  readonly clock?: () => number;
+  /** Overrides the address of a custodian (by index), e.g. in tests. */
+  readonly addresses?: Readonly<Record<number, string>>;
+  readonly logger: Logger;
+}
+
+/** The committee client of one task. */
+export interface CommitteeClient extends AsyncDisposable {
+  readonly descriptor: TaskDescriptorView;
+  /** Asks every custodian for its share sum over `request.devices`. Never throws for custodian failures. */
+  collect(request: CommitteeRequest): Promise<CommitteeResult>;
+  close(): Promise<void>;
+}
+
+/** Creates a committee client for one task. */
+export function createCommitteeClient(options: CommitteeClientOptions): CommitteeClient {
+  const descriptor = openDescriptorUnchecked(options.descriptor);
+  const deadlineMs = options.deadlineMs ?? 30_000;
+  const clock = options.clock ?? Date.now;
+  const { logger } = options;
+  if (!Number.isInteger(deadlineMs) || deadlineMs <= 0) throw new CustodianError('invalid_request', 'deadlineMs must be a positive integer');
+  const credentials = options.credentials ?? grpc.credentials.createInsecure();
+  const members = descriptor.committee.map((member) => {
+    const address = options.addresses?.[member.index] ?? member.address;
+    return { ...member, address, client: createCustodianServiceClient(address, credentials) as CustodianServiceClient };
+  });
+
+  async function ask(
+    member: (typeof members)[number],
+    request: CommitteeRequest,
+    hashD: Uint8Array,
+    deadline: number,
+    onCall: (call: grpc.ClientWritableStream<ShareSumRequest>) => void,
+  ): Promise<ShareSumResponse__Output> {
+    const issuedAtMs = clock();
+    const claims = { descriptorHash: descriptor.hash, round: request.round, hashD, deviceCount: request.devices.length, custodianIndex: member.index, issuedAtMs };
+    const coordinatorSignature = options.signRequest(requestSigningBytes(claims));
+    let settle!: { resolve: (r: ShareSumResponse__Output) => void; reject: (e: unknown) => void };
+    const result = new Promise<ShareSumResponse__Output>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    const call = member.client.shareSum({ deadline }, (error, response) => {
+      if (error) settle.reject(error);
+      else if (response === undefined) settle.reject(new CustodianError('invalid_request', 'empty response'));
+      else settle.resolve(response);
+    });
+    onCall(call);
+    const write = (message: ShareSumRequest): Promise<void> =>
+      new Promise((resolve) => {
+        if (call.write(message)) resolve();
+        else call.once('drain', resolve);
+      });
+    // Streaming stops silently when the call ends early (cached answer, refusal, deadline): the
+    // callback above reports the outcome.
+    const stream = async (): Promise<void> => {
+      let ended = false;
+      const stop = (): void => {
+        ended = true;
+      };
+      result.then(stop, stop);
+      await write({
+        header: {
+          descriptor: Buffer.from(options.descriptor),
+          descriptorSignature: Buffer.from(options.descriptorSignature),
+          round: request.round,
+          hashD: Buffer.from(hashD),
+          deviceCount: request.devices.length,
+          custodianIndex: member.index,
+          issuedAtMs,
+          coordinatorSignature: Buffer.from(coordinatorSignature),
+        },
+      });
+      for (let start = 0; start < request.devices.length && !ended; start += MAX_DEVICES_PER_BATCH) {
+        const batch = [];
+        for (let j = start; j < Math.min(start + MAX_DEVICES_PER_BATCH, request.devices.length); j += 1) {
+          const device = request.devices[j] as CommitteeDevice;
+          batch.push({
+            manifest: Buffer.from(device.manifest),
+            manifestSignature: Buffer.from(device.manifestSignature),
+            sealedShare: Buffer.from(await request.sealedShare(j, member.index)),
+          });
+        }
+        if (ended) break;
+        await write({ batch: { devices: batch } });
+      }
+      if (!ended) call.end();
+    };
+    stream().catch((error: unknown) => {
+      call.cancel();
+      settle.reject(error);
+    });
+    return result;
+  }
+
+  return {
+    descriptor,
+    async collect(request) {
+      const hashD = computeHashD(request.devices.map((d) => manifestDigest(d.manifest)));
+      const deadline = Date.now() + deadlineMs;
+      const t = descriptor.threshold;
+      const answers: VerifiedAnswer[] = [];
+      const failures: CustodianFailure[] = [];
+      const notNeeded: number[] = [];
+      const calls = new Map<number, grpc.ClientWritableStream<ShareSumRequest>>();
+      let done = false;
+      const log = logger.child({ taskId: descriptor.taskId, round: request.round });
+
+      await new Promise<void>((resolveAll) => {
+        let pending = members.length;
+        const settleOne = (): void => {
+          pending -= 1;
+          if (pending === 0) resolveAll();
+        };
+        for (const member of members) {
+          ask(member, request, hashD, deadline, (call) => calls.set(member.index, call)).then(
+            (response) => {
+              if (done) {
+                settleOne();
+                return;
+              }
+              const answer = {
+                custodianIndex: member.index,
+                statement: new Uint8Array(response.statement),
+                signature: new Uint8Array(response.signature),
+                shareSum: new Uint8Array(response.shareSum),
+              };
+              const problem = verifyAnswer(answer, {
+                descriptor,
+                round: request.round,
+                hashD,
+                count: request.devices.length,
+                custodianIndex: member.index,
+              });
+              if (problem === null) {
+                answers.push(answer);
+                if (answers.length === t) {
+                  done = true;
+                  for (const [index, call] of calls) {
+                    if (index !== member.index && !answers.some((a) => a.custodianIndex === index) && !failures.some((f) => f.custodianIndex === index)) {
+                      notNeeded.push(index);
+                      call.cancel();
+                    }
+                  }
+                  resolveAll();
+                }
+              } else {
+                log.warn({ custodianIndex: member.index, reason: problem }, 'custodian answer refused');
+                failures.push({ custodianIndex: member.index, address: member.address, code: 'forged_answer', grpcStatus: null, reason: problem });
+              }
+              settleOne();
+            },
+            (error: unknown) => {
+              if (!done) {
+                const failure = describeFailure(member.index, member.address, error);
+                log.warn({ custodianIndex: member.index, code: failure.code, grpcStatus: failure.grpcStatus, reason: failure.reason }, 'custodian failed');
+                failures.push(failure);
+              }
+              settleOne();
+            },
+          );
+        }
+      });
+      const ok = answers.length >= t;
+      log.info({ answered: answers.map((a) => a.custodianIndex), failed: failures.map((f) => f.custodianIndex), ok }, 'committee asked');
+      return { ok, hashD, deviceCount: request.devices.length, answers, failures, notNeeded };
+    },
+    async close() {
+      for (const member of members) member.client.close();
+    },
+    async [Symbol.asyncDispose]() {
+      await this.close();
+    },
+  };
+}
+
+
+function describeFailure(custodianIndex: number, address: string, error: unknown): CustodianFailure {
+  const status = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  if (typeof status === 'number') {
+    const details = (error as { details?: unknown }).details;
+    const metadata = (error as { metadata?: unknown }).metadata;
+    const sent = metadata instanceof grpc.Metadata ? metadata.get(ERROR_CODE_METADATA_KEY)[0] : undefined;
+    // A custodian names its refusal in the trailer; anything without one is a transport failure.
+    const code: CustodianErrorCode = isCustodianErrorCode(sent) ? sent : status === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'unavailable';
+    return {
+      custodianIndex,
+      address,
+      code,
+      grpcStatus: status,
+      reason: typeof details === 'string' && details !== '' ? details : grpc.status[status] ?? String(status),
+    };
+  }
+  const e = CustodianError.from(error);
+  return { custodianIndex, address, code: e.code, grpcStatus: null, reason: e.message };
+}

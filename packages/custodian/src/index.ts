@@ -1,0 +1,52 @@
+export { CustodianError, grpcStatusOf, isCustodianErrorCode, ERROR_CODE_METADATA_KEY } from './errors.js';
+export type { CustodianErrorCode } from './errors.js';
+
+export {
+  CUSTODIAN_KEY_FILE,
+  CUSTODIAN_PUBLIC_FILE,
+  CUSTODIAN_KEY_FORMAT_VERSION,
+  custodianPublicInfo,
+  initCustodianDir,
+  readCustodianKeys,
+} from './keys.js';
+export type { CustodianKeys, CustodianPublicInfo } from './keys.js';
+
+export { openCustodianState } from './state.js';
+export type { CustodianState, StoredAnswer } from './state.js';
+
+export { REQUEST_MAX_SKEW_MS, requestSigningBytes } from './request-auth.js';
+export type { RequestClaims } from './request-auth.js';
+
+export { MAX_DEVICES_PER_REQUEST, createCustodianService } from './service.js';
+export type { CustodianService, CustodianServiceOptions, DeviceEntry, ShareSumHeader, SignedAnswer } from './service.js';
+
+export { startCustodianServer } from './grpc/server.js';
+export type { CustodianServer, CustodianServerOptions } from './grpc/server.js';
+export { MAX_CUSTODIAN_MESSAGE_BYTES, MAX_DEVICES_PER_BATCH } from './grpc/proto.js';
+
+export { createCommitteeClient } from './client.js';
+export type {
+  CommitteeClient,
+  CommitteeClientOptions,
+  CommitteeDevice,
+  CommitteeRequest,
+  CommitteeResult,
+  CustodianFailure,
+  VerifiedAnswer,
+} from './client.js';
+
+export { signedAnswerOf } from './protocol.js';
+export type { TaskDescriptorView, CommitteeMemberView } from './protocol.js';
+
+export { CUSTODIAN_USAGE, CustodianUsageError, runCustodianCommand } from './cli.js';
+export {
+  CUSTODIAN_STATE_FILE,
+  REQUEST_KEY_FILE,
+  REQUEST_PUBLIC_FILE,
+  createCustodianLogger,
+  initRequestKey,
+  readPublicKeyFile,
+  readRequestSigner,
+  runCustodian,
+} from './main.js';
+export type { RunCustodianOptions, RunningCustodian } from './main.js';

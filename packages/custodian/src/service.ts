@@ -1,0 +1,286 @@
+/**
+ * The custodian's domain logic, without transport: given a coordinator's request for one round
+ * (a header and the device entries of the accepted set D), it checks everything it can check
+ * itself and answers with its share sum over D, signed, at most once per (task, round).
+ *
+ * Design: shared/designs/committee-aggregation.md (one-shot secure aggregation with a committee,
+ * in the family of Willow, ePrint 2024/936, and OPA, ePrint 2024/723) and the security review's
+ * requirements listed there: the task descriptor must verify against a pinned enrolment
+ * authority and this custodian's floors; only distinct devices with a certified, signed manifest
+ * count; the associated data of each share is built here; the answer for a (task, round) is
+ * cached bytes, fsynced before it is sent; opened shares are erased after summing.
+ */
+import type { Logger } from 'pino';
+import { CustodianError } from './errors.js';
+import type { CustodianKeys } from './keys.js';
+import type { CustodianState, StoredAnswer } from './state.js';
+import { REQUEST_MAX_SKEW_MS, requestSigningBytes } from './request-auth.js';
+import {
+  computeHashD,
+  openDescriptor,
+  openManifest,
+  openShare,
+  signAnswer,
+  verifySignature,
+  sha256,
+  bytesEqual,
+  toHex,
+  type DescriptorFloors,
+  type TaskDescriptorView,
+} from './protocol.js';
+
+/** The largest |D| a request may carry: p = 65521 holds |D| <= 32,760 (design note, "Limits"). */
+export const MAX_DEVICES_PER_REQUEST = 32_760;
+
+/** A ShareSum request header (see proto/veil/v1/custodian.proto). */
+export interface ShareSumHeader {
+  readonly descriptor: Uint8Array;
+  readonly descriptorSignature: Uint8Array;
+  readonly round: number;
+  readonly hashD: Uint8Array;
+  readonly deviceCount: number;
+  readonly custodianIndex: number;
+  readonly issuedAtMs: number;
+  readonly coordinatorSignature: Uint8Array;
+}
+
+/** One device of D, as the coordinator relays it to this custodian. */
+export interface DeviceEntry {
+  readonly manifest: Uint8Array;
+  readonly manifestSignature: Uint8Array;
+  readonly sealedShare: Uint8Array;
+}
+
+/** A signed answer: the statement, its signature, and the share sum the statement hashes. */
+export interface SignedAnswer {
+  readonly statement: Uint8Array;
+  readonly signature: Uint8Array;
+  readonly shareSum: Uint8Array;
+}
+
+/** Options of {@link createCustodianService}. */
+export interface CustodianServiceOptions {
+  /** This custodian's keys. */
+  readonly keys: CustodianKeys;
+  /** Durable answered-rounds state ({@link openCustodianState}). */
+  readonly state: CustodianState;
+  /** Ed25519 public keys (32 bytes) whose signed requests are accepted. At least one. */
+  readonly coordinatorKeys: readonly Uint8Array[];
+  /**
+   * Ed25519 public keys of the enrolment authorities this custodian trusts. A descriptor naming
+   * another authority is refused, whoever signed it. At least one.
+   */
+  readonly authorityKeys: readonly Uint8Array[];
+  /** This custodian's floors; a descriptor below them is refused. */
+  readonly floors: DescriptorFloors;
+  /** Largest |D| accepted. Default {@link MAX_DEVICES_PER_REQUEST}. */
+  readonly maxDevices?: number;
+  /** Milliseconds since the epoch. Default `Date.now`. */
+  readonly clock?: () => number;
+  /** pino logger; shares, share sums and keys are never logged. */
+  readonly logger: Logger;
+}
+
+/** The custodian service. */
+export interface CustodianService {
+  /** This custodian's public keys. */
+  readonly sealingPublicKey: Uint8Array;
+  readonly signingPublicKey: Uint8Array;
+  /**
+   * Answers one request: `devices` is read lazily (batches of entries), and not at all when the
+   * answer is already cached or the header is refused. Throws {@link CustodianError}.
+   */
+  shareSum(header: ShareSumHeader, devices: AsyncIterable<readonly DeviceEntry[]>): Promise<SignedAnswer>;
+}
+
+/** Creates the custodian service. */
+export function createCustodianService(options: CustodianServiceOptions): CustodianService {
+  const { keys, state, logger } = options;
+  const clock = options.clock ?? Date.now;
+  const maxDevices = options.maxDevices ?? MAX_DEVICES_PER_REQUEST;
+  if (options.coordinatorKeys.length === 0) throw new CustodianError('invalid_request', 'at least one coordinator key is required');
+  if (options.authorityKeys.length === 0) throw new CustodianError('invalid_request', 'at least one enrolment authority key is required');
+  if (!Number.isInteger(maxDevices) || maxDevices < 1 || maxDevices > MAX_DEVICES_PER_REQUEST) {
+    throw new CustodianError('invalid_request', `maxDevices must be an integer in [1, ${MAX_DEVICES_PER_REQUEST}]`);
+  }
+  const coordinatorKeys = options.coordinatorKeys.map((k) => new Uint8Array(k));
+  const authorityKeys = options.authorityKeys.map((k) => new Uint8Array(k));
+
+  // One request at a time per (task, round): the check "answered already?" and the record of the
+  // answer must not interleave with another request for the same round.
+  const locks = new Map<string, Promise<unknown>>();
+  const withLock = async <T>(lockKey: string, fn: () => Promise<T>): Promise<T> => {
+    const previous = locks.get(lockKey) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const settled = run.catch(() => undefined);
+    locks.set(lockKey, settled);
+    try {
+      return await run;
+    } finally {
+      if (locks.get(lockKey) === settled) locks.delete(lockKey);
+    }
+  };
+
+  function authenticate(header: ShareSumHeader, descriptorHash: Uint8Array): void {
+    let message: Uint8Array;
+    try {
+      message = requestSigningBytes({
+        descriptorHash,
+        round: header.round,
+        hashD: header.hashD,
+        deviceCount: header.deviceCount,
+        custodianIndex: header.custodianIndex,
+        issuedAtMs: header.issuedAtMs,
+      });
+    } catch (error) {
+      throw new CustodianError('invalid_request', `malformed request header: ${(error as Error).message}`);
+    }
+    if (!coordinatorKeys.some((key) => verifySignature(key, message, header.coordinatorSignature))) {
+      throw new CustodianError('unauthenticated', 'the request is not signed by a coordinator key this custodian accepts');
+    }
+    const skew = Math.abs(clock() - header.issuedAtMs);
+    if (skew > REQUEST_MAX_SKEW_MS) {
+      throw new CustodianError('unauthenticated', `the request was issued ${Math.round(skew / 1000)} s away from this custodian's clock (limit ${REQUEST_MAX_SKEW_MS / 1000} s)`);
+    }
+  }
+
+  function checkDescriptor(header: ShareSumHeader): TaskDescriptorView {
+    const descriptor = openDescriptor(header.descriptor, header.descriptorSignature, options.floors);
+    if (!authorityKeys.some((key) => bytesEqual(key, descriptor.authorityKey))) {
+      throw new CustodianError('invalid_descriptor', 'the descriptor names an enrolment authority this custodian does not trust');
+    }
+    const me = descriptor.committee.find((member) => member.index === header.custodianIndex);
+    if (me === undefined || !bytesEqual(me.sealingKey, keys.sealing.publicKey) || !bytesEqual(me.signingKey, keys.signing.publicKey)) {
+      throw new CustodianError('invalid_descriptor', `the descriptor's committee does not hold this custodian's keys at index ${header.custodianIndex}`);
+    }
+    return descriptor;
+  }
+
+  async function sum(
+    header: ShareSumHeader,
+    descriptor: TaskDescriptorView,
+    devices: AsyncIterable<readonly DeviceEntry[]>,
+    log: Logger,
+  ): Promise<{ shareSum: Uint8Array; digests: Uint8Array[] }> {
+    const n = descriptor.ringDegree;
+    const p = descriptor.shareModulus;
+    // Each share value is < p = 65521 and |D| <= 32,760, so the plain sum stays below 2^31.
+    const acc = new Uint32Array(n);
+    const digests: Uint8Array[] = [];
+    const deviceIds = new Set<string>();
+    const deviceKeys = new Set<string>();
+    const now = clock();
+    let seen = 0;
+    try {
+      for await (const batch of devices) {
+        for (const entry of batch) {
+          seen += 1;
+          if (seen > header.deviceCount) {
+            throw new CustodianError('invalid_request', `more device entries than the header's device count ${header.deviceCount}`);
+          }
+          const manifest = openManifest(entry.manifest, entry.manifestSignature, descriptor, header.round, now);
+          if (deviceIds.has(manifest.deviceId)) throw new CustodianError('duplicate_device', `device ${manifest.deviceId} appears twice in D`);
+          const keyHex = toHex(manifest.devicePublicKey);
+          if (deviceKeys.has(keyHex)) throw new CustodianError('duplicate_device', `device ${manifest.deviceId} uses a key that another device of D uses`);
+          deviceIds.add(manifest.deviceId);
+          deviceKeys.add(keyHex);
+          const committed = manifest.shareSha256[header.custodianIndex - 1];
+          if (committed === undefined || !bytesEqual(committed, sha256(entry.sealedShare))) {
+            throw new CustodianError('invalid_manifest', `device ${manifest.deviceId}'s manifest does not commit to the share sent for custodian ${header.custodianIndex}`);
+          }
+          const share = openShare({
+            descriptor,
+            round: header.round,
+            deviceId: manifest.deviceId,
+            custodianIndex: header.custodianIndex,
+            sealingPrivateKey: keys.sealing.privateKey,
+            sealed: entry.sealedShare,
+          });
+          try {
+            for (let k = 0; k < n; k += 1) acc[k] = (acc[k] as number) + (share[k] as number);
+          } finally {
+            share.fill(0);
+          }
+          digests.push(manifest.digest);
+        }
+      }
+      if (seen !== header.deviceCount) {
+        throw new CustodianError('invalid_request', `the header announced ${header.deviceCount} devices, the request carried ${seen}`);
+      }
+      const hashD = computeHashD(digests);
+      if (!bytesEqual(hashD, header.hashD)) {
+        throw new CustodianError('invalid_request', "the header's hash of D does not match the devices sent");
+      }
+      const shareSum = new Uint8Array(2 * n);
+      const view = new DataView(shareSum.buffer);
+      for (let k = 0; k < n; k += 1) view.setUint16(2 * k, (acc[k] as number) % p, true);
+      log.debug({ devices: seen }, 'share sum computed');
+      return { shareSum, digests };
+    } finally {
+      acc.fill(0);
+    }
+  }
+
+  return {
+    sealingPublicKey: keys.sealing.publicKey,
+    signingPublicKey: keys.signing.publicKey,
+    async shareSum(header, devices) {
+      if (header.hashD.length !== 32) throw new CustodianError('invalid_request', 'hash_d must be 32 bytes');
+      authenticate(header, sha256(header.descriptor));
+      const descriptor = checkDescriptor(header);
+      const log = logger.child({ taskId: descriptor.taskId, round: header.round, custodianIndex: header.custodianIndex });
+      if (!Number.isInteger(header.round) || header.round < 1) throw new CustodianError('invalid_request', 'round must be >= 1');
+      if (header.round > descriptor.maxRounds) {
+        throw new CustodianError('round_cap_exceeded', `round ${header.round} is past the task's cap of ${descriptor.maxRounds} rounds`);
+      }
+      if (header.deviceCount > maxDevices) {
+        throw new CustodianError('request_too_large', `|D| = ${header.deviceCount} is above this custodian's limit of ${maxDevices}`);
+      }
+      const minimum = Math.max(descriptor.minDevices, options.floors.minDevices);
+      if (header.deviceCount < minimum) {
+        throw new CustodianError('below_minimum', `|D| = ${header.deviceCount} is below the minimum of ${minimum} devices`);
+      }
+      const hashDHex = toHex(header.hashD);
+      return withLock(`${header.round}\u0000${descriptor.taskId}`, async () => {
+        const known = state.taskDescriptor(descriptor.taskId);
+        if (known !== undefined && known !== descriptor.hashHex) {
+          throw new CustodianError('descriptor_changed', `task ${descriptor.taskId} is already served under another descriptor`);
+        }
+        const cached = state.answer(descriptor.taskId, header.round);
+        if (cached !== undefined) {
+          if (cached.hashD !== hashDHex) {
+            log.warn({ answeredHashD: cached.hashD, requestedHashD: hashDHex }, 'refused a second accepted set for an answered round');
+            throw new CustodianError('other_set_answered', `round ${header.round} of task ${descriptor.taskId} was already answered for another set of devices`);
+          }
+          log.info({ devices: cached.count }, 'answered again from the stored answer');
+          return { statement: cached.statement, signature: cached.signature, shareSum: cached.shareSum };
+        }
+        const started = performance.now();
+        const { shareSum } = await sum(header, descriptor, devices, log);
+        const { statement, signature } = signAnswer({
+          descriptor,
+          round: header.round,
+          hashD: header.hashD,
+          count: header.deviceCount,
+          custodianIndex: header.custodianIndex,
+          shareSum,
+          signingPrivateKey: keys.signing.privateKey,
+        });
+        const stored: StoredAnswer = {
+          taskId: descriptor.taskId,
+          descriptorHash: descriptor.hashHex,
+          round: header.round,
+          hashD: hashDHex,
+          count: header.deviceCount,
+          statement,
+          signature,
+          shareSum,
+        };
+        await state.recordTask(descriptor.taskId, descriptor.hashHex);
+        await state.recordAnswer(stored);
+        log.info({ devices: header.deviceCount, hashD: hashDHex, durationMs: Math.round(performance.now() - started) }, 'answered');
+        return { statement, signature, shareSum };
+      });
+    },
+  };
+}

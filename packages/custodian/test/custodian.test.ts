@@ -1,0 +1,447 @@
+/**
+ * Custodians on loopback (real gRPC servers, real HPKE, real files with fsync): answers, cached
+ * answers, refusals, and the committee client's verification.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { encodeDescriptor, generateEd25519KeyPair, signDescriptor, fromBase64, ed25519Sign, sha256 } from '@veil/crypto';
+import { runCustodian, type RunningCustodian } from '../src/main.js';
+import { createCommitteeClient, type CommitteeClient } from '../src/client.js';
+import { createCustodianServiceClient } from '../src/grpc/proto.js';
+import { requestSigningBytes } from '../src/request-auth.js';
+import { computeHashD } from '../src/protocol.js';
+import { ERROR_CODE_METADATA_KEY } from '../src/errors.js';
+import { createCustodianService } from '../src/service.js';
+import { startCustodianServer } from '../src/grpc/server.js';
+import { readCustodianKeys } from '../src/keys.js';
+import { openCustodianState } from '../src/state.js';
+import {
+  committeeRequest,
+  createCommitteeFixture,
+  makeDescriptor,
+  makeDevice,
+  makeDevices,
+  reconstructAtZero,
+  sumSecrets,
+  type CommitteeFixture,
+  type DeviceUpload,
+} from './fixture.js';
+
+/** A logger that keeps every line, to prove what is (not) logged. */
+function capturingLogger(): { logger: pino.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+interface RawResult {
+  readonly ok: boolean;
+  readonly code?: number;
+  readonly veilCode?: string;
+  readonly details?: string;
+  readonly statement?: Buffer;
+  readonly signature?: Buffer;
+  readonly shareSum?: Buffer;
+}
+
+/** A hand-built ShareSum call, for requests the committee client would never send. */
+async function rawShareSum(
+  address: string,
+  f: CommitteeFixture,
+  opts: {
+    round: number;
+    custodianIndex: number;
+    entries: readonly { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array }[];
+    hashD?: Uint8Array;
+    deviceCount?: number;
+    descriptorBytes?: Uint8Array;
+    descriptorSignature?: Uint8Array;
+    sign?: (m: Uint8Array) => Uint8Array;
+    issuedAtMs?: number;
+  },
+): Promise<RawResult> {
+  const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
+  const descriptorBytes = opts.descriptorBytes ?? f.descriptorBytes;
+  const hashD = opts.hashD ?? new Uint8Array(32);
+  const deviceCount = opts.deviceCount ?? opts.entries.length;
+  const issuedAtMs = opts.issuedAtMs ?? Date.now();
+  const signature = (opts.sign ?? f.signRequest)(
+    requestSigningBytes({ descriptorHash: sha256(descriptorBytes), round: opts.round, hashD, deviceCount, custodianIndex: opts.custodianIndex, issuedAtMs }),
+  );
+  try {
+    return await new Promise<RawResult>((resolve) => {
+      const call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
+        if (error) {
+          resolve({ ok: false, code: error.code, veilCode: String(error.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? ''), details: error.details });
+        } else {
+          resolve({ ok: true, statement: response!.statement, signature: response!.signature, shareSum: response!.shareSum });
+        }
+      });
+      call.write({
+        header: {
+          descriptor: Buffer.from(descriptorBytes),
+          descriptorSignature: Buffer.from(opts.descriptorSignature ?? f.descriptorSignature),
+          round: opts.round,
+          hashD: Buffer.from(hashD),
+          deviceCount,
+          custodianIndex: opts.custodianIndex,
+          issuedAtMs,
+          coordinatorSignature: Buffer.from(signature),
+        },
+      });
+      call.write({
+        batch: {
+          devices: opts.entries.map((e) => ({ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) })),
+        },
+      });
+      call.end();
+    });
+  } finally {
+    client.close();
+  }
+}
+
+function entriesFor(devices: readonly DeviceUpload[], custodianIndex: number) {
+  return devices.map((d) => ({ manifest: d.manifestBytes, manifestSignature: d.manifestSignature, sealedShare: d.sealedShares[custodianIndex - 1]! }));
+}
+
+function hashDOf(devices: readonly DeviceUpload[]): Uint8Array {
+  return computeHashD(devices.map((d) => sha256(d.manifestBytes)));
+}
+
+describe('custodians answering a 4-of-7 committee', () => {
+  let f: CommitteeFixture;
+  let running: RunningCustodian[];
+  let logs: string[];
+  let client: CommitteeClient;
+
+  beforeEach(async () => {
+    f = await createCommitteeFixture({ n: 7, threshold: 4, minDevices: 3 });
+    const captured = capturingLogger();
+    logs = captured.lines;
+    running = [];
+    for (const dir of f.custodianDirs) {
+      running.push(
+        await runCustodian({
+          dir,
+          listen: '127.0.0.1:0',
+          coordinatorKeyFiles: [f.requestKeyFile],
+          authorityKeyFiles: [f.authorityKeyFile],
+          floors: { minDevices: 3 },
+          logger: captured.logger,
+        }),
+      );
+    }
+    client = createCommitteeClient({
+      descriptor: f.descriptorBytes,
+      descriptorSignature: f.descriptorSignature,
+      signRequest: f.signRequest,
+      addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
+      deadlineMs: 20_000,
+      logger: pino({ level: 'silent' }),
+    });
+  });
+
+  afterEach(async () => {
+    await client.close();
+    for (const r of running) await r.close();
+    await f[Symbol.asyncDispose]();
+  });
+
+  it('reconstructs the sum of the devices\' secrets from t answers, and logs no share', async () => {
+    const devices = makeDevices(f, 1, 5);
+    const result = await client.collect(committeeRequest(1, devices));
+    expect(result.ok).toBe(true);
+    expect(result.answers).toHaveLength(4);
+    expect(result.failures).toEqual([]);
+    const secretSum = reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })));
+    expect(secretSum).toEqual(sumSecrets(devices));
+    // A different quorum reconstructs the same S_D: ask the remaining three plus one again.
+    const direct = await Promise.all(
+      [5, 6, 7, 1].map((i) => rawShareSum(running[i - 1]!.server.address, f, { round: 1, custodianIndex: i, entries: entriesFor(devices, i), hashD: hashDOf(devices) })),
+    );
+    expect(direct.every((r) => r.ok)).toBe(true);
+    expect(reconstructAtZero(direct.map((r, k) => ({ x: [5, 6, 7, 1][k]!, shareSum: new Uint8Array(r.shareSum!) })))).toEqual(sumSecrets(devices));
+    // Nothing in the logs carries a share or a share sum (base64 of any 16 bytes of them).
+    const text = logs.join('');
+    for (const a of result.answers) expect(text).not.toContain(Buffer.from(a.shareSum.subarray(0, 16)).toString('base64').slice(0, 20));
+    expect(text).toContain('"msg":"answered"');
+  });
+
+  it('gives the same signed bytes for the same D and refuses a different D for the same round', async () => {
+    const devices = makeDevices(f, 1, 4);
+    const first = await rawShareSum(running[0]!.server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD: hashDOf(devices) });
+    expect(first.ok).toBe(true);
+    const again = await rawShareSum(running[0]!.server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD: hashDOf(devices) });
+    expect(again.ok).toBe(true);
+    expect(Buffer.compare(again.statement!, first.statement!)).toBe(0);
+    expect(Buffer.compare(again.signature!, first.signature!)).toBe(0);
+    expect(Buffer.compare(again.shareSum!, first.shareSum!)).toBe(0);
+    // D minus one device: the difference of the two answers would expose that device's share.
+    const smaller = devices.slice(0, 3);
+    const refused = await rawShareSum(running[0]!.server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(smaller, 1), hashD: hashDOf(smaller) });
+    expect(refused).toMatchObject({ ok: false, code: grpc.status.FAILED_PRECONDITION, veilCode: 'other_set_answered' });
+    // The next round is a new question.
+    const next = makeDevices(f, 2, 3);
+    const round2 = await rawShareSum(running[0]!.server.address, f, { round: 2, custodianIndex: 1, entries: entriesFor(next, 1), hashD: hashDOf(next) });
+    expect(round2.ok).toBe(true);
+  });
+
+  it('refuses shares bound to another task, round or device, and phantom devices without a certified manifest', async () => {
+    const address = running[1]!.server.address;
+    const base = makeDevices(f, 1, 3);
+    const ask = (extra: DeviceUpload) => {
+      const set = [...base, extra];
+      return rawShareSum(address, f, { round: 1, custodianIndex: 2, entries: entriesFor(set, 2), hashD: hashDOf(set) });
+    };
+    // A share sealed for another round (the manifest says round 1, the AAD round 2).
+    expect(await ask(makeDevice(f, { round: 1, deviceId: 'r', sealBinding: { round: 2 } }))).toMatchObject({ ok: false, code: grpc.status.INVALID_ARGUMENT, veilCode: 'invalid_share' });
+    // ... for another device (a share copied from another device's upload).
+    expect(await ask(makeDevice(f, { round: 1, deviceId: 'd', sealBinding: { deviceId: 'someone-else' } }))).toMatchObject({ ok: false, veilCode: 'invalid_share' });
+    // ... for another task descriptor.
+    expect(await ask(makeDevice(f, { round: 1, deviceId: 't', sealBinding: { descriptorHash: sha256(new TextEncoder().encode('another task')) } }))).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_share',
+    });
+    // A manifest for round 2 in a round-1 request.
+    expect(await ask(makeDevice(f, { round: 2, deviceId: 'late' }))).toMatchObject({ ok: false, code: grpc.status.PERMISSION_DENIED, veilCode: 'invalid_manifest' });
+    // A phantom device: the coordinator sealed shares itself and "certified" the key with a key of its own.
+    const coordinatorMadeAuthority = generateEd25519KeyPair();
+    expect(await ask(makeDevice(f, { round: 1, deviceId: 'phantom', authorityPrivateKey: coordinatorMadeAuthority.privateKey }))).toMatchObject({
+      ok: false,
+      code: grpc.status.PERMISSION_DENIED,
+      veilCode: 'invalid_manifest',
+    });
+    // A real device's manifest with a share the coordinator swapped in (the manifest does not commit to it).
+    const real = makeDevice(f, { round: 1, deviceId: 'swapped' });
+    const forgedShare = makeDevice(f, { round: 1, deviceId: 'swapped', key: real.key }).sealedShares[1]!;
+    const set = [...base, real];
+    const swapped = entriesFor(set, 2).map((e, j) => (j === 3 ? { ...e, sealedShare: forgedShare } : e));
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 2, entries: swapped, hashD: hashDOf(set) })).toMatchObject({ ok: false, veilCode: 'invalid_manifest' });
+    // An expired certificate.
+    expect(await ask(makeDevice(f, { round: 1, deviceId: 'expired', notAfterMs: Date.now() - 1 }))).toMatchObject({ ok: false, veilCode: 'invalid_manifest' });
+    // A tampered manifest signature.
+    const tampered = makeDevice(f, { round: 1, deviceId: 'tampered' });
+    const badSig = new Uint8Array(tampered.manifestSignature);
+    badSig[0] = badSig[0]! ^ 1;
+    expect(await ask({ ...tampered, manifestSignature: badSig })).toMatchObject({ ok: false, veilCode: 'invalid_manifest' });
+    // None of these refusals spent the round: the honest D is still answered.
+    expect((await rawShareSum(address, f, { round: 1, custodianIndex: 2, entries: entriesFor(base, 2), hashD: hashDOf(base) })).ok).toBe(true);
+  });
+
+  it('counts each device once: the same entry twice, or a retried upload beside the first, is refused', async () => {
+    const address = running[2]!.server.address;
+    const devices = makeDevices(f, 1, 3);
+    const twice = [...entriesFor(devices, 3), entriesFor(devices, 3)[0]!];
+    // hash(D) cannot even be formed over a repeated manifest; send the 3-device hash with 4 entries.
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 3, entries: twice, hashD: hashDOf(devices), deviceCount: 4 })).toMatchObject({
+      ok: false,
+      code: grpc.status.INVALID_ARGUMENT,
+      veilCode: 'duplicate_device',
+    });
+    // A retry with a fresh secret (a new manifest) beside the first attempt: same device id.
+    const retry = makeDevice(f, { round: 1, deviceId: devices[0]!.deviceId, key: devices[0]!.key });
+    const withRetry = [...devices, retry];
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 3, entries: entriesFor(withRetry, 3), hashD: hashDOf(withRetry) })).toMatchObject({
+      ok: false,
+      veilCode: 'duplicate_device',
+    });
+    // One key under two device ids (a Sybil with one certified key) is refused too.
+    const sameKey = makeDevice(f, { round: 1, deviceId: 'other-id', key: devices[1]!.key });
+    const withSameKey = [...devices, sameKey];
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 3, entries: entriesFor(withSameKey, 3), hashD: hashDOf(withSameKey) })).toMatchObject({
+      ok: false,
+      veilCode: 'duplicate_device',
+    });
+    // A header whose hash of D does not match the devices sent.
+    const other = makeDevices(f, 1, 3, 'other');
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 3, entries: entriesFor(devices, 3), hashD: hashDOf(other) })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_request',
+    });
+  });
+
+  it('refuses |D| below the minimum, rounds past the cap, unauthenticated and stale requests', async () => {
+    const address = running[3]!.server.address;
+    const two = makeDevices(f, 1, 2);
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 4, entries: entriesFor(two, 4), hashD: hashDOf(two) })).toMatchObject({
+      ok: false,
+      code: grpc.status.FAILED_PRECONDITION,
+      veilCode: 'below_minimum',
+    });
+    const late = makeDevices(f, 6, 3);
+    expect(await rawShareSum(address, f, { round: 6, custodianIndex: 4, entries: entriesFor(late, 4), hashD: hashDOf(late) })).toMatchObject({
+      ok: false,
+      code: grpc.status.FAILED_PRECONDITION,
+      veilCode: 'round_cap_exceeded',
+    });
+    const devices = makeDevices(f, 1, 3);
+    const stranger = generateEd25519KeyPair();
+    expect(
+      await rawShareSum(address, f, { round: 1, custodianIndex: 4, entries: entriesFor(devices, 4), hashD: hashDOf(devices), sign: (m) => ed25519Sign(stranger.privateKey, m) }),
+    ).toMatchObject({ ok: false, code: grpc.status.UNAUTHENTICATED });
+    expect(
+      await rawShareSum(address, f, { round: 1, custodianIndex: 4, entries: entriesFor(devices, 4), hashD: hashDOf(devices), issuedAtMs: Date.now() - 10 * 60_000 }),
+    ).toMatchObject({ ok: false, code: grpc.status.UNAUTHENTICATED });
+    // Asking custodian 4's server as if it were custodian 5: its keys are not at index 5.
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries: entriesFor(devices, 5), hashD: hashDOf(devices) })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_descriptor',
+    });
+  });
+
+  it('refuses a descriptor changed by the coordinator, one signed by another authority, and a weaker re-signed one', async () => {
+    const address = running[4]!.server.address;
+    const devices = makeDevices(f, 1, 3);
+    const entries = entriesFor(devices, 5);
+    // minDevices lowered to 1 by the coordinator; the authority's signature no longer matches.
+    const lowered = encodeDescriptor({ ...f.descriptor, minDevices: 1 });
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices), descriptorBytes: lowered })).toMatchObject({
+      ok: false,
+      code: grpc.status.FAILED_PRECONDITION,
+      veilCode: 'invalid_descriptor',
+    });
+    // The coordinator signs its own descriptor with an authority key of its own.
+    const own = generateEd25519KeyPair();
+    const ownDescriptor = makeDescriptor(f.custodians, own.publicKey);
+    const ownSigned = signDescriptor(ownDescriptor, own.privateKey);
+    expect(
+      await rawShareSum(address, f, {
+        round: 1,
+        custodianIndex: 5,
+        entries,
+        hashD: hashDOf(devices),
+        descriptorBytes: encodeDescriptor(ownDescriptor),
+        descriptorSignature: fromBase64(ownSigned.signature, 's', 64),
+      }),
+    ).toMatchObject({ ok: false, veilCode: 'invalid_descriptor' });
+    // c > 2t - n - 1 (t = 4 of 7 allows c = 0), even when the real authority signed it.
+    const tooTrusting = { ...f.descriptor, corruptTolerated: 1 };
+    expect(
+      await rawShareSum(address, f, {
+        round: 1,
+        custodianIndex: 5,
+        entries,
+        hashD: hashDOf(devices),
+        descriptorBytes: encodeDescriptor(tooTrusting),
+        descriptorSignature: fromBase64(signDescriptor(tooTrusting, f.authority.privateKey).signature, 's', 64),
+      }),
+    ).toMatchObject({ ok: false, veilCode: 'invalid_descriptor' });
+    // A descriptor whose bytes are not canonical (whitespace) is refused rather than hashed differently.
+    const spaced = new TextEncoder().encode(` ${new TextDecoder().decode(f.descriptorBytes)}`);
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices), descriptorBytes: spaced })).toMatchObject({
+      ok: false,
+    });
+    // Answer once under the real descriptor; then the authority re-signs the task with a
+    // different descriptor (here: more rounds). The custodian keeps serving the task under the first.
+    expect((await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices) })).ok).toBe(true);
+    const resigned = { ...f.descriptor, maxRounds: 4 };
+    const next = makeDevices(f, 2, 3);
+    expect(
+      await rawShareSum(address, f, {
+        round: 2,
+        custodianIndex: 5,
+        entries: entriesFor(next, 5),
+        hashD: hashDOf(next),
+        descriptorBytes: encodeDescriptor(resigned),
+        descriptorSignature: fromBase64(signDescriptor(resigned, f.authority.privateKey).signature, 's', 64),
+      }),
+    ).toMatchObject({ ok: false, code: grpc.status.FAILED_PRECONDITION, veilCode: 'descriptor_changed' });
+  });
+});
+
+describe('the committee client', () => {
+  it('refuses forged answers and still completes with t valid ones', async () => {
+    await using f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
+    const logger = pino({ level: 'silent' });
+    const servers: { address: string; close: () => Promise<void> }[] = [];
+    const forgerKey = generateEd25519KeyPair();
+    for (let i = 1; i <= 5; i += 1) {
+      const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
+      const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
+      const honest = createCustodianService({
+        keys,
+        state,
+        coordinatorKeys: [f.requestKey.publicKey],
+        authorityKeys: [f.authority.publicKey],
+        floors: { minDevices: 3 },
+        logger,
+      });
+      // Custodians 1 and 2 are compromised: 1 re-signs with a key not in the committee, 2 changes
+      // its share sum after signing.
+      const service =
+        i === 1
+          ? { ...honest, shareSum: async (...args: Parameters<typeof honest.shareSum>) => {
+              const a = await honest.shareSum(...args);
+              return { ...a, signature: ed25519Sign(forgerKey.privateKey, a.statement) };
+            } }
+          : i === 2
+            ? { ...honest, shareSum: async (...args: Parameters<typeof honest.shareSum>) => {
+                const a = await honest.shareSum(...args);
+                const shareSum = new Uint8Array(a.shareSum);
+                shareSum[0] = (shareSum[0]! + 1) & 0xff;
+                return { ...a, shareSum };
+              } }
+            : honest;
+      const server = await startCustodianServer({ service, logger });
+      servers.push({ address: server.address, close: async () => { await server.close(); await state.close(); } });
+    }
+    const client = createCommitteeClient({
+      descriptor: f.descriptorBytes,
+      descriptorSignature: f.descriptorSignature,
+      signRequest: f.signRequest,
+      addresses: Object.fromEntries(servers.map((s, i) => [i + 1, s.address])),
+      logger,
+    });
+    try {
+      const devices = makeDevices(f, 1, 4);
+      const result = await client.collect(committeeRequest(1, devices));
+      expect(result.ok).toBe(true);
+      expect(result.answers.map((a) => a.custodianIndex).sort()).toEqual([3, 4, 5]);
+      expect(result.failures.map((x) => [x.custodianIndex, x.code]).sort()).toEqual([
+        [1, 'forged_answer'],
+        [2, 'forged_answer'],
+      ]);
+      expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
+      // With t = 3 and only custodians 1, 2 and one honest one reachable, the round cannot complete.
+      await servers[3]!.close();
+      await servers[4]!.close();
+      const more = makeDevices(f, 2, 3);
+      const failed = await client.collect(committeeRequest(2, more));
+      expect(failed.ok).toBe(false);
+      expect(failed.answers.map((a) => a.custodianIndex)).toEqual([3]);
+      expect(failed.failures.map((x) => [x.custodianIndex, x.code]).sort()).toEqual([
+        [1, 'forged_answer'],
+        [2, 'forged_answer'],
+        [4, 'unavailable'],
+        [5, 'unavailable'],
+      ]);
+    } finally {
+      await client.close();
+      for (const s of servers.slice(0, 3)) await s.close();
+    }
+  });
+});
+
+describe('key files', () => {
+  it('keeps the secret key file 0600 in a 0700 directory and refuses a world-readable one', async () => {
+    await using f = await createCommitteeFixture({ n: 2, threshold: 2 });
+    const { stat, chmod } = await import('node:fs/promises');
+    expect((await stat(f.custodianDirs[0]!)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(f.custodianDirs[0]!, 'custodian-key.json'))).mode & 0o777).toBe(0o600);
+    const pub = JSON.parse(await readFile(join(f.custodianDirs[0]!, 'custodian-public.json'), 'utf8')) as { sealingKey: string; fingerprint: string };
+    expect(pub.sealingKey).toBe(f.custodians[0]!.sealingKey);
+    expect(JSON.stringify(pub)).not.toContain('rivate');
+    await chmod(join(f.custodianDirs[0]!, 'custodian-key.json'), 0o644);
+    await expect(readCustodianKeys(f.custodianDirs[0]!)).rejects.toMatchObject({ code: 'invalid_key_material' });
+  });
+});
