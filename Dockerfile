@@ -30,6 +30,7 @@ COPY packages/protocol/package.json packages/protocol/
 COPY packages/privacy/package.json packages/privacy/
 COPY packages/crypto/package.json packages/crypto/
 COPY packages/export/package.json packages/export/
+COPY packages/custodian/package.json packages/custodian/
 COPY packages/server/package.json packages/server/
 COPY packages/client-sdk/package.json packages/client-sdk/
 COPY packages/cli/package.json packages/cli/
@@ -72,6 +73,8 @@ COPY --from=build /app/packages/privacy/package.json packages/privacy/
 COPY --from=build /app/packages/privacy/dist packages/privacy/dist
 COPY --from=build /app/packages/crypto/package.json packages/crypto/
 COPY --from=build /app/packages/crypto/dist packages/crypto/dist
+COPY --from=build /app/packages/custodian/package.json packages/custodian/
+COPY --from=build /app/packages/custodian/dist packages/custodian/dist
 COPY --from=build /app/packages/server/package.json packages/server/
 COPY --from=build /app/packages/server/dist packages/server/dist
 COPY --from=build /app/packages/server/prisma/migrations packages/server/prisma/migrations

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
 import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run-demo.js';
 
 const USAGE = `Usage: veil <command> [options]
@@ -10,7 +11,7 @@ Commands:
   keys generate --out DIR [--label NAME] [--preset P] [--weight-cap N] [--clip X] [--step S]
                          new federation key bundle: DIR/device (secret, for device apps)
                          and DIR/coordinator (public, for VEIL_KEYS_DIR or task creation)
-  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
+${CUSTODIAN_USAGE}  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
                          smallest noise multiplier that meets the target
@@ -162,6 +163,10 @@ async function main(argv: string[]): Promise<number> {
       );
       return 0;
     }
+    case 'custodian': {
+      const { runCustodianCommand } = await import('@veil/custodian');
+      return runCustodianCommand(rest);
+    }
     case 'privacy': {
       const { PrivacyError, formatPrivacyResult, parsePrivacyArgs, runPrivacyCommand } = await import('@veil/privacy');
       try {
@@ -211,7 +216,7 @@ main(process.argv.slice(2)).then(
     if (code !== 0) process.exitCode = code;
   },
   (error: unknown) => {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (error instanceof UsageError || error instanceof CustodianUsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`veil: ${(error as Error).message}\n\n${USAGE}`);
       process.exitCode = 2;
     } else {
