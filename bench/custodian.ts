@@ -1,0 +1,223 @@
+/**
+ * Custodian benchmark: one custodian's CPU for one round of D devices (issue 11 target: <= 2 s
+ * for 1,000 devices), measured in a separate `veil custodian serve` process over gRPC on
+ * loopback, and the same work in-process without gRPC.
+ *
+ *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3]
+ *
+ * Prints exactly one JSON object on stdout; progress goes to stderr.
+ *
+ * What the custodian does per device: verify the certificate and the manifest (two Ed25519
+ * verifications), hash the sealed share (SHA-256, 4,144 bytes), open it (X25519 + HKDF +
+ * AES-128-GCM, RFC 9180), add 2,048 coefficients; at the end hash(D), one signature and an
+ * fsync. Devices are prepared before the clock starts (real certificates, manifests and sealed
+ * shares for custodian 1; the other custodians' share digests are random, which custodian 1
+ * cannot tell apart). The process figure is the custodian process's user+system CPU time
+ * (from /proc/PID/stat) across one answered request; `wallMs` is the request as the
+ * coordinator sees it.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes, randomInt } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import {
+  ed25519Sign,
+  encodeDescriptor,
+  encodeManifest,
+  fromBase64,
+  generateEd25519KeyPair,
+  issueDeviceCertificate,
+  sealShare,
+  sha256,
+  sha256Hex,
+  signDescriptor,
+  signManifest,
+  toBase64,
+  toHex,
+  type TaskDescriptor,
+} from '@veil/crypto';
+import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
+
+const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' } } });
+const deviceCount = Number(values.devices ?? 1000);
+const repeats = Number(values.repeats ?? 3);
+const P = 65521;
+const N = 2048;
+const log = (msg: string): void => {
+  process.stderr.write(`[bench:custodian] ${msg}\n`);
+};
+
+const clockTicks = 100; // USER_HZ on Linux
+async function processCpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+};
+
+const root = await mkdtemp(join(tmpdir(), 'veil-bench-custodian-'));
+try {
+  const n = 7;
+  const authority = generateEd25519KeyPair();
+  const requestKey = generateEd25519KeyPair();
+  const dirs: string[] = [];
+  const infos = [];
+  for (let i = 1; i <= n; i += 1) {
+    const dir = join(root, `c${i}`);
+    infos.push(await initCustodianDir(dir));
+    dirs.push(dir);
+  }
+  await writeFile(join(root, 'authority.json'), JSON.stringify({ publicKey: toBase64(authority.publicKey) }));
+  await writeFile(join(root, 'request.json'), JSON.stringify({ publicKey: toBase64(requestKey.publicKey) }));
+  const descriptor: TaskDescriptor = {
+    version: 1,
+    taskId: 'bench',
+    params: 'rlwe-n2048-q44-v1',
+    committee: infos.map((c, i) => ({ index: i + 1, address: `127.0.0.1:${1 + i}`, sealingKey: c.sealingKey, signingKey: c.signingKey })),
+    threshold: 4,
+    corruptTolerated: 0,
+    minDevices: 3,
+    maxDevices: Math.max(deviceCount, 3),
+    shareModulus: P,
+    maxRounds: 1000,
+    encoding: { deltaBits: 12, clipMaxAbs: 1, step: 2 ** -13, weightCap: 128 },
+    dp: null,
+    authorityKey: toBase64(authority.publicKey),
+    createdAt: new Date().toISOString(),
+  };
+  const descriptorBytes = encodeDescriptor(descriptor);
+  const descriptorHash = sha256(descriptorBytes);
+  const descriptorSignature = fromBase64(signDescriptor(descriptor, authority.privateKey).signature, 's', 64);
+  const sealingKey1 = fromBase64(infos[0]!.sealingKey, 'k', 32);
+
+  const makeRound = (round: number) => {
+    const devices = [];
+    for (let j = 0; j < deviceCount; j += 1) {
+      const key = generateEd25519KeyPair();
+      const deviceId = `d-${round}-${j}`;
+      const share = new Uint16Array(N);
+      for (let k = 0; k < N; k += 1) share[k] = randomInt(P);
+      const sealed = sealShare(sealingKey1, { descriptorHash, round, deviceId, custodianIndex: 1 }, share);
+      const manifest = {
+        descriptorHash: toHex(descriptorHash),
+        round,
+        deviceId,
+        c0Sha256: sha256Hex(randomBytes(32)),
+        shareSha256: [sha256Hex(sealed), ...Array.from({ length: n - 1 }, () => sha256Hex(randomBytes(32)))],
+        devicePublicKey: toBase64(key.publicKey),
+        certificate: issueDeviceCertificate(authority.privateKey, { taskId: 'bench', deviceId, devicePublicKey: key.publicKey, notAfterMs: Date.now() + 3_600_000 }),
+      };
+      devices.push({ manifest: encodeManifest(manifest), manifestSignature: fromBase64(signManifest(manifest, key.privateKey).signature, 's', 64), sealed });
+    }
+    return devices;
+  };
+
+  // In-process: the service alone (no gRPC), CPU of this process.
+  const inProcessCpuMs: number[] = [];
+  {
+    // Custodian 1's keys, with a state file of its own (rounds 501.. do not collide with the process run).
+    const keys1 = await readCustodianKeys(dirs[0]!);
+    const state = await openCustodianState(join(root, 'inprocess-answers.jsonl'));
+    const service = createCustodianService({
+      keys: keys1,
+      state,
+      coordinatorKeys: [requestKey.publicKey],
+      authorityKeys: [authority.publicKey],
+      floors: { minDevices: 3 },
+      logger: pino({ level: 'silent' }),
+    });
+    const { requestSigningBytes } = await import('@veil/custodian');
+    const { hashD } = await import('@veil/crypto');
+    for (let r = 1; r <= repeats; r += 1) {
+      log(`in-process round ${r}: preparing ${deviceCount} devices`);
+      const devices = makeRound(500 + r);
+      const hd = hashD(devices.map((d) => sha256(d.manifest)));
+      const issuedAtMs = Date.now();
+      const header = {
+        descriptor: descriptorBytes,
+        descriptorSignature,
+        round: 500 + r,
+        hashD: hd,
+        deviceCount,
+        custodianIndex: 1,
+        issuedAtMs,
+        coordinatorSignature: ed25519Sign(
+          requestKey.privateKey,
+          requestSigningBytes({ descriptorHash, round: 500 + r, hashD: hd, deviceCount, custodianIndex: 1, issuedAtMs }),
+        ),
+      };
+      async function* batches() {
+        for (let s = 0; s < devices.length; s += 256) {
+          yield devices.slice(s, s + 256).map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature, sealedShare: d.sealed }));
+        }
+      }
+      const before = process.cpuUsage();
+      await service.shareSum(header, batches());
+      const used = process.cpuUsage(before);
+      inProcessCpuMs.push((used.user + used.system) / 1000);
+    }
+    await state.close();
+  }
+
+  // A real custodian process over gRPC.
+  const veil = fileURLToPath(new URL('../packages/cli/bin/veil.js', import.meta.url));
+  const child = spawn(
+    process.execPath,
+    [veil, 'custodian', 'serve', '--dir', dirs[0]!, '--listen', '127.0.0.1:0', '--coordinator-key', join(root, 'request.json'), '--authority-key', join(root, 'authority.json'), '--min-devices', '3', '--log-level', 'warn'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const address = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { listening: string }).listening));
+    child.once('exit', (code) => reject(new Error(`custodian exited ${code}`)));
+  });
+  const processCpuMsPerRound: number[] = [];
+  const wallMs: number[] = [];
+  const client = createCommitteeClient({
+    descriptor: descriptorBytes,
+    descriptorSignature,
+    signRequest: (m) => ed25519Sign(requestKey.privateKey, m),
+    // Only custodian 1 runs; the others fail fast (connection refused) and are reported as failures.
+    addresses: Object.fromEntries(Array.from({ length: n }, (_, i) => [i + 1, i === 0 ? address : '127.0.0.1:1'])),
+    deadlineMs: 120_000,
+    logger: pino({ level: 'silent' }),
+  });
+  for (let r = 1; r <= repeats; r += 1) {
+    log(`process round ${r}: preparing ${deviceCount} devices`);
+    const devices = makeRound(r);
+    const cpuBefore = await processCpuMs(child.pid!);
+    const started = performance.now();
+    const result = await client.collect({
+      round: r,
+      devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
+      sealedShare: (j, i) => (i === 1 ? devices[j]!.sealed : new Uint8Array(0)),
+    });
+    wallMs.push(performance.now() - started);
+    processCpuMsPerRound.push((await processCpuMs(child.pid!)) - cpuBefore);
+    if (!result.answers.some((a) => a.custodianIndex === 1)) throw new Error(`custodian 1 did not answer: ${JSON.stringify(result.failures)}`);
+  }
+  await client.close();
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.once('exit', resolve));
+
+  process.stdout.write(
+    `${JSON.stringify({
+      devices: deviceCount,
+      repeats,
+      custodianProcessCpuMsPerRound: { median: Math.round(median(processCpuMsPerRound)), all: processCpuMsPerRound.map(Math.round) },
+      requestWallMs: { median: Math.round(median(wallMs)), all: wallMs.map(Math.round) },
+      inProcessServiceCpuMs: { median: Math.round(median(inProcessCpuMs)), all: inProcessCpuMs.map(Math.round) },
+      targetCpuMs: 2000,
+    })}\n`,
+  );
+} finally {
+  await rm(root, { recursive: true, force: true });
+}
