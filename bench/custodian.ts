@@ -29,18 +29,15 @@ import {
   ed25519Sign,
   encodeDescriptor,
   encodeManifest,
-  fromBase64,
   generateEd25519KeyPair,
   issueDeviceCertificate,
   sealShare,
-  sha256,
   sha256Hex,
   signDescriptor,
   signManifest,
-  toBase64,
-  toHex,
   type TaskDescriptor,
 } from '@veil/crypto';
+import { fromBase64, sha256, toBase64, toHex } from '../packages/custodian/src/bytes.js';
 import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
 
 const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' } } });

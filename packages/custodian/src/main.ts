@@ -6,7 +6,8 @@
 import { chmod, mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { ed25519Sign, generateEd25519KeyPair, ed25519PublicKey, fromBase64, toBase64, type DescriptorFloors } from '@veil/crypto';
+import { ed25519Sign, generateEd25519KeyPair, ed25519PublicKey, type DescriptorFloors } from '@veil/crypto';
+import { fromBase64, toBase64 } from './bytes.js';
 import { CustodianError } from './errors.js';
 import { readCustodianKeys } from './keys.js';
 import { openCustodianState } from './state.js';

@@ -7,17 +7,12 @@
 import {
   CryptoError,
   COMMITTEE_RING_DEGREE,
-  bytesEqual,
   buildAnswer,
   canonicalBytes,
   encodeAnswer,
-  fromBase64,
   hashD as cryptoHashD,
   openShare as cryptoOpenShare,
-  sha256,
   signAnswer as cryptoSignAnswer,
-  toBase64,
-  toHex,
   validateDescriptor,
   verifyAnswer as cryptoVerifyAnswer,
   verifyDescriptorSignature,
@@ -30,6 +25,7 @@ import {
   type UploadManifest,
 } from '@veil/crypto';
 import { CustodianError } from './errors.js';
+import { bytesEqual, fromBase64, sha256, toBase64, toHex } from './bytes.js';
 
 export { bytesEqual, sha256, toHex };
 export type { DescriptorFloors };

@@ -8,7 +8,13 @@ import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
-import { encodeDescriptor, generateEd25519KeyPair, signDescriptor, fromBase64, ed25519Sign, sha256 } from '@veil/crypto';
+import {
+  encodeDescriptor,
+  generateEd25519KeyPair,
+  signDescriptor,
+  ed25519Sign,
+} from '@veil/crypto';
+import { fromBase64, sha256 } from '../src/bytes.js';
 import { runCustodian, type RunningCustodian } from '../src/main.js';
 import { createCommitteeClient, type CommitteeClient } from '../src/client.js';
 import { createCustodianServiceClient } from '../src/grpc/proto.js';

@@ -13,20 +13,17 @@ import {
   encodeDescriptor,
   encodeManifest,
   ed25519Sign,
-  fromBase64,
   generateEd25519KeyPair,
   issueDeviceCertificate,
   sealShare,
   sha256Hex,
   signDescriptor,
   signManifest,
-  toBase64,
-  toHex,
-  sha256,
   type RawKeyPair,
   type TaskDescriptor,
   type UploadManifest,
 } from '@veil/crypto';
+import { fromBase64, toBase64, toHex, sha256 } from '../src/bytes.js';
 import { initCustodianDir, type CustodianPublicInfo } from '../src/keys.js';
 
 export const P = 65521;

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { sha256 } from '@veil/crypto';
+import { sha256 } from '../src/bytes.js';
 import { createCommitteeClient } from '../src/client.js';
 import { createCustodianServiceClient } from '../src/grpc/proto.js';
 import { requestSigningBytes } from '../src/request-auth.js';
