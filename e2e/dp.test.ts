@@ -143,7 +143,7 @@ test('400 light devices train MNIST with distributed DP at epsilon <= 8, against
   expect(rounds.length).toBe(TARGET_ROUNDS);
   expect(rounds.every((r) => r.state === 'CLOSED')).toBe(true);
   const { summary, verify } = dp.extra as { summary: any; verify: any };
-  expect(verify).toEqual({ ok: true, entries: TARGET_ROUNDS, withinCap: true, firstMismatch: null });
+  expect(verify).toEqual({ ok: true, entries: TARGET_ROUNDS, withinCap: true, firstMismatch: null, headHash: expect.stringMatching(/^[0-9a-f]{64}$/) });
   expect(summary.spent).toBeLessThanOrEqual(EPSILON_CAP);
   expect(summary.spent).toBeCloseTo(ddgEpsilon(z, TARGET_ROUNDS), 6);
   // Every round's Poisson sample was released whole (the sum of at least n shares).

@@ -114,7 +114,7 @@ describe('distributed DP (PostgreSQL, BFV)', () => {
       expect(first.epsilon).toBeCloseTo(expected.epsilon, 6);
       const summary = (await t.rest.request('GET', `/v1/tasks/${id}/privacy`, audit)).body;
       expect(summary).toMatchObject({ mode: 'distributed', mechanism: 'ddg-distributed', accountant: { distributedDiscreteGaussian: { noiseClients: 3, dimension: 16 } } });
-      expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toEqual({ ok: true, entries: 2, withinCap: true, firstMismatch: null });
+      expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toEqual({ ok: true, entries: 2, withinCap: true, firstMismatch: null, headHash: ledger.entries[1].hash });
       // A changed mechanism parameter is caught by the hash chain and named.
       await t.storage.sql(`UPDATE "PrivacyLedgerEntry" SET "ddgLocalStddev" = "ddgLocalStddev" * 10 WHERE "taskId" = $1 AND sequence = 1`, [id]);
       expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toMatchObject({ ok: false, firstMismatch: { sequence: 1 } });

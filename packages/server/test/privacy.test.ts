@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { computeEpsilon } from '@veil/privacy';
-import { TINY_PARAMETERS, createTinyTask, grpcStatusOf, joinDevices, pattern, startTestCoordinator, waitForRounds } from './helpers.js';
+import { TINY_PARAMETERS, createTinyTask, grpcStatusOf, joinDevices, pattern, startTestCoordinator, tinyTaskBody, waitForRounds } from './helpers.js';
 
 const delta = 1e-5;
 const z = 2;
@@ -71,7 +71,48 @@ describe('privacy budget and audit (PostgreSQL)', () => {
     const first = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`, audit)).body.entries[0];
     expect(ledger.entries[0].prevHash).toBe(first.hash);
 
-    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toEqual({ ok: true, entries: 2, withinCap: true, firstMismatch: null });
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toEqual({ ok: true, entries: 2, withinCap: true, firstMismatch: null, headHash: ledger.entries[0].hash });
+
+    // What the dashboard reads: the projection (exact: two rounds fit the cap, the third is refused),
+    // cumulative figures named as such, device names, a checkpoint of the head, the task list for the auditor.
+    expect(summary.epsilonSpent).toBe(summary.spent);
+    expect(summary.projection).toEqual({ nextRoundEpsilon: expect.closeTo(eps(3) - eps(2), 9), lastAffordableRound: 2, exhaustedAtRound: 3 });
+    expect(summary.rounds.map((r: { epsilonCumulative: number }) => r.epsilonCumulative)).toEqual([expect.closeTo(eps(1), 10), expect.closeTo(eps(2), 10)]);
+    expect(summary.rounds.every((r: { order: number }) => r.order > 1)).toBe(true);
+    expect(summary.clients.map((c: { name: string }) => c.name).sort()).toEqual(['device-1', 'device-2', 'device-3']);
+    expect(summary.warnings).toEqual([]);
+    const checkpoint = await t.rest.request('GET', `/v1/tasks/${id}/privacy/checkpoint`, audit);
+    expect(checkpoint.body).toMatchObject({ taskId: id, sequence: 2, roundNumber: 2, headHash: ledger.entries[0].hash, signed: false });
+    expect(checkpoint.body.epsilonCumulative).toBeCloseTo(eps(2), 10);
+    const listed = await t.rest.request('GET', '/v1/tasks', audit);
+    expect(listed.status).toBe(200);
+    expect(listed.body.tasks.find((x: { id: string }) => x.id === id)).toMatchObject({
+      status: 'BUDGET_EXHAUSTED',
+      progress: { currentRound: 2, devices: 3, epsilonSpent: expect.closeTo(eps(2), 10) },
+    });
+    expect((await t.rest.request('GET', `/v1/session`, audit)).body).toEqual({ role: 'audit' });
+    expect((await t.rest.request('GET', `/v1/session`)).body).toEqual({ role: 'admin' });
+    for (const [method, path] of [
+      ['GET', `/v1/tasks/${id}/rounds`],
+      ['GET', `/v1/tasks/${id}/devices`],
+      ['GET', `/v1/tasks/${id}/model`],
+      ['POST', `/v1/tasks/${id}/pause`],
+      ['POST', '/v1/tasks'],
+    ] as const) {
+      const body = method === 'POST' && path === '/v1/tasks' ? tinyTaskBody(pattern(TINY_PARAMETERS, 1)) : undefined;
+      expect({ path, status: (await t.rest.request(method, path, { ...audit, body })).status }).toEqual({ path, status: 403 });
+    }
+    const roundsSeen = (await t.rest.request('GET', `/v1/tasks/${id}/rounds`)).body.rounds;
+    expect(roundsSeen.map((r: { participation: unknown }) => r.participation)).toEqual([
+      { selected: 3, submitted: 3, dropped: 0 },
+      { selected: 3, submitted: 3, dropped: 0 },
+    ]);
+    const seenDevices = (await t.rest.request('GET', `/v1/tasks/${id}/devices`)).body.devices;
+    expect(seenDevices.map((d: { name: string; roundsSelected: number; roundsSubmitted: number; credential: string }) => [d.name, d.roundsSelected, d.roundsSubmitted, d.credential]).sort()).toEqual([
+      ['device-1', 2, 2, 'active'],
+      ['device-2', 2, 2, 'active'],
+      ['device-3', 2, 2, 'active'],
+    ]);
 
     // Tampering in the database is detected and the first altered entry named.
     await t.storage.sql(`UPDATE "PrivacyLedgerEntry" SET "noiseMultiplier" = 4 WHERE "taskId" = $1 AND sequence = 2`, [id]);
@@ -86,7 +127,6 @@ describe('privacy budget and audit (PostgreSQL)', () => {
 
   it('refuses privacy settings a task cannot honour', async () => {
     await using t = await startTestCoordinator();
-    const { tinyTaskBody } = await import('./helpers.js');
     const dp = { mode: 'local', epsilonCap: 8, delta, noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.5 };
     const bad = async (privacy: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
       (await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { privacy, ...extra }) })).body.message as string;
@@ -94,6 +134,15 @@ describe('privacy budget and audit (PostgreSQL)', () => {
     expect(await bad({ ...dp, mode: 'distributed' })).toMatch(/needs encrypted aggregation/);
     expect(await bad({ ...dp, scale: 64 })).toMatch(/distributed mode only/);
     expect(await bad(dp, { clientsPerRound: undefined, clientFraction: 0.5 })).toMatch(/Poisson/);
+    // A cap above 10 is accepted with a warning, in the creation response and in the task list; 10 itself is not flagged.
+    const loose = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { privacy: { ...dp, epsilonCap: 30 } }) });
+    expect(loose.status).toBe(201);
+    expect(loose.body.warnings).toEqual([expect.stringMatching(/epsilonCap 30 is above 10/)]);
+    const usual = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { privacy: { ...dp, epsilonCap: 10 } }) });
+    expect(usual.body.warnings).toEqual([]);
+    const list = (await t.rest.request('GET', '/v1/tasks')).body.tasks;
+    expect(list.find((x: { id: string }) => x.id === loose.body.id).warnings).toHaveLength(1);
+    expect((await t.rest.request('GET', `/v1/tasks/${loose.body.id}/privacy`)).body.warnings).toHaveLength(1);
   });
 });
 

@@ -122,7 +122,23 @@ export const taskSchema = {
     currentModelVersion: { type: 'integer' },
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },
+    progress: {
+      type: 'object',
+      properties: {
+        currentRound: { type: ['integer', 'null'], description: 'Number of the latest round (open or finished); null before the first' },
+        currentRoundState: { type: ['string', 'null'] },
+        devices: { type: 'integer', description: 'Devices that joined the task' },
+        epsilonSpent: { type: ['number', 'null'], description: 'Cumulative epsilon of the task so far (DP tasks), at settings.privacy.delta; null without DP' },
+      },
+    },
+    warnings: { type: 'array', items: { type: 'string' }, description: 'Settings worth a second look (e.g. an epsilon cap above 10); the task is not refused' },
   },
+} as const;
+
+/** A task as the audit token sees it in the task list (read-only fields). */
+export const taskListSchema = {
+  type: 'object',
+  properties: { tasks: { type: 'array', items: taskSchema } },
 } as const;
 
 export const roundSchema = {
@@ -132,16 +148,27 @@ export const roundSchema = {
     state: { type: 'string', enum: ['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED', 'FAILED'] },
     failureReason: { type: ['string', 'null'] },
     baseModelVersion: { type: 'integer' },
-    selected: { type: 'integer' },
-    received: { type: 'integer' },
+    selected: { type: 'integer', description: 'Updates that close the round early (the selected count)' },
+    received: { type: 'integer', description: 'Accepted updates' },
+    participation: {
+      type: 'object',
+      description: 'Participants by status: selected (all), submitted (update accepted), dropped (selected, no update by the close)',
+      properties: { selected: { type: 'integer' }, submitted: { type: 'integer' }, dropped: { type: 'integer' } },
+    },
     minClients: { type: 'integer' },
     deadlineAt: { type: ['string', 'null'] },
     training: { type: 'object', additionalProperties: true },
     summary: { type: ['object', 'null'], additionalProperties: true },
     evaluation: {
       type: ['object', 'null'],
-      description: 'Metrics clients reported for the model this round distributed, weighted by example count.',
-      additionalProperties: true,
+      description:
+        'Metrics devices reported for the model this round distributed (evaluation.modelVersion, which is baseModelVersion: the model before this round trained), weighted by example count. The model a round produces is evaluated by the next round.',
+      properties: {
+        modelVersion: { type: 'integer', description: 'The model version evaluated' },
+        clients: { type: 'integer' },
+        examples: { type: 'integer', description: 'Held-out examples evaluated, summed over devices' },
+        metrics: { type: 'object', additionalProperties: { type: 'number' } },
+      },
     },
     events: {
       type: 'array',
@@ -167,9 +194,9 @@ export const ledgerEntrySchema = {
     clipNorm: { type: 'number' },
     participants: { type: 'integer' },
     participantIds: { type: 'array', items: { type: 'string' } },
-    epsilon: { type: 'number', description: 'Cumulative epsilon of the task after this entry' },
+    epsilon: { type: 'number', description: 'CUMULATIVE epsilon of the task after this entry (all rounds so far, not this round alone), at delta' },
     delta: { type: 'number' },
-    order: { type: 'number' },
+    order: { type: 'number', description: 'The Renyi-DP order alpha at which the cumulative epsilon was attained (the RDP-to-(epsilon, delta) conversion minimises over the orders)' },
     createdAt: { type: 'string' },
     ddg: {
       type: ['object', 'null'],
@@ -197,15 +224,45 @@ export const privacySummarySchema = {
     accountant: { type: 'object', additionalProperties: true },
     epsilonCap: { type: 'number' },
     delta: { type: 'number' },
-    spent: { type: 'number' },
-    remaining: { type: 'number' },
+    spent: { type: 'number', description: 'Same as epsilonSpent (kept for existing clients)' },
+    epsilonSpent: { type: 'number', description: 'Cumulative epsilon of the task after its last ledger entry, at delta' },
+    remaining: { type: 'number', description: 'epsilonCap - epsilonSpent (not below 0)' },
+    projection: {
+      type: 'object',
+      description: 'Where the budget runs out if further rounds cost what the settings say (computed with the accountant)',
+      properties: {
+        nextRoundEpsilon: { type: ['number', 'null'], description: 'Increase of the cumulative epsilon the next round would cause' },
+        lastAffordableRound: { type: ['integer', 'null'], description: 'Last round number whose cumulative epsilon stays within the cap' },
+        exhaustedAtRound: { type: ['integer', 'null'], description: 'First round the budget would refuse, if before the task ends; null when the task ends first' },
+      },
+    },
+    warnings: { type: 'array', items: { type: 'string' } },
     rounds: {
       type: 'array',
-      items: { type: 'object', properties: { roundNumber: { type: 'integer' }, epsilon: { type: 'number' }, participants: { type: 'integer' }, at: { type: 'string' } } },
+      items: {
+        type: 'object',
+        properties: {
+          roundNumber: { type: 'integer' },
+          epsilon: { type: 'number', description: 'Same as epsilonCumulative (kept for existing clients)' },
+          epsilonCumulative: { type: 'number', description: 'Cumulative epsilon of the task after this round' },
+          order: { type: 'number', description: 'Renyi-DP order at which epsilonCumulative was attained' },
+          participants: { type: 'integer' },
+          at: { type: 'string' },
+        },
+      },
     },
     clients: {
       type: 'array',
-      items: { type: 'object', properties: { clientId: { type: 'string' }, participations: { type: 'integer' }, epsilon: { type: 'number' } } },
+      description: 'Per-device spend: each device composes the unamplified mechanism (q = 1) over the rounds it took part in',
+      items: {
+        type: 'object',
+        properties: {
+          clientId: { type: 'string' },
+          name: { type: ['string', 'null'] },
+          participations: { type: 'integer' },
+          epsilon: { type: 'number', description: "Cumulative epsilon of this device's participations, at delta" },
+        },
+      },
     },
   },
 } as const;
@@ -217,5 +274,80 @@ export const verifySchema = {
     entries: { type: 'integer' },
     withinCap: { type: 'boolean' },
     firstMismatch: { type: ['object', 'null'], properties: { sequence: { type: 'integer' }, reason: { type: 'string' } } },
+    headHash: { type: 'string', description: 'Hash of the last entry checked: compare it with a checkpoint kept outside Veil' },
   },
 } as const;
+
+export const ledgerPageSchema = {
+  type: 'object',
+  properties: {
+    total: { type: 'integer' },
+    cumulativeFields: { type: 'array', items: { type: 'string' }, description: 'Fields of an entry that are cumulative over the task (epsilon)' },
+    entries: { type: 'array', items: ledgerEntrySchema },
+  },
+} as const;
+
+export const checkpointSchema = {
+  type: 'object',
+  description: 'The head of the privacy ledger, to keep outside Veil (unsigned: see README)',
+  properties: {
+    format: { type: 'string' },
+    taskId: { type: 'string' },
+    taskName: { type: 'string' },
+    sequence: { type: 'integer' },
+    roundNumber: { type: 'integer' },
+    headHash: { type: 'string' },
+    epsilonCumulative: { type: 'number' },
+    delta: { type: 'number' },
+    epsilonCap: { type: 'number' },
+    hashAlgorithm: { type: 'string' },
+    createdAt: { type: 'string' },
+    signed: { type: 'boolean' },
+  },
+} as const;
+
+export const deviceListSchema = {
+  type: 'object',
+  properties: {
+    devices: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          name: { type: ['string', 'null'], description: 'The name the device gave when it joined' },
+          joinedAt: { type: 'string' },
+          lastSeenAt: { type: 'string', description: 'Latest of its join and its last accepted update' },
+          roundsSelected: { type: 'integer' },
+          roundsSubmitted: { type: 'integer' },
+          roundsDropped: { type: 'integer' },
+          credential: { type: 'string', enum: ['active'], description: 'State of the bearer credential the device got at Join (stored hashed)' },
+        },
+      },
+    },
+  },
+} as const;
+
+export const statusSchema = { type: 'object', properties: { status: { type: 'string' } } } as const;
+
+export const sessionSchema = {
+  type: 'object',
+  properties: { role: { type: 'string', enum: ['admin', 'audit'], description: 'What the bearer token may do: admin (everything) or audit (task list and privacy routes, read-only)' } },
+} as const;
+
+export const taskCreateExample = {
+  name: 'digits',
+  rounds: 10,
+  clientsPerRound: 10,
+  minClients: 8,
+  roundDeadlineMs: 60000,
+  training: { epochs: 1, batchSize: 32, learningRate: 0.05 },
+  encryption: { mode: 'none' },
+  privacy: { mode: 'local', epsilonCap: 8, delta: 1e-5, noiseMultiplier: 1.1, clipNorm: 1, samplingRate: 0.5 },
+  model: {
+    topology: { class_name: 'Sequential', config: { name: 'digits', layers: [] } },
+    weightSpecs: [{ name: 'dense/kernel', shape: [2, 1], dtype: 'float32' }],
+    weightsBase64: 'AAAAAAAAAAA=',
+  },
+  start: true,
+};

@@ -15,7 +15,7 @@ import type {
   TrainingSettings,
   WeightSpecJson,
 } from '../rounds/model.js';
-import type { FederationStore, RecordSubmissionResult } from '../rounds/ports.js';
+import type { DeviceRecord, FederationStore, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 
@@ -115,6 +115,25 @@ function ledgerRow(entry: LedgerEntry) {
     ddgDimension: ddg?.dimension ?? null,
     ddgRoundingBeta: ddg?.roundingBeta ?? null,
   };
+}
+
+/** Metrics reported by devices, weighted by their example counts; null when none reported. */
+function weightedEvaluation(
+  rows: ReadonlyArray<{ evalMetrics: unknown; evalExampleCount: number | null; evalModelVersion: number | null }>,
+): RoundEvaluation | null {
+  if (rows.length === 0) return null;
+  const sums: Record<string, number> = {};
+  let examples = 0;
+  for (const r of rows) {
+    const n = r.evalExampleCount ?? 0;
+    examples += n;
+    for (const [name, value] of Object.entries((r.evalMetrics ?? {}) as Record<string, number>)) {
+      sums[name] = (sums[name] ?? 0) + n * value;
+    }
+  }
+  const metrics: Record<string, number> = {};
+  for (const [name, sum] of Object.entries(sums)) metrics[name] = examples > 0 ? sum / examples : 0;
+  return { modelVersion: rows[0]!.evalModelVersion ?? 0, clients: rows.length, examples, metrics };
 }
 
 /** Columns a transition may set besides the state. */
@@ -431,19 +450,80 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         where: { roundId, evalExampleCount: { not: null } },
         select: { evalMetrics: true, evalExampleCount: true, evalModelVersion: true },
       });
-      if (rows.length === 0) return null;
-      const sums: Record<string, number> = {};
-      let examples = 0;
-      for (const r of rows) {
-        const n = r.evalExampleCount ?? 0;
-        examples += n;
-        for (const [name, value] of Object.entries((r.evalMetrics ?? {}) as Record<string, number>)) {
-          sums[name] = (sums[name] ?? 0) + n * value;
-        }
-      }
-      const metrics: Record<string, number> = {};
-      for (const [name, sum] of Object.entries(sums)) metrics[name] = examples > 0 ? sum / examples : 0;
-      return { modelVersion: rows[0]!.evalModelVersion ?? 0, clients: rows.length, examples, metrics };
+      return weightedEvaluation(rows);
+    },
+
+    async listRoundHistory(taskId, { offset, limit }): Promise<RoundRecord[]> {
+      // One statement for the whole page: each round as a JSON document with its transitions,
+      // participation counts and raw evaluation reports (aggregated below like getRoundEvaluation).
+      const rows = await prisma.$queryRawUnsafe<Array<{ doc: string }>>(
+        `SELECT json_build_object(
+            'round', to_jsonb(r),
+            'events', (SELECT coalesce(json_agg(json_build_object('from', e."from", 'to', e."to", 'reason', e.reason, 'at', e.at) ORDER BY e.id), '[]'::json)
+                       FROM "RoundEvent" e WHERE e."roundId" = r.id),
+            'counts', (SELECT json_build_object(
+                          'selected', count(*),
+                          'submitted', count(*) FILTER (WHERE p.status = 'SUBMITTED'),
+                          'dropped', count(*) FILTER (WHERE p.status = 'DROPPED'))
+                       FROM "Participation" p WHERE p."roundId" = r.id),
+            'evals', (SELECT coalesce(json_agg(json_build_object('evalMetrics', p."evalMetrics", 'evalExampleCount', p."evalExampleCount", 'evalModelVersion', p."evalModelVersion")), '[]'::json)
+                      FROM "Participation" p WHERE p."roundId" = r.id AND p."evalExampleCount" IS NOT NULL)
+          )::text AS doc
+         FROM "Round" r WHERE r."taskId" = $1::uuid ORDER BY r.number OFFSET $2 LIMIT $3`,
+        taskId,
+        offset,
+        limit,
+      );
+      return rows.map(({ doc }) => {
+        const d = JSON.parse(doc) as {
+          round: Record<string, unknown>;
+          events: Array<{ from: RoundState | null; to: RoundState; reason: string | null; at: string }>;
+          counts: { selected: number; submitted: number; dropped: number };
+          evals: Array<{ evalMetrics: unknown; evalExampleCount: number | null; evalModelVersion: number | null }>;
+        };
+        const r = d.round;
+        const date = (v: unknown): Date => new Date(v as string);
+        const round = toRound({
+          ...(r as unknown as RoundRow),
+          deadlineAt: date(r['deadlineAt']),
+          openedAt: date(r['openedAt']),
+          closedAt: r['closedAt'] === null ? null : date(r['closedAt']),
+        });
+        return {
+          round,
+          events: d.events.map((e) => ({ from: e.from, to: e.to, reason: e.reason, at: new Date(e.at) })),
+          participation: d.counts,
+          evaluation: weightedEvaluation(d.evals),
+        };
+      });
+    },
+
+    async listDevices(taskId): Promise<DeviceRecord[]> {
+      const rows = await prisma.$queryRawUnsafe<Array<{ doc: string }>>(
+        `SELECT json_build_object(
+            'id', c.id, 'name', c.name, 'joinedAt', c."joinedAt",
+            'lastSubmittedAt', (SELECT max(p."submittedAt") FROM "Participation" p WHERE p."clientId" = c.id),
+            'selected', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id),
+            'submitted', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'SUBMITTED'),
+            'dropped', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'DROPPED')
+          )::text AS doc
+         FROM "Client" c WHERE c."taskId" = $1::uuid ORDER BY c."joinedAt", c.id`,
+        taskId,
+      );
+      return rows.map(({ doc }) => {
+        const d = JSON.parse(doc) as { id: string; name: string | null; joinedAt: string; lastSubmittedAt: string | null; selected: number; submitted: number; dropped: number };
+        const joinedAt = new Date(d.joinedAt);
+        const submittedAt = d.lastSubmittedAt === null ? null : new Date(d.lastSubmittedAt);
+        return {
+          id: d.id,
+          name: d.name,
+          joinedAt,
+          lastSeenAt: submittedAt !== null && submittedAt > joinedAt ? submittedAt : joinedAt,
+          roundsSelected: d.selected,
+          roundsSubmitted: d.submitted,
+          roundsDropped: d.dropped,
+        };
+      });
     },
 
     async getModelVersion(taskId, version): Promise<ModelVersion | null> {

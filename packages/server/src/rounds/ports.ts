@@ -34,6 +34,28 @@ export interface NewTask {
   initialModel: { sha256: string; sizeBytes: number; encoding: string };
 }
 
+/** A round as the history views show it. */
+export interface RoundRecord {
+  round: Round;
+  events: RoundEvent[];
+  /** Participants by status (selected = all participants of the round). */
+  participation: { selected: number; submitted: number; dropped: number };
+  /** Metrics devices reported for the model version they received in this round. */
+  evaluation: RoundEvaluation | null;
+}
+
+/** A device (client) of a task as the operator sees it. */
+export interface DeviceRecord {
+  id: string;
+  name: string | null;
+  joinedAt: Date;
+  /** Latest of the device's join and its last accepted update (what the database records). */
+  lastSeenAt: Date;
+  roundsSelected: number;
+  roundsSubmitted: number;
+  roundsDropped: number;
+}
+
 /**
  * What the round engine needs from storage. Every method that changes a
  * round's state does so in one transaction, guarded by the expected current
@@ -89,6 +111,10 @@ export interface FederationStore {
   getRound(taskId: string, number: number): Promise<Round | null>;
   listRounds(taskId: string, options: { offset: number; limit: number }): Promise<Round[]>;
   listRoundEvents(roundId: string): Promise<RoundEvent[]>;
+  /** Rounds of a task in number order, each with its transitions, participation counts and evaluation, in one query. */
+  listRoundHistory(taskId: string, options: { offset: number; limit: number }): Promise<RoundRecord[]>;
+  /** The devices (clients) that joined a task, with their participation counts. */
+  listDevices(taskId: string): Promise<DeviceRecord[]>;
   listSubmissions(roundId: string): Promise<Submission[]>;
   /** Client ids of all participants (any status) of a round. */
   listParticipants(roundId: string): Promise<string[]>;

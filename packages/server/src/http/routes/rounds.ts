@@ -1,0 +1,37 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { TaskOverviewService } from '../../services/task-overview.js';
+import { presentDevice, presentRound } from '../present.js';
+import { deviceListSchema, roundSchema } from '../schemas.js';
+import { errorResponses, idParams, pageQuery, secured } from './common.js';
+
+export interface RoundRoutesOptions {
+  tasks: TaskOverviewService;
+}
+
+/** Round history (one query per page) and the devices of a task. */
+export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, { tasks }) => {
+  app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+    '/v1/tasks/:id/rounds',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        ...secured,
+        tags: ['rounds'],
+        summary: 'Round history with state transitions, participation, aggregation summaries and reported evaluation metrics',
+        params: idParams,
+        querystring: pageQuery(1000),
+        response: { 200: { type: 'object', properties: { rounds: { type: 'array', items: roundSchema } } }, ...errorResponses },
+      },
+    },
+    async (request) => ({ rounds: (await tasks.rounds(request.params.id, request.query)).map(presentRound) }),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id/devices',
+    {
+      config: { auth: 'admin' },
+      schema: { ...secured, tags: ['rounds'], summary: 'Devices that joined the task: name, last seen, rounds taken part in, credential state', params: idParams, response: { 200: deviceListSchema, ...errorResponses } },
+    },
+    async (request) => ({ devices: (await tasks.devices(request.params.id)).map(presentDevice) }),
+  );
+};

@@ -1,0 +1,84 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { bytesToFloat32 } from '@veil/protocol/codec';
+import { VeilError } from '../../errors.js';
+import type { EncryptionInput, RoundEngine } from '../../rounds/engine.js';
+import type { TaskInput } from '../../rounds/task-settings.js';
+import type { TaskOverviewService } from '../../services/task-overview.js';
+import { presentTask } from '../present.js';
+import { errorSchema, taskCreateExample, taskCreateSchema, taskListSchema, taskSchema } from '../schemas.js';
+import { errorResponses, idParams, secured } from './common.js';
+
+export interface TaskRoutesOptions {
+  engine: RoundEngine;
+  tasks: TaskOverviewService;
+  /** Largest task-creation body, bytes (initial weights travel in it). */
+  createBodyLimitBytes: number;
+}
+
+type CreateBody = TaskInput & {
+  model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string };
+  start?: boolean;
+  encryption?: EncryptionInput;
+};
+
+/** Task lifecycle: create, list (admin or audit token), get, start, pause. */
+export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { engine, tasks, createBodyLimitBytes }) => {
+  app.post<{ Body: CreateBody }>(
+    '/v1/tasks',
+    {
+      config: { auth: 'admin' },
+      bodyLimit: createBodyLimitBytes,
+      schema: {
+        ...secured,
+        tags: ['tasks'],
+        summary: 'Create a task',
+        body: { ...taskCreateSchema, examples: [taskCreateExample] },
+        response: { 201: taskSchema, ...errorResponses, 413: errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const { model, start, ...input } = request.body;
+      const bytes = Buffer.from(model.weightsBase64, 'base64');
+      if (bytes.byteLength % 4 !== 0) throw new VeilError('invalid_argument', 'model.weightsBase64 must decode to float32 values');
+      let task = await engine.createTask(input, { topology: model.topology, weightSpecs: model.weightSpecs, weights: bytesToFloat32(bytes) });
+      if (start === true) task = await engine.startTask(task.id);
+      return reply.status(201).send(presentTask(await tasks.view(task)));
+    },
+  );
+
+  app.get(
+    '/v1/tasks',
+    {
+      config: { auth: 'audit' },
+      schema: { ...secured, tags: ['tasks'], summary: 'List tasks (admin or audit token; read-only)', response: { 200: taskListSchema, ...errorResponses } },
+    },
+    async () => ({ tasks: (await tasks.list()).map(presentTask) }),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id',
+    { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errorResponses } } },
+    async (request) => presentTask(await tasks.get(request.params.id)),
+  );
+
+  for (const action of ['start', 'pause'] as const) {
+    app.post<{ Params: { id: string } }>(
+      `/v1/tasks/:id/${action}`,
+      {
+        config: { auth: 'admin' },
+        schema: {
+          ...secured,
+          tags: ['tasks'],
+          summary: action === 'start' ? 'Start or resume a task' : 'Pause a task (the open round finishes; no new round opens)',
+          params: idParams,
+          response: { 200: taskSchema, ...errorResponses },
+        },
+      },
+      async (request) => {
+        await tasks.getTask(request.params.id);
+        const task = action === 'start' ? await engine.startTask(request.params.id) : await engine.pauseTask(request.params.id);
+        return presentTask(await tasks.view(task));
+      },
+    );
+  }
+};
