@@ -205,7 +205,18 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     expect(fraction.status).toBe(400);
     expect(fraction.body.message).toMatch(/clientsPerRound/);
 
-    await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } });
+    // Encrypted updates are bounded by the devices' quantisation, not by a server-side bound.
+    const bounded = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), {
+        updateBound: { norm: 'l2', maxNorm: 1, onExceed: 'clip' },
+        encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) },
+      }),
+    });
+    expect(bounded.status).toBe(400);
+    expect(bounded.body.message).toMatch(/updateBound applies to plaintext tasks/);
+
+    const created = await createTinyTask(t.rest, { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } });
+    expect(created.task.settings.updateBound).toBeNull();
     const reused = await t.rest.request('POST', '/v1/tasks', {
       body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { encryption: { mode: 'bfv', coordinatorKey: publicKeyJson(other) } }),
     });

@@ -10,7 +10,8 @@ import {
 } from '@veil/crypto';
 import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
-import type { ModelEncoding } from '../rounds/model.js';
+import type { ModelEncoding, UpdateBound } from '../rounds/model.js';
+import { boundedValues, checkUpdateBound } from './update-bound.js';
 import type { Aggregator, AggregatorInput, FitFailure, Strategy, StrategyState } from './strategy.js';
 
 /** A model blob with its encoding. */
@@ -75,29 +76,36 @@ function float32Values(bytes: Uint8Array): { values: Float32Array; retainable: b
 }
 
 /**
- * Validates a plaintext (float32) update for a model of `parameterCount` values. Its decoded values
+ * Validates a plaintext (float32) update for a model of `parameterCount` values: size, finite
+ * values, and the task's bound when it refuses (`onExceed: 'reject'`). Its decoded values
  * are kept when they are a view of the payload (so folding does not decode again); otherwise
  * folding reads the payload again, through the scratch array.
  */
-export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number): CheckedUpdate {
+export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number, bound: UpdateBound | null = null): CheckedUpdate {
   if (payload.byteLength !== parameterCount * 4) {
     throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
   }
   const { values, retainable } = float32Values(payload);
   assertFinite(values, 'update');
+  if (bound !== null) checkUpdateBound(values, bound);
   return retainable ? { payload, values } : { payload };
 }
 
-/** Plaintext updates (float32 deltas) aggregated by a strategy. */
-export function createPlaintextAggregator(strategy: Strategy, input: AggregatorInput): RoundAggregator {
+/**
+ * Plaintext updates (float32 deltas) aggregated by a strategy, each bounded by `bound` when folded
+ * (clipped, or refused again when rebuilt from the store).
+ */
+export function createPlaintextAggregator(strategy: Strategy, input: AggregatorInput, bound: UpdateBound | null = null): RoundAggregator {
   const { round, parameterCount } = input;
   const inner: Aggregator = strategy.createAggregator(input);
   return {
     add(clientId, exampleCount, update) {
       // Raw bytes (a round rebuilt from the store) are checked here; a checked update was already.
-      const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount) : update;
+      const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount, bound) : update;
       // Unaligned bytes keep no values (checkPlaintextUpdate): read them again through the scratch array.
-      const values = checked.values ?? float32Values(checked.payload).values;
+      const raw = checked.values ?? float32Values(checked.payload).values;
+      // A `reject` bound was checked by checkPlaintextUpdate (here for raw bytes); a `clip` bound clips now.
+      const values = bound === null ? raw : boundedValues(raw, bound);
       // Aggregators fold `values` before returning and keep none of it (Aggregator.add's contract).
       inner.add({ clientId, exampleCount, update: values });
     },

@@ -3,6 +3,7 @@ import { VeilError } from '../errors.js';
 import { poissonSample } from './fedavg.js';
 import { createEncryptedAggregator, createPlaintextAggregator, type RoundAggregator } from './round-aggregator.js';
 import type { AggregatorInput, ConfigureFitInput, FitPlan, Strategy } from './strategy.js';
+import type { UpdateBound } from '../rounds/model.js';
 
 /**
  * What the round loop runs: a strategy's round configuration, and an
@@ -54,12 +55,15 @@ export function withPoissonSampling(strategy: Strategy): Strategy {
   };
 }
 
-/** A plaintext task's rounds: float32 updates folded by the strategy's own aggregator. */
-export function plaintextRounds(strategy: Strategy): RoundStrategy {
+/**
+ * A plaintext task's rounds: float32 updates folded by the strategy's own aggregator, each within
+ * the task's `bound` (clipped when folded, or refused; see aggregation/update-bound.ts).
+ */
+export function plaintextRounds(strategy: Strategy, bound: UpdateBound | null = null): RoundStrategy {
   return {
     name: strategy.name,
     configureFit: (input) => strategy.configureFit(input),
-    createRoundAggregator: (input) => createPlaintextAggregator(strategy, input),
+    createRoundAggregator: (input) => createPlaintextAggregator(strategy, input, bound),
   };
 }
 

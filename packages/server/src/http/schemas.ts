@@ -31,6 +31,18 @@ export const taskCreateSchema = {
     roundDeadlineMs: { type: 'integer', minimum: 100, description: 'Time selected clients have to submit. Default 60000.' },
     maxExampleCount: { type: 'integer', minimum: 1, description: 'Largest example count accepted as an update weight. Default 1000000.' },
     training: trainingSchema,
+    updateBound: {
+      type: 'object',
+      description:
+        'Server-side bound on plaintext updates (norm bounding, Sun et al. 2019): an update whose norm ("l2", or "linf" = its largest absolute value) exceeds maxNorm is refused with INVALID_ARGUMENT and not recorded (onExceed "reject") or clipped to the bound when aggregated (onExceed "clip": linf clamps each value, l2 scales the update). Default {"norm":"linf","maxNorm":1000,"onExceed":"reject"}. Not for encrypted tasks (their devices clip to the key\'s clipMaxAbs). A round whose aggregate is still not finite fails with a reason and keeps the model.',
+      required: ['norm', 'maxNorm', 'onExceed'],
+      additionalProperties: false,
+      properties: {
+        norm: { type: 'string', enum: ['l2', 'linf'] },
+        maxNorm: { type: 'number', exclusiveMinimum: 0, maximum: 1e30 },
+        onExceed: { type: 'string', enum: ['clip', 'reject'] },
+      },
+    },
     start: { type: 'boolean', description: 'Start the task right away. Default false.' },
     privacy: {
       type: 'object',

@@ -18,6 +18,7 @@ import type {
 import type { DeviceRecord, FederationStore, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
+import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
 
 type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
@@ -26,12 +27,15 @@ type RoundRow = Prisma.RoundGetPayload<object>;
 const json = (value: unknown): Prisma.InputJsonValue => value as Prisma.InputJsonValue;
 
 /**
- * Task settings as stored; tasks created before distributed DP have no `privacy.ddg` (local mode,
- * null), tasks created before strategies were selectable have no `strategy` (FedAvg).
+ * Task settings as stored. Tasks created before distributed DP have no `privacy.ddg` (local mode,
+ * null), tasks created before strategies were selectable have no `strategy` (FedAvg), tasks created
+ * before update bounds have no `updateBound`: plaintext ones get the default bound (so a stored
+ * update beyond it can no longer enter a model), encrypted ones none.
  */
 function taskSettings(spec: unknown): TaskSettings {
-  const stored = spec as Omit<TaskSettings, 'strategy'> & { strategy?: TaskSettings['strategy'] };
-  const settings: TaskSettings = { ...stored, strategy: stored.strategy ?? DEFAULT_STRATEGY };
+  const stored = spec as Omit<TaskSettings, 'strategy' | 'updateBound'> & { strategy?: TaskSettings['strategy']; updateBound?: TaskSettings['updateBound'] };
+  const updateBound = stored.updateBound !== undefined ? stored.updateBound : stored.updateEncoding === 'float32-le' ? { ...DEFAULT_UPDATE_BOUND } : null;
+  const settings: TaskSettings = { ...stored, strategy: stored.strategy ?? DEFAULT_STRATEGY, updateBound };
   if (settings.privacy === null || settings.privacy.ddg !== undefined) return settings;
   return { ...settings, privacy: { ...settings.privacy, ddg: null } };
 }

@@ -202,7 +202,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     for (const task of await this.store.listTasks()) {
       const rt = this.runtimeFor(task);
       // A paused task's open round goes on as it would have without the restart (it finishes; no new one opens).
-      if (task.status === 'RUNNING' || task.status === 'PAUSED') await rt.mutex.run(() => this.resume(rt));
+      if (task.status !== 'RUNNING' && task.status !== 'PAUSED') continue;
+      // One bad round or task never stops the others from being served: it is failed instead.
+      await rt.mutex.run(() => this.resume(rt).catch((error: unknown) => this.recoverTask(rt, error)));
     }
   }
 
@@ -244,7 +246,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     assertFinite(model.weights, 'model weights');
     const { encryption, plainModulus } = await this.resolveEncryption(input.encryption, settings);
-    if (encryption !== null) settings.updateEncoding = 'bfv-v1';
+    if (encryption !== null) {
+      if (input.updateBound !== undefined) {
+        throw new VeilError('invalid_argument', 'updateBound applies to plaintext tasks; encrypted updates are clipped by the key\'s quantisation (clipMaxAbs)');
+      }
+      settings.updateEncoding = 'bfv-v1';
+      settings.updateBound = null;
+    }
     // DP tasks select by Poisson sampling, capped at maxCount: the most updates one sum can hold.
     if (settings.privacy !== null && settings.selection.kind === 'poisson') {
       completeDistributedSettings(settings.privacy, { parameterCount, plainModulus, maxClients: settings.selection.maxCount });
@@ -354,7 +362,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (rt.strategy !== null) return rt.strategy;
     const strategy = withPoissonSampling(this.strategies.create(rt.task.settings.strategy));
     const he = await this.heContext(rt);
-    rt.strategy = he === null ? plaintextRounds(strategy) : encryptedRounds(strategy, he, updateValueCount(rt.task));
+    rt.strategy = he === null ? plaintextRounds(strategy, rt.task.settings.updateBound) : encryptedRounds(strategy, he, updateValueCount(rt.task));
     return rt.strategy;
   }
 
@@ -513,7 +521,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       const he = await this.heContext(rt);
       const update: CheckedUpdate =
         he === null
-          ? checkPlaintextUpdate(payload, rt.task.parameterCount)
+          ? checkPlaintextUpdate(payload, rt.task.parameterCount, rt.task.settings.updateBound)
           : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
       try {
         // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
@@ -659,14 +667,13 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         targetCount: open.targetCount,
       });
     }
+    // Recorded means accepted: the submitters hear so whatever happens to the round next.
+    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
     try {
       if (accepted.length > 0 && open.receivedCount >= open.targetCount) await this.aggregate(rt, 'all selected clients submitted');
     } catch (error) {
-      // Recorded updates stay recorded (and are rebuilt from the store); the submitters learn of the failure.
-      for (const { item } of accepted) reject(item, error, true);
-      return;
+      await this.recoverTask(rt, error);
     }
-    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
   }
 
   /** `at`: when the update arrived (an upload that arrived before the deadline is on time, however long it waited for the lock). */
@@ -952,7 +959,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       // Uploads that arrived before the deadline and are still being stored get queued ahead of the
       // deadline's section (the mutex is FIFO); later ones are refused on their arrival time.
       void Promise.allSettled([...rt.inflight])
-        .then(() => rt.mutex.run(() => this.onDeadline(rt, round.id)))
+        .then(() => rt.mutex.run(() => this.onDeadline(rt, round.id).catch((error: unknown) => this.recoverTask(rt, error))))
         .catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'deadline handling failed'));
     }, delay);
     rt.deadlineTimer.unref?.();
@@ -994,7 +1001,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
-    const result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, null);
+    let result: ReturnType<RoundAggregator['finish']>;
+    try {
+      result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, null);
+    } catch (error) {
+      // No model comes out of this round (e.g. a non-finite aggregate): it fails, the model is kept.
+      await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(error)}`, error);
+      return;
+    }
     if (result !== null && result.state !== null) {
       // Persisting strategy state with the model version is the next step; refuse rather than lose it.
       throw new VeilError('internal', 'strategy state across rounds is not stored by this coordinator yet');
@@ -1022,6 +1036,51 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.settleRound(rt);
     this.emit('round-closed', { taskId: rt.task.id, round: closed });
     await this.openNextRound(rt, closed);
+  }
+
+  /** Fails `round` (any open state) with `reason` and opens the next one. */
+  private async failOpenRound(rt: TaskRuntime, round: Round, reason: string, cause?: unknown): Promise<void> {
+    this.settleRound(rt);
+    const failed = await this.store.failRound(round.id, reason);
+    this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason, err: cause }, 'round failed');
+    if (failed !== null) this.emit('round-failed', { taskId: rt.task.id, round: failed });
+    await this.openNextRound(rt, failed ?? round);
+  }
+
+  /**
+   * (mutex held) After an unexpected error in a task's state machine (at start, aggregation, a
+   * deadline): fails the task's open round with the reason and resumes (the next round opens); if
+   * that fails too, the task is FAILED with the reason. Never throws: the other tasks go on.
+   */
+  private async recoverTask(rt: TaskRuntime, error: unknown): Promise<void> {
+    const taskId = rt.task.id;
+    this.log.error({ err: error, taskId }, 'task state machine failed; failing its open round');
+    let again: unknown;
+    try {
+      this.settleRound(rt);
+      const latest = await this.store.getLatestRound(taskId);
+      if (latest !== null && latest.state !== 'CLOSED' && latest.state !== 'FAILED') {
+        const failed = await this.store.failRound(latest.id, `could not resume round ${latest.number}: ${safeReason(error)}`);
+        if (failed !== null) this.emit('round-failed', { taskId, round: failed });
+      }
+      await this.resume(rt);
+      return;
+    } catch (err) {
+      again = err;
+    }
+    this.log.error({ err: again, taskId }, 'task could not resume; failing the task');
+    try {
+      this.settleRound(rt);
+      const reason = `could not resume: ${safeReason(again)}`;
+      const task = await this.store.setTaskStatus(taskId, 'FAILED', ['RUNNING', 'PAUSED'], reason);
+      if (task !== null) {
+        rt.task = task;
+        this.emit('task-ended', { taskId, status: 'FAILED', reason });
+      }
+    } catch (err) {
+      this.log.error({ err, taskId }, 'could not record the task as failed');
+    }
+    this.wake(rt);
   }
 
   private settleRound(rt: TaskRuntime): void {
@@ -1113,6 +1172,11 @@ export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' 
   const slots = 2048;
   const ciphertexts = Math.ceil(updateValueCount(task) / slots);
   return ciphertexts * (slots * 8 + 1024) + 4096;
+}
+
+/** An error as a round or task reason: a coordinator error's text, never an internal one (it may hold paths). */
+function safeReason(error: unknown): string {
+  return error instanceof VeilError && error.code !== 'internal' ? error.message : 'internal error (see the coordinator log)';
 }
 
 function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {

@@ -40,6 +40,17 @@ export interface TrainingSettings {
   learningRate: number;
 }
 
+/**
+ * What a plaintext update may contain: its norm (`l2`, or `linf` = the largest |value|) at most
+ * `maxNorm`; a longer update is refused (`reject`, INVALID_ARGUMENT, nothing recorded) or
+ * clipped to the bound when folded (`clip`). See aggregation/update-bound.ts.
+ */
+export interface UpdateBound {
+  norm: 'l2' | 'linf';
+  maxNorm: number;
+  onExceed: 'clip' | 'reject';
+}
+
 /** How many clients a round selects. */
 export type ClientSelection =
   | { kind: 'count'; count: number }
@@ -63,6 +74,11 @@ export interface TaskSettings {
   maxExampleCount: number;
   training: TrainingSettings;
   updateEncoding: UpdateEncoding;
+  /**
+   * Bound on plaintext updates (default L∞ 1000, reject); null for encrypted tasks, whose updates
+   * are clipped by the devices' quantisation (`encryption.clipMaxAbs`) and sum in a bounded range.
+   */
+  updateBound: UpdateBound | null;
   /** Differential privacy and its budget; null for tasks without DP. */
   privacy: PrivacySettings | null;
   /** The aggregation strategy and its resolved parameters (`fedavg` for tasks created before strategies were selectable). */

@@ -27,6 +27,7 @@ describe('task settings', () => {
       maxExampleCount: 1_000_000,
       training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
       updateEncoding: 'float32-le',
+      updateBound: { norm: 'linf', maxNorm: 1000, onExceed: 'reject' },
       privacy: null,
       strategy: { name: 'fedavg', params: {} },
     });

@@ -1,5 +1,6 @@
 import { VeilError } from '../errors.js';
-import type { TaskSettings, TrainingSettings, WeightSpecJson } from './model.js';
+import type { TaskSettings, TrainingSettings, UpdateBound, WeightSpecJson } from './model.js';
+import { resolveUpdateBound } from '../aggregation/update-bound.js';
 import { resolvePrivacySettings, type PrivacyInput } from '../privacy/settings.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 
@@ -31,6 +32,8 @@ export interface TaskInput {
    * validated by the strategy itself against the task when it is created. Default `{ name: 'fedavg' }`.
    */
   strategy?: unknown;
+  /** Bound on plaintext updates (norm, maxNorm, clip or reject). Default L∞ 1000, reject. Not for encrypted tasks. */
+  updateBound?: UpdateBound;
 }
 
 export const TASK_LIMITS = {
@@ -82,7 +85,8 @@ export function resolveTaskSettings(input: TaskInput): TaskSettings {
   if (minAvailableClients < minClients) invalid('minAvailableClients cannot be below minClients');
   const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
   const { roundDeadlineMs, training } = resolveCommon(input);
-  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', privacy: null, strategy: DEFAULT_STRATEGY };
+  const updateBound = resolveUpdateBound(input.updateBound);
+  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', updateBound, privacy: null, strategy: DEFAULT_STRATEGY };
 }
 
 function resolveCommon(input: TaskInput) {
@@ -121,6 +125,7 @@ function resolvePrivateTaskSettings(input: TaskInput, rounds: number): TaskSetti
     maxExampleCount: 1,
     training,
     updateEncoding: 'float32-le',
+    updateBound: resolveUpdateBound(input.updateBound),
     privacy,
     strategy: DEFAULT_STRATEGY,
   };

@@ -1,0 +1,86 @@
+import { VeilError } from '../errors.js';
+import type { UpdateBound } from '../rounds/model.js';
+
+/**
+ * Server-side norm bound on plaintext updates: norm bounding as the defence
+ * against model replacement and scaling attacks in federated learning (Sun,
+ * Kairouz, Suresh & McMahan 2019, "Can You Really Backdoor Federated
+ * Learning?", §3: clip Δ to ‖Δ‖₂ ≤ M); with L∞ the same bound per value.
+ * It also keeps the arithmetic finite: with every |Δᵢ| ≤ maxNorm, a weighted
+ * mean moves each weight by at most maxNorm per round.
+ */
+
+/** The bound of tasks that do not state one (and of tasks created before bounds existed). */
+export const DEFAULT_UPDATE_BOUND: UpdateBound = Object.freeze({ norm: 'linf', maxNorm: 1000, onExceed: 'reject' }) as UpdateBound;
+
+/**
+ * Largest `maxNorm` accepted. It is below half a float32 step at the top of the range (2^103 ≈
+ * 1.01e31, IEEE 754 binary32): a FedAvg step of at most 1e30 from a finite model rounds to a finite
+ * float32 (at worst the largest one), so no sequence of bounded rounds can overflow the model.
+ */
+export const MAX_UPDATE_NORM = 1e30;
+
+/** Validates a requested bound (REST or CLI input); undefined → {@link DEFAULT_UPDATE_BOUND}. */
+export function resolveUpdateBound(input: unknown): UpdateBound {
+  if (input === undefined) return { ...DEFAULT_UPDATE_BOUND };
+  const b = input as Partial<UpdateBound> | null;
+  if (typeof b !== 'object' || b === null) throw new VeilError('invalid_argument', 'updateBound must be an object');
+  if (b.norm !== 'l2' && b.norm !== 'linf') throw new VeilError('invalid_argument', 'updateBound.norm must be "l2" or "linf"');
+  if (typeof b.maxNorm !== 'number' || !(b.maxNorm > 0 && b.maxNorm <= MAX_UPDATE_NORM)) {
+    throw new VeilError('invalid_argument', `updateBound.maxNorm must be a number in (0, ${MAX_UPDATE_NORM}]`);
+  }
+  if (b.onExceed !== 'clip' && b.onExceed !== 'reject') throw new VeilError('invalid_argument', 'updateBound.onExceed must be "clip" or "reject"');
+  return { norm: b.norm, maxNorm: b.maxNorm, onExceed: b.onExceed };
+}
+
+/** ‖values‖ in the bound's norm, computed in float64 (a float32 squared cannot overflow it). */
+export function updateNorm(values: Float32Array, norm: UpdateBound['norm']): number {
+  const n = values.length;
+  if (norm === 'linf') {
+    let max = 0;
+    for (let i = 0; i < n; i++) {
+      const a = Math.abs(values[i]!);
+      if (a > max) max = a;
+    }
+    return max;
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += values[i]! * values[i]!;
+  return Math.sqrt(sum);
+}
+
+const NORM_NAME = { l2: 'L2', linf: 'L∞' } as const;
+
+/** Refuses an update over a `reject` bound (INVALID_ARGUMENT); `clip` bounds accept every finite update. */
+export function checkUpdateBound(values: Float32Array, bound: UpdateBound): void {
+  if (bound.onExceed !== 'reject') return;
+  const norm = updateNorm(values, bound.norm);
+  if (norm > bound.maxNorm) {
+    throw new VeilError('invalid_argument', `update ${NORM_NAME[bound.norm]} norm ${norm} exceeds the task's bound ${bound.maxNorm}`);
+  }
+}
+
+/** Clipped values are written here, reused by the next call (folded and dropped before it). */
+let clipScratch = new Float32Array(0);
+
+/**
+ * The values to fold under a `clip` bound: `values` itself when within it, else a clipped copy
+ * (L∞: each value clamped to ±maxNorm; L2: scaled by maxNorm/‖Δ‖₂), valid until the next call.
+ * Under a `reject` bound, `values` as given (checked by {@link checkUpdateBound} before).
+ */
+export function boundedValues(values: Float32Array, bound: UpdateBound): Float32Array {
+  if (bound.onExceed === 'reject') return values;
+  const norm = updateNorm(values, bound.norm);
+  if (norm <= bound.maxNorm) return values;
+  const n = values.length;
+  if (clipScratch.length < n) clipScratch = new Float32Array(n);
+  const out = clipScratch.subarray(0, n);
+  const m = bound.maxNorm;
+  if (bound.norm === 'linf') {
+    for (let i = 0; i < n; i++) out[i] = Math.min(m, Math.max(-m, values[i]!));
+  } else {
+    const scale = m / norm;
+    for (let i = 0; i < n; i++) out[i] = values[i]! * scale;
+  }
+  return out;
+}
