@@ -2,9 +2,12 @@
  * `veil custodian ...`: the subcommands, kept here so the `veil` binary only dispatches.
  */
 import { parseArgs } from 'node:util';
-import { formatFingerprint } from '@veil/crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
+import { AUTHORITY_PUBLIC_FILE, certifyDevice, createSignedDescriptor, initAuthorityDir, readAuthorityKey, signValidated } from './authority.js';
+import { fromBase64 } from './bytes.js';
 import { createCustodianLogger, initRequestKey, runCustodian } from './main.js';
 
 export const CUSTODIAN_USAGE = `  custodian init --out DIR
@@ -17,6 +20,19 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
   custodian request-key --out DIR
                          the coordinator's request-signing key pair (secret for the coordinator, public for
                          every custodian's --coordinator-key)
+`;
+
+export const AUTHORITY_USAGE = `  authority init --out DIR
+                         the enrolment authority's Ed25519 key (keep DIR away from the coordinator);
+                         DIR/${AUTHORITY_PUBLIC_FILE} is what custodians (--authority-key) and apps pin
+  authority descriptor --key DIR --task-id ID --custodian HOST:PORT=PUBLIC.json [--custodian ...]
+                  --threshold T --min-devices N --max-rounds R [--max-devices M] [--corrupt-tolerated C]
+                  [--weight-cap W] [--clip X] [--step S] [--out FILE]
+                         build, validate and sign a committee task descriptor (custodians in index order)
+  authority sign-descriptor --key DIR --descriptor FILE [--out FILE]
+                         validate and sign a descriptor written by hand
+  authority certify-device --key DIR --task-id ID --device-id ID --device-key BASE64 [--valid-hours H]
+                         certify a device's Ed25519 key for one task (prints the certificate JSON)
 `;
 
 /** Thrown for bad command-line usage; the caller prints it with the usage text. */
@@ -121,3 +137,138 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
   }
 }
 
+
+function need<T>(value: T | undefined, flag: string): T {
+  if (value === undefined) throw new CustodianUsageError(`--${flag} is required`);
+  return value;
+}
+
+function positiveNumber(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new CustodianUsageError(`--${name} must be a positive number`);
+  return n;
+}
+
+async function writeSigned(path: string | undefined, value: object, out: NodeJS.WritableStream): Promise<void> {
+  const text = `${JSON.stringify(value, null, 2)}\n`;
+  if (path === undefined) out.write(text);
+  else await writeFile(path, text);
+}
+
+/** Runs `veil authority <sub> ...` (the enrolment authority's tools). Resolves with the exit code. */
+export async function runAuthorityCommand(args: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  try {
+    return await runAuthority(args, out);
+  } catch (error) {
+    if (error instanceof CustodianError && error.code !== 'internal') {
+      process.stderr.write(`veil authority: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+async function runAuthority(args: readonly string[], out: NodeJS.WritableStream): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'init': {
+      const { values } = parseArgs({ args: [...rest], strict: true, options: { out: { type: 'string' } } });
+      const dir = need(values.out, 'out');
+      const { publicKey } = await initAuthorityDir(dir);
+      out.write(`enrolment authority key ${publicKey}\n  secret (keep away from the coordinator): ${dir}/authority-key.json\n  public (custodians' --authority-key, apps): ${dir}/${AUTHORITY_PUBLIC_FILE}\n`);
+      return 0;
+    }
+    case 'descriptor': {
+      const { values } = parseArgs({
+        args: [...rest],
+        strict: true,
+        options: {
+          key: { type: 'string' },
+          'task-id': { type: 'string' },
+          custodian: { type: 'string', multiple: true },
+          threshold: { type: 'string' },
+          'min-devices': { type: 'string' },
+          'max-rounds': { type: 'string' },
+          'max-devices': { type: 'string' },
+          'corrupt-tolerated': { type: 'string' },
+          'weight-cap': { type: 'string' },
+          clip: { type: 'string' },
+          step: { type: 'string' },
+          out: { type: 'string' },
+        },
+      });
+      const authority = await readAuthorityKey(need(values.key, 'key'));
+      const committee = await Promise.all(
+        need(values.custodian, 'custodian').map(async (spec) => {
+          const at = spec.indexOf('=');
+          if (at <= 0) throw new CustodianUsageError(`--custodian takes HOST:PORT=PUBLIC.json, got ${JSON.stringify(spec)}`);
+          const info = JSON.parse(await readFile(spec.slice(at + 1), 'utf8')) as { sealingKey?: unknown; signingKey?: unknown };
+          if (typeof info.sealingKey !== 'string' || typeof info.signingKey !== 'string') {
+            throw new CustodianUsageError(`${spec.slice(at + 1)} is not a custodian-public.json`);
+          }
+          return { address: spec.slice(0, at), custodian: { sealingKey: info.sealingKey, signingKey: info.signingKey } };
+        }),
+      );
+      const corrupt = values['corrupt-tolerated'] === undefined ? undefined : Number(values['corrupt-tolerated']);
+      if (corrupt !== undefined && !(Number.isInteger(corrupt) && corrupt >= 0)) throw new CustodianUsageError('--corrupt-tolerated must be an integer >= 0');
+      const weightCap = posInt(values['weight-cap'], 'weight-cap');
+      const clipMaxAbs = positiveNumber(values.clip, 'clip');
+      const step = positiveNumber(values.step, 'step');
+      const maxDevices = posInt(values['max-devices'], 'max-devices');
+      const { signed, check } = createSignedDescriptor(authority, {
+        taskId: need(values['task-id'], 'task-id'),
+        committee,
+        threshold: need(posInt(values.threshold, 'threshold'), 'threshold'),
+        ...(corrupt !== undefined && { corruptTolerated: corrupt }),
+        minDevices: need(posInt(values['min-devices'], 'min-devices'), 'min-devices'),
+        ...(maxDevices !== undefined && { maxDevices }),
+        maxRounds: need(posInt(values['max-rounds'], 'max-rounds'), 'max-rounds'),
+        encoding: { ...(weightCap !== undefined && { weightCap }), ...(clipMaxAbs !== undefined && { clipMaxAbs }), ...(step !== undefined && { step }) },
+      });
+      await writeSigned(values.out, signed, out);
+      process.stderr.write(
+        `descriptor ${check.descriptorHash}: ${signed.descriptor.threshold}-of-${check.committeeSize}, tolerates ${signed.descriptor.corruptTolerated} corrupt (max 2t-n-1 = ${check.maxCorruptTolerated}), ${check.livenessSlack} may be offline\n`,
+      );
+      return 0;
+    }
+    case 'sign-descriptor': {
+      const { values } = parseArgs({ args: [...rest], strict: true, options: { key: { type: 'string' }, descriptor: { type: 'string' }, out: { type: 'string' } } });
+      const authority = await readAuthorityKey(need(values.key, 'key'));
+      const parsed = JSON.parse(await readFile(need(values.descriptor, 'descriptor'), 'utf8')) as { descriptor?: TaskDescriptor } & TaskDescriptor;
+      const descriptor = parsed.descriptor ?? parsed;
+      const { signed } = signValidated(authority, descriptor);
+      await writeSigned(values.out, signed, out);
+      process.stderr.write(`descriptor ${descriptorHashHex(descriptor)} signed\n`);
+      return 0;
+    }
+    case 'certify-device': {
+      const { values } = parseArgs({
+        args: [...rest],
+        strict: true,
+        options: { key: { type: 'string' }, 'task-id': { type: 'string' }, 'device-id': { type: 'string' }, 'device-key': { type: 'string' }, 'valid-hours': { type: 'string' } },
+      });
+      const authority = await readAuthorityKey(need(values.key, 'key'));
+      let devicePublicKey: Uint8Array;
+      try {
+        devicePublicKey = fromBase64(need(values['device-key'], 'device-key'), '--device-key', 32);
+      } catch (error) {
+        if (error instanceof CustodianUsageError) throw error;
+        throw new CustodianUsageError('--device-key must be a 32-byte Ed25519 public key in base64');
+      }
+      const hours = positiveNumber(values['valid-hours'], 'valid-hours');
+      const certificate = certifyDevice(authority, {
+        taskId: need(values['task-id'], 'task-id'),
+        deviceId: need(values['device-id'], 'device-id'),
+        devicePublicKey,
+        ...(hours !== undefined && { validForMs: Math.round(hours * 3_600_000) }),
+      });
+      out.write(`${JSON.stringify(certificate)}\n`);
+      return 0;
+    }
+    default:
+      throw new CustodianUsageError(
+        sub === undefined ? 'authority needs a subcommand: init, descriptor, sign-descriptor or certify-device' : `unknown authority subcommand ${JSON.stringify(sub)}`,
+      );
+  }
+}

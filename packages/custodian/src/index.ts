@@ -38,7 +38,17 @@ export type {
 export { signedAnswerOf } from './protocol.js';
 export type { TaskDescriptorView, CommitteeMemberView } from './protocol.js';
 
-export { CUSTODIAN_USAGE, CustodianUsageError, runCustodianCommand } from './cli.js';
+export { AUTHORITY_USAGE, CUSTODIAN_USAGE, CustodianUsageError, runAuthorityCommand, runCustodianCommand } from './cli.js';
+export {
+  AUTHORITY_KEY_FILE,
+  AUTHORITY_PUBLIC_FILE,
+  certifyDevice,
+  createSignedDescriptor,
+  initAuthorityDir,
+  readAuthorityKey,
+  signValidated,
+} from './authority.js';
+export type { AuthorityKey, CertifyDeviceOptions, CommitteeMemberInput, CreateDescriptorOptions } from './authority.js';
 export {
   CUSTODIAN_STATE_FILE,
   REQUEST_KEY_FILE,

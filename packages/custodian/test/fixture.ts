@@ -22,6 +22,7 @@ import {
   type RawKeyPair,
   type TaskDescriptor,
   type UploadManifest,
+  type DeviceCertificate,
 } from '@veil/crypto';
 import { fromBase64, toBase64, toHex, sha256 } from '../src/bytes.js';
 import { initCustodianDir, type CustodianPublicInfo } from '../src/keys.js';
@@ -212,10 +213,12 @@ export interface DeviceOptions {
   /** Reuse this device key (a retry, or a duplicate). */
   readonly key?: RawKeyPair;
   readonly notAfterMs?: number;
+  /** A certificate issued elsewhere (e.g. by `veil authority certify-device`) for `key`. */
+  readonly certificate?: DeviceCertificate;
 }
 
 /** A device: a fresh ternary secret, its Shamir shares sealed to every custodian, a signed manifest. */
-export function makeDevice(f: CommitteeFixture, options: DeviceOptions): DeviceUpload {
+export function makeDevice(f: Pick<CommitteeFixture, 'descriptor' | 'descriptorHash'> & { readonly authority?: RawKeyPair }, options: DeviceOptions): DeviceUpload {
   const n = f.descriptor.committee.length;
   const key = options.key ?? generateEd25519KeyPair();
   const secret = new Uint16Array(N);
@@ -229,12 +232,14 @@ export function makeDevice(f: CommitteeFixture, options: DeviceOptions): DeviceU
   const sealedShares = shares.map((share, i) =>
     sealShare(fromBase64(f.descriptor.committee[i]!.sealingKey, 'sealingKey', 32), { ...binding, custodianIndex: i + 1 }, share),
   );
-  const certificate = issueDeviceCertificate(options.authorityPrivateKey ?? f.authority.privateKey, {
-    taskId: f.descriptor.taskId,
-    deviceId: options.deviceId,
-    devicePublicKey: key.publicKey,
-    notAfterMs: options.notAfterMs ?? Date.now() + 3_600_000,
-  });
+  const certificate =
+    options.certificate ??
+    issueDeviceCertificate(options.authorityPrivateKey ?? f.authority!.privateKey, {
+      taskId: f.descriptor.taskId,
+      deviceId: options.deviceId,
+      devicePublicKey: key.publicKey,
+      notAfterMs: options.notAfterMs ?? Date.now() + 3_600_000,
+    });
   const manifest: UploadManifest = {
     descriptorHash: toHex(f.descriptorHash),
     round: options.round,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
+import { AUTHORITY_USAGE, CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
 import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run-demo.js';
 
 const USAGE = `Usage: veil <command> [options]
@@ -11,7 +11,7 @@ Commands:
   keys generate --out DIR [--label NAME] [--preset P] [--weight-cap N] [--clip X] [--step S]
                          new federation key bundle: DIR/device (secret, for device apps)
                          and DIR/coordinator (public, for VEIL_KEYS_DIR or task creation)
-${CUSTODIAN_USAGE}  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
+${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
                          smallest noise multiplier that meets the target
@@ -166,6 +166,10 @@ async function main(argv: string[]): Promise<number> {
     case 'custodian': {
       const { runCustodianCommand } = await import('@veil/custodian');
       return runCustodianCommand(rest);
+    }
+    case 'authority': {
+      const { runAuthorityCommand } = await import('@veil/custodian');
+      return runAuthorityCommand(rest);
     }
     case 'privacy': {
       const { PrivacyError, formatPrivacyResult, parsePrivacyArgs, runPrivacyCommand } = await import('@veil/privacy');

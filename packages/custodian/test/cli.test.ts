@@ -1,0 +1,101 @@
+/**
+ * The whole toolchain through the real `veil` binary: the authority's key, custodians' keys, the
+ * coordinator's request key, a signed descriptor, device certificates, three custodian
+ * processes; the committee client (with the request key read from its file) completes a round.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
+import { encodeDescriptor, generateEd25519KeyPair, type DeviceCertificate, type SignedTaskDescriptor } from '@veil/crypto';
+import { createCommitteeClient } from '../src/client.js';
+import { readRequestSigner } from '../src/main.js';
+import { fromBase64, sha256, toBase64 } from '../src/bytes.js';
+import { committeeRequest, makeDevice, reconstructAtZero, sumSecrets } from './fixture.js';
+
+const VEIL = fileURLToPath(new URL('../../cli/bin/veil.js', import.meta.url));
+const run = promisify(execFile);
+const veil = async (...args: string[]) => run(process.execPath, [VEIL, ...args]);
+
+describe('veil authority and veil custodian', () => {
+  const children: ChildProcess[] = [];
+  let root = '';
+
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+    if (root !== '') await rm(root, { recursive: true, force: true });
+  });
+
+  it('set up a 2-of-3 committee task from the command line and answer a round', async () => {
+    root = await mkdtemp(join(tmpdir(), 'veil-cli-committee-'));
+    await veil('authority', 'init', '--out', join(root, 'authority'));
+    expect((await stat(join(root, 'authority', 'authority-key.json'))).mode & 0o777).toBe(0o600);
+    const init = await veil('custodian', 'init', '--out', join(root, 'c1'));
+    expect(init.stdout).toMatch(/fingerprint: ([0-9a-f]{4} ){7}[0-9a-f]{4}\n/);
+    await veil('custodian', 'init', '--out', join(root, 'c2'));
+    await veil('custodian', 'init', '--out', join(root, 'c3'));
+    await veil('custodian', 'request-key', '--out', join(root, 'coordinator'));
+    // Refusals the authority makes before anything is signed: c > 2t - n - 1.
+    await expect(
+      veil('authority', 'descriptor', '--key', join(root, 'authority'), '--task-id', 'cli-task',
+        '--custodian', `a:1=${join(root, 'c1', 'custodian-public.json')}`, '--custodian', `b:1=${join(root, 'c2', 'custodian-public.json')}`,
+        '--custodian', `c:1=${join(root, 'c3', 'custodian-public.json')}`, '--threshold', '2', '--corrupt-tolerated', '1', '--min-devices', '3', '--max-rounds', '10'),
+    ).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('2t - n - 1') });
+
+    // Start the custodians first (port 0), then sign a descriptor naming their addresses.
+    const addresses: string[] = [];
+    for (const name of ['c1', 'c2', 'c3']) {
+      const child = spawn(
+        process.execPath,
+        [VEIL, 'custodian', 'serve', '--dir', join(root, name), '--listen', '127.0.0.1:0', '--coordinator-key', join(root, 'coordinator', 'coordinator-request-public.json'),
+          '--authority-key', join(root, 'authority', 'authority-public.json'), '--min-devices', '3', '--max-rounds', '100'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      children.push(child);
+      addresses.push(await new Promise<string>((resolve, reject) => {
+        createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { listening: string }).listening));
+        child.once('exit', (code) => reject(new Error(`custodian exited ${code}`)));
+      }));
+    }
+    await veil('authority', 'descriptor', '--key', join(root, 'authority'), '--task-id', 'cli-task',
+      ...['c1', 'c2', 'c3'].flatMap((name, i) => ['--custodian', `${addresses[i]}=${join(root, name, 'custodian-public.json')}`]),
+      '--threshold', '2', '--min-devices', '3', '--max-rounds', '10', '--out', join(root, 'descriptor.json'));
+    const signed = JSON.parse(await readFile(join(root, 'descriptor.json'), 'utf8')) as SignedTaskDescriptor;
+    expect(signed.descriptor.committee.map((m) => m.address)).toEqual(addresses);
+    expect(signed.descriptor.corruptTolerated).toBe(0);
+
+    // Devices generate their keys; the authority certifies them.
+    const descriptorBytes = encodeDescriptor(signed.descriptor);
+    const view = { descriptor: signed.descriptor, descriptorHash: sha256(descriptorBytes) };
+    const devices = [];
+    for (let j = 0; j < 4; j += 1) {
+      const key = generateEd25519KeyPair();
+      const { stdout } = await veil('authority', 'certify-device', '--key', join(root, 'authority'), '--task-id', 'cli-task', '--device-id', `dev-${j}`,
+        '--device-key', toBase64(key.publicKey), '--valid-hours', '1');
+      const certificate = JSON.parse(stdout) as DeviceCertificate;
+      expect(certificate.notAfterMs).toBeGreaterThan(Date.now());
+      devices.push(makeDevice(view, { round: 1, deviceId: `dev-${j}`, key, certificate }));
+    }
+
+    const signer = await readRequestSigner(join(root, 'coordinator', 'coordinator-request-key.json'));
+    const client = createCommitteeClient({
+      descriptor: descriptorBytes,
+      descriptorSignature: fromBase64(signed.signature, 'signature', 64),
+      signRequest: signer.sign,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const result = await client.collect(committeeRequest(1, devices));
+      expect(result.ok).toBe(true);
+      expect(result.answers).toHaveLength(2);
+      expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
+    } finally {
+      await client.close();
+    }
+  });
+});
