@@ -14,7 +14,7 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
                          new custodian keys: an X25519 sealing key and an Ed25519 signing key in DIR
                          (0700; secret file 0600); prints the fingerprint, writes DIR/${CUSTODIAN_PUBLIC_FILE}
   custodian serve --dir DIR --listen HOST:PORT --coordinator-key FILE --authority-key FILE --min-devices N
-                  [--max-rounds N] [--min-threshold T] [--max-devices N] [--log-level L]
+                  [--max-rounds N] [--min-threshold T] [--max-devices N] [--tls-cert PEM --tls-key PEM] [--log-level L]
                          serve the coordinator (gRPC veil.v1.CustodianService); answers once per (task, round),
                          state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat
   custodian request-key --out DIR
@@ -96,6 +96,8 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           'max-rounds': { type: 'string' },
           'min-threshold': { type: 'string' },
           'max-devices': { type: 'string' },
+          'tls-cert': { type: 'string' },
+          'tls-key': { type: 'string' },
           'log-level': { type: 'string' },
         },
       });
@@ -108,6 +110,11 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       const maxRounds = posInt(values['max-rounds'], 'max-rounds');
       const minThreshold = posInt(values['min-threshold'], 'min-threshold');
       const maxDevices = posInt(values['max-devices'], 'max-devices');
+      if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new CustodianUsageError('--tls-cert and --tls-key go together');
+      const tls =
+        values['tls-cert'] !== undefined && values['tls-key'] !== undefined
+          ? { certChain: await readFile(values['tls-cert']), privateKey: await readFile(values['tls-key']) }
+          : undefined;
       const logger = createCustodianLogger(values['log-level'] ?? 'info');
       const running = await runCustodian({
         dir: values.dir,
@@ -116,6 +123,7 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
         authorityKeyFiles: values['authority-key'],
         floors: { minDevices, ...(maxRounds !== undefined && { maxRounds }), ...(minThreshold !== undefined && { minThreshold }) },
         ...(maxDevices !== undefined && { maxDevices }),
+        ...(tls !== undefined && { tls }),
         logger,
       });
       out.write(`${JSON.stringify({ listening: running.server.address, port: running.server.port })}\n`);

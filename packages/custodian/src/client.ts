@@ -13,7 +13,8 @@ import type { ShareSumRequest } from './gen/veil/v1/ShareSumRequest.js';
 import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js';
 import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
 import { requestSigningBytes } from './request-auth.js';
-import { computeHashD, manifestDigest, openDescriptorUnchecked, verifyAnswer, type TaskDescriptorView } from './protocol.js';
+import type { SignedCustodianAnswer } from '@veil/crypto';
+import { computeHashD, manifestDigest, openDescriptorUnchecked, signedAnswerOf, verifyAnswer, type TaskDescriptorView } from './protocol.js';
 
 /** One device of D as the coordinator stored it. */
 export interface CommitteeDevice {
@@ -44,6 +45,8 @@ export interface VerifiedAnswer {
   readonly signature: Uint8Array;
   /** N little-endian u16 values mod p. */
   readonly shareSum: Uint8Array;
+  /** The answer as the ledger keeps it (statement fields + base64 signature, no share sum). */
+  readonly signed: SignedCustodianAnswer;
 }
 
 /** Why one custodian gave no usable answer. */
@@ -205,13 +208,12 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
                 settleOne();
                 return;
               }
-              const answer = {
-                custodianIndex: member.index,
+              const wire = {
                 statement: new Uint8Array(response.statement),
                 signature: new Uint8Array(response.signature),
                 shareSum: new Uint8Array(response.shareSum),
               };
-              const problem = verifyAnswer(answer, {
+              const problem = verifyAnswer(wire, {
                 descriptor,
                 round: request.round,
                 hashD,
@@ -219,7 +221,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
                 custodianIndex: member.index,
               });
               if (problem === null) {
-                answers.push(answer);
+                answers.push({ custodianIndex: member.index, ...wire, signed: signedAnswerOf(wire.statement, wire.signature) });
                 if (answers.length === t) {
                   done = true;
                   for (const [index, call] of calls) {

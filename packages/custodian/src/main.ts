@@ -5,6 +5,7 @@
  */
 import { chmod, mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
 import { ed25519Sign, generateEd25519KeyPair, ed25519PublicKey, type DescriptorFloors } from '@veil/crypto';
 import { fromBase64, toBase64 } from './bytes.js';
@@ -108,6 +109,8 @@ export interface RunCustodianOptions {
   readonly authorityKeyFiles: readonly string[];
   readonly floors: DescriptorFloors;
   readonly maxDevices?: number;
+  /** Serve TLS with this certificate chain and key (PEM). Default: plaintext gRPC (loopback or a TLS proxy). */
+  readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer };
   readonly logger: Logger;
 }
 
@@ -134,12 +137,19 @@ export async function runCustodian(options: RunCustodianOptions): Promise<Runnin
   });
   let server: CustodianServer;
   try {
-    server = await startCustodianServer({ service, logger: options.logger, listen: options.listen });
+    server = await startCustodianServer({
+      service,
+      logger: options.logger,
+      listen: options.listen,
+      ...(options.tls !== undefined && {
+        credentials: grpc.ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false),
+      }),
+    });
   } catch (error) {
     await state.close();
     throw error;
   }
-  options.logger.info({ answers: state.answerCount, authorities: authorityKeys.length, floors: options.floors }, 'custodian started');
+  options.logger.info({ answers: state.answerCount, authorities: authorityKeys.length, floors: options.floors, tls: options.tls !== undefined }, 'custodian started');
   const close = async (): Promise<void> => {
     await server.close();
     await state.close();

@@ -169,6 +169,9 @@ describe('custodians answering a 4-of-7 committee', () => {
     expect(result.ok).toBe(true);
     expect(result.answers).toHaveLength(4);
     expect(result.failures).toEqual([]);
+    // The ledger's copy: the signed statement without the share sum.
+    expect(result.answers[0]!.signed.answer).toMatchObject({ round: 1, count: 5, hashD: Buffer.from(result.hashD).toString('hex') });
+    expect(JSON.stringify(result.answers[0]!.signed)).not.toContain('shareSum"');
     const secretSum = reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })));
     expect(secretSum).toEqual(sumSecrets(devices));
     // A different quorum reconstructs the same S_D: ask the remaining three plus one again.
@@ -449,5 +452,51 @@ describe('key files', () => {
     expect(JSON.stringify(pub)).not.toContain('rivate');
     await chmod(join(f.custodianDirs[0]!, 'custodian-key.json'), 0o644);
     await expect(readCustodianKeys(f.custodianDirs[0]!)).rejects.toMatchObject({ code: 'invalid_key_material' });
+  });
+});
+
+describe('TLS', () => {
+  it('serves the committee over TLS and refuses a plaintext client', async () => {
+    await using f = await createCommitteeFixture({ n: 2, threshold: 2, minDevices: 3 });
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const key = join(f.root, 'tls-key.pem');
+    const cert = join(f.root, 'tls-cert.pem');
+    await promisify(execFile)('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '1', '-subj', '/CN=custodian', '-addext', 'subjectAltName=IP:127.0.0.1',
+    ]);
+    const tls = { certChain: await readFile(cert), privateKey: await readFile(key) };
+    const logger = pino({ level: 'silent' });
+    const running = await Promise.all(
+      f.custodianDirs.map((dir) =>
+        runCustodian({ dir, listen: '127.0.0.1:0', coordinatorKeyFiles: [f.requestKeyFile], authorityKeyFiles: [f.authorityKeyFile], floors: { minDevices: 3 }, tls, logger }),
+      ),
+    );
+    const clientWith = (credentials: grpc.ChannelCredentials) =>
+      createCommitteeClient({
+        descriptor: f.descriptorBytes,
+        descriptorSignature: f.descriptorSignature,
+        signRequest: f.signRequest,
+        addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
+        credentials,
+        deadlineMs: 5_000,
+        logger,
+      });
+    try {
+      const devices = makeDevices(f, 1, 3);
+      const secure = clientWith(grpc.credentials.createSsl(tls.certChain));
+      const result = await secure.collect(committeeRequest(1, devices));
+      await secure.close();
+      expect(result.ok).toBe(true);
+      expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
+      const plain = clientWith(grpc.credentials.createInsecure());
+      const refused = await plain.collect(committeeRequest(2, makeDevices(f, 2, 3)));
+      await plain.close();
+      expect(refused.ok).toBe(false);
+      expect(refused.failures.map((x) => x.code)).toEqual(['unavailable', 'unavailable']);
+    } finally {
+      for (const r of running) await r.close();
+    }
   });
 });
