@@ -73,6 +73,7 @@ export {
 } from './committee/keys.js';
 export type { RandomBytes, RawKeyPair, CustodianKeys } from './committee/keys.js';
 export { sealBase, openBase, HPKE_ENC_LENGTH, HPKE_TAG_LENGTH } from './committee/hpke.js';
+export type { OpenBaseOptions } from './committee/hpke.js';
 export type { SealBaseOptions } from './committee/hpke.js';
 export {
   COMMITTEE_PARAMS_ID,
@@ -135,3 +136,40 @@ export { SEALED_SHARE_BYTES, shareAad, sealShare, openShare } from './committee/
 export type { ShareBinding } from './committee/sealing.js';
 export { fillUniformModP, shareSecret, addShareInto, lagrangeAtZero, reconstructCentred } from './committee/shamir.js';
 export type { IndexedShare, ShareSecretOptions } from './committee/shamir.js';
+export {
+  Q as COMMITTEE_RING_MODULUS,
+  PACKED_POLY_BYTES,
+  mulModQ,
+  nttForward,
+  nttInverse,
+  negacyclicMultiply,
+  derivePublicPolynomialNtt,
+  pack44,
+  unpack44,
+} from './committee/ring.js';
+export {
+  COMMITTEE_HEADER_SLOTS,
+  C0_HEADER_BYTES,
+  polynomialCount,
+  c0PayloadBytes,
+  sampleTernary,
+  encodeUpdate,
+  encryptUpdate,
+  quantizationOf,
+  encodeC0Payload,
+  checkC0Payload,
+  decodeC0Payload,
+  createC0Accumulator,
+  restoreC0Accumulator,
+  decryptSum,
+} from './committee/rlwe.js';
+export type {
+  C0Accumulator,
+  C0AccumulatorOptions,
+  DecryptSumOptions,
+  DecryptedAggregate,
+  EncryptUpdateOptions,
+  RoundBinding,
+} from './committee/rlwe.js';
+export { buildCommitteeUpload } from './committee/upload.js';
+export type { CommitteeUpload, CommitteeUploadOptions } from './committee/upload.js';

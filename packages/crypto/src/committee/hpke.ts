@@ -88,11 +88,10 @@ export function hpkeEncap(recipientPublicKey: Uint8Array, ephemeral: RawKeyPair)
   return { sharedSecret, enc: Uint8Array.from(enc) };
 }
 
-/** Decap (§4.1). */
-export function hpkeDecap(enc: Uint8Array, recipientPrivateKey: Uint8Array): Uint8Array {
+/** Decap (§4.1). `recipientPublicKey` saves deriving it from the private key when the caller has it. */
+export function hpkeDecap(enc: Uint8Array, recipientPrivateKey: Uint8Array, recipientPublicKey: Uint8Array = x25519PublicKey(recipientPrivateKey)): Uint8Array {
   if (enc.length !== HPKE_ENC_LENGTH) throw new CryptoError('invalid_ciphertext', 'HPKE enc must be 32 bytes');
   const dh = x25519(recipientPrivateKey, enc);
-  const recipientPublicKey = x25519PublicKey(recipientPrivateKey);
   const sharedSecret = extractAndExpand(dh, concatBytes(enc, recipientPublicKey));
   dh.fill(0);
   return sharedSecret;
@@ -188,17 +187,29 @@ export function sealBase(
   return concatBytes(enc, ciphertext);
 }
 
+/** Options of {@link openBase}. */
+export interface OpenBaseOptions {
+  /** The recipient's public key (pkRm), if the caller has it. Default: derived from the private key (costs one scalar multiplication). */
+  readonly recipientPublicKey?: Uint8Array;
+}
+
 /**
  * Single-shot OpenBase (§6.1) of `enc || ciphertext || tag`. Throws
  * `CryptoError('invalid_ciphertext')` for a short input or failed authentication (wrong key,
  * info or aad, or tampered bytes).
  */
-export function openBase(recipientPrivateKey: Uint8Array, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
+export function openBase(
+  recipientPrivateKey: Uint8Array,
+  info: Uint8Array,
+  aad: Uint8Array,
+  sealed: Uint8Array,
+  options: OpenBaseOptions = {},
+): Uint8Array {
   if (sealed.length < HPKE_ENC_LENGTH + HPKE_TAG_LENGTH) throw new CryptoError('invalid_ciphertext', 'HPKE sealed message too short');
   const enc = sealed.subarray(0, HPKE_ENC_LENGTH);
   let sharedSecret: Uint8Array;
   try {
-    sharedSecret = hpkeDecap(enc, recipientPrivateKey);
+    sharedSecret = hpkeDecap(enc, recipientPrivateKey, options.recipientPublicKey ?? x25519PublicKey(recipientPrivateKey));
   } catch (cause) {
     throw new CryptoError('invalid_ciphertext', 'HPKE encapsulated key is invalid', { cause });
   }

@@ -1,0 +1,304 @@
+/**
+ * Arithmetic in R_q = Z_q[X]/(X^N + 1), N = 2048, q = 2^44 - 2^14 + 1 (the prime of the BFV
+ * preset `bfv-n2048-q44-t29`, SEAL's CoeffModulus.Create(2048, [44])), exact in float64 without
+ * BigInt on the hot paths.
+ *
+ * - Modular multiplication: the quotient h ≈ floor(a·b / q) from one float64 product (off by at
+ *   most one), then the remainder a·b - h·q computed exactly modulo 2^52 from 26-bit limbs (every
+ *   partial product < 2^53) and corrected into [0, q).
+ * - Negacyclic NTT (the "merged" ψ-power transforms of Longa-Naehrig 2016, Alg. 1 and 2;
+ *   Pöppelmann-Oder-Güneysu 2015): forward Cooley-Tukey, inverse Gentleman-Sande, ψ a primitive
+ *   2N-th root of unity (q ≡ 1 mod 2^14), so INTT(NTT(a) ⊙ NTT(b)) = a·b mod (X^N + 1).
+ * - 44-bit packing: coefficient k occupies bits [44k, 44k + 44) little-endian, two coefficients
+ *   per 11 bytes (the same bit order as he/bitpack.ts).
+ */
+import { createHash } from 'node:crypto';
+import { CryptoError } from '../errors.js';
+import { concatBytes, u32be, utf8 } from './bytes.js';
+import { COMMITTEE_Q, COMMITTEE_RING_DEGREE } from './descriptor.js';
+
+/** q = 2^44 - 2^14 + 1. */
+export const Q = COMMITTEE_Q;
+/** N = 2048. */
+export const N = COMMITTEE_RING_DEGREE;
+/** Bytes of one packed polynomial: N · 44 / 8 = 11,264. */
+export const PACKED_POLY_BYTES = (N * 44) / 8;
+
+const TWO26 = 2 ** 26;
+const INV26 = 2 ** -26;
+const TWO32 = 2 ** 32;
+const TWO52 = 2 ** 52;
+const INV52 = 2 ** -52;
+const INV_Q = 1 / Q;
+const Q0 = Q % TWO26;
+const Q1 = (Q - Q0) / TWO26;
+
+/** (a · b) mod q for integers a, b in [0, q). */
+export function mulModQ(a: number, b: number): number {
+  const h = Math.floor(a * b * INV_Q);
+  const a1 = Math.floor(a * INV26);
+  const a0 = a - a1 * TWO26;
+  const b1 = Math.floor(b * INV26);
+  const b0 = b - b1 * TWO26;
+  const h1 = Math.floor(h * INV26);
+  const h0 = h - h1 * TWO26;
+  // a·b - h·q = (a1 b1 - h1 q1)·2^52 + (a1 b0 + a0 b1 - h1 q0 - h0 q1)·2^26 + (a0 b0 - h0 q0).
+  let mid = a1 * b0 + a0 * b1 - h1 * Q0 - h0 * Q1;
+  mid -= Math.floor(mid * INV26) * TWO26;
+  let r = mid * TWO26 + (a0 * b0 - h0 * Q0);
+  // r ≡ a·b - h·q (mod 2^52) and the true value lies in [-q, 2q): pick the representative.
+  r -= Math.round(r * INV52) * TWO52;
+  if (r < 0) r += Q;
+  else if (r >= Q) r -= Q;
+  return r;
+}
+
+/** A twiddle factor with its precomputed limbs and w/q (Shoup-style precomputation). */
+interface Twiddles {
+  readonly w: Float64Array;
+  readonly w0: Float64Array;
+  readonly w1: Float64Array;
+  readonly wq: Float64Array;
+}
+
+/** (x · w) mod q with w's limbs precomputed. */
+function mulTwiddle(x: number, w: number, w0: number, w1: number, wq: number): number {
+  const h = Math.floor(x * wq);
+  const x1 = Math.floor(x * INV26);
+  const x0 = x - x1 * TWO26;
+  const h1 = Math.floor(h * INV26);
+  const h0 = h - h1 * TWO26;
+  let mid = x1 * w0 + x0 * w1 - h1 * Q0 - h0 * Q1;
+  mid -= Math.floor(mid * INV26) * TWO26;
+  let r = mid * TWO26 + (x0 * w0 - h0 * Q0);
+  r -= Math.round(r * INV52) * TWO52;
+  if (r < 0) r += Q;
+  else if (r >= Q) r -= Q;
+  return r;
+}
+
+function powBig(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let b = base % modulus;
+  let e = exponent;
+  while (e > 0n) {
+    if (e & 1n) result = (result * b) % modulus;
+    b = (b * b) % modulus;
+    e >>= 1n;
+  }
+  return result;
+}
+
+function bitReverse(value: number, bits: number): number {
+  let r = 0;
+  for (let i = 0; i < bits; i++) r |= ((value >>> i) & 1) << (bits - 1 - i);
+  return r;
+}
+
+function twiddles(values: readonly bigint[]): Twiddles {
+  const w = Float64Array.from(values, Number);
+  return {
+    w,
+    w0: w.map((v) => v % TWO26),
+    w1: w.map((v) => Math.floor(v / TWO26)),
+    wq: w.map((v) => v / Q),
+  };
+}
+
+/**
+ * ψ: the primitive 2N-th root of unity g^((q-1)/2N) for the smallest g >= 2 with ψ^N ≡ -1
+ * (computed once with BigInt at module load), and the NTT tables.
+ */
+const TABLES = (() => {
+  const q = BigInt(Q);
+  const twoN = BigInt(2 * N);
+  let psi = 0n;
+  for (let g = 2n; ; g++) {
+    psi = powBig(g, (q - 1n) / twoN, q);
+    if (powBig(psi, BigInt(N), q) === q - 1n) break;
+  }
+  const psiInv = powBig(psi, q - 2n, q);
+  const logN = Math.log2(N);
+  const fwd: bigint[] = [];
+  const inv: bigint[] = [];
+  for (let i = 0; i < N; i++) {
+    const e = BigInt(bitReverse(i, logN));
+    fwd.push(powBig(psi, e, q));
+    inv.push(powBig(psiInv, e, q));
+  }
+  const nInv = powBig(BigInt(N), q - 2n, q);
+  return { psi: Number(psi), forward: twiddles(fwd), inverse: twiddles(inv), nInv: twiddles([nInv]) };
+})();
+
+/** The 2N-th root of unity ψ used by {@link nttForward}. */
+export const NTT_PSI = TABLES.psi;
+
+/** In-place forward negacyclic NTT (Longa-Naehrig 2016, Alg. 1): normal order in, bit-reversed out. */
+export function nttForward(a: Float64Array): void {
+  if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
+  const { w, w0, w1, wq } = TABLES.forward;
+  let t = N;
+  for (let m = 1; m < N; m <<= 1) {
+    t >>= 1;
+    for (let i = 0; i < m; i++) {
+      const j1 = 2 * i * t;
+      const k = m + i;
+      const s = w[k]!;
+      const s0 = w0[k]!;
+      const s1 = w1[k]!;
+      const sq = wq[k]!;
+      for (let j = j1; j < j1 + t; j++) {
+        const u = a[j]!;
+        const v = mulTwiddle(a[j + t]!, s, s0, s1, sq);
+        const sum = u + v;
+        a[j] = sum >= Q ? sum - Q : sum;
+        const diff = u - v;
+        a[j + t] = diff < 0 ? diff + Q : diff;
+      }
+    }
+  }
+}
+
+/** In-place inverse negacyclic NTT (Longa-Naehrig 2016, Alg. 2), including the 1/N scaling. */
+export function nttInverse(a: Float64Array): void {
+  if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
+  const { w, w0, w1, wq } = TABLES.inverse;
+  let t = 1;
+  for (let m = N; m > 1; m >>= 1) {
+    const h = m >> 1;
+    let j1 = 0;
+    for (let i = 0; i < h; i++) {
+      const k = h + i;
+      const s = w[k]!;
+      const s0 = w0[k]!;
+      const s1 = w1[k]!;
+      const sq = wq[k]!;
+      for (let j = j1; j < j1 + t; j++) {
+        const u = a[j]!;
+        const v = a[j + t]!;
+        const sum = u + v;
+        a[j] = sum >= Q ? sum - Q : sum;
+        const diff = u - v;
+        a[j + t] = mulTwiddle(diff < 0 ? diff + Q : diff, s, s0, s1, sq);
+      }
+      j1 += 2 * t;
+    }
+    t <<= 1;
+  }
+  const n = TABLES.nInv;
+  for (let j = 0; j < N; j++) a[j] = mulTwiddle(a[j]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!);
+}
+
+/** out[k] = a[k] · b[k] mod q (pointwise product of two NTT-domain polynomials). */
+export function pointwiseMulModQ(a: Float64Array, b: Float64Array, out: Float64Array): void {
+  for (let k = 0; k < out.length; k++) out[k] = mulModQ(a[k]!, b[k]!);
+}
+
+/** a · b mod (X^N + 1, q) for coefficient-form inputs in [0, q); returns a new polynomial. */
+export function negacyclicMultiply(a: Float64Array, b: Float64Array): Float64Array {
+  const x = Float64Array.from(a);
+  const y = Float64Array.from(b);
+  nttForward(x);
+  nttForward(y);
+  pointwiseMulModQ(x, y, x);
+  nttInverse(x);
+  y.fill(0);
+  return x;
+}
+
+/** A small signed integer to its residue in [0, q). */
+export function toResidueQ(value: number): number {
+  return value < 0 ? value + Q : value;
+}
+
+/** A residue in [0, q) to its centred representative in (-q/2, q/2]. */
+export function centreQ(residue: number): number {
+  return residue > (Q - 1) / 2 ? residue - Q : residue;
+}
+
+const A_DOMAIN = utf8('veil/bfv-a/v1');
+
+/**
+ * The round's public polynomial a_{r,l} (design note, "Deriving a"), in the NTT domain: SHAKE256
+ * (FIPS 202) of "veil/bfv-a/v1" || descriptorHash || u32be(round) || roundSeed || u32be(l), read
+ * as consecutive 6-byte little-endian words, each masked to its low 44 bits and kept when < q
+ * (rejection sampling; a word is rejected with probability (2^44 - q) / 2^44 < 2^-29). The N
+ * accepted values are â = NTT(a) in {@link nttForward}'s bit-reversed order, so a =
+ * nttInverse(â); the NTT is a bijection of R_q, so a is uniform exactly when â is (SEAL samples
+ * the c1 of its seeded ciphertexts in the NTT domain the same way). Devices derive it themselves,
+ * so a coordinator cannot hand them a weak a.
+ */
+export function derivePublicPolynomialNtt(descriptorHash: Uint8Array, round: number, roundSeed: Uint8Array, index: number): Float64Array {
+  if (descriptorHash.length !== 32) throw new CryptoError('invalid_argument', 'descriptorHash must be 32 bytes');
+  if (roundSeed.length !== 32) throw new CryptoError('invalid_argument', 'roundSeed must be 32 bytes');
+  const input = concatBytes(A_DOMAIN, descriptorHash, u32be(round), roundSeed, u32be(index));
+  const out = new Float64Array(N);
+  // An XOF's shorter output is a prefix of its longer output: if the 16 spare words run out
+  // (probability < 2^-400), read again with more.
+  for (let words = N + 16; ; words *= 2) {
+    const stream = createHash('shake256', { outputLength: words * 6 }).update(input).digest();
+    let filled = 0;
+    for (let i = 0; i + 6 <= stream.length && filled < N; i += 6) {
+      const lo = stream.readUInt32LE(i);
+      const hi = stream.readUInt16LE(i + 4) & 0x0fff;
+      const v = hi * TWO32 + lo;
+      if (v < Q) out[filled++] = v;
+    }
+    if (filled === N) return out;
+  }
+}
+
+/**
+ * Packs polynomials (coefficients in [0, q)) at 44 bits per coefficient into `out` at `offset`;
+ * `coefficients.length` must be even. Returns the number of bytes written.
+ */
+export function pack44(coefficients: Float64Array, out: Uint8Array, offset: number): number {
+  if (coefficients.length % 2 !== 0) throw new CryptoError('invalid_argument', 'pack44 needs an even coefficient count');
+  let o = offset;
+  for (let k = 0; k < coefficients.length; k += 2) {
+    const a = coefficients[k]!;
+    const b = coefficients[k + 1]!;
+    const aHi = Math.floor(a / TWO32);
+    const aLo = a - aHi * TWO32;
+    const bv = Math.floor(b / 16);
+    const bNib = b - bv * 16;
+    const bHi = Math.floor(bv / TWO32);
+    const bLo = bv - bHi * TWO32;
+    out[o] = aLo & 0xff;
+    out[o + 1] = (aLo >>> 8) & 0xff;
+    out[o + 2] = (aLo >>> 16) & 0xff;
+    out[o + 3] = aLo >>> 24;
+    out[o + 4] = aHi & 0xff;
+    out[o + 5] = (aHi >>> 8) | (bNib << 4);
+    out[o + 6] = bLo & 0xff;
+    out[o + 7] = (bLo >>> 8) & 0xff;
+    out[o + 8] = (bLo >>> 16) & 0xff;
+    out[o + 9] = bLo >>> 24;
+    out[o + 10] = bHi;
+    o += 11;
+  }
+  return o - offset;
+}
+
+/**
+ * Unpacks `out.length` (even) 44-bit coefficients from `bytes` at `offset`. Returns false, with
+ * `out` partly written, if a coefficient is >= q (an out-of-range upload); true otherwise.
+ */
+export function unpack44(bytes: Uint8Array, offset: number, out: Float64Array): boolean {
+  let o = offset;
+  for (let k = 0; k < out.length; k += 2) {
+    const b0 = bytes[o]!;
+    const b1 = bytes[o + 1]!;
+    const b2 = bytes[o + 2]!;
+    const b3 = bytes[o + 3]!;
+    const b4 = bytes[o + 4]!;
+    const b5 = bytes[o + 5]!;
+    const a = ((b5 & 0x0f) * 256 + b4) * TWO32 + (b0 | (b1 << 8) | (b2 << 16)) + b3 * 16777216;
+    const b = (bytes[o + 10]! * TWO32 + ((bytes[o + 6]! | (bytes[o + 7]! << 8) | (bytes[o + 8]! << 16)) + bytes[o + 9]! * 16777216)) * 16 + (b5 >>> 4);
+    if (a >= Q || b >= Q) return false;
+    out[k] = a;
+    out[k + 1] = b;
+    o += 11;
+  }
+  return true;
+}

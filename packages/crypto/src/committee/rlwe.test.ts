@@ -1,0 +1,224 @@
+import { createCipheriv, createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { buildAnswer, encodeShareBytes, hashD, signAnswer, verifyAnswer } from './answer.js';
+import { buildTaskDescriptor, descriptorHash, validateDescriptor, type TaskDescriptor } from './descriptor.js';
+import { generateCustodianKeys, generateEd25519KeyPair, type CustodianKeys, type RawKeyPair } from './keys.js';
+import { issueDeviceCertificate, verifyManifest } from './manifest.js';
+import { N, Q } from './ring.js';
+import {
+  c0PayloadBytes,
+  createC0Accumulator,
+  decodeC0Payload,
+  decryptSum,
+  encodeC0Payload,
+  encodeUpdate,
+  encryptUpdate,
+  polynomialCount,
+  restoreC0Accumulator,
+  sampleTernary,
+} from './rlwe.js';
+import { openShare } from './sealing.js';
+import { addShareInto, reconstructCentred } from './shamir.js';
+import { buildCommitteeUpload, type CommitteeUpload } from './upload.js';
+
+function seededBytes(seed: string) {
+  const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16));
+  return (n: number) => new Uint8Array(cipher.update(Buffer.alloc(n)));
+}
+
+/** A deterministic float in [0, 1) stream for update values. */
+function seededFloats(seed: string) {
+  const bytes = seededBytes(seed);
+  return (count: number) => {
+    const b = bytes(4 * count);
+    const view = new DataView(b.buffer);
+    return Float64Array.from({ length: count }, (_, i) => view.getUint32(4 * i, true) / 2 ** 32);
+  };
+}
+
+const NOW = Date.parse('2026-12-06T15:00:00Z');
+
+interface Committee {
+  descriptor: TaskDescriptor;
+  dh: Uint8Array;
+  authority: RawKeyPair;
+  custodians: CustodianKeys[];
+}
+
+function makeCommittee(n: number, t: number, weightCap: number, maxDevices = 1000): Committee {
+  const authority = generateEd25519KeyPair();
+  const custodians = Array.from({ length: n }, () => generateCustodianKeys());
+  const descriptor = buildTaskDescriptor({
+    taskId: 'fedavg',
+    committee: custodians.map((k, i) => ({ address: `127.0.0.1:${9000 + i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+    threshold: t,
+    minDevices: 10,
+    maxDevices,
+    maxRounds: 100,
+    encoding: { weightCap },
+    authorityPublicKey: authority.publicKey,
+  });
+  validateDescriptor(descriptor, { minDevices: 10 });
+  return { descriptor, dh: descriptorHash(descriptor), authority, custodians };
+}
+
+const ROUND_SEED = new Uint8Array(32).fill(7);
+
+describe('RLWE encryption under a single-use secret', () => {
+  it('one device: Σc0 + a·s decodes to the exact encoded levels, count 1 and weight w', () => {
+    const { descriptor, dh } = makeCommittee(3, 2, 8);
+    const random = seededBytes('one');
+    const values = Float64Array.from(seededFloats('v1')(3000), (u) => 2 * u - 1);
+    const m = encodeUpdate(values, 5, descriptor.encoding);
+    const s = sampleTernary(random);
+    const c0 = encryptUpdate(m, s, { descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, deltaBits: descriptor.encoding.deltaBits, random });
+    expect(c0.length).toBe(2 * N);
+    expect(c0.every((v) => v >= 0 && v < Q && Number.isInteger(v))).toBe(true);
+    const out = decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 });
+    expect(out.count).toBe(1);
+    expect(out.weightSum).toBe(5);
+    expect(Array.from(out.levelSums)).toEqual(Array.from(m.subarray(2, 3002)));
+    // Another round's a, or another secret, does not decrypt.
+    expect(() => decryptSum({ descriptorHash: dh, round: 2, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 })).toThrow(
+      expect.objectContaining({ code: 'integrity_check_failed' }),
+    );
+    const other = Int32Array.from(s);
+    other[0] = other[0] === 1 ? 0 : 1;
+    expect(() => decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: other, count: 1 })).toThrow(/count slot/);
+  });
+
+  it('c0 payloads: 5.5 bytes per value, refused when truncated, oversized, out of range or of another shape, sum unchanged', () => {
+    const { descriptor, dh } = makeCommittee(3, 2, 8);
+    const random = seededBytes('payload');
+    const c0 = encryptUpdate(encodeUpdate([0.5, -0.25, 0.125], 1, descriptor.encoding), sampleTernary(random), { descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, deltaBits: descriptor.encoding.deltaBits, random });
+    const payload = encodeC0Payload(c0, 3);
+    expect(payload.length).toBe(c0PayloadBytes(3));
+    expect(payload.length).toBe(12 + 11_264);
+    expect(c0PayloadBytes(199_210)).toBe(12 + polynomialCount(199_210) * 11_264);
+    expect(c0PayloadBytes(199_210) / 199_210).toBeLessThan(5.6);
+    const acc = createC0Accumulator({ valueCount: 3 });
+    acc.add(payload);
+    const before = acc.sum();
+    const codeOf = (bytes: Uint8Array) => {
+      try {
+        acc.add(bytes);
+        return 'added';
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    expect(codeOf(payload.subarray(0, payload.length - 1))).toBe('invalid_payload');
+    expect(codeOf(new Uint8Array([...payload, 0]))).toBe('invalid_payload');
+    const bad = Uint8Array.from(payload);
+    bad.fill(0xff, 12, 23); // two coefficients = 2^44 - 1 >= q
+    expect(codeOf(bad)).toBe('invalid_ciphertext');
+    const otherShape = Uint8Array.from(payload);
+    otherShape[4] = 4;
+    expect(codeOf(otherShape)).toBe('shape_mismatch');
+    const badMagic = Uint8Array.from(payload);
+    badMagic[3] = 2;
+    expect(codeOf(badMagic)).toBe('invalid_payload');
+    expect(acc.count).toBe(1);
+    expect(acc.sum()).toEqual(before);
+    // Durable form round-trips.
+    const restored = restoreC0Accumulator({ valueCount: 3, payload: acc.toPayload(), count: acc.count });
+    expect(restored.sum()).toEqual(before);
+    expect(decodeC0Payload(payload, 3)).toEqual(c0);
+  });
+});
+
+describe('committee aggregation, end to end in one process', () => {
+  it('1,000 devices, a 4-of-7 committee with 3 custodians offline: the decrypted average equals plaintext FedAvg within half a step', () => {
+    const n = 7;
+    const t = 4;
+    const weightCap = 8;
+    const valueCount = 2000; // one polynomial (the first test covers several)
+    const { descriptor, dh, authority, custodians } = makeCommittee(n, t, weightCap);
+    const random = seededBytes('fedavg');
+    const floats = seededFloats('values');
+    const round = 3;
+
+    const uploads: CommitteeUpload[] = [];
+    const plainSum = new Float64Array(valueCount);
+    let weightSum = 0;
+    for (let d = 0; d < 1000; d++) {
+      const device = generateEd25519KeyPair(random);
+      const deviceId = `device-${d}`;
+      const certificate = issueDeviceCertificate(authority.privateKey, { taskId: descriptor.taskId, deviceId, devicePublicKey: device.publicKey, notAfterMs: NOW + 86_400_000 });
+      // Values in [-1.2, 1.2] so that clipping at 1 is exercised.
+      const values = Float64Array.from(floats(valueCount), (u) => 2.4 * u - 1.2);
+      const weight = 1 + (d % weightCap);
+      for (let i = 0; i < valueCount; i++) plainSum[i]! += weight * Math.max(-1, Math.min(1, values[i]!));
+      weightSum += weight;
+      uploads.push(
+        buildCommitteeUpload({ descriptor, descriptorHash: dh, round, roundSeed: ROUND_SEED, deviceId, devicePrivateKey: device.privateKey, devicePublicKey: device.publicKey, certificate, values, weight, random }),
+      );
+    }
+
+    // The coordinator adds the c0's; D is every device (at least minDevices).
+    const acc = createC0Accumulator({ valueCount });
+    for (const u of uploads) acc.add(u.c0);
+    const verified = uploads.map((u) => verifyManifest(u.manifest, { descriptor, descriptorHash: dh, round, nowMs: NOW }));
+    const hD = hashD(verified.map((v) => v.manifestDigest));
+
+    // Custodians 2, 3, 5 and 7 answer (1, 4 and 6 are offline): each verifies every manifest,
+    // checks H(sealed share), opens its share with the aad it builds itself, and sums
+    // (the manifests are verified once above; packages/custodian does it per custodian).
+    const answering = [2, 3, 5, 7];
+    let digestMismatches = 0;
+    const answers = answering.map((index) => {
+      const keys = custodians[index - 1]!;
+      const sum = new Uint16Array(N);
+      uploads.forEach((u, d) => {
+        const sealed = u.sealedShares[index - 1]!;
+        if (!createHash('sha256').update(sealed).digest().equals(verified[d]!.shareSha256[index - 1]!)) digestMismatches++;
+        const binding = { descriptorHash: dh, round, deviceId: verified[d]!.deviceId, custodianIndex: index };
+        addShareInto(sum, openShare(keys.sealing.privateKey, binding, sealed, { recipientPublicKey: keys.sealing.publicKey }));
+      });
+      const shareSum = encodeShareBytes(sum);
+      return { signed: signAnswer(buildAnswer({ descriptorHash: dh, round, hashD: hD, count: uploads.length, custodianIndex: index, shareSum }), keys.signing.privateKey), shareSum };
+    });
+
+    expect(digestMismatches).toBe(0);
+
+    // The coordinator verifies the answers, reconstructs S_D from t of them and decrypts.
+    const shares = answers.map(({ signed, shareSum }) => {
+      const ok = verifyAnswer(signed, { descriptor, descriptorHash: dh, round, hashD: hD, count: uploads.length, shareSum });
+      return { index: ok.custodianIndex, share: ok.shareSum! };
+    });
+    const secretSum = reconstructCentred(shares, t);
+    const result = decryptSum({ descriptorHash: dh, round, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: acc.sum(), secretSum, count: uploads.length });
+    secretSum.fill(0);
+
+    expect(result.count).toBe(1000);
+    expect(result.weightSum).toBe(weightSum);
+    const step = descriptor.encoding.step;
+    let worst = 0;
+    for (let i = 0; i < valueCount; i++) worst = Math.max(worst, Math.abs(result.mean[i]! - plainSum[i]! / weightSum));
+    // Half a quantisation step, plus float32 rounding of the mean (|mean| <= 1: 2^-24).
+    expect(worst).toBeLessThanOrEqual(step / 2 + 2 ** -24);
+    expect(worst).toBeGreaterThan(0);
+
+    // Any other 4 of the 7 would give the same S_D; and a device whose shares belong to
+    // another secret (a retried upload's shares swapped in) makes the count slot fail.
+    const tampered = createC0Accumulator({ valueCount });
+    const retry = buildCommitteeUpload({
+      descriptor, descriptorHash: dh, round, roundSeed: ROUND_SEED, deviceId: 'device-0',
+      devicePrivateKey: generateEd25519KeyPair(random).privateKey, devicePublicKey: generateEd25519KeyPair(random).publicKey,
+      certificate: uploads[0]!.manifest.manifest.certificate, values: new Float64Array(valueCount), weight: 1, random,
+    });
+    for (const u of uploads) tampered.add(u.c0);
+    const swappedSums = answering.map((index) => {
+      const keys = custodians[index - 1]!;
+      const sum = new Uint16Array(N);
+      uploads.forEach((u, d) => {
+        const sealed = d === 0 ? retry.sealedShares[index - 1]! : u.sealedShares[index - 1]!;
+        addShareInto(sum, openShare(keys.sealing.privateKey, { descriptorHash: dh, round, deviceId: `device-${d}`, custodianIndex: index }, sealed, { recipientPublicKey: keys.sealing.publicKey }));
+      });
+      return { index, share: sum };
+    });
+    expect(() =>
+      decryptSum({ descriptorHash: dh, round, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: tampered.sum(), secretSum: reconstructCentred(swappedSums, t), count: uploads.length }),
+    ).toThrow(expect.objectContaining({ code: 'integrity_check_failed' }));
+  }, 120_000);
+});

@@ -1,0 +1,347 @@
+/**
+ * One-shot RLWE encryption of a device update under a single-use secret, the coordinator's sum
+ * of c0's, and decryption of the sum with the reconstructed secret sum (design note, steps 1-6;
+ * RLWE: Lyubashevsky-Peikert-Regev 2010; the committee construction: Willow, ePrint 2024/936, and
+ * OPA, ePrint 2024/723).
+ *
+ * Device j, round r, polynomial l:  c0_{j,l} = -a_{r,l}·s_j + e_{j,l} + Δ·m_{j,l}  (mod q)
+ * with s_j uniform ternary (fresh per attempt), e_{j,l} centred binomial (21 + 21 bits, σ ≈ 3.24,
+ * as SEAL's sample_poly_cbd), Δ = 2^deltaBits and m the coefficient encoding of the update:
+ *   slot 0 = 1 (count), slot 1 = w (weight), slot 2 + i = w · roundHalfAwayFromZero(clip(x_i)/step).
+ * Coordinator:  Σ_j c0_{j,l} + a_{r,l}·S_D = Σ_j e_{j,l} + Δ·Σ_j m_{j,l}  (mod q), S_D = Σ_{j∈D} s_j;
+ * decoding round(centred / Δ) is exact while |Σ e| < Δ/2 and |Σ m| < q/(2Δ) (validateDescriptor
+ * proves both). Revealing S_D and the noise residue is "Hint-RLWE" (Kim-Lee-Seo-Song 2023).
+ *
+ * c0 payload bytes: "VC0" || u8 version 1 || u32le valueCount || u32le polyCount || the
+ * polynomials packed at 44 bits per coefficient (5.5 bytes per value).
+ */
+import { CryptoError } from '../errors.js';
+import { createQuantization, quantizeValue, type Quantization } from '../quantize.js';
+import type { DescriptorEncoding } from './descriptor.js';
+import { secureRandomBytes, type RandomBytes } from './keys.js';
+import {
+  N,
+  PACKED_POLY_BYTES,
+  Q,
+  centreQ,
+  derivePublicPolynomialNtt,
+  mulModQ,
+  nttForward,
+  nttInverse,
+  pack44,
+  toResidueQ,
+  unpack44,
+} from './ring.js';
+
+/** Coefficient slots before the values: 0 = count, 1 = weight. */
+export const COMMITTEE_HEADER_SLOTS = 2;
+/** Bytes of the c0 payload header. */
+export const C0_HEADER_BYTES = 12;
+const C0_MAGIC = [0x56, 0x43, 0x30, 0x01]; // "VC0", version 1
+
+/** Polynomials needed for `valueCount` values plus the count and weight slots. */
+export function polynomialCount(valueCount: number): number {
+  if (!Number.isSafeInteger(valueCount) || valueCount < 1) throw new CryptoError('invalid_argument', 'valueCount must be an integer >= 1');
+  return Math.ceil((valueCount + COMMITTEE_HEADER_SLOTS) / N);
+}
+
+/** Exact byte length of a c0 payload for `valueCount` values. */
+export function c0PayloadBytes(valueCount: number): number {
+  return C0_HEADER_BYTES + polynomialCount(valueCount) * PACKED_POLY_BYTES;
+}
+
+/** A uniform ternary polynomial (coefficients in {-1, 0, 1}) by rejection sampling bytes < 255. */
+export function sampleTernary(random: RandomBytes = secureRandomBytes): Int8Array {
+  const out = new Int8Array(N);
+  let filled = 0;
+  while (filled < N) {
+    const bytes = random(N - filled + 16);
+    for (let i = 0; i < bytes.length && filled < N; i++) {
+      const b = bytes[i]!;
+      if (b < 255) out[filled++] = (b % 3) - 1;
+    }
+    bytes.fill(0);
+  }
+  return out;
+}
+
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, v) => {
+  let c = 0;
+  for (let x = v; x > 0; x >>= 1) c += x & 1;
+  return c;
+});
+
+/**
+ * Adds a centred binomial error (Σ of 21 bits minus Σ of 21 bits per coefficient: variance
+ * 10.5, |e| <= 21; SEAL 4.1's sample_poly_cbd for σ = 3.2) to `poly` mod q, in place.
+ */
+export function addCbdError(poly: Float64Array, random: RandomBytes): void {
+  const bytes = random(6 * poly.length);
+  for (let k = 0; k < poly.length; k++) {
+    const o = 6 * k;
+    const e = POPCOUNT[bytes[o]!]! + POPCOUNT[bytes[o + 1]!]! + POPCOUNT[bytes[o + 2]! & 0x1f]! - POPCOUNT[bytes[o + 3]!]! - POPCOUNT[bytes[o + 4]!]! - POPCOUNT[bytes[o + 5]! & 0x1f]!;
+    let v = poly[k]! + e;
+    if (v >= Q) v -= Q;
+    else if (v < 0) v += Q;
+    poly[k] = v;
+  }
+  bytes.fill(0);
+}
+
+/**
+ * The coefficient encoding of one update: slot 0 = 1, slot 1 = weight, slot 2 + i = weight ·
+ * level(x_i); zero-padded to whole polynomials. Throws `invalid_argument` for NaN, a weight
+ * outside [1, weightCap] or an empty update.
+ */
+export function encodeUpdate(values: ArrayLike<number>, weight: number, encoding: DescriptorEncoding): Int32Array {
+  const quantization = quantizationOf(encoding);
+  if (!Number.isSafeInteger(weight) || weight < 1 || weight > quantization.weightCap) {
+    throw new CryptoError('invalid_argument', `weight must be an integer in [1, ${quantization.weightCap}], got ${weight}`);
+  }
+  const m = new Int32Array(polynomialCount(values.length) * N);
+  m[0] = 1;
+  m[1] = weight;
+  for (let i = 0; i < values.length; i++) m[COMMITTEE_HEADER_SLOTS + i] = weight * quantizeValue(values[i]!, quantization);
+  return m;
+}
+
+/** The quantisation of a descriptor's encoding. */
+export function quantizationOf(encoding: DescriptorEncoding): Quantization {
+  return createQuantization({ clipMaxAbs: encoding.clipMaxAbs, step: encoding.step, weightCap: encoding.weightCap });
+}
+
+/** What binds a round's public polynomials. */
+export interface RoundBinding {
+  /** 32-byte SHA-256 of the task descriptor. */
+  readonly descriptorHash: Uint8Array;
+  readonly round: number;
+  /** 32-byte seed the coordinator published for the round. */
+  readonly roundSeed: Uint8Array;
+}
+
+/** Options of {@link encryptUpdate}. */
+export interface EncryptUpdateOptions extends RoundBinding {
+  /** log2 Δ (descriptor.encoding.deltaBits). */
+  readonly deltaBits: number;
+  /** CSPRNG for the error. Default node:crypto. */
+  readonly random?: RandomBytes;
+}
+
+/**
+ * c0_l = -a_l·s + e_l + Δ·m_l (mod q) for every polynomial l of the encoded update `m`
+ * (see {@link encodeUpdate}), under the ternary secret `s`. Returns the c0 coefficients
+ * (polyCount · N, in [0, q)). Erases its temporaries; the caller erases `s` and `m`.
+ */
+export function encryptUpdate(m: Int32Array, s: Int8Array, options: EncryptUpdateOptions): Float64Array {
+  if (m.length % N !== 0 || m.length === 0) throw new CryptoError('invalid_argument', 'the encoded update must be whole polynomials');
+  if (s.length !== N) throw new CryptoError('invalid_argument', `the secret must have ${N} coefficients`);
+  const delta = deltaOf(options.deltaBits);
+  const random = options.random ?? secureRandomBytes;
+  const sHat = new Float64Array(N);
+  for (let k = 0; k < N; k++) sHat[k] = toResidueQ(s[k]!);
+  nttForward(sHat);
+  const polys = m.length / N;
+  const c0 = new Float64Array(m.length);
+  const work = new Float64Array(N);
+  for (let l = 0; l < polys; l++) {
+    const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+    for (let k = 0; k < N; k++) work[k] = mulModQ(aHat[k]!, sHat[k]!);
+    nttInverse(work); // work = a·s
+    const base = l * N;
+    for (let k = 0; k < N; k++) {
+      // -a·s + Δ·m: Δ·|m| < q/2 (validateDescriptor), so one reduction suffices.
+      let v = (work[k]! === 0 ? 0 : Q - work[k]!) + toResidueQ(delta * m[base + k]!);
+      if (v >= Q) v -= Q;
+      work[k] = v;
+    }
+    addCbdError(work, random);
+    c0.set(work, base);
+  }
+  sHat.fill(0);
+  work.fill(0);
+  return c0;
+}
+
+function deltaOf(deltaBits: number): number {
+  if (!Number.isInteger(deltaBits) || deltaBits < 1 || deltaBits > 43) throw new CryptoError('invalid_argument', 'deltaBits must be in [1, 43]');
+  return 2 ** deltaBits;
+}
+
+/** The c0 payload bytes: header + 44-bit packed coefficients. */
+export function encodeC0Payload(c0: Float64Array, valueCount: number): Uint8Array {
+  const polys = polynomialCount(valueCount);
+  if (c0.length !== polys * N) throw new CryptoError('invalid_argument', `c0 must have ${polys * N} coefficients for ${valueCount} values`);
+  const out = new Uint8Array(C0_HEADER_BYTES + polys * PACKED_POLY_BYTES);
+  out.set(C0_MAGIC, 0);
+  const view = new DataView(out.buffer);
+  view.setUint32(4, valueCount, true);
+  view.setUint32(8, polys, true);
+  pack44(c0, out, C0_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Checks a c0 payload's framing against the task's value count and returns its polynomial count.
+ * Throws `CryptoError('invalid_payload')` for a wrong magic/version or a truncated or oversized
+ * payload, `shape_mismatch` for another value count.
+ */
+export function checkC0Payload(payload: Uint8Array, valueCount: number): number {
+  if (payload.length < C0_HEADER_BYTES) throw new CryptoError('invalid_payload', 'c0 payload shorter than its header');
+  for (let i = 0; i < 4; i++) if (payload[i] !== C0_MAGIC[i]) throw new CryptoError('invalid_payload', 'not a version-1 committee c0 payload');
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (view.getUint32(4, true) !== valueCount) throw new CryptoError('shape_mismatch', `c0 payload carries ${view.getUint32(4, true)} values, the task has ${valueCount}`);
+  const polys = polynomialCount(valueCount);
+  if (view.getUint32(8, true) !== polys) throw new CryptoError('shape_mismatch', 'c0 payload has the wrong polynomial count');
+  if (payload.length !== C0_HEADER_BYTES + polys * PACKED_POLY_BYTES) {
+    throw new CryptoError('invalid_payload', `c0 payload must be ${C0_HEADER_BYTES + polys * PACKED_POLY_BYTES} bytes, got ${payload.length}`);
+  }
+  return polys;
+}
+
+/**
+ * Decodes a c0 payload into `out` (polyCount · N coefficients). Throws like
+ * {@link checkC0Payload}, and `CryptoError('invalid_ciphertext')` for a coefficient >= q.
+ */
+export function decodeC0Payload(payload: Uint8Array, valueCount: number, out: Float64Array = new Float64Array(polynomialCount(valueCount) * N)): Float64Array {
+  const polys = checkC0Payload(payload, valueCount);
+  if (out.length !== polys * N) throw new CryptoError('invalid_argument', 'output has the wrong length');
+  if (!unpack44(payload, C0_HEADER_BYTES, out)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
+  return out;
+}
+
+/** The coordinator's running sum of c0's mod q. */
+export interface C0Accumulator {
+  readonly valueCount: number;
+  /** Uploads added. */
+  readonly count: number;
+  /**
+   * Checks a c0 payload completely, then adds it mod q. A refused payload (framing, shape, a
+   * coefficient >= q) leaves the sum unchanged. Throws like {@link decodeC0Payload}.
+   */
+  add(payload: Uint8Array): void;
+  /** The sum (polyCount · N coefficients in [0, q)); a copy. */
+  sum(): Float64Array;
+  /** The sum as a c0 payload (for durable storage; {@link restoreC0Accumulator} reads it back). */
+  toPayload(): Uint8Array;
+}
+
+/** Options of {@link createC0Accumulator}. */
+export interface C0AccumulatorOptions {
+  /** Model values per update. */
+  readonly valueCount: number;
+}
+
+/** A sum of zero uploads. */
+export function createC0Accumulator(options: C0AccumulatorOptions): C0Accumulator {
+  return makeAccumulator(options.valueCount, new Float64Array(polynomialCount(options.valueCount) * N), 0);
+}
+
+/** Re-opens a stored sum of `count` uploads (see {@link C0Accumulator.toPayload}). */
+export function restoreC0Accumulator(options: C0AccumulatorOptions & { readonly payload: Uint8Array; readonly count: number }): C0Accumulator {
+  if (!Number.isSafeInteger(options.count) || options.count < 0) throw new CryptoError('invalid_argument', 'count must be an integer >= 0');
+  return makeAccumulator(options.valueCount, decodeC0Payload(options.payload, options.valueCount), options.count);
+}
+
+function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: number): C0Accumulator {
+  const scratch = new Float64Array(acc.length);
+  let count = initialCount;
+  return {
+    valueCount,
+    get count() {
+      return count;
+    },
+    add(payload) {
+      decodeC0Payload(payload, valueCount, scratch);
+      for (let k = 0; k < acc.length; k++) {
+        const v = acc[k]! + scratch[k]!;
+        acc[k] = v >= Q ? v - Q : v;
+      }
+      count++;
+    },
+    sum: () => Float64Array.from(acc),
+    toPayload: () => encodeC0Payload(acc, valueCount),
+  };
+}
+
+/** Options of {@link decryptSum}. */
+export interface DecryptSumOptions extends RoundBinding {
+  readonly encoding: DescriptorEncoding;
+  readonly valueCount: number;
+  /** Σ c0 over D (from {@link C0Accumulator.sum}). */
+  readonly c0Sum: Float64Array;
+  /** S_D, centred (from reconstructCentred); erased by the caller. */
+  readonly secretSum: Int32Array;
+  /** |D|. */
+  readonly count: number;
+}
+
+/** A decrypted, checked aggregate. */
+export interface DecryptedAggregate {
+  /** |D|, as the count slot confirmed. */
+  readonly count: number;
+  /** Σ w over D (the weight slot). */
+  readonly weightSum: number;
+  /** Σ w·level per value (exact integers). */
+  readonly levelSums: Float64Array;
+  /** The weighted FedAvg: levelSums · step / weightSum. */
+  readonly mean: Float32Array;
+}
+
+/**
+ * Decrypts Σ c0 + a·S_D and decodes round(x/Δ). Refuses, with
+ * `CryptoError('integrity_check_failed')`, a count slot other than |D|, a weight sum outside
+ * [|D|, |D|·weightCap], a secret-sum coefficient above |D| (a non-ternary secret) or a decoded
+ * value beyond what |D| clipped updates can produce — what inconsistent shares or a wrong share
+ * sum look like (a wrong S_D leaves a·(S' - S_D), uniform mod q, in every slot).
+ */
+export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
+  const { count, valueCount } = options;
+  const polys = polynomialCount(valueCount);
+  if (options.c0Sum.length !== polys * N) throw new CryptoError('invalid_argument', 'c0Sum has the wrong length');
+  if (options.secretSum.length !== N) throw new CryptoError('invalid_argument', `secretSum must have ${N} coefficients`);
+  if (!Number.isSafeInteger(count) || count < 1) throw new CryptoError('invalid_argument', 'count must be >= 1');
+  const quantization = quantizationOf(options.encoding);
+  const delta = deltaOf(options.encoding.deltaBits);
+  const sHat = new Float64Array(N);
+  for (let k = 0; k < N; k++) {
+    const v = options.secretSum[k]!;
+    if (v > count || v < -count) {
+      sHat.fill(0);
+      throw new CryptoError('integrity_check_failed', 'the reconstructed secret sum exceeds |D|: inconsistent shares or answers');
+    }
+    sHat[k] = toResidueQ(v);
+  }
+  nttForward(sHat);
+  const decoded = new Float64Array(polys * N);
+  const work = new Float64Array(N);
+  for (let l = 0; l < polys; l++) {
+    const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+    for (let k = 0; k < N; k++) work[k] = mulModQ(aHat[k]!, sHat[k]!);
+    nttInverse(work);
+    const base = l * N;
+    for (let k = 0; k < N; k++) {
+      let v = options.c0Sum[base + k]! + work[k]!;
+      if (v >= Q) v -= Q;
+      decoded[base + k] = Math.round(centreQ(v) / delta);
+    }
+  }
+  sHat.fill(0);
+  work.fill(0);
+  if (decoded[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${decoded[0]}, expected |D| = ${count}`);
+  const weightSum = decoded[1]!;
+  if (!(weightSum >= count && weightSum <= count * quantization.weightCap)) {
+    throw new CryptoError('integrity_check_failed', `the weight slot decrypted to ${weightSum}, outside [${count}, ${count * quantization.weightCap}]`);
+  }
+  const limit = weightSum * quantization.maxAbsLevel;
+  const levelSums = decoded.slice(COMMITTEE_HEADER_SLOTS, COMMITTEE_HEADER_SLOTS + valueCount);
+  const mean = new Float32Array(valueCount);
+  for (let i = 0; i < valueCount; i++) {
+    const v = levelSums[i]!;
+    if (v > limit || v < -limit) throw new CryptoError('integrity_check_failed', `value ${i} decrypted beyond the clip range`);
+    mean[i] = (v * quantization.step) / weightSum;
+  }
+  for (let k = COMMITTEE_HEADER_SLOTS + valueCount; k < decoded.length; k++) {
+    if (decoded[k] !== 0) throw new CryptoError('integrity_check_failed', 'a padding slot decrypted to a non-zero value');
+  }
+  return { count, weightSum, levelSums, mean };
+}
