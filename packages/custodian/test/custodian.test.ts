@@ -500,3 +500,57 @@ describe('TLS', () => {
     }
   });
 });
+
+describe('request bounds', () => {
+  it('refuses oversized requests and callers that go quiet, without blocking the round', async () => {
+    await using f = await createCommitteeFixture({ n: 2, threshold: 2, minDevices: 3 });
+    const logger = pino({ level: 'silent' });
+    const keys = await readCustodianKeys(f.custodianDirs[0]!);
+    const state = await openCustodianState(join(f.custodianDirs[0]!, 'answers.jsonl'));
+    const service = createCustodianService({
+      keys,
+      state,
+      coordinatorKeys: [f.requestKey.publicKey],
+      authorityKeys: [f.authority.publicKey],
+      floors: { minDevices: 3 },
+      maxDevices: 4,
+      logger,
+    });
+    const server = await startCustodianServer({ service, logger, idleTimeoutMs: 300 });
+    try {
+      const five = makeDevices(f, 1, 5);
+      expect(await rawShareSum(server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(five, 1), hashD: hashDOf(five) })).toMatchObject({
+        ok: false,
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        veilCode: 'request_too_large',
+      });
+      // A header, then silence: refused after the idle timeout.
+      const devices = makeDevices(f, 1, 3);
+      const client = createCustodianServiceClient(server.address, grpc.credentials.createInsecure());
+      const hashD = hashDOf(devices);
+      const issuedAtMs = Date.now();
+      const quiet = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = client.shareSum({ deadline: Date.now() + 10_000 }, (error) => resolve(error));
+        call.write({
+          header: {
+            descriptor: Buffer.from(f.descriptorBytes),
+            descriptorSignature: Buffer.from(f.descriptorSignature),
+            round: 1,
+            hashD: Buffer.from(hashD),
+            deviceCount: 3,
+            custodianIndex: 1,
+            issuedAtMs,
+            coordinatorSignature: Buffer.from(f.signRequest(requestSigningBytes({ descriptorHash: f.descriptorHash, round: 1, hashD, deviceCount: 3, custodianIndex: 1, issuedAtMs }))),
+          },
+        });
+      });
+      client.close();
+      expect(quiet).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('no request message') });
+      // The round is still open to a well-formed request.
+      expect((await rawShareSum(server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD })).ok).toBe(true);
+    } finally {
+      await server.close();
+      await state.close();
+    }
+  });
+});

@@ -21,6 +21,11 @@ export interface CustodianServerOptions {
   readonly listen?: string;
   /** Server credentials. Default insecure (loopback or a TLS-terminating proxy; see the README). */
   readonly credentials?: grpc.ServerCredentials;
+  /**
+   * Longest wait for the next message of a ShareSum stream, ms. Default 60,000. A caller that
+   * goes quiet is refused, so it cannot hold its round's lock.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 /** A running custodian gRPC server. */
@@ -56,6 +61,21 @@ function toHeader(message: ShareSumRequest__Output): ShareSumHeader {
 export async function startCustodianServer(options: CustodianServerOptions): Promise<CustodianServer> {
   const { service, logger } = options;
   const listen = options.listen ?? '127.0.0.1:0';
+  const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+  /** The next stream message, or a refusal after `idleTimeoutMs` of silence. */
+  const nextWithin = async <T>(iterator: AsyncIterator<T>): Promise<IteratorResult<T>> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        iterator.next(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new CustodianError('invalid_request', `no request message for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   const server = new grpc.Server(CUSTODIAN_CHANNEL_OPTIONS);
 
   const fail = (error: unknown, peer: string): grpc.ServiceError => {
@@ -92,12 +112,12 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
         done = true;
       });
       void (async () => {
-        const first = await iterator.next();
+        const first = await nextWithin(iterator);
         if (first.done === true) throw new CustodianError('invalid_request', 'empty ShareSum stream');
         const header = toHeader(first.value);
         async function* batches(): AsyncGenerator<readonly DeviceEntry[]> {
           for (;;) {
-            const next = await iterator.next();
+            const next = await nextWithin(iterator);
             if (next.done === true) return;
             const batch = next.value.batch;
             if (next.value.kind !== 'batch' || batch === null || batch === undefined) {
