@@ -8,8 +8,9 @@
  * object. Headline times are wall-clock; `cpuMsPerMillion` gives the same figures in process CPU
  * time, which is what one dedicated core would take when the machine is busy (see `loadAverage1m`).
  * `plainRoundMs` / `encryptedRoundMs` are end-to-end round times measured by the demo:
- * they are null here unless passed with --merge (a JSON object, or a path to a JSON file), whose
- * keys are merged into the output.
+ * they are null here unless passed with --merge (a JSON object, or a path to a JSON file; may be
+ * repeated), whose keys are merged into the output. `npm run bench:he` also merges the
+ * committee-mode figures of bench/he-committee.ts under `committee`.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -29,7 +30,7 @@ const { values: args } = parseArgs({
     clients: { type: 'string', default: '100' },
     values: { type: 'string', default: '199210' },
     seed: { type: 'string', default: '1' },
-    merge: { type: 'string' },
+    merge: { type: 'string', multiple: true },
   },
 });
 const clients = Number(args.clients);
@@ -111,8 +112,8 @@ serverCtx.dispose();
 const perMillion = 1e6 / P;
 const round = (x: number, digits = 2): number => Number(x.toFixed(digits));
 const merged: Record<string, unknown> = {};
-if (args.merge !== undefined) {
-  const text = existsSync(args.merge) ? readFileSync(args.merge, 'utf8') : args.merge;
+for (const source of args.merge ?? []) {
+  const text = existsSync(source) ? readFileSync(source, 'utf8') : source;
   Object.assign(merged, JSON.parse(text) as Record<string, unknown>);
 }
 
