@@ -171,5 +171,12 @@ export type {
   EncryptUpdateOptions,
   RoundBinding,
 } from './committee/rlwe.js';
-export { buildCommitteeUpload } from './committee/upload.js';
-export type { CommitteeUpload, CommitteeUploadOptions } from './committee/upload.js';
+export {
+  MAX_MANIFEST_BYTES,
+  buildCommitteeUpload,
+  deriveRoundSeed,
+  encodeCommitteeUploadPayload,
+  committeeUploadBytesWithoutManifest,
+  verifyCommitteeUpload,
+} from './committee/upload.js';
+export type { CommitteeUpload, CommitteeUploadCheck, CommitteeUploadOptions, VerifiedCommitteeUpload } from './committee/upload.js';

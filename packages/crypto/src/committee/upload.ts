@@ -8,12 +8,12 @@
  * attempt (or a re-opened round) must call this again, drawing a fresh secret.
  */
 import { CryptoError } from '../errors.js';
-import { fromBase64, sha256, toBase64, toHex } from './bytes.js';
+import { bytesEqual, fromBase64, sha256, toBase64, toHex, u32be, utf8 } from './bytes.js';
 import { descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
-import { signManifest, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
-import { encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
-import { sealShare } from './sealing.js';
+import { encodeManifest, signManifest, verifyManifest, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
+import { c0PayloadBytes, decodeC0Payload, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
+import { SEALED_SHARE_BYTES, sealShare } from './sealing.js';
 import { shareSecret } from './shamir.js';
 
 /** Options of {@link buildCommitteeUpload}. */
@@ -80,4 +80,145 @@ export function buildCommitteeUpload(options: CommitteeUploadOptions): Committee
     m.fill(0);
     for (const share of shares) share.fill(0);
   }
+}
+
+const UPLOAD_MAGIC = [0x56, 0x43, 0x55, 0x01]; // "VCU", version 1
+const ROUND_SEED_DOMAIN = utf8('veil/round-seed/v1');
+/** Largest canonical manifest accepted, bytes. */
+export const MAX_MANIFEST_BYTES = 16_384;
+
+/**
+ * The round seed: SHA-256("veil/round-seed/v1" || descriptorHash || u32be(round)). Devices and
+ * the coordinator derive it, so it needs no transport and the coordinator cannot choose it (it
+ * could not usefully anyway: a_{r,l} is an XOF output of it).
+ */
+export function deriveRoundSeed(descriptorHash: Uint8Array, round: number): Uint8Array {
+  if (descriptorHash.length !== 32) throw new CryptoError('invalid_argument', 'descriptorHash must be 32 bytes');
+  return sha256(ROUND_SEED_DOMAIN, descriptorHash, u32be(round));
+}
+
+/**
+ * One upload as bytes for the wire (update encoding `committee-v1`):
+ *   "VCU" || u8 1 || u32le |c0| || c0 || u8 n || n × sealed share (4,144 bytes each)
+ *   || u32le |manifest| || canonical manifest bytes || 64-byte Ed25519 signature.
+ */
+export function encodeCommitteeUploadPayload(upload: CommitteeUpload): Uint8Array {
+  const manifestBytes = encodeManifest(upload.manifest.manifest);
+  const signature = fromBase64(upload.manifest.signature, 'manifest signature', 64);
+  const n = upload.sealedShares.length;
+  if (n < 1 || n > 255) throw new CryptoError('invalid_argument', 'an upload carries 1-255 sealed shares');
+  const out = new Uint8Array(4 + 4 + upload.c0.length + 1 + n * SEALED_SHARE_BYTES + 4 + manifestBytes.length + 64);
+  const view = new DataView(out.buffer);
+  let o = 0;
+  out.set(UPLOAD_MAGIC, o);
+  o += 4;
+  view.setUint32(o, upload.c0.length, true);
+  o += 4;
+  out.set(upload.c0, o);
+  o += upload.c0.length;
+  out[o++] = n;
+  for (const sealed of upload.sealedShares) {
+    if (sealed.length !== SEALED_SHARE_BYTES) throw new CryptoError('invalid_argument', 'a sealed share has the wrong length');
+    out.set(sealed, o);
+    o += SEALED_SHARE_BYTES;
+  }
+  view.setUint32(o, manifestBytes.length, true);
+  o += 4;
+  out.set(manifestBytes, o);
+  o += manifestBytes.length;
+  out.set(signature, o);
+  return out;
+}
+
+/** Exact payload size of a committee upload without its manifest: for size limits. */
+export function committeeUploadBytesWithoutManifest(valueCount: number, committeeSize: number): number {
+  return 4 + 4 + c0PayloadBytes(valueCount) + 1 + committeeSize * SEALED_SHARE_BYTES + 4 + 64;
+}
+
+/** What {@link verifyCommitteeUpload} checks against. */
+export interface CommitteeUploadCheck {
+  readonly descriptor: TaskDescriptor;
+  readonly descriptorHash?: Uint8Array;
+  readonly round: number;
+  /** The model's value count. */
+  readonly valueCount: number;
+  /** The device the uploader authenticated as: the manifest must name it. */
+  readonly deviceId: string;
+  /** Unix ms, for the certificate's expiry. */
+  readonly nowMs: number;
+}
+
+/** A verified upload, split into what the coordinator stores. */
+export interface VerifiedCommitteeUpload {
+  /** c0 payload bytes (checked: framing, shape, every coefficient < q). */
+  readonly c0: Uint8Array;
+  /** Element i-1 for custodian i. */
+  readonly sealedShares: readonly Uint8Array[];
+  /** Canonical manifest bytes and the device's 64-byte signature over them. */
+  readonly manifest: Uint8Array;
+  readonly manifestSignature: Uint8Array;
+  /** SHA-256 of the manifest bytes. */
+  readonly manifestDigest: Uint8Array;
+}
+
+/**
+ * The coordinator's intake check of a committee upload: framing and sizes, c0 shape and ranges,
+ * one sealed share per custodian, a canonical manifest certified by the descriptor's enrolment
+ * authority for this device and task and signed by the certified key, naming this descriptor and
+ * round, whose digests match the c0 and every sealed share. Throws `CryptoError` with
+ * `invalid_payload` / `shape_mismatch` / `invalid_ciphertext` (malformed), `parameter_mismatch`
+ * (another task, round or device), `invalid_signature` (uncertified or badly signed).
+ * Custodians repeat the manifest and share checks themselves; this one keeps garbage out of the
+ * coordinator's store and sum.
+ */
+export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploadCheck): VerifiedCommitteeUpload {
+  const n = check.descriptor.committee.length;
+  const fail = (message: string): never => {
+    throw new CryptoError('invalid_payload', `committee upload: ${message}`);
+  };
+  if (payload.length < 8) fail('shorter than its header');
+  for (let i = 0; i < 4; i++) if (payload[i] !== UPLOAD_MAGIC[i]) fail('not a version-1 committee upload');
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const c0Length = view.getUint32(4, true);
+  const expectedC0 = c0PayloadBytes(check.valueCount);
+  if (c0Length !== expectedC0) throw new CryptoError('shape_mismatch', `committee upload: c0 must be ${expectedC0} bytes for ${check.valueCount} values, got ${c0Length}`);
+  let o = 8;
+  if (payload.length < o + c0Length + 1) fail('truncated c0');
+  const c0 = payload.subarray(o, o + c0Length);
+  o += c0Length;
+  decodeC0Payload(c0, check.valueCount); // framing, shape, every coefficient < q
+  if (payload[o] !== n) fail(`carries ${payload[o]} sealed shares, the committee has ${n}`);
+  o += 1;
+  if (payload.length < o + n * SEALED_SHARE_BYTES + 4) fail('truncated sealed shares');
+  const sealedShares = Array.from({ length: n }, (_, i) => payload.subarray(o + i * SEALED_SHARE_BYTES, o + (i + 1) * SEALED_SHARE_BYTES));
+  o += n * SEALED_SHARE_BYTES;
+  const manifestLength = view.getUint32(o, true);
+  o += 4;
+  if (manifestLength > MAX_MANIFEST_BYTES) fail(`manifest of ${manifestLength} bytes exceeds ${MAX_MANIFEST_BYTES}`);
+  if (payload.length !== o + manifestLength + 64) fail(`must be ${o + manifestLength + 64} bytes, got ${payload.length}`);
+  const manifestBytes = payload.subarray(o, o + manifestLength);
+  const manifestSignature = payload.subarray(o + manifestLength);
+  let manifest: UploadManifest;
+  try {
+    manifest = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(manifestBytes)) as UploadManifest;
+  } catch (cause) {
+    throw new CryptoError('invalid_payload', 'committee upload: the manifest is not JSON', { cause });
+  }
+  let canonical: Uint8Array;
+  try {
+    canonical = encodeManifest(manifest);
+  } catch (cause) {
+    throw new CryptoError('invalid_payload', 'committee upload: the manifest has no canonical form', { cause });
+  }
+  if (!bytesEqual(canonical, manifestBytes)) fail('the manifest is not canonically encoded');
+  const verified = verifyManifest(
+    { manifest, signature: toBase64(manifestSignature) },
+    { descriptor: check.descriptor, ...(check.descriptorHash === undefined ? {} : { descriptorHash: check.descriptorHash }), round: check.round, nowMs: check.nowMs },
+  );
+  if (verified.deviceId !== check.deviceId) throw new CryptoError('parameter_mismatch', `committee upload: the manifest names device ${verified.deviceId}, the uploader is ${check.deviceId}`);
+  if (!bytesEqual(sha256(c0), verified.c0Sha256)) throw new CryptoError('invalid_signature', 'committee upload: c0 does not match the signed manifest');
+  sealedShares.forEach((sealed, i) => {
+    if (!bytesEqual(sha256(sealed), verified.shareSha256[i]!)) throw new CryptoError('invalid_signature', `committee upload: sealed share ${i + 1} does not match the signed manifest`);
+  });
+  return { c0, sealedShares, manifest: manifestBytes, manifestSignature, manifestDigest: verified.manifestDigest };
 }

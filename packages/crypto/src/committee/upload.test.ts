@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import { sha256, toHex, utf8 } from './bytes.js';
+import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
+import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
+import { issueDeviceCertificate, signManifest } from './manifest.js';
+import { openShare, SEALED_SHARE_BYTES } from './sealing.js';
+import {
+  buildCommitteeUpload,
+  committeeUploadBytesWithoutManifest,
+  deriveRoundSeed,
+  encodeCommitteeUploadPayload,
+  verifyCommitteeUpload,
+} from './upload.js';
+
+const NOW = Date.parse('2026-12-06T16:00:00Z');
+
+function setup() {
+  const authority = generateEd25519KeyPair();
+  const custodians = Array.from({ length: 3 }, () => generateCustodianKeys());
+  const descriptor: TaskDescriptor = buildTaskDescriptor({
+    taskId: 'task-u',
+    committee: custodians.map((k, i) => ({ address: `c${i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+    threshold: 2,
+    minDevices: 2,
+    maxRounds: 10,
+    authorityPublicKey: authority.publicKey,
+  });
+  const dh = descriptorHash(descriptor);
+  const device = generateEd25519KeyPair();
+  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: 'task-u', deviceId: 'dev-1', devicePublicKey: device.publicKey, notAfterMs: NOW + 60_000 });
+  const build = (round = 2, values: ArrayLike<number> = [0.5, -0.25, 1, 0]) =>
+    buildCommitteeUpload({ descriptor, descriptorHash: dh, round, roundSeed: deriveRoundSeed(dh, round), deviceId: 'dev-1', devicePrivateKey: device.privateKey, devicePublicKey: device.publicKey, certificate, values, weight: 1 });
+  return { authority, custodians, descriptor, dh, device, certificate, build };
+}
+
+const codeOf = (fn: () => unknown) => {
+  try {
+    fn();
+    return 'accepted';
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+};
+
+describe('committee upload payloads', () => {
+  it('round-trip through encode and the coordinator check, which returns what custodians need', () => {
+    const { custodians, descriptor, dh, build } = setup();
+    const upload = build();
+    const payload = encodeCommitteeUploadPayload(upload);
+    const manifestLength = payload.length - committeeUploadBytesWithoutManifest(4, 3);
+    expect(manifestLength).toBeGreaterThan(100);
+    expect(manifestLength).toBeLessThan(1500);
+    const verified = verifyCommitteeUpload(payload, { descriptor, round: 2, valueCount: 4, deviceId: 'dev-1', nowMs: NOW });
+    expect(verified.c0).toEqual(upload.c0);
+    expect(verified.sealedShares.map((s) => s.length)).toEqual([SEALED_SHARE_BYTES, SEALED_SHARE_BYTES, SEALED_SHARE_BYTES]);
+    expect(toHex(verified.manifestDigest)).toBe(toHex(sha256(verified.manifest)));
+    const share = openShare(custodians[1]!.sealing.privateKey, { descriptorHash: dh, round: 2, deviceId: 'dev-1', custodianIndex: 2 }, verified.sealedShares[1]!);
+    expect(share.length).toBe(2048);
+  });
+
+  it('refuses truncation, padding, another device, round or shape, swapped shares and re-signed tampering', () => {
+    const { descriptor, device, build } = setup();
+    const upload = build();
+    const payload = encodeCommitteeUploadPayload(upload);
+    const check = { descriptor, round: 2, valueCount: 4, deviceId: 'dev-1', nowMs: NOW };
+    expect(codeOf(() => verifyCommitteeUpload(payload.subarray(0, payload.length - 1), check))).toBe('invalid_payload');
+    expect(codeOf(() => verifyCommitteeUpload(new Uint8Array([...payload, 0]), check))).toBe('invalid_payload');
+    expect(codeOf(() => verifyCommitteeUpload(payload, { ...check, deviceId: 'dev-2' }))).toBe('parameter_mismatch');
+    expect(codeOf(() => verifyCommitteeUpload(payload, { ...check, round: 3 }))).toBe('parameter_mismatch');
+    expect(codeOf(() => verifyCommitteeUpload(payload, { ...check, valueCount: 5000 }))).toBe('shape_mismatch');
+    expect(codeOf(() => verifyCommitteeUpload(payload, { ...check, nowMs: NOW + 60_001 }))).toBe('invalid_signature');
+    // Sealed shares swapped between custodians: the manifest digests no longer match.
+    const other = build();
+    const swapped = encodeCommitteeUploadPayload({ ...upload, sealedShares: [other.sealedShares[0]!, ...upload.sealedShares.slice(1)] });
+    expect(codeOf(() => verifyCommitteeUpload(swapped, check))).toBe('invalid_signature');
+    // c0 of another upload with this upload's manifest.
+    expect(codeOf(() => verifyCommitteeUpload(encodeCommitteeUploadPayload({ ...upload, c0: other.c0 }), check))).toBe('invalid_signature');
+    // A coefficient >= q in c0 (re-signed by the device, so only the range check catches it).
+    const badC0 = Uint8Array.from(upload.c0);
+    badC0.fill(0xff, 12, 23);
+    const resigned = signManifest({ ...upload.manifest.manifest, c0Sha256: toHex(sha256(badC0)) }, device.privateKey);
+    expect(codeOf(() => verifyCommitteeUpload(encodeCommitteeUploadPayload({ ...upload, c0: badC0, manifest: resigned }), check))).toBe('invalid_ciphertext');
+    // A flipped bit in the manifest bytes.
+    const flipped = Uint8Array.from(payload);
+    flipped[payload.length - 80]! ^= 1;
+    expect(['invalid_payload', 'invalid_signature', 'parameter_mismatch']).toContain(codeOf(() => verifyCommitteeUpload(flipped, check)));
+    // Not canonical: the same manifest with one space, re-framed (the signature is over the
+    // canonical digest, so only the canonical-form check can refuse it).
+    const manifestLength = payload.length - committeeUploadBytesWithoutManifest(4, 3);
+    const manifestAt = payload.length - 64 - manifestLength;
+    const spaced = utf8(' ' + new TextDecoder().decode(payload.subarray(manifestAt, manifestAt + manifestLength)));
+    const reframed = new Uint8Array([...payload.subarray(0, manifestAt - 4), 0, 0, 0, 0, ...spaced, ...payload.subarray(payload.length - 64)]);
+    new DataView(reframed.buffer).setUint32(manifestAt - 4, spaced.length, true);
+    expect(codeOf(() => verifyCommitteeUpload(reframed, check))).toBe('invalid_payload');
+  });
+
+  it('deriveRoundSeed is SHA-256("veil/round-seed/v1" || descriptorHash || u32be(round))', () => {
+    const dh = new Uint8Array(32).fill(5);
+    expect(deriveRoundSeed(dh, 258)).toEqual(sha256(utf8('veil/round-seed/v1'), dh, Uint8Array.of(0, 0, 1, 2)));
+    expect(deriveRoundSeed(dh, 1)).not.toEqual(deriveRoundSeed(dh, 2));
+  });
+
+  it('the secret is fresh per call: two uploads of the same update differ in c0 and every share', () => {
+    const { build } = setup();
+    const a = build();
+    const b = build();
+    expect(toHex(sha256(a.c0))).not.toBe(toHex(sha256(b.c0)));
+    a.sealedShares.forEach((s, i) => expect(toHex(sha256(s))).not.toBe(toHex(sha256(b.sealedShares[i]!))));
+  });
+});
