@@ -2,12 +2,14 @@
  * `veil custodian ...`: the subcommands, kept here so the `veil` binary only dispatches.
  */
 import { parseArgs } from 'node:util';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
 import { AUTHORITY_PUBLIC_FILE, certifyDevice, createSignedDescriptor, initAuthorityDir, readAuthorityKey, signValidated } from './authority.js';
 import { fromBase64 } from './bytes.js';
+import { startEnrolmentServer } from './enrolment.js';
+import { dirname, join } from 'node:path';
 import { createCustodianLogger, initRequestKey, runCustodian } from './main.js';
 
 export const CUSTODIAN_USAGE = `  custodian init --out DIR
@@ -31,6 +33,10 @@ export const AUTHORITY_USAGE = `  authority init --out DIR
                          build, validate and sign a committee task descriptor (custodians in index order)
   authority sign-descriptor --key DIR --descriptor FILE [--out FILE]
                          validate and sign a descriptor written by hand
+  authority serve --key DIR --listen HOST:PORT --task-id ID [--task-id ...] --enrolment-secret-file FILE
+                  [--state FILE] [--valid-hours H] [--log-level L]
+                         the enrolment service (HTTP POST /v1/certificates) devices get their key certified at,
+                         run apart from the coordinator; prints {"url": ...}
   authority certify-device --key DIR --task-id ID --device-id ID --device-key BASE64 [--valid-hours H]
                          certify a device's Ed25519 key for one task (prints the certificate JSON)
 `;
@@ -250,6 +256,49 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       process.stderr.write(`descriptor ${descriptorHashHex(descriptor)} signed\n`);
       return 0;
     }
+    case 'serve': {
+      const { values } = parseArgs({
+        args: [...rest],
+        strict: true,
+        options: {
+          key: { type: 'string' },
+          listen: { type: 'string' },
+          'task-id': { type: 'string', multiple: true },
+          'enrolment-secret-file': { type: 'string' },
+          state: { type: 'string' },
+          'valid-hours': { type: 'string' },
+          'log-level': { type: 'string' },
+        },
+      });
+      const keyPath = need(values.key, 'key');
+      const authority = await readAuthorityKey(keyPath);
+      const listen = need(values.listen, 'listen');
+      if (!/^.+:\d+$/.test(listen)) throw new CustodianUsageError('--listen HOST:PORT');
+      const secret = (await readFile(need(values['enrolment-secret-file'], 'enrolment-secret-file'), 'utf8')).trim();
+      const hours = positiveNumber(values['valid-hours'], 'valid-hours');
+      const logger = createCustodianLogger(values['log-level'] ?? 'info');
+      const server = await startEnrolmentServer({
+        authority,
+        enrolmentSecret: secret,
+        taskIds: need(values['task-id'], 'task-id'),
+        statePath: values.state ?? join((await stat(keyPath)).isDirectory() ? keyPath : dirname(keyPath), 'enrolments.jsonl'),
+        listen,
+        logger,
+        ...(hours !== undefined && { validForMs: Math.round(hours * 3_600_000) }),
+      });
+      out.write(`${JSON.stringify({ url: server.url })}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          resolve();
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
+      await server.close();
+      return 0;
+    }
     case 'certify-device': {
       const { values } = parseArgs({
         args: [...rest],
@@ -276,7 +325,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
     }
     default:
       throw new CustodianUsageError(
-        sub === undefined ? 'authority needs a subcommand: init, descriptor, sign-descriptor or certify-device' : `unknown authority subcommand ${JSON.stringify(sub)}`,
+        sub === undefined ? 'authority needs a subcommand: init, descriptor, sign-descriptor, serve or certify-device' : `unknown authority subcommand ${JSON.stringify(sub)}`,
       );
   }
 }

@@ -60,3 +60,6 @@ export {
   runCustodian,
 } from './main.js';
 export type { RunCustodianOptions, RunningCustodian } from './main.js';
+
+export { requestDeviceCertificate, startEnrolmentServer } from './enrolment.js';
+export type { EnrolmentServer, EnrolmentServerOptions } from './enrolment.js';

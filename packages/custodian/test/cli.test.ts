@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import { encodeDescriptor, generateEd25519KeyPair, type DeviceCertificate, type SignedTaskDescriptor } from '@veil/crypto';
 import { createCommitteeClient } from '../src/client.js';
 import { readRequestSigner } from '../src/main.js';
+import { requestDeviceCertificate } from '../src/enrolment.js';
 import { fromBase64, sha256, toBase64 } from '../src/bytes.js';
 import { committeeRequest, makeDevice, reconstructAtZero, sumSecrets } from './fixture.js';
 
@@ -72,13 +73,28 @@ describe('veil authority and veil custodian', () => {
     // Devices generate their keys; the authority certifies them.
     const descriptorBytes = encodeDescriptor(signed.descriptor);
     const view = { descriptor: signed.descriptor, descriptorHash: sha256(descriptorBytes) };
+    // One device certified offline, three through the enrolment service (a process apart from the coordinator).
     const devices = [];
-    for (let j = 0; j < 4; j += 1) {
+    const first = generateEd25519KeyPair();
+    const { stdout } = await veil('authority', 'certify-device', '--key', join(root, 'authority'), '--task-id', 'cli-task', '--device-id', 'dev-0',
+      '--device-key', toBase64(first.publicKey), '--valid-hours', '1');
+    const offline = JSON.parse(stdout) as DeviceCertificate;
+    expect(offline.notAfterMs).toBeGreaterThan(Date.now());
+    devices.push(makeDevice(view, { round: 1, deviceId: 'dev-0', key: first, certificate: offline }));
+    await writeFile(join(root, 'enrolment-secret'), 'enrolment-secret-0123456789\n', { mode: 0o600 });
+    const enrolment = spawn(
+      process.execPath,
+      [VEIL, 'authority', 'serve', '--key', join(root, 'authority'), '--listen', '127.0.0.1:0', '--task-id', 'cli-task', '--enrolment-secret-file', join(root, 'enrolment-secret')],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    children.push(enrolment);
+    const url = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: enrolment.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
+      enrolment.once('exit', (code) => reject(new Error(`enrolment service exited ${code}`)));
+    });
+    for (let j = 1; j < 4; j += 1) {
       const key = generateEd25519KeyPair();
-      const { stdout } = await veil('authority', 'certify-device', '--key', join(root, 'authority'), '--task-id', 'cli-task', '--device-id', `dev-${j}`,
-        '--device-key', toBase64(key.publicKey), '--valid-hours', '1');
-      const certificate = JSON.parse(stdout) as DeviceCertificate;
-      expect(certificate.notAfterMs).toBeGreaterThan(Date.now());
+      const { certificate } = await requestDeviceCertificate({ url, enrolmentSecret: 'enrolment-secret-0123456789', taskId: 'cli-task', deviceId: `dev-${j}`, devicePublicKey: key.publicKey });
       devices.push(makeDevice(view, { round: 1, deviceId: `dev-${j}`, key, certificate }));
     }
 
