@@ -236,6 +236,10 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
       if (header.deviceCount > maxDevices) {
         throw new CustodianError('request_too_large', `|D| = ${header.deviceCount} is above this custodian's limit of ${maxDevices}`);
       }
+      // The task's own bound: above it the encoded sum may not decode and the lift of S_D mod p may wrap.
+      if (header.deviceCount > descriptor.maxDevices) {
+        throw new CustodianError('request_too_large', `|D| = ${header.deviceCount} is above the task's maximum of ${descriptor.maxDevices} devices`);
+      }
       const minimum = Math.max(descriptor.minDevices, options.floors.minDevices);
       if (header.deviceCount < minimum) {
         throw new CustodianError('below_minimum', `|D| = ${header.deviceCount} is below the minimum of ${minimum} devices`);

@@ -524,6 +524,20 @@ describe('request bounds', () => {
         code: grpc.status.RESOURCE_EXHAUSTED,
         veilCode: 'request_too_large',
       });
+      // The descriptor's own maxDevices binds too (here 4 devices against a task maximum of 3).
+      const small = makeDescriptor(f.custodians, f.authority.publicKey, { maxDevices: 3, taskId: 'small-task' });
+      const smallSigned = signDescriptor(small, f.authority.privateKey);
+      const four = makeDevices(f, 1, 4);
+      expect(
+        await rawShareSum(server.address, f, {
+          round: 1,
+          custodianIndex: 1,
+          entries: entriesFor(four, 1),
+          hashD: hashDOf(four),
+          descriptorBytes: encodeDescriptor(small),
+          descriptorSignature: fromBase64(smallSigned.signature, 's', 64),
+        }),
+      ).toMatchObject({ ok: false, code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringContaining("task's maximum") });
       // A header, then silence: refused after the idle timeout.
       const devices = makeDevices(f, 1, 3);
       const client = createCustodianServiceClient(server.address, grpc.credentials.createInsecure());
