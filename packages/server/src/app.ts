@@ -113,6 +113,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       enrolmentSecret,
       ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
+      uploadIdleTimeoutMs: config.uploadIdleTimeoutMs,
+      maxUploadStreamsPerDevice: config.maxUploadStreamsPerDevice,
     });
     const grpcServer = await startGrpcServer(handlers, {
       host: config.host,

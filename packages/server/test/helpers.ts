@@ -13,7 +13,7 @@ import pg from 'pg';
 import { PassThrough } from 'node:stream';
 import { createFederationServiceClient, GRPC_CHANNEL_OPTIONS, type SubmitUpdateRequest } from '@veil/protocol';
 import { float32ToBytes } from '@veil/protocol/codec';
-import { createLogger, loadConfig, startCoordinator, type Coordinator, type CoordinatorOptions, type Logger } from '../src/index.js';
+import { createLogger, loadConfig, startCoordinator, type Coordinator, type CoordinatorConfig, type CoordinatorOptions, type Logger } from '../src/index.js';
 import { parseSegment } from '../src/blobs/blob-store.js';
 import { createGrpcTransport } from '../../client-sdk/src/transport/grpc-transport.js';
 import type { Assignment, JoinResult, Transport } from '../../client-sdk/src/transport/transport.js';
@@ -108,6 +108,8 @@ export interface StartTestCoordinatorOptions
   adminToken?: string;
   /** Default: a random 32-character secret. */
   enrolmentSecret?: string;
+  /** Configuration fields to override (after the fixture's own: loopback, port 0, fresh storage). */
+  config?: Partial<CoordinatorConfig>;
 }
 
 export interface TestCoordinator extends AsyncDisposable {
@@ -135,6 +137,7 @@ export async function startTestCoordinator(options: StartTestCoordinatorOptions 
         adminToken: options.adminToken ?? randomBytes(24).toString('base64url'),
         enrolmentSecret: options.enrolmentSecret ?? randomBytes(24).toString('base64url'),
         logLevel: 'silent',
+        ...options.config,
       },
       logger: options.logger ?? createLogger({ level: 'silent' }),
       ...(options.clock && { clock: options.clock }),

@@ -32,6 +32,10 @@ export interface CoordinatorConfig {
    * Tasks created without explicit encryption settings use this key. Default none.
    */
   keysDir: string | undefined;
+  /** gRPC upload streams that send nothing (no header, or no data once admitted) for this long are closed, ms. Default 60 000. */
+  uploadIdleTimeoutMs: number;
+  /** Upload streams one device may have open at once. Default 2. */
+  maxUploadStreamsPerDevice: number;
 }
 
 export class ConfigError extends Error {
@@ -63,13 +67,23 @@ function secret(env: NodeJS.ProcessEnv, name: string): string | undefined {
   return raw;
 }
 
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new ConfigError(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /**
  * Reads the coordinator's environment variables (the only place that does):
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
- * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, NODE_ENV. Throws ConfigError with a clear message.
+ * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE, NODE_ENV. Throws ConfigError with a clear message.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
   const dataDir = resolve(env['VEIL_DATA_DIR'] || '.veil');
@@ -94,6 +108,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     migrateOnStart: bool(env, 'VEIL_MIGRATE_ON_START', true),
     production,
     keysDir: env['VEIL_KEYS_DIR'] ? resolve(env['VEIL_KEYS_DIR']) : undefined,
+    uploadIdleTimeoutMs: positiveInt(env, 'VEIL_UPLOAD_IDLE_TIMEOUT_MS', 60_000, 3_600_000),
+    maxUploadStreamsPerDevice: positiveInt(env, 'VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE', 2, 100),
   };
   if (production && (config.adminToken === undefined || config.enrolmentSecret === undefined)) {
     throw new ConfigError('NODE_ENV=production requires VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET');

@@ -42,9 +42,11 @@ export function holdReads(stream: Readable): { hold(): void; release(): void } {
  * `acquire(bytes)` resolves, strictly in arrival order (a large request is
  * never starved by small ones), once that many bytes are free, with an
  * idempotent release. A request above the whole budget is granted the whole
- * budget, i.e. runs alone.
+ * budget, i.e. runs alone. A request whose `signal` aborts before it is
+ * granted leaves the queue (rejecting with the signal's reason), so a transfer
+ * that went away never holds a place.
  */
-export function createByteBudget(capacityBytes: number): { acquire(bytes: number): Promise<() => void> } {
+export function createByteBudget(capacityBytes: number): { acquire(bytes: number, signal?: AbortSignal): Promise<() => void> } {
   let free = capacityBytes;
   const queue: Array<{ bytes: number; grant(): void }> = [];
   const grantWaiting = (): void => {
@@ -55,12 +57,25 @@ export function createByteBudget(capacityBytes: number): { acquire(bytes: number
     }
   };
   return {
-    acquire(requested) {
+    acquire(requested, signal) {
       const bytes = Math.min(Math.max(requested, 1), capacityBytes);
-      return new Promise((resolve) => {
-        queue.push({
+      return new Promise((resolve, reject) => {
+        if (signal?.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        const onAbort = (): void => {
+          const at = queue.indexOf(entry);
+          if (at < 0) return;
+          queue.splice(at, 1);
+          reject(signal!.reason);
+          // The head may have left: whoever is next may fit now.
+          grantWaiting();
+        };
+        const entry = {
           bytes,
           grant() {
+            signal?.removeEventListener('abort', onAbort);
             let released = false;
             resolve(() => {
               if (released) return;
@@ -69,7 +84,9 @@ export function createByteBudget(capacityBytes: number): { acquire(bytes: number
               grantWaiting();
             });
           },
-        });
+        };
+        queue.push(entry);
+        signal?.addEventListener('abort', onAbort, { once: true });
         grantWaiting();
       });
     },

@@ -21,6 +21,7 @@ import {
 import { chunkPayload } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
+import { createIdleTimer, createUploadGuard, type UploadSlot } from './upload-guard.js';
 import { createDeviceAuth, type DeviceAuthFailure } from './device-auth.js';
 import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
@@ -46,6 +47,14 @@ export interface FederationServiceOptions {
    * downloads beyond it wait before their first message. Default 32 MiB.
    */
   downloadBudgetBytes?: number;
+  /**
+   * An upload stream that sends nothing for this long (no header; or no chunk since it was
+   * admitted to the budget or since its last chunk) is closed with DEADLINE_EXCEEDED and frees its
+   * budget share, ms. Default 60 000 (a 1 MiB chunk needs at least ~140 kbit/s).
+   */
+  uploadIdleTimeoutMs?: number;
+  /** Upload streams one device may have open at once; more are refused with RESOURCE_EXHAUSTED. Default 2. */
+  maxUploadStreamsPerDevice?: number;
   /** Backoff on failed authentication (per peer address and per credential). Default a new {@link createAuthThrottle}. */
   authThrottle?: AuthThrottle;
   /** Told of every failed authentication (the audit trail). Default none. */
@@ -236,6 +245,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
   const encodedModel = createEncodedModelCache();
+  const uploadGuard = createUploadGuard({
+    ...(options.uploadIdleTimeoutMs !== undefined && { idleTimeoutMs: options.uploadIdleTimeoutMs }),
+    ...(options.maxUploadStreamsPerDevice !== undefined && { maxStreamsPerDevice: options.maxUploadStreamsPerDevice }),
+  });
+  // Uploads still receiving when their round closes are cancelled: they could no longer be accepted.
+  engine.on('round-closed', ({ taskId, round }) => uploadGuard.roundClosed(taskId, round.number, round.state));
+  engine.on('round-failed', ({ taskId, round }) => uploadGuard.roundClosed(taskId, round.number, round.state));
 
   const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
     deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer());
@@ -333,11 +349,25 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     SubmitUpdate(call, callback) {
       let settled = false;
       let releaseBudget: (() => void) | null = null;
+      let slot: UploadSlot | null = null;
+      // Aborted when the stream ends, so an upload still queued for the budget leaves the queue.
+      const gone = new AbortController();
+      const idleMs = uploadGuard.idleTimeoutMs;
+      const idle = createIdleTimer(idleMs, () =>
+        finish(new VeilError('deadline_exceeded', header === null ? `no update header within ${idleMs} ms` : `no update data for ${idleMs} ms`)),
+      );
+      /** Whatever the stream holds, let go (idempotent). */
+      const letGo = (): void => {
+        idle.stop();
+        releaseBudget?.();
+        slot?.close();
+        gone.abort(new VeilError('aborted', 'upload stream ended'));
+        chunks.length = 0;
+      };
       const finish = (error: unknown, response?: { acceptedCount: number; payloadSha256: Buffer }): void => {
         if (settled) return;
         settled = true;
-        releaseBudget?.();
-        chunks.length = 0;
+        letGo();
         if (error) {
           callback(sendError(log.child({ peer: call.getPeer() }), error));
           call.removeAllListeners('data');
@@ -352,6 +382,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       let maxBytes = 0;
       let client: Client | null = null;
       let ready: Promise<void> | null = null;
+      idle.start();
 
       call.on('data', (message: { header?: unknown; chunk?: Buffer; part?: string }) => {
         if (settled) return;
@@ -376,19 +407,26 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           // Nothing more is read (the payload stays with the device) until the header checks out and the budget has room.
           reads.hold();
           call.pause();
+          // Waiting for the checks and the budget is not idleness: the device is held back by us.
+          idle.stop();
           ready = (async () => {
             client = await authenticate(call);
             ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
-            // Bounded memory: the payload is read only once the upload budget has room for it.
             const ids = { taskId: client.taskId, clientId: client.id, roundNumber: header!.roundNumber };
+            if (settled) return;
+            slot = uploadGuard.open(ids, (error) => finish(error));
+            // Bounded memory: the payload is read only once the upload budget has room for it.
             log.debug(ids, 'upload waiting for the transfer budget');
-            const release = await uploads.acquire(Math.min(header!.payloadSizeBytes, maxBytes));
+            const release = await uploads.acquire(Math.min(header!.payloadSizeBytes, maxBytes), gone.signal);
             log.debug(ids, 'upload admitted');
             if (settled) release();
             else releaseBudget = release;
           })();
           ready.then(
             () => {
+              if (settled) return;
+              // Admitted: from now on the budget share is only held while data keeps coming.
+              idle.start();
               reads.release();
               call.resume();
             },
@@ -401,6 +439,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           if (message.chunk.byteLength > MAX_CHUNK_BYTES) {
             return finish(new VeilError('resource_exhausted', `chunks are limited to ${MAX_CHUNK_BYTES} bytes`));
           }
+          idle.start();
           received += message.chunk.byteLength;
           if (received > header.payloadSizeBytes || received > maxBytes) {
             return finish(new VeilError('resource_exhausted', `payload exceeds the declared ${header.payloadSizeBytes} bytes`));
@@ -415,12 +454,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         // The device went away: free its budget share now unless its update is being processed (finish frees it then).
         if (processing) return;
         settled = true;
-        releaseBudget?.();
-        chunks.length = 0;
+        letGo();
       });
       call.on('end', () => {
         if (settled) return;
         processing = true;
+        idle.stop();
+        slot?.processing();
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
           await ready;
@@ -438,8 +478,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       });
       call.on('error', (error) => {
         settled = true;
-        releaseBudget?.();
-        chunks.length = 0;
+        letGo();
         log.debug({ err: error }, 'update stream failed');
       });
     },

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { VeilError } from '../errors.js';
+import { createByteBudget } from './backpressure.js';
+import { createUploadGuard } from './upload-guard.js';
+
+describe('upload guard', () => {
+  it('limits the uploads one device has open, and frees a place when one closes', () => {
+    const guard = createUploadGuard({ maxStreamsPerDevice: 2 });
+    const a = guard.open({ clientId: 'a', taskId: 't', roundNumber: 1 }, () => {});
+    guard.open({ clientId: 'a', taskId: 't', roundNumber: 1 }, () => {});
+    expect(() => guard.open({ clientId: 'a', taskId: 't', roundNumber: 1 }, () => {})).toThrow(/already has 2 uploads open/);
+    // Another device is not affected.
+    guard.open({ clientId: 'b', taskId: 't', roundNumber: 1 }, () => {});
+    a.close();
+    a.close(); // idempotent
+    expect(guard.openCount).toBe(2);
+    expect(() => guard.open({ clientId: 'a', taskId: 't', roundNumber: 1 }, () => {})).not.toThrow();
+  });
+
+  it("cancels a closed round's receiving uploads, not those already processing nor other rounds'", () => {
+    const guard = createUploadGuard();
+    const cancelled: string[] = [];
+    const cancel = (name: string) => (error: VeilError) => cancelled.push(`${name}: ${error.code} ${error.message}`);
+    guard.open({ clientId: 'a', taskId: 't', roundNumber: 1 }, cancel('a'));
+    guard.open({ clientId: 'b', taskId: 't', roundNumber: 1 }, cancel('b')).processing();
+    guard.open({ clientId: 'c', taskId: 't', roundNumber: 2 }, cancel('c'));
+    guard.open({ clientId: 'd', taskId: 'u', roundNumber: 1 }, cancel('d'));
+    guard.roundClosed('t', 1, 'FAILED');
+    expect(cancelled).toEqual(['a: failed_precondition round 1 is FAILED: this upload did not finish in time']);
+  });
+
+  it('refuses bad options', () => {
+    expect(() => createUploadGuard({ idleTimeoutMs: 0 })).toThrow(RangeError);
+    expect(() => createUploadGuard({ maxStreamsPerDevice: 1.5 })).toThrow(RangeError);
+  });
+});
+
+describe('byte budget with abort', () => {
+  it('an aborted waiter leaves the queue and the next one is granted', async () => {
+    const budget = createByteBudget(10);
+    const first = await budget.acquire(10);
+    const gone = new AbortController();
+    const stuck = budget.acquire(10, gone.signal);
+    let granted = false;
+    const next = budget.acquire(5).then((release) => {
+      granted = true;
+      return release;
+    });
+    gone.abort(new Error('went away'));
+    await expect(stuck).rejects.toThrow('went away');
+    first();
+    (await next)();
+    expect(granted).toBe(true);
+    // Aborted before asking: rejected at once, nothing taken.
+    await expect(budget.acquire(1, AbortSignal.abort(new Error('already')))).rejects.toThrow('already');
+    (await budget.acquire(10))();
+  });
+});
