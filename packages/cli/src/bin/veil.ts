@@ -15,6 +15,13 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
                          smallest noise multiplier that meets the target
+  export --task ID --format onnx --quantize none|float16|int8 --out FILE
+         (--coordinator-http URL | --data-dir DIR) [--device-key DIR] [--version N] [--calibration FILE]
+                         write a task's global model as ONNX (float32, float16 weights, or int8: static with
+                         the activation ranges in --calibration FILE, else dynamic). --coordinator-http: a running
+                         coordinator (VEIL_ADMIN_TOKEN from the environment); --data-dir: a stopped one's data
+                         directory (e.g. veil demo --data-dir DIR), opened for the export. Encrypted tasks need a
+                         key holder's --device-key DIR (veil demo: DIR/keys/device)
   demo [options]         Start a coordinator and simulated devices training MNIST with FedAvg
       --clients N          devices, each its own process (default ${DEMO_DEFAULTS.clients})
       --rounds N           federated rounds (default ${DEMO_DEFAULTS.rounds})
@@ -181,6 +188,54 @@ async function main(argv: string[]): Promise<number> {
         if (error instanceof PrivacyError) throw new UsageError(error.message);
         throw error;
       }
+    }
+    case 'export': {
+      const { values } = parseArgs({
+        args: rest,
+        strict: true,
+        options: {
+          task: { type: 'string' },
+          format: { type: 'string' },
+          quantize: { type: 'string' },
+          out: { type: 'string' },
+          'coordinator-http': { type: 'string' },
+          'data-dir': { type: 'string' },
+          'device-key': { type: 'string' },
+          version: { type: 'string' },
+          calibration: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+      });
+      if (values.task === undefined || values.out === undefined) throw new UsageError('veil export needs --task ID and --out FILE');
+      const format = values.format ?? 'onnx';
+      if (format !== 'onnx') throw new UsageError('--format must be onnx');
+      const quantize = values.quantize ?? 'none';
+      if (quantize !== 'none' && quantize !== 'float16' && quantize !== 'int8') throw new UsageError('--quantize must be none, float16 or int8');
+      if ((values['coordinator-http'] === undefined) === (values['data-dir'] === undefined)) throw new UsageError('give exactly one of --coordinator-http URL and --data-dir DIR');
+      const { runExport } = await import('../export.js');
+      const result = await runExport({
+        taskId: values.task,
+        format,
+        quantize,
+        out: values.out,
+        coordinatorHttp: values['coordinator-http'] ?? null,
+        adminToken: process.env['VEIL_ADMIN_TOKEN'] ?? null,
+        dataDir: values['data-dir'] ?? null,
+        deviceKeyDir: values['device-key'] ?? null,
+        version: values.version === undefined ? null : int(values.version, 'version', 0, 0),
+        calibrationFile: values.calibration ?? null,
+      }).catch((error: unknown) => {
+        // ExportCommandError (missing key, refused request) and @veil/export's ExportError (unsupported layer): no stack.
+        const name = (error as Error).name;
+        if (name === 'ExportCommandError' || name === 'ExportError') {
+          process.stderr.write(`veil export: ${(error as Error).message}\n`);
+          return null;
+        }
+        throw error;
+      });
+      if (result === null) return 1;
+      process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `wrote ${result.out}: model version ${result.version}, ${result.quantization}, ${result.bytes} bytes\n`);
+      return 0;
     }
     case 'demo': {
       const options = demoOptions(rest);

@@ -9,6 +9,8 @@ import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle
 import { createPrivacyAuditService } from '../services/privacy-audit.js';
 import { createTaskOverviewService } from '../services/task-overview.js';
 import { httpAuthPlugin, type AuthFailure } from './auth.js';
+import { createModelExportService } from '../services/model-export.js';
+import { exportRoutes } from './routes/export.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { privacyRoutes } from './routes/privacy.js';
@@ -91,5 +93,6 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(roundRoutes, { tasks });
   await app.register(modelRoutes, { engine, store, tasks });
   await app.register(privacyRoutes, { privacy });
+  await app.register(exportRoutes, { exporter: createModelExportService({ getTask: tasks.getTask, readModelVersion: (id, v) => engine.readModelVersion(id, v) }) });
   return app;
 }

@@ -1,0 +1,225 @@
+/**
+ * Model export benchmark: ONNX float32 / float16 / int8 (federated static calibration, and dynamic)
+ * for the demo MLP and NIID-Bench's SimpleCNN on MNIST digits.
+ *
+ *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --latency-runs 2000 --only mlp,cnn]
+ *
+ * Prints exactly one JSON object on stdout; progress goes to stderr.
+ *
+ * Per model: trains it centrally on the 8,000 training digits of npm `mnist` (the demo's split;
+ * the MLP with plain SGD on the wasm backend as the demo's devices run it, the CNN with SGD +
+ * momentum 0.9 as NIID-Bench does, on the cpu backend since wasm has no convolution gradients); splits the training digits IID over
+ * `--devices` simulated devices; runs the two federated calibration rounds of @veil/export (range,
+ * then histogram): every device computes its statistics vector with the SDK's
+ * computeCalibrationStatistics, encrypts it with BFV (@veil/crypto, the federation's update path,
+ * weight = its example count, capped), the coordinator sums the ciphertexts, a key holder decrypts
+ * the mean; the ranges are chosen by KL (default), percentile 99.99 and min/max. Then exports
+ * float32, float16, int8 static (each range method) and int8 dynamic, and measures with
+ * onnxruntime-node on the 2,000 held-out digits: accuracy, file bytes, and inference time per
+ * sample on one core (intraOpNumThreads = interOpNumThreads = 1; batch 1, median of
+ * `--latency-runs` runs after warm-up, and batch 100).
+ *
+ * Needs the packages built: `npx tsc -b packages/cli`.
+ */
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { computeCalibrationStatistics, evaluateLocal, exportModelOnnx, initTensorflow, trainLocal, type LocalDataset, type ModelSpec, type Tf } from '@veil/client-sdk';
+import { createMnistMlp, createSeededRng, createSimpleCnn, loadMnist, partitionIid } from '@veil/cli';
+import { createCiphertextAccumulator, createHeContext, createSumDecryptor, createUpdateEncryptor, generateKeyBundle, capWeight } from '@veil/crypto';
+import {
+  calibrationPoints,
+  chooseActivationRanges,
+  parseModel,
+  planHistogramRound,
+  planRangeRound,
+  statisticsLength,
+  type ActivationRanges,
+  type CalibrationPlan,
+  type RangeMethod,
+} from '@veil/export';
+
+const { values: args } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '10' },
+    'mlp-epochs': { type: 'string', default: '3' },
+    'cnn-epochs': { type: 'string', default: '2' },
+    'latency-runs': { type: 'string', default: '2000' },
+    only: { type: 'string', default: 'mlp,cnn' },
+  },
+});
+const DEVICES = Number(args.devices);
+const LATENCY_RUNS = Number(args['latency-runs']);
+const only = new Set(args.only.split(','));
+const log = (message: string) => process.stderr.write(`[bench:export] ${message}\n`);
+const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
+
+const { tf, backend } = await initTensorflow({ preferred: 'wasm' });
+log(`tensorflow backend ${backend}`);
+const { train, test } = loadMnist();
+
+/** The key holders' BFV key for the calibration rounds (devices hold it; the coordinator has the public half). */
+const bundle = await generateKeyBundle({ taskId: 'bench-export' });
+const deviceCtx = await createHeContext(bundle.device);
+const serverCtx = await createHeContext(bundle.coordinator);
+
+/** One calibration round over the simulated federation; returns the decrypted example-weighted mean and its cost. */
+async function federatedRound(spec: ModelSpec, weights: Float32Array, shards: LocalDataset[], plan: CalibrationPlan) {
+  const valueCount = statisticsLength(plan);
+  const encryptor = createUpdateEncryptor(deviceCtx, { deviceKey: bundle.device });
+  const accumulator = createCiphertextAccumulator(serverCtx, { valueCount });
+  const decryptor = createSumDecryptor(deviceCtx, { deviceKey: bundle.device, valueCount });
+  let uploadBytes = 0;
+  let deviceMs = 0;
+  try {
+    for (const shard of shards) {
+      const t0 = performance.now();
+      const stats = await computeCalibrationStatistics(tf, spec, weights, shard, plan);
+      const payload = encryptor.encrypt(stats, capWeight(shard.count, bundle.device.quantization.weightCap));
+      deviceMs += performance.now() - t0;
+      uploadBytes += payload.byteLength;
+      accumulator.add(payload);
+    }
+    const { mean, clientCount } = decryptor.decryptMean(accumulator.toPayload());
+    if (clientCount !== shards.length) throw new Error(`the sum holds ${clientCount} reports, expected ${shards.length}`);
+    return { mean: Float32Array.from(mean), valueCount, uploadBytesPerDevice: Math.round(uploadBytes / shards.length), deviceMsPerDevice: Math.round(deviceMs / shards.length) };
+  } finally {
+    encryptor.dispose();
+    accumulator.dispose();
+    decryptor.dispose();
+  }
+}
+
+async function session(bytes: Uint8Array): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+}
+
+async function onnxAccuracy(s: ort.InferenceSession, data: LocalDataset): Promise<number> {
+  const out = await s.run({ [s.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, ...data.inputShape]) });
+  const probs = out[s.outputNames[0]!]!.data as Float32Array;
+  let correct = 0;
+  for (let i = 0; i < data.count; i++) {
+    let best = 0;
+    for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
+    if (data.ys[i * 10 + best] === 1) correct++;
+  }
+  return correct / data.count;
+}
+
+/** Inference time per sample on one core: batch 1 (median over runs) and batch 100 (per sample). */
+async function latency(s: ort.InferenceSession, data: LocalDataset) {
+  const width = data.inputShape.reduce((a, b) => a * b, 1);
+  const one = (i: number) => new ort.Tensor('float32', data.xs.slice((i % data.count) * width, ((i % data.count) + 1) * width), [1, ...data.inputShape]);
+  const inputs = Array.from({ length: 256 }, (_, i) => one(i));
+  for (let i = 0; i < 200; i++) await s.run({ [s.inputNames[0]!]: inputs[i % inputs.length]! });
+  const times: number[] = [];
+  for (let i = 0; i < LATENCY_RUNS; i++) {
+    const t0 = process.hrtime.bigint();
+    await s.run({ [s.inputNames[0]!]: inputs[i % inputs.length]! });
+    times.push(Number(process.hrtime.bigint() - t0) / 1e3);
+  }
+  times.sort((a, b) => a - b);
+  const batch = new ort.Tensor('float32', data.xs.slice(0, 100 * width), [100, ...data.inputShape]);
+  for (let i = 0; i < 5; i++) await s.run({ [s.inputNames[0]!]: batch });
+  const t0 = performance.now();
+  const reps = 50;
+  for (let i = 0; i < reps; i++) await s.run({ [s.inputNames[0]!]: batch });
+  const batchUsPerSample = ((performance.now() - t0) * 1e3) / (reps * 100);
+  return { batch1MedianUs: Math.round(times[Math.floor(times.length / 2)]! * 10) / 10, batch1P90Us: Math.round(times[Math.floor(times.length * 0.9)]! * 10) / 10, batch100UsPerSample: Math.round(batchUsPerSample * 10) / 10 };
+}
+
+function asImages(d: LocalDataset): LocalDataset {
+  return { ...d, inputShape: [28, 28, 1] };
+}
+
+async function benchModel(name: string, build: (tf: Tf) => { spec: ModelSpec; weights: Float32Array }, image: boolean, epochs: number, training: { batchSize: number; learningRate: number; momentum?: number }) {
+  const trainData = image ? asImages(train) : train;
+  const testData = image ? asImages(test) : test;
+  const { spec, weights: initial } = build(tf);
+  log(`${name}: training ${epochs} epoch(s) on ${trainData.count} digits`);
+  const t0 = performance.now();
+  // TF.js's wasm backend has no convolution gradients (Conv2DBackpropFilter): a CNN trains on the cpu backend.
+  if (image) await tf.setBackend('cpu');
+  const { weights } = await trainLocal(tf, { spec, weights: initial, data: trainData, epochs, seed: 1, ...training });
+  if (image) await tf.setBackend(backend);
+  const trainSeconds = (performance.now() - t0) / 1000;
+  const tfAccuracy = (await evaluateLocal(tf, { spec, weights, data: testData })).accuracy;
+  log(`${name}: TF.js held-out accuracy ${tfAccuracy} after ${trainSeconds.toFixed(1)} s`);
+
+  const shards = partitionIid(trainData, DEVICES, createSeededRng(7)).map((s) => (image ? asImages(s) : s));
+  const points = calibrationPoints(parseModel({ ...spec, weights }));
+  const rangePlan = planRangeRound(points);
+  log(`${name}: calibration round 1 (range) over ${DEVICES} devices, ${statisticsLength(rangePlan)} values each`);
+  const rangeRound = await federatedRound(spec, weights, shards, rangePlan);
+  const histogramPlan = planHistogramRound(rangePlan, rangeRound.mean);
+  log(`${name}: calibration round 2 (histogram), ${statisticsLength(histogramPlan)} values each`);
+  const histogramRound = await federatedRound(spec, weights, shards, histogramPlan);
+
+  const variants: { label: string; quantize: 'none' | 'float16' | 'int8'; ranges?: ActivationRanges }[] = [
+    { label: 'float32', quantize: 'none' },
+    { label: 'float16', quantize: 'float16' },
+  ];
+  for (const method of ['kl', 'percentile', 'minmax'] as RangeMethod[]) {
+    variants.push({ label: `int8Static_${method}`, quantize: 'int8', ranges: chooseActivationRanges(histogramPlan, histogramRound.mean, { method }) });
+  }
+  variants.push({ label: 'int8Dynamic', quantize: 'int8' });
+
+  const results: Record<string, { bytes: number; accuracy: number; ratioToFloat32?: number; latency?: Awaited<ReturnType<typeof latency>> }> = {};
+  let floatBytes = 0;
+  for (const v of variants) {
+    const out = exportModelOnnx(spec, weights, { quantize: v.quantize, ...(v.ranges !== undefined && { activationRanges: v.ranges }) });
+    if (v.label === 'float32') floatBytes = out.bytes.byteLength;
+    const s = await session(out.bytes);
+    try {
+      const accuracy = await onnxAccuracy(s, testData);
+      const timed = v.label === 'float32' || v.label === 'int8Static_kl' || v.label === 'int8Dynamic' ? await latency(s, testData) : undefined;
+      results[v.label] = { bytes: out.bytes.byteLength, ratioToFloat32: r4(out.bytes.byteLength / floatBytes), accuracy: r4(accuracy), ...(timed !== undefined && { latency: timed }) };
+      log(`${name}: ${v.label} ${out.bytes.byteLength} bytes, accuracy ${accuracy}${timed ? `, ${timed.batch1MedianUs} us/sample (batch 1)` : ''}`);
+    } finally {
+      await s.release();
+    }
+  }
+  const f = results['float32']!;
+  const k = results['int8Static_kl']!;
+  return {
+    parameters: weights.length,
+    trainEpochs: epochs,
+    trainBackend: image ? 'cpu' : backend,
+    trainSeconds: Math.round(trainSeconds),
+    tfjsAccuracy: r4(tfAccuracy),
+    calibration: {
+      devices: DEVICES,
+      examplesPerDevice: shards[0]!.count,
+      points: points.length,
+      rangeRound: { values: rangeRound.valueCount, uploadBytesPerDevice: rangeRound.uploadBytesPerDevice, deviceMsPerDevice: rangeRound.deviceMsPerDevice },
+      histogramRound: { values: histogramRound.valueCount, uploadBytesPerDevice: histogramRound.uploadBytesPerDevice, deviceMsPerDevice: histogramRound.deviceMsPerDevice },
+    },
+    formats: results,
+    targets: {
+      int8BytesRatio: k.ratioToFloat32,
+      int8BytesRatioMet: k.ratioToFloat32! <= 0.3,
+      int8AccuracyDropPoints: r4((f.accuracy - k.accuracy) * 100),
+      int8AccuracyWithinOnePoint: f.accuracy - k.accuracy <= 0.01,
+      dynamicAccuracyDropPoints: r4((f.accuracy - results['int8Dynamic']!.accuracy) * 100),
+      float32MatchesTfjsAccuracy: f.accuracy === r4(tfAccuracy),
+    },
+  };
+}
+
+const started = performance.now();
+const report: Record<string, unknown> = {
+  bench: 'export',
+  node: process.version,
+  onnxruntime: ort.env.versions?.common ?? null,
+  tfjsBackend: backend,
+  heldOutDigits: test.count,
+};
+if (only.has('mlp')) {
+  report['mlp'] = await benchModel('mlp (784-200-200-10)', (t) => createMnistMlp(t), false, Number(args['mlp-epochs']), { batchSize: 16, learningRate: 0.1 });
+}
+if (only.has('cnn')) {
+  report['cnn'] = await benchModel('cnn (NIID-Bench SimpleCNN)', (t) => createSimpleCnn(t), true, Number(args['cnn-epochs']), { batchSize: 32, learningRate: 0.05, momentum: 0.9 });
+}
+report['seconds'] = Math.round((performance.now() - started) / 100) / 10;
+deviceCtx.dispose();
+serverCtx.dispose();
+process.stdout.write(`${JSON.stringify(report)}\n`);

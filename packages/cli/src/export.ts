@@ -1,0 +1,120 @@
+import { createWriteStream } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decryptGlobalModel, exportModelOnnx, type WeightSpec } from '@veil/client-sdk';
+import { readDeviceKeyMaterial } from '@veil/crypto';
+import type { ActivationRanges, Quantization } from '@veil/export';
+
+/** A failure the user can act on (missing key, refused request, bad calibration file): printed without a stack. */
+export class ExportCommandError extends Error {
+  override readonly name = 'ExportCommandError';
+}
+
+/** Options of {@link runExport}. */
+export interface ExportCommandOptions {
+  taskId: string;
+  format: 'onnx';
+  quantize: Quantization;
+  out: string;
+  /** A running coordinator's REST URL (with `adminToken`), or null to open `dataDir`. */
+  coordinatorHttp: string | null;
+  adminToken: string | null;
+  /** Data directory of a stopped coordinator (e.g. `veil demo --data-dir DIR`); opened for the export, then closed. */
+  dataDir: string | null;
+  /** Key holder's device key directory: needed for encrypted tasks (their model versions are ciphertext sums). */
+  deviceKeyDir: string | null;
+  /** Model version; default the current one. */
+  version: number | null;
+  /** JSON file of calibrated activation ranges (`{ ":input": {min, max}, layer: {min, max}, ... }`); int8 only. Without it int8 is dynamic. */
+  calibrationFile: string | null;
+}
+
+/** What {@link runExport} wrote. */
+export interface ExportCommandResult {
+  out: string;
+  bytes: number;
+  version: number;
+  quantization: string;
+  encrypted: boolean;
+}
+
+type Rest = (path: string) => Promise<Response>;
+
+/**
+ * `veil export`: fetches a task's global model through the admin REST API
+ * (model.json and weights.bin; for an encrypted task the chain of round sums,
+ * decrypted with the device key as a device would), and writes it as ONNX
+ * with `@veil/export`. With `dataDir` instead of a URL it starts the
+ * coordinator on that directory (loopback, port 0) for the duration.
+ */
+export async function runExport(options: ExportCommandOptions): Promise<ExportCommandResult> {
+  let close: (() => Promise<void>) | null = null;
+  let baseUrl: string;
+  let token: string;
+  if (options.coordinatorHttp !== null) {
+    if (options.adminToken === null) throw new ExportCommandError('--coordinator-http needs VEIL_ADMIN_TOKEN in the environment');
+    baseUrl = options.coordinatorHttp.replace(/\/$/, '');
+    token = options.adminToken;
+  } else {
+    if (options.dataDir === null) throw new ExportCommandError('give --coordinator-http URL (a running coordinator) or --data-dir DIR (a stopped one)');
+    const { createLogger, loadConfig, startCoordinator } = await import('@veil/server');
+    const config = { ...loadConfig({ ...process.env, VEIL_DATA_DIR: options.dataDir }), host: '127.0.0.1', grpcPort: 0, httpPort: 0 };
+    const logger = createLogger({ level: config.logLevel, destination: createWriteStream(join(options.dataDir, 'export.log'), { flags: 'a' }) });
+    const coordinator = await startCoordinator({ config, logger });
+    close = () => coordinator.close();
+    baseUrl = coordinator.httpUrl;
+    token = coordinator.adminToken;
+  }
+  try {
+    const rest: Rest = async (path) => {
+      const response = await fetch(`${baseUrl}/v1/tasks/${encodeURIComponent(options.taskId)}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      if (!response.ok) {
+        const text = await response.text();
+        throw new ExportCommandError(`GET ${path}: ${response.status} ${text}`);
+      }
+      return response;
+    };
+    const modelJson = (await (await rest(`/model${options.version === null ? '' : `?version=${options.version}`}`)).json()) as {
+      modelTopology: Record<string, unknown>;
+      weightsManifest?: { weights: WeightSpec[] }[];
+      veil: { version: number; encrypted: boolean; weightSpecs?: WeightSpec[]; chain?: { version: number }[] };
+    };
+    const weightsOf = async (version: number) => new Uint8Array(await (await rest(`/model/weights.bin?version=${version}`)).arrayBuffer());
+    let weights: Float32Array;
+    let weightSpecs: WeightSpec[];
+    if (modelJson.veil.encrypted) {
+      if (options.deviceKeyDir === null) {
+        throw new ExportCommandError('the task is encrypted: its model versions are ciphertext sums; give --device-key DIR (a key holder\'s device/ key bundle) to decrypt them');
+      }
+      const deviceKey = await readDeviceKeyMaterial(options.deviceKeyDir);
+      const chain = modelJson.veil.chain ?? [];
+      const [initial, ...sums] = await Promise.all(chain.map((link) => weightsOf(link.version)));
+      if (initial === undefined) throw new ExportCommandError('the model chain is empty');
+      weights = await decryptGlobalModel({ deviceKey, initial: toFloat32(initial), sums });
+      weightSpecs = modelJson.veil.weightSpecs ?? [];
+    } else {
+      weights = toFloat32(await weightsOf(modelJson.veil.version));
+      weightSpecs = modelJson.weightsManifest?.[0]?.weights ?? [];
+    }
+    let activationRanges: ActivationRanges | undefined;
+    if (options.calibrationFile !== null) {
+      if (options.quantize !== 'int8') throw new ExportCommandError('--calibration applies to --quantize int8 only');
+      const parsed = JSON.parse(await readFile(options.calibrationFile, 'utf8')) as { activationRanges?: ActivationRanges } & ActivationRanges;
+      activationRanges = (parsed.activationRanges ?? parsed) as ActivationRanges;
+    }
+    const out = exportModelOnnx({ topology: modelJson.modelTopology, weightSpecs }, weights, {
+      quantize: options.quantize,
+      ...(activationRanges !== undefined && { activationRanges }),
+    });
+    await writeFile(options.out, out.bytes);
+    return { out: options.out, bytes: out.bytes.byteLength, version: modelJson.veil.version, quantization: out.quantization, encrypted: modelJson.veil.encrypted };
+  } finally {
+    await close?.();
+  }
+}
+
+function toFloat32(bytes: Uint8Array): Float32Array {
+  if (bytes.byteLength % 4 !== 0) throw new ExportCommandError(`a float32 model blob of ${bytes.byteLength} bytes`);
+  // Copy: the fetched buffer may not be 4-byte aligned for a view.
+  return new Float32Array(bytes.slice().buffer);
+}

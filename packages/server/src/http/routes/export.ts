@@ -1,0 +1,54 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ModelExportRequest, ModelExportService } from '../../services/model-export.js';
+import { errorResponses, idParams, secured } from './common.js';
+
+export interface ExportRoutesOptions {
+  exporter: ModelExportService;
+}
+
+const rangeSchema = {
+  type: 'object',
+  required: ['min', 'max'],
+  additionalProperties: false,
+  properties: { min: { type: 'number' }, max: { type: 'number' } },
+} as const;
+
+/**
+ * `POST /v1/tasks/:id/model/export` (admin token): the task's global model as
+ * an ONNX file (`application/octet-stream`), float32, float16 or int8.
+ */
+export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app, options) => {
+  app.post<{ Params: { id: string }; Body: ModelExportRequest }>(
+    '/v1/tasks/:id/model/export',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        ...secured,
+        tags: ['models'],
+        summary: 'The global model as ONNX (float32, float16, or int8: static with calibrated activation ranges, else dynamic)',
+        params: idParams,
+        body: {
+          type: 'object',
+          required: ['format', 'quantize'],
+          additionalProperties: false,
+          properties: {
+            format: { type: 'string', enum: ['onnx'] },
+            quantize: { type: 'string', enum: ['none', 'float16', 'int8'] },
+            version: { type: 'integer', minimum: 0 },
+            activationRanges: { type: 'object', maxProperties: 1024, additionalProperties: rangeSchema },
+          },
+        },
+        response: errorResponses,
+      },
+    },
+    async (request, reply) => {
+      const out = await options.exporter.exportModel(request.params.id, request.body);
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-disposition', `attachment; filename="model-v${out.version}.onnx"`)
+        .header('x-veil-model-version', String(out.version))
+        .header('x-veil-export-quantization', out.quantization)
+        .send(Buffer.from(out.bytes.buffer, out.bytes.byteOffset, out.bytes.byteLength));
+    },
+  );
+};

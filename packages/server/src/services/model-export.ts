@@ -1,0 +1,82 @@
+import { ExportError, exportOnnx, type ActivationRanges, type Quantization } from '@veil/export';
+import { bytesToFloat32 } from '@veil/protocol/codec';
+import { VeilError } from '../errors.js';
+import type { Task } from '../rounds/model.js';
+
+/** What the export service reads: a task and one of its model versions (the round engine has both). */
+export interface ModelExportPorts {
+  getTask(taskId: string): Promise<Task>;
+  readModelVersion(taskId: string, version: number): Promise<{ version: number; bytes: Uint8Array; encoding: string }>;
+}
+
+/** One export request. */
+export interface ModelExportRequest {
+  /** `onnx` (the only format). */
+  format: 'onnx';
+  /** `none` (float32), `float16` or `int8`. */
+  quantize: Quantization;
+  /** Model version; default the task's current one. */
+  version?: number;
+  /** int8 only: calibrated activation ranges (static quantisation); absent gives dynamic quantisation. */
+  activationRanges?: ActivationRanges;
+}
+
+/** An exported model. */
+export interface ModelExportResult {
+  bytes: Uint8Array;
+  version: number;
+  quantization: string;
+}
+
+export interface ModelExportService {
+  exportModel(taskId: string, request: ModelExportRequest): Promise<ModelExportResult>;
+}
+
+/** ExportError codes to the coordinator's: a model it cannot translate is the task's state, not the request's. */
+function toVeilError(error: unknown): VeilError {
+  const e = ExportError.from(error);
+  switch (e.code) {
+    case 'unsupported_layer':
+    case 'invalid_model':
+      return new VeilError('failed_precondition', e.message, { cause: e });
+    case 'invalid_calibration':
+    case 'invalid_argument':
+      return new VeilError('invalid_argument', e.message, { cause: e });
+    default:
+      return new VeilError('internal', 'model export failed', { cause: e });
+  }
+}
+
+/**
+ * Exports a task's global model (a plaintext task's, or an encrypted task's
+ * initial version 0) as ONNX through `@veil/export`. An encrypted task's
+ * versions >= 1 are ciphertext sums the coordinator cannot read: those are
+ * refused with `failed_precondition`; a key holder exports them
+ * (`veil export --device-key`).
+ */
+export function createModelExportService(ports: ModelExportPorts): ModelExportService {
+  return {
+    async exportModel(taskId, request) {
+      if (request.format !== 'onnx') throw new VeilError('invalid_argument', `format must be onnx, not ${String(request.format)}`);
+      const task = await ports.getTask(taskId);
+      const version = request.version ?? task.currentModelVersion;
+      if (version > task.currentModelVersion) throw new VeilError('not_found', `task has no model version ${version}`);
+      const model = await ports.readModelVersion(taskId, version);
+      if (model.encoding !== 'float32-le') {
+        throw new VeilError(
+          'failed_precondition',
+          `model version ${version} of this task is an encrypted sum; only a key holder can export it (veil export --device-key DIR)`,
+        );
+      }
+      try {
+        const out = exportOnnx(
+          { topology: task.modelTopology, weightSpecs: task.weightSpecs, weights: bytesToFloat32(model.bytes) },
+          { quantize: request.quantize, ...(request.activationRanges !== undefined && { activationRanges: request.activationRanges }) },
+        );
+        return { bytes: out.bytes, version, quantization: out.quantization };
+      } catch (error) {
+        throw toVeilError(error);
+      }
+    },
+  };
+}
