@@ -8,6 +8,8 @@ import { evaluateLocal, trainLocal } from './training/train.js';
 import type { LocalDataset, ModelSpec, Tf } from './training/types.js';
 import type { DeviceKeyMaterial } from '@veil/crypto';
 import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
+import { createCommitteeEncryption, type CommitteeEncryption, type CommitteePins } from './mods/committee.js';
+import { generateEd25519KeyPair, type DeviceCertificate, type RawKeyPair } from '@veil/crypto';
 import {
   createDistributedDpMiddleware,
   createLocalDpMiddleware,
@@ -66,12 +68,32 @@ export interface ClientOptions {
    */
   encryption?: { deviceKey: DeviceKeyMaterial };
   /**
+   * Committee mode (tasks whose updates custodians aggregate, issue 11): the committee and
+   * enrolment authority the app pins, and how the device gets its key certified. Required by
+   * committee tasks; the SDK refuses a descriptor that fails these pins. Default none.
+   */
+  committee?: CommitteeClientOptions;
+  /**
    * The device's own differential-privacy budget, for tasks in local DP mode:
    * the SDK clips and noises every update (CSPRNG) and refuses to train past
    * this cap. Default: the task's cap and δ, no persistence (pass `persist`
    * and `restore` so a restart does not reset the device's spend).
    */
   privacy?: { epsilonCap?: number; delta?: number; restore?: LocalDpState; persist?: (state: LocalDpState) => void | Promise<void> };
+}
+
+/** The app's side of committee mode. */
+export interface CommitteeClientOptions {
+  /** Pinned custodian fingerprints, enrolment authority key and floors. */
+  pins: CommitteePins;
+  /** The device's Ed25519 key pair. Default: generated at first use (keep it to avoid re-enrolment). */
+  deviceKey?: RawKeyPair;
+  /**
+   * Obtains the enrolment authority's certificate of the device key for (task, client id):
+   * an attestation service, an offline enrolment step, or in the demo a process apart from the
+   * coordinator. Called once per client after join.
+   */
+  certify: (request: { taskId: string; deviceId: string; devicePublicKey: Uint8Array }) => Promise<DeviceCertificate>;
 }
 
 /** What `onRound` receives after each round the device took part in. */
@@ -156,6 +178,7 @@ export function createClient(options: ClientOptions): VeilClient {
   let task: JoinResult['task'] | null = null;
   let runtime: { tf: Tf; backend: TensorflowBackend } | null = null;
   let encryption: DeviceEncryption | null = null;
+  let committee: CommitteeEncryption | null = null;
   let localDp: LocalDpMiddleware | null = null;
   let distributedDp: { middleware: DistributedDpMiddleware; params: DistributedDpParams } | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
@@ -191,6 +214,16 @@ export function createClient(options: ClientOptions): VeilClient {
         throw new ClientError('failed_precondition', `the device key ${options.encryption.deviceKey.keyId} is not the task's key ${task.encryption.keyId}`);
       }
       encryption = await createDeviceEncryption(options.encryption.deviceKey);
+    }
+    if (task.committee && committee === null) {
+      if (options.committee === undefined) {
+        throw new ClientError('failed_precondition', 'the task uses committee aggregation: pass `committee` (pinned custodians, authority key, certify)');
+      }
+      const deviceKey = options.committee.deviceKey ?? generateEd25519KeyPair();
+      const { clientId } = await join();
+      const certificate = await options.committee.certify({ taskId: options.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey });
+      committee = createCommitteeEncryption({ committee: task.committee, pins: options.committee.pins, deviceId: clientId, deviceKey, certificate });
+      log.info({ descriptorHash: committee.descriptorHash, committeeSize: committee.check.committeeSize, threshold: committee.descriptor.threshold }, 'committee aggregation on');
     }
     if (task.privacy !== null && task.privacy.mode === 'distributed' && distributedDp === null) {
       distributedDp = { middleware: distributedDpFor(task, encryption), params: task.privacy.distributed! };
@@ -305,6 +338,8 @@ export function createClient(options: ClientOptions): VeilClient {
     if (localDp !== null) update = await localDp.middleware(update, ctx, async (x) => x);
     if (distributedDp !== null) update = await distributedDp.middleware.middleware(update, ctx, async (x) => x);
     if (encryption !== null) update = await encryption.middleware(update, ctx, async (x) => x);
+    if (committee !== null) update = await committee.middleware(update, ctx, async (x) => x);
+    if (committee !== null && update.encoding !== 'committee-v1') throw new ClientError('internal', 'committee task, but the update was not encrypted for the committee');
     if (update.levels !== undefined && encryption === null) throw new ClientError('failed_precondition', 'distributed DP requires an encrypted task');
     if (encryption !== null && update.encoding !== 'bfv-v1') throw new ClientError('internal', 'encrypted task, but the update was not encrypted');
     const payload = update.payload ?? float32ToBytes(update.delta);

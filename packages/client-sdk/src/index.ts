@@ -1,5 +1,7 @@
 export { createClient, consoleLogger } from './client.js';
-export type { ClientCredentials, ClientOptions, RoundReport, RunOptions, RunSummary, SdkLogger, VeilClient } from './client.js';
+export type { ClientCredentials, ClientOptions, CommitteeClientOptions, RoundReport, RunOptions, RunSummary, SdkLogger, VeilClient } from './client.js';
+export { createCommitteeEncryption } from './mods/committee.js';
+export type { CommitteeEncryption, CommitteeEncryptionOptions, CommitteePins } from './mods/committee.js';
 export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { composeMiddleware } from './middleware.js';
@@ -10,7 +12,7 @@ export { withRetry } from './retry.js';
 export type { RetryOptions } from './retry.js';
 export { createGrpcTransport } from './transport/grpc-transport.js';
 export type { GrpcTransportOptions } from './transport/grpc-transport.js';
-export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskEncryption, Transport, UpdateHeader } from './transport/transport.js';
+export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskCommittee, TaskEncryption, Transport, UpdateHeader } from './transport/transport.js';
 export { initTensorflow } from './training/backend.js';
 export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';
 export { buildModel, flattenWeights, describeModel } from './training/model.js';

@@ -16,8 +16,11 @@ export interface RoundContext {
   signal: AbortSignal | undefined;
 }
 
-/** `float32-le`: plaintext delta; `bfv-v1`: BFV-encrypted weighted delta (@veil/crypto). */
-export type UpdateEncodingName = 'float32-le' | 'bfv-v1';
+/**
+ * `float32-le`: plaintext delta; `bfv-v1`: BFV-encrypted weighted delta (@veil/crypto, shared
+ * device key); `committee-v1`: one-shot RLWE c0 + sealed shares + signed manifest (committee mode).
+ */
+export type UpdateEncodingName = 'float32-le' | 'bfv-v1' | 'committee-v1';
 
 /**
  * Integer levels that a privacy mechanism produced itself (distributed DP): the

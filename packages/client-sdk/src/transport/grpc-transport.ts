@@ -52,6 +52,10 @@ function toTask(t: TaskSpec__Output): JoinResult['task'] {
           }
         : null,
     privacy: toPrivacy(t.privacy),
+    committee:
+      t.committee && t.committee.descriptor.length > 0
+        ? { descriptor: new Uint8Array(t.committee.descriptor), descriptorSignature: new Uint8Array(t.committee.descriptorSignature) }
+        : null,
   };
 }
 
@@ -74,12 +78,17 @@ function toPrivacy(p: PrivacySpec__Output | null | undefined): TaskPrivacy | nul
   };
 }
 
-const UPDATE_ENCODINGS = { 'float32-le': 'UPDATE_ENCODING_FLOAT32_LE', 'bfv-v1': 'UPDATE_ENCODING_BFV_V1' } as const;
+const UPDATE_ENCODINGS = {
+  'float32-le': 'UPDATE_ENCODING_FLOAT32_LE',
+  'bfv-v1': 'UPDATE_ENCODING_BFV_V1',
+  'committee-v1': 'UPDATE_ENCODING_COMMITTEE_V1',
+} as const;
 const MODEL_ENCODINGS: Record<string, ModelEncodingName> = {
   MODEL_ENCODING_FLOAT32_LE: 'float32-le',
   MODEL_ENCODING_BFV_SUM_V1: 'bfv-sum-v1',
 };
-const fromUpdateEncoding = (e: string): UpdateEncodingName => (e === 'UPDATE_ENCODING_BFV_V1' ? 'bfv-v1' : 'float32-le');
+const fromUpdateEncoding = (e: string): UpdateEncodingName =>
+  e === 'UPDATE_ENCODING_BFV_V1' ? 'bfv-v1' : e === 'UPDATE_ENCODING_COMMITTEE_V1' ? 'committee-v1' : 'float32-le';
 
 export interface GrpcTransportOptions {
   /** Coordinator address, `host:port`. */

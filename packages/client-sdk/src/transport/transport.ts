@@ -38,6 +38,14 @@ export interface TaskEncryption {
   weightCap: number;
 }
 
+/** The task's committee (secure aggregation by custodians), as the coordinator announced it. */
+export interface TaskCommittee {
+  /** Canonical descriptor bytes (RFC 8785 JSON). */
+  descriptor: Uint8Array;
+  /** The enrolment authority's 64-byte signature. */
+  descriptorSignature: Uint8Array;
+}
+
 export interface JoinResult {
   clientId: string;
   credential: string;
@@ -49,6 +57,8 @@ export interface JoinResult {
     totalRounds: number;
     encryption: TaskEncryption | null;
     privacy: TaskPrivacy | null;
+    /** Committee mode: unverified here; the SDK checks it against its own pins (mods/committee.ts). */
+    committee: TaskCommittee | null;
   };
 }
 

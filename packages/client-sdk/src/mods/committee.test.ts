@@ -1,0 +1,100 @@
+import {
+  buildTaskDescriptor,
+  custodianFingerprint,
+  encodeDescriptor,
+  generateCustodianKeys,
+  generateEd25519KeyPair,
+  issueDeviceCertificate,
+  signDescriptor,
+  verifyCommitteeUpload,
+  type TaskDescriptor,
+} from '@veil/crypto';
+import { describe, expect, it } from 'vitest';
+import type { LocalUpdate, RoundContext } from '../middleware.js';
+import { createCommitteeEncryption } from './committee.js';
+
+function setup(overrides: Partial<TaskDescriptor> = {}) {
+  const authority = generateEd25519KeyPair();
+  const custodians = Array.from({ length: 5 }, () => generateCustodianKeys());
+  const descriptor = {
+    ...buildTaskDescriptor({
+      taskId: 'task-c',
+      committee: custodians.map((k, i) => ({ address: `127.0.0.1:${7100 + i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+      threshold: 4,
+      minDevices: 10,
+      maxRounds: 20,
+      encoding: { weightCap: 8 },
+      authorityPublicKey: authority.publicKey,
+    }),
+    ...overrides,
+  } as TaskDescriptor;
+  const signed = signDescriptor(descriptor, authority.privateKey);
+  const committee = { descriptor: encodeDescriptor(descriptor), descriptorSignature: Buffer.from(signed.signature, 'base64') };
+  const pins = {
+    minDevices: 10,
+    maxRounds: 50,
+    pinnedFingerprints: custodians.map((k) => custodianFingerprint(k.signing.publicKey, k.sealing.publicKey)),
+    authorityKey: Buffer.from(authority.publicKey).toString('base64'),
+  };
+  const deviceKey = generateEd25519KeyPair();
+  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: 'task-c', deviceId: 'client-1', devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
+  return { authority, custodians, descriptor, committee, pins, deviceKey, certificate };
+}
+
+const ctx = (roundNumber = 3): RoundContext => ({ taskId: 'task-c', clientId: 'client-1', roundNumber, modelVersion: 2, maxExampleCount: 100, signal: undefined });
+const update = (): LocalUpdate => ({ delta: Float32Array.from({ length: 3000 }, (_, i) => Math.sin(i) / 2), exampleCount: 50, encoding: 'float32-le', notes: {} });
+
+describe('committee middleware (SDK)', () => {
+  it('encrypts for the committee: the coordinator intake check accepts the payload, weight capped by the descriptor', async () => {
+    const s = setup();
+    const enc = createCommitteeEncryption({ committee: s.committee, pins: s.pins, deviceId: 'client-1', deviceKey: s.deviceKey, certificate: s.certificate });
+    expect(enc.check.maxCorruptTolerated).toBe(2);
+    const out = await enc.middleware(update(), ctx(), async (u) => u);
+    expect(out.encoding).toBe('committee-v1');
+    expect(out.exampleCount).toBe(8);
+    const verified = verifyCommitteeUpload(out.payload!, { descriptor: s.descriptor, round: 3, valueCount: 3000, deviceId: 'client-1', nowMs: Date.now() });
+    expect(verified.sealedShares).toHaveLength(5);
+    // Fresh secret per attempt: a second call gives other bytes.
+    const again = await enc.middleware(update(), ctx(), async (u) => u);
+    expect(Buffer.from(again.payload!).equals(Buffer.from(out.payload!))).toBe(false);
+    // No plaintext of the update travels: the payload does not contain the float32 delta bytes.
+    const deltaBytes = Buffer.from(update().delta.buffer).subarray(0, 64);
+    expect(Buffer.from(out.payload!).includes(deltaBytes)).toBe(false);
+  });
+
+  it('refuses a descriptor the coordinator changed, another committee, another authority, weak parameters', () => {
+    const s = setup();
+    const make = (committee = s.committee, pins: typeof s.pins = s.pins) => () =>
+      createCommitteeEncryption({ committee, pins, deviceId: 'client-1', deviceKey: s.deviceKey, certificate: s.certificate });
+    // The coordinator lowers minDevices and keeps the old signature.
+    const changed = { ...s.descriptor, minDevices: 11 };
+    expect(make({ descriptor: encodeDescriptor(changed), descriptorSignature: s.committee.descriptorSignature })).toThrow(/did not sign/);
+    // A committee the app did not pin.
+    const other = setup();
+    expect(make(other.committee)).toThrow(/authority|pinned/);
+    expect(make(other.committee, { ...s.pins, authorityKey: other.pins.authorityKey })).toThrow(/pinned custodian fingerprints/);
+    // Signed by the right authority but below the app's floors: minDevices, round cap, collusion bound.
+    const weak = setup({ minDevices: 5, maxDevices: 1000 });
+    expect(make(weak.committee, { ...weak.pins, minDevices: 10 })).toThrow(/below the floor 10/);
+    const long = setup({ maxRounds: 1000 });
+    expect(make(long.committee, long.pins)).toThrow(/exceeds the cap 50/);
+    const collusive = setup({ corruptTolerated: 3 });
+    expect(make(collusive.committee, collusive.pins)).toThrow(/2t - n - 1/);
+    // Missing pins.
+    expect(make(s.committee, { ...s.pins, pinnedFingerprints: [] })).toThrow(/pinned custodian fingerprints/);
+    for (const fn of [make(other.committee)]) {
+      try {
+        fn();
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('failed_precondition');
+      }
+    }
+  });
+
+  it('refuses rounds past the cap and integer-level (distributed DP) updates', async () => {
+    const s = setup();
+    const enc = createCommitteeEncryption({ committee: s.committee, pins: s.pins, deviceId: 'client-1', deviceKey: s.deviceKey, certificate: s.certificate });
+    await expect(enc.middleware(update(), ctx(21), async (u) => u)).rejects.toThrow(/outside the descriptor's rounds/);
+    await expect(enc.middleware({ ...update(), levels: { residues: new Int32Array(4), modulus: 7 } }, ctx(), async (u) => u)).rejects.toThrow(/distributed DP/);
+  });
+});
