@@ -1,0 +1,198 @@
+/**
+ * Committee rounds (issue 11): the coordinator's side of one-shot secure aggregation with a
+ * custodian committee (@veil/crypto committee/, design note steps 4-6). Each accepted upload is
+ * checked completely (`verifyCommitteeUpload`: framing, c0 ranges, one sealed share per
+ * custodian, the device's certified, signed manifest naming this task, round and device) and
+ * its c0 is added mod q; the sealed shares and manifest are kept for the committee. At the end of
+ * the round the committee is asked (through an injected `collect`, so this module holds no gRPC)
+ * for its share sums over D = every accepted upload; from t verified answers S_D is
+ * reconstructed, Σc0 + a·S_D decrypted and checked (count slot = |D|, weight sum, clip range),
+ * S_D erased, and the weighted FedAvg delta applied to the model: the next version is a plaintext
+ * float32 model. The coordinator never holds a key that opens one device's update.
+ *
+ * Rebuilding from the store after a crash re-verifies the stored payloads and asks the same D
+ * again: custodians return their cached signed answer for the same hash(D), so a round whose
+ * committee answered before the crash completes with the same result.
+ */
+import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import {
+  CryptoError,
+  createC0Accumulator,
+  decodeShareBytes,
+  decryptSum,
+  deriveRoundSeed,
+  reconstructCentred,
+  verifyCommitteeUpload,
+  type C0Accumulator,
+  type SignedCustodianAnswer,
+  type TaskDescriptor,
+  type VerifiedCommitteeUpload,
+} from '@veil/crypto';
+import { VeilError } from '../errors.js';
+import type { CheckedUpdate, ModelBlob, RoundAggregator } from './round-aggregator.js';
+import type { FitFailure, StrategyState } from './strategy.js';
+
+/** One device of D as the committee client needs it. */
+export interface CommitteeDeviceEntry {
+  /** Canonical manifest bytes. */
+  readonly manifest: Uint8Array;
+  /** The device's 64-byte Ed25519 signature over them. */
+  readonly manifestSignature: Uint8Array;
+}
+
+/** What the committee client returns (see @veil/custodian `CommitteeClient.collect`). */
+export interface CommitteeCollectResult {
+  readonly ok: boolean;
+  readonly answers: readonly { readonly custodianIndex: number; readonly shareSum: Uint8Array; readonly signed: SignedCustodianAnswer }[];
+  readonly failures: readonly { readonly custodianIndex: number; readonly code: string; readonly reason: string }[];
+}
+
+/** Asks the committee for its share sums over D (injected: @veil/custodian's client in production). */
+export type CommitteeCollect = (request: {
+  readonly round: number;
+  readonly devices: readonly CommitteeDeviceEntry[];
+  sealedShare(deviceIndex: number, custodianIndex: number): Uint8Array;
+}) => Promise<CommitteeCollectResult>;
+
+/** A committee task as the coordinator runs it. */
+export interface CommitteeTask {
+  readonly descriptor: TaskDescriptor;
+  /** SHA-256 of the canonical descriptor bytes. */
+  readonly descriptorHash: Uint8Array;
+  readonly collect: CommitteeCollect;
+  /** Unix ms for certificate expiry. Default Date.now. */
+  readonly clock?: () => number;
+}
+
+/** Who approved a committee decryption (for the privacy ledger and audit API). */
+export interface CommitteeRoundAudit {
+  readonly round: number;
+  /** |D|. */
+  readonly deviceCount: number;
+  /** The t signed answers used (share sums not included; their hashes are signed). */
+  readonly answers: readonly SignedCustodianAnswer[];
+  readonly failures: readonly { readonly custodianIndex: number; readonly code: string; readonly reason: string }[];
+}
+
+/** A checked committee upload (see {@link checkCommitteeUpload}). */
+export interface CheckedCommitteeUpload extends CheckedUpdate {
+  readonly committee: VerifiedCommitteeUpload;
+}
+
+/** A committee round's aggregator: `finish` is asynchronous (it asks the committee). */
+export interface CommitteeRoundAggregator extends Omit<RoundAggregator, 'finish' | 'add'> {
+  add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
+  finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): Promise<{ model: ModelBlob; state: null; audit: CommitteeRoundAudit } | null>;
+}
+
+/** Maps @veil/crypto refusals of an upload to the coordinator's codes. */
+function uploadError(error: unknown): VeilError {
+  if (error instanceof VeilError) return error;
+  const e = CryptoError.from(error);
+  const code = e.code === 'invalid_signature' ? 'permission_denied' : e.code === 'parameter_mismatch' ? 'failed_precondition' : 'invalid_argument';
+  return new VeilError(code, `committee upload rejected: ${e.message}`, { cause: error });
+}
+
+/**
+ * Checks a committee upload completely without touching any sum: see the module comment.
+ * Throws `VeilError` (`invalid_argument` malformed, `failed_precondition` another task/round/
+ * device, `permission_denied` uncertified or badly signed).
+ */
+export function checkCommitteeUpload(task: CommitteeTask, round: number, parameterCount: number, clientId: string, payload: Uint8Array): CheckedCommitteeUpload {
+  try {
+    const committee = verifyCommitteeUpload(payload, {
+      descriptor: task.descriptor,
+      descriptorHash: task.descriptorHash,
+      round,
+      valueCount: parameterCount,
+      deviceId: clientId,
+      nowMs: (task.clock ?? Date.now)(),
+    });
+    return { payload, committee };
+  } catch (error) {
+    throw uploadError(error);
+  }
+}
+
+/** Starts one committee round's aggregation. */
+export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number): CommitteeRoundAggregator {
+  const { descriptor, descriptorHash } = task;
+  let sum: C0Accumulator | null = createC0Accumulator({ valueCount: parameterCount });
+  const devices: { clientId: string; upload: VerifiedCommitteeUpload }[] = [];
+  const seen = new Set<string>();
+  return {
+    add(clientId, _exampleCount, update) {
+      if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+      if (seen.has(clientId)) throw new VeilError('already_exists', `client ${clientId} already has an update in this round`);
+      const checked =
+        !(update instanceof Uint8Array) && 'committee' in update
+          ? (update as CheckedCommitteeUpload)
+          : checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
+      try {
+        sum.add(checked.committee.c0);
+      } catch (error) {
+        throw uploadError(error);
+      }
+      seen.add(clientId);
+      devices.push({ clientId, upload: checked.committee });
+    },
+    get count() {
+      return sum?.count ?? 0;
+    },
+    async finish(current) {
+      if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+      if (current.encoding !== 'float32-le') throw new VeilError('internal', 'a committee task keeps float32 models');
+      if (devices.length === 0) return null;
+      if (devices.length < descriptor.minDevices) {
+        throw new VeilError('failed_precondition', `only ${devices.length} updates, the task's committee decrypts sums of at least ${descriptor.minDevices}`);
+      }
+      const result = await task.collect({
+        round,
+        devices: devices.map((d) => ({ manifest: d.upload.manifest, manifestSignature: d.upload.manifestSignature })),
+        sealedShare: (deviceIndex, custodianIndex) => {
+          const share = devices[deviceIndex]?.upload.sealedShares[custodianIndex - 1];
+          if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for device ${deviceIndex}`);
+          return share;
+        },
+      });
+      if (!result.ok || result.answers.length < descriptor.threshold) {
+        const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
+        throw new VeilError('unavailable', `${result.answers.length} of the ${descriptor.threshold} custodian answers needed arrived: ${why}`);
+      }
+      const used = result.answers.slice(0, descriptor.threshold);
+      let secretSum: Int32Array | null = null;
+      try {
+        secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
+        const decrypted = decryptSum({
+          descriptorHash,
+          round,
+          roundSeed: deriveRoundSeed(descriptorHash, round),
+          encoding: descriptor.encoding,
+          valueCount: parameterCount,
+          c0Sum: sum.sum(),
+          secretSum,
+          count: devices.length,
+        });
+        const weights = bytesToFloat32(current.bytes);
+        if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
+        const next = new Float32Array(parameterCount);
+        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + decrypted.mean[i]!;
+        return {
+          model: { bytes: float32ToBytes(next), encoding: 'float32-le' },
+          state: null,
+          audit: { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures },
+        };
+      } catch (error) {
+        if (error instanceof VeilError) throw error;
+        const e = CryptoError.from(error);
+        throw new VeilError('failed_precondition', `committee decryption failed: ${e.message}`, { cause: error });
+      } finally {
+        secretSum?.fill(0);
+      }
+    },
+    dispose() {
+      sum = null;
+      devices.length = 0;
+    },
+  };
+}

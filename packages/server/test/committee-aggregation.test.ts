@@ -1,0 +1,216 @@
+/**
+ * The coordinator's committee aggregation against real custodians: gRPC custodian servers on
+ * 127.0.0.1:0 with their own durable state (@veil/custodian), the real committee client, uploads
+ * built by the SDK's committee middleware, and the server's committee aggregator. Checks the
+ * decrypted FedAvg, a crash before the model is written (same D asked again: same answers, same
+ * model), inconsistent shares, and too few custodians.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { float32ToBytes, bytesToFloat32 } from '@veil/protocol/codec';
+import {
+  buildCommitteeUpload,
+  custodianFingerprint,
+  deriveRoundSeed,
+  descriptorHash as hashDescriptor,
+  ed25519Sign,
+  encodeCommitteeUploadPayload,
+  encodeDescriptor,
+  buildTaskDescriptor,
+  generateEd25519KeyPair,
+  issueDeviceCertificate,
+  signDescriptor,
+  signManifest,
+  sha256Hex,
+  type RawKeyPair,
+  type TaskDescriptor,
+} from '@veil/crypto';
+import {
+  createCommitteeClient,
+  createCustodianService,
+  initCustodianDir,
+  openCustodianState,
+  readCustodianKeys,
+  startCustodianServer,
+  type CommitteeClient,
+  type CustodianServer,
+} from '@veil/custodian';
+import { createCommitteeEncryption } from '@veil/client-sdk';
+import { checkCommitteeUpload, createCommitteeAggregator, type CommitteeTask } from '../src/aggregation/committee-aggregator.js';
+
+const logger = pino({ level: 'silent' });
+const VALUES = 3000;
+const N_CUSTODIANS = 5;
+const THRESHOLD = 3;
+
+interface Running {
+  server: CustodianServer;
+  close(): Promise<void>;
+}
+
+let root: string;
+let authority: RawKeyPair;
+let requestKey: RawKeyPair;
+let descriptor: TaskDescriptor;
+let descriptorBytes: Uint8Array;
+let descriptorSignature: Uint8Array;
+let running: Running[] = [];
+let fingerprints: string[] = [];
+
+async function startCustodian(i: number): Promise<Running> {
+  const dir = join(root, `custodian-${i}`);
+  const keys = await readCustodianKeys(dir);
+  const state = await openCustodianState(join(dir, 'answers.jsonl'));
+  const service = createCustodianService({ keys, state, coordinatorKeys: [requestKey.publicKey], authorityKeys: [authority.publicKey], floors: { minDevices: 4 }, logger });
+  const server = await startCustodianServer({ service, logger });
+  return { server, close: async () => { await server.close(); await state.close(); } };
+}
+
+function client(addresses: Record<number, string>): CommitteeClient {
+  return createCommitteeClient({ descriptor: descriptorBytes, descriptorSignature, signRequest: (m) => ed25519Sign(requestKey.privateKey, m), addresses, deadlineMs: 20_000, logger });
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'veil-committee-agg-'));
+  authority = generateEd25519KeyPair();
+  requestKey = generateEd25519KeyPair();
+  const publics = [];
+  for (let i = 1; i <= N_CUSTODIANS; i++) publics.push(await initCustodianDir(join(root, `custodian-${i}`)));
+  fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
+  descriptor = buildTaskDescriptor({
+    taskId: 'task-committee-agg',
+    committee: publics.map((p, i) => ({ address: `127.0.0.1:${1 + i}`, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
+    threshold: THRESHOLD,
+    minDevices: 4,
+    maxDevices: 100,
+    maxRounds: 10,
+    encoding: { weightCap: 16 },
+    authorityPublicKey: authority.publicKey,
+  });
+  descriptorBytes = encodeDescriptor(descriptor);
+  descriptorSignature = Buffer.from(signDescriptor(descriptor, authority.privateKey).signature, 'base64');
+  running = [];
+  for (let i = 1; i <= N_CUSTODIANS; i++) running.push(await startCustodian(i));
+}, 120_000);
+
+afterAll(async () => {
+  for (const r of running) await r.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+/** Devices of one round: SDK middleware uploads, and the plaintext FedAvg they should give. */
+async function devicesForRound(round: number, count: number) {
+  const payloads: { clientId: string; payload: Uint8Array }[] = [];
+  const sum = new Float64Array(VALUES);
+  let weightSum = 0;
+  for (let d = 0; d < count; d++) {
+    const clientId = `r${round}-client-${d}`;
+    const deviceKey = generateEd25519KeyPair();
+    const certificate = issueDeviceCertificate(authority.privateKey, { taskId: descriptor.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
+    const enc = createCommitteeEncryption({
+      committee: { descriptor: descriptorBytes, descriptorSignature },
+      pins: { minDevices: 4, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
+      deviceId: clientId,
+      deviceKey,
+      certificate,
+    });
+    const delta = Float32Array.from({ length: VALUES }, (_, i) => Math.sin(i * 0.01 + d) * 0.3);
+    const exampleCount = 3 + d;
+    const out = await enc.middleware({ delta, exampleCount, encoding: 'float32-le', notes: {} }, { taskId: descriptor.taskId, clientId, roundNumber: round, modelVersion: round - 1, maxExampleCount: 1000, signal: undefined }, async (u) => u);
+    for (let i = 0; i < VALUES; i++) sum[i]! += out.exampleCount * delta[i]!;
+    weightSum += out.exampleCount;
+    payloads.push({ clientId, payload: out.payload! });
+  }
+  return { payloads, mean: Float64Array.from(sum, (v) => v / weightSum) };
+}
+
+function task(collectClient: CommitteeClient): CommitteeTask {
+  return { descriptor, descriptorHash: hashDescriptor(descriptor), collect: (request) => collectClient.collect(request) };
+}
+
+const initialModel = () => ({ bytes: float32ToBytes(Float32Array.from({ length: VALUES }, (_, i) => (i % 7) / 10)), encoding: 'float32-le' as const });
+
+describe('committee aggregation with real custodians', () => {
+  it('3-of-5 with 2 custodians offline: the next model is the plaintext FedAvg within half a step; asked again after a crash, the same answers and model', async () => {
+    const { payloads, mean } = await devicesForRound(1, 6);
+    // Custodians 2 and 4 are offline: their addresses point at closed ports.
+    const offline = client({ 1: running[0]!.server.address, 2: '127.0.0.1:1', 3: running[2]!.server.address, 4: '127.0.0.1:2', 5: running[4]!.server.address });
+    const t = task(offline);
+    const aggregator = createCommitteeAggregator(t, 1, VALUES);
+    for (const { clientId, payload } of payloads) aggregator.add(clientId, 1, checkCommitteeUpload(t, 1, VALUES, clientId, payload));
+    const current = initialModel();
+    const result = await aggregator.finish(current, [], null);
+    expect(result).not.toBeNull();
+    expect(result!.audit.deviceCount).toBe(6);
+    expect(result!.audit.answers.map((a) => a.answer.custodianIndex).sort()).toEqual([1, 3, 5]);
+    expect(result!.audit.failures.map((f) => f.custodianIndex).sort()).toEqual([2, 4]);
+    const next = bytesToFloat32(result!.model.bytes);
+    const before = bytesToFloat32(current.bytes);
+    let worst = 0;
+    for (let i = 0; i < VALUES; i++) worst = Math.max(worst, Math.abs(next[i]! - before[i]! - mean[i]!));
+    expect(worst).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 2 ** -20);
+
+    // The coordinator crashed before writing the model: a new aggregator rebuilt from the
+    // stored raw payloads asks the same D again and gets the same signed answers.
+    const rebuilt = createCommitteeAggregator(t, 1, VALUES);
+    for (const { clientId, payload } of payloads) rebuilt.add(clientId, 1, payload);
+    const again = await rebuilt.finish(current, [], null);
+    expect(Buffer.from(again!.model.bytes).equals(Buffer.from(result!.model.bytes))).toBe(true);
+    expect(again!.audit.answers.map((a) => a.signature).sort()).toEqual(result!.audit.answers.map((a) => a.signature).sort());
+    await offline.close();
+  }, 120_000);
+
+  it('a D that differs from the answered one is refused by the custodians: the round fails with their reasons', async () => {
+    const { payloads } = await devicesForRound(2, 5);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const t = task(all);
+    const first = createCommitteeAggregator(t, 2, VALUES);
+    for (const { clientId, payload } of payloads) first.add(clientId, 1, payload);
+    expect(await first.finish(initialModel(), [], null)).not.toBeNull();
+    // The coordinator now asks about D minus one device (to difference out that device).
+    const smaller = createCommitteeAggregator(t, 2, VALUES);
+    for (const { clientId, payload } of payloads.slice(1)) smaller.add(clientId, 1, payload);
+    await expect(smaller.finish(initialModel(), [], null)).rejects.toMatchObject({ code: 'unavailable' });
+    await all.close();
+  }, 120_000);
+
+  it('a device whose shares belong to another secret makes the decryption check fail (count slot), nothing crashes', async () => {
+    const round = 3;
+    const { payloads } = await devicesForRound(round, 4);
+    // Device "liar" sends the c0 of one secret and the shares of another, correctly signed.
+    const clientId = 'r3-liar';
+    const deviceKey = generateEd25519KeyPair();
+    const certificate = issueDeviceCertificate(authority.privateKey, { taskId: descriptor.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
+    const dh = hashDescriptor(descriptor);
+    const base = { descriptor, descriptorHash: dh, round, roundSeed: deriveRoundSeed(dh, round), deviceId: clientId, devicePrivateKey: deviceKey.privateKey, devicePublicKey: deviceKey.publicKey, certificate, values: new Float32Array(VALUES), weight: 1 };
+    const a = buildCommitteeUpload(base);
+    const b = buildCommitteeUpload(base);
+    const manifest = signManifest({ ...b.manifest.manifest, c0Sha256: sha256Hex(a.c0) }, deviceKey.privateKey);
+    const liar = encodeCommitteeUploadPayload({ c0: a.c0, sealedShares: b.sealedShares, manifest });
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const t = task(all);
+    const aggregator = createCommitteeAggregator(t, round, VALUES);
+    for (const p of [...payloads, { clientId, payload: liar }]) aggregator.add(p.clientId, 1, p.payload);
+    await expect(aggregator.finish(initialModel(), [], null)).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringMatching(/count slot/) });
+    await all.close();
+  }, 120_000);
+
+  it('refuses uploads for another device, round or task at intake, and fewer than t custodians fails the round', async () => {
+    const { payloads } = await devicesForRound(4, 4);
+    const only2 = client({ 1: running[0]!.server.address, 2: running[1]!.server.address, 3: '127.0.0.1:1', 4: '127.0.0.1:2', 5: '127.0.0.1:3' });
+    const t = task(only2);
+    const { clientId, payload } = payloads[0]!;
+    expect(() => checkCommitteeUpload(t, 4, VALUES, 'someone-else', payload)).toThrow(expect.objectContaining({ code: 'failed_precondition' }));
+    expect(() => checkCommitteeUpload(t, 5, VALUES, clientId, payload)).toThrow(expect.objectContaining({ code: 'failed_precondition' }));
+    expect(() => checkCommitteeUpload(t, 4, VALUES + 1, clientId, payload)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => checkCommitteeUpload(t, 4, VALUES, clientId, payload.subarray(0, 100))).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    const aggregator = createCommitteeAggregator(t, 4, VALUES);
+    for (const p of payloads) aggregator.add(p.clientId, 1, p.payload);
+    expect(() => aggregator.add(clientId, 1, payload)).toThrow(expect.objectContaining({ code: 'already_exists' }));
+    await expect(aggregator.finish(initialModel(), [], null)).rejects.toMatchObject({ code: 'unavailable', message: expect.stringMatching(/2 of the 3/) });
+    await only2.close();
+  }, 120_000);
+});
