@@ -1,0 +1,64 @@
+/**
+ * End to end: `veil export` on a task trained by `veil demo` (encrypted BFV updates, embedded
+ * database kept with --data-dir). The export reopens the stopped coordinator's data directory,
+ * decrypts the model chain with the demo's device key, and writes ONNX files that
+ * onnxruntime-node runs: float32 reproduces the demo's own held-out accuracy, int8 (dynamic: no
+ * calibration ranges given) is within a point of it and about a quarter of the bytes.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { expect, test } from 'vitest';
+import { loadMnist, type DemoSummary } from '@veil/cli';
+import { assertBuilt, childEnv, exited, REPO_ROOT, VEIL_BIN } from './support.js';
+
+async function veil(args: string[]): Promise<string> {
+  const child = spawn(process.execPath, [VEIL_BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 600_000);
+  const status = await exited(child).finally(() => clearTimeout(timer));
+  expect(status, `veil ${args[0]} failed; stderr:\n${stderr.slice(-4000)}`).toEqual({ exitCode: 0, signalCode: null });
+  return stdout;
+}
+
+test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node runs at the demo accuracy', async () => {
+  assertBuilt();
+  const dir = await mkdtemp(join(tmpdir(), 'veil-e2e-export-'));
+  try {
+    const summary = JSON.parse((await veil(['demo', '--clients', '2', '--rounds', '1', '--data-dir', dir, '--json'])).trim()) as DemoSummary;
+    expect(summary).toMatchObject({ encrypted: true, taskStatus: 'COMPLETED' });
+    const { test: heldOut } = loadMnist(); // the demo's split
+    const accuracy: Record<string, number> = {};
+    const bytes: Record<string, number> = {};
+    for (const quantize of ['none', 'int8']) {
+      const out = join(dir, `model-${quantize}.onnx`);
+      const printed = JSON.parse(
+        (await veil(['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', quantize, '--out', out, '--data-dir', dir, '--device-key', join(dir, 'keys', 'device'), '--json'])).trim(),
+      ) as { version: number; quantization: string; bytes: number };
+      expect(printed).toMatchObject({ version: 1, quantization: quantize === 'none' ? 'float32' : 'int8-dynamic' });
+      const file = await readFile(out);
+      bytes[quantize] = file.byteLength;
+      const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
+      const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs, [heldOut.count, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
+      await session.release();
+      let correct = 0;
+      for (let i = 0; i < heldOut.count; i++) {
+        let best = 0;
+        for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
+        if (heldOut.ys[i * 10 + best] === 1) correct++;
+      }
+      accuracy[quantize] = correct / heldOut.count;
+    }
+    console.info(`export: demo accuracy ${summary.finalAccuracy}, ONNX float32 ${accuracy['none']}, int8 ${accuracy['int8']}; bytes ${bytes['none']} / ${bytes['int8']}`);
+    expect(accuracy['none']).toBeCloseTo(summary.finalAccuracy, 3);
+    expect(Math.abs(accuracy['int8']! - accuracy['none']!)).toBeLessThanOrEqual(0.01);
+    expect(bytes['int8']! / bytes['none']!).toBeLessThanOrEqual(0.3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
