@@ -36,11 +36,12 @@ const Q1 = (Q - Q0) / TWO26;
 /** (a · b) mod q for integers a, b in [0, q). */
 export function mulModQ(a: number, b: number): number {
   const h = Math.floor(a * b * INV_Q);
-  const a1 = Math.floor(a * INV26);
+  // a, b, h < 2^44: their 2^-26 multiples are below 2^18, so `| 0` is floor (int32 truncation).
+  const a1 = (a * INV26) | 0;
   const a0 = a - a1 * TWO26;
-  const b1 = Math.floor(b * INV26);
+  const b1 = (b * INV26) | 0;
   const b0 = b - b1 * TWO26;
-  const h1 = Math.floor(h * INV26);
+  const h1 = (h * INV26) | 0;
   const h0 = h - h1 * TWO26;
   // a·b - h·q = (a1 b1 - h1 q1)·2^52 + (a1 b0 + a0 b1 - h1 q0 - h0 q1)·2^26 + (a0 b0 - h0 q0).
   let mid = a1 * b0 + a0 * b1 - h1 * Q0 - h0 * Q1;
@@ -64,9 +65,9 @@ interface Twiddles {
 /** (x · w) mod q with w's limbs precomputed. */
 function mulTwiddle(x: number, w: number, w0: number, w1: number, wq: number): number {
   const h = Math.floor(x * wq);
-  const x1 = Math.floor(x * INV26);
+  const x1 = (x * INV26) | 0;
   const x0 = x - x1 * TWO26;
-  const h1 = Math.floor(h * INV26);
+  const h1 = (h * INV26) | 0;
   const h0 = h - h1 * TWO26;
   let mid = x1 * w0 + x0 * w1 - h1 * Q0 - h0 * Q1;
   mid -= Math.floor(mid * INV26) * TWO26;
@@ -280,25 +281,55 @@ export function pack44(coefficients: Float64Array, out: Uint8Array, offset: numb
   return o - offset;
 }
 
+const TWO28 = 2 ** 28;
+
 /**
  * Unpacks `out.length` (even) 44-bit coefficients from `bytes` at `offset`. Returns false, with
  * `out` partly written, if a coefficient is >= q (an out-of-range upload); true otherwise.
+ * Each pair of coefficients (11 bytes) is read with four little-endian loads: a = bytes[0..4)
+ * + (bytes[4..6) & 0xfff)·2^32, b = (bytes[5..9) >>> 4) + bytes[9..11)·2^28.
  */
 export function unpack44(bytes: Uint8Array, offset: number, out: Float64Array): boolean {
+  if (offset + (out.length / 2) * 11 > bytes.length) throw new CryptoError('invalid_argument', 'unpack44 input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let o = offset;
   for (let k = 0; k < out.length; k += 2) {
-    const b0 = bytes[o]!;
-    const b1 = bytes[o + 1]!;
-    const b2 = bytes[o + 2]!;
-    const b3 = bytes[o + 3]!;
-    const b4 = bytes[o + 4]!;
-    const b5 = bytes[o + 5]!;
-    const a = ((b5 & 0x0f) * 256 + b4) * TWO32 + (b0 | (b1 << 8) | (b2 << 16)) + b3 * 16777216;
-    const b = (bytes[o + 10]! * TWO32 + ((bytes[o + 6]! | (bytes[o + 7]! << 8) | (bytes[o + 8]! << 16)) + bytes[o + 9]! * 16777216)) * 16 + (b5 >>> 4);
+    const a = view.getUint32(o, true) + (view.getUint16(o + 4, true) & 0x0fff) * TWO32;
+    const b = (view.getUint32(o + 5, true) >>> 4) + view.getUint16(o + 9, true) * TWO28;
     if (a >= Q || b >= Q) return false;
     out[k] = a;
     out[k + 1] = b;
     o += 11;
   }
   return true;
+}
+
+/**
+ * acc[k] += coefficient k of the packed polynomials at `offset` (no reduction: the caller keeps
+ * acc below 2^53 and reduces, see rlwe.ts), for `acc.length` coefficients. If a coefficient is
+ * >= q, everything added is subtracted again, leaving `acc` exactly as it was, and false is
+ * returned. One pass over the bytes: the coordinator's hot path.
+ */
+export function addPacked44(bytes: Uint8Array, offset: number, acc: Float64Array): boolean {
+  if (offset + (acc.length / 2) * 11 > bytes.length) throw new CryptoError('invalid_argument', 'addPacked44 input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = offset;
+  let k = 0;
+  for (; k < acc.length; k += 2) {
+    const a = view.getUint32(o, true) + (view.getUint16(o + 4, true) & 0x0fff) * TWO32;
+    const b = (view.getUint32(o + 5, true) >>> 4) + view.getUint16(o + 9, true) * TWO28;
+    if (a >= Q || b >= Q) break;
+    acc[k] = acc[k]! + a;
+    acc[k + 1] = acc[k + 1]! + b;
+    o += 11;
+  }
+  if (k === acc.length) return true;
+  // Roll back the pairs before k (all of them < q).
+  o = offset;
+  for (let j = 0; j < k; j += 2) {
+    acc[j] = acc[j]! - (view.getUint32(o, true) + (view.getUint16(o + 4, true) & 0x0fff) * TWO32);
+    acc[j + 1] = acc[j + 1]! - ((view.getUint32(o + 5, true) >>> 4) + view.getUint16(o + 9, true) * TWO28);
+    o += 11;
+  }
+  return false;
 }

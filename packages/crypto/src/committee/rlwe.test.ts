@@ -118,12 +118,38 @@ describe('RLWE encryption under a single-use secret', () => {
     const badMagic = Uint8Array.from(payload);
     badMagic[3] = 2;
     expect(codeOf(badMagic)).toBe('invalid_payload');
+    // A coefficient >= q in the last pair: everything added before it is rolled back exactly.
+    const lateBad = Uint8Array.from(payload);
+    lateBad.fill(0xff, lateBad.length - 11);
+    expect(codeOf(lateBad)).toBe('invalid_ciphertext');
     expect(acc.count).toBe(1);
     expect(acc.sum()).toEqual(before);
     // Durable form round-trips.
     const restored = restoreC0Accumulator({ valueCount: 3, payload: acc.toPayload(), count: acc.count });
     expect(restored.sum()).toEqual(before);
     expect(decodeC0Payload(payload, 3)).toEqual(c0);
+  });
+});
+
+describe('C0Accumulator over many uploads', () => {
+  it('600 random c0 payloads (lazy reduction every 256 adds) sum exactly, as BigInt says', () => {
+    const random = seededBytes('many');
+    const acc = createC0Accumulator({ valueCount: 10 });
+    const expected = new Array<bigint>(N).fill(0n);
+    const qb = BigInt(Q);
+    for (let j = 0; j < 600; j++) {
+      const bytes = random(N * 8);
+      const view = new DataView(bytes.buffer);
+      const c0 = Float64Array.from({ length: N }, (_, k) => Number(view.getBigUint64(8 * k, true) % qb));
+      if (j % 100 === 0) c0[j % N] = Q - 1; // the largest allowed value, too
+      c0.forEach((v, k) => (expected[k] = (expected[k]! + BigInt(v)) % qb));
+      acc.add(encodeC0Payload(c0, 10));
+      if (j === 300) expect(acc.sum().every((v, k) => BigInt(v) === expected[k])).toBe(true);
+    }
+    expect(acc.count).toBe(600);
+    const sum = acc.sum();
+    expect(sum.every((v, k) => BigInt(v) === expected[k] && v < Q)).toBe(true);
+    expect(decodeC0Payload(acc.toPayload(), 10)).toEqual(sum);
   });
 });
 

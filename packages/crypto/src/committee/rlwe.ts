@@ -23,6 +23,7 @@ import {
   N,
   PACKED_POLY_BYTES,
   Q,
+  addPacked44,
   centreQ,
   derivePublicPolynomialNtt,
   mulModQ,
@@ -242,24 +243,41 @@ export function restoreC0Accumulator(options: C0AccumulatorOptions & { readonly 
   return makeAccumulator(options.valueCount, decodeC0Payload(options.payload, options.valueCount), options.count);
 }
 
+/**
+ * Uploads added between reductions mod q: each coefficient is < q < 2^44, so 256 of them on top
+ * of a reduced value stay below 257·q < 2^53 (exact in float64). Adding without a reduction per
+ * upload makes the hot path a plain float add (design note: "reduce after each addition" is met
+ * by reducing before the sum can leave exactness).
+ */
+const ADDS_PER_REDUCTION = 256;
+
 function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: number): C0Accumulator {
-  const scratch = new Float64Array(acc.length);
   let count = initialCount;
+  let pending = 0;
+  const reduce = (): void => {
+    if (pending === 0) return;
+    for (let k = 0; k < acc.length; k++) acc[k] = acc[k]! % Q;
+    pending = 0;
+  };
   return {
     valueCount,
     get count() {
       return count;
     },
     add(payload) {
-      decodeC0Payload(payload, valueCount, scratch);
-      for (let k = 0; k < acc.length; k++) {
-        const v = acc[k]! + scratch[k]!;
-        acc[k] = v >= Q ? v - Q : v;
-      }
+      checkC0Payload(payload, valueCount);
+      if (!addPacked44(payload, C0_HEADER_BYTES, acc)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
       count++;
+      if (++pending >= ADDS_PER_REDUCTION) reduce();
     },
-    sum: () => Float64Array.from(acc),
-    toPayload: () => encodeC0Payload(acc, valueCount),
+    sum: () => {
+      reduce();
+      return Float64Array.from(acc);
+    },
+    toPayload: () => {
+      reduce();
+      return encodeC0Payload(acc, valueCount);
+    },
   };
 }
 
