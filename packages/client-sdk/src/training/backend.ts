@@ -1,4 +1,5 @@
 import type { Tf } from './types.js';
+import { registerMissingWasmKernels } from './wasm-kernels.js';
 
 /** Name of the TensorFlow.js backend in use, as `tf.getBackend()` reports it. */
 export type TensorflowBackend = 'tensorflow' | 'wasm' | 'cpu';
@@ -93,6 +94,8 @@ async function tryWasm(wasmPaths: string | undefined): Promise<TensorflowRuntime
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const prefix = wasmPaths ?? (await nodeWasmDirectory());
   if (prefix !== undefined) wasm.setWasmPaths(prefix);
+  // Before the backend is used: convolutional models need a filter gradient the wasm backend lacks.
+  registerMissingWasmKernels(tf);
   if (!(await tf.setBackend('wasm'))) return undefined;
   await tf.ready();
   return { tf, backend: 'wasm' };

@@ -1,0 +1,69 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initTensorflow } from './backend.js';
+import type { Tf } from './types.js';
+
+let tf: Tf;
+
+beforeAll(async () => {
+  ({ tf } = await initTensorflow({ preferred: 'wasm' }));
+  expect(tf.getBackend()).toBe('wasm');
+});
+
+/** Deterministic values in [-1, 1). */
+function values(count: number, seed: number): Float32Array {
+  let state = seed >>> 0;
+  return Float32Array.from({ length: count }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 31 - 1;
+  });
+}
+
+/** The filter gradient of sum(conv2d(x, w) * r) on the current backend. */
+function filterGradient(x: Float32Array, xShape: [number, number, number, number], w: Float32Array, wShape: [number, number, number, number], strides: number, pad: 'valid' | 'same') {
+  return tf.tidy(() => {
+    const xt = tf.tensor4d(x, xShape);
+    const wt = tf.tensor4d(w, wShape);
+    const probe = tf.conv2d(xt, wt, strides, pad);
+    const r = tf.tensor(values(probe.size, 99), probe.shape);
+    return tf.grad((filter: ReturnType<Tf['tensor4d']>) => tf.conv2d(xt, filter, strides, pad).mul(r).sum())(wt).dataSync().slice();
+  });
+}
+
+describe('Conv2DBackpropFilter on the wasm backend', () => {
+  for (const { pad, strides, xShape, wShape } of [
+    { pad: 'valid', strides: 1, xShape: [3, 12, 12, 1], wShape: [5, 5, 1, 6] },
+    { pad: 'valid', strides: 1, xShape: [2, 8, 8, 6], wShape: [5, 5, 6, 16] },
+    { pad: 'same', strides: 2, xShape: [2, 9, 7, 3], wShape: [3, 3, 3, 4] },
+  ] as const) {
+    it(`equals the cpu backend's kernel (${pad}, stride ${strides}, x [${xShape.join(',')}], w [${wShape.join(',')}])`, async () => {
+      const x = values(xShape.reduce((a, b) => a * b, 1), 1);
+      const w = values(wShape.reduce((a, b) => a * b, 1), 2);
+      const onWasm = filterGradient(x, [...xShape], w, [...wShape], strides, pad);
+      await tf.setBackend('cpu');
+      try {
+        const onCpu = filterGradient(x, [...xShape], w, [...wShape], strides, pad);
+        expect(onWasm).toHaveLength(onCpu.length);
+        let maxError = 0;
+        let maxValue = 0;
+        for (let i = 0; i < onCpu.length; i++) {
+          maxError = Math.max(maxError, Math.abs(onWasm[i]! - onCpu[i]!));
+          maxValue = Math.max(maxValue, Math.abs(onCpu[i]!));
+        }
+        expect(maxValue).toBeGreaterThan(1);
+        expect(maxError).toBeLessThan(1e-4 * maxValue);
+      } finally {
+        await tf.setBackend('wasm');
+      }
+    });
+  }
+
+  it('by hand: a 1x3x3x1 input, 2x2 filter, dy of ones sums each 2x2 window position', () => {
+    // x = 1..9 (row-major 3x3); valid 2x2 conv has a 2x2 output; with dy = 1,
+    // dW[kh][kw] = sum of x over the output positions shifted by (kh, kw): [1+2+4+5, 2+3+5+6, 4+5+7+8, 5+6+8+9].
+    const grad = tf.tidy(() => {
+      const x = tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3, 3, 1]);
+      return tf.grad((w: ReturnType<Tf['tensor4d']>) => tf.conv2d(x, w, 1, 'valid').sum())(tf.zeros([2, 2, 1, 1]) as never).dataSync().slice();
+    });
+    expect(Array.from(grad)).toEqual([12, 16, 24, 28]);
+  });
+});
