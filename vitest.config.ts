@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: fast unit tests next to the code, integration tests that
-// start real servers (gRPC on loopback, PostgreSQL, PGlite), and end-to-end
-// tests that run the coordinator and clients as separate processes.
+// Four projects: fast unit tests next to the code, integration tests that
+// start real servers (gRPC on loopback, PostgreSQL, PGlite), browser tests of
+// the dashboard (Chromium through playwright-core, real coordinator), and
+// end-to-end tests that run the coordinator and clients as separate processes.
 export default defineConfig({
   test: {
     projects: [
@@ -17,8 +18,19 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['packages/*/test/**/*.test.ts'],
+          exclude: ['packages/*/test/browser/**'],
           testTimeout: 180_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // The dashboard in Debian's Chromium (playwright-core) against a real coordinator.
+        test: {
+          name: 'browser',
+          include: ['packages/*/test/browser/**/*.test.ts'],
+          testTimeout: 300_000,
+          hookTimeout: 180_000,
           fileParallelism: false,
         },
       },

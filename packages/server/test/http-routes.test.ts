@@ -6,6 +6,7 @@
  * the audit token lists tasks and reads the privacy routes, nothing else.
  */
 import { join } from 'node:path';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { computeEpsilon } from '@veil/privacy';
@@ -83,6 +84,10 @@ describe('REST plugins (inject, PostgreSQL, 1,000 seeded rounds)', () => {
     expect(rounds[9]!['events'].map((e: { to: string }) => e.to)).toEqual(['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED']);
     const page = await get(`/v1/tasks/${seeded.taskId}/rounds?offset=998&limit=5`);
     expect(page.body.rounds.map((r: { number: number }) => r.number)).toEqual([999, 1000]);
+    // Without the transitions (the dashboard's plots): the same rounds otherwise.
+    const slim = (await get(`/v1/tasks/${seeded.taskId}/rounds?limit=1000&events=false`)).body.rounds as Array<Record<string, unknown>>;
+    expect(slim.every((r) => Array.isArray(r['events']) && (r['events'] as unknown[]).length === 0)).toBe(true);
+    expect(slim.map(({ events: _e, ...rest }) => rest)).toEqual(rounds.map(({ events: _e, ...rest }) => rest));
   });
 
   it('summarises, verifies and checkpoints a 1,000-entry ledger', async () => {
@@ -115,5 +120,26 @@ describe('REST plugins (inject, PostgreSQL, 1,000 seeded rounds)', () => {
       ['phone-03', 1000, 1000, 0],
       ['phone-04', 1000, 1000, 0],
     ]);
+  });
+
+  it('serves the built dashboard precompressed, with cache and security headers, and nothing outside it', async () => {
+    const index = await app.inject({ method: 'GET', url: '/dashboard/', headers: { 'accept-encoding': 'gzip, deflate, br' } });
+    expect(index.statusCode).toBe(200);
+    expect(index.headers).toMatchObject({ 'content-encoding': 'br', 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', vary: 'accept-encoding' });
+    expect(index.headers['content-security-policy']).toContain("script-src 'self'");
+    const html = brotliDecompressSync(index.rawPayload).toString('utf8');
+    const script = /src="([^"]+\.js)"/.exec(html)![1]!;
+    const style = /href="([^"]+\.css)"/.exec(html)![1]!;
+    const js = await app.inject({ method: 'GET', url: `/dashboard/${script}`, headers: { 'accept-encoding': 'gzip' } });
+    expect(js.headers).toMatchObject({ 'content-encoding': 'gzip', 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=31536000, immutable' });
+    const plain = await app.inject({ method: 'GET', url: `/dashboard/${style}` });
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    expect(gunzipSync(js.rawPayload).toString('utf8').length).toBeGreaterThan(10_000);
+    expect(plain.body).toContain('.u-legend'); // uPlot's stylesheet is bundled, not fetched from a CDN
+    expect(html).not.toMatch(/https?:\/\//);
+    expect((await app.inject({ method: 'GET', url: '/dashboard' })).headers.location).toBe('/dashboard/');
+    for (const url of ['/dashboard/nothing.js', '/dashboard/..%2Fpackage.json', '/dashboard/manifest.json', `/dashboard/${script}.gz`]) {
+      expect({ url, status: (await app.inject({ method: 'GET', url })).statusCode }).toEqual({ url, status: 404 });
+    }
   });
 });

@@ -341,6 +341,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         }
         call.end();
         await until('close');
+        engine.noteModelDownloaded(ids);
       })().catch((error) => {
         call.destroy(Object.assign(new Error('download failed'), sendError(log, error)));
       });

@@ -7,10 +7,13 @@ import type { RoundEngine } from '../rounds/engine.js';
 import type { FederationStore } from '../rounds/ports.js';
 import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
 import { createPrivacyAuditService } from '../services/privacy-audit.js';
+import { createLiveRounds } from '../services/live-rounds.js';
 import { createTaskOverviewService } from '../services/task-overview.js';
 import { httpAuthPlugin, type AuthFailure } from './auth.js';
 import { createModelExportService } from '../services/model-export.js';
 import { exportRoutes } from './routes/export.js';
+import { dashboardRoutes } from './routes/dashboard.js';
+import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { privacyRoutes } from './routes/privacy.js';
@@ -33,6 +36,8 @@ export interface HttpAppOptions {
   authThrottle?: AuthThrottle;
   /** Told of every failed authentication (the audit trail). Default none. */
   onAuthFailure?: (failure: AuthFailure) => void;
+  /** Directory of the built dashboard. Default dist/dashboard of this package. */
+  dashboardDir?: string;
 }
 
 /**
@@ -94,5 +99,9 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(modelRoutes, { engine, store, tasks });
   await app.register(privacyRoutes, { privacy });
   await app.register(exportRoutes, { exporter: createModelExportService({ getTask: tasks.getTask, readModelVersion: (id, v) => engine.readModelVersion(id, v) }) });
+  const live = createLiveRounds({ engine, store });
+  app.addHook('onClose', async () => live.close());
+  await app.register(eventRoutes, { live, tasks });
+  await app.register(dashboardRoutes, options.dashboardDir === undefined ? {} : { dir: options.dashboardDir });
   return app;
 }

@@ -457,14 +457,18 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return weightedEvaluation(rows);
     },
 
-    async listRoundHistory(taskId, { offset, limit }): Promise<RoundRecord[]> {
+    async listRoundHistory(taskId, { offset, limit, events = true }): Promise<RoundRecord[]> {
       // One statement for the whole page: each round as a JSON document with its transitions,
       // participation counts and raw evaluation reports (aggregated below like getRoundEvaluation).
       const rows = await prisma.$queryRawUnsafe<Array<{ doc: string }>>(
         `SELECT json_build_object(
             'round', to_jsonb(r),
-            'events', (SELECT coalesce(json_agg(json_build_object('from', e."from", 'to', e."to", 'reason', e.reason, 'at', e.at) ORDER BY e.id), '[]'::json)
-                       FROM "RoundEvent" e WHERE e."roundId" = r.id),
+            'events', ${
+              events
+                ? `(SELECT coalesce(json_agg(json_build_object('from', e."from", 'to', e."to", 'reason', e.reason, 'at', e.at) ORDER BY e.id), '[]'::json)
+                       FROM "RoundEvent" e WHERE e."roundId" = r.id)`
+                : `'[]'::json`
+            },
             'counts', (SELECT json_build_object(
                           'selected', count(*),
                           'submitted', count(*) FILTER (WHERE p.status = 'SUBMITTED'),

@@ -101,6 +101,8 @@ export interface EngineEvents {
   'round-closed': [{ taskId: string; round: Round }];
   'round-failed': [{ taskId: string; round: Round }];
   'task-ended': [{ taskId: string; status: TaskStatus; reason: string | null }];
+  /** A device received a whole model version (the dashboard's live "downloaded" count). */
+  'model-downloaded': [{ taskId: string; clientId: string; modelVersion: number }];
 }
 
 /** Per-task state held in memory; always rebuildable from the store and the blob store. */
@@ -190,6 +192,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
     this.defaultKey = options.defaultKey ?? null;
     if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');
+  }
+
+  /** Told by the transport when a device has received a whole model version; emits `model-downloaded`. */
+  noteModelDownloaded(download: { taskId: string; clientId: string; modelVersion: number }): void {
+    this.emit('model-downloaded', download);
   }
 
   /** The engine's clock (e.g. to stamp when an upload arrived). */

@@ -37,6 +37,7 @@ export interface NewTask {
 /** A round as the history views show it. */
 export interface RoundRecord {
   round: Round;
+  /** Its transitions (empty when the caller asked for none). */
   events: RoundEvent[];
   /** Participants by status (selected = all participants of the round). */
   participation: { selected: number; submitted: number; dropped: number };
@@ -112,7 +113,7 @@ export interface FederationStore {
   listRounds(taskId: string, options: { offset: number; limit: number }): Promise<Round[]>;
   listRoundEvents(roundId: string): Promise<RoundEvent[]>;
   /** Rounds of a task in number order, each with its transitions, participation counts and evaluation, in one query. */
-  listRoundHistory(taskId: string, options: { offset: number; limit: number }): Promise<RoundRecord[]>;
+  listRoundHistory(taskId: string, options: { offset: number; limit: number; events?: boolean }): Promise<RoundRecord[]>;
   /** The devices (clients) that joined a task, with their participation counts. */
   listDevices(taskId: string): Promise<DeviceRecord[]>;
   listSubmissions(roundId: string): Promise<Submission[]>;

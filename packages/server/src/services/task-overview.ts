@@ -61,7 +61,7 @@ export function createTaskOverviewService(options: TaskOverviewServiceOptions) {
     async list(): Promise<TaskView[]> {
       return Promise.all((await store.listTasks()).map(view));
     },
-    async rounds(id: string, page: { offset: number; limit: number }): Promise<RoundRecord[]> {
+    async rounds(id: string, page: { offset: number; limit: number; events?: boolean }): Promise<RoundRecord[]> {
       await getTask(id);
       return store.listRoundHistory(id, page);
     },

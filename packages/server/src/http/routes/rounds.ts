@@ -10,7 +10,7 @@ export interface RoundRoutesOptions {
 
 /** Round history (one query per page) and the devices of a task. */
 export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, { tasks }) => {
-  app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+  app.get<{ Params: { id: string }; Querystring: { offset: number; limit: number; events: boolean } }>(
     '/v1/tasks/:id/rounds',
     {
       config: { auth: 'admin' },
@@ -19,7 +19,13 @@ export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, {
         tags: ['rounds'],
         summary: 'Round history with state transitions, participation, aggregation summaries and reported evaluation metrics',
         params: idParams,
-        querystring: pageQuery(1000),
+        querystring: {
+          type: 'object',
+          properties: {
+            ...pageQuery(1000).properties,
+            events: { type: 'boolean', default: true, description: 'Include each round\'s state transitions (false: an empty list, a smaller response for plots)' },
+          },
+        },
         response: { 200: { type: 'object', properties: { rounds: { type: 'array', items: roundSchema } } }, ...errorResponses },
       },
     },
