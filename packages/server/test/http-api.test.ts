@@ -189,6 +189,7 @@ describe('REST API', () => {
       '/v1/tasks/{id}/devices',
       '/v1/tasks/{id}/events',
       '/v1/tasks/{id}/model',
+      '/v1/tasks/{id}/model/export',
       '/v1/tasks/{id}/model/weights.bin',
       '/v1/tasks/{id}/pause',
       '/v1/tasks/{id}/privacy',
