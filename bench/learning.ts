@@ -4,7 +4,7 @@
  *   npm run -s bench:learning -- [--quick] [--rounds 50] [--epochs 10] [--batch-size 64]
  *     [--learning-rate 0.01] [--momentum 0.9] [--clients 10] [--train-count 60000] [--test-count 10000]
  *     [--partitions iid,dir0.5,dir0.1] [--strategies fedavg,fedprox,...] [--strategy-params JSON]
- *     [--backend wasm|cpu] [--throughput-samples 1280] [--seed 1] [--target 0.85]
+ *     [--backend wasm|cpu] [--throughput-samples 1280 (0: skip)] [--seed 1] [--target 0.85]
  *
  * Fashion-MNIST (Debian's dataset-fashion-mnist, read from its IDX files), 10
  * devices, label skew Dir(0.5), Dir(0.1) (Hsu et al. 2019's partitioner, the
@@ -124,7 +124,8 @@ const test = subset(full.test, config.testCount, dataRng);
 const { spec, weights: initial } = createSimpleCnn(tf, { seed: config.seed });
 log(`backend ${backend}; ${train.count} training / ${test.count} test images; ${initial.length} parameters`);
 
-const throughput = await measureThroughput(tf, spec, initial, train);
+// --throughput-samples 0 skips the measurement (e.g. one process per strategy; measure once apart).
+const throughput = config.throughputSamples > 0 ? await measureThroughput(tf, spec, initial, train) : 'skipped';
 log(`throughput ${JSON.stringify(throughput)}`);
 
 const registry = createStrategyRegistry();
