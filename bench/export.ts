@@ -2,13 +2,15 @@
  * Model export benchmark: ONNX float32 / float16 / int8 (federated static calibration, and dynamic)
  * for the demo MLP and NIID-Bench's SimpleCNN on MNIST digits.
  *
- *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --latency-runs 2000 --only mlp,cnn]
+ *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --cnn-train-examples 2000 --latency-runs 2000 --only mlp,cnn]
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
  * Per model: trains it centrally on the 8,000 training digits of npm `mnist` (the demo's split;
  * the MLP with plain SGD on the wasm backend as the demo's devices run it, the CNN with SGD +
- * momentum 0.9 as NIID-Bench does, on the cpu backend since wasm has no convolution gradients); splits the training digits IID over
+ * momentum 0.9 as NIID-Bench does, on the cpu backend since wasm has no convolution gradients; the
+ * cpu backend's convolution gradients cost ~60 ms of CPU per digit, so the CNN trains on the first
+ * `--cnn-train-examples` training digits only); splits the training digits IID over
  * `--devices` simulated devices; runs the two federated calibration rounds of @veil/export (range,
  * then histogram): every device computes its statistics vector with the SDK's
  * computeCalibrationStatistics, encrypts it with BFV (@veil/crypto, the federation's update path,
@@ -21,6 +23,7 @@
  *
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { computeCalibrationStatistics, evaluateLocal, exportModelOnnx, initTensorflow, trainLocal, type LocalDataset, type ModelSpec, type Tf } from '@veil/client-sdk';
@@ -43,6 +46,7 @@ const { values: args } = parseArgs({
     devices: { type: 'string', default: '10' },
     'mlp-epochs': { type: 'string', default: '3' },
     'cnn-epochs': { type: 'string', default: '2' },
+    'cnn-train-examples': { type: 'string', default: '2000' },
     'latency-runs': { type: 'string', default: '2000' },
     only: { type: 'string', default: 'mlp,cnn' },
   },
@@ -131,15 +135,29 @@ function asImages(d: LocalDataset): LocalDataset {
   return { ...d, inputShape: [28, 28, 1] };
 }
 
-async function benchModel(name: string, build: (tf: Tf) => { spec: ModelSpec; weights: Float32Array }, image: boolean, epochs: number, training: { batchSize: number; learningRate: number; momentum?: number }) {
+function firstExamples(d: LocalDataset, count: number): LocalDataset {
+  const n = Math.min(count, d.count);
+  const width = d.inputShape.reduce((a, b) => a * b, 1);
+  return { ...d, count: n, xs: d.xs.subarray(0, n * width), ys: d.ys.subarray(0, n * d.numClasses) };
+}
+
+async function benchModel(
+  name: string,
+  build: (tf: Tf) => { spec: ModelSpec; weights: Float32Array },
+  image: boolean,
+  epochs: number,
+  training: { batchSize: number; learningRate: number; momentum?: number },
+  trainExamples = train.count,
+) {
   const trainData = image ? asImages(train) : train;
+  const fitData = firstExamples(trainData, trainExamples);
   const testData = image ? asImages(test) : test;
   const { spec, weights: initial } = build(tf);
-  log(`${name}: training ${epochs} epoch(s) on ${trainData.count} digits`);
+  log(`${name}: training ${epochs} epoch(s) on ${fitData.count} digits`);
   const t0 = performance.now();
   // TF.js's wasm backend has no convolution gradients (Conv2DBackpropFilter): a CNN trains on the cpu backend.
   if (image) await tf.setBackend('cpu');
-  const { weights } = await trainLocal(tf, { spec, weights: initial, data: trainData, epochs, seed: 1, ...training });
+  const { weights } = await trainLocal(tf, { spec, weights: initial, data: fitData, epochs, seed: 1, ...training });
   if (image) await tf.setBackend(backend);
   const trainSeconds = (performance.now() - t0) / 1000;
   const tfAccuracy = (await evaluateLocal(tf, { spec, weights, data: testData })).accuracy;
@@ -158,8 +176,11 @@ async function benchModel(name: string, build: (tf: Tf) => { spec: ModelSpec; we
     { label: 'float32', quantize: 'none' },
     { label: 'float16', quantize: 'float16' },
   ];
+  const chosenRanges: Record<string, Record<string, [number, number]>> = {};
   for (const method of ['kl', 'percentile', 'minmax'] as RangeMethod[]) {
-    variants.push({ label: `int8Static_${method}`, quantize: 'int8', ranges: chooseActivationRanges(histogramPlan, histogramRound.mean, { method }) });
+    const ranges = chooseActivationRanges(histogramPlan, histogramRound.mean, { method });
+    chosenRanges[method] = Object.fromEntries(Object.entries(ranges).map(([point, r]) => [point, [r4(r.min), r4(r.max)]]));
+    variants.push({ label: `int8Static_${method}`, quantize: 'int8', ranges });
   }
   variants.push({ label: 'int8Dynamic', quantize: 'int8' });
 
@@ -183,6 +204,7 @@ async function benchModel(name: string, build: (tf: Tf) => { spec: ModelSpec; we
   return {
     parameters: weights.length,
     trainEpochs: epochs,
+    trainExamples: fitData.count,
     trainBackend: image ? 'cpu' : backend,
     trainSeconds: Math.round(trainSeconds),
     tfjsAccuracy: r4(tfAccuracy),
@@ -192,6 +214,7 @@ async function benchModel(name: string, build: (tf: Tf) => { spec: ModelSpec; we
       points: points.length,
       rangeRound: { values: rangeRound.valueCount, uploadBytesPerDevice: rangeRound.uploadBytesPerDevice, deviceMsPerDevice: rangeRound.deviceMsPerDevice },
       histogramRound: { values: histogramRound.valueCount, uploadBytesPerDevice: histogramRound.uploadBytesPerDevice, deviceMsPerDevice: histogramRound.deviceMsPerDevice },
+      ranges: chosenRanges,
     },
     formats: results,
     targets: {
@@ -212,13 +235,16 @@ const report: Record<string, unknown> = {
   onnxruntime: ort.env.versions?.common ?? null,
   tfjsBackend: backend,
   heldOutDigits: test.count,
+  cpus: cpus().length,
+  loadAverage1mAtStart: Math.round(loadavg()[0]! * 100) / 100,
 };
 if (only.has('mlp')) {
   report['mlp'] = await benchModel('mlp (784-200-200-10)', (t) => createMnistMlp(t), false, Number(args['mlp-epochs']), { batchSize: 16, learningRate: 0.1 });
 }
 if (only.has('cnn')) {
-  report['cnn'] = await benchModel('cnn (NIID-Bench SimpleCNN)', (t) => createSimpleCnn(t), true, Number(args['cnn-epochs']), { batchSize: 32, learningRate: 0.05, momentum: 0.9 });
+  report['cnn'] = await benchModel('cnn (NIID-Bench SimpleCNN)', (t) => createSimpleCnn(t), true, Number(args['cnn-epochs']), { batchSize: 32, learningRate: 0.05, momentum: 0.9 }, Number(args['cnn-train-examples']));
 }
+report['loadAverage1mAtEnd'] = Math.round(loadavg()[0]! * 100) / 100;
 report['seconds'] = Math.round((performance.now() - started) / 100) / 10;
 deviceCtx.dispose();
 serverCtx.dispose();

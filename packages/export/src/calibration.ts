@@ -128,8 +128,8 @@ export function createCalibrationCollector(plan: CalibrationPlan): CalibrationCo
       plan.points.forEach((p, i) => {
         const c = counts[i]!;
         if (totals[i] === 0) throw new ExportError('invalid_calibration', `no activations were added for point "${p.name}"`);
-        const per = plan.round === 'range' ? totals[i]! : totals[i]!;
-        for (let j = 0; j < c.length; j++) out[offset + j] = c[j]! / per;
+        // Range round: examples (each adds one maximum and one minimum); histogram round: values.
+        for (let j = 0; j < c.length; j++) out[offset + j] = c[j]! / totals[i]!;
         offset += c.length;
       });
       return out;
