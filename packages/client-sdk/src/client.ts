@@ -19,7 +19,7 @@ import {
   type LocalDpMiddleware,
   type LocalDpState,
 } from './mods/dp.js';
-import { createGrpcTransport } from './transport/grpc-transport.js';
+import { createGrpcTransport, type TlsOptions } from './transport/grpc-transport.js';
 import type { Assignment, DistributedDpParams, JoinResult, Transport } from './transport/transport.js';
 
 /** Minimal structured logger (pino-compatible). */
@@ -42,8 +42,10 @@ export const consoleLogger: SdkLogger = {
 export type ClientCredentials = { enrolmentSecret: string } | { clientId: string; credential: string };
 
 export interface ClientOptions {
-  /** Coordinator gRPC address, `host:port`. */
+  /** Coordinator gRPC address: `host:port`, `grpcs://host:port` (TLS) or `grpc://host:port` (see GrpcTransportOptions). */
   coordinator: string;
+  /** TLS to the coordinator: pinned CA, client certificate for mutual TLS. Default none (cleartext unless `grpcs://`). */
+  tls?: TlsOptions;
   /** Task to take part in. */
   taskId: string;
   credentials: ClientCredentials;
@@ -170,7 +172,7 @@ function distributedDpFor(task: JoinResult['task'], encryption: DeviceEncryption
 /** Creates a device-side client. */
 export function createClient(options: ClientOptions): VeilClient {
   const log = options.logger ?? consoleLogger;
-  const transport = options.transport ?? createGrpcTransport({ address: options.coordinator });
+  const transport = options.transport ?? createGrpcTransport({ address: options.coordinator, ...(options.tls && { tls: options.tls }) });
   const pollWaitMs = options.pollWaitMs ?? 30_000;
   const chain = composeMiddleware(options.middleware ?? [], async (update) => update);
   let identity: { clientId: string; credential: string } | null =

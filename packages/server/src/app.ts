@@ -12,6 +12,7 @@ import { openDatabase } from './persistence/database.js';
 import { createPrismaStore } from './persistence/prisma-store.js';
 import { RoundEngine, type Clock } from './rounds/engine.js';
 import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
+import { createTlsSource, type TlsSource } from './tls/tls-source.js';
 
 export interface CoordinatorOptions {
   config: CoordinatorConfig;
@@ -45,6 +46,13 @@ export interface Coordinator {
   readonly auditToken: string;
   readonly enrolmentSecret: string;
   readonly databaseKind: 'postgresql' | 'pglite';
+  /** True when both servers speak TLS. */
+  readonly tls: boolean;
+  /**
+   * Rereads the TLS files now (SIGHUP); true when new material took effect (new connections use
+   * it), false when unchanged or refused (the old material stays). False without TLS.
+   */
+  reloadTls(): Promise<boolean>;
   /** Graceful shutdown: stop accepting, finish in-flight calls, close the database. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -103,6 +111,17 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     await engine.start();
     cleanup.push(() => engine.close());
 
+    let tls: TlsSource | undefined;
+    if (config.tls !== null) {
+      const source = await createTlsSource({
+        files: { certFile: config.tls.certFile, keyFile: config.tls.keyFile, clientCaFile: config.tls.clientCaFile },
+        logger,
+        pollIntervalMs: config.tls.reloadIntervalMs,
+      });
+      tls = source;
+      cleanup.push(async () => source.close());
+    }
+
     const clock = options.clock;
     const authThrottle = createAuthThrottle({ ...(clock && { now: () => clock.now() }), ...options.authThrottle });
     const handlers = createFederationHandlers({
@@ -119,6 +138,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     const grpcServer = await startGrpcServer(handlers, {
       host: config.host,
       port: config.grpcPort,
+      limits: config.grpcLimits,
+      ...(tls && { tls }),
     });
     // Wake the engine's long-polls first: the graceful gRPC shutdown waits for in-flight calls.
     cleanup.push(async () => {
@@ -126,12 +147,14 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await grpcServer.close();
     });
 
-    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle });
-    const httpAddress = await http.listen({ host: config.host, port: config.httpPort });
+    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle, limits: config.httpLimits, ...(tls && { tls }) });
+    const listening = await http.listen({ host: config.host, port: config.httpPort });
+    // Fastify names the scheme after its own options; the server here is ours (HTTPS with TLS).
+    const httpAddress = tls === undefined ? listening : listening.replace(/^http:/, 'https:');
     cleanup.push(() => http.close());
 
     const grpcHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
-    logger.info({ grpcPort: grpcServer.port, http: httpAddress, database: db.kind }, 'coordinator ready');
+    logger.info({ grpcPort: grpcServer.port, http: httpAddress, database: db.kind, tls: tls !== undefined }, 'coordinator ready');
     let closing: Promise<void> | null = null;
     const close = (): Promise<void> => (closing ??= closeAll());
     return {
@@ -143,6 +166,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       auditToken,
       enrolmentSecret,
       databaseKind: db.kind,
+      tls: tls !== undefined,
+      reloadTls: () => tls?.reload() ?? Promise.resolve(false),
       close,
       [Symbol.asyncDispose]: close,
     };

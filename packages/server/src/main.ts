@@ -24,7 +24,7 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
     coordinator = await startCoordinator({ config, logger });
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (code === 'secret_key_material' || code === 'invalid_key_material') {
+    if (code === 'secret_key_material' || code === 'invalid_key_material' || code === 'tls_material') {
       process.stderr.write(`veil server: refusing to start: ${(error as Error).message}\n`);
       process.exitCode = 2;
       return;
@@ -35,6 +35,11 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
     logger.info({ signal }, 'shutting down');
     void coordinator.close().then(() => process.exit(0));
   };
+  // SIGHUP rereads the TLS certificate and key (the files are also polled): no restart needed.
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading TLS material');
+    void coordinator.reloadTls();
+  });
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
 }

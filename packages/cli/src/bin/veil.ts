@@ -11,6 +11,10 @@ Commands:
   keys generate --out DIR [--label NAME] [--preset P] [--weight-cap N] [--clip X] [--step S]
                          new federation key bundle: DIR/device (secret, for device apps)
                          and DIR/coordinator (public, for VEIL_KEYS_DIR or task creation)
+  tls dev-ca --out DIR [--name HOST]... [--client NAME] [--days N]
+                         development CA (DIR/ca.crt, ca.key) and a server certificate for localhost,
+                         127.0.0.1, ::1 and each --name (DIR/server.crt, server.key: VEIL_TLS_CERT_FILE /
+                         VEIL_TLS_KEY_FILE); --client NAME adds DIR/client.crt, client.key for mutual TLS
 ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
@@ -167,6 +171,33 @@ async function main(argv: string[]): Promise<number> {
       });
       process.stdout.write(
         `key ${result.keyId}\n  device (SECRET, give to device apps only): ${result.deviceKeyFile}\n  coordinator (public):                     ${result.coordinatorKeyFile}\n`,
+      );
+      return 0;
+    }
+    case 'tls': {
+      const [sub, ...tlsArgs] = rest;
+      if (sub !== 'dev-ca') throw new UsageError('usage: veil tls dev-ca --out DIR [--name HOST]... [--client NAME] [--days N]');
+      const { values } = parseArgs({
+        args: tlsArgs,
+        strict: true,
+        options: { out: { type: 'string' }, name: { type: 'string', multiple: true }, client: { type: 'string' }, days: { type: 'string' } },
+      });
+      if (values.out === undefined) throw new UsageError('--out DIR is required');
+      const { createDevCa } = await import('../tls/dev-ca.js');
+      const files = await createDevCa({
+        outDir: values.out,
+        serverNames: values.name ?? [],
+        ...(values.client !== undefined && { clientName: values.client }),
+        ...(values.days !== undefined && { validityDays: int(values.days, 'days', 825) }),
+      });
+      process.stdout.write(
+        [
+          `CA certificate (give to devices and clients to pin): ${files.caCertFile}`,
+          `CA key (keep private; development only):              ${files.caKeyFile}`,
+          `server certificate (VEIL_TLS_CERT_FILE):              ${files.serverCertFile}`,
+          `server key (VEIL_TLS_KEY_FILE):                       ${files.serverKeyFile}`,
+          ...(files.clientCertFile ? [`client certificate and key (mutual TLS):             ${files.clientCertFile} ${files.clientKeyFile}`] : []),
+        ].join('\n') + '\n',
       );
       return 0;
     }

@@ -90,10 +90,27 @@ const MODEL_ENCODINGS: Record<string, ModelEncodingName> = {
 const fromUpdateEncoding = (e: string): UpdateEncodingName =>
   e === 'UPDATE_ENCODING_BFV_V1' ? 'bfv-v1' : e === 'UPDATE_ENCODING_COMMITTEE_V1' ? 'committee-v1' : 'float32-le';
 
+/** TLS to the coordinator: the CA to trust (pinned), and a client certificate for mutual TLS. */
+export interface TlsOptions {
+  /** PEM CA certificate(s) the coordinator's certificate must chain to. Default: the system's CAs. */
+  ca?: string | Uint8Array;
+  /** PEM client certificate (mutual TLS, VEIL_TLS_CLIENT_CA_FILE on the coordinator). Needs `key`. */
+  cert?: string | Uint8Array;
+  /** PEM private key of `cert`. */
+  key?: string | Uint8Array;
+  /** Name the certificate must carry when it differs from the address's host (e.g. connecting by IP). Default the host. */
+  serverName?: string;
+}
+
 export interface GrpcTransportOptions {
-  /** Coordinator address, `host:port`. */
+  /**
+   * Coordinator address: `host:port` (cleartext unless `tls` is given), `grpcs://host:port` (TLS,
+   * with `tls` or the system's CAs) or `grpc://host:port` (cleartext).
+   */
   address: string;
-  /** Channel credentials. Default insecure (loopback, or behind a TLS-terminating proxy); pass `grpc.credentials.createSsl()` for TLS. */
+  /** TLS settings (CA pinning, client certificate). Default none: see `address`. */
+  tls?: TlsOptions;
+  /** Channel credentials, overriding `tls` and the scheme. Default from them. */
   channelCredentials?: grpc.ChannelCredentials;
   /** Deadline of unary calls other than the long-poll, ms. Default 30 000. */
   callTimeoutMs?: number;
@@ -120,13 +137,29 @@ function receiveWindow(bytes: number | undefined): number {
   return value;
 }
 
+const pem = (value: string | Uint8Array | undefined): Buffer | null => (value === undefined ? null : Buffer.from(value));
+
+/** The address without its scheme and the credentials it calls for. */
+export function resolveCoordinatorAddress(address: string, tls?: TlsOptions): { target: string; credentials: grpc.ChannelCredentials; secure: boolean } {
+  const match = /^(grpcs?):\/\/(.+)$/.exec(address);
+  const scheme = match?.[1] ?? null;
+  const target = match?.[2] ?? address;
+  if (scheme === 'grpc' && tls !== undefined) throw new ClientError('invalid_argument', 'grpc:// is cleartext: drop it or the tls option');
+  if (scheme === 'grpc' || (scheme === null && tls === undefined)) return { target, credentials: grpc.credentials.createInsecure(), secure: false };
+  if ((tls?.cert === undefined) !== (tls?.key === undefined)) throw new ClientError('invalid_argument', 'tls.cert and tls.key go together');
+  const credentials = grpc.credentials.createSsl(pem(tls?.ca), pem(tls?.key), pem(tls?.cert));
+  return { target, credentials, secure: true };
+}
+
 /** The grpc-js transport of the SDK. */
 export function createGrpcTransport(options: GrpcTransportOptions): Transport {
+  const resolved = resolveCoordinatorAddress(options.address, options.tls);
   const client: FederationServiceClient = createFederationServiceClient(
-    options.address,
-    options.channelCredentials ?? grpc.credentials.createInsecure(),
+    resolved.target,
+    options.channelCredentials ?? resolved.credentials,
     {
       ...GRPC_CHANNEL_OPTIONS,
+      ...(options.tls?.serverName !== undefined && { 'grpc.ssl_target_name_override': options.tls.serverName, 'grpc.default_authority': options.tls.serverName }),
       'grpc.keepalive_time_ms': 60_000,
       'grpc.keepalive_timeout_ms': 20_000,
       'grpc-node.flow_control_window': receiveWindow(options.receiveWindowBytes),

@@ -23,4 +23,33 @@ describe('configuration', () => {
     const c = loadConfig({ NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(32), VEIL_ENROLMENT_SECRET: 'b'.repeat(32) });
     expect(c.production).toBe(true);
   });
+
+  it('reads TLS files (both or neither) and refuses a production bind beyond loopback without TLS', () => {
+    expect(loadConfig({}).tls).toBeNull();
+    const tls = loadConfig({ VEIL_TLS_CERT_FILE: '/etc/veil/tls/server.crt', VEIL_TLS_KEY_FILE: '/etc/veil/tls/server.key' }).tls;
+    expect(tls).toEqual({ certFile: '/etc/veil/tls/server.crt', keyFile: '/etc/veil/tls/server.key', clientCaFile: undefined, reloadIntervalMs: 10_000 });
+    expect(() => loadConfig({ VEIL_TLS_CERT_FILE: '/x.crt' })).toThrow(/both VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE/);
+    expect(() => loadConfig({ VEIL_TLS_CLIENT_CA_FILE: '/ca.crt' })).toThrow(/VEIL_TLS_CLIENT_CA_FILE needs/);
+    const prod = { NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(20), VEIL_ENROLMENT_SECRET: 'b'.repeat(20) };
+    expect(() => loadConfig({ ...prod, VEIL_HOST: '0.0.0.0' })).toThrow(/refuses to serve 0\.0\.0\.0 without TLS/);
+    expect(loadConfig({ ...prod, VEIL_HOST: '0.0.0.0', VEIL_ALLOW_INSECURE: 'true' }).allowInsecure).toBe(true);
+    expect(loadConfig({ ...prod, VEIL_HOST: '0.0.0.0', VEIL_TLS_CERT_FILE: '/c', VEIL_TLS_KEY_FILE: '/k' }).tls).not.toBeNull();
+    // Loopback needs no TLS, in production too.
+    expect(loadConfig({ ...prod, VEIL_HOST: '127.0.0.1' }).tls).toBeNull();
+  });
+
+  it('has documented server limits, each configurable and validated', () => {
+    const c = loadConfig({});
+    expect(c.grpcLimits).toEqual({ maxConcurrentStreams: 1000, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000, maxConnectionIdleMs: 300_000, maxConnectionAgeMs: 0 });
+    expect(c.httpLimits).toEqual({ connectionTimeoutMs: 60_000, requestTimeoutMs: 120_000, keepAliveTimeoutMs: 5_000, headersTimeoutMs: 20_000 });
+    expect(c.uploadIdleTimeoutMs).toBe(60_000);
+    expect(c.maxUploadStreamsPerDevice).toBe(2);
+    expect(loadConfig({ VEIL_GRPC_MAX_CONCURRENT_STREAMS: '50', VEIL_HTTP_REQUEST_TIMEOUT_MS: '30000' })).toMatchObject({
+      grpcLimits: { maxConcurrentStreams: 50 },
+      httpLimits: { requestTimeoutMs: 30_000 },
+    });
+    expect(() => loadConfig({ VEIL_GRPC_KEEPALIVE_TIME_MS: '-1' })).toThrow(/VEIL_GRPC_KEEPALIVE_TIME_MS must be an integer/);
+    expect(() => loadConfig({ VEIL_HTTP_HEADERS_TIMEOUT_MS: '200000' })).toThrow(/cannot exceed VEIL_HTTP_REQUEST_TIMEOUT_MS/);
+    expect(() => loadConfig({ VEIL_UPLOAD_IDLE_TIMEOUT_MS: '0' })).toThrow(ConfigError);
+  });
 });

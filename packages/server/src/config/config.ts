@@ -36,6 +36,50 @@ export interface CoordinatorConfig {
   uploadIdleTimeoutMs: number;
   /** Upload streams one device may have open at once. Default 2. */
   maxUploadStreamsPerDevice: number;
+  /**
+   * TLS of both servers (VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE, both or neither), optionally
+   * with client certificates required on gRPC (VEIL_TLS_CLIENT_CA_FILE); null: cleartext.
+   * The files are polled every `reloadIntervalMs` (VEIL_TLS_RELOAD_INTERVAL_MS, default 10 000) and
+   * reread on SIGHUP.
+   */
+  tls: { certFile: string; keyFile: string; clientCaFile: string | undefined; reloadIntervalMs: number } | null;
+  /** VEIL_ALLOW_INSECURE: in production, bind a non-loopback address without TLS anyway. Default false. */
+  allowInsecure: boolean;
+  /** Limits of the gRPC server (devices). */
+  grpcLimits: GrpcLimits;
+  /** Limits of the REST server. */
+  httpLimits: HttpLimits;
+}
+
+/** gRPC server limits (grpc-js channel options), each from its environment variable. */
+export interface GrpcLimits {
+  /** `grpc.max_concurrent_streams`: calls one connection may have open (VEIL_GRPC_MAX_CONCURRENT_STREAMS). Default 1000. */
+  maxConcurrentStreams: number;
+  /** `grpc.keepalive_time_ms`: ping an idle connection after this long (VEIL_GRPC_KEEPALIVE_TIME_MS). Default 60 000. */
+  keepaliveTimeMs: number;
+  /** `grpc.keepalive_timeout_ms`: drop the connection when a ping is not answered within this (VEIL_GRPC_KEEPALIVE_TIMEOUT_MS). Default 20 000. */
+  keepaliveTimeoutMs: number;
+  /** `grpc.max_connection_idle_ms`: close a connection with no call for this long (VEIL_GRPC_MAX_CONNECTION_IDLE_MS). Default 300 000. */
+  maxConnectionIdleMs: number;
+  /** `grpc.max_connection_age_ms`: close connections older than this, gracefully (VEIL_GRPC_MAX_CONNECTION_AGE_MS); 0: never. Default 0. */
+  maxConnectionAgeMs: number;
+}
+
+/** REST server limits (Node http/https server), each from its environment variable. */
+export interface HttpLimits {
+  /** Socket inactivity timeout (VEIL_HTTP_CONNECTION_TIMEOUT_MS). Default 60 000. */
+  connectionTimeoutMs: number;
+  /** Whole-request timeout, headers and body (VEIL_HTTP_REQUEST_TIMEOUT_MS). Default 120 000. */
+  requestTimeoutMs: number;
+  /** Idle keep-alive connection timeout (VEIL_HTTP_KEEPALIVE_TIMEOUT_MS). Default 5 000. */
+  keepAliveTimeoutMs: number;
+  /** Time to receive the request headers (VEIL_HTTP_HEADERS_TIMEOUT_MS; at most the request timeout). Default 20 000. */
+  headersTimeoutMs: number;
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 export class ConfigError extends Error {
@@ -67,14 +111,33 @@ function secret(env: NodeJS.ProcessEnv, name: string): string | undefined {
   return raw;
 }
 
-function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number, min = 1): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
-    throw new ConfigError(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(raw)}`);
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+const DAY_MS = 86_400_000;
+
+function tlsConfig(env: NodeJS.ProcessEnv): CoordinatorConfig['tls'] {
+  const cert = env['VEIL_TLS_CERT_FILE'] || undefined;
+  const key = env['VEIL_TLS_KEY_FILE'] || undefined;
+  const clientCa = env['VEIL_TLS_CLIENT_CA_FILE'] || undefined;
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('set both VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE, or neither');
+  if (cert === undefined || key === undefined) {
+    if (clientCa !== undefined) throw new ConfigError('VEIL_TLS_CLIENT_CA_FILE needs VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE');
+    return null;
+  }
+  return {
+    certFile: resolve(cert),
+    keyFile: resolve(key),
+    clientCaFile: clientCa === undefined ? undefined : resolve(clientCa),
+    reloadIntervalMs: positiveInt(env, 'VEIL_TLS_RELOAD_INTERVAL_MS', 10_000, DAY_MS, 100),
+  };
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -83,7 +146,10 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * Reads the coordinator's environment variables (the only place that does):
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
- * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE, NODE_ENV. Throws ConfigError with a clear message.
+ * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE,
+ * VEIL_TLS_CERT_FILE, VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_RELOAD_INTERVAL_MS,
+ * VEIL_ALLOW_INSECURE, the VEIL_GRPC_* and VEIL_HTTP_* limits (see {@link GrpcLimits},
+ * {@link HttpLimits}), NODE_ENV. Throws ConfigError with a clear message.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
   const dataDir = resolve(env['VEIL_DATA_DIR'] || '.veil');
@@ -110,7 +176,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     keysDir: env['VEIL_KEYS_DIR'] ? resolve(env['VEIL_KEYS_DIR']) : undefined,
     uploadIdleTimeoutMs: positiveInt(env, 'VEIL_UPLOAD_IDLE_TIMEOUT_MS', 60_000, 3_600_000),
     maxUploadStreamsPerDevice: positiveInt(env, 'VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE', 2, 100),
+    tls: tlsConfig(env),
+    allowInsecure: bool(env, 'VEIL_ALLOW_INSECURE', false),
+    grpcLimits: {
+      maxConcurrentStreams: positiveInt(env, 'VEIL_GRPC_MAX_CONCURRENT_STREAMS', 1000, 1_000_000),
+      keepaliveTimeMs: positiveInt(env, 'VEIL_GRPC_KEEPALIVE_TIME_MS', 60_000, DAY_MS, 1000),
+      keepaliveTimeoutMs: positiveInt(env, 'VEIL_GRPC_KEEPALIVE_TIMEOUT_MS', 20_000, DAY_MS, 100),
+      maxConnectionIdleMs: positiveInt(env, 'VEIL_GRPC_MAX_CONNECTION_IDLE_MS', 300_000, DAY_MS, 1000),
+      maxConnectionAgeMs: positiveInt(env, 'VEIL_GRPC_MAX_CONNECTION_AGE_MS', 0, 30 * DAY_MS, 0),
+    },
+    httpLimits: {
+      connectionTimeoutMs: positiveInt(env, 'VEIL_HTTP_CONNECTION_TIMEOUT_MS', 60_000, DAY_MS, 100),
+      requestTimeoutMs: positiveInt(env, 'VEIL_HTTP_REQUEST_TIMEOUT_MS', 120_000, DAY_MS, 100),
+      keepAliveTimeoutMs: positiveInt(env, 'VEIL_HTTP_KEEPALIVE_TIMEOUT_MS', 5_000, DAY_MS, 100),
+      headersTimeoutMs: positiveInt(env, 'VEIL_HTTP_HEADERS_TIMEOUT_MS', 20_000, DAY_MS, 100),
+    },
   };
+  if (config.httpLimits.headersTimeoutMs > config.httpLimits.requestTimeoutMs) {
+    throw new ConfigError('VEIL_HTTP_HEADERS_TIMEOUT_MS cannot exceed VEIL_HTTP_REQUEST_TIMEOUT_MS');
+  }
+  if (production && config.tls === null && !isLoopbackHost(config.host) && !config.allowInsecure) {
+    throw new ConfigError(
+      `NODE_ENV=production refuses to serve ${config.host} without TLS: set VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE (veil tls dev-ca makes a development pair), or VEIL_ALLOW_INSECURE=true behind a TLS-terminating proxy`,
+    );
+  }
   if (production && (config.adminToken === undefined || config.enrolmentSecret === undefined)) {
     throw new ConfigError('NODE_ENV=production requires VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET');
   }

@@ -22,6 +22,9 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
 import { createIdleTimer, createUploadGuard, type UploadSlot } from './upload-guard.js';
+import type { SecureContextOptions } from 'node:tls';
+import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
+import type { GrpcLimits } from '../config/config.js';
 import { createDeviceAuth, type DeviceAuthFailure } from './device-auth.js';
 import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
@@ -530,21 +533,66 @@ function allowLargeFrames(server: grpc.Server): void {
 }
 
 /** Starts the gRPC server with the protocol's message limits and keep-alives for many long-lived devices. */
-export async function startGrpcServer(
-  handlers: FederationServiceHandlers,
-  options: { host: string; port: number },
-): Promise<GrpcServerHandle> {
+/**
+ * Server credentials whose key, certificate and client CA can be replaced while the server runs:
+ * grpc-js applies a new secure context to new connections (existing ones keep theirs). With a
+ * client CA, every device must present a certificate that chains to it (mutual TLS).
+ */
+class ReloadableServerCredentials extends grpc.ServerCredentials {
+  constructor(material: TlsMaterial) {
+    const mutual = material.clientCa !== null;
+    super({ requestCert: mutual, rejectUnauthorized: mutual, minVersion: 'TLSv1.2' }, ReloadableServerCredentials.context(material));
+  }
+  static context(material: TlsMaterial): SecureContextOptions {
+    return { cert: material.cert, key: material.key, ...(material.clientCa && { ca: material.clientCa }) };
+  }
+  update(material: TlsMaterial): void {
+    this.updateSecureContextOptions(ReloadableServerCredentials.context(material));
+  }
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+export interface GrpcServerOptions {
+  host: string;
+  port: number;
+  /** TLS (reloaded on change); default cleartext. A client CA in it turns mutual TLS on. */
+  tls?: TlsSource;
+  /** Connection limits. Default {@link DEFAULT_GRPC_LIMITS}. */
+  limits?: GrpcLimits;
+}
+
+/** Defaults of {@link GrpcServerOptions.limits} (the same as the configuration's). */
+export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
+  maxConcurrentStreams: 1000,
+  keepaliveTimeMs: 60_000,
+  keepaliveTimeoutMs: 20_000,
+  maxConnectionIdleMs: 300_000,
+  maxConnectionAgeMs: 0,
+};
+
+export async function startGrpcServer(handlers: FederationServiceHandlers, options: GrpcServerOptions): Promise<GrpcServerHandle> {
+  const limits = options.limits ?? DEFAULT_GRPC_LIMITS;
   const server = new grpc.Server({
     ...GRPC_CHANNEL_OPTIONS,
-    'grpc.keepalive_time_ms': 60_000,
-    'grpc.keepalive_timeout_ms': 20_000,
+    'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-    'grpc.max_concurrent_streams': 10_000,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+    'grpc.max_connection_idle_ms': limits.maxConnectionIdleMs,
+    ...(limits.maxConnectionAgeMs > 0 && { 'grpc.max_connection_age_ms': limits.maxConnectionAgeMs, 'grpc.max_connection_age_grace_ms': 60_000 }),
   });
   allowLargeFrames(server);
   server.addService(federationServiceDefinition(), handlers as unknown as grpc.UntypedServiceImplementation);
+  let credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure();
+  if (options.tls !== undefined) {
+    const reloadable = new ReloadableServerCredentials(options.tls.current());
+    options.tls.onChange((material) => reloadable.update(material));
+    credentials = reloadable;
+  }
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+    server.bindAsync(`${options.host}:${options.port}`, credentials, (error, bound) =>
       error ? reject(error) : resolve(bound),
     );
   });

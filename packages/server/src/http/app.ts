@@ -1,3 +1,7 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { HttpLimits } from '../config/config.js';
+import type { TlsSource } from '../tls/tls-source.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -38,6 +42,32 @@ export interface HttpAppOptions {
   onAuthFailure?: (failure: AuthFailure) => void;
   /** Directory of the built dashboard. Default dist/dashboard of this package. */
   dashboardDir?: string;
+  /** HTTPS with this material (reloaded on change). Default cleartext HTTP. */
+  tls?: TlsSource;
+  /** Connection and request timeouts. Default {@link DEFAULT_HTTP_LIMITS}. */
+  limits?: HttpLimits;
+}
+
+/** Defaults of {@link HttpAppOptions.limits} (the same as the configuration's). */
+export const DEFAULT_HTTP_LIMITS: HttpLimits = { connectionTimeoutMs: 60_000, requestTimeoutMs: 120_000, keepAliveTimeoutMs: 5_000, headersTimeoutMs: 20_000 };
+
+/**
+ * The REST server: HTTPS when `tls` is given (a new certificate applies to new connections via
+ * `setSecureContext`), with its timeouts: idle socket, whole request, headers, keep-alive.
+ */
+function createServer(handler: http.RequestListener, tls: TlsSource | undefined, limits: HttpLimits): http.Server {
+  const timeouts = { requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.keepAliveTimeoutMs };
+  let server: http.Server;
+  if (tls === undefined) server = http.createServer(timeouts, handler);
+  else {
+    const { cert, key } = tls.current();
+    const secure = https.createServer({ ...timeouts, cert, key, minVersion: 'TLSv1.2' }, handler);
+    tls.onChange((material) => secure.setSecureContext({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' }));
+    // Fastify listens, routes and closes it as it does its own http.Server.
+    server = secure as unknown as http.Server;
+  }
+  server.setTimeout(limits.connectionTimeoutMs);
+  return server;
 }
 
 /**
@@ -48,7 +78,9 @@ export interface HttpAppOptions {
  */
 export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
   const { engine, store } = options;
+  const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
   const app = Fastify({
+    serverFactory: (handler) => createServer(handler, options.tls, limits),
     loggerInstance: options.logger.child({ component: 'http' }) as FastifyBaseLogger,
     // Every route reads at most this much; only task creation (admin, checked before the body is read) more.
     bodyLimit: options.smallBodyLimitBytes ?? 64 * 1024,
