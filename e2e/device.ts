@@ -10,6 +10,7 @@
  */
 import { createClient, type RoundReport, type RunSummary, type SdkLogger } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
+import { readFile } from 'node:fs/promises';
 import { readShard, type ShardFile } from './shard.js';
 
 export interface DeviceConfig {
@@ -23,6 +24,8 @@ export interface DeviceConfig {
   shard: ShardFile;
   /** Directory of the federation's device key bundle (encrypted tasks). */
   deviceKeyDir?: string;
+  /** TLS to the coordinator: the CA file to pin, and a client certificate and key (mutual TLS). */
+  tls?: { caFile: string; certFile?: string; keyFile?: string };
 }
 
 export type DeviceMessage =
@@ -42,9 +45,18 @@ const logger: SdkLogger = { debug: () => {}, info: line('info'), warn: line('war
 
 const data = await readShard(config.shard);
 const deviceKey = config.deviceKeyDir === undefined ? null : await readDeviceKeyMaterial(config.deviceKeyDir);
+const tls =
+  config.tls === undefined
+    ? undefined
+    : {
+        ca: await readFile(config.tls.caFile),
+        ...(config.tls.certFile !== undefined && { cert: await readFile(config.tls.certFile) }),
+        ...(config.tls.keyFile !== undefined && { key: await readFile(config.tls.keyFile) }),
+      };
 const client = createClient({
   ...(deviceKey !== null && { encryption: { deviceKey } }),
   coordinator: config.coordinator,
+  ...(tls !== undefined && { tls }),
   taskId: config.taskId,
   credentials: { enrolmentSecret: config.enrolmentSecret },
   name: `e2e-device-${config.index}`,

@@ -153,6 +153,8 @@ export interface CoordinatorSettings {
   httpPort: number;
   adminToken: string;
   enrolmentSecret: string;
+  /** Further environment variables (e.g. VEIL_TLS_*); with VEIL_TLS_CERT_FILE the REST URL is https. */
+  env?: Record<string, string>;
 }
 
 /** A running `veil server` process. */
@@ -182,6 +184,7 @@ export async function startCoordinatorProcess(settings: CoordinatorSettings, rea
       VEIL_ADMIN_TOKEN: settings.adminToken,
       VEIL_ENROLMENT_SECRET: settings.enrolmentSecret,
       VEIL_LOG_LEVEL: 'info',
+      ...settings.env,
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -211,7 +214,7 @@ export async function startCoordinatorProcess(settings: CoordinatorSettings, rea
   return {
     child,
     grpcAddress: `127.0.0.1:${settings.grpcPort}`,
-    httpUrl: `http://127.0.0.1:${settings.httpPort}`,
+    httpUrl: `${settings.env?.['VEIL_TLS_CERT_FILE'] ? 'https' : 'http'}://127.0.0.1:${settings.httpPort}`,
     logFile,
     stop,
     [Symbol.asyncDispose]: stop,

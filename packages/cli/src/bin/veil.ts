@@ -46,6 +46,9 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                            run the demo against an already running coordinator (e.g. docker compose);
                            VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET from the environment; --device-key is
                            the device/ key bundle when the coordinator encrypts with VEIL_KEYS_DIR
+      --tls-ca FILE [--tls-cert FILE --tls-key FILE]
+                           a TLS coordinator (grpcs://HOST:PORT, https://...): pin this CA; client
+                           certificate for mutual TLS
 `;
 
 class UsageError extends Error {}
@@ -68,7 +71,9 @@ function num(value: string | undefined, name: string, fallback: number): number 
   return n;
 }
 
-function demoOptions(args: string[]): DemoOptions & { remote: { grpc: string; http: string; deviceKeyDir: string | null } | null } {
+function demoOptions(args: string[]): DemoOptions & {
+  remote: { grpc: string; http: string; deviceKeyDir: string | null; tls: { caFile: string; certFile?: string; keyFile?: string } | null } | null;
+} {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -89,6 +94,9 @@ function demoOptions(args: string[]): DemoOptions & { remote: { grpc: string; ht
       'coordinator-grpc': { type: 'string' },
       'coordinator-http': { type: 'string' },
       'device-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       'epsilon-cap': { type: 'string' },
       'noise-multiplier': { type: 'string' },
       'clip-norm': { type: 'string' },
@@ -123,6 +131,16 @@ function demoOptions(args: string[]): DemoOptions & { remote: { grpc: string; ht
             grpc: values['coordinator-grpc'] ?? usage('--coordinator-http needs --coordinator-grpc'),
             http: values['coordinator-http'] ?? usage('--coordinator-grpc needs --coordinator-http'),
             deviceKeyDir: values['device-key'] ?? null,
+            tls:
+              values['tls-ca'] === undefined
+                ? values['tls-cert'] !== undefined || values['tls-key'] !== undefined
+                  ? usage('--tls-cert and --tls-key need --tls-ca')
+                  : null
+                : {
+                    caFile: values['tls-ca'],
+                    ...(values['tls-cert'] !== undefined && { certFile: values['tls-cert'] }),
+                    ...(values['tls-key'] !== undefined && { keyFile: values['tls-key'] }),
+                  },
           }
         : null,
   };
@@ -282,6 +300,7 @@ async function main(argv: string[]): Promise<number> {
           adminToken,
           enrolmentSecret,
           deviceKeyDir: options.remote.deviceKeyDir,
+          ...(options.remote.tls && { tls: options.remote.tls }),
         });
         if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
         return summary.taskStatus === 'COMPLETED' ? 0 : 1;

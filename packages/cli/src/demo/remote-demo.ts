@@ -1,4 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -7,6 +9,7 @@ import { readDeviceKeyMaterial } from '@veil/crypto';
 import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
 import { loadMnist } from './mnist.js';
 import { createMnistMlp } from './model.js';
+import type { DemoTlsFiles } from './client-worker.js';
 import { demoTaskSettings, round4, startDevices, waitForExit, type DemoOptions, type DemoRound } from './run-demo.js';
 
 export interface RemoteDemoOptions extends DemoOptions {
@@ -21,6 +24,24 @@ export interface RemoteDemoOptions extends DemoOptions {
    * coordinator encrypts with its VEIL_KEYS_DIR key; null for a plaintext task.
    */
   deviceKeyDir: string | null;
+  /** TLS: the CA to pin for REST and gRPC, and a client certificate for mutual TLS (PEM files). Default none. */
+  tls?: DemoTlsFiles;
+}
+
+/** One REST call over http or https (with the pinned CA): node:https, since fetch cannot pin a CA. */
+function restCall(url: string, init: { method: string; headers: Record<string, string>; body?: string }, tls: { ca: Buffer; cert?: Buffer; key?: Buffer } | null): Promise<{ status: number; contentType: string; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const send = target.protocol === 'https:' ? https.request : http.request;
+    const request = send(target, { method: init.method, headers: init.headers, ...(tls && { ca: tls.ca, cert: tls.cert, key: tls.key }) }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (c: Buffer) => chunks.push(c));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, contentType: String(response.headers['content-type'] ?? ''), body: Buffer.concat(chunks) }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(init.body);
+  });
 }
 
 /**
@@ -33,14 +54,28 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
   const say = (line: string): void => {
     if (!options.json) process.stderr.write(`${line}\n`);
   };
+  const tlsFiles = options.tls;
+  const tls =
+    tlsFiles === undefined
+      ? null
+      : {
+          ca: await readFile(tlsFiles.caFile),
+          ...(tlsFiles.certFile !== undefined && { cert: await readFile(tlsFiles.certFile) }),
+          ...(tlsFiles.keyFile !== undefined && { key: await readFile(tlsFiles.keyFile) }),
+        };
   const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const response = await fetch(options.coordinatorHttp + path, {
-      method,
-      headers: { authorization: `Bearer ${options.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
-    });
-    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${await response.text()}`);
-    return (response.headers.get('content-type')?.includes('json') ? response.json() : response.arrayBuffer()) as Promise<T>;
+    const response = await restCall(
+      options.coordinatorHttp + path,
+      {
+        method,
+        headers: { authorization: `Bearer ${options.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+      },
+      tls,
+    );
+    if (response.status < 200 || response.status > 299) throw new Error(`${method} ${path}: HTTP ${response.status} ${response.body.toString('utf8')}`);
+    const bytes = response.body;
+    return (response.contentType.includes('json') ? JSON.parse(bytes.toString('utf8')) : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) as T;
   };
   const logDir = await mkdtemp(join(tmpdir(), 'veil-remote-demo-'));
   const workers: ChildProcess[] = [];
@@ -65,6 +100,7 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
         enrolmentSecret: options.enrolmentSecret,
         options,
         deviceKeyDir: options.deviceKeyDir,
+        ...(options.tls && { tls: options.tls }),
         logDir,
         failures,
       }),

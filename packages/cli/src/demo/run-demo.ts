@@ -9,7 +9,7 @@ import { readDeviceKeyMaterial } from '@veil/crypto';
 import { generateKeys } from '../keys.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
-import type { WorkerConfig } from './client-worker.js';
+import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
 import { loadMnist } from './mnist.js';
 import { MNIST_TRAINING_DEFAULTS, createMnistMlp } from './model.js';
 import { createProgressBar } from './progress.js';
@@ -253,6 +253,8 @@ export function startDevices(input: {
   deviceKeyDir: string | null;
   logDir: string;
   failures: string[];
+  /** TLS files the devices use. Default none (cleartext). */
+  tls?: DemoTlsFiles;
 }): ChildProcess[] {
   const workerPath = fileURLToPath(new URL('./client-worker.js', import.meta.url));
   const workers: ChildProcess[] = [];
@@ -267,6 +269,7 @@ export function startDevices(input: {
       alpha: input.options.alpha,
       seed: input.options.seed,
       deviceKeyDir: input.deviceKeyDir,
+      ...(input.tls && { tls: input.tls }),
     };
     const child = fork(workerPath, [], {
       env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },

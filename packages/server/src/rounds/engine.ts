@@ -674,13 +674,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         targetCount: open.targetCount,
       });
     }
-    // Recorded means accepted: the submitters hear so whatever happens to the round next.
-    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
     try {
       if (accepted.length > 0 && open.receivedCount >= open.targetCount) await this.aggregate(rt, 'all selected clients submitted');
     } catch (error) {
       await this.recoverTask(rt, error);
     }
+    // Recorded means accepted: the submitters hear so whatever happened to the round (answered after
+    // the aggregation, so a device that completed a round finds the next one open).
+    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
   }
 
   /** `at`: when the update arrived (an upload that arrived before the deadline is on time, however long it waited for the lock). */
