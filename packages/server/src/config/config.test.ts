@@ -40,7 +40,7 @@ describe('configuration', () => {
 
   it('has documented server limits, each configurable and validated', () => {
     const c = loadConfig({});
-    expect(c.grpcLimits).toEqual({ maxConcurrentStreams: 1000, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000, maxConnectionIdleMs: 300_000, maxConnectionAgeMs: 0 });
+    expect(c.grpcLimits).toEqual({ maxConcurrentStreams: 10_000, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000, maxConnectionIdleMs: 300_000, maxConnectionAgeMs: 0 });
     expect(c.httpLimits).toEqual({ connectionTimeoutMs: 60_000, requestTimeoutMs: 120_000, keepAliveTimeoutMs: 5_000, headersTimeoutMs: 20_000 });
     expect(c.uploadIdleTimeoutMs).toBe(60_000);
     expect(c.maxUploadStreamsPerDevice).toBe(2);

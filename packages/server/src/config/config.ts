@@ -53,7 +53,7 @@ export interface CoordinatorConfig {
 
 /** gRPC server limits (grpc-js channel options), each from its environment variable. */
 export interface GrpcLimits {
-  /** `grpc.max_concurrent_streams`: calls one connection may have open (VEIL_GRPC_MAX_CONCURRENT_STREAMS). Default 1000. */
+  /** `grpc.max_concurrent_streams`: calls one connection may have open (VEIL_GRPC_MAX_CONCURRENT_STREAMS). Default 10 000 (a simulation may multiplex thousands of devices on one connection). */
   maxConcurrentStreams: number;
   /** `grpc.keepalive_time_ms`: ping an idle connection after this long (VEIL_GRPC_KEEPALIVE_TIME_MS). Default 60 000. */
   keepaliveTimeMs: number;
@@ -179,7 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     tls: tlsConfig(env),
     allowInsecure: bool(env, 'VEIL_ALLOW_INSECURE', false),
     grpcLimits: {
-      maxConcurrentStreams: positiveInt(env, 'VEIL_GRPC_MAX_CONCURRENT_STREAMS', 1000, 1_000_000),
+      maxConcurrentStreams: positiveInt(env, 'VEIL_GRPC_MAX_CONCURRENT_STREAMS', 10_000, 1_000_000),
       keepaliveTimeMs: positiveInt(env, 'VEIL_GRPC_KEEPALIVE_TIME_MS', 60_000, DAY_MS, 1000),
       keepaliveTimeoutMs: positiveInt(env, 'VEIL_GRPC_KEEPALIVE_TIMEOUT_MS', 20_000, DAY_MS, 100),
       maxConnectionIdleMs: positiveInt(env, 'VEIL_GRPC_MAX_CONNECTION_IDLE_MS', 300_000, DAY_MS, 1000),

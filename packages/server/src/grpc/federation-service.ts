@@ -565,7 +565,7 @@ export interface GrpcServerOptions {
 
 /** Defaults of {@link GrpcServerOptions.limits} (the same as the configuration's). */
 export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
-  maxConcurrentStreams: 1000,
+  maxConcurrentStreams: 10_000,
   keepaliveTimeMs: 60_000,
   keepaliveTimeoutMs: 20_000,
   maxConnectionIdleMs: 300_000,
