@@ -91,7 +91,7 @@ RUN mkdir -p /var/lib/veil /etc/veil/keys \
 USER 1000:1000
 EXPOSE 50051 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.VEIL_HTTP_PORT || 8080) + '/v1/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const tls = !!process.env.VEIL_TLS_CERT_FILE; require(tls ? 'node:https' : 'node:http').get({ host: '127.0.0.1', port: process.env.VEIL_HTTP_PORT || 8080, path: '/v1/ready', rejectUnauthorized: false, timeout: 4000 }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 # The coordinator handles SIGTERM itself (graceful close), so node can be PID 1.
 ENTRYPOINT ["node", "/app/packages/cli/dist/bin/veil.js"]
 CMD ["server"]

@@ -226,6 +226,14 @@ mkdir -p "$work/keys"
 logged keys-generate podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/keys:/out" "$image" keys generate --out /out \
   || fail "'veil keys generate' in the image failed"
 [ -f "$work/keys/coordinator/coordinator-key.json" ] && [ -f "$work/keys/device/device-key.json" ] || fail "keys generate did not write the bundle"
+# TLS, as docs/docker.md says: a development CA and server certificate made with
+# the image (names: localhost, 127.0.0.1 for the host, coordinator for the demo
+# container); the coordinator (UID 1000 in its container) reads the key.
+mkdir -p "$work/tls"
+logged tls-dev-ca podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/tls:/out" "$image" tls dev-ca --out /out --name coordinator \
+  || fail "'veil tls dev-ca' in the image failed"
+[ -f "$work/tls/server.crt" ] && [ -f "$work/tls/server.key" ] && [ -f "$work/tls/ca.crt" ] || fail "tls dev-ca did not write the CA and the server pair"
+chown 1000:1000 "$work/tls/server.key" || fail "cannot hand the TLS key to UID 1000 (run as root)"
 # The same shape as .env.example, with throw-away secrets and this run's images and ports.
 umask 077
 cat >"$work/env" <<EOF
@@ -235,6 +243,7 @@ VEIL_ENROLMENT_SECRET=$enrolment_secret
 VEIL_IMAGE=$image
 VEIL_POSTGRES_IMAGE=$pg_image
 VEIL_KEYS_PATH=$work/keys/coordinator
+VEIL_TLS_PATH=$work/tls
 VEIL_PUBLISH_ADDRESS=127.0.0.1
 VEIL_GRPC_PUBLISHED_PORT=$grpc_port
 VEIL_HTTP_PUBLISHED_PORT=$http_port
@@ -276,8 +285,9 @@ stack_up=1
 logged compose-up compose up -d --no-build || fail "docker-compose up failed"
 wait_healthy postgres 120 || fail "postgres did not become healthy"
 wait_healthy coordinator 180 || fail "the coordinator did not become healthy"
-curl -fsS "http://127.0.0.1:$http_port/v1/ready" >/dev/null || fail "GET /v1/ready on the published port failed"
-say "postgres and coordinator healthy; REST on 127.0.0.1:$http_port, gRPC on 127.0.0.1:$grpc_port"
+curl -fsS --cacert "$work/tls/ca.crt" "https://127.0.0.1:$http_port/v1/ready" >/dev/null || fail "GET /v1/ready over HTTPS on the published port failed"
+if curl -fsS -m 5 "http://127.0.0.1:$http_port/v1/ready" >/dev/null 2>&1; then fail "the published REST port answered cleartext HTTP"; fi
+say "postgres and coordinator healthy; REST on https://127.0.0.1:$http_port, gRPC (TLS) on 127.0.0.1:$grpc_port"
 
 # --- 5. federation, restart, survival -----------------------------------------------
 step "federation ($devices devices, $rounds rounds, BFV)"
@@ -288,8 +298,11 @@ for f in packages/cli/dist/index.js packages/client-sdk/dist/index.js packages/c
   [ -f "$root/$f" ] || fail "$f is missing: run \`npm ci\` (or scripts/install.sh) before this test"
 done
 export VEIL_ADMIN_TOKEN="$admin_token" VEIL_ENROLMENT_SECRET="$enrolment_secret"
+# The host side trusts the stack's development CA: fetch (REST) through
+# NODE_EXTRA_CA_CERTS, the devices' grpc-js (grpcs://) through its roots file.
+export NODE_EXTRA_CA_CERTS="$work/tls/ca.crt" GRPC_DEFAULT_SSL_ROOTS_FILE_PATH="$work/tls/ca.crt"
 run_node() { (cd "$root" && "$root/scripts/node24.sh" node --import tsx "$@"); }
-if ! run_node e2e/container/federation.ts run --http "http://127.0.0.1:$http_port" --grpc "127.0.0.1:$grpc_port" \
+if ! run_node e2e/container/federation.ts run --http "https://127.0.0.1:$http_port" --grpc "grpcs://127.0.0.1:$grpc_port" \
   --devices "$devices" --rounds "$rounds" --device-key "$work/keys/device" --state "$work/state.json" >"$work/run.json" 2>"$logs/federation.log"; then
   tail -n 30 "$logs/federation.log" | sed 's/^/    /' >&2
   fail "the federation against the container stack failed"
@@ -303,7 +316,7 @@ if [ -n "$(podman ps -aq --filter "label=com.docker.compose.project=$project")" 
 logged compose-up-2 compose up -d --no-build || fail "docker-compose up (after down) failed"
 wait_healthy postgres 120 || fail "postgres did not become healthy after the restart"
 wait_healthy coordinator 180 || fail "the coordinator did not become healthy after the restart"
-if ! run_node e2e/container/federation.ts verify --http "http://127.0.0.1:$http_port" --state "$work/state.json" \
+if ! run_node e2e/container/federation.ts verify --http "https://127.0.0.1:$http_port" --state "$work/state.json" \
   >"$work/verify.json" 2>"$logs/verify.log"; then
   tail -n 20 "$logs/verify.log" | sed 's/^/    /' >&2
   fail "state did not survive down/up"
@@ -313,7 +326,7 @@ sed 's/^/    /' "$logs/verify.log" >&2
 step "done"
 passed=1
 if [ "${VEIL_CONTAINER_KEEP:-}" = 1 ]; then
-  say "stack left running (VEIL_CONTAINER_KEEP=1): REST http://127.0.0.1:$http_port, gRPC 127.0.0.1:$grpc_port; env file $work/env;"
+  say "stack left running (VEIL_CONTAINER_KEEP=1): REST https://127.0.0.1:$http_port, gRPC 127.0.0.1:$grpc_port; env file $work/env;"
   say "  stop it with: DOCKER_HOST=$DOCKER_HOST docker-compose -p $project --env-file $work/env -f $root/docker-compose.yml down -v; kill $service_pid"
 fi
 say "image $image: $((size_bytes / 1000000)) MB (base $node_image: $((base_bytes / 1000000)) MB)"
