@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createGrpcTransport, DEFAULT_RECEIVE_WINDOW_BYTES } from './grpc-transport.js';
+import { createGrpcTransport, DEFAULT_RECEIVE_WINDOW_BYTES, resolveCoordinatorAddress } from './grpc-transport.js';
 
 /**
  * What the device announces on the wire: an HTTP/2 listener on loopback (no
@@ -52,5 +52,16 @@ describe('grpc transport receive window', () => {
     for (const bad of [0, 65_534, 2 ** 31, 1.5, Number.NaN]) {
       expect(() => createGrpcTransport({ address: '127.0.0.1:1', receiveWindowBytes: bad })).toThrow(RangeError);
     }
+  });
+});
+
+describe('coordinator address and TLS', () => {
+  it('host:port and grpc:// are cleartext; grpcs:// or a tls option mean TLS; contradictions are refused', () => {
+    expect(resolveCoordinatorAddress('127.0.0.1:50051')).toMatchObject({ target: '127.0.0.1:50051', secure: false });
+    expect(resolveCoordinatorAddress('grpc://coordinator:50051')).toMatchObject({ target: 'coordinator:50051', secure: false });
+    expect(resolveCoordinatorAddress('grpcs://coordinator:50051')).toMatchObject({ target: 'coordinator:50051', secure: true });
+    expect(resolveCoordinatorAddress('coordinator:50051', { ca: 'pem' })).toMatchObject({ target: 'coordinator:50051', secure: true });
+    expect(() => resolveCoordinatorAddress('grpc://coordinator:50051', { ca: 'pem' })).toThrow(/cleartext/);
+    expect(() => resolveCoordinatorAddress('grpcs://coordinator:50051', { cert: 'pem' })).toThrow(/go together/);
   });
 });
