@@ -64,7 +64,7 @@ const summary = await client.run({
   data: train,
   evalData,
   signal: controller.signal,
-  onRound: (r) => console.log(`round ${r.roundNumber}: trained on ${r.exampleCount} examples, global model accuracy here ${r.evaluation?.accuracy.toFixed(3) ?? 'n/a'}`),
+  onRound: (r) => console.log(`round ${r.roundNumber}: trained on ${r.trainedExamples} examples (update weight ${r.exampleCount}), global model accuracy here ${r.evaluation?.accuracy.toFixed(3) ?? 'n/a'}`),
 });
 console.log(`task ${summary.taskStatus} after ${summary.rounds} rounds`);
 client.close();

@@ -102,7 +102,10 @@ export interface CommitteeClientOptions {
 export interface RoundReport {
   roundNumber: number;
   modelVersion: number;
+  /** The update's weight in FedAvg: the examples trained on, capped by the round, or 1 under differential privacy. */
   exampleCount: number;
+  /** Local examples the device trained on this round (reported to the coordinator beside the weight). */
+  trainedExamples: number;
   trainLoss: number;
   trainMs: number;
   uploadBytes: number;
@@ -349,7 +352,7 @@ export function createClient(options: ClientOptions): VeilClient {
       throw new ClientError('resource_exhausted', `update of ${payload.byteLength} bytes exceeds the round's ${a.maxUpdateBytes}`);
     }
     const sha256 = createHash('sha256').update(payload).digest('hex');
-    const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: update.exampleCount, encoding: update.encoding, sha256 };
+    const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: update.exampleCount, trainedExamples: trained.exampleCount, encoding: update.encoding, sha256 };
     let attempts = 0;
     const { acceptedCount } = await retry(
       'submit',
@@ -370,6 +373,7 @@ export function createClient(options: ClientOptions): VeilClient {
       roundNumber: a.roundNumber,
       modelVersion: a.modelVersion,
       exampleCount: update.exampleCount,
+      trainedExamples: trained.exampleCount,
       trainLoss: trained.loss,
       trainMs: trained.durationMs,
       uploadBytes: payload.byteLength,
@@ -404,7 +408,7 @@ export function createClient(options: ClientOptions): VeilClient {
         try {
           const report = await participate(a, run);
           rounds++;
-          log.info({ roundNumber: a.roundNumber, uploadBytes: report.uploadBytes, trainMs: Math.round(report.trainMs) }, 'update submitted');
+          log.info({ roundNumber: a.roundNumber, trainedExamples: report.trainedExamples, weight: report.exampleCount, uploadBytes: report.uploadBytes, trainMs: Math.round(report.trainMs) }, 'update submitted');
           run.onRound?.(report);
         } catch (raw) {
           const error = ClientError.from(raw);

@@ -123,7 +123,7 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
       receivedCount: submitters.length,
       deadlineAt: new Date(collectingAt.getTime() + 60_000),
       config: settings.training as unknown as object,
-      summary: { participants: submitters.length, dropped, examples: submitters.length, uploadBytes: updateBytes * submitters.length, modelVersion: n, aggregationMs: 1 },
+      summary: { participants: submitters.length, dropped, examples: privacy === null ? submitters.reduce((a, _c, j) => a + 400 + 50 * (j + dropped), 0) : submitters.length, uploadBytes: updateBytes * submitters.length, modelVersion: n, aggregationMs: 1 },
       openedAt,
       closedAt,
     });
@@ -140,7 +140,9 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
         clientId: c.id,
         status: submitted ? ('SUBMITTED' as const) : ('DROPPED' as const),
         ...(submitted && {
-          exampleCount: 1,
+          exampleCount: privacy === null ? 400 + 50 * k : 1,
+          // What the device trained on, reported apart from the weight (1 under DP).
+          trainedExamples: 400 + 50 * k,
           encoding: 'float32-le',
           updateDigest: sha(`${roundId}/${c.id}`),
           updateBytes,

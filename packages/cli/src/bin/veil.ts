@@ -42,6 +42,8 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                            prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
                            --clip-norm C (1), delta 1e-5
       --json               print only a JSON summary on stdout
+      --keep-running       keep the coordinator (REST API, dashboard) up after the last round, until Ctrl-C
+      --http-port N        REST and dashboard port (default: any free port; the URL is printed)
       --coordinator-grpc HOST:PORT --coordinator-http URL [--device-key DIR]
                            run the demo against an already running coordinator (e.g. docker compose);
                            VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET from the environment; --device-key is
@@ -100,6 +102,8 @@ function demoOptions(args: string[]): DemoOptions & {
       'epsilon-cap': { type: 'string' },
       'noise-multiplier': { type: 'string' },
       'clip-norm': { type: 'string' },
+      'keep-running': { type: 'boolean' },
+      'http-port': { type: 'string' },
     },
   });
   const partition = values.partition ?? DEMO_DEFAULTS.partition;
@@ -125,6 +129,8 @@ function demoOptions(args: string[]): DemoOptions & {
         }
       : null,
     dataDir: values['data-dir'],
+    keepRunning: values['keep-running'] ?? false,
+    httpPort: int(values['http-port'], 'http-port', DEMO_DEFAULTS.httpPort, 0),
     remote:
       values['coordinator-grpc'] !== undefined || values['coordinator-http'] !== undefined
         ? {

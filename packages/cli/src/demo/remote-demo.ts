@@ -92,6 +92,7 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
     });
     if (options.deviceKeyDir !== null) evaluator = await createDeviceEncryption(await readDeviceKeyMaterial(options.deviceKeyDir));
     say(`task ${task.id} on ${options.coordinatorHttp}: ${task.encryption ? `encrypted (key ${task.encryption.keyId})` : 'plaintext'}, ${options.rounds} rounds x ${options.clients} devices`);
+    process.stderr.write(`veil demo: dashboard ${options.coordinatorHttp.replace(/\/$/, '')}/dashboard/#/tasks/${task.id} (sign in with VEIL_ADMIN_TOKEN)\n`);
     const failures: string[] = [];
     workers.push(
       ...startDevices({

@@ -42,6 +42,10 @@ export interface DemoOptions {
   dp: { epsilonCap: number; delta: number; noiseMultiplier: number; clipNorm: number } | null;
   /** Data directory of the embedded database and blobs; default a fresh temporary directory, removed afterwards. */
   dataDir: string | undefined;
+  /** Keep the coordinator (REST API and dashboard) up after the last round until SIGINT/SIGTERM. Default false. */
+  keepRunning: boolean;
+  /** REST and dashboard port. Default 0 (any free port). */
+  httpPort: number;
 }
 
 export interface DemoRound {
@@ -81,6 +85,8 @@ export const DEMO_DEFAULTS: DemoOptions = {
   plaintext: false,
   dp: null,
   dataDir: undefined,
+  keepRunning: false,
+  httpPort: 0,
 };
 
 /**
@@ -101,7 +107,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     ...loadConfig({ ...env, VEIL_DATA_DIR: dataDir }),
     host: '127.0.0.1',
     grpcPort: 0,
-    httpPort: 0,
+    httpPort: options.httpPort,
   };
   const logFile = join(dataDir, 'coordinator.log');
   const logger = createLogger({ level: config.logLevel, destination: createWriteStream(logFile, { flags: 'a' }) });
@@ -109,6 +115,12 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   const coordinator = await startCoordinator({ config, logger });
   try {
     say(`veil demo: coordinator on ${coordinator.grpcAddress} (gRPC), ${coordinator.httpUrl} (REST), database ${coordinator.databaseKind}; logs in ${logFile}`);
+    // On stderr even with --json (stdout carries only the summary): where to watch the demo.
+    const tokenFrom = (variable: string, file: string): string =>
+      env[variable] ? `$${variable}` : `the token in ${join(dataDir, file)}`;
+    out.write(
+      `veil demo: dashboard ${coordinator.httpUrl}/dashboard/ — sign in with ${tokenFrom('VEIL_ADMIN_TOKEN', 'admin-token')} (operator) or ${tokenFrom('VEIL_AUDIT_TOKEN', 'audit-token')} (privacy auditor, read-only)\n`,
+    );
     const { tf, backend } = await initTensorflow({ preferred: 'wasm' });
     const { test } = loadMnist();
     const { spec, weights } = createMnistMlp(tf, { seed: options.seed });
@@ -223,6 +235,13 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     };
     evaluator?.dispose();
     say(`task ${status}: final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}% after ${rounds.length} rounds in ${(summary.totalMs / 1000).toFixed(1)} s`);
+    if (options.keepRunning) {
+      out.write(`veil demo: --keep-running: the coordinator stays up, dashboard ${coordinator.httpUrl}/dashboard/; Ctrl-C (SIGINT) or SIGTERM stops it\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+    }
     return summary;
   } finally {
     for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');

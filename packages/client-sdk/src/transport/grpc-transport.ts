@@ -288,6 +288,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
             roundNumber: header.roundNumber,
             modelVersion: header.modelVersion,
             exampleCount: header.exampleCount,
+            trainedExamples: header.trainedExamples ?? 0,
             encoding: UPDATE_ENCODINGS[header.encoding],
             payloadSizeBytes: payload.byteLength,
             payloadSha256: Buffer.from(header.sha256, 'hex'),

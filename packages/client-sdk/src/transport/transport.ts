@@ -87,7 +87,10 @@ export type ModelEncodingName = 'float32-le' | 'bfv-sum-v1';
 export interface UpdateHeader {
   roundNumber: number;
   modelVersion: number;
+  /** The update's weight in FedAvg (1 under differential privacy). */
   exampleCount: number;
+  /** Local examples trained on, reported separately from the weight. Default: not reported. */
+  trainedExamples?: number;
   encoding: UpdateEncodingName;
   /** Hex SHA-256 of the payload. */
   sha256: string;

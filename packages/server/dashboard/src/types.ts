@@ -21,7 +21,7 @@ export interface RoundJson {
   state: string;
   failureReason: string | null;
   baseModelVersion: number;
-  participation: { selected: number; submitted: number; dropped: number };
+  participation: { selected: number; submitted: number; dropped: number; trainedExamples: number | null };
   deadlineAt: string | null;
   summary: { participants: number; dropped: number; examples: number; uploadBytes: number; modelVersion: number | null } | null;
   evaluation: { modelVersion: number; clients: number; examples: number; metrics: Record<string, number> } | null;
@@ -97,5 +97,6 @@ export interface DeviceJson {
   roundsSelected: number;
   roundsSubmitted: number;
   roundsDropped: number;
+  trainedExamples: number | null;
   credential: string;
 }

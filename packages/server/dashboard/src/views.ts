@@ -85,6 +85,8 @@ function roundSeries(rounds: RoundJson[]) {
     participants: finished.map((r) => r.summary?.participants ?? r.participation.submitted),
     dropped: finished.map((r) => r.participation.dropped),
     uploadBytes: finished.map((r) => r.summary?.uploadBytes ?? 0),
+    weights: finished.map((r) => r.summary?.examples ?? null),
+    trainedExamples: finished.map((r) => r.participation.trainedExamples),
     durationS: finished.map((r) => Number(((Date.parse(r.closedAt!) - Date.parse(r.openedAt)) / 1000).toFixed(3))),
   };
 }
@@ -197,6 +199,7 @@ export function taskView(main: HTMLElement, taskId: string): View {
       chartList = {
         evaluation: lineChart({ name: 'evaluation', title: 'Federated evaluation: accuracy and loss of each model version', xLabel: 'model version', x: s.evalX, series: [{ label: 'accuracy', values: s.accuracy, color: COLORS.accuracy }, { label: 'loss', values: s.loss, color: COLORS.loss, scale: 'loss' }] }),
         participants: lineChart({ name: 'participants', title: 'Participants per round', xLabel: 'round', x: s.roundX, series: [{ label: 'participants', values: s.participants, color: COLORS.participants }, { label: 'dropped', values: s.dropped, color: COLORS.dropped }] }),
+        examples: lineChart({ name: 'examples', title: 'Examples per round: trained on (reported by devices) and the updates\' FedAvg weight', xLabel: 'round', x: s.roundX, series: [{ label: 'trained on', values: s.trainedExamples, color: COLORS.participants }, { label: 'weight', values: s.weights, color: COLORS.bytes, dash: [6, 4] }] }),
         upload: lineChart({ name: 'upload', title: 'Upload bytes per round', xLabel: 'round', x: s.roundX, series: [{ label: 'upload bytes', values: s.uploadBytes, color: COLORS.bytes }] }),
         duration: lineChart({ name: 'duration', title: 'Round duration (s, open to close)', xLabel: 'round', x: s.roundX, series: [{ label: 'seconds', values: s.durationS, color: COLORS.duration }] }),
       };
@@ -206,11 +209,13 @@ export function taskView(main: HTMLElement, taskId: string): View {
           'About these plots',
           h('p', {}, 'Accuracy and loss come from federated evaluation: the devices of round N evaluate the model they received (version N − 1, the model before round N trained) on their own held-out data; the values are means weighted by their example counts. The model produced by the last round has no later round to evaluate it, so its point is missing until one does.'),
           h('p', {}, 'Participants: accepted updates per closed round; dropped: selected devices without an update at the close. Upload bytes: the update payloads accepted. Duration: from the round opening (selection) to its close.'),
+          h('p', {}, 'Examples: what the devices report they trained on, and the weight their updates carry in FedAvg. Without differential privacy the weight is the example count (capped); with it every update weighs 1, so the weight counts updates, not examples.'),
         )),
       );
     } else {
       chartList['evaluation']!.update(s.evalX, [s.accuracy, s.loss]);
       chartList['participants']!.update(s.roundX, [s.participants, s.dropped]);
+      chartList['examples']!.update(s.roundX, [s.trainedExamples, s.weights]);
       chartList['upload']!.update(s.roundX, [s.uploadBytes]);
       chartList['duration']!.update(s.roundX, [s.durationS]);
     }
@@ -406,7 +411,7 @@ export function devicesView(main: HTMLElement, taskId: string): View {
     main,
     'devices',
     h('h1', {}, 'Devices'),
-    h('table', { id: 'devices' }, h('thead', {}, h('tr', {}, ...['Name', 'Id', 'Joined', 'Last seen', 'Selected', 'Submitted', 'Dropped', 'Credential'].map((t) => h('th', {}, t)))), body),
+    h('table', { id: 'devices' }, h('thead', {}, h('tr', {}, ...['Name', 'Id', 'Joined', 'Last seen', 'Selected', 'Submitted', 'Dropped', 'Credential', 'Examples trained on'].map((t) => h('th', {}, t)))), body),
     help('About these columns', h('p', {}, 'Last seen: the later of the device\'s join and its last accepted update (what the database records). Selected / submitted / dropped: rounds the device was selected for, rounds whose update was accepted, and rounds it was selected for without an update by the close. Credential: the bearer credential the device received at Join (stored only as a hash).')),
   );
   const ready = api<{ devices: DeviceJson[] }>(`/v1/tasks/${taskId}/devices`).then(({ devices }) => {
@@ -416,11 +421,11 @@ export function devicesView(main: HTMLElement, taskId: string): View {
         h('tr', { 'data-device': d.id },
           h('td', {}, d.name ?? h('span', { class: 'muted' }, '(no name)')), h('td', { class: 'hash' }, d.id), h('td', {}, fmt.time(d.joinedAt)),
           h('td', { title: d.lastSeenAt }, fmt.ago(d.lastSeenAt)), h('td', { class: 'num' }, d.roundsSelected), h('td', { class: 'num' }, d.roundsSubmitted),
-          h('td', { class: 'num' }, d.roundsDropped), h('td', {}, d.credential),
+          h('td', { class: 'num' }, d.roundsDropped), h('td', {}, d.credential), h('td', { class: 'num' }, fmt.int(d.trainedExamples)),
         ),
       ),
     );
-    if (devices.length === 0) body.append(h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'No device has joined.')));
+    if (devices.length === 0) body.append(h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No device has joined.')));
     el.dataset['ready'] = 'true';
   });
   return { ready, dispose() {} };

@@ -396,6 +396,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             roundNumber: number;
             modelVersion: number;
             exampleCount: number;
+            trainedExamples?: number;
             encoding: string;
             payloadSizeBytes: number;
             payloadSha256: Buffer;
@@ -404,6 +405,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             roundNumber: raw.roundNumber,
             modelVersion: raw.modelVersion,
             exampleCount: raw.exampleCount,
+            // 0 (the proto default): the device did not report it.
+            trainedExamples: raw.trainedExamples ? raw.trainedExamples : null,
             encoding: ENCODINGS[raw.encoding] ?? 'unspecified',
             payloadSizeBytes: raw.payloadSizeBytes,
             sha256: raw.payloadSha256.length === 32 ? raw.payloadSha256.toString('hex') : '',

@@ -55,6 +55,7 @@ export function presentDevice(d: DeviceRecord) {
     roundsSelected: d.roundsSelected,
     roundsSubmitted: d.roundsSubmitted,
     roundsDropped: d.roundsDropped,
+    trainedExamples: d.trainedExamples,
     // Credentials are issued at Join and have no revocation yet: every recorded device's is active.
     credential: 'active' as const,
   };

@@ -164,8 +164,9 @@ export const roundSchema = {
     received: { type: 'integer', description: 'Accepted updates' },
     participation: {
       type: 'object',
-      description: 'Participants by status: selected (all), submitted (update accepted), dropped (selected, no update by the close)',
-      properties: { selected: { type: 'integer' }, submitted: { type: 'integer' }, dropped: { type: 'integer' } },
+      description:
+        'Participants by status: selected (all), submitted (update accepted), dropped (selected, no update by the close); trainedExamples: the examples the submitters reported training on (not their FedAvg weight, which summary.examples sums and which is 1 per update under DP); null when none reported',
+      properties: { selected: { type: 'integer' }, submitted: { type: 'integer' }, dropped: { type: 'integer' }, trainedExamples: { type: ['integer', 'null'] } },
     },
     minClients: { type: 'integer' },
     deadlineAt: { type: ['string', 'null'] },
@@ -333,6 +334,7 @@ export const deviceListSchema = {
           roundsSelected: { type: 'integer' },
           roundsSubmitted: { type: 'integer' },
           roundsDropped: { type: 'integer' },
+          trainedExamples: { type: ['integer', 'null'], description: 'Examples the device reported training on, summed over its accepted updates; null when it never reported' },
           credential: { type: 'string', enum: ['active'], description: 'State of the bearer credential the device got at Join (stored hashed)' },
         },
       },

@@ -303,20 +303,21 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       const params: unknown[] = [roundId, new Date().toISOString()];
       const rows = submissions.map((x, k) => {
         const at = params.length;
-        params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey);
-        return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text)`;
+        params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey, x.trainedExamples ?? null);
+        return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text, $${at + 7}::int)`;
       });
       const result = await prisma.$queryRawUnsafe<
         Array<{ ord: number; roundState: RoundState | null; accepted: boolean; receivedCount: number | null; status: string | null; updateDigest: string | null }>
       >(
         `WITH r AS (
           SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
-        ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey") AS (
+        ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey", "trainedExamples") AS (
           VALUES ${rows.join(', ')}
         ), p AS (
           UPDATE "Participation" pa SET
             status = 'SUBMITTED',
             "exampleCount" = i."exampleCount",
+            "trainedExamples" = i."trainedExamples",
             encoding = i.encoding,
             "updateDigest" = i.digest,
             "updateBytes" = i.bytes,
@@ -472,7 +473,8 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             'counts', (SELECT json_build_object(
                           'selected', count(*),
                           'submitted', count(*) FILTER (WHERE p.status = 'SUBMITTED'),
-                          'dropped', count(*) FILTER (WHERE p.status = 'DROPPED'))
+                          'dropped', count(*) FILTER (WHERE p.status = 'DROPPED'),
+                          'trainedExamples', sum(p."trainedExamples") FILTER (WHERE p.status = 'SUBMITTED'))
                        FROM "Participation" p WHERE p."roundId" = r.id),
             'evals', (SELECT coalesce(json_agg(json_build_object('evalMetrics', p."evalMetrics", 'evalExampleCount', p."evalExampleCount", 'evalModelVersion', p."evalModelVersion")), '[]'::json)
                       FROM "Participation" p WHERE p."roundId" = r.id AND p."evalExampleCount" IS NOT NULL)
@@ -486,7 +488,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         const d = JSON.parse(doc) as {
           round: Record<string, unknown>;
           events: Array<{ from: RoundState | null; to: RoundState; reason: string | null; at: string }>;
-          counts: { selected: number; submitted: number; dropped: number };
+          counts: { selected: number; submitted: number; dropped: number; trainedExamples: number | null };
           evals: Array<{ evalMetrics: unknown; evalExampleCount: number | null; evalModelVersion: number | null }>;
         };
         const r = d.round;
@@ -513,13 +515,14 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             'lastSubmittedAt', (SELECT max(p."submittedAt") FROM "Participation" p WHERE p."clientId" = c.id),
             'selected', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id),
             'submitted', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'SUBMITTED'),
-            'dropped', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'DROPPED')
+            'dropped', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'DROPPED'),
+            'trainedExamples', (SELECT sum(p."trainedExamples") FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'SUBMITTED')
           )::text AS doc
          FROM "Client" c WHERE c."taskId" = $1::uuid ORDER BY c."joinedAt", c.id`,
         taskId,
       );
       return rows.map(({ doc }) => {
-        const d = JSON.parse(doc) as { id: string; name: string | null; joinedAt: string; lastSubmittedAt: string | null; selected: number; submitted: number; dropped: number };
+        const d = JSON.parse(doc) as { id: string; name: string | null; joinedAt: string; lastSubmittedAt: string | null; selected: number; submitted: number; dropped: number; trainedExamples: number | null };
         const joinedAt = new Date(d.joinedAt);
         const submittedAt = d.lastSubmittedAt === null ? null : new Date(d.lastSubmittedAt);
         return {
@@ -530,6 +533,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
           roundsSelected: d.selected,
           roundsSubmitted: d.submitted,
           roundsDropped: d.dropped,
+          trainedExamples: d.trainedExamples,
         };
       });
     },

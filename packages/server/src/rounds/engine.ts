@@ -88,6 +88,8 @@ export interface UpdateHeaderInput {
   roundNumber: number;
   modelVersion: number;
   exampleCount: number;
+  /** Local examples the device reports it trained on (not a weight); null when not reported. */
+  trainedExamples?: number | null;
   encoding: UpdateEncoding | 'unspecified';
   payloadSizeBytes: number;
   /** Hex SHA-256 of the payload as the client computed it. */
@@ -644,6 +646,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         toRecord.map((item) => ({
           clientId: item.client.id,
           exampleCount: item.header.exampleCount,
+          trainedExamples: item.header.trainedExamples ?? null,
           encoding: rt.task.settings.updateEncoding,
           sha256: item.blobSha256,
           sizeBytes: item.sizeBytes,
@@ -699,6 +702,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > task.settings.maxExampleCount) {
       throw new VeilError('invalid_argument', `exampleCount must be from 1 to ${task.settings.maxExampleCount}`);
+    }
+    const trained = header.trainedExamples;
+    if (trained !== undefined && trained !== null && (!Number.isInteger(trained) || trained < 1 || trained > 2_147_483_647)) {
+      throw new VeilError('invalid_argument', 'trainedExamples must be an integer from 1 to 2147483647 (or 0: not reported)');
     }
     if (!/^[0-9a-f]{64}$/.test(header.sha256)) throw new VeilError('invalid_argument', 'payload_sha256 must be 32 bytes');
     const round = rt.round;

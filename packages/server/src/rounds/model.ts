@@ -142,6 +142,8 @@ export interface Client {
 export interface Submission {
   clientId: string;
   exampleCount: number;
+  /** Local examples the device reported training on (not a weight); null when not reported. */
+  trainedExamples?: number | null;
   encoding: UpdateEncoding;
   sha256: string;
   sizeBytes: number;

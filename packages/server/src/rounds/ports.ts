@@ -39,8 +39,8 @@ export interface RoundRecord {
   round: Round;
   /** Its transitions (empty when the caller asked for none). */
   events: RoundEvent[];
-  /** Participants by status (selected = all participants of the round). */
-  participation: { selected: number; submitted: number; dropped: number };
+  /** Participants by status (selected = all participants of the round), and the examples the submitters reported training on (null: none reported). */
+  participation: { selected: number; submitted: number; dropped: number; trainedExamples: number | null };
   /** Metrics devices reported for the model version they received in this round. */
   evaluation: RoundEvaluation | null;
 }
@@ -55,6 +55,8 @@ export interface DeviceRecord {
   roundsSelected: number;
   roundsSubmitted: number;
   roundsDropped: number;
+  /** Examples the device reported training on, summed over its accepted updates (null: never reported). */
+  trainedExamples: number | null;
 }
 
 /**
