@@ -7,6 +7,10 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runExport } from '../../cli/src/export.js';
 import { startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
 
 function digits(count: number): Float32Array {
@@ -110,6 +114,32 @@ describe('POST /v1/tasks/:id/model/export', () => {
       const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', xs, [50, 784]) });
       expect(out[session.outputNames[0]!]!.dims).toEqual([50, 10]);
       await session.release();
+    }
+  });
+
+  test('veil export against the running coordinator writes the same file as the REST route', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-export-cli-'));
+    try {
+      for (const quantize of ['none', 'float16', 'int8'] as const) {
+        const out = join(dir, `${quantize}.onnx`);
+        const result = await runExport({
+          taskId,
+          format: 'onnx',
+          quantize,
+          out,
+          coordinatorHttp: env.rest.baseUrl,
+          adminToken: env.coordinator.adminToken,
+          dataDir: null,
+          deviceKeyDir: null,
+          version: null,
+          calibrationFile: null,
+        });
+        const viaRest = await exportRequest(env, taskId, { format: 'onnx', quantize });
+        expect({ quantization: result.quantization, encrypted: result.encrypted }).toEqual({ quantization: viaRest.headers.get('x-veil-export-quantization'), encrypted: false });
+        expect(Buffer.compare(await readFile(out), Buffer.from(viaRest.bytes))).toBe(0);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
