@@ -112,6 +112,8 @@ export interface RoundReport {
   acceptedCount: number;
   /** Evaluation of the received global model on `evalData`, if given. */
   evaluation: { accuracy: number; loss: number; exampleCount: number } | null;
+  /** The strategy's fit config of the round (`assignment.config`), as training used it. */
+  config: Readonly<Record<string, number | string | boolean>>;
 }
 
 export interface RunOptions {
@@ -322,6 +324,7 @@ export function createClient(options: ClientOptions): VeilClient {
       epochs: a.training.epochs,
       batchSize: a.training.batchSize,
       learningRate: a.training.learningRate,
+      ...fitTrainingOptions(a.config),
       ...(run.signal && { signal: run.signal }),
     });
     const ctx: RoundContext = {
@@ -330,6 +333,7 @@ export function createClient(options: ClientOptions): VeilClient {
       roundNumber: a.roundNumber,
       modelVersion: a.modelVersion,
       maxExampleCount: a.maxExampleCount,
+      config: a.config,
       signal: run.signal,
     };
     const initial: LocalUpdate = {
@@ -379,6 +383,7 @@ export function createClient(options: ClientOptions): VeilClient {
       uploadBytes: payload.byteLength,
       acceptedCount,
       evaluation,
+      config: a.config,
     };
   }
 
@@ -442,4 +447,20 @@ export function createClient(options: ClientOptions): VeilClient {
       transport.close();
     },
   };
+}
+
+/**
+ * Local-training options a round's fit config sets (the strategy's `configureFit`):
+ * `proximalMu` (FedProx's μ) and `momentum` (local SGD momentum). Other keys are
+ * left to the app's middleware (`RoundContext.config`).
+ */
+export function fitTrainingOptions(config: Readonly<Record<string, number | string | boolean>>): { proximalMu?: number; momentum?: number } {
+  const out: { proximalMu?: number; momentum?: number } = {};
+  for (const key of ['proximalMu', 'momentum'] as const) {
+    const value = config[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'number') throw new ClientError('invalid_argument', `fit config ${key} must be a number, got ${typeof value}`);
+    out[key] = value;
+  }
+  return out;
 }

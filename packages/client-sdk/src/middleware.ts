@@ -13,6 +13,8 @@ export interface RoundContext {
   modelVersion: number;
   /** Largest example count the coordinator accepts as the update's weight. */
   maxExampleCount: number;
+  /** The strategy's fit config of the round (`assignment.config`). */
+  config: Readonly<Record<string, number | string | boolean>>;
   signal: AbortSignal | undefined;
 }
 

@@ -9,8 +9,8 @@ export {
 } from './limits.js';
 export { federationServiceDefinition, createFederationServiceClient, protoRoot, EncodedModelChunk, encodeModelChunk } from './service.js';
 export { sha256, chunkPayload, float32ToBytes, bytesToFloat32 } from './codec.js';
-export { countParameters } from './model.js';
-export type { WeightSpec, ModelSpec } from './model.js';
+export { countParameters, toConfigMessages, fromConfigMessages } from './model.js';
+export type { WeightSpec, ModelSpec, FitConfigValue, ConfigValueMessage } from './model.js';
 
 export type { FederationServiceClient, FederationServiceHandlers } from './gen/veil/v1/FederationService.js';
 export type { EncryptionSpec, EncryptionSpec__Output } from './gen/veil/v1/EncryptionSpec.js';
@@ -23,6 +23,7 @@ export type { WaitForAssignmentRequest, WaitForAssignmentRequest__Output } from 
 export type { WaitForAssignmentResponse, WaitForAssignmentResponse__Output } from './gen/veil/v1/WaitForAssignmentResponse.js';
 export type { Assignment, Assignment__Output } from './gen/veil/v1/Assignment.js';
 export type { TrainingConfig, TrainingConfig__Output } from './gen/veil/v1/TrainingConfig.js';
+export type { ConfigValue, ConfigValue__Output } from './gen/veil/v1/ConfigValue.js';
 export type { Idle, Idle__Output } from './gen/veil/v1/Idle.js';
 export type { TaskEnded, TaskEnded__Output } from './gen/veil/v1/TaskEnded.js';
 export type { DownloadModelRequest, DownloadModelRequest__Output } from './gen/veil/v1/DownloadModelRequest.js';

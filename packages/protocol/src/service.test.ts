@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EncodedModelChunk, encodeModelChunk, federationServiceDefinition } from './service.js';
+import { fromConfigMessages, toConfigMessages } from './model.js';
 
 describe('DownloadModel messages serialized once', () => {
   const definition = federationServiceDefinition().DownloadModel;
@@ -24,5 +25,24 @@ describe('DownloadModel messages serialized once', () => {
     const request = federationServiceDefinition().DownloadModel.requestSerialize({ modelVersion: 3, latest: false });
     expect(federationServiceDefinition().DownloadModel.requestDeserialize(request)).toMatchObject({ modelVersion: 3, latest: false });
     expect(federationServiceDefinition()).toBe(federationServiceDefinition());
+  });
+});
+
+describe('Assignment.config (fit config, field 13)', () => {
+  const method = federationServiceDefinition().WaitForAssignment;
+  const base = { roundId: 'r', roundNumber: 2, modelVersion: 1, deadlineUnixMs: 5, maxUpdateBytes: 16, maxExampleCount: 9 };
+
+  it('carries numbers, strings and booleans to the device', () => {
+    const config = { proximalMu: 0.01, mode: 'prox', evaluateOnly: false, epochsOverride: 3 };
+    const bytes = method.responseSerialize({ assignment: { ...base, config: toConfigMessages(config) } });
+    const back = method.responseDeserialize(bytes);
+    expect(fromConfigMessages(back.assignment!.config)).toEqual(config);
+  });
+
+  it('stays wire compatible: an assignment without the field decodes to an empty config, and old fields keep their numbers', () => {
+    const bytes = method.responseSerialize({ assignment: base });
+    const back = method.responseDeserialize(bytes);
+    expect(fromConfigMessages(back.assignment!.config)).toEqual({});
+    expect(back.assignment).toMatchObject({ roundNumber: 2, maxExampleCount: 9 });
   });
 });

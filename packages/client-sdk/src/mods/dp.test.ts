@@ -30,6 +30,7 @@ const roundCtx = (roundNumber = 1): RoundContext => ({
   roundNumber,
   modelVersion: roundNumber - 1,
   maxExampleCount: 128,
+  config: {},
   signal: undefined,
 });
 

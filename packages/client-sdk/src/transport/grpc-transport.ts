@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   GRPC_CHANNEL_OPTIONS,
   createFederationServiceClient,
+  fromConfigMessages,
   type FederationServiceClient,
   type ModelChunk__Output,
   type TaskSpec__Output,
@@ -220,6 +221,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
                 maxUpdateBytes: a.maxUpdateBytes,
                 maxExampleCount: a.maxExampleCount,
                 evaluate: a.evaluate,
+                config: fromConfigMessages(a.config),
               },
             });
           }

@@ -74,6 +74,8 @@ export interface Assignment {
   maxUpdateBytes: number;
   maxExampleCount: number;
   evaluate: boolean;
+  /** The strategy's settings for this round (e.g. FedProx's `proximalMu`); `{}` for FedAvg. */
+  config: Readonly<Record<string, number | string | boolean>>;
 }
 
 export type AssignmentResponse =

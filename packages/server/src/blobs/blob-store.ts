@@ -325,5 +325,8 @@ async function eraseRecord(openHandle: FileHandle | null, path: string, offset: 
 
 /** Blob key of a global model version. */
 export const modelBlobKey = (taskId: string, version: number): string => `models/${taskId}/${version}.bin`;
+
+/** Where the aggregation strategy's state that goes with a model version is stored. */
+export const strategyStateBlobKey = (taskId: string, version: number): string => `models/${taskId}/${version}.state`;
 /** Directory of a round's client updates (records appended to its segments). */
 export const updateBlobDir = (roundId: string): string => `updates/${roundId}`;

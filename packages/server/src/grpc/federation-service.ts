@@ -9,6 +9,7 @@ import {
   MAX_METRICS,
   MAX_WAIT_MS,
   encodeModelChunk,
+  toConfigMessages,
   federationServiceDefinition,
   type EncodedModelChunk,
   type ModelChunk,
@@ -146,6 +147,7 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
         maxExampleCount: result.maxExampleCount,
         evaluate: true,
         privacy: privacySpec(result.privacy),
+        config: toConfigMessages(result.round.fitConfig),
       };
       return { assignment };
     }

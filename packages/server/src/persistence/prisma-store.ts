@@ -19,6 +19,7 @@ import type { DeviceRecord, FederationStore, RecordSubmissionResult, RoundRecord
 import type { LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
+import type { FitConfig } from '../aggregation/strategy.js';
 
 type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
@@ -70,6 +71,7 @@ function toRound(row: RoundRow): Round {
     receivedCount: row.receivedCount,
     deadlineAt: row.deadlineAt,
     config: row.config as unknown as TrainingSettings,
+    fitConfig: (row.fitConfig as FitConfig | null) ?? {},
     summary: (row.summary as unknown as RoundSummary | null) ?? null,
     openedAt: row.openedAt,
     closedAt: row.closedAt,
@@ -147,6 +149,7 @@ interface TransitionData {
   summary?: RoundSummary;
   closedAt?: Date;
   failureReason?: string;
+  fitConfig?: FitConfig;
 }
 
 /**
@@ -172,6 +175,7 @@ async function transition(
   if (data.summary !== undefined) set('summary', JSON.stringify(data.summary), 'jsonb');
   if (data.closedAt !== undefined) set('closedAt', data.closedAt.toISOString(), 'timestamptz');
   if (data.failureReason !== undefined) set('failureReason', data.failureReason, 'text');
+  if (data.fitConfig !== undefined) set('fitConfig', JSON.stringify(data.fitConfig), 'jsonb');
   const moved = await tx.$queryRawUnsafe<Array<{ fromState: string }>>(
     `WITH old AS (
        SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
@@ -271,14 +275,14 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return toRound(row);
     },
 
-    async startCollecting(roundId, clientIds, deadlineAt, ledgerEntry) {
+    async startCollecting(roundId, clientIds, deadlineAt, { fitConfig, ledgerEntry }) {
       const row = await prisma.$transaction(async (tx) => {
         const moved = await transition(
           tx,
           roundId,
           ['SELECTING'],
           'COLLECTING',
-          { targetCount: clientIds.length, deadlineAt },
+          { targetCount: clientIds.length, deadlineAt, fitConfig },
           `${clientIds.length} clients selected`,
         );
         if (moved === null) return null;
@@ -379,6 +383,8 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
               sizeBytes: model.sizeBytes,
               encoding: model.encoding,
               roundNumber: moved.number,
+              strategyStateDigest: model.strategyState?.sha256 ?? null,
+              strategyStateBytes: model.strategyState?.sizeBytes ?? null,
             },
           });
           await tx.task.update({ where: { id: moved.taskId }, data: { currentModelVersion: model.version } });
@@ -549,6 +555,10 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             sizeBytes: row.sizeBytes,
             encoding: row.encoding,
             roundNumber: row.roundNumber,
+            strategyState:
+              row.strategyStateDigest === null || row.strategyStateBytes === null
+                ? null
+                : { sha256: row.strategyStateDigest, sizeBytes: row.strategyStateBytes },
             createdAt: row.createdAt,
           };
     },

@@ -1,11 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { FitFailure, Rng, StrategyDefinition } from '../aggregation/strategy.js';
-import { createStrategyRegistry, type StrategyRegistry } from '../aggregation/registry.js';
+import type { FitFailure, Rng, StrategyDefinition, StrategyState } from '../aggregation/strategy.js';
+import { decodeStrategyState, encodeStrategyState } from '../aggregation/strategy-state.js';
+import { checkFitConfig, createStrategyRegistry, type StrategyRegistry } from '../aggregation/registry.js';
 import { encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
 import type { BlobStore } from '../blobs/blob-store.js';
-import { modelBlobKey, updateBlobDir } from '../blobs/blob-store.js';
+import { modelBlobKey, strategyStateBlobKey, updateBlobDir } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
@@ -131,6 +132,8 @@ interface TaskRuntime {
   he: HeContext | null;
   /** The task's strategy with its mode's wrappers (made on first use). */
   strategy: RoundStrategy | null;
+  /** The strategy state that goes with model `version` (read from the blob store on first use). */
+  strategyState: { version: number; state: StrategyState | null } | null;
   /** Validated, stored updates waiting to be recorded by the next group commit (`flushRecords`). */
   pendingRecords: PendingRecord[];
 }
@@ -377,7 +380,21 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 
   private async newAggregator(rt: TaskRuntime, round: number): Promise<RoundAggregator> {
     const strategy = await this.roundStrategy(rt);
-    return strategy.createRoundAggregator({ round, parameterCount: rt.task.parameterCount, state: null });
+    return strategy.createRoundAggregator({ round, parameterCount: rt.task.parameterCount, state: await this.loadStrategyState(rt) });
+  }
+
+  /** The strategy state stored with the task's current model version (null: none). */
+  private async loadStrategyState(rt: TaskRuntime): Promise<StrategyState | null> {
+    const version = rt.task.currentModelVersion;
+    if (rt.strategyState?.version === version) return rt.strategyState.state;
+    const meta = await this.store.getModelVersion(rt.task.id, version);
+    if (meta === null) throw new VeilError('internal', `task ${rt.task.id} model version ${version} is missing`);
+    const state =
+      meta.strategyState === null
+        ? null
+        : decodeStrategyState(await this.blobs.get({ key: strategyStateBlobKey(rt.task.id, version), sha256: meta.strategyState.sha256 }));
+    rt.strategyState = { version, state };
+    return state;
   }
 
   async startTask(taskId: string): Promise<Task> {
@@ -896,7 +913,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       selection: rt.task.settings.selection,
       minClients: rt.task.settings.minClients,
       training: round.config,
-      state: null,
+      state: await this.loadStrategyState(rt),
       rng: this.rng,
     });
     if (fit.kind === 'wait') return;
@@ -908,17 +925,17 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       await this.openNextRound(rt, failed ?? round);
       return;
     }
-    if (Object.keys(fit.config).length > 0) {
-      // Delivering fit config to devices is the next step (round persistence and the assignment message).
-      throw new VeilError('internal', `strategy ${strategy.name} sent a fit config, which this coordinator cannot deliver yet`);
-    }
+    checkFitConfig(fit.config, strategy.name);
     if (fit.clientIds.length < rt.task.settings.minClients) {
       throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
     }
     const ledgerEntry = await this.privacySpend(rt, round.number, fit.clientIds);
     if (ledgerEntry === 'exhausted') return;
     const deadlineAt = new Date(this.clock.now() + rt.task.settings.roundDeadlineMs);
-    const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt, ledgerEntry ?? undefined);
+    const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt, {
+      fitConfig: fit.config,
+      ...(ledgerEntry !== null && { ledgerEntry }),
+    });
     if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
     rt.round = collecting;
     rt.selected = new Set(fit.clientIds);
@@ -1016,24 +1033,31 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
+    const state = await this.loadStrategyState(rt);
     let result: ReturnType<RoundAggregator['finish']>;
     try {
-      result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, null);
+      result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
     } catch (error) {
       // No model comes out of this round (e.g. a non-finite aggregate): it fails, the model is kept.
       await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(error)}`, error);
       return;
     }
-    if (result !== null && result.state !== null) {
-      // Persisting strategy state with the model version is the next step; refuse rather than lose it.
-      throw new VeilError('internal', 'strategy state across rounds is not stored by this coordinator yet');
-    }
     const next: ModelBlob | null = result?.model ?? null;
-    let newModel: { version: number; sha256: string; sizeBytes: number; encoding: string } | null = null;
-    if (next !== null) {
+    let newModel: Parameters<FederationStore['closeRound']>[1] = null;
+    if (result !== null && next !== null) {
       const version = rt.task.currentModelVersion + 1;
       const ref = await this.blobs.put(modelBlobKey(rt.task.id, version), next.bytes);
-      newModel = { version, sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: next.encoding };
+      // The state is written before the round closes and referenced by the same transaction that
+      // records the version: a crash in between re-aggregates and writes both again.
+      const stateRef = result.state === null ? null : await this.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state));
+      rt.strategyState = { version, state: result.state };
+      newModel = {
+        version,
+        sha256: ref.sha256,
+        sizeBytes: ref.sizeBytes,
+        encoding: next.encoding,
+        strategyState: stateRef === null ? null : { sha256: stateRef.sha256, sizeBytes: stateRef.sizeBytes },
+      };
       rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
     }
     const summary: RoundSummary = {
@@ -1155,6 +1179,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         model: null,
         he: null,
         strategy: null,
+        strategyState: null,
         pendingRecords: [],
       };
       this.runtimes.set(task.id, rt);

@@ -3,7 +3,7 @@
 export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED';
 
 import type { PrivacySettings } from '../privacy/settings.js';
-import type { StrategySpec } from '../aggregation/strategy.js';
+import type { FitConfig, StrategySpec } from '../aggregation/strategy.js';
 export type RoundState = 'SELECTING' | 'COLLECTING' | 'AGGREGATING' | 'CLOSED' | 'FAILED';
 export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
 
@@ -127,6 +127,8 @@ export interface Round {
   receivedCount: number;
   deadlineAt: Date;
   config: TrainingSettings;
+  /** The strategy's fit config sent to this round's devices with their assignment (`{}` until the round collects). */
+  fitConfig: FitConfig;
   summary: RoundSummary | null;
   openedAt: Date;
   closedAt: Date | null;
@@ -157,7 +159,15 @@ export interface ModelVersion {
   sizeBytes: number;
   encoding: string;
   roundNumber: number | null;
+  /** The strategy state stored with this version (blob-store digest and size), or null. */
+  strategyState: BlobDigest | null;
   createdAt: Date;
+}
+
+/** A blob's SHA-256 (hex) and size in bytes. */
+export interface BlobDigest {
+  sha256: string;
+  sizeBytes: number;
 }
 
 /** Evaluation metrics reported by clients, aggregated per round (weighted by example count). */

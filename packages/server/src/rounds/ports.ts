@@ -1,4 +1,5 @@
 import type {
+  BlobDigest,
   Client,
   ModelVersion,
   Round,
@@ -15,6 +16,7 @@ import type {
   WeightSpecJson,
 } from './model.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
+import type { FitConfig } from '../aggregation/strategy.js';
 
 /** Outcome of recording an update, decided atomically by the store. */
 export type RecordSubmissionResult =
@@ -84,10 +86,16 @@ export interface FederationStore {
     config: TrainingSettings;
   }): Promise<Round>;
   /**
-   * SELECTING -> COLLECTING with the selected participants and the deadline,
-   * appending `ledgerEntry` (the round's privacy spend) in the same transaction.
+   * SELECTING -> COLLECTING with the selected participants, the deadline and
+   * the strategy's fit config, appending `ledgerEntry` (the round's privacy
+   * spend) in the same transaction.
    */
-  startCollecting(roundId: string, clientIds: readonly string[], deadlineAt: Date, ledgerEntry?: LedgerEntry): Promise<Round | null>;
+  startCollecting(
+    roundId: string,
+    clientIds: readonly string[],
+    deadlineAt: Date,
+    extra: { fitConfig: FitConfig; ledgerEntry?: LedgerEntry },
+  ): Promise<Round | null>;
   /** The task's privacy ledger in sequence order (`offset`/`limit` page it). */
   listLedger(taskId: string, page?: { offset: number; limit: number }): Promise<LedgerEntry[]>;
   /** The latest ledger entry of a task. */
@@ -101,10 +109,13 @@ export interface FederationStore {
   recordSubmissions(roundId: string, submissions: readonly Submission[]): Promise<RecordSubmissionResult[]>;
   /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */
   beginAggregation(roundId: string, reason: string): Promise<Round | null>;
-  /** AGGREGATING -> CLOSED with the new model version (null: model kept). */
+  /**
+   * AGGREGATING -> CLOSED with the new model version (null: model kept) and
+   * the strategy state stored with it (null: none), in one transaction.
+   */
   closeRound(
     roundId: string,
-    model: { version: number; sha256: string; sizeBytes: number; encoding: string } | null,
+    model: { version: number; sha256: string; sizeBytes: number; encoding: string; strategyState: BlobDigest | null } | null,
     summary: RoundSummary,
   ): Promise<Round | null>;
   /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
