@@ -87,7 +87,9 @@ describe('distributed DP (PostgreSQL, BFV)', () => {
       // A key holder refuses to decode a sum with fewer noise shares than the accounting assumed.
       expect(() => encryption.applyDistributedDpSum(base, new Uint8Array(sum.bytes), { ...options, minClients: 4 })).toThrow(/fewer than the 4/);
 
-      // The ledger accounts the round with the DDG's RDP, from recorded parameters.
+      // The ledger accounts the round with the DDG's RDP, from recorded parameters. Round 2 opens and
+      // selects right after round 1 closes (the devices are present), in a write of its own: wait for it.
+      await waitForRounds(t.rest, id, (rounds) => rounds[1]?.state === 'COLLECTING');
       const audit = { token: t.coordinator.auditToken };
       const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`, audit)).body;
       expect(ledger.entries).toHaveLength(2); // round 2 opened and selected at once: its spend is recorded with its selection
