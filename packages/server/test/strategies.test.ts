@@ -72,6 +72,56 @@ describe('strategies through the coordinator (postgres)', () => {
     expect(Array.from(await fetchWeights(rest, taskId))).toEqual(Array.from(base, (w, i) => Math.fround(w + median(i))));
   });
 
+  test('fedadam: two rounds over gRPC, its moments carried by the stored strategy state (Reddi et al. 2021, Alg. 2)', async () => {
+    const { coordinator, rest } = env;
+    const o = { eta: 0.05, beta1: 0.9, beta2: 0.99, tau: 0.01 };
+    const { id: taskId, base } = await createTinyTask(rest, { rounds: 2, strategy: { name: 'fedadam', ...o } });
+    using devices = await joinDevices(coordinator, taskId, 3);
+    // Reference: Algorithm 2 written out here in float64 (m, v from 0 and τ²), on the example-weighted mean update.
+    const w = Array.from(base, Number);
+    const m = w.map(() => 0);
+    const v = w.map(() => o.tau * o.tau);
+    const withoutState = w.slice();
+    for (const [round, seeds] of [[1, [2, 3, 4]], [2, [5, 6, 7]]] as const) {
+      const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+      for (const a of assignments) expect(a).toMatchObject({ roundNumber: round, config: {} });
+      const updates = seeds.map((seed, k) => ({ delta: pattern(TINY_PARAMETERS, seed).map((x) => x * 0.1), n: 3 + 4 * k }));
+      await Promise.all(devices.map((d, k) => d.submit(assignments[k]!, updates[k]!.delta, updates[k]!.n)));
+      await waitForRounds(rest, taskId, (r) => r[round - 1]?.state === 'CLOSED');
+      const total = updates.reduce((a, u) => a + u.n, 0);
+      for (let i = 0; i < w.length; i++) {
+        const delta = updates.reduce((a, u) => a + u.n * u.delta[i]!, 0) / total;
+        // The same step from fresh moments (what a strategy that lost its state would take).
+        const mFresh = (1 - o.beta1) * delta;
+        withoutState[i] = w[i]! + (o.eta * mFresh) / (Math.sqrt(o.beta2 * o.tau * o.tau + (1 - o.beta2) * delta * delta) + o.tau);
+        m[i] = o.beta1 * m[i]! + (1 - o.beta1) * delta;
+        v[i] = o.beta2 * v[i]! + (1 - o.beta2) * delta * delta;
+        w[i] = w[i]! + (o.eta * m[i]!) / (Math.sqrt(v[i]!) + o.tau);
+      }
+      const weights = await fetchWeights(rest, taskId);
+      let maxError = 0;
+      for (let i = 0; i < w.length; i++) maxError = Math.max(maxError, Math.abs(weights[i]! - w[i]!));
+      expect(maxError).toBeLessThan(1e-5);
+    }
+    // Round 2 used round 1's moments: from fresh moments the model would differ.
+    expect(withoutState.some((x, i) => Math.abs(x - w[i]!) > 1e-3)).toBe(true);
+  });
+
+  test('fedprox: every selected device receives proximalMu in its assignment config; the model is FedAvg', async () => {
+    const { coordinator, rest } = env;
+    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, strategy: { name: 'fedprox', proximalMu: 0.25 } });
+    using devices = await joinDevices(coordinator, taskId, 3);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    for (const a of assignments) expect(a.config).toEqual({ proximalMu: 0.25 });
+    const updates = [2, 3, 4].map((seed, k) => ({ delta: pattern(TINY_PARAMETERS, seed), n: 1 + k }));
+    await Promise.all(devices.map((d, k) => d.submit(assignments[k]!, updates[k]!.delta, updates[k]!.n)));
+    await waitForRounds(rest, taskId, (r) => r[0]?.state === 'CLOSED');
+    const weights = await fetchWeights(rest, taskId);
+    for (let i = 0; i < base.length; i++) {
+      expect(weights[i]).toBeCloseTo(base[i]! + updates.reduce((a, u) => a + u.n * u.delta[i]!, 0) / 6, 6);
+    }
+  });
+
   test('refuses at creation, with the reason and nothing stored: server optimizers and robust rules on encrypted tasks, Krum below 2f + 3', async () => {
     const { rest } = env;
     const before = (await rest.request('GET', '/v1/tasks')).body.tasks.length;
