@@ -40,11 +40,7 @@ describe('privacy CLI helpers', () => {
     expect(code(() => parsePrivacyArgs(['epsilon', '--sampling-rate', '0.1']))).toBe('invalid_argument');
     expect(code(() => parsePrivacyArgs(['frobnicate']))).toBe('invalid_argument');
     expect(code(() => parsePrivacyArgs(['epsilon', '--bogus', '1']))).toBe('invalid_argument');
-    try {
-      parsePrivacyArgs(['epsilon', '--sampling-rate', '2', ...base]);
-    } catch (error) {
-      expect((error as Error).message).toMatch(/--sampling-rate must be in \(0, 1\]/);
-    }
+    expect(() => parsePrivacyArgs(['epsilon', '--sampling-rate', '2', ...base])).toThrow(/--sampling-rate must be in \(0, 1\]/);
   });
 
   it('human epsilon line', () => {
