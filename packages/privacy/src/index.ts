@@ -1,7 +1,7 @@
 export { PrivacyError } from './errors.js';
 export type { PrivacyErrorCode } from './errors.js';
 
-export { createCryptoRng, createSeededRng } from './rng.js';
+export { createCryptoRng, createSeededRng, createSequenceRng } from './rng.js';
 export type { Rng } from './rng.js';
 
 export { DDG_RDP_ORDERS, DEFAULT_RDP_ORDERS } from './accounting/orders.js';

@@ -123,3 +123,15 @@ export function uniformBigInt(rng: Rng, n: bigint): bigint {
     if (x < n) return x;
   }
 }
+
+/**
+ * A scripted {@link Rng} for tests that need exact draws: `nextDouble()`
+ * returns `doubles` in order, cycling; `nextUint32()` is `floor(d · 2^32)`
+ * of the next one. Each value must be in [0, 1).
+ */
+export function createSequenceRng(doubles: readonly number[]): Rng {
+  if (doubles.length === 0 || doubles.some((d) => !(d >= 0 && d < 1))) throw new RangeError('doubles must be a non-empty list of values in [0, 1)');
+  let i = 0;
+  const next = (): number => doubles[i++ % doubles.length]!;
+  return { cryptographicallySecure: false, nextDouble: next, nextUint32: () => Math.floor(next() * 2 ** 32) };
+}

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createSeededRng, createSequenceRng } from '@veil/privacy';
 import { createFedAvg, createFedAvgAggregator, federatedAverage, sampleWithoutReplacement, selectionSize } from './fedavg.js';
 
 const seq = (...values: number[]) => Float32Array.from(values);
@@ -53,10 +54,7 @@ describe('FedAvg (McMahan et al. 2017, Algorithm 1)', () => {
 });
 
 describe('client selection', () => {
-  const rng = (values: number[]) => {
-    let i = 0;
-    return { next: () => values[i++ % values.length]! };
-  };
+  const rng = (values: number[]) => createSequenceRng(values);
 
   it('selects a count, or a fraction of the available clients', () => {
     const available = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
@@ -72,8 +70,7 @@ describe('client selection', () => {
   });
 
   it('samples uniformly (each of 5 clients picked ~ 2/5 of the time when choosing 2)', () => {
-    let state = 12345;
-    const lcg = { next: () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) };
+    const lcg = createSeededRng(12345);
     const counts = new Map<string, number>();
     const trials = 20_000;
     for (let t = 0; t < trials; t++) {

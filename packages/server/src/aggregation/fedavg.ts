@@ -50,7 +50,7 @@ export function sampleWithoutReplacement<T>(items: readonly T[], k: number, rng:
   const pool = items.slice();
   const take = Math.min(k, pool.length);
   for (let i = 0; i < take; i++) {
-    const j = i + Math.floor(rng.next() * (pool.length - i));
+    const j = i + Math.floor(rng.nextDouble() * (pool.length - i));
     [pool[i], pool[j]] = [pool[j]!, pool[i]!];
   }
   return pool.slice(0, take);
@@ -62,7 +62,7 @@ export function sampleWithoutReplacement<T>(items: readonly T[], k: number, rng:
  * Talwar & Zhang 2019). The sample size is random (Binomial(n, q)).
  */
 export function poissonSample<T>(items: readonly T[], q: number, rng: Rng): T[] {
-  return items.filter(() => rng.next() < q);
+  return items.filter(() => rng.nextDouble() < q);
 }
 
 /** Number of clients a round selects from `available` (count and fraction selection). */

@@ -1,20 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { computeEpsilon } from '@veil/privacy';
+import { computeEpsilon, createSeededRng } from '@veil/privacy';
 import { createFedAvg, poissonSample } from './fedavg.js';
 import { withPoissonSampling } from './round-strategy.js';
-
-/** mulberry32: a small generator with good equidistribution (a plain LCG is too correlated for this test). */
-function lcg(seed: number) {
-  let state = seed | 0;
-  return {
-    next() {
-      state = (state + 0x6d2b79f5) | 0;
-      let t = Math.imul(state ^ (state >>> 15), 1 | state);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    },
-  };
-}
 
 describe("Poisson selection matches the accountant's sampling assumption", () => {
   const clients = Array.from({ length: 40 }, (_, i) => `c${i}`);
@@ -22,7 +9,7 @@ describe("Poisson selection matches the accountant's sampling assumption", () =>
   const trials = 20_000;
 
   it('includes every client independently with probability q', () => {
-    const rng = lcg(99);
+    const rng = createSeededRng(99);
     const strategy = withPoissonSampling(createFedAvg());
     const counts = new Map<string, number>();
     let pair = 0; // c0 and c1 together
@@ -57,7 +44,7 @@ describe("Poisson selection matches the accountant's sampling assumption", () =>
 
   it('the accountant is the Poisson-subsampled one: q = 1 gives the plain Gaussian bound alpha / (2 z^2)', () => {
     // With q = 1 Poisson sampling takes everyone, and the RDP is alpha/(2 z^2) (Mironov 2017, Prop. 3).
-    expect(poissonSample(clients, 1, lcg(1))).toEqual(clients);
+    expect(poissonSample(clients, 1, createSeededRng(1))).toEqual(clients);
     const { epsilon, order } = computeEpsilon({ samplingRate: 1, noiseMultiplier: 2, rounds: 1, delta: 1e-5, orders: [8] });
     const rdp = 8 / (2 * 4);
     const expected = rdp + Math.log1p(-1 / 8) - (Math.log(1e-5) + Math.log(8)) / 7;

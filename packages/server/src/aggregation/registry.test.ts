@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createSequenceRng, type Rng } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { createFedAvgAggregator, rejectUnknownParams, sampleClients } from './fedavg.js';
 import { createStrategyRegistry } from './registry.js';
@@ -93,11 +94,8 @@ describe('strategy registry', () => {
 });
 
 describe('Poisson selection wrapper (DP tasks)', () => {
-  const fixed = (values: number[]) => {
-    let i = 0;
-    return { next: () => values[i++ % values.length]! };
-  };
-  const input = (rng: { next(): number }, minClients: number, maxCount: number) => ({
+  const fixed = (values: number[]) => createSequenceRng(values);
+  const input = (rng: Rng, minClients: number, maxCount: number) => ({
     round: 3,
     available: ['a', 'b', 'c', 'd'],
     selection: { kind: 'poisson' as const, samplingRate: 0.5, maxCount },

@@ -31,12 +31,15 @@
  * validates the parameters a task gives, e.g. `{ name: 'fedadam', eta: 0.01 }`)
  * and register it in `registry.ts`. Nothing in `rounds/` changes.
  */
+import type { Rng } from '@veil/privacy';
 import type { ClientSelection, TrainingSettings } from '../rounds/model.js';
 
-/** Uniform [0,1) source; injected so selection is reproducible in tests. */
-export interface Rng {
-  next(): number;
-}
+/**
+ * Randomness for selection: @veil/privacy's one `Rng` (`nextDouble()` is
+ * uniform in [0, 1)); a CSPRNG in production (`createCryptoRng`), a seeded
+ * one in tests (`createSeededRng`).
+ */
+export type { Rng };
 
 /** A value of a fit config map or of a strategy's parameters (Flower's `Scalar`, without bytes). */
 export type ConfigValue = number | string | boolean;

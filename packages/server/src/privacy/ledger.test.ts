@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
+import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon, createSeededRng } from '@veil/privacy';
 import { describe, expect, it } from 'vitest';
 import { clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, verifyLedger, type LedgerEntry, type LedgerFields } from './ledger.js';
@@ -208,18 +208,9 @@ describe('distributed settings', () => {
 });
 
 describe('budget enforcement', () => {
-  // A small seeded generator for the property test.
-  function mulberry32(seed: number) {
-    return () => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
-
   it('never opens a round past the cap, over random settings of both modes (the engine rule: open only if epsilonIfRoundRuns <= cap)', () => {
-    const random = mulberry32(7);
+    const rng = createSeededRng(7);
+    const random = (): number => rng.nextDouble();
     for (let trial = 0; trial < 40; trial++) {
       const distributed = trial % 2 === 1;
       const mode = distributed ? ('distributed' as const) : ('local' as const);

@@ -1,4 +1,5 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { createCryptoRng } from '@veil/privacy';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { FitFailure, Rng, StrategyDefinition, StrategyState } from '../aggregation/strategy.js';
@@ -158,11 +159,6 @@ interface PendingRecord {
 /** Model versions kept in memory besides each task's current one. */
 const MODEL_CACHE_ENTRIES = 8;
 
-const cryptoRng: Rng = {
-  next() {
-    return randomBytes(6).readUIntBE(0, 6) / 2 ** 48;
-  },
-};
 
 /**
  * The round engine: runs federated rounds for every task as a persisted state
@@ -193,7 +189,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.log = options.logger.child({ component: 'round-engine' });
     this.strategies = createStrategyRegistry(options.strategies);
     this.clock = options.clock ?? { now: () => Date.now() };
-    this.rng = options.rng ?? cryptoRng;
+    this.rng = options.rng ?? createCryptoRng();
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
     this.defaultKey = options.defaultKey ?? null;
     if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createSequenceRng } from '@veil/privacy';
 import { VeilError } from '../../errors.js';
 import { createStrategyRegistry } from '../registry.js';
 import type { FitResult, Strategy, StrategyState, StrategyTaskContext } from '../strategy.js';
@@ -15,7 +16,7 @@ const task = (overrides: Partial<StrategyTaskContext> = {}): StrategyTaskContext
   ...overrides,
 });
 const f32 = (...values: number[]) => Float32Array.from(values);
-const rng = { next: () => 0.5 };
+const rng = createSequenceRng([0.5]);
 
 /** Runs one round through the strategy's aggregator, as the round loop does. */
 function round(strategy: Strategy, current: Float32Array, results: FitResult[], state: StrategyState | null, roundNumber = 1) {
