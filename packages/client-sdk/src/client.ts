@@ -133,6 +133,20 @@ export interface RunSummary {
   taskStatus: string;
   reason: string;
   finalModelVersion: number | null;
+  /**
+   * The final model evaluated on `evalData` after the task ended (and reported
+   * to the coordinator as round 0); null without `evalData`, or when the task
+   * did not end with a model (failed, cancelled). Absent on early returns.
+   */
+  finalEvaluation?: FinalEvaluation | null;
+}
+
+/** The device's evaluation of the task's final model. */
+export interface FinalEvaluation {
+  modelVersion: number;
+  accuracy: number;
+  loss: number;
+  exampleCount: number;
 }
 
 export interface VeilClient {
@@ -297,6 +311,29 @@ export function createClient(options: ClientOptions): VeilClient {
     return runtime;
   }
 
+  /**
+   * After the task ended with a model: the last round's devices never receive
+   * the model it produced, so each device evaluates it on its held-out data and
+   * reports it as round 0. A failed report is logged, not thrown.
+   */
+  async function evaluateFinal(taskStatus: string, version: number, run: RunOptions): Promise<FinalEvaluation | null> {
+    if (taskStatus !== 'TASK_STATUS_COMPLETED' && taskStatus !== 'TASK_STATUS_BUDGET_EXHAUSTED') return null;
+    if (!run.evalData || run.evalData.count === 0 || version < 1) return null;
+    try {
+      const { tf } = await ensureRuntime();
+      const { model } = await ensureTask();
+      const { credential } = await join();
+      const global = await fetchWeights(version, null, run.signal);
+      const e = await evaluateLocal(tf, { spec: model, weights: global.weights, data: run.evalData });
+      await transport.reportEvaluation(credential, { roundNumber: 0, modelVersion: version, exampleCount: e.exampleCount, metrics: { accuracy: e.accuracy, loss: e.loss } });
+      log.info({ modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount }, 'final model evaluated');
+      return { modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount };
+    } catch (error) {
+      log.warn({ code: ClientError.from(error).code, modelVersion: version }, 'final model evaluation failed');
+      return null;
+    }
+  }
+
   async function participate(a: Assignment, run: RunOptions): Promise<RoundReport> {
     const { tf } = await ensureRuntime();
     const { credential, clientId } = await join();
@@ -401,7 +438,8 @@ export function createClient(options: ClientOptions): VeilClient {
         const response = await retry('wait', () => transport.waitForAssignment(credential, pollWaitMs, run.signal), run.signal);
         if (response.kind === 'ended') {
           log.info({ taskStatus: response.taskStatus, rounds }, 'task ended');
-          return { rounds, taskStatus: response.taskStatus, reason: response.reason, finalModelVersion: response.finalModelVersion };
+          const finalEvaluation = await evaluateFinal(response.taskStatus, response.finalModelVersion, run);
+          return { rounds, taskStatus: response.taskStatus, reason: response.reason, finalModelVersion: response.finalModelVersion, finalEvaluation };
         }
         if (response.kind === 'idle') continue;
         const a = response.assignment;

@@ -187,6 +187,7 @@ describe('REST API', () => {
       '/v1/tasks',
       '/v1/tasks/{id}',
       '/v1/tasks/{id}/devices',
+      '/v1/tasks/{id}/evaluations',
       '/v1/tasks/{id}/events',
       '/v1/tasks/{id}/model',
       '/v1/tasks/{id}/model/export',

@@ -167,6 +167,10 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
       data: ledger.map(({ ddg: _ddg, participantIds, createdAt, ...rest }) => ({ ...rest, participantIds, createdAt: new Date(createdAt) })),
     });
     await tx.task.update({ where: { id: taskId }, data: { currentModelVersion: options.rounds } });
+    // After the last round the devices evaluated the final model (version `rounds`).
+    await tx.modelEvaluation.createMany({
+      data: clients.map((c) => ({ taskId, modelVersion: options.rounds, clientId: c.id, exampleCount: 100, metrics: { accuracy: seededAccuracy(options.rounds), loss: seededLoss(options.rounds) } })),
+    });
   }, { timeout: 120_000 });
   await store.setTaskStatus(taskId, 'COMPLETED', ['DRAFT'], 'seeded');
   return { taskId, rounds, deviceNames, ledger };

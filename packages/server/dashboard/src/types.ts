@@ -100,3 +100,11 @@ export interface DeviceJson {
   trainedExamples: number | null;
   credential: string;
 }
+
+export interface EvaluationJson {
+  modelVersion: number;
+  source: 'round' | 'final';
+  clients: number;
+  examples: number;
+  metrics: Record<string, number>;
+}

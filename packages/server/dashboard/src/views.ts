@@ -2,7 +2,7 @@
 import { api, apiBlob, ApiError, streamEvents, type Role } from './api.js';
 import { lineChart, type Chart } from './chart.js';
 import { badge, budgetBar, fmt, h, help, replace } from './dom.js';
-import type { DeviceJson, LedgerEntryJson, LiveEventJson, LiveRoundJson, PrivacyJson, RoundJson, TaskJson, VerifyJson } from './types.js';
+import type { DeviceJson, EvaluationJson, LedgerEntryJson, LiveEventJson, LiveRoundJson, PrivacyJson, RoundJson, TaskJson, VerifyJson } from './types.js';
 
 export interface View {
   ready: Promise<void>;
@@ -73,14 +73,13 @@ async function allRounds(taskId: string): Promise<RoundJson[]> {
   }
 }
 
-function roundSeries(rounds: RoundJson[]) {
-  const evaluated = rounds.filter((r) => r.evaluation !== null);
+function roundSeries(rounds: RoundJson[], evaluations: EvaluationJson[]) {
   const finished = rounds.filter((r) => r.closedAt !== null);
   return {
-    // A round's devices evaluate the model they received: plot against that model version.
-    evalX: evaluated.map((r) => r.evaluation!.modelVersion),
-    accuracy: evaluated.map((r) => r.evaluation!.metrics['accuracy'] ?? null),
-    loss: evaluated.map((r) => r.evaluation!.metrics['loss'] ?? null),
+    // Each evaluation is plotted against the model version it evaluated (the final model's included).
+    evalX: evaluations.map((e) => e.modelVersion),
+    accuracy: evaluations.map((e) => e.metrics['accuracy'] ?? null),
+    loss: evaluations.map((e) => e.metrics['loss'] ?? null),
     roundX: finished.map((r) => r.number),
     participants: finished.map((r) => r.summary?.participants ?? r.participation.submitted),
     dropped: finished.map((r) => r.participation.dropped),
@@ -94,6 +93,7 @@ function roundSeries(rounds: RoundJson[]) {
 export function taskView(main: HTMLElement, taskId: string): View {
   const abort = new AbortController();
   const timers: number[] = [];
+  let countdownTimer: number | null = null;
   const header = h('div');
   const live = h('div', { class: 'card', id: 'live', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Connecting to the live round…'));
   // The events as they arrive, newest first (a round can open, fill and close within a second).
@@ -102,6 +102,8 @@ export function taskView(main: HTMLElement, taskId: string): View {
   const el = root(main, 'task', header, h('h2', {}, 'Live round'), live, h('details', { class: 'help', open: true }, h('summary', {}, 'Recent events'), log), h('h2', {}, 'Over rounds'), charts);
   let task: TaskJson;
   let rounds: RoundJson[] = [];
+  let evaluations: EvaluationJson[] = [];
+  const finalNote = h('p', { class: 'muted', id: 'final-evaluation' });
   let chartList: Record<string, Chart> = {};
   let lastLive: LiveRoundJson | null = null;
 
@@ -177,9 +179,8 @@ export function taskView(main: HTMLElement, taskId: string): View {
         countdown.textContent = ms <= 0 ? 'passed' : `${Math.floor(ms / 60000)}:${String(Math.floor((ms % 60000) / 1000)).padStart(2, '0')}`;
       };
       tick();
-      timers.forEach((t) => clearInterval(t));
-      timers.length = 0;
-      timers.push(window.setInterval(tick, 500));
+      if (countdownTimer !== null) clearInterval(countdownTimer);
+      countdownTimer = window.setInterval(tick, 500);
     }
     Object.assign(live.dataset, {
       round: round?.number ?? '',
@@ -194,7 +195,11 @@ export function taskView(main: HTMLElement, taskId: string): View {
   };
 
   const renderCharts = (): void => {
-    const s = roundSeries(rounds);
+    const s = roundSeries(rounds, evaluations);
+    const final = evaluations.find((e) => e.source === 'final');
+    finalNote.textContent = final
+      ? `Final model (version ${final.modelVersion}), evaluated by ${final.clients} devices on ${final.examples} held-out examples after the last round: ${Object.entries(final.metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}.`
+      : 'The final model has not been evaluated yet (devices evaluate it after the last round).';
     if (Object.keys(chartList).length === 0) {
       chartList = {
         evaluation: lineChart({ name: 'evaluation', title: 'Federated evaluation: accuracy and loss of each model version', xLabel: 'model version', x: s.evalX, series: [{ label: 'accuracy', values: s.accuracy, color: COLORS.accuracy }, { label: 'loss', values: s.loss, color: COLORS.loss, scale: 'loss' }] }),
@@ -203,11 +208,11 @@ export function taskView(main: HTMLElement, taskId: string): View {
         upload: lineChart({ name: 'upload', title: 'Upload bytes per round', xLabel: 'round', x: s.roundX, series: [{ label: 'upload bytes', values: s.uploadBytes, color: COLORS.bytes }] }),
         duration: lineChart({ name: 'duration', title: 'Round duration (s, open to close)', xLabel: 'round', x: s.roundX, series: [{ label: 'seconds', values: s.durationS, color: COLORS.duration }] }),
       };
-      replace(charts, ...Object.values(chartList).map((c) => h('div', { class: 'card' }, c.figure)));
+      replace(charts, ...Object.values(chartList).map((c) => h('div', { class: 'card' }, c.figure, c === chartList['evaluation'] ? finalNote : null)));
       charts.append(
         h('div', { class: 'card' }, help(
           'About these plots',
-          h('p', {}, 'Accuracy and loss come from federated evaluation: the devices of round N evaluate the model they received (version N − 1, the model before round N trained) on their own held-out data; the values are means weighted by their example counts. The model produced by the last round has no later round to evaluate it, so its point is missing until one does.'),
+          h('p', {}, 'Accuracy and loss come from federated evaluation: the devices of round N evaluate the model they received (version N − 1, the model before round N trained) on their own held-out data, and after the last round they evaluate the final model; the values are means weighted by their example counts, plotted against the model version evaluated.'),
           h('p', {}, 'Participants: accepted updates per closed round; dropped: selected devices without an update at the close. Upload bytes: the update payloads accepted. Duration: from the round opening (selection) to its close.'),
           h('p', {}, 'Examples: what the devices report they trained on, and the weight their updates carry in FedAvg. Without differential privacy the weight is the example count (capped); with it every update weighs 1, so the weight counts updates, not examples.'),
         )),
@@ -222,16 +227,19 @@ export function taskView(main: HTMLElement, taskId: string): View {
     charts.dataset['rounds'] = String(rounds.length);
   };
 
-  /** After a round closed or failed: refetch it (and any newer one) and redraw. */
+  const loadEvaluations = async (): Promise<EvaluationJson[]> => (await api<{ evaluations: EvaluationJson[] }>(`/v1/tasks/${taskId}/evaluations`)).evaluations;
+  /** After a round closed or failed: refetch it (and any newer one) and the evaluations, and redraw. */
   const refreshRounds = async (fromNumber: number): Promise<void> => {
-    const page = await api<{ rounds: RoundJson[] }>(`/v1/tasks/${taskId}/rounds?offset=${fromNumber - 1}&limit=1000&events=false`);
+    const [page, evals] = await Promise.all([api<{ rounds: RoundJson[] }>(`/v1/tasks/${taskId}/rounds?offset=${fromNumber - 1}&limit=1000&events=false`), loadEvaluations()]);
     rounds = [...rounds.filter((r) => r.number < fromNumber), ...page.rounds];
+    evaluations = evals;
     renderCharts();
   };
 
-  const ready = Promise.all([api<TaskJson>(`/v1/tasks/${taskId}`), allRounds(taskId)]).then(([t, r]) => {
+  const ready = Promise.all([api<TaskJson>(`/v1/tasks/${taskId}`), allRounds(taskId), loadEvaluations()]).then(([t, r, e]) => {
     task = t;
     rounds = r;
+    evaluations = e;
     renderHeader();
     renderCharts();
     el.dataset['ready'] = 'true';
@@ -246,6 +254,8 @@ export function taskView(main: HTMLElement, taskId: string): View {
           if (event.round !== null && (event.round.number > last || rounds.at(-1)?.closedAt === null)) void refreshRounds(Math.min(event.round.number, last === 0 ? 1 : last));
         }
         if (event.type === 'task-ended' || event.type === 'round-opened') void api<TaskJson>(`/v1/tasks/${taskId}`).then((t) => { task = t; renderHeader(); });
+        // Devices report the final model's evaluation after the end: look again a few times.
+        if (event.type === 'task-ended') for (const ms of [2_000, 10_000, 30_000]) timers.push(window.setTimeout(() => void loadEvaluations().then((e) => { evaluations = e; renderCharts(); }), ms));
       },
       abort.signal,
       (connected) => { live.dataset['connected'] = String(connected); },
@@ -256,7 +266,8 @@ export function taskView(main: HTMLElement, taskId: string): View {
     ready,
     dispose() {
       abort.abort();
-      timers.forEach((t) => clearInterval(t));
+      timers.forEach((t) => clearTimeout(t));
+      if (countdownTimer !== null) clearInterval(countdownTimer);
     },
   };
 }

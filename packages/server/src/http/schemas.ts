@@ -365,3 +365,24 @@ export const taskCreateExample = {
   },
   start: true,
 };
+
+export const evaluationListSchema = {
+  type: 'object',
+  properties: {
+    evaluations: {
+      type: 'array',
+      description:
+        'Federated evaluation by model version, oldest first: devices evaluate on their own held-out data the model they receive in a round (source "round": version N-1, reported in round N) and the final model after the task ended (source "final"); metrics are means weighted by example count',
+      items: {
+        type: 'object',
+        properties: {
+          modelVersion: { type: 'integer', description: 'The model version evaluated' },
+          source: { type: 'string', enum: ['round', 'final'] },
+          clients: { type: 'integer' },
+          examples: { type: 'integer' },
+          metrics: { type: 'object', additionalProperties: { type: 'number' } },
+        },
+      },
+    },
+  },
+} as const;

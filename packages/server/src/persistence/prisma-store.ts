@@ -15,7 +15,7 @@ import type {
   TrainingSettings,
   WeightSpecJson,
 } from '../rounds/model.js';
-import type { DeviceRecord, FederationStore, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
+import type { DeviceRecord, FederationStore, ModelEvaluationRecord, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
@@ -462,6 +462,38 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         select: { evalMetrics: true, evalExampleCount: true, evalModelVersion: true },
       });
       return weightedEvaluation(rows);
+    },
+
+    async recordModelEvaluation(taskId, clientId, evaluation) {
+      const data = { exampleCount: evaluation.exampleCount, metrics: json(evaluation.metrics), reportedAt: new Date() };
+      await prisma.modelEvaluation.upsert({
+        where: { taskId_modelVersion_clientId: { taskId, modelVersion: evaluation.modelVersion, clientId } },
+        create: { taskId, clientId, modelVersion: evaluation.modelVersion, ...data },
+        update: data,
+      });
+    },
+
+    async listModelEvaluations(taskId): Promise<ModelEvaluationRecord[]> {
+      // One statement: the reports made in rounds (on the participations) and those made after the task ended.
+      const rows = await prisma.$queryRawUnsafe<Array<{ doc: string }>>(
+        `SELECT json_build_object('source', src, 'modelVersion', v, 'evalMetrics', m, 'evalExampleCount', n)::text AS doc FROM (
+           SELECT 'round' AS src, p."evalModelVersion" AS v, p."evalMetrics" AS m, p."evalExampleCount" AS n
+             FROM "Participation" p JOIN "Round" r ON r.id = p."roundId"
+            WHERE r."taskId" = $1::uuid AND p."evalExampleCount" IS NOT NULL
+           UNION ALL
+           SELECT 'final', e."modelVersion", e.metrics, e."exampleCount" FROM "ModelEvaluation" e WHERE e."taskId" = $1::uuid
+         ) x ORDER BY v, src`,
+        taskId,
+      );
+      const groups = new Map<string, { source: 'round' | 'final'; rows: Array<{ evalMetrics: unknown; evalExampleCount: number; evalModelVersion: number }> }>();
+      for (const { doc } of rows) {
+        const d = JSON.parse(doc) as { source: 'round' | 'final'; modelVersion: number; evalMetrics: unknown; evalExampleCount: number };
+        const key = `${d.modelVersion}/${d.source}`;
+        let g = groups.get(key);
+        if (g === undefined) groups.set(key, (g = { source: d.source, rows: [] }));
+        g.rows.push({ evalMetrics: d.evalMetrics, evalExampleCount: d.evalExampleCount, evalModelVersion: d.modelVersion });
+      }
+      return [...groups.values()].map((g) => ({ ...weightedEvaluation(g.rows)!, source: g.source }));
     },
 
     async listRoundHistory(taskId, { offset, limit, events = true }): Promise<RoundRecord[]> {

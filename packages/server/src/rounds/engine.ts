@@ -750,6 +750,19 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     client: Client,
     report: { roundNumber: number; modelVersion: number; exampleCount: number; metrics: Record<string, number> },
   ): Promise<void> {
+    if (report.roundNumber === 0) {
+      // Round 0: the final model, which no round distributes, evaluated by a device of the task after it ended.
+      const task = await this.store.getTask(client.taskId);
+      if (task === null) throw new VeilError('not_found', `task ${client.taskId} does not exist`);
+      if (task.status !== 'COMPLETED' && task.status !== 'BUDGET_EXHAUSTED') {
+        throw new VeilError('failed_precondition', `the final model is evaluated once the task has ended; it is ${task.status}`);
+      }
+      if (report.modelVersion !== task.currentModelVersion) {
+        throw new VeilError('failed_precondition', `the final model is version ${task.currentModelVersion}, not ${report.modelVersion}`);
+      }
+      await this.store.recordModelEvaluation(task.id, client.id, report);
+      return;
+    }
     const round = await this.store.getRound(client.taskId, report.roundNumber);
     if (round === null) throw new VeilError('not_found', `round ${report.roundNumber} does not exist`);
     if (report.modelVersion !== round.baseModelVersion) {

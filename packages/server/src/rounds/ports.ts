@@ -47,6 +47,12 @@ export interface RoundRecord {
   evaluation: RoundEvaluation | null;
 }
 
+/** Device reports on one model version, weighted by their example counts. */
+export interface ModelEvaluationRecord extends RoundEvaluation {
+  /** `round`: reported by the devices of the round that distributed the version; `final`: after the task ended. */
+  source: 'round' | 'final';
+}
+
 /** A device (client) of a task as the operator sees it. */
 export interface DeviceRecord {
   id: string;
@@ -139,6 +145,10 @@ export interface FederationStore {
     evaluation: { modelVersion: number; exampleCount: number; metrics: Record<string, number> },
   ): Promise<boolean>;
   getRoundEvaluation(roundId: string): Promise<RoundEvaluation | null>;
+  /** Records (or replaces) a device's evaluation of a model version outside any round (the final model). */
+  recordModelEvaluation(taskId: string, clientId: string, evaluation: { modelVersion: number; exampleCount: number; metrics: Record<string, number> }): Promise<void>;
+  /** Every evaluated model version of a task, oldest first: reports made in rounds and after the task ended. */
+  listModelEvaluations(taskId: string): Promise<ModelEvaluationRecord[]>;
 
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
   /** Which of these SHA-256 digests belong to updates accepted in the task before (replay detection). */

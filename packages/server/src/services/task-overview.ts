@@ -5,7 +5,7 @@
  */
 import { VeilError } from '../errors.js';
 import type { Task } from '../rounds/model.js';
-import type { DeviceRecord, FederationStore, RoundRecord } from '../rounds/ports.js';
+import type { DeviceRecord, FederationStore, ModelEvaluationRecord, RoundRecord } from '../rounds/ports.js';
 import { taskWarnings } from './privacy-audit.js';
 
 export interface TaskProgress {
@@ -64,6 +64,10 @@ export function createTaskOverviewService(options: TaskOverviewServiceOptions) {
     async rounds(id: string, page: { offset: number; limit: number; events?: boolean }): Promise<RoundRecord[]> {
       await getTask(id);
       return store.listRoundHistory(id, page);
+    },
+    async evaluations(id: string): Promise<ModelEvaluationRecord[]> {
+      await getTask(id);
+      return store.listModelEvaluations(id);
     },
     async devices(id: string): Promise<DeviceRecord[]> {
       await getTask(id);

@@ -145,13 +145,17 @@ describe('dashboard in Chromium', () => {
 
     // Plotted data = the API's.
     const rounds = (await api(`/v1/tasks/${seeded.taskId}/rounds?limit=1000`)).rounds as any[];
+    const evaluations = (await api(`/v1/tasks/${seeded.taskId}/evaluations`)).evaluations as any[];
     const plotted = async (name: string) =>
       page.$eval(`figure[data-chart=${name}]`, (f) => ({ x: JSON.parse((f as HTMLElement).dataset['x']!), series: JSON.parse((f as HTMLElement).dataset['series']!) }));
     const evaluation = await plotted('evaluation');
-    expect(evaluation.x).toEqual(rounds.map((r) => r.evaluation.modelVersion));
-    expect(evaluation.series.accuracy).toEqual(rounds.map((r) => r.evaluation.metrics.accuracy));
-    expect(evaluation.series.loss).toEqual(rounds.map((r) => r.evaluation.metrics.loss));
-    expect(evaluation.x.slice(0, 3)).toEqual([0, 1, 2]);
+    // Every model version 0..1000, the final one (evaluated after the last round) included.
+    expect(evaluation.x).toEqual(Array.from({ length: 1001 }, (_, v) => v));
+    expect(evaluation.x).toEqual(evaluations.map((e) => e.modelVersion));
+    expect(evaluation.series.accuracy).toEqual(evaluations.map((e) => e.metrics.accuracy));
+    expect(evaluation.series.loss).toEqual(evaluations.map((e) => e.metrics.loss));
+    expect(evaluation.series.accuracy.slice(0, 1000)).toEqual(rounds.map((r) => r.evaluation.metrics.accuracy));
+    expect(await page.textContent('#final-evaluation')).toMatch(/Final model \(version 1000\), evaluated by 4 devices/);
     const participants = await plotted('participants');
     expect(participants.x).toEqual(rounds.map((r) => r.number));
     expect(participants.series.participants).toEqual(seeded.rounds.map((r) => r.participants));
@@ -272,6 +276,7 @@ describe('dashboard in Chromium', () => {
     const evaluation = await page.$eval('figure[data-chart=evaluation]', (f) => ({ x: JSON.parse((f as HTMLElement).dataset['x']!), series: JSON.parse((f as HTMLElement).dataset['series']!) }));
     expect(evaluation.x).toEqual([0, 1]);
     expect(evaluation.series.loss).toEqual(rounds.filter((r: any) => r.evaluation).map((r: any) => r.evaluation.metrics.loss));
+    expect(evaluation.series.loss).toEqual((await t.rest.request('GET', `/v1/tasks/${id}/evaluations`)).body.evaluations.map((e: any) => e.metrics.loss));
     expect(evaluation.series.loss[1]).toBeLessThan(evaluation.series.loss[0]);
     const upload = await page.$eval('figure[data-chart=upload]', (f) => JSON.parse((f as HTMLElement).dataset['series']!));
     expect(upload['upload bytes']).toEqual(rounds.filter((r: any) => r.closedAt).map((r: any) => r.summary.uploadBytes));

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TaskOverviewService } from '../../services/task-overview.js';
 import { presentDevice, presentRound } from '../present.js';
-import { deviceListSchema, roundSchema } from '../schemas.js';
+import { deviceListSchema, evaluationListSchema, roundSchema } from '../schemas.js';
 import { errorResponses, idParams, pageQuery, secured } from './common.js';
 
 export interface RoundRoutesOptions {
@@ -30,6 +30,15 @@ export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, {
       },
     },
     async (request) => ({ rounds: (await tasks.rounds(request.params.id, request.query)).map(presentRound) }),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/tasks/:id/evaluations',
+    {
+      config: { auth: 'admin' },
+      schema: { ...secured, tags: ['rounds'], summary: 'Federated evaluation of each model version, the final model included', params: idParams, response: { 200: evaluationListSchema, ...errorResponses } },
+    },
+    async (request) => ({ evaluations: await tasks.evaluations(request.params.id) }),
   );
 
   app.get<{ Params: { id: string } }>(
