@@ -63,3 +63,6 @@ export type { RunCustodianOptions, RunningCustodian } from './main.js';
 
 export { requestDeviceCertificate, startEnrolmentServer } from './enrolment.js';
 export type { EnrolmentServer, EnrolmentServerOptions } from './enrolment.js';
+
+export { startLocalCommittee } from './local-committee.js';
+export type { LocalCommittee, LocalCommitteeOptions } from './local-committee.js';
