@@ -186,6 +186,20 @@ describe('custodians answering a 4-of-7 committee', () => {
     expect(text).toContain('"msg":"answered"');
   });
 
+  it('describes itself with the keys and fingerprint of its public file', async () => {
+    const client = createCustodianServiceClient(running[2]!.server.address, grpc.credentials.createInsecure());
+    try {
+      const described = await new Promise<{ sealingKey: Buffer; signingKey: Buffer; fingerprint: string }>((resolve, reject) =>
+        client.describe({}, (error, response) => (error ? reject(error) : resolve(response!))),
+      );
+      expect(described.sealingKey.toString('base64')).toBe(f.custodians[2]!.sealingKey);
+      expect(described.signingKey.toString('base64')).toBe(f.custodians[2]!.signingKey);
+      expect(described.fingerprint).toBe(f.custodians[2]!.fingerprint);
+    } finally {
+      client.close();
+    }
+  });
+
   it('gives the same signed bytes for the same D and refuses a different D for the same round', async () => {
     const devices = makeDevices(f, 1, 4);
     const first = await rawShareSum(running[0]!.server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD: hashDOf(devices) });
