@@ -3,6 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { readCoordinatorKeyMaterial } from '@veil/crypto';
+import { createCommitteeClient, readRequestSigner } from '@veil/custodian';
 import type { Rng, StrategyDefinition } from './aggregation/strategy.js';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
@@ -10,7 +11,7 @@ import { createFederationHandlers, startGrpcServer } from './grpc/federation-ser
 import { buildHttpApp } from './http/app.js';
 import { openDatabase } from './persistence/database.js';
 import { createPrismaStore } from './persistence/prisma-store.js';
-import { RoundEngine, type Clock } from './rounds/engine.js';
+import { RoundEngine, type Clock, type CommitteeConnector } from './rounds/engine.js';
 import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
 import { createTlsSource, type TlsSource } from './tls/tls-source.js';
 
@@ -85,6 +86,20 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const defaultKey = config.keysDir === undefined ? null : await readCoordinatorKeyMaterial(config.keysDir);
   if (defaultKey !== null) logger.info({ keyId: defaultKey.keyId, preset: defaultKey.preset }, 'coordinator key material loaded');
 
+  // Committee tasks (issue 11): the request key custodians accept; each task gets its own client.
+  let committee: CommitteeConnector | undefined;
+  if (config.committeeRequestKey !== undefined) {
+    const signer = await readRequestSigner(config.committeeRequestKey);
+    const committeeLog = logger.child({ component: 'committee-client' });
+    committee = {
+      open: (descriptor, descriptorSignature) => {
+        const client = createCommitteeClient({ descriptor, descriptorSignature, signRequest: signer.sign, deadlineMs: config.committeeDeadlineMs, logger: committeeLog });
+        return { collect: (request) => client.collect(request), close: () => client.close() };
+      },
+    };
+    logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64') }, 'committee request key loaded');
+  }
+
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   const cleanup: Array<() => Promise<void>> = [() => db.close()];
   const closeAll = async (): Promise<void> => {
@@ -107,6 +122,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       ...(options.rng && { rng: options.rng }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
       defaultKey,
+      ...(committee && { committee }),
     });
     await engine.start();
     cleanup.push(() => engine.close());

@@ -29,8 +29,7 @@ import {
   type VerifiedCommitteeUpload,
 } from '@veil/crypto';
 import { VeilError } from '../errors.js';
-import type { CheckedUpdate, ModelBlob, RoundAggregator } from './round-aggregator.js';
-import type { FitFailure, StrategyState } from './strategy.js';
+import type { CheckedUpdate, RoundAggregator, RoundResult } from './round-aggregator.js';
 
 /** One device of D as the committee client needs it. */
 export interface CommitteeDeviceEntry {
@@ -79,10 +78,9 @@ export interface CheckedCommitteeUpload extends CheckedUpdate {
   readonly committee: VerifiedCommitteeUpload;
 }
 
-/** A committee round's aggregator: `finish` is asynchronous (it asks the committee). */
-export interface CommitteeRoundAggregator extends Omit<RoundAggregator, 'finish' | 'add'> {
-  add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
-  finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): Promise<{ model: ModelBlob; state: null; audit: CommitteeRoundAudit } | null>;
+/** A committee round's aggregator: `finish` is asynchronous (it asks the committee) and reports the audit. */
+export interface CommitteeRoundAggregator extends RoundAggregator {
+  finish(...args: Parameters<RoundAggregator['finish']>): Promise<(RoundResult & { audit: CommitteeRoundAudit }) | null>;
 }
 
 /** Maps @veil/crypto refusals of an upload to the coordinator's codes. */
@@ -177,10 +175,17 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
         const next = new Float32Array(parameterCount);
         for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + decrypted.mean[i]!;
+        const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
         return {
           model: { bytes: float32ToBytes(next), encoding: 'float32-le' },
           state: null,
-          audit: { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures },
+          audit,
+          committee: {
+            deviceCount: audit.deviceCount,
+            custodians: used.map((a) => a.custodianIndex),
+            answers: [...audit.answers],
+            failures: audit.failures.map((f) => ({ custodianIndex: f.custodianIndex, code: f.code, reason: f.reason })),
+          },
         };
       } catch (error) {
         if (error instanceof VeilError) throw error;

@@ -10,7 +10,7 @@ import {
 } from '@veil/crypto';
 import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
-import type { ModelEncoding, UpdateBound } from '../rounds/model.js';
+import type { CommitteeRoundSummary, ModelEncoding, UpdateBound } from '../rounds/model.js';
 import { boundedValues, checkUpdateBound } from './update-bound.js';
 import type { Aggregator, AggregatorInput, FitFailure, Strategy, StrategyState } from './strategy.js';
 
@@ -36,6 +36,14 @@ export function releaseChecked(update: CheckedUpdate): void {
   update.loaded?.dispose();
 }
 
+/** A round's outcome: the next model, the strategy state that goes with it, and (committee rounds) who approved it. */
+export interface RoundResult {
+  model: ModelBlob;
+  state: StrategyState | null;
+  /** Committee rounds: the custodians' signed answers used for the decryption. */
+  committee?: CommitteeRoundSummary;
+}
+
 /**
  * What the round engine folds updates into, whatever their encoding. Updates
  * are validated first, without changing anything (`checkPlaintextUpdate`,
@@ -49,7 +57,7 @@ export interface RoundAggregator {
    * The next model version's blob and the strategy state that goes with it,
    * from the current ones; null to keep the model (and its state).
    */
-  finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): { model: ModelBlob; state: StrategyState | null } | null;
+  finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): RoundResult | null | Promise<RoundResult | null>;
   dispose(): void;
 }
 

@@ -2,6 +2,7 @@ import type { HeContext } from '@veil/crypto';
 import { VeilError } from '../errors.js';
 import { poissonSample } from './fedavg.js';
 import { createEncryptedAggregator, createPlaintextAggregator, type RoundAggregator } from './round-aggregator.js';
+import { createCommitteeAggregator, type CommitteeTask } from './committee-aggregator.js';
 import type { AggregatorInput, ConfigureFitInput, FitPlan, Strategy } from './strategy.js';
 import type { UpdateBound } from '../rounds/model.js';
 
@@ -82,6 +83,22 @@ export function encryptedRounds(strategy: Strategy, he: HeContext, valueCount: n
     name: strategy.name,
     configureFit: (input) => strategy.configureFit(input),
     createRoundAggregator: () => createEncryptedAggregator(he, valueCount),
+  };
+}
+
+/**
+ * A committee task's rounds (issue 11): the strategy configures the rounds; the coordinator adds
+ * the devices' c0's mod q and, at the round's end, decrypts the weighted sum with the share sums
+ * of t custodians (aggregation/committee-aggregator.ts); the plaintext FedAvg becomes the next
+ * float32 model. Like encrypted tasks, only a sum-based strategy can run here.
+ */
+export function committeeRounds(strategy: Strategy, task: CommitteeTask, valueCount: number): RoundStrategy {
+  const refusal = encryptedRefusal(strategy);
+  if (refusal !== null) throw new VeilError('internal', refusal);
+  return {
+    name: strategy.name,
+    configureFit: (input) => strategy.configureFit(input),
+    createRoundAggregator: ({ round }) => createCommitteeAggregator(task, round, valueCount),
   };
 }
 

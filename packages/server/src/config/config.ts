@@ -32,6 +32,13 @@ export interface CoordinatorConfig {
    * Tasks created without explicit encryption settings use this key. Default none.
    */
   keysDir: string | undefined;
+  /**
+   * The coordinator's Ed25519 request key file (`veil custodian request-key`'s secret file):
+   * custodians answer only requests signed with it. Needed by committee tasks. Default none.
+   */
+  committeeRequestKey: string | undefined;
+  /** Deadline of one committee request (all custodians, in parallel), ms. Default 30 000. */
+  committeeDeadlineMs: number;
   /** gRPC upload streams that send nothing (no header, or no data once admitted) for this long are closed, ms. Default 60 000. */
   uploadIdleTimeoutMs: number;
   /** Upload streams one device may have open at once. Default 2. */
@@ -146,7 +153,7 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * Reads the coordinator's environment variables (the only place that does):
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
- * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE,
+ * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_COMMITTEE_REQUEST_KEY, VEIL_COMMITTEE_DEADLINE_MS, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE,
  * VEIL_TLS_CERT_FILE, VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_RELOAD_INTERVAL_MS,
  * VEIL_ALLOW_INSECURE, the VEIL_GRPC_* and VEIL_HTTP_* limits (see {@link GrpcLimits},
  * {@link HttpLimits}), NODE_ENV. Throws ConfigError with a clear message.
@@ -174,6 +181,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     migrateOnStart: bool(env, 'VEIL_MIGRATE_ON_START', true),
     production,
     keysDir: env['VEIL_KEYS_DIR'] ? resolve(env['VEIL_KEYS_DIR']) : undefined,
+    committeeRequestKey: env['VEIL_COMMITTEE_REQUEST_KEY'] ? resolve(env['VEIL_COMMITTEE_REQUEST_KEY']) : undefined,
+    committeeDeadlineMs: positiveInt(env, 'VEIL_COMMITTEE_DEADLINE_MS', 30_000, 3_600_000),
     uploadIdleTimeoutMs: positiveInt(env, 'VEIL_UPLOAD_IDLE_TIMEOUT_MS', 60_000, 3_600_000),
     maxUploadStreamsPerDevice: positiveInt(env, 'VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE', 2, 100),
     tls: tlsConfig(env),

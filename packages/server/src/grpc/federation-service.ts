@@ -99,6 +99,13 @@ function toTaskSpec(task: Task): TaskSpec {
             preset: task.encryption.preset,
             weightCap: task.encryption.weightCap,
           },
+    committee:
+      task.settings.committee == null
+        ? null
+        : {
+            descriptor: Buffer.from(task.settings.committee.descriptor, 'base64'),
+            descriptorSignature: Buffer.from(task.settings.committee.descriptorSignature, 'base64'),
+          },
   };
 }
 
@@ -129,6 +136,7 @@ function privacySpec(p: PrivacySettings | null): PrivacySpec | null {
 const UPDATE_ENCODING_NAMES = {
   'float32-le': 'UPDATE_ENCODING_FLOAT32_LE',
   'bfv-v1': 'UPDATE_ENCODING_BFV_V1',
+  'committee-v1': 'UPDATE_ENCODING_COMMITTEE_V1',
 } as const;
 
 function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
@@ -178,6 +186,7 @@ const DEFAULT_DOWNLOAD_BUDGET_BYTES = 32 * 2 ** 20;
 const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_FLOAT32_LE: 'float32-le',
   UPDATE_ENCODING_BFV_V1: 'bfv-v1',
+  UPDATE_ENCODING_COMMITTEE_V1: 'committee-v1',
 };
 
 /** Encoded download messages kept at most, bytes (a model above it is encoded per download). */

@@ -78,6 +78,17 @@ export const taskCreateSchema = {
       additionalProperties: { anyOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] },
       properties: { name: { type: 'string', minLength: 1, maxLength: 64 } },
     },
+    committee: {
+      type: 'object',
+      description:
+        'Committee aggregation (issue 11): the task descriptor signed by the enrolment authority (`veil authority descriptor` / `sign-descriptor`). descriptor: the canonical descriptor JSON, base64; descriptorSignature: base64 Ed25519. The task id becomes the descriptor\'s taskId. Needs VEIL_COMMITTEE_REQUEST_KEY on the coordinator. Excludes `encryption`.',
+      required: ['descriptor', 'descriptorSignature'],
+      additionalProperties: false,
+      properties: {
+        descriptor: { type: 'string', minLength: 1, maxLength: 65536 },
+        descriptorSignature: { type: 'string', minLength: 1, maxLength: 200 },
+      },
+    },
     encryption: {
       type: 'object',
       description:

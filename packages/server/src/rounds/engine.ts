@@ -5,11 +5,12 @@ import type { Logger } from 'pino';
 import type { FitFailure, Rng, StrategyDefinition, StrategyState } from '../aggregation/strategy.js';
 import { decodeStrategyState, encodeStrategyState } from '../aggregation/strategy-state.js';
 import { checkFitConfig, createStrategyRegistry, type StrategyRegistry } from '../aggregation/registry.js';
-import { encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
+import { committeeRounds, encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
+import { checkCommitteeUpload, type CommitteeCollect, type CommitteeTask } from '../aggregation/committee-aggregator.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import { modelBlobKey, strategyStateBlobKey, updateBlobDir } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
-import type { Client, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
+import type { Client, CommitteeSettings, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { createMutex, type Mutex } from './mutex.js';
@@ -18,8 +19,16 @@ import { completeDistributedSettings, type PrivacySettings } from '../privacy/se
 import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import {
+  CryptoError,
+  MAX_MANIFEST_BYTES,
   checkHeadroom,
+  committeeUploadBytesWithoutManifest,
   createHeContext,
+  descriptorHash as hashDescriptor,
+  encodeDescriptor,
+  validateDescriptor,
+  verifyDescriptorSignature,
+  type TaskDescriptor,
   parseCoordinatorKeyMaterial,
   serializeKeyMaterial,
   type CoordinatorKeyMaterial,
@@ -65,6 +74,23 @@ export interface RoundEngineOptions {
    * without explicit encryption settings use it. Public material only.
    */
   defaultKey?: CoordinatorKeyMaterial | null;
+  /**
+   * Opens a committee task's client to its custodians (issue 11; in production @veil/custodian's
+   * committee client with the coordinator's request key, see app.ts). Default none: committee
+   * tasks are refused at creation and fail their rounds.
+   */
+  committee?: CommitteeConnector;
+}
+
+/** Connects the engine to a committee task's custodians. */
+export interface CommitteeConnector {
+  open(descriptor: Uint8Array, descriptorSignature: Uint8Array): { collect: CommitteeCollect; close(): Promise<void> };
+}
+
+/** Committee mode requested at task creation: the authority-signed descriptor (base64 canonical bytes, or the object). */
+export interface CommitteeInput {
+  descriptor: unknown;
+  descriptorSignature: unknown;
 }
 
 /** Encryption requested at task creation. */
@@ -135,6 +161,8 @@ interface TaskRuntime {
   strategy: RoundStrategy | null;
   /** The strategy state that goes with model `version` (read from the blob store on first use). */
   strategyState: { version: number; state: StrategyState | null } | null;
+  /** A committee task's descriptor and custodian client (made on first use). */
+  committee: { task: CommitteeTask; close(): Promise<void> } | null;
   /** Validated, stored updates waiting to be recorded by the next group commit (`flushRecords`). */
   pendingRecords: PendingRecord[];
 }
@@ -177,6 +205,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly rng: Rng;
   private readonly presenceTtlMs: number;
   private readonly defaultKey: CoordinatorKeyMaterial | null;
+  private readonly committeeConnector: CommitteeConnector | null;
   private readonly runtimes = new Map<string, TaskRuntime>();
   /** Recently read model versions (key `taskId:version`), least recently used first. */
   private readonly modelCache = new Map<string, StoredModel>();
@@ -192,6 +221,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.rng = options.rng ?? createCryptoRng();
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
     this.defaultKey = options.defaultKey ?? null;
+    this.committeeConnector = options.committee ?? null;
     if (!(this.presenceTtlMs > 0)) throw new RangeError('presenceTtlMs must be positive');
   }
 
@@ -228,6 +258,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         rt.aggregator = null;
         rt.he?.dispose();
         rt.he = null;
+        await rt.committee?.close();
+        rt.committee = null;
       });
     }
   }
@@ -235,7 +267,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   // ------------------------------------------------------------------ tasks
 
   async createTask(
-    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown },
+    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown; committee?: CommitteeInput },
     model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
   ): Promise<Task> {
     if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
@@ -253,7 +285,31 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       );
     }
     assertFinite(model.weights, 'model weights');
-    const { encryption, plainModulus } = await this.resolveEncryption(input.encryption, settings);
+    const committee = input.committee === undefined ? null : this.resolveCommittee(input.committee, input.encryption);
+    const { encryption, plainModulus } =
+      committee === null ? await this.resolveEncryption(input.encryption, settings) : { encryption: null, plainModulus: null };
+    if (committee !== null) {
+      if (input.updateBound !== undefined) throw new VeilError('invalid_argument', "updateBound applies to plaintext tasks; committee updates are clipped by the descriptor's encoding");
+      if (settings.privacy !== null) throw new VeilError('invalid_argument', 'differential privacy is not yet available in committee mode');
+      const selection = settings.selection;
+      const most = selection.kind === 'count' ? selection.count : selection.kind === 'poisson' ? selection.maxCount : null;
+      if (most === null) throw new VeilError('invalid_argument', 'committee tasks need clientsPerRound (a fixed count) so |D| stays within the descriptor');
+      if (most > committee.descriptor.maxDevices) {
+        throw new VeilError('invalid_argument', `clientsPerRound ${most} exceeds the descriptor's maxDevices ${committee.descriptor.maxDevices}`);
+      }
+      if (settings.minClients < committee.descriptor.minDevices) {
+        throw new VeilError('invalid_argument', `minClients ${settings.minClients} is below the descriptor's minDevices ${committee.descriptor.minDevices}: such rounds could never be decrypted`);
+      }
+      if (settings.rounds > committee.descriptor.maxRounds) {
+        throw new VeilError('invalid_argument', `rounds ${settings.rounds} exceeds the descriptor's maxRounds ${committee.descriptor.maxRounds}`);
+      }
+      if (await this.store.getTask(committee.descriptor.taskId) !== null) {
+        throw new VeilError('already_exists', `task ${committee.descriptor.taskId} already exists; a descriptor names exactly one task`);
+      }
+      settings.updateEncoding = 'committee-v1';
+      settings.updateBound = null;
+      settings.committee = committee.settings;
+    }
     if (encryption !== null) {
       if (input.updateBound !== undefined) {
         throw new VeilError('invalid_argument', 'updateBound applies to plaintext tasks; encrypted updates are clipped by the key\'s quantisation (clipMaxAbs)');
@@ -267,13 +323,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     }
     const strategy = this.strategies.resolve(input.strategy, {
       parameterCount,
-      encrypted: encryption !== null,
+      encrypted: encryption !== null || committee !== null,
       privacy: settings.privacy?.mode ?? null,
       selection: settings.selection,
       minClients: settings.minClients,
     });
     settings.strategy = { name: strategy.name, params: strategy.params };
-    const id = randomUUID();
+    // A committee task's id is the one its descriptor (and every device certificate) names.
+    const id = committee?.descriptor.taskId ?? randomUUID();
     const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
     const task = await this.store.createTask({
       id,
@@ -359,6 +416,55 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     return { encryption, plainModulus };
   }
 
+  /**
+   * Checks a committee task's descriptor: canonical bytes, the protocol's structural and security
+   * checks (validateDescriptor with the weakest floors: custodians and devices apply their own),
+   * the enrolment authority's signature, and that a committee connector is configured.
+   */
+  private resolveCommittee(input: CommitteeInput, encryption: EncryptionInput | undefined): { descriptor: TaskDescriptor; settings: CommitteeSettings } {
+    if (encryption !== undefined && encryption.mode !== 'none') throw new VeilError('invalid_argument', 'a task uses either committee aggregation or a shared key, not both');
+    if (this.committeeConnector === null) {
+      throw new VeilError('failed_precondition', 'committee tasks need the coordinator request key (VEIL_COMMITTEE_REQUEST_KEY) to ask custodians');
+    }
+    let descriptor: TaskDescriptor;
+    let bytes: Uint8Array;
+    try {
+      descriptor = (typeof input.descriptor === 'string' ? JSON.parse(Buffer.from(input.descriptor, 'base64').toString('utf8')) : input.descriptor) as TaskDescriptor;
+      bytes = encodeDescriptor(descriptor);
+    } catch (error) {
+      throw new VeilError('invalid_argument', `committee.descriptor is not a task descriptor: ${CryptoError.from(error).message}`);
+    }
+    try {
+      validateDescriptor(descriptor, { minDevices: 1 });
+    } catch (error) {
+      throw new VeilError('invalid_argument', CryptoError.from(error).message);
+    }
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(descriptor.taskId)) {
+      throw new VeilError('invalid_argument', `the descriptor's taskId must be a lower-case UUID (it becomes the task's id), got ${JSON.stringify(descriptor.taskId)}`);
+    }
+    if (typeof input.descriptorSignature !== 'string' || !verifyDescriptorSignature({ descriptor, signature: input.descriptorSignature })) {
+      throw new VeilError('invalid_argument', 'committee.descriptorSignature is not the enrolment authority\'s signature of the descriptor');
+    }
+    return { descriptor, settings: { descriptor: Buffer.from(bytes).toString('base64'), descriptorSignature: input.descriptorSignature } };
+  }
+
+  /** A committee task's descriptor and custodian client, or null for other tasks. */
+  private committeeTask(rt: TaskRuntime): CommitteeTask | null {
+    const settings = rt.task.settings.committee;
+    if (settings == null) return null;
+    if (rt.committee === null) {
+      if (this.committeeConnector === null) throw new VeilError('failed_precondition', 'committee task, but no committee connector is configured (VEIL_COMMITTEE_REQUEST_KEY)');
+      const bytes = Buffer.from(settings.descriptor, 'base64');
+      const descriptor = JSON.parse(bytes.toString('utf8')) as TaskDescriptor;
+      const client = this.committeeConnector.open(bytes, Buffer.from(settings.descriptorSignature, 'base64'));
+      rt.committee = {
+        task: { descriptor, descriptorHash: hashDescriptor(descriptor), collect: client.collect, clock: () => this.clock.now() },
+        close: client.close,
+      };
+    }
+    return rt.committee.task;
+  }
+
   private async heContext(rt: TaskRuntime): Promise<HeContext | null> {
     if (rt.task.encryption === null) return null;
     rt.he ??= await createHeContext(parseCoordinatorKeyMaterial(Buffer.from(rt.task.encryption.coordinatorKey)));
@@ -369,6 +475,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private async roundStrategy(rt: TaskRuntime): Promise<RoundStrategy> {
     if (rt.strategy !== null) return rt.strategy;
     const strategy = withPoissonSampling(this.strategies.create(rt.task.settings.strategy));
+    const committee = this.committeeTask(rt);
+    if (committee !== null) {
+      rt.strategy = committeeRounds(strategy, committee, rt.task.parameterCount);
+      return rt.strategy;
+    }
     const he = await this.heContext(rt);
     rt.strategy = he === null ? plaintextRounds(strategy, rt.task.settings.updateBound) : encryptedRounds(strategy, he, updateValueCount(rt.task));
     return rt.strategy;
@@ -540,11 +651,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const early = this.validateHeader(rt, client, header, arrivedAt);
     let prepared: { update: CheckedUpdate; key: string; blobSha256: string; sizeBytes: number };
     const pre = (async () => {
-      const he = await this.heContext(rt);
+      const committee = this.committeeTask(rt);
+      const he = committee === null ? await this.heContext(rt) : null;
       const update: CheckedUpdate =
-        he === null
-          ? checkPlaintextUpdate(payload, rt.task.parameterCount, rt.task.settings.updateBound)
-          : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
+        committee !== null
+          ? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload)
+          : he === null
+            ? checkPlaintextUpdate(payload, rt.task.parameterCount, rt.task.settings.updateBound)
+            : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
       try {
         // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
         // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
@@ -710,7 +824,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (header.payloadSizeBytes > max) {
       throw new VeilError('resource_exhausted', `update of ${header.payloadSizeBytes} bytes exceeds the task's ${max}`);
     }
-    if (task.encryption === null && header.payloadSizeBytes !== max) {
+    if (task.encryption === null && task.settings.committee == null && header.payloadSizeBytes !== max) {
       throw new VeilError('invalid_argument', `update must be ${max} bytes for ${task.parameterCount} parameters, got ${header.payloadSizeBytes}`);
     }
     if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > task.settings.maxExampleCount) {
@@ -1043,9 +1157,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...rt.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
     const state = await this.loadStrategyState(rt);
-    let result: ReturnType<RoundAggregator['finish']>;
+    let result: Awaited<ReturnType<RoundAggregator['finish']>>;
     try {
-      result = rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
+      // Committee rounds ask the custodians here (asynchronous); the others return at once.
+      result = await rt.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
     } catch (error) {
       // No model comes out of this round (e.g. a non-finite aggregate): it fails, the model is kept.
       await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(error)}`, error);
@@ -1076,6 +1191,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
       modelVersion: newModel?.version ?? null,
       aggregationMs: Math.round(performance.now() - started),
+      ...(result?.committee !== undefined && { committee: result.committee }),
     };
     const closed = await this.store.closeRound(round.id, newModel, summary);
     if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
@@ -1189,6 +1305,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         he: null,
         strategy: null,
         strategyState: null,
+        committee: null,
         pendingRecords: [],
       };
       this.runtimes.set(task.id, rt);
@@ -1215,6 +1332,12 @@ export function updateValueCount(task: Pick<Task, 'parameterCount' | 'settings'>
 
 /** Largest update (bytes) for the task's model: exact for float32, an upper bound for ciphertexts. */
 export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' | 'settings'>): number {
+  const committee = task.settings.committee;
+  if (committee != null) {
+    // c0 (5.5 bytes per value) + one 4,144-byte sealed share per custodian + the signed manifest.
+    const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
+    return committeeUploadBytesWithoutManifest(task.parameterCount, descriptor.committee.length) + MAX_MANIFEST_BYTES;
+  }
   if (task.encryption === null) return task.parameterCount * 4;
   // Upper bound of a @veil/crypto payload: per ciphertext at most N 64-bit coefficients plus
   // SEAL's header and seed (N = 2048 for every preset), plus the payload header.

@@ -11,7 +11,7 @@ export type ParticipationStatus = 'SELECTED' | 'SUBMITTED' | 'DROPPED';
  * Update payload encodings the coordinator understands: `float32-le` (a
  * plaintext delta) or `bfv-v1` (a BFV-encrypted weighted delta, @veil/crypto).
  */
-export type UpdateEncoding = 'float32-le' | 'bfv-v1';
+export type UpdateEncoding = 'float32-le' | 'bfv-v1' | 'committee-v1';
 
 /** Model blob encodings: float32 weights, or (encrypted tasks, versions >= 1) a round's encrypted sum. */
 export type ModelEncoding = 'float32-le' | 'bfv-sum-v1';
@@ -83,6 +83,28 @@ export interface TaskSettings {
   privacy: PrivacySettings | null;
   /** The aggregation strategy and its resolved parameters (`fedavg` for tasks created before strategies were selectable). */
   strategy: StrategySpec;
+  /** Committee mode (issue 11): the signed task descriptor; absent or null otherwise. */
+  committee?: CommitteeSettings | null;
+}
+
+/** A committee task's descriptor as the coordinator stores and announces it. */
+export interface CommitteeSettings {
+  /** base64 of the canonical descriptor bytes (RFC 8785 JSON). */
+  descriptor: string;
+  /** base64 of the enrolment authority's 64-byte Ed25519 signature. */
+  descriptorSignature: string;
+}
+
+/** Who approved a committee round's decryption: the custodians' signed answers (no share sums). */
+export interface CommitteeRoundSummary {
+  /** |D|. */
+  deviceCount: number;
+  /** Custodian indices whose answers were used. */
+  custodians: number[];
+  /** The signed answers (descriptor hash, round, hash(D), |D|, index, share-sum hash; base64 signature). */
+  answers: unknown[];
+  /** Custodians that did not answer usably, with the reason. */
+  failures: { custodianIndex: number; code: string; reason: string }[];
 }
 
 export interface WeightSpecJson {
@@ -113,6 +135,8 @@ export interface RoundSummary {
   uploadBytes: number;
   modelVersion: number | null;
   aggregationMs: number;
+  /** Committee rounds: which custodians approved the decryption, for how many devices. */
+  committee?: CommitteeRoundSummary;
 }
 
 export interface Round {

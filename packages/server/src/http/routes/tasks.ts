@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { VeilError } from '../../errors.js';
-import type { EncryptionInput, RoundEngine } from '../../rounds/engine.js';
+import type { CommitteeInput, EncryptionInput, RoundEngine } from '../../rounds/engine.js';
 import type { TaskInput } from '../../rounds/task-settings.js';
 import type { TaskOverviewService } from '../../services/task-overview.js';
 import { presentTask } from '../present.js';
@@ -19,6 +19,7 @@ type CreateBody = TaskInput & {
   model: { topology: Record<string, unknown>; weightSpecs: unknown; weightsBase64: string };
   start?: boolean;
   encryption?: EncryptionInput;
+  committee?: CommitteeInput;
 };
 
 /** Task lifecycle: create, list (admin or audit token), get, start, pause. */

@@ -1,0 +1,193 @@
+/**
+ * Committee tasks through the real coordinator (issue 11): custodian gRPC servers with durable
+ * state (@veil/custodian) on loopback, the coordinator with its request key, devices that join
+ * over gRPC and encrypt with the SDK's committee middleware, certified by an enrolment authority
+ * key the test keeps apart from the coordinator. The next model is a plaintext float32 FedAvg;
+ * the round summary names the custodians who approved the decryption.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  buildTaskDescriptor,
+  custodianFingerprint,
+  encodeDescriptor,
+  generateEd25519KeyPair,
+  issueDeviceCertificate,
+  signDescriptor,
+  type RawKeyPair,
+  type TaskDescriptor,
+} from '@veil/crypto';
+import {
+  createCustodianService,
+  initCustodianDir,
+  initRequestKey,
+  openCustodianState,
+  readCustodianKeys,
+  readRequestSigner,
+  startCustodianServer,
+  type CustodianServer,
+} from '@veil/custodian';
+import { createCommitteeEncryption } from '../../client-sdk/src/mods/committee.js';
+import {
+  TINY_PARAMETERS,
+  expectedFedAvg,
+  fetchWeights,
+  grpcStatusOf,
+  joinDevices,
+  maxAbsDiff,
+  pattern,
+  sha256Hex,
+  startTestCoordinator,
+  tinyTaskBody,
+  waitForRounds,
+  type Device,
+} from './helpers.js';
+
+const logger = pino({ level: 'silent' });
+const N_CUSTODIANS = 3;
+
+let root: string;
+let authority: RawKeyPair;
+let requestKeyFile: string;
+let requestPublicKey: Uint8Array;
+const custodians: { server: CustodianServer; close(): Promise<void> }[] = [];
+let fingerprints: string[] = [];
+let publics: { sealingKey: string; signingKey: string }[] = [];
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'veil-committee-it-'));
+  authority = generateEd25519KeyPair();
+  const request = await initRequestKey(join(root, 'request'));
+  requestKeyFile = request.secretFile;
+  requestPublicKey = (await readRequestSigner(requestKeyFile)).publicKey;
+  for (let i = 1; i <= N_CUSTODIANS; i++) {
+    const dir = join(root, `custodian-${i}`);
+    publics.push(await initCustodianDir(dir));
+    const state = await openCustodianState(join(dir, 'answers.jsonl'));
+    const service = createCustodianService({
+      keys: await readCustodianKeys(dir),
+      state,
+      coordinatorKeys: [requestPublicKey],
+      authorityKeys: [authority.publicKey],
+      floors: { minDevices: 3 },
+      logger,
+    });
+    const server = await startCustodianServer({ service, logger });
+    custodians.push({ server, close: async () => { await server.close(); await state.close(); } });
+  }
+  fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
+}, 120_000);
+
+afterAll(async () => {
+  for (const c of custodians) await c.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+function descriptorFor(taskId: string): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
+  const descriptor = buildTaskDescriptor({
+    taskId,
+    committee: publics.map((p, i) => ({ address: custodians[i]!.server.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
+    threshold: 2,
+    minDevices: 3,
+    maxDevices: 50,
+    maxRounds: 5,
+    encoding: { weightCap: 16 },
+    authorityPublicKey: authority.publicKey,
+  });
+  return {
+    descriptor,
+    body: { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature },
+  };
+}
+
+/** The device side: SDK committee middleware with the test's pins and an authority certificate. */
+async function committeePayload(device: Device, roundNumber: number, delta: Float32Array, exampleCount: number) {
+  const deviceKey = generateEd25519KeyPair();
+  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: device.task.taskId, deviceId: device.clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
+  const enc = createCommitteeEncryption({
+    committee: device.task.committee!,
+    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
+    deviceId: device.clientId,
+    deviceKey,
+    certificate,
+  });
+  const out = await enc.middleware(
+    { delta, exampleCount, encoding: 'float32-le', notes: {} },
+    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, signal: undefined },
+    async (u) => u,
+  );
+  return { payload: out.payload!, weight: out.exampleCount };
+}
+
+function submit(device: Device, a: { roundNumber: number; modelVersion: number }, payload: Uint8Array, weight: number) {
+  return device.transport.submitUpdate(device.credential, { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: weight, encoding: 'committee-v1', sha256: sha256Hex(payload) }, payload);
+}
+
+describe('committee tasks through the coordinator', () => {
+  it('rounds decrypt to plaintext FedAvg with t of n custodians; bad uploads are refused; a killed custodian does not stop the next round', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const { descriptor, body } = descriptorFor(randomUUID());
+    const base = pattern(TINY_PARAMETERS, 1);
+    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 2, committee: body }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.id).toBe(descriptor.taskId);
+    expect(created.body.settings.updateEncoding).toBe('committee-v1');
+    using devices = await joinDevices(t.coordinator, descriptor.taskId, 3);
+    expect(devices[0]!.task.committee).not.toBeNull();
+
+    // Round 1: one bad upload of each kind first, then the three honest ones.
+    let assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    expect(assignments.every((a) => a.updateEncoding === 'committee-v1')).toBe(true);
+    const deltas = devices.map((_, k) => pattern(TINY_PARAMETERS, k + 2).map((x) => x * 0.3));
+    const uploads = await Promise.all(devices.map((d, k) => committeePayload(d, 1, deltas[k]!, 2 + k)));
+    // Device 0's upload sent by device 1 (the manifest names device 0): refused.
+    expect((await grpcStatusOf(submit(devices[1]!, assignments[1]!, uploads[0]!.payload, uploads[0]!.weight))).details).toMatch(/names device/);
+    // A plaintext update to a committee task: refused.
+    const plain = Buffer.from(new Float32Array(TINY_PARAMETERS).buffer);
+    expect((await grpcStatusOf(devices[0]!.transport.submitUpdate(devices[0]!.credential, { roundNumber: 1, modelVersion: 0, exampleCount: 1, encoding: 'float32-le', sha256: sha256Hex(plain) }, plain))).details).toMatch(/committee-v1/);
+    // Truncated c0.
+    const truncated = uploads[2]!.payload.subarray(0, 2000);
+    expect((await grpcStatusOf(submit(devices[2]!, assignments[2]!, truncated, 1))).details).toMatch(/committee upload/);
+    for (let k = 0; k < 3; k++) await submit(devices[k]!, assignments[k]!, uploads[k]!.payload, uploads[k]!.weight);
+    let rounds = await waitForRounds(t.rest, descriptor.taskId, (r) => r.some((x: any) => x.number === 1 && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+    const first = rounds.find((r: any) => r.number === 1);
+    expect(first.state).toBe('CLOSED');
+    const w1 = await fetchWeights(t.rest, descriptor.taskId, 1);
+    const expected1 = expectedFedAvg(base, deltas.map((delta, k) => ({ delta, n: uploads[k]!.weight })));
+    expect(maxAbsDiff(w1, expected1)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
+    expect(first.summary.committee.deviceCount).toBe(3);
+    expect(first.summary.committee.custodians).toHaveLength(2);
+
+    // Round 2 with custodian 3 killed: 2 of 3 still answer.
+    await custodians[2]!.close();
+    assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const uploads2 = await Promise.all(devices.map((d, k) => committeePayload(d, 2, deltas[k]!, 1)));
+    for (let k = 0; k < 3; k++) await submit(devices[k]!, assignments[k]!, uploads2[k]!.payload, uploads2[k]!.weight);
+    rounds = await waitForRounds(t.rest, descriptor.taskId, (r) => r.some((x: any) => x.number === 2 && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+    const second = rounds.find((r: any) => r.number === 2);
+    expect(second.state).toBe('CLOSED');
+    expect(second.summary.committee.custodians.sort()).toEqual([1, 2]);
+    const w2 = await fetchWeights(t.rest, descriptor.taskId, 2);
+    const expected2 = expectedFedAvg(w1, deltas.map((delta) => ({ delta, n: 1 })));
+    expect(maxAbsDiff(w2, expected2)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
+  }, 180_000);
+
+  it('refuses a committee task whose descriptor was changed after signing, and one without a request key', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const { descriptor, body } = descriptorFor(randomUUID());
+    const changed = { ...descriptor, minDevices: 1 };
+    const response = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { committee: { descriptor: Buffer.from(encodeDescriptor(changed)).toString('base64'), descriptorSignature: body.descriptorSignature } }),
+    });
+    expect(response.status, JSON.stringify(response.body)).toBe(400);
+    expect(JSON.stringify(response.body)).toMatch(/signature/);
+    await using plainCoordinator = await startTestCoordinator();
+    const refused = await plainCoordinator.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { committee: body }) });
+    expect(refused.status).toBe(409); // failed_precondition: this coordinator has no request key
+    expect(JSON.stringify(refused.body)).toMatch(/VEIL_COMMITTEE_REQUEST_KEY/);
+  }, 120_000);
+});
