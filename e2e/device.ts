@@ -8,7 +8,8 @@
  * Reports on stdout one JSON {@link DeviceMessage} per line: one per round and
  * one at the end. SDK logs go to stderr.
  */
-import { createClient, type RoundReport, type RunSummary, type SdkLogger } from '@veil/client-sdk';
+import { createClient, type CommitteePins, type RoundReport, type RunSummary, type SdkLogger } from '@veil/client-sdk';
+import { requestDeviceCertificate } from '@veil/custodian';
 import { readDeviceKeyMaterial } from '@veil/crypto';
 import { readFile } from 'node:fs/promises';
 import { readShard, type ShardFile } from './shard.js';
@@ -26,6 +27,8 @@ export interface DeviceConfig {
   deviceKeyDir?: string;
   /** TLS to the coordinator: the CA file to pin, and a client certificate and key (mutual TLS). */
   tls?: { caFile: string; certFile?: string; keyFile?: string };
+  /** Committee tasks: the app's pins and the enrolment authority's service (not the coordinator). */
+  committee?: { pins: CommitteePins; enrolmentUrl: string; enrolmentSecret: string };
 }
 
 export type DeviceMessage =
@@ -55,6 +58,13 @@ const tls =
       };
 const client = createClient({
   ...(deviceKey !== null && { encryption: { deviceKey } }),
+  ...(config.committee !== undefined && {
+    committee: {
+      pins: config.committee.pins,
+      certify: async ({ taskId, deviceId, devicePublicKey }) =>
+        (await requestDeviceCertificate({ url: config.committee!.enrolmentUrl, enrolmentSecret: config.committee!.enrolmentSecret, taskId, deviceId, devicePublicKey })).certificate,
+    },
+  }),
   coordinator: config.coordinator,
   ...(tls !== undefined && { tls }),
   taskId: config.taskId,

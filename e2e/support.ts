@@ -153,7 +153,7 @@ export interface CoordinatorSettings {
   httpPort: number;
   adminToken: string;
   enrolmentSecret: string;
-  /** Further environment variables (e.g. VEIL_TLS_*); with VEIL_TLS_CERT_FILE the REST URL is https. */
+  /** Further environment variables (e.g. VEIL_TLS_*, VEIL_COMMITTEE_REQUEST_KEY); with VEIL_TLS_CERT_FILE the REST URL is https. */
   env?: Record<string, string>;
 }
 

@@ -37,7 +37,11 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
       --seed N             model and split seed (default ${DEMO_DEFAULTS.seed})
       --deadline-ms N      round deadline (default ${DEMO_DEFAULTS.roundDeadlineMs})
       --data-dir DIR       keep the embedded database and logs here (default: a temporary directory)
-      --plaintext          send plaintext updates (debugging; default: encrypted with BFV)
+      --plaintext          send plaintext updates (debugging; default: committee aggregation)
+      --shared-key         encrypt under one BFV key every device holds (weaker: any device app can
+                           decrypt any stored update) instead of the default committee mode, where
+                           3 local custodian processes (2-of-3) and an enrolment authority are started
+                           and no party holds a key that opens one device's update
       --dp                 local differential privacy (clip + Gaussian noise on devices, enforced budget);
                            prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
                            --clip-norm C (1), delta 1e-5
@@ -92,6 +96,7 @@ function demoOptions(args: string[]): DemoOptions & {
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
       plaintext: { type: 'boolean' },
+      'shared-key': { type: 'boolean' },
       dp: { type: 'boolean' },
       'coordinator-grpc': { type: 'string' },
       'coordinator-http': { type: 'string' },
@@ -120,6 +125,7 @@ function demoOptions(args: string[]): DemoOptions & {
     roundDeadlineMs: int(values['deadline-ms'], 'deadline-ms', DEMO_DEFAULTS.roundDeadlineMs, 100),
     json: values.json ?? false,
     plaintext: values.plaintext ?? false,
+    sharedKey: values['shared-key'] ?? false,
     dp: values.dp
       ? {
           epsilonCap: num(values['epsilon-cap'], 'epsilon-cap', 8),

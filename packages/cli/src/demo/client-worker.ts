@@ -4,7 +4,8 @@
  * part in the federation through the public client SDK, like a device app.
  */
 import { readFile } from 'node:fs/promises';
-import { createClient, type SdkLogger } from '@veil/client-sdk';
+import { createClient, type CommitteePins, type SdkLogger } from '@veil/client-sdk';
+import { requestDeviceCertificate } from '@veil/custodian';
 import { readDeviceKeyMaterial } from '@veil/crypto';
 import { loadMnist } from './mnist.js';
 import { createSeededRng, partitionDirichlet, partitionIid } from './partition.js';
@@ -22,6 +23,8 @@ export interface WorkerConfig {
   deviceKeyDir: string | null;
   /** TLS to the coordinator (PEM files): the CA to pin, and a client certificate for mutual TLS. Default none. */
   tls?: DemoTlsFiles;
+  /** Committee tasks: the pins the app ships with and the enrolment authority's service; else null. */
+  committee: { pins: CommitteePins; enrolmentUrl: string; enrolmentSecret: string } | null;
 }
 
 /** TLS files of the demo's devices and REST calls. */
@@ -67,6 +70,14 @@ const tls =
       };
 const client = createClient({
   ...(deviceKey !== null && { encryption: { deviceKey } }),
+  ...(config.committee !== null && {
+    committee: {
+      pins: config.committee.pins,
+      // The device's key is certified by the enrolment authority's service, not the coordinator.
+      certify: async ({ taskId, deviceId, devicePublicKey }) =>
+        (await requestDeviceCertificate({ url: config.committee!.enrolmentUrl, enrolmentSecret: config.committee!.enrolmentSecret, taskId, deviceId, devicePublicKey })).certificate,
+    },
+  }),
   coordinator: config.address,
   ...(tls !== undefined && { tls }),
   taskId: config.taskId,

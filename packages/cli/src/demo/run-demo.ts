@@ -10,6 +10,7 @@ import { generateKeys } from '../keys.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
 import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
+import { startDemoCommittee, type DemoCommittee } from './committee.js';
 import { loadMnist } from './mnist.js';
 import { MNIST_TRAINING_DEFAULTS, createMnistMlp } from './model.js';
 import { createProgressBar } from './progress.js';
@@ -34,6 +35,12 @@ export interface DemoOptions {
   json: boolean;
   /** Send plaintext updates instead of encrypted ones (debugging opt-out). Default false: encrypted. */
   plaintext: boolean;
+  /**
+   * Encrypt with one BFV key every device holds (the weaker trust model: any device app can
+   * decrypt any one update the coordinator stores) instead of the default committee mode.
+   * Default false.
+   */
+  sharedKey: boolean;
   /**
    * Local differential privacy: devices clip to `clipNorm` and add Gaussian noise
    * (z from `noiseMultiplier`), selection is Poisson with rate 1, and the task
@@ -63,6 +70,8 @@ export interface DemoSummary {
   rounds: DemoRound[];
   finalAccuracy: number;
   encrypted: boolean;
+  /** `committee` (default), `shared-key` or `plaintext`. */
+  mode: 'committee' | 'shared-key' | 'plaintext';
   taskId: string;
   clients: number;
   partition: string;
@@ -83,6 +92,7 @@ export const DEMO_DEFAULTS: DemoOptions = {
   roundDeadlineMs: 180_000,
   json: false,
   plaintext: false,
+  sharedKey: false,
   dp: null,
   dataDir: undefined,
   keepRunning: false,
@@ -103,16 +113,28 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   };
   const tempDir = options.dataDir === undefined ? await mkdtemp(join(tmpdir(), 'veil-demo-')) : null;
   const dataDir = options.dataDir ?? tempDir!;
+  const mode: DemoSummary['mode'] = options.plaintext ? 'plaintext' : options.sharedKey ? 'shared-key' : 'committee';
+  const settings = demoTaskSettings(options);
+  // Committee mode: custodians (local processes) and the enrolment authority start first; the
+  // coordinator only gets its request key.
+  const committee: DemoCommittee | null =
+    mode === 'committee'
+      ? await startDemoCommittee({ dir: join(dataDir, 'committee'), minDevices: settings.minClients, maxDevices: settings.clientsPerRound, maxRounds: options.rounds })
+      : null;
   const config = {
     ...loadConfig({ ...env, VEIL_DATA_DIR: dataDir }),
     host: '127.0.0.1',
     grpcPort: 0,
     httpPort: options.httpPort,
+    ...(committee !== null && { committeeRequestKey: committee.requestKeyFile }),
   };
   const logFile = join(dataDir, 'coordinator.log');
   const logger = createLogger({ level: config.logLevel, destination: createWriteStream(logFile, { flags: 'a' }) });
   const workers: ChildProcess[] = [];
-  const coordinator = await startCoordinator({ config, logger });
+  const coordinator = await startCoordinator({ config, logger }).catch(async (error: unknown) => {
+    await committee?.close();
+    throw error;
+  });
   try {
     say(`veil demo: coordinator on ${coordinator.grpcAddress} (gRPC), ${coordinator.httpUrl} (REST), database ${coordinator.databaseKind}; logs in ${logFile}`);
     // On stderr even with --json (stdout carries only the summary): where to watch the demo.
@@ -130,7 +152,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     let keyDir: string | null = null;
     let evaluator: DeviceEncryption | null = null;
     let coordinatorKey: unknown = undefined;
-    if (!options.plaintext) {
+    if (mode === 'shared-key') {
       keyDir = join(dataDir, 'keys');
       const keys = await generateKeys({ outDir: keyDir, label: 'veil-demo', preset: 'bfv-n2048-q44-t29' });
       coordinatorKey = JSON.parse(await readFile(keys.coordinatorKeyFile, 'utf8'));
@@ -138,17 +160,23 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     }
     const task = await coordinator.engine.createTask(
       {
-        encryption: options.plaintext ? { mode: 'none' } : { mode: 'bfv', coordinatorKey },
+        ...(mode === 'committee' ? { committee: committee!.taskInput } : { encryption: mode === 'plaintext' ? { mode: 'none' as const } : { mode: 'bfv' as const, coordinatorKey } }),
         ...(options.dp !== null && {
           privacy: { mode: 'local' as const, samplingRate: 1, ...options.dp },
         }),
-        ...demoTaskSettings(options),
+        ...settings,
       },
       { topology: spec.topology, weightSpecs: spec.weightSpecs, weights },
     );
     await coordinator.engine.startTask(task.id);
     say(
-      `task ${task.id}: ${options.plaintext ? 'PLAINTEXT updates (debug opt-out)' : `updates encrypted (BFV, key ${task.encryption?.keyId})`}, ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
+      `task ${task.id}: ${
+        mode === 'plaintext'
+          ? 'PLAINTEXT updates (debug opt-out)'
+          : mode === 'shared-key'
+            ? `updates encrypted under one shared key every device holds (BFV, key ${task.encryption?.keyId})`
+            : `committee aggregation: ${committee!.descriptor.threshold}-of-${committee!.descriptor.committee.length} custodians (local processes ${committee!.custodianAddresses.join(', ')}), no key opens one update`
+      }, ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
         `${spec.weightSpecs.length / 2}-layer MLP with ${task.parameterCount} parameters, evaluation on ${test.count} held-out digits (${backend} backend)`,
     );
 
@@ -212,6 +240,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
         enrolmentSecret: coordinator.enrolmentSecret,
         options,
         deviceKeyDir: keyDir === null ? null : join(keyDir, 'device'),
+        committee: committee?.device ?? null,
         logDir: dataDir,
         failures,
       }),
@@ -226,6 +255,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       rounds,
       finalAccuracy: rounds.at(-1)?.accuracy ?? 0,
       encrypted: !options.plaintext,
+      mode,
       taskId: task.id,
       clients: options.clients,
       partition: options.partition,
@@ -246,6 +276,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   } finally {
     for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
     await coordinator.close();
+    await committee?.close();
     if (tempDir !== null) await rm(tempDir, { recursive: true, force: true });
   }
 }
@@ -270,6 +301,8 @@ export function startDevices(input: {
   enrolmentSecret: string;
   options: Pick<DemoOptions, 'clients' | 'partition' | 'alpha' | 'seed'>;
   deviceKeyDir: string | null;
+  /** Committee tasks: the devices' pins and enrolment service. */
+  committee?: WorkerConfig['committee'];
   logDir: string;
   failures: string[];
   /** TLS files the devices use. Default none (cleartext). */
@@ -289,6 +322,7 @@ export function startDevices(input: {
       seed: input.options.seed,
       deviceKeyDir: input.deviceKeyDir,
       ...(input.tls && { tls: input.tls }),
+      committee: input.committee ?? null,
     };
     const child = fork(workerPath, [], {
       env: { ...process.env, VEIL_DEMO_WORKER: JSON.stringify(config) },

@@ -290,7 +290,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       committee === null ? await this.resolveEncryption(input.encryption, settings) : { encryption: null, plainModulus: null };
     if (committee !== null) {
       if (input.updateBound !== undefined) throw new VeilError('invalid_argument', "updateBound applies to plaintext tasks; committee updates are clipped by the descriptor's encoding");
-      if (settings.privacy !== null) throw new VeilError('invalid_argument', 'differential privacy is not yet available in committee mode');
+      if (settings.privacy !== null && settings.privacy.mode !== 'local') {
+        throw new VeilError('invalid_argument', 'distributed differential privacy is not yet available in committee mode (local DP is)');
+      }
       const selection = settings.selection;
       const most = selection.kind === 'count' ? selection.count : selection.kind === 'poisson' ? selection.maxCount : null;
       if (most === null) throw new VeilError('invalid_argument', 'committee tasks need clientsPerRound (a fixed count) so |D| stays within the descriptor');
