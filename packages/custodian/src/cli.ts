@@ -6,11 +6,12 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
+import { readCustodianAnswers } from './state.js';
 import { AUTHORITY_PUBLIC_FILE, certifyDevice, createSignedDescriptor, initAuthorityDir, readAuthorityKey, signValidated } from './authority.js';
 import { fromBase64 } from './bytes.js';
 import { startEnrolmentServer } from './enrolment.js';
 import { dirname, join } from 'node:path';
-import { createCustodianLogger, initRequestKey, runCustodian } from './main.js';
+import { CUSTODIAN_STATE_FILE, createCustodianLogger, initRequestKey, runCustodian } from './main.js';
 
 export const CUSTODIAN_USAGE = `  custodian init --out DIR
                          new custodian keys: an X25519 sealing key and an Ed25519 signing key in DIR
@@ -19,6 +20,8 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
                   [--max-rounds N] [--min-threshold T] [--max-devices N] [--tls-cert PEM --tls-key PEM] [--log-level L]
                          serve the coordinator (gRPC veil.v1.CustodianService); answers once per (task, round),
                          state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat
+  custodian status --dir DIR [--json]
+                         the tasks and rounds this custodian answered (task, round, |D|, hash of D), from its log
   custodian request-key --out DIR
                          the coordinator's request-signing key pair (secret for the coordinator, public for
                          every custodian's --coordinator-key)
@@ -80,6 +83,26 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       out.write(
         `custodian keys in ${values.out}\n  fingerprint: ${formatFingerprint(info.fingerprint)}\n  (full: ${info.fingerprint})\n  public half for the task descriptor: ${values.out}/${CUSTODIAN_PUBLIC_FILE}\n`,
       );
+      return 0;
+    }
+    case 'status': {
+      const { values } = parseArgs({ args: [...rest], strict: true, options: { dir: { type: 'string' }, json: { type: 'boolean' } } });
+      const dir = need(values.dir, 'dir');
+      // Read-only (the public file and the answer log): safe beside a running `serve`.
+      const { fingerprint } = JSON.parse(await readFile(join(dir, CUSTODIAN_PUBLIC_FILE), 'utf8')) as { fingerprint: string };
+      const answers = (await readCustodianAnswers(join(dir, CUSTODIAN_STATE_FILE))).map((a) => ({
+        taskId: a.taskId,
+        descriptorHash: a.descriptorHash,
+        round: a.round,
+        devices: a.count,
+        hashD: a.hashD,
+      }));
+      if (values.json === true) {
+        out.write(`${JSON.stringify({ fingerprint, answers })}\n`);
+      } else {
+        out.write(`custodian ${formatFingerprint(fingerprint)}: ${answers.length} answer(s)\n`);
+        for (const a of answers) out.write(`  ${a.taskId} round ${a.round}: |D| = ${a.devices}, hash(D) ${a.hashD.slice(0, 16)}…, descriptor ${a.descriptorHash.slice(0, 16)}…\n`);
+      }
       return 0;
     }
     case 'request-key': {
@@ -147,7 +170,7 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       return 0;
     }
     default:
-      throw new CustodianUsageError(sub === undefined ? 'custodian needs a subcommand: init, serve or request-key' : `unknown custodian subcommand ${JSON.stringify(sub)}`);
+      throw new CustodianUsageError(sub === undefined ? 'custodian needs a subcommand: init, serve, status or request-key' : `unknown custodian subcommand ${JSON.stringify(sub)}`);
   }
 }
 

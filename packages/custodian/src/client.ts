@@ -14,7 +14,7 @@ import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js
 import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
 import { requestSigningBytes } from './request-auth.js';
 import type { SignedCustodianAnswer } from '@veil/crypto';
-import { computeHashD, manifestDigest, openDescriptorUnchecked, signedAnswerOf, verifyAnswer, type TaskDescriptorView } from './protocol.js';
+import { computeHashD, manifestDigest, openDescriptorForCoordinator, signedAnswerOf, verifyAnswer, type TaskDescriptorView } from './protocol.js';
 
 /** One device of D as the coordinator stored it. */
 export interface CommitteeDevice {
@@ -102,9 +102,12 @@ export interface CommitteeClient extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/** Creates a committee client for one task. */
+/**
+ * Creates a committee client for one task. Throws `CustodianError('invalid_descriptor')` for a
+ * descriptor that is malformed or not signed by the authority it names.
+ */
 export function createCommitteeClient(options: CommitteeClientOptions): CommitteeClient {
-  const descriptor = openDescriptorUnchecked(options.descriptor);
+  const descriptor = openDescriptorForCoordinator(options.descriptor, options.descriptorSignature);
   const deadlineMs = options.deadlineMs ?? 30_000;
   const clock = options.clock ?? Date.now;
   const { logger } = options;

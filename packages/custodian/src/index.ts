@@ -11,7 +11,7 @@ export {
 } from './keys.js';
 export type { CustodianKeys, CustodianPublicInfo } from './keys.js';
 
-export { openCustodianState } from './state.js';
+export { openCustodianState, readCustodianAnswers } from './state.js';
 export type { CustodianState, StoredAnswer } from './state.js';
 
 export { REQUEST_MAX_SKEW_MS, requestSigningBytes } from './request-auth.js';

@@ -116,17 +116,12 @@ export function openDescriptor(bytes: Uint8Array, signature: Uint8Array, floors:
 }
 
 /**
- * Parses a descriptor the caller already trusts (the coordinator's own task). Checks its shape
- * only, with the weakest floors; custodians do the real checks.
+ * Parses the coordinator's own descriptor: its shape (with the weakest floors) and the signature
+ * of the authority it names, so that a wrong descriptor fails at start rather than at every
+ * custodian. Custodians do the real checks against their own floors and pinned authorities.
  */
-export function openDescriptorUnchecked(bytes: Uint8Array): TaskDescriptorView {
-  const descriptor = parseCanonical(bytes, 'the task descriptor', 'invalid_descriptor') as TaskDescriptor;
-  try {
-    validateDescriptor(descriptor, { minDevices: 1 });
-  } catch (error) {
-    throw new CustodianError('invalid_descriptor', CryptoError.from(error).message);
-  }
-  return view(descriptor, sha256(bytes));
+export function openDescriptorForCoordinator(bytes: Uint8Array, signature: Uint8Array): TaskDescriptorView {
+  return openDescriptor(bytes, signature, { minDevices: 1 });
 }
 
 /** A manifest that verified. */

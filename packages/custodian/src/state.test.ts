@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openCustodianState, type StoredAnswer } from './state.js';
+import { openCustodianState, readCustodianAnswers, type StoredAnswer } from './state.js';
 
 const answer = (round: number, hashD: string): StoredAnswer => ({
   taskId: 'task-1',
@@ -68,6 +68,19 @@ describe('custodian state', () => {
       const last = await openCustodianState(path);
       expect(last.answer('task-1', 2)?.hashD).toBe('ee'.repeat(32));
       await last.close();
+    }));
+
+  it('reads answers without touching the file (a record being appended is skipped, not truncated)', () =>
+    withDir(async (dir) => {
+      const path = join(dir, 'answers.jsonl');
+      const state = await openCustodianState(path);
+      await state.recordAnswer(answer(1, 'cd'.repeat(32)));
+      await appendFile(path, '{"type":"answer","taskId":"task-1","round":2');
+      const before = await readFile(path, 'utf8');
+      expect((await readCustodianAnswers(path)).map((a) => a.round)).toEqual([1]);
+      expect(await readFile(path, 'utf8')).toBe(before);
+      expect(await readCustodianAnswers(join(dir, 'missing.jsonl'))).toEqual([]);
+      await state.close();
     }));
 
   it('refuses to start on a corrupt record in the middle rather than forget an answer', () =>

@@ -42,6 +42,7 @@ export interface CustodianState {
   recordAnswer(answer: StoredAnswer): Promise<void>;
   /** Number of answers recorded. */
   readonly answerCount: number;
+
   close(): Promise<void>;
 }
 
@@ -80,17 +81,8 @@ function parseRecord(line: string): { type: 'task'; taskId: string; descriptorHa
   throw new TypeError('unknown record');
 }
 
-/** Opens (creating if needed) the state file at `path` and replays it. */
-export async function openCustodianState(path: string): Promise<CustodianState> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  let text = '';
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new CustodianError('state_unavailable', `cannot read ${path}`, { cause: error });
-    }
-  }
+/** Replays the log text: tasks, answers, and the byte length of its intact records. */
+function replay(text: string, path: string): { tasks: Map<string, string>; answers: Map<string, StoredAnswer>; goodBytes: number } {
   const tasks = new Map<string, string>();
   const answers = new Map<string, StoredAnswer>();
   const lines = text.split('\n');
@@ -116,6 +108,36 @@ export async function openCustodianState(path: string): Promise<CustodianState> 
     }
     goodBytes += Buffer.byteLength(line, 'utf8') + 1;
   }
+  return { tasks, answers, goodBytes };
+}
+
+/**
+ * Reads the answers in a state file without writing to it (safe while the custodian runs: a
+ * record being appended is skipped, not truncated).
+ */
+export async function readCustodianAnswers(path: string): Promise<StoredAnswer[]> {
+  let text = '';
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new CustodianError('state_unavailable', `cannot read ${path}`, { cause: error });
+  }
+  return [...replay(text, path).answers.values()];
+}
+
+/** Opens (creating if needed) the state file at `path` and replays it. */
+export async function openCustodianState(path: string): Promise<CustodianState> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  let text = '';
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new CustodianError('state_unavailable', `cannot read ${path}`, { cause: error });
+    }
+  }
+  const { tasks, answers, goodBytes } = replay(text, path);
 
   let handle: FileHandle;
   try {

@@ -455,6 +455,17 @@ describe('the committee client', () => {
   });
 });
 
+describe('committee client construction', () => {
+  it('refuses a descriptor whose authority signature does not verify', async () => {
+    await using f = await createCommitteeFixture({ n: 2, threshold: 2 });
+    const wrong = new Uint8Array(f.descriptorSignature);
+    wrong[10] = wrong[10]! ^ 0x40;
+    expect(() =>
+      createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: wrong, signRequest: f.signRequest, logger: pino({ level: 'silent' }) }),
+    ).toThrow(expect.objectContaining({ code: 'invalid_descriptor' }));
+  });
+});
+
 describe('key files', () => {
   it('keeps the secret key file 0600 in a 0700 directory and refuses a world-readable one', async () => {
     await using f = await createCommitteeFixture({ n: 2, threshold: 2 });

@@ -142,6 +142,12 @@ describe('custodian processes', () => {
     // ... and D minus one device is still refused after the restart.
     expect(await askOne(procs.get(1)!.address, f, 1, 1, devices.slice(1))).toMatchObject({ ok: false, veilCode: 'other_set_answered' });
 
+    // An operator reads the answered rounds beside the running custodian.
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { stdout } = await promisify(execFile)(process.execPath, [VEIL, 'custodian', 'status', '--dir', f.custodianDirs[0]!, '--json']);
+    expect(JSON.parse(stdout)).toMatchObject({ fingerprint: f.custodians[0]!.fingerprint, answers: [{ taskId: f.descriptor.taskId, round: 1, devices: 6 }] });
+
     // The killed custodians come back and the next round runs with the whole committee.
     for (const i of [5, 6, 7]) procs.set(i, await startCustodianProcess(f, i));
     const next = makeDevices(f, 2, 3);
