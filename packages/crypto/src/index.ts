@@ -130,8 +130,9 @@ export {
   verifyAnswer,
   encodeShareBytes,
   decodeShareBytes,
+  verifyAnswerStatement,
 } from './committee/answer.js';
-export type { AnswerCheckOptions, CustodianAnswer, SignedCustodianAnswer } from './committee/answer.js';
+export type { AnswerCheckOptions, AnswerStatement, CustodianAnswer, SignedCustodianAnswer } from './committee/answer.js';
 export { SEALED_SHARE_BYTES, shareAad, sealShare, openShare } from './committee/sealing.js';
 export type { ShareBinding } from './committee/sealing.js';
 export { fillUniformModP, shareSecret, addShareInto, lagrangeAtZero, reconstructCentred } from './committee/shamir.js';

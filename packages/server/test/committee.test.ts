@@ -174,6 +174,13 @@ describe('committee tasks through the coordinator', () => {
     const w2 = await fetchWeights(t.rest, descriptor.taskId, 2);
     const expected2 = expectedFedAvg(w1, deltas.map((delta) => ({ delta, n: 1 })));
     expect(maxAbsDiff(w2, expected2)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
+
+    // The audit API: who approved each decryption, for how many devices, signatures checked.
+    const audit = await t.rest.request('GET', `/v1/tasks/${descriptor.taskId}/committee/audit`);
+    expect(audit.status).toBe(200);
+    expect(audit.body).toMatchObject({ valid: true, threshold: 2, committeeSize: 3, minDevices: 3 });
+    expect(audit.body.rounds.map((r: any) => [r.roundNumber, r.deviceCount, r.approvedBy.length, r.valid])).toEqual([[1, 3, 2, true], [2, 3, 2, true]]);
+    expect(audit.body.rounds[1].approvedBy).toEqual([1, 2]);
   }, 180_000);
 
   it('refuses a committee task whose descriptor was changed after signing, and one without a request key', async () => {

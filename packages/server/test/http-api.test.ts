@@ -186,6 +186,7 @@ describe('REST API', () => {
       '/v1/session',
       '/v1/tasks',
       '/v1/tasks/{id}',
+      '/v1/tasks/{id}/committee/audit',
       '/v1/tasks/{id}/devices',
       '/v1/tasks/{id}/evaluations',
       '/v1/tasks/{id}/events',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { sha256, toHex, utf8 } from './bytes.js';
-import { buildAnswer, decodeShareBytes, encodeShareBytes, hashD, signAnswer, verifyAnswer, SHARE_BYTES } from './answer.js';
+import { buildAnswer, decodeShareBytes, encodeShareBytes, hashD, signAnswer, verifyAnswer, verifyAnswerStatement, SHARE_BYTES } from './answer.js';
 import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
 import { openShare, sealShare, shareAad, SEALED_SHARE_BYTES } from './sealing.js';
@@ -63,6 +63,19 @@ describe('custodian answers', () => {
     // The coordinator edits a field of a genuine answer.
     expect(codeOf(() => verifyAnswer({ ...signed, answer: { ...answer, count: 3 } }, { descriptor, round: 4, hashD: hD, count: 3 }))).toBe('invalid_signature');
     expect(codeOf(() => verifyAnswer({ ...signed, answer: { ...answer, custodianIndex: 9 } }, { descriptor, round: 4, hashD: hD, count: 2 }))).toBe('invalid_signature');
+  });
+
+  it('verifyAnswerStatement checks a stored answer (no share sum) and returns what the custodian attested', () => {
+    const { keys, descriptor, dh } = setup();
+    const shareSum = encodeShareBytes(new Array(2048).fill(1));
+    const hD = hashD([sha256(Uint8Array.of(7)), sha256(Uint8Array.of(8))]);
+    const signed = signAnswer(buildAnswer({ descriptorHash: dh, round: 9, hashD: hD, count: 2, custodianIndex: 3, shareSum }), keys[2]!.signing.privateKey);
+    expect(verifyAnswerStatement(signed, { descriptor })).toEqual({ custodianIndex: 3, round: 9, count: 2, hashD: toHex(hD) });
+    // The coordinator inflates |D| in its record: the signature no longer verifies.
+    expect(codeOf(() => verifyAnswerStatement({ ...signed, answer: { ...signed.answer, count: 3 } }, { descriptor }))).toBe('invalid_signature');
+    // An answer for another task's descriptor.
+    const other = setup();
+    expect(codeOf(() => verifyAnswerStatement(signed, { descriptor: other.descriptor }))).toBe('parameter_mismatch');
   });
 
   it('share bytes are N x u16 LE and refuse coefficients >= p', () => {

@@ -158,3 +158,36 @@ export function buildAnswer(fields: { descriptorHash: Uint8Array; round: number;
     shareSumSha256: toHex(sha256(fields.shareSum)),
   };
 }
+
+/** What a verified answer statement says (see {@link verifyAnswerStatement}). */
+export interface AnswerStatement {
+  readonly custodianIndex: number;
+  readonly round: number;
+  /** |D| the custodian counted. */
+  readonly count: number;
+  /** hex hash(D). */
+  readonly hashD: string;
+}
+
+/**
+ * Checks a stored answer (as a ledger or round summary keeps it, without the share sum) against
+ * the task's descriptor: it names this descriptor and a committee member whose signing key
+ * verifies the signature. Returns what the custodian attested. Throws `CryptoError` with
+ * `invalid_signature` (forged, tampered or from a non-member) or `parameter_mismatch`
+ * (another descriptor), `invalid_payload` for malformed fields. Auditors compare round and count
+ * with the round they look at.
+ */
+export function verifyAnswerStatement(signed: SignedCustodianAnswer, options: { readonly descriptor: TaskDescriptor; readonly descriptorHash?: Uint8Array }): AnswerStatement {
+  const a = signed?.answer as Partial<Record<keyof CustodianAnswer, unknown>> | undefined;
+  if (typeof a !== 'object' || a === null) throw new CryptoError('invalid_payload', 'answer missing');
+  if (typeof a.round !== 'number' || typeof a.count !== 'number' || typeof a.hashD !== 'string') throw new CryptoError('invalid_payload', 'answer fields missing');
+  const hashD = fromHex(a.hashD, 'answer.hashD', 32, 'invalid_payload');
+  const { custodianIndex } = verifyAnswer(signed, {
+    descriptor: options.descriptor,
+    ...(options.descriptorHash !== undefined && { descriptorHash: options.descriptorHash }),
+    round: a.round,
+    hashD,
+    count: a.count,
+  });
+  return { custodianIndex, round: a.round, count: a.count, hashD: toHex(hashD) };
+}

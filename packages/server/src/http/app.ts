@@ -21,6 +21,7 @@ import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { privacyRoutes } from './routes/privacy.js';
+import { committeeRoutes } from './routes/committee.js';
 import { roundRoutes } from './routes/rounds.js';
 import { taskRoutes } from './routes/tasks.js';
 
@@ -130,6 +131,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(roundRoutes, { tasks });
   await app.register(modelRoutes, { engine, store, tasks });
   await app.register(privacyRoutes, { privacy });
+  await app.register(committeeRoutes, { tasks });
   await app.register(exportRoutes, { exporter: createModelExportService({ getTask: tasks.getTask, readModelVersion: (id, v) => engine.readModelVersion(id, v) }) });
   const live = createLiveRounds({ engine, store });
   app.addHook('onClose', async () => live.close());

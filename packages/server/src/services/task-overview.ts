@@ -7,6 +7,8 @@ import { VeilError } from '../errors.js';
 import type { Task } from '../rounds/model.js';
 import type { DeviceRecord, FederationStore, ModelEvaluationRecord, RoundRecord } from '../rounds/ports.js';
 import { taskWarnings } from './privacy-audit.js';
+import { auditCommitteeRounds, type CommitteeAudit } from './committee-audit.js';
+import type { Round } from '../rounds/model.js';
 
 export interface TaskProgress {
   /** Number of the latest round (open or finished); null before the first. */
@@ -68,6 +70,17 @@ export function createTaskOverviewService(options: TaskOverviewServiceOptions) {
     async evaluations(id: string): Promise<ModelEvaluationRecord[]> {
       await getTask(id);
       return store.listModelEvaluations(id);
+    },
+    /** Committee tasks: who approved each round's decryption, every signature checked. */
+    async committeeAudit(id: string): Promise<CommitteeAudit> {
+      const task = await getTask(id);
+      const rounds: Round[] = [];
+      for (let offset = 0; ; offset += 1000) {
+        const page = await store.listRounds(id, { offset, limit: 1000 });
+        rounds.push(...page);
+        if (page.length < 1000) break;
+      }
+      return auditCommitteeRounds(task, rounds);
     },
     async devices(id: string): Promise<DeviceRecord[]> {
       await getTask(id);
