@@ -138,10 +138,15 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       else settle.resolve(response);
     });
     onCall(call);
+    // Waits for 'drain' under backpressure, or for the call's end (no 'drain' comes after it).
     const write = (message: ShareSumRequest): Promise<void> =>
       new Promise((resolve) => {
-        if (call.write(message)) resolve();
-        else call.once('drain', resolve);
+        if (call.write(message)) {
+          resolve();
+        } else {
+          call.once('drain', resolve);
+          result.then(() => resolve(), () => resolve());
+        }
       });
     // Streaming stops silently when the call ends early (cached answer, refusal, deadline): the
     // callback above reports the outcome.
