@@ -103,7 +103,7 @@ describe('federated calibration statistics', () => {
     const c = createCalibrationCollector(plan);
     c.add('x', values, 1000);
     const stats = c.finish();
-    const kl = chooseActivationRanges(plan, stats)['x']!;
+    const kl = chooseActivationRanges(plan, stats, { method: 'kl' })['x']!;
     const mm = chooseActivationRanges(plan, stats, { method: 'minmax' })['x']!;
     expect(kl.max).toBeGreaterThan(3);
     expect(kl.max).toBeLessThan(20);
@@ -134,5 +134,17 @@ describe('federated calibration statistics', () => {
     c.add('relu', new Float32Array(4), 2);
     expect(() => c.finish()).toThrowError(/no activations were added for point "signed"/);
     expect(() => c.add('nope', new Float32Array(4), 2)).toThrowError(/no calibration point "nope"/);
+  });
+});
+
+describe('default range method', () => {
+  it('is the 99.99th percentile', () => {
+    const next = rng(9);
+    const values = new Float32Array(50_000).map(() => Math.abs(gaussian(next)));
+    const plan: CalibrationPlan = { round: 'histogram', points: [{ name: 'x', grid: { kind: 'linear', min: 0, max: 8, bins: 2048 } }] };
+    const c = createCalibrationCollector(plan);
+    c.add('x', values, 50);
+    const stats = c.finish();
+    expect(chooseActivationRanges(plan, stats)).toEqual(chooseActivationRanges(plan, stats, { method: 'percentile', percentile: 99.99 }));
   });
 });

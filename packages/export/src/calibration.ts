@@ -215,7 +215,13 @@ export type RangeMethod = 'kl' | 'percentile' | 'minmax';
 
 /** Options of {@link chooseActivationRanges}. */
 export interface ChooseRangesOptions {
-  /** Default `kl`. */
+  /**
+   * Default `percentile`. `kl` (TensorRT's entropy calibration) is available,
+   * but on ReLU layers the spike of exact zeros dominates the divergence and
+   * pulls the threshold down: measured by `bench:export`, it clipped the MNIST
+   * models' hidden ranges to a quarter to a half of their maxima and cost
+   * 0.55 (MLP) and 9 (CNN) points, where the 99.99th percentile cost 0 and 1.3.
+   */
   method?: RangeMethod;
   /** `percentile` only: the share of |activations| kept inside the range, in percent. Default 99.99. */
   percentile?: number;
@@ -302,7 +308,7 @@ function smooth(d: Float64Array, n: number, sum: number): void {
  */
 export function chooseActivationRanges(histogramPlan: CalibrationPlan, aggregated: Float32Array | Float64Array, options: ChooseRangesOptions = {}): ActivationRanges {
   if (histogramPlan.round !== 'histogram') throw new ExportError('invalid_argument', 'chooseActivationRanges needs the statistics of a histogram round');
-  const method = options.method ?? 'kl';
+  const method = options.method ?? 'percentile';
   const percentile = options.percentile ?? 99.99;
   if (method !== 'kl' && method !== 'percentile' && method !== 'minmax') throw new ExportError('invalid_argument', `unknown range method ${String(method)}`);
   if (!(percentile > 0 && percentile <= 100)) throw new ExportError('invalid_argument', 'percentile must be in (0, 100]');

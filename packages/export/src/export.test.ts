@@ -248,6 +248,16 @@ describe('refusals', () => {
     expect(() => exportOnnx(m)).toThrowError(/layer "dense_elu" \(Dense\) uses activation "elu"/);
   });
 
+  it('weightQMax 63 stores 7-bit weights (ONNX Runtime\'s reduce-range)', () => {
+    const m = exportableOf([tf.layers.dense({ name: 'a', inputShape: [4], units: 3 })]);
+    const kernel = (bytes: Uint8Array) => Int8Array.from(decodeModel(bytes).graph!.initializer!.find((t) => t.name === 'a_kernel_int8')!.rawData!);
+    const full = kernel(exportOnnx(m, { quantize: 'int8' }).bytes);
+    const reduced = kernel(exportOnnx(m, { quantize: 'int8', weightQMax: 63 }).bytes);
+    expect(Math.max(...full.map(Math.abs))).toBe(127);
+    expect(Math.max(...reduced.map(Math.abs))).toBe(63);
+    expect(() => exportOnnx(m, { quantize: 'int8', weightQMax: 128 })).toThrowError(/weightQMax/);
+  });
+
   it('refuses int8 ranges that miss a calibration point, and weights that do not match the specs', () => {
     const m = exportableOf([tf.layers.dense({ name: 'a', inputShape: [4], units: 3, activation: 'relu' }), tf.layers.dense({ name: 'b', units: 2 })]);
     expect(() => exportOnnx(m, { quantize: 'int8', activationRanges: { [INPUT_POINT]: { min: 0, max: 1 } } })).toThrowError(/no entry for calibration point "a"/);

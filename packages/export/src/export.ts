@@ -35,6 +35,8 @@ export interface ExportOnnxOptions {
   activationRanges?: ActivationRanges;
   /** ONNX opset of the default domain. Default 13 (per-channel DequantizeLinear needs >= 13). */
   opset?: number;
+  /** int8 only: largest weight magnitude (127: 8-bit weights; 63: the "reduce range" 7-bit weights of ONNX Runtime's quantiser). Default 127. */
+  weightQMax?: number;
 }
 
 /** What {@link exportOnnx} returns. */
@@ -87,7 +89,7 @@ export function uint8Params(range: ActivationRange): QParams {
  * q = round(w / scale_c) in [-127, 127] (-128 unused, so the range is
  * symmetric). `channelOf(i)` maps a flat index to its output channel.
  */
-function quantizeWeights(kernel: Float32Array, channels: number, channelOf: (i: number) => number): { q: Int8Array; scales: Float32Array } {
+function quantizeWeights(kernel: Float32Array, channels: number, channelOf: (i: number) => number, qmax: number): { q: Int8Array; scales: Float32Array } {
   const maxAbs = new Float64Array(channels);
   for (let i = 0; i < kernel.length; i++) {
     const c = channelOf(i);
@@ -95,9 +97,9 @@ function quantizeWeights(kernel: Float32Array, channels: number, channelOf: (i: 
     if (a > maxAbs[c]!) maxAbs[c] = a;
   }
   const scales = new Float32Array(channels);
-  for (let c = 0; c < channels; c++) scales[c] = maxAbs[c]! > 0 ? maxAbs[c]! / 127 : 1;
+  for (let c = 0; c < channels; c++) scales[c] = maxAbs[c]! > 0 ? maxAbs[c]! / qmax : 1;
   const q = new Int8Array(kernel.length);
-  for (let i = 0; i < kernel.length; i++) q[i] = Math.max(-127, Math.min(127, Math.round(kernel[i]! / scales[channelOf(i)]!)));
+  for (let i = 0; i < kernel.length; i++) q[i] = Math.max(-qmax, Math.min(qmax, Math.round(kernel[i]! / scales[channelOf(i)]!)));
   return { q, scales };
 }
 
@@ -161,10 +163,12 @@ export function exportOnnx(model: ExportableModel, options: ExportOnnxOptions = 
       params.set(point, uint8Params(range));
     }
   }
-  return emit(parsed, mode, params, opset);
+  const weightQMax = options.weightQMax ?? 127;
+  if (!Number.isInteger(weightQMax) || weightQMax < 1 || weightQMax > 127) throw new ExportError('invalid_argument', 'weightQMax must be an integer in [1, 127]');
+  return emit(parsed, mode, params, opset, weightQMax);
 }
 
-function emit(parsed: ParsedModel, mode: Mode, params: Map<string, QParams>, opset: number): OnnxExport {
+function emit(parsed: ParsedModel, mode: Mode, params: Map<string, QParams>, opset: number, weightQMax: number): OnnxExport {
   const g = new GraphBuilder();
   const inputName = g.fresh('input');
   const outputName = 'output';
@@ -223,8 +227,8 @@ function emit(parsed: ParsedModel, mode: Mode, params: Map<string, QParams>, ops
         }
         const per = isConv ? op.kernel.length / op.outChannels : 0;
         const { q, scales } = isConv
-          ? quantizeWeights(op.kernel, channels, (i) => Math.floor(i / per))
-          : quantizeWeights(op.kernel, channels, (i) => i % op.units);
+          ? quantizeWeights(op.kernel, channels, (i) => Math.floor(i / per), weightQMax)
+          : quantizeWeights(op.kernel, channels, (i) => i % op.units, weightQMax);
         if (mode === 'int8-static') {
           const inQ = curQ!;
           const wq = g.constant(`${base}_kernel_int8`, DataType.INT8, kernelDims, q);
