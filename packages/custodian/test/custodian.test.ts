@@ -430,10 +430,13 @@ describe('the committee client', () => {
       const result = await client.collect(committeeRequest(1, devices));
       expect(result.ok).toBe(true);
       expect(result.answers.map((a) => a.custodianIndex).sort()).toEqual([3, 4, 5]);
-      expect(result.failures.map((x) => [x.custodianIndex, x.code]).sort()).toEqual([
-        [1, 'forged_answer'],
-        [2, 'forged_answer'],
-      ]);
+      // The client stops at t valid answers: a forgery that arrives later is not waited for.
+      for (const forger of [1, 2]) {
+        const failure = result.failures.find((x) => x.custodianIndex === forger);
+        if (failure === undefined) expect(result.notNeeded).toContain(forger);
+        else expect(failure.code).toBe('forged_answer');
+      }
+      expect(result.failures.every((x) => x.code === 'forged_answer')).toBe(true);
       expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
       // With t = 3 and only custodians 1, 2 and one honest one reachable, the round cannot complete.
       await servers[3]!.close();

@@ -42,7 +42,9 @@ describe('a local committee', () => {
         const second = await client.collect(committeeRequest(2, round2));
         expect(second.ok).toBe(true);
         expect(second.answers.map((a) => a.custodianIndex).sort()).toEqual([1, 2]);
-        expect(second.failures).toMatchObject([{ custodianIndex: 3, code: 'unavailable' }]);
+        // Custodian 3 is reported unavailable, unless both answers arrived before its connection failed.
+        if (second.failures.length === 0) expect(second.notNeeded).toEqual([3]);
+        else expect(second.failures).toMatchObject([{ custodianIndex: 3, code: 'unavailable' }]);
 
         // Back on its address; asked round 1 again, every custodian repeats its answer.
         await committee.restart(3);

@@ -125,7 +125,11 @@ describe('custodian processes', () => {
     await client.close();
     expect(result.ok).toBe(true);
     expect(result.answers).toHaveLength(4);
-    expect(result.failures.find((x) => x.custodianIndex === 7)).toMatchObject({ code: 'unavailable' });
+    // Custodian 7 is reported unavailable, unless t answers arrived before its connection failed.
+    const seven = result.failures.find((x) => x.custodianIndex === 7);
+    if (seven === undefined) expect(result.notNeeded).toContain(7);
+    else expect(seven.code).toBe('unavailable');
+    expect(result.answers.map((a) => a.custodianIndex)).not.toContain(7);
     expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
 
     // Custodian 1 answered round 1. Kill it without warning and start it again on the same directory.
