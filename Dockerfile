@@ -16,7 +16,7 @@
 # read-only mount of the coordinator's public key material at /etc/veil/keys
 # (VEIL_KEYS_DIR; the coordinator refuses to start if it finds secret key material).
 # No secret is baked in: NODE_ENV=production makes the coordinator refuse to
-# start without VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET from the environment.
+# start without VEIL_ADMIN_TOKEN and VEIL_AUDIT_TOKEN from the environment.
 # HEALTHCHECK needs the Docker image format (`podman build --format docker`).
 
 ARG NODE_IMAGE=node:24.21.0-bookworm-slim

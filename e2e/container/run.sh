@@ -192,7 +192,7 @@ say "runs as uid $uid"
 podman image inspect --format '{{json .Config.Healthcheck}}' "$image" | grep -q '/v1/ready' \
   || fail "the image has no HEALTHCHECK on /v1/ready"
 podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image" >"$work/image-env"
-if grep -E '^(VEIL_ADMIN_TOKEN|VEIL_ENROLMENT_SECRET|DATABASE_URL|POSTGRES_PASSWORD)=' "$work/image-env"; then fail "the image's environment holds a secret"; fi
+if grep -E '^(VEIL_ADMIN_TOKEN|VEIL_AUDIT_TOKEN|VEIL_ENROLMENT_SECRET|DATABASE_URL|POSTGRES_PASSWORD)=' "$work/image-env"; then fail "the image's environment holds a secret"; fi
 fs="$work/image-fs"
 mkdir -p "$fs"
 cid="$(podman create --no-healthcheck "$image")"
@@ -239,6 +239,7 @@ umask 077
 cat >"$work/env" <<EOF
 POSTGRES_PASSWORD=$(openssl rand -hex 24)
 VEIL_ADMIN_TOKEN=$admin_token
+VEIL_AUDIT_TOKEN=$(openssl rand -hex 24)
 VEIL_ENROLMENT_SECRET=$enrolment_secret
 VEIL_IMAGE=$image
 VEIL_POSTGRES_IMAGE=$pg_image

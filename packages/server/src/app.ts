@@ -14,6 +14,9 @@ import { createPrismaStore } from './persistence/prisma-store.js';
 import { RoundEngine, type Clock, type CommitteeConnector } from './rounds/engine.js';
 import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
 import { createTlsSource, type TlsSource } from './tls/tls-source.js';
+import { createAuditTrail } from './security/audit-trail.js';
+import { createDeviceAuth } from './grpc/device-auth.js';
+import { createSecurityStore } from './persistence/security-store.js';
 
 export interface CoordinatorOptions {
   config: CoordinatorConfig;
@@ -45,7 +48,8 @@ export interface Coordinator {
   readonly httpUrl: string;
   readonly adminToken: string;
   readonly auditToken: string;
-  readonly enrolmentSecret: string;
+  /** The global enrolment secret; null in production without VEIL_ENROLMENT_SECRET (per-task tokens only). */
+  readonly enrolmentSecret: string | null;
   readonly databaseKind: 'postgresql' | 'pglite';
   /** True when both servers speak TLS. */
   readonly tls: boolean;
@@ -78,7 +82,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const { config, logger } = options;
   await mkdir(config.dataDir, { recursive: true });
   const adminToken = config.adminToken ?? (await devSecret(config.dataDir, 'admin-token', logger));
-  const enrolmentSecret = config.enrolmentSecret ?? (await devSecret(config.dataDir, 'enrolment-secret', logger));
+  const enrolmentSecret = config.enrolmentSecret ?? (config.production ? null : await devSecret(config.dataDir, 'enrolment-secret', logger));
   const auditToken = config.auditToken ?? (await devSecret(config.dataDir, 'audit-token', logger));
   if (auditToken === adminToken) throw new Error('VEIL_AUDIT_TOKEN must differ from VEIL_ADMIN_TOKEN');
 
@@ -138,14 +142,38 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       cleanup.push(async () => source.close());
     }
 
-    const clock = options.clock;
-    const authThrottle = createAuthThrottle({ ...(clock && { now: () => clock.now() }), ...options.authThrottle });
+    const authThrottle = createAuthThrottle({ now: () => engine.now(), ...options.authThrottle });
+    const security = createSecurityStore(db.prisma);
+    const auditTrail = createAuditTrail({ store: security, logger });
+    // Runs after both servers closed (cleanup runs in reverse), before the database closes.
+    cleanup.push(() => auditTrail.flush());
+    const deviceAuth = createDeviceAuth({
+      store,
+      security,
+      logger,
+      throttle: authThrottle,
+      enrolmentSecret,
+      getTask: (id) => engine.getTask(id),
+      now: () => engine.now(),
+      // Wrong credentials and enrolment secrets are audited; missing ones and lockout refusals only logged.
+      onFailure: (failure) => {
+        if (failure.reason !== 'invalid') return;
+        auditTrail.record({
+          at: new Date(engine.now()),
+          actor: 'anonymous',
+          action: 'auth.failed',
+          outcome: 'UNAUTHENTICATED',
+          taskId: failure.taskId ?? null,
+          sourceAddress: failure.sourceAddress,
+          details: { surface: 'grpc', call: failure.call, reason: failure.reason },
+        });
+      },
+    });
     const handlers = createFederationHandlers({
-      authThrottle,
+      deviceAuth,
       engine,
       store,
       logger,
-      enrolmentSecret,
       ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
       uploadIdleTimeoutMs: config.uploadIdleTimeoutMs,
@@ -163,7 +191,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await grpcServer.close();
     });
 
-    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle, limits: config.httpLimits, ...(tls && { tls }) });
+    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle, security, deviceAuth, auditTrail, limits: config.httpLimits, ...(tls && { tls }) });
     const listening = await http.listen({ host: config.host, port: config.httpPort });
     // Fastify names the scheme after its own options; the server here is ours (HTTPS with TLS).
     const httpAddress = tls === undefined ? listening : listening.replace(/^http:/, 'https:');

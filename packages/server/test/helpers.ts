@@ -335,7 +335,7 @@ export interface Device extends Disposable {
 }
 
 /** Enrols a device with `secret` (default: the coordinator's enrolment secret). */
-export async function joinDevice(coordinator: Coordinator, taskId: string, name: string, secret = coordinator.enrolmentSecret): Promise<Device> {
+export async function joinDevice(coordinator: Coordinator, taskId: string, name: string, secret = coordinator.enrolmentSecret ?? ''): Promise<Device> {
   const transport = createGrpcTransport({ address: coordinator.grpcAddress, callTimeoutMs: 20_000 });
   let joined: JoinResult;
   try {

@@ -181,6 +181,7 @@ describe('REST API', () => {
     expect(docs.status).toBe(200);
     expect(docs.body.openapi).toMatch(/^3\./);
     expect(Object.keys(docs.body.paths).sort()).toEqual([
+      '/v1/audit',
       '/v1/health',
       '/v1/ready',
       '/v1/session',
@@ -190,6 +191,10 @@ describe('REST API', () => {
       '/v1/tasks/{id}/devices',
       '/v1/tasks/{id}/evaluations',
       '/v1/tasks/{id}/events',
+      '/v1/tasks/{id}/clients',
+      '/v1/tasks/{id}/clients/{clientId}/revoke',
+      '/v1/tasks/{id}/enrolment-tokens',
+      '/v1/tasks/{id}/enrolment-tokens/{tokenId}/revoke',
       '/v1/tasks/{id}/model',
       '/v1/tasks/{id}/model/export',
       '/v1/tasks/{id}/model/weights.bin',

@@ -233,11 +233,13 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     });
 
     const failures: string[] = [];
+    // Without a global enrolment secret (production settings), the devices join with a per-task token.
+    const enrolmentSecret = coordinator.enrolmentSecret ?? (await createEnrolmentToken(coordinator.httpUrl, coordinator.adminToken, task.id));
     workers.push(
       ...startDevices({
         address: coordinator.grpcAddress,
         taskId: task.id,
-        enrolmentSecret: coordinator.enrolmentSecret,
+        enrolmentSecret,
         options,
         deviceKeyDir: keyDir === null ? null : join(keyDir, 'device'),
         committee: committee?.device ?? null,
@@ -355,4 +357,15 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<voi
       resolve();
     });
   });
+}
+
+/** Creates an enrolment token for the task over REST (admin token); returns the token. */
+async function createEnrolmentToken(httpUrl: string, adminToken: string, taskId: string): Promise<string> {
+  const response = await fetch(`${httpUrl}/v1/tasks/${taskId}/enrolment-tokens`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ label: 'veil demo' }),
+  });
+  if (response.status !== 201) throw new Error(`could not create an enrolment token: HTTP ${response.status}`);
+  return ((await response.json()) as { token: string }).token;
 }

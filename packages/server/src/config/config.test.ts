@@ -18,10 +18,15 @@ describe('configuration', () => {
     expect(() => loadConfig({ VEIL_LOG_LEVEL: 'loud' })).toThrow(ConfigError);
   });
 
-  it('requires explicit secrets in production', () => {
-    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET/);
-    const c = loadConfig({ NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(32), VEIL_ENROLMENT_SECRET: 'b'.repeat(32) });
+  it('requires explicit admin and audit tokens in production; the global enrolment secret is optional there', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/VEIL_ADMIN_TOKEN and VEIL_AUDIT_TOKEN/);
+    // The audit token is no longer generated in production.
+    expect(() => loadConfig({ NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(32), VEIL_ENROLMENT_SECRET: 'b'.repeat(32) })).toThrow(/VEIL_AUDIT_TOKEN/);
+    expect(() => loadConfig({ NODE_ENV: 'production', VEIL_AUDIT_TOKEN: 'c'.repeat(32) })).toThrow(/VEIL_ADMIN_TOKEN/);
+    const c = loadConfig({ NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(32), VEIL_AUDIT_TOKEN: 'c'.repeat(32), VEIL_ENROLMENT_SECRET: 'b'.repeat(32) });
     expect(c.production).toBe(true);
+    const tokensOnly = loadConfig({ NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(32), VEIL_AUDIT_TOKEN: 'c'.repeat(32) });
+    expect(tokensOnly.enrolmentSecret).toBeUndefined();
   });
 
   it('reads TLS files (both or neither) and refuses a production bind beyond loopback without TLS', () => {

@@ -18,7 +18,11 @@ export interface CoordinatorConfig {
   adminToken: string | undefined;
   /** Read-only bearer token of the privacy audit API; generated into `<dataDir>/audit-token` when absent (not in production). */
   auditToken: string | undefined;
-  /** Secret a device presents to Join; generated into `<dataDir>/enrolment-secret` when absent (not in production). */
+  /**
+   * Global secret a device presents to Join (valid for every task); generated into
+   * `<dataDir>/enrolment-secret` when absent, except in production, where devices then join with
+   * per-task enrolment tokens only.
+   */
   enrolmentSecret: string | undefined;
   /** pino log level. Default `info`. */
   logLevel: string;
@@ -209,8 +213,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
       `NODE_ENV=production refuses to serve ${config.host} without TLS: set VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE (veil tls dev-ca makes a development pair), or VEIL_ALLOW_INSECURE=true behind a TLS-terminating proxy`,
     );
   }
-  if (production && (config.adminToken === undefined || config.enrolmentSecret === undefined)) {
-    throw new ConfigError('NODE_ENV=production requires VEIL_ADMIN_TOKEN and VEIL_ENROLMENT_SECRET');
+  if (production && (config.adminToken === undefined || config.auditToken === undefined)) {
+    throw new ConfigError('NODE_ENV=production requires VEIL_ADMIN_TOKEN and VEIL_AUDIT_TOKEN (VEIL_ENROLMENT_SECRET is optional: without it devices join with per-task enrolment tokens)');
   }
   return config;
 }

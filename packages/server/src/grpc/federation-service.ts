@@ -26,8 +26,7 @@ import { createIdleTimer, createUploadGuard, type UploadSlot } from './upload-gu
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
 import type { GrpcLimits } from '../config/config.js';
-import { createDeviceAuth, type DeviceAuthFailure } from './device-auth.js';
-import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
+import type { DeviceAuth } from './device-auth.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
 import type { PrivacySettings } from '../privacy/settings.js';
@@ -37,8 +36,8 @@ export interface FederationServiceOptions {
   engine: RoundEngine;
   store: FederationStore;
   logger: Logger;
-  /** Secret devices present to Join. */
-  enrolmentSecret: string;
+  /** Device enrolment, authentication (with lockout) and revocation. */
+  deviceAuth: DeviceAuth;
   /**
    * Update payload bytes being read and processed at once. Uploads beyond it
    * wait after their header with nothing more read: HTTP/2 flow control keeps
@@ -59,10 +58,6 @@ export interface FederationServiceOptions {
   uploadIdleTimeoutMs?: number;
   /** Upload streams one device may have open at once; more are refused with RESOURCE_EXHAUSTED. Default 2. */
   maxUploadStreamsPerDevice?: number;
-  /** Backoff on failed authentication (per peer address and per credential). Default a new {@link createAuthThrottle}. */
-  authThrottle?: AuthThrottle;
-  /** Told of every failed authentication (the audit trail). Default none. */
-  onAuthFailure?: (failure: DeviceAuthFailure) => void;
 }
 
 const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -237,13 +232,7 @@ function createEncodedModelCache(): (taskId: string, model: { version: number; b
 export function createFederationHandlers(options: FederationServiceOptions): FederationServiceHandlers {
   const { engine, store } = options;
   const log = options.logger.child({ component: 'grpc' });
-  const secretDigest = createHash('sha256').update(options.enrolmentSecret).digest();
-  const deviceAuth = createDeviceAuth({
-    store,
-    logger: options.logger,
-    throttle: options.authThrottle ?? createAuthThrottle(),
-    ...(options.onAuthFailure && { onFailure: options.onAuthFailure }),
-  });
+  const { deviceAuth } = options;
   /** Settles a unary call: the result, or the error mapped to its gRPC status (and logged). */
   const answer = <T>(result: Promise<T>, callback: (error: Partial<grpc.StatusObject> | null, value?: T) => void): void => {
     result.then(
@@ -273,27 +262,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   return {
     Join(call, callback) {
       answer((async () => {
-        const { taskId, enrolmentSecret, clientName } = call.request;
-        await deviceAuth.guardEnrolment(call.getPeer(), enrolmentSecret, taskId, async () => {
-          const given = createHash('sha256').update(enrolmentSecret).digest();
-          if (!timingSafeEqual(given, secretDigest)) throw new VeilError('unauthenticated', 'wrong enrolment secret');
-        });
-        if (clientName.length > MAX_CLIENT_NAME_LENGTH) {
-          throw new VeilError('invalid_argument', `client_name is longer than ${MAX_CLIENT_NAME_LENGTH} characters`);
-        }
-        if (!/^[0-9a-f-]{36}$/i.test(taskId)) throw new VeilError('invalid_argument', 'task_id must be a UUID');
-        const task = await engine.getTask(taskId);
-        if (task.status === 'COMPLETED' || task.status === 'FAILED' || task.status === 'BUDGET_EXHAUSTED') {
-          throw new VeilError('failed_precondition', `task ${taskId} has ended (${task.status})`);
-        }
-        const credential = randomBytes(32).toString('base64url');
-        const client = await store.createClient({
-          id: randomUUID(),
-          taskId,
-          name: clientName === '' ? null : clientName,
-          credentialHash: sha256Hex(credential),
-        });
-        log.info({ taskId, clientId: client.id }, 'client joined');
+        const { client, credential, task } = await deviceAuth.enrol(call.request, call.getPeer());
         return { clientId: client.id, credential, task: toTaskSpec(task) };
       })(), callback);
     },
@@ -311,17 +280,27 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       answer((async () => {
         const client = await authenticate(call);
         const waitMs = effectiveWaitMs(call.request.waitMs);
-        return toResponse(await engine.waitForAssignment(client, waitMs, abort.signal));
+        // Revoking the client ends its long-poll at once, with UNAUTHENTICATED.
+        const untrack = deviceAuth.track(client, () => abort.abort());
+        try {
+          const result = await engine.waitForAssignment(client, waitMs, abort.signal);
+          deviceAuth.assertActive(client);
+          return toResponse(result);
+        } finally {
+          untrack();
+        }
       })(), callback);
     },
 
     DownloadModel(call) {
       // Its budget share is freed however the call ends: finished (then closed), failed, or cancelled by the device.
       let releaseBudget: (() => void) | null = null;
+      let untrack: (() => void) | null = null;
       let ended = false;
       const onEnd = (): void => {
         ended = true;
         releaseBudget?.();
+        untrack?.();
       };
       call.once('close', onEnd);
       call.once('cancelled', onEnd);
@@ -338,6 +317,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             });
       void (async () => {
         const client = await authenticate(call);
+        untrack = deviceAuth.track(client, () => {
+          if (ended) return;
+          // grpc-js ends a server stream with the status of an emitted error (destroy() would send none).
+          call.emit('error', Object.assign(new Error('credential revoked'), sendError(log, new VeilError('unauthenticated', 'the client credential was revoked'))));
+          onEnd();
+        });
+        if (ended) return untrack();
         const model = call.request.latest
           ? await engine.readModel(client.taskId)
           : await engine.readModelVersion(client.taskId, call.request.modelVersion);
@@ -357,7 +343,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         await until('close');
         engine.noteModelDownloaded(ids);
       })().catch((error) => {
-        call.destroy(Object.assign(new Error('download failed'), sendError(log, error)));
+        if (!ended) call.emit('error', Object.assign(new Error('download failed'), sendError(log, error)));
       });
     },
 
@@ -365,6 +351,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       let settled = false;
       let releaseBudget: (() => void) | null = null;
       let slot: UploadSlot | null = null;
+      let untrack: (() => void) | null = null;
       // Aborted when the stream ends, so an upload still queued for the budget leaves the queue.
       const gone = new AbortController();
       const idleMs = uploadGuard.idleTimeoutMs;
@@ -374,6 +361,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       /** Whatever the stream holds, let go (idempotent). */
       const letGo = (): void => {
         idle.stop();
+        untrack?.();
         releaseBudget?.();
         slot?.close();
         gone.abort(new VeilError('aborted', 'upload stream ended'));
@@ -429,6 +417,11 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           idle.stop();
           ready = (async () => {
             client = await authenticate(call);
+            // Revoking the client refuses its upload at once, unless the update is already being recorded.
+            untrack = deviceAuth.track(client, () => {
+              if (!processing) finish(new VeilError('unauthenticated', 'the client credential was revoked'));
+            });
+            if (settled) untrack();
             ({ maxBytes } = await engine.checkUpdateHeader(client, header!));
             const ids = { taskId: client.taskId, clientId: client.id, roundNumber: header!.roundNumber };
             if (settled) return;
@@ -482,6 +475,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
           await ready;
+          deviceAuth.assertActive(client!);
           // One chunk (updates up to 1 MiB) is used as received: no copy of the update's size.
           const payload = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
           chunks.length = 0;

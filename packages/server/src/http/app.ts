@@ -13,7 +13,13 @@ import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle
 import { createPrivacyAuditService } from '../services/privacy-audit.js';
 import { createLiveRounds } from '../services/live-rounds.js';
 import { createTaskOverviewService } from '../services/task-overview.js';
-import { httpAuthPlugin, type AuthFailure } from './auth.js';
+import { httpAuthPlugin } from './auth.js';
+import { authFailureEvent, httpAuditPlugin } from './audit.js';
+import { deviceRoutes } from './routes/devices.js';
+import { auditRoutes } from './routes/admin-audit.js';
+import type { DeviceAuth } from '../grpc/device-auth.js';
+import type { AuditTrail } from '../security/audit-trail.js';
+import type { SecurityStore } from '../security/ports.js';
 import { createModelExportService } from '../services/model-export.js';
 import { exportRoutes } from './routes/export.js';
 import { dashboardRoutes } from './routes/dashboard.js';
@@ -39,14 +45,18 @@ export interface HttpAppOptions {
   smallBodyLimitBytes?: number;
   /** Backoff on failed authentication (per peer address and per token). Default a new {@link createAuthThrottle}. */
   authThrottle?: AuthThrottle;
-  /** Told of every failed authentication (the audit trail). Default none. */
-  onAuthFailure?: (failure: AuthFailure) => void;
   /** Directory of the built dashboard. Default dist/dashboard of this package. */
   dashboardDir?: string;
   /** HTTPS with this material (reloaded on change). Default cleartext HTTP. */
   tls?: TlsSource;
   /** Connection and request timeouts. Default {@link DEFAULT_HTTP_LIMITS}. */
   limits?: HttpLimits;
+  /** Enrolment tokens, device identities and the audit trail's storage. */
+  security: SecurityStore;
+  /** Device revocation (takes effect on gRPC calls in flight). */
+  deviceAuth: DeviceAuth;
+  /** Where admin actions and failed authentications are recorded. */
+  auditTrail: AuditTrail;
 }
 
 /** Defaults of {@link HttpAppOptions.limits} (the same as the configuration's). */
@@ -106,8 +116,12 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     adminToken: options.adminToken,
     auditToken: options.auditToken,
     throttle: options.authThrottle ?? createAuthThrottle(),
-    ...(options.onAuthFailure && { onFailure: options.onAuthFailure }),
+    // Wrong tokens are audited; missing ones (no guess) and refusals during a lockout are only logged.
+    onFailure: (failure) => {
+      if (failure.reason === 'invalid') options.auditTrail.record(authFailureEvent(failure));
+    },
   });
+  await app.register(httpAuditPlugin, { trail: options.auditTrail });
 
   app.setErrorHandler((error: unknown, request, reply: FastifyReply) => {
     const validation = (error as { validation?: unknown; statusCode?: number; message?: string }) ?? {};
@@ -137,5 +151,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   app.addHook('onClose', async () => live.close());
   await app.register(eventRoutes, { live, tasks });
   await app.register(dashboardRoutes, options.dashboardDir === undefined ? {} : { dir: options.dashboardDir });
+  await app.register(deviceRoutes, { security: options.security, deviceAuth: options.deviceAuth, getTask: tasks.getTask, now: () => engine.now() });
+  await app.register(auditRoutes, { security: options.security, trail: options.auditTrail });
   return app;
 }

@@ -30,6 +30,7 @@ export const taskCreateSchema = {
     minAvailableClients: { type: 'integer', minimum: 1, description: 'Clients that must be available before a round selects. Default clientsPerRound.' },
     roundDeadlineMs: { type: 'integer', minimum: 100, description: 'Time selected clients have to submit. Default 60000.' },
     maxExampleCount: { type: 'integer', minimum: 1, description: 'Largest example count accepted as an update weight. Default 1000000.' },
+    maxDevices: { type: 'integer', minimum: 1, maximum: 10_000_000, description: 'Device identities (not revoked) the task admits at most; Join beyond it is refused with RESOURCE_EXHAUSTED. Default 100000.' },
     training: trainingSchema,
     updateBound: {
       type: 'object',

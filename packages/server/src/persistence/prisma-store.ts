@@ -20,6 +20,7 @@ import type { LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
 import type { FitConfig } from '../aggregation/strategy.js';
+import { DEFAULT_MAX_DEVICES } from '../rounds/task-settings.js';
 
 type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
@@ -34,9 +35,14 @@ const json = (value: unknown): Prisma.InputJsonValue => value as Prisma.InputJso
  * update beyond it can no longer enter a model), encrypted ones none.
  */
 function taskSettings(spec: unknown): TaskSettings {
-  const stored = spec as Omit<TaskSettings, 'strategy' | 'updateBound'> & { strategy?: TaskSettings['strategy']; updateBound?: TaskSettings['updateBound'] };
+  const stored = spec as Omit<TaskSettings, 'strategy' | 'updateBound' | 'maxDevices'> & {
+    strategy?: TaskSettings['strategy'];
+    updateBound?: TaskSettings['updateBound'];
+    maxDevices?: number;
+  };
   const updateBound = stored.updateBound !== undefined ? stored.updateBound : stored.updateEncoding === 'float32-le' ? { ...DEFAULT_UPDATE_BOUND } : null;
-  const settings: TaskSettings = { ...stored, strategy: stored.strategy ?? DEFAULT_STRATEGY, updateBound };
+  // Tasks created before the device cap have none stored: the default applies.
+  const settings: TaskSettings = { ...stored, strategy: stored.strategy ?? DEFAULT_STRATEGY, updateBound, maxDevices: stored.maxDevices ?? DEFAULT_MAX_DEVICES };
   if (settings.privacy === null || settings.privacy.ddg !== undefined) return settings;
   return { ...settings, privacy: { ...settings.privacy, ddg: null } };
 }
@@ -251,7 +257,8 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
 
     async findClientByCredentialHash(hash) {
       const row = await prisma.client.findUnique({ where: { credentialHash: hash } });
-      return row === null ? null : { id: row.id, taskId: row.taskId, name: row.name };
+      // A revoked credential is unknown from then on.
+      return row === null || row.revokedAt !== null ? null : { id: row.id, taskId: row.taskId, name: row.name };
     },
 
     async openRound(round) {

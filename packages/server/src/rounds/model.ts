@@ -85,6 +85,8 @@ export interface TaskSettings {
   strategy: StrategySpec;
   /** Committee mode (issue 11): the signed task descriptor; absent or null otherwise. */
   committee?: CommitteeSettings | null;
+  /** Device identities (not revoked) the task admits at most; Join beyond it is refused. */
+  maxDevices: number;
 }
 
 /** A committee task's descriptor as the coordinator stores and announces it. */

@@ -30,7 +30,14 @@ describe('task settings', () => {
       updateBound: { norm: 'linf', maxNorm: 1000, onExceed: 'reject' },
       privacy: null,
       strategy: { name: 'fedavg', params: {} },
+      maxDevices: 100_000,
     });
+  });
+
+  it('caps device identities: default 100 000, never below minAvailableClients', () => {
+    expect(resolveTaskSettings({ ...base, maxDevices: 50 }).maxDevices).toBe(50);
+    expect(() => resolveTaskSettings({ ...base, maxDevices: 9 })).toThrow(/maxDevices cannot be below minAvailableClients/);
+    expect(() => resolveTaskSettings({ ...base, maxDevices: 0 })).toThrow(/maxDevices must be an integer/);
   });
 
   it('accepts a fraction of available clients', () => {

@@ -34,7 +34,12 @@ export interface TaskInput {
   strategy?: unknown;
   /** Bound on plaintext updates (norm, maxNorm, clip or reject). Default L∞ 1000, reject. Not for encrypted tasks. */
   updateBound?: UpdateBound;
+  /** Device identities (not revoked) the task admits at most. Default {@link DEFAULT_MAX_DEVICES}. */
+  maxDevices?: number;
 }
+
+/** Default cap on a task's device identities. */
+export const DEFAULT_MAX_DEVICES = 100_000;
 
 export const TASK_LIMITS = {
   maxRounds: 100_000,
@@ -43,6 +48,7 @@ export const TASK_LIMITS = {
   maxDeadlineMs: 7 * 24 * 3600 * 1000,
   maxParameters: 50_000_000,
   maxNameLength: 200,
+  maxDevices: 10_000_000,
 } as const;
 
 function invalid(message: string): never {
@@ -86,7 +92,14 @@ export function resolveTaskSettings(input: TaskInput): TaskSettings {
   const maxExampleCount = positiveInt(input.maxExampleCount ?? 1_000_000, 'maxExampleCount', 2 ** 31 - 1);
   const { roundDeadlineMs, training } = resolveCommon(input);
   const updateBound = resolveUpdateBound(input.updateBound);
-  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', updateBound, privacy: null, strategy: DEFAULT_STRATEGY };
+  const maxDevices = resolveMaxDevices(input, minAvailableClients);
+  return { rounds, selection, minClients, minAvailableClients, roundDeadlineMs, maxExampleCount, training, updateEncoding: 'float32-le', updateBound, privacy: null, strategy: DEFAULT_STRATEGY, maxDevices };
+}
+
+function resolveMaxDevices(input: TaskInput, minAvailableClients: number): number {
+  const maxDevices = positiveInt(input.maxDevices ?? DEFAULT_MAX_DEVICES, 'maxDevices', TASK_LIMITS.maxDevices);
+  if (maxDevices < minAvailableClients) invalid('maxDevices cannot be below minAvailableClients (no round could ever open)');
+  return maxDevices;
 }
 
 function resolveCommon(input: TaskInput) {
@@ -128,6 +141,7 @@ function resolvePrivateTaskSettings(input: TaskInput, rounds: number): TaskSetti
     updateBound: resolveUpdateBound(input.updateBound),
     privacy,
     strategy: DEFAULT_STRATEGY,
+    maxDevices: resolveMaxDevices(input, minAvailableClients),
   };
 }
 

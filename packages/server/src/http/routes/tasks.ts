@@ -42,6 +42,7 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
       const bytes = Buffer.from(model.weightsBase64, 'base64');
       if (bytes.byteLength % 4 !== 0) throw new VeilError('invalid_argument', 'model.weightsBase64 must decode to float32 values');
       let task = await engine.createTask(input, { topology: model.topology, weightSpecs: model.weightSpecs, weights: bytesToFloat32(bytes) });
+      request.auditDetails = { taskId: task.id };
       if (start === true) task = await engine.startTask(task.id);
       return reply.status(201).send(presentTask(await tasks.view(task)));
     },
