@@ -88,7 +88,7 @@ test('a federation over mutual TLS; cleartext and certificate-less clients refus
   // Production refuses a non-loopback bind without TLS, with a clear message and exit status 2.
   const refused = spawnSync(process.execPath, [VEIL_BIN, 'server'], {
     cwd: REPO_ROOT,
-    env: childEnv({ NODE_ENV: 'production', VEIL_HOST: '0.0.0.0', VEIL_ADMIN_TOKEN: randomSecret(), VEIL_ENROLMENT_SECRET: randomSecret(), DATABASE_URL: database.url }),
+    env: childEnv({ NODE_ENV: 'production', VEIL_HOST: '0.0.0.0', VEIL_ADMIN_TOKEN: randomSecret(), VEIL_AUDIT_TOKEN: randomSecret(), VEIL_ENROLMENT_SECRET: randomSecret(), DATABASE_URL: database.url }),
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -107,6 +107,8 @@ test('a federation over mutual TLS; cleartext and certificate-less clients refus
     enrolmentSecret,
     env: {
       NODE_ENV: 'production',
+      // Production requires every secret explicitly (the audit token too).
+      VEIL_AUDIT_TOKEN: randomSecret(),
       VEIL_TLS_CERT_FILE: live.cert,
       VEIL_TLS_KEY_FILE: live.key,
       VEIL_TLS_CLIENT_CA_FILE: join(pki, 'ca.crt'),

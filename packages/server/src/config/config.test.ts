@@ -35,7 +35,7 @@ describe('configuration', () => {
     expect(tls).toEqual({ certFile: '/etc/veil/tls/server.crt', keyFile: '/etc/veil/tls/server.key', clientCaFile: undefined, reloadIntervalMs: 10_000 });
     expect(() => loadConfig({ VEIL_TLS_CERT_FILE: '/x.crt' })).toThrow(/both VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE/);
     expect(() => loadConfig({ VEIL_TLS_CLIENT_CA_FILE: '/ca.crt' })).toThrow(/VEIL_TLS_CLIENT_CA_FILE needs/);
-    const prod = { NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(20), VEIL_ENROLMENT_SECRET: 'b'.repeat(20) };
+    const prod = { NODE_ENV: 'production', VEIL_ADMIN_TOKEN: 'a'.repeat(20), VEIL_ENROLMENT_SECRET: 'b'.repeat(20), VEIL_AUDIT_TOKEN: 'c'.repeat(20) };
     expect(() => loadConfig({ ...prod, VEIL_HOST: '0.0.0.0' })).toThrow(/refuses to serve 0\.0\.0\.0 without TLS/);
     expect(loadConfig({ ...prod, VEIL_HOST: '0.0.0.0', VEIL_ALLOW_INSECURE: 'true' }).allowInsecure).toBe(true);
     expect(loadConfig({ ...prod, VEIL_HOST: '0.0.0.0', VEIL_TLS_CERT_FILE: '/c', VEIL_TLS_KEY_FILE: '/k' }).tls).not.toBeNull();
