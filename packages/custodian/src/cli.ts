@@ -20,6 +20,8 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
                   [--max-rounds N] [--min-threshold T] [--max-devices N] [--tls-cert PEM --tls-key PEM] [--log-level L]
                          serve the coordinator (gRPC veil.v1.CustodianService); answers once per (task, round),
                          state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat
+  custodian public --dir DIR
+                         print DIR/${CUSTODIAN_PUBLIC_FILE} (the public keys and fingerprint) on stdout
   custodian status --dir DIR [--json]
                          the tasks and rounds this custodian answered (task, round, |D|, hash of D), from its log
   custodian request-key --out DIR
@@ -83,6 +85,11 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       out.write(
         `custodian keys in ${values.out}\n  fingerprint: ${formatFingerprint(info.fingerprint)}\n  (full: ${info.fingerprint})\n  public half for the task descriptor: ${values.out}/${CUSTODIAN_PUBLIC_FILE}\n`,
       );
+      return 0;
+    }
+    case 'public': {
+      const { values } = parseArgs({ args: [...rest], strict: true, options: { dir: { type: 'string' } } });
+      out.write(await readFile(join(need(values.dir, 'dir'), CUSTODIAN_PUBLIC_FILE), 'utf8'));
       return 0;
     }
     case 'status': {
@@ -170,7 +177,7 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       return 0;
     }
     default:
-      throw new CustodianUsageError(sub === undefined ? 'custodian needs a subcommand: init, serve, status or request-key' : `unknown custodian subcommand ${JSON.stringify(sub)}`);
+      throw new CustodianUsageError(sub === undefined ? 'custodian needs a subcommand: init, serve, public, status or request-key' : `unknown custodian subcommand ${JSON.stringify(sub)}`);
   }
 }
 

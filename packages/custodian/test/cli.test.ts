@@ -38,6 +38,8 @@ describe('veil authority and veil custodian', () => {
     expect((await stat(join(root, 'authority', 'authority-key.json'))).mode & 0o777).toBe(0o600);
     const init = await veil('custodian', 'init', '--out', join(root, 'c1'));
     expect(init.stdout).toMatch(/fingerprint: ([0-9a-f]{4} ){7}[0-9a-f]{4}\n/);
+    const printed = await veil('custodian', 'public', '--dir', join(root, 'c1'));
+    expect(printed.stdout).toBe(await readFile(join(root, 'c1', 'custodian-public.json'), 'utf8'));
     await veil('custodian', 'init', '--out', join(root, 'c2'));
     await veil('custodian', 'init', '--out', join(root, 'c3'));
     await veil('custodian', 'request-key', '--out', join(root, 'coordinator'));
