@@ -45,7 +45,7 @@ export {
 } from './he/keys.js';
 export type { CoordinatorKeyMaterial, DeviceKeyMaterial, KeyBundle, KeyBundleOptions, KeyBundlePaths } from './he/keys.js';
 
-export { PAYLOAD_FORMAT_VERSION, readPayloadHeader } from './he/payload.js';
+export { PAYLOAD_FORMAT_VERSION, maxUpdatePayloadBytes, readPayloadHeader } from './he/payload.js';
 export type { CiphertextCodec, PayloadHeader } from './he/payload.js';
 
 export { createUpdateEncryptor } from './he/encrypt.js';

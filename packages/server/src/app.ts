@@ -11,7 +11,7 @@ import { createFederationHandlers, startGrpcServer } from './grpc/federation-ser
 import { buildHttpApp } from './http/app.js';
 import { openDatabase } from './persistence/database.js';
 import { createPrismaStore } from './persistence/prisma-store.js';
-import { RoundEngine, type Clock, type CommitteeConnector } from './rounds/engine.js';
+import { RoundEngine, type Clock, type CommitteeConnector, type Timer } from './rounds/engine.js';
 import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
 import { createTlsSource, type TlsSource } from './tls/tls-source.js';
 import { createAuditTrail } from './security/audit-trail.js';
@@ -25,6 +25,8 @@ export interface CoordinatorOptions {
   strategies?: readonly StrategyDefinition[];
   /** Default `Date.now`. */
   clock?: Clock;
+  /** Deadline and long-poll scheduling, following `clock`. Default `setTimeout`. */
+  timer?: Timer;
   /** Client-selection randomness. Default a CSPRNG. */
   rng?: Rng;
   /** Presence window for selection, ms. Default 30 000. */
@@ -123,6 +125,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       logger,
       ...(options.strategies && { strategies: options.strategies }),
       ...(options.clock && { clock: options.clock }),
+      ...(options.timer && { timer: options.timer }),
       ...(options.rng && { rng: options.rng }),
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
       defaultKey,

@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CryptoError } from '../errors.js';
-import { bytesToUuid } from './params.js';
+import { PARAMETER_PRESETS, bytesToUuid, type ParameterPresetName } from './params.js';
 
 /**
  * How ciphertexts are serialized inside a payload. Only `bitpacked` (SEAL uncompressed with
@@ -192,4 +192,19 @@ export function payloadCiphertexts(payload: Uint8Array, header: PayloadHeader): 
     offset += length;
   }
   return out;
+}
+
+/**
+ * Upper bound, in bytes, of one device's update payload of `valueCount`
+ * values under a parameter preset: the payload header plus, per ciphertext
+ * (one per N values, N the preset's ring dimension), at most one polynomial
+ * of N coefficients of 8 bytes per coefficient prime, with 1 KiB for SEAL's
+ * header and seed. What a coordinator accepts as an encrypted update's size.
+ */
+export function maxUpdatePayloadBytes(preset: ParameterPresetName | string, valueCount: number): number {
+  const p = PARAMETER_PRESETS[preset as ParameterPresetName];
+  if (p === undefined) throw new CryptoError('invalid_argument', `unknown parameter preset ${preset}`);
+  if (!Number.isInteger(valueCount) || valueCount < 1) throw new CryptoError('invalid_argument', 'valueCount must be a positive integer');
+  const ciphertexts = Math.ceil(valueCount / p.polyModulusDegree);
+  return FIXED_HEADER_BYTES + 4 * ciphertexts + ciphertexts * (p.polyModulusDegree * 8 * p.coeffModulusBits.length + 1024);
 }

@@ -13,16 +13,16 @@ import { VeilError } from '../errors.js';
 import type { Client, CommitteeSettings, ModelEncoding, Round, RoundSummary, Task, TaskEncryption, TaskSettings, TaskStatus, UpdateEncoding } from './model.js';
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
+import { maxUpdateBytes, updateValueCount } from './sizes.js';
+import { systemClock, systemTimer, type Clock, type Timer } from './clock.js';
 import { createMutex, type Mutex } from './mutex.js';
-import { epsilonIfRoundRuns, ledgerParams } from '../privacy/accounting.js';
+import { checkRoundBudget, roundLedgerEntry } from '../privacy/budget.js';
 import { completeDistributedSettings, type PrivacySettings } from '../privacy/settings.js';
-import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
+import type { LedgerEntry } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import {
   CryptoError,
-  MAX_MANIFEST_BYTES,
   checkHeadroom,
-  committeeUploadBytesWithoutManifest,
   createHeContext,
   descriptorHash as hashDescriptor,
   encodeDescriptor,
@@ -52,10 +52,7 @@ export interface StoredModel {
   encoding: ModelEncoding;
 }
 
-/** Wall clock in ms; injected so tests can control time. */
-export interface Clock {
-  now(): number;
-}
+export type { Clock, Timer } from './clock.js';
 
 export interface RoundEngineOptions {
   store: FederationStore;
@@ -65,6 +62,8 @@ export interface RoundEngineOptions {
   strategies?: readonly StrategyDefinition[];
   /** Default `Date.now`. */
   clock?: Clock;
+  /** Schedules round deadlines and long-poll timeouts; use with `clock` (e.g. `createFakeTime()`). Default `setTimeout`. */
+  timer?: Timer;
   /** Randomness for client selection. Default: a CSPRNG (node:crypto). */
   rng?: Rng;
   /** A client counts as available for selection this long after its last poll, in ms. Default 30 000. */
@@ -145,7 +144,8 @@ interface TaskRuntime {
   /** Clients whose accepted update is folded into `aggregator`, with that update's SHA-256. */
   folded: Map<string, string>;
   aggregator: RoundAggregator | null;
-  deadlineTimer: NodeJS.Timeout | null;
+  /** Cancels the open round's deadline, or null. */
+  deadlineTimer: (() => void) | null;
   presence: Map<string, number>;
   /** Clients with an open long-poll (count of their open polls): present whatever their last stamp. */
   polling: Map<string, number>;
@@ -202,6 +202,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly log: Logger;
   private readonly strategies: StrategyRegistry;
   private readonly clock: Clock;
+  private readonly timer: Timer;
   private readonly rng: Rng;
   private readonly presenceTtlMs: number;
   private readonly defaultKey: CoordinatorKeyMaterial | null;
@@ -217,7 +218,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.blobs = options.blobs;
     this.log = options.logger.child({ component: 'round-engine' });
     this.strategies = createStrategyRegistry(options.strategies);
-    this.clock = options.clock ?? { now: () => Date.now() };
+    this.clock = options.clock ?? systemClock;
+    this.timer = options.timer ?? systemTimer;
     this.rng = options.rng ?? createCryptoRng();
     this.presenceTtlMs = options.presenceTtlMs ?? 30_000;
     this.defaultKey = options.defaultKey ?? null;
@@ -250,7 +252,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   async close(): Promise<void> {
     this.closed = true;
     for (const rt of this.runtimes.values()) {
-      if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+      rt.deadlineTimer?.();
       rt.deadlineTimer = null;
       this.wake(rt);
       await rt.mutex.run(async () => {
@@ -559,12 +561,12 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         }
         await new Promise<void>((resolve) => {
           const done = (): void => {
-            clearTimeout(timer);
+            cancel();
             rt.waiters.delete(done);
             signal?.removeEventListener('abort', done);
             resolve();
           };
-          const timer = setTimeout(done, remaining);
+          const cancel = this.timer.schedule(done, remaining);
           rt.waiters.add(done);
           signal?.addEventListener('abort', done);
         });
@@ -988,13 +990,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const privacy = rt.task.settings.privacy;
     if (privacy !== null) {
       // Budget enforcement: refuse to open a round whose spend would take ε past the cap.
-      const next = epsilonIfRoundRuns(await this.store.listLedger(rt.task.id), privacy);
-      if (!(next.epsilon <= privacy.epsilonCap)) {
-        await this.endTask(
-          rt,
-          'BUDGET_EXHAUSTED',
-          `round ${number} would spend the privacy budget: epsilon ${next.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
-        );
+      const decision = checkRoundBudget(await this.store.listLedger(rt.task.id), privacy, number);
+      if (!decision.allowed) {
+        await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
         return;
       }
     }
@@ -1006,11 +1004,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       minClients: rt.task.settings.minClients,
       config: rt.task.settings.training,
     });
-    rt.round = round;
-    rt.selected = new Set();
-    rt.folded = new Map();
-    rt.aggregator?.dispose();
-    rt.aggregator = null;
+    this.installRound(rt, round);
     this.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
     this.emit('round-opened', { taskId: rt.task.id, round });
     await this.maybeSelect(rt);
@@ -1043,18 +1037,14 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     });
     if (fit.kind === 'wait') return;
     if (fit.kind === 'fail') {
-      const failed = await this.store.failRound(round.id, fit.reason);
-      this.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason: fit.reason }, 'round failed');
-      this.settleRound(rt);
-      if (failed !== null) this.emit('round-failed', { taskId: rt.task.id, round: failed });
-      await this.openNextRound(rt, failed ?? round);
+      await this.failOpenRound(rt, round, fit.reason);
       return;
     }
     checkFitConfig(fit.config, strategy.name);
     if (fit.clientIds.length < rt.task.settings.minClients) {
       throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
     }
-    const ledgerEntry = await this.privacySpend(rt, round.number, fit.clientIds);
+    const ledgerEntry = await this.privacySpend(rt, round, fit.clientIds);
     if (ledgerEntry === 'exhausted') return;
     const deadlineAt = new Date(this.clock.now() + rt.task.settings.roundDeadlineMs);
     const collecting = await this.store.startCollecting(round.id, fit.clientIds, deadlineAt, {
@@ -1062,11 +1052,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       ...(ledgerEntry !== null && { ledgerEntry }),
     });
     if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
-    rt.round = collecting;
-    rt.selected = new Set(fit.clientIds);
-    rt.folded = new Map();
-    rt.aggregator?.dispose();
-    rt.aggregator = await this.newAggregator(rt, round.number);
+    this.installRound(rt, collecting, { selected: fit.clientIds, aggregator: await this.newAggregator(rt, round.number) });
     this.armDeadline(rt, collecting);
     this.log.info(
       { taskId: rt.task.id, roundNumber: round.number, selected: fit.clientIds.length, available: available.length, deadlineAt },
@@ -1077,41 +1063,27 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * The ledger entry of a round about to start (DP tasks): the spend, the
-   * cumulative ε after it, chained to the previous entry by its hash.
+   * The ledger entry of a round about to start (DP tasks), or 'exhausted' (the
+   * round fails and the task ends) when the budget no longer allows it.
    */
-  private async privacySpend(rt: TaskRuntime, roundNumber: number, clientIds: readonly string[]): Promise<LedgerEntry | null | 'exhausted'> {
+  private async privacySpend(rt: TaskRuntime, round: Round, clientIds: readonly string[]): Promise<LedgerEntry | null | 'exhausted'> {
     const privacy = rt.task.settings.privacy;
     if (privacy === null) return null;
     const spent = await this.store.listLedger(rt.task.id);
-    const after = epsilonIfRoundRuns(spent, privacy);
-    if (!(after.epsilon <= privacy.epsilonCap)) {
-      await this.store.failRound(rt.round!.id, 'privacy budget exhausted');
+    const decision = checkRoundBudget(spent, privacy, round.number);
+    if (!decision.allowed) {
       this.settleRound(rt);
-      await this.endTask(rt, 'BUDGET_EXHAUSTED', `epsilon ${after.epsilon.toFixed(4)} would exceed the cap ${privacy.epsilonCap}`);
+      await this.store.failRound(round.id, 'privacy budget exhausted');
+      await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
       return 'exhausted';
     }
-    const last = spent.at(-1);
-    const fields: LedgerFields = {
-      taskId: rt.task.id,
-      sequence: (last?.sequence ?? 0) + 1,
-      roundNumber,
-      ...ledgerParams(privacy),
-      participants: clientIds.length,
-      participantIds: [...clientIds].sort(),
-      epsilon: ledgerNumber(after.epsilon),
-      delta: privacy.delta,
-      order: ledgerNumber(after.order),
-      createdAt: new Date(this.clock.now()).toISOString(),
-    };
-    const prevHash = last?.hash ?? GENESIS_HASH;
-    return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };
+    return roundLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, spent, decision, clientIds, at: new Date(this.clock.now()) });
   }
 
   private armDeadline(rt: TaskRuntime, round: Round): void {
-    if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+    rt.deadlineTimer?.();
     const delay = Math.max(0, round.deadlineAt.getTime() - this.clock.now());
-    rt.deadlineTimer = setTimeout(() => {
+    rt.deadlineTimer = this.timer.schedule(() => {
       rt.deadlineTimer = null;
       // Uploads that arrived before the deadline and are still being stored get queued ahead of the
       // deadline's section (the mutex is FIFO); later ones are refused on their arrival time.
@@ -1119,7 +1091,6 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
         .then(() => rt.mutex.run(() => this.onDeadline(rt, round.id).catch((error: unknown) => this.recoverTask(rt, error))))
         .catch((error) => this.log.error({ err: error, taskId: rt.task.id }, 'deadline handling failed'));
     }, delay);
-    rt.deadlineTimer.unref?.();
   }
 
   private async onDeadline(rt: TaskRuntime, roundId: string): Promise<void> {
@@ -1249,8 +1220,9 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.wake(rt);
   }
 
+  /** The one round reset: stops the deadline, frees the aggregate, forgets the participants. */
   private settleRound(rt: TaskRuntime): void {
-    if (rt.deadlineTimer) clearTimeout(rt.deadlineTimer);
+    rt.deadlineTimer?.();
     rt.deadlineTimer = null;
     rt.aggregator?.dispose();
     rt.aggregator = null;
@@ -1259,10 +1231,18 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     rt.round = null;
   }
 
+  /** Makes `round` the task's open round, after the reset of the previous one. */
+  private installRound(rt: TaskRuntime, round: Round, with_: { selected?: readonly string[]; aggregator?: RoundAggregator } = {}): void {
+    this.settleRound(rt);
+    rt.round = round;
+    rt.selected = new Set(with_.selected ?? []);
+    rt.aggregator = with_.aggregator ?? null;
+  }
+
   private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED', reason: string): Promise<void> {
     const task = await this.store.setTaskStatus(rt.task.id, status, ['RUNNING'], reason);
     if (task !== null) rt.task = task;
-    rt.round = null;
+    this.settleRound(rt);
     this.log.info({ taskId: rt.task.id, status, reason }, 'task ended');
     this.emit('task-ended', { taskId: rt.task.id, status, reason });
     this.wake(rt);
@@ -1322,30 +1302,6 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (task === null) throw new VeilError('not_found', `task ${taskId} does not exist`);
     return this.runtimeFor(task);
   }
-}
-
-/**
- * Values an update carries: the parameters, or in distributed-DP mode the
- * parameters padded to a power of two (the devices' random rotation, KLS21).
- */
-export function updateValueCount(task: Pick<Task, 'parameterCount' | 'settings'>): number {
-  return task.settings.privacy?.ddg?.dimension ?? task.parameterCount;
-}
-
-/** Largest update (bytes) for the task's model: exact for float32, an upper bound for ciphertexts. */
-export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' | 'settings'>): number {
-  const committee = task.settings.committee;
-  if (committee != null) {
-    // c0 (5.5 bytes per value) + one 4,144-byte sealed share per custodian + the signed manifest.
-    const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
-    return committeeUploadBytesWithoutManifest(task.parameterCount, descriptor.committee.length) + MAX_MANIFEST_BYTES;
-  }
-  if (task.encryption === null) return task.parameterCount * 4;
-  // Upper bound of a @veil/crypto payload: per ciphertext at most N 64-bit coefficients plus
-  // SEAL's header and seed (N = 2048 for every preset), plus the payload header.
-  const slots = 2048;
-  const ciphertexts = Math.ceil(updateValueCount(task) / slots);
-  return ciphertexts * (slots * 8 + 1024) + 4096;
 }
 
 /** An error as a round or task reason: a coordinator error's text, never an internal one (it may hold paths). */

@@ -1,0 +1,55 @@
+import { epsilonIfRoundRuns, ledgerParams } from './accounting.js';
+import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from './ledger.js';
+import type { PrivacySettings } from './settings.js';
+
+/** Whether one more round fits a task's privacy budget, and ε after it. */
+export type BudgetDecision =
+  | { allowed: true; epsilon: number; order: number }
+  | { allowed: false; epsilon: number; order: number; reason: string };
+
+/**
+ * The budget rule, in one place: a round may run only if the task's ε after
+ * it (the RDP accountant over the ledger `spent`, plus this round's spend) is
+ * at most the cap. Checked when a round would open and again when it selects
+ * (the ledger may have grown in between).
+ */
+export function checkRoundBudget(spent: readonly LedgerEntry[], privacy: PrivacySettings, roundNumber: number): BudgetDecision {
+  const after = epsilonIfRoundRuns(spent, privacy);
+  if (after.epsilon <= privacy.epsilonCap) return { allowed: true, epsilon: after.epsilon, order: after.order };
+  return {
+    allowed: false,
+    epsilon: after.epsilon,
+    order: after.order,
+    reason: `round ${roundNumber} would spend the privacy budget: epsilon ${after.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
+  };
+}
+
+/**
+ * The ledger entry of a round about to start: its spend, the cumulative ε
+ * after it (`decision`), chained to the last entry of `spent` by its hash.
+ */
+export function roundLedgerEntry(input: {
+  taskId: string;
+  roundNumber: number;
+  privacy: PrivacySettings;
+  spent: readonly LedgerEntry[];
+  decision: Extract<BudgetDecision, { allowed: true }>;
+  clientIds: readonly string[];
+  at: Date;
+}): LedgerEntry {
+  const last = input.spent.at(-1);
+  const fields: LedgerFields = {
+    taskId: input.taskId,
+    sequence: (last?.sequence ?? 0) + 1,
+    roundNumber: input.roundNumber,
+    ...ledgerParams(input.privacy),
+    participants: input.clientIds.length,
+    participantIds: [...input.clientIds].sort(),
+    epsilon: ledgerNumber(input.decision.epsilon),
+    delta: input.privacy.delta,
+    order: ledgerNumber(input.decision.order),
+    createdAt: input.at.toISOString(),
+  };
+  const prevHash = last?.hash ?? GENESIS_HASH;
+  return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };
+}

@@ -1,0 +1,155 @@
+/**
+ * The round loop and update intake on the embedded database (PGlite, a real
+ * store and blob store) with fake time: deadlines and long-poll timeouts run
+ * through the injected timer, so a 10-second deadline passes instantly and
+ * exactly when the test says.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSeededRng } from '@veil/privacy';
+import { float32ToBytes } from '@veil/protocol/codec';
+import { createBlobStore, type BlobStore } from '../blobs/blob-store.js';
+import { createLogger } from '../logger.js';
+import { openDatabase, type Database } from '../persistence/database.js';
+import { createPrismaStore } from '../persistence/prisma-store.js';
+import type { FederationStore } from './ports.js';
+import { createFakeTime } from './clock.js';
+import { RoundEngine } from './engine.js';
+import type { Client } from './model.js';
+import { VeilError } from '../errors.js';
+
+const DEADLINE_MS = 10_000;
+let dir: string;
+let db: Database;
+let store: FederationStore;
+let blobs: BlobStore;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'veil-loop-'));
+  db = await openDatabase({ databaseUrl: undefined, dataDir: dir, logger: createLogger({ level: 'silent' }) });
+  await db.migrate();
+  store = createPrismaStore(db.prisma);
+  blobs = createBlobStore({ dir: join(dir, 'blobs') });
+}, 240_000);
+
+afterAll(async () => {
+  await blobs?.close();
+  await db?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+async function client(taskId: string, name: string): Promise<Client> {
+  return store.createClient({ id: randomUUID(), taskId, name, credentialHash: sha256(Buffer.from(randomUUID())) });
+}
+
+function header(round: number, delta: Float32Array, exampleCount: number) {
+  const payload = float32ToBytes(delta);
+  return {
+    payload,
+    sha: sha256(payload),
+    header: { roundNumber: round, modelVersion: round - 1, exampleCount, encoding: 'float32-le' as const, payloadSizeBytes: payload.byteLength, sha256: sha256(payload) },
+  };
+}
+
+/** Waits (in real time, at most 20 s) until `condition` holds: the engine's store writes are real. */
+async function eventually(condition: () => boolean | Promise<boolean>): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (!(await condition())) {
+    if (Date.now() > until) throw new Error('condition not reached');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    return (error as VeilError).code + ': ' + (error as VeilError).message;
+  }
+  return 'resolved';
+}
+
+describe('round loop with fake time (PGlite)', () => {
+  it('closes a round at its deadline with the updates in, fails one without, and refuses late and duplicate updates', async () => {
+    const time = createFakeTime();
+    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(3) });
+    await engine.start();
+    try {
+      const weights = Float32Array.from([1, 2, 3]);
+      const task = await engine.createTask(
+        { name: 'loop', rounds: 2, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: DEADLINE_MS, training: { epochs: 1, batchSize: 1, learningRate: 0.1 } },
+        { topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [3], dtype: 'float32' }], weights },
+      );
+      const [a, b] = [await client(task.id, 'a'), await client(task.id, 'b')];
+      await engine.startTask(task.id);
+      // Both long-poll; the second poll makes two available: both are selected without time passing.
+      const [assignA, assignB] = await Promise.all([engine.waitForAssignment(a, 60_000), engine.waitForAssignment(b, 60_000)]);
+      expect(assignA.kind).toBe('assignment');
+      expect(assignB.kind).toBe('assignment');
+      const round1 = (await store.getLatestRound(task.id))!;
+      expect(round1).toMatchObject({ number: 1, state: 'COLLECTING', targetCount: 2 });
+      expect(round1.deadlineAt.getTime()).toBe(time.clock.now() + DEADLINE_MS);
+
+      const upA = header(1, Float32Array.from([0.5, -1, 2]), 4);
+      expect(await engine.submitUpdate(a, upA.header, upA.payload, upA.sha)).toEqual({ acceptedCount: 1 });
+      expect(await codeOf(engine.submitUpdate(a, upA.header, upA.payload, upA.sha))).toMatch(/^already_exists: .*round 1/);
+
+      // One millisecond before the deadline nothing happens; at the deadline the round closes with A's update.
+      await time.advance(DEADLINE_MS - 1);
+      expect((await store.getLatestRound(task.id))!.state).toBe('COLLECTING');
+      const upB = header(1, Float32Array.from([9, 9, 9]), 1);
+      const closing = new Promise((resolve) => engine.once('round-closed', resolve));
+      await time.advance(1);
+      expect(await codeOf(engine.submitUpdate(b, upB.header, upB.payload, upB.sha))).toMatch(/^failed_precondition: /);
+      await closing;
+      const closed = (await store.getRound(task.id, 1))!;
+      expect(closed).toMatchObject({ state: 'CLOSED', receivedCount: 1, summary: { participants: 1, dropped: 1, modelVersion: 1 } });
+      const model = await engine.readModel(task.id);
+      expect(Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, 3))).toEqual([1.5, 1, 5]);
+
+      // Round 2 selected the present devices at once; nobody submits, so its deadline fails it and the task ends.
+      await eventually(async () => (await store.getLatestRound(task.id))?.state === 'COLLECTING');
+      expect((await store.getLatestRound(task.id))!.number).toBe(2);
+      const ended = new Promise((resolve) => engine.once('task-ended', resolve));
+      await time.advance(DEADLINE_MS);
+      await ended;
+      expect((await store.getRound(task.id, 2))!).toMatchObject({
+        state: 'FAILED',
+        failureReason: 'deadline passed with 0 updates, fewer than the minimum of 1',
+      });
+      expect((await engine.getTask(task.id)).status).toBe('COMPLETED');
+      expect((await engine.waitForAssignment(a, 5_000)).kind).toBe('ended');
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+
+  it('a long-poll with nothing to do answers idle exactly when its wait has passed on the injected timer', async () => {
+    const time = createFakeTime();
+    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(4) });
+    await engine.start();
+    try {
+      const task = await engine.createTask(
+        { name: 'idle', rounds: 1, clientsPerRound: 3, minClients: 3, minAvailableClients: 3, roundDeadlineMs: DEADLINE_MS, training: { epochs: 1, batchSize: 1, learningRate: 0.1 } },
+        { topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [2], dtype: 'float32' }], weights: Float32Array.from([0, 0]) },
+      );
+      const a = await client(task.id, 'a');
+      await engine.startTask(task.id);
+      let answer: unknown = null;
+      const poll = engine.waitForAssignment(a, 30_000).then((r) => (answer = r));
+      await eventually(() => time.pending > 0);
+      await time.advance(29_999);
+      expect(answer).toBeNull();
+      await time.advance(1);
+      await poll;
+      expect(answer).toMatchObject({ kind: 'idle', currentRound: 1 });
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+});
