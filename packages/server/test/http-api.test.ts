@@ -207,6 +207,13 @@ describe('REST API', () => {
       '/v1/tasks/{id}/start',
     ]);
     expect(docs.body.paths['/v1/tasks'].post.security).toEqual([{ bearer: [] }]);
+    // Every route documents its responses (no generic "Default Response"), and task creation has an example body.
+    const undocumented = Object.entries(docs.body.paths as Record<string, Record<string, { responses: Record<string, { description: string }> }>>).flatMap(([path, methods]) =>
+      Object.entries(methods).flatMap(([method, op]) => Object.entries(op.responses).filter(([, r]) => r.description === 'Default Response').map(([code]) => `${method} ${path} ${code}`)),
+    );
+    expect(undocumented).toEqual([]);
+    expect(docs.body.paths['/v1/tasks'].post.requestBody.content['application/json'].example).toMatchObject({ name: 'digits', privacy: { epsilonCap: 8 } });
+    expect(docs.body.paths['/v1/tasks/{id}/model/export'].post.requestBody.content['application/json'].example).toEqual({ format: 'onnx', quantize: 'int8' });
     expect(docs.body.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
   });
 });

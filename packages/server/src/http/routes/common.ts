@@ -3,8 +3,16 @@ import { errorSchema } from '../schemas.js';
 /** OpenAPI security requirement of the bearer-token routes. */
 export const secured = { security: [{ bearer: [] }] };
 export const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } } as const;
-/** Error responses every secured route may give. */
-export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema } as const;
+/** A response schema with its OpenAPI description. */
+export const described = <S extends object>(schema: S, description: string) => ({ ...schema, description }) as S & { description: string };
+/** Error responses every secured route may give; the body is `{ code, message }`. */
+export const errorResponses = {
+  400: described(errorSchema, 'invalid_argument: the parameters or the body are invalid (the message says which)'),
+  401: described(errorSchema, 'unauthenticated: no bearer token'),
+  403: described(errorSchema, 'permission_denied: a wrong token, or the audit token on an admin route'),
+  404: described(errorSchema, 'not_found: no such task (or model version)'),
+  409: described(errorSchema, 'failed_precondition: not possible in the task\'s current state'),
+} as const;
 export const pageQuery = (maxLimit: number) =>
   ({
     type: 'object',

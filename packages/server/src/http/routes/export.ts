@@ -37,8 +37,12 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
             version: { type: 'integer', minimum: 0 },
             activationRanges: { type: 'object', maxProperties: 1024, additionalProperties: rangeSchema },
           },
+          examples: [{ format: 'onnx', quantize: 'int8' }],
         },
-        response: errorResponses,
+        response: {
+          200: { description: 'The ONNX model file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+          ...errorResponses,
+        },
       },
     },
     async (request, reply) => {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { PrivacyAuditService } from '../../services/privacy-audit.js';
 import { checkpointSchema, ledgerPageSchema, privacySummarySchema, verifySchema } from '../schemas.js';
-import { errorResponses, idParams, pageQuery, secured } from './common.js';
+import { described, errorResponses, idParams, pageQuery, secured } from './common.js';
 
 export interface PrivacyRoutesOptions {
   privacy: PrivacyAuditService;
@@ -18,7 +18,7 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
         tags: ['privacy audit'],
         summary: 'Privacy budget of a task: cap, cumulative spend, remaining, projection, accountant, per-round cumulative series and per-device spend',
         params: idParams,
-        response: { 200: privacySummarySchema, ...errorResponses },
+        response: { 200: described(privacySummarySchema, 'The budget summary'), ...errorResponses },
       },
     },
     async (request) => privacy.summary(request.params.id),
@@ -34,7 +34,7 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
         summary: 'The append-only privacy ledger, paged; each entry holds the SHA-256 of the previous one',
         params: idParams,
         querystring: pageQuery(1000),
-        response: { 200: ledgerPageSchema, ...errorResponses },
+        response: { 200: described(ledgerPageSchema, 'A page of ledger entries in sequence order'), ...errorResponses },
       },
     },
     async (request) => ({ ...(await privacy.ledger(request.params.id, request.query)), cumulativeFields: ['epsilon'] }),
@@ -49,7 +49,7 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
         tags: ['privacy audit'],
         summary: 'Recomputes the hash chain and every cumulative epsilon from the recorded parameters; names the first entry that does not match',
         params: idParams,
-        response: { 200: verifySchema, ...errorResponses },
+        response: { 200: described(verifySchema, 'The verification result (ok false names the first entry that does not match)'), ...errorResponses },
       },
     },
     async (request) => privacy.verify(request.params.id),
@@ -64,7 +64,7 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
         tags: ['privacy audit'],
         summary: 'The head of the ledger (sequence, head hash, cumulative epsilon) as a JSON document to keep outside Veil',
         params: idParams,
-        response: { 200: checkpointSchema, ...errorResponses },
+        response: { 200: described(checkpointSchema, 'The checkpoint, as a JSON attachment'), ...errorResponses },
       },
     },
     async (request, reply) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { TaskOverviewService } from '../../services/task-overview.js';
 import { presentDevice, presentRound } from '../present.js';
 import { deviceListSchema, evaluationListSchema, roundSchema } from '../schemas.js';
-import { errorResponses, idParams, pageQuery, secured } from './common.js';
+import { described, errorResponses, idParams, pageQuery, secured } from './common.js';
 
 export interface RoundRoutesOptions {
   tasks: TaskOverviewService;
@@ -26,7 +26,7 @@ export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, {
             events: { type: 'boolean', default: true, description: 'Include each round\'s state transitions (false: an empty list, a smaller response for plots)' },
           },
         },
-        response: { 200: { type: 'object', properties: { rounds: { type: 'array', items: roundSchema } } }, ...errorResponses },
+        response: { 200: described({ type: 'object', properties: { rounds: { type: 'array', items: roundSchema } } }, 'A page of rounds in number order'), ...errorResponses },
       },
     },
     async (request) => ({ rounds: (await tasks.rounds(request.params.id, request.query)).map(presentRound) }),
@@ -36,7 +36,7 @@ export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, {
     '/v1/tasks/:id/evaluations',
     {
       config: { auth: 'admin' },
-      schema: { ...secured, tags: ['rounds'], summary: 'Federated evaluation of each model version, the final model included', params: idParams, response: { 200: evaluationListSchema, ...errorResponses } },
+      schema: { ...secured, tags: ['rounds'], summary: 'Federated evaluation of each model version, the final model included', params: idParams, response: { 200: described(evaluationListSchema, 'Evaluations by model version') , ...errorResponses } },
     },
     async (request) => ({ evaluations: await tasks.evaluations(request.params.id) }),
   );
@@ -45,7 +45,7 @@ export const roundRoutes: FastifyPluginAsync<RoundRoutesOptions> = async (app, {
     '/v1/tasks/:id/devices',
     {
       config: { auth: 'admin' },
-      schema: { ...secured, tags: ['rounds'], summary: 'Devices that joined the task: name, last seen, rounds taken part in, credential state', params: idParams, response: { 200: deviceListSchema, ...errorResponses } },
+      schema: { ...secured, tags: ['rounds'], summary: 'Devices that joined the task: name, last seen, rounds taken part in, credential state', params: idParams, response: { 200: described(deviceListSchema, 'The devices, in join order'), ...errorResponses } },
     },
     async (request) => ({ devices: (await tasks.devices(request.params.id)).map(presentDevice) }),
   );

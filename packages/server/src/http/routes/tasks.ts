@@ -6,7 +6,7 @@ import type { TaskInput } from '../../rounds/task-settings.js';
 import type { TaskOverviewService } from '../../services/task-overview.js';
 import { presentTask } from '../present.js';
 import { errorSchema, taskCreateExample, taskCreateSchema, taskListSchema, taskSchema } from '../schemas.js';
-import { errorResponses, idParams, secured } from './common.js';
+import { described, errorResponses, idParams, secured } from './common.js';
 
 export interface TaskRoutesOptions {
   engine: RoundEngine;
@@ -34,7 +34,7 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
         tags: ['tasks'],
         summary: 'Create a task',
         body: { ...taskCreateSchema, examples: [taskCreateExample] },
-        response: { 201: taskSchema, ...errorResponses, 413: errorSchema },
+        response: { 201: described(taskSchema, 'The created task (started when start is true)'), ...errorResponses, 413: described(errorSchema, 'resource_exhausted: the body is larger than the limit') },
       },
     },
     async (request, reply) => {
@@ -52,14 +52,14 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
     '/v1/tasks',
     {
       config: { auth: 'audit' },
-      schema: { ...secured, tags: ['tasks'], summary: 'List tasks (admin or audit token; read-only)', response: { 200: taskListSchema, ...errorResponses } },
+      schema: { ...secured, tags: ['tasks'], summary: 'List tasks (admin or audit token; read-only)', response: { 200: described(taskListSchema, 'Every task, oldest first'), ...errorResponses } },
     },
     async () => ({ tasks: (await tasks.list()).map(presentTask) }),
   );
 
   app.get<{ Params: { id: string } }>(
     '/v1/tasks/:id',
-    { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: taskSchema, ...errorResponses } } },
+    { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: described(taskSchema, 'The task'), ...errorResponses } } },
     async (request) => presentTask(await tasks.get(request.params.id)),
   );
 
@@ -73,7 +73,7 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
           tags: ['tasks'],
           summary: action === 'start' ? 'Start or resume a task' : 'Pause a task (the open round finishes; no new round opens)',
           params: idParams,
-          response: { 200: taskSchema, ...errorResponses },
+          response: { 200: described(taskSchema, 'The task after the change'), ...errorResponses },
         },
       },
       async (request) => {
