@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { AuditTrail } from '../../security/audit-trail.js';
 import type { SecurityStore } from '../../security/ports.js';
-import { errorSchema } from '../schemas.js';
+import { described, errorResponses, rateLimitedResponse } from './common.js';
 
 export interface AuditRoutesOptions {
   security: SecurityStore;
@@ -42,11 +42,11 @@ export const auditRoutes: FastifyPluginAsync<AuditRoutesOptions> = async (app, {
           },
         },
         response: {
-          200: { type: 'object', properties: { total: { type: 'integer' }, events: { type: 'array', items: eventSchema } } },
-          400: errorSchema,
-          401: errorSchema,
-          403: errorSchema,
-          429: errorSchema,
+          200: described({ type: 'object', properties: { total: { type: 'integer' }, events: { type: 'array', items: eventSchema } } }, 'A page of audit events'),
+          400: errorResponses[400],
+          401: errorResponses[401],
+          403: errorResponses[403],
+          429: rateLimitedResponse,
         },
       },
     },

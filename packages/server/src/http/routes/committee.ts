@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TaskOverviewService } from '../../services/task-overview.js';
-import { errorResponses, idParams, secured } from './common.js';
+import { described, errorResponses, idParams, secured } from './common.js';
 
 export interface CommitteeRoutesOptions {
   tasks: TaskOverviewService;
@@ -44,7 +44,7 @@ export const committeeRoutes: FastifyPluginAsync<CommitteeRoutesOptions> = async
         tags: ['privacy audit'],
         summary: "Committee tasks: which custodians approved each round's decryption and for how many devices; every stored answer's signature is checked against the task descriptor",
         params: idParams,
-        response: { 200: committeeAuditSchema, ...errorResponses },
+        response: { 200: described(committeeAuditSchema, 'The committee audit'), ...errorResponses },
       },
     },
     async (request) => tasks.committeeAudit(request.params.id),

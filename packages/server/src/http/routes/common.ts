@@ -13,6 +13,8 @@ export const errorResponses = {
   404: described(errorSchema, 'not_found: no such task (or model version)'),
   409: described(errorSchema, 'failed_precondition: not possible in the task\'s current state'),
 } as const;
+/** The rate-limit refusal (Retry-After header). */
+export const rateLimitedResponse = described(errorSchema, 'rate_limited: too many failed attempts; retry after the Retry-After header');
 export const pageQuery = (maxLimit: number) =>
   ({
     type: 'object',

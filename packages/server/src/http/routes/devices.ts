@@ -4,7 +4,7 @@ import { VeilError } from '../../errors.js';
 import type { DeviceAuth } from '../../grpc/device-auth.js';
 import type { Task } from '../../rounds/model.js';
 import type { ClientInfo, EnrolmentTokenInfo, SecurityStore } from '../../security/ports.js';
-import { errorSchema } from '../schemas.js';
+import { described, errorResponses, rateLimitedResponse } from './common.js';
 
 export interface DeviceRoutesOptions {
   security: SecurityStore;
@@ -21,7 +21,7 @@ const MAX_TOKEN_TTL_SECONDS = 365 * 86_400;
 
 const uuid = { type: 'string', format: 'uuid' } as const;
 const idParams = { type: 'object', required: ['id'], properties: { id: uuid } } as const;
-const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 429: errorSchema };
+const errors = { ...errorResponses, 429: rateLimitedResponse };
 const secured = { security: [{ bearer: [] }] };
 const dateTime = { type: 'string', format: 'date-time' } as const;
 const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -88,7 +88,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
             maxUses: { type: 'integer', minimum: 1, maximum: 10_000_000, description: 'Joins allowed at most. Default: no limit but the task\'s maxDevices.' },
           },
         },
-        response: { 201: { ...tokenSchema, properties: { ...tokenSchema.properties, token: { type: 'string' } } }, ...errors },
+        response: { 201: described({ ...tokenSchema, properties: { ...tokenSchema.properties, token: { type: 'string' } } }, 'The new enrolment token, with its secret (shown once)'), ...errors },
       },
     },
     async (request, reply) => {
@@ -112,7 +112,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
     '/v1/tasks/:id/enrolment-tokens',
     {
       config: { auth: 'admin' },
-      schema: { ...secured, tags: ['devices'], summary: "A task's enrolment tokens (without their secrets)", params: idParams, response: { 200: { type: 'object', properties: { tokens: { type: 'array', items: tokenSchema } } }, ...errors } },
+      schema: { ...secured, tags: ['devices'], summary: "A task's enrolment tokens (without their secrets)", params: idParams, response: { 200: described({ type: 'object', properties: { tokens: { type: 'array', items: tokenSchema } } }, 'The tokens, without their secrets'), ...errors } },
     },
     async (request) => {
       const task = await options.getTask(request.params.id);
@@ -129,7 +129,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
         tags: ['devices'],
         summary: 'Revoke an enrolment token: no device can join with it from now on (devices that joined keep their credentials)',
         params: { type: 'object', required: ['id', 'tokenId'], properties: { id: uuid, tokenId: uuid } },
-        response: { 200: tokenSchema, ...errors },
+        response: { 200: described(tokenSchema, 'The token after the change'), ...errors },
       },
     },
     async (request) => {
@@ -153,7 +153,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
           type: 'object',
           properties: { offset: { type: 'integer', minimum: 0, maximum: 2_147_483_647, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
         },
-        response: { 200: { type: 'object', properties: { total: { type: 'integer' }, clients: { type: 'array', items: clientSchema } } }, ...errors },
+        response: { 200: described({ type: 'object', properties: { total: { type: 'integer' }, clients: { type: 'array', items: clientSchema } } }, 'A page of the task\'s devices'), ...errors },
       },
     },
     async (request) => {
@@ -172,7 +172,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
         tags: ['devices'],
         summary: "Revoke a device's credential, at once: its calls in flight (long-polls, downloads, uploads not yet being recorded) end with UNAUTHENTICATED, and every later call is refused",
         params: { type: 'object', required: ['id', 'clientId'], properties: { id: uuid, clientId: uuid } },
-        response: { 200: clientSchema, ...errors },
+        response: { 200: described(clientSchema, 'The device after the change'), ...errors },
       },
     },
     async (request) => {
