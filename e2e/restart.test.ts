@@ -181,8 +181,8 @@ test('a coordinator killed with SIGKILL during collection resumes the round and 
       () => null,
       (error: unknown) => ClientError.from(error),
     );
-    expect(resent?.code).toBe('already_exists');
-    // ... and told it is the same payload, so a device whose acknowledgement was lost knows it was counted.
+    // ... with the code that tells a device whose acknowledgement was lost that this very update counted.
+    expect(resent?.code).toBe('already_accepted');
     expect(resent?.message).toMatch(/same payload/);
 
     // Device 2 re-sends the upload the crash cut: it was never accepted, so it is now, and closes the round.

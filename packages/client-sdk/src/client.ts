@@ -404,7 +404,7 @@ export function createClient(options: ClientOptions): VeilClient {
         } catch (error) {
           // A retry after a lost acknowledgement finds the same payload already accepted: that is success.
           const e = ClientError.from(error);
-          if (attempts > 1 && e.code === 'already_exists' && e.message.includes('same payload')) return { acceptedCount: 0 };
+          if (attempts > 1 && e.code === 'already_accepted') return { acceptedCount: 0 };
           throw e;
         }
       },
@@ -456,7 +456,7 @@ export function createClient(options: ClientOptions): VeilClient {
         } catch (raw) {
           const error = ClientError.from(raw);
           if (error.code === 'cancelled' || run.signal?.aborted) continue;
-          if (error.code === 'failed_precondition' || error.code === 'permission_denied' || error.code === 'already_exists') {
+          if (error.code === 'failed_precondition' || error.code === 'permission_denied' || error.code === 'already_exists' || error.code === 'already_accepted') {
             // The round moved on (deadline, closed early): wait for the next one.
             log.warn({ roundNumber: a.roundNumber, code: error.code, reason: error.message }, 'update not accepted');
             await sleep(100, run.signal);

@@ -5,6 +5,8 @@ export type ClientErrorCode =
   | 'permission_denied'
   | 'not_found'
   | 'already_exists'
+  /** The coordinator already accepted this very update (sent by it as the `veil-error-code` trailer): it counted. */
+  | 'already_accepted'
   | 'failed_precondition'
   | 'resource_exhausted'
   | 'deadline_exceeded'

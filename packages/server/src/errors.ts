@@ -1,8 +1,8 @@
-import { status as GrpcStatus } from '@grpc/grpc-js';
-
 /**
- * The closed set of error codes of the coordinator. Each maps to exactly one
- * gRPC status and one HTTP status (the two tables below).
+ * The closed set of error codes of the coordinator's domain. No transport
+ * here: each code maps to exactly one gRPC status (`grpc/errors.ts`) and one
+ * HTTP status (`http/errors.ts`), and the code itself travels to devices in
+ * the `veil-error-code` trailer.
  */
 export type VeilErrorCode =
   | 'invalid_argument'
@@ -10,6 +10,8 @@ export type VeilErrorCode =
   | 'permission_denied'
   | 'not_found'
   | 'already_exists'
+  /** This device's identical update was already accepted for the round: a retry after a lost acknowledgement counted. */
+  | 'already_accepted'
   | 'failed_precondition'
   | 'resource_exhausted'
   | 'rate_limited'
@@ -17,36 +19,6 @@ export type VeilErrorCode =
   | 'aborted'
   | 'unavailable'
   | 'internal';
-
-const GRPC: Record<VeilErrorCode, GrpcStatus> = {
-  invalid_argument: GrpcStatus.INVALID_ARGUMENT,
-  unauthenticated: GrpcStatus.UNAUTHENTICATED,
-  permission_denied: GrpcStatus.PERMISSION_DENIED,
-  not_found: GrpcStatus.NOT_FOUND,
-  already_exists: GrpcStatus.ALREADY_EXISTS,
-  failed_precondition: GrpcStatus.FAILED_PRECONDITION,
-  resource_exhausted: GrpcStatus.RESOURCE_EXHAUSTED,
-  rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
-  deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
-  aborted: GrpcStatus.ABORTED,
-  unavailable: GrpcStatus.UNAVAILABLE,
-  internal: GrpcStatus.INTERNAL,
-};
-
-const HTTP: Record<VeilErrorCode, number> = {
-  invalid_argument: 400,
-  unauthenticated: 401,
-  permission_denied: 403,
-  not_found: 404,
-  already_exists: 409,
-  failed_precondition: 409,
-  resource_exhausted: 413,
-  rate_limited: 429,
-  deadline_exceeded: 504,
-  aborted: 409,
-  unavailable: 503,
-  internal: 500,
-};
 
 /**
  * The one error type of the coordinator. `message` is safe to send to the
@@ -69,13 +41,6 @@ export class VeilError extends Error {
     return this.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(this.retryAfterMs / 1000));
   }
 
-  get grpcStatus(): GrpcStatus {
-    return GRPC[this.code];
-  }
-
-  get httpStatus(): number {
-    return HTTP[this.code];
-  }
 
   /** The text a peer may see: the message, or a generic one for internal errors. */
   get publicMessage(): string {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { MAX_CHUNK_BYTES } from '@veil/protocol';
 import { float32ToBytes } from '@veil/protocol/codec';
+import type { ClientError } from '../../client-sdk/src/index.js';
 import {
   TINY_PARAMETERS,
   TINY_TOPOLOGY,
@@ -192,6 +193,10 @@ describe.each<DatabaseKind>(['postgres', 'pglite'])('federation over gRPC (%s)',
     const duplicate = await grpcStatusOf(d1.submit(a, pattern(TINY_PARAMETERS, 9), 500));
     expect(duplicate.code).toBe(status.ALREADY_EXISTS);
     expect((await grpcStatusOf(d1.submit(a, u1, 7))).code).toBe(status.ALREADY_EXISTS);
+    // The SDK tells the two apart by the code in the veil-error-code trailer, not by the text:
+    // the accepted update again is `already_accepted` (it counted), another one `already_exists`.
+    expect(await d1.submit(a, u1, 7).catch((e: ClientError) => e.code)).toBe('already_accepted');
+    expect(await d1.submit(a, pattern(TINY_PARAMETERS, 9), 500).catch((e: ClientError) => e.code)).toBe('already_exists');
     expect((await grpcStatusOf(outsider.submit(a, good, 5))).code).toBe(status.PERMISSION_DENIED);
     expect((await outsider.transport.waitForAssignment(outsider.credential, 10)).kind).toBe('idle');
 

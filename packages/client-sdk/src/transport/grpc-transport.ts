@@ -28,10 +28,15 @@ const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
   [grpc.status.CANCELLED]: 'cancelled',
 };
 
+/** Coordinator error codes the SDK acts on, read from the `veil-error-code` trailer (the status alone cannot tell them apart). */
+const TRAILER_CODES: ReadonlySet<ClientErrorCode> = new Set(['already_accepted']);
+
 function toClientError(error: unknown): ClientError {
   const e = error as Partial<grpc.ServiceError>;
   if (typeof e?.code === 'number') {
-    return new ClientError(CODES[e.code as grpc.status] ?? 'internal', e.details || e.message || 'gRPC error', { cause: error });
+    const trailer = e.metadata?.get('veil-error-code')[0];
+    const code = typeof trailer === 'string' && TRAILER_CODES.has(trailer as ClientErrorCode) ? (trailer as ClientErrorCode) : CODES[e.code as grpc.status];
+    return new ClientError(code ?? 'internal', e.details || e.message || 'gRPC error', { cause: error });
   }
   return ClientError.from(error);
 }

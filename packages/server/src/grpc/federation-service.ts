@@ -20,6 +20,7 @@ import {
   type WaitForAssignmentResponse,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
+import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
 import { createIdleTimer, createUploadGuard, type UploadSlot } from './upload-guard.js';
@@ -66,10 +67,7 @@ function sendError(log: Logger, error: unknown): Partial<grpc.StatusObject> {
   const e = VeilError.from(error);
   if (e.code === 'internal') log.error({ err: e.cause ?? e }, 'request failed');
   else log.warn({ code: e.code, reason: e.message }, 'request rejected');
-  if (e.retryAfterSeconds === undefined) return { code: e.grpcStatus, details: e.publicMessage };
-  const metadata = new grpc.Metadata();
-  metadata.set('retry-after', String(e.retryAfterSeconds));
-  return { code: e.grpcStatus, details: e.publicMessage, metadata };
+  return toGrpcStatus(e);
 }
 
 /** Maps the domain's task status to the protocol enum. */

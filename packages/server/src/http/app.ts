@@ -7,6 +7,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
 import { VeilError } from '../errors.js';
+import { HTTP_STATUS } from './errors.js';
 import type { RoundEngine } from '../rounds/engine.js';
 import type { FederationStore } from '../rounds/ports.js';
 import { createAuthThrottle, type AuthThrottle } from '../security/auth-throttle.js';
@@ -134,7 +135,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     const e = VeilError.from(error);
     if (e.code === 'internal') request.log.error({ err: e.cause ?? e }, 'request failed');
     if (e.retryAfterSeconds !== undefined) void reply.header('retry-after', String(e.retryAfterSeconds));
-    return reply.status(e.httpStatus).send({ code: e.code, message: e.publicMessage });
+    return reply.status(HTTP_STATUS[e.code]).send({ code: e.code, message: e.publicMessage });
   });
 
   const tasks = createTaskOverviewService({ store });

@@ -97,7 +97,7 @@ describe('round loop with fake time (PGlite)', () => {
 
       const upA = header(1, Float32Array.from([0.5, -1, 2]), 4);
       expect(await engine.submitUpdate(a, upA.header, upA.payload, upA.sha)).toEqual({ acceptedCount: 1 });
-      expect(await codeOf(engine.submitUpdate(a, upA.header, upA.payload, upA.sha))).toMatch(/^already_exists: .*round 1/);
+      expect(await codeOf(engine.submitUpdate(a, upA.header, upA.payload, upA.sha))).toMatch(/^already_accepted: .*round 1 \(same payload\)/);
 
       // One millisecond before the deadline nothing happens; at the deadline the round closes with A's update.
       await time.advance(DEADLINE_MS - 1);

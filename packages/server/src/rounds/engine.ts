@@ -852,11 +852,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     if (!rt.selected.has(client.id)) throw new VeilError('permission_denied', `client is not selected for round ${round.number}`);
     const accepted = rt.folded.get(client.id);
     if (accepted !== undefined) {
-      // "(same payload)" lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.
-      throw new VeilError(
-        'already_exists',
-        `an update from this client was already accepted for round ${round.number}${accepted === header.sha256 ? ' (same payload)' : ''}`,
-      );
+      // `already_accepted` (the same payload) lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.
+      throw duplicateUpdate(round.number, accepted === header.sha256);
     }
     if (round.deadlineAt.getTime() <= at) {
       throw new VeilError('failed_precondition', `round ${round.number} deadline has passed`);
@@ -1309,13 +1306,17 @@ function safeReason(error: unknown): string {
   return error instanceof VeilError && error.code !== 'internal' ? error.message : 'internal error (see the coordinator log)';
 }
 
+/** A second update from a device in a round: `already_accepted` when it is the accepted one again, else `already_exists`. */
+function duplicateUpdate(roundNumber: number, samePayload: boolean): VeilError {
+  return samePayload
+    ? new VeilError('already_accepted', `an update from this client was already accepted for round ${roundNumber} (same payload)`)
+    : new VeilError('already_exists', `an update from this client was already accepted for round ${roundNumber}`);
+}
+
 function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
   switch (result.kind) {
     case 'duplicate':
-      return new VeilError(
-        'already_exists',
-        `an update from this client was already accepted for round ${roundNumber}${result.sha256 === sha256 ? ' (same payload)' : ''}`,
-      );
+      return duplicateUpdate(roundNumber, result.sha256 === sha256);
     case 'not_selected':
       return new VeilError('permission_denied', `client is not selected for round ${roundNumber}`);
     case 'round_closed':
