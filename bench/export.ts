@@ -2,7 +2,9 @@
  * Model export benchmark: ONNX float32 / float16 / int8 (federated static calibration, and dynamic)
  * for the demo MLP and NIID-Bench's SimpleCNN on MNIST digits.
  *
- *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --cnn-train-examples 2000 --latency-runs 2000 --only mlp,cnn]
+ *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --cnn-train-examples 2000 --latency-runs 2000 --only mlp,cnn --cache-dir DIR]
+ *
+ * --cache-dir keeps the trained weights (per model and training settings) and reuses them on the next run.
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
@@ -23,7 +25,9 @@
  *
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { computeCalibrationStatistics, evaluateLocal, exportModelOnnx, initTensorflow, trainLocal, type LocalDataset, type ModelSpec, type Tf } from '@veil/client-sdk';
@@ -47,6 +51,7 @@ const { values: args } = parseArgs({
     'mlp-epochs': { type: 'string', default: '3' },
     'cnn-epochs': { type: 'string', default: '2' },
     'cnn-train-examples': { type: 'string', default: '2000' },
+    'cache-dir': { type: 'string' },
     'latency-runs': { type: 'string', default: '2000' },
     only: { type: 'string', default: 'mlp,cnn' },
   },
@@ -66,6 +71,12 @@ const bundle = await generateKeyBundle({ taskId: 'bench-export' });
 const deviceCtx = await createHeContext(bundle.device);
 const serverCtx = await createHeContext(bundle.coordinator);
 
+/** Seeded uniform source of the devices' stochastic rounding (reproducible runs). */
+const random = (() => {
+  const rng = createSeededRng(11);
+  return () => rng.next();
+})();
+
 /** One calibration round over the simulated federation; returns the decrypted example-weighted mean and its cost. */
 async function federatedRound(spec: ModelSpec, weights: Float32Array, shards: LocalDataset[], plan: CalibrationPlan) {
   const valueCount = statisticsLength(plan);
@@ -77,7 +88,8 @@ async function federatedRound(spec: ModelSpec, weights: Float32Array, shards: Lo
   try {
     for (const shard of shards) {
       const t0 = performance.now();
-      const stats = await computeCalibrationStatistics(tf, spec, weights, shard, plan);
+      // Stochastic rounding to the encryption's step keeps the aggregate unbiased (see computeCalibrationStatistics).
+      const stats = await computeCalibrationStatistics(tf, spec, weights, shard, plan, { roundingStep: bundle.device.quantization.step, random });
       const payload = encryptor.encrypt(stats, capWeight(shard.count, bundle.device.quantization.weightCap));
       deviceMs += performance.now() - t0;
       uploadBytes += payload.byteLength;
@@ -155,10 +167,23 @@ async function benchModel(
   const { spec, weights: initial } = build(tf);
   log(`${name}: training ${epochs} epoch(s) on ${fitData.count} digits`);
   const t0 = performance.now();
-  // TF.js's wasm backend has no convolution gradients (Conv2DBackpropFilter): a CNN trains on the cpu backend.
-  if (image) await tf.setBackend('cpu');
-  const { weights } = await trainLocal(tf, { spec, weights: initial, data: fitData, epochs, seed: 1, ...training });
-  if (image) await tf.setBackend(backend);
+  // --cache-dir: trained weights are kept per model and training settings, so a rerun skips the training.
+  const cacheFile = args['cache-dir'] === undefined ? null : join(args['cache-dir'], `${spec.weightSpecs.length}-${initial.length}-${fitData.count}-${epochs}-${JSON.stringify(training).replace(/[^a-z0-9.]/gi, '')}.f32`);
+  let weights: Float32Array;
+  let cached = false;
+  if (cacheFile !== null && existsSync(cacheFile)) {
+    weights = new Float32Array(new Uint8Array(readFileSync(cacheFile)).buffer);
+    cached = true;
+  } else {
+    // TF.js's wasm backend has no convolution gradients (Conv2DBackpropFilter): a CNN trains on the cpu backend.
+    if (image) await tf.setBackend('cpu');
+    ({ weights } = await trainLocal(tf, { spec, weights: initial, data: fitData, epochs, seed: 1, ...training }));
+    if (image) await tf.setBackend(backend);
+    if (cacheFile !== null) {
+      mkdirSync(args['cache-dir']!, { recursive: true });
+      writeFileSync(cacheFile, new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength));
+    }
+  }
   const trainSeconds = (performance.now() - t0) / 1000;
   const tfAccuracy = (await evaluateLocal(tf, { spec, weights, data: testData })).accuracy;
   log(`${name}: TF.js held-out accuracy ${tfAccuracy} after ${trainSeconds.toFixed(1)} s`);
@@ -208,6 +233,7 @@ async function benchModel(
     trainExamples: fitData.count,
     trainBackend: image ? 'cpu' : backend,
     trainSeconds: Math.round(trainSeconds),
+    trainedWeightsFromCache: cached,
     tfjsAccuracy: r4(tfAccuracy),
     calibration: {
       devices: DEVICES,

@@ -96,6 +96,29 @@ describe('federated int8 calibration on device statistics', () => {
     expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
   });
 
+  it('roundingStep: every value becomes a multiple of the step within one step of the exact one, with no systematic loss of the tail', async () => {
+    const points = calibrationPoints(parseModel({ ...spec, weights }));
+    const plan = planHistogramRound(planRangeRound(points), await computeCalibrationStatistics(tf, spec, weights, devices[0]!, planRangeRound(points)));
+    const exact = await computeCalibrationStatistics(tf, spec, weights, devices[0]!, plan);
+    const step = 2 ** -13;
+    let seed = 7;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const rounded = await computeCalibrationStatistics(tf, spec, weights, devices[0]!, plan, { roundingStep: step, random });
+    let tinyExact = 0;
+    let tinyRounded = 0;
+    for (let i = 0; i < exact.length; i++) {
+      expect(Number.isInteger(rounded[i]! / step)).toBe(true);
+      expect(Math.abs(rounded[i]! - exact[i]!)).toBeLessThan(step);
+      if (exact[i]! > 0 && exact[i]! < step / 2) {
+        tinyExact += exact[i]!;
+        tinyRounded += rounded[i]!;
+      }
+    }
+    // Rounding to nearest would report 0 for all of these bins; stochastic rounding keeps their mass on average.
+    expect(tinyExact).toBeGreaterThan(20 * step);
+    expect(Math.abs(tinyRounded - tinyExact)).toBeLessThan(0.35 * tinyExact);
+  });
+
   it('refuses a plan naming a layer the model lacks', async () => {
     await expect(computeCalibrationStatistics(tf, spec, weights, devices[0]!, planRangeRound(['nope']))).rejects.toThrowError(/layer "nope"/);
   });

@@ -17,6 +17,18 @@ export interface CalibrationStatisticsOptions {
   batchSize?: number;
   /** Use at most this many of the local examples (the first ones). Default: all. */
   maxExamples?: number;
+  /**
+   * Round every reported frequency stochastically to a multiple of this step
+   * (the encryption's quantisation step, `deviceKey.quantization.step`):
+   * down or up with the probabilities that make the expected value exact, so
+   * the aggregate of many devices stays unbiased. Without it the encryption
+   * rounds to nearest and every bin below half a step (most of a 2,048-bin
+   * histogram's tail) is lost, which shrinks the calibrated ranges. Default:
+   * no rounding here.
+   */
+  roundingStep?: number;
+  /** Uniform [0, 1) source of the stochastic rounding. Default `Math.random` (the rounding protects accuracy, not secrets). */
+  random?: () => number;
 }
 
 /**
@@ -69,7 +81,18 @@ export async function computeCalibrationStatistics(
         tf.dispose(results);
       }
     }
-    return collector.finish();
+    const report = collector.finish();
+    const step = options.roundingStep;
+    if (step !== undefined) {
+      if (!(step > 0 && step <= 1)) throw new ClientError('invalid_argument', 'roundingStep must be in (0, 1]');
+      const random = options.random ?? Math.random;
+      for (let i = 0; i < report.length; i++) {
+        const scaled = report[i]! / step;
+        const low = Math.floor(scaled);
+        report[i] = (low + (random() < scaled - low ? 1 : 0)) * step;
+      }
+    }
+    return report;
   } finally {
     model.dispose();
   }
