@@ -4,33 +4,23 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { readCoordinatorKeyMaterial } from '@veil/crypto';
 import { createCommitteeClient, readRequestSigner } from '@veil/custodian';
-import type { Rng, StrategyDefinition } from './aggregation/strategy.js';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
 import { createFederationHandlers, startGrpcServer } from './grpc/federation-service.js';
 import { buildHttpApp } from './http/app.js';
 import { openDatabase } from './persistence/database.js';
 import { createPrismaStore } from './persistence/prisma-store.js';
-import { RoundEngine, type Clock, type CommitteeConnector, type Timer } from './rounds/engine.js';
+import { RoundEngine, type CommitteeConnector, type RoundEngineOptions } from './rounds/engine.js';
 import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-throttle.js';
 import { createTlsSource, type TlsSource } from './tls/tls-source.js';
 import { createAuditTrail } from './security/audit-trail.js';
 import { createDeviceAuth } from './grpc/device-auth.js';
 import { createSecurityStore } from './persistence/security-store.js';
 
-export interface CoordinatorOptions {
+/** The coordinator's options; `strategies`, `clock`, `timer`, `rng` and `presenceTtlMs` go to the round engine (defaults there). */
+export interface CoordinatorOptions extends Pick<RoundEngineOptions, 'strategies' | 'clock' | 'timer' | 'rng' | 'presenceTtlMs'> {
   config: CoordinatorConfig;
   logger: Logger;
-  /** Strategies tasks may name besides the built-in ones; same name replaces. Default none. */
-  strategies?: readonly StrategyDefinition[];
-  /** Default `Date.now`. */
-  clock?: Clock;
-  /** Deadline and long-poll scheduling, following `clock`. Default `setTimeout`. */
-  timer?: Timer;
-  /** Client-selection randomness. Default a CSPRNG. */
-  rng?: Rng;
-  /** Presence window for selection, ms. Default 30 000. */
-  presenceTtlMs?: number;
   /** Update payload bytes the gRPC service reads and processes at once; further uploads wait unread. Default 32 MiB. */
   uploadBudgetBytes?: number;
   /** Model bytes the gRPC service sends at once; further downloads wait. Default 32 MiB. */

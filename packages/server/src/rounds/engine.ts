@@ -14,6 +14,7 @@ import type { Client, CommitteeSettings, ModelEncoding, Round, RoundSummary, Tas
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import { maxUpdateBytes, updateValueCount } from './sizes.js';
+import { createModelCache, type ModelCache, type StoredModel } from './model-cache.js';
 import { systemClock, systemTimer, type Clock, type Timer } from './clock.js';
 import { createMutex, type Mutex } from './mutex.js';
 import { checkRoundBudget, roundLedgerEntry } from '../privacy/budget.js';
@@ -44,13 +45,7 @@ import {
   type RoundAggregator,
 } from '../aggregation/round-aggregator.js';
 
-/** A stored global model version (digest verified on read). */
-export interface StoredModel {
-  version: number;
-  bytes: Buffer;
-  sha256: string;
-  encoding: ModelEncoding;
-}
+export type { StoredModel } from './model-cache.js';
 
 export type { Clock, Timer } from './clock.js';
 
@@ -184,8 +179,6 @@ interface PendingRecord {
   done: (outcome: { ok: true; acceptedCount: number } | { ok: false; error: unknown; recorded: boolean }) => void;
 }
 
-/** Model versions kept in memory besides each task's current one. */
-const MODEL_CACHE_ENTRIES = 8;
 
 
 /**
@@ -208,8 +201,8 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private readonly defaultKey: CoordinatorKeyMaterial | null;
   private readonly committeeConnector: CommitteeConnector | null;
   private readonly runtimes = new Map<string, TaskRuntime>();
-  /** Recently read model versions (key `taskId:version`), least recently used first. */
-  private readonly modelCache = new Map<string, StoredModel>();
+  /** Recently read model versions, besides each task's current one (`rt.model`). */
+  private readonly models: ModelCache;
   private closed = false;
 
   constructor(options: RoundEngineOptions) {
@@ -218,6 +211,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     this.blobs = options.blobs;
     this.log = options.logger.child({ component: 'round-engine' });
     this.strategies = createStrategyRegistry(options.strategies);
+    this.models = createModelCache({ store: this.store, blobs: this.blobs });
     this.clock = options.clock ?? systemClock;
     this.timer = options.timer ?? systemTimer;
     this.rng = options.rng ?? createCryptoRng();
@@ -906,20 +900,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       const bytes = Buffer.isBuffer(m.bytes) ? m.bytes : Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength);
       return { version: v, bytes, sha256: m.sha256, encoding: m.encoding };
     }
-    const cacheKey = `${taskId}:${v}`;
-    const cached = this.modelCache.get(cacheKey);
-    if (cached !== undefined) {
-      this.modelCache.delete(cacheKey);
-      this.modelCache.set(cacheKey, cached);
-      return cached;
-    }
-    const meta = await this.store.getModelVersion(taskId, v);
-    if (meta === null) throw new VeilError('not_found', `task ${taskId} has no model version ${v}`);
-    const bytes = await this.blobs.get({ key: modelBlobKey(taskId, v), sha256: meta.sha256 });
-    const model: StoredModel = { version: v, bytes, sha256: meta.sha256, encoding: meta.encoding as ModelEncoding };
-    this.modelCache.set(cacheKey, model);
-    while (this.modelCache.size > MODEL_CACHE_ENTRIES) this.modelCache.delete(this.modelCache.keys().next().value!);
-    return model;
+    return this.models.read(taskId, v);
   }
 
   // ------------------------------------------------------------------ the state machine (mutex held)
@@ -1248,16 +1229,15 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   private async loadModel(rt: TaskRuntime): Promise<NonNullable<TaskRuntime['model']>> {
     const version = rt.task.currentModelVersion;
     if (rt.model !== null && rt.model.version === version) return rt.model;
-    const { bytes, sha256 } = await this.readModelUnlocked(rt.task.id, version);
-    const meta = await this.store.getModelVersion(rt.task.id, version);
-    rt.model = { version, bytes, encoding: (meta?.encoding ?? 'float32-le') as ModelEncoding, sha256, sizeBytes: bytes.byteLength };
+    let stored: StoredModel;
+    try {
+      stored = await this.models.read(rt.task.id, version);
+    } catch (error) {
+      // The task's own current version must exist: its absence is a broken store, not a bad request.
+      throw error instanceof VeilError && error.code === 'not_found' ? new VeilError('internal', `task ${rt.task.id} model version ${version} is missing`) : error;
+    }
+    rt.model = { version, bytes: stored.bytes, encoding: stored.encoding, sha256: stored.sha256, sizeBytes: stored.bytes.byteLength };
     return rt.model;
-  }
-
-  private async readModelUnlocked(taskId: string, version: number): Promise<{ bytes: Buffer; sha256: string }> {
-    const meta = await this.store.getModelVersion(taskId, version);
-    if (meta === null) throw new VeilError('internal', `task ${taskId} model version ${version} is missing`);
-    return { bytes: await this.blobs.get({ key: modelBlobKey(taskId, version), sha256: meta.sha256 }), sha256: meta.sha256 };
   }
 
   private wake(rt: TaskRuntime): void {
