@@ -14,6 +14,10 @@ import { createBlobStore } from '../src/blobs/blob-store.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { createLogger } from '../src/logger.js';
 import { RoundEngine } from '../src/rounds/engine.js';
+import { createDeviceAuth } from '../src/grpc/device-auth.js';
+import { createSecurityStore } from '../src/persistence/security-store.js';
+import { createAuditTrail } from '../src/security/audit-trail.js';
+import { createAuthThrottle } from '../src/security/auth-throttle.js';
 import type { FederationStore } from '../src/rounds/ports.js';
 import { createTestStorage, type TestStorage } from './helpers.js';
 import { openStore, seedHistory, type SeededRound } from './seed-history.js';
@@ -49,7 +53,19 @@ describe('REST plugins (inject, PostgreSQL, 1,000 seeded rounds)', () => {
     const logger = createLogger({ level: 'silent' });
     engine = new RoundEngine({ store: counting, blobs: createBlobStore({ dir: join(storage.dataDir, 'blobs') }), logger });
     await engine.start();
-    app = await buildHttpApp({ engine, store: counting, logger, adminToken: ADMIN, auditToken: AUDIT });
+    const security = createSecurityStore(opened.db.prisma);
+    const throttle = createAuthThrottle();
+    app = await buildHttpApp({
+      engine,
+      store: counting,
+      logger,
+      adminToken: ADMIN,
+      auditToken: AUDIT,
+      authThrottle: throttle,
+      security,
+      auditTrail: createAuditTrail({ store: security, logger }),
+      deviceAuth: createDeviceAuth({ store: opened.store, security, logger, throttle, enrolmentSecret: null, getTask: (id) => engine.getTask(id) }),
+    });
   });
   afterAll(async () => {
     await app?.close();
@@ -120,6 +136,13 @@ describe('REST plugins (inject, PostgreSQL, 1,000 seeded rounds)', () => {
       ['phone-03', 1000, 1000, 0],
       ['phone-04', 1000, 1000, 0],
     ]);
+    expect(devices.map((d: { credential: string }) => d.credential)).toEqual(['active', 'active', 'active', 'active']);
+    // Revoking a device's credential shows in its state.
+    const revoked = await app.inject({ method: 'POST', url: `/v1/tasks/${seeded.taskId}/clients/${devices[3].id}/revoke`, headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(revoked.statusCode).toBe(200);
+    const after = (await get(`/v1/tasks/${seeded.taskId}/devices`)).body.devices;
+    expect(after.map((d: { credential: string }) => d.credential)).toEqual(['active', 'active', 'active', 'revoked']);
+    expect(Date.parse(after[3].revokedAt)).not.toBeNaN();
   });
 
   it('serves the built dashboard precompressed, with cache and security headers, and nothing outside it', async () => {

@@ -99,6 +99,7 @@ export interface DeviceJson {
   roundsDropped: number;
   trainedExamples: number | null;
   credential: string;
+  revokedAt: string | null;
 }
 
 export interface EvaluationJson {

@@ -423,7 +423,7 @@ export function devicesView(main: HTMLElement, taskId: string): View {
     'devices',
     h('h1', {}, 'Devices'),
     h('table', { id: 'devices' }, h('thead', {}, h('tr', {}, ...['Name', 'Id', 'Joined', 'Last seen', 'Selected', 'Submitted', 'Dropped', 'Credential', 'Examples trained on'].map((t) => h('th', {}, t)))), body),
-    help('About these columns', h('p', {}, 'Last seen: the later of the device\'s join and its last accepted update (what the database records). Selected / submitted / dropped: rounds the device was selected for, rounds whose update was accepted, and rounds it was selected for without an update by the close. Credential: the bearer credential the device received at Join (stored only as a hash).')),
+    help('About these columns', h('p', {}, 'Last seen: the later of the device\'s join and its last accepted update (what the database records). Selected / submitted / dropped: rounds the device was selected for, rounds whose update was accepted, and rounds it was selected for without an update by the close. Credential: the bearer credential the device received at Join (stored only as a hash): active, or revoked by an admin (a revoked device is refused on every call).')),
   );
   const ready = api<{ devices: DeviceJson[] }>(`/v1/tasks/${taskId}/devices`).then(({ devices }) => {
     replace(
@@ -432,7 +432,7 @@ export function devicesView(main: HTMLElement, taskId: string): View {
         h('tr', { 'data-device': d.id },
           h('td', {}, d.name ?? h('span', { class: 'muted' }, '(no name)')), h('td', { class: 'hash' }, d.id), h('td', {}, fmt.time(d.joinedAt)),
           h('td', { title: d.lastSeenAt }, fmt.ago(d.lastSeenAt)), h('td', { class: 'num' }, d.roundsSelected), h('td', { class: 'num' }, d.roundsSubmitted),
-          h('td', { class: 'num' }, d.roundsDropped), h('td', {}, d.credential), h('td', { class: 'num' }, fmt.int(d.trainedExamples)),
+          h('td', { class: 'num' }, d.roundsDropped), h('td', { class: d.credential === 'revoked' ? 'bad' : null, title: d.revokedAt ?? '' }, d.credential), h('td', { class: 'num' }, fmt.int(d.trainedExamples)),
         ),
       ),
     );

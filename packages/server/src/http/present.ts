@@ -56,7 +56,8 @@ export function presentDevice(d: DeviceRecord) {
     roundsSubmitted: d.roundsSubmitted,
     roundsDropped: d.roundsDropped,
     trainedExamples: d.trainedExamples,
-    // Credentials are issued at Join and have no revocation yet: every recorded device's is active.
-    credential: 'active' as const,
+    // The bearer credential from Join: active until an admin revokes it (POST /v1/tasks/:id/clients/:clientId/revoke).
+    credential: d.revokedAt === null ? ('active' as const) : ('revoked' as const),
+    revokedAt: d.revokedAt?.toISOString() ?? null,
   };
 }

@@ -556,7 +556,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
     async listDevices(taskId): Promise<DeviceRecord[]> {
       const rows = await prisma.$queryRawUnsafe<Array<{ doc: string }>>(
         `SELECT json_build_object(
-            'id', c.id, 'name', c.name, 'joinedAt', c."joinedAt",
+            'id', c.id, 'name', c.name, 'joinedAt', c."joinedAt", 'revokedAt', c."revokedAt",
             'lastSubmittedAt', (SELECT max(p."submittedAt") FROM "Participation" p WHERE p."clientId" = c.id),
             'selected', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id),
             'submitted', (SELECT count(*) FROM "Participation" p WHERE p."clientId" = c.id AND p.status = 'SUBMITTED'),
@@ -567,7 +567,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         taskId,
       );
       return rows.map(({ doc }) => {
-        const d = JSON.parse(doc) as { id: string; name: string | null; joinedAt: string; lastSubmittedAt: string | null; selected: number; submitted: number; dropped: number; trainedExamples: number | null };
+        const d = JSON.parse(doc) as { id: string; name: string | null; joinedAt: string; revokedAt: string | null; lastSubmittedAt: string | null; selected: number; submitted: number; dropped: number; trainedExamples: number | null };
         const joinedAt = new Date(d.joinedAt);
         const submittedAt = d.lastSubmittedAt === null ? null : new Date(d.lastSubmittedAt);
         return {
@@ -579,6 +579,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
           roundsSubmitted: d.submitted,
           roundsDropped: d.dropped,
           trainedExamples: d.trainedExamples,
+          revokedAt: d.revokedAt === null ? null : new Date(d.revokedAt),
         };
       });
     },

@@ -65,6 +65,8 @@ export interface DeviceRecord {
   roundsDropped: number;
   /** Examples the device reported training on, summed over its accepted updates (null: never reported). */
   trainedExamples: number | null;
+  /** When an admin revoked its credential; null while it is valid. */
+  revokedAt: Date | null;
 }
 
 /**

@@ -15,7 +15,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { TINY_PARAMETERS, createTestStorage, createTinyTask, joinDevices, pattern, startTestCoordinator, type TestCoordinator, type TestStorage } from '../helpers.js';
+import { TINY_PARAMETERS, createTestStorage, createTinyTask, joinDevice, joinDevices, pattern, startTestCoordinator, type TestCoordinator, type TestStorage } from '../helpers.js';
 import { openStore, seedHistory } from '../seed-history.js';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
@@ -217,8 +217,9 @@ describe('dashboard in Chromium', () => {
   });
 
   it('shows a live round of a real federation advancing within a second of each event', async () => {
-    const { id } = await createTinyTask(t.rest, { name: 'live', rounds: 3, clientsPerRound: 3, minClients: 3, minAvailableClients: 3, start: false });
-    using devices = await joinDevices(t.coordinator, id, 3, 'tablet');
+    // Running, waiting for three devices: two join now, the third once the page watches.
+    const { id } = await createTinyTask(t.rest, { name: 'live', rounds: 3, clientsPerRound: 3, minClients: 3, minAvailableClients: 3 });
+    using early = await joinDevices(t.coordinator, id, 2, 'tablet');
     const page = await newPage();
     page.on('console', (m) => console.log('page:', m.text()));
     page.on('pageerror', (e) => console.log('page error:', e.message));
@@ -251,8 +252,9 @@ describe('dashboard in Chromium', () => {
       const event = emitted.find((e) => e.type === type && e.round === round && e.value === value)!;
       delays.push(renderedAt - event.at);
     };
-    // Started from the page (an admin action), with the page already watching.
-    await page.click('#task-start');
+    expect(await page.getAttribute('#live', 'data-state')).toBe('SELECTING');
+    using late = await joinDevice(t.coordinator, id, 'tablet-3');
+    const devices = [...early, late];
 
     for (let round = 1; round <= 2; round++) {
       const target = pattern(TINY_PARAMETERS, 100);
@@ -284,6 +286,9 @@ describe('dashboard in Chromium', () => {
     // The live card itself shows the latest state.
     expect(Number(await page.getAttribute('#live', 'data-selected'))).toBe(3);
     await shot(page, 'live');
+    // An admin action from the page: pause.
+    await page.click('#task-pause');
+    await expect.poll(async () => (await t.rest.request('GET', `/v1/tasks/${id}`)).body.status).toBe('PAUSED');
     await page.goto(`${base}/dashboard/#/tasks`);
     await page.waitForSelector('[data-view=tasks][data-ready]');
     await shot(page, 'tasks');
