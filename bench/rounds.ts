@@ -377,6 +377,10 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     const { taskId } = await coord.next<{ taskId: string }>('task', 30_000);
 
     // Device workers.
+    // Devices may join RUNNING tasks only: start the task first. No round selects before
+    // minAvailableClients devices poll, so the rounds still begin once the devices have joined.
+    coord.child.send({ cmd: 'startTask', taskId });
+    const started = await coord.next<{ t: number }>('started', 60_000);
     const joinStarted = nowMs();
     const hardStopAt = joinStarted + spec.runTimeoutMs + 60_000;
     const channels: Array<{ ch: Channel; group: Group; index: number }> = [];
@@ -448,10 +452,8 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     }
 
     await new Promise((resolve) => setTimeout(resolve, 300)); // let every device's first long-poll arrive
-    coord.child.send({ cmd: 'startTask', taskId });
     const cpuAtStart = machineCpuTicks();
     const cpuWindowStarted = nowMs();
-    const started = await coord.next<{ t: number }>('started', 60_000);
     log(`${spec.label}: task started (${spec.rounds} rounds, ${spec.clientsPerRound} per round, deadline ${spec.roundDeadlineMs} ms)`);
 
     let timedOut = false;
