@@ -16,6 +16,8 @@ export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, Tas
 export { initTensorflow } from './training/backend.js';
 export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';
 export { buildModel, flattenWeights, describeModel } from './training/model.js';
+export { loadGlobalModel, taskBody, taskModelBody, taskModelBodyFromSpec } from './training/task-model.js';
+export type { GlobalModel, LoadGlobalModelOptions, TaskModelBody } from './training/task-model.js';
 export { trainLocal, evaluateLocal } from './training/train.js';
 export type { EvaluateLocalResult, TrainLocalResult } from './training/train.js';
 export type { LocalDataset, ModelSpec, Tf, WeightSpec } from './training/types.js';

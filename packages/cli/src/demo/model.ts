@@ -1,4 +1,4 @@
-import type { ModelSpec, Tf, WeightSpec } from '@veil/client-sdk';
+import { describeModel, type ModelSpec, type Tf } from '@veil/client-sdk';
 import { createSeededRng } from './partition.js';
 
 /**
@@ -45,15 +45,8 @@ export function createMnistMlp(tf: Tf, options: CreateMnistMlpOptions = {}): { s
   layers.push(tf.layers.dense({ name: 'output', ...(hidden.length === 0 && { inputShape: [784] }), units: 10, activation: 'softmax' }));
   const model = tf.sequential({ name: 'veil_mnist_mlp', layers });
   try {
-    const weightSpecs: WeightSpec[] = model.weights.map((variable) => ({
-      name: variable.originalName,
-      shape: variable.shape.map((dim) => dim ?? 0),
-      dtype: 'float32',
-    }));
-    const spec: ModelSpec = {
-      topology: model.toJSON(null, false) as unknown as Record<string, unknown>,
-      weightSpecs,
-    };
+    const spec = describeModel(model);
+    const { weightSpecs } = spec;
     const rng = createSeededRng(options.seed ?? 1);
     const total = weightSpecs.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0);
     const weights = new Float32Array(total);
@@ -107,12 +100,8 @@ export function createSimpleCnn(tf: Tf, options: CreateSimpleCnnOptions = {}): {
     ],
   });
   try {
-    const weightSpecs: WeightSpec[] = model.weights.map((variable) => ({
-      name: variable.originalName,
-      shape: variable.shape.map((dim) => dim ?? 0),
-      dtype: 'float32',
-    }));
-    const spec: ModelSpec = { topology: model.toJSON(null, false) as unknown as Record<string, unknown>, weightSpecs };
+    const spec = describeModel(model);
+    const { weightSpecs } = spec;
     const rng = createSeededRng(options.seed ?? 1);
     const total = weightSpecs.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0);
     const weights = new Float32Array(total);

@@ -4,9 +4,9 @@ import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { createDeviceEncryption, evaluateLocal, initTensorflow, type DeviceEncryption } from '@veil/client-sdk';
+import { createDeviceEncryption, evaluateLocal, initTensorflow, taskModelBodyFromSpec, type DeviceEncryption } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
-import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import { bytesToFloat32 } from '@veil/protocol/codec';
 import { loadMnist } from './mnist.js';
 import { createMnistMlp } from './model.js';
 import type { DemoTlsFiles } from './client-worker.js';
@@ -87,7 +87,7 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
     const task = await api<{ id: string; encryption: { keyId: string } | null }>('POST', '/v1/tasks', {
       ...demoTaskSettings(options),
       ...(options.deviceKeyDir === null && { encryption: { mode: 'none' } }),
-      model: { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: Buffer.from(float32ToBytes(weights)).toString('base64') },
+      model: taskModelBodyFromSpec(spec, weights),
       start: true,
     });
     if (options.deviceKeyDir !== null) evaluator = await createDeviceEncryption(await readDeviceKeyMaterial(options.deviceKeyDir));
