@@ -25,6 +25,7 @@
  *
  * Prints one JSON object on stdout; progress goes to stderr.
  */
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { evaluateLocal, initTensorflow, trainLocal } from '../packages/client-sdk/src/training/index.js';
 import type { LocalDataset, ModelSpec, Tf } from '../packages/client-sdk/src/training/index.js';
@@ -32,7 +33,7 @@ import { FASHION_MNIST_DEBIAN_DIR, loadFashionMnist } from '../packages/cli/src/
 import { createSimpleCnn } from '../packages/cli/src/demo/model.js';
 import { createSeededRng, partitionDirichlet, partitionIid, selectExamples, shuffle, labelsOf } from '../packages/cli/src/demo/partition.js';
 import { createStrategyRegistry } from '../packages/server/src/aggregation/registry.js';
-import type { Strategy, StrategyState } from '../packages/server/src/aggregation/strategy.js';
+import type { Aggregator, FinishOutput, Strategy, StrategyState } from '../packages/server/src/aggregation/strategy.js';
 import { qFedAvg, type QFedAvgResult } from '../packages/server/src/aggregation/strategies/qfedavg.js';
 
 /** NIID-Bench's protocol (Li et al. 2022, Section 4; Flower's baselines/niid_bench). */
@@ -129,7 +130,18 @@ const throughput = config.throughputSamples > 0 ? await measureThroughput(tf, sp
 log(`throughput ${JSON.stringify(throughput)}`);
 
 const registry = createStrategyRegistry();
-const results = [];
+/** One (partition, strategy) run of the JSON's `results`. */
+interface RunResult {
+  partition: string;
+  strategy: string;
+  params: Record<string, number | boolean>;
+  accuracyPerRound: number[];
+  finalAccuracy: number;
+  bestAccuracy: number;
+  roundsToTarget: number | null;
+  wallSeconds: number;
+}
+const results: RunResult[] = [];
 for (const partition of partitions) {
   const shares = split(partition);
   for (const name of strategyNames) {
@@ -137,7 +149,7 @@ for (const partition of partitions) {
     const params = { ...DEFAULT_PARAMS[name], ...paramOverrides[name] };
     const accuracy = await runFederation(name, params, shares, partition);
     const reached = accuracy.findIndex((a) => a >= config.target);
-    const entry = {
+    const entry: RunResult = {
       partition,
       strategy: name,
       params,
@@ -177,6 +189,8 @@ console.log(
       ),
     },
     throughputSamplesPerSecond: throughput,
+    // The machine's load when the run ended (1, 5, 15 min) and its cores: throughput depends on both.
+    machine: { cores: cpus().length, loadAverage: loadavg().map((x) => Math.round(x * 100) / 100) },
     reference: { source: "Flower baselines/niid_bench, Fashion-MNIST, 50 rounds", finalAccuracy: REFERENCE },
     results,
     summary: {
@@ -233,7 +247,7 @@ async function runFederation(name: string, params: Record<string, number | boole
       fitConfig = plan.config;
     }
     const proximalMu = typeof fitConfig['proximalMu'] === 'number' ? fitConfig['proximalMu'] : 0;
-    const aggregator = strategy?.createAggregator({ round, parameterCount: global.length, state }) ?? null;
+    const aggregator: Aggregator | null = strategy?.createAggregator({ round, parameterCount: global.length, state }) ?? null;
     const qResults: QFedAvgResult[] = [];
     for (const [k, data] of shares.entries()) {
       // q-FedAvg's F_k(w_t): the loss of the global model on the device's training data, before training.
@@ -253,7 +267,7 @@ async function runFederation(name: string, params: Record<string, number | boole
       else qResults.push({ update: result.delta, loss });
     }
     if (aggregator !== null) {
-      const out = aggregator.finish({ round, current: global, failures: [], state });
+      const out: FinishOutput | null = aggregator.finish({ round, current: global, failures: [], state });
       if (out !== null) [global, state] = [out.parameters, out.state];
     } else {
       global = qFedAvg(global, qResults, { q: Number(params['q']), learningRate: Number(params['learningRate']) }) ?? global;
