@@ -220,7 +220,8 @@ export interface ChooseRangesOptions {
    * but on ReLU layers the spike of exact zeros dominates the divergence and
    * pulls the threshold down: measured by `bench:export`, it clipped the MNIST
    * models' hidden ranges to a quarter to a half of their maxima and cost
-   * 0.55 (MLP) and 9 (CNN) points, where the 99.99th percentile cost 0 and 1.3.
+   * 0.55 (MLP) and 9 (CNN) points, where the 99.99th percentile cost 0.05 on
+   * both.
    */
   method?: RangeMethod;
   /** `percentile` only: the share of |activations| kept inside the range, in percent. Default 99.99. */
