@@ -1,10 +1,43 @@
 /**
  * A device app: trains on the device's own data and never sends it anywhere;
- * only model updates leave, through the SDK.
+ * only model updates leave, through the SDK. Start it with start.mjs (which
+ * checks the Node version first): `node examples/device-app/start.mjs --help`.
+ *
+ * Production-shaped: the device keeps its credential, its committee signing key
+ * and its local differential-privacy spend in files (0600), so a restart neither
+ * re-enrols it nor resets its privacy budget; it takes the task's encryption
+ * (shared BFV key or committee) and TLS settings from the command line.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createClient, type LocalDataset } from '@veil/client-sdk';
+import { createClient, type ClientOptions, type CommitteePins, type LocalDataset } from '@veil/client-sdk';
+import { ed25519PublicKey, readDeviceKeyMaterial, secureRandomBytes } from '@veil/crypto';
+import { requestDeviceCertificate } from '@veil/custodian';
+
+const USAGE = `Usage: node examples/device-app/start.mjs --task ID --data FILE [options]
+
+Takes part in a Veil task with the examples in FILE until the task ends (Ctrl-C stops).
+  --coordinator ADDR        coordinator gRPC address: host:port or grpcs://host:port (default 127.0.0.1:50051)
+  --task ID                 the task to join (required)
+  --data FILE               local examples: {"inputShape":[784],"numClasses":10,"xs":[[...],...],"ys":[3,1,...]} (required)
+  --secret S                the task's enrolment secret (first run; later runs use the stored credential)
+  --credential-file FILE    where the device credential is kept (default .veil-device-credential.json)
+  --tls-ca FILE [--tls-cert FILE --tls-key FILE]
+                            pin the coordinator's CA; client certificate for mutual TLS
+Encryption (what the task was created with):
+  --device-key DIR          shared-key tasks: the federation's device key bundle (veil keys generate: DIR/device)
+  --committee-pins FILE     committee tasks: JSON {"pinnedFingerprints":[...],"authorityKey":"..."} the app pins
+  --enrolment-url URL       committee tasks: the enrolment authority's service (veil authority serve)
+  --enrolment-authority-secret S
+                            committee tasks: the secret of that service
+  --committee-key-file FILE the device's Ed25519 key for committee tasks (default .veil-device-committee-key.json)
+Differential privacy (tasks in local DP mode):
+  --dp-epsilon-cap E        this device's own epsilon cap (default: the task's)
+  --dp-delta D              delta of that cap (default: the task's)
+  --dp-state FILE           the device's privacy spend, restored at start and written before every
+                            release (default .veil-device-dp.json)
+  -h, --help                print this help and exit (starts and writes nothing)
+`;
 
 interface LocalFile {
   inputShape: number[];
@@ -28,16 +61,68 @@ function toDataset(file: LocalFile): LocalDataset {
   return { xs, ys, count: file.ys.length, inputShape: file.inputShape, numClasses: file.numClasses };
 }
 
-const { values } = parseArgs({
-  options: {
-    coordinator: { type: 'string', default: '127.0.0.1:50051' },
-    task: { type: 'string' },
-    secret: { type: 'string' },
-    data: { type: 'string' },
-    'credential-file': { type: 'string', default: '.veil-device-credential.json' },
-  },
-});
-if (!values.task || !values.data) throw new Error('--task and --data are required');
+/** Writes `data` to `path` atomically and durably (temporary file, fsync, rename), mode 0600. */
+function writeFileDurably(path: string, data: string): void {
+  const temporary = `${path}.tmp`;
+  const fd = openSync(temporary, 'w', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+}
+
+function fail(message: string): never {
+  process.stderr.write(`veil device app: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        coordinator: { type: 'string', default: '127.0.0.1:50051' },
+        task: { type: 'string' },
+        secret: { type: 'string' },
+        data: { type: 'string' },
+        'credential-file': { type: 'string', default: '.veil-device-credential.json' },
+        'tls-ca': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'device-key': { type: 'string' },
+        'committee-pins': { type: 'string' },
+        'enrolment-url': { type: 'string' },
+        'enrolment-authority-secret': { type: 'string' },
+        'committee-key-file': { type: 'string', default: '.veil-device-committee-key.json' },
+        'dp-epsilon-cap': { type: 'string' },
+        'dp-delta': { type: 'string' },
+        'dp-state': { type: 'string', default: '.veil-device-dp.json' },
+      },
+    });
+  } catch (error) {
+    return fail((error as Error).message);
+  }
+})();
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+if (!values.task || !values.data) fail('--task and --data are required');
+const positive = (value: string | undefined, name: string): number | undefined => {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(Number.isFinite(n) && n > 0)) fail(`--${name} must be a positive number`);
+  return n;
+};
+const epsilonCap = positive(values['dp-epsilon-cap'], 'dp-epsilon-cap');
+const delta = positive(values['dp-delta'], 'dp-delta');
+if (values['committee-pins'] !== undefined && (values['enrolment-url'] === undefined || values['enrolment-authority-secret'] === undefined)) {
+  fail('--committee-pins needs --enrolment-url and --enrolment-authority-secret');
+}
+if (values['tls-ca'] === undefined && (values['tls-cert'] !== undefined || values['tls-key'] !== undefined)) fail('--tls-cert and --tls-key need --tls-ca');
 
 const local = toDataset(JSON.parse(readFileSync(values.data, 'utf8')) as LocalFile);
 // Keep 10% of the device's examples to evaluate the global models it receives.
@@ -48,23 +133,80 @@ const evalData: LocalDataset = { ...local, count: holdOut, xs: local.xs.subarray
 
 const credentialFile = values['credential-file'];
 const stored = existsSync(credentialFile) ? (JSON.parse(readFileSync(credentialFile, 'utf8')) as { clientId: string; credential: string }) : null;
-if (stored === null && !values.secret) throw new Error('first run: --secret (the task enrolment secret) is required');
+if (stored === null && !values.secret) fail('first run: --secret (the task enrolment secret) is required');
 
-const client = createClient({
+// The device's committee signing key: made once, kept, so the device is not re-enrolled at every start.
+const committeeKey = (): { privateKey: Uint8Array; publicKey: Uint8Array } => {
+  const file = values['committee-key-file'];
+  if (existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { privateKey: string };
+    const privateKey = new Uint8Array(Buffer.from(saved.privateKey, 'base64'));
+    return { privateKey, publicKey: ed25519PublicKey(privateKey) };
+  }
+  const privateKey = secureRandomBytes(32);
+  writeFileDurably(file, JSON.stringify({ privateKey: Buffer.from(privateKey).toString('base64') }));
+  return { privateKey, publicKey: ed25519PublicKey(privateKey) };
+};
+
+const dpStateFile = values['dp-state'];
+const restore = existsSync(dpStateFile) ? (JSON.parse(readFileSync(dpStateFile, 'utf8')) as NonNullable<NonNullable<ClientOptions['privacy']>['restore']>) : undefined;
+
+const options: ClientOptions = {
   coordinator: values.coordinator,
   taskId: values.task,
   credentials: stored ?? { enrolmentSecret: values.secret! },
-});
+  ...(values['tls-ca'] !== undefined && {
+    tls: {
+      ca: readFileSync(values['tls-ca']),
+      ...(values['tls-cert'] !== undefined && { cert: readFileSync(values['tls-cert']) }),
+      ...(values['tls-key'] !== undefined && { key: readFileSync(values['tls-key']) }),
+    },
+  }),
+  ...(values['device-key'] !== undefined && { encryption: { deviceKey: await readDeviceKeyMaterial(values['device-key']) } }),
+  ...(values['committee-pins'] !== undefined && {
+    committee: {
+      pins: JSON.parse(readFileSync(values['committee-pins'], 'utf8')) as CommitteePins,
+      deviceKey: committeeKey(),
+      certify: async ({ taskId, deviceId, devicePublicKey }) =>
+        (
+          await requestDeviceCertificate({
+            url: values['enrolment-url']!,
+            enrolmentSecret: values['enrolment-authority-secret']!,
+            taskId,
+            deviceId,
+            devicePublicKey,
+          })
+        ).certificate,
+    },
+  }),
+  // Used by tasks in local DP mode: the spend is restored, and written durably before each release.
+  privacy: {
+    ...(epsilonCap !== undefined && { epsilonCap }),
+    ...(delta !== undefined && { delta }),
+    ...(restore !== undefined && { restore }),
+    persist: (state) => writeFileDurably(dpStateFile, JSON.stringify(state)),
+  },
+};
+const client = createClient(options);
 const identity = await client.join();
-writeFileSync(credentialFile, JSON.stringify(identity), { mode: 0o600 });
+writeFileDurably(credentialFile, JSON.stringify(identity));
 
 const controller = new AbortController();
 process.on('SIGINT', () => controller.abort());
-const summary = await client.run({
-  data: train,
-  evalData,
-  signal: controller.signal,
-  onRound: (r) => console.log(`round ${r.roundNumber}: trained on ${r.trainedExamples} examples (update weight ${r.exampleCount}), global model accuracy here ${r.evaluation?.accuracy.toFixed(3) ?? 'n/a'}`),
-});
-console.log(`task ${summary.taskStatus} after ${summary.rounds} rounds`);
-client.close();
+try {
+  const summary = await client.run({
+    data: train,
+    evalData,
+    signal: controller.signal,
+    onRound: (r) => {
+      const privacy = client.privacyStatus();
+      console.log(
+        `round ${r.roundNumber}: trained on ${r.trainedExamples} examples (update weight ${r.exampleCount}), global model accuracy here ${r.evaluation?.accuracy.toFixed(3) ?? 'n/a'}` +
+          (privacy === null ? '' : `, epsilon spent ${privacy.spentEpsilon.toFixed(3)} of ${privacy.epsilonCap} (delta ${privacy.delta})`),
+      );
+    },
+  });
+  console.log(`task ${summary.taskStatus} after ${summary.rounds} rounds`);
+} finally {
+  client.close();
+}

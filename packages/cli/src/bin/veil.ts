@@ -158,8 +158,38 @@ function demoOptions(args: string[]): DemoOptions & {
   };
 }
 
+const COMMANDS = ['server', 'migrate', 'keys', 'tls', 'custodian', 'authority', 'privacy', 'export', 'demo'] as const;
+
+/**
+ * The part of {@link USAGE} about `command` (and `sub`, e.g. `custodian serve`): every entry
+ * starting with `  command` up to the next command entry; null for an unknown command.
+ */
+function commandHelp(command: string, sub?: string): string | null {
+  if (!(COMMANDS as readonly string[]).includes(command)) return null;
+  const lines = USAGE.split('\n');
+  const entry = /^ {2}[a-z]/;
+  const pick = (prefix: string): string[] => {
+    const out: string[] = [];
+    let inside = false;
+    for (const line of lines) {
+      if (entry.test(line)) inside = line === `  ${prefix}` || line.startsWith(`  ${prefix} `);
+      if (inside) out.push(line);
+    }
+    return out;
+  };
+  const picked = (sub !== undefined && !sub.startsWith('-') && pick(`${command} ${sub}`).length > 0 ? pick(`${command} ${sub}`) : pick(command));
+  return `Usage: veil ${command}${sub !== undefined && !sub.startsWith('-') && picked[0]?.startsWith(`  ${command} ${sub}`) ? ` ${sub}` : ''} [options]\n\n${picked.join('\n')}\n`;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `veil COMMAND ... --help` prints that command's help and starts or writes nothing.
+  if (command !== undefined && (rest.includes('--help') || rest.includes('-h'))) {
+    const help = commandHelp(command, rest[0]);
+    if (help === null) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    process.stdout.write(help);
+    return 0;
+  }
   switch (command) {
     case 'server': {
       const { runServer } = await import('@veil/server');

@@ -1,0 +1,116 @@
+/**
+ * `--help` everywhere: every `veil` command and subcommand, and the example
+ * device app, print their help and exit 0 without starting anything or writing
+ * any file (run in an empty working directory with an empty VEIL_DATA_DIR and
+ * ports nothing listens on). The device app's entry refuses Node < 22 with a
+ * clear message before importing anything.
+ */
+import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, test } from 'vitest';
+import { assertBuilt, childEnv, createTempDir, freePorts, randomSecret, REPO_ROOT, VEIL_BIN } from './support.js';
+
+const run = promisify(execFile);
+
+const COMMANDS = [
+  'server',
+  'migrate',
+  'keys generate',
+  'tls dev-ca',
+  'custodian init',
+  'custodian serve',
+  'custodian public',
+  'custodian status',
+  'custodian request-key',
+  'authority init',
+  'authority descriptor',
+  'authority sign-descriptor',
+  'authority serve',
+  'authority certify-device',
+  'privacy epsilon',
+  'privacy calibrate',
+  'export',
+  'demo',
+];
+
+/** Resolves true when something accepts a TCP connection on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('veil COMMAND --help', () => {
+  test.each([...COMMANDS.map((c) => [c, '--help']), ['server', '-h'], ['demo', '-h'], ['custodian serve', '-h']])('veil %s %s prints its help and starts and writes nothing', async (command, flag) => {
+    assertBuilt();
+    await using cwd = await createTempDir('veil-e2e-help-cwd-');
+    await using dataDir = await createTempDir('veil-e2e-help-data-');
+    const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
+    const env = childEnv({
+      VEIL_DATA_DIR: dataDir.path,
+      VEIL_GRPC_PORT: String(grpcPort),
+      VEIL_HTTP_PORT: String(httpPort),
+      VEIL_ADMIN_TOKEN: randomSecret(),
+      VEIL_ENROLMENT_SECRET: randomSecret(),
+      DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/veil_help_must_not_connect',
+    });
+    const { stdout, stderr } = await run(process.execPath, [VEIL_BIN, ...command.split(' '), flag], { cwd: cwd.path, env, timeout: 30_000 });
+    expect(stdout.startsWith(`Usage: veil ${command} [options]\n`)).toBe(true);
+    // The help names the command's own options (the entry of the top-level usage).
+    expect(stdout).toContain(`\n  ${command}`);
+    expect(stderr).toBe('');
+    expect(await readdir(cwd.path)).toEqual([]);
+    expect(await readdir(dataDir.path)).toEqual([]);
+    expect(await listening(grpcPort)).toBe(false);
+    expect(await listening(httpPort)).toBe(false);
+  });
+
+  test('veil demo --help lists its options; an unknown command with --help is a usage error', async () => {
+    assertBuilt();
+    const { stdout } = await run(process.execPath, [VEIL_BIN, 'demo', '--help'], { env: childEnv() });
+    for (const option of ['--clients N', '--rounds N', '--shared-key', '--dp', '--tls-ca FILE']) expect(stdout).toContain(option);
+    const refused = await run(process.execPath, [VEIL_BIN, 'frobnicate', '--help'], { env: childEnv() }).catch((e: unknown) => e as { code: number; stderr: string });
+    expect(refused).toMatchObject({ code: 2 });
+    expect((refused as { stderr: string }).stderr).toContain('unknown command "frobnicate"');
+  });
+});
+
+describe('examples/device-app', () => {
+  const START = join(REPO_ROOT, 'examples/device-app/start.mjs');
+
+  test.each([['--help'], ['-h']])('start.mjs %s prints the help and writes no credential, key or DP state', async (flag) => {
+    await using cwd = await createTempDir('veil-e2e-device-help-');
+    const { stdout, stderr } = await run(process.execPath, [START, flag, '--task', 't', '--data', 'missing.json', '--secret', 's'], {
+      cwd: cwd.path,
+      env: childEnv(),
+      timeout: 30_000,
+    });
+    expect(stdout.startsWith('Usage: node examples/device-app/start.mjs')).toBe(true);
+    for (const option of ['--device-key DIR', '--committee-pins FILE', '--dp-state FILE', '--dp-epsilon-cap E', '--tls-ca FILE']) expect(stdout).toContain(option);
+    expect(stderr).toBe('');
+    expect(await readdir(cwd.path)).toEqual([]);
+  });
+
+  test('start.mjs under Node 20 says it needs Node >= 22 and exits 1 before any import', async () => {
+    // The machine's (and CI's) system Node is 20: the check must run before the SDK is imported.
+    const { stdout: version } = await run('/usr/bin/node', ['-p', 'process.versions.node']);
+    expect(Number(version.split('.')[0])).toBeLessThan(22);
+    await using cwd = await createTempDir('veil-e2e-device-node20-');
+    const failed = await run('/usr/bin/node', [START, '--task', 't', '--data', 'x.json'], { cwd: cwd.path, env: childEnv() }).catch(
+      (e: unknown) => e as { code: number; stdout: string; stderr: string },
+    );
+    expect(failed).toMatchObject({ code: 1, stdout: '' });
+    expect((failed as { stderr: string }).stderr).toBe(
+      `veil device app: needs Node >= 22 (this is Node ${version.trim()}); run it with scripts/node24.sh or a newer Node\n`,
+    );
+    expect(await readdir(cwd.path)).toEqual([]);
+  });
+});
