@@ -71,7 +71,7 @@ export interface CommitteeResult {
   readonly answers: readonly VerifiedAnswer[];
   /** Custodians that refused, failed, did not answer in time or answered with a forgery. */
   readonly failures: readonly CustodianFailure[];
-  /** Custodians whose call was cancelled because t valid answers had arrived. */
+  /** Custodians still working when t valid answers had arrived (their calls are cancelled). */
   readonly notNeeded: readonly number[];
 }
 
@@ -234,7 +234,14 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
                   done = true;
                   for (const [index, call] of calls) {
                     if (index !== member.index && !answers.some((a) => a.custodianIndex === index) && !failures.some((f) => f.custodianIndex === index)) {
-                      notNeeded.push(index);
+                      // A custodian whose channel cannot connect is down, not merely slower than t others.
+                      const other = members.find((m) => m.index === index);
+                      const state = other?.client.getChannel().getConnectivityState(false);
+                      if (other !== undefined && state === grpc.connectivityState.TRANSIENT_FAILURE) {
+                        failures.push({ custodianIndex: index, address: other.address, code: 'unavailable', grpcStatus: grpc.status.UNAVAILABLE, reason: 'cannot connect' });
+                      } else {
+                        notNeeded.push(index);
+                      }
                       call.cancel();
                     }
                   }
