@@ -53,6 +53,18 @@ export function encodeModelChunk(message: ModelChunk): EncodedModelChunk {
 let serverDefinition: FederationServiceDefinition | undefined;
 
 /**
+ * What a server handler receives in place of a request message that is not valid protobuf.
+ * grpc-js answers INTERNAL when a deserializer throws; with this the handler answers
+ * INVALID_ARGUMENT instead (the peer sent a bad message; nothing failed in the server).
+ */
+export class MalformedMessage {
+  constructor(readonly reason: string) {}
+}
+
+/** True for a {@link MalformedMessage}. */
+export const isMalformedMessage = (value: unknown): value is MalformedMessage => value instanceof MalformedMessage;
+
+/**
  * The `veil.v1.FederationService` definition, for `server.addService`. Its DownloadModel writes
  * an {@link EncodedModelChunk} as the bytes it holds and serializes anything else as usual.
  */
@@ -60,10 +72,24 @@ export function federationServiceDefinition(): FederationServiceDefinition {
   if (serverDefinition === undefined) {
     const loaded = loadPackage().veil.v1.FederationService.service;
     const serialize = loaded.DownloadModel.responseSerialize;
+    const tolerant: Record<string, unknown> = {};
+    for (const [name, method] of Object.entries(loaded)) {
+      const deserialize = method.requestDeserialize as (bytes: Buffer) => unknown;
+      tolerant[name] = {
+        ...method,
+        requestDeserialize: (bytes: Buffer) => {
+          try {
+            return deserialize(bytes);
+          } catch (error) {
+            return new MalformedMessage(error instanceof Error ? error.message : String(error));
+          }
+        },
+      };
+    }
     serverDefinition = {
-      ...loaded,
+      ...tolerant,
       DownloadModel: {
-        ...loaded.DownloadModel,
+        ...(tolerant['DownloadModel'] as object),
         responseSerialize: (value: ModelChunk | EncodedModelChunk) => (value instanceof EncodedModelChunk ? value.bytes : serialize(value)),
       },
     } as FederationServiceDefinition;

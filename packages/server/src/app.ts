@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { readCoordinatorKeyMaterial } from '@veil/crypto';
@@ -55,6 +55,16 @@ export interface Coordinator {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** Sets the process umask to 077 (group and others get no bits on new files). */
+function restrictUmask(logger: Logger): void {
+  try {
+    process.umask(0o077);
+  } catch (error) {
+    // Worker threads cannot change the umask; the data directory's 0700 still keeps others out.
+    logger.warn({ err: error }, 'could not set the umask to 077');
+  }
+}
+
 /** Reads a secret file from the data directory, creating it (mode 0600) when missing. */
 async function devSecret(dataDir: string, name: string, logger: Logger): Promise<string> {
   const path = join(dataDir, name);
@@ -72,7 +82,13 @@ async function devSecret(dataDir: string, name: string, logger: Logger): Promise
 /** Opens the database (migrating it), recovers the round engine and starts both servers. */
 export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
   const { config, logger } = options;
-  await mkdir(config.dataDir, { recursive: true });
+  // Files are the owner's only: the data directory 0700, and new files 0600 (the embedded database
+  // creates its files through the process umask; the blob store and secrets set their modes too).
+  restrictUmask(logger);
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await chmod(config.dataDir, 0o700);
+  await mkdir(config.blobDir, { recursive: true, mode: 0o700 });
+  await chmod(config.blobDir, 0o700);
   const adminToken = config.adminToken ?? (await devSecret(config.dataDir, 'admin-token', logger));
   const enrolmentSecret = config.enrolmentSecret ?? (config.production ? null : await devSecret(config.dataDir, 'enrolment-secret', logger));
   const auditToken = config.auditToken ?? (await devSecret(config.dataDir, 'audit-token', logger));

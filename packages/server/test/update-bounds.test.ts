@@ -136,10 +136,12 @@ describe('update bounds: no update makes a model non-finite', () => {
     using dl = await joinDevices(coordinator, linf.id, 2, 'linf');
     using d2 = await joinDevices(coordinator, l2.id, 2, 'l2');
 
-    // L∞: the attacker's float32-max update, clamped to +1 per value, over two rounds.
-    const huge = new Float32Array(TINY_PARAMETERS).fill(FLOAT32_MAX);
+    // L∞: the attacker's float32-max update, clamped to +1 per value, over two rounds (its bytes
+    // differ between the rounds: the same bytes again from one device are refused as a replay).
     let expected = Float64Array.from(linf.base);
     for (const round of [1, 2]) {
+      const huge = new Float32Array(TINY_PARAMETERS).fill(FLOAT32_MAX);
+      huge[0] = Math.fround(FLOAT32_MAX / round);
       const [a, h] = await Promise.all(dl.map((d) => d.nextAssignment()));
       const honest = Float32Array.from(pattern(TINY_PARAMETERS, 30 + round), (v) => v / 16); // |values| < 1: unchanged by the bound
       expect(await dl[0]!.submit(a!, huge, 1_000_000)).toEqual({ acceptedCount: 1 });
@@ -214,8 +216,8 @@ describe('update bounds: no update makes a model non-finite', () => {
     expect((await first.rest.request('GET', `/v1/tasks/${taskId}`)).body).toMatchObject({ status: 'RUNNING', currentModelVersion: 0 });
     const b = await Promise.all(devices.map((d) => d.nextAssignment()));
     expect(b.map((x) => [x.roundNumber, x.modelVersion])).toEqual([[2, 0], [2, 0]]);
-    // Round 2: one update recorded, then a crash in AGGREGATING; every restart must come up.
-    expect(await devices[0]!.submit(b[0]!, delta, 10)).toEqual({ acceptedCount: 1 });
+    // Round 2: one update recorded (not the same bytes: that would be a replay), then a crash in AGGREGATING; every restart must come up.
+    expect(await devices[0]!.submit(b[0]!, new Float32Array(TINY_PARAMETERS).fill(998), 10)).toEqual({ acceptedCount: 1 });
     devices[Symbol.dispose]();
     await first.close();
     await storage.sql(`UPDATE "Round" SET state = 'AGGREGATING' WHERE id = $1`, [b[0]!.roundId]);
@@ -250,7 +252,10 @@ describe('restart over a poisoned database', () => {
     expect(await devL[1]!.submit(l1[1]!, huge, 1_000_000)).toEqual({ acceptedCount: 2 });
     await waitForRounds(first.rest, legacy.id, (r) => r[0]?.state === 'CLOSED');
     const l2 = await Promise.all(devL.map((d) => d.nextAssignment()));
-    expect(await devL[0]!.submit(l2[0]!, huge, 1_000_000)).toEqual({ acceptedCount: 1 });
+    // The same attack again in round 2, with other bytes (the same bytes would be refused as a replay).
+    const hugeAgain = Float32Array.from(huge);
+    hugeAgain[0] = Math.fround(FLOAT32_MAX / 2);
+    expect(await devL[0]!.submit(l2[0]!, hugeAgain, 1_000_000)).toEqual({ acceptedCount: 1 });
     const aD = await Promise.all(devD.map((d) => d.nextAssignment()));
     const dD = pattern(TINY_PARAMETERS, 50);
     expect(await devD[0]!.submit(aD[0]!, dD, 6)).toEqual({ acceptedCount: 1 });

@@ -178,7 +178,8 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
   const ensureDir = async (dir: string): Promise<void> => {
     // One mkdir per directory per process, not per blob (a round's updates share one).
     if (createdDirs.has(dir)) return;
-    await mkdir(dir, { recursive: true });
+    // Owner only (0700 directories, 0600 files), whatever the process umask: blobs are models and updates.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     createdDirs.add(dir);
     if (createdDirs.size > 10_000) createdDirs.clear();
   };
@@ -199,12 +200,12 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       const dir = dirname(path);
       await ensureDir(dir);
       const tmp = `${path}.${randomUUID()}.tmp`;
-      const handle = await open(tmp, 'w').catch(async (error: NodeJS.ErrnoException) => {
+      const handle = await open(tmp, 'w', 0o600).catch(async (error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error;
         // The directory went away since it was created (removed by hand): create it again.
         createdDirs.delete(dir);
         await ensureDir(dir);
-        return open(tmp, 'w');
+        return open(tmp, 'w', 0o600);
       });
       try {
         await handle.writeFile(data);
@@ -221,7 +222,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       if (seg === undefined) {
         const path = pathOf(`${dirKey}/${randomUUID()}.seg`);
         const dir = dirname(path);
-        const opening = ensureDir(dir).then(() => open(path, 'wx+'));
+        const opening = ensureDir(dir).then(() => open(path, 'wx+', 0o600));
         seg = { path, handle: opening, size: 0, busy: 0, syncing: null, nextSync: null };
         segments.set(dirKey, seg);
         opening.catch(() => segments.get(dirKey) === seg && segments.delete(dirKey));

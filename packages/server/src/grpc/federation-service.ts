@@ -18,6 +18,7 @@ import {
   type PrivacySpec,
   type TaskSpec,
   type WaitForAssignmentResponse,
+  isMalformedMessage,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
@@ -254,12 +255,21 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   engine.on('round-closed', ({ taskId, round }) => uploadGuard.roundClosed(taskId, round.number, round.state));
   engine.on('round-failed', ({ taskId, round }) => uploadGuard.roundClosed(taskId, round.number, round.state));
 
+  /** A request that was not valid protobuf is the peer's error: INVALID_ARGUMENT (grpc-js alone would say INTERNAL). */
+  const wellFormed = (message: unknown): void => {
+    if (isMalformedMessage(message)) throw new VeilError('invalid_argument', 'the request is not a valid protobuf message of its type');
+  };
+  /** uint32 fields the database stores as int4: above 2^31-1 they name nothing that can exist. */
+  const int32 = (value: number, name: string): void => {
+    if (value > 2_147_483_647) throw new VeilError('invalid_argument', `${name} is out of range`);
+  };
   const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
     deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer());
 
   return {
     Join(call, callback) {
       answer((async () => {
+        wellFormed(call.request);
         const { client, credential, task } = await deviceAuth.enrol(call.request, call.getPeer());
         return { clientId: client.id, credential, task: toTaskSpec(task) };
       })(), callback);
@@ -267,6 +277,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     GetTask(call, callback) {
       answer((async () => {
+        wellFormed(call.request);
         const client = await authenticate(call);
         return toTaskSpec(await engine.getTask(client.taskId));
       })(), callback);
@@ -276,6 +287,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       const abort = new AbortController();
       call.on('cancelled', () => abort.abort());
       answer((async () => {
+        wellFormed(call.request);
         const client = await authenticate(call);
         const waitMs = effectiveWaitMs(call.request.waitMs);
         // Revoking the client ends its long-poll at once, with UNAUTHENTICATED.
@@ -314,6 +326,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
               call.once(event, done).once('close', done).once('cancelled', done);
             });
       void (async () => {
+        wellFormed(call.request);
+        int32(call.request.modelVersion, 'model_version');
         const client = await authenticate(call);
         untrack = deviceAuth.track(client, () => {
           if (ended) return;
@@ -387,6 +401,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
       call.on('data', (message: { header?: unknown; chunk?: Buffer; part?: string }) => {
         if (settled) return;
+        if (isMalformedMessage(message)) return finish(new VeilError('invalid_argument', 'the request is not a valid protobuf message of its type'));
         if (message.part === 'header') {
           if (ready !== null) return finish(new VeilError('invalid_argument', 'the update header must be sent once, first'));
           const raw = message.header as {
@@ -408,6 +423,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             payloadSizeBytes: raw.payloadSizeBytes,
             sha256: raw.payloadSha256.length === 32 ? raw.payloadSha256.toString('hex') : '',
           };
+          // (trainedExamples has its own check, in the engine.)
+          for (const [name, value] of [['roundNumber', raw.roundNumber], ['modelVersion', raw.modelVersion], ['exampleCount', raw.exampleCount]] as const) {
+            if (value > 2_147_483_647) return finish(new VeilError('invalid_argument', `update header ${name} is out of range`));
+          }
           // Nothing more is read (the payload stays with the device) until the header checks out and the budget has room.
           reads.hold();
           call.pause();
@@ -495,8 +514,12 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
 
     ReportEvaluation(call, callback) {
       answer((async () => {
+        wellFormed(call.request);
         const client = await authenticate(call);
         const { roundNumber, modelVersion, exampleCount, metrics } = call.request;
+        int32(roundNumber, 'round_number');
+        int32(modelVersion, 'model_version');
+        int32(exampleCount, 'example_count');
         const entries = Object.entries(metrics);
         if (entries.length > MAX_METRICS) throw new VeilError('invalid_argument', `at most ${MAX_METRICS} metrics`);
         for (const [name, value] of entries) {

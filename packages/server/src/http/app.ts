@@ -16,6 +16,7 @@ import { createLiveRounds } from '../services/live-rounds.js';
 import { createTaskOverviewService } from '../services/task-overview.js';
 import { httpAuthPlugin } from './auth.js';
 import { authFailureEvent, httpAuditPlugin } from './audit.js';
+import { bodyGuardPlugin } from './body-guard.js';
 import { deviceRoutes } from './routes/devices.js';
 import { auditRoutes } from './routes/admin-audit.js';
 import type { DeviceAuth } from '../grpc/device-auth.js';
@@ -123,6 +124,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     },
   });
   await app.register(httpAuditPlugin, { trail: options.auditTrail });
+  // After authentication (hooks run in order): NUL characters and deep nesting are a 400 before validation.
+  await app.register(bodyGuardPlugin, {});
 
   app.setErrorHandler((error: unknown, request, reply: FastifyReply) => {
     const validation = (error as { validation?: unknown; statusCode?: number; message?: string }) ?? {};

@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import pg from 'pg';
@@ -67,8 +67,18 @@ async function lockDataDir(dir: string): Promise<() => Promise<void>> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  await writeFile(lock, String(process.pid));
+  await writeFile(lock, String(process.pid), { mode: 0o600 });
   return () => rm(lock, { force: true });
+}
+
+/** chmod go-rwx on a tree: directories 0700, files 0600. */
+async function ownerOnly(dir: string): Promise<void> {
+  await chmod(dir, 0o700);
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    const path = join(entry.parentPath, entry.name);
+    if (entry.isDirectory()) await chmod(path, 0o700);
+    else if (entry.isFile()) await chmod(path, 0o600);
+  }
 }
 
 function isAlive(pid: number): boolean {
@@ -81,11 +91,13 @@ function isAlive(pid: number): boolean {
 }
 
 async function openPglite(dataDir: string, logger: Logger): Promise<Database> {
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const unlock = await lockDataDir(dataDir);
   const started = performance.now();
   const db = new PGlite(join(dataDir, 'pgdata'));
   await db.waitReady;
+  // Directories created before the coordinator set its umask (older versions) lose group/other bits too.
+  await ownerOnly(join(dataDir, 'pgdata'));
   logger.info({ dataDir, openMs: Math.round(performance.now() - started) }, 'embedded database opened');
   // pglite-prisma-adapter@0.6 is typed against @prisma/driver-adapter-utils 6.10; the 6.19
   // interface differs only in argument metadata the adapter does not read (it passes

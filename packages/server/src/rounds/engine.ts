@@ -330,16 +330,25 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     // A committee task's id is the one its descriptor (and every device certificate) names.
     const id = committee?.descriptor.taskId ?? randomUUID();
     const ref = await this.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
-    const task = await this.store.createTask({
-      id,
-      name: input.name.trim(),
-      settings,
-      modelTopology: model.topology,
-      weightSpecs: specs,
-      parameterCount,
-      encryption,
-      initialModel: { sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' },
-    });
+    let task: Task;
+    try {
+      task = await this.store.createTask({
+        id,
+        name: input.name.trim(),
+        settings,
+        modelTopology: model.topology,
+        weightSpecs: specs,
+        parameterCount,
+        encryption,
+        initialModel: { sha256: ref.sha256, sizeBytes: ref.sizeBytes, encoding: 'float32-le' },
+      });
+    } catch (error) {
+      // No orphan blob: the initial model goes unless a task of this id exists (a repeated committee descriptor).
+      if ((await this.store.getTask(id).catch(() => null)) === null) {
+        await this.blobs.delete(modelBlobKey(id, 0)).catch((err) => this.log.warn({ err, taskId: id }, 'could not delete the initial model of a failed task creation'));
+      }
+      throw error;
+    }
     const rt = this.runtimeFor(task);
     rt.model = { version: 0, bytes: encodeFloat32(model.weights), encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes };
     this.log.info({ taskId: id, parameterCount, rounds: settings.rounds, encrypted: encryption !== null, keyId: encryption?.keyId }, 'task created');
@@ -745,20 +754,39 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     const open = rt.round;
     if (candidates.length === 0 || open === null) return;
     let toRecord = candidates;
-    if (rt.task.encryption !== null) {
-      // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the batch).
+    {
+      // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the
+      // batch, from any device). A plaintext update is a replay when the same device had the same bytes
+      // accepted in an earlier round (each round's update is computed from a new model); devices may
+      // legitimately send equal plaintext updates (e.g. the same synthetic delta).
+      const encrypted = rt.task.encryption !== null;
       let known: Set<string>;
+      // A device resending its own update of this round is a retry (answered "already accepted"), not a replay.
+      let ownInRound = new Map<string, string>();
       try {
-        known = await this.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+        if (encrypted) known = await this.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+        else {
+          known = new Set();
+          // One query in the common case (no digest seen before); a client-filtered one per hit.
+          const seen = await this.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+          for (const c of candidates.filter((x) => seen.has(x.sha256))) {
+            const mine = await this.store.knownUpdateDigests(rt.task.id, [c.sha256], { clientId: c.client.id });
+            if (mine.size > 0) known.add(`${c.client.id}/${c.sha256}`);
+          }
+        }
+        if (known.size > 0) ownInRound = new Map((await this.store.listSubmissions(open.id)).map((s) => [s.clientId, s.sha256]));
       } catch (error) {
         for (const item of candidates) reject(item, error);
         return;
       }
+      const keyOf = (item: (typeof candidates)[number]): string => (encrypted ? item.sha256 : `${item.client.id}/${item.sha256}`);
       toRecord = [];
       for (const item of candidates) {
-        if (known.has(item.sha256)) reject(item, new VeilError('invalid_argument', 'this encrypted update was already submitted (replay)'));
-        else {
-          known.add(item.sha256);
+        if (known.has(keyOf(item)) && ownInRound.get(item.client.id) !== item.sha256) {
+          const what = encrypted ? 'this encrypted update was' : 'this device already had an identical update accepted in this task: it was';
+          reject(item, new VeilError('invalid_argument', `${what} already submitted (replay)`));
+        } else {
+          known.add(keyOf(item));
           toRecord.push(item);
         }
       }

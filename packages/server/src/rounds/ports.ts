@@ -153,8 +153,11 @@ export interface FederationStore {
   listModelEvaluations(taskId: string): Promise<ModelEvaluationRecord[]>;
 
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
-  /** Which of these SHA-256 digests belong to updates accepted in the task before (replay detection). */
-  knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>>;
+  /**
+   * Which of these SHA-256 digests belong to updates accepted in the task before (replay
+   * detection); with `clientId`, only that client's updates.
+   */
+  knownUpdateDigests(taskId: string, digests: readonly string[], options?: { clientId?: string }): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 

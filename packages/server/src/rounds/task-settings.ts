@@ -150,9 +150,13 @@ export function validateWeightSpecs(specs: unknown): { specs: WeightSpecJson[]; 
   if (!Array.isArray(specs) || specs.length === 0) invalid('model.weightSpecs must be a non-empty array');
   let total = 0;
   const out: WeightSpecJson[] = [];
+  const names = new Set<string>();
   for (const [i, spec] of specs.entries()) {
     const s = spec as Partial<WeightSpecJson>;
     if (typeof s?.name !== 'string' || s.name.length === 0) invalid(`model.weightSpecs[${i}].name must be a string`);
+    // TF.js maps weights to layers by name: a repeated name would load the wrong tensor.
+    if (names.has(s.name)) invalid(`model.weightSpecs[${i}].name ${JSON.stringify(s.name.slice(0, 80))} is used twice; tensor names must be unique`);
+    names.add(s.name);
     if (s.dtype !== 'float32') invalid(`model.weightSpecs[${i}].dtype must be float32`);
     if (!Array.isArray(s.shape) || !s.shape.every((d) => Number.isInteger(d) && d > 0)) {
       invalid(`model.weightSpecs[${i}].shape must be positive integers`);

@@ -15,8 +15,10 @@ export const errorResponses = {
 } as const;
 /** The rate-limit refusal (Retry-After header). */
 export const rateLimitedResponse = described(errorSchema, 'rate_limited: too many failed attempts; retry after the Retry-After header');
+/** Largest integer a query value may hold (the database's int4): larger ones are a 400, not a 500. */
+export const MAX_INT32 = 2_147_483_647;
 export const pageQuery = (maxLimit: number) =>
   ({
     type: 'object',
-    properties: { offset: { type: 'integer', minimum: 0, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: 100 } },
+    properties: { offset: { type: 'integer', minimum: 0, maximum: MAX_INT32, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: 100 } },
   }) as const;

@@ -34,7 +34,7 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
           properties: {
             format: { type: 'string', enum: ['onnx'] },
             quantize: { type: 'string', enum: ['none', 'float16', 'int8'] },
-            version: { type: 'integer', minimum: 0 },
+            version: { type: 'integer', minimum: 0, maximum: 2_147_483_647 },
             activationRanges: { type: 'object', maxProperties: 1024, additionalProperties: rangeSchema },
           },
           examples: [{ format: 'onnx', quantize: 'int8' }],

@@ -3,7 +3,7 @@ import type { RoundEngine } from '../../rounds/engine.js';
 import type { FederationStore } from '../../rounds/ports.js';
 import { loadModelDocument } from '../../services/model-document.js';
 import type { TaskOverviewService } from '../../services/task-overview.js';
-import { errorResponses, idParams, secured } from './common.js';
+import { errorResponses, idParams, secured, MAX_INT32 } from './common.js';
 
 export interface ModelRoutesOptions {
   engine: RoundEngine;
@@ -11,7 +11,7 @@ export interface ModelRoutesOptions {
   tasks: TaskOverviewService;
 }
 
-const versionQuery = { type: 'object', properties: { version: { type: 'integer', minimum: 0 } } } as const;
+const versionQuery = { type: 'object', properties: { version: { type: 'integer', minimum: 0, maximum: MAX_INT32 } } } as const;
 
 /** Global model versions: model.json (TF.js) and the weights blob. */
 export const modelRoutes: FastifyPluginAsync<ModelRoutesOptions> = async (app, { engine, store, tasks }) => {

@@ -39,6 +39,10 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
     },
     async (request, reply) => {
       const { model, start, ...input } = request.body;
+      // Strict base64 (RFC 4648 Sec. 4): Buffer.from would silently skip characters outside the alphabet.
+      if (model.weightsBase64.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(model.weightsBase64)) {
+        throw new VeilError('invalid_argument', 'model.weightsBase64 must be base64 (RFC 4648: A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters)');
+      }
       const bytes = Buffer.from(model.weightsBase64, 'base64');
       if (bytes.byteLength % 4 !== 0) throw new VeilError('invalid_argument', 'model.weightsBase64 must decode to float32 values');
       let task = await engine.createTask(input, { topology: model.topology, weightSpecs: model.weightSpecs, weights: bytesToFloat32(bytes) });
