@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { expect, test } from 'vitest';
 import { createMnistMlp, createSeededRng, loadMnist, MNIST_TRAINING_DEFAULTS, partitionIid } from '@veil/cli';
-import { evaluateLocal, initTensorflow } from '@veil/client-sdk';
+import { evaluateLocal, initTensorflow, loadGlobalModel } from '@veil/client-sdk';
 import { buildTaskDescriptor, custodianFingerprint, encodeDescriptor, generateEd25519KeyPair, signDescriptor } from '@veil/crypto';
 import { initCustodianDir, initRequestKey, startEnrolmentServer } from '@veil/custodian';
 import type { DeviceConfig, DeviceMessage } from './device.js';
@@ -177,6 +177,12 @@ test('device processes train MNIST in committee mode: custodians decrypt only ag
     expect(response.headers.get('x-veil-model-encoding')).toBe('float32-le');
     const weights = new Float32Array(await response.arrayBuffer());
     expect(weights.length).toBe(PARAMETERS);
+    // The SDK loads the same model as a TF.js model, with no key (the coordinator holds only the aggregate in clear).
+    const loaded = await loadGlobalModel(tf, { coordinatorUrl: coordinator.httpUrl, taskId, token: adminToken });
+    expect(loaded.version).toBe(ROUNDS);
+    expect(loaded.weights).toEqual(weights);
+    expect(loaded.model.countParams()).toBe(PARAMETERS);
+    loaded.model.dispose();
     const before = await evaluateLocal(tf, { spec, weights: initialWeights, data: heldOut });
     const after = await evaluateLocal(tf, { spec, weights, data: heldOut });
     console.info(`committee federation: held-out accuracy ${before.accuracy.toFixed(4)} -> ${after.accuracy.toFixed(4)} after ${ROUNDS} rounds in ${((performance.now() - started) / 1000).toFixed(1)} s`);

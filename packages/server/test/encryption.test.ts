@@ -19,6 +19,9 @@ import {
   type KeyBundle,
 } from '@veil/crypto';
 import { decryptGlobalModel } from '../../client-sdk/src/mods/encrypt.js';
+import { initTensorflow } from '../../client-sdk/src/training/backend.js';
+import { flattenWeights } from '../../client-sdk/src/training/model.js';
+import { loadGlobalModel } from '../../client-sdk/src/training/task-model.js';
 import { loadConfig, startCoordinator, createLogger, createFedAvg, type StrategyDefinition } from '../src/index.js';
 import {
   TINY_PARAMETERS,
@@ -101,6 +104,23 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     }
     // The ciphertext sum is not the plaintext model.
     expect(sum.bytes.byteLength).toBeGreaterThan(TINY_PARAMETERS * 4 * 10);
+
+    // The SDK's loadGlobalModel does the same over REST and returns a TF.js model holding those weights.
+    const { tf } = await initTensorflow({ preferred: 'cpu' });
+    const source = { coordinatorUrl: t.coordinator.httpUrl, taskId: id, token: t.coordinator.adminToken };
+    const loaded = await loadGlobalModel(tf, { ...source, deviceKey: bundle.device });
+    try {
+      expect(loaded.version).toBe(1);
+      expect(loaded.weights).toEqual(decrypted);
+      expect(flattenWeights(loaded.model)).toEqual(decrypted);
+    } finally {
+      loaded.model.dispose();
+    }
+    // Version 0 is the plaintext initial model; without the device key a later version cannot be opened.
+    const initial = await loadGlobalModel(tf, { ...source, version: 0, deviceKey: bundle.device });
+    expect(initial.weights).toEqual(base);
+    initial.model.dispose();
+    await expect(loadGlobalModel(tf, source)).rejects.toMatchObject({ name: 'ClientError', code: 'failed_precondition' });
   });
 
   it('frees what the payload check loaded when an update is refused at recording (replays)', async () => {
