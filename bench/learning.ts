@@ -32,6 +32,7 @@ import type { LocalDataset, ModelSpec, Tf } from '../packages/client-sdk/src/tra
 import { FASHION_MNIST_DEBIAN_DIR, loadFashionMnist } from '../packages/cli/src/demo/fashion-mnist.js';
 import { createSimpleCnn } from '../packages/cli/src/demo/model.js';
 import { createSeededRng, partitionDirichlet, partitionIid, selectExamples, shuffle, labelsOf } from '../packages/cli/src/demo/partition.js';
+import { createSeededRng as createSelectionRng } from '../packages/privacy/src/rng.js';
 import { createStrategyRegistry } from '../packages/server/src/aggregation/registry.js';
 import type { Aggregator, FinishOutput, Strategy, StrategyState } from '../packages/server/src/aggregation/strategy.js';
 import { qFedAvg, type QFedAvgResult } from '../packages/server/src/aggregation/strategies/qfedavg.js';
@@ -241,7 +242,7 @@ async function runFederation(name: string, params: Record<string, number | boole
         minClients: clientIds.length,
         training: { epochs: config.epochs, batchSize: config.batchSize, learningRate: config.learningRate },
         state,
-        rng: createSeededRng(round),
+        rng: createSelectionRng(round),
       });
       if (plan.kind !== 'fit' || plan.clientIds.length !== clientIds.length) throw new Error(`${name} did not select every device: ${JSON.stringify(plan)}`);
       fitConfig = plan.config;
