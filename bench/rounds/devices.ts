@@ -5,8 +5,10 @@
  * channels with equal target, options and credentials; every device gets its
  * own credentials object, whose `_equals` is identity, to defeat that).
  *
- * Local training is replaced by a fixed delta (precomputed once, with its
- * SHA-256), so what is measured is transport and coordination. On the
+ * Local training is replaced by a fixed delta (one per round, differing in one
+ * value so that no device replays an earlier round's bytes; each with its
+ * SHA-256, computed once per round), so what is measured is transport and
+ * coordination. On the
  * encrypted path the update is one of a few BFV payloads the parent encrypted
  * beforehand (real node-seal ciphertexts of that delta), used in turn.
  *
@@ -83,7 +85,23 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   const pool = (encrypted ? await Promise.all(init.encryptedPayloadFiles!.map((f) => readFile(f))) : [new Uint8Array(delta.buffer)]).map(
     (bytes) => ({ bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), sha256: createHash('sha256').update(bytes).digest('hex') }),
   );
-  const updateFor = (deviceIndex: number, roundNumber: number) => pool[(deviceIndex + roundNumber) % pool.length]!;
+  // The coordinator refuses a device's plaintext update sent again in a later round (a replay), so
+  // each round's plaintext delta differs in one value; devices of one round share it (that is allowed).
+  const byRound = new Map<number, (typeof pool)[number]>();
+  const plaintextFor = (roundNumber: number): (typeof pool)[number] => {
+    let entry = byRound.get(roundNumber);
+    if (entry === undefined) {
+      const d = delta.slice();
+      d[roundNumber % d.length] = 2e-3;
+      const bytes = new Uint8Array(d.buffer);
+      entry = { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+      byRound.set(roundNumber, entry);
+      byRound.delete(roundNumber - 4);
+    }
+    return entry;
+  };
+  const updateFor = (deviceIndex: number, roundNumber: number) =>
+    encrypted ? pool[(deviceIndex + roundNumber) % pool.length]! : plaintextFor(roundNumber);
 
   interface Device {
     index: number;
