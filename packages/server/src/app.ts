@@ -187,6 +187,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
       uploadIdleTimeoutMs: config.uploadIdleTimeoutMs,
       maxUploadStreamsPerDevice: config.maxUploadStreamsPerDevice,
+      uploadMinBytesPerSecond: config.uploadMinRate.bytesPerSecond,
+      uploadMinRateWindowMs: config.uploadMinRate.windowMs,
+      uploadMinRateGraceMs: config.uploadMinRate.graceMs,
     });
     const grpcServer = await startGrpcServer(handlers, {
       host: config.host,

@@ -162,4 +162,47 @@ describe('fair upload budget', () => {
       stalled.close();
     }
   });
+
+  test('a slow-loris upload (a byte now and then, never idle) is cancelled under the minimum rate and frees the budget for a fast device', async () => {
+    // The budget holds one update: while the slow-loris holds it, the fast device waits for it.
+    const minRate = { bytesPerSecond: 200, windowMs: 400, graceMs: 200 };
+    await using env = await startTestCoordinator({
+      uploadBudgetBytes: TINY_PARAMETERS * 4,
+      // The idle timeout alone would never end it: a byte arrives far more often than that.
+      config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: minRate },
+    });
+    const { rest, coordinator } = env;
+    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 4_000 });
+    using devices = await joinDevices(coordinator, taskId, 2);
+    const [loris, fast] = devices as unknown as [Device, Device];
+    const [, f] = await Promise.all([loris.nextAssignment(), fast.nextAssignment()]);
+    const delta = pattern(TINY_PARAMETERS, 7);
+    const payload = Buffer.from(float32ToBytes(delta));
+    const stream = openUpload(coordinator, loris.credential);
+    // A real slow-loris over loopback: a valid header, then one byte every 100 ms (10 bytes/s).
+    stream.write(headerFor(1, delta, 5));
+    let sent = 0;
+    const drip = setInterval(() => {
+      if (sent < payload.byteLength - 1) stream.write({ chunk: payload.subarray(sent, ++sent) });
+    }, 100);
+    try {
+      // Queued behind the slow-loris's budget share until that stream is cancelled.
+      const fastDelta = pattern(TINY_PARAMETERS, 8);
+      const fastResult = fast.submit(f, fastDelta, 3);
+      const outcome = await stream.outcome;
+      expect(grpc.status[outcome.code]).toBe('DEADLINE_EXCEEDED');
+      expect(outcome.details).toMatch(/^upload too slow: \d+ bytes\/s over 400 ms, at least 200 bytes\/s required$/);
+      // It was still sending (never idle for long), and had not sent its whole payload.
+      expect(sent).toBeGreaterThan(0);
+      expect(sent).toBeLessThan(payload.byteLength - 1);
+      expect(await fastResult).toEqual({ acceptedCount: 1 });
+      // Nothing of the slow-loris was recorded: the round closes with the fast device's update alone.
+      const rounds = await waitForRounds(rest, taskId, (r) => r[0]?.state === 'CLOSED', 10_000);
+      expect(rounds[0]).toMatchObject({ received: 1, summary: { participants: 1, modelVersion: 1 } });
+      expect(maxAbsDiff(await fetchWeights(rest, taskId), expectedFedAvg(base, [{ delta: fastDelta, n: 3 }]))).toBeLessThan(1e-6);
+    } finally {
+      clearInterval(drip);
+      stream.close();
+    }
+  });
 });

@@ -49,6 +49,10 @@ describe('configuration', () => {
     expect(c.httpLimits).toEqual({ connectionTimeoutMs: 60_000, requestTimeoutMs: 120_000, keepAliveTimeoutMs: 5_000, headersTimeoutMs: 20_000 });
     expect(c.uploadIdleTimeoutMs).toBe(60_000);
     expect(c.maxUploadStreamsPerDevice).toBe(2);
+    expect(c.uploadMinRate).toEqual({ bytesPerSecond: 1024, windowMs: 30_000, graceMs: 10_000 });
+    expect(loadConfig({ VEIL_UPLOAD_MIN_BYTES_PER_SECOND: '0', VEIL_UPLOAD_MIN_RATE_GRACE_MS: '0' }).uploadMinRate).toEqual({ bytesPerSecond: 0, windowMs: 30_000, graceMs: 0 });
+    expect(() => loadConfig({ VEIL_UPLOAD_MIN_BYTES_PER_SECOND: '-5' })).toThrow(/VEIL_UPLOAD_MIN_BYTES_PER_SECOND must be an integer/);
+    expect(() => loadConfig({ VEIL_UPLOAD_MIN_RATE_WINDOW_MS: '10' })).toThrow(/VEIL_UPLOAD_MIN_RATE_WINDOW_MS must be an integer from 100/);
     expect(loadConfig({ VEIL_GRPC_MAX_CONCURRENT_STREAMS: '50', VEIL_HTTP_REQUEST_TIMEOUT_MS: '30000' })).toMatchObject({
       grpcLimits: { maxConcurrentStreams: 50 },
       httpLimits: { requestTimeoutMs: 30_000 },

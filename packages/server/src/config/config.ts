@@ -48,6 +48,12 @@ export interface CoordinatorConfig {
   /** Upload streams one device may have open at once. Default 2. */
   maxUploadStreamsPerDevice: number;
   /**
+   * Minimum data rate of an admitted gRPC upload, bytes/s (VEIL_UPLOAD_MIN_BYTES_PER_SECOND, 0: off,
+   * default 1024), over windows of VEIL_UPLOAD_MIN_RATE_WINDOW_MS (default 30 000) after
+   * VEIL_UPLOAD_MIN_RATE_GRACE_MS (default 10 000); slower streams end with DEADLINE_EXCEEDED.
+   */
+  uploadMinRate: { bytesPerSecond: number; windowMs: number; graceMs: number };
+  /**
    * TLS of both servers (VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE, both or neither), optionally
    * with client certificates required on gRPC (VEIL_TLS_CLIENT_CA_FILE); null: cleartext.
    * The files are polled every `reloadIntervalMs` (VEIL_TLS_RELOAD_INTERVAL_MS, default 10 000) and
@@ -158,6 +164,7 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * VEIL_HOST, VEIL_GRPC_PORT, VEIL_HTTP_PORT, DATABASE_URL, VEIL_DATA_DIR,
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
  * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_COMMITTEE_REQUEST_KEY, VEIL_COMMITTEE_DEADLINE_MS, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE,
+ * VEIL_UPLOAD_MIN_BYTES_PER_SECOND, VEIL_UPLOAD_MIN_RATE_WINDOW_MS, VEIL_UPLOAD_MIN_RATE_GRACE_MS,
  * VEIL_TLS_CERT_FILE, VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_RELOAD_INTERVAL_MS,
  * VEIL_ALLOW_INSECURE, the VEIL_GRPC_* and VEIL_HTTP_* limits (see {@link GrpcLimits},
  * {@link HttpLimits}), NODE_ENV. Throws ConfigError with a clear message.
@@ -189,6 +196,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     committeeDeadlineMs: positiveInt(env, 'VEIL_COMMITTEE_DEADLINE_MS', 30_000, 3_600_000),
     uploadIdleTimeoutMs: positiveInt(env, 'VEIL_UPLOAD_IDLE_TIMEOUT_MS', 60_000, 3_600_000),
     maxUploadStreamsPerDevice: positiveInt(env, 'VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE', 2, 100),
+    uploadMinRate: {
+      bytesPerSecond: positiveInt(env, 'VEIL_UPLOAD_MIN_BYTES_PER_SECOND', 1024, 1 << 30, 0),
+      windowMs: positiveInt(env, 'VEIL_UPLOAD_MIN_RATE_WINDOW_MS', 30_000, 3_600_000, 100),
+      graceMs: positiveInt(env, 'VEIL_UPLOAD_MIN_RATE_GRACE_MS', 10_000, 3_600_000, 0),
+    },
     tls: tlsConfig(env),
     allowInsecure: bool(env, 'VEIL_ALLOW_INSECURE', false),
     grpcLimits: {

@@ -24,7 +24,7 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
-import { createIdleTimer, createUploadGuard, type UploadSlot } from './upload-guard.js';
+import { createIdleTimer, createRateMonitor, createUploadGuard, type UploadSlot } from './upload-guard.js';
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
 import type { GrpcLimits } from '../config/config.js';
@@ -60,6 +60,14 @@ export interface FederationServiceOptions {
   uploadIdleTimeoutMs?: number;
   /** Upload streams one device may have open at once; more are refused with RESOURCE_EXHAUSTED. Default 2. */
   maxUploadStreamsPerDevice?: number;
+  /**
+   * Minimum upload rate of an admitted stream, bytes/s (0: off), measured over windows of
+   * `uploadMinRateWindowMs` after `uploadMinRateGraceMs`; a slower stream is cancelled with
+   * DEADLINE_EXCEEDED and frees its budget share. Defaults 1024, 30 000, 10 000.
+   */
+  uploadMinBytesPerSecond?: number;
+  uploadMinRateWindowMs?: number;
+  uploadMinRateGraceMs?: number;
 }
 
 const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -250,6 +258,9 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const uploadGuard = createUploadGuard({
     ...(options.uploadIdleTimeoutMs !== undefined && { idleTimeoutMs: options.uploadIdleTimeoutMs }),
     ...(options.maxUploadStreamsPerDevice !== undefined && { maxStreamsPerDevice: options.maxUploadStreamsPerDevice }),
+    ...(options.uploadMinBytesPerSecond !== undefined && { minBytesPerSecond: options.uploadMinBytesPerSecond }),
+    ...(options.uploadMinRateWindowMs !== undefined && { minRateWindowMs: options.uploadMinRateWindowMs }),
+    ...(options.uploadMinRateGraceMs !== undefined && { minRateGraceMs: options.uploadMinRateGraceMs }),
   });
   // Uploads still receiving when their round closes are cancelled: they could no longer be accepted.
   engine.on('round-closed', ({ taskId, round }) => uploadGuard.roundClosed(taskId, round.number, round.state));
@@ -370,9 +381,17 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       const idle = createIdleTimer(idleMs, () =>
         finish(new VeilError('deadline_exceeded', header === null ? `no update header within ${idleMs} ms` : `no update data for ${idleMs} ms`)),
       );
+      // DEADLINE_EXCEEDED, not RESOURCE_EXHAUSTED: like the idle timeout, the device did not deliver
+      // its data in the time the coordinator allows; nothing of ours ran out, and a retry at a
+      // usable rate is welcome (RESOURCE_EXHAUSTED would tell it to back off).
+      let rate: { add(bytes: number): void; stop(): void } | null = null;
+      const { minBytesPerSecond, windowMs: rateWindowMs } = uploadGuard.minRate;
+      const tooSlow = (observed: number): void =>
+        finish(new VeilError('deadline_exceeded', `upload too slow: ${observed} bytes/s over ${rateWindowMs} ms, at least ${minBytesPerSecond} bytes/s required`));
       /** Whatever the stream holds, let go (idempotent). */
       const letGo = (): void => {
         idle.stop();
+        rate?.stop();
         untrack?.();
         releaseBudget?.();
         slot?.close();
@@ -453,8 +472,9 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           ready.then(
             () => {
               if (settled) return;
-              // Admitted: from now on the budget share is only held while data keeps coming.
+              // Admitted: from now on the budget share is only held while data keeps coming, fast enough.
               idle.start();
+              if (received < header!.payloadSizeBytes) rate = createRateMonitor(uploadGuard.minRate, tooSlow);
               reads.release();
               call.resume();
             },
@@ -473,6 +493,9 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             return finish(new VeilError('resource_exhausted', `payload exceeds the declared ${header.payloadSizeBytes} bytes`));
           }
           chunks.push(message.chunk);
+          rate?.add(message.chunk.byteLength);
+          // Everything declared arrived: what is left (the end of the stream) is no transfer.
+          if (received === header.payloadSizeBytes) rate?.stop();
           return;
         }
         finish(new VeilError('invalid_argument', 'empty SubmitUpdate message'));
@@ -488,6 +511,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         if (settled) return;
         processing = true;
         idle.stop();
+        rate?.stop();
         slot?.processing();
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');

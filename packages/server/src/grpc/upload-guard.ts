@@ -2,8 +2,11 @@
  * Fairness of the upload path (issue 12): no device may hold the upload budget
  * by opening streams and sending nothing. Every SubmitUpdate stream has an idle
  * timeout (no header yet, or no data since admission or since its last chunk);
- * a device may have only so many uploads open at once; and every stream of a
- * round still receiving when the round closes is cancelled with a clear status.
+ * a device may have only so many uploads open at once; every stream of a
+ * round still receiving when the round closes is cancelled with a clear status;
+ * and an admitted upload whose data rate stays under a minimum (a slow-loris
+ * sending a byte now and then, which the idle timeout alone never catches) is
+ * cancelled with DEADLINE_EXCEEDED ({@link createRateMonitor}).
  */
 import { VeilError } from '../errors.js';
 
@@ -12,10 +15,22 @@ export interface UploadGuardOptions {
   idleTimeoutMs?: number;
   /** Upload streams one device may have open at once (over every round); more are refused with RESOURCE_EXHAUSTED. Default 2. */
   maxStreamsPerDevice?: number;
+  /** Minimum upload rate once admitted, bytes/s; 0 turns the check off. Default 1024. */
+  minBytesPerSecond?: number;
+  /** The rate is measured over consecutive windows of this length, ms. Default 30 000. */
+  minRateWindowMs?: number;
+  /** No rate check during this long after admission (connection ramp-up), ms. Default 10 000. */
+  minRateGraceMs?: number;
 }
 
 /** Defaults of {@link UploadGuardOptions}. */
-export const UPLOAD_GUARD_DEFAULTS = { idleTimeoutMs: 60_000, maxStreamsPerDevice: 2 } as const;
+export const UPLOAD_GUARD_DEFAULTS = {
+  idleTimeoutMs: 60_000,
+  maxStreamsPerDevice: 2,
+  minBytesPerSecond: 1024,
+  minRateWindowMs: 30_000,
+  minRateGraceMs: 10_000,
+} as const;
 
 /** One device's upload of one round, registered once its header checked out. */
 export interface UploadSlot {
@@ -27,6 +42,8 @@ export interface UploadSlot {
 
 export interface UploadGuard {
   readonly idleTimeoutMs: number;
+  /** The minimum-rate settings ({@link createRateMonitor}); `minBytesPerSecond` 0: off. */
+  readonly minRate: { readonly minBytesPerSecond: number; readonly windowMs: number; readonly graceMs: number };
   /**
    * Registers an upload of `clientId` for `taskId`'s round `roundNumber`; `cancel` closes the stream
    * when the round closes first. Throws `resource_exhausted` when the device already has its
@@ -46,12 +63,19 @@ export function createUploadGuard(options: UploadGuardOptions = {}): UploadGuard
   if (!Number.isSafeInteger(maxStreamsPerDevice) || maxStreamsPerDevice < 1) {
     throw new RangeError(`maxStreamsPerDevice must be a positive integer, got ${maxStreamsPerDevice}`);
   }
+  const minBytesPerSecond = options.minBytesPerSecond ?? UPLOAD_GUARD_DEFAULTS.minBytesPerSecond;
+  const windowMs = options.minRateWindowMs ?? UPLOAD_GUARD_DEFAULTS.minRateWindowMs;
+  const graceMs = options.minRateGraceMs ?? UPLOAD_GUARD_DEFAULTS.minRateGraceMs;
+  if (!Number.isSafeInteger(minBytesPerSecond) || minBytesPerSecond < 0) throw new RangeError(`minBytesPerSecond must be an integer >= 0, got ${minBytesPerSecond}`);
+  if (!Number.isSafeInteger(windowMs) || windowMs < 1) throw new RangeError(`minRateWindowMs must be a positive integer, got ${windowMs}`);
+  if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new RangeError(`minRateGraceMs must be an integer >= 0, got ${graceMs}`);
   const perDevice = new Map<string, number>();
   /** Receiving uploads by `taskId/roundNumber`. */
   const receiving = new Map<string, Set<(error: VeilError) => void>>();
   let open = 0;
   return {
     idleTimeoutMs,
+    minRate: { minBytesPerSecond, windowMs, graceMs },
     get openCount() {
       return open;
     },
@@ -112,6 +136,51 @@ export function createIdleTimer(ms: number, onIdle: () => void): { start(): void
         onIdle();
       }, ms);
       timer.unref?.();
+    },
+    stop,
+  };
+}
+
+/**
+ * The minimum upload rate of one admitted stream: after `graceMs`, every `windowMs` the bytes that
+ * arrived in that window are compared with `minBytesPerSecond * windowMs / 1000`; a window short
+ * of it calls `onTooSlow` once (the caller cancels the stream). Bytes are counted only while the
+ * coordinator reads the stream (the monitor starts at admission and stops with `stop()`, e.g. once
+ * the whole declared payload arrived), so a device held back by our flow control is never blamed.
+ * `minBytesPerSecond` 0: never fires.
+ */
+export function createRateMonitor(
+  settings: { readonly minBytesPerSecond: number; readonly windowMs: number; readonly graceMs: number },
+  onTooSlow: (observedBytesPerSecond: number) => void,
+): { add(bytes: number): void; stop(): void } {
+  const { minBytesPerSecond, windowMs, graceMs } = settings;
+  let timer: NodeJS.Timeout | null = null;
+  let inWindow = 0;
+  let stopped = minBytesPerSecond === 0;
+  const stop = (): void => {
+    stopped = true;
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+  };
+  const arm = (ms: number, check: boolean): void => {
+    timer = setTimeout(() => {
+      timer = null;
+      if (stopped) return;
+      if (check && inWindow * 1000 < minBytesPerSecond * windowMs) {
+        const observed = Math.round((inWindow * 1000) / windowMs);
+        stop();
+        onTooSlow(observed);
+        return;
+      }
+      inWindow = 0;
+      arm(windowMs, true);
+    }, ms);
+    timer.unref?.();
+  };
+  if (!stopped) arm(graceMs, false);
+  return {
+    add(bytes) {
+      inWindow += bytes;
     },
     stop,
   };
