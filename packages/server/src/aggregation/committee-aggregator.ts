@@ -21,6 +21,7 @@ import {
   decodeShareBytes,
   decryptSum,
   deriveRoundSeed,
+  hashD,
   reconstructCentred,
   verifyCommitteeUpload,
   type C0Accumulator,
@@ -118,7 +119,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   let sum: C0Accumulator | null = createC0Accumulator({ valueCount: parameterCount });
   // Per device, only what the committee needs (copies: views into the upload would keep its whole
   // payload, c0 included, alive for the round — about 1.1 MB per device at 199,210 values).
-  const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; sealedShares: Uint8Array[] }[] = [];
+  const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; manifestDigest: Uint8Array; sealedShares: Uint8Array[] }[] = [];
   const seen = new Set<string>();
   return {
     add(clientId, _exampleCount, update) {
@@ -139,6 +140,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         clientId,
         manifest: Uint8Array.from(c.manifest),
         manifestSignature: Uint8Array.from(c.manifestSignature),
+        manifestDigest: Uint8Array.from(c.manifestDigest),
         sealedShares: c.sealedShares.map((share) => Uint8Array.from(share)),
       });
     },
@@ -184,7 +186,17 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         const next = new Float32Array(parameterCount);
         for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + decrypted.mean[i]!;
         const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
+        const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
         return {
+          decryption: {
+            clientIds: devices.map((d) => d.clientId),
+            record: {
+              descriptorHash: hex(descriptorHash),
+              hashD: hex(hashD(devices.map((d) => d.manifestDigest))),
+              manifestDigests: devices.map((d) => hex(d.manifestDigest)).sort(),
+              answers: audit.answers.map((a) => ({ answer: { ...a.answer }, signature: a.signature })),
+            },
+          },
           model: { bytes: float32ToBytes(next), encoding: 'float32-le' },
           state: null,
           audit,

@@ -11,6 +11,7 @@ import {
 import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
 import type { CommitteeRoundSummary, ModelEncoding, UpdateBound } from '../rounds/model.js';
+import type { LedgerDecryption } from '../privacy/ledger.js';
 import { boundedValues, checkUpdateBound } from './update-bound.js';
 import type { Aggregator, AggregatorInput, FitFailure, Strategy, StrategyState } from './strategy.js';
 
@@ -42,6 +43,8 @@ export interface RoundResult {
   state: StrategyState | null;
   /** Committee rounds: the custodians' signed answers used for the decryption. */
   committee?: CommitteeRoundSummary;
+  /** Committee rounds: what the privacy ledger records of the decryption (D's device ids and manifest digests, the answers). */
+  decryption?: { clientIds: string[]; record: LedgerDecryption };
 }
 
 /**

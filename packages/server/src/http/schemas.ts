@@ -234,6 +234,36 @@ export const ledgerEntrySchema = {
         roundingBeta: { type: 'number', description: 'beta of the conditional randomized rounding' },
       },
     },
+    decryption: {
+      type: ['object', 'null'],
+      description:
+        'Committee tasks (mechanism committee-decryption, issue 11): the custodians\' signed answers that let the coordinator decrypt this round\'s sum over D; covered by the entry\'s hash and re-verified by /privacy/verify against the task descriptor. Absent or null on spend entries',
+      properties: {
+        descriptorHash: { type: 'string', description: 'hex SHA-256 of the task descriptor' },
+        hashD: { type: 'string', description: 'hex SHA-256("veil/D/v1" || sorted manifest digests of D)' },
+        manifestDigests: { type: 'array', items: { type: 'string' }, description: 'hex SHA-256 of each upload manifest of D, sorted' },
+        answers: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: {
+              answer: {
+                type: 'object',
+                properties: {
+                  descriptorHash: { type: 'string' },
+                  round: { type: 'integer' },
+                  hashD: { type: 'string' },
+                  count: { type: 'integer', description: '|D| the custodian counted' },
+                  custodianIndex: { type: 'integer' },
+                  shareSumSha256: { type: 'string', description: 'hex SHA-256 of the share sum (the sum itself is not kept)' },
+                },
+              },
+              signature: { type: 'string', description: 'base64 Ed25519 signature over "veil/answer/v1" || RFC 8785 canonical answer bytes' },
+            },
+          },
+        },
+      },
+    },
     prevHash: { type: 'string' },
     hash: { type: 'string' },
   },
@@ -273,6 +303,14 @@ export const privacySummarySchema = {
           order: { type: 'number', description: 'Renyi-DP order at which epsilonCumulative was attained' },
           participants: { type: 'integer' },
           at: { type: 'string' },
+          decryption: {
+            type: ['object', 'null'],
+            description: "Committee tasks: which custodians approved this round's decryption (their signed answers are in the ledger) and for how many devices; null otherwise",
+            properties: {
+              custodians: { type: 'array', items: { type: 'integer' } },
+              deviceCount: { type: 'integer' },
+            },
+          },
         },
       },
     },

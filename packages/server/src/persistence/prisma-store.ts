@@ -16,7 +16,7 @@ import type {
   WeightSpecJson,
 } from '../rounds/model.js';
 import type { DeviceRecord, FederationStore, ModelEvaluationRecord, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
-import type { LedgerEntry } from '../privacy/ledger.js';
+import type { LedgerDecryption, LedgerEntry } from '../privacy/ledger.js';
 import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
 import type { FitConfig } from '../aggregation/strategy.js';
@@ -109,6 +109,7 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
             dimension: row.ddgDimension!,
             roundingBeta: row.ddgRoundingBeta!,
           },
+    ...(row.decryption !== null && { decryption: row.decryption as unknown as LedgerDecryption }),
     prevHash: row.prevHash,
     hash: row.hash,
   };
@@ -116,9 +117,10 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
 
 /** The ledger entry's columns. */
 function ledgerRow(entry: LedgerEntry) {
-  const { ddg, participantIds, createdAt, ...rest } = entry;
+  const { ddg, participantIds, createdAt, decryption, ...rest } = entry;
   return {
     ...rest,
+    ...(decryption != null && { decryption: json(decryption) }),
     participantIds: json(participantIds),
     createdAt: new Date(createdAt),
     ddgNoiseClients: ddg?.noiseClients ?? null,
@@ -377,10 +379,12 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toRound(row);
     },
 
-    async closeRound(roundId, model, summary) {
+    async closeRound(roundId, model, summary, extra) {
       const row = await prisma.$transaction(async (tx) => {
         const moved = await transition(tx, roundId, ['AGGREGATING'], 'CLOSED', { summary, closedAt: new Date() }, null);
         if (moved === null) return null;
+        // A committee decryption's ledger entry commits with the round it closes (or not at all).
+        if (extra?.ledgerEntry !== undefined) await tx.privacyLedgerEntry.create({ data: ledgerRow(extra.ledgerEntry) });
         if (model !== null) {
           await tx.modelVersion.create({
             data: {

@@ -14,6 +14,15 @@ export type AccountedEntry = Pick<LedgerEntry, 'mechanism' | 'samplingRate' | 'n
 
 export const MECHANISM_LOCAL = 'gaussian-local';
 export const MECHANISM_DISTRIBUTED = 'ddg-distributed';
+/**
+ * A committee round's decryption record (issue 11): the custodians' signed answers, chained in
+ * the ledger after the round's spend entry. It spends nothing (the round's cost is its spend
+ * entry); its ε is the cumulative ε it follows.
+ */
+export const MECHANISM_DECRYPTION = 'committee-decryption';
+
+/** Whether an entry is a spend (a round's privacy cost) rather than a decryption record. */
+export const isSpendEntry = (entry: Pick<AccountedEntry, 'mechanism'>): boolean => entry.mechanism !== MECHANISM_DECRYPTION;
 
 /** The mechanism name recorded in the ledger for a privacy mode. */
 export const mechanismName = (mode: PrivacySettings['mode']): string => (mode === 'local' ? MECHANISM_LOCAL : MECHANISM_DISTRIBUTED);
@@ -94,6 +103,7 @@ export function entryEvent(entry: AccountedEntry, samplingRate = entry.samplingR
 function accountantOf(entries: readonly AccountedEntry[], samplingRate?: number, distributed = entries.some((e) => e.mechanism === MECHANISM_DISTRIBUTED)) {
   const groups = new Map<string, { entry: AccountedEntry; count: number }>();
   for (const e of entries) {
+    if (!isSpendEntry(e)) continue;
     const key = JSON.stringify([e.mechanism, e.samplingRate, e.noiseMultiplier, e.clipNorm, e.ddg]);
     const group = groups.get(key);
     if (group === undefined) groups.set(key, { entry: e, count: 1 });

@@ -1,5 +1,5 @@
-import { epsilonIfRoundRuns, ledgerParams } from './accounting.js';
-import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from './ledger.js';
+import { MECHANISM_DECRYPTION, epsilonIfRoundRuns, ledgerParams } from './accounting.js';
+import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerDecryption, type LedgerEntry, type LedgerFields } from './ledger.js';
 import type { PrivacySettings } from './settings.js';
 
 /** Whether one more round fits a task's privacy budget, and ε after it. */
@@ -49,6 +49,47 @@ export function roundLedgerEntry(input: {
     delta: input.privacy.delta,
     order: ledgerNumber(input.decision.order),
     createdAt: input.at.toISOString(),
+  };
+  const prevHash = last?.hash ?? GENESIS_HASH;
+  return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };
+}
+
+/**
+ * The ledger entry recording a committee round's decryption (issue 11): the custodians' signed
+ * answers over D (`decryption`), D's device ids, chained after `last` (the round's spend entry).
+ * It spends nothing: its ε, δ and order repeat the cumulative figures of `last`.
+ */
+export function decryptionLedgerEntry(input: {
+  taskId: string;
+  roundNumber: number;
+  privacy: PrivacySettings;
+  last: LedgerEntry | null;
+  decryption: LedgerDecryption;
+  clientIds: readonly string[];
+  at: Date;
+}): LedgerEntry {
+  const last = input.last;
+  const fields: LedgerFields = {
+    taskId: input.taskId,
+    sequence: (last?.sequence ?? 0) + 1,
+    roundNumber: input.roundNumber,
+    mechanism: MECHANISM_DECRYPTION,
+    samplingRate: 0,
+    noiseMultiplier: 0,
+    clipNorm: 0,
+    ddg: null,
+    participants: input.clientIds.length,
+    participantIds: [...input.clientIds].sort(),
+    epsilon: last?.epsilon ?? 0,
+    delta: input.privacy.delta,
+    order: last?.order ?? 0,
+    createdAt: input.at.toISOString(),
+    decryption: {
+      descriptorHash: input.decryption.descriptorHash,
+      hashD: input.decryption.hashD,
+      manifestDigests: [...input.decryption.manifestDigests].sort(),
+      answers: input.decryption.answers.map((a) => ({ answer: { ...a.answer }, signature: a.signature })),
+    },
   };
   const prevHash = last?.hash ?? GENESIS_HASH;
   return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { clientEpsilon, epsilonIfRoundRuns, epsilonOfEntries, ledgerParams, type AccountedEntry } from './accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, verifyLedger, type LedgerEntry, type LedgerFields } from './ledger.js';
 import { completeDistributedSettings, resolvePrivacySettings, type PrivacySettings } from './settings.js';
+import { decryptionLedgerEntry } from './budget.js';
 
 const T_MODULUS = 536_813_569; // the default BFV preset's 29-bit plain modulus
 
@@ -238,5 +239,75 @@ describe('budget enforcement', () => {
       expect(total).toBeLessThanOrEqual(settings.epsilonCap);
       if (spent.length < 400) expect(epsilonIfRoundRuns(spent, settings).epsilon).toBeGreaterThan(settings.epsilonCap);
     }
+  });
+});
+
+describe('committee decryption records', () => {
+  const decryptionEntry = (last: LedgerEntry, settings: PrivacySettings): LedgerEntry =>
+    decryptionLedgerEntry({
+      taskId: last.taskId,
+      roundNumber: last.roundNumber,
+      privacy: settings,
+      last,
+      clientIds: last.participantIds,
+      decryption: {
+        descriptorHash: 'ab'.repeat(32),
+        hashD: 'cd'.repeat(32),
+        manifestDigests: ['11'.repeat(32), '22'.repeat(32)],
+        answers: [1, 3].map((i) => ({
+          answer: { descriptorHash: 'ab'.repeat(32), round: last.roundNumber, hashD: 'cd'.repeat(32), count: 2, custodianIndex: i, shareSumSha256: 'ee'.repeat(32) },
+          signature: Buffer.alloc(64, i).toString('base64'),
+        })),
+      },
+      at: new Date(Date.UTC(2026, 11, 6, 12, 0, 0)),
+    });
+
+  it('spend nothing: the accountant, the budget and the chain verification see only the spend entries', () => {
+    for (const settings of [localSettings(), distributedSettings()]) {
+      const spends = buildLedger(3, settings);
+      // Interleave a decryption record after each spend, re-chained.
+      const chained: LedgerEntry[] = [];
+      for (const spend of spends) {
+        const { prevHash: _p, hash: _h, ...fields } = spend;
+        const prevHash = chained.at(-1)?.hash ?? GENESIS_HASH;
+        const s = { ...fields, sequence: chained.length + 1, prevHash, hash: '' };
+        s.hash = hashLedgerEntry(s, prevHash);
+        chained.push(s);
+        chained.push(decryptionEntry(s, settings));
+      }
+      expect(chained.map((e) => e.mechanism).filter((m) => m === 'committee-decryption')).toHaveLength(3);
+      expect(epsilonOfEntries(chained, settings.delta).epsilon).toBe(epsilonOfEntries(spends, settings.delta).epsilon);
+      expect(epsilonIfRoundRuns(chained, settings).epsilon).toBe(epsilonIfRoundRuns(spends, settings).epsilon);
+      expect(verifyLedger(chained, recompute)).toEqual({ ok: true, entries: 6, firstMismatch: null });
+      expect(chained[1]!.epsilon).toBe(chained[0]!.epsilon);
+    }
+  });
+
+  it('are covered by the hash: every answer field and the signature, whatever key order the database returns', () => {
+    const [spend] = buildLedger(1);
+    const entry = decryptionEntry(spend!, localSettings());
+    // Key order differs (PostgreSQL jsonb reorders keys): the same hash.
+    const reordered = structuredClone(entry);
+    reordered.decryption!.answers = reordered.decryption!.answers.map(({ answer, signature }) => ({
+      signature,
+      answer: Object.fromEntries(Object.entries(answer).reverse()) as typeof answer,
+    }));
+    expect(hashLedgerEntry(reordered, entry.prevHash)).toBe(entry.hash);
+    const variants: Array<(e: LedgerEntry) => void> = [
+      (e) => { e.decryption!.answers[0]!.signature = Buffer.alloc(64, 9).toString('base64'); },
+      (e) => { e.decryption!.answers[1]!.answer.count = 3; },
+      (e) => { e.decryption!.answers[1]!.answer.custodianIndex = 2; },
+      (e) => { e.decryption!.answers.pop(); },
+      (e) => { e.decryption!.manifestDigests.pop(); },
+      (e) => { e.decryption!.hashD = 'cc'.repeat(32); },
+      (e) => { (e.decryption!.answers[0]!.answer as unknown as Record<string, unknown>).note = 'x'; },
+    ];
+    for (const change of variants) {
+      const altered = structuredClone(entry);
+      change(altered);
+      expect(hashLedgerEntry(altered, entry.prevHash)).not.toBe(entry.hash);
+    }
+    // A spend entry's hash keeps its form (no decryption field appended).
+    expect(hashLedgerEntry({ ...spend!, decryption: null }, spend!.prevHash)).toBe(spend!.hash);
   });
 });

@@ -17,6 +17,41 @@ export interface LedgerFields {
   createdAt: string;
   /** Distributed mode (mechanism `ddg-distributed`): what the round's RDP is recomputed from; null otherwise. */
   ddg: LedgerDdgParams | null;
+  /**
+   * Committee decryptions (mechanism `committee-decryption`, issue 11): the custodians' signed
+   * answers that let the coordinator decrypt this round's sum over D; null for spend entries.
+   * Optional so entries built before committee mode type-check; absent means null.
+   */
+  decryption?: LedgerDecryption | null;
+}
+
+/**
+ * The record of one committee decryption: what the custodians signed and what it was over. The
+ * answers are kept whole (fields and base64 Ed25519 signature, without the share sums, whose
+ * SHA-256 is signed), so anyone holding the task descriptor can re-verify them.
+ */
+export interface LedgerDecryption {
+  /** hex SHA-256 of the task descriptor the answers name. */
+  descriptorHash: string;
+  /** hex hash(D) = SHA-256("veil/D/v1" || sorted manifest digests) (@veil/crypto `hashD`). */
+  hashD: string;
+  /** hex SHA-256 of each manifest of D, sorted: hash(D) is recomputed from them. */
+  manifestDigests: string[];
+  /** The signed answers used, in the order the coordinator used them. */
+  answers: LedgerAnswer[];
+}
+
+/** A custodian's signed answer as stored (see @veil/crypto `SignedCustodianAnswer`). */
+export interface LedgerAnswer {
+  answer: {
+    descriptorHash: string;
+    round: number;
+    hashD: string;
+    count: number;
+    custodianIndex: number;
+    shareSumSha256: string;
+  };
+  signature: string;
 }
 
 /** The distributed discrete Gaussian's accounting parameters (KLS21), as recorded. */
@@ -74,8 +109,39 @@ export function hashLedgerEntry(fields: LedgerFields, prevHash: string): string 
     ...(fields.ddg === null
       ? []
       : [['ddg', fields.ddg.noiseClients, fields.ddg.scale, fields.ddg.localStddev, fields.ddg.dimension, fields.ddg.roundingBeta]]),
+    // Committee decryptions: every answer field and signature in a fixed order (whatever key order the database returns).
+    ...(fields.decryption == null ? [] : [decryptionCanonical(fields.decryption)]),
   ]);
   return createHash('sha256').update(canonical).update('\n').update(prevHash).digest('hex');
+}
+
+/** The canonical (fixed-order) form of a decryption record inside the hashed array. */
+function decryptionCanonical(d: LedgerDecryption): unknown[] {
+  // Fields a stored answer has beyond the signed six are hashed too (verification refuses them).
+  const extra = (a: LedgerAnswer): unknown[] => {
+    const known = new Set(['descriptorHash', 'round', 'hashD', 'count', 'custodianIndex', 'shareSumSha256']);
+    const answer = (a.answer ?? {}) as unknown as Record<string, unknown>;
+    return Object.keys(answer)
+      .filter((k) => !known.has(k))
+      .sort()
+      .map((k) => [k, answer[k]]);
+  };
+  return [
+    'committee',
+    d.descriptorHash,
+    d.hashD,
+    d.manifestDigests,
+    (d.answers ?? []).map((a) => [
+      a.answer?.descriptorHash,
+      a.answer?.round,
+      a.answer?.hashD,
+      a.answer?.count,
+      a.answer?.custodianIndex,
+      a.answer?.shareSumSha256,
+      a.signature,
+      ...extra(a),
+    ]),
+  ];
 }
 
 export interface VerifyResult {
@@ -93,6 +159,8 @@ export function verifyLedger(
   entries: readonly LedgerEntry[],
   recomputeEpsilon: (upTo: readonly LedgerEntry[]) => number,
   tolerance = 1e-9,
+  /** Further checks of one entry (e.g. custodian signatures): a reason when it fails, null when it passes. */
+  checkEntry: (entry: LedgerEntry) => string | null = () => null,
 ): VerifyResult {
   let prev = GENESIS_HASH;
   for (let i = 0; i < entries.length; i++) {
@@ -100,6 +168,9 @@ export function verifyLedger(
     const fail = (reason: string): VerifyResult => ({ ok: false, entries: entries.length, firstMismatch: { sequence: e.sequence, reason } });
     if (e.sequence !== i + 1) return fail(`sequence ${e.sequence} where ${i + 1} was expected (entry missing or reordered)`);
     if (e.prevHash !== prev) return fail('prevHash does not match the previous entry');
+    // Before the hash: an altered answer is named for what it is, even when the chain was recomputed around it.
+    const problem = checkEntry(e);
+    if (problem !== null) return fail(problem);
     if (hashLedgerEntry(e, e.prevHash) !== e.hash) return fail('hash does not match the entry (a field was altered)');
     if (e.participants !== e.participantIds.length) return fail('participants differs from the recorded participant ids');
     const epsilon = recomputeEpsilon(entries.slice(0, i + 1));

@@ -17,7 +17,7 @@ import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import { createModelCache, type ModelCache, type StoredModel } from './model-cache.js';
 import { systemClock, systemTimer, type Clock, type Timer } from './clock.js';
 import { createMutex, type Mutex } from './mutex.js';
-import { checkRoundBudget, roundLedgerEntry } from '../privacy/budget.js';
+import { checkRoundBudget, decryptionLedgerEntry, roundLedgerEntry } from '../privacy/budget.js';
 import { completeDistributedSettings, type PrivacySettings } from '../privacy/settings.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
 import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
@@ -43,6 +43,7 @@ import {
   type CheckedUpdate,
   type ModelBlob,
   type RoundAggregator,
+  type RoundResult,
 } from '../aggregation/round-aggregator.js';
 
 export type { StoredModel } from './model-cache.js';
@@ -1172,13 +1173,22 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       aggregationMs: Math.round(performance.now() - started),
       ...(result?.committee !== undefined && { committee: result.committee }),
     };
-    const closed = await this.store.closeRound(round.id, newModel, summary);
+    const ledgerEntry = await this.decryptionRecord(rt, round, result?.decryption);
+    const closed = await this.store.closeRound(round.id, newModel, summary, ledgerEntry === null ? undefined : { ledgerEntry });
     if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
     if (newModel !== null) rt.task = { ...rt.task, currentModelVersion: newModel.version };
     this.log.info({ taskId: rt.task.id, roundNumber: round.number, ...summary }, 'round closed');
     this.settleRound(rt);
     this.emit('round-closed', { taskId: rt.task.id, round: closed });
     await this.openNextRound(rt, closed);
+  }
+
+  /** A DP committee round's decryption record for the privacy ledger (issue 11), or null. */
+  private async decryptionRecord(rt: TaskRuntime, round: Round, decryption: RoundResult['decryption']): Promise<LedgerEntry | null> {
+    const privacy = rt.task.settings.privacy;
+    if (privacy === null || decryption === undefined) return null;
+    const last = await this.store.lastLedgerEntry(rt.task.id);
+    return decryptionLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, last, decryption: decryption.record, clientIds: decryption.clientIds, at: new Date(this.clock.now()) });
   }
 
   /** Fails `round` (any open state) with `reason` and opens the next one. */

@@ -125,6 +125,8 @@ export interface FederationStore {
     roundId: string,
     model: { version: number; sha256: string; sizeBytes: number; encoding: string; strategyState: BlobDigest | null } | null,
     summary: RoundSummary,
+    /** A committee decryption's ledger entry, written in the same transaction. */
+    extra?: { ledgerEntry?: LedgerEntry },
   ): Promise<Round | null>;
   /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
   failRound(roundId: string, reason: string): Promise<Round | null>;

@@ -7,7 +7,9 @@
  * transport here.
  */
 import { VeilError } from '../errors.js';
-import { clientEpsilon, epsilonOfEntries, ledgerParams, mechanismName } from '../privacy/accounting.js';
+import type { TaskDescriptor } from '@veil/crypto';
+import { clientEpsilon, epsilonOfEntries, isSpendEntry, ledgerParams, mechanismName } from '../privacy/accounting.js';
+import { committeeEntryChecker, decryptionApprovals } from '../privacy/committee-ledger.js';
 import { GENESIS_HASH, verifyLedger, type LedgerEntry } from '../privacy/ledger.js';
 import type { PrivacySettings } from '../privacy/settings.js';
 import type { Task } from '../rounds/model.js';
@@ -89,7 +91,14 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
   const spent = entries.at(-1)?.epsilon ?? 0;
   const names = new Map(devices.map((d) => [d.id, d.name]));
   const perClient = new Map<string, LedgerEntry[]>();
+  // Committee tasks: who approved each round's decryption, for how many devices (the ledger's decryption records).
+  const approvals = new Map<number, { custodians: number[]; deviceCount: number }>();
   for (const e of entries) {
+    const approval = decryptionApprovals(e);
+    if (approval !== null) approvals.set(e.roundNumber, approval);
+  }
+  const spends = entries.filter(isSpendEntry);
+  for (const e of spends) {
     for (const id of e.participantIds) {
       const list = perClient.get(id);
       if (list === undefined) perClient.set(id, [e]);
@@ -119,7 +128,7 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
     remaining: Math.max(0, p.epsilonCap - spent),
     projection: projectBudget(p, task.settings.rounds, entries),
     warnings: taskWarnings(task),
-    rounds: entries.map((e) => ({
+    rounds: spends.map((e) => ({
       roundNumber: e.roundNumber,
       /** Kept for existing clients; the same value as epsilonCumulative. */
       epsilon: e.epsilon,
@@ -127,6 +136,8 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
       order: e.order,
       participants: e.participants,
       at: e.createdAt,
+      /** Committee tasks: the custodians whose signed answers let the coordinator decrypt this round's sum, and |D|; null otherwise (or not yet decrypted). */
+      decryption: approvals.get(e.roundNumber) ?? null,
     })),
     clients: [...perClient.entries()].map(([clientId, rounds]) => ({
       clientId,
@@ -143,7 +154,9 @@ export type PrivacySummary = ReturnType<typeof summarizePrivacy>;
 /** Verifies the chain and every ε, and reports the head hash the check ended on. */
 export function verifyPrivacyLedger(task: PrivateTask, entries: readonly LedgerEntry[]) {
   const overCap = entries.find((e) => e.epsilon > task.settings.privacy.epsilonCap);
-  const result = verifyLedger(entries, (upTo) => epsilonOfEntries(upTo, upTo.at(-1)!.delta).epsilon);
+  const committee = task.settings.committee;
+  const descriptor = committee == null ? null : (JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor);
+  const result = verifyLedger(entries, (upTo) => epsilonOfEntries(upTo, upTo.at(-1)!.delta).epsilon, undefined, committeeEntryChecker(descriptor));
   return { ...result, withinCap: overCap === undefined, headHash: entries.at(-1)?.hash ?? GENESIS_HASH };
 }
 
@@ -168,7 +181,7 @@ export function privacyCheckpoint(task: PrivateTask, entries: readonly LedgerEnt
     epsilonCumulative: head?.epsilon ?? 0,
     delta: task.settings.privacy.delta,
     epsilonCap: task.settings.privacy.epsilonCap,
-    hashAlgorithm: 'SHA-256 over JSON.stringify([taskId, sequence, roundNumber, mechanism, samplingRate, noiseMultiplier, clipNorm, participants, participantIds, epsilon, delta, order, createdAt, (ddg parameters)]) + "\\n" + prevHash',
+    hashAlgorithm: 'SHA-256 over JSON.stringify([taskId, sequence, roundNumber, mechanism, samplingRate, noiseMultiplier, clipNorm, participants, participantIds, epsilon, delta, order, createdAt, (ddg parameters), (committee decryption: ["committee", descriptorHash, hashD, manifestDigests, answers as [descriptorHash, round, hashD, count, custodianIndex, shareSumSha256, signature]])]) + "\\n" + prevHash',
     createdAt: now.toISOString(),
     signed: false,
   };
