@@ -1,27 +1,41 @@
 /**
- * Round-engine benchmark of the CURRENT coordinator, plaintext and encrypted paths.
+ * Round-engine benchmark of the CURRENT coordinator: plaintext and committee paths (issue 11), and
+ * optionally the shared-key BFV path, measured in the same run, interleaved.
  *
- *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--path plaintext,encrypted] [--db pg|pglite] [--pglite-too]
+ *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--paths plaintext,committee[,shared-key]] [--committee 2-of-3]
+ *     [--committee-encrypt before|live] [--db pg|pglite] [--pglite-too]
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
  *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--cpu-prof-devices] [--log-level silent] [--timeout-s 3600]
  *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
  *
- * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext
- * path's results are top-level (`small`, `scale`, `dropout`), the encrypted path's
- * are under `encrypted` with the same shapes.
+ * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
+ * are top-level (`small`, `scale`, `dropout`), the committee path's under `committee`, the
+ * shared-key path's under `sharedKey`, with the same shapes; `committeeOverPlaintext` has the
+ * ratios and `targets.committee` issue 11's targets. Each scenario (each scale size) runs on every
+ * path before the next one, so that the machine's load drifts over both alike.
  *
- * Encrypted path: the task is created with a fresh BFV key bundle's public half
- * (default preset, weight cap --encrypted-weight-cap so that 1,000 clients fit the
- * headroom check); the benchmark encrypts --encrypted-pool real node-seal payloads
- * of the devices' delta (weight 1) before the run, and the devices submit them in
- * turn. Encrypting 100,000 values takes ~0.5 s of CPU, too much to redo for every
- * one of thousands of simulated submissions on this machine; the benchmark
- * measures the coordinator, whose work (parse, check, add ciphertexts) does not
- * depend on which ciphertext it gets. The coordinator refuses a ciphertext it has
- * seen before (replay), so the benchmark's coordinator process ignores that
- * check's answer (the query still runs and is timed). Nothing is decrypted.
+ * Committee path (default): per run, a t-of-n committee (--committee, default 2-of-3) of
+ * `custodian serve` processes on 127.0.0.1 (@veil/custodian startLocalCommittee: real gRPC, each
+ * with its own durable state), an enrolment authority whose key stays in the benchmark's directory
+ * (never the coordinator's), the authority-signed descriptor given to the coordinator, which holds
+ * only its custodian request key. Each device generates an Ed25519 key, has it certified for its
+ * client id (the stand-in for enrolment), checks the announced descriptor against its pins and
+ * builds its uploads with the SDK's committee middleware: a fresh secret, c0, one sealed share per
+ * custodian and a signed manifest, for each device and round; nothing is reused, no check is
+ * bypassed. With --committee-encrypt before (default) the devices build their uploads after
+ * joining and before the rounds start: the round window then measures the coordinator, the
+ * custodians and the transport, as in a real federation each device encrypts on its own CPU, in
+ * parallel (the build's wall and CPU time per upload is reported beside the rounds: about one
+ * build per round adds to a real round's critical path). With `live` they build at submit time,
+ * so this machine's two cores do every device's encryption inside the round.
+ *
+ * Shared-key path (--paths ...,shared-key): the task is created with a fresh BFV key bundle's
+ * public half (default preset, weight cap --encrypted-weight-cap so that 1,000 clients fit the
+ * headroom check); the benchmark encrypts --encrypted-pool real node-seal payloads of the devices'
+ * delta (weight 1) before the run, and the devices submit them in turn; the benchmark's
+ * coordinator process ignores the replay check's answer (the query still runs and is timed).
  *
  * Layout: the coordinator runs in its own child process (bench/rounds/coordinator.ts:
  * startCoordinator from the built @veil/server, PostgreSQL in a fresh database per
@@ -33,7 +47,8 @@
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -41,6 +56,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
+import { startLocalCommittee, type LocalCommittee } from '@veil/custodian';
 import { createHeContext, createUpdateEncryptor, generateKeyBundle, serializeKeyMaterial } from '../packages/crypto/src/index.js';
 import {
   median,
@@ -60,7 +76,11 @@ const repoRoot = join(here, '..');
 const { values: args } = parseArgs({
   options: {
     only: { type: 'string', default: 'small,scale,dropout' },
-    path: { type: 'string', default: 'plaintext,encrypted' },
+    paths: { type: 'string' },
+    /** Older name of --paths ('encrypted' = shared-key). */
+    path: { type: 'string' },
+    committee: { type: 'string', default: '2-of-3' },
+    'committee-encrypt': { type: 'string', default: 'before' },
     'encrypted-pool': { type: 'string', default: '8' },
     'encrypted-weight-cap': { type: 'string', default: '16' },
     db: { type: 'string', default: 'pg' },
@@ -87,7 +107,21 @@ const { values: args } = parseArgs({
 });
 
 const only = new Set(args.only.split(',').map((s) => s.trim()));
-const paths = new Set(args.path.split(',').map((s) => s.trim()));
+const PATH_NAMES = ['plaintext', 'committee', 'shared-key'] as const;
+const pathNames = (args.paths ?? args.path ?? 'plaintext,committee')
+  .split(',')
+  .map((s) => s.trim())
+  .map((s) => (s === 'encrypted' ? 'shared-key' : s)) as Array<(typeof PATH_NAMES)[number]>;
+for (const p of pathNames) if (!PATH_NAMES.includes(p)) throw new Error(`--paths: unknown path '${p}' (${PATH_NAMES.join(', ')})`);
+const COMMITTEE = (() => {
+  const m = /^(\d+)-of-(\d+)$/.exec(args.committee.trim());
+  const t = Number(m?.[1]);
+  const n = Number(m?.[2]);
+  if (!m || t < 2 || n < t || n > 32) throw new Error(`--committee: expected T-of-N with 2 <= T <= N <= 32, got '${args.committee}'`);
+  return { t, n };
+})();
+const COMMITTEE_ENCRYPT = args['committee-encrypt'] as 'before' | 'live';
+if (COMMITTEE_ENCRYPT !== 'before' && COMMITTEE_ENCRYPT !== 'live') throw new Error(`--committee-encrypt: 'before' or 'live', got '${String(COMMITTEE_ENCRYPT)}'`);
 const PARAMS = Number(args.parameters);
 const MODEL_BYTES = PARAMS * 4;
 const POLL_MS = Number(args['poll-ms']);
@@ -303,8 +337,16 @@ interface RunSpec {
   runTimeoutMs: number;
   /** SIGKILL the workers of the `hold` group once all their devices hold an assignment. */
   killHolders?: boolean;
-  /** Encrypted path (absent: plaintext). */
+  /** Shared-key BFV path (absent: plaintext). */
   encryption?: Encryption;
+  /** Committee path (issue 11): a t-of-n committee of local custodian processes (absent: plaintext). */
+  committee?: CommitteeSpec;
+}
+
+interface CommitteeSpec {
+  threshold: number;
+  custodians: number;
+  encrypt: 'before' | 'live';
 }
 
 interface EngineEvent {
@@ -339,20 +381,84 @@ interface RunResult {
   machineCpuBusy: number | null;
   /** That busy time in ms (share x cores x wall time). */
   machineCpuMs: number | null;
+  /** When the parent released the devices to poll (every worker joined and, on the committee path, built its uploads). */
+  releasedAt: number;
+  /** Committee path: the custodian processes' CPU time over the rounds (sum, ms), and their count. */
+  custodianCpuMs: number | null;
+  custodianCount: number;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU ticks (user + system) of this process's custodian children (`custodian serve` via startLocalCommittee). */
+function custodianCpuTicks(): { ticks: number; processes: number } | null {
+  try {
+    let ticks = 0;
+    let processes = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      let stat: string;
+      let cmdline: string;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) !== process.pid || !cmdline.includes('serve-process')) continue;
+      ticks += Number(fields[11]) + Number(fields[12]);
+      processes++;
+    }
+    return { ticks, processes };
+  } catch {
+    return null;
+  }
 }
 
 async function runOnce(spec: RunSpec): Promise<RunResult> {
+  const coords: Channel[] = [];
   const db = await createDatabase(spec.db, spec.label);
   const dataDir = await mkdtemp(join(tmpdir(), `veil-bench-${spec.label}-`));
   const profDir = args['cpu-prof'] ? join(dataDir, 'prof') : null;
   const profDevicesDir = args['cpu-prof-devices'] ? join(dataDir, 'prof-devices') : null;
-  const coord = spawnChild(
-    'coordinator.ts',
-    { BENCH_DATA_DIR: dataDir, BENCH_DATABASE_URL: db.url ?? '', BENCH_LOG_LEVEL: args['log-level'] },
-    profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
-  );
+  // Committee path: the custodians run as `custodian serve` processes on loopback (real gRPC), with an
+  // enrolment authority whose key stays in this process's directory, never the coordinator's.
+  let committee: LocalCommittee | null = null;
   const workers: RunResult['workers'] = [];
   try {
+    if (spec.committee) {
+      committee = await startLocalCommittee({
+        dir: join(dataDir, 'committee'),
+        taskId: randomUUID(),
+        custodians: spec.committee.custodians,
+        threshold: spec.committee.threshold,
+        minDevices: spec.minClients,
+        maxDevices: Math.max(spec.clientsPerRound, 10),
+        maxRounds: spec.rounds,
+        encoding: { weightCap: 1 },
+        logLevel: 'warn',
+      });
+      log(`${spec.label}: ${spec.committee.threshold}-of-${spec.committee.custodians} committee on ${committee.addresses.join(', ')}`);
+    }
+    const coord = spawnChild(
+      'coordinator.ts',
+      {
+        BENCH_DATA_DIR: dataDir,
+        BENCH_DATABASE_URL: db.url ?? '',
+        BENCH_LOG_LEVEL: args['log-level'],
+        ...(committee && { BENCH_COMMITTEE_REQUEST_KEY: committee.paths.requestKey }),
+      },
+      profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
+    );
+    coords.push(coord);
     const ready = await coord.next('ready', 60_000);
     log(`${spec.label}: coordinator ready on ${String(ready['grpcAddress'])} (${String(ready['databaseKind'])})`);
     const events: EngineEvent[] = [];
@@ -365,6 +471,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       reusedPayloads: spec.encryption !== undefined,
       input: {
         ...(spec.encryption && { encryption: { mode: 'bfv', coordinatorKey: spec.encryption.coordinatorKey } }),
+        ...(committee && { committee: { descriptor: Buffer.from(committee.descriptorBytes).toString('base64'), descriptorSignature: committee.signed.signature } }),
         name: `bench ${spec.label}`,
         rounds: spec.rounds,
         clientsPerRound: spec.clientsPerRound,
@@ -404,6 +511,20 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
           hardStopAt,
           joinConcurrency: 8,
           ...(spec.encryption && { encryptedPayloadFiles: spec.encryption.payloadFiles }),
+          ...(committee &&
+            spec.committee && {
+              committee: {
+                authorityDir: committee.paths.authority,
+                pins: {
+                  minDevices: spec.minClients,
+                  maxRounds: spec.rounds,
+                  pinnedFingerprints: [...committee.fingerprints],
+                  authorityKey: committee.signed.descriptor.authorityKey,
+                },
+                encrypt: spec.committee.encrypt,
+                rounds: spec.rounds,
+              },
+            }),
         };
         ch.child.send(init);
         const entry = { group, done: null as WorkerDone | null, killedAt: null as number | null };
@@ -411,9 +532,14 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         channels.push({ ch, group, index: workers.length - 1 });
       }
     }
-    await Promise.all(channels.map(({ ch }) => ch.next('joined', 300_000)));
+    // Committee devices built their uploads before 'joined' with encrypt=before: allow for it.
+    await Promise.all(channels.map(({ ch }) => ch.next('joined', spec.committee ? 1_800_000 : 300_000)));
     const joinMs = nowMs() - joinStarted;
     log(`${spec.label}: ${totalClients} devices joined in ${Math.round(joinMs)} ms over ${channels.length} worker(s)`);
+    // Release every device at once (the first round's time starts here or at round-opened, whichever is later).
+    const releasedAt = nowMs();
+    for (const { ch } of channels) ch.child.send({ cmd: 'go' });
+    const custodianCpuAtStart = committee ? custodianCpuTicks() : null;
 
     // Dropout: kill the holders' processes once every holder was handed its assignment.
     const holders = channels.filter((c) => c.group.behavior === 'hold');
@@ -471,6 +597,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       }, 20);
     });
     const cpuAtEnd = machineCpuTicks();
+    const custodianCpuAtEnd = committee ? custodianCpuTicks() : null;
     const machineCpuBusy =
       cpuAtStart && cpuAtEnd && cpuAtEnd.total > cpuAtStart.total ? round3((cpuAtEnd.busy - cpuAtStart.busy) / (cpuAtEnd.total - cpuAtStart.total)) : null;
     // CPU time the whole machine spent (all processes, all cores) from the task's start to its end.
@@ -512,10 +639,30 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       if (files[0]) deviceCpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDevicesDir, files[0]), 'utf8')));
     }
     const pgStats = await db.stats().catch(() => null);
-    return { spec, ready, startedAt: started.t, events, workers, closed, pgStats, joinMs, timedOut, cpuProfile, deviceCpuProfile, machineCpuBusy, machineCpuMs };
+    const custodianCpuMs =
+      custodianCpuAtStart && custodianCpuAtEnd ? round1(((custodianCpuAtEnd.ticks - custodianCpuAtStart.ticks) * 1000) / CLOCK_TICKS) : null;
+    return {
+      spec,
+      ready,
+      startedAt: started.t,
+      events,
+      workers,
+      closed,
+      pgStats,
+      joinMs,
+      timedOut,
+      cpuProfile,
+      deviceCpuProfile,
+      machineCpuBusy,
+      machineCpuMs,
+      releasedAt,
+      custodianCpuMs,
+      custodianCount: custodianCpuAtEnd?.processes ?? 0,
+    };
   } finally {
-    for (const { child } of [coord]) if (child.exitCode === null) child.kill('SIGKILL');
+    for (const { child } of coords) if (child.exitCode === null) child.kill('SIGKILL');
     for (const c of [...children]) c.kill('SIGKILL');
+    await committee?.close().catch((error: Error) => log(`stopping the committee failed: ${error.message}`));
     await db.drop().catch((error: Error) => log(`dropping database failed: ${error.message}`));
     await rm(dataDir, { recursive: true, force: true });
   }
@@ -567,7 +714,7 @@ function allDevices(r: RunResult): DeviceReport[] {
   return r.workers.flatMap((w) => w.done?.devices ?? []);
 }
 
-/** Round times: round 1 from round-opened (task start), later rounds close-to-close (the full cycle). */
+/** Round times: round 1 from round-opened (task start) or the devices' release if later, later rounds close-to-close (the full cycle). */
 function roundTimes(r: RunResult): { roundMs: number[]; engineRoundMs: number[] } {
   const opened = byRound(r.events, 'round-opened');
   const settled = new Map([...byRound(r.events, 'round-failed'), ...byRound(r.events, 'round-closed')]);
@@ -578,7 +725,9 @@ function roundTimes(r: RunResult): { roundMs: number[]; engineRoundMs: number[] 
     const o = opened.get(n);
     if (!c || !o) break;
     const prev = settled.get(n - 1);
-    roundMs.push(c.t - (prev ? prev.t : o.t));
+    // Round 1 from round-opened or from the devices' release, whichever is later (joining, and the
+    // committee devices' upload building, are not part of a round).
+    roundMs.push(c.t - (prev ? prev.t : Math.max(o.t, r.releasedAt)));
     engineRoundMs.push(c.t - o.t);
   }
   return { roundMs, engineRoundMs };
@@ -705,12 +854,54 @@ function deviceErrors(r: RunResult): string[] {
 }
 
 // ---------------------------------------------------------------- scenarios
-async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<string, unknown>> {
+/** One measured path: plaintext, committee (issue 11's encrypted path) or shared-key BFV. */
+interface PathSpec {
+  name: 'plaintext' | 'committee' | 'shared-key';
+  enc?: Encryption;
+  committee?: CommitteeSpec;
+}
+const labelOf = (path: PathSpec): string => (path.name === 'plaintext' ? '' : path.name === 'committee' ? 'com-' : 'enc-');
+const pathSpec = (path: PathSpec): Pick<RunSpec, 'encryption' | 'committee'> => ({
+  ...(path.enc && { encryption: path.enc }),
+  ...(path.committee && { committee: path.committee }),
+});
+
+/** Committee path: the devices' upload building (SDK committee middleware), the upload's parts, the custodians' CPU. */
+function committeeFigures(r: RunResult, clientRounds: number): Record<string, unknown> | null {
+  if (!r.spec.committee) return null;
+  const builds = allDevices(r).flatMap((d) => (d.committeeBuild ? [d.committeeBuild] : []));
+  if (builds.length === 0) return null;
+  const wall = builds.flatMap((b) => b.wallMs);
+  const cpu = builds.flatMap((b) => b.cpuMs);
+  const n = builds[0]!.committeeSize;
+  const uploadBytes = builds[0]!.uploadBytes;
+  const c0Bytes = builds[0]!.c0Bytes;
+  const custodianBytes = uploadBytes - c0Bytes;
+  return {
+    committee: `${r.spec.committee.threshold}-of-${r.spec.committee.custodians}`,
+    deviceEncryption: r.spec.committee.encrypt === 'before' ? 'built after joining, before the rounds (outside the round window)' : 'built at submit time (inside the round window)',
+    uploadsBuilt: wall.length,
+    deviceBuildMsMedian: round1(median(wall)),
+    deviceBuildCpuMsMedian: round1(median(cpu)),
+    uploadBytes,
+    c0Bytes,
+    c0BytesPerModelValue: round3(c0Bytes / PARAMS),
+    // Everything in the upload besides c0 (framing, one 4,144-byte sealed share per custodian, the signed manifest), per custodian.
+    nonC0BytesPerCustodian: Math.round(custodianBytes / n),
+    uploadWithinTarget: uploadBytes <= 6 * PARAMS + 8192 * n,
+    custodianProcesses: r.custodianCount,
+    custodianCpuMsPerRound: r.custodianCpuMs === null ? null : round1(r.custodianCpuMs / Math.max(1, r.spec.rounds)),
+    custodianCpuMsPerClientRound: r.custodianCpuMs === null ? null : round3(r.custodianCpuMs / clientRounds),
+  };
+}
+
+async function small(db: 'pg' | 'pglite', path: PathSpec): Promise<Record<string, unknown>> {
   const clients = Number(args['small-clients']);
   const rounds = Number(args['small-rounds']);
+  const enc = path.enc;
   const r = await runOnce({
-    label: `${enc ? 'enc-' : ''}small-${db}`,
-    ...(enc && { encryption: enc }),
+    label: `${labelOf(path)}small-${db}`,
+    ...pathSpec(path),
     db,
     rounds,
     clientsPerRound: clients,
@@ -721,7 +912,7 @@ async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<stri
     runTimeoutMs: rounds * 30_000,
   });
   const { roundMs, engineRoundMs } = roundTimes(r);
-  log(`${enc ? 'enc-' : ''}small-${db}: median round ${round1(median(roundMs))} ms, p95 ${round1(quantile(roundMs, 0.95))} ms`);
+  log(`${labelOf(path)}small-${db}: median round ${round1(median(roundMs))} ms, p95 ${round1(quantile(roundMs, 0.95))} ms`);
   const devs = allDevices(r);
   const acceptedCount = r.events.filter((e) => e.name === 'update-accepted').length;
   return {
@@ -737,6 +928,7 @@ async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<stri
     engineRoundMs: engineRoundMs.map(round1),
     phasesMedianMs: phases(r),
     ...wire(r, clients * rounds, enc),
+    ...(path.committee && { committee: committeeFigures(r, clients * rounds) }),
     idlePollsPerClientRound: round3(devs.reduce((a, d) => a + d.idlePolls, 0) / (clients * rounds)),
     pollsPerClientRound: round3(devs.reduce((a, d) => a + d.polls, 0) / (clients * rounds)),
     joinMs: round1(r.joinMs),
@@ -750,19 +942,22 @@ async function small(db: 'pg' | 'pglite', enc?: Encryption): Promise<Record<stri
   };
 }
 
-async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
-  const sizes = args.sizes.split(',').map(Number).filter((n) => n > 0);
+const scaleSizes = (): number[] => args.sizes.split(',').map(Number).filter((n) => n > 0);
+
+/** One scale run (n clients) on a path. */
+async function scaleOne(n: number, path: PathSpec): Promise<Record<string, unknown>> {
   const rounds = Number(args['scale-rounds']);
   const deadline = Number(args['scale-deadline-ms']);
-  const out: Record<string, unknown> = {};
-  for (const n of sizes) {
+  const enc = path.enc;
+  {
     const r = await runOnce({
-      label: `${enc ? 'enc-' : ''}scale-${n}`,
-      ...(enc && { encryption: enc }),
+      label: `${labelOf(path)}scale-${n}`,
+      ...pathSpec(path),
       db: args.db as 'pg' | 'pglite',
       rounds,
       clientsPerRound: n,
-      minClients: 1,
+      // Committee tasks: the descriptor's minDevices (every client, as all of them take part) bounds minClients from below.
+      minClients: path.committee ? n : 1,
       minAvailableClients: n,
       roundDeadlineMs: deadline,
       groups: [{ count: n, behavior: 'normal', name: `scale${n}` }],
@@ -770,8 +965,8 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
     });
     const { roundMs, engineRoundMs } = roundTimes(r);
     const closed = r.events.filter((e) => e.name === 'round-closed');
-    log(`${enc ? 'enc-' : ''}scale-${n}: rounds ${roundMs.map((x) => Math.round(x)).join(', ')} ms; participants ${closed.map((e) => e.summary?.participants).join(', ')}; peak RSS ${String(coordinatorSummary(r)['peakRssMiB'])} MiB`);
-    out[String(n)] = {
+    log(`${labelOf(path)}scale-${n}: rounds ${roundMs.map((x) => Math.round(x)).join(', ')} ms; participants ${closed.map((e) => e.summary?.participants).join(', ')}; peak RSS ${String(coordinatorSummary(r)['peakRssMiB'])} MiB`);
+    return {
       clients: n,
       deviceWorkers: r.workers.length,
       roundsCompleted: roundMs.length,
@@ -794,10 +989,17 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
       // the whole machine's (coordinator, devices, PostgreSQL) over the same rounds.
       coordinatorCpuMsPerClientRound: round3(Number(coordinatorSummary(r)['cpuMs']) / (n * Math.max(1, roundMs.length))),
       machineCpuMsPerClientRound: r.machineCpuMs === null ? null : round3(r.machineCpuMs / (n * Math.max(1, roundMs.length))),
+      ...(path.committee && { committee: committeeFigures(r, n * Math.max(1, roundMs.length)) }),
       ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
       ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
     };
   }
+}
+
+/** Growth from the smallest to the largest scale size, added to a path's `scale` object. */
+function addGrowth(out: Record<string, unknown>): void {
+  const sizes = scaleSizes().filter((n) => out[String(n)] !== undefined);
+  const rounds = Number(args['scale-rounds']);
   const first = out[String(sizes[0])] as { medianRoundMs: number } | undefined;
   const last = out[String(sizes[sizes.length - 1])] as { medianRoundMs: number; coordinatorPeakRssMiB: number | null; roundsCompleted: number } | undefined;
   if (first && last && sizes.length > 1) {
@@ -821,10 +1023,9 @@ async function scale(enc?: Encryption): Promise<Record<string, unknown>> {
       peakRssWithin1GiB: last.coordinatorPeakRssMiB !== null && Math.max(...sizes.map((s) => (out[String(s)] as { coordinatorPeakRssMiB: number }).coordinatorPeakRssMiB)) <= 1024,
     };
   }
-  return out;
 }
 
-async function dropout(enc?: Encryption): Promise<Record<string, unknown>> {
+async function dropout(path: PathSpec): Promise<Record<string, unknown>> {
   const n = Number(args['dropout-clients']);
   const vanish = Math.round(n * Number(args['dropout-fraction']));
   const killed = Math.ceil(vanish / 2);
@@ -832,12 +1033,13 @@ async function dropout(enc?: Encryption): Promise<Record<string, unknown>> {
   const deadline = Number(args['dropout-deadline-ms']);
   const rounds = Math.max(1, Number(args['dropout-rounds']));
   const r = await runOnce({
-    label: enc ? 'enc-dropout' : 'dropout',
-    ...(enc && { encryption: enc }),
+    label: `${labelOf(path)}dropout`,
+    ...pathSpec(path),
     db: args.db as 'pg' | 'pglite',
     rounds,
     clientsPerRound: n,
-    minClients: 1,
+    // Committee tasks: the survivors are the most the descriptor's minDevices may ask for.
+    minClients: path.committee ? n - vanish : 1,
     // With a second round: select from whoever is available, at least the survivors.
     minAvailableClients: rounds > 1 ? n - vanish : n,
     roundDeadlineMs: deadline,
@@ -929,8 +1131,11 @@ async function main(): Promise<void> {
   result['meta'] = {
     benchmark: 'bench/rounds.ts',
     paths: {
+      measured: pathNames,
+      order: 'interleaved: each scenario (each scale size) runs on every path before the next',
       plaintext: 'float32-le updates, FedAvg (top-level small, scale, dropout)',
-      encrypted: 'bfv-v1 updates (node-seal BFV, precomputed payloads used in turn, replay check answer ignored), ciphertext sums (under encrypted)',
+      committee: `committee-v1 updates (issue 11, under committee): a ${COMMITTEE.t}-of-${COMMITTEE.n} committee of \`custodian serve\` processes on loopback (startLocalCommittee, real gRPC), device keys certified by the task's enrolment authority, uploads built per device and round by the SDK's committee middleware (${COMMITTEE_ENCRYPT === 'before' ? 'after joining, before the rounds start' : 'at submit time'}); the coordinator checks and adds every c0, the custodians open the sealed shares, the coordinator decrypts each round's aggregate into a float32 model`,
+      'shared-key': 'bfv-v1 updates (node-seal BFV, one shared device key, precomputed payloads used in turn, replay check answer ignored), ciphertext sums (under sharedKey); only with --paths ...,shared-key',
     },
     git,
     node: process.version,
@@ -947,49 +1152,54 @@ async function main(): Promise<void> {
       'round 1: round-opened (startTask) -> round-closed; round n>1: round-closed(n-1) -> round-closed(n), i.e. open, select, push, download, upload, aggregate, persist; engine events timestamped in the coordinator process',
     rssMethod: 'coordinator in its own process; peak = VmHWM from /proc/self/status at shutdown (also sampled: rss every 50 ms, heap/arrayBuffers every 500 ms)',
   };
-  const keyDir = paths.has('encrypted') ? await mkdtemp(join(tmpdir(), 'veil-bench-he-')) : null;
+  const pathList: PathSpec[] = [];
+  for (const name of pathNames) {
+    if (name === 'plaintext') pathList.push({ name });
+    if (name === 'committee') pathList.push({ name, committee: { threshold: COMMITTEE.t, custodians: COMMITTEE.n, encrypt: COMMITTEE_ENCRYPT } });
+  }
+  const keyDir = pathNames.includes('shared-key') ? await mkdtemp(join(tmpdir(), 'veil-bench-he-')) : null;
+  const committeeOut: Record<string, unknown> = {};
+  const sharedKeyOut: Record<string, unknown> = {};
+  if (pathNames.includes('committee')) result['committee'] = committeeOut;
+  const outOf = (path: PathSpec): Record<string, unknown> => (path.name === 'plaintext' ? result : path.name === 'committee' ? committeeOut : sharedKeyOut);
   try {
-    if (paths.has('plaintext')) {
-      if (only.has('small')) {
-        log('scenario small');
-        result['small'] = await small(args.db as 'pg' | 'pglite');
-        if (args['pglite-too'] && args.db === 'pg') result['smallPglite'] = await small('pglite');
-      }
-      if (only.has('scale')) {
-        log('scenario scale');
-        result['scale'] = await scale();
-      }
-      if (only.has('dropout')) {
-        log('scenario dropout');
-        result['dropout'] = await dropout();
+    if (keyDir !== null) {
+      log(`shared-key path: key bundle and ${args['encrypted-pool']} payloads`);
+      const enc = await prepareEncryption(keyDir, Math.max(1, Number(args['encrypted-pool'])), Number(args['encrypted-weight-cap']));
+      sharedKeyOut['setup'] = {
+        preset: enc.preset,
+        keyId: enc.keyId,
+        weightCap: enc.weightCap,
+        ciphertextUpdateBytes: enc.ciphertextBytes,
+        bytesPerModelValue: round3(enc.ciphertextBytes / PARAMS),
+        precomputedPayloads: enc.payloadFiles.length,
+        encryptMsPerPayload: enc.encryptMsPerPayload,
+      };
+      result['sharedKey'] = sharedKeyOut;
+      pathList.push({ name: 'shared-key', enc });
+    }
+    // Interleaved: each scenario (and each scale size) runs once per path before the next one.
+    if (only.has('small')) {
+      for (const path of pathList) {
+        log(`scenario small, ${path.name}`);
+        outOf(path)['small'] = await small(args.db as 'pg' | 'pglite', path);
+        if (path.name === 'plaintext' && args['pglite-too'] && args.db === 'pg') result['smallPglite'] = await small('pglite', path);
       }
     }
-    if (keyDir !== null) {
-      log(`encrypted path: key bundle and ${args['encrypted-pool']} payloads`);
-      const enc = await prepareEncryption(keyDir, Math.max(1, Number(args['encrypted-pool'])), Number(args['encrypted-weight-cap']));
-      const encrypted: Record<string, unknown> = {
-        setup: {
-          preset: enc.preset,
-          keyId: enc.keyId,
-          weightCap: enc.weightCap,
-          ciphertextUpdateBytes: enc.ciphertextBytes,
-          bytesPerModelValue: round3(enc.ciphertextBytes / PARAMS),
-          precomputedPayloads: enc.payloadFiles.length,
-          encryptMsPerPayload: enc.encryptMsPerPayload,
-        },
-      };
-      result['encrypted'] = encrypted;
-      if (only.has('small')) {
-        log('scenario encrypted small');
-        encrypted['small'] = await small(args.db as 'pg' | 'pglite', enc);
+    if (only.has('scale')) {
+      for (const n of scaleSizes()) {
+        for (const path of pathList) {
+          log(`scenario scale ${n}, ${path.name}`);
+          const out = (outOf(path)['scale'] ??= {}) as Record<string, unknown>;
+          out[String(n)] = await scaleOne(n, path);
+        }
       }
-      if (only.has('scale')) {
-        log('scenario encrypted scale');
-        encrypted['scale'] = await scale(enc);
-      }
-      if (only.has('dropout')) {
-        log('scenario encrypted dropout');
-        encrypted['dropout'] = await dropout(enc);
+      for (const path of pathList) addGrowth(outOf(path)['scale'] as Record<string, unknown>);
+    }
+    if (only.has('dropout')) {
+      for (const path of pathList) {
+        log(`scenario dropout, ${path.name}`);
+        outOf(path)['dropout'] = await dropout(path);
       }
     }
   } catch (error) {
@@ -999,10 +1209,85 @@ async function main(): Promise<void> {
   if (keyDir !== null) await rm(keyDir, { recursive: true, force: true });
   (result['meta'] as Record<string, unknown>)['loadAvgAtEnd'] = loadavg().map(round1);
   result['targets'] = targets(result);
-  if (result['encrypted']) (result['targets'] as Record<string, unknown>)['encrypted'] = targets(result['encrypted'] as Record<string, unknown>);
+  if (result['sharedKey']) (result['targets'] as Record<string, unknown>)['sharedKey'] = targets(result['sharedKey'] as Record<string, unknown>);
+  if (result['committee']) {
+    result['committeeOverPlaintext'] = comparison(result, committeeOut);
+    (result['targets'] as Record<string, unknown>)['committee'] = committeeTargets(result, committeeOut);
+  }
   killAll();
   process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   process.exit(result['error'] ? 1 : 0);
+}
+
+type Obj = Record<string, unknown>;
+const num = (o: unknown, ...keys: string[]): number | null => {
+  let x: unknown = o;
+  for (const k of keys) x = x !== null && typeof x === 'object' ? (x as Obj)[k] : undefined;
+  return typeof x === 'number' && Number.isFinite(x) ? x : null;
+};
+const ratio = (a: number | null, b: number | null): number | null => (a === null || b === null || b === 0 ? null : round3(a / b));
+
+/** Committee figures over plaintext figures of the same run, per scenario. */
+function comparison(plain: Obj, com: Obj): Obj {
+  const out: Obj = {};
+  if (plain['small'] && com['small']) {
+    out['small'] = {
+      medianRoundMs: ratio(num(com, 'small', 'medianRoundMs'), num(plain, 'small', 'medianRoundMs')),
+      modelCopiesPerClientRound: ratio(num(com, 'small', 'modelCopiesPerClientRound'), num(plain, 'small', 'modelCopiesPerClientRound')),
+      coordinatorCpuMs: ratio(num(com, 'small', 'coordinator', 'cpuMs'), num(plain, 'small', 'coordinator', 'cpuMs')),
+      coordinatorPeakRssMiB: ratio(num(com, 'small', 'coordinator', 'peakRssMiB'), num(plain, 'small', 'coordinator', 'peakRssMiB')),
+    };
+  }
+  for (const n of scaleSizes()) {
+    if (num(plain, 'scale', String(n), 'clients') === null || num(com, 'scale', String(n), 'clients') === null) continue;
+    out[`scale${n}`] = {
+      medianRoundMs: ratio(num(com, 'scale', String(n), 'medianRoundMs'), num(plain, 'scale', String(n), 'medianRoundMs')),
+      coordinatorCpuMsPerClientRound: ratio(num(com, 'scale', String(n), 'coordinatorCpuMsPerClientRound'), num(plain, 'scale', String(n), 'coordinatorCpuMsPerClientRound')),
+      machineCpuMsPerClientRound: ratio(num(com, 'scale', String(n), 'machineCpuMsPerClientRound'), num(plain, 'scale', String(n), 'machineCpuMsPerClientRound')),
+      coordinatorPeakRssMiB: ratio(num(com, 'scale', String(n), 'coordinatorPeakRssMiB'), num(plain, 'scale', String(n), 'coordinatorPeakRssMiB')),
+      modelCopiesPerClientRound: ratio(num(com, 'scale', String(n), 'modelCopiesPerClientRound'), num(plain, 'scale', String(n), 'modelCopiesPerClientRound')),
+    };
+  }
+  if (plain['dropout'] && com['dropout']) out['dropout'] = { roundMs: ratio(num(com, 'dropout', 'roundMs'), num(plain, 'dropout', 'roundMs')) };
+  return out;
+}
+
+/** Issue 11's bench:rounds targets for the committee path (against the plaintext path of the same run). */
+function committeeTargets(plain: Obj, com: Obj): Obj {
+  const t: Obj = {};
+  const c = (com['small'] as Obj | undefined)?.['committee'] as Obj | undefined;
+  if (c) {
+    t['uploadAtMost6BytesPerValuePlus8KiBPerCustodian'] = {
+      c0BytesPerModelValue: c['c0BytesPerModelValue'],
+      nonC0BytesPerCustodian: c['nonC0BytesPerCustodian'],
+      uploadBytes: c['uploadBytes'],
+      met: c['uploadWithinTarget'],
+    };
+  }
+  const copies = num(com, 'small', 'modelCopiesPerClientRound');
+  if (copies !== null) t['modelCopiesPerClientRoundAtMost2.6'] = { value: copies, met: copies <= 2.6 };
+  const small = ratio(num(com, 'small', 'medianRoundMs'), num(plain, 'small', 'medianRoundMs'));
+  if (small !== null) {
+    t['smallMedianAtMost1.3xPlaintext'] = { ratio: small, committeeMs: num(com, 'small', 'medianRoundMs'), plaintextMs: num(plain, 'small', 'medianRoundMs'), met: small <= 1.3 };
+  }
+  const sizes = scaleSizes();
+  const big = sizes[sizes.length - 1];
+  if (big !== undefined) {
+    const r = ratio(num(com, 'scale', String(big), 'medianRoundMs'), num(plain, 'scale', String(big), 'medianRoundMs'));
+    if (r !== null) {
+      t[`scale${big}RoundAtMost1.5xPlaintext`] = { ratio: r, committeeMs: num(com, 'scale', String(big), 'medianRoundMs'), plaintextMs: num(plain, 'scale', String(big), 'medianRoundMs'), met: r <= 1.5 };
+    }
+  }
+  const growth = num(com, 'scale', 'growth', 'coordinatorCpuPerClientRoundRatio');
+  if (growth !== null) {
+    t['coordinatorCpuPerClientRoundFlat'] = {
+      definition: `coordinator CPU per client-round at ${sizes[sizes.length - 1]} over ${sizes[0]} clients <= 1.2`,
+      ratio: growth,
+      plaintextRatio: num(plain, 'scale', 'growth', 'coordinatorCpuPerClientRoundRatio'),
+      met: growth <= 1.2,
+    };
+  }
+  return t;
 }
 
 function targets(result: Record<string, unknown>): Record<string, unknown> {

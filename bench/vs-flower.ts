@@ -2,8 +2,8 @@
  * Veil's round against Flower 1.28's legacy in-memory server, interleaved in one run.
  *
  *   npx tsx bench/vs-flower.ts [--pairs 3] [--sizes 10,100] [--rounds 20]
- *     [--paths plaintext,encrypted] [--encrypted-sizes 10] [--flower-dir ../shared/anchors/flower-legacy]
- *     [--flower-eval]
+ *     [--paths plaintext,committee[,shared-key]] [--encrypted-sizes 10] [--committee 2-of-3]
+ *     [--committee-encrypt before|live] [--flower-dir ../shared/anchors/flower-legacy] [--flower-eval]
  *
  * For each client count N and each pair i = 1..pairs it runs, back to back,
  * Veil (`bench/rounds.ts --only small --small-clients N`, one device per process
@@ -12,6 +12,12 @@
  * process above that), A B A B ..., so both see the same machine load. It prints
  * ONE JSON object: for every (N, path) the per-run medians of both sides, the
  * median of those medians and the ratio Veil / Flower (below 1: Veil is faster).
+ *
+ * Veil's encrypted path is committee mode (issue 11; `encrypted` is accepted as its old name):
+ * bench/rounds.ts's committee path, a t-of-n committee of local `custodian serve` processes
+ * (--committee), uploads built by the SDK's committee middleware per device and round, before the
+ * rounds (--committee-encrypt before, the default, as in bench:rounds) or at submit time (`live`).
+ * The shared-key BFV path can still be measured explicitly (`shared-key`).
  *
  * Both sides use a 100,000-parameter float32 model and trivial training; Flower
  * keeps everything in memory, Veil makes every accepted update and transition
@@ -37,7 +43,9 @@ const { values: args } = parseArgs({
     pairs: { type: 'string', default: '3' },
     sizes: { type: 'string', default: '10,100' },
     rounds: { type: 'string', default: '20' },
-    paths: { type: 'string', default: 'plaintext,encrypted' },
+    paths: { type: 'string', default: 'plaintext,committee' },
+    committee: { type: 'string', default: '2-of-3' },
+    'committee-encrypt': { type: 'string', default: 'before' },
     'encrypted-sizes': { type: 'string', default: '10' },
     'flower-dir': { type: 'string', default: resolve(repoRoot, '..', 'shared', 'anchors', 'flower-legacy') },
     'flower-eval': { type: 'boolean', default: false },
@@ -48,8 +56,10 @@ const { values: args } = parseArgs({
 const pairs = positiveInt(args.pairs, 'pairs');
 const rounds = positiveInt(args.rounds, 'rounds');
 const sizes = args.sizes.split(',').map((s) => positiveInt(s, 'sizes'));
-const paths = args.paths.split(',').map((p) => {
-  if (p !== 'plaintext' && p !== 'encrypted') throw new Error(`--paths: unknown path ${p}`);
+type VeilPath = 'plaintext' | 'committee' | 'shared-key';
+const paths = args.paths.split(',').map((text): VeilPath => {
+  const p = text.trim() === 'encrypted' ? 'committee' : text.trim();
+  if (p !== 'plaintext' && p !== 'committee' && p !== 'shared-key') throw new Error(`--paths: unknown path ${p}`);
   return p;
 });
 const encryptedSizes = new Set(args['encrypted-sizes'].split(',').map((s) => positiveInt(s, 'encrypted-sizes')));
@@ -105,20 +115,21 @@ interface SideRun {
   modelCopiesPerClientRound: number | null;
 }
 
-async function runVeil(clients: number, path: 'plaintext' | 'encrypted'): Promise<SideRun> {
+async function runVeil(clients: number, path: VeilPath): Promise<SideRun> {
   const out = await runJson(process.execPath, [
     join(repoRoot, 'node_modules', 'tsx', 'dist', 'cli.mjs'),
     join(repoRoot, 'bench', 'rounds.ts'),
     '--only', 'small',
-    '--path', path,
+    '--paths', path,
+    '--committee', args.committee,
+    '--committee-encrypt', args['committee-encrypt'],
     '--small-clients', String(clients),
     '--small-rounds', String(rounds),
     '--devices-per-worker', clients <= 10 ? '1' : '10',
     '--log-level', 'silent',
   ]);
-  const small = (path === 'plaintext' ? out['small'] : (out['encrypted'] as Record<string, unknown> | undefined)?.['small']) as
-    | Record<string, unknown>
-    | undefined;
+  const section = path === 'plaintext' ? out : (out[path === 'committee' ? 'committee' : 'sharedKey'] as Record<string, unknown> | undefined);
+  const small = section?.['small'] as Record<string, unknown> | undefined;
   if (small === undefined || typeof small['medianRoundMs'] !== 'number') throw new Error(`bench/rounds.ts printed no ${path} small result`);
   if (small['roundsCompleted'] !== rounds) throw new Error(`Veil completed ${String(small['roundsCompleted'])} of ${rounds} rounds`);
   return {
@@ -198,6 +209,7 @@ process.stdout.write(
       pairs,
       rounds,
       flowerMode: args['flower-eval'] ? 'train+evaluate' : 'training only',
+      veilEncryptedPath: paths.includes('committee') ? { mode: 'committee', committee: args.committee, deviceEncryption: args['committee-encrypt'] } : null,
       cpus: cpus().length,
       loadAverageAtEnd: loadavg().map(round1),
       seconds: Math.round((Date.now() - started) / 1000),

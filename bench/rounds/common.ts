@@ -34,6 +34,29 @@ export interface DeviceWorkerInit {
    * (device i in round r submits payload (i + r) mod n). Absent: plaintext float32 updates.
    */
   encryptedPayloadFiles?: string[];
+  /**
+   * Committee path (issue 11): each device generates an Ed25519 key, has it certified for its
+   * client id by the task's enrolment authority (the bench's stand-in for enrolment: the worker
+   * reads the authority key the local committee keeps apart from the coordinator), checks the
+   * descriptor the coordinator announced against the pins, and builds its uploads with the SDK's
+   * committee middleware (fresh secret, c0, sealed shares, signed manifest per device and round).
+   */
+  committee?: CommitteeDeviceInit;
+}
+
+export interface CommitteeDeviceInit {
+  /** Directory of the enrolment authority's key (@veil/custodian readAuthorityKey). */
+  authorityDir: string;
+  /** What the app pins (SDK CommitteePins). */
+  pins: { minDevices: number; maxRounds: number; pinnedFingerprints: string[]; authorityKey: string };
+  /**
+   * `before`: every device builds its uploads for rounds 1..rounds after joining and before the
+   * rounds start (the round window then measures coordinator, custodians and transport, as the
+   * devices of a real federation encrypt in parallel on their own CPUs); `live`: at submit time,
+   * inside the round (this machine's two cores then do every device's encryption in sequence).
+   */
+  encrypt: 'before' | 'live';
+  rounds: number;
 }
 
 export interface PhaseBytes {
@@ -75,6 +98,8 @@ export interface DeviceReport {
   endedReason: string | null;
   /** TCP connections this device's channel opened (1 expected). */
   sockets: number;
+  /** Committee path: per upload built, wall and CPU ms of the SDK's committee middleware, and the c0 bytes. */
+  committeeBuild?: { wallMs: number[]; cpuMs: number[]; c0Bytes: number; uploadBytes: number; committeeSize: number };
   /** Socket bytes by phase (device side: read = coordinator→device). */
   bytes: { join: PhaseBytes; wait: PhaseBytes; download: PhaseBytes; submit: PhaseBytes; total: PhaseBytes };
 }

@@ -11,7 +11,8 @@
  * the encrypted path, whose devices reuse a few precomputed ciphertexts, the
  * answer (not the query) of the replay check is overridden.
  *
- * Env: BENCH_DATABASE_URL (absent = embedded PGlite), BENCH_DATA_DIR,
+ * Env: BENCH_DATABASE_URL (absent = embedded PGlite), BENCH_DATA_DIR, BENCH_COMMITTEE_REQUEST_KEY
+ * (committee path: the coordinator's custodian request key file),
  * BENCH_LOG_LEVEL, BENCH_UPLOAD_BUDGET_BYTES / BENCH_DOWNLOAD_BUDGET_BYTES (the
  * coordinator's transfer budgets; absent = its defaults), BENCH_MEM_TIMELINE
  * (set: report every 500 ms memory sample), BENCH_SERVER_MODULE (absolute path
@@ -190,6 +191,8 @@ async function main(): Promise<void> {
     logLevel: process.env['BENCH_LOG_LEVEL'] || 'silent',
     migrateOnStart: true,
     production: false,
+    // Committee path: the key custodians accept requests from (startLocalCommittee's coordinator key).
+    ...(process.env['BENCH_COMMITTEE_REQUEST_KEY'] ? { committeeRequestKey: process.env['BENCH_COMMITTEE_REQUEST_KEY'] } : {}),
   };
   const logger = createLogger({ level: config.logLevel, destination: process.stderr });
   const build = await buildFingerprint();

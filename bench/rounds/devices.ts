@@ -24,7 +24,11 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { certifyDevice, readAuthorityKey } from '@veil/custodian';
+import { generateEd25519KeyPair } from '@veil/crypto';
+import { createCommitteeEncryption, type CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
 import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
+import type { TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
 import { nowMs, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
 
 // ---------------------------------------------------------------- process-wide socket accounting (cross-check)
@@ -103,6 +107,47 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   const updateFor = (deviceIndex: number, roundNumber: number) =>
     encrypted ? pool[(deviceIndex + roundNumber) % pool.length]! : plaintextFor(roundNumber);
 
+  // Committee path: the authority's key (bench stand-in for enrolment) and each device's encryption.
+  const authority = init.committee ? await readAuthorityKey(init.committee.authorityDir) : null;
+  const committees = new Map<number, { encryption: CommitteeEncryption; clientId: string }>();
+  const built = new Map<number, Map<number, { bytes: Uint8Array; sha256: string }>>();
+  const setUpCommittee = (d: Device, clientId: string, committee: TaskCommittee | null): void => {
+    if (!init.committee) return;
+    if (committee === null) throw new Error('the task announced no committee');
+    const deviceKey = generateEd25519KeyPair();
+    const certificate = certifyDevice(authority!, { taskId: init.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey });
+    committees.set(d.index, { encryption: createCommitteeEncryption({ committee, pins: init.committee.pins, deviceId: clientId, deviceKey, certificate }), clientId });
+  };
+  /** Builds device d's committee upload for a round with the SDK's middleware, timed (wall and this process's CPU). */
+  const buildCommittee = async (d: Device, roundNumber: number): Promise<{ bytes: Uint8Array; sha256: string }> => {
+    const c = committees.get(d.index);
+    if (c === undefined) throw new Error('no committee encryption for this device');
+    const delta = new Float32Array(plaintextFor(roundNumber).bytes.buffer.slice(0));
+    const started = nowMs();
+    const cpu = process.cpuUsage();
+    const out = await c.encryption.middleware(
+      { delta, exampleCount: 1, encoding: 'float32-le', notes: {} },
+      { taskId: init.taskId, clientId: c.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: c.encryption.weightCap, config: {}, signal: undefined },
+      async (x) => x,
+    );
+    const used = process.cpuUsage(cpu);
+    const bytes = out.payload!;
+    const b = (d.report.committeeBuild ??= { wallMs: [], cpuMs: [], c0Bytes: 0, uploadBytes: 0, committeeSize: c.encryption.descriptor.committee.length });
+    b.wallMs.push(nowMs() - started);
+    b.cpuMs.push((used.user + used.system) / 1000);
+    b.c0Bytes = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+    b.uploadBytes = bytes.byteLength;
+    return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+  };
+  const committeeUpdateFor = async (d: Device, roundNumber: number): Promise<{ bytes: Uint8Array; sha256: string }> => {
+    const ready = built.get(d.index)?.get(roundNumber);
+    if (ready !== undefined) {
+      built.get(d.index)!.delete(roundNumber); // sent once; a retry would rebuild
+      return ready;
+    }
+    return buildCommittee(d, roundNumber);
+  };
+
   interface Device {
     index: number;
     transport: ReturnType<typeof createGrpcTransport>;
@@ -160,6 +205,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         });
         d.credential = joined.credential;
         d.report.clientId = joined.clientId;
+        setUpCommittee(d, joined.clientId, joined.task.committee);
         add(d.report.bytes.join, diff(before, sumBytes(d.sockets)));
         return;
       } catch (error) {
@@ -174,7 +220,25 @@ async function main(init: DeviceWorkerInit): Promise<void> {
       while (next < devices.length) await joinOne(devices[next++]!);
     }),
   );
+  if (init.committee?.encrypt === 'before') {
+    for (const d of devices) {
+      if (!committees.has(d.index)) continue;
+      const perRound = new Map<number, { bytes: Uint8Array; sha256: string }>();
+      built.set(d.index, perRound);
+      for (let r = 1; r <= init.committee.rounds; r++) perRound.set(r, await buildCommittee(d, r));
+    }
+  }
+  // The parent releases every worker's devices at once, when all have joined (and built their uploads).
+  const go = new Promise<void>((resolve) => {
+    const onMessage = (m: { cmd?: string }): void => {
+      if (m?.cmd !== 'go') return;
+      process.off('message', onMessage);
+      resolve();
+    };
+    process.on('message', onMessage);
+  });
   send({ type: 'joined', clientIds: devices.map((d) => d.report.clientId) });
+  await go;
 
   // ---------------------------------------------------------------- the device loops
   const loop = async (d: Device): Promise<void> => {
@@ -230,12 +294,12 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         downloadedAt = nowMs();
         b1 = sumBytes(d.sockets);
         add(r.bytes.download, diff(b0, b1));
-        const { bytes: payload, sha256 } = updateFor(d.index, a.roundNumber);
+        const { bytes: payload, sha256 } = init.committee ? await committeeUpdateFor(d, a.roundNumber) : updateFor(d.index, a.roundNumber);
         const header = {
           roundNumber: a.roundNumber,
           modelVersion: a.modelVersion,
           exampleCount: 1,
-          encoding: encrypted ? ('bfv-v1' as const) : ('float32-le' as const),
+          encoding: init.committee ? ('committee-v1' as const) : encrypted ? ('bfv-v1' as const) : ('float32-le' as const),
           sha256,
         };
         if (init.behavior === 'cut') {
