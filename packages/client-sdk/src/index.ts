@@ -12,6 +12,8 @@ export { withRetry } from './retry.js';
 export type { RetryOptions } from './retry.js';
 export { createGrpcTransport, resolveCoordinatorAddress } from './transport/grpc-transport.js';
 export type { GrpcTransportOptions, TlsOptions } from './transport/grpc-transport.js';
+export { createConnectTransport } from './transport/connect-transport.js';
+export type { ConnectTransportOptions } from './transport/connect-transport.js';
 export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskCommittee, TaskEncryption, Transport, UpdateHeader } from './transport/transport.js';
 export { initTensorflow } from './training/backend.js';
 export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';

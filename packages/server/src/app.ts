@@ -203,7 +203,22 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await grpcServer.close();
     });
 
-    const http = await buildHttpApp({ engine, store, logger, adminToken, auditToken, authThrottle, security, deviceAuth, auditTrail, limits: config.httpLimits, ...(tls && { tls }) });
+    const http = await buildHttpApp({
+      engine,
+      store,
+      logger,
+      adminToken,
+      auditToken,
+      authThrottle,
+      security,
+      deviceAuth,
+      auditTrail,
+      limits: config.httpLimits,
+      // The device protocol for browsers (Connect), served by the same handlers as the gRPC port.
+      deviceHandlers: handlers,
+      connect: { uploadIdleMs: config.uploadIdleTimeoutMs },
+      ...(tls && { tls }),
+    });
     const listening = await http.listen({ host: config.host, port: config.httpPort });
     // Fastify names the scheme after its own options; the server here is ours (HTTPS with TLS).
     const httpAddress = tls === undefined ? listening : listening.replace(/^http:/, 'https:');

@@ -16,6 +16,7 @@ import { float32ToBytes } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Coordinator, type CoordinatorConfig, type CoordinatorOptions, type Logger } from '../src/index.js';
 import { parseSegment } from '../src/blobs/blob-store.js';
 import { createGrpcTransport } from '../../client-sdk/src/transport/grpc-transport.js';
+import { createConnectTransport, type ConnectTransportOptions } from '../../client-sdk/src/transport/connect-transport.js';
 import type { Assignment, JoinResult, Transport } from '../../client-sdk/src/transport/transport.js';
 import { ClientError } from '../../client-sdk/src/errors.js';
 
@@ -344,6 +345,18 @@ export async function joinDevice(coordinator: Coordinator, taskId: string, name:
     transport.close();
     throw error;
   }
+  return deviceFor(coordinator, transport, name, joined);
+}
+
+/** Enrols a device that speaks the Connect protocol to the coordinator's HTTP port (the browser transport). */
+export async function joinConnectDevice(
+  coordinator: Coordinator,
+  taskId: string,
+  name: string,
+  transportOptions: Partial<ConnectTransportOptions> = {},
+): Promise<Device> {
+  const transport = createConnectTransport({ baseUrl: coordinator.httpUrl, callTimeoutMs: 20_000, ...transportOptions });
+  const joined = await transport.join({ taskId, enrolmentSecret: coordinator.enrolmentSecret ?? '', clientName: name });
   return deviceFor(coordinator, transport, name, joined);
 }
 

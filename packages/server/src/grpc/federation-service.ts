@@ -191,6 +191,39 @@ const ENCODINGS: Record<string, UpdateHeaderInput['encoding']> = {
   UPDATE_ENCODING_COMMITTEE_V1: 'committee-v1',
 };
 
+/** An UpdateHeader as the protocol's deserializer yields it. */
+export interface RawUpdateHeader {
+  roundNumber: number;
+  modelVersion: number;
+  exampleCount: number;
+  trainedExamples?: number;
+  encoding: string;
+  payloadSizeBytes: number;
+  payloadSha256: Uint8Array;
+}
+
+/**
+ * An update header as the engine takes it (SubmitUpdate, and the HTTP port's resumable uploads):
+ * unknown encodings become `unspecified` (the engine refuses them), a digest that is not 32 bytes
+ * becomes '' (refused likewise); numbers the database stores as int4 beyond 2^31-1 are refused here.
+ */
+export function updateHeaderInput(raw: RawUpdateHeader): UpdateHeaderInput {
+  // (trainedExamples has its own check, in the engine.)
+  for (const [name, value] of [['roundNumber', raw.roundNumber], ['modelVersion', raw.modelVersion], ['exampleCount', raw.exampleCount]] as const) {
+    if (value > 2_147_483_647) throw new VeilError('invalid_argument', `update header ${name} is out of range`);
+  }
+  return {
+    roundNumber: raw.roundNumber,
+    modelVersion: raw.modelVersion,
+    exampleCount: raw.exampleCount,
+    // 0 (the proto default): the device did not report it.
+    trainedExamples: raw.trainedExamples ? raw.trainedExamples : null,
+    encoding: ENCODINGS[raw.encoding] ?? 'unspecified',
+    payloadSizeBytes: raw.payloadSizeBytes,
+    sha256: raw.payloadSha256.length === 32 ? Buffer.from(raw.payloadSha256).toString('hex') : '',
+  };
+}
+
 /** Encoded download messages kept at most, bytes (a model above it is encoded per download). */
 const ENCODED_MODEL_CACHE_BYTES = 64 * 2 ** 20;
 
@@ -423,28 +456,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         if (isMalformedMessage(message)) return finish(new VeilError('invalid_argument', 'the request is not a valid protobuf message of its type'));
         if (message.part === 'header') {
           if (ready !== null) return finish(new VeilError('invalid_argument', 'the update header must be sent once, first'));
-          const raw = message.header as {
-            roundNumber: number;
-            modelVersion: number;
-            exampleCount: number;
-            trainedExamples?: number;
-            encoding: string;
-            payloadSizeBytes: number;
-            payloadSha256: Buffer;
-          };
-          header = {
-            roundNumber: raw.roundNumber,
-            modelVersion: raw.modelVersion,
-            exampleCount: raw.exampleCount,
-            // 0 (the proto default): the device did not report it.
-            trainedExamples: raw.trainedExamples ? raw.trainedExamples : null,
-            encoding: ENCODINGS[raw.encoding] ?? 'unspecified',
-            payloadSizeBytes: raw.payloadSizeBytes,
-            sha256: raw.payloadSha256.length === 32 ? raw.payloadSha256.toString('hex') : '',
-          };
-          // (trainedExamples has its own check, in the engine.)
-          for (const [name, value] of [['roundNumber', raw.roundNumber], ['modelVersion', raw.modelVersion], ['exampleCount', raw.exampleCount]] as const) {
-            if (value > 2_147_483_647) return finish(new VeilError('invalid_argument', `update header ${name} is out of range`));
+          try {
+            header = updateHeaderInput(message.header as RawUpdateHeader);
+          } catch (error) {
+            return finish(error);
           }
           // Nothing more is read (the payload stays with the device) until the header checks out and the budget has room.
           reads.hold();

@@ -32,6 +32,8 @@ import { privacyRoutes } from './routes/privacy.js';
 import { committeeRoutes } from './routes/committee.js';
 import { roundRoutes } from './routes/rounds.js';
 import { taskRoutes } from './routes/tasks.js';
+import { connectRoutes, type ConnectOptions } from './connect.js';
+import type { FederationServiceHandlers } from '@veil/protocol';
 
 export interface HttpAppOptions {
   engine: RoundEngine;
@@ -59,6 +61,13 @@ export interface HttpAppOptions {
   deviceAuth: DeviceAuth;
   /** Where admin actions and failed authentications are recorded. */
   auditTrail: AuditTrail;
+  /**
+   * The gRPC port's device handlers: given, the device protocol is also served here with the
+   * Connect protocol (browsers; http/connect.ts). Default none.
+   */
+  deviceHandlers?: FederationServiceHandlers;
+  /** Resumable uploads of the Connect routes (bounded store, idle expiry). */
+  connect?: Pick<ConnectOptions, 'uploadStoreBytes' | 'uploadIdleMs' | 'maxUploadsPerDevice' | 'allowedOrigins'>;
 }
 
 /** Defaults of {@link HttpAppOptions.limits} (the same as the configuration's). */
@@ -157,5 +166,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(dashboardRoutes, options.dashboardDir === undefined ? {} : { dir: options.dashboardDir });
   await app.register(deviceRoutes, { security: options.security, deviceAuth: options.deviceAuth, getTask: tasks.getTask, now: () => engine.now() });
   await app.register(auditRoutes, { security: options.security, trail: options.auditTrail });
+  if (options.deviceHandlers !== undefined) {
+    await connectRoutes(app, { handlers: options.deviceHandlers, engine, deviceAuth: options.deviceAuth, logger: options.logger, ...options.connect });
+  }
   return app;
 }

@@ -1,0 +1,553 @@
+/**
+ * The device protocol on the HTTP port, for browsers: the Connect protocol
+ * (https://connectrpc.com/docs/protocol; unary calls with the JSON or binary
+ * protobuf codec, server streaming for DownloadModel) in front of the SAME
+ * gRPC handlers (grpc/federation-service.ts) that grpc-js serves: every call
+ * is handed to the handler as a grpc-js-shaped call object, so
+ * authentication, validation, limits, budgets and the error codes are the
+ * gRPC port's. Browsers cannot stream a request body over HTTP/1.1, so an
+ * update is sent with veil.v1.UploadService (proto/veil/v1/upload.proto):
+ * resumable chunk calls into a bounded store, then a commit that replays the
+ * payload into the SubmitUpdate handler as one stream (the same intake path).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import type { StatusObject } from '@grpc/grpc-js';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import protobuf from 'protobufjs';
+import type { Logger } from 'pino';
+import { EncodedModelChunk, MAX_CHUNK_BYTES, federationServiceDefinition, protoRoot, type FederationServiceHandlers } from '@veil/protocol';
+import { VeilError, type VeilErrorCode } from '../errors.js';
+import type { RoundEngine } from '../rounds/engine.js';
+import type { Client } from '../rounds/model.js';
+import type { DeviceAuth } from '../grpc/device-auth.js';
+import { updateHeaderInput, type RawUpdateHeader } from '../grpc/federation-service.js';
+
+export interface ConnectOptions {
+  /** The gRPC handlers (createFederationHandlers): one implementation behind both ports. */
+  handlers: FederationServiceHandlers;
+  engine: RoundEngine;
+  /** The gRPC port's device authentication (the same instance). */
+  deviceAuth: DeviceAuth;
+  logger: Logger;
+  /** Bytes of begun, uncommitted uploads held at once (reserved at BeginUpload). Default 64 MiB. */
+  uploadStoreBytes?: number;
+  /** An upload without a call for this long is dropped, ms. Default 120 000. */
+  uploadIdleMs?: number;
+  /** Uncommitted uploads one device may hold. Default 2. */
+  maxUploadsPerDevice?: number;
+  /** Origins allowed to call from a browser (CORS), or '*'. Default '*' (credentials are bearer headers, never cookies). */
+  allowedOrigins?: '*' | readonly string[];
+}
+
+/** Connect's code names (https://connectrpc.com/docs/protocol#error-codes) and HTTP statuses of the coordinator's codes. */
+const CONNECT: Readonly<Record<VeilErrorCode, [string, number]>> = {
+  invalid_argument: ['invalid_argument', 400],
+  unauthenticated: ['unauthenticated', 401],
+  permission_denied: ['permission_denied', 403],
+  not_found: ['not_found', 404],
+  already_exists: ['already_exists', 409],
+  already_accepted: ['already_exists', 409],
+  failed_precondition: ['failed_precondition', 400],
+  resource_exhausted: ['resource_exhausted', 429],
+  rate_limited: ['resource_exhausted', 429],
+  deadline_exceeded: ['deadline_exceeded', 504],
+  aborted: ['aborted', 409],
+  unavailable: ['unavailable', 503],
+  internal: ['internal', 500],
+};
+
+/** gRPC status numbers, for a status without the veil-error-code trailer. */
+const BY_GRPC_STATUS: Record<number, VeilErrorCode> = {
+  1: 'aborted', 3: 'invalid_argument', 4: 'deadline_exceeded', 5: 'not_found', 6: 'already_exists', 7: 'permission_denied',
+  8: 'resource_exhausted', 9: 'failed_precondition', 10: 'aborted', 13: 'internal', 14: 'unavailable', 16: 'unauthenticated',
+};
+
+interface ConnectError {
+  code: VeilErrorCode;
+  message: string;
+  retryAfter?: string;
+}
+
+/** A gRPC status (as the handlers report it) or a thrown error, as the coordinator's code and public text. */
+function fromStatus(status: Partial<StatusObject> | unknown): ConnectError {
+  const s = status as Partial<StatusObject>;
+  if (s !== null && typeof s === 'object' && typeof s.code === 'number' && 'details' in s) {
+    const trailer = s.metadata?.get('veil-error-code')[0];
+    const code = typeof trailer === 'string' && trailer in CONNECT ? (trailer as VeilErrorCode) : (BY_GRPC_STATUS[s.code] ?? 'internal');
+    const retry = s.metadata?.get('retry-after')[0];
+    return { code, message: s.details ?? '', ...(typeof retry === 'string' && { retryAfter: retry }) };
+  }
+  const e = VeilError.from(status);
+  return { code: e.code, message: e.publicMessage, ...(e.retryAfterSeconds !== undefined && { retryAfter: String(e.retryAfterSeconds) }) };
+}
+
+type Codec = 'json' | 'proto';
+
+/** Calls of the two services, with the protobuf types of their messages. */
+const UNARY = {
+  'veil.v1.FederationService': ['Join', 'GetTask', 'WaitForAssignment', 'ReportEvaluation'],
+  'veil.v1.UploadService': ['BeginUpload', 'PutChunk', 'GetUpload', 'CommitUpload'],
+} as const;
+
+let root: protobuf.Root | undefined;
+function protoTypes(): protobuf.Root {
+  if (root === undefined) {
+    const dir = protoRoot();
+    const r = new protobuf.Root();
+    r.resolvePath = (_origin, target) => (target.startsWith(dir) ? target : join(dir, target));
+    r.loadSync(['veil/v1/federation.proto', 'veil/v1/upload.proto'], { keepCase: false });
+    r.resolveAll();
+    root = r;
+  }
+  return root;
+}
+
+const TO_JSON: protobuf.IConversionOptions = { longs: String, enums: String, bytes: String, json: true };
+
+/** A request body in `codec` as the message object grpc-js would hand the handler (its own deserializer, same options). */
+function decodeRequest(type: protobuf.Type, codec: Codec, body: Buffer, deserialize: (bytes: Buffer) => unknown): unknown {
+  if (codec === 'proto') return deserialize(body);
+  let json: unknown;
+  try {
+    json = body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new VeilError('invalid_argument', 'the request body is not valid JSON');
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new VeilError('invalid_argument', 'the request body must be a JSON object');
+  const problem = checkJson(type, json as Record<string, unknown>, 0);
+  if (problem !== null) throw new VeilError('invalid_argument', `invalid ${type.name}: ${problem}`);
+  let bytes: Uint8Array;
+  try {
+    bytes = type.encode(type.fromObject(json as Record<string, unknown>)).finish();
+  } catch {
+    throw new VeilError('invalid_argument', `invalid ${type.name}`);
+  }
+  return deserialize(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
+const INTEGER = /^-?\d+$/;
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+/**
+ * Checks a proto3 JSON object (https://protobuf.dev/programming-guides/json/) against `type`
+ * before protobufjs's lenient conversion: no unknown field, and each value of its field's JSON
+ * kind (strings, numbers or decimal strings for integers, base64 for bytes, enum names or
+ * numbers, objects for messages and maps). Returns the first problem, or null.
+ */
+function checkJson(type: protobuf.Type, json: Record<string, unknown>, depth: number): string | null {
+  if (depth > 16) return 'nested too deeply';
+  for (const [key, value] of Object.entries(json)) {
+    const field = type.fields[key];
+    if (field === undefined) return `unknown field ${JSON.stringify(key.slice(0, 40))}`;
+    if (value === null) continue;
+    field.resolve();
+    const values = field.map ? Object.values(value as object) : field.repeated ? (value as unknown[]) : [value];
+    if ((field.map || field.repeated) && (typeof value !== 'object' || Array.isArray(value) !== field.repeated)) return `${key}: ${field.map ? 'object' : 'array'} expected`;
+    for (const v of values) {
+      const problem = checkValue(field, v, depth);
+      if (problem !== null) return `${key}: ${problem}`;
+    }
+  }
+  return null;
+}
+
+function checkValue(field: protobuf.Field, v: unknown, depth: number): string | null {
+  if (field.resolvedType instanceof protobuf.Type) {
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? checkJson(field.resolvedType, v as Record<string, unknown>, depth + 1) : 'object expected';
+  }
+  if (field.resolvedType instanceof protobuf.Enum) {
+    return (typeof v === 'string' && v in field.resolvedType.values) || Number.isInteger(v) ? null : 'enum name expected';
+  }
+  switch (field.type) {
+    case 'string':
+      return typeof v === 'string' ? null : 'string expected';
+    case 'bool':
+      return typeof v === 'boolean' ? null : 'boolean expected';
+    case 'bytes':
+      return typeof v === 'string' && BASE64.test(v) ? null : 'base64 string expected';
+    case 'double':
+    case 'float':
+      return typeof v === 'number' || (typeof v === 'string' && ['NaN', 'Infinity', '-Infinity'].includes(v)) ? null : 'number expected';
+    default: {
+      const ok = (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && INTEGER.test(v) && Number.isSafeInteger(Number(v)));
+      if (!ok) return 'integer expected';
+      const value = Number(v);
+      return field.type.startsWith('u') || field.type.startsWith('fixed') ? (value < 0 ? 'non-negative integer expected' : null) : null;
+    }
+  }
+}
+
+/** A response message (serialized by `serialize`, as grpc-js would send it) in `codec`. */
+function encodeResponse(type: protobuf.Type, codec: Codec, bytes: Uint8Array): Buffer | string {
+  if (codec === 'proto') return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return JSON.stringify(type.toObject(type.decode(bytes), TO_JSON));
+}
+
+/** Connect's envelope: flags byte, big-endian length, message. */
+function envelope(flags: number, message: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.byteLength);
+  out[0] = flags;
+  out.writeUInt32BE(message.byteLength, 1);
+  out.set(message, 5);
+  return out;
+}
+
+function codecOf(contentType: string | undefined, streaming: boolean): Codec | null {
+  const base = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (streaming) return base === 'application/connect+proto' ? 'proto' : base === 'application/connect+json' ? 'json' : null;
+  return base === 'application/proto' ? 'proto' : base === 'application/json' ? 'json' : null;
+}
+
+/** The peer as grpc-js names it (`ipv4:1.2.3.4:5678`), for the handlers' throttling and logs. */
+function peerOf(request: FastifyRequest): string {
+  const address = request.socket.remoteAddress ?? 'unknown';
+  return address.includes(':') ? `ipv6:[${address}]:${request.socket.remotePort ?? 0}` : `ipv4:${address}:${request.socket.remotePort ?? 0}`;
+}
+
+const metadataOf = (request: FastifyRequest): { get(key: string): unknown[] } => ({
+  get: (key) => {
+    const value = request.headers[key.toLowerCase()];
+    return value === undefined ? [] : Array.isArray(value) ? value : [value];
+  },
+});
+
+/** A grpc-js server call as the handlers use it (request, metadata, peer, path; `cancelled` when the device goes away). */
+type ShimCall = EventEmitter & { cancelled: boolean };
+function baseCall(request: FastifyRequest, path: string, message: unknown): ShimCall {
+  const call: ShimCall = Object.assign(new EventEmitter(), {
+    request: message,
+    metadata: metadataOf(request),
+    cancelled: false,
+    getPeer: () => peerOf(request),
+    getPath: () => path,
+  });
+  return call;
+}
+
+interface StoredUpload {
+  id: string;
+  clientId: string;
+  taskId: string;
+  roundNumber: number;
+  /** The header as sent (for the replay into SubmitUpdate). */
+  header: Record<string, unknown>;
+  sha256: string;
+  size: number;
+  chunks: Buffer[];
+  received: number;
+  lastUsed: number;
+  state: 'open' | 'committing' | 'committed';
+  result?: Buffer;
+}
+
+/** Fastify plugin: Connect routes for the device protocol and resumable uploads. */
+export async function connectRoutes(app: FastifyInstance, options: ConnectOptions): Promise<void> {
+  const { handlers, engine } = options;
+  const log = options.logger.child({ component: 'connect' });
+  const types = protoTypes();
+  const definition = federationServiceDefinition() as unknown as Record<string, { requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer }>;
+  const storeBytes = options.uploadStoreBytes ?? 64 * 2 ** 20;
+  const idleMs = options.uploadIdleMs ?? 120_000;
+  const perDevice = options.maxUploadsPerDevice ?? 2;
+  const origins = options.allowedOrigins ?? '*';
+  const uploads = new Map<string, StoredUpload>();
+  let reserved = 0;
+
+  const drop = (upload: StoredUpload, why: string): void => {
+    if (uploads.get(upload.id) !== upload) return;
+    uploads.delete(upload.id);
+    if (upload.state !== 'committed') reserved -= upload.size;
+    upload.chunks.length = 0;
+    log.debug({ taskId: upload.taskId, clientId: upload.clientId, roundNumber: upload.roundNumber, why }, 'upload dropped');
+  };
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const upload of uploads.values()) if (upload.state !== 'committing' && now - upload.lastUsed > idleMs) drop(upload, 'expired');
+  }, Math.max(250, Math.min(5_000, idleMs / 4)));
+  sweep.unref();
+  const roundClosed = ({ taskId, round }: { taskId: string; round: { number: number } }): void => {
+    for (const upload of uploads.values()) {
+      if (upload.taskId === taskId && upload.roundNumber === round.number && upload.state === 'open') drop(upload, 'round closed');
+    }
+  };
+  engine.on('round-closed', roundClosed);
+  engine.on('round-failed', roundClosed);
+  app.addHook('onClose', async () => {
+    clearInterval(sweep);
+    engine.off('round-closed', roundClosed);
+    engine.off('round-failed', roundClosed);
+    for (const upload of [...uploads.values()]) drop(upload, 'closing');
+  });
+
+  const cors = (request: FastifyRequest, reply: FastifyReply | ServerResponse): void => {
+    const origin = request.headers.origin;
+    if (origin === undefined) return;
+    const allowed = origins === '*' ? '*' : origins.includes(origin) ? origin : null;
+    if (allowed === null) return;
+    const set = (k: string, v: string): void => void ('raw' in reply ? reply.header(k, v) : reply.setHeader(k, v));
+    set('access-control-allow-origin', allowed);
+    if (allowed !== '*') set('vary', 'origin');
+    set('access-control-expose-headers', 'veil-error-code, retry-after, grpc-status, grpc-message');
+  };
+
+  const sendError = (request: FastifyRequest, reply: FastifyReply, error: ConnectError): FastifyReply => {
+    const [code, status] = CONNECT[error.code];
+    if (error.code === 'internal') log.error({ reason: error.message }, 'request failed');
+    cors(request, reply);
+    void reply.header('veil-error-code', error.code);
+    if (error.retryAfter !== undefined) void reply.header('retry-after', error.retryAfter);
+    return reply.status(status).type('application/json').send({ code, message: error.message });
+  };
+
+  /** Runs a unary grpc handler with `message`; resolves to its serialized response. */
+  const runUnary = (request: FastifyRequest, reply: FastifyReply, path: string, method: string, message: unknown): Promise<Buffer> =>
+    new Promise((resolve, reject) => {
+      const call = baseCall(request, path, message);
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableEnded) {
+          call.cancelled = true;
+          call.emit('cancelled');
+        }
+      });
+      const handler = (handlers as unknown as Record<string, (call: unknown, cb: (e: unknown, v?: unknown) => void) => void>)[method]!;
+      handler(call, (error, value) => (error ? reject(error) : resolve(definition[method]!.responseSerialize(value))));
+    });
+
+  // ------------------------------------------------------------------ UploadService
+  const ownUpload = (id: string, clientId: string): StoredUpload => {
+    const upload = typeof id === 'string' ? uploads.get(id) : undefined;
+    if (upload === undefined || upload.clientId !== clientId) throw new VeilError('not_found', 'unknown or expired upload');
+    return upload;
+  };
+  const status = (u: StoredUpload): Uint8Array =>
+    types.lookupType('veil.v1.UploadStatus').encode({ uploadId: u.id, receivedBytes: u.received, sizeBytes: u.size, maxChunkBytes: MAX_CHUNK_BYTES }).finish();
+  /** The client a call's credential names (the gRPC port's authentication: same throttling, lockout and revocation). */
+  const authenticate = (request: FastifyRequest, path: string): Promise<Client> =>
+    options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request));
+
+  const uploadCalls: Record<string, (request: FastifyRequest, reply: FastifyReply, path: string, message: Record<string, unknown>) => Promise<Uint8Array>> = {
+    async BeginUpload(request, _reply, path, message) {
+      const client = await authenticate(request, path);
+      const raw = message['header'] as Record<string, unknown> | null | undefined;
+      if (raw == null) throw new VeilError('invalid_argument', 'BeginUpload needs the update header');
+      // The SubmitUpdate handler's own header checks, then the engine's (round open, selected, sizes).
+      const header = updateHeaderInput(raw as unknown as RawUpdateHeader);
+      const { maxBytes } = await engine.checkUpdateHeader(client, header);
+      const h = { roundNumber: header.roundNumber, sha256: header.sha256, size: header.payloadSizeBytes, maxBytes };
+      if (h.size > h.maxBytes) throw new VeilError('resource_exhausted', `payload_size_bytes exceeds the task's ${h.maxBytes} bytes`);
+      if (h.size < 1) throw new VeilError('invalid_argument', 'payload_size_bytes must be positive');
+      // The same update begun again (a page that lost the answer) resumes the upload it has.
+      const mine = [...uploads.values()].filter((u) => u.clientId === client.id && u.state !== 'committed');
+      const same = mine.find((u) => u.roundNumber === h.roundNumber && u.sha256 === h.sha256 && u.size === h.size);
+      if (same !== undefined) {
+        same.lastUsed = Date.now();
+        return status(same);
+      }
+      if (mine.length >= perDevice) throw new VeilError('resource_exhausted', `at most ${perDevice} uploads per device at once`);
+      if (reserved + h.size > storeBytes) throw new VeilError('rate_limited', 'the coordinator holds as many uploads as it can; retry later', { retryAfterMs: 2_000 });
+      reserved += h.size;
+      const upload: StoredUpload = {
+        id: randomBytes(18).toString('base64url'),
+        clientId: client.id,
+        taskId: client.taskId,
+        roundNumber: h.roundNumber,
+        header: raw,
+        sha256: h.sha256,
+        size: h.size,
+        chunks: [],
+        received: 0,
+        lastUsed: Date.now(),
+        state: 'open',
+      };
+      uploads.set(upload.id, upload);
+      return status(upload);
+    },
+
+    async PutChunk(request, _reply, path, message) {
+      const client = await authenticate(request, path);
+      const upload = ownUpload(message['uploadId'] as string, client.id);
+      if (upload.state !== 'open') throw new VeilError('failed_precondition', 'the upload was committed');
+      upload.lastUsed = Date.now();
+      const data = message['data'] as Buffer;
+      const offset = message['offset'] as number;
+      const digest = message['sha256'] as Buffer;
+      if (data.byteLength === 0) throw new VeilError('invalid_argument', 'empty chunk');
+      if (data.byteLength > MAX_CHUNK_BYTES) throw new VeilError('resource_exhausted', `chunks are limited to ${MAX_CHUNK_BYTES} bytes`);
+      const actual = createHash('sha256').update(data).digest();
+      if (digest.byteLength !== 32 || !actual.equals(digest)) throw new VeilError('invalid_argument', 'the chunk does not match its sha256');
+      if (offset + data.byteLength <= upload.received) {
+        // Sent again (its answer was lost): acknowledged if it is the same bytes.
+        const held = Buffer.concat(upload.chunks, upload.received).subarray(offset, offset + data.byteLength);
+        if (!held.equals(data)) throw new VeilError('failed_precondition', `bytes at offset ${offset} differ from those received`);
+        return status(upload);
+      }
+      if (offset !== upload.received) throw new VeilError('failed_precondition', `the next chunk starts at offset ${upload.received}`);
+      if (upload.received + data.byteLength > upload.size) throw new VeilError('resource_exhausted', `payload exceeds the declared ${upload.size} bytes`);
+      upload.chunks.push(Buffer.from(data));
+      upload.received += data.byteLength;
+      return status(upload);
+    },
+
+    async GetUpload(request, _reply, path, message) {
+      const client = await authenticate(request, path);
+      const upload = ownUpload(message['uploadId'] as string, client.id);
+      upload.lastUsed = Date.now();
+      return status(upload);
+    },
+
+    async CommitUpload(request, reply, path, message) {
+      const client = await authenticate(request, path);
+      const upload = ownUpload(message['uploadId'] as string, client.id);
+      if (upload.state === 'committed') throw new VeilError('already_accepted', 'this upload was already accepted');
+      if (upload.state === 'committing') throw new VeilError('aborted', 'this upload is being committed');
+      if (upload.received !== upload.size) throw new VeilError('failed_precondition', `${upload.received} of ${upload.size} bytes received`);
+      upload.state = 'committing';
+      // The payload goes to the SubmitUpdate handler as a stream of header + chunks: the gRPC intake, unchanged.
+      const items: unknown[] = [{ part: 'header', header: upload.header }, ...upload.chunks.map((chunk) => ({ part: 'chunk', chunk }))];
+      const stream = Object.assign(new Readable({ objectMode: true, read() {} }), {
+        metadata: metadataOf(request),
+        cancelled: false,
+        getPeer: () => peerOf(request),
+        getPath: () => '/veil.v1.FederationService/SubmitUpdate',
+      });
+      try {
+        const response = await new Promise<Buffer>((resolve, reject) => {
+          (handlers.SubmitUpdate as unknown as (call: unknown, cb: (e: unknown, v?: unknown) => void) => void)(stream, (error, value) =>
+            error ? reject(error) : resolve(definition['SubmitUpdate']!.responseSerialize(value)),
+          );
+          for (const item of items) stream.push(item);
+          stream.push(null);
+        });
+        void reply;
+        upload.state = 'committed';
+        reserved -= upload.size;
+        upload.chunks.length = 0;
+        upload.result = response;
+        return response;
+      } catch (error) {
+        // Refused (e.g. its round closed, or already accepted): nothing of it is kept.
+        drop(Object.assign(upload, { state: 'open' as const }), 'commit refused');
+        throw error;
+      }
+    },
+  };
+
+  const smallBody = 64 * 1024;
+  // A PutChunk body: the chunk, its digest and id (+ base64's third with the JSON codec).
+  const chunkBody = Math.ceil((MAX_CHUNK_BYTES * 4) / 3) + 4096;
+
+  await app.register(async (scope) => {
+    // Bodies are read raw: the codec is the call's, decoded with the protocol's own deserializers.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: chunkBody }, (_request, body, done) => done(null, body));
+
+    for (const [service, methods] of Object.entries(UNARY)) {
+      for (const method of methods) {
+        const path = `/${service}/${method}`;
+        const uploadCall = service === 'veil.v1.UploadService';
+        const rpc = types.lookupService(service).methods[method]!;
+        rpc.resolve();
+        const requestType = rpc.resolvedRequestType!;
+        const responseType = rpc.resolvedResponseType!;
+        const deserialize = uploadCall
+          ? (bytes: Buffer): unknown => {
+              try {
+                return requestType.toObject(requestType.decode(bytes), { longs: Number, enums: String, defaults: true, oneofs: true });
+              } catch {
+                throw new VeilError('invalid_argument', 'the request is not a valid protobuf message of its type');
+              }
+            }
+          : definition[method]!.requestDeserialize;
+        scope.post(path, { bodyLimit: method === 'PutChunk' ? chunkBody : smallBody, config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
+          const codec = codecOf(request.headers['content-type'], false);
+          if (codec === null) {
+            cors(request, reply);
+            return reply.status(415).header('accept-post', 'application/json, application/proto').send({ code: 'unknown', message: 'Content-Type must be application/json or application/proto' });
+          }
+          try {
+            const message = decodeRequest(requestType, codec, (request.body as Buffer | undefined) ?? Buffer.alloc(0), deserialize);
+            const bytes = uploadCall
+              ? await uploadCalls[method]!(request, reply, path, message as Record<string, unknown>)
+              : await runUnary(request, reply, path, method, message);
+            cors(request, reply);
+            return reply.status(200).type(codec === 'proto' ? 'application/proto' : 'application/json').send(encodeResponse(responseType, codec, bytes));
+          } catch (error) {
+            return sendError(request, reply, fromStatus(error));
+          }
+        });
+      }
+    }
+
+    // DownloadModel: Connect server streaming (one enveloped request; header then chunk messages; an end-stream message).
+    const downloadPath = '/veil.v1.FederationService/DownloadModel';
+    const chunkType = types.lookupType('veil.v1.ModelChunk');
+    const downloadRequestType = types.lookupType('veil.v1.DownloadModelRequest');
+    scope.post(downloadPath, { bodyLimit: smallBody, config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
+      const codec = codecOf(request.headers['content-type'], true);
+      if (codec === null) {
+        cors(request, reply);
+        return reply.status(415).send({ code: 'unknown', message: 'Content-Type must be application/connect+json or application/connect+proto' });
+      }
+      const body = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
+      let message: unknown;
+      try {
+        if (body.length < 5 || body.readUInt32BE(1) !== body.length - 5 || body[0] !== 0) throw new VeilError('invalid_argument', 'the request must be one Connect envelope');
+        message = decodeRequest(downloadRequestType, codec, body.subarray(5), definition['DownloadModel']!.requestDeserialize);
+      } catch (error) {
+        return sendError(request, reply, fromStatus(error));
+      }
+      const res = reply.raw;
+      reply.hijack();
+      const headers: Record<string, string> = { 'content-type': codec === 'proto' ? 'application/connect+proto' : 'application/connect+json' };
+      const origin = request.headers.origin;
+      if (origin !== undefined && (origins === '*' || origins.includes(origin))) {
+        headers['access-control-allow-origin'] = origins === '*' ? '*' : origin;
+        headers['access-control-expose-headers'] = 'veil-error-code, retry-after';
+      }
+      res.writeHead(200, headers);
+      const call = baseCall(request, downloadPath, message);
+      let ended = false;
+      const endStream = (error: ConnectError | null): void => {
+        if (ended) return;
+        ended = true;
+        const end = error === null ? {} : { error: { code: CONNECT[error.code][0], message: error.message }, metadata: { 'veil-error-code': [error.code] } };
+        res.end(envelope(2, Buffer.from(JSON.stringify(end))));
+      };
+      Object.assign(call, {
+        write(value: unknown): boolean {
+          const bytes = value instanceof EncodedModelChunk ? value.bytes : definition['DownloadModel']!.responseSerialize(value);
+          const out = codec === 'proto' ? bytes : Buffer.from(JSON.stringify(chunkType.toObject(chunkType.decode(bytes), TO_JSON)));
+          return res.write(envelope(0, out));
+        },
+        end(): void {
+          endStream(null);
+        },
+      });
+      res.on('drain', () => call.emit('drain'));
+      res.once('close', () => {
+        if (!res.writableFinished) {
+          call.cancelled = true;
+          call.emit('cancelled');
+        }
+        call.emit('close');
+      });
+      call.on('error', (error: unknown) => endStream(fromStatus(error)));
+      (handlers.DownloadModel as unknown as (call: unknown) => void)(call);
+    });
+
+    // CORS preflight of every call.
+    scope.options('/veil.v1.:service/:method', { config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
+      cors(request, reply);
+      return reply
+        .status(204)
+        .header('access-control-allow-methods', 'POST')
+        .header('access-control-allow-headers', 'authorization, content-type, connect-protocol-version, connect-timeout-ms')
+        .header('access-control-max-age', '600')
+        .send();
+    });
+  });
+}
