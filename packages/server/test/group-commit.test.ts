@@ -81,8 +81,8 @@ describe('group commit of updates (PostgreSQL)', () => {
     using devices = await joinDevices(t.coordinator, id, N);
     const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
     // The first fold fails once (after the store recorded the update), as an unexpected fault would.
-    const engine = t.coordinator.engine as unknown as { runtimes: Map<string, { aggregator: { add: (...a: unknown[]) => void } | null }> };
-    const aggregator = engine.runtimes.get(id)!.aggregator!;
+    const engine = t.coordinator.engine as unknown as { runtimes: Map<string, { open: { aggregator: { add: (...a: unknown[]) => void } | null } | null }> };
+    const aggregator = engine.runtimes.get(id)!.open!.aggregator!;
     const add = aggregator.add.bind(aggregator);
     let failures = 0;
     aggregator.add = (...a) => {

@@ -1,0 +1,366 @@
+import type { Logger } from 'pino';
+import { checkCommitteeUpload } from '../aggregation/committee-aggregator.js';
+import { checkEncryptedUpdate, checkPlaintextUpdate, releaseChecked, type CheckedUpdate } from '../aggregation/round-aggregator.js';
+import { updateBlobDir } from '../blobs/blob-store.js';
+import { VeilError } from '../errors.js';
+import type { Client, Round, UpdateEncoding } from './model.js';
+import type { FederationStore, RecordSubmissionResult } from './ports.js';
+import { maxUpdateBytes, updateValueCount } from './sizes.js';
+import type { EngineContext } from './engine-context.js';
+import type { OpenRound } from './open-round.js';
+import { committeeTask, heContext, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
+
+export interface UpdateHeaderInput {
+  roundNumber: number;
+  modelVersion: number;
+  exampleCount: number;
+  /** Local examples the device reports it trained on (not a weight); null when not reported. */
+  trainedExamples?: number | null;
+  encoding: UpdateEncoding | 'unspecified';
+  payloadSizeBytes: number;
+  /** Hex SHA-256 of the payload as the client computed it. */
+  sha256: string;
+}
+
+/** An update ready to be recorded: checked and stored outside the lock. */
+export interface PendingRecord {
+  client: Client;
+  header: UpdateHeaderInput;
+  arrivedAt: number;
+  /** The round the update was checked against before the lock. */
+  roundId: string;
+  /** SHA-256 of the payload as sent. */
+  sha256: string;
+  update: CheckedUpdate;
+  key: string;
+  blobSha256: string;
+  sizeBytes: number;
+  log: Logger;
+  done: (outcome: { ok: true; acceptedCount: number } | { ok: false; error: unknown; recorded: boolean }) => void;
+}
+
+/** What intake needs from the round loop (all called with the task's mutex held). */
+export interface IntakeLoop {
+  /** Closes collection and aggregates the open round (`reason` is recorded). */
+  aggregate(rt: TaskRuntime, reason: string): Promise<void>;
+  /** Rebuilds the open round's aggregate from the store. */
+  rebuildAggregate(rt: TaskRuntime, open: OpenRound): Promise<void>;
+  /** Fails the open round after an unexpected error and resumes; never throws. */
+  recoverTask(rt: TaskRuntime, error: unknown): Promise<void>;
+}
+
+/**
+ * Update intake: checks an upload's header before its payload is read,
+ * validates and durably stores the payload outside the task's lock (uploads
+ * proceed in parallel), then records the waiting updates with one store write
+ * per group commit and folds the accepted ones into the round's aggregate.
+ * An update is acknowledged only once recorded; refusals leave nothing behind.
+ * Also records devices' evaluation reports.
+ */
+export class Intake {
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly runtimes: TaskRuntimes,
+    private readonly loop: IntakeLoop,
+  ) {}
+
+  /** Checks an update's header before its payload is read, so bad uploads fail fast. */
+  async checkUpdateHeader(client: Client, header: UpdateHeaderInput): Promise<{ maxBytes: number }> {
+    const rt = await this.runtimes.load(client.taskId);
+    this.validateHeader(rt, client, header);
+    return { maxBytes: maxUpdateBytes(rt.task) };
+  }
+
+  /**
+   * Accepts an update: validates it, stores its payload, records it and folds
+   * it into the round's aggregate. Rejections leave nothing behind.
+   */
+  async submitUpdate(
+    client: Client,
+    header: UpdateHeaderInput,
+    payload: Uint8Array,
+    sha256: string,
+    arrivedAt: number = this.ctx.clock.now(),
+  ): Promise<{ acceptedCount: number }> {
+    const rt = await this.runtimes.load(client.taskId);
+    const log = this.ctx.log.child({ taskId: client.taskId, clientId: client.id, roundNumber: header.roundNumber });
+    if (sha256 !== header.sha256) throw new VeilError('invalid_argument', 'payload SHA-256 does not match the header');
+    if (payload.byteLength !== header.payloadSizeBytes) {
+      throw new VeilError('invalid_argument', `payload has ${payload.byteLength} bytes, header declared ${header.payloadSizeBytes}`);
+    }
+    // Outside the lock (uploads proceed in parallel): fail fast on a bad header, validate the payload
+    // fully (decoded once; the decoded form is what gets folded), and store it durably.
+    const early = this.validateHeader(rt, client, header, arrivedAt);
+    let prepared: { update: CheckedUpdate; key: string; blobSha256: string; sizeBytes: number };
+    const pre = (async () => {
+      const committee = committeeTask(this.ctx, rt);
+      const he = committee === null ? await heContext(rt) : null;
+      const update: CheckedUpdate =
+        committee !== null
+          ? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload)
+          : he === null
+            ? checkPlaintextUpdate(payload, rt.task.parameterCount, rt.task.settings.updateBound)
+            : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
+      try {
+        // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
+        // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
+        const ref = await this.ctx.blobs.append(updateBlobDir(early.id), payload, sha256);
+        prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
+      } catch (error) {
+        releaseChecked(update);
+        throw error;
+      }
+    })();
+    // The deadline handler waits for on-time uploads still being stored, so they can still be recorded.
+    rt.inflight.add(pre);
+    try {
+      await pre;
+    } finally {
+      rt.inflight.delete(pre);
+    }
+    const { update, key, blobSha256, sizeBytes } = prepared!;
+    const outcome = await new Promise<Parameters<PendingRecord['done']>[0]>((done) => {
+      rt.pendingRecords.push({ client, header, arrivedAt, roundId: early.id, sha256, update, key, blobSha256, sizeBytes, log, done });
+      // The first update since the last commit started queues the next one; later ones join it.
+      // (The mutex is FIFO: an update stored before the deadline's section is queued ahead of it.)
+      if (rt.pendingRecords.length === 1) {
+        void rt.mutex.run(() => this.flushRecords(rt)).catch((err: unknown) => this.ctx.log.error({ err, taskId: rt.task.id }, 'recording updates failed'));
+      }
+    });
+    // Folded (the aggregate took what the check loaded) or refused: either way nothing is left to hold.
+    releaseChecked(update);
+    if (outcome.ok) return { acceptedCount: outcome.acceptedCount };
+    // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
+    if (!outcome.recorded) await this.ctx.blobs.delete(key).catch((err) => log.warn({ err }, 'could not delete a rejected update blob'));
+    throw outcome.error;
+  }
+
+  /**
+   * Group commit (mutex held): records every update waiting in
+   * `rt.pendingRecords` with one store write, folds the accepted ones into
+   * the aggregate in arrival order, and answers each submitter. Under load
+   * uploads arrive faster than one write per update, so the batch grows and
+   * the database cost per update shrinks.
+   */
+  private async flushRecords(rt: TaskRuntime): Promise<void> {
+    const batch = rt.pendingRecords.splice(0);
+    if (batch.length === 0) return;
+    try {
+      await this.recordBatch(rt, batch);
+    } catch (error) {
+      // Not expected (refusals are answered inside; the sum's headroom is checked at task creation).
+      // Still, no submitter may wait forever: answers are idempotent, so the ones already given stand.
+      // `recorded`: the store may reference the blob, so it is kept. The aggregate may now lack an
+      // update the store recorded: rebuild it from the store, as after a restart.
+      this.ctx.log.error({ err: error, taskId: rt.task.id }, 'recording updates failed; rebuilding the round aggregate from the store');
+      const failure = new VeilError('internal', 'recording the update failed', { cause: error });
+      for (const item of batch) item.done({ ok: false, error: failure, recorded: true });
+      const open = rt.open;
+      if (open !== null && open.round.state === 'COLLECTING') {
+        try {
+          await this.loop.rebuildAggregate(rt, open);
+          if (open.round.receivedCount >= open.round.targetCount) await this.loop.aggregate(rt, 'all selected clients submitted');
+        } catch (err) {
+          this.ctx.log.error({ err, taskId: rt.task.id }, 'rebuilding the round aggregate failed');
+        }
+      }
+    }
+  }
+
+  private async recordBatch(rt: TaskRuntime, batch: PendingRecord[]): Promise<void> {
+    const reject = (item: PendingRecord, error: unknown, recorded = false): void => item.done({ ok: false, error, recorded });
+    const candidates: PendingRecord[] = [];
+    const seenClients = new Map<string, string>();
+    for (const item of batch) {
+      try {
+        const round = this.validateHeader(rt, item.client, item.header, item.arrivedAt);
+        if (round.id !== item.roundId) {
+          throw new VeilError('failed_precondition', `update is for round ${item.header.roundNumber}, the open round is ${round.number}`);
+        }
+        const earlier = seenClients.get(item.client.id);
+        if (earlier !== undefined) throw rejection({ kind: 'duplicate', sha256: earlier }, round.number, item.sha256);
+        seenClients.set(item.client.id, item.sha256);
+        candidates.push(item);
+      } catch (error) {
+        reject(item, error);
+      }
+    }
+    // Candidates passed validateHeader, so the lock holder's open round is the one they belong to.
+    const current = rt.open;
+    if (candidates.length === 0 || current === null) return;
+    const open = current.round;
+    let toRecord = candidates;
+    {
+      // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the
+      // batch, from any device). A plaintext update is a replay when the same device had the same bytes
+      // accepted in an earlier round (each round's update is computed from a new model); devices may
+      // legitimately send equal plaintext updates (e.g. the same synthetic delta).
+      const encrypted = rt.task.encryption !== null;
+      let known: Set<string>;
+      // A device resending its own update of this round is a retry (answered "already accepted"), not a replay.
+      let ownInRound = new Map<string, string>();
+      try {
+        if (encrypted) known = await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+        else {
+          known = new Set();
+          // One query in the common case (no digest seen before); a client-filtered one per hit.
+          const seen = await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
+          for (const c of candidates.filter((x) => seen.has(x.sha256))) {
+            const mine = await this.ctx.store.knownUpdateDigests(rt.task.id, [c.sha256], { clientId: c.client.id });
+            if (mine.size > 0) known.add(`${c.client.id}/${c.sha256}`);
+          }
+        }
+        if (known.size > 0) ownInRound = new Map((await this.ctx.store.listSubmissions(open.id)).map((s) => [s.clientId, s.sha256]));
+      } catch (error) {
+        for (const item of candidates) reject(item, error);
+        return;
+      }
+      const keyOf = (item: (typeof candidates)[number]): string => (encrypted ? item.sha256 : `${item.client.id}/${item.sha256}`);
+      toRecord = [];
+      for (const item of candidates) {
+        if (known.has(keyOf(item)) && ownInRound.get(item.client.id) !== item.sha256) {
+          const what = encrypted ? 'this encrypted update was' : 'this device already had an identical update accepted in this task: it was';
+          reject(item, new VeilError('invalid_argument', `${what} already submitted (replay)`));
+        } else {
+          known.add(keyOf(item));
+          toRecord.push(item);
+        }
+      }
+      if (toRecord.length === 0) return;
+    }
+    let results: Awaited<ReturnType<FederationStore['recordSubmissions']>>;
+    try {
+      results = await this.ctx.store.recordSubmissions(
+        open.id,
+        toRecord.map((item) => ({
+          clientId: item.client.id,
+          exampleCount: item.header.exampleCount,
+          trainedExamples: item.header.trainedExamples ?? null,
+          encoding: rt.task.settings.updateEncoding,
+          sha256: item.blobSha256,
+          sizeBytes: item.sizeBytes,
+          blobKey: item.key,
+        })),
+      );
+    } catch (error) {
+      for (const item of toRecord) reject(item, error);
+      return;
+    }
+    const accepted: Array<{ item: PendingRecord; receivedCount: number }> = [];
+    for (const [k, item] of toRecord.entries()) {
+      const result = results[k]!;
+      if (result.kind !== 'accepted') {
+        reject(item, rejection(result, open.number, item.sha256));
+        continue;
+      }
+      current.folded.set(item.client.id, item.sha256);
+      current.aggregator?.add(item.client.id, item.header.exampleCount, item.update);
+      open.receivedCount = result.receivedCount;
+      accepted.push({ item, receivedCount: result.receivedCount });
+      item.log.info({ receivedCount: result.receivedCount, targetCount: open.targetCount, exampleCount: item.header.exampleCount }, 'update accepted');
+      this.ctx.events.emit('update-accepted', {
+        taskId: rt.task.id,
+        roundNumber: open.number,
+        clientId: item.client.id,
+        receivedCount: result.receivedCount,
+        targetCount: open.targetCount,
+      });
+    }
+    try {
+      if (accepted.length > 0 && open.receivedCount >= open.targetCount) await this.loop.aggregate(rt, 'all selected clients submitted');
+    } catch (error) {
+      await this.loop.recoverTask(rt, error);
+    }
+    // Recorded means accepted: the submitters hear so whatever happened to the round (answered after
+    // the aggregation, so a device that completed a round finds the next one open).
+    for (const { item, receivedCount } of accepted) item.done({ ok: true, acceptedCount: receivedCount });
+  }
+
+  /** `at`: when the update arrived (an upload that arrived before the deadline is on time, however long it waited for the lock). */
+  validateHeader(rt: TaskRuntime, client: Client, header: UpdateHeaderInput, at: number = this.ctx.clock.now()): Round {
+    const task = rt.task;
+    if (header.encoding !== task.settings.updateEncoding) {
+      throw new VeilError('invalid_argument', `task expects update encoding ${task.settings.updateEncoding}, got ${header.encoding}`);
+    }
+    const max = maxUpdateBytes(task);
+    if (header.payloadSizeBytes > max) {
+      throw new VeilError('resource_exhausted', `update of ${header.payloadSizeBytes} bytes exceeds the task's ${max}`);
+    }
+    if (task.encryption === null && task.settings.committee == null && header.payloadSizeBytes !== max) {
+      throw new VeilError('invalid_argument', `update must be ${max} bytes for ${task.parameterCount} parameters, got ${header.payloadSizeBytes}`);
+    }
+    if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > task.settings.maxExampleCount) {
+      throw new VeilError('invalid_argument', `exampleCount must be from 1 to ${task.settings.maxExampleCount}`);
+    }
+    const trained = header.trainedExamples;
+    if (trained !== undefined && trained !== null && (!Number.isInteger(trained) || trained < 1 || trained > 2_147_483_647)) {
+      throw new VeilError('invalid_argument', 'trainedExamples must be an integer from 1 to 2147483647 (or 0: not reported)');
+    }
+    if (!/^[0-9a-f]{64}$/.test(header.sha256)) throw new VeilError('invalid_argument', 'payload_sha256 must be 32 bytes');
+    const open = rt.open;
+    const round = open?.round ?? null;
+    if (open === null || round === null || round.state !== 'COLLECTING') {
+      throw new VeilError('failed_precondition', `no round is collecting updates (round ${header.roundNumber} is not open)`);
+    }
+    if (header.roundNumber !== round.number) {
+      throw new VeilError('failed_precondition', `update is for round ${header.roundNumber}, the open round is ${round.number}`);
+    }
+    if (header.modelVersion !== round.baseModelVersion) {
+      throw new VeilError('failed_precondition', `update is based on model ${header.modelVersion}, round ${round.number} trains model ${round.baseModelVersion}`);
+    }
+    if (!open.selected.has(client.id)) throw new VeilError('permission_denied', `client is not selected for round ${round.number}`);
+    const accepted = open.folded.get(client.id);
+    if (accepted !== undefined) {
+      // `already_accepted` (the same payload) lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.
+      throw duplicateUpdate(round.number, accepted === header.sha256);
+    }
+    if (round.deadlineAt.getTime() <= at) {
+      throw new VeilError('failed_precondition', `round ${round.number} deadline has passed`);
+    }
+    return round;
+  }
+
+  async reportEvaluation(
+    client: Client,
+    report: { roundNumber: number; modelVersion: number; exampleCount: number; metrics: Record<string, number> },
+  ): Promise<void> {
+    if (report.roundNumber === 0) {
+      // Round 0: the final model, which no round distributes, evaluated by a device of the task after it ended.
+      const task = await this.ctx.store.getTask(client.taskId);
+      if (task === null) throw new VeilError('not_found', `task ${client.taskId} does not exist`);
+      if (task.status !== 'COMPLETED' && task.status !== 'BUDGET_EXHAUSTED') {
+        throw new VeilError('failed_precondition', `the final model is evaluated once the task has ended; it is ${task.status}`);
+      }
+      if (report.modelVersion !== task.currentModelVersion) {
+        throw new VeilError('failed_precondition', `the final model is version ${task.currentModelVersion}, not ${report.modelVersion}`);
+      }
+      await this.ctx.store.recordModelEvaluation(task.id, client.id, report);
+      return;
+    }
+    const round = await this.ctx.store.getRound(client.taskId, report.roundNumber);
+    if (round === null) throw new VeilError('not_found', `round ${report.roundNumber} does not exist`);
+    if (report.modelVersion !== round.baseModelVersion) {
+      throw new VeilError('failed_precondition', `round ${round.number} distributed model ${round.baseModelVersion}, not ${report.modelVersion}`);
+    }
+    const ok = await this.ctx.store.recordEvaluation(round.id, client.id, report);
+    if (!ok) throw new VeilError('permission_denied', `client was not selected for round ${round.number}`);
+  }
+}
+
+/** A second update from a device in a round: `already_accepted` when it is the accepted one again, else `already_exists`. */
+function duplicateUpdate(roundNumber: number, samePayload: boolean): VeilError {
+  return samePayload
+    ? new VeilError('already_accepted', `an update from this client was already accepted for round ${roundNumber} (same payload)`)
+    : new VeilError('already_exists', `an update from this client was already accepted for round ${roundNumber}`);
+}
+
+function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
+  switch (result.kind) {
+    case 'duplicate':
+      return duplicateUpdate(roundNumber, result.sha256 === sha256);
+    case 'not_selected':
+      return new VeilError('permission_denied', `client is not selected for round ${roundNumber}`);
+    case 'round_closed':
+      return new VeilError('failed_precondition', `round ${roundNumber} is ${result.state}, no longer collecting`);
+  }
+}

@@ -1,0 +1,370 @@
+import { randomUUID } from 'node:crypto';
+import type { FitFailure } from '../aggregation/strategy.js';
+import { encodeStrategyState } from '../aggregation/strategy-state.js';
+import { checkFitConfig } from '../aggregation/registry.js';
+import type { ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
+import { modelBlobKey, strategyStateBlobKey } from '../blobs/blob-store.js';
+import { VeilError } from '../errors.js';
+import { checkRoundBudget, decryptionLedgerEntry, roundLedgerEntry } from '../privacy/budget.js';
+import type { LedgerEntry } from '../privacy/ledger.js';
+import type { Round, RoundSummary } from './model.js';
+import type { FederationStore } from './ports.js';
+import type { StoredModel } from './model-cache.js';
+import type { EngineContext } from './engine-context.js';
+import { OpenRound } from './open-round.js';
+import type { Presence } from './presence.js';
+import { loadStrategyState, newAggregator, roundStrategy, wake, type TaskRuntime } from './task-runtime.js';
+
+/**
+ * The round loop: runs each task's rounds as a persisted state machine
+ * (SELECTING -> COLLECTING -> AGGREGATING -> CLOSED, or FAILED with a reason),
+ * with deadlines through the injected clock and timer. Every method runs with
+ * the task's mutex held. Each state change is written to the store before it
+ * takes effect, and `resume` rebuilds a task's open round from the store and
+ * the blob store, so after a crash an accepted update is never lost nor
+ * counted twice. A round's in-memory state is one {@link OpenRound}, disposed
+ * when the round settles.
+ */
+export class RoundLoop {
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly presence: Pick<Presence, 'availableClients'>,
+  ) {}
+
+  /**
+   * Picks a task up from the store: its open round resumes where it was (selection, collection with
+   * its deadline, or aggregation), or the next round opens. For a PAUSED task the open round
+   * resumes too, but selection waits and no new round opens (`maybeSelect`, `openNextRound`).
+   */
+  async resume(rt: TaskRuntime): Promise<void> {
+    if (rt.task.status !== 'RUNNING' && rt.task.status !== 'PAUSED') return;
+    await this.loadModel(rt);
+    const latest = await this.ctx.store.getLatestRound(rt.task.id);
+    if (latest === null || latest.state === 'CLOSED' || latest.state === 'FAILED') {
+      await this.openNextRound(rt, latest);
+      return;
+    }
+    const open = this.installRound(rt, latest);
+    const log = this.ctx.log.child({ taskId: rt.task.id, roundNumber: latest.number });
+    if (latest.state === 'SELECTING') {
+      log.info('resuming round in selection');
+      await this.maybeSelect(rt);
+      return;
+    }
+    await this.rebuildAggregate(rt, open);
+    if (latest.state === 'AGGREGATING') {
+      log.info('resuming interrupted aggregation');
+      await this.finishAggregation(rt, open);
+      return;
+    }
+    log.info({ receivedCount: latest.receivedCount, targetCount: latest.targetCount }, 'resuming collection');
+    if (latest.receivedCount >= latest.targetCount) await this.aggregate(rt, 'all selected clients submitted');
+    else this.armDeadline(rt, open);
+  }
+
+  /** Rebuilds the aggregate of a round from its recorded submissions (digests verified). */
+  async rebuildAggregate(rt: TaskRuntime, open: OpenRound): Promise<void> {
+    const round = open.round;
+    const submissions = await this.ctx.store.listSubmissions(round.id);
+    open.setAggregator(null);
+    const aggregator = await newAggregator(this.ctx, rt, round.number);
+    open.folded = new Map();
+    for (const s of submissions) {
+      const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
+      aggregator.add(s.clientId, s.exampleCount, bytes);
+      open.folded.set(s.clientId, s.sha256);
+    }
+    round.receivedCount = submissions.length;
+    open.aggregator = aggregator;
+    open.selected = new Set(await this.ctx.store.listParticipants(round.id));
+  }
+
+
+  private async openNextRound(rt: TaskRuntime, previous: Round | null): Promise<void> {
+    // A paused task lets its open round finish but opens no new one; `startTask` resumes from the store.
+    if (rt.task.status !== 'RUNNING') {
+      this.settleRound(rt);
+      return;
+    }
+    const number = (previous?.number ?? 0) + 1;
+    if (number > rt.task.settings.rounds) {
+      await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran`);
+      return;
+    }
+    const privacy = rt.task.settings.privacy;
+    if (privacy !== null) {
+      // Budget enforcement: refuse to open a round whose spend would take ε past the cap.
+      const decision = checkRoundBudget(await this.ctx.store.listLedger(rt.task.id), privacy, number);
+      if (!decision.allowed) {
+        await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
+        return;
+      }
+    }
+    const round = await this.ctx.store.openRound({
+      id: randomUUID(),
+      taskId: rt.task.id,
+      number,
+      baseModelVersion: rt.task.currentModelVersion,
+      minClients: rt.task.settings.minClients,
+      config: rt.task.settings.training,
+    });
+    this.installRound(rt, round);
+    this.ctx.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
+    this.ctx.events.emit('round-opened', { taskId: rt.task.id, round });
+    await this.maybeSelect(rt);
+  }
+
+  async maybeSelect(rt: TaskRuntime): Promise<void> {
+    const round = rt.open?.round ?? null;
+    if (this.ctx.closed || rt.task.status !== 'RUNNING' || round === null || round.state !== 'SELECTING') return;
+    const available = this.presence.availableClients(rt);
+    if (available.length < rt.task.settings.minAvailableClients) return;
+    const strategy = await roundStrategy(this.ctx, rt);
+    const fit = strategy.configureFit({
+      round: round.number,
+      available,
+      selection: rt.task.settings.selection,
+      minClients: rt.task.settings.minClients,
+      training: round.config,
+      state: await loadStrategyState(this.ctx, rt),
+      rng: this.ctx.rng,
+    });
+    if (fit.kind === 'wait') return;
+    if (fit.kind === 'fail') {
+      await this.failOpenRound(rt, round, fit.reason);
+      return;
+    }
+    checkFitConfig(fit.config, strategy.name);
+    if (fit.clientIds.length < rt.task.settings.minClients) {
+      throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
+    }
+    const ledgerEntry = await this.privacySpend(rt, round, fit.clientIds);
+    if (ledgerEntry === 'exhausted') return;
+    const deadlineAt = new Date(this.ctx.clock.now() + rt.task.settings.roundDeadlineMs);
+    const collecting = await this.ctx.store.startCollecting(round.id, fit.clientIds, deadlineAt, {
+      fitConfig: fit.config,
+      ...(ledgerEntry !== null && { ledgerEntry }),
+    });
+    if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
+    const open = this.installRound(rt, collecting, { selected: fit.clientIds, aggregator: await newAggregator(this.ctx, rt, round.number) });
+    this.armDeadline(rt, open);
+    this.ctx.log.info(
+      { taskId: rt.task.id, roundNumber: round.number, selected: fit.clientIds.length, available: available.length, deadlineAt },
+      'round collecting',
+    );
+    this.ctx.events.emit('round-collecting', { taskId: rt.task.id, round: collecting });
+    wake(rt);
+  }
+
+  /**
+   * The ledger entry of a round about to start (DP tasks), or 'exhausted' (the
+   * round fails and the task ends) when the budget no longer allows it.
+   */
+  private async privacySpend(rt: TaskRuntime, round: Round, clientIds: readonly string[]): Promise<LedgerEntry | null | 'exhausted'> {
+    const privacy = rt.task.settings.privacy;
+    if (privacy === null) return null;
+    const spent = await this.ctx.store.listLedger(rt.task.id);
+    const decision = checkRoundBudget(spent, privacy, round.number);
+    if (!decision.allowed) {
+      this.settleRound(rt);
+      await this.ctx.store.failRound(round.id, 'privacy budget exhausted');
+      await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
+      return 'exhausted';
+    }
+    return roundLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, spent, decision, clientIds, at: new Date(this.ctx.clock.now()) });
+  }
+
+  private armDeadline(rt: TaskRuntime, open: OpenRound): void {
+    const round = open.round;
+    open.setDeadline(null);
+    const delay = Math.max(0, round.deadlineAt.getTime() - this.ctx.clock.now());
+    open.setDeadline(this.ctx.timer.schedule(() => {
+      open.deadlineTimer = null;
+      // Uploads that arrived before the deadline and are still being stored get queued ahead of the
+      // deadline's section (the mutex is FIFO); later ones are refused on their arrival time.
+      void Promise.allSettled([...rt.inflight])
+        .then(() => rt.mutex.run(() => this.onDeadline(rt, round.id).catch((error: unknown) => this.recoverTask(rt, error))))
+        .catch((error) => this.ctx.log.error({ err: error, taskId: rt.task.id }, 'deadline handling failed'));
+    }, delay));
+  }
+
+  private async onDeadline(rt: TaskRuntime, roundId: string): Promise<void> {
+    const round = rt.open?.round ?? null;
+    if (this.ctx.closed || round === null || round.id !== roundId || round.state !== 'COLLECTING') return;
+    if (round.receivedCount >= round.minClients) {
+      await this.aggregate(rt, `deadline reached with ${round.receivedCount} of ${round.targetCount} updates`);
+      return;
+    }
+    const reason = `deadline passed with ${round.receivedCount} updates, fewer than the minimum of ${round.minClients}`;
+    const failed = await this.ctx.store.failRound(round.id, reason);
+    if (failed === null) return;
+    this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason }, 'round failed');
+    this.settleRound(rt);
+    this.ctx.events.emit('round-failed', { taskId: rt.task.id, round: failed });
+    await this.openNextRound(rt, failed);
+  }
+
+  async aggregate(rt: TaskRuntime, reason: string): Promise<void> {
+    const open = rt.open;
+    const round = open?.round ?? null;
+    if (open === null || round === null || round.state !== 'COLLECTING') return;
+    const aggregating = await this.ctx.store.beginAggregation(round.id, reason);
+    if (aggregating === null) return;
+    open.round = aggregating;
+    await this.finishAggregation(rt, open);
+  }
+
+  /** (`open` is the task's open round, AGGREGATING.) */
+  private async finishAggregation(rt: TaskRuntime, open: OpenRound): Promise<void> {
+    const round = open.round;
+    const started = performance.now();
+    const submissions = await this.ctx.store.listSubmissions(round.id);
+    const recorded = new Set(submissions.map((s) => s.clientId));
+    // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
+    if (open.aggregator === null || recorded.size !== open.folded.size || [...recorded].some((id) => !open.folded.has(id))) {
+      this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'rebuilding aggregate from the store');
+      await this.rebuildAggregate(rt, open);
+    }
+    const model = await this.loadModel(rt);
+    const failures: FitFailure[] = [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
+    const state = await loadStrategyState(this.ctx, rt);
+    let result: Awaited<ReturnType<RoundAggregator['finish']>>;
+    try {
+      // Committee rounds ask the custodians here (asynchronous); the others return at once.
+      result = await open.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
+    } catch (error) {
+      // No model comes out of this round (e.g. a non-finite aggregate): it fails, the model is kept.
+      await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(error)}`, error);
+      return;
+    }
+    const next: ModelBlob | null = result?.model ?? null;
+    let newModel: Parameters<FederationStore['closeRound']>[1] = null;
+    if (result !== null && next !== null) {
+      const version = rt.task.currentModelVersion + 1;
+      const ref = await this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes);
+      // The state is written before the round closes and referenced by the same transaction that
+      // records the version: a crash in between re-aggregates and writes both again.
+      const stateRef = result.state === null ? null : await this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state));
+      rt.strategyState = { version, state: result.state };
+      newModel = {
+        version,
+        sha256: ref.sha256,
+        sizeBytes: ref.sizeBytes,
+        encoding: next.encoding,
+        strategyState: stateRef === null ? null : { sha256: stateRef.sha256, sizeBytes: stateRef.sizeBytes },
+      };
+      rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    }
+    const summary: RoundSummary = {
+      participants: submissions.length,
+      dropped: failures.length,
+      examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
+      uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
+      modelVersion: newModel?.version ?? null,
+      aggregationMs: Math.round(performance.now() - started),
+      ...(result?.committee !== undefined && { committee: result.committee }),
+    };
+    const ledgerEntry = await this.decryptionRecord(rt, round, result?.decryption);
+    const closed = await this.ctx.store.closeRound(round.id, newModel, summary, ledgerEntry === null ? undefined : { ledgerEntry });
+    if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
+    if (newModel !== null) rt.task = { ...rt.task, currentModelVersion: newModel.version };
+    this.ctx.log.info({ taskId: rt.task.id, roundNumber: round.number, ...summary }, 'round closed');
+    this.settleRound(rt);
+    this.ctx.events.emit('round-closed', { taskId: rt.task.id, round: closed });
+    await this.openNextRound(rt, closed);
+  }
+
+  /** A DP committee round's decryption record for the privacy ledger (issue 11), or null. */
+  private async decryptionRecord(rt: TaskRuntime, round: Round, decryption: RoundResult['decryption']): Promise<LedgerEntry | null> {
+    const privacy = rt.task.settings.privacy;
+    if (privacy === null || decryption === undefined) return null;
+    const last = await this.ctx.store.lastLedgerEntry(rt.task.id);
+    return decryptionLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, last, decryption: decryption.record, clientIds: decryption.clientIds, at: new Date(this.ctx.clock.now()) });
+  }
+
+  /** Fails `round` (any open state) with `reason` and opens the next one. */
+  private async failOpenRound(rt: TaskRuntime, round: Round, reason: string, cause?: unknown): Promise<void> {
+    this.settleRound(rt);
+    const failed = await this.ctx.store.failRound(round.id, reason);
+    this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number, reason, err: cause }, 'round failed');
+    if (failed !== null) this.ctx.events.emit('round-failed', { taskId: rt.task.id, round: failed });
+    await this.openNextRound(rt, failed ?? round);
+  }
+
+  /**
+   * (mutex held) After an unexpected error in a task's state machine (at start, aggregation, a
+   * deadline): fails the task's open round with the reason and resumes (the next round opens); if
+   * that fails too, the task is FAILED with the reason. Never throws: the other tasks go on.
+   */
+  async recoverTask(rt: TaskRuntime, error: unknown): Promise<void> {
+    const taskId = rt.task.id;
+    this.ctx.log.error({ err: error, taskId }, 'task state machine failed; failing its open round');
+    let again: unknown;
+    try {
+      this.settleRound(rt);
+      const latest = await this.ctx.store.getLatestRound(taskId);
+      if (latest !== null && latest.state !== 'CLOSED' && latest.state !== 'FAILED') {
+        const failed = await this.ctx.store.failRound(latest.id, `could not resume round ${latest.number}: ${safeReason(error)}`);
+        if (failed !== null) this.ctx.events.emit('round-failed', { taskId, round: failed });
+      }
+      await this.resume(rt);
+      return;
+    } catch (err) {
+      again = err;
+    }
+    this.ctx.log.error({ err: again, taskId }, 'task could not resume; failing the task');
+    try {
+      this.settleRound(rt);
+      const reason = `could not resume: ${safeReason(again)}`;
+      const task = await this.ctx.store.setTaskStatus(taskId, 'FAILED', ['RUNNING', 'PAUSED'], reason);
+      if (task !== null) {
+        rt.task = task;
+        this.ctx.events.emit('task-ended', { taskId, status: 'FAILED', reason });
+      }
+    } catch (err) {
+      this.ctx.log.error({ err, taskId }, 'could not record the task as failed');
+    }
+    wake(rt);
+  }
+
+  /** The one round reset: disposes the open round's state (deadline, aggregate, participants). */
+  private settleRound(rt: TaskRuntime): void {
+    rt.open?.[Symbol.dispose]();
+    rt.open = null;
+  }
+
+  /** Makes `round` the task's open round, after the reset of the previous one. */
+  private installRound(rt: TaskRuntime, round: Round, with_: { selected?: readonly string[]; aggregator?: RoundAggregator } = {}): OpenRound {
+    this.settleRound(rt);
+    rt.open = new OpenRound(round, with_);
+    return rt.open;
+  }
+
+  private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED', reason: string): Promise<void> {
+    const task = await this.ctx.store.setTaskStatus(rt.task.id, status, ['RUNNING'], reason);
+    if (task !== null) rt.task = task;
+    this.settleRound(rt);
+    this.ctx.log.info({ taskId: rt.task.id, status, reason }, 'task ended');
+    this.ctx.events.emit('task-ended', { taskId: rt.task.id, status, reason });
+    wake(rt);
+  }
+
+  private async loadModel(rt: TaskRuntime): Promise<NonNullable<TaskRuntime['model']>> {
+    const version = rt.task.currentModelVersion;
+    if (rt.model !== null && rt.model.version === version) return rt.model;
+    let stored: StoredModel;
+    try {
+      stored = await this.ctx.models.read(rt.task.id, version);
+    } catch (error) {
+      // The task's own current version must exist: its absence is a broken store, not a bad request.
+      throw error instanceof VeilError && error.code === 'not_found' ? new VeilError('internal', `task ${rt.task.id} model version ${version} is missing`) : error;
+    }
+    rt.model = { version, bytes: stored.bytes, encoding: stored.encoding, sha256: stored.sha256, sizeBytes: stored.bytes.byteLength };
+    return rt.model;
+  }
+}
+
+/** An error as a round or task reason: a coordinator error's text, never an internal one (it may hold paths). */
+function safeReason(error: unknown): string {
+  return error instanceof VeilError && error.code !== 'internal' ? error.message : 'internal error (see the coordinator log)';
+}
