@@ -17,9 +17,13 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
                          new custodian keys: an X25519 sealing key and an Ed25519 signing key in DIR
                          (0700; secret file 0600); prints the fingerprint, writes DIR/${CUSTODIAN_PUBLIC_FILE}
   custodian serve --dir DIR --listen HOST:PORT --coordinator-key FILE --authority-key FILE --min-devices N
-                  [--max-rounds N] [--min-threshold T] [--max-devices N] [--tls-cert PEM --tls-key PEM] [--log-level L]
+                  [--max-rounds N] [--min-threshold T] [--max-devices N] [--log-level L]
+                  [--tls-cert PEM --tls-key PEM [--client-ca PEM] [--tls-reload-ms MS]]
                          serve the coordinator (gRPC veil.v1.CustodianService); answers once per (task, round),
-                         state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat
+                         state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat;
+                         TLS with --tls-cert/--tls-key (name it grpcs://HOST:PORT in the descriptor), mutual TLS
+                         with --client-ca (the coordinator's certificate must chain to it); renewed files are
+                         taken up without a restart (polled every --tls-reload-ms, default 10000, or kill -HUP)
   custodian public --dir DIR
                          print DIR/${CUSTODIAN_PUBLIC_FILE} (the public keys and fingerprint) on stdout
   custodian status --dir DIR [--json]
@@ -134,6 +138,8 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           'max-devices': { type: 'string' },
           'tls-cert': { type: 'string' },
           'tls-key': { type: 'string' },
+          'client-ca': { type: 'string' },
+          'tls-reload-ms': { type: 'string' },
           'log-level': { type: 'string' },
         },
       });
@@ -147,9 +153,13 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       const minThreshold = posInt(values['min-threshold'], 'min-threshold');
       const maxDevices = posInt(values['max-devices'], 'max-devices');
       if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new CustodianUsageError('--tls-cert and --tls-key go together');
-      const tls =
+      if (values['tls-cert'] === undefined && (values['client-ca'] !== undefined || values['tls-reload-ms'] !== undefined)) {
+        throw new CustodianUsageError('--client-ca and --tls-reload-ms need --tls-cert and --tls-key');
+      }
+      const reloadMs = posInt(values['tls-reload-ms'], 'tls-reload-ms');
+      const tlsFiles =
         values['tls-cert'] !== undefined && values['tls-key'] !== undefined
-          ? { certChain: await readFile(values['tls-cert']), privateKey: await readFile(values['tls-key']) }
+          ? { certFile: values['tls-cert'], keyFile: values['tls-key'], caFile: values['client-ca'], ...(reloadMs !== undefined && { pollIntervalMs: reloadMs }) }
           : undefined;
       const logger = createCustodianLogger(values['log-level'] ?? 'info');
       const running = await runCustodian({
@@ -159,14 +169,18 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
         authorityKeyFiles: values['authority-key'],
         floors: { minDevices, ...(maxRounds !== undefined && { maxRounds }), ...(minThreshold !== undefined && { minThreshold }) },
         ...(maxDevices !== undefined && { maxDevices }),
-        ...(tls !== undefined && { tls }),
+        ...(tlsFiles !== undefined && { tlsFiles }),
         logger,
       });
       out.write(`${JSON.stringify({ listening: running.server.address, port: running.server.port })}\n`);
+      // SIGHUP: reread the TLS files now (renewed certificates apply to new connections).
+      const hup = (): void => void running.reloadTls();
+      process.on('SIGHUP', hup);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGTERM', stop);
           process.off('SIGINT', stop);
+          process.off('SIGHUP', hup);
           resolve();
         };
         process.on('SIGTERM', stop);

@@ -13,6 +13,7 @@ import type { ShareSumRequest } from './gen/veil/v1/ShareSumRequest.js';
 import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js';
 import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
 import { requestSigningBytes } from './request-auth.js';
+import { parseCustodianAddress } from './tls.js';
 import type { SignedCustodianAnswer } from '@veil/crypto';
 import { computeHashD, manifestDigest, openDescriptorForCoordinator, signedAnswerOf, verifyAnswer, type TaskDescriptorView } from './protocol.js';
 
@@ -83,8 +84,18 @@ export interface CommitteeClientOptions {
   readonly descriptorSignature: Uint8Array;
   /** Signs a request header with the coordinator's request key (Ed25519, 64-byte signatures). */
   readonly signRequest: (message: Uint8Array) => Uint8Array;
-  /** Channel credentials for every custodian. Default insecure (loopback or TLS proxy). */
+  /**
+   * Channel credentials for every custodian, whatever its address says (tests). Default: TLS for
+   * a `grpcs://host:port` address (credentials from `tls`), cleartext for a plain `host:port`
+   * (loopback or a TLS-terminating proxy).
+   */
   readonly credentials?: grpc.ChannelCredentials;
+  /**
+   * TLS credentials for `grpcs://` custodians, asked before every collect: the pinned CA bundle and
+   * the coordinator's client certificate ({@link committeeChannelCredentials}). A new object (the
+   * files were renewed) rebuilds those channels. Default: the system CAs, no client certificate.
+   */
+  readonly tls?: () => grpc.ChannelCredentials;
   /** Deadline of one collect, ms. Default 30,000. */
   readonly deadlineMs?: number;
   /** Milliseconds since the epoch. Default `Date.now`. */
@@ -112,11 +123,28 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   const clock = options.clock ?? Date.now;
   const { logger } = options;
   if (!Number.isInteger(deadlineMs) || deadlineMs <= 0) throw new CustodianError('invalid_request', 'deadlineMs must be a positive integer');
-  const credentials = options.credentials ?? grpc.credentials.createInsecure();
+  const insecure = grpc.credentials.createInsecure();
+  let systemTls: grpc.ChannelCredentials | null = null;
+  const credentialsFor = (tls: boolean): grpc.ChannelCredentials =>
+    options.credentials ?? (tls ? (options.tls?.() ?? (systemTls ??= grpc.credentials.createSsl())) : insecure);
   const members = descriptor.committee.map((member) => {
     const address = options.addresses?.[member.index] ?? member.address;
-    return { ...member, address, client: createCustodianServiceClient(address, credentials) as CustodianServiceClient };
+    const { target, tls } = parseCustodianAddress(address);
+    const credentials = credentialsFor(tls);
+    return { ...member, address, target, tls, credentials, client: createCustodianServiceClient(target, credentials) as CustodianServiceClient };
   });
+  /** Renewed TLS files: new channels for the TLS custodians (calls in flight keep theirs). */
+  const refreshChannels = (): void => {
+    for (const member of members) {
+      if (!member.tls) continue;
+      const credentials = credentialsFor(true);
+      if (credentials === member.credentials) continue;
+      const old = member.client;
+      member.credentials = credentials;
+      member.client = createCustodianServiceClient(member.target, credentials) as CustodianServiceClient;
+      old.close();
+    }
+  };
 
   async function ask(
     member: (typeof members)[number],
@@ -193,6 +221,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   return {
     descriptor,
     async collect(request) {
+      refreshChannels();
       const hashD = computeHashD(request.devices.map((d) => manifestDigest(d.manifest)));
       const deadline = Date.now() + deadlineMs;
       const t = descriptor.threshold;

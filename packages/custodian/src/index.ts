@@ -66,3 +66,6 @@ export type { EnrolmentServer, EnrolmentServerOptions } from './enrolment.js';
 
 export { startLocalCommittee } from './local-committee.js';
 export type { LocalCommittee, LocalCommitteeOptions } from './local-committee.js';
+
+export { committeeChannelCredentials, parseCustodianAddress, readTlsFiles, reloadableServerCredentials, watchTlsFiles } from './tls.js';
+export type { TlsFileMaterial, TlsFileSet, WatchTlsFilesOptions, WatchedTlsFiles } from './tls.js';

@@ -14,6 +14,7 @@ import { readCustodianKeys } from './keys.js';
 import { openCustodianState } from './state.js';
 import { createCustodianService } from './service.js';
 import { startCustodianServer, type CustodianServer } from './grpc/server.js';
+import { reloadableServerCredentials, watchTlsFiles, type WatchedTlsFiles } from './tls.js';
 
 /** The state file inside a custodian directory. */
 export const CUSTODIAN_STATE_FILE = 'answers.jsonl';
@@ -109,14 +110,22 @@ export interface RunCustodianOptions {
   readonly authorityKeyFiles: readonly string[];
   readonly floors: DescriptorFloors;
   readonly maxDevices?: number;
-  /** Serve TLS with this certificate chain and key (PEM). Default: plaintext gRPC (loopback or a TLS proxy). */
+  /** Serve TLS with this certificate chain and key (PEM), fixed. Default: plaintext gRPC (loopback or a TLS proxy). */
   readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer };
+  /**
+   * Serve TLS from files, reloaded without a restart (polled every `pollIntervalMs`, default
+   * 10,000, and on {@link RunningCustodian.reloadTls}); with `caFile`, the coordinator must
+   * present a client certificate chaining to it (mutual TLS). Takes precedence over `tls`.
+   */
+  readonly tlsFiles?: { readonly certFile: string; readonly keyFile: string; readonly caFile?: string | undefined; readonly pollIntervalMs?: number };
   readonly logger: Logger;
 }
 
 /** A running custodian. */
 export interface RunningCustodian extends AsyncDisposable {
   readonly server: CustodianServer;
+  /** Rereads the TLS files now (SIGHUP); true when new material took effect. False without TLS files. */
+  reloadTls(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -136,23 +145,28 @@ export async function runCustodian(options: RunCustodianOptions): Promise<Runnin
     logger: options.logger,
   });
   let server: CustodianServer;
+  let watched: WatchedTlsFiles | null = null;
   try {
-    server = await startCustodianServer({
-      service,
-      logger: options.logger,
-      listen: options.listen,
-      ...(options.tls !== undefined && {
-        credentials: grpc.ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false),
-      }),
-    });
+    let credentials: grpc.ServerCredentials | undefined;
+    if (options.tlsFiles !== undefined) {
+      const { certFile, keyFile, caFile, pollIntervalMs } = options.tlsFiles;
+      watched = await watchTlsFiles({ files: { certFile, keyFile, caFile }, role: 'server', logger: options.logger, ...(pollIntervalMs !== undefined && { pollIntervalMs }) });
+      credentials = reloadableServerCredentials(watched);
+    } else if (options.tls !== undefined) {
+      credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false);
+    }
+    server = await startCustodianServer({ service, logger: options.logger, listen: options.listen, ...(credentials !== undefined && { credentials }) });
   } catch (error) {
+    watched?.close();
     await state.close();
     throw error;
   }
-  options.logger.info({ answers: state.answerCount, authorities: authorityKeys.length, floors: options.floors, tls: options.tls !== undefined }, 'custodian started');
+  const tls = watched !== null ? (watched.current().ca !== null ? 'mutual' : 'server') : options.tls !== undefined ? 'server' : 'off';
+  options.logger.info({ answers: state.answerCount, authorities: authorityKeys.length, floors: options.floors, tls }, 'custodian started');
   const close = async (): Promise<void> => {
+    watched?.close();
     await server.close();
     await state.close();
   };
-  return { server, close, [Symbol.asyncDispose]: close };
+  return { server, reloadTls: async () => (watched === null ? false : watched.reload()), close, [Symbol.asyncDispose]: close };
 }

@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { readCoordinatorKeyMaterial } from '@veil/crypto';
-import { createCommitteeClient, readRequestSigner } from '@veil/custodian';
+import { committeeChannelCredentials, createCommitteeClient, readRequestSigner, watchTlsFiles, type WatchedTlsFiles } from '@veil/custodian';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
 import { createFederationHandlers, startGrpcServer } from './grpc/federation-service.js';
@@ -100,12 +100,26 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 
   // Committee tasks (issue 11): the request key custodians accept; each task gets its own client.
   let committee: CommitteeConnector | undefined;
+  // TLS to `grpcs://` custodians: the pinned CA bundle and the client certificate, reloaded like the servers'.
+  let committeeTls: WatchedTlsFiles | null = null;
+  if (config.committeeTls !== null) {
+    const { caFile, certFile, keyFile, reloadIntervalMs } = config.committeeTls;
+    committeeTls = await watchTlsFiles({ files: { caFile, certFile, keyFile }, role: 'client', logger: logger.child({ component: 'committee-client' }), pollIntervalMs: reloadIntervalMs });
+  }
+  const committeeCredentials = committeeChannelCredentials(committeeTls);
   if (config.committeeRequestKey !== undefined) {
     const signer = await readRequestSigner(config.committeeRequestKey);
     const committeeLog = logger.child({ component: 'committee-client' });
     committee = {
       open: (descriptor, descriptorSignature) => {
-        const client = createCommitteeClient({ descriptor, descriptorSignature, signRequest: signer.sign, deadlineMs: config.committeeDeadlineMs, logger: committeeLog });
+        const client = createCommitteeClient({
+          descriptor,
+          descriptorSignature,
+          signRequest: signer.sign,
+          deadlineMs: config.committeeDeadlineMs,
+          tls: committeeCredentials,
+          logger: committeeLog,
+        });
         return { collect: (request) => client.collect(request), close: () => client.close() };
       },
     };
@@ -113,7 +127,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   }
 
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
-  const cleanup: Array<() => Promise<void>> = [() => db.close()];
+  const cleanup: Array<() => Promise<void>> = [() => db.close(), async () => committeeTls?.close()];
   const closeAll = async (): Promise<void> => {
     for (const fn of cleanup.reverse()) await fn().catch((error) => logger.error({ err: error }, 'shutdown step failed'));
   };
@@ -143,7 +157,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     let tls: TlsSource | undefined;
     if (config.tls !== null) {
       const source = await createTlsSource({
-        files: { certFile: config.tls.certFile, keyFile: config.tls.keyFile, clientCaFile: config.tls.clientCaFile },
+        files: { certFile: config.tls.certFile, keyFile: config.tls.keyFile, clientCaFile: config.tls.clientCaFile, restClientCaFile: config.tls.restClientCaFile },
         logger,
         pollIntervalMs: config.tls.reloadIntervalMs,
       });
@@ -238,7 +252,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       enrolmentSecret,
       databaseKind: db.kind,
       tls: tls !== undefined,
-      reloadTls: () => tls?.reload() ?? Promise.resolve(false),
+      reloadTls: async () => {
+        const [servers, custodians] = await Promise.all([tls?.reload() ?? false, committeeTls?.reload() ?? false]);
+        return servers || custodians;
+      },
       close,
       [Symbol.asyncDispose]: close,
     };

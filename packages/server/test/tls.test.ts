@@ -110,6 +110,59 @@ describe('TLS', () => {
     expect(await tryJoin(t, taskId, { ca, cert: await readFile(second.serverCertFile), key: await readFile(second.serverKeyFile) })).toBe('unavailable');
   });
 
+  test('mutual TLS on REST: with a REST client CA, a caller without a certificate from it is refused at the handshake', async () => {
+    await using t = await startTestCoordinator({
+      config: { tls: { certFile: first.serverCertFile, keyFile: first.serverKeyFile, clientCaFile: undefined, restClientCaFile: first.caCertFile, reloadIntervalMs: 10_000 } },
+    });
+    const ca = await readFile(first.caCertFile);
+    const cert = await readFile(first.clientCertFile!);
+    const key = await readFile(first.clientKeyFile!);
+    const adminGet = (client: { cert: Buffer; key: Buffer } | null): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const request = https.get(
+          new URL('/v1/tasks', t.coordinator.httpUrl),
+          { ca, ...(client ?? {}), timeout: 5_000, agent: false, headers: { authorization: `Bearer ${t.coordinator.adminToken}` } },
+          (response) => {
+            response.resume();
+            resolve(response.statusCode ?? 0);
+          },
+        );
+        request.on('error', reject);
+      });
+    // The admin token alone is not enough: no HTTP is exchanged without a client certificate.
+    await expect(adminGet(null)).rejects.toThrow(/certificate|socket hang up|ECONNRESET|alert/i);
+    expect(await adminGet({ cert, key })).toBe(200);
+    // A certificate from another CA is refused too.
+    await expect(adminGet({ cert: await readFile(second.serverCertFile), key: await readFile(second.serverKeyFile) })).rejects.toThrow(
+      /certificate|socket hang up|ECONNRESET|alert/i,
+    );
+    // The client certificate does not replace the token.
+    const noToken = await new Promise<number>((resolve, reject) => {
+      https
+        .get(new URL('/v1/tasks', t.coordinator.httpUrl), { ca, cert, key, agent: false }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        })
+        .on('error', reject);
+    });
+    expect(noToken).toBe(401);
+    // gRPC is not affected (no VEIL_TLS_CLIENT_CA_FILE): a device without a certificate joins.
+    const { id: taskId } = await new Promise<{ id: string }>((resolve, reject) => {
+      const request = https.request(
+        new URL('/v1/tasks', t.coordinator.httpUrl),
+        { method: 'POST', ca, cert, key, agent: false, headers: { authorization: `Bearer ${t.coordinator.adminToken}`, 'content-type': 'application/json' } },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (c: Buffer) => chunks.push(c));
+          response.on('end', () => (response.statusCode === 201 ? resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as { id: string }) : reject(new Error(String(response.statusCode)))));
+        },
+      );
+      request.on('error', reject);
+      request.end(JSON.stringify(tinyTaskBody(pattern(TINY_PARAMETERS, 1), { start: true })));
+    });
+    expect(await tryJoin(t, taskId, { ca })).toBe('ok');
+  });
+
   test('bad TLS files stop the start with a clear error', async () => {
     await expect(
       startTestCoordinator({ config: { tls: { certFile: first.serverCertFile, keyFile: second.serverKeyFile, clientCaFile: undefined, reloadIntervalMs: 1000 } } }),

@@ -11,10 +11,13 @@ Commands:
   keys generate --out DIR [--label NAME] [--preset P] [--weight-cap N] [--clip X] [--step S]
                          new federation key bundle: DIR/device (secret, for device apps)
                          and DIR/coordinator (public, for VEIL_KEYS_DIR or task creation)
-  tls dev-ca --out DIR [--name HOST]... [--client NAME] [--days N]
+  tls dev-ca --out DIR [--name HOST]... [--client NAME] [--custodian NAME]... [--coordinator-client] [--days N]
                          development CA (DIR/ca.crt, ca.key) and a server certificate for localhost,
                          127.0.0.1, ::1 and each --name (DIR/server.crt, server.key: VEIL_TLS_CERT_FILE /
-                         VEIL_TLS_KEY_FILE); --client NAME adds DIR/client.crt, client.key for mutual TLS
+                         VEIL_TLS_KEY_FILE); --client NAME adds DIR/client.crt, client.key for mutual TLS;
+                         --custodian NAME adds DIR/NAME.crt, NAME.key (a custodian's server pair, for
+                         grpcs://NAME:PORT); --coordinator-client adds DIR/coordinator-client.crt, .key
+                         (VEIL_COMMITTEE_TLS_CERT_FILE / VEIL_COMMITTEE_TLS_KEY_FILE towards custodians)
 ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-multiplier Z --rounds T --delta D [--json]
                          epsilon of T rounds of the Poisson-subsampled Gaussian mechanism (RDP accountant)
   privacy calibrate --target-epsilon E --delta D --sampling-rate Q --rounds T [--json]
@@ -236,11 +239,18 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'tls': {
       const [sub, ...tlsArgs] = rest;
-      if (sub !== 'dev-ca') throw new UsageError('usage: veil tls dev-ca --out DIR [--name HOST]... [--client NAME] [--days N]');
+      if (sub !== 'dev-ca') throw new UsageError('usage: veil tls dev-ca --out DIR [--name HOST]... [--client NAME] [--custodian NAME]... [--coordinator-client] [--days N]');
       const { values } = parseArgs({
         args: tlsArgs,
         strict: true,
-        options: { out: { type: 'string' }, name: { type: 'string', multiple: true }, client: { type: 'string' }, days: { type: 'string' } },
+        options: {
+          out: { type: 'string' },
+          name: { type: 'string', multiple: true },
+          client: { type: 'string' },
+          custodian: { type: 'string', multiple: true },
+          'coordinator-client': { type: 'boolean' },
+          days: { type: 'string' },
+        },
       });
       if (values.out === undefined) throw new UsageError('--out DIR is required');
       const { createDevCa } = await import('../tls/dev-ca.js');
@@ -248,6 +258,8 @@ async function main(argv: string[]): Promise<number> {
         outDir: values.out,
         serverNames: values.name ?? [],
         ...(values.client !== undefined && { clientName: values.client }),
+        ...(values.custodian !== undefined && { custodianNames: values.custodian }),
+        ...(values['coordinator-client'] === true && { coordinatorClient: true }),
         ...(values.days !== undefined && { validityDays: int(values.days, 'days', 825) }),
       });
       process.stdout.write(
@@ -257,6 +269,10 @@ async function main(argv: string[]): Promise<number> {
           `server certificate (VEIL_TLS_CERT_FILE):              ${files.serverCertFile}`,
           `server key (VEIL_TLS_KEY_FILE):                       ${files.serverKeyFile}`,
           ...(files.clientCertFile ? [`client certificate and key (mutual TLS):             ${files.clientCertFile} ${files.clientKeyFile}`] : []),
+          ...(files.custodians ?? []).map((c) => `custodian ${c.name} (serve --tls-cert/--tls-key):     ${c.certFile} ${c.keyFile}`),
+          ...(files.coordinatorClientCertFile
+            ? [`coordinator client certificate and key (VEIL_COMMITTEE_TLS_CERT_FILE/KEY_FILE): ${files.coordinatorClientCertFile} ${files.coordinatorClientKeyFile}`]
+            : []),
         ].join('\n') + '\n',
       );
       return 0;

@@ -43,6 +43,20 @@ describe('configuration', () => {
     expect(loadConfig({ ...prod, VEIL_HOST: '127.0.0.1' }).tls).toBeNull();
   });
 
+  it('reads TLS towards custodians and the REST client CA', () => {
+    expect(loadConfig({}).committeeTls).toBeNull();
+    expect(loadConfig({ VEIL_COMMITTEE_TLS_CA_FILE: '/ca', VEIL_COMMITTEE_TLS_CERT_FILE: '/c', VEIL_COMMITTEE_TLS_KEY_FILE: '/k' }).committeeTls).toEqual({
+      caFile: '/ca',
+      certFile: '/c',
+      keyFile: '/k',
+      reloadIntervalMs: 10_000,
+    });
+    expect(loadConfig({ VEIL_COMMITTEE_TLS_CA_FILE: '/ca' }).committeeTls).toMatchObject({ caFile: '/ca', certFile: undefined });
+    expect(() => loadConfig({ VEIL_COMMITTEE_TLS_CERT_FILE: '/c' })).toThrow(/VEIL_COMMITTEE_TLS_CERT_FILE and VEIL_COMMITTEE_TLS_KEY_FILE/);
+    expect(loadConfig({ VEIL_TLS_CERT_FILE: '/c', VEIL_TLS_KEY_FILE: '/k', VEIL_TLS_REST_CLIENT_CA_FILE: '/rca' }).tls).toMatchObject({ restClientCaFile: '/rca', clientCaFile: undefined });
+    expect(() => loadConfig({ VEIL_TLS_REST_CLIENT_CA_FILE: '/rca' })).toThrow(/VEIL_TLS_REST_CLIENT_CA_FILE needs VEIL_TLS_CERT_FILE/);
+  });
+
   it('has documented server limits, each configurable and validated', () => {
     const c = loadConfig({});
     expect(c.grpcLimits).toEqual({ maxConcurrentStreams: 10_000, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000, maxConnectionIdleMs: 300_000, maxConnectionAgeMs: 0 });

@@ -59,7 +59,14 @@ export interface CoordinatorConfig {
    * The files are polled every `reloadIntervalMs` (VEIL_TLS_RELOAD_INTERVAL_MS, default 10 000) and
    * reread on SIGHUP.
    */
-  tls: { certFile: string; keyFile: string; clientCaFile: string | undefined; reloadIntervalMs: number } | null;
+  tls: { certFile: string; keyFile: string; clientCaFile: string | undefined; restClientCaFile?: string | undefined; reloadIntervalMs: number } | null;
+  /**
+   * TLS to custodians at `grpcs://` addresses (issue 12): VEIL_COMMITTEE_TLS_CA_FILE, the CA bundle
+   * their certificates must chain to (pinned; default the system CAs), and VEIL_COMMITTEE_TLS_CERT_FILE /
+   * VEIL_COMMITTEE_TLS_KEY_FILE, the coordinator's client certificate for custodians that require
+   * one (mutual TLS). Polled every VEIL_TLS_RELOAD_INTERVAL_MS and reread on SIGHUP. null: none set.
+   */
+  committeeTls: { caFile: string | undefined; certFile: string | undefined; keyFile: string | undefined; reloadIntervalMs: number } | null;
   /** VEIL_ALLOW_INSECURE: in production, bind a non-loopback address without TLS anyway. Default false. */
   allowInsecure: boolean;
   /** Limits of the gRPC server (devices). */
@@ -144,15 +151,32 @@ function tlsConfig(env: NodeJS.ProcessEnv): CoordinatorConfig['tls'] {
   const cert = env['VEIL_TLS_CERT_FILE'] || undefined;
   const key = env['VEIL_TLS_KEY_FILE'] || undefined;
   const clientCa = env['VEIL_TLS_CLIENT_CA_FILE'] || undefined;
+  const restClientCa = env['VEIL_TLS_REST_CLIENT_CA_FILE'] || undefined;
   if ((cert === undefined) !== (key === undefined)) throw new ConfigError('set both VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE, or neither');
   if (cert === undefined || key === undefined) {
     if (clientCa !== undefined) throw new ConfigError('VEIL_TLS_CLIENT_CA_FILE needs VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE');
+    if (restClientCa !== undefined) throw new ConfigError('VEIL_TLS_REST_CLIENT_CA_FILE needs VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE');
     return null;
   }
   return {
     certFile: resolve(cert),
     keyFile: resolve(key),
     clientCaFile: clientCa === undefined ? undefined : resolve(clientCa),
+    restClientCaFile: restClientCa === undefined ? undefined : resolve(restClientCa),
+    reloadIntervalMs: positiveInt(env, 'VEIL_TLS_RELOAD_INTERVAL_MS', 10_000, DAY_MS, 100),
+  };
+}
+
+function committeeTlsConfig(env: NodeJS.ProcessEnv): CoordinatorConfig['committeeTls'] {
+  const ca = env['VEIL_COMMITTEE_TLS_CA_FILE'] || undefined;
+  const cert = env['VEIL_COMMITTEE_TLS_CERT_FILE'] || undefined;
+  const key = env['VEIL_COMMITTEE_TLS_KEY_FILE'] || undefined;
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('set both VEIL_COMMITTEE_TLS_CERT_FILE and VEIL_COMMITTEE_TLS_KEY_FILE, or neither');
+  if (ca === undefined && cert === undefined) return null;
+  return {
+    caFile: ca === undefined ? undefined : resolve(ca),
+    certFile: cert === undefined ? undefined : resolve(cert),
+    keyFile: key === undefined ? undefined : resolve(key),
     reloadIntervalMs: positiveInt(env, 'VEIL_TLS_RELOAD_INTERVAL_MS', 10_000, DAY_MS, 100),
   };
 }
@@ -165,7 +189,8 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * VEIL_BLOB_DIR, VEIL_ADMIN_TOKEN, VEIL_AUDIT_TOKEN, VEIL_ENROLMENT_SECRET, VEIL_LOG_LEVEL,
  * VEIL_MIGRATE_ON_START, VEIL_KEYS_DIR, VEIL_COMMITTEE_REQUEST_KEY, VEIL_COMMITTEE_DEADLINE_MS, VEIL_UPLOAD_IDLE_TIMEOUT_MS, VEIL_MAX_UPLOAD_STREAMS_PER_DEVICE,
  * VEIL_UPLOAD_MIN_BYTES_PER_SECOND, VEIL_UPLOAD_MIN_RATE_WINDOW_MS, VEIL_UPLOAD_MIN_RATE_GRACE_MS,
- * VEIL_TLS_CERT_FILE, VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_RELOAD_INTERVAL_MS,
+ * VEIL_TLS_CERT_FILE, VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_REST_CLIENT_CA_FILE, VEIL_TLS_RELOAD_INTERVAL_MS,
+ * VEIL_COMMITTEE_TLS_CA_FILE, VEIL_COMMITTEE_TLS_CERT_FILE, VEIL_COMMITTEE_TLS_KEY_FILE,
  * VEIL_ALLOW_INSECURE, the VEIL_GRPC_* and VEIL_HTTP_* limits (see {@link GrpcLimits},
  * {@link HttpLimits}), NODE_ENV. Throws ConfigError with a clear message.
  */
@@ -202,6 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
       graceMs: positiveInt(env, 'VEIL_UPLOAD_MIN_RATE_GRACE_MS', 10_000, 3_600_000, 0),
     },
     tls: tlsConfig(env),
+    committeeTls: committeeTlsConfig(env),
     allowInsecure: bool(env, 'VEIL_ALLOW_INSECURE', false),
     grpcLimits: {
       maxConcurrentStreams: positiveInt(env, 'VEIL_GRPC_MAX_CONCURRENT_STREAMS', 10_000, 1_000_000),

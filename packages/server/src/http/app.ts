@@ -1,7 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { HttpLimits } from '../config/config.js';
-import type { TlsSource } from '../tls/tls-source.js';
+import type { SecureContextOptions } from 'node:tls';
+import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -75,16 +76,21 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = { connectionTimeoutMs: 60_000, re
 
 /**
  * The REST server: HTTPS when `tls` is given (a new certificate applies to new connections via
- * `setSecureContext`), with its timeouts: idle socket, whole request, headers, keep-alive.
+ * `setSecureContext`), with its timeouts: idle socket, whole request, headers, keep-alive. With a
+ * REST client CA (VEIL_TLS_REST_CLIENT_CA_FILE), every caller must present a certificate chaining to
+ * it: a caller without one fails the TLS handshake before any HTTP is read (mutual TLS for admin
+ * and audit callers; the bearer tokens are still required on top).
  */
 function createServer(handler: http.RequestListener, tls: TlsSource | undefined, limits: HttpLimits): http.Server {
   const timeouts = { requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.keepAliveTimeoutMs };
   let server: http.Server;
   if (tls === undefined) server = http.createServer(timeouts, handler);
   else {
-    const { cert, key } = tls.current();
-    const secure = https.createServer({ ...timeouts, cert, key, minVersion: 'TLSv1.2' }, handler);
-    tls.onChange((material) => secure.setSecureContext({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' }));
+    const context = (m: TlsMaterial): SecureContextOptions => ({ cert: m.cert, key: m.key, minVersion: 'TLSv1.2', ...(m.restClientCa !== null && { ca: m.restClientCa }) });
+    // Whether certificates are asked for is fixed at start (the CA itself is reloaded).
+    const mutual = tls.current().restClientCa !== null;
+    const secure = https.createServer({ ...timeouts, ...context(tls.current()), requestCert: mutual, rejectUnauthorized: mutual }, handler);
+    tls.onChange((material) => secure.setSecureContext(context(material)));
     // Fastify listens, routes and closes it as it does its own http.Server.
     server = secure as unknown as http.Server;
   }

@@ -1,6 +1,6 @@
 /**
  * TLS material of both servers, read from files (VEIL_TLS_CERT_FILE,
- * VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE) and reloaded without a restart:
+ * VEIL_TLS_KEY_FILE, VEIL_TLS_CLIENT_CA_FILE, VEIL_TLS_REST_CLIENT_CA_FILE) and reloaded without a restart:
  * the files are polled for changes and `reload()` (SIGHUP) rereads them. New
  * material is checked (the key matches the certificate, Node accepts it)
  * before it replaces the old one; bad material is logged and ignored, so a
@@ -19,6 +19,8 @@ export interface TlsFiles {
   keyFile: string;
   /** PEM CA certificates device certificates must chain to (mutual TLS on gRPC); undefined: no client certificates. */
   clientCaFile: string | undefined;
+  /** PEM CA certificates REST callers' certificates must chain to (mutual TLS on REST); undefined: none asked for. */
+  restClientCaFile?: string | undefined;
 }
 
 /** One consistent set of TLS material. */
@@ -26,6 +28,7 @@ export interface TlsMaterial {
   cert: Buffer;
   key: Buffer;
   clientCa: Buffer | null;
+  restClientCa: Buffer | null;
   /** SHA-256 fingerprint of the leaf certificate (for logs). */
   fingerprint: string;
   /** Leaf certificate's expiry. */
@@ -59,6 +62,7 @@ export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
   const cert = await read(files.certFile, 'certificate');
   const key = await read(files.keyFile, 'key');
   const clientCa = files.clientCaFile === undefined ? null : await read(files.clientCaFile, 'client CA');
+  const restClientCa = files.restClientCaFile === undefined ? null : await read(files.restClientCaFile, 'REST client CA');
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(cert);
@@ -71,14 +75,16 @@ export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
   } catch (error) {
     throw new TlsMaterialError(`TLS material refused (${files.certFile}, ${files.keyFile}): ${(error as Error).message}`);
   }
-  if (clientCa !== null) {
+  for (const [ca, file] of [[clientCa, files.clientCaFile], [restClientCa, files.restClientCaFile]] as const) {
+    if (ca === null) continue;
     try {
-      new X509Certificate(clientCa);
+      new X509Certificate(ca);
+      createSecureContext({ ca });
     } catch (error) {
-      throw new TlsMaterialError(`${files.clientCaFile} is not a PEM certificate: ${(error as Error).message}`);
+      throw new TlsMaterialError(`${file} is not a PEM certificate: ${(error as Error).message}`);
     }
   }
-  return { cert, key, clientCa, fingerprint: leaf.fingerprint256, validTo: leaf.validTo };
+  return { cert, key, clientCa, restClientCa, fingerprint: leaf.fingerprint256, validTo: leaf.validTo };
 }
 
 export interface TlsSourceOptions {
@@ -93,11 +99,12 @@ export async function createTlsSource(options: TlsSourceOptions): Promise<TlsSou
   const { files } = options;
   const log = options.logger.child({ component: 'tls' });
   let material = await readTlsMaterial(files);
-  log.info({ fingerprint: material.fingerprint, validTo: material.validTo, mutual: material.clientCa !== null }, 'TLS material loaded');
+  log.info({ fingerprint: material.fingerprint, validTo: material.validTo, mutual: material.clientCa !== null, restMutual: material.restClientCa !== null }, 'TLS material loaded');
   const listeners: Array<(m: TlsMaterial) => void> = [];
   let reloading: Promise<boolean> | null = null;
+  const sameCa = (a: Buffer | null, b: Buffer | null): boolean => (a === null ? b === null : b !== null && a.equals(b));
   const same = (a: TlsMaterial, b: TlsMaterial): boolean =>
-    a.cert.equals(b.cert) && a.key.equals(b.key) && ((a.clientCa === null && b.clientCa === null) || (a.clientCa !== null && b.clientCa !== null && a.clientCa.equals(b.clientCa)));
+    a.cert.equals(b.cert) && a.key.equals(b.key) && sameCa(a.clientCa, b.clientCa) && sameCa(a.restClientCa, b.restClientCa);
   const reload = (): Promise<boolean> =>
     (reloading ??= (async () => {
       try {
@@ -114,7 +121,7 @@ export async function createTlsSource(options: TlsSourceOptions): Promise<TlsSou
         reloading = null;
       }
     })());
-  const watched = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : [])];
+  const watched = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : []), ...(files.restClientCaFile ? [files.restClientCaFile] : [])];
   let timer: NodeJS.Timeout | null = null;
   // A renewal replaces several files: settle briefly so the pair is read together.
   const changed = (): void => {
