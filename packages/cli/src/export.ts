@@ -36,9 +36,11 @@ export interface ExportCommandResult {
   version: number;
   quantization: string;
   encrypted: boolean;
+  /** int8: where the static ranges came from (`--calibration` file, the task's calibration rounds), or null (dynamic, or not int8). */
+  calibration: 'file' | 'federated' | null;
 }
 
-type Rest = (path: string) => Promise<Response>;
+export type Rest = (path: string) => Promise<Response>;
 
 /**
  * `veil export`: fetches a task's global model through the admin REST API
@@ -48,32 +50,9 @@ type Rest = (path: string) => Promise<Response>;
  * coordinator on that directory (loopback, port 0) for the duration.
  */
 export async function runExport(options: ExportCommandOptions): Promise<ExportCommandResult> {
-  let close: (() => Promise<void>) | null = null;
-  let baseUrl: string;
-  let token: string;
-  if (options.coordinatorHttp !== null) {
-    if (options.adminToken === null) throw new ExportCommandError('--coordinator-http needs VEIL_ADMIN_TOKEN in the environment');
-    baseUrl = options.coordinatorHttp.replace(/\/$/, '');
-    token = options.adminToken;
-  } else {
-    if (options.dataDir === null) throw new ExportCommandError('give --coordinator-http URL (a running coordinator) or --data-dir DIR (a stopped one)');
-    const { createLogger, loadConfig, startCoordinator } = await import('@veil/server');
-    const config = { ...loadConfig({ ...process.env, VEIL_DATA_DIR: options.dataDir }), host: '127.0.0.1', grpcPort: 0, httpPort: 0 };
-    const logger = createLogger({ level: config.logLevel, destination: createWriteStream(join(options.dataDir, 'export.log'), { flags: 'a' }) });
-    const coordinator = await startCoordinator({ config, logger });
-    close = () => coordinator.close();
-    baseUrl = coordinator.httpUrl;
-    token = coordinator.adminToken;
-  }
+  const { baseUrl, token, close } = await openCoordinator(options, 'export.log');
   try {
-    const rest: Rest = async (path) => {
-      const response = await fetch(`${baseUrl}/v1/tasks/${encodeURIComponent(options.taskId)}${path}`, { headers: { authorization: `Bearer ${token}` } });
-      if (!response.ok) {
-        const text = await response.text();
-        throw new ExportCommandError(`GET ${path}: ${response.status} ${text}`);
-      }
-      return response;
-    };
+    const rest = taskRest(baseUrl, token, options.taskId);
     const modelJson = (await (await rest(`/model${options.version === null ? '' : `?version=${options.version}`}`)).json()) as {
       modelTopology: Record<string, unknown>;
       weightsManifest?: { weights: WeightSpec[] }[];
@@ -97,20 +76,66 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
       weightSpecs = modelJson.weightsManifest?.[0]?.weights ?? [];
     }
     let activationRanges: ActivationRanges | undefined;
+    let calibration: ExportCommandResult['calibration'] = null;
     if (options.calibrationFile !== null) {
       if (options.quantize !== 'int8') throw new ExportCommandError('--calibration applies to --quantize int8 only');
       const parsed = JSON.parse(await readFile(options.calibrationFile, 'utf8')) as { activationRanges?: ActivationRanges } & ActivationRanges;
       activationRanges = (parsed.activationRanges ?? parsed) as ActivationRanges;
+      calibration = 'file';
+    } else if (options.quantize === 'int8') {
+      // The task's own calibration rounds, when they ran for this version (404 otherwise: dynamic int8).
+      const found = await fetch(`${baseUrl}/v1/tasks/${encodeURIComponent(options.taskId)}/calibration?version=${modelJson.veil.version}`, { headers: { authorization: `Bearer ${token}` } });
+      if (found.ok) {
+        activationRanges = ((await found.json()) as { activationRanges: ActivationRanges }).activationRanges;
+        calibration = 'federated';
+      } else if (found.status !== 404) {
+        throw new ExportCommandError(`GET /calibration: ${found.status} ${await found.text()}`);
+      } else {
+        await found.body?.cancel();
+      }
     }
     const out = exportModelOnnx({ topology: modelJson.modelTopology, weightSpecs }, weights, {
       quantize: options.quantize,
       ...(activationRanges !== undefined && { activationRanges }),
     });
     await writeFile(options.out, out.bytes);
-    return { out: options.out, bytes: out.bytes.byteLength, version: modelJson.veil.version, quantization: out.quantization, encrypted: modelJson.veil.encrypted };
+    return { out: options.out, bytes: out.bytes.byteLength, version: modelJson.veil.version, quantization: out.quantization, encrypted: modelJson.veil.encrypted, calibration };
   } finally {
     await close?.();
   }
+}
+
+/** Where a command reaches the coordinator: a running one's REST URL and token, or a stopped one's data directory (started on loopback for the command). */
+export interface CoordinatorAccess {
+  coordinatorHttp: string | null;
+  adminToken: string | null;
+  dataDir: string | null;
+}
+
+/** Opens the REST API of `access`; `close` stops a coordinator started for the command. */
+export async function openCoordinator(access: CoordinatorAccess, logFile: string): Promise<{ baseUrl: string; token: string; close: (() => Promise<void>) | null }> {
+  if (access.coordinatorHttp !== null) {
+    if (access.adminToken === null) throw new ExportCommandError('--coordinator-http needs VEIL_ADMIN_TOKEN in the environment');
+    return { baseUrl: access.coordinatorHttp.replace(/\/$/, ''), token: access.adminToken, close: null };
+  }
+  if (access.dataDir === null) throw new ExportCommandError('give --coordinator-http URL (a running coordinator) or --data-dir DIR (a stopped one)');
+  const { createLogger, loadConfig, startCoordinator } = await import('@veil/server');
+  const config = { ...loadConfig({ ...process.env, VEIL_DATA_DIR: access.dataDir }), host: '127.0.0.1', grpcPort: 0, httpPort: 0 };
+  const logger = createLogger({ level: config.logLevel, destination: createWriteStream(join(access.dataDir, logFile), { flags: 'a' }) });
+  const coordinator = await startCoordinator({ config, logger });
+  return { baseUrl: coordinator.httpUrl, token: coordinator.adminToken, close: () => coordinator.close() };
+}
+
+/** GET under /v1/tasks/ID, refusing non-2xx answers with the coordinator's message. */
+export function taskRest(baseUrl: string, token: string, taskId: string): Rest {
+  return async (path) => {
+    const response = await fetch(`${baseUrl}/v1/tasks/${encodeURIComponent(taskId)}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    if (!response.ok) {
+      const text = await response.text();
+      throw new ExportCommandError(`GET ${path}: ${response.status} ${text}`);
+    }
+    return response;
+  };
 }
 
 function toFloat32(bytes: Uint8Array): Float32Array {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
 import { ClientError } from './errors.js';
 import { composeMiddleware, type LocalUpdate, type RoundContext, type UpdateMiddleware } from './middleware.js';
@@ -10,6 +10,7 @@ import type { DeviceKeyMaterial } from '@veil/crypto';
 import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
 import { createCommitteeEncryption, type CommitteeEncryption, type CommitteePins } from './mods/committee.js';
 import { generateEd25519KeyPair, type DeviceCertificate, type RawKeyPair } from '@veil/crypto';
+import { computeCalibrationStatistics } from './export/onnx.js';
 import {
   createDistributedDpMiddleware,
   createLocalDpMiddleware,
@@ -114,6 +115,8 @@ export interface RoundReport {
   evaluation: { accuracy: number; loss: number; exampleCount: number } | null;
   /** The strategy's fit config of the round (`assignment.config`), as training used it. */
   config: Readonly<Record<string, number | string | boolean>>;
+  /** A calibration round's stage (the device reported statistics; `trainLoss` is NaN); absent for training rounds. */
+  calibration?: 'range' | 'histogram';
 }
 
 export interface RunOptions {
@@ -354,6 +357,7 @@ export function createClient(options: ClientOptions): VeilClient {
         .catch((error: unknown) => log.warn({ code: ClientError.from(error).code }, 'evaluation report failed'));
     }
 
+    if (a.calibration) return calibrate(a, a.calibration, run, { clientId, credential, model, weights: global.weights, evaluation });
     const trained = await trainLocal(tf, {
       spec: model,
       weights: global.weights,
@@ -380,7 +384,84 @@ export function createClient(options: ClientOptions): VeilClient {
       notes: {},
     };
     // Order: the app's middleware, then DP (clip + noise, accounted), then encryption, last.
-    let update = await chain(initial, ctx);
+    const { uploadBytes, acceptedCount, exampleCount } = await upload(a, await chain(initial, ctx), ctx, credential, trained.exampleCount, run);
+    return {
+      roundNumber: a.roundNumber,
+      modelVersion: a.modelVersion,
+      exampleCount,
+      trainedExamples: trained.exampleCount,
+      trainLoss: trained.loss,
+      trainMs: trained.durationMs,
+      uploadBytes,
+      acceptedCount,
+      evaluation,
+      config: a.config,
+    };
+  }
+
+  /**
+   * A calibration round (issue 16): the device runs the model on its local data and reports its
+   * activation statistics on the round's grid (`computeCalibrationStatistics`), multiplied by the
+   * round's scale and zero-padded to the model's size, through the same DP and encryption as an
+   * update (not the app's middleware, which is written for model deltas). In committee mode the
+   * frequencies are first rounded stochastically to the encoding's step, so the sum stays unbiased.
+   */
+  async function calibrate(
+    a: Assignment,
+    calibration: NonNullable<Assignment['calibration']>,
+    run: RunOptions,
+    on: { clientId: string; credential: string; model: ModelSpec; weights: Float32Array; evaluation: RoundReport['evaluation'] },
+  ): Promise<RoundReport> {
+    const { tf } = await ensureRuntime();
+    const started = performance.now();
+    const examples = Math.min(run.data.count, a.maxExampleCount);
+    // With local DP the noise dwarfs the encoding's step: no rounding then.
+    const step = committee === null || localDp !== null ? undefined : committee.descriptor.encoding.step / calibration.scale;
+    const statistics = await computeCalibrationStatistics(tf, on.model, on.weights, run.data, calibration.plan, {
+      maxExamples: examples,
+      ...(step !== undefined && { roundingStep: step, random: () => randomBytes(4).readUInt32LE(0) / 2 ** 32 }),
+    });
+    if (statistics.length > on.weights.length) {
+      throw new ClientError('failed_precondition', `the calibration report has ${statistics.length} values, more than the model's ${on.weights.length}`);
+    }
+    const delta = new Float32Array(on.weights.length);
+    for (let i = 0; i < statistics.length; i++) delta[i] = statistics[i]! * calibration.scale;
+    const ctx: RoundContext = {
+      taskId: options.taskId,
+      clientId: on.clientId,
+      roundNumber: a.roundNumber,
+      modelVersion: a.modelVersion,
+      maxExampleCount: a.maxExampleCount,
+      config: a.config,
+      signal: run.signal,
+    };
+    const initial: LocalUpdate = { delta, exampleCount: examples, encoding: 'float32-le', notes: {} };
+    const { uploadBytes, acceptedCount, exampleCount } = await upload(a, initial, ctx, on.credential, examples, run);
+    return {
+      roundNumber: a.roundNumber,
+      modelVersion: a.modelVersion,
+      exampleCount,
+      trainedExamples: examples,
+      trainLoss: Number.NaN,
+      trainMs: performance.now() - started,
+      uploadBytes,
+      acceptedCount,
+      evaluation: on.evaluation,
+      config: a.config,
+      calibration: calibration.plan.round,
+    };
+  }
+
+  /** DP, encryption, then the upload with retries (a retry finding its own payload accepted is success). */
+  async function upload(
+    a: Assignment,
+    start: LocalUpdate,
+    ctx: RoundContext,
+    credential: string,
+    trainedExamples: number,
+    run: RunOptions,
+  ): Promise<{ uploadBytes: number; acceptedCount: number; exampleCount: number }> {
+    let update = start;
     if (localDp !== null) update = await localDp.middleware(update, ctx, async (x) => x);
     if (distributedDp !== null) update = await distributedDp.middleware.middleware(update, ctx, async (x) => x);
     if (encryption !== null) update = await encryption.middleware(update, ctx, async (x) => x);
@@ -393,7 +474,7 @@ export function createClient(options: ClientOptions): VeilClient {
       throw new ClientError('resource_exhausted', `update of ${payload.byteLength} bytes exceeds the round's ${a.maxUpdateBytes}`);
     }
     const sha256 = createHash('sha256').update(payload).digest('hex');
-    const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: update.exampleCount, trainedExamples: trained.exampleCount, encoding: update.encoding, sha256 };
+    const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: update.exampleCount, trainedExamples, encoding: update.encoding, sha256 };
     let attempts = 0;
     const { acceptedCount } = await retry(
       'submit',
@@ -410,18 +491,7 @@ export function createClient(options: ClientOptions): VeilClient {
       },
       run.signal,
     );
-    return {
-      roundNumber: a.roundNumber,
-      modelVersion: a.modelVersion,
-      exampleCount: update.exampleCount,
-      trainedExamples: trained.exampleCount,
-      trainLoss: trained.loss,
-      trainMs: trained.durationMs,
-      uploadBytes: payload.byteLength,
-      acceptedCount,
-      evaluation,
-      config: a.config,
-    };
+    return { uploadBytes: payload.byteLength, acceptedCount, exampleCount: update.exampleCount };
   }
 
   return {

@@ -220,6 +220,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     const http = await buildHttpApp({
       engine,
       store,
+      blobs,
       logger,
       adminToken,
       auditToken,

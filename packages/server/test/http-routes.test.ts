@@ -51,13 +51,15 @@ describe('REST plugins (inject, PostgreSQL, 1,000 seeded rounds)', () => {
       },
     });
     const logger = createLogger({ level: 'silent' });
-    engine = new RoundEngine({ store: counting, blobs: createBlobStore({ dir: join(storage.dataDir, 'blobs') }), logger });
+    const blobs = createBlobStore({ dir: join(storage.dataDir, 'blobs') });
+    engine = new RoundEngine({ store: counting, blobs, logger });
     await engine.start();
     const security = createSecurityStore(opened.db.prisma);
     const throttle = createAuthThrottle();
     app = await buildHttpApp({
       engine,
       store: counting,
+      blobs,
       logger,
       adminToken: ADMIN,
       auditToken: AUDIT,

@@ -25,10 +25,14 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
   export --task ID --format onnx --quantize none|float16|int8 --out FILE
          (--coordinator-http URL | --data-dir DIR) [--device-key DIR] [--version N] [--calibration FILE]
                          write a task's global model as ONNX (float32, float16 weights, or int8: static with
-                         the activation ranges in --calibration FILE, else dynamic). --coordinator-http: a running
+                         the activation ranges in --calibration FILE, else those of the task's own calibration
+                         rounds (task setting calibration), else dynamic). --coordinator-http: a running
                          coordinator (VEIL_ADMIN_TOKEN from the environment); --data-dir: a stopped one's data
                          directory (e.g. veil demo --data-dir DIR), opened for the export. Encrypted tasks need a
                          key holder's --device-key DIR (veil demo: DIR/keys/device)
+  calibration --task ID --out FILE (--coordinator-http URL | --data-dir DIR) [--version N]
+                         write the task's federated calibration statistics (activation ranges and aggregated
+                         histograms of its calibration rounds) to FILE, which export --calibration FILE accepts
   demo [options]         Start a coordinator and simulated devices training MNIST with FedAvg
       --clients N          devices, each its own process (default ${DEMO_DEFAULTS.clients})
       --rounds N           federated rounds (default ${DEMO_DEFAULTS.rounds})
@@ -161,7 +165,7 @@ function demoOptions(args: string[]): DemoOptions & {
   };
 }
 
-const COMMANDS = ['server', 'migrate', 'keys', 'tls', 'custodian', 'authority', 'privacy', 'export', 'demo'] as const;
+const COMMANDS = ['server', 'migrate', 'keys', 'tls', 'custodian', 'authority', 'privacy', 'export', 'calibration', 'demo'] as const;
 
 /**
  * The part of {@link USAGE} about `command` (and `sub`, e.g. `custodian serve`): every entry
@@ -341,7 +345,42 @@ async function main(argv: string[]): Promise<number> {
         throw error;
       });
       if (result === null) return 1;
-      process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `wrote ${result.out}: model version ${result.version}, ${result.quantization}, ${result.bytes} bytes\n`);
+      const ranges = result.calibration === null ? '' : `, ${result.calibration} calibration`;
+      process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `wrote ${result.out}: model version ${result.version}, ${result.quantization}${ranges}, ${result.bytes} bytes\n`);
+      return 0;
+    }
+    case 'calibration': {
+      const { values } = parseArgs({
+        args: rest,
+        strict: true,
+        options: {
+          task: { type: 'string' },
+          out: { type: 'string' },
+          'coordinator-http': { type: 'string' },
+          'data-dir': { type: 'string' },
+          version: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+      });
+      if (values.task === undefined || values.out === undefined) throw new UsageError('veil calibration needs --task ID and --out FILE');
+      if ((values['coordinator-http'] === undefined) === (values['data-dir'] === undefined)) throw new UsageError('give exactly one of --coordinator-http URL and --data-dir DIR');
+      const { runCalibration } = await import('../calibration.js');
+      const result = await runCalibration({
+        taskId: values.task,
+        out: values.out,
+        coordinatorHttp: values['coordinator-http'] ?? null,
+        adminToken: process.env['VEIL_ADMIN_TOKEN'] ?? null,
+        dataDir: values['data-dir'] ?? null,
+        version: values.version === undefined ? null : int(values.version, 'version', 0, 0),
+      }).catch((error: unknown) => {
+        if ((error as Error).name === 'ExportCommandError') {
+          process.stderr.write(`veil calibration: ${(error as Error).message}\n`);
+          return null;
+        }
+        throw error;
+      });
+      if (result === null) return 1;
+      process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `wrote ${result.out}: calibration of model version ${result.modelVersion}, ${result.points} points\n`);
       return 0;
     }
     case 'demo': {

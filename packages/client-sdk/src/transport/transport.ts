@@ -1,3 +1,4 @@
+import type { CalibrationPlan } from '@veil/export';
 import type { UpdateEncodingName } from '../middleware.js';
 import type { ModelSpec } from '../training/types.js';
 
@@ -76,6 +77,11 @@ export interface Assignment {
   evaluate: boolean;
   /** The strategy's settings for this round (e.g. FedProx's `proximalMu`); `{}` for FedAvg. */
   config: Readonly<Record<string, number | string | boolean>>;
+  /**
+   * A calibration round (issue 16): report activation statistics on `plan`'s grid, multiplied by
+   * `scale`, instead of training. Absent or null: a training round.
+   */
+  calibration?: { plan: CalibrationPlan; scale: number } | null;
 }
 
 export type AssignmentResponse =

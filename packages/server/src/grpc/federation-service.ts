@@ -151,13 +151,22 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
         modelSha256: Buffer.from(result.model.sha256, 'hex'),
         modelSizeBytes: result.model.sizeBytes,
         deadlineUnixMs: result.round.deadlineAt.getTime(),
-        training: result.round.config,
+        training: { epochs: result.round.config.epochs, batchSize: result.round.config.batchSize, learningRate: result.round.config.learningRate },
         updateEncoding: UPDATE_ENCODING_NAMES[result.updateEncoding],
         maxUpdateBytes: result.maxUpdateBytes,
         maxExampleCount: result.maxExampleCount,
         evaluate: true,
         privacy: privacySpec(result.privacy),
         config: toConfigMessages(result.round.fitConfig),
+        ...(result.calibration !== null && {
+          calibration: {
+            stage: result.calibration.plan.round,
+            scale: result.calibration.scale,
+            points: result.calibration.plan.points.map((p) =>
+              p.grid.kind === 'linear' ? { name: p.name, linear: true, min: p.grid.min, max: p.grid.max, bins: p.grid.bins } : { name: p.name, linear: false },
+            ),
+          },
+        }),
       };
       return { assignment };
     }

@@ -24,6 +24,8 @@ import type { DeviceAuth } from '../grpc/device-auth.js';
 import type { AuditTrail } from '../security/audit-trail.js';
 import type { SecurityStore } from '../security/ports.js';
 import { createModelExportService } from '../services/model-export.js';
+import { createCalibrationStatisticsService } from '../services/calibration-statistics.js';
+import type { BlobStore } from '../blobs/blob-store.js';
 import { exportRoutes } from './routes/export.js';
 import { dashboardRoutes } from './routes/dashboard.js';
 import { eventRoutes } from './routes/events.js';
@@ -39,6 +41,8 @@ import type { FederationServiceHandlers } from '@veil/protocol';
 export interface HttpAppOptions {
   engine: RoundEngine;
   store: FederationStore;
+  /** Read-only use: calibration statistics (services/calibration-statistics.ts). */
+  blobs: Pick<BlobStore, 'get'>;
   logger: Logger;
   /** Bearer token of every admin route (mutations and reads). */
   adminToken: string;
@@ -165,7 +169,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(modelRoutes, { engine, store, tasks });
   await app.register(privacyRoutes, { privacy });
   await app.register(committeeRoutes, { tasks });
-  await app.register(exportRoutes, { exporter: createModelExportService({ getTask: tasks.getTask, readModelVersion: (id, v) => engine.readModelVersion(id, v) }) });
+  const calibration = createCalibrationStatisticsService({ getTask: tasks.getTask, getRound: (id, n) => store.getRound(id, n), readBlob: (ref) => options.blobs.get(ref) });
+  const exporter = createModelExportService({
+    getTask: tasks.getTask,
+    readModelVersion: (id, v) => engine.readModelVersion(id, v),
+    calibratedRanges: async (id, v) => (await calibration.find(id, v))?.activationRanges ?? null,
+  });
+  await app.register(exportRoutes, { exporter, calibration });
   const live = createLiveRounds({ engine, store });
   app.addHook('onClose', async () => live.close());
   await app.register(eventRoutes, { live, tasks });

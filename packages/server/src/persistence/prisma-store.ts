@@ -12,7 +12,7 @@ import type {
   Task,
   TaskEncryption,
   TaskSettings,
-  TrainingSettings,
+  RoundConfig,
   WeightSpecJson,
 } from '../rounds/model.js';
 import type { DeviceRecord, FederationStore, ModelEvaluationRecord, RecordSubmissionResult, RoundRecord } from '../rounds/ports.js';
@@ -76,7 +76,7 @@ function toRound(row: RoundRow): Round {
     minClients: row.minClients,
     receivedCount: row.receivedCount,
     deadlineAt: row.deadlineAt,
-    config: row.config as unknown as TrainingSettings,
+    config: row.config as unknown as RoundConfig,
     fitConfig: (row.fitConfig as FitConfig | null) ?? {},
     summary: (row.summary as unknown as RoundSummary | null) ?? null,
     openedAt: row.openedAt,

@@ -1,3 +1,4 @@
+import type { CalibrationInput } from './calibration.js';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { createCryptoRng } from '@veil/privacy';
@@ -141,7 +142,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   // ------------------------------------------------------------------ tasks
 
   createTask(
-    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown; committee?: CommitteeInput },
+    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown; committee?: CommitteeInput; calibration?: CalibrationInput },
     model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
   ): Promise<Task> {
     return this.tasks.createTask(input, model);

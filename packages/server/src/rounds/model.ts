@@ -1,4 +1,5 @@
 /** Domain types of the coordinator. No transport or ORM types appear here. */
+import type { CalibrationOutcome, CalibrationRoundConfig, CalibrationSettings } from './calibration.js';
 
 export type TaskStatus = 'DRAFT' | 'RUNNING' | 'PAUSED' | 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED';
 
@@ -87,6 +88,8 @@ export interface TaskSettings {
   committee?: CommitteeSettings | null;
   /** Device identities (not revoked) the task admits at most; Join beyond it is refused. */
   maxDevices: number;
+  /** Calibration rounds after the training rounds (issue 16, rounds/calibration.ts); absent or null: none. */
+  calibration?: CalibrationSettings | null;
 }
 
 /** A committee task's descriptor as the coordinator stores and announces it. */
@@ -139,7 +142,12 @@ export interface RoundSummary {
   aggregationMs: number;
   /** Committee rounds: which custodians approved the decryption, for how many devices. */
   committee?: CommitteeRoundSummary;
+  /** Calibration rounds: what the aggregated statistics gave (rounds/calibration.ts). */
+  calibration?: CalibrationOutcome;
 }
+
+/** A round's stored config: the local training settings and, on a calibration round, its plan. */
+export type RoundConfig = TrainingSettings & { calibration?: CalibrationRoundConfig };
 
 export interface Round {
   id: string;
@@ -152,7 +160,7 @@ export interface Round {
   minClients: number;
   receivedCount: number;
   deadlineAt: Date;
-  config: TrainingSettings;
+  config: RoundConfig;
   /** The strategy's fit config sent to this round's devices with their assignment (`{}` until the round collects). */
   fitConfig: FitConfig;
   summary: RoundSummary | null;

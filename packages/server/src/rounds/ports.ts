@@ -12,7 +12,7 @@ import type {
   TaskEncryption,
   TaskSettings,
   TaskStatus,
-  TrainingSettings,
+  RoundConfig,
   WeightSpecJson,
 } from './model.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
@@ -91,7 +91,7 @@ export interface FederationStore {
     number: number;
     baseModelVersion: number;
     minClients: number;
-    config: TrainingSettings;
+    config: RoundConfig;
   }): Promise<Round>;
   /**
    * SELECTING -> COLLECTING with the selected participants, the deadline and

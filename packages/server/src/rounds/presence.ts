@@ -1,3 +1,4 @@
+import type { CalibrationRoundConfig } from './calibration.js';
 import type { PrivacySettings } from '../privacy/settings.js';
 import type { Client, Round, TaskStatus, UpdateEncoding } from './model.js';
 import { maxUpdateBytes } from './sizes.js';
@@ -14,6 +15,8 @@ export type AssignmentResult =
       maxExampleCount: number;
       updateEncoding: UpdateEncoding;
       privacy: PrivacySettings | null;
+      /** A calibration round's plan (the device reports statistics instead of training), or null. */
+      calibration: CalibrationRoundConfig | null;
     }
   | { kind: 'idle'; taskStatus: TaskStatus; currentRound: number }
   | { kind: 'ended'; taskStatus: TaskStatus; reason: string; finalModelVersion: number };
@@ -117,6 +120,7 @@ export class Presence {
         maxExampleCount: task.settings.maxExampleCount,
         updateEncoding: task.settings.updateEncoding,
         privacy: task.settings.privacy,
+        calibration: round.config.calibration ?? null,
       };
     }
     return null;

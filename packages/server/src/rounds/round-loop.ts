@@ -14,6 +14,18 @@ import type { EngineContext } from './engine-context.js';
 import { OpenRound } from './open-round.js';
 import type { Presence } from './presence.js';
 import { loadStrategyState, newAggregator, roundStrategy, wake, type TaskRuntime } from './task-runtime.js';
+import {
+  calibrationRoundConfig,
+  calibrationStage,
+  concludeCalibration,
+  encodeStatistics,
+  readStatistics,
+  statisticsBlobKey,
+  totalRounds,
+  type CalibrationOutcome,
+  type CalibrationRoundConfig,
+} from './calibration.js';
+import { finishStatistics } from '../aggregation/statistics.js';
 
 /**
  * The round loop: runs each task's rounds as a persisted state machine
@@ -87,9 +99,21 @@ export class RoundLoop {
       return;
     }
     const number = (previous?.number ?? 0) + 1;
-    if (number > rt.task.settings.rounds) {
-      await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran`);
+    if (number > totalRounds(rt.task.settings)) {
+      const calibrated = previous?.summary?.calibration?.activationRanges !== undefined;
+      const note = !rt.task.settings.calibration ? '' : calibrated ? '; the model was calibrated' : `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`;
+      await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran${note}`);
       return;
+    }
+    const stage = calibrationStage(number, rt.task.settings);
+    let calibration: CalibrationRoundConfig | null = null;
+    if (stage !== null) {
+      const before = previous?.state === 'CLOSED' ? (previous.summary?.calibration ?? null) : null;
+      calibration = calibrationRoundConfig(stage, rt.task.settings.calibration!, rt.task.settings.privacy, before);
+      if (calibration === null) {
+        await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran; calibration did not complete (round ${previous?.number ?? number - 1} failed)`);
+        return;
+      }
     }
     const privacy = rt.task.settings.privacy;
     if (privacy !== null) {
@@ -106,7 +130,7 @@ export class RoundLoop {
       number,
       baseModelVersion: rt.task.currentModelVersion,
       minClients: rt.task.settings.minClients,
-      config: rt.task.settings.training,
+      config: calibration === null ? rt.task.settings.training : { ...rt.task.settings.training, calibration },
     });
     this.installRound(rt, round);
     this.ctx.log.info({ taskId: rt.task.id, roundNumber: number }, 'round opened');
@@ -225,8 +249,12 @@ export class RoundLoop {
       this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'rebuilding aggregate from the store');
       await this.rebuildAggregate(rt, open);
     }
-    const model = await this.loadModel(rt);
     const failures: FitFailure[] = [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
+    if (round.config.calibration !== undefined) {
+      await this.finishCalibration(rt, open, round.config.calibration, submissions, failures, started);
+      return;
+    }
+    const model = await this.loadModel(rt);
     const state = await loadStrategyState(this.ctx, rt);
     let result: Awaited<ReturnType<RoundAggregator['finish']>>;
     try {
@@ -280,6 +308,62 @@ export class RoundLoop {
     if (privacy === null || decryption === undefined) return null;
     const last = await this.ctx.store.lastLedgerEntry(rt.task.id);
     return decryptionLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, last, decryption: decryption.record, clientIds: decryption.clientIds, at: new Date(this.ctx.clock.now()) });
+  }
+
+  /**
+   * Closes a calibration round (rounds/calibration.ts): the reports' weighted mean, the
+   * statistics read from it (stored before the round closes; a crash in between aggregates and
+   * writes them again), and what they give: the next round's plan or the activation ranges.
+   */
+  private async finishCalibration(
+    rt: TaskRuntime,
+    open: OpenRound,
+    config: CalibrationRoundConfig,
+    submissions: readonly { exampleCount: number; sizeBytes: number }[],
+    failures: FitFailure[],
+    started: number,
+  ): Promise<void> {
+    const round = open.round;
+    let outcome: CalibrationOutcome;
+    let committee: RoundSummary['committee'];
+    let decryption: RoundResult['decryption'];
+    try {
+      const result = await finishStatistics(open.aggregator!, rt.task.parameterCount, failures);
+      if (result === null) throw new VeilError('failed_precondition', 'no statistics were reported');
+      committee = result.committee;
+      decryption = result.decryption;
+      const statistics = readStatistics(result.mean, config);
+      const conclusion = concludeCalibration(config, statistics, rt.task.settings.calibration!);
+      const key = statisticsBlobKey(rt.task.id, round.number);
+      const ref = await this.ctx.blobs.put(key, encodeStatistics(statistics));
+      outcome = {
+        stage: config.plan.round,
+        modelVersion: round.baseModelVersion,
+        statistics: { key, sha256: ref.sha256, sizeBytes: ref.sizeBytes, length: statistics.length },
+        ...conclusion,
+      };
+    } catch (error) {
+      await this.failOpenRound(rt, round, `calibration failed: ${safeReason(error)}`, error);
+      return;
+    }
+    const summary: RoundSummary = {
+      participants: submissions.length,
+      dropped: failures.length,
+      examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
+      uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
+      modelVersion: null,
+      aggregationMs: Math.round(performance.now() - started),
+      ...(committee !== undefined && { committee }),
+      calibration: outcome,
+    };
+    // A DP committee task's calibration decryption is chained in the ledger like a training round's.
+    const ledgerEntry = await this.decryptionRecord(rt, round, decryption);
+    const closed = await this.ctx.store.closeRound(round.id, null, summary, ledgerEntry === null ? undefined : { ledgerEntry });
+    if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
+    this.ctx.log.info({ taskId: rt.task.id, roundNumber: round.number, stage: outcome.stage, modelVersion: outcome.modelVersion, participants: summary.participants }, 'calibration round closed');
+    this.settleRound(rt);
+    this.ctx.events.emit('round-closed', { taskId: rt.task.id, round: closed });
+    await this.openNextRound(rt, closed);
   }
 
   /** Fails `round` (any open state) with `reason` and opens the next one. */

@@ -11,6 +11,8 @@ import { updateValueCount } from './sizes.js';
 import { createMutex, type Mutex } from './mutex.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
+import { calibrationStage } from './calibration.js';
+import { createStatisticsAggregator } from '../aggregation/statistics.js';
 import type { PendingRecord } from './intake.js';
 
 /** Per-task state held in memory; always rebuildable from the store and the blob store. */
@@ -132,6 +134,11 @@ export async function roundStrategy(ctx: EngineContext, rt: TaskRuntime): Promis
 }
 
 export async function newAggregator(ctx: EngineContext, rt: TaskRuntime, round: number): Promise<RoundAggregator> {
+  if (calibrationStage(round, rt.task.settings) !== null) {
+    // A calibration round sums statistics reports (aggregation/statistics.ts), not the strategy's updates.
+    const committee = committeeTask(ctx, rt);
+    return createStatisticsAggregator(committee === null ? { kind: 'plaintext' } : { kind: 'committee', task: committee }, round, rt.task.parameterCount);
+  }
   const strategy = await roundStrategy(ctx, rt);
   return strategy.createRoundAggregator({ round, parameterCount: rt.task.parameterCount, state: await loadStrategyState(ctx, rt) });
 }

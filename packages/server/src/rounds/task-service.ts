@@ -9,6 +9,7 @@ import type { CommitteeSettings, Task, TaskEncryption, TaskSettings } from './mo
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import type { EngineContext } from './engine-context.js';
 import { wake, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
+import { resolveCalibrationSettings, totalRounds, type CalibrationInput } from './calibration.js';
 
 /** Committee mode requested at task creation: the authority-signed descriptor (base64 canonical bytes, or the object). */
 export interface CommitteeInput {
@@ -34,7 +35,7 @@ export class TaskService {
   ) {}
 
   async createTask(
-    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown; committee?: CommitteeInput },
+    input: TaskInput & { encryption?: EncryptionInput; strategy?: unknown; committee?: CommitteeInput; calibration?: CalibrationInput },
     model: { topology: Record<string, unknown>; weightSpecs: unknown; weights: Float32Array },
   ): Promise<Task> {
     if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
@@ -85,6 +86,14 @@ export class TaskService {
       }
       settings.updateEncoding = 'bfv-v1';
       settings.updateBound = null;
+    }
+    settings.calibration = resolveCalibrationSettings(
+      input.calibration,
+      { topology: model.topology, weightSpecs: specs, weights: model.weights },
+      { parameterCount, privacy: settings.privacy, sharedKey: encryption !== null },
+    );
+    if (committee !== null && totalRounds(settings) > committee.descriptor.maxRounds) {
+      throw new VeilError('invalid_argument', `rounds ${settings.rounds} and 2 calibration rounds exceed the descriptor's maxRounds ${committee.descriptor.maxRounds}`);
     }
     // DP tasks select by Poisson sampling, capped at maxCount: the most updates one sum can hold.
     if (settings.privacy !== null && settings.selection.kind === 'poisson') {

@@ -55,7 +55,15 @@ describe('committee audit', () => {
     const twice = auditCommitteeRounds(task, [round(1, 3, [answer(1, 1, 3), answer(1, 1, 3)])]);
     expect(twice.rounds[0]!.problems.join('; ')).toMatch(/listed twice.*threshold is 2/);
     const none = auditCommitteeRounds(task, [{ number: 1, state: 'CLOSED', summary: { modelVersion: 1 } } as unknown as Round]);
-    expect(none.rounds[0]!.problems).toEqual(['no custodian answers recorded for a new model version']);
+    expect(none.rounds[0]!.problems).toEqual(['no custodian answers recorded for a decrypted aggregate']);
     expect([edited, replayed, forged, twice, none].every((a) => !a.valid)).toBe(true);
+  });
+
+  it('audits calibration rounds too: their statistics are a decrypted aggregate without a model version', () => {
+    const calibration = { number: 3, state: 'CLOSED', summary: { modelVersion: null, calibration: { stage: 'range' }, committee: { deviceCount: 3, custodians: [], answers: [answer(1, 3, 3), answer(2, 3, 3)], failures: [] } } } as unknown as Round;
+    const missing = { number: 4, state: 'CLOSED', summary: { modelVersion: null, calibration: { stage: 'histogram' } } } as unknown as Round;
+    const failed = { number: 5, state: 'FAILED', summary: null } as unknown as Round;
+    const audit = auditCommitteeRounds(task, [calibration, missing, failed]);
+    expect(audit.rounds.map((r) => [r.roundNumber, r.approvedBy, r.valid])).toEqual([[3, [1, 2], true], [4, [], false]]);
   });
 });

@@ -43,13 +43,14 @@ export function auditCommitteeRounds(task: Task, rounds: readonly Round[]): Comm
   const descriptor = JSON.parse(Buffer.from(settings.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
   const dh = hashDescriptor(descriptor);
   const audited = rounds
-    .filter((r) => r.state === 'CLOSED' && r.summary?.modelVersion != null)
+    // Every decryption the committee approved: a new model version, or a calibration round's statistics.
+    .filter((r) => r.state === 'CLOSED' && (r.summary?.modelVersion != null || r.summary?.calibration !== undefined))
     .map((round): CommitteeRoundAudit => {
       const record = round.summary?.committee;
       const problems: string[] = [];
       const approvedBy: number[] = [];
       if (record === undefined) {
-        return { roundNumber: round.number, state: round.state, deviceCount: null, approvedBy, valid: false, problems: ['no custodian answers recorded for a new model version'] };
+        return { roundNumber: round.number, state: round.state, deviceCount: null, approvedBy, valid: false, problems: ['no custodian answers recorded for a decrypted aggregate'] };
       }
       for (const answer of record.answers as SignedCustodianAnswer[]) {
         try {

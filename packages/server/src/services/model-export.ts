@@ -7,6 +7,8 @@ import type { Task } from '../rounds/model.js';
 export interface ModelExportPorts {
   getTask(taskId: string): Promise<Task>;
   readModelVersion(taskId: string, version: number): Promise<{ version: number; bytes: Uint8Array; encoding: string }>;
+  /** The activation ranges the task's calibration rounds chose for `version`, or null (services/calibration-statistics.ts). Default: none. */
+  calibratedRanges?(taskId: string, version: number): Promise<ActivationRanges | null>;
 }
 
 /** One export request. */
@@ -17,7 +19,10 @@ export interface ModelExportRequest {
   quantize: Quantization;
   /** Model version; default the task's current one. */
   version?: number;
-  /** int8 only: calibrated activation ranges (static quantisation); absent gives dynamic quantisation. */
+  /**
+   * int8 only: calibrated activation ranges (static quantisation). Absent: the ranges of the
+   * task's own calibration rounds for this version when it has them, else dynamic quantisation.
+   */
   activationRanges?: ActivationRanges;
 }
 
@@ -26,6 +31,8 @@ export interface ModelExportResult {
   bytes: Uint8Array;
   version: number;
   quantization: string;
+  /** Where int8 static ranges came from: the request, the task's calibration rounds (`federated`), or none. */
+  calibration: 'request' | 'federated' | null;
 }
 
 export interface ModelExportService {
@@ -68,12 +75,21 @@ export function createModelExportService(ports: ModelExportPorts): ModelExportSe
           `model version ${version} of this task is an encrypted sum; only a key holder can export it (veil export --device-key DIR)`,
         );
       }
+      let activationRanges = request.activationRanges;
+      let calibration: ModelExportResult['calibration'] = activationRanges === undefined ? null : 'request';
+      if (activationRanges === undefined && request.quantize === 'int8' && ports.calibratedRanges !== undefined) {
+        const federated = await ports.calibratedRanges(taskId, version);
+        if (federated !== null) {
+          activationRanges = federated;
+          calibration = 'federated';
+        }
+      }
       try {
         const out = exportOnnx(
           { topology: task.modelTopology, weightSpecs: task.weightSpecs, weights: bytesToFloat32(model.bytes) },
-          { quantize: request.quantize, ...(request.activationRanges !== undefined && { activationRanges: request.activationRanges }) },
+          { quantize: request.quantize, ...(activationRanges !== undefined && { activationRanges }) },
         );
-        return { bytes: out.bytes, version, quantization: out.quantization };
+        return { bytes: out.bytes, version, quantization: out.quantization, calibration: request.quantize === 'int8' ? calibration : null };
       } catch (error) {
         throw toVeilError(error);
       }

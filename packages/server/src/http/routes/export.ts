@@ -1,9 +1,11 @@
 import type { FastifyPluginAsync } from 'fastify';
+import type { CalibrationStatisticsService } from '../../services/calibration-statistics.js';
 import type { ModelExportRequest, ModelExportService } from '../../services/model-export.js';
 import { errorResponses, idParams, secured } from './common.js';
 
 export interface ExportRoutesOptions {
   exporter: ModelExportService;
+  calibration: CalibrationStatisticsService;
 }
 
 const rangeSchema = {
@@ -25,7 +27,8 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
       schema: {
         ...secured,
         tags: ['models'],
-        summary: 'The global model as ONNX (float32, float16, or int8: static with calibrated activation ranges, else dynamic)',
+        summary:
+          "The global model as ONNX (float32, float16, or int8: static with the request's activation ranges or else the task's own calibration rounds' (x-veil-calibration: request | federated), else dynamic)",
         params: idParams,
         body: {
           type: 'object',
@@ -52,7 +55,25 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
         .header('content-disposition', `attachment; filename="model-v${out.version}.onnx"`)
         .header('x-veil-model-version', String(out.version))
         .header('x-veil-export-quantization', out.quantization)
+        .header('x-veil-calibration', out.calibration ?? 'none')
         .send(Buffer.from(out.bytes.buffer, out.bytes.byteOffset, out.bytes.byteLength));
     },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { version?: number } }>(
+    '/v1/tasks/:id/calibration',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        ...secured,
+        tags: ['models'],
+        summary:
+          "The task's federated calibration statistics (the file veil calibration writes and veil export --calibration reads): the activation ranges chosen for the calibrated model version and the aggregated histograms",
+        params: idParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'integer', minimum: 0, maximum: 2_147_483_647 } } },
+        response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+      },
+    },
+    async (request) => options.calibration.get(request.params.id, request.query.version),
   );
 };

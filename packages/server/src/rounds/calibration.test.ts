@@ -1,0 +1,99 @@
+import { createCalibrationCollector, planRangeRound, statisticsLength } from '@veil/export';
+import { describe, expect, it } from 'vitest';
+import { VeilError } from '../errors.js';
+import type { PrivacySettings } from '../privacy/settings.js';
+import { calibrationRoundConfig, calibrationStage, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
+
+/** A 4-8-3 MLP in TF.js layers JSON (what tasks store). */
+function mlp(hidden = 8) {
+  const topology = {
+    class_name: 'Sequential',
+    config: {
+      name: 'm',
+      layers: [
+        { class_name: 'Dense', config: { name: 'hidden', units: hidden, activation: 'relu', use_bias: true, batch_input_shape: [null, 4] } },
+        { class_name: 'Dense', config: { name: 'out', units: 3, activation: 'softmax', use_bias: true } },
+      ],
+    },
+  };
+  const weightSpecs = [
+    { name: 'hidden/kernel', shape: [4, hidden], dtype: 'float32' },
+    { name: 'hidden/bias', shape: [hidden], dtype: 'float32' },
+    { name: 'out/kernel', shape: [hidden, 3], dtype: 'float32' },
+    { name: 'out/bias', shape: [3], dtype: 'float32' },
+  ];
+  const count = 4 * hidden + hidden + hidden * 3 + 3;
+  return { topology, weightSpecs, weights: new Float32Array(count).fill(0.1), count };
+}
+
+const local: PrivacySettings = { mode: 'local', epsilonCap: 10, delta: 1e-5, noiseMultiplier: 1.1, clipNorm: 0.5, samplingRate: 1, distributed: null } as unknown as PrivacySettings;
+
+describe('calibration settings', () => {
+  const big = mlp(600); // 600 x 4 + 600 + 1800 + 3 = 4803 parameters: room for 2 points x 2048 bins
+  const context = { parameterCount: big.count, privacy: null, sharedKey: false };
+
+  it('resolves defaults against the model: its calibration points, bins that fit its size', () => {
+    expect(resolveCalibrationSettings(undefined, big, context)).toBeNull();
+    expect(resolveCalibrationSettings(false, big, context)).toBeNull();
+    const s = resolveCalibrationSettings(true, big, context)!;
+    expect(s).toEqual({ points: [':input', 'hidden'], method: 'percentile', percentile: 99.99, bins: 2048, tailFraction: 0.001 });
+    expect(resolveCalibrationSettings({ method: 'kl', bins: 512 }, big, context)).toMatchObject({ method: 'kl', bins: 512 });
+  });
+
+  it('refuses what it cannot run, with the reason', () => {
+    const refuse = (input: unknown, ctx: Partial<typeof context> & { privacy?: PrivacySettings | null }, model = big) => {
+      try {
+        resolveCalibrationSettings(input as never, model, { ...context, ...ctx });
+      } catch (error) {
+        expect(error).toBeInstanceOf(VeilError);
+        expect((error as VeilError).code).toBe('invalid_argument');
+        return (error as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    expect(refuse(true, { sharedKey: true })).toMatch(/shared key/);
+    expect(refuse(true, { privacy: { ...local, mode: 'distributed' } as PrivacySettings })).toMatch(/local differential privacy only/);
+    expect(refuse({ method: 'median' }, {})).toMatch(/method/);
+    expect(refuse({ bins: 100 }, {})).toMatch(/bins/);
+    expect(refuse({ colour: 1 }, {})).toMatch(/no option colour/);
+    const small = mlp(8); // 67 parameters: a range report alone needs 386 values per point
+    expect(refuse(true, { parameterCount: small.count }, small)).toMatch(/exceed the model's 67 parameters/);
+  });
+
+  it('numbers the calibration rounds after the training rounds', () => {
+    const settings = { rounds: 4, calibration: resolveCalibrationSettings(true, big, context) };
+    expect(totalRounds(settings)).toBe(6);
+    expect([4, 5, 6, 7].map((n) => calibrationStage(n, settings))).toEqual([null, 'range', 'histogram', null]);
+    expect(totalRounds({ rounds: 4, calibration: null })).toBe(4);
+    expect(calibrationStage(5, { rounds: 4 })).toBeNull();
+    // The histogram round needs a closed range round's plan.
+    expect(calibrationRoundConfig('histogram', settings.calibration!, null, null)).toBeNull();
+    expect(calibrationRoundConfig('range', settings.calibration!, null, null)).toEqual({ plan: planRangeRound([':input', 'hidden']), scale: 1 });
+  });
+});
+
+describe('the DP scale of a report', () => {
+  it('puts any frequency report within the clip norm: each part sums to 1, so its L2 norm is at most 1', () => {
+    const plan = planRangeRound([':input', 'a', 'b']);
+    const scale = reportScale(plan, local);
+    expect(scale).toBeCloseTo(0.5 / Math.sqrt(6), 15);
+    // The worst case: every part's mass on one bin (norm sqrt(6) before scaling).
+    const collector = createCalibrationCollector(plan);
+    for (const p of plan.points) collector.add(p.name, new Float32Array([3, 3, 3, 3]), 1);
+    const report = collector.finish();
+    const norm = Math.hypot(...Array.from(report, (v) => v * scale));
+    expect(norm).toBeCloseTo(0.5, 6);
+    expect(reportScale(plan, null)).toBe(1);
+  });
+
+  it('reads the statistics back from a padded mean in frequency units, and stores them losslessly', () => {
+    const plan = planRangeRound(['x']);
+    const length = statisticsLength(plan);
+    const mean = new Float32Array(length + 10).map((_, i) => (i < length ? 0.25 * (i % 3) : 99));
+    const stats = readStatistics(mean, { plan, scale: 0.25 });
+    expect(stats).toHaveLength(length);
+    expect(stats[1]).toBe(1);
+    expect(stats[2]).toBe(2);
+    expect(decodeStatistics(encodeStatistics(stats))).toEqual(stats);
+  });
+});

@@ -1,0 +1,218 @@
+/**
+ * Federated int8 calibration inside the round loop (issue 16 item 3).
+ *
+ * A task created with `calibration` runs, after its last training round, two
+ * calibration rounds on the final model: a **range** round and a
+ * **histogram** round (`@veil/export`'s two-round protocol, see
+ * packages/export/src/calibration.ts). A selected device runs the model on
+ * its local data and uploads its statistics on the round's fixed grid as a
+ * vector of frequencies (each point's part sums to 1, or 2 in the range
+ * round), zero-padded to the model's parameter count so that it travels and
+ * is aggregated exactly like an update: a plaintext example-weighted sum, or
+ * the committee's decrypted sum (custodians answer for that round number).
+ * The coordinator reads the pooled distribution from the mean, plans the
+ * histogram round from the range round, and picks the activation ranges from
+ * the histogram round; they are stored with the model version
+ * (`RoundSummary.calibration`) and used by the int8 export.
+ *
+ * Differential privacy (local mode): a device scales its report by
+ * `scale = C / sqrt(m)` (C the task's clipNorm, m = points in the histogram
+ * round, 2·points in the range round) before its DP middleware clips to C and
+ * adds N(0, (zC)² I). A frequency vector whose parts each sum to 1 has L2
+ * norm at most sqrt(m) (each part's L2 norm is at most its L1 norm, 1), so
+ * the scaled report already lies within the clip norm and the round is the
+ * Gaussian mechanism with the same L2 sensitivity C and noise multiplier z as
+ * a training round (Dwork & Roth 2014, "The Algorithmic Foundations of
+ * Differential Privacy", Thm A.1; in RDP, Mironov 2017, "Rényi Differential
+ * Privacy", Prop. 3: ε(α) = α / (2z²) per round, subsampled as the task's
+ * rounds are). It is therefore charged to the privacy ledger as its own
+ * entry (its round number) with the task's parameters, by the same budget
+ * check as a training round. In frequency units the noise of one report has
+ * standard deviation z·sqrt(m) per value; the coordinator divides the mean
+ * by `scale` and clamps negative frequencies to 0.
+ *
+ * Shared-key (BFV) tasks cannot calibrate here: their sums are opened only by
+ * key holders, never by the coordinator. Distributed DP is refused too (its
+ * noise is calibrated to model updates' integer grid).
+ */
+import {
+  ExportError,
+  calibrationPoints,
+  chooseActivationRanges,
+  parseModel,
+  planHistogramRound,
+  planRangeRound,
+  statisticsLength,
+  type ActivationRanges,
+  type CalibrationPlan,
+  type ExportableModel,
+  type RangeMethod,
+} from '@veil/export';
+import { VeilError } from '../errors.js';
+import type { PrivacySettings } from '../privacy/settings.js';
+
+/** A task's calibration settings (null: the task runs no calibration rounds). */
+export interface CalibrationSettings {
+  /** Calibration points of the model (`calibrationPoints`), in order. */
+  points: string[];
+  /** How ranges are picked from the aggregated histograms. Default `percentile`. */
+  method: RangeMethod;
+  /** `percentile` only: share of |activations| kept inside the range, in percent. Default 99.99. */
+  percentile: number;
+  /** Linear bins per point in the histogram round. Default min(2048, parameterCount / points), at least 256 (smaller models are refused). */
+  bins: number;
+  /** Share of examples whose extreme activation may fall outside the histogram grid. Default 0.001. */
+  tailFraction: number;
+}
+
+/** What a task creation may say about calibration: `true`, or options. */
+export type CalibrationInput = boolean | { method?: unknown; percentile?: unknown; bins?: unknown; tailFraction?: unknown };
+
+/** A calibration round's instructions, stored in the round's config and sent to its devices. */
+export interface CalibrationRoundConfig {
+  plan: CalibrationPlan;
+  /** Devices multiply their frequency report by this before their middleware (1 without DP; C / sqrt(m) with local DP). */
+  scale: number;
+}
+
+/** What a closed calibration round recorded (in its summary). */
+export interface CalibrationOutcome {
+  stage: CalibrationPlan['round'];
+  /** The model version the statistics describe. */
+  modelVersion: number;
+  /** The aggregated statistics (frequencies, noise included, not clamped): blob reference. */
+  statistics: { key: string; sha256: string; sizeBytes: number; length: number };
+  /** Range round: the histogram round's plan. */
+  nextPlan?: CalibrationPlan;
+  /** Histogram round: the activation ranges chosen. */
+  activationRanges?: ActivationRanges;
+}
+
+/** The values of one range-round point: sign x log2 grid, maxima and minima (see @veil/export). */
+const RANGE_VALUES_PER_POINT = statisticsLength(planRangeRound(['x']));
+
+const invalid = (message: string): never => {
+  throw new VeilError('invalid_argument', message);
+};
+
+/**
+ * Checks a task's calibration input against its model and mode; null when
+ * the task does not calibrate. Both rounds' reports must fit in the model's
+ * parameter count (they travel as updates).
+ */
+export function resolveCalibrationSettings(
+  input: CalibrationInput | undefined,
+  model: ExportableModel,
+  context: { parameterCount: number; privacy: PrivacySettings | null; sharedKey: boolean },
+): CalibrationSettings | null {
+  if (input === undefined || input === false) return null;
+  if (input !== true && (typeof input !== 'object' || input === null || Array.isArray(input))) invalid('calibration must be true, false or an object');
+  const options = input === true ? {} : input;
+  for (const key of Object.keys(options)) if (!['method', 'percentile', 'bins', 'tailFraction'].includes(key)) invalid(`calibration has no option ${key}`);
+  if (context.sharedKey) invalid("calibration rounds need a coordinator that can read the aggregated statistics: use a plaintext or committee task (a shared key's sums are opened only by key holders)");
+  if (context.privacy !== null && context.privacy.mode !== 'local') invalid('calibration rounds support local differential privacy only (distributed DP is calibrated to model updates)');
+  let points: string[];
+  try {
+    points = calibrationPoints(parseModel(model));
+  } catch (error) {
+    throw new VeilError('invalid_argument', `calibration: ${ExportError.from(error).message}`);
+  }
+  const method = options.method ?? 'percentile';
+  if (method !== 'percentile' && method !== 'kl' && method !== 'minmax') invalid('calibration.method must be percentile, kl or minmax');
+  const percentile = options.percentile ?? 99.99;
+  if (typeof percentile !== 'number' || !(percentile > 0 && percentile <= 100)) invalid('calibration.percentile must be a number in (0, 100]');
+  const tailFraction = options.tailFraction ?? 0.001;
+  if (typeof tailFraction !== 'number' || !(tailFraction >= 0 && tailFraction < 0.5)) invalid('calibration.tailFraction must be a number in [0, 0.5)');
+  const bins = options.bins ?? Math.max(256, Math.min(2048, Math.floor(context.parameterCount / points.length)));
+  if (typeof bins !== 'number' || !Number.isInteger(bins) || bins < 256 || bins > 65_536) invalid('calibration.bins must be an integer from 256 to 65536');
+  const perPoint = Math.max(bins as number, RANGE_VALUES_PER_POINT);
+  if (points.length * perPoint > context.parameterCount) {
+    invalid(`calibration reports travel as updates: ${points.length} points x ${perPoint} values exceed the model's ${context.parameterCount} parameters`);
+  }
+  return { points, method: method as RangeMethod, percentile: percentile as number, bins: bins as number, tailFraction: tailFraction as number };
+}
+
+/** Rounds a task runs in all: its training rounds, then 2 calibration rounds when it calibrates. */
+export function totalRounds(settings: { rounds: number; calibration?: CalibrationSettings | null }): number {
+  return settings.rounds + (settings.calibration ? 2 : 0);
+}
+
+/** The calibration stage of round `number`, or null for a training round. */
+export function calibrationStage(number: number, settings: { rounds: number; calibration?: CalibrationSettings | null }): CalibrationPlan['round'] | null {
+  if (!settings.calibration) return null;
+  if (number === settings.rounds + 1) return 'range';
+  if (number === settings.rounds + 2) return 'histogram';
+  return null;
+}
+
+/** Values in one report of `plan` whose parts each sum to 1 (m in the module comment). */
+function unitParts(plan: CalibrationPlan): number {
+  return plan.round === 'range' ? 2 * plan.points.length : plan.points.length;
+}
+
+/** The report scale of `plan` under the task's privacy (see the module comment). */
+export function reportScale(plan: CalibrationPlan, privacy: PrivacySettings | null): number {
+  return privacy === null ? 1 : privacy.clipNorm / Math.sqrt(unitParts(plan));
+}
+
+/**
+ * The config of calibration round `stage`: the range round's plan from the
+ * settings; the histogram round's from the range round's outcome (null when
+ * that round did not close with statistics: calibration cannot go on).
+ */
+export function calibrationRoundConfig(
+  stage: CalibrationPlan['round'],
+  settings: CalibrationSettings,
+  privacy: PrivacySettings | null,
+  previous: CalibrationOutcome | null,
+): CalibrationRoundConfig | null {
+  const plan = stage === 'range' ? planRangeRound(settings.points) : previous?.stage === 'range' ? (previous.nextPlan ?? null) : null;
+  if (plan === null) return null;
+  return { plan, scale: reportScale(plan, privacy) };
+}
+
+/** The statistics in an aggregated mean (the first values of a padded report), in frequency units. */
+export function readStatistics(mean: Float32Array, config: CalibrationRoundConfig): Float64Array {
+  const length = statisticsLength(config.plan);
+  if (mean.length < length) throw new VeilError('internal', `the aggregate holds ${mean.length} values, the plan needs ${length}`);
+  const out = new Float64Array(length);
+  for (let i = 0; i < length; i++) out[i] = mean[i]! / config.scale;
+  return out;
+}
+
+/** What a calibration round concludes from its statistics: the next plan (range round) or the ranges (histogram round). */
+export function concludeCalibration(
+  config: CalibrationRoundConfig,
+  statistics: Float64Array,
+  settings: CalibrationSettings,
+): { nextPlan: CalibrationPlan } | { activationRanges: ActivationRanges } {
+  try {
+    if (config.plan.round === 'range') {
+      return { nextPlan: planHistogramRound(config.plan, statistics, { tailFraction: settings.tailFraction, bins: settings.bins }) };
+    }
+    return { activationRanges: chooseActivationRanges(config.plan, statistics, { method: settings.method, percentile: settings.percentile }) };
+  } catch (error) {
+    const e = ExportError.from(error);
+    throw new VeilError('failed_precondition', `calibration: ${e.message}`, { cause: e });
+  }
+}
+
+/** Encodes statistics for the blob store (float64 little-endian). */
+export function encodeStatistics(values: Float64Array): Uint8Array {
+  const out = new Uint8Array(values.length * 8);
+  const view = new DataView(out.buffer);
+  values.forEach((v, i) => view.setFloat64(i * 8, v, true));
+  return out;
+}
+
+/** Decodes {@link encodeStatistics}. */
+export function decodeStatistics(bytes: Uint8Array): Float64Array {
+  if (bytes.byteLength % 8 !== 0) throw new VeilError('internal', `a statistics blob of ${bytes.byteLength} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float64Array.from({ length: bytes.byteLength / 8 }, (_, i) => view.getFloat64(i * 8, true));
+}
+
+/** Blob key of a calibration round's aggregated statistics. */
+export function statisticsBlobKey(taskId: string, roundNumber: number): string {
+  return `calibration/${taskId}/${roundNumber}.f64`;
+}

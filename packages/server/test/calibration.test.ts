@@ -1,0 +1,317 @@
+/**
+ * Federated int8 calibration inside the round loop (issue 16 item 3), with real SDK devices
+ * (createClient, TF.js on the cpu backend) over gRPC, PostgreSQL, in-process custodians for
+ * committee mode, and onnxruntime-node for the exported model. After the training round the
+ * coordinator runs a range round and a histogram round on the final model; the aggregated
+ * statistics must equal the example-weighted mean of what each device computes from its own
+ * data (recomputed here, independently), within the committee encoding's step, or within the DP
+ * noise whose variance the mechanism states.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  buildTaskDescriptor,
+  custodianFingerprint,
+  encodeDescriptor,
+  generateEd25519KeyPair,
+  issueDeviceCertificate,
+  signDescriptor,
+  type RawKeyPair,
+} from '@veil/crypto';
+import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
+import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
+import { createClient, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
+import { computeCalibrationStatistics } from '../../client-sdk/src/export/onnx.js';
+import { initTensorflow } from '../../client-sdk/src/training/backend.js';
+import type { LocalDataset, ModelSpec, Tf } from '../../client-sdk/src/training/types.js';
+import { createMnistMlp, loadMnist } from '../../cli/src/index.js';
+import { runCalibration } from '../../cli/src/calibration.js';
+import { fetchWeights, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
+
+const logger = pino({ level: 'silent' });
+const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+/** Local examples of the three devices: unequal, so the example weighting matters. */
+const COUNTS = [300, 180, 240];
+
+let tf: Tf;
+let spec: ModelSpec;
+let initial: Float32Array;
+let shards: LocalDataset[];
+let heldOut: LocalDataset;
+
+function slice(data: LocalDataset, start: number, count: number): LocalDataset {
+  const w = data.xs.length / data.count;
+  const c = data.ys.length / data.count;
+  return { ...data, xs: data.xs.slice(start * w, (start + count) * w), ys: data.ys.slice(start * c, (start + count) * c), count };
+}
+
+beforeAll(async () => {
+  ({ tf } = await initTensorflow({ preferred: 'cpu' }));
+  ({ spec, weights: initial } = createMnistMlp(tf, { seed: 1, hidden: [64] }));
+  const { train, test } = loadMnist({ trainCount: 720, testCount: 1000 });
+  let start = 0;
+  shards = COUNTS.map((n) => {
+    const s = slice(train, start, n);
+    start += n;
+    return s;
+  });
+  heldOut = test;
+}, 120_000);
+
+function taskBody(overrides: Record<string, unknown>) {
+  return {
+    name: 'calibrated mnist',
+    rounds: 1,
+    clientsPerRound: 3,
+    minClients: 3,
+    minAvailableClients: 3,
+    roundDeadlineMs: 120_000,
+    training: { epochs: 3, batchSize: 16, learningRate: 0.1 },
+    calibration: true,
+    start: true,
+    model: { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: toBase64(initial) },
+    ...overrides,
+  };
+}
+
+/** Runs the three devices until the task ends; returns each device's round reports. */
+async function runDevices(t: TestCoordinator, taskId: string, extra: (k: number) => Partial<ClientOptions> = () => ({})): Promise<RoundReport[][]> {
+  const reports: RoundReport[][] = COUNTS.map(() => []);
+  const summaries = await Promise.all(
+    shards.map(async (data, k) => {
+      const client = createClient({
+        coordinator: t.coordinator.grpcAddress,
+        taskId,
+        credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+        name: `device-${k}`,
+        logger: quiet,
+        backend: 'cpu',
+        pollWaitMs: 2_000,
+        ...extra(k),
+      });
+      try {
+        return await client.run({ data, onRound: (r) => reports[k]!.push(r) });
+      } finally {
+        client.close();
+      }
+    }),
+  );
+  expect(summaries.map((s) => s.taskStatus)).toEqual(['TASK_STATUS_COMPLETED', 'TASK_STATUS_COMPLETED', 'TASK_STATUS_COMPLETED']);
+  return reports;
+}
+
+/** What each device computes for `plan` on model `weights`, recomputed here from its data. */
+async function deviceStatistics(weights: Float32Array, plan: CalibrationPlan): Promise<Float32Array[]> {
+  return Promise.all(shards.map((data) => computeCalibrationStatistics(tf, spec, weights, data, plan)));
+}
+
+function weightedMean(reports: readonly Float32Array[], weights: readonly number[]): Float64Array {
+  const total = weights.reduce((a, b) => a + b, 0);
+  const out = new Float64Array(reports[0]!.length);
+  reports.forEach((r, k) => r.forEach((v, i) => (out[i]! += (v * weights[k]!) / total)));
+  return out;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<number> {
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  try {
+    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, 784]) });
+    const probs = out[session.outputNames[0]!]!.data as Float32Array;
+    let correct = 0;
+    for (let i = 0; i < data.count; i++) {
+      let best = 0;
+      for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
+      if (data.ys[i * 10 + best] === 1) correct++;
+    }
+    return correct / data.count;
+  } finally {
+    await session.release();
+  }
+}
+
+async function exportOnnx(t: TestCoordinator, taskId: string, quantize: string): Promise<{ bytes: Uint8Array; headers: Headers }> {
+  const response = await fetch(`${t.rest.baseUrl}/v1/tasks/${taskId}/model/export`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${t.coordinator.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ format: 'onnx', quantize }),
+  });
+  expect(response.status, await response.clone().text()).toBe(200);
+  return { bytes: new Uint8Array(await response.arrayBuffer()), headers: response.headers };
+}
+
+describe('calibration rounds in the coordinator', () => {
+  it('plaintext: the aggregate is the example-weighted mean of the devices\' statistics; int8 export uses the federated ranges within 1 point of float32', async () => {
+    await using t = await startTestCoordinator();
+    const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'none' } }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string;
+    const reports = await runDevices(t, id);
+    for (const r of reports) expect(r.map((x) => [x.roundNumber, x.calibration ?? 'train'])).toEqual([[1, 'train'], [2, 'range'], [3, 'histogram']]);
+
+    const rounds = (await t.rest.request('GET', `/v1/tasks/${id}/rounds`)).body.rounds;
+    expect(rounds.map((r: any) => [r.number, r.state, r.summary.modelVersion, r.summary.calibration?.stage ?? null])).toEqual([
+      [1, 'CLOSED', 1, null],
+      [2, 'CLOSED', null, 'range'],
+      [3, 'CLOSED', null, 'histogram'],
+    ]);
+    const task = (await t.rest.request('GET', `/v1/tasks/${id}`)).body;
+    expect(task).toMatchObject({ status: 'COMPLETED', currentModelVersion: 1 });
+    expect(task.statusReason).toMatch(/calibrated/);
+
+    const file = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+    expect(file).toMatchObject({ format: 'veil-calibration-v1', taskId: id, modelVersion: 1, method: 'percentile', rounds: { range: { number: 2, participants: 3 }, histogram: { number: 3, participants: 3 } } });
+    // Independently: each device's statistics on model version 1, weighted by its example count.
+    const weights = await fetchWeights(t.rest, id, 1);
+    const points = calibrationPoints(parseModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights }));
+    const rangePlan = planRangeRound(points);
+    const rangeMean = weightedMean(await deviceStatistics(weights, rangePlan), COUNTS);
+    const histogramPlan = planHistogramRound(rangePlan, rangeMean, { bins: file.histogram.plan.points[0].grid.bins });
+    expect(file.histogram.plan).toEqual(histogramPlan);
+    const histogramMean = weightedMean(await deviceStatistics(weights, histogramPlan), COUNTS);
+    expect(file.histogram.statistics).toHaveLength(statisticsLength(histogramPlan));
+    // FedAvg sums in float64 and stores the mean as float32: within float32 rounding of values <= 1.
+    expect(maxAbsDiff(file.histogram.statistics, histogramMean)).toBeLessThan(1e-7);
+    expect(Math.max(...histogramMean)).toBeGreaterThan(1e-3); // a non-trivial histogram
+
+    // The REST export picks the federated ranges up by itself.
+    const float32 = await exportOnnx(t, id, 'none');
+    const int8 = await exportOnnx(t, id, 'int8');
+    expect(int8.headers.get('x-veil-export-quantization')).toBe('int8-static');
+    expect(int8.headers.get('x-veil-calibration')).toBe('federated');
+    const floatAccuracy = await onnxAccuracy(float32.bytes, heldOut);
+    const int8Accuracy = await onnxAccuracy(int8.bytes, heldOut);
+    console.info(`calibration (plaintext): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
+    expect(floatAccuracy).toBeGreaterThan(0.7); // a trained model, so the comparison means something
+    expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
+
+    // `veil calibration` writes the same file, which `veil export --calibration` accepts.
+    const dir = await mkdtemp(join(tmpdir(), 'veil-calibration-it-'));
+    try {
+      const out = join(dir, 'calibration.json');
+      await runCalibration({ taskId: id, out, coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, version: null });
+      expect(JSON.parse(await readFile(out, 'utf8'))).toEqual(file);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('local DP: the aggregate is the mean within noise of the stated variance; each calibration round has its own ledger entry and the ledger verifies', async () => {
+    await using t = await startTestCoordinator();
+    const z = 0.5;
+    const created = await t.rest.request('POST', '/v1/tasks', {
+      body: taskBody({ encryption: { mode: 'none' }, privacy: { mode: 'local', epsilonCap: 100, delta: 1e-5, noiseMultiplier: z, clipNorm: 1, samplingRate: 1 } }),
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string;
+    await runDevices(t, id, () => ({ privacy: { epsilonCap: 100 } }));
+    const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`)).body;
+    expect(ledger.entries.map((e: any) => [e.roundNumber, e.participants, e.noiseMultiplier, e.clipNorm])).toEqual([
+      [1, 3, z, 1],
+      [2, 3, z, 1],
+      [3, 3, z, 1],
+    ]);
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 3, withinCap: true });
+
+    const file = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+    const weights = await fetchWeights(t.rest, id, 1);
+    const plan = file.histogram.plan as CalibrationPlan;
+    // Under DP every report weighs 1; each carries N(0, z² m) per value in frequency units (m = points).
+    const exact = weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]);
+    const residual = (file.histogram.statistics as number[]).map((v, i) => v - exact[i]!);
+    const n = residual.length;
+    const mean = residual.reduce((a, b) => a + b, 0) / n;
+    const variance = residual.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+    const expected = (z * z * plan.points.length) / 3;
+    console.info(`calibration (local DP): ${n} values, residual variance ${variance.toExponential(4)}, stated ${expected.toExponential(4)}`);
+    // The sample variance of n Gaussian values has relative standard deviation sqrt(2/(n-1)) (< 2% here): 5 of them.
+    expect(Math.abs(variance / expected - 1)).toBeLessThan(5 * Math.sqrt(2 / (n - 1)));
+    expect(Math.abs(mean)).toBeLessThan(5 * Math.sqrt(expected / n));
+  }, 180_000);
+});
+
+describe('calibration rounds in committee mode', () => {
+  let root: string;
+  let authority: RawKeyPair;
+  let requestKeyFile: string;
+  const custodians: { address: string; sealingKey: string; signingKey: string; close(): Promise<void> }[] = [];
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'veil-calibration-committee-'));
+    authority = generateEd25519KeyPair();
+    const request = await initRequestKey(join(root, 'request'));
+    requestKeyFile = request.secretFile;
+    const requestPublicKey = (await readRequestSigner(requestKeyFile)).publicKey;
+    for (let i = 1; i <= 3; i++) {
+      const dir = join(root, `custodian-${i}`);
+      const keys = await initCustodianDir(dir);
+      const state = await openCustodianState(join(dir, 'answers.jsonl'));
+      const service = createCustodianService({ keys: await readCustodianKeys(dir), state, coordinatorKeys: [requestPublicKey], authorityKeys: [authority.publicKey], floors: { minDevices: 3 }, logger });
+      const server = await startCustodianServer({ service, logger });
+      custodians.push({ address: server.address, ...keys, close: async () => { await server.close(); await state.close(); } });
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const c of custodians) await c.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('custodians answer for the calibration rounds; the decrypted aggregate is the mean of the devices\' statistics within the encoding step', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const build = (taskId: string, maxRounds: number) => {
+      const descriptor = buildTaskDescriptor({
+        taskId,
+        committee: custodians.map((c) => ({ address: c.address, sealingPublicKey: Buffer.from(c.sealingKey, 'base64'), signingPublicKey: Buffer.from(c.signingKey, 'base64') })),
+        threshold: 2,
+        minDevices: 3,
+        maxDevices: 50,
+        maxRounds,
+        encoding: { weightCap: 1 },
+        authorityPublicKey: authority.publicKey,
+      });
+      return { descriptor, body: { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature } };
+    };
+    // maxRounds must leave room for the 2 calibration rounds.
+    const refused = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ committee: build(randomUUID(), 2).body }) });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toMatch(/calibration rounds exceed the descriptor's maxRounds 2/);
+
+    const taskId = randomUUID();
+    const { descriptor, body: committee } = build(taskId, 3);
+    const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ committee }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const fingerprints = custodians.map((c) => custodianFingerprint(Buffer.from(c.signingKey, 'base64'), Buffer.from(c.sealingKey, 'base64')));
+    const reports = await runDevices(t, taskId, () => ({
+      committee: {
+        pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
+        certify: async (r) => issueDeviceCertificate(authority.privateKey, { ...r, notAfterMs: Date.now() + 3_600_000 }),
+      },
+    }));
+    for (const r of reports) expect(r.map((x) => x.calibration ?? 'train')).toEqual(['train', 'range', 'histogram']);
+    const rounds = (await t.rest.request('GET', `/v1/tasks/${taskId}/rounds`)).body.rounds;
+    for (const round of rounds) expect(round.summary.committee).toMatchObject({ deviceCount: 3 });
+    const audit = (await t.rest.request('GET', `/v1/tasks/${taskId}/committee/audit`)).body;
+    expect(audit.rounds.map((r: any) => [r.roundNumber, r.deviceCount, r.valid])).toEqual([[1, 3, true], [2, 3, true], [3, 3, true]]);
+
+    const file = (await t.rest.request('GET', `/v1/tasks/${taskId}/calibration`)).body;
+    const weights = await fetchWeights(t.rest, taskId, 1);
+    const plan = file.histogram.plan as CalibrationPlan;
+    // weightCap 1: every device weighs 1. Each device rounds its frequencies stochastically to the
+    // encoding step (2^-13), so the mean is within one step of the exact mean.
+    const exact = weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]);
+    expect(maxAbsDiff(file.histogram.statistics, exact)).toBeLessThanOrEqual(descriptor.encoding.step);
+    expect(Object.keys(file.activationRanges).sort()).toEqual(plan.points.map((p) => p.name).sort());
+  }, 180_000);
+});
