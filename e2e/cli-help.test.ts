@@ -33,6 +33,7 @@ const COMMANDS = [
   'privacy epsilon',
   'privacy calibrate',
   'export',
+  'calibration',
   'demo',
 ];
 

@@ -10,7 +10,7 @@
  */
 import { ClientError, type ClientErrorCode } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
-import type { AssignmentResponse, JoinResult, ModelEncodingName, TaskPrivacy, Transport, UpdateHeader } from './transport.js';
+import { calibrationFromWire, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport, type UpdateHeader } from './transport.js';
 
 export interface ConnectTransportOptions {
   /** The coordinator's HTTP(S) base URL, e.g. `https://coordinator.example:8080`. */
@@ -349,6 +349,7 @@ export function createConnectTransport(options: ConnectTransportOptions): Transp
             maxExampleCount: n(a['maxExampleCount']),
             evaluate: Boolean(a['evaluate']),
             config: fromConfig(a['config']),
+            calibration: calibrationFromWire(a['calibration'] as Parameters<typeof calibrationFromWire>[0]),
           },
         } satisfies AssignmentResponse;
       }

@@ -12,8 +12,7 @@ import {
 import { chunkPayload } from '@veil/protocol/codec';
 import { ClientError, type ClientErrorCode } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
-import type { CalibrationPlan } from '@veil/export';
-import type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskPrivacy, Transport } from './transport.js';
+import { calibrationFromWire, type Assignment, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport } from './transport.js';
 
 const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
   [grpc.status.INVALID_ARGUMENT]: 'invalid_argument',
@@ -211,7 +210,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
             const a = r.assignment;
             let calibration: NonNullable<Assignment['calibration']> | null;
             try {
-              calibration = fromCalibration(a.calibration);
+              calibration = calibrationFromWire(a.calibration);
             } catch (e) {
               return reject(ClientError.from(e));
             }
@@ -326,15 +325,3 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
   };
 }
 
-/** A calibration round's plan as the coordinator sent it (see proto CalibrationRound), or null. */
-function fromCalibration(c: { stage: string; scale: number; points: { name: string; linear: boolean; min: number; max: number; bins: number }[] } | null | undefined): NonNullable<Assignment['calibration']> | null {
-  if (c === null || c === undefined) return null;
-  if (c.stage !== 'range' && c.stage !== 'histogram') throw new ClientError('invalid_argument', `unknown calibration stage ${JSON.stringify(c.stage)}`);
-  if (!(c.scale > 0) || !Number.isFinite(c.scale)) throw new ClientError('invalid_argument', 'calibration scale must be positive');
-  const points: CalibrationPlan['points'] = c.points.map((p) => {
-    if (!p.linear) return { name: p.name, grid: { kind: 'log' } };
-    if (!(p.max > p.min) || !Number.isInteger(p.bins) || p.bins < 1) throw new ClientError('invalid_argument', `calibration point ${p.name} has an empty grid`);
-    return { name: p.name, grid: { kind: 'linear', min: p.min, max: p.max, bins: p.bins } };
-  });
-  return { plan: { round: c.stage, points }, scale: c.scale };
-}

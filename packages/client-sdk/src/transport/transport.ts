@@ -1,4 +1,5 @@
 import type { CalibrationPlan } from '@veil/export';
+import { ClientError } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
 import type { ModelSpec } from '../training/types.js';
 
@@ -125,4 +126,35 @@ export interface Transport {
     report: { roundNumber: number; modelVersion: number; exampleCount: number; metrics: Record<string, number> },
   ): Promise<void>;
   close(): void;
+}
+
+/** A calibration point as either transport decodes it (proto3 JSON omits defaults: false, 0). */
+interface WirePoint {
+  name?: string;
+  linear?: boolean;
+  min?: number;
+  max?: number;
+  bins?: number;
+}
+
+/**
+ * Assignment.calibration (proto CalibrationRound) as the SDK uses it, or null on a training
+ * round; throws `invalid_argument` for a plan no device could follow.
+ */
+export function calibrationFromWire(c: { stage?: string; scale?: number; points?: readonly WirePoint[] } | null | undefined): NonNullable<Assignment['calibration']> | null {
+  if (c === null || c === undefined) return null;
+  if (c.stage !== 'range' && c.stage !== 'histogram') throw new ClientError('invalid_argument', `unknown calibration stage ${JSON.stringify(c.stage)}`);
+  const scale = Number(c.scale ?? 0);
+  if (!(scale > 0) || !Number.isFinite(scale)) throw new ClientError('invalid_argument', 'calibration scale must be a positive number');
+  const points: CalibrationPlan['points'] = (c.points ?? []).map((p) => {
+    const name = p.name ?? '';
+    if (p.linear !== true) return { name, grid: { kind: 'log' } };
+    const min = Number(p.min ?? 0);
+    const max = Number(p.max ?? 0);
+    const bins = Number(p.bins ?? 0);
+    if (!(max > min) || !Number.isInteger(bins) || bins < 1) throw new ClientError('invalid_argument', `calibration point ${name} has an empty grid`);
+    return { name, grid: { kind: 'linear', min, max, bins } };
+  });
+  if (points.length === 0) throw new ClientError('invalid_argument', 'a calibration round without calibration points');
+  return { plan: { round: c.stage, points }, scale };
 }
