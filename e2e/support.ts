@@ -7,13 +7,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { buildTaskDescriptor, custodianFingerprint, encodeDescriptor, generateEd25519KeyPair, signDescriptor, type RawKeyPair, type TaskDescriptor } from '@veil/crypto';
+import { initCustodianDir, initRequestKey } from '@veil/custodian';
 
 /** Root of the monorepo (cwd of every child process). */
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -373,4 +375,120 @@ export async function withTimeout<T>(what: string, promise: Promise<T>, timeoutM
   } finally {
     clearTimeout(timer);
   }
+}
+
+// ------------------------------------------------------------------ committee (issue 11)
+
+/** A `veil custodian serve` process. */
+export interface CustodianProcess extends AsyncDisposable {
+  readonly child: ChildProcess;
+  /** HOST:PORT it listens on. */
+  readonly address: string;
+  /** SIGTERM (graceful), SIGKILL after 10 s. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `veil custodian serve --dir DIR` on a free loopback port and resolves once it prints
+ * where it listens; its stderr (log) is appended to DIR/custodian.log.
+ */
+export function startCustodianProcess(options: { dir: string; requestPublicFile: string; authorityPublicFile: string; minDevices: number }): Promise<CustodianProcess> {
+  const { dir } = options;
+  const args = ['custodian', 'serve', '--dir', dir, '--listen', '127.0.0.1:0', '--coordinator-key', options.requestPublicFile, '--authority-key', options.authorityPublicFile, '--min-devices', String(options.minDevices)];
+  const child = spawn(process.execPath, [VEIL_BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const logFile = join(dir, 'custodian.log');
+  child.stderr!.pipe(createWriteStream(logFile, { flags: 'a' }));
+  const stop = (): Promise<void> => terminate(child);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`custodian in ${dir} did not start within 60 s\n${tail(logFile)}`));
+    }, 60_000);
+    createInterface({ input: child.stdout! }).once('line', (line) => {
+      clearTimeout(timer);
+      const address = (JSON.parse(line) as { listening: string }).listening;
+      resolve({ child, address, stop, [Symbol.asyncDispose]: stop });
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`custodian exited before it listened (code ${code}, signal ${signal})\n${tail(logFile)}`));
+    });
+  });
+}
+
+/**
+ * A committee of `veil custodian serve` processes under `root`, an enrolment authority whose key
+ * stays in the test process (apart from the coordinator), and the coordinator's request key.
+ */
+export interface E2eCommittee extends AsyncDisposable {
+  readonly authority: RawKeyPair;
+  readonly authorityPublicFile: string;
+  /** The coordinator's request key: `secretFile` goes to VEIL_COMMITTEE_REQUEST_KEY. */
+  readonly request: { secretFile: string; publicFile: string };
+  /** custodian-<i> directories, in committee index order (index = position + 1). */
+  readonly dirs: readonly string[];
+  readonly custodians: readonly CustodianProcess[];
+  readonly publics: ReadonlyArray<{ sealingKey: string; signingKey: string }>;
+  /** What an app pins: the custodians' fingerprints and the authority key. */
+  readonly pins: { minDevices: number; maxRounds: number; pinnedFingerprints: string[]; authorityKey: string };
+  /** A descriptor for `taskId` naming this committee, signed by the authority, and its REST body. */
+  descriptor(options: {
+    taskId: string;
+    threshold: number;
+    minDevices: number;
+    maxDevices: number;
+    maxRounds: number;
+    encoding?: { weightCap?: number; step?: number; clipMaxAbs?: number };
+  }): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } };
+}
+
+export async function startE2eCommittee(root: string, options: { custodians: number; minDevices: number; maxRounds?: number }): Promise<E2eCommittee> {
+  const authority = generateEd25519KeyPair();
+  const authorityPublicFile = join(root, 'authority-public.json');
+  await writeFile(authorityPublicFile, JSON.stringify({ publicKey: Buffer.from(authority.publicKey).toString('base64') }));
+  const request = await initRequestKey(join(root, 'request-key'));
+  const dirs: string[] = [];
+  const publics: Array<{ sealingKey: string; signingKey: string }> = [];
+  const custodians: CustodianProcess[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(custodians.map((c) => c.stop()));
+  };
+  try {
+    for (let i = 1; i <= options.custodians; i++) {
+      const dir = join(root, `custodian-${i}`);
+      dirs.push(dir);
+      publics.push(await initCustodianDir(dir));
+      custodians.push(await startCustodianProcess({ dir, requestPublicFile: request.publicFile, authorityPublicFile, minDevices: options.minDevices }));
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  return {
+    authority,
+    authorityPublicFile,
+    request,
+    dirs,
+    custodians,
+    publics,
+    pins: {
+      minDevices: options.minDevices,
+      maxRounds: options.maxRounds ?? 10,
+      pinnedFingerprints: publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64'))),
+      authorityKey: Buffer.from(authority.publicKey).toString('base64'),
+    },
+    descriptor({ encoding, ...rest }) {
+      const descriptor = buildTaskDescriptor({
+        ...rest,
+        committee: publics.map((p, i) => ({ address: custodians[i]!.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
+        ...(encoding !== undefined && { encoding }),
+        authorityPublicKey: authority.publicKey,
+      });
+      return {
+        descriptor,
+        body: { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature },
+      };
+    },
+    [Symbol.asyncDispose]: stopAll,
+  };
 }

@@ -30,6 +30,7 @@ import {
   type VerifiedCommitteeUpload,
 } from '@veil/crypto';
 import { VeilError } from '../errors.js';
+import { faultPoint } from '../test-faults.js';
 import type { CheckedUpdate, RoundAggregator, RoundResult } from './round-aggregator.js';
 
 /** One device of D as the committee client needs it. */
@@ -187,6 +188,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + decrypted.mean[i]!;
         const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
         const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+        faultPoint('committee-answered'); // crash tests only (NODE_ENV=test): the custodians answered, the model is not written
         return {
           decryption: {
             clientIds: devices.map((d) => d.clientId),
