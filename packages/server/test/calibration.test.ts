@@ -31,7 +31,7 @@ import { initTensorflow } from '../../client-sdk/src/training/backend.js';
 import type { LocalDataset, ModelSpec, Tf } from '../../client-sdk/src/training/types.js';
 import { createMnistMlp, loadMnist } from '../../cli/src/index.js';
 import { runCalibration } from '../../cli/src/calibration.js';
-import { fetchWeights, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
+import { fetchWeights, grpcStatusOf, joinDevice, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
@@ -206,6 +206,30 @@ describe('calibration rounds in the coordinator', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 180_000);
+
+  it('a device that ignores the plan (sends a model update to a calibration round) is refused with INVALID_ARGUMENT; its report is then accepted', async () => {
+    await using t = await startTestCoordinator();
+    const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'none' }, clientsPerRound: 1, minClients: 1, minAvailableClients: 1 }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string;
+    using device = await joinDevice(t.coordinator, id, 'old-sdk');
+    const training = await device.nextAssignment();
+    expect(training.calibration).toBeNull();
+    const delta = new Float32Array(initial.length).map((_, i) => 1e-3 * Math.sin(i));
+    await device.submit(training, delta, 10);
+    const range = await device.nextAssignment();
+    expect(range).toMatchObject({ roundNumber: 2, modelVersion: 1, calibration: { scale: 1, plan: { round: 'range' } } });
+    const refused = await grpcStatusOf(device.submit(range, delta.map((v) => -v), 10));
+    expect(refused).toMatchObject({ code: 3, details: expect.stringMatching(/not a calibration report for this range round/) }); // INVALID_ARGUMENT
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/rounds`)).body.rounds[1].received).toBe(0); // nothing recorded
+    const { weights } = await device.download(1);
+    const report = await computeCalibrationStatistics(tf, spec, weights, shards[0]!, range.calibration!.plan);
+    const padded = new Float32Array(initial.length);
+    padded.set(report);
+    await device.submit(range, padded, shards[0]!.count);
+    const histogram = await device.nextAssignment();
+    expect(histogram).toMatchObject({ roundNumber: 3, calibration: { plan: { round: 'histogram' } } });
+  }, 120_000);
 
   it('local DP: the aggregate is the mean within noise of the stated variance; each calibration round has its own ledger entry and the ledger verifies', async () => {
     await using t = await startTestCoordinator();

@@ -2,7 +2,7 @@ import { createCalibrationCollector, planRangeRound, statisticsLength } from '@v
 import { describe, expect, it } from 'vitest';
 import { VeilError } from '../errors.js';
 import type { PrivacySettings } from '../privacy/settings.js';
-import { calibrationRoundConfig, calibrationStage, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
+import { calibrationRoundConfig, calibrationStage, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
 
 /** A 4-8-3 MLP in TF.js layers JSON (what tasks store). */
 function mlp(hidden = 8) {
@@ -95,5 +95,47 @@ describe('the DP scale of a report', () => {
     expect(stats[1]).toBe(1);
     expect(stats[2]).toBe(2);
     expect(decodeStatistics(encodeStatistics(stats))).toEqual(stats);
+  });
+});
+
+describe('checking a plaintext report without DP', () => {
+  const plan = planRangeRound([':input', 'hidden']);
+  const collect = () => {
+    const c = createCalibrationCollector(plan);
+    c.add(':input', new Float32Array([0, 0.5, 1, 0.25, 0, 0.75]), 2);
+    c.add('hidden', new Float32Array([-1, 2, 3, 0.1, 0.2, 0.3]), 2);
+    return c.finish();
+  };
+  const padded = (report: Float32Array, extra = 20) => {
+    const out = new Float32Array(report.length + extra);
+    out.set(report);
+    return out;
+  };
+
+  it('accepts what a device computes, padded with zeros', () => {
+    expect(() => checkCalibrationReport(padded(collect()), { plan, scale: 1 })).not.toThrow();
+  });
+
+  it('refuses a model update, non-zero padding, a negative value, and a part that does not sum to 1', () => {
+    const refuse = (values: Float32Array) => {
+      try {
+        checkCalibrationReport(values, { plan, scale: 1 });
+      } catch (error) {
+        expect((error as VeilError).code).toBe('invalid_argument');
+        return (error as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    const update = new Float32Array(statisticsLength(plan) + 20).map((_, i) => 0.01 * Math.sin(i));
+    expect(refuse(update)).toMatch(/not a calibration report for this range round/);
+    const tail = padded(collect());
+    tail[tail.length - 1] = 1e-3;
+    expect(refuse(tail)).toMatch(/beyond the report/);
+    const negative = padded(collect());
+    const k = negative.findIndex((v) => v > 0);
+    negative[k] = -negative[k]!;
+    expect(refuse(negative)).toMatch(/not a frequency/);
+    const half = padded(collect().map((v) => v / 2));
+    expect(refuse(half)).toMatch(/sum to 0.5, not 1/);
   });
 });

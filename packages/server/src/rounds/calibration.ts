@@ -197,6 +197,37 @@ export function concludeCalibration(
   }
 }
 
+/**
+ * Checks a calibration report that arrives in the clear without DP noise (a plaintext task
+ * without DP): every value is a frequency times the round's scale, each part sums to the scale
+ * (the device divided its counts by their total), and the padding beyond the report is zero.
+ * Refuses (`invalid_argument`) anything else, e.g. a model update from a device that ignored
+ * the calibration plan, which would otherwise be summed into the statistics.
+ */
+export function checkCalibrationReport(values: Float32Array, config: CalibrationRoundConfig): void {
+  const length = statisticsLength(config.plan);
+  const bad = (why: string): never => {
+    throw new VeilError('invalid_argument', `not a calibration report for this ${config.plan.round} round: ${why}`);
+  };
+  for (let i = length; i < values.length; i++) if (values[i] !== 0) bad(`value ${i} lies beyond the report's ${length} values and is not 0`);
+  const tolerance = 1e-4 * config.scale;
+  let offset = 0;
+  // Range round: two parts per point (maxima, minima) on the log grid; histogram round: one linear grid.
+  const parts = config.plan.points.flatMap((p) =>
+    config.plan.round === 'range' ? [{ name: p.name, size: RANGE_VALUES_PER_POINT / 2 }, { name: p.name, size: RANGE_VALUES_PER_POINT / 2 }] : [{ name: p.name, size: p.grid.kind === 'linear' ? p.grid.bins : RANGE_VALUES_PER_POINT / 2 }],
+  );
+  for (const part of parts) {
+    let sum = 0;
+    for (let i = offset; i < offset + part.size; i++) {
+      const v = values[i]!;
+      if (!(v >= 0 && v <= config.scale * (1 + 1e-6))) bad(`value ${i} is not a frequency (${v})`);
+      sum += v;
+    }
+    if (Math.abs(sum - config.scale) > tolerance) bad(`the frequencies of point "${part.name}" sum to ${sum / config.scale}, not 1`);
+    offset += part.size;
+  }
+}
+
 /** Encodes statistics for the blob store (float64 little-endian). */
 export function encodeStatistics(values: Float64Array): Uint8Array {
   const out = new Uint8Array(values.length * 8);

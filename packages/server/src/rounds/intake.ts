@@ -9,6 +9,8 @@ import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
 import { committeeTask, heContext, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
+import { checkCalibrationReport } from './calibration.js';
+import { bytesToFloat32 } from '@veil/protocol/codec';
 
 export interface UpdateHeaderInput {
   roundNumber: number;
@@ -99,8 +101,12 @@ export class Intake {
         committee !== null
           ? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload)
           : he === null
-            ? checkPlaintextUpdate(payload, rt.task.parameterCount, rt.task.settings.updateBound)
+            ? checkPlaintextUpdate(payload, rt.task.parameterCount, early.config.calibration === undefined ? rt.task.settings.updateBound : null)
             : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
+      // A calibration report in the clear without DP noise has a structure to check (rounds/calibration.ts).
+      if (committee === null && he === null && early.config.calibration !== undefined && rt.task.settings.privacy === null) {
+        checkCalibrationReport(update.values ?? bytesToFloat32(payload), early.config.calibration);
+      }
       try {
         // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
         // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
