@@ -7,7 +7,7 @@
  * data (recomputed here, independently), within the committee encoding's step, or within the DP
  * noise whose variance the mechanism states.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +31,7 @@ import { initTensorflow } from '../../client-sdk/src/training/backend.js';
 import type { LocalDataset, ModelSpec, Tf } from '../../client-sdk/src/training/types.js';
 import { createMnistMlp, loadMnist } from '../../cli/src/index.js';
 import { runCalibration } from '../../cli/src/calibration.js';
-import { fetchWeights, grpcStatusOf, joinDevice, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
+import { createTestStorage, fetchWeights, grpcStatusOf, joinDevice, resumeDevice, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
@@ -229,6 +229,47 @@ describe('calibration rounds in the coordinator', () => {
     await device.submit(range, padded, shards[0]!.count);
     const histogram = await device.nextAssignment();
     expect(histogram).toMatchObject({ roundNumber: 3, calibration: { plan: { round: 'histogram' } } });
+  }, 120_000);
+
+  it('a restart in the middle of a calibration round: the accepted report is kept and counted once, a retry is answered already_accepted', async () => {
+    await using storage = await createTestStorage('postgres');
+    const secrets = { adminToken: randomBytes(24).toString('hex'), enrolmentSecret: randomBytes(24).toString('hex') };
+    const first = await startTestCoordinator({ storage, ...secrets });
+    const created = await first.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'none' }, clientsPerRound: 2, minClients: 2, minAvailableClients: 2 }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string;
+    const devices = [await joinDevice(first.coordinator, id, 'a'), await joinDevice(first.coordinator, id, 'b')];
+    const data = [shards[0]!, shards[1]!];
+    const training = await Promise.all(devices.map((d) => d.nextAssignment()));
+    await Promise.all(devices.map((d, k) => d.submit(training[k]!, new Float32Array(initial.length).map((_, i) => 1e-3 * Math.sin(i * (k + 1))), 10)));
+    const range = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const weights = (await devices[0]!.download(1)).weights;
+    const reports = await Promise.all(data.map((d) => computeCalibrationStatistics(tf, spec, weights, d, range[0]!.calibration!.plan)));
+    const padded = reports.map((r) => {
+      const out = new Float32Array(initial.length);
+      out.set(r);
+      return out;
+    });
+    expect(await devices[0]!.submit(range[0]!, padded[0]!, data[0]!.count)).toEqual({ acceptedCount: 1 });
+    for (const d of devices) d.close();
+    await first.close();
+
+    await using second = await startTestCoordinator({ storage, ...secrets });
+    const [a, b] = await Promise.all(devices.map((d) => resumeDevice(second.coordinator, d)));
+    try {
+      expect((await grpcStatusOf(a!.submit(range[0]!, padded[0]!, data[0]!.count))).details).toMatch(/already accepted.*same payload/);
+      await b!.submit(range[1]!, padded[1]!, data[1]!.count);
+      const [histogram] = await Promise.all([a!.nextAssignment(), b!.nextAssignment()]);
+      // The range round's aggregate held both reports, each once, weighted by its example count.
+      const grid = histogram!.calibration!.plan.points[0]!.grid;
+      const expected = planHistogramRound(range[0]!.calibration!.plan, weightedMean(reports, [data[0]!.count, data[1]!.count]), { bins: grid.kind === 'linear' ? grid.bins : 0 });
+      expect(histogram!.calibration!.plan).toEqual(expected);
+      const rounds = (await second.rest.request('GET', `/v1/tasks/${id}/rounds`)).body.rounds;
+      expect(rounds[1]).toMatchObject({ number: 2, state: 'CLOSED', summary: { participants: 2, examples: data[0]!.count + data[1]!.count } });
+    } finally {
+      a!.close();
+      b!.close();
+    }
   }, 120_000);
 
   it('local DP: the aggregate is the mean within noise of the stated variance; each calibration round has its own ledger entry and the ledger verifies', async () => {
