@@ -246,10 +246,24 @@ export function createClient(options: ClientOptions): VeilClient {
       const deviceKey = options.committee.deviceKey ?? generateEd25519KeyPair();
       const { clientId } = await join();
       const certificate = await options.committee.certify({ taskId: options.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey });
-      committee = createCommitteeEncryption({ committee: task.committee, pins: options.committee.pins, deviceId: clientId, deviceKey, certificate });
+      const announced = task.privacy?.mode === 'distributed' ? task.privacy.distributed : null;
+      committee = createCommitteeEncryption({
+        committee: task.committee,
+        pins: options.committee.pins,
+        deviceId: clientId,
+        deviceKey,
+        certificate,
+        parameterCount: task.parameterCount,
+        // The descriptor fixes a DP committee task's noise; the coordinator's announcement must agree with it.
+        announcedDp:
+          announced == null
+            ? null
+            : { scale: announced.scale, localStddev: announced.localStddev, minNoiseClients: announced.minNoiseClients, dimension: announced.dimension, clipNorm: task.privacy!.clipNorm, noiseMultiplier: task.privacy!.noiseMultiplier },
+      });
       log.info({ descriptorHash: committee.descriptorHash, committeeSize: committee.check.committeeSize, threshold: committee.descriptor.threshold }, 'committee aggregation on');
     }
-    if (task.privacy !== null && task.privacy.mode === 'distributed' && distributedDp === null) {
+    // Committee tasks apply the descriptor's distributed DP inside the committee middleware.
+    if (task.privacy !== null && task.privacy.mode === 'distributed' && distributedDp === null && !task.committee) {
       distributedDp = { middleware: distributedDpFor(task, encryption), params: task.privacy.distributed! };
       log.info({ minNoiseClients: distributedDp.params.minNoiseClients }, 'distributed differential privacy on');
     } else if (task.privacy !== null && task.privacy.mode === 'local' && localDp === null) {

@@ -121,6 +121,8 @@ export type {
   UploadManifest,
   VerifiedManifest,
 } from './committee/manifest.js';
+export { committeeDdgParams, committeeRotationSeed, committeeValueCount } from './committee/dp.js';
+export type { CommitteeDdgParams } from './committee/dp.js';
 export {
   SHARE_BYTES,
   hashD,

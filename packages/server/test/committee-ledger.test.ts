@@ -13,8 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { centerModulo, createSeededRng, encodeDistributedDiscreteGaussian, inverseRandomizedHadamard, type Rng } from '@veil/privacy';
 import {
   buildTaskDescriptor,
+  committeeDdgParams,
+  committeeRotationSeed,
   custodianFingerprint,
   descriptorHashHex,
   encodeDescriptor,
@@ -36,7 +39,7 @@ import {
 } from '@veil/custodian';
 import { createCommitteeEncryption } from '../../client-sdk/src/mods/committee.js';
 import { hashLedgerEntry, type LedgerEntry } from '../src/privacy/ledger.js';
-import { TINY_PARAMETERS, joinDevices, pattern, sha256Hex, startTestCoordinator, tinyTaskBody, waitForRounds, type Device } from './helpers.js';
+import { TINY_PARAMETERS, fetchWeights, joinDevices, maxAbsDiff, pattern, sha256Hex, startTestCoordinator, tinyTaskBody, waitForRounds, type Device } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const N_CUSTODIANS = 3;
@@ -77,8 +80,12 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function descriptorFor(taskId: string): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
+function descriptorFor(
+  taskId: string,
+  extra: { dp?: TaskDescriptor['dp']; encoding?: Partial<TaskDescriptor['encoding']> } = {},
+): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
   const descriptor = buildTaskDescriptor({
+    ...extra,
     taskId,
     committee: publics.map((p, i) => ({ address: custodians[i]!.server.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
     threshold: 2,
@@ -93,15 +100,21 @@ function descriptorFor(taskId: string): { descriptor: TaskDescriptor; body: { de
   };
 }
 
-async function committeePayload(device: Device, roundNumber: number, delta: Float32Array) {
+async function committeePayload(device: Device, roundNumber: number, delta: Float32Array, dp: { dpRng: Rng; dp: { colludingDevices: number } } | null = null) {
   const deviceKey = generateEd25519KeyPair();
   const certificate = issueDeviceCertificate(authority.privateKey, { taskId: device.task.taskId, deviceId: device.clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
   const enc = createCommitteeEncryption({
     committee: device.task.committee!,
-    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
+    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64'), ...(dp !== null && { dp: dp.dp }) },
     deviceId: device.clientId,
     deviceKey,
     certificate,
+    parameterCount: device.task.parameterCount,
+    announcedDp:
+      device.task.privacy?.distributed == null
+        ? null
+        : { ...device.task.privacy.distributed, clipNorm: device.task.privacy.clipNorm, noiseMultiplier: device.task.privacy.noiseMultiplier },
+    ...(dp !== null && { dpRng: dp.dpRng }),
   });
   const out = await enc.middleware(
     { delta, exampleCount: 1, encoding: 'float32-le', notes: {} },
@@ -226,5 +239,82 @@ describe('committee decryptions in the privacy ledger', () => {
 
     const docs = (await t.rest.request('GET', '/docs/json', { token: null })).body;
     expect(JSON.stringify(docs.paths['/v1/tasks/{id}/privacy/ledger'])).toMatch(/committee-decryption/);
+  }, 180_000);
+
+  it('runs distributed DP in committee mode through real custodians: the descriptor\'s noise, the exact decoded sum, both ε against the authors\' accountant', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const dp = { mechanism: 'distributed-discrete-gaussian' as const, clipNorm: 1, noiseMultiplier: 1, colludingDevices: 1, delta: 1e-5 };
+    const { descriptor, body } = descriptorFor(randomUUID(), { dp, encoding: { clipMaxAbs: 8 } });
+    const id = descriptor.taskId;
+    const privacy = { mode: 'distributed', epsilonCap: 50, delta: 1e-5, noiseMultiplier: 1, clipNorm: 1, samplingRate: 1 };
+    const base = pattern(TINY_PARAMETERS, 1);
+    // Privacy settings other than the descriptor's are refused; so is a DP descriptor without DP settings.
+    const mismatch = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { committee: body, privacy: { ...privacy, noiseMultiplier: 0.5 } }) });
+    expect(mismatch.status).toBe(400);
+    expect(JSON.stringify(mismatch.body)).toMatch(/differs from the descriptor's dp/);
+    const withoutDp = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { committee: body }) });
+    expect(withoutDp.status).toBe(400);
+    expect(JSON.stringify(withoutDp.body)).toMatch(/privacy.mode \\"distributed\\"/);
+
+    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 2, committee: body, privacy }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // n = minDevices 3 - 1 colluding = 2 honest shares, σ = z·C/√2 (rounded up to 12 digits), 1/γ = 1/step, d = 16.
+    expect(created.body.settings.privacy.ddg).toMatchObject({ noiseClients: 2, scale: 8192, localStddev: 0.707106781187, dimension: 16, committee: true });
+    using devices = await joinDevices(t.coordinator, id, 3);
+    const dh = Buffer.from(descriptorHashHex(descriptor), 'hex');
+    const ddg = committeeDdgParams(descriptor, TINY_PARAMETERS)!;
+    let weights = base;
+    for (const round of [1, 2]) {
+      const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+      const deltas = devices.map((_, k) => pattern(TINY_PARAMETERS, k + 2 + round).map((x) => x * 0.5));
+      const expectedSum = new Float64Array(ddg.dimension);
+      for (const [k, d] of devices.entries()) {
+        const seed = 1000 * round + k;
+        const payload = await committeePayload(d, round, deltas[k]!, { dpRng: createSeededRng(seed), dp: { colludingDevices: 1 } });
+        await d.transport.submitUpdate(d.credential, { roundNumber: round, modelVersion: assignments[k]!.modelVersion, exampleCount: 1, encoding: 'committee-v1', sha256: sha256Hex(payload) }, payload);
+        // The device's integer vector, recomputed with the same randomness (KLS21 Algorithm 1).
+        const z = encodeDistributedDiscreteGaussian(deltas[k]!, { clipNorm: 1, scale: 8192, localStddev: ddg.localStddev, modulus: 2 ** 52, rotationSeed: committeeRotationSeed(dh, round), rng: createSeededRng(seed) });
+        const centred = centerModulo(z.encoded, 2 ** 52);
+        for (let i = 0; i < centred.length; i++) expectedSum[i] += centred[i]!;
+      }
+      const rounds = await waitForRounds(t.rest, id, (r) => r.some((x: any) => x.number === round && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+      const closed = rounds.find((r: any) => r.number === round);
+      expect(closed.state, closed.failureReason).toBe('CLOSED');
+      // The next model is the decoded noisy mean: unscale, undo the rotation, divide by |D|.
+      const sum = inverseRandomizedHadamard(expectedSum.map((v) => v / 8192), TINY_PARAMETERS, committeeRotationSeed(dh, round));
+      const expected = Float32Array.from(weights, (w, i) => w + sum[i]! / 3);
+      const next = await fetchWeights(t.rest, id, round);
+      expect(maxAbsDiff(next, expected)).toBeLessThanOrEqual(1e-6);
+      // And it carries noise: the noiseless mean of the (unclipped: norms below C) deltas differs by about √3·σ/3 ≈ 0.41 RMS.
+      const noiseless = Float32Array.from(weights, (w, i) => w + (deltas[0]![i]! + deltas[1]![i]! + deltas[2]![i]!) / 3);
+      const rms = Math.sqrt(next.reduce((a, v, i) => a + (v - noiseless[i]!) ** 2, 0) / TINY_PARAMETERS);
+      expect(rms).toBeGreaterThan(0.1);
+      expect(rms).toBeLessThan(2);
+      weights = next;
+    }
+
+    // The ledger: ε for observers (q = 1 here, so the same) and ε against the coordinator, each equal
+    // to the authors' accounting (google-research/federated distributed_dp ddgauss_epsilon with
+    // TF Privacy's conversion, evaluated on Veil's orders; see src/privacy/committee-dp.test.ts).
+    const REFERENCE = [4.728836898456729, 7.0779046489830275];
+    const audit = { token: t.coordinator.auditToken };
+    const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`, audit)).body.entries as LedgerEntry[];
+    expect(ledger.map((e) => e.mechanism)).toEqual(['ddg-distributed', 'committee-decryption', 'ddg-distributed', 'committee-decryption']);
+    for (const [r, e] of [ledger[0]!, ledger[2]!].entries()) {
+      expect(e.ddg).toEqual({ noiseClients: 2, scale: 8192, localStddev: 0.707106781187, dimension: 16, roundingBeta: expect.closeTo(Math.exp(-0.5), 11) });
+      expect(e.epsilon).toBeCloseTo(REFERENCE[r]!, 10);
+      expect(e.epsilonCoordinator).toBeCloseTo(REFERENCE[r]!, 10);
+    }
+    expect(ledger[3]!.epsilonCoordinator).toBe(ledger[2]!.epsilonCoordinator);
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toMatchObject({ ok: true, entries: 4 });
+    const summary = (await t.rest.request('GET', `/v1/tasks/${id}/privacy`, audit)).body;
+    expect(summary.epsilonSpentCoordinator).toBeCloseTo(REFERENCE[1]!, 10);
+    expect(summary.rounds.map((r: any) => [r.epsilonCoordinator, r.decryption.deviceCount])).toEqual([
+      [expect.closeTo(REFERENCE[0]!, 10), 3],
+      [expect.closeTo(REFERENCE[1]!, 10), 3],
+    ]);
+    // A rewritten ε against the coordinator is caught (the hash covers it).
+    await t.storage.sql(`UPDATE "PrivacyLedgerEntry" SET "epsilonCoordinator" = 1 WHERE "taskId" = $1 AND sequence = 3`, [id]);
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`, audit)).body).toMatchObject({ ok: false, firstMismatch: { sequence: 3 } });
   }, 180_000);
 });

@@ -97,4 +97,38 @@ describe('committee middleware (SDK)', () => {
     await expect(enc.middleware(update(), ctx(21), async (u) => u)).rejects.toThrow(/outside the descriptor's rounds/);
     await expect(enc.middleware({ ...update(), levels: { residues: new Int32Array(4), modulus: 7 } }, ctx(), async (u) => u)).rejects.toThrow(/distributed DP/);
   });
+
+  it('distributed DP: applies the noise the descriptor fixes; refuses a DP task that does not match the colluder allowance the app was configured with', async () => {
+    const dp = { mechanism: 'distributed-discrete-gaussian' as const, clipNorm: 1, noiseMultiplier: 1.2, colludingDevices: 2, delta: 1e-5 };
+    const base = setup();
+    const s = setup({ dp, encoding: { ...base.descriptor.encoding, weightCap: 1, clipMaxAbs: 16 } });
+    // What the coordinator announces for this descriptor: n = 10 - 2, σ = 1.2/√8 (rounded up to 12 digits), 1/γ = 1/step, d = 4096.
+    const announcedDp = { scale: 8192, localStddev: 0.424264068712, minNoiseClients: 8, dimension: 4096, clipNorm: 1, noiseMultiplier: 1.2 };
+    const make = (pins: Record<string, unknown>, announced: typeof announcedDp | null = announcedDp, committee = s.committee) => () =>
+      createCommitteeEncryption({ committee, pins: { ...s.pins, ...pins }, deviceId: 'client-1', deviceKey: s.deviceKey, certificate: s.certificate, parameterCount: 3000, announcedDp: announced });
+    expect(make({})).toThrow(/configure pins.dp/);
+    expect(make({ dp: { colludingDevices: 3 } })).toThrow(/sized for 8 honest devices \(2 colluding\), the app allows for 3 colluding/);
+    expect(make({ dp: { colludingDevices: 2, minNoiseMultiplier: 1.5 } })).toThrow(/noise multiplier 1.2 is below the app's floor 1.5/);
+    expect(make({ dp: { colludingDevices: 2, maxClipNorm: 0.5 } })).toThrow(/clip norm 1 exceeds/);
+    expect(make({ dp: { colludingDevices: 2 } }, null)).toThrow(/coordinator announces none/);
+    expect(make({ dp: { colludingDevices: 2 } }, { ...announcedDp, localStddev: 0.3 })).toThrow(/announces DP noise .* other than the descriptor's/);
+    expect(make({ dp: { colludingDevices: 2 } }, { ...announcedDp, minNoiseClients: 10 })).toThrow(/other than the descriptor's/);
+    // An app that requires DP refuses a descriptor without it.
+    expect(make({ dp: { colludingDevices: 0 } }, null, base.committee)).toThrow(/pinned|authority|requires distributed differential privacy/);
+    const nodp = setup();
+    expect(() =>
+      createCommitteeEncryption({ committee: nodp.committee, pins: { ...nodp.pins, dp: { colludingDevices: 0 } }, deviceId: 'client-1', deviceKey: nodp.deviceKey, certificate: nodp.certificate, parameterCount: 3000 }),
+    ).toThrow(/requires distributed differential privacy/);
+
+    // An allowance the descriptor covers (fewer assumed colluders than the descriptor's 2): accepted.
+    const enc = make({ dp: { colludingDevices: 1 } })();
+    expect(enc.dp).toMatchObject({ noiseClients: 8, localStddev: 0.424264068712, scale: 8192, dimension: 4096 });
+    const out = await enc.middleware(update(), ctx(), async (u) => u);
+    // Every DP update weighs 1 and carries the padded, rotated vector (d values); nothing in the clear.
+    expect(out.exampleCount).toBe(1);
+    expect(out.delta).toHaveLength(0);
+    const verified = verifyCommitteeUpload(out.payload!, { descriptor: s.descriptor, round: 3, valueCount: 4096, deviceId: 'client-1', nowMs: Date.now() });
+    expect(verified.sealedShares).toHaveLength(5);
+    expect(() => verifyCommitteeUpload(out.payload!, { descriptor: s.descriptor, round: 3, valueCount: 3000, deviceId: 'client-1', nowMs: Date.now() })).toThrow();
+  });
 });

@@ -22,13 +22,18 @@ import {
   decryptSum,
   deriveRoundSeed,
   hashD,
+  committeeDdgParams,
+  committeeRotationSeed,
+  committeeValueCount,
   reconstructCentred,
+  type DecryptedAggregate,
   verifyCommitteeUpload,
   type C0Accumulator,
   type SignedCustodianAnswer,
   type TaskDescriptor,
   type VerifiedCommitteeUpload,
 } from '@veil/crypto';
+import { inverseRandomizedHadamard } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { faultPoint } from '../test-faults.js';
 import type { CheckedUpdate, RoundAggregator, RoundResult } from './round-aggregator.js';
@@ -104,7 +109,8 @@ export function checkCommitteeUpload(task: CommitteeTask, round: number, paramet
       descriptor: task.descriptor,
       descriptorHash: task.descriptorHash,
       round,
-      valueCount: parameterCount,
+      // Under DP the upload carries the padded, rotated integer vector (d values).
+      valueCount: committeeValueCount(task.descriptor, parameterCount),
       deviceId: clientId,
       nowMs: (task.clock ?? Date.now)(),
     });
@@ -114,10 +120,31 @@ export function checkCommitteeUpload(task: CommitteeTask, round: number, paramet
   }
 }
 
+/**
+ * The server side of the distributed discrete Gaussian in committee mode (KLS21 Algorithm 1,
+ * decoding; @veil/crypto committee/dp.ts): the decrypted level sums are the exact integer sum of
+ * the devices' rotated, scaled, rounded and noised vectors (no modular wrap: the descriptor's
+ * encoding bounds it); unscale by 1/γ = 1/step, undo the rotation with the round's public seed,
+ * truncate to the model, divide by |D|. Every DP update weighs 1: a weight slot other than |D|
+ * is refused.
+ */
+function ddgMean(descriptor: TaskDescriptor, descriptorHash: Uint8Array, round: number, parameterCount: number, decrypted: DecryptedAggregate): Float64Array {
+  if (decrypted.weightSum !== decrypted.count) {
+    throw new CryptoError('integrity_check_failed', `a DP committee round weighs every update 1: the weight slot decrypted to ${decrypted.weightSum}, |D| = ${decrypted.count}`);
+  }
+  const ddg = committeeDdgParams(descriptor, parameterCount)!;
+  const scaled = new Float64Array(decrypted.levelSums.length);
+  for (let i = 0; i < scaled.length; i++) scaled[i] = decrypted.levelSums[i]! / ddg.scale;
+  const sum = inverseRandomizedHadamard(scaled, parameterCount, committeeRotationSeed(descriptorHash, round));
+  for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / decrypted.count;
+  return sum;
+}
+
 /** Starts one committee round's aggregation. */
 export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number): CommitteeRoundAggregator {
   const { descriptor, descriptorHash } = task;
-  let sum: C0Accumulator | null = createC0Accumulator({ valueCount: parameterCount });
+  const valueCount = committeeValueCount(descriptor, parameterCount);
+  let sum: C0Accumulator | null = createC0Accumulator({ valueCount });
   // Per device, only what the committee needs (copies: views into the upload would keep its whole
   // payload, c0 included, alive for the round — about 1.1 MB per device at 199,210 values).
   const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; manifestDigest: Uint8Array; sealedShares: Uint8Array[] }[] = [];
@@ -177,7 +204,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           round,
           roundSeed: deriveRoundSeed(descriptorHash, round),
           encoding: descriptor.encoding,
-          valueCount: parameterCount,
+          valueCount,
           c0Sum: sum.sum(),
           secretSum,
           count: devices.length,
@@ -185,7 +212,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         const weights = bytesToFloat32(current.bytes);
         if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
         const next = new Float32Array(parameterCount);
-        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + decrypted.mean[i]!;
+        const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);
+        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
         const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
         const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
         faultPoint('committee-answered'); // crash tests only (NODE_ENV=test): the custodians answered, the model is not written

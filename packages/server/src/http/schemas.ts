@@ -237,6 +237,10 @@ export const ledgerEntrySchema = {
     participants: { type: 'integer' },
     participantIds: { type: 'array', items: { type: 'string' } },
     epsilon: { type: 'number', description: 'CUMULATIVE epsilon of the task after this entry (all rounds so far, not this round alone), at delta' },
+    epsilonCoordinator: {
+      type: ['number', 'null'],
+      description: 'Committee tasks with distributed DP: CUMULATIVE epsilon against the coordinator, without subsampling amplification (it chooses D), at delta; covered by the hash. Absent or null otherwise',
+    },
     delta: { type: 'number' },
     order: { type: 'number', description: 'The Renyi-DP order alpha at which the cumulative epsilon was attained (the RDP-to-(epsilon, delta) conversion minimises over the orders)' },
     createdAt: { type: 'string' },
@@ -298,6 +302,10 @@ export const privacySummarySchema = {
     delta: { type: 'number' },
     spent: { type: 'number', description: 'Same as epsilonSpent (kept for existing clients)' },
     epsilonSpent: { type: 'number', description: 'Cumulative epsilon of the task after its last ledger entry, at delta' },
+    epsilonSpentCoordinator: {
+      type: ['number', 'null'],
+      description: 'Committee tasks with distributed DP: cumulative epsilon against the coordinator (no subsampling amplification, since it chooses D); epsilonSpent is the guarantee for observers of the released models. Null otherwise',
+    },
     remaining: { type: 'number', description: 'epsilonCap - epsilonSpent (not below 0)' },
     projection: {
       type: 'object',
@@ -317,6 +325,7 @@ export const privacySummarySchema = {
           roundNumber: { type: 'integer' },
           epsilon: { type: 'number', description: 'Same as epsilonCumulative (kept for existing clients)' },
           epsilonCumulative: { type: 'number', description: 'Cumulative epsilon of the task after this round' },
+          epsilonCoordinator: { type: ['number', 'null'], description: 'Committee tasks with distributed DP: cumulative epsilon against the coordinator after this round (unamplified); null otherwise' },
           order: { type: 'number', description: 'Renyi-DP order at which epsilonCumulative was attained' },
           participants: { type: 'integer' },
           at: { type: 'string' },

@@ -110,6 +110,7 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
             roundingBeta: row.ddgRoundingBeta!,
           },
     ...(row.decryption !== null && { decryption: row.decryption as unknown as LedgerDecryption }),
+    ...(row.epsilonCoordinator !== null && { epsilonCoordinator: row.epsilonCoordinator }),
     prevHash: row.prevHash,
     hash: row.hash,
   };
@@ -117,10 +118,11 @@ function toLedgerEntry(row: Prisma.PrivacyLedgerEntryGetPayload<object>): Ledger
 
 /** The ledger entry's columns. */
 function ledgerRow(entry: LedgerEntry) {
-  const { ddg, participantIds, createdAt, decryption, ...rest } = entry;
+  const { ddg, participantIds, createdAt, decryption, epsilonCoordinator, ...rest } = entry;
   return {
     ...rest,
     ...(decryption != null && { decryption: json(decryption) }),
+    epsilonCoordinator: epsilonCoordinator ?? null,
     participantIds: json(participantIds),
     createdAt: new Date(createdAt),
     ddgNoiseClients: ddg?.noiseClients ?? null,

@@ -134,3 +134,13 @@ export function epsilonIfRoundRuns(spent: readonly AccountedEntry[], settings: P
 export function clientEpsilon(participations: readonly AccountedEntry[], delta: number): EpsilonResult {
   return accountantOf(participations, 1).getEpsilon(delta);
 }
+
+/**
+ * ε against the coordinator of a committee task with distributed DP (issue 11): it chooses D,
+ * so Poisson subsampling does not amplify against it; every round is the unamplified distributed
+ * discrete Gaussian (q = 1) over the n = minDevices - colludingDevices honest shares the
+ * custodians' |D| >= minDevices guarantees, composed over the task's rounds.
+ */
+export function coordinatorEpsilon(entries: readonly AccountedEntry[], delta: number): EpsilonResult {
+  return clientEpsilon(entries, delta);
+}

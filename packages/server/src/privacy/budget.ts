@@ -1,4 +1,4 @@
-import { MECHANISM_DECRYPTION, epsilonIfRoundRuns, ledgerParams } from './accounting.js';
+import { MECHANISM_DECRYPTION, coordinatorEpsilon, epsilonIfRoundRuns, ledgerParams } from './accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerDecryption, type LedgerEntry, type LedgerFields } from './ledger.js';
 import type { PrivacySettings } from './settings.js';
 
@@ -50,6 +50,10 @@ export function roundLedgerEntry(input: {
     order: ledgerNumber(input.decision.order),
     createdAt: input.at.toISOString(),
   };
+  // Committee DDG: the coordinator chooses D, so against it every round counts unamplified (q = 1).
+  if (input.privacy.ddg?.committee === true) {
+    fields.epsilonCoordinator = ledgerNumber(coordinatorEpsilon([...input.spent, fields], input.privacy.delta).epsilon);
+  }
   const prevHash = last?.hash ?? GENESIS_HASH;
   return { ...fields, prevHash, hash: hashLedgerEntry(fields, prevHash) };
 }
@@ -83,6 +87,7 @@ export function decryptionLedgerEntry(input: {
     epsilon: last?.epsilon ?? 0,
     delta: input.privacy.delta,
     order: last?.order ?? 0,
+    ...(last?.epsilonCoordinator != null && { epsilonCoordinator: last.epsilonCoordinator }),
     createdAt: input.at.toISOString(),
     decryption: {
       descriptorHash: input.decryption.descriptorHash,

@@ -23,6 +23,13 @@ export interface LedgerFields {
    * Optional so entries built before committee mode type-check; absent means null.
    */
   decryption?: LedgerDecryption | null;
+  /**
+   * Committee tasks with distributed DP: the cumulative ε against the coordinator, which chooses
+   * D and so gets no subsampling amplification (every round composed at q = 1), at `delta`.
+   * `epsilon` stays the ε for observers of the released models (amplified by q). Absent or null
+   * for other tasks.
+   */
+  epsilonCoordinator?: number | null;
 }
 
 /**
@@ -109,6 +116,7 @@ export function hashLedgerEntry(fields: LedgerFields, prevHash: string): string 
     ...(fields.ddg === null
       ? []
       : [['ddg', fields.ddg.noiseClients, fields.ddg.scale, fields.ddg.localStddev, fields.ddg.dimension, fields.ddg.roundingBeta]]),
+    ...(fields.epsilonCoordinator == null ? [] : [['coordinator', fields.epsilonCoordinator]]),
     // Committee decryptions: every answer field and signature in a fixed order (whatever key order the database returns).
     ...(fields.decryption == null ? [] : [decryptionCanonical(fields.decryption)]),
   ]);
@@ -161,6 +169,8 @@ export function verifyLedger(
   tolerance = 1e-9,
   /** Further checks of one entry (e.g. custodian signatures): a reason when it fails, null when it passes. */
   checkEntry: (entry: LedgerEntry) => string | null = () => null,
+  /** Recomputes an entry's `epsilonCoordinator` (when it has one) from the entries up to it. */
+  recomputeCoordinatorEpsilon: (upTo: readonly LedgerEntry[]) => number = () => Number.NaN,
 ): VerifyResult {
   let prev = GENESIS_HASH;
   for (let i = 0; i < entries.length; i++) {
@@ -176,6 +186,12 @@ export function verifyLedger(
     const epsilon = recomputeEpsilon(entries.slice(0, i + 1));
     if (!(Math.abs(epsilon - e.epsilon) <= tolerance * Math.max(1, Math.abs(epsilon)))) {
       return fail(`recorded epsilon ${e.epsilon} differs from ${epsilon} recomputed from the recorded parameters`);
+    }
+    if (e.epsilonCoordinator != null) {
+      const against = recomputeCoordinatorEpsilon(entries.slice(0, i + 1));
+      if (!(Math.abs(against - e.epsilonCoordinator) <= tolerance * Math.max(1, Math.abs(against)))) {
+        return fail(`recorded epsilon against the coordinator ${e.epsilonCoordinator} differs from ${against} recomputed without amplification`);
+      }
     }
     prev = e.hash;
   }

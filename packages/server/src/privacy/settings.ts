@@ -1,3 +1,4 @@
+import { committeeDdgParams, type TaskDescriptor } from '@veil/crypto';
 import { DEFAULT_ROUNDING_BETA, checkModularHeadroom, nextPowerOfTwo } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { ledgerNumber } from './ledger.js';
@@ -46,6 +47,12 @@ export interface DdgSettings {
   modulus: number;
   /** β of the conditional randomized rounding. */
   roundingBeta: number;
+  /**
+   * Committee mode (issue 11): the parameters come from the signed descriptor, the sum is an
+   * integer sum (no modulus: `modulus` is 0), and since the coordinator chooses D the ledger also
+   * reports ε against the coordinator without subsampling amplification. Absent otherwise.
+   */
+  committee?: boolean;
 }
 
 export interface PrivacyInput {
@@ -136,4 +143,57 @@ export function completeDistributedSettings(
         `it needs ${headroom.requiredModulusBits} bits, the key has ${Math.log2(plainModulus).toFixed(1)}; lower privacy.scale or clientsPerRound`,
     );
   }
+}
+
+/**
+ * A committee task's privacy settings against its signed descriptor (issue 11, item 4): the
+ * descriptor's `dp` and the task's `privacy` must agree — distributed mode exactly when the
+ * descriptor has DP, with the same clip norm, noise multiplier and δ — and the distributed
+ * discrete Gaussian's parameters are then the descriptor's (@veil/crypto `committeeDdgParams`:
+ * n = minDevices - colludingDevices honest shares, 1/γ = 1/step, σ_local = z·C/√n, d padded),
+ * whatever `minNoiseClients` or `scale` the request gave. Refuses an encoding whose clip range a
+ * device's noisy integer coordinate could exceed (probability bound 1e-9 over maxDevices devices,
+ * the sub-Gaussian bound of KLS21 Sec. 4.4 for one device): the sum over D then never wraps,
+ * since validateDescriptor bounds maxDevices · maxAbsLevel by the decodable sum.
+ */
+export function completeCommitteePrivacySettings(privacy: PrivacySettings | null, descriptor: TaskDescriptor, parameterCount: number): void {
+  const dp = descriptor.dp;
+  if (privacy === null || privacy.mode === 'local') {
+    if (dp !== null) invalid(`the descriptor sets distributed differential privacy: create the task with privacy.mode "distributed" (clipNorm ${dp.clipNorm}, noiseMultiplier ${dp.noiseMultiplier}, delta ${dp.delta})`);
+    return;
+  }
+  if (dp === null) invalid('privacy.mode "distributed" in committee mode needs a descriptor with dp (its noise must be fixed by the signed descriptor)');
+  const d = dp!;
+  if (d.clipNorm !== privacy.clipNorm || d.noiseMultiplier !== privacy.noiseMultiplier || d.delta !== privacy.delta) {
+    invalid(
+      `privacy (clipNorm ${privacy.clipNorm}, noiseMultiplier ${privacy.noiseMultiplier}, delta ${privacy.delta}) differs from the descriptor's dp ` +
+        `(clipNorm ${d.clipNorm}, noiseMultiplier ${d.noiseMultiplier}, delta ${d.delta})`,
+    );
+  }
+  const params = committeeDdgParams(descriptor, parameterCount)!;
+  const maxAbsLevel = Math.floor(descriptor.encoding.clipMaxAbs / descriptor.encoding.step + 0.5);
+  const headroom = checkModularHeadroom({
+    clipNorm: params.clipNorm,
+    clients: 1,
+    modulusBits: Math.log2(2 * maxAbsLevel),
+    scale: params.scale,
+    localStddev: params.localStddev,
+    dimension: params.dimension,
+    maxOverflowProbability: 1e-9 / descriptor.maxDevices,
+  });
+  if (!headroom.ok) {
+    invalid(
+      `a device's noisy coordinate could exceed the descriptor's clip range ${descriptor.encoding.clipMaxAbs} (${maxAbsLevel} levels; probability bound ` +
+        `${headroom.overflowProbabilityBound.toExponential(2)}): it needs ${2 ** (headroom.requiredModulusBits - 1)} levels; raise encoding.clipMaxAbs`,
+    );
+  }
+  privacy.ddg = {
+    noiseClients: params.noiseClients,
+    scale: ledgerNumber(params.scale),
+    localStddev: params.localStddev,
+    dimension: params.dimension,
+    modulus: 0,
+    roundingBeta: ledgerNumber(DEFAULT_ROUNDING_BETA),
+    committee: true,
+  };
 }

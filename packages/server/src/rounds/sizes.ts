@@ -19,7 +19,7 @@ export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' 
   if (committee != null) {
     // c0 (5.5 bytes per value) + one 4,144-byte sealed share per custodian + the signed manifest.
     const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
-    return committeeUploadBytesWithoutManifest(task.parameterCount, descriptor.committee.length) + MAX_MANIFEST_BYTES;
+    return committeeUploadBytesWithoutManifest(updateValueCount(task), descriptor.committee.length) + MAX_MANIFEST_BYTES;
   }
   if (task.encryption === null) return task.parameterCount * 4;
   return maxUpdatePayloadBytes(task.encryption.preset, updateValueCount(task));

@@ -4,7 +4,7 @@ import { float32ToBytes as encodeFloat32 } from '@veil/protocol/codec';
 import { payloadError } from '../aggregation/round-aggregator.js';
 import { modelBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
-import { completeDistributedSettings } from '../privacy/settings.js';
+import { completeCommitteePrivacySettings, completeDistributedSettings } from '../privacy/settings.js';
 import type { CommitteeSettings, Task, TaskEncryption, TaskSettings } from './model.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import type { EngineContext } from './engine-context.js';
@@ -58,9 +58,8 @@ export class TaskService {
       committee === null ? await this.resolveEncryption(input.encryption, settings) : { encryption: null, plainModulus: null };
     if (committee !== null) {
       if (input.updateBound !== undefined) throw new VeilError('invalid_argument', "updateBound applies to plaintext tasks; committee updates are clipped by the descriptor's encoding");
-      if (settings.privacy !== null && settings.privacy.mode !== 'local') {
-        throw new VeilError('invalid_argument', 'distributed differential privacy is not yet available in committee mode (local DP is)');
-      }
+      // Distributed DP (KLS21) with its noise fixed by the signed descriptor (privacy/settings.ts).
+      completeCommitteePrivacySettings(settings.privacy, committee.descriptor, parameterCount);
       const selection = settings.selection;
       const most = selection.kind === 'count' ? selection.count : selection.kind === 'poisson' ? selection.maxCount : null;
       if (most === null) throw new VeilError('invalid_argument', 'committee tasks need clientsPerRound (a fixed count) so |D| stays within the descriptor');
@@ -96,7 +95,7 @@ export class TaskService {
       throw new VeilError('invalid_argument', `rounds ${settings.rounds} and 2 calibration rounds exceed the descriptor's maxRounds ${committee.descriptor.maxRounds}`);
     }
     // DP tasks select by Poisson sampling, capped at maxCount: the most updates one sum can hold.
-    if (settings.privacy !== null && settings.selection.kind === 'poisson') {
+    if (settings.privacy !== null && committee === null && settings.selection.kind === 'poisson') {
       completeDistributedSettings(settings.privacy, { parameterCount, plainModulus, maxClients: settings.selection.maxCount });
     }
     const strategy = this.ctx.strategies.resolve(input.strategy, {

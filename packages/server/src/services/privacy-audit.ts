@@ -8,7 +8,7 @@
  */
 import { VeilError } from '../errors.js';
 import type { TaskDescriptor } from '@veil/crypto';
-import { clientEpsilon, epsilonOfEntries, isSpendEntry, ledgerParams, mechanismName } from '../privacy/accounting.js';
+import { clientEpsilon, coordinatorEpsilon, epsilonOfEntries, isSpendEntry, ledgerParams, mechanismName } from '../privacy/accounting.js';
 import { committeeEntryChecker, decryptionApprovals } from '../privacy/committee-ledger.js';
 import { GENESIS_HASH, verifyLedger, type LedgerEntry } from '../privacy/ledger.js';
 import type { PrivacySettings } from '../privacy/settings.js';
@@ -112,7 +112,9 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
     mechanism: mechanismName(p.mode),
     accountant: {
       name: 'rdp',
-      description: p.ddg
+      description: p.ddg?.committee === true
+        ? 'Committee mode: Renyi DP of the distributed discrete Gaussian (Kairouz, Liu & Steinke 2021, Theorem 1 and Proposition 14, with conditional-rounding sensitivity) over the n = minDevices - colludingDevices honest noise shares the custodians guarantee, converted to (epsilon, delta) as in dp_accounting. epsilonSpent: Poisson-subsampled (Zhu & Wang 2019, Theorem 5), the guarantee for observers of the released models; epsilonSpentCoordinator: without subsampling amplification (q = 1), since the coordinator chooses D'
+        : p.ddg
         ? 'Renyi DP of the distributed discrete Gaussian (Kairouz, Liu & Steinke 2021, Theorem 1 and Proposition 14, with conditional-rounding sensitivity), Poisson-subsampled (Zhu & Wang 2019, Theorem 5), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders'
         : 'Renyi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & Zhang 2019), composed over rounds, converted to (epsilon, delta) as in dp_accounting (Balle et al. 2020; Canonne, Kamath & Steinke 2020), with dp_accounting default orders',
       samplingRate: p.samplingRate,
@@ -122,6 +124,12 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
     },
     epsilonCap: p.epsilonCap,
     delta: p.delta,
+    /**
+     * Committee tasks with distributed DP: the cumulative ε against the coordinator, which chooses
+     * D (no subsampling amplification); `epsilonSpent` is the ε for observers of the released
+     * models. Null for other tasks.
+     */
+    epsilonSpentCoordinator: p.ddg?.committee === true ? (entries.at(-1)?.epsilonCoordinator ?? 0) : null,
     /** Deprecated alias of epsilonSpent, kept for existing clients. */
     spent,
     epsilonSpent: spent,
@@ -133,6 +141,7 @@ export function summarizePrivacy(task: PrivateTask, entries: readonly LedgerEntr
       /** Kept for existing clients; the same value as epsilonCumulative. */
       epsilon: e.epsilon,
       epsilonCumulative: e.epsilon,
+      epsilonCoordinator: e.epsilonCoordinator ?? null,
       order: e.order,
       participants: e.participants,
       at: e.createdAt,
@@ -156,7 +165,13 @@ export function verifyPrivacyLedger(task: PrivateTask, entries: readonly LedgerE
   const overCap = entries.find((e) => e.epsilon > task.settings.privacy.epsilonCap);
   const committee = task.settings.committee;
   const descriptor = committee == null ? null : (JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor);
-  const result = verifyLedger(entries, (upTo) => epsilonOfEntries(upTo, upTo.at(-1)!.delta).epsilon, undefined, committeeEntryChecker(descriptor));
+  const result = verifyLedger(
+    entries,
+    (upTo) => epsilonOfEntries(upTo, upTo.at(-1)!.delta).epsilon,
+    undefined,
+    committeeEntryChecker(descriptor),
+    (upTo) => coordinatorEpsilon(upTo, upTo.at(-1)!.delta).epsilon,
+  );
   return { ...result, withinCap: overCap === undefined, headHash: entries.at(-1)?.hash ?? GENESIS_HASH };
 }
 
@@ -181,7 +196,7 @@ export function privacyCheckpoint(task: PrivateTask, entries: readonly LedgerEnt
     epsilonCumulative: head?.epsilon ?? 0,
     delta: task.settings.privacy.delta,
     epsilonCap: task.settings.privacy.epsilonCap,
-    hashAlgorithm: 'SHA-256 over JSON.stringify([taskId, sequence, roundNumber, mechanism, samplingRate, noiseMultiplier, clipNorm, participants, participantIds, epsilon, delta, order, createdAt, (ddg parameters), (committee decryption: ["committee", descriptorHash, hashD, manifestDigests, answers as [descriptorHash, round, hashD, count, custodianIndex, shareSumSha256, signature]])]) + "\\n" + prevHash',
+    hashAlgorithm: 'SHA-256 over JSON.stringify([taskId, sequence, roundNumber, mechanism, samplingRate, noiseMultiplier, clipNorm, participants, participantIds, epsilon, delta, order, createdAt, (ddg parameters), (["coordinator", epsilonCoordinator]), (committee decryption: ["committee", descriptorHash, hashD, manifestDigests, answers as [descriptorHash, round, hashD, count, custodianIndex, shareSumSha256, signature]])]) + "\\n" + prevHash',
     createdAt: now.toISOString(),
     signed: false,
   };

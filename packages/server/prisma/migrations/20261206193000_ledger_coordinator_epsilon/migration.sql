@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "PrivacyLedgerEntry" ADD COLUMN     "epsilonCoordinator" DOUBLE PRECISION;
