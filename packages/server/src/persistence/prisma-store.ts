@@ -22,7 +22,6 @@ import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
 import type { FitConfig } from '../aggregation/strategy.js';
 import { DEFAULT_MAX_DEVICES } from '../rounds/task-settings.js';
 
-type Tx = Prisma.TransactionClient;
 type TaskRow = Prisma.TaskGetPayload<object>;
 type RoundRow = Prisma.RoundGetPayload<object>;
 
@@ -162,23 +161,45 @@ interface TransitionData {
   fitConfig?: FitConfig;
 }
 
+/** What runs raw statements: the client or an interactive transaction. */
+type Sql = Pick<PrismaClient, '$queryRawUnsafe'>;
+
+/** A statement's parameters: `add` appends one and returns its cast placeholder. */
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown, cast: string): string {
+    this.values.push(value);
+    return `$${this.values.length}::${cast}`;
+  }
+}
+
+/** A Round row's columns as a raw statement returns them (the shape Prisma's client gives `toRound`). */
+const ROUND_COLUMNS = `id::text AS id, "taskId"::text AS "taskId", number, state::text AS state, "failureReason", "baseModelVersion",
+  "targetCount", "minClients", "receivedCount", "deadlineAt", config, "fitConfig", summary, "openedAt", "closedAt"`;
+
 /**
- * A round transition guarded by the expected states, recorded as a RoundEvent in the same transaction.
- * One statement does the guarded update and the event (row lock, old state, UPDATE, INSERT).
+ * A round transition guarded by the expected states, in ONE statement (one round trip, atomic
+ * without an interactive transaction): row lock, old state, UPDATE, the RoundEvent, and the
+ * statements `extra` adds (CTE bodies that act only when the round moved: they refer to `upd`,
+ * the moved round's new row). Returns the moved round, or null when it was in none of `from`.
  */
 async function transition(
-  tx: Tx,
+  db: Sql,
   roundId: string,
   from: readonly RoundState[],
   to: RoundState,
   data: TransitionData,
   reason: string | null,
+  extra?: (p: Params) => string[],
 ): Promise<RoundRow | null> {
-  const params: unknown[] = [roundId, to, [...from], reason];
-  const sets: string[] = [`state = $2::"RoundState"`];
+  const p = new Params();
+  const id = p.add(roundId, 'uuid');
+  const toState = p.add(to, '"RoundState"');
+  const fromStates = p.add([...from], 'text[]');
+  const why = p.add(reason, 'text');
+  const sets: string[] = [`state = ${toState}`];
   const set = (column: string, value: unknown, cast: string): void => {
-    params.push(value);
-    sets.push(`"${column}" = $${params.length}::${cast}`);
+    sets.push(`"${column}" = ${p.add(value, cast)}`);
   };
   if (data.targetCount !== undefined) set('targetCount', data.targetCount, 'int');
   if (data.deadlineAt !== undefined) set('deadlineAt', data.deadlineAt.toISOString(), 'timestamptz');
@@ -186,24 +207,28 @@ async function transition(
   if (data.closedAt !== undefined) set('closedAt', data.closedAt.toISOString(), 'timestamptz');
   if (data.failureReason !== undefined) set('failureReason', data.failureReason, 'text');
   if (data.fitConfig !== undefined) set('fitConfig', JSON.stringify(data.fitConfig), 'jsonb');
-  const moved = await tx.$queryRawUnsafe<Array<{ fromState: string }>>(
+  const extras = (extra?.(p) ?? []).map((body, k) => `, x${k} AS (${body})`).join('');
+  const moved = await db.$queryRawUnsafe<RoundRow[]>(
     `WITH old AS (
-       SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
+       SELECT id, state FROM "Round" WHERE id = ${id} FOR UPDATE
      ), upd AS (
        UPDATE "Round" SET ${sets.join(', ')}
-       FROM old WHERE "Round".id = old.id AND old.state::text = ANY($3::text[])
-       RETURNING old.state AS "fromState"
+       FROM old WHERE "Round".id = old.id AND old.state::text = ANY(${fromStates})
+       RETURNING "Round".*, old.state AS "fromState"
      ), ev AS (
        INSERT INTO "RoundEvent" ("roundId", "from", "to", reason)
-       SELECT $1::uuid, "fromState", $2::"RoundState", $4::text FROM upd
+       SELECT id, "fromState", ${toState}, ${why} FROM upd
        RETURNING 1
-     )
-     SELECT "fromState"::text AS "fromState" FROM upd`,
-    ...params,
+     )${extras}
+     SELECT ${ROUND_COLUMNS} FROM upd`,
+    ...p.values,
   );
-  if (moved.length !== 1) return null;
-  return tx.round.findUniqueOrThrow({ where: { id: roundId } });
+  return moved.length === 1 ? moved[0]! : null;
 }
+
+/** CTE body for `transition`: the round's participants still SELECTED become DROPPED. */
+const dropUnsubmitted = (p: Params, roundId: string): string =>
+  `UPDATE "Participation" SET status = 'DROPPED' WHERE "roundId" = ${p.add(roundId, 'uuid')} AND status = 'SELECTED' AND EXISTS (SELECT 1 FROM upd)`;
 
 /** FederationStore on Prisma (PostgreSQL or PGlite). */
 export function createPrismaStore(prisma: PrismaClient): FederationStore {
@@ -266,45 +291,46 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
     },
 
     async openRound(round) {
-      const row = await prisma.$transaction(async (tx) => {
-        const created = await tx.round.create({
-          data: {
-            id: round.id,
-            taskId: round.taskId,
-            number: round.number,
-            state: 'SELECTING',
-            baseModelVersion: round.baseModelVersion,
-            targetCount: 0,
-            minClients: round.minClients,
-            deadlineAt: new Date(0),
-            config: json(round.config),
-          },
-        });
-        await tx.roundEvent.create({ data: { roundId: round.id, from: null, to: 'SELECTING', reason: null } });
-        return created;
-      });
-      return toRound(row);
+      // One statement: the round and its first event (one round trip, atomic).
+      const p = new Params();
+      const rows = await prisma.$queryRawUnsafe<RoundRow[]>(
+        `WITH r AS (
+           INSERT INTO "Round" (id, "taskId", number, state, "baseModelVersion", "targetCount", "minClients", "deadlineAt", config)
+           VALUES (${p.add(round.id, 'uuid')}, ${p.add(round.taskId, 'uuid')}, ${p.add(round.number, 'int')}, 'SELECTING', ${p.add(round.baseModelVersion, 'int')},
+             0, ${p.add(round.minClients, 'int')}, ${p.add(new Date(0).toISOString(), 'timestamptz')}, ${p.add(JSON.stringify(round.config), 'jsonb')})
+           RETURNING *
+         ), ev AS (
+           INSERT INTO "RoundEvent" ("roundId", "from", "to", reason) SELECT id, NULL, 'SELECTING', NULL FROM r
+         )
+         SELECT ${ROUND_COLUMNS} FROM r`,
+        ...p.values,
+      );
+      return toRound(rows[0]!);
     },
 
     async startCollecting(roundId, clientIds, deadlineAt, { fitConfig, ledgerEntry }) {
-      const row = await prisma.$transaction(async (tx) => {
-        const moved = await transition(
-          tx,
+      const move = (db: Sql): Promise<RoundRow | null> =>
+        transition(
+          db,
           roundId,
           ['SELECTING'],
           'COLLECTING',
           { targetCount: clientIds.length, deadlineAt, fitConfig },
           `${clientIds.length} clients selected`,
+          (p) => [
+            `INSERT INTO "Participation" ("roundId", "clientId", status)
+             SELECT ${p.add(roundId, 'uuid')}, c, 'SELECTED' FROM unnest(${p.add([...clientIds], 'uuid[]')}) AS c WHERE EXISTS (SELECT 1 FROM upd)`,
+          ],
         );
-        if (moved === null) return null;
-        await tx.participation.createMany({ data: clientIds.map((clientId) => ({ roundId, clientId, status: 'SELECTED' as const })) });
-        if (ledgerEntry !== undefined) {
-          await tx.privacyLedgerEntry.create({
-            data: ledgerRow(ledgerEntry),
-          });
-        }
-        return moved;
-      });
+      // Without a privacy spend: one statement. With one, the ledger entry joins it in a transaction.
+      const row =
+        ledgerEntry === undefined
+          ? await move(prisma)
+          : await prisma.$transaction(async (tx) => {
+              const moved = await move(tx);
+              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
+              return moved;
+            });
       return row === null ? null : toRound(row);
     },
 
@@ -373,53 +399,46 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
     },
 
     async beginAggregation(roundId, reason) {
-      const row = await prisma.$transaction(async (tx) => {
-        const moved = await transition(tx, roundId, ['COLLECTING'], 'AGGREGATING', {}, reason);
-        if (moved !== null) await tx.participation.updateMany({ where: { roundId, status: 'SELECTED' }, data: { status: 'DROPPED' } });
-        return moved;
-      });
+      const row = await transition(prisma, roundId, ['COLLECTING'], 'AGGREGATING', {}, reason, (p) => [dropUnsubmitted(p, roundId)]);
       return row === null ? null : toRound(row);
     },
 
     async closeRound(roundId, model, summary, extra) {
-      const row = await prisma.$transaction(async (tx) => {
-        const moved = await transition(tx, roundId, ['AGGREGATING'], 'CLOSED', { summary, closedAt: new Date() }, null);
-        if (moved === null) return null;
-        // A committee decryption's ledger entry commits with the round it closes (or not at all).
-        if (extra?.ledgerEntry !== undefined) await tx.privacyLedgerEntry.create({ data: ledgerRow(extra.ledgerEntry) });
-        if (model !== null) {
-          await tx.modelVersion.create({
-            data: {
-              taskId: moved.taskId,
-              version: model.version,
-              digest: model.sha256,
-              sizeBytes: model.sizeBytes,
-              encoding: model.encoding,
-              roundNumber: moved.number,
-              strategyStateDigest: model.strategyState?.sha256 ?? null,
-              strategyStateBytes: model.strategyState?.sizeBytes ?? null,
-            },
-          });
-          await tx.task.update({ where: { id: moved.taskId }, data: { currentModelVersion: model.version } });
-        }
-        return moved;
-      });
+      const move = (db: Sql): Promise<RoundRow | null> =>
+        transition(db, roundId, ['AGGREGATING'], 'CLOSED', { summary, closedAt: new Date() }, null, (p) =>
+          model === null
+            ? []
+            : [
+                `INSERT INTO "ModelVersion" ("taskId", version, digest, "sizeBytes", encoding, "roundNumber", "strategyStateDigest", "strategyStateBytes")
+                 SELECT "taskId", ${p.add(model.version, 'int')}, ${p.add(model.sha256, 'text')}, ${p.add(model.sizeBytes, 'int')}, ${p.add(model.encoding, 'text')},
+                   number, ${p.add(model.strategyState?.sha256 ?? null, 'text')}, ${p.add(model.strategyState?.sizeBytes ?? null, 'int')} FROM upd`,
+                `UPDATE "Task" SET "currentModelVersion" = ${p.add(model.version, 'int')}, "updatedAt" = ${p.add(new Date().toISOString(), 'timestamptz')}
+                 FROM upd WHERE "Task".id = upd."taskId"`,
+              ],
+        );
+      // Without a ledger entry: one statement. A committee decryption's entry commits with the round it closes (or not at all).
+      const ledgerEntry = extra?.ledgerEntry;
+      const row =
+        ledgerEntry === undefined
+          ? await move(prisma)
+          : await prisma.$transaction(async (tx) => {
+              const moved = await move(tx);
+              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
+              return moved;
+            });
       return row === null ? null : toRound(row);
     },
 
     async failRound(roundId, reason) {
-      const row = await prisma.$transaction(async (tx) => {
-        const moved = await transition(
-          tx,
-          roundId,
-          ['SELECTING', 'COLLECTING', 'AGGREGATING'],
-          'FAILED',
-          { failureReason: reason, closedAt: new Date() },
-          reason,
-        );
-        if (moved !== null) await tx.participation.updateMany({ where: { roundId, status: 'SELECTED' }, data: { status: 'DROPPED' } });
-        return moved;
-      });
+      const row = await transition(
+        prisma,
+        roundId,
+        ['SELECTING', 'COLLECTING', 'AGGREGATING'],
+        'FAILED',
+        { failureReason: reason, closedAt: new Date() },
+        reason,
+        (p) => [dropUnsubmitted(p, roundId)],
+      );
       return row === null ? null : toRound(row);
     },
 
@@ -630,6 +649,23 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         select: { updateDigest: true },
       });
       return new Set(hits.map((h) => h.updateDigest!));
+    },
+
+    async knownClientUpdates(taskId, updates) {
+      if (updates.length === 0) return new Set<string>();
+      // One query for a whole batch: every accepted update of these clients with one of these digests
+      // (a superset of the pairs asked about, narrowed below), found through the digest index.
+      const p = new Params();
+      const rows = await prisma.$queryRawUnsafe<Array<{ clientId: string; digest: string }>>(
+        `SELECT pa."clientId"::text AS "clientId", pa."updateDigest" AS digest
+         FROM "Participation" pa JOIN "Round" r ON r.id = pa."roundId"
+         WHERE pa."updateDigest" = ANY(${p.add([...new Set(updates.map((u) => u.sha256))], 'text[]')})
+           AND pa."clientId" = ANY(${p.add([...new Set(updates.map((u) => u.clientId))], 'uuid[]')})
+           AND r."taskId" = ${p.add(taskId, 'uuid')}`,
+        ...p.values,
+      );
+      const asked = new Set(updates.map((u) => `${u.clientId}/${u.sha256}`));
+      return new Set(rows.map((r) => `${r.clientId}/${r.digest}`).filter((key) => asked.has(key)));
     },
 
     async findTaskByKeyId(keyId) {

@@ -160,6 +160,11 @@ export interface FederationStore {
    * detection); with `clientId`, only that client's updates.
    */
   knownUpdateDigests(taskId: string, digests: readonly string[], options?: { clientId?: string }): Promise<Set<string>>;
+  /**
+   * Which of these (client, SHA-256 digest) pairs are updates the client had accepted in the task
+   * before (plaintext replay detection), as `${clientId}/${sha256}` keys; one query for any number.
+   */
+  knownClientUpdates(taskId: string, updates: ReadonlyArray<{ clientId: string; sha256: string }>): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 
