@@ -429,6 +429,89 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toRound(row);
     },
 
+    async closeAndOpen({ roundId, from, aggregatingReason, model, summary, ledgerEntry, next }) {
+      const run = async (db: Sql): Promise<{ closed: RoundRow; opened: RoundRow | null } | null> => {
+        const p = new Params();
+        const id = p.add(roundId, 'uuid');
+        const ctes: string[] = [
+          `old AS (SELECT id, state FROM "Round" WHERE id = ${id} FOR UPDATE)`,
+          `upd AS (
+             UPDATE "Round" SET state = 'CLOSED', summary = ${p.add(JSON.stringify(summary), 'jsonb')}, "closedAt" = ${p.add(new Date().toISOString(), 'timestamptz')}
+             FROM old WHERE "Round".id = old.id AND old.state::text = ${p.add(from, 'text')}
+             RETURNING "Round".*
+           )`,
+          `dropped AS (UPDATE "Participation" SET status = 'DROPPED' WHERE "roundId" = ${id} AND status = 'SELECTED' AND EXISTS (SELECT 1 FROM upd))`,
+        ];
+        // Every transition of both rounds, in order (one INSERT, so the ids follow `k`).
+        const events: string[] = [];
+        if (from === 'COLLECTING') events.push(`SELECT upd.id, 'COLLECTING', 'AGGREGATING', ${p.add(aggregatingReason, 'text')}, 1 FROM upd`);
+        events.push(`SELECT upd.id, 'AGGREGATING', 'CLOSED', NULL, 2 FROM upd`);
+        if (model !== null) {
+          ctes.push(
+            `mv AS (
+               INSERT INTO "ModelVersion" ("taskId", version, digest, "sizeBytes", encoding, "roundNumber", "strategyStateDigest", "strategyStateBytes")
+               SELECT "taskId", ${p.add(model.version, 'int')}, ${p.add(model.sha256, 'text')}, ${p.add(model.sizeBytes, 'int')}, ${p.add(model.encoding, 'text')},
+                 number, ${p.add(model.strategyState?.sha256 ?? null, 'text')}, ${p.add(model.strategyState?.sizeBytes ?? null, 'int')} FROM upd
+             )`,
+            `tv AS (
+               UPDATE "Task" SET "currentModelVersion" = ${p.add(model.version, 'int')}, "updatedAt" = ${p.add(new Date().toISOString(), 'timestamptz')}
+               FROM upd WHERE "Task".id = upd."taskId"
+             )`,
+          );
+        }
+        let opened = '';
+        if (next !== null) {
+          const c = next.collecting;
+          ctes.push(
+            `nr AS (
+               INSERT INTO "Round" (id, "taskId", number, state, "baseModelVersion", "targetCount", "minClients", "deadlineAt", config, "fitConfig")
+               SELECT ${p.add(next.id, 'uuid')}, upd."taskId", ${p.add(next.number, 'int')}, ${p.add(c === null ? 'SELECTING' : 'COLLECTING', '"RoundState"')},
+                 ${p.add(next.baseModelVersion, 'int')}, ${p.add(c?.clientIds.length ?? 0, 'int')}, ${p.add(next.minClients, 'int')},
+                 ${p.add((c?.deadlineAt ?? new Date(0)).toISOString(), 'timestamptz')}, ${p.add(JSON.stringify(next.config), 'jsonb')},
+                 ${p.add(c === null ? null : JSON.stringify(c.fitConfig), 'jsonb')}
+               FROM upd
+               RETURNING *
+             )`,
+          );
+          events.push(`SELECT nr.id, NULL, 'SELECTING', NULL, 3 FROM nr`);
+          if (c !== null) {
+            events.push(`SELECT nr.id, 'SELECTING', 'COLLECTING', ${p.add(`${c.clientIds.length} clients selected`, 'text')}, 4 FROM nr`);
+            ctes.push(
+              `np AS (
+                 INSERT INTO "Participation" ("roundId", "clientId", status)
+                 SELECT nr.id, pc, 'SELECTED' FROM nr CROSS JOIN unnest(${p.add([...c.clientIds], 'uuid[]')}) AS pc
+               )`,
+            );
+          }
+          opened = ` UNION ALL SELECT 'opened' AS which, ${ROUND_COLUMNS} FROM nr`;
+        }
+        ctes.push(
+          `ev AS (
+             INSERT INTO "RoundEvent" ("roundId", "from", "to", reason)
+             SELECT e.rid, e.f::"RoundState", e.t::"RoundState", e.r FROM (${events.join(' UNION ALL ')}) AS e(rid, f, t, r, k) ORDER BY e.k
+           )`,
+        );
+        const rows = await db.$queryRawUnsafe<Array<RoundRow & { which: 'closed' | 'opened' }>>(
+          `WITH ${ctes.join(',\n')}
+           SELECT 'closed' AS which, ${ROUND_COLUMNS} FROM upd${opened}`,
+          ...p.values,
+        );
+        const closed = rows.find((r) => r.which === 'closed');
+        if (closed === undefined) return null;
+        return { closed, opened: rows.find((r) => r.which === 'opened') ?? null };
+      };
+      // Without a ledger entry: one statement. A committee decryption's entry commits with the round it closes (or not at all).
+      const result =
+        ledgerEntry === undefined
+          ? await run(prisma)
+          : await prisma.$transaction(async (tx) => {
+              const moved = await run(tx);
+              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
+              return moved;
+            });
+      return result === null ? null : { closed: toRound(result.closed), opened: result.opened === null ? null : toRound(result.opened) };
+    },
+
     async failRound(roundId, reason) {
       const row = await transition(
         prisma,

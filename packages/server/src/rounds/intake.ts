@@ -207,15 +207,8 @@ export class Intake {
       let ownInRound = new Map<string, string>();
       try {
         if (encrypted) known = await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
-        else {
-          known = new Set();
-          // One query in the common case (no digest seen before); a client-filtered one per hit.
-          const seen = await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
-          for (const c of candidates.filter((x) => seen.has(x.sha256))) {
-            const mine = await this.ctx.store.knownUpdateDigests(rt.task.id, [c.sha256], { clientId: c.client.id });
-            if (mine.size > 0) known.add(`${c.client.id}/${c.sha256}`);
-          }
-        }
+        // One query for the whole batch, hits or not (devices may share a digest: only the same device's counts).
+        else known = await this.ctx.store.knownClientUpdates(rt.task.id, candidates.map((c) => ({ clientId: c.client.id, sha256: c.sha256 })));
         if (known.size > 0) ownInRound = new Map((await this.ctx.store.listSubmissions(open.id)).map((s) => [s.clientId, s.sha256]));
       } catch (error) {
         for (const item of candidates) reject(item, error);

@@ -128,6 +128,30 @@ export interface FederationStore {
     /** A committee decryption's ledger entry, written in the same transaction. */
     extra?: { ledgerEntry?: LedgerEntry },
   ): Promise<Round | null>;
+  /**
+   * The round boundary in ONE transaction: the round COLLECTING -> AGGREGATING -> CLOSED (or
+   * AGGREGATING -> CLOSED) with both transitions recorded, unsubmitted participants DROPPED, the
+   * new model version (as `closeRound`) and `ledgerEntry`; then, with `next`, the next round
+   * opened, straight into COLLECTING with its participants when `next.collecting` is given
+   * (both of its transitions recorded). Null when the round was in neither state.
+   */
+  closeAndOpen(input: {
+    roundId: string;
+    from: 'COLLECTING' | 'AGGREGATING';
+    /** Reason of the move to AGGREGATING (from COLLECTING). */
+    aggregatingReason: string;
+    model: { version: number; sha256: string; sizeBytes: number; encoding: string; strategyState: BlobDigest | null } | null;
+    summary: RoundSummary;
+    ledgerEntry?: LedgerEntry;
+    next: {
+      id: string;
+      number: number;
+      baseModelVersion: number;
+      minClients: number;
+      config: RoundConfig;
+      collecting: { clientIds: readonly string[]; deadlineAt: Date; fitConfig: FitConfig } | null;
+    } | null;
+  }): Promise<{ closed: Round; opened: Round | null } | null>;
   /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
   failRound(roundId: string, reason: string): Promise<Round | null>;
 

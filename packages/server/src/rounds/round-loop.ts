@@ -232,14 +232,31 @@ export class RoundLoop {
     const open = rt.open;
     const round = open?.round ?? null;
     if (open === null || round === null || round.state !== 'COLLECTING') return;
-    const aggregating = await this.ctx.store.beginAggregation(round.id, reason);
-    if (aggregating === null) return;
-    open.round = aggregating;
-    await this.finishAggregation(rt, open);
+    if (rt.task.settings.committee != null || round.config.calibration !== undefined) {
+      // A committee round is AGGREGATING durably before any custodian is asked: its set of updates
+      // never changes once a decryption may have been given (a restart resumes the aggregation).
+      // (Calibration rounds, two per task, close through `closeRound` from AGGREGATING as well.)
+      const aggregating = await this.ctx.store.beginAggregation(round.id, reason);
+      if (aggregating === null) return;
+      open.round = aggregating;
+      await this.finishAggregation(rt, open);
+      return;
+    }
+    // The others aggregate in memory (no upload is recorded meanwhile: the mutex is held) and the
+    // round moves COLLECTING -> AGGREGATING -> CLOSED in the commit that opens the next round. A
+    // crash before that commit leaves the round COLLECTING with every accepted update recorded:
+    // `resume` aggregates it again (the model blob is rewritten).
+    open.round = { ...round, state: 'AGGREGATING' };
+    await this.finishAggregation(rt, open, reason);
   }
 
-  /** (`open` is the task's open round, AGGREGATING.) */
-  private async finishAggregation(rt: TaskRuntime, open: OpenRound): Promise<void> {
+  /**
+   * (`open` is the task's open round, AGGREGATING; in memory only when `collectingReason` is given,
+   * the reason its move from COLLECTING is recorded with.) Aggregates, writes the new model's blob,
+   * then closes the round and opens the next one (selected when enough devices are present) in ONE
+   * store commit: nothing else runs between the last accepted update and the next round's assignments.
+   */
+  private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string): Promise<void> {
     const round = open.round;
     const started = performance.now();
     const submissions = await this.ctx.store.listSubmissions(round.id);
@@ -269,10 +286,12 @@ export class RoundLoop {
     let newModel: Parameters<FederationStore['closeRound']>[1] = null;
     if (result !== null && next !== null) {
       const version = rt.task.currentModelVersion + 1;
-      const ref = await this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes);
       // The state is written before the round closes and referenced by the same transaction that
       // records the version: a crash in between re-aggregates and writes both again.
-      const stateRef = result.state === null ? null : await this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state));
+      const [ref, stateRef] = await Promise.all([
+        this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes),
+        result.state === null ? null : this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
+      ]);
       rt.strategyState = { version, state: result.state };
       newModel = {
         version,
@@ -293,13 +312,67 @@ export class RoundLoop {
       ...(result?.committee !== undefined && { committee: result.committee }),
     };
     const ledgerEntry = await this.decryptionRecord(rt, round, result?.decryption);
-    const closed = await this.ctx.store.closeRound(round.id, newModel, summary, ledgerEntry === null ? undefined : { ledgerEntry });
-    if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
+    const nextRound = await this.planNextRound(rt, round, newModel === null ? state : rt.strategyState!.state, newModel?.version ?? rt.task.currentModelVersion);
+    const moved = await this.ctx.store.closeAndOpen({
+      roundId: round.id,
+      from: collectingReason === undefined ? 'AGGREGATING' : 'COLLECTING',
+      aggregatingReason: collectingReason ?? '',
+      model: newModel,
+      summary,
+      ...(ledgerEntry !== null && { ledgerEntry }),
+      next: nextRound,
+    });
+    if (moved === null) throw new VeilError('aborted', `round ${round.number} left ${collectingReason === undefined ? 'AGGREGATING' : 'COLLECTING'} concurrently`);
+    const { closed, opened } = moved;
     if (newModel !== null) rt.task = { ...rt.task, currentModelVersion: newModel.version };
     this.ctx.log.info({ taskId: rt.task.id, roundNumber: round.number, ...summary }, 'round closed');
     this.settleRound(rt);
     this.ctx.events.emit('round-closed', { taskId: rt.task.id, round: closed });
-    await this.openNextRound(rt, closed);
+    if (opened === null) {
+      await this.openNextRound(rt, closed);
+      return;
+    }
+    this.ctx.log.info({ taskId: rt.task.id, roundNumber: opened.number }, 'round opened');
+    this.ctx.events.emit('round-opened', { taskId: rt.task.id, round: opened });
+    if (opened.state !== 'COLLECTING') {
+      this.installRound(rt, opened);
+      await this.maybeSelect(rt);
+      return;
+    }
+    const selected = nextRound!.collecting!.clientIds;
+    const collecting = this.installRound(rt, opened, { selected, aggregator: await newAggregator(this.ctx, rt, opened.number) });
+    this.armDeadline(rt, collecting);
+    this.ctx.log.info({ taskId: rt.task.id, roundNumber: opened.number, selected: selected.length, deadlineAt: opened.deadlineAt }, 'round collecting');
+    this.ctx.events.emit('round-collecting', { taskId: rt.task.id, round: opened });
+    wake(rt);
+  }
+
+  /**
+   * The round after `round`, to open in the commit that closes it, selected already when enough
+   * devices are present and the strategy picks its participants now; null when no round follows
+   * in that commit (the task is paused or at its last round, or spends a privacy budget: those go
+   * through `openNextRound`).
+   */
+  private async planNextRound(
+    rt: TaskRuntime,
+    round: Round,
+    state: Awaited<ReturnType<typeof loadStrategyState>>,
+    baseModelVersion: number,
+  ): Promise<Parameters<FederationStore['closeAndOpen']>[0]['next']> {
+    const number = round.number + 1;
+    const settings = rt.task.settings;
+    if (rt.task.status !== 'RUNNING' || number > settings.rounds || settings.privacy !== null) return null;
+    let collecting: NonNullable<Parameters<FederationStore['closeAndOpen']>[0]['next']>['collecting'] = null;
+    const available = this.presence.availableClients(rt);
+    if (!this.ctx.closed && available.length >= settings.minAvailableClients) {
+      const strategy = await roundStrategy(this.ctx, rt);
+      const fit = strategy.configureFit({ round: number, available, selection: settings.selection, minClients: settings.minClients, training: settings.training, state, rng: this.ctx.rng });
+      if (fit.kind === 'fit' && fit.clientIds.length >= settings.minClients) {
+        checkFitConfig(fit.config, strategy.name);
+        collecting = { clientIds: fit.clientIds, deadlineAt: new Date(this.ctx.clock.now() + settings.roundDeadlineMs), fitConfig: fit.config };
+      }
+    }
+    return { id: randomUUID(), number, baseModelVersion, minClients: settings.minClients, config: settings.training, collecting };
   }
 
   /** A DP committee round's decryption record for the privacy ledger (issue 11), or null. */
