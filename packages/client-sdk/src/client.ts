@@ -62,8 +62,11 @@ export interface ClientOptions {
   retry?: RetryOptions;
   /** Long-poll duration of WaitForAssignment, ms. Default 30 000. */
   pollWaitMs?: number;
-  /** TensorFlow.js backend preference; the SDK falls back node → wasm → cpu. Default `node`. */
-  backend?: 'node' | 'wasm' | 'cpu';
+  /**
+   * TensorFlow.js backend preference; the SDK falls back node → wasm → cpu in Node, webgpu →
+   * webgl → wasm → cpu in a browser. Default the first of those.
+   */
+  backend?: 'node' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
   /**
    * The federation's device key bundle (from `veil keys generate`), required by
    * tasks with encrypted aggregation: updates leave the device encrypted and
@@ -324,7 +327,7 @@ export function createClient(options: ClientOptions): VeilClient {
   }
 
   async function ensureRuntime(): Promise<{ tf: Tf; backend: TensorflowBackend }> {
-    runtime ??= await initTensorflow({ preferred: options.backend ?? 'node', logger: log });
+    runtime ??= await initTensorflow({ ...(options.backend !== undefined && { preferred: options.backend }), logger: log });
     return runtime;
   }
 

@@ -2,16 +2,17 @@ import type { Tf } from './types.js';
 import { registerMissingWasmKernels } from './wasm-kernels.js';
 
 /** Name of the TensorFlow.js backend in use, as `tf.getBackend()` reports it. */
-export type TensorflowBackend = 'tensorflow' | 'wasm' | 'cpu';
+export type TensorflowBackend = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 
 /** Options of {@link initTensorflow}. */
 export interface InitTensorflowOptions {
   /**
-   * First backend to try; the others follow in the order node → wasm → cpu.
-   * `'node'` means `@tensorflow/tfjs-node` (backend name `'tensorflow'`), used
-   * only if that optional package resolves. Default `'node'`.
+   * First backend to try; the others follow in the order node → wasm → cpu in
+   * Node, webgpu → webgl → wasm → cpu in a browser. `'node'` means
+   * `@tensorflow/tfjs-node` (backend name `'tensorflow'`), used only if that
+   * optional package resolves. Default `'node'` in Node, `'webgpu'` in a browser.
    */
-  preferred?: 'node' | 'wasm' | 'cpu';
+  preferred?: 'node' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
   /** Receives one `'tensorflow backend selected'` record. Default: none. */
   logger?: { info(obj: object, msg: string): void };
   /**
@@ -49,20 +50,28 @@ export function initTensorflow(options: InitTensorflowOptions = {}): Promise<Ten
   return runtime;
 }
 
-const ORDER = ['node', 'wasm', 'cpu'] as const;
+const inNode = (): boolean => typeof process !== 'undefined' && process.versions?.node !== undefined;
+/** Where no GPU backend exists (Node) the GPU ones are not tried; in a browser tfjs-node is not. */
+const NODE_ORDER = ['node', 'wasm', 'cpu'] as const;
+const BROWSER_ORDER = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
 
 async function selectBackend(options: InitTensorflowOptions): Promise<TensorflowRuntime> {
-  const preferred = options.preferred ?? 'node';
-  const candidates = [preferred, ...ORDER.filter((name) => name !== preferred)];
+  const order: readonly string[] = inNode() ? NODE_ORDER : BROWSER_ORDER;
+  const preferred = options.preferred ?? order[0]!;
+  const candidates = [preferred, ...order.filter((name) => name !== preferred)];
   const unavailable: string[] = [];
   for (const candidate of candidates) {
     try {
       const selected =
         candidate === 'node'
           ? await tryNode()
-          : candidate === 'wasm'
-            ? await tryWasm(options.wasmPaths)
-            : await tryCpu();
+          : candidate === 'webgpu'
+            ? await tryWebgpu()
+            : candidate === 'webgl'
+              ? await tryWebgl()
+              : candidate === 'wasm'
+                ? await tryWasm(options.wasmPaths)
+                : await tryCpu();
       if (selected !== undefined) {
         options.logger?.info(
           unavailable.length > 0 ? { backend: selected.backend, unavailable } : { backend: selected.backend },
@@ -99,6 +108,27 @@ async function tryWasm(wasmPaths: string | undefined): Promise<TensorflowRuntime
   if (!(await tf.setBackend('wasm'))) return undefined;
   await tf.ready();
   return { tf, backend: 'wasm' };
+}
+
+/** WebGPU (browsers with `navigator.gpu`): the backend package is loaded only then. */
+async function tryWebgpu(): Promise<TensorflowRuntime | undefined> {
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  if (g.navigator?.gpu === undefined) throw new Error('no navigator.gpu');
+  const tf = await import('@tensorflow/tfjs');
+  await import('@tensorflow/tfjs-backend-webgpu');
+  if (!(await tf.setBackend('webgpu'))) return undefined;
+  await tf.ready();
+  return { tf, backend: 'webgpu' };
+}
+
+/** WebGL (part of @tensorflow/tfjs); `setBackend` answers false where no context can be created. */
+async function tryWebgl(): Promise<TensorflowRuntime | undefined> {
+  const g = globalThis as { document?: unknown; OffscreenCanvas?: unknown };
+  if (g.document === undefined && g.OffscreenCanvas === undefined) throw new Error('no canvas');
+  const tf = await import('@tensorflow/tfjs');
+  if (!(await tf.setBackend('webgl'))) return undefined;
+  await tf.ready();
+  return { tf, backend: 'webgl' };
 }
 
 async function tryCpu(): Promise<TensorflowRuntime | undefined> {
