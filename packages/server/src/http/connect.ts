@@ -262,7 +262,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     uploads.delete(upload.id);
     if (upload.state !== 'committed') reserved -= upload.size;
     upload.chunks.length = 0;
-    log.debug({ taskId: upload.taskId, clientId: upload.clientId, roundNumber: upload.roundNumber, why }, 'upload dropped');
+    log.info({ taskId: upload.taskId, clientId: upload.clientId, roundNumber: upload.roundNumber, received: upload.received, size: upload.size, why }, 'upload dropped');
   };
   const sweep = setInterval(() => {
     const now = Date.now();
