@@ -39,7 +39,11 @@ export const AUTHORITY_USAGE = `  authority init --out DIR
   authority descriptor --key DIR --task-id ID --custodian HOST:PORT=PUBLIC.json [--custodian ...]
                   --threshold T --min-devices N --max-rounds R [--max-devices M] [--corrupt-tolerated C]
                   [--weight-cap W] [--clip X] [--step S] [--out FILE]
-                         build, validate and sign a committee task descriptor (custodians in index order)
+                  [--dp-clip-norm C --dp-noise-multiplier Z --dp-colluding K --dp-delta D]
+                         build, validate and sign a committee task descriptor (custodians in index order);
+                         the --dp-* flags (all four) set distributed DP: each device's discrete Gaussian share
+                         is sized so the min-devices - K honest shares carry noise z*C (the task is then created
+                         with privacy.mode "distributed" and the same C, z and delta)
   authority sign-descriptor --key DIR --descriptor FILE [--out FILE]
                          validate and sign a descriptor written by hand
   authority serve --key DIR --listen HOST:PORT --task-id ID [--task-id ...] --enrolment-secret-file FILE
@@ -254,8 +258,28 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
           clip: { type: 'string' },
           step: { type: 'string' },
           out: { type: 'string' },
+          'dp-clip-norm': { type: 'string' },
+          'dp-noise-multiplier': { type: 'string' },
+          'dp-colluding': { type: 'string' },
+          'dp-delta': { type: 'string' },
         },
       });
+      const dpFlags = ['dp-clip-norm', 'dp-noise-multiplier', 'dp-colluding', 'dp-delta'] as const;
+      const dpGiven = dpFlags.filter((f) => values[f] !== undefined);
+      if (dpGiven.length !== 0 && dpGiven.length !== dpFlags.length) throw new CustodianUsageError(`distributed DP needs all of --${dpFlags.join(', --')}`);
+      const colluding = values['dp-colluding'] === undefined ? undefined : Number(values['dp-colluding']);
+      if (colluding !== undefined && !(Number.isInteger(colluding) && colluding >= 0)) throw new CustodianUsageError('--dp-colluding must be an integer >= 0');
+      const dpDelta = positiveNumber(values['dp-delta'], 'dp-delta');
+      const dp =
+        dpGiven.length === 0
+          ? null
+          : {
+              mechanism: 'distributed-discrete-gaussian' as const,
+              clipNorm: need(positiveNumber(values['dp-clip-norm'], 'dp-clip-norm'), 'dp-clip-norm'),
+              noiseMultiplier: need(positiveNumber(values['dp-noise-multiplier'], 'dp-noise-multiplier'), 'dp-noise-multiplier'),
+              colludingDevices: colluding!,
+              delta: dpDelta!,
+            };
       const authority = await readAuthorityKey(need(values.key, 'key'));
       const committee = await Promise.all(
         need(values.custodian, 'custodian').map(async (spec) => {
@@ -283,6 +307,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
         ...(maxDevices !== undefined && { maxDevices }),
         maxRounds: need(posInt(values['max-rounds'], 'max-rounds'), 'max-rounds'),
         encoding: { ...(weightCap !== undefined && { weightCap }), ...(clipMaxAbs !== undefined && { clipMaxAbs }), ...(step !== undefined && { step }) },
+        dp,
       });
       await writeSigned(values.out, signed, out);
       process.stderr.write(

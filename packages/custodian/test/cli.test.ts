@@ -116,4 +116,28 @@ describe('veil authority and veil custodian', () => {
       await client.close();
     }
   });
+
+  it('signs a descriptor with distributed DP from the command line, and refuses partial or unsafe DP flags', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-cli-dp-'));
+    try {
+      await veil('authority', 'init', '--out', join(dir, 'authority'));
+      for (const name of ['c1', 'c2']) await veil('custodian', 'init', '--out', join(dir, name));
+      const base = [
+        'authority', 'descriptor', '--key', join(dir, 'authority'), '--task-id', 'dp-task',
+        ...['c1', 'c2'].flatMap((name, i) => ['--custodian', `h:${i + 1}=${join(dir, name, 'custodian-public.json')}`]),
+        '--threshold', '2', '--min-devices', '10', '--max-rounds', '5', '--clip', '16',
+      ];
+      await veil(...base, '--dp-clip-norm', '1', '--dp-noise-multiplier', '1.2', '--dp-colluding', '2', '--dp-delta', '1e-5', '--out', join(dir, 'd.json'));
+      const signed = JSON.parse(await readFile(join(dir, 'd.json'), 'utf8')) as SignedTaskDescriptor;
+      expect(signed.descriptor.dp).toEqual({ mechanism: 'distributed-discrete-gaussian', clipNorm: 1, noiseMultiplier: 1.2, colludingDevices: 2, delta: 1e-5 });
+      await expect(veil(...base, '--dp-clip-norm', '1', '--dp-noise-multiplier', '1.2')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('needs all of') });
+      // As many colluding devices as minDevices: no honest share would be left.
+      await expect(veil(...base, '--dp-clip-norm', '1', '--dp-noise-multiplier', '1.2', '--dp-colluding', '10', '--dp-delta', '1e-5')).rejects.toMatchObject({
+        code: 1,
+        stderr: expect.stringContaining('colludingDevices must be an integer in [0, minDevices)'),
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
