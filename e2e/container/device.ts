@@ -10,8 +10,9 @@
  * round, one at the end). SDK logs go to stderr.
  */
 import { createSeededRng, loadMnist, partitionIid } from '@veil/cli';
-import { createClient, type RoundReport, type RunSummary, type SdkLogger } from '@veil/client-sdk';
+import { createClient, type CommitteePins, type RoundReport, type RunSummary, type SdkLogger } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
+import { requestDeviceCertificate } from '@veil/custodian';
 
 export interface ContainerDeviceConfig {
   /** Coordinator gRPC address, `host:port` (the port the container publishes). */
@@ -30,6 +31,8 @@ export interface ContainerDeviceConfig {
   seed: number;
   /** `<bundle>/device` of `veil keys generate` (secret; on the host only), for encrypted tasks. */
   deviceKeyDir: string | null;
+  /** Committee tasks: the pins the app ships with and the enrolment authority's service (on the host). */
+  committee?: { pins: CommitteePins; enrolmentUrl: string; enrolmentSecret: string };
 }
 
 export type ContainerDeviceMessage =
@@ -63,6 +66,13 @@ const client = createClient({
   logger,
   backend: 'wasm',
   ...(deviceKey === null ? {} : { encryption: { deviceKey } }),
+  ...(config.committee !== undefined && {
+    committee: {
+      pins: config.committee.pins,
+      certify: async ({ taskId, deviceId, devicePublicKey }) =>
+        (await requestDeviceCertificate({ url: config.committee!.enrolmentUrl, enrolmentSecret: config.committee!.enrolmentSecret, taskId, deviceId, devicePublicKey })).certificate,
+    },
+  }),
 });
 try {
   const summary = await client.run({ data, evalData, signal: controller.signal, onRound: (r) => report({ type: 'round', index: config.index, ...r }) });

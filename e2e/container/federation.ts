@@ -2,14 +2,21 @@
  * Host side of the container test (e2e/container/run.sh): drives the
  * coordinator running in the compose stack through its published ports only.
  *
- *   federation.ts run    --http URL --grpc HOST:PORT --state FILE [--devices N] [--rounds N] [--device-key DIR]
+ *   federation.ts run    --http URL --grpc HOST:PORT --state FILE [--devices N] [--rounds N] [--device-key DIR] [--committee DIR]
  *     creates the MNIST task over REST (`POST /v1/tasks`), runs N device
  *     processes (e2e/container/device.ts) until the task ends, checks every
  *     round CLOSED, and writes what must survive a restart to FILE. With
  *     --device-key (`<bundle>/device` of `veil keys generate`, whose public
  *     half the coordinator loaded from VEIL_KEYS_DIR) the task must come out
  *     BFV-encrypted by default, the devices encrypt their updates, and the
- *     host decrypts the final model to evaluate it.
+ *     host decrypts the final model to evaluate it. With --committee DIR (the
+ *     enrolment authority's key in DIR/authority, the custodians' public files
+ *     DIR/custodian-N.json fetched from the stack) the task is a committee task
+ *     instead: the authority signs a descriptor naming grpcs://custodian-N:50061
+ *     (2-of-3), runs its enrolment service here on the host (apart from the
+ *     coordinator), devices pin the custodians' fingerprints and upload c0 and
+ *     sealed shares; every round must be decrypted with t custodian answers
+ *     (the round summary names them) and the model is plain float32.
  *   federation.ts verify --http URL --state FILE
  *     after `down`/`up`: the same task, the same CLOSED rounds, and a model
  *     whose weights.bin has the same SHA-256.
@@ -26,8 +33,12 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createMnistMlp, loadMnist } from '@veil/cli';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { decryptGlobalModel, evaluateLocal, initTensorflow } from '@veil/client-sdk';
-import { readDeviceKeyMaterial } from '@veil/crypto';
+import { encodeDescriptor, readDeviceKeyMaterial } from '@veil/crypto';
+import { createSignedDescriptor, readAuthorityKey, startEnrolmentServer, type EnrolmentServer } from '@veil/custodian';
 import type { ContainerDeviceConfig, ContainerDeviceMessage } from './device.js';
 
 /** What `run` records and `verify` compares after the restart. */
@@ -54,6 +65,7 @@ interface RoundView {
   received: number;
   failureReason: string | null;
   evaluation: { accuracy?: number; loss?: number } | null;
+  summary?: { committee?: { deviceCount: number; custodians: number[] } } | null;
 }
 
 class CheckFailed extends Error {}
@@ -144,9 +156,45 @@ async function run(values: Record<string, string | undefined>): Promise<void> {
   const devices = Number(values['devices'] ?? 3);
   const rounds = Number(values['rounds'] ?? 3);
   const deviceKeyDir = values['device-key'] ?? null;
+  const committeeDir = values['committee'] ?? null;
+  if (committeeDir !== null && deviceKeyDir !== null) throw new CheckFailed('--committee and --device-key exclude each other');
   const api = rest(httpUrl, requireEnv('VEIL_ADMIN_TOKEN'));
   const enrolmentSecret = requireEnv('VEIL_ENROLMENT_SECRET');
   const started = performance.now();
+
+  // A committee task: the authority (its key on the host only) signs the descriptor and certifies devices.
+  let committee: { body: { descriptor: string; descriptorSignature: string }; taskId: string; device: NonNullable<ContainerDeviceConfig['committee']> } | null = null;
+  let enrolment: EnrolmentServer | null = null;
+  if (committeeDir !== null) {
+    const authority = await readAuthorityKey(join(committeeDir, 'authority'));
+    const members = await Promise.all(
+      [1, 2, 3].map(async (i) => {
+        const info = JSON.parse(await readFile(join(committeeDir, `custodian-${i}.json`), 'utf8')) as { sealingKey: string; signingKey: string; fingerprint: string };
+        return { address: `grpcs://custodian-${i}:50061`, custodian: info };
+      }),
+    );
+    const taskId = randomUUID();
+    const { signed } = createSignedDescriptor(authority, { taskId, committee: members, threshold: 2, minDevices: devices, maxDevices: Math.max(devices, 10), maxRounds: rounds });
+    const certSecret = randomBytes(24).toString('base64url');
+    enrolment = await startEnrolmentServer({ authority, enrolmentSecret: certSecret, taskIds: [taskId], statePath: join(committeeDir, 'enrolment.jsonl'), logger: pino({ level: 'silent' }) });
+    committee = {
+      taskId,
+      body: { descriptor: Buffer.from(encodeDescriptor(signed.descriptor)).toString('base64'), descriptorSignature: signed.signature },
+      device: {
+        pins: { minDevices: devices, maxRounds: rounds, pinnedFingerprints: members.map((m) => m.custodian.fingerprint), authorityKey: signed.descriptor.authorityKey },
+        enrolmentUrl: enrolment.url,
+        enrolmentSecret: certSecret,
+      },
+    };
+    say(`committee descriptor for task ${taskId}: 2-of-3, custodians ${members.map((m) => m.address).join(', ')}`);
+  }
+  try {
+    await runTask();
+  } finally {
+    await enrolment?.close();
+  }
+
+  async function runTask(): Promise<void> {
 
   const { tf, backend } = await initTensorflow({ preferred: 'wasm' });
   const { spec, weights } = createMnistMlp(tf, { seed: 1 });
@@ -159,9 +207,11 @@ async function run(values: Record<string, string | undefined>): Promise<void> {
     roundDeadlineMs: 180_000,
     training: { epochs: 1, batchSize: 16, learningRate: 0.1 },
     start: true,
+    ...(committee !== null && { committee: committee.body }),
     model: { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: Buffer.from(weights.buffer, weights.byteOffset, weights.byteLength).toString('base64') },
   });
-  const mode = task.encryption == null ? 'none' : `bfv (${task.encryption.preset}, key ${task.encryption.keyId})`;
+  const mode = committee !== null ? 'committee (2-of-3 custodians over mutual TLS)' : task.encryption == null ? 'none' : `bfv (${task.encryption.preset}, key ${task.encryption.keyId})`;
+  if (committee !== null && task.id !== committee.taskId) throw new CheckFailed(`the committee task got id ${task.id}, expected the descriptor's ${committee.taskId}`);
   if (deviceKeyDir !== null && task.encryption == null) throw new CheckFailed('the task is plaintext: expected BFV with the key mounted at VEIL_KEYS_DIR');
   say(`task ${task.id} created over REST (${task.status}, encryption ${mode}): ${rounds} rounds x ${devices} devices, ${weights.length} parameters, ${backend} backend`);
 
@@ -169,7 +219,10 @@ async function run(values: Record<string, string | undefined>): Promise<void> {
   const testCount = 1000;
   const results = await Promise.all(
     Array.from({ length: devices }, (_, index) =>
-      runDevice({ coordinator: grpcAddress, taskId: task.id, enrolmentSecret, index, devices, trainCount, testCount, seed: 7, deviceKeyDir }, 10 * 60_000),
+      runDevice(
+        { coordinator: grpcAddress, taskId: task.id, enrolmentSecret, index, devices, trainCount, testCount, seed: 7, deviceKeyDir, ...(committee !== null && { committee: committee.device }) },
+        10 * 60_000,
+      ),
     ),
   );
   const submitted = results.flat().filter((m) => m.type === 'round').length;
@@ -180,6 +233,12 @@ async function run(values: Record<string, string | undefined>): Promise<void> {
   const notClosed = history.filter((r) => r.state !== 'CLOSED');
   if (notClosed.length > 0) throw new CheckFailed(`rounds not CLOSED: ${JSON.stringify(notClosed.map((r) => [r.number, r.state, r.failureReason]))}`);
   if (state.currentModelVersion < rounds) throw new CheckFailed(`model version ${state.currentModelVersion} after ${rounds} closed rounds`);
+  if (committee !== null) {
+    // Every round was decrypted with t = 2 custodians' answers over all the devices.
+    const bad = history.filter((r) => r.summary?.committee?.deviceCount !== devices || r.summary.committee.custodians.length !== 2);
+    if (bad.length > 0) throw new CheckFailed(`rounds without a 2-custodian decryption of ${devices} devices: ${JSON.stringify(bad.map((r) => [r.number, r.summary]))}`);
+    say(`custodians that approved each decryption: ${history.map((r) => `round ${r.number}: [${r.summary!.committee!.custodians.join(',')}]`).join(', ')}`);
+  }
 
   // The final global model, fetched from the container (and decrypted with the
   // device key for an encrypted task), evaluated on the host's held-out digits.
@@ -205,6 +264,7 @@ async function run(values: Record<string, string | undefined>): Promise<void> {
       totalMs: Math.round(performance.now() - started),
     })}\n`,
   );
+  }
 }
 
 async function verify(values: Record<string, string | undefined>): Promise<void> {
@@ -231,7 +291,7 @@ const [command, ...args] = process.argv.slice(2);
 const { values } = parseArgs({
   args,
   strict: true,
-  options: { http: { type: 'string' }, grpc: { type: 'string' }, state: { type: 'string' }, devices: { type: 'string' }, rounds: { type: 'string' }, 'device-key': { type: 'string' } },
+  options: { http: { type: 'string' }, grpc: { type: 'string' }, state: { type: 'string' }, devices: { type: 'string' }, rounds: { type: 'string' }, 'device-key': { type: 'string' }, committee: { type: 'string' } },
 });
 try {
   if (command === 'run') await run(values);

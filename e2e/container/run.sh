@@ -14,10 +14,13 @@
 #     API socket; runtime, cgroup manager and ulimits come from
 #     e2e/container/containers.conf through CONTAINERS_CONF) with throw-away
 #     secrets in a temporary env file;
-#  5. runs a federation from the host (3 devices, 3 rounds, MNIST) through the
-#     published ports, restarts the stack (`down`, `up`, volumes kept) and
-#     checks that the task, its CLOSED rounds and its model (weights.bin
-#     SHA-256) survived;
+#  5. runs a committee-mode federation from the host (3 devices, 3 rounds,
+#     MNIST) through the published ports: the stack's three custodians (keys
+#     made on first start) answer the coordinator over mutual TLS, the
+#     enrolment authority's key stays on the host (it signs the descriptor and
+#     certifies the devices); restarts the stack (`down`, `up`, volumes kept)
+#     and checks that the task, its CLOSED rounds, its model (weights.bin
+#     SHA-256) and the custodians' keys survived;
 #  6. removes the stack's containers, network and volumes. The images (the
 #     stand-ins, the project image) and the Debian tarball stay cached for the
 #     next run: `podman rmi` them / delete $VEIL_CONTAINER_CACHE to start over.
@@ -92,7 +95,7 @@ cleanup() {
     if [ "$passed" != 1 ]; then
       compose logs --no-color >"$logs/compose.log" 2>&1
       say "coordinator log (last lines; all in $logs/compose.log):"
-      grep -E '^(coordinator|postgres)' "$logs/compose.log" | tail -n 30 | sed 's/^/    /' >&2
+      grep -E '^(coordinator|postgres|custodian)' "$logs/compose.log" | tail -n 40 | sed 's/^/    /' >&2
     fi
     compose down -v --remove-orphans >>"$logs/teardown.log" 2>&1
   fi
@@ -231,9 +234,23 @@ logged keys-generate podman run --rm --no-healthcheck --network none --user "$(i
 # container); the coordinator (UID 1000 in its container) reads the key.
 mkdir -p "$work/tls"
 logged tls-dev-ca podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/tls:/out" "$image" tls dev-ca --out /out --name coordinator \
+  --custodian custodian-1 --custodian custodian-2 --custodian custodian-3 --coordinator-client \
   || fail "'veil tls dev-ca' in the image failed"
-[ -f "$work/tls/server.crt" ] && [ -f "$work/tls/server.key" ] && [ -f "$work/tls/ca.crt" ] || fail "tls dev-ca did not write the CA and the server pair"
-chown 1000:1000 "$work/tls/server.key" || fail "cannot hand the TLS key to UID 1000 (run as root)"
+for f in server.crt server.key ca.crt custodian-1.crt custodian-1.key coordinator-client.crt coordinator-client.key; do
+  [ -f "$work/tls/$f" ] || fail "tls dev-ca did not write $f"
+done
+# Every service runs as UID 1000 and reads its own key.
+chown 1000:1000 "$work"/tls/*.key || fail "cannot hand the TLS keys to UID 1000 (run as root)"
+# The committee, as docker-compose.yml says: the enrolment authority's key stays
+# on the host (never in the stack); the coordinator gets the request key's
+# secret half, the custodians the two public files.
+logged authority-init podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" authority init --out /out/authority \
+  || fail "'veil authority init' in the image failed"
+logged request-key podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" custodian request-key --out /out/committee-key \
+  || fail "'veil custodian request-key' in the image failed"
+chown 1000:1000 "$work/committee-key/coordinator-request-key.json" || fail "cannot hand the request key to UID 1000"
+mkdir -p "$work/committee"
+cp "$work/committee-key/coordinator-request-public.json" "$work/authority/authority-public.json" "$work/committee/"
 # The same shape as .env.example, with throw-away secrets and this run's images and ports.
 umask 077
 cat >"$work/env" <<EOF
@@ -245,6 +262,8 @@ VEIL_IMAGE=$image
 VEIL_POSTGRES_IMAGE=$pg_image
 VEIL_KEYS_PATH=$work/keys/coordinator
 VEIL_TLS_PATH=$work/tls
+VEIL_COMMITTEE_PATH=$work/committee
+VEIL_COMMITTEE_KEY_PATH=$work/committee-key
 VEIL_PUBLISH_ADDRESS=127.0.0.1
 VEIL_GRPC_PUBLISHED_PORT=$grpc_port
 VEIL_HTTP_PUBLISHED_PORT=$http_port
@@ -286,12 +305,20 @@ stack_up=1
 logged compose-up compose up -d --no-build || fail "docker-compose up failed"
 wait_healthy postgres 120 || fail "postgres did not become healthy"
 wait_healthy coordinator 180 || fail "the coordinator did not become healthy"
+for i in 1 2 3; do wait_healthy "custodian-$i" 120 || fail "custodian-$i did not become healthy"; done
 curl -fsS --cacert "$work/tls/ca.crt" "https://127.0.0.1:$http_port/v1/ready" >/dev/null || fail "GET /v1/ready over HTTPS on the published port failed"
 if curl -fsS -m 5 "http://127.0.0.1:$http_port/v1/ready" >/dev/null 2>&1; then fail "the published REST port answered cleartext HTTP"; fi
-say "postgres and coordinator healthy; REST on https://127.0.0.1:$http_port, gRPC (TLS) on 127.0.0.1:$grpc_port"
+say "postgres, coordinator and 3 custodians healthy; REST on https://127.0.0.1:$http_port, gRPC (TLS) on 127.0.0.1:$grpc_port"
+# The custodians made their keys on first start; their public halves go to the authority (here, the host).
+mkdir -p "$work/committee-run"
+cp -r "$work/authority" "$work/committee-run/authority"
+for i in 1 2 3; do
+  podman exec "$(compose ps -q "custodian-$i")" node /app/packages/cli/dist/bin/veil.js custodian public --dir /var/lib/veil/custodian \
+    >"$work/committee-run/custodian-$i.json" || fail "could not read custodian-$i's public keys"
+done
 
 # --- 5. federation, restart, survival -----------------------------------------------
-step "federation ($devices devices, $rounds rounds, BFV)"
+step "federation ($devices devices, $rounds rounds, committee)"
 # The devices run from the host's build of the same checkout. This script does
 # not run `npm ci` itself (it would rewrite node_modules under anything else
 # using the checkout): build first, as `npm run test:container` after `npm ci` does.
@@ -304,11 +331,11 @@ export VEIL_ADMIN_TOKEN="$admin_token" VEIL_ENROLMENT_SECRET="$enrolment_secret"
 export NODE_EXTRA_CA_CERTS="$work/tls/ca.crt" GRPC_DEFAULT_SSL_ROOTS_FILE_PATH="$work/tls/ca.crt"
 run_node() { (cd "$root" && "$root/scripts/node24.sh" node --import tsx "$@"); }
 if ! run_node e2e/container/federation.ts run --http "https://127.0.0.1:$http_port" --grpc "grpcs://127.0.0.1:$grpc_port" \
-  --devices "$devices" --rounds "$rounds" --device-key "$work/keys/device" --state "$work/state.json" >"$work/run.json" 2>"$logs/federation.log"; then
+  --devices "$devices" --rounds "$rounds" --committee "$work/committee-run" --state "$work/state.json" >"$work/run.json" 2>"$logs/federation.log"; then
   tail -n 30 "$logs/federation.log" | sed 's/^/    /' >&2
   fail "the federation against the container stack failed"
 fi
-grep -E 'task|COMPLETED' "$logs/federation.log" | sed 's/^/    /' >&2
+grep -E 'task|COMPLETED|custodians' "$logs/federation.log" | sed 's/^/    /' >&2
 echo "container-test: run summary: $(cat "$work/run.json")"
 
 step "restart (down, up; volumes kept)"
@@ -317,6 +344,13 @@ if [ -n "$(podman ps -aq --filter "label=com.docker.compose.project=$project")" 
 logged compose-up-2 compose up -d --no-build || fail "docker-compose up (after down) failed"
 wait_healthy postgres 120 || fail "postgres did not become healthy after the restart"
 wait_healthy coordinator 180 || fail "the coordinator did not become healthy after the restart"
+for i in 1 2 3; do
+  wait_healthy "custodian-$i" 120 || fail "custodian-$i did not become healthy after the restart"
+  podman exec "$(compose ps -q "custodian-$i")" node /app/packages/cli/dist/bin/veil.js custodian public --dir /var/lib/veil/custodian >"$work/custodian-$i-after.json" \
+    || fail "could not read custodian-$i's public keys after the restart"
+  cmp -s "$work/committee-run/custodian-$i.json" "$work/custodian-$i-after.json" || fail "custodian-$i's keys changed across down/up"
+done
+say "the custodians kept their keys across down/up"
 if ! run_node e2e/container/federation.ts verify --http "https://127.0.0.1:$http_port" --state "$work/state.json" \
   >"$work/verify.json" 2>"$logs/verify.log"; then
   tail -n 20 "$logs/verify.log" | sed 's/^/    /' >&2
@@ -332,4 +366,4 @@ if [ "${VEIL_CONTAINER_KEEP:-}" = 1 ]; then
 fi
 say "image $image: $((size_bytes / 1000000)) MB (base $node_image: $((base_bytes / 1000000)) MB)"
 for t in "${timings[@]}"; do say "  $t"; done
-say "PASSED in $((SECONDS - t0)) s: image built and checked, stack healthy, $rounds rounds with $devices devices from the host, state survived down/up"
+say "PASSED in $((SECONDS - t0)) s: image built and checked, stack healthy, $rounds committee rounds (2-of-3 custodians, mutual TLS) with $devices devices from the host, state and custodian keys survived down/up"

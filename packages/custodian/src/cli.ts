@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
-import { CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
+import { CUSTODIAN_KEY_FILE, CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
 import { readCustodianAnswers } from './state.js';
 import { AUTHORITY_PUBLIC_FILE, certifyDevice, createSignedDescriptor, initAuthorityDir, readAuthorityKey, signValidated } from './authority.js';
 import { fromBase64 } from './bytes.js';
@@ -18,12 +18,13 @@ export const CUSTODIAN_USAGE = `  custodian init --out DIR
                          (0700; secret file 0600); prints the fingerprint, writes DIR/${CUSTODIAN_PUBLIC_FILE}
   custodian serve --dir DIR --listen HOST:PORT --coordinator-key FILE --authority-key FILE --min-devices N
                   [--max-rounds N] [--min-threshold T] [--max-devices N] [--log-level L]
-                  [--tls-cert PEM --tls-key PEM [--client-ca PEM] [--tls-reload-ms MS]]
+                  [--tls-cert PEM --tls-key PEM [--client-ca PEM] [--tls-reload-ms MS]] [--init]
                          serve the coordinator (gRPC veil.v1.CustodianService); answers once per (task, round),
                          state fsynced in DIR/answers.jsonl; --coordinator-key / --authority-key may repeat;
                          TLS with --tls-cert/--tls-key (name it grpcs://HOST:PORT in the descriptor), mutual TLS
                          with --client-ca (the coordinator's certificate must chain to it); renewed files are
-                         taken up without a restart (polled every --tls-reload-ms, default 10000, or kill -HUP)
+                         taken up without a restart (polled every --tls-reload-ms, default 10000, or kill -HUP);
+                         --init creates DIR's keys first when it has none (containers; fingerprint on stderr)
   custodian public --dir DIR
                          print DIR/${CUSTODIAN_PUBLIC_FILE} (the public keys and fingerprint) on stdout
   custodian status --dir DIR [--json]
@@ -144,10 +145,24 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           'tls-key': { type: 'string' },
           'client-ca': { type: 'string' },
           'tls-reload-ms': { type: 'string' },
+          init: { type: 'boolean' },
           'log-level': { type: 'string' },
         },
       });
       if (values.dir === undefined) throw new CustodianUsageError('--dir DIR is required');
+      if (values.init === true) {
+        const exists = await stat(join(values.dir, CUSTODIAN_KEY_FILE)).then(
+          () => true,
+          (error: NodeJS.ErrnoException) => {
+            if (error.code === 'ENOENT') return false;
+            throw error;
+          },
+        );
+        if (!exists) {
+          const info = await initCustodianDir(values.dir);
+          process.stderr.write(`veil custodian: new keys in ${values.dir}, fingerprint ${formatFingerprint(info.fingerprint)} (full: ${info.fingerprint})\n`);
+        }
+      }
       if (values.listen === undefined || !/^.+:\d+$/.test(values.listen)) throw new CustodianUsageError('--listen HOST:PORT is required');
       if (values['coordinator-key'] === undefined) throw new CustodianUsageError('--coordinator-key FILE is required (the coordinator request key\'s public half)');
       if (values['authority-key'] === undefined) throw new CustodianUsageError('--authority-key FILE is required (the enrolment authority this custodian trusts)');

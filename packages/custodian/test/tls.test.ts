@@ -186,4 +186,32 @@ describe('committee over TLS', () => {
     expect(await w.reload()).toBe(false);
     expect(w.current().key).toEqual(await readFile(join(pki, 'coordinator-client.key')));
   }, 60_000);
+
+  it('serve --init creates the keys of an empty directory once and keeps them across restarts (containers)', async () => {
+    const dir = join(f.root, 'fresh', 'custodian');
+    const start = async (): Promise<{ child: ChildProcess; stderr: string }> => {
+      const child = spawn(
+        process.execPath,
+        [VEIL, 'custodian', 'serve', '--init', '--dir', dir, '--listen', '127.0.0.1:0', '--coordinator-key', f.requestKeyFile, '--authority-key', f.authorityKeyFile, '--min-devices', '3',
+          '--tls-cert', join(pki, 'custodian-1.crt'), '--tls-key', join(pki, 'custodian-1.key'), '--client-ca', join(pki, 'ca.crt')],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      const err: string[] = [];
+      child.stderr!.on('data', (c: Buffer) => err.push(c.toString()));
+      await new Promise<void>((resolve, reject) => {
+        createInterface({ input: child.stdout! }).once('line', () => resolve());
+        child.once('exit', (code) => reject(new Error(`exited with ${code}: ${err.join('')}`)));
+      });
+      return { child, stderr: err.join('') };
+    };
+    const stop = (child: ChildProcess): Promise<void> => new Promise((resolve) => { child.once('exit', () => resolve()); child.kill('SIGTERM'); });
+    const first = await start();
+    const created = await readFile(join(dir, 'custodian-public.json'), 'utf8');
+    expect(first.stderr).toMatch(/new keys in .*fingerprint/);
+    await stop(first.child);
+    const second = await start();
+    await stop(second.child);
+    expect(second.stderr).not.toMatch(/new keys/);
+    expect(await readFile(join(dir, 'custodian-public.json'), 'utf8')).toBe(created);
+  }, 60_000);
 });
