@@ -248,7 +248,8 @@ logged authority-init podman run --rm --no-healthcheck --network none --user "$(
   || fail "'veil authority init' in the image failed"
 logged request-key podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" custodian request-key --out /out/committee-key \
   || fail "'veil custodian request-key' in the image failed"
-chown 1000:1000 "$work/committee-key/coordinator-request-key.json" || fail "cannot hand the request key to UID 1000"
+# (the directory is 0700: the coordinator, UID 1000, must own it to reach the file)
+chown -R 1000:1000 "$work/committee-key" || fail "cannot hand the request key to UID 1000"
 mkdir -p "$work/committee"
 cp "$work/committee-key/coordinator-request-public.json" "$work/authority/authority-public.json" "$work/committee/"
 # The same shape as .env.example, with throw-away secrets and this run's images and ports.
