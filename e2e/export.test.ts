@@ -1,9 +1,11 @@
 /**
- * End to end: `veil export` on a task trained by `veil demo` (encrypted BFV updates, embedded
- * database kept with --data-dir). The export reopens the stopped coordinator's data directory,
- * decrypts the model chain with the demo's device key, and writes ONNX files that
- * onnxruntime-node runs: float32 reproduces the demo's own held-out accuracy, int8 (dynamic: no
- * calibration ranges given) is within a point of it and about a quarter of the bytes.
+ * End to end: `veil export` on a task trained by `veil demo --calibrate` (committee aggregation,
+ * embedded database kept with --data-dir). After its training round the demo's devices ran the
+ * two calibration rounds; the export reopens the stopped coordinator's data directory and writes
+ * ONNX files that onnxruntime-node runs: float32 reproduces the demo's own held-out accuracy,
+ * int8 is static with the federated ranges (no --calibration file given), within a point of it
+ * and about a quarter of the bytes; `veil calibration` writes the statistics file, and
+ * `veil export --calibration FILE` with it writes the same bytes.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -30,18 +32,20 @@ test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node run
   assertBuilt();
   const dir = await mkdtemp(join(tmpdir(), 'veil-e2e-export-'));
   try {
-    const summary = JSON.parse((await veil(['demo', '--clients', '2', '--rounds', '1', '--data-dir', dir, '--json'])).trim()) as DemoSummary;
-    expect(summary).toMatchObject({ encrypted: true, taskStatus: 'COMPLETED' });
+    const summary = JSON.parse((await veil(['demo', '--clients', '2', '--rounds', '1', '--calibrate', '--data-dir', dir, '--json'])).trim()) as DemoSummary;
+    expect(summary).toMatchObject({ encrypted: true, taskStatus: 'COMPLETED', calibrated: true });
     const { test: heldOut } = loadMnist(); // the demo's split
     const accuracy: Record<string, number> = {};
     const bytes: Record<string, number> = {};
+    const files: Record<string, Buffer> = {};
     for (const quantize of ['none', 'int8']) {
       const out = join(dir, `model-${quantize}.onnx`);
       const printed = JSON.parse(
         (await veil(['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', quantize, '--out', out, '--data-dir', dir, '--device-key', join(dir, 'keys', 'device'), '--json'])).trim(),
-      ) as { version: number; quantization: string; bytes: number };
-      expect(printed).toMatchObject({ version: 1, quantization: quantize === 'none' ? 'float32' : 'int8-dynamic' });
+      ) as { version: number; quantization: string; bytes: number; calibration: string | null };
+      expect(printed).toMatchObject({ version: 1, quantization: quantize === 'none' ? 'float32' : 'int8-static', calibration: quantize === 'none' ? null : 'federated' });
       const file = await readFile(out);
+      files[quantize] = file;
       bytes[quantize] = file.byteLength;
       const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
       const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs, [heldOut.count, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
@@ -58,6 +62,13 @@ test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node run
     expect(accuracy['none']).toBeCloseTo(summary.finalAccuracy, 3);
     expect(Math.abs(accuracy['int8']! - accuracy['none']!)).toBeLessThanOrEqual(0.01);
     expect(bytes['int8']! / bytes['none']!).toBeLessThanOrEqual(0.3);
+    // The statistics file of `veil calibration`, given back to `veil export --calibration`: the same model.
+    const statistics = join(dir, 'calibration.json');
+    await veil(['calibration', '--task', summary.taskId, '--out', statistics, '--data-dir', dir]);
+    expect(JSON.parse(await readFile(statistics, 'utf8'))).toMatchObject({ format: 'veil-calibration-v1', modelVersion: 1, rounds: { range: { number: 2, participants: 2 }, histogram: { number: 3, participants: 2 } } });
+    const again = join(dir, 'model-file.onnx');
+    await veil(['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', 'int8', '--calibration', statistics, '--out', again, '--data-dir', dir]);
+    expect((await readFile(again)).equals(files['int8']!)).toBe(true);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -52,6 +52,8 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
       --dp                 local differential privacy (clip + Gaussian noise on devices, enforced budget);
                            prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
                            --clip-norm C (1), delta 1e-5
+      --calibrate          after the last round, 2 calibration rounds: devices report activation statistics
+                           (aggregated like updates) and export --quantize int8 uses the ranges
       --json               print only a JSON summary on stdout
       --keep-running       keep the coordinator (REST API, dashboard) up after the last round, until Ctrl-C
       --http-port N        REST and dashboard port (default: any free port; the URL is printed)
@@ -116,6 +118,7 @@ function demoOptions(args: string[]): DemoOptions & {
       'clip-norm': { type: 'string' },
       'keep-running': { type: 'boolean' },
       'http-port': { type: 'string' },
+      calibrate: { type: 'boolean' },
     },
   });
   const partition = values.partition ?? DEMO_DEFAULTS.partition;
@@ -144,6 +147,7 @@ function demoOptions(args: string[]): DemoOptions & {
     dataDir: values['data-dir'],
     keepRunning: values['keep-running'] ?? false,
     httpPort: int(values['http-port'], 'http-port', DEMO_DEFAULTS.httpPort, 0),
+    calibrate: values.calibrate ?? false,
     remote:
       values['coordinator-grpc'] !== undefined || values['coordinator-http'] !== undefined
         ? {

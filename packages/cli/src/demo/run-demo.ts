@@ -53,6 +53,12 @@ export interface DemoOptions {
   keepRunning: boolean;
   /** REST and dashboard port. Default 0 (any free port). */
   httpPort: number;
+  /**
+   * Federated int8 calibration after the last round (task setting `calibration`): the devices
+   * report activation statistics in two more rounds and `veil export --quantize int8` uses the
+   * ranges. Not with `sharedKey`. Default false.
+   */
+  calibrate?: boolean;
 }
 
 export interface DemoRound {
@@ -78,6 +84,8 @@ export interface DemoSummary {
   database: 'postgresql' | 'pglite';
   taskStatus: string;
   totalMs: number;
+  /** `calibrate`: whether the calibration rounds chose activation ranges for the final model. */
+  calibrated?: boolean;
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -119,7 +127,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   // coordinator only gets its request key.
   const committee: DemoCommittee | null =
     mode === 'committee'
-      ? await startDemoCommittee({ dir: join(dataDir, 'committee'), minDevices: settings.minClients, maxDevices: settings.clientsPerRound, maxRounds: options.rounds })
+      ? await startDemoCommittee({ dir: join(dataDir, 'committee'), minDevices: settings.minClients, maxDevices: settings.clientsPerRound, maxRounds: options.rounds + (options.calibrate ? 2 : 0) })
       : null;
   const config = {
     ...loadConfig({ ...env, VEIL_DATA_DIR: dataDir }),
@@ -183,7 +191,15 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const rounds: DemoRound[] = [];
     const bar = createProgressBar(out, !options.json);
     let current = { version: 0, weights };
+    let calibrated = false;
     const evaluateRound = async (round: Round): Promise<void> => {
+      const calibration = round.summary?.calibration;
+      if (calibration !== undefined) {
+        // A calibration round produces no model: report what it aggregated.
+        calibrated ||= calibration.activationRanges !== undefined;
+        bar.finish(`calibration ${calibration.stage} round: statistics of ${round.summary?.participants ?? 0} devices on model version ${calibration.modelVersion}`);
+        return;
+      }
       const version = round.summary?.modelVersion ?? current.version;
       if (version !== current.version) {
         const model = await coordinator.engine.readModelVersion(task.id, version);
@@ -264,6 +280,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       database: coordinator.databaseKind,
       taskStatus: status,
       totalMs: Math.round(performance.now() - started),
+      ...(options.calibrate && { calibrated }),
     };
     evaluator?.dispose();
     say(`task ${status}: final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}% after ${rounds.length} rounds in ${(summary.totalMs / 1000).toFixed(1)} s`);
@@ -293,6 +310,7 @@ export function demoTaskSettings(options: DemoOptions) {
     minAvailableClients: options.clients,
     roundDeadlineMs: options.roundDeadlineMs,
     training: { epochs: options.epochs, batchSize: options.batchSize, learningRate: options.learningRate },
+    ...(options.calibrate && { calibration: true }),
   };
 }
 
