@@ -334,26 +334,32 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toRound(row);
     },
 
-    async recordSubmissions(roundId, submissions): Promise<RecordSubmissionResult[]> {
+    async recordSubmissions(roundId, submissions, options): Promise<RecordSubmissionResult[]> {
       if (submissions.length === 0) return [];
       // One statement, one round trip, atomic, for a batch (group commit): lock the round row
       // (serializes with state transitions), mark each participant SUBMITTED only if the round is
       // COLLECTING and the participant is SELECTED, bump receivedCount by the number that moved.
       // The join outside the data-modifying CTEs sees the statement's snapshot, i.e. the state
       // before this batch: it explains a refusal. Client ids must be distinct within a batch.
-      const params: unknown[] = [roundId, new Date().toISOString()];
+      const params: unknown[] = [roundId, new Date().toISOString(), options?.refuseClientReplays === true];
       const rows = submissions.map((x, k) => {
         const at = params.length;
         params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey, x.trainedExamples ?? null);
         return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text, $${at + 7}::int)`;
       });
       const result = await prisma.$queryRawUnsafe<
-        Array<{ ord: number; roundState: RoundState | null; accepted: boolean; receivedCount: number | null; status: string | null; updateDigest: string | null }>
+        Array<{ ord: number; roundState: RoundState | null; accepted: boolean; replay: boolean; receivedCount: number | null; status: string | null; updateDigest: string | null }>
       >(
         `WITH r AS (
           SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
         ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey", "trainedExamples") AS (
           VALUES ${rows.join(', ')}
+        ), rp AS (
+          -- Replays: the same client's same digest accepted in another round of the task (digest index).
+          SELECT DISTINCT i.ord FROM i
+          JOIN "Participation" q ON q."updateDigest" = i.digest AND q."clientId" = i."clientId" AND q."roundId" <> $1::uuid
+          JOIN "Round" qr ON qr.id = q."roundId"
+          WHERE $3::boolean AND qr."taskId" = (SELECT "taskId" FROM "Round" WHERE id = $1::uuid)
         ), p AS (
           UPDATE "Participation" pa SET
             status = 'SUBMITTED',
@@ -366,7 +372,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             "submittedAt" = $2::timestamptz
           FROM i
           WHERE pa."roundId" = $1::uuid AND pa."clientId" = i."clientId" AND pa.status = 'SELECTED'
-            AND EXISTS (SELECT 1 FROM r WHERE r.state = 'COLLECTING')
+            AND EXISTS (SELECT 1 FROM r WHERE r.state = 'COLLECTING') AND NOT EXISTS (SELECT 1 FROM rp WHERE rp.ord = i.ord)
           RETURNING pa."clientId"
         ), b AS (
           UPDATE "Round" SET "receivedCount" = "receivedCount" + (SELECT count(*) FROM p)::int
@@ -377,6 +383,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
           i.ord,
           (SELECT state::text FROM r) AS "roundState",
           EXISTS (SELECT 1 FROM p WHERE p."clientId" = i."clientId") AS accepted,
+          EXISTS (SELECT 1 FROM rp WHERE rp.ord = i.ord) AS replay,
           (SELECT "receivedCount" FROM b) AS "receivedCount",
           pa.status::text AS status,
           pa."updateDigest" AS "updateDigest"
@@ -391,6 +398,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       let next = Number(result[0]?.receivedCount ?? 0) - acceptedTotal;
       return result.map((row): RecordSubmissionResult => {
         if (row.accepted) return { kind: 'accepted', receivedCount: ++next };
+        if (row.replay) return { kind: 'replay' };
         if (row.roundState !== 'COLLECTING') return { kind: 'round_closed', state: row.roundState ?? 'FAILED' };
         if (row.status === null) return { kind: 'not_selected' };
         if (row.status === 'SUBMITTED') return { kind: 'duplicate', sha256: row.updateDigest };
@@ -732,23 +740,6 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         select: { updateDigest: true },
       });
       return new Set(hits.map((h) => h.updateDigest!));
-    },
-
-    async knownClientUpdates(taskId, updates) {
-      if (updates.length === 0) return new Set<string>();
-      // One query for a whole batch: every accepted update of these clients with one of these digests
-      // (a superset of the pairs asked about, narrowed below), found through the digest index.
-      const p = new Params();
-      const rows = await prisma.$queryRawUnsafe<Array<{ clientId: string; digest: string }>>(
-        `SELECT pa."clientId"::text AS "clientId", pa."updateDigest" AS digest
-         FROM "Participation" pa JOIN "Round" r ON r.id = pa."roundId"
-         WHERE pa."updateDigest" = ANY(${p.add([...new Set(updates.map((u) => u.sha256))], 'text[]')})
-           AND pa."clientId" = ANY(${p.add([...new Set(updates.map((u) => u.clientId))], 'uuid[]')})
-           AND r."taskId" = ${p.add(taskId, 'uuid')}`,
-        ...p.values,
-      );
-      const asked = new Set(updates.map((u) => `${u.clientId}/${u.sha256}`));
-      return new Set(rows.map((r) => `${r.clientId}/${r.digest}`).filter((key) => asked.has(key)));
     },
 
     async findTaskByKeyId(keyId) {

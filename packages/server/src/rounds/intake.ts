@@ -206,9 +206,8 @@ export class Intake {
       // A device resending its own update of this round is a retry (answered "already accepted"), not a replay.
       let ownInRound = new Map<string, string>();
       try {
-        if (encrypted) known = await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256));
-        // One query for the whole batch, hits or not (devices may share a digest: only the same device's counts).
-        else known = await this.ctx.store.knownClientUpdates(rt.task.id, candidates.map((c) => ({ clientId: c.client.id, sha256: c.sha256 })));
+        // Plaintext: checked by the recording statement itself (`refuseClientReplays`), no round trip of its own.
+        known = encrypted ? await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256)) : new Set();
         if (known.size > 0) ownInRound = new Map((await this.ctx.store.listSubmissions(open.id)).map((s) => [s.clientId, s.sha256]));
       } catch (error) {
         for (const item of candidates) reject(item, error);
@@ -240,6 +239,7 @@ export class Intake {
           sizeBytes: item.sizeBytes,
           blobKey: item.key,
         })),
+        { refuseClientReplays: rt.task.encryption === null },
       );
     } catch (error) {
       for (const item of toRecord) reject(item, error);
@@ -361,5 +361,7 @@ function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>
       return new VeilError('permission_denied', `client is not selected for round ${roundNumber}`);
     case 'round_closed':
       return new VeilError('failed_precondition', `round ${roundNumber} is ${result.state}, no longer collecting`);
+    case 'replay':
+      return new VeilError('invalid_argument', 'this device already had an identical update accepted in this task: it was already submitted (replay)');
   }
 }

@@ -23,7 +23,9 @@ export type RecordSubmissionResult =
   | { kind: 'accepted'; receivedCount: number }
   | { kind: 'duplicate'; sha256: string | null }
   | { kind: 'not_selected' }
-  | { kind: 'round_closed'; state: RoundState };
+  | { kind: 'round_closed'; state: RoundState }
+  /** The client had the same update (digest) accepted in an earlier round of the task. */
+  | { kind: 'replay' };
 
 export interface NewTask {
   id: string;
@@ -112,9 +114,11 @@ export interface FederationStore {
    * Records accepted updates in one transaction (group commit): each
    * participant SELECTED -> SUBMITTED while the round is COLLECTING. Results
    * in input order; accepted ones carry the round's count after each. Client
-   * ids must be distinct within a call.
+   * ids must be distinct within a call. With `refuseClientReplays`, an update
+   * whose client had the same digest accepted in another round of the task is
+   * refused (`replay`) in the same statement (plaintext replay detection).
    */
-  recordSubmissions(roundId: string, submissions: readonly Submission[]): Promise<RecordSubmissionResult[]>;
+  recordSubmissions(roundId: string, submissions: readonly Submission[], options?: { refuseClientReplays?: boolean }): Promise<RecordSubmissionResult[]>;
   /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */
   beginAggregation(roundId: string, reason: string): Promise<Round | null>;
   /**
@@ -184,11 +188,6 @@ export interface FederationStore {
    * detection); with `clientId`, only that client's updates.
    */
   knownUpdateDigests(taskId: string, digests: readonly string[], options?: { clientId?: string }): Promise<Set<string>>;
-  /**
-   * Which of these (client, SHA-256 digest) pairs are updates the client had accepted in the task
-   * before (plaintext replay detection), as `${clientId}/${sha256}` keys; one query for any number.
-   */
-  knownClientUpdates(taskId: string, updates: ReadonlyArray<{ clientId: string; sha256: string }>): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 
