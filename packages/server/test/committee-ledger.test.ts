@@ -295,7 +295,7 @@ describe('committee decryptions in the privacy ledger', () => {
 
     // The ledger: ε for observers (q = 1 here, so the same) and ε against the coordinator, each equal
     // to the authors' accounting (google-research/federated distributed_dp ddgauss_epsilon with
-    // TF Privacy's conversion, evaluated on Veil's orders; see src/privacy/committee-dp.test.ts).
+    // TF Privacy's conversion, evaluated on Veil's orders: scripts/ddg-committee-reference.py).
     const REFERENCE = [4.728836898456729, 7.0779046489830275];
     const audit = { token: t.coordinator.auditToken };
     const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`, audit)).body.entries as LedgerEntry[];

@@ -5,7 +5,8 @@
  * computed independently with the authors' accounting code: google-research/federated
  * distributed_dp/accounting_utils.py @5e27a86 (`ddgauss_epsilon`: rounded norm bounds, τ,
  * Proposition 14, Zhu & Wang 2019 Theorem 5) with tensorflow/privacy rdp_accountant.py @385fefc
- * (`get_privacy_spent`), run in Python (see docs/ddg-reference-check.md for the files).
+ * (`get_privacy_spent`), run in Python: `python3 scripts/ddg-committee-reference.py REFDIR` prints
+ * them (docs/ddg-reference-check.md says where the files come from).
  * Observers: `ddgauss_epsilon` as fetched (its integer orders 2..128, 256; at these points Veil's
  * optimal order is one of them). Coordinator (q = 1): the same functions evaluated on Veil's
  * order list (ddgauss_epsilon casts orders to int, and at q = 1 Veil's optimum is fractional).
