@@ -7,7 +7,7 @@ import type { ProtoGrpcType } from './gen/federation.js';
 import type { FederationServiceClient, FederationServiceDefinition } from './gen/veil/v1/FederationService.js';
 import type { ModelChunk } from './gen/veil/v1/ModelChunk.js';
 
-/** Options shared by the loader and the type generator (scripts/gen.mjs); keep them in sync. */
+/** Options shared by the loader and the type generator (scripts/gen-proto-types.mjs at the repository root); keep them in sync. */
 const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
   longs: Number,

@@ -18,7 +18,7 @@ export const CUSTODIAN_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': MAX_CUSTODIAN_MESSAGE_BYTES,
 };
 
-/** Options shared by the loader and the type generator (scripts/gen.mjs); keep them in sync. */
+/** Options shared by the loader and the type generator (scripts/gen-proto-types.mjs at the repository root); keep them in sync. */
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
 
 function protoRoot(): string {
