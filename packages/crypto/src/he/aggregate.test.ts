@@ -11,17 +11,12 @@ import type { KeyBundle } from './keys.js';
 import { createHeContext } from './params.js';
 import type { HeContext } from './params.js';
 import { readPayloadHeader } from './payload.js';
+import { createSeededRng } from '@veil/privacy';
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
+/** Seeded uniform values in [0, 1) (@veil/privacy's test generator), so failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = createSeededRng(seed);
+  return () => generator.nextDouble();
 }
 
 /** Independent reference quantizer: clip to [-1, 1], scale by 2^13, round half away from zero. */

@@ -10,17 +10,12 @@ import type { KeyBundle } from './keys.js';
 import { createHeContext } from './params.js';
 import type { HeContext } from './params.js';
 import { readPayloadHeader } from './payload.js';
+import { createSeededRng } from '@veil/privacy';
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
+/** Seeded uniform values in [0, 1) (@veil/privacy's test generator), so failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = createSeededRng(seed);
+  return () => generator.nextDouble();
 }
 
 /** Reference: Σ w·r_i mod t, centred in [-(t-1)/2, (t-1)/2], computed in bigint. */
