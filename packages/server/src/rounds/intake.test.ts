@@ -50,13 +50,16 @@ class MemoryStore {
     return this.tasks.get(id) ?? null;
   }
 
-  async recordSubmissions(roundId: string, submissions: readonly Submission[]): Promise<RecordSubmissionResult[]> {
+  async recordSubmissions(roundId: string, submissions: readonly Submission[], options: { refuseClientReplays?: boolean } = {}): Promise<RecordSubmissionResult[]> {
     this.writes.push(submissions.length);
     const held = this.hold;
     this.hold = null;
     if (held !== null) await held;
     const round = this.rounds.get(roundId)!;
+    const replayed = (s: Submission): boolean =>
+      [...this.rounds].some(([id, other]) => id !== roundId && other.taskId === round.taskId && other.participants.get(s.clientId)?.sha256 === s.sha256);
     return submissions.map((s) => {
+      if (options.refuseClientReplays === true && replayed(s)) return { kind: 'replay' };
       if (round.state !== 'COLLECTING') return { kind: 'round_closed', state: round.state };
       if (!round.participants.has(s.clientId)) return { kind: 'not_selected' };
       const earlier = round.participants.get(s.clientId);
@@ -312,7 +315,7 @@ describe('update intake (in-memory store, fake time)', () => {
     expect(error.code).toBe('invalid_argument');
     expect(error.message).toMatch(/already submitted \(replay\)/);
     expect(f.blobs.records.size).toBe(0);
-    expect(f.store.writes).toEqual([]);
+    expect(await f.store.listSubmissions('round-2')).toEqual([]);
     // Another device may send equal bytes (e.g. the same synthetic delta): not a replay.
     expect(await f.intake.submitUpdate(f.clients[1]!, replay.header, replay.payload, replay.sha)).toEqual({ acceptedCount: 1 });
   });
