@@ -25,6 +25,8 @@ export interface CoordinatorOptions extends Pick<RoundEngineOptions, 'strategies
   uploadBudgetBytes?: number;
   /** Model bytes the gRPC service sends at once; further downloads wait. Default 32 MiB. */
   downloadBudgetBytes?: number;
+  /** Bytes of begun, uncommitted chunked uploads (HTTP port, browsers) held at once. Default 64 MiB. */
+  uploadStoreBytes?: number;
   /**
    * Backoff on failed authentication, shared by REST and gRPC (keys per peer address and per
    * credential). Defaults: see {@link AuthThrottleOptions}; its clock defaults to `clock`.
@@ -231,7 +233,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       limits: config.httpLimits,
       // The device protocol for browsers (Connect), served by the same handlers as the gRPC port.
       deviceHandlers: handlers,
-      connect: { uploadIdleMs: config.uploadIdleTimeoutMs },
+      connect: { uploadIdleMs: config.uploadIdleTimeoutMs, ...(options.uploadStoreBytes !== undefined && { uploadStoreBytes: options.uploadStoreBytes }) },
       ...(tls && { tls }),
     });
     const listening = await http.listen({ host: config.host, port: config.httpPort });

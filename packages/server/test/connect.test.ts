@@ -33,8 +33,9 @@ const post = (env: TestCoordinator, path: string, body: unknown, headers: Record
 describe('device protocol over Connect (HTTP port)', () => {
   let env: TestCoordinator;
   beforeAll(async () => {
-    // Uploads idle for 1.5 s expire (the gRPC port's idle timeout applies to both).
-    env = await startTestCoordinator({ database: 'postgres', config: { uploadIdleTimeoutMs: 1_500 } });
+    // Uploads idle for 1.5 s expire (the gRPC port's idle timeout applies to both); at most 150 bytes
+    // of uncommitted uploads are held (two updates of the tiny task, 60 bytes each, and not three).
+    env = await startTestCoordinator({ database: 'postgres', config: { uploadIdleTimeoutMs: 1_500 }, uploadStoreBytes: 150 });
   });
   afterAll(async () => {
     await env?.[Symbol.asyncDispose]();
@@ -166,6 +167,63 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect(sha256Hex(payload)).toHaveLength(64);
     device.close();
     other.close();
+  });
+
+  test('bounded storage: two open uploads per device, a cap on the bytes held; refused calls are told when to retry; authentication comes before the body', async () => {
+    const { coordinator, rest } = env;
+    const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 2, minAvailableClients: 2 });
+    const a = await joinConnectDevice(coordinator, taskId, 'browser-a');
+    const b = await joinConnectDevice(coordinator, taskId, 'browser-b');
+    const [assignment] = await Promise.all([a.nextAssignment(), b.nextAssignment()]);
+    const begin = (device: typeof a, seed: number) => {
+      const payload = float32ToBytes(pattern(TINY_PARAMETERS, seed));
+      return post(
+        env,
+        '/veil.v1.UploadService/BeginUpload',
+        {
+          header: {
+            roundNumber: assignment!.roundNumber,
+            modelVersion: assignment!.modelVersion,
+            exampleCount: 2,
+            encoding: 'UPDATE_ENCODING_FLOAT32_LE',
+            payloadSizeBytes: payload.byteLength,
+            payloadSha256: createHash('sha256').update(payload).digest('base64'),
+          },
+        },
+        { authorization: `Bearer ${device.credential}` },
+      );
+    };
+    const first = await begin(a, 31);
+    expect(first.status).toBe(200);
+    expect((await begin(a, 32)).status).toBe(200);
+    let r = await begin(a, 33);
+    expect([r.status, (await r.json()).message]).toEqual([429, 'at most 2 uploads per device at once']);
+    // 120 of 150 bytes reserved: another device's 60 do not fit until one upload goes.
+    r = await begin(b, 34);
+    expect([r.status, r.headers.get('veil-error-code'), r.headers.get('retry-after')]).toEqual([429, 'rate_limited', '2']);
+    expect((await r.json()).code).toBe('resource_exhausted');
+    // Device a's first upload: filled and committed, its bytes are freed.
+    const { uploadId } = await first.json();
+    const payload = float32ToBytes(pattern(TINY_PARAMETERS, 31));
+    r = await post(
+      env,
+      '/veil.v1.UploadService/PutChunk',
+      { uploadId, offset: 0, data: Buffer.from(payload).toString('base64'), sha256: createHash('sha256').update(payload).digest('base64') },
+      { authorization: `Bearer ${a.credential}` },
+    );
+    expect(r.status).toBe(200);
+    r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, { authorization: `Bearer ${a.credential}` });
+    expect(await r.json()).toMatchObject({ acceptedCount: 1 });
+    expect((await begin(b, 34)).status).toBe(200);
+    // A wrong credential is refused before its body is read: a PutChunk body over the limit is still 401, not 413.
+    r = await fetch(coordinator.httpUrl + '/veil.v1.UploadService/PutChunk', {
+      method: 'POST',
+      headers: { 'content-type': 'application/proto', authorization: 'Bearer ' + 'y'.repeat(40) },
+      body: new Uint8Array(3 * 1024 * 1024),
+    }).catch((error: unknown) => error as Error);
+    expect(r instanceof Response ? r.status : String(r)).toBe(401);
+    a.close();
+    b.close();
   });
 
   test('the binary codec answers the same as JSON; CORS preflight allows the bearer header', async () => {

@@ -98,7 +98,7 @@ export async function createTestStorage(kind: DatabaseKind): Promise<TestStorage
 // ------------------------------------------------------------------ coordinator
 
 export interface StartTestCoordinatorOptions
-  extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategies' | 'uploadBudgetBytes' | 'downloadBudgetBytes' | 'authThrottle'>> {
+  extends Partial<Pick<CoordinatorOptions, 'clock' | 'rng' | 'presenceTtlMs' | 'strategies' | 'uploadBudgetBytes' | 'downloadBudgetBytes' | 'uploadStoreBytes' | 'authThrottle'>> {
   /** Fresh storage of this kind, owned (and removed) by the fixture. Default `postgres`. */
   database?: DatabaseKind;
   /** Existing storage to reuse (e.g. to restart on the same database); not removed on dispose. */
@@ -147,6 +147,7 @@ export async function startTestCoordinator(options: StartTestCoordinatorOptions 
       ...(options.presenceTtlMs !== undefined && { presenceTtlMs: options.presenceTtlMs }),
       ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
+      ...(options.uploadStoreBytes !== undefined && { uploadStoreBytes: options.uploadStoreBytes }),
       ...(options.authThrottle && { authThrottle: options.authThrottle }),
     });
     const close = (): Promise<void> => coordinator.close();

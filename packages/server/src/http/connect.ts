@@ -326,8 +326,9 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
   const status = (u: StoredUpload): Uint8Array =>
     types.lookupType('veil.v1.UploadStatus').encode({ uploadId: u.id, receivedBytes: u.received, sizeBytes: u.size, maxChunkBytes: MAX_CHUNK_BYTES }).finish();
   /** The client a call's credential names (the gRPC port's authentication: same throttling, lockout and revocation). */
-  const authenticate = (request: FastifyRequest, path: string): Promise<Client> =>
-    options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request));
+  const authenticated = new WeakMap<FastifyRequest, Client>();
+  const authenticate = async (request: FastifyRequest, path: string): Promise<Client> =>
+    authenticated.get(request) ?? options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request));
 
   const uploadCalls: Record<string, (request: FastifyRequest, reply: FastifyReply, path: string, message: Record<string, unknown>) => Promise<Uint8Array>> = {
     async BeginUpload(request, _reply, path, message) {
@@ -444,6 +445,16 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     // Bodies are read raw: the codec is the call's, decoded with the protocol's own deserializers.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: chunkBody }, (_request, body, done) => done(null, body));
+    // Authentication before the body is read (every call but Join and the CORS preflight), as on the gRPC port.
+    scope.addHook('onRequest', async (request, reply) => {
+      const path = request.url.split('?', 1)[0]!;
+      if (request.method !== 'POST' || path === '/veil.v1.FederationService/Join') return;
+      try {
+        authenticated.set(request, await options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request)));
+      } catch (error) {
+        return sendError(request, reply, fromStatus(error));
+      }
+    });
 
     for (const [service, methods] of Object.entries(UNARY)) {
       for (const method of methods) {
