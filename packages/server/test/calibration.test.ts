@@ -231,6 +231,38 @@ describe('calibration rounds in the coordinator', () => {
     expect(histogram).toMatchObject({ roundNumber: 3, calibration: { plan: { round: 'histogram' } } });
   }, 120_000);
 
+  it('POST /v1/tasks/:id/calibration adds the calibration rounds to a running task; refused once it ended or twice', async () => {
+    await using t = await startTestCoordinator();
+    const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'none' }, clientsPerRound: 1, minClients: 1, minAvailableClients: 1, calibration: false }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string;
+    expect((await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: { colour: 'red' } })).status).toBe(400);
+    const requested = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: { method: 'minmax' } });
+    expect(requested.status, JSON.stringify(requested.body)).toBe(200);
+    expect(requested.body.settings.calibration).toMatchObject({ method: 'minmax', points: [':input', expect.any(String)] });
+    const again = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: {} });
+    expect(again.status).toBe(409);
+    expect(JSON.stringify(again.body)).toMatch(/already runs calibration rounds/);
+
+    using device = await joinDevice(t.coordinator, id, 'phone');
+    await device.submit(await device.nextAssignment(), new Float32Array(initial.length), 10);
+    const { weights } = await device.download(1);
+    for (const stage of ['range', 'histogram']) {
+      const a = await device.nextAssignment();
+      expect(a.calibration?.plan.round).toBe(stage);
+      const padded = new Float32Array(initial.length);
+      padded.set(await computeCalibrationStatistics(tf, spec, weights, shards[2]!, a.calibration!.plan));
+      await device.submit(a, padded, shards[2]!.count);
+    }
+    const task = (await t.rest.request('GET', `/v1/tasks/${id}`)).body;
+    expect(task).toMatchObject({ status: 'COMPLETED', statusReason: expect.stringMatching(/calibrated/) });
+    const file = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+    expect(file).toMatchObject({ modelVersion: 1, method: 'minmax' });
+    const ended = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: {} });
+    expect(ended.status).toBe(409);
+    expect(JSON.stringify(ended.body)).toMatch(/is COMPLETED/);
+  }, 120_000);
+
   it('a restart in the middle of a calibration round: the accepted report is kept and counted once, a retry is answered already_accepted', async () => {
     await using storage = await createTestStorage('postgres');
     const secrets = { adminToken: randomBytes(24).toString('hex'), enrolmentSecret: randomBytes(24).toString('hex') };

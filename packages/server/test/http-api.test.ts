@@ -187,6 +187,7 @@ describe('REST API', () => {
       '/v1/session',
       '/v1/tasks',
       '/v1/tasks/{id}',
+      '/v1/tasks/{id}/calibration',
       '/v1/tasks/{id}/clients',
       '/v1/tasks/{id}/clients/{clientId}/revoke',
       '/v1/tasks/{id}/committee/audit',

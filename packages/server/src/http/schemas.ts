@@ -17,6 +17,18 @@ const trainingSchema = {
   },
 } as const;
 
+/** Options of federated int8 calibration (task creation's `calibration`, POST /v1/tasks/:id/calibration). */
+export const calibrationOptionsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    method: { type: 'string', enum: ['percentile', 'kl', 'minmax'], description: 'Range choice over the aggregated histogram. Default percentile.' },
+    percentile: { type: 'number', exclusiveMinimum: 0, maximum: 100, description: 'percentile method: |activations| kept inside the range, in percent. Default 99.99.' },
+    bins: { type: 'integer', minimum: 256, maximum: 65536, description: 'Linear bins per calibration point. Default min(2048, parameters / points).' },
+    tailFraction: { type: 'number', minimum: 0, exclusiveMaximum: 0.5, description: 'Share of examples whose extreme activation may fall outside the histogram grid. Default 0.001.' },
+  },
+} as const;
+
 export const taskCreateSchema = {
   type: 'object',
   required: ['name', 'rounds', 'training', 'model'],
@@ -49,16 +61,7 @@ export const taskCreateSchema = {
         'Federated int8 calibration (issue 16): true, or options. After the last training round two calibration rounds run on the final model (a range round, then a histogram round): selected devices report activation statistics on a fixed grid, aggregated like updates (plaintext sum or committee decryption; local DP noise and a privacy-ledger entry per round where the task uses DP). The chosen activation ranges are stored with the model version and used by int8 exports. Not for shared-key (BFV) tasks or distributed DP. Default false.',
       anyOf: [
         { type: 'boolean' },
-        {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            method: { type: 'string', enum: ['percentile', 'kl', 'minmax'], description: 'Range choice over the aggregated histogram. Default percentile.' },
-            percentile: { type: 'number', exclusiveMinimum: 0, maximum: 100, description: 'percentile method: |activations| kept inside the range, in percent. Default 99.99.' },
-            bins: { type: 'integer', minimum: 256, maximum: 65536, description: 'Linear bins per calibration point. Default min(2048, parameters / points).' },
-            tailFraction: { type: 'number', minimum: 0, exclusiveMaximum: 0.5, description: 'Share of examples whose extreme activation may fall outside the histogram grid. Default 0.001.' },
-          },
-        },
+        calibrationOptionsSchema,
       ],
     },
     start: { type: 'boolean', description: 'Start the task right away. Default false.' },

@@ -279,6 +279,12 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return toTask(await prisma.task.findUniqueOrThrow({ where: { id } }));
     },
 
+    async updateTaskSettings(id, settings, from) {
+      const { count } = await prisma.task.updateMany({ where: { id, status: { in: [...from] } }, data: { spec: json(settings) } });
+      if (count !== 1) return null;
+      return toTask(await prisma.task.findUniqueOrThrow({ where: { id } }));
+    },
+
     async createClient(client) {
       const row = await prisma.client.create({ data: client });
       return { id: row.id, taskId: row.taskId, name: row.name };

@@ -156,6 +156,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
     return this.tasks.pauseTask(taskId);
   }
 
+  /** Adds calibration rounds after the task's last training round (see TaskService.requestCalibration). */
+  requestCalibration(taskId: string, input: CalibrationInput): Promise<Task> {
+    return this.tasks.requestCalibration(taskId, input);
+  }
+
   getTask(taskId: string): Promise<Task> {
     return this.tasks.getTask(taskId);
   }

@@ -260,6 +260,42 @@ export class TaskService {
     });
   }
 
+  /**
+   * An admin's request to calibrate a task that was created without `calibration` (issue 16):
+   * the two calibration rounds then run after its last training round. Possible until that
+   * round closes (the task has not ended); refused when the task already calibrates.
+   */
+  async requestCalibration(taskId: string, input: CalibrationInput): Promise<Task> {
+    const rt = await this.runtimes.load(taskId);
+    return rt.mutex.run(async () => {
+      const task = rt.task;
+      if (task.status !== 'DRAFT' && task.status !== 'RUNNING' && task.status !== 'PAUSED') {
+        throw new VeilError('failed_precondition', `task ${taskId} is ${task.status}: calibration runs after the last training round, before the task ends`);
+      }
+      if (task.settings.calibration) throw new VeilError('failed_precondition', `task ${taskId} already runs calibration rounds`);
+      if (input === false) throw new VeilError('invalid_argument', 'calibration must be true or an object of options');
+      const settings = { ...task.settings };
+      settings.calibration = resolveCalibrationSettings(
+        input,
+        // Only the model's structure matters here (its calibration points and size).
+        { topology: task.modelTopology, weightSpecs: task.weightSpecs, weights: new Float32Array(task.parameterCount) },
+        { parameterCount: task.parameterCount, privacy: settings.privacy, sharedKey: task.encryption !== null },
+      );
+      const committee = settings.committee;
+      if (committee != null) {
+        const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
+        if (totalRounds(settings) > descriptor.maxRounds) {
+          throw new VeilError('failed_precondition', `rounds ${settings.rounds} and 2 calibration rounds exceed the descriptor's maxRounds ${descriptor.maxRounds}`);
+        }
+      }
+      const updated = await this.ctx.store.updateTaskSettings(taskId, settings, ['DRAFT', 'RUNNING', 'PAUSED']);
+      if (updated === null) throw new VeilError('failed_precondition', `task ${taskId} has ended`);
+      rt.task = updated;
+      this.ctx.log.info({ taskId, points: settings.calibration!.points.length }, 'calibration requested');
+      return updated;
+    });
+  }
+
   async getTask(taskId: string): Promise<Task> {
     return (await this.runtimes.load(taskId)).task;
   }

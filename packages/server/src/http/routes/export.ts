@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { CalibrationStatisticsService } from '../../services/calibration-statistics.js';
 import type { ModelExportRequest, ModelExportService } from '../../services/model-export.js';
-import { errorResponses, idParams, secured } from './common.js';
+import { described, errorResponses, idParams, secured } from './common.js';
 
 export interface ExportRoutesOptions {
   exporter: ModelExportService;
@@ -71,7 +71,10 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
           "The task's federated calibration statistics (the file veil calibration writes and veil export --calibration reads): the activation ranges chosen for the calibrated model version and the aggregated histograms",
         params: idParams,
         querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'integer', minimum: 0, maximum: 2_147_483_647 } } },
-        response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+        response: {
+          200: described({ type: 'object', additionalProperties: true }, 'The statistics file (format veil-calibration-v1): modelVersion, activationRanges, rounds, histogram { plan, statistics }'),
+          ...errorResponses,
+        },
       },
     },
     async (request) => options.calibration.get(request.params.id, request.query.version),

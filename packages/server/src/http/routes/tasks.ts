@@ -5,7 +5,7 @@ import type { CommitteeInput, EncryptionInput, RoundEngine } from '../../rounds/
 import type { TaskInput } from '../../rounds/task-settings.js';
 import type { TaskOverviewService } from '../../services/task-overview.js';
 import { presentTask } from '../present.js';
-import { errorSchema, taskCreateExample, taskCreateSchema, taskListSchema, taskSchema } from '../schemas.js';
+import { calibrationOptionsSchema, errorSchema, taskCreateExample, taskCreateSchema, taskListSchema, taskSchema } from '../schemas.js';
 import { described, errorResponses, idParams, secured } from './common.js';
 
 export interface TaskRoutesOptions {
@@ -65,6 +65,27 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
     '/v1/tasks/:id',
     { config: { auth: 'admin' }, schema: { ...secured, tags: ['tasks'], summary: 'Get a task', params: idParams, response: { 200: described(taskSchema, 'The task'), ...errorResponses } } },
     async (request) => presentTask(await tasks.get(request.params.id)),
+  );
+
+  app.post<{ Params: { id: string }; Body: Record<string, unknown> }>(
+    '/v1/tasks/:id/calibration',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        ...secured,
+        tags: ['tasks'],
+        summary:
+          'Request federated int8 calibration (issue 16) for a task created without it: two calibration rounds run after its last training round (see calibration in task creation). Possible until that round closes.',
+        params: idParams,
+        body: { ...calibrationOptionsSchema, examples: [{}, { method: 'percentile', percentile: 99.99 }] },
+        response: { 200: described(taskSchema, 'The task with its calibration settings'), ...errorResponses },
+      },
+    },
+    async (request) => {
+      await tasks.getTask(request.params.id);
+      const task = await engine.requestCalibration(request.params.id, request.body ?? {});
+      return presentTask(await tasks.view(task));
+    },
   );
 
   for (const action of ['start', 'pause'] as const) {
