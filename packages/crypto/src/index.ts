@@ -148,6 +148,7 @@ export {
   negacyclicMultiply,
   derivePublicPolynomialNtt,
   pack44,
+  packed44InRange,
   unpack44,
 } from './committee/ring.js';
 export {
@@ -161,6 +162,7 @@ export {
   quantizationOf,
   encodeC0Payload,
   checkC0Payload,
+  checkC0PayloadRange,
   decodeC0Payload,
   createC0Accumulator,
   restoreC0Accumulator,

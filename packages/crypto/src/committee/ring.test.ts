@@ -12,6 +12,7 @@ import {
   nttForward,
   nttInverse,
   pack44,
+  packed44InRange,
   unpack44,
 } from './ring.js';
 
@@ -149,5 +150,27 @@ describe('public polynomials and 44-bit packing', () => {
     }
     expect(centreQ(Q - 1)).toBe(-1);
     expect(centreQ((Q - 1) / 2)).toBe((Q - 1) / 2);
+  });
+
+  it('packed44InRange agrees with unpack44: true for q - 1 anywhere, false for q or 2^44 - 1 at the first, a middle and the last position, even and odd', () => {
+    const a = randomResidues(N, 'range');
+    a[N - 1] = Q - 1;
+    a[N - 2] = Q - 1;
+    const bytes = new Uint8Array(PACKED_POLY_BYTES + 5);
+    pack44(a, bytes, 5);
+    expect(packed44InRange(bytes, 5, N)).toBe(true);
+    expect(unpack44(bytes, 5, new Float64Array(N))).toBe(true);
+    for (const pos of [0, 1, 1000, 1001, N - 2, N - 1]) {
+      for (const value of [Q, 2 ** 44 - 1]) {
+        const bad = Float64Array.from(a);
+        bad[pos] = value;
+        const badBytes = new Uint8Array(PACKED_POLY_BYTES + 5);
+        pack44(bad, badBytes, 5);
+        expect(packed44InRange(badBytes, 5, N), `position ${pos}, value ${value}`).toBe(false);
+        expect(unpack44(badBytes, 5, new Float64Array(N))).toBe(false);
+      }
+    }
+    expect(() => packed44InRange(bytes, 6, N)).toThrow(/too short/);
+    expect(() => packed44InRange(bytes, 5, N - 1)).toThrow(/even/);
   });
 });

@@ -305,6 +305,26 @@ export function unpack44(bytes: Uint8Array, offset: number, out: Float64Array): 
 }
 
 /**
+ * True when each of the `count` (even) 44-bit coefficients packed at `offset` is < q. Reads only:
+ * the coordinator's intake check of a c0 before it is stored (the sum is added later), without
+ * decoding into a float64 copy (800 kB per 100,000 values) as {@link unpack44} would.
+ */
+export function packed44InRange(bytes: Uint8Array, offset: number, count: number): boolean {
+  if (count % 2 !== 0) throw new CryptoError('invalid_argument', 'packed44InRange needs an even coefficient count');
+  if (offset + (count / 2) * 11 > bytes.length) throw new CryptoError('invalid_argument', 'packed44InRange input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // a >= q or b >= q, with a = lo32 + (hi16 & 0xfff)·2^32 and b = (lo32' >>> 4) + hi16'·2^28.
+  let o = offset;
+  for (let k = 0; k < count; k += 2) {
+    const a = view.getUint32(o, true) + (view.getUint16(o + 4, true) & 0x0fff) * TWO32;
+    const b = (view.getUint32(o + 5, true) >>> 4) + view.getUint16(o + 9, true) * TWO28;
+    if (a >= Q || b >= Q) return false;
+    o += 11;
+  }
+  return true;
+}
+
+/**
  * acc[k] += coefficient k of the packed polynomials at `offset` (no reduction: the caller keeps
  * acc below 2^53 and reduces, see rlwe.ts), for `acc.length` coefficients. If a coefficient is
  * >= q, everything added is subtracted again, leaving `acc` exactly as it was, and false is

@@ -30,6 +30,7 @@ import {
   nttForward,
   nttInverse,
   pack44,
+  packed44InRange,
   toResidueQ,
   unpack44,
 } from './ring.js';
@@ -208,6 +209,15 @@ export function decodeC0Payload(payload: Uint8Array, valueCount: number, out: Fl
   if (out.length !== polys * N) throw new CryptoError('invalid_argument', 'output has the wrong length');
   if (!unpack44(payload, C0_HEADER_BYTES, out)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
   return out;
+}
+
+/**
+ * Checks a c0 payload completely (framing, shape, every coefficient < q) without decoding it.
+ * Throws like {@link decodeC0Payload}.
+ */
+export function checkC0PayloadRange(payload: Uint8Array, valueCount: number): void {
+  const polys = checkC0Payload(payload, valueCount);
+  if (!packed44InRange(payload, C0_HEADER_BYTES, polys * N)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
 }
 
 /** The coordinator's running sum of c0's mod q. */

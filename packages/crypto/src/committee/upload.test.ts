@@ -80,6 +80,11 @@ describe('committee upload payloads', () => {
     badC0.fill(0xff, 12, 23);
     const resigned = signManifest({ ...upload.manifest.manifest, c0Sha256: toHex(sha256(badC0)) }, device.privateKey);
     expect(codeOf(() => verifyCommitteeUpload(encodeCommitteeUploadPayload({ ...upload, c0: badC0, manifest: resigned }), check))).toBe('invalid_ciphertext');
+    // The same in the last coefficient (odd position) of the last polynomial.
+    const lateBadC0 = Uint8Array.from(upload.c0);
+    lateBadC0.fill(0xff, lateBadC0.length - 6);
+    const lateResigned = signManifest({ ...upload.manifest.manifest, c0Sha256: toHex(sha256(lateBadC0)) }, device.privateKey);
+    expect(codeOf(() => verifyCommitteeUpload(encodeCommitteeUploadPayload({ ...upload, c0: lateBadC0, manifest: lateResigned }), check))).toBe('invalid_ciphertext');
     // A flipped bit in the manifest bytes.
     const flipped = Uint8Array.from(payload);
     flipped[payload.length - 80]! ^= 1;

@@ -12,7 +12,7 @@ import { bytesEqual, fromBase64, sha256, toBase64, toHex, u32be, utf8 } from './
 import { descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
 import { encodeManifest, signManifest, verifyManifest, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
-import { c0PayloadBytes, decodeC0Payload, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
+import { c0PayloadBytes, checkC0PayloadRange, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
 import { SEALED_SHARE_BYTES, sealShare } from './sealing.js';
 import { shareSecret } from './shamir.js';
 
@@ -186,7 +186,7 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
   if (payload.length < o + c0Length + 1) fail('truncated c0');
   const c0 = payload.subarray(o, o + c0Length);
   o += c0Length;
-  decodeC0Payload(c0, check.valueCount); // framing, shape, every coefficient < q
+  checkC0PayloadRange(c0, check.valueCount); // framing, shape, every coefficient < q (read only, no decoded copy)
   if (payload[o] !== n) fail(`carries ${payload[o]} sealed shares, the committee has ${n}`);
   o += 1;
   if (payload.length < o + n * SEALED_SHARE_BYTES + 4) fail('truncated sealed shares');
