@@ -116,6 +116,7 @@ export {
 export type {
   CertificateSubject,
   DeviceCertificate,
+  CertificateCache,
   ManifestCheckOptions,
   SignedManifest,
   UploadManifest,

@@ -93,6 +93,35 @@ describe('upload manifests', () => {
     expect(codeOf(() => verifyManifest(signManifest({ ...other.manifest, deviceId: 'device-7' }, other.device.privateKey), { descriptor, round: 3, nowMs: NOW }))).toBe('invalid_signature');
   });
 
+  it('a certificate cache skips re-verifying the same certificate, and lets nothing else through', () => {
+    const { authority, descriptor } = setup();
+    const { manifest, signed } = deviceManifest(authority, descriptor);
+    const cache = new Set<string>();
+    const options = { descriptor, round: 3, nowMs: NOW, certificateCache: cache };
+    expect(verifyManifest(signed, options).deviceId).toBe('device-7');
+    expect(cache.size).toBe(1);
+    expect(verifyManifest(signed, options).deviceId).toBe('device-7');
+    expect(cache.size).toBe(1);
+    // Expired: refused although the certificate is cached.
+    expect(codeOf(() => verifyManifest(signed, { ...options, nowMs: NOW + 3_600_001 }))).toBe('invalid_signature');
+    // The cached certificate with another key, another device id, another expiry or a changed signature: verified, refused.
+    const phantom = generateEd25519KeyPair();
+    expect(codeOf(() => verifyManifest(signManifest({ ...manifest, devicePublicKey: toBase64(phantom.publicKey) }, phantom.privateKey), options))).toBe('invalid_signature');
+    const other = deviceManifest(authority, descriptor, 'device-8');
+    expect(codeOf(() => verifyManifest(signManifest({ ...other.manifest, deviceId: 'device-7' }, other.device.privateKey), options))).toBe('invalid_signature');
+    const longer = { ...manifest, certificate: { ...manifest.certificate, notAfterMs: NOW + 7_200_000 } };
+    expect(codeOf(() => verifyManifest(signManifest(longer, deviceManifest(authority, descriptor).device.privateKey), options))).toBe('invalid_signature');
+    const sig = Buffer.from(manifest.certificate.signature, 'base64');
+    sig[0]! ^= 1;
+    const { device } = deviceManifest(authority, descriptor);
+    const forged = { ...manifest, devicePublicKey: toBase64(device.publicKey), certificate: { ...manifest.certificate, signature: sig.toString('base64') } };
+    expect(codeOf(() => verifyManifest(signManifest(forged, device.privateKey), options))).toBe('invalid_signature');
+    // Another authority's descriptor with the same cache: the key names the authority.
+    const { descriptor: otherDescriptor } = setup();
+    expect(codeOf(() => verifyManifest(signed, { ...options, descriptor: { ...otherDescriptor, taskId: descriptor.taskId } }))).not.toBe('accepted');
+    expect(cache.size).toBe(1);
+  });
+
   it('refuses malformed manifests with invalid_payload', () => {
     const { authority, descriptor } = setup();
     const { manifest, device } = deviceManifest(authority, descriptor);

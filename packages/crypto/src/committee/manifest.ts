@@ -123,6 +123,20 @@ export interface ManifestCheckOptions {
   readonly round: number;
   /** Current time for the certificate's expiry, Unix ms. */
   readonly nowMs: number;
+  /**
+   * Certificates already verified (e.g. a set kept per task by the coordinator): a device sends the
+   * same certificate with every upload, so its authority signature need not be re-verified each
+   * round. The key holds every input of the signature check (authority key, task, device, device
+   * key, expiry, signature), so a hit is a certificate verified before; the expiry is checked on
+   * every call regardless.
+   */
+  readonly certificateCache?: CertificateCache;
+}
+
+/** See {@link ManifestCheckOptions.certificateCache}; a `Set<string>` is one. */
+export interface CertificateCache {
+  has(key: string): boolean;
+  add(key: string): unknown;
 }
 
 /** A manifest that passed {@link verifyManifest}, with its parsed digests. */
@@ -164,8 +178,18 @@ export function verifyManifest(signed: SignedManifest, options: ManifestCheckOpt
     throw new CryptoError('invalid_payload', 'manifest.certificate is malformed');
   }
   const authority = fromBase64(options.descriptor.authorityKey, 'descriptor.authorityKey', 32);
-  if (!verifyDeviceCertificate(authority, { taskId: options.descriptor.taskId, deviceId: m.deviceId, devicePublicKey }, cert as DeviceCertificate, options.nowMs)) {
-    throw new CryptoError('invalid_signature', 'the device certificate is not a valid, unexpired certificate of the enrolment authority');
+  const certificate = cert as DeviceCertificate;
+  const cache = options.certificateCache;
+  const cacheKey =
+    cache === undefined
+      ? ''
+      : JSON.stringify([toBase64(authority), options.descriptor.taskId, m.deviceId, toBase64(devicePublicKey), certificate.notAfterMs, certificate.signature]);
+  const expired = !Number.isSafeInteger(certificate.notAfterMs) || certificate.notAfterMs < 0 || options.nowMs > certificate.notAfterMs;
+  if (expired || !(cache?.has(cacheKey) ?? false)) {
+    if (!verifyDeviceCertificate(authority, { taskId: options.descriptor.taskId, deviceId: m.deviceId, devicePublicKey }, certificate, options.nowMs)) {
+      throw new CryptoError('invalid_signature', 'the device certificate is not a valid, unexpired certificate of the enrolment authority');
+    }
+    cache?.add(cacheKey);
   }
   const manifest = m as unknown as UploadManifest;
   let digest: Uint8Array;

@@ -11,7 +11,7 @@ import { CryptoError } from '../errors.js';
 import { bytesEqual, fromBase64, sha256, toBase64, toHex, u32be, utf8 } from './bytes.js';
 import { descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
-import { encodeManifest, signManifest, verifyManifest, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
+import { encodeManifest, signManifest, verifyManifest, type CertificateCache, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
 import { c0PayloadBytes, checkC0PayloadRange, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
 import { SEALED_SHARE_BYTES, sealShare } from './sealing.js';
 import { shareSecret } from './shamir.js';
@@ -146,6 +146,8 @@ export interface CommitteeUploadCheck {
   readonly deviceId: string;
   /** Unix ms, for the certificate's expiry. */
   readonly nowMs: number;
+  /** Certificates verified before (see {@link ManifestCheckOptions.certificateCache}). */
+  readonly certificateCache?: CertificateCache;
 }
 
 /** A verified upload, split into what the coordinator stores. */
@@ -213,7 +215,13 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
   if (!bytesEqual(canonical, manifestBytes)) fail('the manifest is not canonically encoded');
   const verified = verifyManifest(
     { manifest, signature: toBase64(manifestSignature) },
-    { descriptor: check.descriptor, ...(check.descriptorHash === undefined ? {} : { descriptorHash: check.descriptorHash }), round: check.round, nowMs: check.nowMs },
+    {
+      descriptor: check.descriptor,
+      ...(check.descriptorHash === undefined ? {} : { descriptorHash: check.descriptorHash }),
+      round: check.round,
+      nowMs: check.nowMs,
+      ...(check.certificateCache === undefined ? {} : { certificateCache: check.certificateCache }),
+    },
   );
   if (verified.deviceId !== check.deviceId) throw new CryptoError('parameter_mismatch', `committee upload: the manifest names device ${verified.deviceId}, the uploader is ${check.deviceId}`);
   if (!bytesEqual(sha256(c0), verified.c0Sha256)) throw new CryptoError('invalid_signature', 'committee upload: c0 does not match the signed manifest');

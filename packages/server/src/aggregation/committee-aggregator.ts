@@ -99,6 +99,25 @@ function uploadError(error: unknown): VeilError {
 }
 
 /**
+ * Device certificates verified per task: a device sends the same certificate in every round, so its
+ * authority signature is verified once (the expiry is checked on every upload). Bounded: cleared
+ * past {@link MAX_CACHED_CERTIFICATES} entries.
+ */
+const certificateCaches = new WeakMap<CommitteeTask, Set<string>>();
+const MAX_CACHED_CERTIFICATES = 100_000;
+
+function certificateCacheOf(task: CommitteeTask): Set<string> {
+  let cache = certificateCaches.get(task);
+  if (cache === undefined) {
+    cache = new Set();
+    certificateCaches.set(task, cache);
+  } else if (cache.size >= MAX_CACHED_CERTIFICATES) {
+    cache.clear();
+  }
+  return cache;
+}
+
+/**
  * Checks a committee upload completely without touching any sum: see the module comment.
  * Throws `VeilError` (`invalid_argument` malformed, `failed_precondition` another task/round/
  * device, `permission_denied` uncertified or badly signed).
@@ -113,6 +132,7 @@ export function checkCommitteeUpload(task: CommitteeTask, round: number, paramet
       valueCount: committeeValueCount(task.descriptor, parameterCount),
       deviceId: clientId,
       nowMs: (task.clock ?? Date.now)(),
+      certificateCache: certificateCacheOf(task),
     });
     return { payload, committee };
   } catch (error) {
