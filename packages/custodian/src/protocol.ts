@@ -22,6 +22,7 @@ import {
   type DescriptorFloors,
   type SignedCustodianAnswer,
   type TaskDescriptor,
+  type CertificateCache,
   type UploadManifest,
 } from '@veil/crypto';
 import { CustodianError } from './errors.js';
@@ -137,13 +138,22 @@ export interface ManifestView {
 /**
  * Verifies one device's manifest for (descriptor, round): certified by the descriptor's
  * authority, unexpired at `nowMs`, signed by the certified key. Refusals are `invalid_manifest`.
+ * `certificateCache`: certificates verified in earlier requests (@veil/crypto verifyManifest; a
+ * device's certificate is the same every round, its expiry is checked every time).
  */
-export function openManifest(bytes: Uint8Array, signature: Uint8Array, descriptor: TaskDescriptorView, round: number, nowMs: number): ManifestView {
+export function openManifest(
+  bytes: Uint8Array,
+  signature: Uint8Array,
+  descriptor: TaskDescriptorView,
+  round: number,
+  nowMs: number,
+  certificateCache?: CertificateCache,
+): ManifestView {
   const manifest = parseCanonical(bytes, 'a device manifest', 'invalid_manifest') as UploadManifest;
   try {
     const checked = verifyManifest(
       { manifest, signature: toBase64(signature) },
-      { descriptor: descriptor.descriptor, descriptorHash: descriptor.hash, round, nowMs },
+      { descriptor: descriptor.descriptor, descriptorHash: descriptor.hash, round, nowMs, ...(certificateCache !== undefined && { certificateCache }) },
     );
     return { deviceId: checked.deviceId, devicePublicKey: checked.devicePublicKey, digest: checked.manifestDigest, shareSha256: checked.shareSha256 };
   } catch (error) {

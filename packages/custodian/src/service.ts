@@ -104,6 +104,20 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     throw new CustodianError('invalid_request', `maxDevices must be an integer in [1, ${MAX_DEVICES_PER_REQUEST}]`);
   }
   const coordinatorKeys = options.coordinatorKeys.map((k) => new Uint8Array(k));
+  // Device certificates verified in earlier rounds, per task (a device's certificate is the same
+  // every round; the expiry is checked on every request). Bounded: cleared past 100,000 entries.
+  const certificateCaches = new Map<string, Set<string>>();
+  const certificateCacheOf = (taskId: string): Set<string> => {
+    let cache = certificateCaches.get(taskId);
+    if (cache === undefined) {
+      if (certificateCaches.size >= 64) certificateCaches.clear();
+      cache = new Set();
+      certificateCaches.set(taskId, cache);
+    } else if (cache.size >= 100_000) {
+      cache.clear();
+    }
+    return cache;
+  };
   const authorityKeys = options.authorityKeys.map((k) => new Uint8Array(k));
 
   // One request at a time per (task, round): the check "answered already?" and the record of the
@@ -170,6 +184,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     const deviceIds = new Set<string>();
     const deviceKeys = new Set<string>();
     const now = clock();
+    const certificates = certificateCacheOf(descriptor.taskId);
     let seen = 0;
     try {
       for await (const batch of devices) {
@@ -178,7 +193,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
           if (seen > header.deviceCount) {
             throw new CustodianError('invalid_request', `more device entries than the header's device count ${header.deviceCount}`);
           }
-          const manifest = openManifest(entry.manifest, entry.manifestSignature, descriptor, header.round, now);
+          const manifest = openManifest(entry.manifest, entry.manifestSignature, descriptor, header.round, now, certificates);
           if (deviceIds.has(manifest.deviceId)) throw new CustodianError('duplicate_device', `device ${manifest.deviceId} appears twice in D`);
           const keyHex = toHex(manifest.devicePublicKey);
           if (deviceKeys.has(keyHex)) throw new CustodianError('duplicate_device', `device ${manifest.deviceId} uses a key that another device of D uses`);
