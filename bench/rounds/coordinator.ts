@@ -12,7 +12,8 @@
  * answer (not the query) of the replay check is overridden.
  *
  * Env: BENCH_DATABASE_URL (absent = embedded PGlite), BENCH_DATA_DIR, BENCH_COMMITTEE_REQUEST_KEY
- * (committee path: the coordinator's custodian request key file),
+ * (committee path: the coordinator's custodian request key file), BENCH_COMMITTEE_DEADLINE_MS (its
+ * committee request deadline),
  * BENCH_LOG_LEVEL, BENCH_UPLOAD_BUDGET_BYTES / BENCH_DOWNLOAD_BUDGET_BYTES (the
  * coordinator's transfer budgets; absent = its defaults), BENCH_MEM_TIMELINE
  * (set: report every 500 ms memory sample), BENCH_SERVER_MODULE (absolute path
@@ -193,6 +194,8 @@ async function main(): Promise<void> {
     production: false,
     // Committee path: the key custodians accept requests from (startLocalCommittee's coordinator key).
     ...(process.env['BENCH_COMMITTEE_REQUEST_KEY'] ? { committeeRequestKey: process.env['BENCH_COMMITTEE_REQUEST_KEY'] } : {}),
+    // The committee request's deadline (default 30 s): the benchmark's, so that an overloaded machine fails no round for it.
+    ...(process.env['BENCH_COMMITTEE_DEADLINE_MS'] ? { committeeDeadlineMs: Number(process.env['BENCH_COMMITTEE_DEADLINE_MS']) } : {}),
   };
   const logger = createLogger({ level: config.logLevel, destination: process.stderr });
   const build = await buildFingerprint();
@@ -215,6 +218,16 @@ async function main(): Promise<void> {
   };
   instrumentObject('store', engine.store);
   instrumentObject('blobs', engine.blobs);
+  // Committee tasks: time each round's request to the custodians (all of them, until t answered).
+  const connector = (engine as unknown as { committeeConnector: { open(...a: unknown[]): { collect: (...a: unknown[]) => Promise<unknown> } } | null }).committeeConnector;
+  if (connector) {
+    const open = connector.open.bind(connector);
+    connector.open = (...a: unknown[]) => {
+      const client = open(...a);
+      instrumentObject('committee', client as unknown as Record<string, unknown>);
+      return client;
+    };
+  }
 
   for (const name of ['round-opened', 'round-collecting', 'round-closed', 'round-failed'] as const) {
     coordinator.engine.on(name, ({ round }) => {
