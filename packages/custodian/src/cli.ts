@@ -1,7 +1,7 @@
 /**
  * `veil custodian ...`: the subcommands, kept here so the `veil` binary only dispatches.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
@@ -71,38 +71,69 @@ function posInt(value: string | undefined, name: string): number | undefined {
  * Runs `veil custodian <sub> ...`. Resolves with the exit code; `serve` resolves only after
  * SIGTERM or SIGINT (graceful shutdown).
  */
-export async function runCustodianCommand(args: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export function runCustodianCommand(args: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  return reportRefusals('veil custodian', () => run(args, out));
+}
+
+/**
+ * Runs a command; refusals (existing keys, unreadable key files, ...) are messages for the
+ * operator on stderr with exit code 1, not crashes.
+ */
+async function reportRefusals(command: string, body: () => Promise<number>): Promise<number> {
   try {
-    return await run(args, out);
+    return await body();
   } catch (error) {
-    // Refusals (existing keys, unreadable key files, ...) are messages for the operator, not crashes.
     if (error instanceof CustodianError && error.code !== 'internal') {
-      process.stderr.write(`veil custodian: ${error.message}\n`);
+      process.stderr.write(`${command}: ${error.message}\n`);
       return 1;
     }
     throw error;
   }
 }
 
+/** Strict `parseArgs` of a subcommand's arguments (unknown flags are refused). */
+function flags<const O extends ParseArgsOptionsConfig>(args: readonly string[], options: O) {
+  return parseArgs({ args: [...args], strict: true, options }).values;
+}
+
+/** `--listen HOST:PORT`, required. */
+function listenAddress(value: string | undefined): string {
+  if (value === undefined || !/^.+:\d+$/.test(value)) throw new CustodianUsageError('--listen HOST:PORT is required');
+  return value;
+}
+
+/** Resolves on the first SIGTERM or SIGINT (a serving command's graceful stop). */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
 async function run(args: readonly string[], out: NodeJS.WritableStream): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case 'init': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { out: { type: 'string' } } });
-      if (values.out === undefined) throw new CustodianUsageError('--out DIR is required');
-      const info = await initCustodianDir(values.out);
+      const values = flags(rest, { out: { type: 'string' } });
+      const dir = need(values.out, 'out', 'DIR');
+      const info = await initCustodianDir(dir);
       out.write(
-        `custodian keys in ${values.out}\n  fingerprint: ${formatFingerprint(info.fingerprint)}\n  (full: ${info.fingerprint})\n  public half for the task descriptor: ${values.out}/${CUSTODIAN_PUBLIC_FILE}\n`,
+        `custodian keys in ${dir}\n  fingerprint: ${formatFingerprint(info.fingerprint)}\n  (full: ${info.fingerprint})\n  public half for the task descriptor: ${dir}/${CUSTODIAN_PUBLIC_FILE}\n`,
       );
       return 0;
     }
     case 'public': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { dir: { type: 'string' } } });
+      const values = flags(rest, { dir: { type: 'string' } });
       out.write(await readFile(join(need(values.dir, 'dir'), CUSTODIAN_PUBLIC_FILE), 'utf8'));
       return 0;
     }
     case 'status': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { dir: { type: 'string' }, json: { type: 'boolean' } } });
+      const values = flags(rest, { dir: { type: 'string' }, json: { type: 'boolean' } });
       const dir = need(values.dir, 'dir');
       // Read-only (the public file and the answer log): safe beside a running `serve`.
       const { fingerprint } = JSON.parse(await readFile(join(dir, CUSTODIAN_PUBLIC_FILE), 'utf8')) as { fingerprint: string };
@@ -122,17 +153,13 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       return 0;
     }
     case 'request-key': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { out: { type: 'string' } } });
-      if (values.out === undefined) throw new CustodianUsageError('--out DIR is required');
-      const result = await initRequestKey(values.out);
+      const values = flags(rest, { out: { type: 'string' } });
+      const result = await initRequestKey(need(values.out, 'out', 'DIR'));
       out.write(`coordinator request key ${result.publicKey}\n  secret (coordinator only): ${result.secretFile}\n  public (custodians' --coordinator-key): ${result.publicFile}\n`);
       return 0;
     }
     case 'serve': {
-      const { values } = parseArgs({
-        args: [...rest],
-        strict: true,
-        options: {
+      const values = flags(rest, {
           dir: { type: 'string' },
           listen: { type: 'string' },
           'coordinator-key': { type: 'string', multiple: true },
@@ -147,11 +174,10 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           'tls-reload-ms': { type: 'string' },
           init: { type: 'boolean' },
           'log-level': { type: 'string' },
-        },
-      });
-      if (values.dir === undefined) throw new CustodianUsageError('--dir DIR is required');
+        });
+      const dir = need(values.dir, 'dir', 'DIR');
       if (values.init === true) {
-        const exists = await stat(join(values.dir, CUSTODIAN_KEY_FILE)).then(
+        const exists = await stat(join(dir, CUSTODIAN_KEY_FILE)).then(
           () => true,
           (error: NodeJS.ErrnoException) => {
             if (error.code === 'ENOENT') return false;
@@ -159,11 +185,11 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           },
         );
         if (!exists) {
-          const info = await initCustodianDir(values.dir);
-          process.stderr.write(`veil custodian: new keys in ${values.dir}, fingerprint ${formatFingerprint(info.fingerprint)} (full: ${info.fingerprint})\n`);
+          const info = await initCustodianDir(dir);
+          process.stderr.write(`veil custodian: new keys in ${dir}, fingerprint ${formatFingerprint(info.fingerprint)} (full: ${info.fingerprint})\n`);
         }
       }
-      if (values.listen === undefined || !/^.+:\d+$/.test(values.listen)) throw new CustodianUsageError('--listen HOST:PORT is required');
+      const listen = listenAddress(values.listen);
       if (values['coordinator-key'] === undefined) throw new CustodianUsageError('--coordinator-key FILE is required (the coordinator request key\'s public half)');
       if (values['authority-key'] === undefined) throw new CustodianUsageError('--authority-key FILE is required (the enrolment authority this custodian trusts)');
       const minDevices = posInt(values['min-devices'], 'min-devices');
@@ -182,8 +208,8 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
           : undefined;
       const logger = createCustodianLogger(values['log-level'] ?? 'info');
       const running = await runCustodian({
-        dir: values.dir,
-        listen: values.listen,
+        dir,
+        listen,
         coordinatorKeyFiles: values['coordinator-key'],
         authorityKeyFiles: values['authority-key'],
         floors: { minDevices, ...(maxRounds !== undefined && { maxRounds }), ...(minThreshold !== undefined && { minThreshold }) },
@@ -195,16 +221,8 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
       // SIGHUP: reread the TLS files now (renewed certificates apply to new connections).
       const hup = (): void => void running.reloadTls();
       process.on('SIGHUP', hup);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGTERM', stop);
-          process.off('SIGINT', stop);
-          process.off('SIGHUP', hup);
-          resolve();
-        };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
-      });
+      await stopSignal();
+      process.off('SIGHUP', hup);
       await running.close();
       logger.info('custodian stopped');
       return 0;
@@ -215,8 +233,8 @@ async function run(args: readonly string[], out: NodeJS.WritableStream): Promise
 }
 
 
-function need<T>(value: T | undefined, flag: string): T {
-  if (value === undefined) throw new CustodianUsageError(`--${flag} is required`);
+function need<T>(value: T | undefined, flag: string, metavar?: string): T {
+  if (value === undefined) throw new CustodianUsageError(`--${flag}${metavar === undefined ? '' : ` ${metavar}`} is required`);
   return value;
 }
 
@@ -234,33 +252,22 @@ async function writeSigned(path: string | undefined, value: object, out: NodeJS.
 }
 
 /** Runs `veil authority <sub> ...` (the enrolment authority's tools). Resolves with the exit code. */
-export async function runAuthorityCommand(args: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  try {
-    return await runAuthority(args, out);
-  } catch (error) {
-    if (error instanceof CustodianError && error.code !== 'internal') {
-      process.stderr.write(`veil authority: ${error.message}\n`);
-      return 1;
-    }
-    throw error;
-  }
+export function runAuthorityCommand(args: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  return reportRefusals('veil authority', () => runAuthority(args, out));
 }
 
 async function runAuthority(args: readonly string[], out: NodeJS.WritableStream): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case 'init': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { out: { type: 'string' } } });
+      const values = flags(rest, { out: { type: 'string' } });
       const dir = need(values.out, 'out');
       const { publicKey } = await initAuthorityDir(dir);
       out.write(`enrolment authority key ${publicKey}\n  secret (keep away from the coordinator): ${dir}/authority-key.json\n  public (custodians' --authority-key, apps): ${dir}/${AUTHORITY_PUBLIC_FILE}\n`);
       return 0;
     }
     case 'descriptor': {
-      const { values } = parseArgs({
-        args: [...rest],
-        strict: true,
-        options: {
+      const values = flags(rest, {
           key: { type: 'string' },
           'task-id': { type: 'string' },
           custodian: { type: 'string', multiple: true },
@@ -277,8 +284,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
           'dp-noise-multiplier': { type: 'string' },
           'dp-colluding': { type: 'string' },
           'dp-delta': { type: 'string' },
-        },
-      });
+        });
       const dpFlags = ['dp-clip-norm', 'dp-noise-multiplier', 'dp-colluding', 'dp-delta'] as const;
       const dpGiven = dpFlags.filter((f) => values[f] !== undefined);
       if (dpGiven.length !== 0 && dpGiven.length !== dpFlags.length) throw new CustodianUsageError(`distributed DP needs all of --${dpFlags.join(', --')}`);
@@ -331,7 +337,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       return 0;
     }
     case 'sign-descriptor': {
-      const { values } = parseArgs({ args: [...rest], strict: true, options: { key: { type: 'string' }, descriptor: { type: 'string' }, out: { type: 'string' } } });
+      const values = flags(rest, { key: { type: 'string' }, descriptor: { type: 'string' }, out: { type: 'string' } });
       const authority = await readAuthorityKey(need(values.key, 'key'));
       const parsed = JSON.parse(await readFile(need(values.descriptor, 'descriptor'), 'utf8')) as { descriptor?: TaskDescriptor } & TaskDescriptor;
       const descriptor = parsed.descriptor ?? parsed;
@@ -341,10 +347,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       return 0;
     }
     case 'serve': {
-      const { values } = parseArgs({
-        args: [...rest],
-        strict: true,
-        options: {
+      const values = flags(rest, {
           key: { type: 'string' },
           listen: { type: 'string' },
           'task-id': { type: 'string', multiple: true },
@@ -352,12 +355,10 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
           state: { type: 'string' },
           'valid-hours': { type: 'string' },
           'log-level': { type: 'string' },
-        },
-      });
+        });
       const keyPath = need(values.key, 'key');
       const authority = await readAuthorityKey(keyPath);
-      const listen = need(values.listen, 'listen');
-      if (!/^.+:\d+$/.test(listen)) throw new CustodianUsageError('--listen HOST:PORT');
+      const listen = listenAddress(values.listen);
       const secret = (await readFile(need(values['enrolment-secret-file'], 'enrolment-secret-file'), 'utf8')).trim();
       const hours = positiveNumber(values['valid-hours'], 'valid-hours');
       const logger = createCustodianLogger(values['log-level'] ?? 'info');
@@ -371,15 +372,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
         ...(hours !== undefined && { validForMs: Math.round(hours * 3_600_000) }),
       });
       out.write(`${JSON.stringify({ url: server.url })}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGTERM', stop);
-          process.off('SIGINT', stop);
-          resolve();
-        };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
-      });
+      await stopSignal();
       await server.close();
       return 0;
     }
