@@ -10,9 +10,10 @@
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createClient, type ClientOptions, type CommitteePins, type LocalDataset } from '@veil/client-sdk';
+import { createClient, type ClientOptions, type LocalDataset } from '@veil/client-sdk';
 import { ed25519PublicKey, readDeviceKeyMaterial, secureRandomBytes } from '@veil/crypto';
 import { requestDeviceCertificate } from '@veil/custodian';
+import { committeePinsFrom } from './pins.js';
 
 const USAGE = `Usage: node examples/device-app/start.mjs --task ID --data FILE [options]
 
@@ -31,7 +32,17 @@ Encryption (what the task was created with):
   --enrolment-authority-secret S
                             committee tasks: the secret of that service
   --committee-key-file FILE the device's Ed25519 key for committee tasks (default .veil-device-committee-key.json)
-Differential privacy (tasks in local DP mode):
+Distributed differential privacy (committee tasks whose descriptor sets dp; pins.dp):
+  --committee-dp-colluding K
+                            the devices this app assumes may collude with the coordinator: joins a DP
+                            committee task only if each noise share allows for at least K (env
+                            VEIL_COMMITTEE_DP_COLLUDING; or "dp":{"colludingDevices":K} in the pins file).
+                            Without it a DP committee task is refused; with it, a task without DP too
+  --committee-dp-min-noise-multiplier Z
+                            refuse a noise multiplier below Z (env VEIL_COMMITTEE_DP_MIN_NOISE_MULTIPLIER)
+  --committee-dp-max-clip-norm C
+                            refuse a clip norm above C (env VEIL_COMMITTEE_DP_MAX_CLIP_NORM)
+Local differential privacy (tasks in local DP mode):
   --dp-epsilon-cap E        this device's own epsilon cap (default: the task's)
   --dp-delta D              delta of that cap (default: the task's)
   --dp-state FILE           the device's privacy spend, restored at start and written before every
@@ -97,6 +108,9 @@ const { values } = (() => {
         'enrolment-url': { type: 'string' },
         'enrolment-authority-secret': { type: 'string' },
         'committee-key-file': { type: 'string', default: '.veil-device-committee-key.json' },
+        'committee-dp-colluding': { type: 'string' },
+        'committee-dp-min-noise-multiplier': { type: 'string' },
+        'committee-dp-max-clip-norm': { type: 'string' },
         'dp-epsilon-cap': { type: 'string' },
         'dp-delta': { type: 'string' },
         'dp-state': { type: 'string', default: '.veil-device-dp.json' },
@@ -122,6 +136,20 @@ const delta = positive(values['dp-delta'], 'dp-delta');
 if (values['committee-pins'] !== undefined && (values['enrolment-url'] === undefined || values['enrolment-authority-secret'] === undefined)) {
   fail('--committee-pins needs --enrolment-url and --enrolment-authority-secret');
 }
+const committeeDpFlags = {
+  colluding: values['committee-dp-colluding'],
+  minNoiseMultiplier: values['committee-dp-min-noise-multiplier'],
+  maxClipNorm: values['committee-dp-max-clip-norm'],
+};
+if (values['committee-pins'] === undefined && Object.values(committeeDpFlags).some((v) => v !== undefined)) fail('--committee-dp-* need --committee-pins');
+const committeePins = (() => {
+  if (values['committee-pins'] === undefined) return undefined;
+  try {
+    return committeePinsFrom(readFileSync(values['committee-pins'], 'utf8'), committeeDpFlags, process.env);
+  } catch (error) {
+    return fail((error as Error).message);
+  }
+})();
 if (values['tls-ca'] === undefined && (values['tls-cert'] !== undefined || values['tls-key'] !== undefined)) fail('--tls-cert and --tls-key need --tls-ca');
 
 const local = toDataset(JSON.parse(readFileSync(values.data, 'utf8')) as LocalFile);
@@ -163,9 +191,9 @@ const options: ClientOptions = {
     },
   }),
   ...(values['device-key'] !== undefined && { encryption: { deviceKey: await readDeviceKeyMaterial(values['device-key']) } }),
-  ...(values['committee-pins'] !== undefined && {
+  ...(committeePins !== undefined && {
     committee: {
-      pins: JSON.parse(readFileSync(values['committee-pins'], 'utf8')) as CommitteePins,
+      pins: committeePins,
       deviceKey: committeeKey(),
       certify: async ({ taskId, deviceId, devicePublicKey }) =>
         (

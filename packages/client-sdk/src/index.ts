@@ -1,7 +1,7 @@
 export { createClient, consoleLogger } from './client.js';
 export type { ClientCredentials, ClientOptions, CommitteeClientOptions, FinalEvaluation, RoundReport, RunOptions, RunSummary, SdkLogger, VeilClient } from './client.js';
 export { createCommitteeEncryption } from './mods/committee.js';
-export type { CommitteeEncryption, CommitteeEncryptionOptions, CommitteePins } from './mods/committee.js';
+export type { CommitteeDpPins, CommitteeEncryption, CommitteeEncryptionOptions, CommitteePins } from './mods/committee.js';
 export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { composeMiddleware } from './middleware.js';
