@@ -183,6 +183,52 @@ describe('committee tasks through the coordinator', () => {
     expect(audit.body.rounds[1].approvedBy).toEqual([1, 2]);
   }, 180_000);
 
+  it('a committee FedAdam task: each next model is FedAdam (Reddi et al. 2021, Algorithm 2) applied to the plaintext FedAvg; krum is refused at creation', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const refusedKrum = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { committee: descriptorFor(randomUUID()).body, strategy: { name: 'krum' } }),
+    });
+    expect(refusedKrum.status, JSON.stringify(refusedKrum.body)).toBe(400);
+    expect(JSON.stringify(refusedKrum.body)).toMatch(/strategy krum reads individual updates, but a committee task's coordinator only ever decrypts the sum/);
+
+    const { descriptor, body } = descriptorFor(randomUUID());
+    const [eta, beta1, beta2, tau] = [0.05, 0.9, 0.99, 1e-3];
+    const base = pattern(TINY_PARAMETERS, 1);
+    const created = await t.rest.request('POST', '/v1/tasks', {
+      body: tinyTaskBody(base, { start: true, rounds: 2, committee: body, strategy: { name: 'fedadam', eta, beta1, beta2, tau } }),
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    using devices = await joinDevices(t.coordinator, descriptor.taskId, 3);
+    // Deltas on the descriptor's grid (multiples of its step): the decrypted average is then the
+    // plaintext FedAvg exactly, so the reference below needs no quantisation allowance.
+    const step = descriptor.encoding.step;
+    const onGrid = (v: Float32Array) => v.map((x) => Math.round(x / step) * step);
+    // The reference: Algorithm 2 of Reddi et al. (FedAdam, no bias correction, m_{-1} = 0,
+    // v_{-1} = τ²) in float64 on the plaintext FedAvg update of each round.
+    const w = Float64Array.from(base);
+    const m = new Float64Array(TINY_PARAMETERS);
+    const v = new Float64Array(TINY_PARAMETERS).fill(tau * tau);
+    for (const round of [1, 2]) {
+      const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+      const deltas = devices.map((_, k) => onGrid(pattern(TINY_PARAMETERS, k + 2 + round).map((x) => x * 0.3)));
+      const uploads = await Promise.all(devices.map((d, k) => committeePayload(d, round, deltas[k]!, 1 + k)));
+      for (let k = 0; k < 3; k++) await submit(devices[k]!, assignments[k]!, uploads[k]!.payload, uploads[k]!.weight);
+      const rounds = await waitForRounds(t.rest, descriptor.taskId, (r) => r.some((x: any) => x.number === round && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+      expect(rounds.find((r: any) => r.number === round).state).toBe('CLOSED');
+      const fedAvg = expectedFedAvg(new Float32Array(TINY_PARAMETERS), deltas.map((delta, k) => ({ delta, n: uploads[k]!.weight })));
+      const fedAvgModel = Float64Array.from(w, (x, i) => x + fedAvg[i]!);
+      for (let i = 0; i < TINY_PARAMETERS; i++) {
+        m[i] = beta1 * m[i]! + (1 - beta1) * fedAvg[i]!;
+        v[i] = beta2 * v[i]! + (1 - beta2) * fedAvg[i]! ** 2;
+        w[i] = w[i]! + (eta * m[i]!) / (Math.sqrt(v[i]!) + tau);
+      }
+      const got = await fetchWeights(t.rest, descriptor.taskId, round);
+      expect(maxAbsDiff(got, w), `round ${round}`).toBeLessThanOrEqual(1e-5);
+      // FedAdam's step differs from FedAvg's by far more than the tolerance: this is not FedAvg.
+      expect(maxAbsDiff(got, fedAvgModel)).toBeGreaterThan(1e-3);
+    }
+  }, 180_000);
+
   it('refuses a committee task whose descriptor was changed after signing, and one without a request key', async () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
     const { descriptor, body } = descriptorFor(randomUUID());

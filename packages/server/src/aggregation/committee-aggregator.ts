@@ -37,6 +37,7 @@ import { inverseRandomizedHadamard } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { faultPoint } from '../test-faults.js';
 import type { CheckedUpdate, RoundAggregator, RoundResult } from './round-aggregator.js';
+import type { FitFailure, StrategyState } from './strategy.js';
 
 /** One device of D as the committee client needs it. */
 export interface CommitteeDeviceEntry {
@@ -69,6 +70,19 @@ export interface CommitteeTask {
   /** Unix ms for certificate expiry. Default Date.now. */
   readonly clock?: () => number;
 }
+
+/**
+ * A strategy's server step on a committee round's decrypted average (see `committeeRounds`):
+ * the next model and state from the current ones and Δ_t. Absent: FedAvg (w + Δ_t), stateless.
+ */
+export type CommitteeServerStep = (input: {
+  readonly round: number;
+  readonly current: Float32Array;
+  /** The decrypted FedAvg update Δ_t = Σ n_k Δ_k / Σ n_k. */
+  readonly mean: ArrayLike<number>;
+  readonly failures: readonly FitFailure[];
+  readonly state: StrategyState | null;
+}) => { parameters: Float32Array; state: StrategyState | null };
 
 /** Who approved a committee decryption (for the privacy ledger and audit API). */
 export interface CommitteeRoundAudit {
@@ -161,7 +175,7 @@ function ddgMean(descriptor: TaskDescriptor, descriptorHash: Uint8Array, round: 
 }
 
 /** Starts one committee round's aggregation. */
-export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number): CommitteeRoundAggregator {
+export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number, serverStep?: CommitteeServerStep): CommitteeRoundAggregator {
   const { descriptor, descriptorHash } = task;
   const valueCount = committeeValueCount(descriptor, parameterCount);
   let sum: C0Accumulator | null = createC0Accumulator({ valueCount });
@@ -195,7 +209,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     get count() {
       return sum?.count ?? 0;
     },
-    async finish(current) {
+    async finish(current, failures = [], state = null) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
       if (current.encoding !== 'float32-le') throw new VeilError('internal', 'a committee task keeps float32 models');
       if (devices.length === 0) return null;
@@ -231,9 +245,14 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         });
         const weights = bytesToFloat32(current.bytes);
         if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
-        const next = new Float32Array(parameterCount);
         const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);
-        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
+        let next: Float32Array = new Float32Array(parameterCount);
+        let nextState: StrategyState | null = null;
+        if (serverStep === undefined) {
+          for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
+        } else {
+          ({ parameters: next, state: nextState } = serverStep({ round, current: weights, mean, failures, state }));
+        }
         const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
         const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
         faultPoint('committee-answered'); // crash tests only (NODE_ENV=test): the custodians answered, the model is not written
@@ -248,7 +267,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
             },
           },
           model: { bytes: float32ToBytes(next), encoding: 'float32-le' },
-          state: null,
+          state: nextState,
           audit,
           committee: {
             deviceCount: audit.deviceCount,

@@ -91,6 +91,28 @@ describe('strategy registry', () => {
     expect(() => withOptimizer.resolve({ name: 'optimizer-test' }, encryptedTask)).toThrow(/updates the model from the aggregate in the clear/);
     expect(withOptimizer.resolve({ name: 'optimizer-test' }, plaintextTask).name).toBe('optimizer-test');
   });
+
+  it('committee tasks: the built-in server optimizers run on the decrypted average, the strategies that read individual updates are refused naming why', () => {
+    const committeeTask: StrategyTaskContext = { ...plaintextTask, encrypted: true, committee: true, selection: { kind: 'count', count: 10 } };
+    for (const name of ['fedavg', 'fedprox', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad']) {
+      expect(registry.resolve({ name }, committeeTask).name).toBe(name);
+    }
+    for (const name of ['fedavgm', 'fedadam', 'fedyogi', 'fedadagrad']) {
+      expect(() => registry.resolve({ name }, encryptedTask)).toThrow(/updates the model from the aggregate in the clear, but an encrypted task's coordinator only holds the encrypted sum/);
+    }
+    for (const name of ['fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan']) {
+      let error: unknown;
+      try {
+        registry.resolve({ name }, committeeTask);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, name).toBeInstanceOf(VeilError);
+      expect((error as VeilError).code).toBe('invalid_argument');
+      expect((error as VeilError).message).toMatch(new RegExp(`^strategy ${name} reads individual updates, but a committee task's coordinator only ever decrypts the sum of a round's updates`));
+      expect(() => registry.resolve({ name }, encryptedTask)).toThrow(/reads individual updates, but an encrypted task's coordinator only holds their encrypted sum/);
+    }
+  });
 });
 
 describe('Poisson selection wrapper (DP tasks)', () => {

@@ -50,7 +50,7 @@ export function createStrategyRegistry(definitions: readonly StrategyDefinition[
       if (typeof name !== 'string') return invalid('strategy.name must be a string');
       const strategy = make({ name, params: params as StrategySpec['params'] });
       if (task.encrypted) {
-        const refusal = encryptedRefusal(strategy);
+        const refusal = encryptedRefusal(strategy, task.committee === true ? 'committee' : 'shared-key');
         if (refusal !== null) invalid(refusal);
       }
       strategy.validate?.(task);

@@ -217,7 +217,7 @@ export function createEncryptedAggregator(ctx: HeContext, parameterCount: number
 }
 
 /** Refuses a state the loop could not store faithfully (non-finite numbers). */
-function checkStrategyState(state: StrategyState, strategy: string): void {
+export function checkStrategyState(state: StrategyState, strategy: string): void {
   for (const [name, value] of Object.entries(state.scalars)) {
     if (!Number.isFinite(value)) throw new VeilError('internal', `strategy ${strategy} returned a non-finite state scalar ${name}`);
   }

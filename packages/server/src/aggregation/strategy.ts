@@ -95,8 +95,10 @@ export interface StrategyCapabilities {
   /**
    * Computes the next model on the coordinator from the aggregate in the
    * clear (server optimizers: FedAvgM, FedAdam, ...; any {@link StrategyState}).
-   * An encrypted task's coordinator only holds the encrypted sum, which key
-   * holders decrypt and apply themselves: refused for encrypted tasks.
+   * A committee task's coordinator decrypts the round's average, so it runs
+   * there on that average; a shared-key task's coordinator only holds the
+   * encrypted sum, which key holders decrypt and apply themselves: refused
+   * for shared-key tasks.
    */
   readonly plaintextAggregate: boolean;
 }
@@ -105,8 +107,14 @@ export interface StrategyCapabilities {
 export interface StrategyTaskContext {
   /** Values in the model (and in every plaintext update). */
   parameterCount: number;
-  /** Updates are BFV-encrypted: the coordinator holds only their homomorphic sum. */
+  /** Updates are encrypted: the coordinator never holds an individual update. */
   encrypted: boolean;
+  /**
+   * With `encrypted`: committee aggregation (issue 11), where the coordinator decrypts the
+   * round's average with the custodians' share sums; otherwise (shared-key BFV) it holds only the
+   * homomorphic sum. Default false.
+   */
+  committee?: boolean;
   /** Differential privacy of the task, or null: `local` (devices add noise) or `distributed` (noise in the encrypted sum). */
   privacy: 'local' | 'distributed' | null;
   selection: ClientSelection;

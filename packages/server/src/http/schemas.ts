@@ -94,7 +94,7 @@ export const taskCreateSchema = {
     strategy: {
       type: 'object',
       description:
-        'Aggregation strategy and its parameters, e.g. { "name": "fedavg" } (the default). Each strategy validates its own parameters; strategies that read individual updates or update the model from the plaintext aggregate are refused for encrypted tasks.',
+        'Aggregation strategy and its parameters, e.g. { "name": "fedavg" } (the default). Each strategy validates its own parameters; strategies that read individual updates (fedmedian, fedtrimmedavg, krum, multikrum, bulyan) are refused for committee and shared-key tasks, and server optimizers (fedavgm, fedadam, fedyogi, fedadagrad), which step from the decrypted average of a committee round, for shared-key tasks.',
       required: ['name'],
       additionalProperties: { anyOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] },
       properties: { name: { type: 'string', minLength: 1, maxLength: 64 } },

@@ -101,6 +101,7 @@ export class TaskService {
     const strategy = this.ctx.strategies.resolve(input.strategy, {
       parameterCount,
       encrypted: encryption !== null || committee !== null,
+      committee: committee !== null,
       privacy: settings.privacy?.mode ?? null,
       selection: settings.selection,
       minClients: settings.minClients,

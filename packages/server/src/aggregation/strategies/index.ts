@@ -6,7 +6,7 @@ import { fedAdagradDefinition, fedAdamDefinition, fedAvgMDefinition, fedYogiDefi
 /**
  * The strategies beyond FedAvg, registered in `../registry.ts`:
  * - every mode: `fedprox` (the server aggregates like FedAvg);
- * - plaintext aggregate (server optimizers): `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`;
+ * - plaintext aggregate (server optimizers), plaintext and committee tasks: `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`;
  * - individual updates, plaintext tasks only: `fedmedian`, `fedtrimmedavg`, `krum`, `multikrum`, `bulyan`.
  */
 export const STRATEGY_DEFINITIONS: readonly StrategyDefinition[] = [
