@@ -14,15 +14,27 @@
  */
 import { randomUUID } from 'node:crypto';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { expect, test } from 'vitest';
+import { afterAll, expect, test } from 'vitest';
 import { createMnistMlp } from '@veil/cli';
 import { evaluateLocal, initTensorflow } from '@veil/client-sdk';
-import { buildTaskDescriptor, custodianFingerprint, encodeDescriptor, generateEd25519KeyPair, signDescriptor } from '@veil/crypto';
+import {
+  buildTaskDescriptor,
+  createCiphertextAccumulator,
+  createHeContext,
+  createSumDecryptor,
+  custodianFingerprint,
+  encodeDescriptor,
+  generateEd25519KeyPair,
+  generateKeyBundle,
+  serializeKeyMaterial,
+  signDescriptor,
+} from '@veil/crypto';
 import { initCustodianDir, initRequestKey, startEnrolmentServer } from '@veil/custodian';
 import { startWebDeviceServer } from '../examples/web-device/serve.mjs';
 import type { DeviceConfig, DeviceMessage } from './device.js';
@@ -81,15 +93,81 @@ interface PageState {
   error: string | null;
 }
 
+/** The browser bundle, built once for the file's tests: its directory and printed sizes. */
+let built: Promise<{ dir: string; sizes: { sdkAndDepsGzipKB: number; tfjsGzipKB: number; totalWithTfjsAndSealGzipKB: number } }> | undefined;
+function buildBundle(): Promise<{ dir: string; sizes: { sdkAndDepsGzipKB: number; tfjsGzipKB: number; totalWithTfjsAndSealGzipKB: number } }> {
+  built ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-e2e-browser-sdk-'));
+    const out = execFileSync(process.execPath, [join(REPO_ROOT, 'packages/client-sdk/scripts/build-browser.mjs'), '--outdir', dir], { encoding: 'utf8' });
+    return { dir, sizes: JSON.parse(out.trim().split('\n').at(-1)!) };
+  })();
+  return built;
+}
+
+afterAll(async () => {
+  if (built !== undefined) await rm((await built).dir, { recursive: true, force: true });
+});
+
+test('node-seal in the browser: loaded only when a shared-key BFV device encrypts; its update decrypts in Node to the values sent', async () => {
+  assertBuilt();
+  await using dataDir = await createTempDir('veil-e2e-browser-seal-');
+  const { dir: sdkDir } = await buildBundle();
+  const bundle = await generateKeyBundle({ taskId: 'browser-seal' });
+  const values = Float32Array.from({ length: 5000 }, (_, i) => Math.sin(i * 0.37) * 0.9);
+  const web = await startWebDeviceServer({ config: { coordinatorUrl: 'http://127.0.0.1:1', taskId: 'seal', enrolmentSecret: '' }, port: 0, sdkDir });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${web.url}/config.json`);
+    const result = await page.evaluate(
+      async ({ key, values }) => {
+        const loaded = (): string[] => performance.getEntriesByType('resource').map((e) => e.name).filter((n) => /index_throws|seal_throws\.wasm/.test(n));
+        // (Through Function: vitest rewrites a literal import() in this function's source.)
+        const sdk = await (new Function('url', 'return import(url)') as (url: string) => Promise<any>)('/sdk/veil-sdk.js');
+        const before = loaded();
+        const deviceKey = sdk.parseDeviceKeyMaterial(Uint8Array.from(atob(key), (c) => c.charCodeAt(0)));
+        const encryption = await sdk.createDeviceEncryption(deviceKey);
+        const ctx = { taskId: 'seal', clientId: 'page', roundNumber: 1, modelVersion: 0, maxExampleCount: 100, config: {}, signal: undefined };
+        const update = await encryption.middleware({ delta: Float32Array.from(values), exampleCount: 3, encoding: 'float32-le', notes: {} }, ctx, async (u: unknown) => u);
+        let text = '';
+        for (const b of update.payload as Uint8Array) text += String.fromCharCode(b);
+        return { before, after: loaded(), encoding: update.encoding, exampleCount: update.exampleCount, payload: btoa(text) };
+      },
+      { key: Buffer.from(serializeKeyMaterial(bundle.device)).toString('base64'), values: Array.from(values) },
+    );
+    // node-seal's chunk and wasm were fetched for the encryption, not with the SDK.
+    expect(result.before).toEqual([]);
+    expect(result.after.some((n) => /\/chunks\/index_throws-[A-Z0-9]+\.js$/.test(n))).toBe(true);
+    expect(result.after.some((n) => n.endsWith('seal_throws.wasm'))).toBe(true);
+    expect([result.encoding, result.exampleCount]).toEqual(['bfv-v1', 3]);
+    const ctx = await createHeContext(bundle.coordinator);
+    const accumulator = createCiphertextAccumulator(ctx, { valueCount: values.length });
+    const decryptor = createSumDecryptor(ctx, { deviceKey: bundle.device });
+    try {
+      accumulator.add(Buffer.from(result.payload, 'base64'));
+      const mean = decryptor.decryptMean(accumulator.toPayload());
+      expect(mean).toMatchObject({ clientCount: 1, totalWeight: 3 });
+      // Quantisation step 2^-13: the mean is within half a step of each value.
+      let maxError = 0;
+      for (let i = 0; i < values.length; i++) maxError = Math.max(maxError, Math.abs(mean.mean[i]! - values[i]!));
+      expect(maxError).toBeLessThanOrEqual(2 ** -14 + 1e-9);
+    } finally {
+      accumulator.dispose();
+      decryptor.dispose();
+      ctx.dispose();
+    }
+  } finally {
+    await browser.close();
+    await web.close();
+  }
+});
+
 test('browser pages and a Node device train MNIST in one committee-encrypted, DP-accounted task', async () => {
   assertBuilt();
   const started = performance.now();
   await using dataDir = await createTempDir('veil-e2e-browser-');
   // The SDK's browser bundle, built from the sources now (esbuild: a few seconds); its sizes.
-  const sdkDir = join(dataDir.path, 'sdk');
-  const build = JSON.parse(
-    execFileSync(process.execPath, [join(REPO_ROOT, 'packages/client-sdk/scripts/build-browser.mjs'), '--outdir', sdkDir], { encoding: 'utf8' }).trim().split('\n').at(-1)!,
-  ) as { sdkAndDepsGzipKB: number; tfjsGzipKB: number; totalWithTfjsAndSealGzipKB: number };
+  const { dir: sdkDir, sizes: build } = await buildBundle();
   console.info(`browser bundle: SDK + deps ${build.sdkAndDepsGzipKB} KB gzip, TF.js ${build.tfjsGzipKB} KB, total with TF.js and SEAL wasm ${build.totalWithTfjsAndSealGzipKB} KB`);
   expect(build.sdkAndDepsGzipKB).toBeLessThanOrEqual(150);
 
@@ -240,7 +318,7 @@ test('browser pages and a Node device train MNIST in one committee-encrypted, DP
       }
       return rounds.length >= 2 && (rounds[1]!.state === 'CLOSED' || rounds[1]!.state === 'FAILED') ? rounds : undefined;
     }, 150_000, 1_000);
-    expect(victimClosedAt).not.toBeNull();
+    expect(victimClosedAt, `victim uploads ${JSON.stringify([...victimUploads])}; rounds ${JSON.stringify((await rest.listRounds(taskId)).map((r) => [r.number, r.state, r.received, r.events.map((e) => e.reason)]))}; victim console:\n${consoleLines[0]!.slice(-30).join('\n')}`).not.toBeNull();
     const reopened = await open(3);
     await reopened.goto(`${web.url}/?shard=0&name=browser-0-reopened`);
 

@@ -19,6 +19,10 @@ export type { LocalDataset, ModelSpec } from './training/types.js';
 export { createLocalDpMiddleware } from './mods/dp.js';
 export type { LocalDpState } from './mods/dp.js';
 export type { CommitteePins } from './mods/committee.js';
+// Shared-key BFV tasks: the device key (from `veil keys generate`, device-key.json's bytes) and its encryption; node-seal loads here.
+export { createDeviceEncryption } from './mods/encrypt.js';
+export type { DeviceEncryption } from './mods/encrypt.js';
+export { parseDeviceKeyMaterial } from '@veil/crypto';
 
 /** A logger for pages: console.debug/info/warn/error with the record. */
 export const browserLogger = {
