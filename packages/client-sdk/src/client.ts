@@ -111,6 +111,8 @@ export interface RoundReport {
   /** Local examples the device trained on this round (reported to the coordinator beside the weight). */
   trainedExamples: number;
   trainLoss: number;
+  /** F_k(w_t), the round's model's mean loss on the training data before training, sent with the update when the round asked (q-FedAvg); null otherwise. */
+  trainingLoss: number | null;
   trainMs: number;
   uploadBytes: number;
   acceptedCount: number;
@@ -375,6 +377,10 @@ export function createClient(options: ClientOptions): VeilClient {
     }
 
     if (a.calibration) return calibrate(a, a.calibration, run, { clientId, credential, model, weights: global.weights, evaluation });
+    // q-FedAvg (Li et al. 2020) weighs each update by F_k(w_t), the round's model's loss on the
+    // device's training data before it trains: measured here when the round's fit config asks.
+    const trainingLoss =
+      a.config['reportTrainingLoss'] === true ? (await evaluateLocal(tf, { spec: model, weights: global.weights, data: run.data })).loss : null;
     const trained = await trainLocal(tf, {
       spec: model,
       weights: global.weights,
@@ -401,12 +407,13 @@ export function createClient(options: ClientOptions): VeilClient {
       notes: {},
     };
     // Order: the app's middleware, then DP (clip + noise, accounted), then encryption, last.
-    const { uploadBytes, acceptedCount, exampleCount } = await upload(a, await chain(initial, ctx), ctx, credential, trained.exampleCount, run);
+    const { uploadBytes, acceptedCount, exampleCount } = await upload(a, await chain(initial, ctx), ctx, credential, trained.exampleCount, run, trainingLoss);
     return {
       roundNumber: a.roundNumber,
       modelVersion: a.modelVersion,
       exampleCount,
       trainedExamples: trained.exampleCount,
+      trainingLoss,
       trainLoss: trained.loss,
       trainMs: trained.durationMs,
       uploadBytes,
@@ -459,6 +466,7 @@ export function createClient(options: ClientOptions): VeilClient {
       modelVersion: a.modelVersion,
       exampleCount,
       trainedExamples: examples,
+      trainingLoss: null,
       trainLoss: Number.NaN,
       trainMs: performance.now() - started,
       uploadBytes,
@@ -477,6 +485,8 @@ export function createClient(options: ClientOptions): VeilClient {
     credential: string,
     trainedExamples: number,
     run: RunOptions,
+    /** F_k(w_t) when the round asked for it (q-FedAvg), else null. */
+    trainingLoss: number | null = null,
   ): Promise<{ uploadBytes: number; acceptedCount: number; exampleCount: number }> {
     let update = start;
     if (localDp !== null) update = await localDp.middleware(update, ctx, async (x) => x);
@@ -491,7 +501,15 @@ export function createClient(options: ClientOptions): VeilClient {
       throw new ClientError('resource_exhausted', `update of ${payload.byteLength} bytes exceeds the round's ${a.maxUpdateBytes}`);
     }
     const sha256 = createHash('sha256').update(payload).digest('hex');
-    const header = { roundNumber: a.roundNumber, modelVersion: a.modelVersion, exampleCount: update.exampleCount, trainedExamples, encoding: update.encoding, sha256 };
+    const header = {
+      roundNumber: a.roundNumber,
+      modelVersion: a.modelVersion,
+      exampleCount: update.exampleCount,
+      trainedExamples,
+      ...(trainingLoss !== null && { trainingLoss }),
+      encoding: update.encoding,
+      sha256,
+    };
     let attempts = 0;
     const { acceptedCount } = await retry(
       'submit',

@@ -331,7 +331,7 @@ export interface Device extends Disposable {
     assignment: Pick<Assignment, 'roundNumber' | 'modelVersion'>,
     delta: Float32Array | Uint8Array,
     exampleCount: number,
-    header?: Partial<{ roundNumber: number; modelVersion: number; sha256: string }>,
+    header?: Partial<{ roundNumber: number; modelVersion: number; sha256: string; trainingLoss: number }>,
   ): Promise<{ acceptedCount: number }>;
   close(): void;
 }
@@ -398,6 +398,7 @@ function deviceFor(_coordinator: Coordinator, transport: Transport, name: string
           roundNumber: header.roundNumber ?? assignment.roundNumber,
           modelVersion: header.modelVersion ?? assignment.modelVersion,
           exampleCount,
+          ...(header.trainingLoss !== undefined && { trainingLoss: header.trainingLoss }),
           encoding: 'float32-le',
           sha256: header.sha256 ?? sha256Hex(payload),
         },

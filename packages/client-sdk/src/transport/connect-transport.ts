@@ -241,6 +241,7 @@ function headerJson(header: UpdateHeader, size: number): Json {
     modelVersion: header.modelVersion,
     exampleCount: header.exampleCount,
     trainedExamples: header.trainedExamples ?? 0,
+    ...(header.trainingLoss !== undefined && { trainingLoss: header.trainingLoss }),
     encoding: UPDATE_ENCODINGS[header.encoding],
     payloadSizeBytes: size,
     payloadSha256: toBase64(fromHex(header.sha256)),

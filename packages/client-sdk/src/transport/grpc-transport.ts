@@ -303,6 +303,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
             modelVersion: header.modelVersion,
             exampleCount: header.exampleCount,
             trainedExamples: header.trainedExamples ?? 0,
+            ...(header.trainingLoss !== undefined && { trainingLoss: header.trainingLoss }),
             encoding: UPDATE_ENCODINGS[header.encoding],
             payloadSizeBytes: payload.byteLength,
             payloadSha256: Buffer.from(header.sha256, 'hex'),

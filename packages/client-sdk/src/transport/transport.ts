@@ -100,6 +100,8 @@ export interface UpdateHeader {
   exampleCount: number;
   /** Local examples trained on, reported separately from the weight. Default: not reported. */
   trainedExamples?: number;
+  /** F_k(w_t): the mean loss of the round's model on the training data before training (q-FedAvg). Default: not reported. */
+  trainingLoss?: number;
   encoding: UpdateEncodingName;
   /** Hex SHA-256 of the payload. */
   sha256: string;

@@ -46,12 +46,12 @@ describe('strategy registry', () => {
     expect(strategy.name).toBe('fedavg');
     expect(strategy.params).toEqual({});
     expect(registry.names()).toEqual([
-      'bulyan', 'fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedmedian', 'fedprox', 'fedtrimmedavg', 'fedyogi', 'krum', 'multikrum', 'robust-test',
+      'bulyan', 'fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedmedian', 'fedprox', 'fedtrimmedavg', 'fedyogi', 'krum', 'multikrum', 'qfedavg', 'robust-test',
     ]);
   });
 
   it('refuses an unknown strategy, naming the known ones', () => {
-    expect(() => registry.resolve({ name: 'fedsgd' }, plaintextTask)).toThrow(/unknown strategy "fedsgd" \(known: bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox, fedtrimmedavg, fedyogi, krum, multikrum, robust-test\)/);
+    expect(() => registry.resolve({ name: 'fedsgd' }, plaintextTask)).toThrow(/unknown strategy "fedsgd" \(known: bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox, fedtrimmedavg, fedyogi, krum, multikrum, qfedavg, robust-test\)/);
     expect(() => registry.resolve({ params: {} }, plaintextTask)).toThrow(/strategy.name must be a string/);
     expect(() => registry.resolve('fedavg', plaintextTask)).toThrow(/must be an object/);
   });
@@ -100,7 +100,7 @@ describe('strategy registry', () => {
     for (const name of ['fedavgm', 'fedadam', 'fedyogi', 'fedadagrad']) {
       expect(() => registry.resolve({ name }, encryptedTask)).toThrow(/updates the model from the aggregate in the clear, but an encrypted task's coordinator only holds the encrypted sum/);
     }
-    for (const name of ['fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan']) {
+    for (const name of ['qfedavg', 'fedmedian', 'fedtrimmedavg', 'krum', 'multikrum', 'bulyan']) {
       let error: unknown;
       try {
         registry.resolve({ name }, committeeTask);

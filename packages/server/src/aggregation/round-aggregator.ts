@@ -54,7 +54,8 @@ export interface RoundResult {
  * an update that was checked and recorded (raw bytes, or the checked form).
  */
 export interface RoundAggregator {
-  add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate): void;
+  /** `trainingLoss`: the device's F_k(w_t) when the round asked for it (FitResult.trainingLoss), else null. */
+  add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate, trainingLoss?: number | null): void;
   readonly count: number;
   /**
    * The next model version's blob and the strategy state that goes with it,
@@ -110,7 +111,7 @@ export function createPlaintextAggregator(strategy: Strategy, input: AggregatorI
   const { round, parameterCount } = input;
   const inner: Aggregator = strategy.createAggregator(input);
   return {
-    add(clientId, exampleCount, update) {
+    add(clientId, exampleCount, update, trainingLoss = null) {
       // Raw bytes (a round rebuilt from the store) are checked here; a checked update was already.
       const checked = update instanceof Uint8Array ? checkPlaintextUpdate(update, parameterCount, bound) : update;
       // Unaligned bytes keep no values (checkPlaintextUpdate): read them again through the scratch array.
@@ -118,7 +119,7 @@ export function createPlaintextAggregator(strategy: Strategy, input: AggregatorI
       // A `reject` bound was checked by checkPlaintextUpdate (here for raw bytes); a `clip` bound clips now.
       const values = bound === null ? raw : boundedValues(raw, bound);
       // Aggregators fold `values` before returning and keep none of it (Aggregator.add's contract).
-      inner.add({ clientId, exampleCount, update: values });
+      inner.add({ clientId, exampleCount, update: values, ...(trainingLoss !== null && { trainingLoss }) });
     },
     get count() {
       return inner.count;

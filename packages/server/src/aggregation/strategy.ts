@@ -52,6 +52,14 @@ export type ConfigValue = number | string | boolean;
  */
 export type FitConfig = Readonly<Record<string, ConfigValue>>;
 
+/**
+ * Fit config key (value `true`) by which a round asks its devices for
+ * F_k(w_t), the round model's loss on their training data before training;
+ * the SDK then sends `training_loss` in the update header, and the
+ * coordinator refuses an update of that round without it (q-FedAvg).
+ */
+export const REPORT_TRAINING_LOSS = 'reportTrainingLoss';
+
 /** One client's training result: the weighted update it sent. */
 export interface FitResult {
   clientId: string;
@@ -63,6 +71,12 @@ export interface FitResult {
    * so an aggregator that needs the values later copies them.
    */
   update: Float32Array;
+  /**
+   * F_k(w_t): the loss of the round's global model on the client's training
+   * data, before training, when the round asked for it (fit config
+   * `reportTrainingLoss`, e.g. q-FedAvg); absent otherwise.
+   */
+  trainingLoss?: number;
 }
 
 /** A selected client that produced no result (dropped, late, or rejected). */

@@ -206,6 +206,8 @@ export interface RawUpdateHeader {
   modelVersion: number;
   exampleCount: number;
   trainedExamples?: number;
+  /** Absent (proto3 optional) when the device did not report it. */
+  trainingLoss?: number;
   encoding: string;
   payloadSizeBytes: number;
   payloadSha256: Uint8Array;
@@ -227,6 +229,7 @@ export function updateHeaderInput(raw: RawUpdateHeader): UpdateHeaderInput {
     exampleCount: raw.exampleCount,
     // 0 (the proto default): the device did not report it.
     trainedExamples: raw.trainedExamples ? raw.trainedExamples : null,
+    trainingLoss: raw.trainingLoss ?? null,
     encoding: ENCODINGS[raw.encoding] ?? 'unspecified',
     payloadSizeBytes: raw.payloadSizeBytes,
     sha256: raw.payloadSha256.length === 32 ? Buffer.from(raw.payloadSha256).toString('hex') : '',

@@ -350,15 +350,15 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       const params: unknown[] = [roundId, new Date().toISOString(), options?.refuseClientReplays === true];
       const rows = submissions.map((x, k) => {
         const at = params.length;
-        params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey, x.trainedExamples ?? null);
-        return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text, $${at + 7}::int)`;
+        params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey, x.trainedExamples ?? null, x.trainingLoss ?? null);
+        return `(${k}, $${at + 1}::uuid, $${at + 2}::int, $${at + 3}::text, $${at + 4}::text, $${at + 5}::int, $${at + 6}::text, $${at + 7}::int, $${at + 8}::float8)`;
       });
       const result = await prisma.$queryRawUnsafe<
         Array<{ ord: number; roundState: RoundState | null; accepted: boolean; replay: boolean; receivedCount: number | null; status: string | null; updateDigest: string | null }>
       >(
         `WITH r AS (
           SELECT id, state FROM "Round" WHERE id = $1::uuid FOR UPDATE
-        ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey", "trainedExamples") AS (
+        ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey", "trainedExamples", "trainingLoss") AS (
           VALUES ${rows.join(', ')}
         ), rp AS (
           -- Replays: the same client's same digest accepted in another round of the task (digest index).
@@ -371,6 +371,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
             status = 'SUBMITTED',
             "exampleCount" = i."exampleCount",
             "trainedExamples" = i."trainedExamples",
+            "trainingLoss" = i."trainingLoss",
             encoding = i.encoding,
             "updateDigest" = i.digest,
             "updateBytes" = i.bytes,
@@ -568,6 +569,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         sha256: r.updateDigest!,
         sizeBytes: r.updateBytes!,
         blobKey: r.updateBlobKey!,
+        trainingLoss: r.trainingLoss,
       }));
     },
 

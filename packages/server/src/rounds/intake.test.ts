@@ -120,13 +120,21 @@ class MemoryBlobs implements BlobStore {
 }
 
 /** An aggregate that remembers what was folded into it, in order. */
-function recordingAggregator(): RoundAggregator & { added: Array<{ clientId: string; exampleCount: number; first: number }> } {
-  const added: Array<{ clientId: string; exampleCount: number; first: number }> = [];
+interface Folded {
+  clientId: string;
+  exampleCount: number;
+  first: number;
+  trainingLoss?: number;
+}
+
+function recordingAggregator(): RoundAggregator & { added: Folded[] } {
+  const added: Folded[] = [];
   return {
     added,
-    add(clientId, exampleCount, update) {
+    add(clientId, exampleCount, update, trainingLoss = null) {
       const bytes = update instanceof Uint8Array ? update : update.payload;
-      added.push({ clientId, exampleCount, first: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + 4))[0]! });
+      const first = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + 4))[0]!;
+      added.push({ clientId, exampleCount, first, ...(trainingLoss !== null && { trainingLoss }) });
     },
     get count() {
       return added.length;
@@ -306,6 +314,22 @@ describe('update intake (in-memory store, fake time)', () => {
     expect(f.store.writes).toEqual([]);
     expect(f.blobs.records.size).toBe(0);
     expect(f.aggregator.added).toEqual([]);
+  });
+
+  it('when the round asks for the training loss (q-FedAvg), refuses an update without a valid one and folds the loss with the update', async () => {
+    f.round.fitConfig = { reportTrainingLoss: true };
+    const u = update(delta(1));
+    expect((await refusal(f.intake.submitUpdate(f.clients[0]!, u.header, u.payload, u.sha))).message).toMatch(/asks for the training loss/);
+    for (const trainingLoss of [-0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const bad = update(delta(1), { trainingLoss });
+      expect((await refusal(f.intake.submitUpdate(f.clients[0]!, bad.header, bad.payload, bad.sha))).message).toMatch(/trainingLoss must be a finite number >= 0/);
+    }
+    expect(f.store.writes).toEqual([]);
+    expect(f.blobs.records.size).toBe(0);
+    const good = update(delta(1), { trainingLoss: 0.75 });
+    expect(await f.intake.submitUpdate(f.clients[0]!, good.header, good.payload, good.sha)).toEqual({ acceptedCount: 1 });
+    expect((await f.store.listSubmissions('round-2'))[0]!.trainingLoss).toBe(0.75);
+    expect(f.aggregator.added).toEqual([{ clientId: 'client-0', exampleCount: 3, first: 1, trainingLoss: 0.75 }]);
   });
 
   it('refuses a plaintext update its device already had accepted in an earlier round (replay), and erases its stored copy', async () => {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { checkCommitteeUpload } from '../aggregation/committee-aggregator.js';
 import { checkEncryptedUpdate, checkPlaintextUpdate, releaseChecked, type CheckedUpdate } from '../aggregation/round-aggregator.js';
+import { REPORT_TRAINING_LOSS } from '../aggregation/strategy.js';
 import { updateBlobDir } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Client, Round, UpdateEncoding } from './model.js';
@@ -18,6 +19,8 @@ export interface UpdateHeaderInput {
   exampleCount: number;
   /** Local examples the device reports it trained on (not a weight); null when not reported. */
   trainedExamples?: number | null;
+  /** F_k(w_t): the loss of the round's model on the device's training data before training, when the round asks for it; null when not reported. */
+  trainingLoss?: number | null;
   encoding: UpdateEncoding | 'unspecified';
   payloadSizeBytes: number;
   /** Hex SHA-256 of the payload as the client computed it. */
@@ -234,6 +237,7 @@ export class Intake {
           clientId: item.client.id,
           exampleCount: item.header.exampleCount,
           trainedExamples: item.header.trainedExamples ?? null,
+          trainingLoss: item.header.trainingLoss ?? null,
           encoding: rt.task.settings.updateEncoding,
           sha256: item.blobSha256,
           sizeBytes: item.sizeBytes,
@@ -253,7 +257,7 @@ export class Intake {
         continue;
       }
       current.folded.set(item.client.id, item.sha256);
-      current.aggregator?.add(item.client.id, item.header.exampleCount, item.update);
+      current.aggregator?.add(item.client.id, item.header.exampleCount, item.update, item.header.trainingLoss ?? null);
       open.receivedCount = result.receivedCount;
       accepted.push({ item, receivedCount: result.receivedCount });
       item.log.info({ receivedCount: result.receivedCount, targetCount: open.targetCount, exampleCount: item.header.exampleCount }, 'update accepted');
@@ -295,6 +299,10 @@ export class Intake {
     if (trained !== undefined && trained !== null && (!Number.isInteger(trained) || trained < 1 || trained > 2_147_483_647)) {
       throw new VeilError('invalid_argument', 'trainedExamples must be an integer from 1 to 2147483647 (or 0: not reported)');
     }
+    const loss = header.trainingLoss;
+    if (loss !== undefined && loss !== null && !(Number.isFinite(loss) && loss >= 0)) {
+      throw new VeilError('invalid_argument', 'trainingLoss must be a finite number >= 0');
+    }
     if (!/^[0-9a-f]{64}$/.test(header.sha256)) throw new VeilError('invalid_argument', 'payload_sha256 must be 32 bytes');
     const open = rt.open;
     const round = open?.round ?? null;
@@ -308,6 +316,9 @@ export class Intake {
       throw new VeilError('failed_precondition', `update is based on model ${header.modelVersion}, round ${round.number} trains model ${round.baseModelVersion}`);
     }
     if (!open.selected.has(client.id)) throw new VeilError('permission_denied', `client is not selected for round ${round.number}`);
+    if (round.fitConfig[REPORT_TRAINING_LOSS] === true && (loss === undefined || loss === null)) {
+      throw new VeilError('invalid_argument', `round ${round.number} asks for the training loss (fit config ${REPORT_TRAINING_LOSS}); the update header has no training_loss`);
+    }
     const accepted = open.folded.get(client.id);
     if (accepted !== undefined) {
       // `already_accepted` (the same payload) lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.

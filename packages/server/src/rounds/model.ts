@@ -180,6 +180,8 @@ export interface Submission {
   exampleCount: number;
   /** Local examples the device reported training on (not a weight); null when not reported. */
   trainedExamples?: number | null;
+  /** F_k(w_t) the device reported (q-FedAvg), or null. */
+  trainingLoss?: number | null;
   encoding: UpdateEncoding;
   sha256: string;
   sizeBytes: number;

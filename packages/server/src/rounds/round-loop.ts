@@ -83,7 +83,7 @@ export class RoundLoop {
     open.folded = new Map();
     for (const s of submissions) {
       const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
-      aggregator.add(s.clientId, s.exampleCount, bytes);
+      aggregator.add(s.clientId, s.exampleCount, bytes, s.trainingLoss ?? null);
       open.folded.set(s.clientId, s.sha256);
     }
     round.receivedCount = submissions.length;
