@@ -148,9 +148,17 @@ async function buildFingerprint(): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   try {
     const dist = join(serverModule ?? createRequire(import.meta.url).resolve('@veil/server'), '..');
-    for (const file of ['rounds/engine.js', 'grpc/federation-service.js', 'persistence/prisma-store.js', 'blobs/blob-store.js']) {
+    // The engine is a facade over its parts since 564861e: the round's path is in intake and the loop
+    // (absent from builds before the split, which report them as such).
+    const files = ['rounds/engine.js', 'rounds/intake.js', 'rounds/round-loop.js', 'grpc/federation-service.js', 'persistence/prisma-store.js', 'blobs/blob-store.js'];
+    for (const file of files) {
       const path = join(dist, file);
-      const [bytes, st] = await Promise.all([readFile(path), stat(path)]);
+      const found = await Promise.all([readFile(path), stat(path)]).catch(() => null);
+      if (found === null) {
+        out[file] = 'absent';
+        continue;
+      }
+      const [bytes, st] = found;
       out[file] = `${createHash('sha256').update(bytes).digest('hex').slice(0, 12)} ${st.mtime.toISOString()}`;
     }
   } catch (error) {
