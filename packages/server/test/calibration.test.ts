@@ -411,4 +411,43 @@ describe('calibration rounds in committee mode', () => {
     expect(maxAbsDiff(file.histogram.statistics, exact)).toBeLessThanOrEqual(descriptor.encoding.step);
     expect(Object.keys(file.activationRanges).sort()).toEqual(plan.points.map((p) => p.name).sort());
   }, 180_000);
+
+  it('committee with local DP: each calibration round has its spend entry and its decryption entry in the ledger, which verifies', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const taskId = randomUUID();
+    const descriptor = buildTaskDescriptor({
+      taskId,
+      committee: custodians.map((c) => ({ address: c.address, sealingPublicKey: Buffer.from(c.sealingKey, 'base64'), signingPublicKey: Buffer.from(c.signingKey, 'base64') })),
+      threshold: 2,
+      minDevices: 3,
+      maxDevices: 50,
+      maxRounds: 3,
+      encoding: { weightCap: 1 },
+      authorityPublicKey: authority.publicKey,
+    });
+    const committee = { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature };
+    const created = await t.rest.request('POST', '/v1/tasks', {
+      body: taskBody({ committee, privacy: { mode: 'local', epsilonCap: 100, delta: 1e-5, noiseMultiplier: 0.5, clipNorm: 1, samplingRate: 1 } }),
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const fingerprints = custodians.map((c) => custodianFingerprint(Buffer.from(c.signingKey, 'base64'), Buffer.from(c.sealingKey, 'base64')));
+    await runDevices(t, taskId, () => ({
+      privacy: { epsilonCap: 100 },
+      committee: {
+        pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
+        certify: async (r) => issueDeviceCertificate(authority.privateKey, { ...r, notAfterMs: Date.now() + 3_600_000 }),
+      },
+    }));
+    const ledger = (await t.rest.request('GET', `/v1/tasks/${taskId}/privacy/ledger`)).body;
+    expect(ledger.entries.map((e: any) => [e.roundNumber, e.mechanism === 'committee-decryption' ? 'decryption' : 'spend', e.participants])).toEqual([
+      [1, 'spend', 3],
+      [1, 'decryption', 3],
+      [2, 'spend', 3],
+      [2, 'decryption', 3],
+      [3, 'spend', 3],
+      [3, 'decryption', 3],
+    ]);
+    expect((await t.rest.request('GET', `/v1/tasks/${taskId}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 6 });
+    expect((await t.rest.request('GET', `/v1/tasks/${taskId}/calibration`)).status).toBe(200);
+  }, 180_000);
 });
