@@ -255,11 +255,16 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
   const perDevice = options.maxUploadsPerDevice ?? 2;
   const origins = options.allowedOrigins ?? '*';
   const uploads = new Map<string, StoredUpload>();
+  /** Each device's uploads (BeginUpload looks only at the caller's). */
+  const byClient = new Map<string, Set<StoredUpload>>();
   let reserved = 0;
 
   const drop = (upload: StoredUpload, why: string): void => {
     if (uploads.get(upload.id) !== upload) return;
     uploads.delete(upload.id);
+    const own = byClient.get(upload.clientId);
+    own?.delete(upload);
+    if (own?.size === 0) byClient.delete(upload.clientId);
     if (upload.state !== 'committed') reserved -= upload.size;
     upload.chunks.length = 0;
     log.info({ taskId: upload.taskId, clientId: upload.clientId, roundNumber: upload.roundNumber, received: upload.received, size: upload.size, why }, 'upload dropped');
@@ -342,7 +347,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       if (h.size > h.maxBytes) throw new VeilError('resource_exhausted', `payload_size_bytes exceeds the task's ${h.maxBytes} bytes`);
       if (h.size < 1) throw new VeilError('invalid_argument', 'payload_size_bytes must be positive');
       // The same update begun again (a page that lost the answer) resumes the upload it has.
-      const mine = [...uploads.values()].filter((u) => u.clientId === client.id && u.state !== 'committed');
+      const mine = [...(byClient.get(client.id) ?? [])].filter((u) => u.state !== 'committed');
       const same = mine.find((u) => u.roundNumber === h.roundNumber && u.sha256 === h.sha256 && u.size === h.size);
       if (same !== undefined) {
         same.lastUsed = Date.now();
@@ -365,6 +370,9 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         state: 'open',
       };
       uploads.set(upload.id, upload);
+      const own = byClient.get(client.id);
+      if (own === undefined) byClient.set(client.id, new Set([upload]));
+      else own.add(upload);
       return status(upload);
     },
 
