@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { FitFailure } from '../aggregation/strategy.js';
+import type { FitFailure, StrategyState } from '../aggregation/strategy.js';
 import { encodeStrategyState } from '../aggregation/strategy-state.js';
 import { checkFitConfig } from '../aggregation/registry.js';
 import type { ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
@@ -7,7 +7,7 @@ import { modelBlobKey, strategyStateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import { checkRoundBudget, decryptionLedgerEntry, roundLedgerEntry } from '../privacy/budget.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
-import type { Round, RoundSummary } from './model.js';
+import type { Round, RoundSummary, Submission } from './model.js';
 import type { FederationStore } from './ports.js';
 import type { StoredModel } from './model-cache.js';
 import type { EngineContext } from './engine-context.js';
@@ -259,49 +259,45 @@ export class RoundLoop {
   private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string): Promise<void> {
     const round = open.round;
     const started = performance.now();
-    const submissions = await this.ctx.store.listSubmissions(round.id);
-    const recorded = new Set(submissions.map((s) => s.clientId));
     // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
-    if (open.aggregator === null || recorded.size !== open.folded.size || [...recorded].some((id) => !open.folded.has(id))) {
-      this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'rebuilding aggregate from the store');
-      await this.rebuildAggregate(rt, open);
+    const matches = (recorded: ReadonlySet<string>): boolean =>
+      open.aggregator !== null && recorded.size === open.folded.size && [...recorded].every((id) => open.folded.has(id));
+    const failuresFor = (recorded: ReadonlySet<string>): FitFailure[] =>
+      [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
+    const state = round.config.calibration === undefined ? await loadStrategyState(this.ctx, rt) : null;
+    let submissions: Submission[];
+    let recorded: Set<string>;
+    let outcome: NextModel | null = null;
+    if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
+      // In memory (the lock is held; an update is folded when its record commits): aggregate and
+      // write the model while the store's list of the round's updates is read, then check the two
+      // agree before anything commits (they always should; if not, aggregate again from the store).
+      const folded = new Set(open.folded.keys());
+      [submissions, outcome] = await Promise.all([this.ctx.store.listSubmissions(round.id), this.nextModel(rt, open, failuresFor(folded), state)]);
+      recorded = new Set(submissions.map((s) => s.clientId));
+      if (!matches(recorded)) outcome = null;
+    } else {
+      submissions = await this.ctx.store.listSubmissions(round.id);
+      recorded = new Set(submissions.map((s) => s.clientId));
     }
-    const failures: FitFailure[] = [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
-    if (round.config.calibration !== undefined) {
-      await this.finishCalibration(rt, open, round.config.calibration, submissions, failures, started);
-      return;
+    const failures = failuresFor(recorded);
+    if (outcome === null) {
+      if (!matches(recorded)) {
+        this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'rebuilding aggregate from the store');
+        await this.rebuildAggregate(rt, open);
+      }
+      if (round.config.calibration !== undefined) {
+        await this.finishCalibration(rt, open, round.config.calibration, submissions, failures, started);
+        return;
+      }
+      outcome = await this.nextModel(rt, open, failures, state);
     }
-    const model = await this.loadModel(rt);
-    const state = await loadStrategyState(this.ctx, rt);
-    let result: Awaited<ReturnType<RoundAggregator['finish']>>;
-    try {
-      // Committee rounds ask the custodians here (asynchronous); the others return at once.
-      result = await open.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
-    } catch (error) {
+    if (!outcome.ok) {
       // No model comes out of this round (e.g. a non-finite aggregate): it fails, the model is kept.
-      await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(error)}`, error);
+      await this.failOpenRound(rt, round, `aggregation failed: ${safeReason(outcome.error)}`, outcome.error);
       return;
     }
-    const next: ModelBlob | null = result?.model ?? null;
-    let newModel: Parameters<FederationStore['closeRound']>[1] = null;
-    if (result !== null && next !== null) {
-      const version = rt.task.currentModelVersion + 1;
-      // The state is written before the round closes and referenced by the same transaction that
-      // records the version: a crash in between re-aggregates and writes both again.
-      const [ref, stateRef] = await Promise.all([
-        this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes),
-        result.state === null ? null : this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
-      ]);
-      rt.strategyState = { version, state: result.state };
-      newModel = {
-        version,
-        sha256: ref.sha256,
-        sizeBytes: ref.sizeBytes,
-        encoding: next.encoding,
-        strategyState: stateRef === null ? null : { sha256: stateRef.sha256, sizeBytes: stateRef.sizeBytes },
-      };
-      rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
-    }
+    const { result, newModel } = outcome;
     const summary: RoundSummary = {
       participants: submissions.length,
       dropped: failures.length,
@@ -345,6 +341,43 @@ export class RoundLoop {
     this.ctx.log.info({ taskId: rt.task.id, roundNumber: opened.number, selected: selected.length, deadlineAt: opened.deadlineAt }, 'round collecting');
     this.ctx.events.emit('round-collecting', { taskId: rt.task.id, round: opened });
     wake(rt);
+  }
+
+  /**
+   * The round's result from its aggregate and, when a model comes out, that model (and the
+   * strategy state) written to the blob store (not yet committed: `rt.model` holds it meanwhile).
+   */
+  private async nextModel(rt: TaskRuntime, open: OpenRound, failures: FitFailure[], state: StrategyState | null): Promise<NextModel> {
+    const model = await this.loadModel(rt);
+    let result: Awaited<ReturnType<RoundAggregator['finish']>>;
+    try {
+      // Committee rounds ask the custodians here (asynchronous); the others return at once.
+      result = await open.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
+    } catch (error) {
+      return { ok: false, error };
+    }
+    const next: ModelBlob | null = result?.model ?? null;
+    if (result === null || next === null) return { ok: true, result, newModel: null };
+    const version = rt.task.currentModelVersion + 1;
+    // The state is written before the round closes and referenced by the same transaction that
+    // records the version: a crash in between re-aggregates and writes both again.
+    const [ref, stateRef] = await Promise.all([
+      this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes),
+      result.state === null ? null : this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
+    ]);
+    rt.strategyState = { version, state: result.state };
+    rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    return {
+      ok: true,
+      result,
+      newModel: {
+        version,
+        sha256: ref.sha256,
+        sizeBytes: ref.sizeBytes,
+        encoding: next.encoding,
+        strategyState: stateRef === null ? null : { sha256: stateRef.sha256, sizeBytes: stateRef.sizeBytes },
+      },
+    };
   }
 
   /**
@@ -525,3 +558,8 @@ export class RoundLoop {
 function safeReason(error: unknown): string {
   return error instanceof VeilError && error.code !== 'internal' ? error.message : 'internal error (see the coordinator log)';
 }
+
+/** What `nextModel` gives: the aggregation's result and the new model version written (null: none), or the aggregation's error. */
+type NextModel =
+  | { ok: true; result: RoundResult | null; newModel: Parameters<FederationStore['closeRound']>[1] }
+  | { ok: false; error: unknown };
