@@ -62,3 +62,42 @@ test('`veil demo --json` trains MNIST with five device processes on the embedded
   expect(summary.finalAccuracy).toBe(summary.rounds.at(-1)!.accuracy);
   expect(summary.finalAccuracy).toBeGreaterThanOrEqual(ACCURACY_FLOOR);
 });
+
+/**
+ * `veil demo --dp` in committee mode (the default): distributed DP through the committee, not
+ * local DP. Three devices, two rounds, one local epoch: the task is created with privacy mode
+ * "distributed" from a descriptor that fixes the discrete Gaussian, the devices pin the colluder
+ * allowance, and the ledger reports ε for observers and ε against the coordinator after each
+ * round (local DP has no coordinator ε). Accuracy is not checked here (three devices' noise).
+ */
+test('`veil demo --dp --json` runs distributed DP through the committee and reports both epsilons', async () => {
+  assertBuilt();
+  const child = spawn(process.execPath, [VEIL_BIN, 'demo', '--clients', '3', '--rounds', '2', '--epochs', '1', '--dp', '--epsilon-cap', '50', '--json'], {
+    cwd: REPO_ROOT,
+    env: childEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 600_000);
+  const status = await exited(child).finally(() => clearTimeout(timer));
+  expect(status, `veil demo --dp failed; stderr:\n${stderr.slice(-4000)}`).toEqual({ exitCode: 0, signalCode: null });
+  const summary = JSON.parse(stdout.trim()) as DemoSummary;
+  console.info(`demo --dp: accuracy ${summary.rounds.map((r) => r.accuracy).join(' -> ')}, privacy ${JSON.stringify(summary.privacy)}`);
+  expect(summary).toMatchObject({ mode: 'committee', clients: 3, taskStatus: 'COMPLETED' });
+  expect(summary.rounds.map((r) => r.round)).toEqual([1, 2]);
+  expect(summary.privacy).toMatchObject({ mode: 'distributed', delta: 1e-5 });
+  const { epsilon, epsilonCoordinator } = summary.privacy!;
+  expect(epsilon).toBeGreaterThan(0);
+  expect(epsilonCoordinator).toBeGreaterThan(0);
+  for (const round of summary.rounds) {
+    expect(round.epsilon).toBeGreaterThan(0);
+    expect(round.epsilonCoordinator).toBeGreaterThanOrEqual(round.epsilon!);
+  }
+  // Cumulative: the second round spends more, and the summary's figures are the last round's.
+  expect(summary.rounds[1]!.epsilon).toBeGreaterThan(summary.rounds[0]!.epsilon!);
+  expect(summary.rounds[1]!.epsilon).toBe(epsilon);
+  expect(summary.rounds[1]!.epsilonCoordinator).toBe(epsilonCoordinator);
+});

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { AUTHORITY_USAGE, CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
-import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run-demo.js';
+import { DEMO_DEFAULTS, DEMO_DP_COLLUDING, runDemo, type DemoOptions } from '../demo/run-demo.js';
 
 const USAGE = `Usage: veil <command> [options]
 
@@ -49,9 +49,13 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                            decrypt any stored update) instead of the default committee mode, where
                            3 local custodian processes (2-of-3) and an enrolment authority are started
                            and no party holds a key that opens one device's update
-      --dp                 local differential privacy (clip + Gaussian noise on devices, enforced budget);
-                           prints epsilon after each round. --epsilon-cap E (8), --noise-multiplier Z (0.7),
-                           --clip-norm C (1), delta 1e-5
+      --dp                 differential privacy with an enforced budget; prints epsilon after each round.
+                           Committee mode: distributed DP through the committee (discrete Gaussian fixed by
+                           the signed descriptor, devices pin the colluder allowance); epsilon for observers
+                           and against the coordinator. --shared-key/--plaintext: local DP (each device adds
+                           the full noise). --epsilon-cap E (8), --noise-multiplier Z (0.7), --clip-norm C (1),
+                           --dp-colluding K (committee: devices assumed to collude with the coordinator, 1),
+                           delta 1e-5
       --calibrate          after the last round, 2 calibration rounds: devices report activation statistics
                            (aggregated like updates) and export --quantize int8 uses the ranges
       --json               print only a JSON summary on stdout
@@ -116,6 +120,7 @@ function demoOptions(args: string[]): DemoOptions & {
       'epsilon-cap': { type: 'string' },
       'noise-multiplier': { type: 'string' },
       'clip-norm': { type: 'string' },
+      'dp-colluding': { type: 'string' },
       'keep-running': { type: 'boolean' },
       'http-port': { type: 'string' },
       calibrate: { type: 'boolean' },
@@ -142,8 +147,11 @@ function demoOptions(args: string[]): DemoOptions & {
           delta: 1e-5,
           noiseMultiplier: num(values['noise-multiplier'], 'noise-multiplier', 0.7),
           clipNorm: num(values['clip-norm'], 'clip-norm', 1),
+          colludingDevices: int(values['dp-colluding'], 'dp-colluding', DEMO_DP_COLLUDING, 0),
         }
-      : null,
+      : values['dp-colluding'] !== undefined
+        ? usage('--dp-colluding needs --dp')
+        : null,
     dataDir: values['data-dir'],
     keepRunning: values['keep-running'] ?? false,
     httpPort: int(values['http-port'], 'http-port', DEMO_DEFAULTS.httpPort, 0),

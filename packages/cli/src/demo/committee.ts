@@ -35,6 +35,22 @@ export interface DemoCommitteeOptions {
   /** Largest |D| (clients per round). */
   readonly maxDevices: number;
   readonly maxRounds: number;
+  /**
+   * Distributed DP in the signed descriptor (KLS21 discrete Gaussian through the committee): the
+   * devices pin `colludingDevices` as their allowance (pins.dp). Default none.
+   */
+  readonly dp?: { readonly clipNorm: number; readonly noiseMultiplier: number; readonly colludingDevices: number; readonly delta: number };
+}
+
+/**
+ * The clip range of a DP demo descriptor: a device's rotated, noised coordinate is at most the
+ * clip norm plus its noise share (σ = zC/√n, n = minDevices − colluding honest shares); the
+ * coordinator refuses a task whose tail bound (1e-9 per device) exceeds the range, so give ten
+ * standard deviations, rounded up to a power of two.
+ */
+export function demoDpClipMaxAbs(dp: NonNullable<DemoCommitteeOptions['dp']>, minDevices: number): number {
+  const sigma = (dp.noiseMultiplier * dp.clipNorm) / Math.sqrt(minDevices - dp.colludingDevices);
+  return 2 ** Math.ceil(Math.log2(dp.clipNorm + 10 * sigma));
 }
 
 /** Starts the demo's committee and enrolment service; see the module comment. */
@@ -49,7 +65,8 @@ export async function startDemoCommittee(options: DemoCommitteeOptions): Promise
     maxDevices: Math.max(options.maxDevices, options.minDevices),
     maxRounds: options.maxRounds,
     // FedAvg by device: each update weighs 1 (the count slot and the weight slot then agree).
-    encoding: { weightCap: 1 },
+    encoding: { weightCap: 1, ...(options.dp !== undefined && { clipMaxAbs: demoDpClipMaxAbs(options.dp, options.minDevices) }) },
+    ...(options.dp !== undefined && { dp: { mechanism: 'distributed-discrete-gaussian' as const, ...options.dp } }),
   });
   let enrolment: EnrolmentServer | null = null;
   const close = async (): Promise<void> => {
@@ -74,7 +91,14 @@ export async function startDemoCommittee(options: DemoCommitteeOptions): Promise
       taskInput: { descriptor: Buffer.from(committee.descriptorBytes).toString('base64'), descriptorSignature: committee.signed.signature },
       requestKeyFile: committee.paths.requestKey,
       device: {
-        pins: { minDevices: options.minDevices, maxRounds: options.maxRounds, pinnedFingerprints: [...committee.fingerprints], authorityKey: descriptor.authorityKey },
+        pins: {
+          minDevices: options.minDevices,
+          maxRounds: options.maxRounds,
+          pinnedFingerprints: [...committee.fingerprints],
+          authorityKey: descriptor.authorityKey,
+          // The app's own allowance: it joins a DP task only if each noise share allows for this many colluders.
+          ...(options.dp !== undefined && { dp: { colludingDevices: options.dp.colludingDevices } }),
+        },
         enrolmentUrl: enrolment.url,
         enrolmentSecret,
       },

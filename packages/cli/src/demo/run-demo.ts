@@ -42,11 +42,16 @@ export interface DemoOptions {
    */
   sharedKey: boolean;
   /**
-   * Local differential privacy: devices clip to `clipNorm` and add Gaussian noise
-   * (z from `noiseMultiplier`), selection is Poisson with rate 1, and the task
-   * stops before ε passes `epsilonCap` at δ = `delta`. Default off.
+   * Differential privacy with an enforced budget: every device in every round (sampling rate 1),
+   * updates clipped to L2 norm `clipNorm`, noise multiplier z = `noiseMultiplier`, and the task
+   * stops before ε passes `epsilonCap` at δ = `delta`. Committee mode (the default): distributed
+   * DP through the committee (Kairouz, Liu & Steinke 2021, the discrete Gaussian in the signed
+   * descriptor; each device adds a share sized for minClients − `colludingDevices` honest devices,
+   * pinned by the device app), ε reported for observers of the models and against the
+   * coordinator. Shared-key and plaintext modes: local DP (each device adds the full noise).
+   * Default off.
    */
-  dp: { epsilonCap: number; delta: number; noiseMultiplier: number; clipNorm: number } | null;
+  dp: { epsilonCap: number; delta: number; noiseMultiplier: number; clipNorm: number; colludingDevices?: number } | null;
   /** Data directory of the embedded database and blobs; default a fresh temporary directory, removed afterwards. */
   dataDir: string | undefined;
   /** Keep the coordinator (REST API and dashboard) up after the last round until SIGINT/SIGTERM. Default false. */
@@ -63,8 +68,10 @@ export interface DemoOptions {
 
 export interface DemoRound {
   round: number;
-  /** Cumulative ε of the task after this round (DP demos). */
+  /** Cumulative ε of the task after this round (DP demos): for observers of the released models. */
   epsilon?: number;
+  /** Committee DP demos: cumulative ε against the coordinator after this round (no subsampling amplification: it chooses D). */
+  epsilonCoordinator?: number;
   accuracy: number;
   loss: number;
   clients: number;
@@ -86,7 +93,15 @@ export interface DemoSummary {
   totalMs: number;
   /** `calibrate`: whether the calibration rounds chose activation ranges for the final model. */
   calibrated?: boolean;
+  /**
+   * DP demos: the mechanism and the task's final ε at `delta` (`epsilon` for observers of the
+   * released models; `epsilonCoordinator` against the coordinator, committee mode only).
+   */
+  privacy?: { mode: 'distributed' | 'local'; delta: number; epsilon: number | null; epsilonCoordinator: number | null };
 }
+
+/** The committee DP demo's default colluder allowance (devices assumed to collude with the coordinator). */
+export const DEMO_DP_COLLUDING = 1;
 
 export const DEMO_DEFAULTS: DemoOptions = {
   clients: 10,
@@ -123,11 +138,21 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   const dataDir = options.dataDir ?? tempDir!;
   const mode: DemoSummary['mode'] = options.plaintext ? 'plaintext' : options.sharedKey ? 'shared-key' : 'committee';
   const settings = demoTaskSettings(options);
+  // Committee mode runs DP through the committee (distributed); the other modes keep local DP.
+  const dpMode: 'distributed' | 'local' | null = options.dp === null ? null : mode === 'committee' ? 'distributed' : 'local';
   // Committee mode: custodians (local processes) and the enrolment authority start first; the
   // coordinator only gets its request key.
   const committee: DemoCommittee | null =
     mode === 'committee'
-      ? await startDemoCommittee({ dir: join(dataDir, 'committee'), minDevices: settings.minClients, maxDevices: settings.clientsPerRound, maxRounds: options.rounds + (options.calibrate ? 2 : 0) })
+      ? await startDemoCommittee({
+          dir: join(dataDir, 'committee'),
+          minDevices: settings.minClients,
+          maxDevices: settings.clientsPerRound,
+          maxRounds: options.rounds + (options.calibrate ? 2 : 0),
+          ...(options.dp !== null && {
+            dp: { clipNorm: options.dp.clipNorm, noiseMultiplier: options.dp.noiseMultiplier, colludingDevices: options.dp.colludingDevices ?? DEMO_DP_COLLUDING, delta: options.dp.delta },
+          }),
+        })
       : null;
   const config = {
     ...loadConfig({ ...env, VEIL_DATA_DIR: dataDir }),
@@ -170,7 +195,14 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       {
         ...(mode === 'committee' ? { committee: committee!.taskInput } : { encryption: mode === 'plaintext' ? { mode: 'none' as const } : { mode: 'bfv' as const, coordinatorKey } }),
         ...(options.dp !== null && {
-          privacy: { mode: 'local' as const, samplingRate: 1, ...options.dp },
+          privacy: {
+            mode: dpMode!,
+            samplingRate: 1,
+            epsilonCap: options.dp.epsilonCap,
+            delta: options.dp.delta,
+            noiseMultiplier: options.dp.noiseMultiplier,
+            clipNorm: options.dp.clipNorm,
+          },
         }),
         ...settings,
       },
@@ -184,10 +216,25 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
           : mode === 'shared-key'
             ? `updates encrypted under one shared key every device holds (BFV, key ${task.encryption?.keyId})`
             : `committee aggregation: ${committee!.descriptor.threshold}-of-${committee!.descriptor.committee.length} custodians (local processes ${committee!.custodianAddresses.join(', ')}), no key opens one update`
-      }, ${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
+      }, ${
+        dpMode === 'distributed'
+          ? `distributed DP through the committee (discrete Gaussian, z=${options.dp!.noiseMultiplier}, clip ${options.dp!.clipNorm}, noise shares sized for ${settings.minClients - committee!.descriptor.dp!.colludingDevices} honest devices, ${committee!.descriptor.dp!.colludingDevices} colluding), `
+          : dpMode === 'local'
+            ? `local DP (each device adds Gaussian noise, z=${options.dp!.noiseMultiplier}, clip ${options.dp!.clipNorm}), `
+            : ''
+      }${options.rounds} rounds x ${options.clients} devices, ${options.partition}${options.partition === 'dirichlet' ? ` alpha=${options.alpha}` : ''}, ` +
         `${spec.weightSpecs.length / 2}-layer MLP with ${task.parameterCount} parameters, evaluation on ${test.count} held-out digits (${backend} backend)`,
     );
 
+    const readPrivacy = () =>
+      fetch(`${coordinator.httpUrl}/v1/tasks/${task.id}/privacy`, { headers: { authorization: `Bearer ${coordinator.auditToken}` } }).then(
+        (r) =>
+          r.json() as Promise<{
+            epsilonSpent?: number | null;
+            epsilonSpentCoordinator?: number | null;
+            rounds: Array<{ roundNumber: number; epsilon: number; epsilonCoordinator?: number | null }>;
+          }>,
+      );
     const rounds: DemoRound[] = [];
     const bar = createProgressBar(out, !options.json);
     let current = { version: 0, weights };
@@ -210,14 +257,16 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       }
       const e = await evaluateLocal(tf, { spec, weights: current.weights, data: test });
       let epsilon: number | undefined;
+      let epsilonCoordinator: number | undefined;
       if (options.dp !== null) {
-        const privacy = await fetch(`${coordinator.httpUrl}/v1/tasks/${task.id}/privacy`, {
-          headers: { authorization: `Bearer ${coordinator.auditToken}` },
-        }).then((r) => r.json() as Promise<{ rounds: Array<{ roundNumber: number; epsilon: number }> }>);
-        epsilon = privacy.rounds.find((r) => r.roundNumber === round.number)?.epsilon;
+        const privacy = await readPrivacy();
+        const entry = privacy.rounds.find((r) => r.roundNumber === round.number);
+        epsilon = entry?.epsilon;
+        epsilonCoordinator = entry?.epsilonCoordinator ?? undefined;
       }
       const entry: DemoRound = {
         ...(epsilon !== undefined && { epsilon: round4(epsilon) }),
+        ...(epsilonCoordinator !== undefined && { epsilonCoordinator: round4(epsilonCoordinator) }),
         round: round.number,
         accuracy: round4(e.accuracy),
         loss: round4(e.loss),
@@ -229,7 +278,9 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       bar.finish(
         `round ${String(entry.round).padStart(2)}/${options.rounds}  accuracy ${(entry.accuracy * 100).toFixed(2)}%  loss ${entry.loss.toFixed(3)}  ` +
           `${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up  ${(entry.durationMs / 1000).toFixed(1)} s` +
-          (entry.epsilon !== undefined ? `  epsilon ${entry.epsilon.toFixed(3)} (delta ${options.dp!.delta})` : ''),
+          (entry.epsilon !== undefined
+            ? `  epsilon ${entry.epsilon.toFixed(3)}${entry.epsilonCoordinator !== undefined ? ` (vs coordinator ${entry.epsilonCoordinator.toFixed(3)})` : ''} (delta ${options.dp!.delta})`
+            : ''),
       );
     };
     let evaluations = Promise.resolve();
@@ -282,8 +333,26 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       totalMs: Math.round(performance.now() - started),
       ...(options.calibrate && { calibrated }),
     };
+    if (options.dp !== null) {
+      const privacy = await readPrivacy();
+      summary.privacy = {
+        mode: dpMode!,
+        delta: options.dp.delta,
+        epsilon: privacy.epsilonSpent === undefined || privacy.epsilonSpent === null ? null : round4(privacy.epsilonSpent),
+        epsilonCoordinator: privacy.epsilonSpentCoordinator == null ? null : round4(privacy.epsilonSpentCoordinator),
+      };
+    }
     evaluator?.dispose();
     say(`task ${status}: final accuracy ${(summary.finalAccuracy * 100).toFixed(2)}% after ${rounds.length} rounds in ${(summary.totalMs / 1000).toFixed(1)} s`);
+    if (summary.privacy !== undefined) {
+      const p = summary.privacy;
+      const eps = (x: number | null): string => (x === null ? 'n/a' : x.toFixed(3));
+      say(
+        p.mode === 'distributed'
+          ? `privacy (distributed DP through the committee, delta ${p.delta}): epsilon ${eps(p.epsilon)} for observers of the released models, ${eps(p.epsilonCoordinator)} against the coordinator (it chooses who is summed: no subsampling amplification)`
+          : `privacy (local DP, delta ${p.delta}): epsilon ${eps(p.epsilon)}`,
+      );
+    }
     if (options.keepRunning) {
       out.write(`veil demo: --keep-running: the coordinator stays up, dashboard ${coordinator.httpUrl}/dashboard/; Ctrl-C (SIGINT) or SIGTERM stops it\n`);
       await new Promise<void>((resolve) => {
