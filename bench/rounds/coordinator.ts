@@ -227,7 +227,9 @@ async function main(): Promise<void> {
   instrumentObject('store', engine.store);
   instrumentObject('blobs', engine.blobs);
   // Committee tasks: time each round's request to the custodians (all of them, until t answered).
-  const connector = (engine as unknown as { committeeConnector: { open(...a: unknown[]): { collect: (...a: unknown[]) => Promise<unknown> } } | null }).committeeConnector;
+  type Connector = { open(...a: unknown[]): { collect: (...a: unknown[]) => Promise<unknown> } } | null | undefined;
+  const internals = engine as unknown as { committeeConnector?: Connector; ctx?: { committeeConnector?: Connector } };
+  const connector = internals.ctx?.committeeConnector ?? internals.committeeConnector;
   if (connector) {
     const open = connector.open.bind(connector);
     connector.open = (...a: unknown[]) => {
