@@ -16,25 +16,22 @@
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { expect, test } from 'vitest';
-import { createMnistMlp, createSeededRng, loadMnist, partitionIid } from '@veil/cli';
-import { createDeviceEncryption, decryptGlobalModel, evaluateLocal, initTensorflow, rotationSeedForVersion } from '@veil/client-sdk';
+import { createDeviceEncryption, decryptGlobalModel, evaluateLocal, rotationSeedForVersion } from '@veil/client-sdk';
 import { COORDINATOR_KEY_FILE, generateKeyBundle, writeKeyBundle, type KeyBundle } from '@veil/crypto';
 import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
 import type { DpDevicesConfig, DpDevicesMessage } from './dp-devices.js';
-import { writeShard, type ShardFile } from './shard.js';
+import type { ShardFile } from './shard.js';
 import {
   assertBuilt,
-  createDatabase,
-  createRestClient,
   createTempDir,
   float32Base64,
-  freePorts,
-  randomSecret,
-  startCoordinatorProcess,
+  setUpMnist,
   startDeviceProcess,
+  startFederation,
   tail,
   withTimeout,
   type DeviceProcess,
+  type RestClient,
 } from './support.js';
 
 const CLIENTS = 400;
@@ -87,7 +84,7 @@ function calibrateZ(): number {
 }
 
 interface Federation {
-  rest: ReturnType<typeof createRestClient>;
+  rest: RestClient;
   httpUrl: string;
   adminToken: string;
   enrolmentSecret: string;
@@ -98,13 +95,8 @@ test('400 light devices train MNIST with distributed DP at epsilon <= 8, against
   assertBuilt();
   const started = performance.now();
   await using dataDir = await createTempDir('veil-e2e-dp-');
-  const { tf } = await initTensorflow({ preferred: 'wasm' });
-  const { spec, weights: initialWeights } = createMnistMlp(tf, { seed: 1, hidden: [] });
+  const { tf, spec, initialWeights, heldOut, shards } = await setUpMnist(dataDir.path, { devices: CLIENTS, hidden: [] });
   expect(initialWeights.length).toBe(PARAMETERS);
-  const { train, test: heldOut } = loadMnist();
-  const shards = await Promise.all(
-    partitionIid(train, CLIENTS, createSeededRng(1)).map((data, index) => writeShard(join(dataDir.path, `shard-${index}.f32`), data)),
-  );
   const model = { topology: spec.topology, weightSpecs: spec.weightSpecs, weightsBase64: float32Base64(initialWeights) };
   const z = calibrateZ();
   expect(ddgEpsilon(z, TARGET_ROUNDS)).toBeLessThanOrEqual(EPSILON_CAP);
@@ -218,13 +210,10 @@ async function runFederation(
   create: (f: Federation, coordinatorKey: Record<string, unknown>) => Promise<{ id: string }>,
   after?: (f: Federation, taskId: string) => Promise<unknown>,
 ) {
-  await using database = await createDatabase();
   await using runDir = await createTempDir(`veil-e2e-dp-${label}-`);
-  const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
-  const adminToken = randomSecret();
-  const enrolmentSecret = randomSecret();
-  await using coordinator = await startCoordinatorProcess({ databaseUrl: database.url, dataDir: runDir.path, grpcPort, httpPort, adminToken, enrolmentSecret });
-  const federation: Federation = { rest: createRestClient(coordinator.httpUrl, adminToken), httpUrl: coordinator.httpUrl, adminToken, enrolmentSecret, grpcAddress: coordinator.grpcAddress };
+  await using running = await startFederation({ dataDir: runDir.path });
+  const { coordinator, rest, adminToken, enrolmentSecret } = running;
+  const federation: Federation = { rest, httpUrl: coordinator.httpUrl, adminToken, enrolmentSecret, grpcAddress: coordinator.grpcAddress };
   const keysDir = join(dir, `keys-${label}`);
   await writeKeyBundle(bundle, keysDir);
   const coordinatorKey = JSON.parse(await readFile(join(keysDir, 'coordinator', COORDINATOR_KEY_FILE), 'utf8')) as Record<string, unknown>;

@@ -6,27 +6,13 @@
  */
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { createMnistMlp, createSeededRng, loadMnist, MNIST_TRAINING_DEFAULTS, partitionIid } from '@veil/cli';
+import { MNIST_TRAINING_DEFAULTS } from '@veil/cli';
 import { readFile } from 'node:fs/promises';
-import { decryptGlobalModel, evaluateLocal, initTensorflow } from '@veil/client-sdk';
+import { decryptGlobalModel, evaluateLocal } from '@veil/client-sdk';
 import { COORDINATOR_KEY_FILE, DEVICE_KEY_FILE, generateKeyBundle, writeKeyBundle } from '@veil/crypto';
 import { scanProcessMemory, secretKeyNeedles } from './memory-scan.js';
 import type { DeviceConfig, DeviceMessage } from './device.js';
-import { writeShard } from './shard.js';
-import {
-  assertBuilt,
-  createDatabase,
-  createRestClient,
-  createTempDir,
-  float32Base64,
-  freePorts,
-  randomSecret,
-  startCoordinatorProcess,
-  startDeviceProcess,
-  tail,
-  withTimeout,
-  type DeviceProcess,
-} from './support.js';
+import { assertBuilt, createTempDir, float32Base64, setUpMnist, startDeviceProcess, startFederation, tail, withTimeout, type DeviceProcess } from './support.js';
 
 const DEVICES = 5;
 const ROUNDS = 5;
@@ -43,28 +29,12 @@ const ACCURACY_FLOOR = 0.9;
 test('five device processes train MNIST with FedAvg through a coordinator process on PostgreSQL', async () => {
   assertBuilt();
   const started = performance.now();
-  await using database = await createDatabase();
   await using dataDir = await createTempDir('veil-e2e-federation-');
-  const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
-  const adminToken = randomSecret();
-  const enrolmentSecret = randomSecret();
-  await using coordinator = await startCoordinatorProcess({
-    databaseUrl: database.url,
-    dataDir: dataDir.path,
-    grpcPort,
-    httpPort,
-    adminToken,
-    enrolmentSecret,
-  });
-  const rest = createRestClient(coordinator.httpUrl, adminToken);
+  await using federation = await startFederation({ dataDir: dataDir.path });
+  const { coordinator, rest, adminToken, enrolmentSecret } = federation;
 
-  const { tf } = await initTensorflow({ preferred: 'wasm' });
-  const { spec, weights: initialWeights } = createMnistMlp(tf, { seed: 1 });
   // Each device gets a file with its own IID share of the 8,000 training digits; the 2,000 others are held out.
-  const { train, test: heldOut } = loadMnist();
-  const shards = await Promise.all(
-    partitionIid(train, DEVICES, createSeededRng(1)).map((data, index) => writeShard(join(dataDir.path, `shard-${index}.f32`), data)),
-  );
+  const { tf, spec, initialWeights, heldOut, shards } = await setUpMnist(dataDir.path, { devices: DEVICES });
   // The federation's keys: devices get the secret part, the coordinator only the public part (in the task).
   const keysDir = join(dataDir.path, 'keys');
   const bundle = await generateKeyBundle({ taskId: 'e2e-mnist' });

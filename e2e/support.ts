@@ -16,6 +16,9 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { buildTaskDescriptor, custodianFingerprint, encodeDescriptor, generateEd25519KeyPair, signDescriptor, type RawKeyPair, type TaskDescriptor } from '@veil/crypto';
 import { initCustodianDir, initRequestKey } from '@veil/custodian';
+import { createMnistMlp, createSeededRng, loadMnist, partitionIid } from '@veil/cli';
+import { initTensorflow, type LocalDataset } from '@veil/client-sdk';
+import { writeShard, type ShardFile } from './shard.js';
 
 /** Root of the monorepo (cwd of every child process). */
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -260,6 +263,84 @@ export function startDeviceProcess<M>(script: string, configVar: string, config:
     exit: exited(child),
     [Symbol.asyncDispose]: () => terminate(child, 'SIGKILL'),
   };
+}
+
+// ------------------------------------------------------------------ the usual start of a test
+
+/** A `veil server` process on a fresh database (or the one given), and its admin REST client. */
+export interface E2eFederation extends AsyncDisposable {
+  readonly database: E2eDatabase;
+  readonly coordinator: CoordinatorProcess;
+  readonly rest: RestClient;
+  readonly adminToken: string;
+  /** VEIL_ENROLMENT_SECRET: what devices join with. */
+  readonly enrolmentSecret: string;
+}
+
+/**
+ * Starts a `veil server` on free loopback ports with fresh secrets, its data in `dataDir`, and
+ * resolves once it is ready. Disposing stops it, then drops the database unless it was passed in.
+ */
+export async function startFederation(options: { dataDir: string; env?: Record<string, string>; database?: E2eDatabase }): Promise<E2eFederation> {
+  const database = options.database ?? (await createDatabase());
+  const dropDatabase = options.database === undefined ? () => database[Symbol.asyncDispose]() : () => Promise.resolve();
+  try {
+    const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
+    const adminToken = randomSecret();
+    const enrolmentSecret = randomSecret();
+    const coordinator = await startCoordinatorProcess({
+      databaseUrl: database.url,
+      dataDir: options.dataDir,
+      grpcPort,
+      httpPort,
+      adminToken,
+      enrolmentSecret,
+      ...(options.env !== undefined && { env: options.env }),
+    });
+    return {
+      database,
+      coordinator,
+      rest: createRestClient(coordinator.httpUrl, adminToken),
+      adminToken,
+      enrolmentSecret,
+      async [Symbol.asyncDispose]() {
+        try {
+          await coordinator.stop();
+        } finally {
+          await dropDatabase();
+        }
+      },
+    };
+  } catch (error) {
+    await dropDatabase();
+    throw error;
+  }
+}
+
+/** The MNIST MLP (TF.js, wasm backend), its initial weights, the held-out digits and one shard file per device. */
+export interface MnistSetup {
+  readonly tf: Awaited<ReturnType<typeof initTensorflow>>['tf'];
+  readonly spec: ReturnType<typeof createMnistMlp>['spec'];
+  readonly initialWeights: Float32Array;
+  readonly heldOut: LocalDataset;
+  /** shard-<i>.f32 in `dir`: device i's IID share of the training digits. */
+  readonly shards: ShardFile[];
+}
+
+export async function setUpMnist(
+  dir: string,
+  options: { devices: number; hidden?: number[]; partitionSeed?: number; trainCount?: number; testCount?: number },
+): Promise<MnistSetup> {
+  const { tf } = await initTensorflow({ preferred: 'wasm' });
+  const { spec, weights: initialWeights } = createMnistMlp(tf, { seed: 1, ...(options.hidden !== undefined && { hidden: options.hidden }) });
+  const { train, test: heldOut } = loadMnist({
+    ...(options.trainCount !== undefined && { trainCount: options.trainCount }),
+    ...(options.testCount !== undefined && { testCount: options.testCount }),
+  });
+  const shards = await Promise.all(
+    partitionIid(train, options.devices, createSeededRng(options.partitionSeed ?? 1)).map((data, index) => writeShard(join(dir, `shard-${index}.f32`), data)),
+  );
+  return { tf, spec, initialWeights, heldOut, shards };
 }
 
 // ------------------------------------------------------------------ REST

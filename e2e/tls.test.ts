@@ -12,10 +12,9 @@ import { copyFile, readFile } from 'node:fs/promises';
 import https from 'node:https';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { createMnistMlp, createSeededRng, loadMnist, MNIST_TRAINING_DEFAULTS, partitionIid } from '@veil/cli';
-import { ClientError, createGrpcTransport, evaluateLocal, initTensorflow } from '@veil/client-sdk';
+import { MNIST_TRAINING_DEFAULTS } from '@veil/cli';
+import { ClientError, createGrpcTransport, evaluateLocal } from '@veil/client-sdk';
 import type { DeviceConfig, DeviceMessage } from './device.js';
-import { writeShard } from './shard.js';
 import {
   REPO_ROOT,
   VEIL_BIN,
@@ -24,9 +23,9 @@ import {
   createDatabase,
   createTempDir,
   float32Base64,
-  freePorts,
   randomSecret,
-  startCoordinatorProcess,
+  setUpMnist,
+  startFederation,
   startDeviceProcess,
   tail,
   withTimeout,
@@ -95,16 +94,9 @@ test('a federation over mutual TLS; cleartext and certificate-less clients refus
   expect(refused.status).toBe(2);
   expect(refused.stderr).toMatch(/refuses to serve 0\.0\.0\.0 without TLS/);
 
-  const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
-  const adminToken = randomSecret();
-  const enrolmentSecret = randomSecret();
-  await using coordinator = await startCoordinatorProcess({
-    databaseUrl: database.url,
+  await using federation = await startFederation({
     dataDir: dataDir.path,
-    grpcPort,
-    httpPort,
-    adminToken,
-    enrolmentSecret,
+    database,
     env: {
       NODE_ENV: 'production',
       // Production requires every secret explicitly (the audit token too).
@@ -116,18 +108,16 @@ test('a federation over mutual TLS; cleartext and certificate-less clients refus
       VEIL_TLS_RELOAD_INTERVAL_MS: '3600000',
     },
   });
-  expect(coordinator.httpUrl).toBe(`https://127.0.0.1:${httpPort}`);
+  const { coordinator, adminToken, enrolmentSecret } = federation;
+  expect(coordinator.httpUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+  const httpPort = Number(new URL(coordinator.httpUrl).port);
+  const grpcPort = Number(coordinator.grpcAddress.split(':')[1]);
 
   // REST: HTTPS with the pinned CA; cleartext HTTP gets no answer.
   expect((await httpsRequest(`${coordinator.httpUrl}/v1/health`, ca)).status).toBe(200);
   await expect(fetch(`http://127.0.0.1:${httpPort}/v1/health`)).rejects.toThrow();
 
-  const { tf } = await initTensorflow({ preferred: 'wasm' });
-  const { spec, weights: initialWeights } = createMnistMlp(tf, { seed: 1 });
-  const { train, test: heldOut } = loadMnist({ trainCount: 1500, testCount: 500 });
-  const shards = await Promise.all(
-    partitionIid(train, DEVICES, createSeededRng(2)).map((data, index) => writeShard(join(dataDir.path, `shard-${index}.f32`), data)),
-  );
+  const { tf, spec, initialWeights, heldOut, shards } = await setUpMnist(dataDir.path, { devices: DEVICES, partitionSeed: 2, trainCount: 1500, testCount: 500 });
   const created = await httpsRequest(`${coordinator.httpUrl}/v1/tasks`, ca, {
     method: 'POST',
     token: adminToken,
