@@ -63,7 +63,6 @@ import {
   createRestClient,
   createTempDir,
   exited,
-  float32Base64,
   freePorts,
   randomSecret,
   startCoordinatorProcess,
@@ -72,6 +71,8 @@ import {
   waitFor,
   withTimeout,
   type RoundView,
+  SOFTMAX_PARAMETERS,
+  softmaxModel,
 } from './support.js';
 
 const DEVICES = 4;
@@ -82,20 +83,7 @@ const THRESHOLD = 2;
 const WEIGHT_CAP = 16;
 const STEP = 2 ** -13;
 /** A 784-10 softmax regression: the model only has to have a shape; nothing trains. */
-const WEIGHT_SPECS = [
-  { name: 'dense/kernel', shape: [784, 10], dtype: 'float32' },
-  { name: 'dense/bias', shape: [10], dtype: 'float32' },
-] as const;
-const PARAMETERS = 784 * 10 + 10;
-const TOPOLOGY = {
-  class_name: 'Sequential',
-  config: {
-    name: 'e2e_committee_crash',
-    layers: [{ class_name: 'Dense', config: { name: 'dense', units: 10, activation: 'softmax', use_bias: true, batch_input_shape: [null, 784] } }],
-  },
-  keras_version: 'tfjs-layers 4.22.0',
-  backend: 'tensor_flow.js',
-};
+const PARAMETERS = SOFTMAX_PARAMETERS;
 
 /**
  * Device k's update in `round`: whole quantisation levels in [-100, 100] times the step, so the
@@ -272,7 +260,7 @@ test('committee mode: a coordinator SIGKILLed after the custodians answered comp
     roundDeadlineMs: 12_000,
     training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
     start: true,
-    model: { topology: TOPOLOGY, weightSpecs: WEIGHT_SPECS, weightsBase64: float32Base64(initial) },
+    model: softmaxModel('e2e_committee_crash', initial),
   } as Parameters<typeof rest.createTask>[0]);
   expect(task).toMatchObject({ id: descriptor.taskId, status: 'RUNNING', parameterCount: PARAMETERS });
 

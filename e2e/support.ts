@@ -343,6 +343,30 @@ export async function setUpMnist(
   return { tf, spec, initialWeights, heldOut, shards };
 }
 
+/** Values of {@link softmaxModel}: 784 · 10 + 10. */
+export const SOFTMAX_PARAMETERS = 784 * 10 + 10;
+
+/**
+ * A 784-10 softmax regression as the REST API takes it (`model` of POST /v1/tasks), for tests
+ * where the model only has to have a shape and nothing trains.
+ */
+export function softmaxModel(name: string, weights: Float32Array): TaskCreateBody['model'] {
+  if (weights.length !== SOFTMAX_PARAMETERS) throw new Error(`a 784-10 softmax has ${SOFTMAX_PARAMETERS} values, got ${weights.length}`);
+  return {
+    topology: {
+      class_name: 'Sequential',
+      config: { name, layers: [{ class_name: 'Dense', config: { name: 'dense', units: 10, activation: 'softmax', use_bias: true, batch_input_shape: [null, 784] } }] },
+      keras_version: 'tfjs-layers 4.22.0',
+      backend: 'tensor_flow.js',
+    },
+    weightSpecs: [
+      { name: 'dense/kernel', shape: [784, 10], dtype: 'float32' },
+      { name: 'dense/bias', shape: [10], dtype: 'float32' },
+    ],
+    weightsBase64: float32Base64(weights),
+  };
+}
+
 // ------------------------------------------------------------------ REST
 
 /** A task as the REST API presents it. */
