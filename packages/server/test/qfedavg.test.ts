@@ -20,6 +20,7 @@ import {
   createTinyTask,
   fetchWeights,
   grpcStatusOf,
+  joinConnectDevice,
   joinDevices,
   pattern,
   resumeDevice,
@@ -94,6 +95,36 @@ describe('q-FedAvg through the coordinator (PostgreSQL)', () => {
     const fedAvg = Array.from(base, (w, i) => w + results.reduce((a, r, k) => a + [5, 7, 9][k]! * r.delta[i]!, 0) / 21);
     expect(Math.max(...expected.map((x, i) => Math.abs(x - fedAvg[i]!)))).toBeGreaterThan(1e-3);
     for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);
+  });
+
+  test('over the Connect port (resumable uploads) the loss travels too, and an upload without it is refused at BeginUpload', async () => {
+    await using env = await startTestCoordinator({ database: 'postgres' });
+    const { id: taskId, base } = await createTinyTask(env.rest, { rounds: 1, strategy: { name: 'qfedavg', q: 0.5, learningRate: 0.2 } });
+    const grpcDevices = await joinDevices(env.coordinator, taskId, 2);
+    const browser = await joinConnectDevice(env.coordinator, taskId, 'browser');
+    try {
+      const devices = [...grpcDevices, browser];
+      const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+      const results = [0, 1, 2].map((k) => ({ delta: pattern(TINY_PARAMETERS, 41 + k).map((x) => x * 0.05), loss: 0.4 + k }));
+      const missing = await browser.submit(assignments[2]!, results[2]!.delta, 3).then(
+        () => null,
+        (e: unknown) => e as { code?: string; message?: string },
+      );
+      expect(missing?.code).toBe('invalid_argument');
+      expect(missing?.message).toMatch(/asks for the training loss/);
+      await Promise.all(devices.map((d, k) => d.submit(assignments[k]!, results[k]!.delta, 3, { trainingLoss: results[k]!.loss })));
+      await waitForRounds(env.rest, taskId, (r) => r[0]?.state === 'CLOSED');
+      const stored = await env.storage.sql<{ name: string; trainingLoss: number }>(
+        `SELECT c.name, p."trainingLoss" FROM "Participation" p JOIN "Client" c ON c.id = p."clientId" WHERE p.status = 'SUBMITTED' ORDER BY c.name`,
+      );
+      expect(stored.find((s) => s.name === 'browser')?.trainingLoss).toBe(2.4);
+      const expected = flowerQFedAvg(base, results, 0.5, 0.2);
+      const weights = await fetchWeights(env.rest, taskId);
+      for (let i = 0; i < TINY_PARAMETERS; i++) expect(weights[i]).toBeCloseTo(expected[i]!, 5);
+    } finally {
+      grpcDevices[Symbol.dispose]();
+      browser.close();
+    }
   });
 
   test('refuses qfedavg at creation for encrypted and differentially private tasks, and a negative q', async () => {
