@@ -1,6 +1,9 @@
 /**
- * The coordinator's committee client: asks all n custodians of a task for their share sums over
- * the accepted set D, in parallel and under one deadline; verifies every answer against the
+ * The coordinator's committee client: asks t of the n custodians of a task (those that answered
+ * fastest before first) for their share sums over the accepted set D, in parallel and under one
+ * deadline, and another one in place of each that fails, forges or has not answered within a hedge
+ * delay (a custodian answers a (task, round) once, with the same D, so asking it late is safe);
+ * verifies every answer against the
  * descriptor's committee (Ed25519, RFC 8032) and the request (descriptor, round, hash of D, |D|,
  * custodian index, share-sum hash); returns the first t valid answers and says why each other
  * custodian failed. Forged or mismatched answers never reach the caller.
@@ -72,7 +75,7 @@ export interface CommitteeResult {
   readonly answers: readonly VerifiedAnswer[];
   /** Custodians that refused, failed, did not answer in time or answered with a forgery. */
   readonly failures: readonly CustodianFailure[];
-  /** Custodians still working when t valid answers had arrived (their calls are cancelled). */
+  /** Custodians still working when t valid answers had arrived (their calls are cancelled), or never asked. */
   readonly notNeeded: readonly number[];
 }
 
@@ -98,6 +101,12 @@ export interface CommitteeClientOptions {
   readonly tls?: () => grpc.ChannelCredentials;
   /** Deadline of one collect, ms. Default 30,000. */
   readonly deadlineMs?: number;
+  /**
+   * A collect asks t custodians first; when one of them has not answered after this many ms, it
+   * asks one more (and again after each further delay). Default: twice the time the previous
+   * collect took to its t-th answer, scaled up by |D| growth, at least 200 ms; 2,000 ms before any.
+   */
+  readonly hedgeDelayMs?: number;
   /** Milliseconds since the epoch. Default `Date.now`. */
   readonly clock?: () => number;
   /** Overrides the address of a custodian (by index), e.g. in tests. */
@@ -108,7 +117,7 @@ export interface CommitteeClientOptions {
 /** The committee client of one task. */
 export interface CommitteeClient extends AsyncDisposable {
   readonly descriptor: TaskDescriptorView;
-  /** Asks every custodian for its share sum over `request.devices`. Never throws for custodian failures. */
+  /** Asks t custodians (another in place of each that fails, forges or is slow) for their share sums over `request.devices`. Never throws for custodian failures. */
   collect(request: CommitteeRequest): Promise<CommitteeResult>;
   close(): Promise<void>;
 }
@@ -117,12 +126,20 @@ export interface CommitteeClient extends AsyncDisposable {
  * Creates a committee client for one task. Throws `CustodianError('invalid_descriptor')` for a
  * descriptor that is malformed or not signed by the authority it names.
  */
+/** Hedge delay of a client's first collect (no timings yet), ms. */
+const DEFAULT_FIRST_HEDGE_MS = 2_000;
+/** Floor of the adaptive hedge delay, ms. */
+const MIN_HEDGE_MS = 200;
+
 export function createCommitteeClient(options: CommitteeClientOptions): CommitteeClient {
   const descriptor = openDescriptorForCoordinator(options.descriptor, options.descriptorSignature);
   const deadlineMs = options.deadlineMs ?? 30_000;
   const clock = options.clock ?? Date.now;
   const { logger } = options;
   if (!Number.isInteger(deadlineMs) || deadlineMs <= 0) throw new CustodianError('invalid_request', 'deadlineMs must be a positive integer');
+  if (options.hedgeDelayMs !== undefined && (!Number.isInteger(options.hedgeDelayMs) || options.hedgeDelayMs <= 0)) {
+    throw new CustodianError('invalid_request', 'hedgeDelayMs must be a positive integer');
+  }
   const insecure = grpc.credentials.createInsecure();
   let systemTls: grpc.ChannelCredentials | null = null;
   const credentialsFor = (tls: boolean): grpc.ChannelCredentials =>
@@ -144,6 +161,20 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       member.client = createCustodianServiceClient(member.target, credentials) as CustodianServiceClient;
       old.close();
     }
+  };
+
+  /**
+   * Per custodian, the ms from asking to its verified answer in the last collect that asked it
+   * (a lower bound for one cancelled as not needed; +Infinity after a failure or a forgery).
+   */
+  const latencyMs = new Map<number, number>();
+  /** The last successful collect: ms to its t-th verified answer, and |D|. */
+  let lastCollect: { ms: number; devices: number } | null = null;
+  /** The hedge delay of a collect over `devices` devices, ms. */
+  const hedgeDelayFor = (devices: number): number => {
+    if (options.hedgeDelayMs !== undefined) return options.hedgeDelayMs;
+    if (lastCollect === null) return DEFAULT_FIRST_HEDGE_MS;
+    return Math.max(MIN_HEDGE_MS, Math.ceil(2 * lastCollect.ms * Math.max(1, devices / lastCollect.devices)));
   };
 
   async function ask(
@@ -223,6 +254,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     async collect(request) {
       refreshChannels();
       const hashD = computeHashD(request.devices.map((d) => manifestDigest(d.manifest)));
+      const started = clock();
       const deadline = Date.now() + deadlineMs;
       const t = descriptor.threshold;
       const answers: VerifiedAnswer[] = [];
@@ -231,14 +263,31 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       const calls = new Map<number, grpc.ClientWritableStream<ShareSumRequest>>();
       let done = false;
       const log = logger.child({ taskId: descriptor.taskId, round: request.round });
+      // Fastest answerers of earlier collects first, never-asked ones next, failed ones last (index breaks ties).
+      const rank = (index: number): number => latencyMs.get(index) ?? Number.MAX_SAFE_INTEGER;
+      const queue = [...members].sort((a, b) => rank(a.index) - rank(b.index) || a.index - b.index);
+      const asked = new Set<number>();
+      const hedgeMs = Math.min(deadlineMs, hedgeDelayFor(request.devices.length));
+      let hedge: ReturnType<typeof setTimeout> | undefined;
 
       await new Promise<void>((resolveAll) => {
-        let pending = members.length;
+        let pending = 0;
+        const finish = (): void => {
+          done = true;
+          clearTimeout(hedge);
+          resolveAll();
+        };
         const settleOne = (): void => {
           pending -= 1;
-          if (pending === 0) resolveAll();
+          if (pending === 0 && queue.length === 0) finish();
         };
-        for (const member of members) {
+        /** Asks the next custodian in `queue`, if any is left; false when none is. */
+        const askNext = (): boolean => {
+          const member = queue.shift();
+          if (member === undefined) return false;
+          asked.add(member.index);
+          pending += 1;
+          const askedAt = clock();
           ask(member, request, hashD, deadline, (call) => calls.set(member.index, call)).then(
             (response) => {
               if (done) {
@@ -258,27 +307,35 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
                 custodianIndex: member.index,
               });
               if (problem === null) {
+                latencyMs.set(member.index, clock() - askedAt);
                 answers.push({ custodianIndex: member.index, ...wire, signed: signedAnswerOf(wire.statement, wire.signature) });
                 if (answers.length === t) {
-                  done = true;
+                  lastCollect = { ms: Math.max(1, clock() - started), devices: Math.max(1, request.devices.length) };
                   for (const [index, call] of calls) {
                     if (index !== member.index && !answers.some((a) => a.custodianIndex === index) && !failures.some((f) => f.custodianIndex === index)) {
                       // A custodian whose channel cannot connect is down, not merely slower than t others.
                       const other = members.find((m) => m.index === index);
                       const state = other?.client.getChannel().getConnectivityState(false);
                       if (other !== undefined && state === grpc.connectivityState.TRANSIENT_FAILURE) {
+                        latencyMs.set(index, Number.POSITIVE_INFINITY);
                         failures.push({ custodianIndex: index, address: other.address, code: 'unavailable', grpcStatus: grpc.status.UNAVAILABLE, reason: 'cannot connect' });
                       } else {
+                        // Slower than the t-th answer: ranked after the custodians that answered.
+                        latencyMs.set(index, Math.max(latencyMs.get(index) ?? 0, clock() - started));
                         notNeeded.push(index);
                       }
                       call.cancel();
                     }
                   }
-                  resolveAll();
+                  // Custodians never asked this round were not needed either.
+                  for (const m of members) if (!asked.has(m.index)) notNeeded.push(m.index);
+                  finish();
                 }
               } else {
                 log.warn({ custodianIndex: member.index, reason: problem }, 'custodian answer refused');
+                latencyMs.set(member.index, Number.POSITIVE_INFINITY);
                 failures.push({ custodianIndex: member.index, address: member.address, code: 'forged_answer', grpcStatus: null, reason: problem });
+                askNext();
               }
               settleOne();
             },
@@ -286,15 +343,30 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
               if (!done) {
                 const failure = describeFailure(member.index, member.address, error);
                 log.warn({ custodianIndex: member.index, code: failure.code, grpcStatus: failure.grpcStatus, reason: failure.reason }, 'custodian failed');
+                latencyMs.set(member.index, Number.POSITIVE_INFINITY);
                 failures.push(failure);
+                // One of the asked custodians cannot answer: ask another in its place.
+                askNext();
               }
               settleOne();
             },
           );
-        }
+          return true;
+        };
+        // A custodian that has not answered within the hedge delay: ask one more, and again after each delay.
+        const armHedge = (): void => {
+          hedge = setTimeout(() => {
+            if (done) return;
+            if (askNext()) armHedge();
+          }, hedgeMs);
+          hedge.unref?.();
+        };
+        for (let i = 0; i < t && askNext(); i += 1);
+        armHedge();
       });
+      clearTimeout(hedge);
       const ok = answers.length >= t;
-      log.info({ answered: answers.map((a) => a.custodianIndex), failed: failures.map((f) => f.custodianIndex), ok }, 'committee asked');
+      log.info({ answered: answers.map((a) => a.custodianIndex), failed: failures.map((f) => f.custodianIndex), notAsked: members.filter((m) => !asked.has(m.index)).map((m) => m.index), ok }, 'committee asked');
       return { ok, hashD, deviceCount: request.devices.length, answers, failures, notNeeded };
     },
     async close() {

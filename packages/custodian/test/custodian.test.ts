@@ -458,6 +458,91 @@ describe('the committee client', () => {
   });
 });
 
+describe('the committee client asks only t custodians', () => {
+  it('asks t of n when all are healthy, another in place of one that fails, and another when one hangs past the hedge delay', async () => {
+    await using f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
+    const logger = pino({ level: 'silent' });
+    const servers: { address: string; close: () => Promise<void> }[] = [];
+    /** Per custodian, the requests its service has handled (round numbers). */
+    const handled = new Map<number, number[]>();
+    let hung: number | null = null;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    for (let i = 1; i <= 5; i += 1) {
+      const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
+      const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
+      const honest = createCustodianService({
+        keys,
+        state,
+        coordinatorKeys: [f.requestKey.publicKey],
+        authorityKeys: [f.authority.publicKey],
+        floors: { minDevices: 3 },
+        logger,
+      });
+      const service = {
+        ...honest,
+        shareSum: async (...args: Parameters<typeof honest.shareSum>) => {
+          const answer = await honest.shareSum(...args);
+          handled.set(i, [...(handled.get(i) ?? []), args[0].round]);
+          if (hung === i) await released;
+          return answer;
+        },
+      };
+      const server = await startCustodianServer({ service, logger });
+      servers.push({ address: server.address, close: async () => { await server.close(); await state.close(); } });
+    }
+    const addresses = Object.fromEntries(servers.map((s, i) => [i + 1, s.address]));
+    const askedIn = (round: number): number[] => [...handled].filter(([, rounds]) => rounds.includes(round)).map(([i]) => i).sort();
+    // A hedge delay far above any answer time here: only failures make it ask more.
+    const client = createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: f.descriptorSignature, signRequest: f.signRequest, addresses, hedgeDelayMs: 20_000, logger });
+    let closed: number | null = null;
+    try {
+      // All healthy: exactly t = 3 custodians are asked (index order before any timings).
+      const devices1 = makeDevices(f, 1, 3);
+      const first = await client.collect(committeeRequest(1, devices1));
+      expect(first.ok).toBe(true);
+      expect(askedIn(1)).toEqual([1, 2, 3]);
+      expect(first.answers.map((a) => a.custodianIndex).sort()).toEqual([1, 2, 3]);
+      expect(first.failures).toEqual([]);
+      expect([...first.notNeeded].sort()).toEqual([4, 5]);
+      expect(reconstructAtZero(first.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices1));
+
+      // One of the three that answered is down: the client asks custodian 4 in its place, never 5.
+      closed = first.answers[0]!.custodianIndex;
+      await servers[closed - 1]!.close();
+      const devices2 = makeDevices(f, 2, 3);
+      const second = await client.collect(committeeRequest(2, devices2));
+      expect(second.ok).toBe(true);
+      expect(second.failures.map((x) => [x.custodianIndex, x.code])).toEqual([[closed, 'unavailable']]);
+      expect(second.answers.map((a) => a.custodianIndex).sort()).toEqual([1, 2, 3, 4].filter((i) => i !== closed));
+      expect(askedIn(2)).toEqual([1, 2, 3, 4].filter((i) => i !== closed));
+      expect(second.notNeeded).toEqual([5]);
+      expect(reconstructAtZero(second.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices2));
+    } finally {
+      await client.close();
+    }
+
+    // A custodian that hangs (connected, never answering): after the hedge delay another is asked.
+    const hedged = createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: f.descriptorSignature, signRequest: f.signRequest, addresses, hedgeDelayMs: 100, deadlineMs: 20_000, logger });
+    try {
+      hung = [1, 2, 3].find((i) => i !== closed)!;
+      const devices3 = makeDevices(f, 3, 3);
+      const third = await hedged.collect(committeeRequest(3, devices3));
+      expect(third.ok).toBe(true);
+      expect(third.answers.map((a) => a.custodianIndex)).not.toContain(hung);
+      expect(third.answers.map((a) => a.custodianIndex)).not.toContain(closed);
+      expect(third.notNeeded).toContain(hung);
+      expect(reconstructAtZero(third.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices3));
+    } finally {
+      release();
+      await hedged.close();
+      for (const [i, s] of servers.entries()) if (i + 1 !== closed) await s.close();
+    }
+  });
+});
+
 describe('committee client construction', () => {
   it('refuses a descriptor whose authority signature does not verify', async () => {
     await using f = await createCommitteeFixture({ n: 2, threshold: 2 });
