@@ -262,7 +262,7 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     expect((await t.rest.request('GET', '/v1/tasks')).body.tasks).toHaveLength(0);
     const unknown = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { strategy: { name: 'no-such' } }) });
     expect(unknown.status).toBe(400);
-    expect(unknown.body.message).toMatch(/unknown strategy "no-such" \(known: bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox, fedtrimmedavg, fedyogi, individual-test, krum, multikrum\)/);
+    expect(unknown.body.message).toMatch(/unknown strategy "no-such" \(known: bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox, fedtrimmedavg, fedyogi, individual-test, krum, multikrum, qfedavg\)/);
     // The same strategy runs a plaintext task, and an encrypted task takes the default (fedavg).
     const plain = await createTinyTask(t.rest, { strategy: { name: 'individual-test' } });
     expect(plain.task.settings.strategy).toEqual({ name: 'individual-test', params: {} });
