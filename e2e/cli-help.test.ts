@@ -84,6 +84,35 @@ describe('veil COMMAND --help', () => {
   });
 });
 
+describe('veil demo: an invalid combination of options is a usage error before anything starts', () => {
+  test.each([
+    // --clients 2: minClients 1, so the default colluder allowance (1) leaves no honest device.
+    [['--dp', '--clients', '2'], '--dp in committee mode: the noise shares are sized for minClients (1, half the devices) minus the 1 colluding devices assumed'],
+    [['--dp', '--clients', '10', '--dp-colluding', '5'], 'minClients (5, half the devices) minus the 5 colluding devices assumed'],
+    [['--plaintext', '--shared-key'], '--plaintext and --shared-key exclude each other'],
+    [['--calibrate', '--shared-key'], '--calibrate needs a committee (default) or --plaintext task'],
+  ])('veil demo %j', async (flags, message) => {
+    assertBuilt();
+    await using cwd = await createTempDir('veil-e2e-demo-usage-cwd-');
+    await using tmp = await createTempDir('veil-e2e-demo-usage-tmp-');
+    const [httpPort] = (await freePorts(1)) as [number];
+    // TMPDIR: the demo's data directory would be created there; DATABASE_URL: nothing must connect.
+    const env = childEnv({ TMPDIR: tmp.path, DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/veil_demo_usage_must_not_connect' });
+    const refused = await run(process.execPath, [VEIL_BIN, 'demo', ...flags, '--http-port', String(httpPort)], { cwd: cwd.path, env, timeout: 30_000 }).catch(
+      (e: unknown) => e as { code: number; stdout: string; stderr: string },
+    );
+    expect(refused).toMatchObject({ code: 2, stdout: '' });
+    const stderr = (refused as { stderr: string }).stderr;
+    expect(stderr.startsWith('veil: ')).toBe(true);
+    expect(stderr.split('\n')[0]).toContain(message);
+    expect(stderr).toContain('Usage: veil <command> [options]');
+    expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(await readdir(cwd.path)).toEqual([]);
+    expect(await readdir(tmp.path)).toEqual([]);
+    expect(await listening(httpPort)).toBe(false);
+  });
+});
+
 describe('examples/device-app', () => {
   const START = join(REPO_ROOT, 'examples/device-app/start.mjs');
 

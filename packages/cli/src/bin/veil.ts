@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { AUTHORITY_USAGE, CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
-import { DEMO_DEFAULTS, DEMO_DP_COLLUDING, runDemo, type DemoOptions } from '../demo/run-demo.js';
+import { checkDemoOptions, DEMO_DEFAULTS, DEMO_DP_COLLUDING, DemoOptionsError, runDemo, type DemoOptions } from '../demo/run-demo.js';
 
 const USAGE = `Usage: veil <command> [options]
 
@@ -413,6 +413,11 @@ async function main(argv: string[]): Promise<number> {
         });
         if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
         return summary.taskStatus === 'COMPLETED' ? 0 : 1;
+      }
+      try {
+        checkDemoOptions(options);
+      } catch (error) {
+        throw error instanceof DemoOptionsError ? new UsageError(error.message) : error;
       }
       const summary = await runDemo(options);
       if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);

@@ -130,6 +130,7 @@ export const DEMO_DEFAULTS: DemoOptions = {
  * global model.
  */
 export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = process.env): Promise<DemoSummary> {
+  checkDemoOptions(options);
   const started = performance.now();
   const out = process.stderr;
   const say = (line: string): void => {
@@ -143,11 +144,6 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   // so does --calibrate (calibration rounds support local DP only: distributed DP is sized for updates).
   const dpMode: 'distributed' | 'local' | null = options.dp === null ? null : mode === 'committee' && !options.calibrate ? 'distributed' : 'local';
   const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;
-  if (dpMode === 'distributed' && colluding >= settings.minClients) {
-    throw new Error(
-      `--dp in committee mode: the noise shares are sized for minClients (${settings.minClients}, half the devices) minus the ${colluding} colluding devices assumed; use more --clients or a smaller --dp-colluding`,
-    );
-  }
   // Committee mode: custodians (local processes) and the enrolment authority start first; the
   // coordinator only gets its request key.
   const committee: DemoCommittee | null =
@@ -374,6 +370,32 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     await coordinator.close();
     await committee?.close();
     if (tempDir !== null) await rm(tempDir, { recursive: true, force: true });
+  }
+}
+
+/** An invalid combination of {@link DemoOptions}, found before anything starts (`veil demo` reports it as a usage error). */
+export class DemoOptionsError extends Error {
+  override name = 'DemoOptionsError';
+}
+
+/**
+ * Throws {@link DemoOptionsError} for option combinations the local demo cannot run, before it
+ * creates a directory or starts a process: --plaintext with --shared-key; --calibrate with
+ * --shared-key (the coordinator could not read the statistics); committee DP whose colluder
+ * allowance leaves no honest device among minClients.
+ */
+export function checkDemoOptions(options: DemoOptions): void {
+  if (options.plaintext && options.sharedKey) throw new DemoOptionsError('--plaintext and --shared-key exclude each other');
+  if (options.calibrate && options.sharedKey) {
+    throw new DemoOptionsError('--calibrate needs a committee (default) or --plaintext task: with --shared-key the coordinator cannot read the statistics');
+  }
+  const minClients = demoTaskSettings(options).minClients;
+  const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;
+  const distributedDp = options.dp !== null && !options.plaintext && !options.sharedKey && !options.calibrate;
+  if (distributedDp && colluding >= minClients) {
+    throw new DemoOptionsError(
+      `--dp in committee mode: the noise shares are sized for minClients (${minClients}, half the devices) minus the ${colluding} colluding devices assumed; use more --clients or a smaller --dp-colluding`,
+    );
   }
 }
 
