@@ -156,6 +156,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     }
     const e = VeilError.from(error);
     if (e.code === 'internal') request.log.error({ err: e.cause ?? e }, 'request failed');
+    // A transient condition of the coordinator (e.g. a busy database): worth a warning, not an error; no cause (it holds the query).
+    else if (e.code === 'unavailable') request.log.warn({ code: e.code, reason: e.message }, 'request rejected');
     if (e.retryAfterSeconds !== undefined) void reply.header('retry-after', String(e.retryAfterSeconds));
     return reply.status(HTTP_STATUS[e.code]).send({ code: e.code, message: e.publicMessage });
   });

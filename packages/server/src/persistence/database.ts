@@ -30,8 +30,31 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   return options.databaseUrl !== undefined ? openPostgres(options.databaseUrl) : openPglite(options.dataDir, options.logger);
 }
 
-async function openPostgres(url: string): Promise<Database> {
-  const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, max: 10 }) });
+/**
+ * The pool settings of a PostgreSQL URL, in Prisma's spelling: `connection_limit` (connections, default
+ * 10) and `pool_timeout` (seconds to wait for a free connection; default: wait). They are removed from
+ * the URL the driver sees. A pool timeout surfaces as `unavailable` with a retry-after (busy.ts).
+ */
+export function poolSettings(url: string): { connectionString: string; max: number; connectionTimeoutMillis: number } {
+  const u = new URL(url);
+  const number = (name: string, fallback: number, min: number): number => {
+    const raw = u.searchParams.get(name);
+    u.searchParams.delete(name);
+    if (raw === null) return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < min) throw new Error(`${name} in the database URL must be a number >= ${min}, got ${JSON.stringify(raw)}`);
+    return value;
+  };
+  const max = number('connection_limit', 10, 1);
+  const poolTimeoutS = number('pool_timeout', 0, 0);
+  if (!Number.isInteger(max)) throw new Error(`connection_limit in the database URL must be an integer, got ${max}`);
+  return { connectionString: u.toString(), max, connectionTimeoutMillis: Math.round(poolTimeoutS * 1000) };
+}
+
+async function openPostgres(rawUrl: string): Promise<Database> {
+  const pool = poolSettings(rawUrl);
+  const url = pool.connectionString;
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     kind: 'postgresql',
     prisma,

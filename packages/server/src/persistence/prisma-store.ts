@@ -21,6 +21,7 @@ import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { DEFAULT_UPDATE_BOUND } from '../aggregation/update-bound.js';
 import type { FitConfig } from '../aggregation/strategy.js';
 import { DEFAULT_MAX_DEVICES } from '../rounds/task-settings.js';
+import { withBusyTranslation } from './busy.js';
 
 type TaskRow = Prisma.TaskGetPayload<object>;
 type RoundRow = Prisma.RoundGetPayload<object>;
@@ -230,9 +231,9 @@ async function transition(
 const dropUnsubmitted = (p: Params, roundId: string): string =>
   `UPDATE "Participation" SET status = 'DROPPED' WHERE "roundId" = ${p.add(roundId, 'uuid')} AND status = 'SELECTED' AND EXISTS (SELECT 1 FROM upd)`;
 
-/** FederationStore on Prisma (PostgreSQL or PGlite). */
+/** FederationStore on Prisma (PostgreSQL or PGlite); a busy database surfaces as `unavailable` (see busy.ts). */
 export function createPrismaStore(prisma: PrismaClient): FederationStore {
-  return {
+  return withBusyTranslation<FederationStore>({
     async createTask(task) {
       const row = await prisma.$transaction(async (tx) => {
         const created = await tx.task.create({
@@ -765,7 +766,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
     async close() {
       await prisma.$disconnect();
     },
-  };
+  });
 }
 
 export type { Client };

@@ -1,5 +1,6 @@
 import type { PrismaClient } from '../gen/prisma/client.js';
 import type { AuditEvent, ClientInfo, EnrolmentTokenInfo, SecurityStore } from '../security/ports.js';
+import { withBusyTranslation } from './busy.js';
 
 type TokenRow = Awaited<ReturnType<PrismaClient['enrolmentToken']['findFirstOrThrow']>>;
 type ClientRow = Awaited<ReturnType<PrismaClient['client']['findFirstOrThrow']>>;
@@ -25,9 +26,9 @@ const toClient = (row: ClientRow): ClientInfo => ({
   enrolmentTokenId: row.enrolmentTokenId,
 });
 
-/** The {@link SecurityStore} on Prisma (PostgreSQL or PGlite). */
+/** The {@link SecurityStore} on Prisma (PostgreSQL or PGlite); a busy database surfaces as `unavailable` (see busy.ts). */
 export function createSecurityStore(prisma: PrismaClient): SecurityStore {
-  return {
+  return withBusyTranslation<SecurityStore>({
     async createEnrolmentToken(token) {
       return toToken(await prisma.enrolmentToken.create({ data: token }));
     },
@@ -121,5 +122,5 @@ export function createSecurityStore(prisma: PrismaClient): SecurityStore {
         ),
       };
     },
-  };
+  });
 }
