@@ -23,10 +23,13 @@ const RETRYABLE: ReadonlySet<ClientErrorCode> = new Set(['unavailable', 'deadlin
 export class ClientError extends Error {
   override readonly name = 'ClientError';
   readonly code: ClientErrorCode;
+  /** How long the coordinator asked the client to wait before retrying (its `retry-after`, in ms), if it said. */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number | undefined }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 
   /** Whether a retry with backoff may succeed. */
@@ -39,4 +42,10 @@ export class ClientError extends Error {
     if (error instanceof Error && error.name === 'AbortError') return new ClientError('cancelled', 'aborted', { cause: error });
     return new ClientError('internal', error instanceof Error ? error.message : String(error), { cause: error });
   }
+}
+
+/** A `retry-after` value in whole seconds (RFC 9110 §10.2.3, delay-seconds form) as ms; anything else: undefined. */
+export function parseRetryAfter(value: unknown): number | undefined {
+  if (typeof value !== 'string' || !/^\d{1,6}$/.test(value.trim())) return undefined;
+  return Number(value.trim()) * 1000;
 }

@@ -11,7 +11,9 @@ export interface RetryOptions {
 
 /**
  * Runs `fn`, retrying retryable ClientErrors with exponential backoff and full
- * jitter (delay ~ U(0, min(max, initial·2^attempt))). `onRetry` sees each failure.
+ * jitter (delay ~ U(0, min(max, initial·2^attempt))). When the coordinator
+ * sent a retry-after, the delay is that wait plus the jitter (so devices told
+ * the same wait do not return together). `onRetry` sees each failure.
  */
 export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
@@ -26,7 +28,7 @@ export async function withRetry<T>(
     } catch (raw) {
       const error = ClientError.from(raw);
       if (!error.retryable || attempt >= maxAttempts || options.signal?.aborted) throw error;
-      const delayMs = Math.random() * Math.min(max, initial * 2 ** (attempt - 1));
+      const delayMs = (error.retryAfterMs ?? 0) + Math.random() * Math.min(max, initial * 2 ** (attempt - 1));
       options.onRetry?.(error, attempt, delayMs);
       await sleep(delayMs, options.signal);
     }

@@ -12,6 +12,9 @@ import { GRPC_CHANNEL_OPTIONS, createFederationServiceClient } from '@veil/proto
 import { captureLogger, createTestStorage, createTinyTask, startTestCoordinator } from './helpers.js';
 import { isDatabaseBusy } from '../src/persistence/busy.js';
 import { poolSettings } from '../src/persistence/database.js';
+import { createGrpcTransport } from '../../client-sdk/src/transport/grpc-transport.js';
+import { createConnectTransport } from '../../client-sdk/src/transport/connect-transport.js';
+import { ClientError } from '../../client-sdk/src/errors.js';
 
 function rawJoin(address: string, request: { taskId: string; enrolmentSecret: string; clientName: string }) {
   const client = createFederationServiceClient(address, grpc.credentials.createInsecure(), { ...GRPC_CHANNEL_OPTIONS });
@@ -62,6 +65,23 @@ describe('database busy', () => {
 
       const busy = await join('busy-device');
       expect(busy).toEqual({ code: grpc.status.UNAVAILABLE, details: 'the database is busy; retry later', retryAfter: '1', errorCode: 'unavailable' });
+
+      // The SDK's transports (gRPC and Connect) carry the wait to the retry loop.
+      for (const transport of [
+        createGrpcTransport({ address: t.coordinator.grpcAddress, callTimeoutMs: 20_000 }),
+        createConnectTransport({ baseUrl: t.coordinator.httpUrl, callTimeoutMs: 20_000 }),
+      ]) {
+        try {
+          const error = await transport.join({ taskId: task.id, enrolmentSecret: t.coordinator.enrolmentSecret ?? '', clientName: 'sdk-device' }).then(
+            () => null,
+            (e: unknown) => e,
+          );
+          expect(error).toBeInstanceOf(ClientError);
+          expect([(error as ClientError).code, (error as ClientError).retryAfterMs, (error as ClientError).retryable]).toEqual(['unavailable', 1000, true]);
+        } finally {
+          transport.close();
+        }
+      }
 
       const rest = await t.rest.request('GET', `/v1/tasks/${task.id}`);
       expect([rest.status, rest.headers.get('retry-after'), rest.body]).toEqual([503, '1', { code: 'unavailable', message: 'the database is busy; retry later' }]);

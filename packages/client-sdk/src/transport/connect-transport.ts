@@ -8,7 +8,7 @@
  * A chunk whose call fails is resumed from the offset the coordinator reports (GetUpload).
  * No Node API and no protobuf library: the few binary messages are written and read here.
  */
-import { ClientError, type ClientErrorCode } from '../errors.js';
+import { ClientError, parseRetryAfter, type ClientErrorCode } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
 import { calibrationFromWire, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport, type UpdateHeader } from './transport.js';
 
@@ -299,7 +299,9 @@ export function createConnectTransport(options: ConnectTransportOptions): Transp
         }
         const veil = response.headers.get('veil-error-code');
         const code = (veil !== null ? CODES[veil] : undefined) ?? CODES[String(payload['code'])] ?? (response.status >= 500 ? 'unavailable' : 'internal');
-        throw new ClientError(code, String(payload['message'] ?? `${path}: HTTP ${response.status}`));
+        throw new ClientError(code, String(payload['message'] ?? `${path}: HTTP ${response.status}`), {
+          retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
+        });
       }
       return response;
     } finally {

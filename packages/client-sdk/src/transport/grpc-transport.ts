@@ -10,7 +10,7 @@ import {
   type PrivacySpec__Output,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
-import { ClientError, type ClientErrorCode } from '../errors.js';
+import { ClientError, parseRetryAfter, type ClientErrorCode } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
 import { calibrationFromWire, type Assignment, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport } from './transport.js';
 
@@ -36,7 +36,8 @@ function toClientError(error: unknown): ClientError {
   if (typeof e?.code === 'number') {
     const trailer = e.metadata?.get('veil-error-code')[0];
     const code = typeof trailer === 'string' && TRAILER_CODES.has(trailer as ClientErrorCode) ? (trailer as ClientErrorCode) : CODES[e.code as grpc.status];
-    return new ClientError(code ?? 'internal', e.details || e.message || 'gRPC error', { cause: error });
+    const retryAfterMs = parseRetryAfter(e.metadata?.get('retry-after')[0]);
+    return new ClientError(code ?? 'internal', e.details || e.message || 'gRPC error', { cause: error, retryAfterMs });
   }
   return ClientError.from(error);
 }
