@@ -39,6 +39,8 @@ COPY packages/cli/package.json packages/cli/
 RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts
 COPY tsconfig.base.json ./
 COPY proto proto
+# The proto type generator shared by @veil/protocol's and @veil/custodian's `gen`.
+COPY scripts/gen-proto-types.mjs scripts/
 COPY packages packages
 # The packages only (the root `build` also typechecks examples/ and e2e/):
 # `packages/cli` references every other package. `gen` needs a syntactically
