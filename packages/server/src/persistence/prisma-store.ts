@@ -228,6 +228,19 @@ async function transition(
 }
 
 /** CTE body for `transition`: the round's participants still SELECTED become DROPPED. */
+/**
+ * Runs a round move: alone (one statement) without a privacy-ledger entry; with one, in a
+ * transaction that writes the entry only if the move happened, so both commit or neither.
+ */
+async function moveWithLedgerEntry<T>(prisma: PrismaClient, move: (db: Sql) => Promise<T | null>, entry: LedgerEntry | undefined): Promise<T | null> {
+  if (entry === undefined) return move(prisma);
+  return prisma.$transaction(async (tx) => {
+    const moved = await move(tx);
+    if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(entry) });
+    return moved;
+  });
+}
+
 const dropUnsubmitted = (p: Params, roundId: string): string =>
   `UPDATE "Participation" SET status = 'DROPPED' WHERE "roundId" = ${p.add(roundId, 'uuid')} AND status = 'SELECTED' AND EXISTS (SELECT 1 FROM upd)`;
 
@@ -330,14 +343,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
           ],
         );
       // Without a privacy spend: one statement. With one, the ledger entry joins it in a transaction.
-      const row =
-        ledgerEntry === undefined
-          ? await move(prisma)
-          : await prisma.$transaction(async (tx) => {
-              const moved = await move(tx);
-              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
-              return moved;
-            });
+      const row = await moveWithLedgerEntry(prisma, move, ledgerEntry);
       return row === null ? null : toRound(row);
     },
 
@@ -434,14 +440,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         );
       // Without a ledger entry: one statement. A committee decryption's entry commits with the round it closes (or not at all).
       const ledgerEntry = extra?.ledgerEntry;
-      const row =
-        ledgerEntry === undefined
-          ? await move(prisma)
-          : await prisma.$transaction(async (tx) => {
-              const moved = await move(tx);
-              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
-              return moved;
-            });
+      const row = await moveWithLedgerEntry(prisma, move, ledgerEntry);
       return row === null ? null : toRound(row);
     },
 
@@ -517,14 +516,7 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
         return { closed, opened: rows.find((r) => r.which === 'opened') ?? null };
       };
       // Without a ledger entry: one statement. A committee decryption's entry commits with the round it closes (or not at all).
-      const result =
-        ledgerEntry === undefined
-          ? await run(prisma)
-          : await prisma.$transaction(async (tx) => {
-              const moved = await run(tx);
-              if (moved !== null) await tx.privacyLedgerEntry.create({ data: ledgerRow(ledgerEntry) });
-              return moved;
-            });
+      const result = await moveWithLedgerEntry(prisma, run, ledgerEntry);
       return result === null ? null : { closed: toRound(result.closed), opened: result.opened === null ? null : toRound(result.opened) };
     },
 
