@@ -734,10 +734,10 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return row === null ? null : toLedgerEntry(row);
     },
 
-    async knownUpdateDigests(taskId, digests, options) {
+    async knownUpdateDigests(taskId, digests) {
       if (digests.length === 0) return new Set<string>();
       const hits = await prisma.participation.findMany({
-        where: { updateDigest: { in: [...new Set(digests)] }, round: { taskId }, ...(options?.clientId !== undefined && { clientId: options.clientId }) },
+        where: { updateDigest: { in: [...new Set(digests)] }, round: { taskId } },
         select: { updateDigest: true },
       });
       return new Set(hits.map((h) => h.updateDigest!));

@@ -73,12 +73,12 @@ class MemoryStore {
     return [...this.rounds.get(roundId)!.participants.values()].filter((s): s is Submission => s !== null);
   }
 
-  async knownUpdateDigests(taskId: string, digests: readonly string[], options: { clientId?: string } = {}): Promise<Set<string>> {
+  async knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>> {
     const out = new Set<string>();
     for (const round of this.rounds.values()) {
       if (round.taskId !== taskId) continue;
-      for (const [clientId, s] of round.participants) {
-        if (s !== null && digests.includes(s.sha256) && (options.clientId === undefined || options.clientId === clientId)) out.add(s.sha256);
+      for (const s of round.participants.values()) {
+        if (s !== null && digests.includes(s.sha256)) out.add(s.sha256);
       }
     }
     return out;

@@ -187,9 +187,9 @@ export interface FederationStore {
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
   /**
    * Which of these SHA-256 digests belong to updates accepted in the task before (replay
-   * detection); with `clientId`, only that client's updates.
+   * detection of encrypted uploads; plaintext replays are refused by `recordSubmissions`).
    */
-  knownUpdateDigests(taskId: string, digests: readonly string[], options?: { clientId?: string }): Promise<Set<string>>;
+  knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 
