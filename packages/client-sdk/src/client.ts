@@ -427,8 +427,9 @@ export function createClient(options: ClientOptions): VeilClient {
    * A calibration round (issue 16): the device runs the model on its local data and reports its
    * activation statistics on the round's grid (`computeCalibrationStatistics`), multiplied by the
    * round's scale and zero-padded to the model's size, through the same DP and encryption as an
-   * update (not the app's middleware, which is written for model deltas). In committee mode the
-   * frequencies are first rounded stochastically to the encoding's step, so the sum stays unbiased.
+   * update (not the app's middleware, which is written for model deltas). In committee mode without
+   * DP the frequencies are first rounded stochastically to the encoding's step, so the sum stays
+   * unbiased (under distributed DP the DDG encoder rounds them on its own grid, KLS21 Algorithm 1).
    */
   async function calibrate(
     a: Assignment,
@@ -439,8 +440,8 @@ export function createClient(options: ClientOptions): VeilClient {
     const { tf } = await ensureRuntime();
     const started = performance.now();
     const examples = Math.min(run.data.count, a.maxExampleCount);
-    // With local DP the noise dwarfs the encoding's step: no rounding then.
-    const step = committee === null || localDp !== null ? undefined : committee.descriptor.encoding.step / calibration.scale;
+    // With DP the noise dwarfs the encoding's step: no rounding then (the DDG encoder also rounds by itself).
+    const step = committee === null || localDp !== null || committee.dp !== null ? undefined : committee.descriptor.encoding.step / calibration.scale;
     const statistics = await computeCalibrationStatistics(tf, on.model, on.weights, run.data, calibration.plan, {
       maxExamples: examples,
       ...(step !== undefined && { roundingStep: step, random: () => randomBytes(4).readUInt32LE(0) / 2 ** 32 }),

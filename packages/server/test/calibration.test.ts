@@ -25,6 +25,7 @@ import {
 } from '@veil/crypto';
 import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
 import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
+import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
 import { createClient, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
 import { computeCalibrationStatistics } from '../../client-sdk/src/export/onnx.js';
 import { initTensorflow } from '../../client-sdk/src/training/backend.js';
@@ -79,8 +80,13 @@ function taskBody(overrides: Record<string, unknown>) {
   };
 }
 
-/** Runs the three devices until the task ends; returns each device's round reports. */
-async function runDevices(t: TestCoordinator, taskId: string, extra: (k: number) => Partial<ClientOptions> = () => ({})): Promise<RoundReport[][]> {
+/** Runs the three devices until the task ends (with `status`); returns each device's round reports. */
+async function runDevices(
+  t: TestCoordinator,
+  taskId: string,
+  extra: (k: number) => Partial<ClientOptions> = () => ({}),
+  status = 'TASK_STATUS_COMPLETED',
+): Promise<RoundReport[][]> {
   const reports: RoundReport[][] = COUNTS.map(() => []);
   const summaries = await Promise.all(
     shards.map(async (data, k) => {
@@ -101,7 +107,7 @@ async function runDevices(t: TestCoordinator, taskId: string, extra: (k: number)
       }
     }),
   );
-  expect(summaries.map((s) => s.taskStatus)).toEqual(['TASK_STATUS_COMPLETED', 'TASK_STATUS_COMPLETED', 'TASK_STATUS_COMPLETED']);
+  expect(summaries.map((s) => s.taskStatus)).toEqual([status, status, status]);
   return reports;
 }
 
@@ -450,4 +456,89 @@ describe('calibration rounds in committee mode', () => {
     expect((await t.rest.request('GET', `/v1/tasks/${taskId}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 6 });
     expect((await t.rest.request('GET', `/v1/tasks/${taskId}/calibration`)).status).toBe(200);
   }, 180_000);
+
+  it('committee with distributed DP (KLS21): the reports carry the DDG noise of an update round (stated variance), each calibration round is charged like a training round, and a cap that leaves no room refuses the calibration', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const z = 0.5;
+    const dp = { mechanism: 'distributed-discrete-gaussian' as const, clipNorm: 1, noiseMultiplier: z, colludingDevices: 1, delta: 1e-5 };
+    const build = (taskId: string) => {
+      const descriptor = buildTaskDescriptor({
+        taskId,
+        committee: custodians.map((c) => ({ address: c.address, sealingPublicKey: Buffer.from(c.sealingKey, 'base64'), signingPublicKey: Buffer.from(c.signingKey, 'base64') })),
+        threshold: 2,
+        minDevices: 3,
+        maxDevices: 50,
+        maxRounds: 3,
+        dp,
+        encoding: { clipMaxAbs: 8 },
+        authorityPublicKey: authority.publicKey,
+      });
+      return { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature };
+    };
+    const fingerprints = custodians.map((c) => custodianFingerprint(Buffer.from(c.signingKey, 'base64'), Buffer.from(c.sealingKey, 'base64')));
+    const devices = () => ({
+      committee: {
+        pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64'), dp: { colludingDevices: 1 } },
+        certify: async (r: { taskId: string; deviceId: string; devicePublicKey: Uint8Array }) => issueDeviceCertificate(authority.privateKey, { ...r, notAfterMs: Date.now() + 3_600_000 }),
+      },
+    });
+    // The mechanism of every round, accounted independently of the ledger code: n = 3 - 1 honest
+    // shares, 1/γ = 1/step = 2^13, σ = z·C/√n, d = 50,890 parameters padded to 2^16, q = 1.
+    const parameterCount = initial.length;
+    const epsilonAfter = (steps: number) =>
+      computeDistributedDiscreteGaussianEpsilon({ clipNorm: 1, scale: 2 ** 13, localStddev: z / Math.sqrt(2), clients: 2, dimension: 65_536, beta: Math.exp(-0.5), samplingRate: 1, delta: 1e-5, orders: DDG_RDP_ORDERS, steps }).epsilon;
+    const privacy = { mode: 'distributed', delta: 1e-5, noiseMultiplier: z, clipNorm: 1, samplingRate: 1 };
+
+    const taskId = randomUUID();
+    const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ committee: build(taskId), privacy: { ...privacy, epsilonCap: 1e6 } }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.settings.privacy.ddg).toMatchObject({ noiseClients: 2, scale: 8192, dimension: 65_536, committee: true });
+    expect(parameterCount).toBeGreaterThan(32_768);
+    const reports = await runDevices(t, taskId, devices);
+    for (const r of reports) expect(r.map((x) => [x.calibration ?? 'train', x.exampleCount])).toEqual([['train', 1], ['range', 1], ['histogram', 1]]);
+
+    // The ledger: per round a DDG spend entry (the same parameters for the calibration rounds) and
+    // the committee's decryption record; cumulative ε as the accountant gives for 1, 2, 3 rounds.
+    const audit = { token: t.coordinator.auditToken };
+    const ledger = (await t.rest.request('GET', `/v1/tasks/${taskId}/privacy/ledger`, audit)).body.entries as any[];
+    expect(ledger.map((e) => [e.roundNumber, e.mechanism])).toEqual([
+      [1, 'ddg-distributed'], [1, 'committee-decryption'],
+      [2, 'ddg-distributed'], [2, 'committee-decryption'],
+      [3, 'ddg-distributed'], [3, 'committee-decryption'],
+    ]);
+    for (const r of [1, 2, 3]) {
+      const spend = ledger[2 * (r - 1)];
+      expect(spend.ddg).toEqual(ledger[0].ddg);
+      expect(spend.epsilon).toBeCloseTo(epsilonAfter(r), 8);
+      expect(spend.epsilonCoordinator).toBeCloseTo(epsilonAfter(r), 8); // q = 1: the same without amplification
+    }
+    expect((await t.rest.request('GET', `/v1/tasks/${taskId}/privacy/verify`, audit)).body).toMatchObject({ ok: true, entries: 6 });
+
+    // The statistics: the unweighted mean of the devices' reports (recomputed here) plus the decoded
+    // DDG noise: per value N(0, |D|·σ²)/|D| in model units, / (C/√m) in frequency units = z²m/(n|D|).
+    const file = (await t.rest.request('GET', `/v1/tasks/${taskId}/calibration`)).body;
+    const weights = await fetchWeights(t.rest, taskId, 1);
+    const plan = file.histogram.plan as CalibrationPlan;
+    const exact = weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]);
+    const residual = (file.histogram.statistics as number[]).map((v, i) => v - exact[i]!);
+    const n = residual.length;
+    const mean = residual.reduce((a, b) => a + b, 0) / n;
+    const variance = residual.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+    const expected = (z * z * plan.points.length) / (2 * 3);
+    console.info(`calibration (committee DDG): ${n} values, residual variance ${variance.toExponential(4)}, stated ${expected.toExponential(4)}`);
+    expect(Math.abs(variance / expected - 1)).toBeLessThan(5 * Math.sqrt(2 / (n - 1)));
+    expect(Math.abs(mean)).toBeLessThan(5 * Math.sqrt(expected / n));
+
+    // A cap between ε after 1 round and after 2: the training round runs, the calibration round is refused.
+    const capped = randomUUID();
+    const cap = (epsilonAfter(1) + epsilonAfter(2)) / 2;
+    const second = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ committee: build(capped), privacy: { ...privacy, epsilonCap: cap } }) });
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+    const cappedReports = await runDevices(t, capped, devices, 'TASK_STATUS_BUDGET_EXHAUSTED');
+    for (const r of cappedReports) expect(r.map((x) => x.calibration ?? 'train')).toEqual(['train']);
+    const task = (await t.rest.request('GET', `/v1/tasks/${capped}`)).body;
+    expect(task).toMatchObject({ status: 'BUDGET_EXHAUSTED', statusReason: expect.stringMatching(/^round 2 would spend the privacy budget/) });
+    expect(((await t.rest.request('GET', `/v1/tasks/${capped}/privacy/ledger`, audit)).body.entries as any[]).map((e) => e.roundNumber)).toEqual([1, 1]);
+    expect((await t.rest.request('GET', `/v1/tasks/${capped}/calibration`)).status).toBe(404);
+  }, 300_000);
 });

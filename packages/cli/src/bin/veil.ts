@@ -52,8 +52,8 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
       --dp                 differential privacy with an enforced budget; prints epsilon after each round.
                            Committee mode: distributed DP through the committee (discrete Gaussian fixed by
                            the signed descriptor, devices pin the colluder allowance); epsilon for observers
-                           and against the coordinator. --shared-key/--plaintext/--calibrate: local DP (each device adds
-                           the full noise). --epsilon-cap E (8), --noise-multiplier Z (0.7), --clip-norm C (1),
+                           and against the coordinator (calibration rounds too). --shared-key/--plaintext: local DP
+                           (each device adds the full noise). --epsilon-cap E (8), --noise-multiplier Z (0.7), --clip-norm C (1),
                            --dp-colluding K (committee: devices assumed to collude with the coordinator, 1),
                            delta 1e-5
       --calibrate          after the last round, 2 calibration rounds: devices report activation statistics

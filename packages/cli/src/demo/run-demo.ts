@@ -48,8 +48,8 @@ export interface DemoOptions {
    * DP through the committee (Kairouz, Liu & Steinke 2021, the discrete Gaussian in the signed
    * descriptor; each device adds a share sized for minClients − `colludingDevices` honest devices,
    * pinned by the device app), ε reported for observers of the models and against the
-   * coordinator. Shared-key and plaintext modes, and `calibrate` (its calibration rounds support
-   * local DP only): local DP (each device adds the full noise).
+   * coordinator (the calibration rounds of `calibrate` too). Shared-key and plaintext modes: local
+   * DP (each device adds the full noise).
    * Default off.
    */
   dp: { epsilonCap: number; delta: number; noiseMultiplier: number; clipNorm: number; colludingDevices?: number } | null;
@@ -140,9 +140,8 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   const dataDir = options.dataDir ?? tempDir!;
   const mode: DemoSummary['mode'] = options.plaintext ? 'plaintext' : options.sharedKey ? 'shared-key' : 'committee';
   const settings = demoTaskSettings(options);
-  // Committee mode runs DP through the committee (distributed); the other modes keep local DP, and
-  // so does --calibrate (calibration rounds support local DP only: distributed DP is sized for updates).
-  const dpMode: 'distributed' | 'local' | null = options.dp === null ? null : mode === 'committee' && !options.calibrate ? 'distributed' : 'local';
+  // Committee mode runs DP through the committee (distributed, calibration rounds included); the other modes keep local DP.
+  const dpMode: 'distributed' | 'local' | null = options.dp === null ? null : mode === 'committee' ? 'distributed' : 'local';
   const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;
   // Committee mode: custodians (local processes) and the enrolment authority start first; the
   // coordinator only gets its request key.
@@ -391,7 +390,7 @@ export function checkDemoOptions(options: DemoOptions): void {
   }
   const minClients = demoTaskSettings(options).minClients;
   const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;
-  const distributedDp = options.dp !== null && !options.plaintext && !options.sharedKey && !options.calibrate;
+  const distributedDp = options.dp !== null && !options.plaintext && !options.sharedKey;
   if (distributedDp && colluding >= minClients) {
     throw new DemoOptionsError(
       `--dp in committee mode: the noise shares are sized for minClients (${minClients}, half the devices) minus the ${colluding} colluding devices assumed; use more --clients or a smaller --dp-colluding`,

@@ -52,7 +52,11 @@ describe('calibration settings', () => {
       throw new Error('not refused');
     };
     expect(refuse(true, { sharedKey: true })).toMatch(/shared key/);
-    expect(refuse(true, { privacy: { ...local, mode: 'distributed' } as PrivacySettings })).toMatch(/local differential privacy only/);
+    const ddg = { noiseClients: 2, scale: 8192, localStddev: 0.7, dimension: 8192, modulus: 0, roundingBeta: Math.exp(-0.5) };
+    // Distributed DP over a shared key: only key holders could read the noisy sum.
+    expect(refuse(true, { privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(/distributed DP in committee mode/);
+    // In committee mode the committee opens the noisy sum for the coordinator: accepted.
+    expect(resolveCalibrationSettings(true, big, { ...context, privacy: { ...local, mode: 'distributed', ddg: { ...ddg, committee: true } } as PrivacySettings })).toMatchObject({ points: [':input', 'hidden'] });
     expect(refuse({ method: 'median' }, {})).toMatch(/method/);
     expect(refuse({ bins: 100 }, {})).toMatch(/bins/);
     expect(refuse({ colour: 1 }, {})).toMatch(/no option colour/);

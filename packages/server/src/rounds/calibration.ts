@@ -31,9 +31,25 @@
  * standard deviation z·sqrt(m) per value; the coordinator divides the mean
  * by `scale` and clamps negative frequencies to 0.
  *
+ * Distributed DP (committee mode, the distributed discrete Gaussian of
+ * Kairouz, Liu & Steinke 2021, "The Distributed Discrete Gaussian Mechanism
+ * for Federated Learning with Secure Aggregation", Algorithm 1): the report
+ * is scaled the same way, to L2 norm at most C, and then goes through the
+ * device's DDG encoder exactly as an update does — clip to C (a no-op here),
+ * rotate, scale by 1/γ, round conditionally with β, add the device's discrete
+ * Gaussian share N_Z(0, σ²/γ²), σ = zC/√n — so the released sum of at least n
+ * honest shares is the same mechanism, with the same L2 sensitivity C (the
+ * rounding's norm inflation bounded as for updates, KLS21 Thm 1), as a
+ * training round. The round is charged by the same ledger entry as a training
+ * round (ε for observers with the task's sampling rate, and against the
+ * coordinator unamplified), after the same budget check, followed by its
+ * committee-decryption record. The decoded sum is divided by |D| (every DP
+ * report weighs 1), so in frequency units the noise of the mean has standard
+ * deviation z·sqrt(m)·sqrt(|D|/n)/|D| per value.
+ *
  * Shared-key (BFV) tasks cannot calibrate here: their sums are opened only by
- * key holders, never by the coordinator. Distributed DP is refused too (its
- * noise is calibrated to model updates' integer grid).
+ * key holders, never by the coordinator. Distributed DP over a shared key is
+ * refused with them.
  */
 import {
   ExportError,
@@ -71,7 +87,7 @@ export type CalibrationInput = boolean | { method?: unknown; percentile?: unknow
 /** A calibration round's instructions, stored in the round's config and sent to its devices. */
 export interface CalibrationRoundConfig {
   plan: CalibrationPlan;
-  /** Devices multiply their frequency report by this before their middleware (1 without DP; C / sqrt(m) with local DP). */
+  /** Devices multiply their frequency report by this before their middleware (1 without DP; C / sqrt(m) with local or distributed DP). */
   scale: number;
 }
 
@@ -110,7 +126,9 @@ export function resolveCalibrationSettings(
   const options = input === true ? {} : input;
   for (const key of Object.keys(options)) if (!['method', 'percentile', 'bins', 'tailFraction'].includes(key)) invalid(`calibration has no option ${key}`);
   if (context.sharedKey) invalid("calibration rounds need a coordinator that can read the aggregated statistics: use a plaintext or committee task (a shared key's sums are opened only by key holders)");
-  if (context.privacy !== null && context.privacy.mode !== 'local') invalid('calibration rounds support local differential privacy only (distributed DP is calibrated to model updates)');
+  if (context.privacy !== null && context.privacy.mode !== 'local' && context.privacy.ddg?.committee !== true) {
+    invalid('calibration rounds support local differential privacy, or distributed DP in committee mode (the coordinator cannot open a shared key\'s sums)');
+  }
   let points: string[];
   try {
     points = calibrationPoints(parseModel(model));
