@@ -4,7 +4,7 @@ import { buildAnswer, encodeShareBytes, hashD, signAnswer, verifyAnswer } from '
 import { buildTaskDescriptor, descriptorHash, validateDescriptor, type TaskDescriptor } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair, type CustodianKeys, type RawKeyPair } from './keys.js';
 import { issueDeviceCertificate, verifyManifest } from './manifest.js';
-import { N, Q } from './ring.js';
+import { N, Q, derivePublicPolynomialNtt } from './ring.js';
 import {
   c0PayloadBytes,
   createC0Accumulator,
@@ -80,6 +80,16 @@ describe('RLWE encryption under a single-use secret', () => {
     expect(Array.from(out.levelSums)).toEqual(Array.from(m.subarray(2, 3002)));
     // Another round's a, or another secret, does not decrypt.
     expect(() => decryptSum({ descriptorHash: dh, round: 2, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 })).toThrow(
+      expect.objectContaining({ code: 'integrity_check_failed' }),
+    );
+    // Public polynomials derived ahead give the same result; another round's are refused.
+    const ahead = [0, 1].map((l) => derivePublicPolynomialNtt(dh, 1, ROUND_SEED, l));
+    const withAhead = decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, publicPolynomials: ahead, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 });
+    expect(Array.from(withAhead.levelSums)).toEqual(Array.from(out.levelSums));
+    const partly = decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, publicPolynomials: ahead.slice(0, 1), encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 });
+    expect(Array.from(partly.levelSums)).toEqual(Array.from(out.levelSums));
+    const wrong = [0, 1].map((l) => derivePublicPolynomialNtt(dh, 2, ROUND_SEED, l));
+    expect(() => decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, publicPolynomials: wrong, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: Int32Array.from(s), count: 1 })).toThrow(
       expect.objectContaining({ code: 'integrity_check_failed' }),
     );
     const other = Int32Array.from(s);

@@ -301,6 +301,13 @@ export interface DecryptSumOptions extends RoundBinding {
   readonly secretSum: Int32Array;
   /** |D|. */
   readonly count: number;
+  /**
+   * â_l = {@link derivePublicPolynomialNtt}(descriptorHash, round, roundSeed, l) for l = 0, 1, …,
+   * derived ahead of the round's end (they are public and fixed by the binding); any missing
+   * index is derived here. The caller derives them with this options' own binding: a wrong â
+   * leaves a uniform residue that the count-slot and clip-range checks refuse.
+   */
+  readonly publicPolynomials?: readonly Float64Array[];
 }
 
 /** A decrypted, checked aggregate. */
@@ -343,7 +350,8 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
   const decoded = new Float64Array(polys * N);
   const work = new Float64Array(N);
   for (let l = 0; l < polys; l++) {
-    const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+    const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+    if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
     for (let k = 0; k < N; k++) work[k] = mulModQ(aHat[k]!, sHat[k]!);
     nttInverse(work);
     const base = l * N;

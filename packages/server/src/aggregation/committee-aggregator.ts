@@ -14,17 +14,20 @@
  * again: custodians return their cached signed answer for the same hash(D), so a round whose
  * committee answered before the crash completes with the same result.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
 import {
   CryptoError,
   createC0Accumulator,
   decodeShareBytes,
   decryptSum,
+  derivePublicPolynomialNtt,
   deriveRoundSeed,
   hashD,
   committeeDdgParams,
   committeeRotationSeed,
   committeeValueCount,
+  polynomialCount,
   reconstructCentred,
   type DecryptedAggregate,
   verifyCommitteeUpload,
@@ -183,6 +186,21 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   // payload, c0 included, alive for the round — about 1.1 MB per device at 199,210 values).
   const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; manifestDigest: Uint8Array; sealedShares: Uint8Array[] }[] = [];
   const seen = new Set<string>();
+  // The round's public polynomials â_l = NTT(a_{r,l}) (design note, "Deriving a") depend only on
+  // the descriptor and the round: derive them while the round collects, one per event-loop turn,
+  // so that its end only multiplies and transforms (decryptSum derives any still missing). They
+  // take 8 bytes per value, as much as the c0 sum.
+  const roundSeed = deriveRoundSeed(descriptorHash, round);
+  const polys = polynomialCount(valueCount);
+  const publicPolynomials: Float64Array[] = [];
+  let precomputing = true;
+  void (async () => {
+    for (let l = 0; l < polys; l++) {
+      await nextTurn();
+      if (!precomputing) return;
+      publicPolynomials.push(derivePublicPolynomialNtt(descriptorHash, round, roundSeed, l));
+    }
+  })().catch(() => undefined);
   return {
     add(clientId, _exampleCount, update) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
@@ -233,10 +251,12 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       let secretSum: Int32Array | null = null;
       try {
         secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
+        precomputing = false;
         const decrypted = decryptSum({
           descriptorHash,
           round,
-          roundSeed: deriveRoundSeed(descriptorHash, round),
+          roundSeed,
+          publicPolynomials,
           encoding: descriptor.encoding,
           valueCount,
           c0Sum: sum.sum(),
@@ -286,6 +306,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     },
     dispose() {
       sum = null;
+      precomputing = false;
+      publicPolynomials.length = 0;
       devices.length = 0;
     },
   };
