@@ -4,6 +4,7 @@ import { poissonSample } from './fedavg.js';
 import { checkStrategyState, createEncryptedAggregator, createPlaintextAggregator, type RoundAggregator } from './round-aggregator.js';
 import { createCommitteeAggregator, type CommitteeServerStep, type CommitteeTask } from './committee-aggregator.js';
 import { assertFinite } from '../rounds/task-settings.js';
+import { poissonSampleRefusal } from '../rounds/privacy-budget.js';
 import type { AggregatorInput, ConfigureFitInput, FitPlan, Strategy } from './strategy.js';
 import type { UpdateBound } from '../rounds/model.js';
 
@@ -28,7 +29,8 @@ export interface RoundStrategy {
  * subsampled Gaussian assumes (Mironov, Talwar & Zhang 2019). The sample is
  * used as drawn: one outside `[minClients, maxCount]` fails the round before
  * anything is computed, so nothing is released or spent (re-drawing would
- * break the accountant's assumption). The inner strategy gets the sample as a
+ * break the accountant's assumption; the bounds are rounds/privacy-budget.ts's
+ * `poissonSampleRefusal`). The inner strategy gets the sample as a
  * `count` selection and must select all of it (it configures, it does not
  * choose). Tasks without Poisson selection pass through unchanged.
  */
@@ -39,12 +41,8 @@ export function withPoissonSampling(strategy: Strategy): Strategy {
       const selection = input.selection;
       if (selection.kind !== 'poisson') return strategy.configureFit(input);
       const sample = poissonSample(input.available, selection.samplingRate, input.rng);
-      if (sample.length < input.minClients || sample.length > selection.maxCount) {
-        return {
-          kind: 'fail',
-          reason: `Poisson sample of ${sample.length} clients (q=${selection.samplingRate}, ${input.available.length} available) is outside [${input.minClients}, ${selection.maxCount}]`,
-        };
-      }
+      const refusal = poissonSampleRefusal(sample.length, { available: input.available.length, minClients: input.minClients, selection });
+      if (refusal !== null) return { kind: 'fail', reason: refusal };
       const plan = strategy.configureFit({ ...input, available: sample, selection: { kind: 'count', count: sample.length } });
       if (plan.kind === 'fit') {
         const chosen = new Set(plan.clientIds);

@@ -5,13 +5,12 @@ import { checkFitConfig } from '../aggregation/registry.js';
 import type { ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
 import { modelBlobKey, strategyStateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
-import { checkRoundBudget, decryptionLedgerEntry, roundLedgerEntry } from '../privacy/budget.js';
-import type { LedgerEntry } from '../privacy/ledger.js';
 import type { Round, RoundSummary, Submission } from './model.js';
 import type { FederationStore } from './ports.js';
 import type { StoredModel } from './model-cache.js';
 import type { EngineContext } from './engine-context.js';
 import { OpenRound } from './open-round.js';
+import { createPrivacyBudget, type PrivacyBudget } from './privacy-budget.js';
 import type { Presence } from './presence.js';
 import { loadStrategyState, newAggregator, roundStrategy, wake, type TaskRuntime } from './task-runtime.js';
 import {
@@ -35,12 +34,14 @@ import { finishStatistics } from '../aggregation/statistics.js';
  * takes effect, and `resume` rebuilds a task's open round from the store and
  * the blob store, so after a crash an accepted update is never lost nor
  * counted twice. A round's in-memory state is one {@link OpenRound}, disposed
- * when the round settles.
+ * when the round settles. A DP task's budget (the check before a round opens,
+ * the ledger entries) is the {@link PrivacyBudget}'s.
  */
 export class RoundLoop {
   constructor(
     private readonly ctx: EngineContext,
     private readonly presence: Pick<Presence, 'availableClients'>,
+    private readonly budget: PrivacyBudget = createPrivacyBudget({ store: ctx.store, clock: ctx.clock }),
   ) {}
 
   /**
@@ -115,14 +116,11 @@ export class RoundLoop {
         return;
       }
     }
-    const privacy = rt.task.settings.privacy;
-    if (privacy !== null) {
-      // Budget enforcement: refuse to open a round whose spend would take ε past the cap.
-      const decision = checkRoundBudget(await this.ctx.store.listLedger(rt.task.id), privacy, number);
-      if (!decision.allowed) {
-        await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
-        return;
-      }
+    // Budget enforcement: no round opens whose spend would take ε past the cap.
+    const refusal = await this.budget.refusal(rt.task, number);
+    if (refusal !== null) {
+      await this.endTask(rt, 'BUDGET_EXHAUSTED', refusal);
+      return;
     }
     const round = await this.ctx.store.openRound({
       id: randomUUID(),
@@ -162,12 +160,17 @@ export class RoundLoop {
     if (fit.clientIds.length < rt.task.settings.minClients) {
       throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
     }
-    const ledgerEntry = await this.privacySpend(rt, round, fit.clientIds);
-    if (ledgerEntry === 'exhausted') return;
+    const spend = await this.budget.spend(rt.task, round.number, fit.clientIds);
+    if (spend.kind === 'exhausted') {
+      this.settleRound(rt);
+      await this.ctx.store.failRound(round.id, 'privacy budget exhausted');
+      await this.endTask(rt, 'BUDGET_EXHAUSTED', spend.reason);
+      return;
+    }
     const deadlineAt = new Date(this.ctx.clock.now() + rt.task.settings.roundDeadlineMs);
     const collecting = await this.ctx.store.startCollecting(round.id, fit.clientIds, deadlineAt, {
       fitConfig: fit.config,
-      ...(ledgerEntry !== null && { ledgerEntry }),
+      ...(spend.kind === 'spend' && { ledgerEntry: spend.entry }),
     });
     if (collecting === null) throw new VeilError('aborted', `round ${round.number} left SELECTING concurrently`);
     const open = this.installRound(rt, collecting, { selected: fit.clientIds, aggregator: await newAggregator(this.ctx, rt, round.number) });
@@ -178,24 +181,6 @@ export class RoundLoop {
     );
     this.ctx.events.emit('round-collecting', { taskId: rt.task.id, round: collecting });
     wake(rt);
-  }
-
-  /**
-   * The ledger entry of a round about to start (DP tasks), or 'exhausted' (the
-   * round fails and the task ends) when the budget no longer allows it.
-   */
-  private async privacySpend(rt: TaskRuntime, round: Round, clientIds: readonly string[]): Promise<LedgerEntry | null | 'exhausted'> {
-    const privacy = rt.task.settings.privacy;
-    if (privacy === null) return null;
-    const spent = await this.ctx.store.listLedger(rt.task.id);
-    const decision = checkRoundBudget(spent, privacy, round.number);
-    if (!decision.allowed) {
-      this.settleRound(rt);
-      await this.ctx.store.failRound(round.id, 'privacy budget exhausted');
-      await this.endTask(rt, 'BUDGET_EXHAUSTED', decision.reason);
-      return 'exhausted';
-    }
-    return roundLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, spent, decision, clientIds, at: new Date(this.ctx.clock.now()) });
   }
 
   private armDeadline(rt: TaskRuntime, open: OpenRound): void {
@@ -307,7 +292,7 @@ export class RoundLoop {
       aggregationMs: Math.round(performance.now() - started),
       ...(result?.committee !== undefined && { committee: result.committee }),
     };
-    const ledgerEntry = await this.decryptionRecord(rt, round, result?.decryption);
+    const ledgerEntry = await this.budget.decryption(rt.task, round.number, result?.decryption);
     const nextRound = await this.planNextRound(rt, round, newModel === null ? state : rt.strategyState!.state, newModel?.version ?? rt.task.currentModelVersion);
     const moved = await this.ctx.store.closeAndOpen({
       roundId: round.id,
@@ -408,14 +393,6 @@ export class RoundLoop {
     return { id: randomUUID(), number, baseModelVersion, minClients: settings.minClients, config: settings.training, collecting };
   }
 
-  /** A DP committee round's decryption record for the privacy ledger (issue 11), or null. */
-  private async decryptionRecord(rt: TaskRuntime, round: Round, decryption: RoundResult['decryption']): Promise<LedgerEntry | null> {
-    const privacy = rt.task.settings.privacy;
-    if (privacy === null || decryption === undefined) return null;
-    const last = await this.ctx.store.lastLedgerEntry(rt.task.id);
-    return decryptionLedgerEntry({ taskId: rt.task.id, roundNumber: round.number, privacy, last, decryption: decryption.record, clientIds: decryption.clientIds, at: new Date(this.ctx.clock.now()) });
-  }
-
   /**
    * Closes a calibration round (rounds/calibration.ts): the reports' weighted mean, the
    * statistics read from it (stored before the round closes; a crash in between aggregates and
@@ -463,7 +440,7 @@ export class RoundLoop {
       calibration: outcome,
     };
     // A DP committee task's calibration decryption is chained in the ledger like a training round's.
-    const ledgerEntry = await this.decryptionRecord(rt, round, decryption);
+    const ledgerEntry = await this.budget.decryption(rt.task, round.number, decryption);
     const closed = await this.ctx.store.closeRound(round.id, null, summary, ledgerEntry === null ? undefined : { ledgerEntry });
     if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
     this.ctx.log.info({ taskId: rt.task.id, roundNumber: round.number, stage: outcome.stage, modelVersion: outcome.modelVersion, participants: summary.participants }, 'calibration round closed');

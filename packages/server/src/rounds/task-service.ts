@@ -10,6 +10,7 @@ import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput 
 import type { EngineContext } from './engine-context.js';
 import { wake, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
 import { resolveCalibrationSettings, totalRounds, type CalibrationInput } from './calibration.js';
+import { maxRoundClients } from './privacy-budget.js';
 
 /** Committee mode requested at task creation: the authority-signed descriptor (base64 canonical bytes, or the object). */
 export interface CommitteeInput {
@@ -60,8 +61,7 @@ export class TaskService {
       if (input.updateBound !== undefined) throw new VeilError('invalid_argument', "updateBound applies to plaintext tasks; committee updates are clipped by the descriptor's encoding");
       // Distributed DP (KLS21) with its noise fixed by the signed descriptor (privacy/settings.ts).
       completeCommitteePrivacySettings(settings.privacy, committee.descriptor, parameterCount);
-      const selection = settings.selection;
-      const most = selection.kind === 'count' ? selection.count : selection.kind === 'poisson' ? selection.maxCount : null;
+      const most = maxRoundClients(settings.selection);
       if (most === null) throw new VeilError('invalid_argument', 'committee tasks need clientsPerRound (a fixed count) so |D| stays within the descriptor');
       if (most > committee.descriptor.maxDevices) {
         throw new VeilError('invalid_argument', `clientsPerRound ${most} exceeds the descriptor's maxDevices ${committee.descriptor.maxDevices}`);
@@ -164,11 +164,10 @@ export class TaskService {
     }
     const usedBy = await this.ctx.store.findTaskByKeyId(material.keyId);
     if (usedBy !== null) throw new VeilError('already_exists', `key ${material.keyId} already belongs to task ${usedBy}; generate a new key bundle`);
-    const selection = settings.selection;
-    if (selection.kind === 'fraction') {
+    const maxClients = maxRoundClients(settings.selection);
+    if (maxClients === null) {
       throw new VeilError('invalid_argument', 'encrypted tasks need clientsPerRound (a fixed count) so the sum headroom can be checked');
     }
-    const maxClients = selection.kind === 'count' ? selection.count : selection.maxCount;
     const ctx = await createHeContext(material);
     const plainModulus = Number(ctx.parameters.plainModulus);
     try {
