@@ -75,20 +75,31 @@ export class RoundLoop {
     else this.armDeadline(rt, open);
   }
 
-  /** Rebuilds the aggregate of a round from its recorded submissions (digests verified). */
+  /**
+   * Rebuilds the aggregate of a round from its recorded submissions (digests verified). If a
+   * stored update cannot be read or folded, the partial aggregate is freed and the error thrown:
+   * the round is then left without an aggregate (`recoverTask` fails it).
+   */
   async rebuildAggregate(rt: TaskRuntime, open: OpenRound): Promise<void> {
     const round = open.round;
     const submissions = await this.ctx.store.listSubmissions(round.id);
     open.setAggregator(null);
-    const aggregator = await newAggregator(this.ctx, rt, round.number);
     open.folded = new Map();
-    for (const s of submissions) {
-      const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
-      aggregator.add(s.clientId, s.exampleCount, bytes, s.trainingLoss ?? null);
-      open.folded.set(s.clientId, s.sha256);
+    const aggregator = await newAggregator(this.ctx, rt, round.number);
+    const folded = new Map<string, string>();
+    try {
+      for (const s of submissions) {
+        const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
+        aggregator.add(s.clientId, s.exampleCount, bytes, s.trainingLoss ?? null);
+        folded.set(s.clientId, s.sha256);
+      }
+    } catch (error) {
+      aggregator.dispose();
+      throw error;
     }
     round.receivedCount = submissions.length;
-    open.aggregator = aggregator;
+    open.setAggregator(aggregator);
+    open.folded = folded;
     open.selected = new Set(await this.ctx.store.listParticipants(round.id));
   }
 
