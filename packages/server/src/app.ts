@@ -15,6 +15,7 @@ import { createAuthThrottle, type AuthThrottleOptions } from './security/auth-th
 import { createTlsSource, type TlsSource } from './tls/tls-source.js';
 import { createAuditTrail } from './security/audit-trail.js';
 import { createDeviceAuth } from './grpc/device-auth.js';
+import { createUploadGuard } from './grpc/upload-guard.js';
 import { createSecurityStore } from './persistence/security-store.js';
 
 /** The coordinator's options; `strategies`, `clock`, `timer`, `rng` and `presenceTtlMs` go to the round engine (defaults there). */
@@ -194,6 +195,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         });
       },
     });
+    // One upload guard for both ports (gRPC streams and Connect chunked uploads): one count of
+    // each device's open uploads, one idle timeout, one minimum rate, cancelled at round close.
+    const uploadGuard = createUploadGuard({
+      idleTimeoutMs: config.uploadIdleTimeoutMs,
+      maxStreamsPerDevice: config.maxUploadStreamsPerDevice,
+      minBytesPerSecond: config.uploadMinRate.bytesPerSecond,
+      minRateWindowMs: config.uploadMinRate.windowMs,
+      minRateGraceMs: config.uploadMinRate.graceMs,
+    });
     const handlers = createFederationHandlers({
       deviceAuth,
       engine,
@@ -201,11 +211,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       logger,
       ...(options.uploadBudgetBytes !== undefined && { uploadBudgetBytes: options.uploadBudgetBytes }),
       ...(options.downloadBudgetBytes !== undefined && { downloadBudgetBytes: options.downloadBudgetBytes }),
-      uploadIdleTimeoutMs: config.uploadIdleTimeoutMs,
-      maxUploadStreamsPerDevice: config.maxUploadStreamsPerDevice,
-      uploadMinBytesPerSecond: config.uploadMinRate.bytesPerSecond,
-      uploadMinRateWindowMs: config.uploadMinRate.windowMs,
-      uploadMinRateGraceMs: config.uploadMinRate.graceMs,
+      uploadGuard,
     });
     const grpcServer = await startGrpcServer(handlers, {
       host: config.host,
@@ -233,7 +239,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       limits: config.httpLimits,
       // The device protocol for browsers (Connect), served by the same handlers as the gRPC port.
       deviceHandlers: handlers,
-      connect: { uploadIdleMs: config.uploadIdleTimeoutMs, ...(options.uploadStoreBytes !== undefined && { uploadStoreBytes: options.uploadStoreBytes }) },
+      connect: { uploadGuard, ...(options.uploadStoreBytes !== undefined && { uploadStoreBytes: options.uploadStoreBytes }) },
       ...(tls && { tls }),
     });
     const listening = await http.listen({ host: config.host, port: config.httpPort });

@@ -155,7 +155,8 @@ describe('device protocol over Connect (HTTP port)', () => {
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, auth);
     expect([r.status, r.headers.get('veil-error-code'), (await r.json()).code]).toEqual([409, 'already_accepted', 'already_exists']);
 
-    // An abandoned upload (begun, one chunk, then nothing) expires: its id is unknown afterwards.
+    // An abandoned upload (begun, then nothing) is cancelled at the idle timeout, as a gRPC stream:
+    // DEADLINE_EXCEEDED for the calls that still name it.
     const otherAuth = { authorization: `Bearer ${other.credential}` };
     r = await post(env, '/veil.v1.UploadService/BeginUpload', { header: { ...header, roundNumber: b.roundNumber } }, otherAuth);
     const abandoned = (await r.json()).uploadId as string;
@@ -163,6 +164,13 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect(r.status).toBe(200);
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId: abandoned }, otherAuth);
+    expect([r.status, r.headers.get('veil-error-code'), await r.json()]).toEqual([
+      504,
+      'deadline_exceeded',
+      { code: 'deadline_exceeded', message: 'no upload call or data for 1500 ms' },
+    ]);
+    // Only its device is told why; to another it is unknown.
+    r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId: abandoned }, auth);
     expect([r.status, (await r.json()).code]).toEqual([404, 'not_found']);
     expect(sha256Hex(payload)).toHaveLength(64);
     device.close();
@@ -197,7 +205,7 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect(first.status).toBe(200);
     expect((await begin(a, 32)).status).toBe(200);
     let r = await begin(a, 33);
-    expect([r.status, (await r.json()).message]).toEqual([429, 'at most 2 uploads per device at once']);
+    expect([r.status, (await r.json()).message]).toEqual([429, 'this device already has 2 uploads open (at most 2)']);
     // 120 of 150 bytes reserved: another device's 60 do not fit until one upload goes.
     r = await begin(b, 34);
     expect([r.status, r.headers.get('veil-error-code'), r.headers.get('retry-after')]).toEqual([429, 'rate_limited', '2']);

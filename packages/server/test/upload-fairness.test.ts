@@ -3,8 +3,13 @@
  * SubmitUpdate streams, sends a valid header and then nothing cannot hold the
  * upload budget. Honest uploads go through, the round completes with them, and
  * the idle streams are closed with a clear status at the idle timeout or when
- * their round closes. Real gRPC on loopback, real PostgreSQL.
+ * their round closes. Real gRPC on loopback, real PostgreSQL. The same guard
+ * holds for chunked uploads over Connect (the HTTP port, browsers): slow and
+ * idle uploads are cancelled and free the bytes they hold, a device's uploads
+ * are counted over both ports, and a round's close cancels them (real HTTP
+ * clients that trickle bytes, on loopback).
  */
+import { request as httpRequest } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
 import { createFederationServiceClient, GRPC_CHANNEL_OPTIONS, type SubmitUpdateRequest } from '@veil/protocol';
@@ -12,6 +17,7 @@ import { float32ToBytes } from '@veil/protocol/codec';
 import {
   TINY_PARAMETERS,
   createTinyTask,
+  joinConnectDevice,
   expectedFedAvg,
   fetchWeights,
   joinDevices,
@@ -203,6 +209,246 @@ describe('fair upload budget', () => {
     } finally {
       clearInterval(drip);
       stream.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ Connect (HTTP port)
+
+interface ConnectAnswer {
+  status: number;
+  /** The coordinator's own code (veil-error-code header), null on success. */
+  code: string | null;
+  body: Record<string, unknown>;
+}
+
+/** A unary UploadService call with the JSON codec. */
+async function uploadCall(coordinator: Coordinator, method: string, body: unknown, credential: string): Promise<ConnectAnswer> {
+  const r = await fetch(`${coordinator.httpUrl}/veil.v1.UploadService/${method}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${credential}` },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, code: r.headers.get('veil-error-code'), body: (await r.json()) as Record<string, unknown> };
+}
+
+/** BeginUpload of `delta` as a float32-LE update for round `roundNumber`. */
+const beginUpload = (coordinator: Coordinator, credential: string, roundNumber: number, delta: Float32Array, exampleCount = 5): Promise<ConnectAnswer> => {
+  const payload = float32ToBytes(delta);
+  return uploadCall(
+    coordinator,
+    'BeginUpload',
+    {
+      header: {
+        roundNumber,
+        modelVersion: 0,
+        exampleCount,
+        encoding: 'UPDATE_ENCODING_FLOAT32_LE',
+        payloadSizeBytes: payload.byteLength,
+        payloadSha256: Buffer.from(sha256Hex(payload), 'hex').toString('base64'),
+      },
+    },
+    credential,
+  );
+};
+
+const varint = (n: number): Buffer => {
+  const out: number[] = [];
+  for (; n > 0x7f; n = Math.floor(n / 128)) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+};
+/** A PutChunkRequest in the binary codec, as the SDK writes it (upload id first). */
+function putChunkBody(uploadId: string, offset: number, data: Uint8Array): Buffer {
+  const id = Buffer.from(uploadId);
+  const digest = Buffer.from(sha256Hex(data), 'hex');
+  return Buffer.concat([
+    Buffer.from([0x0a, id.length]), id,
+    Buffer.from([0x10]), varint(offset),
+    Buffer.from([0x1a]), varint(data.byteLength), Buffer.from(data),
+    Buffer.from([0x22, digest.length]), digest,
+  ]);
+}
+
+/**
+ * A binary PutChunk over a slow link: the first `first` bytes at once (the first segment, with the
+ * upload id), then `piece` bytes every `everyMs`; resolves with the HTTP status.
+ */
+function slowPutChunk(coordinator: Coordinator, credential: string, body: Buffer, first: number, piece: number, everyMs: number): Promise<number> {
+  const url = new URL(`${coordinator.httpUrl}/veil.v1.UploadService/PutChunk`);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/proto', 'content-length': body.length, authorization: `Bearer ${credential}` } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    let sent = 0;
+    const next = (): void => {
+      const n = sent === 0 ? first : piece;
+      req.write(body.subarray(sent, sent + n));
+      sent += n;
+      if (sent < body.length) setTimeout(next, everyMs);
+      else req.end();
+    };
+    next();
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
+  test('a slow-loris (one-byte PutChunk calls, never idle) is cancelled under the minimum rate; its stored bytes go to an honest browser', async () => {
+    // The store holds one tiny update (60 bytes): while the slow-loris holds it, nobody else can begin.
+    const minRate = { bytesPerSecond: 200, windowMs: 400, graceMs: 200 };
+    await using env = await startTestCoordinator({
+      uploadStoreBytes: TINY_PARAMETERS * 4,
+      // The idle timeout alone would never end it: a call arrives far more often than that.
+      config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: minRate },
+    });
+    const { rest, coordinator } = env;
+    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 6_000 });
+    const loris = await joinConnectDevice(coordinator, taskId, 'loris');
+    const honest = await joinConnectDevice(coordinator, taskId, 'honest');
+    const [, h] = await Promise.all([loris.nextAssignment(), honest.nextAssignment()]);
+    try {
+      const delta = pattern(TINY_PARAMETERS, 7);
+      const payload = Buffer.from(float32ToBytes(delta));
+      const began = await beginUpload(coordinator, loris.credential, 1, delta);
+      expect(began.status).toBe(200);
+      const uploadId = String(began.body['uploadId']);
+      // Meanwhile the store is full: the honest device is told to retry later.
+      const full = await beginUpload(coordinator, honest.credential, 1, pattern(TINY_PARAMETERS, 8), 3);
+      expect([full.status, full.code]).toEqual([429, 'rate_limited']);
+      // One payload byte per call every 100 ms (10 bytes/s; each call's ~65 bytes of framing count for nothing).
+      const started = Date.now();
+      const statuses: number[] = [];
+      let answer: ConnectAnswer | null = null;
+      for (let sent = 0; sent < payload.length - 1 && Date.now() - started < 5_000; sent++) {
+        const r = await fetch(`${coordinator.httpUrl}/veil.v1.UploadService/PutChunk`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/proto', authorization: `Bearer ${loris.credential}` },
+          body: putChunkBody(uploadId, sent, payload.subarray(sent, sent + 1)),
+        });
+        if (r.status !== 200) {
+          answer = { status: r.status, code: r.headers.get('veil-error-code'), body: (await r.json()) as Record<string, unknown> };
+          break;
+        }
+        statuses.push(r.status);
+        await r.arrayBuffer();
+        await sleep(100);
+      }
+      expect(answer).not.toBeNull();
+      expect([answer!.status, answer!.code, answer!.body['code']]).toEqual([504, 'deadline_exceeded', 'deadline_exceeded']);
+      expect(String(answer!.body['message'])).toMatch(/^upload too slow: \d+ bytes\/s over 400 ms, at least 200 bytes\/s required$/);
+      // It was still sending, and had not sent its whole payload.
+      expect(statuses.length).toBeGreaterThan(0);
+      expect(statuses.length).toBeLessThan(payload.length - 1);
+      // Its bytes are freed: the honest browser's upload (the SDK's transport) goes through.
+      const honestDelta = pattern(TINY_PARAMETERS, 8);
+      expect(await honest.submit(h, honestDelta, 3)).toEqual({ acceptedCount: 1 });
+      // The cancelled upload stays cancelled (no resume of it), and nothing of it was recorded.
+      const again = await uploadCall(coordinator, 'GetUpload', { uploadId }, loris.credential);
+      expect([again.status, again.code]).toEqual([504, 'deadline_exceeded']);
+      const rounds = await waitForRounds(rest, taskId, (r) => r[0]?.state === 'CLOSED', 15_000);
+      expect(rounds[0]).toMatchObject({ received: 1, summary: { participants: 1, modelVersion: 1 } });
+      expect(maxAbsDiff(await fetchWeights(rest, taskId), expectedFedAvg(base, [{ delta: honestDelta, n: 3 }]))).toBeLessThan(1e-6);
+    } finally {
+      loris.close();
+      honest.close();
+    }
+  });
+
+  test('an honest device on a slow link (one chunk arriving over many rate windows, above the minimum) is not cancelled', async () => {
+    // 5x the minimum: after a first segment with the upload id, 4 bytes every 100 ms (~40 bytes/s)
+    // against 8 bytes/s over 500 ms windows. The chunk's body takes ~2.4 s: counted only once whole
+    // (as a gRPC message is), the first windows would be empty.
+    const minRate = { bytesPerSecond: 8, windowMs: 500, graceMs: 100 };
+    await using env = await startTestCoordinator({ config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: minRate } });
+    const { rest, coordinator } = env;
+    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 1, minClients: 1, minAvailableClients: 1, roundDeadlineMs: 20_000 });
+    const device = await joinConnectDevice(coordinator, taskId, 'slow-link');
+    try {
+      await device.nextAssignment();
+      const delta = pattern(TINY_PARAMETERS, 9);
+      const payload = Buffer.from(float32ToBytes(delta));
+      const began = await beginUpload(coordinator, device.credential, 1, delta, 4);
+      expect(began.status).toBe(200);
+      const uploadId = String(began.body['uploadId']);
+      const body = putChunkBody(uploadId, 0, payload);
+      const started = Date.now();
+      expect(await slowPutChunk(coordinator, device.credential, body, 32, 4, 100)).toBe(200);
+      expect(Date.now() - started).toBeGreaterThan(minRate.graceMs + 2 * minRate.windowMs);
+      const status = await uploadCall(coordinator, 'GetUpload', { uploadId }, device.credential);
+      expect(status.body['receivedBytes']).toBe(String(payload.length));
+      const committed = await uploadCall(coordinator, 'CommitUpload', { uploadId }, device.credential);
+      expect([committed.status, committed.body['acceptedCount']]).toEqual([200, 1]);
+      await waitForRounds(rest, taskId, (r) => r[0]?.state === 'CLOSED');
+      expect(maxAbsDiff(await fetchWeights(rest, taskId), expectedFedAvg(base, [{ delta, n: 4 }]))).toBeLessThan(1e-6);
+    } finally {
+      device.close();
+    }
+  });
+
+  test("a device's uploads are counted over both ports; Connect uploads still receiving when their round closes are cancelled then", async () => {
+    await using env = await startTestCoordinator({ config: { uploadIdleTimeoutMs: 600_000, maxUploadStreamsPerDevice: 2 } });
+    const { rest, coordinator } = env;
+    const { id: taskId } = await createTinyTask(rest, { rounds: 2, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 2_000 });
+    using devices = await joinDevices(coordinator, taskId, 2);
+    const [device, other] = devices as unknown as [Device, Device];
+    const [a] = await Promise.all([device.nextAssignment(), other.nextAssignment()]);
+    const delta = pattern(TINY_PARAMETERS, 4);
+    const payload = Buffer.from(float32ToBytes(pattern(TINY_PARAMETERS, 21)));
+    const streams: OpenStream[] = [];
+    try {
+      // The device begins two Connect uploads (its two slots; the first gets half its payload)...
+      const ids: string[] = [];
+      for (const seed of [21, 22]) {
+        const began = await beginUpload(coordinator, device.credential, 1, pattern(TINY_PARAMETERS, seed));
+        expect(began.status).toBe(200);
+        ids.push(String(began.body['uploadId']));
+      }
+      const half = payload.subarray(0, 28);
+      const put = await uploadCall(
+        coordinator,
+        'PutChunk',
+        { uploadId: ids[0], offset: 0, data: half.toString('base64'), sha256: Buffer.from(sha256Hex(half), 'hex').toString('base64') },
+        device.credential,
+      );
+      expect(put.status).toBe(200);
+      // ...so a gRPC stream of the same device is refused at once.
+      const refused = openUpload(coordinator, device.credential);
+      streams.push(refused);
+      refused.write(headerFor(1, delta, 5));
+      const outcome = await refused.outcome;
+      expect([grpc.status[outcome.code], outcome.details]).toEqual(['RESOURCE_EXHAUSTED', 'this device already has 2 uploads open (at most 2)']);
+      // Another device's gRPC stream: a header, then nothing.
+      const stalled = openUpload(coordinator, other.credential);
+      streams.push(stalled);
+      stalled.write(headerFor(1, delta, 5));
+      // The round closes at its deadline with nothing received: the stream and both Connect uploads are cancelled then.
+      const closed = await stalled.outcome;
+      expect(grpc.status[closed.code]).toBe('FAILED_PRECONDITION');
+      expect(Date.now() - a.deadlineUnixMs).toBeLessThan(3_000);
+      for (const uploadId of ids) {
+        const after = await uploadCall(coordinator, 'GetUpload', { uploadId }, device.credential);
+        expect([after.status, after.code, after.body['message']]).toEqual([400, 'failed_precondition', closed.details]);
+      }
+      expect(closed.details).toMatch(/^round 1 is (CLOSED|FAILED): this upload did not finish in time$/);
+      // Its slots and stored bytes are free again: in round 2 it uploads over Connect and is accepted.
+      const next = await device.nextAssignment();
+      expect(next.roundNumber).toBe(2);
+      const began = await beginUpload(coordinator, device.credential, 2, delta);
+      expect(began.status).toBe(200);
+      const whole = Buffer.from(float32ToBytes(delta));
+      const uploadId = began.body['uploadId'];
+      expect((await uploadCall(coordinator, 'PutChunk', { uploadId, offset: 0, data: whole.toString('base64'), sha256: Buffer.from(sha256Hex(whole), 'hex').toString('base64') }, device.credential)).status).toBe(200);
+      expect((await uploadCall(coordinator, 'CommitUpload', { uploadId }, device.credential)).body).toEqual({ acceptedCount: 1, payloadSha256: Buffer.from(sha256Hex(whole), 'hex').toString('base64') });
+    } finally {
+      for (const s of streams) s.close();
     }
   });
 });

@@ -24,7 +24,7 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
-import { createIdleTimer, createRateMonitor, createUploadGuard, type UploadSlot } from './upload-guard.js';
+import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, type UploadGuard, type UploadSlot } from './upload-guard.js';
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
 import type { GrpcLimits } from '../config/config.js';
@@ -68,6 +68,12 @@ export interface FederationServiceOptions {
   uploadMinBytesPerSecond?: number;
   uploadMinRateWindowMs?: number;
   uploadMinRateGraceMs?: number;
+  /**
+   * The upload guard to use instead of one built from the five options above: given, the Connect
+   * routes (http/connect.ts) share it, so a device's uploads are counted over both ports. These
+   * handlers cancel its uploads when their round closes. Default: one of their own.
+   */
+  uploadGuard?: UploadGuard;
 }
 
 const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -300,7 +306,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
   const encodedModel = createEncodedModelCache();
-  const uploadGuard = createUploadGuard({
+  const uploadGuard = options.uploadGuard ?? createUploadGuard({
     ...(options.uploadIdleTimeoutMs !== undefined && { idleTimeoutMs: options.uploadIdleTimeoutMs }),
     ...(options.maxUploadStreamsPerDevice !== undefined && { maxStreamsPerDevice: options.maxUploadStreamsPerDevice }),
     ...(options.uploadMinBytesPerSecond !== undefined && { minBytesPerSecond: options.uploadMinBytesPerSecond }),
@@ -426,13 +432,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       const idle = createIdleTimer(idleMs, () =>
         finish(new VeilError('deadline_exceeded', header === null ? `no update header within ${idleMs} ms` : `no update data for ${idleMs} ms`)),
       );
-      // DEADLINE_EXCEEDED, not RESOURCE_EXHAUSTED: like the idle timeout, the device did not deliver
-      // its data in the time the coordinator allows; nothing of ours ran out, and a retry at a
-      // usable rate is welcome (RESOURCE_EXHAUSTED would tell it to back off).
       let rate: { add(bytes: number): void; stop(): void } | null = null;
-      const { minBytesPerSecond, windowMs: rateWindowMs } = uploadGuard.minRate;
-      const tooSlow = (observed: number): void =>
-        finish(new VeilError('deadline_exceeded', `upload too slow: ${observed} bytes/s over ${rateWindowMs} ms, at least ${minBytesPerSecond} bytes/s required`));
+      const tooSlow = (observed: number): void => finish(tooSlowError(observed, uploadGuard.minRate));
       /** Whatever the stream holds, let go (idempotent). */
       const letGo = (): void => {
         idle.stop();

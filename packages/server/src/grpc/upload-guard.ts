@@ -121,6 +121,19 @@ export function createUploadGuard(options: UploadGuardOptions = {}): UploadGuard
   };
 }
 
+/**
+ * The status of an upload cancelled by {@link createRateMonitor}: DEADLINE_EXCEEDED, not
+ * RESOURCE_EXHAUSTED: like the idle timeout, the device did not deliver its data in the time the
+ * coordinator allows; nothing of ours ran out, and a retry at a usable rate is welcome
+ * (RESOURCE_EXHAUSTED would tell it to back off). One text for both ports.
+ */
+export function tooSlowError(observedBytesPerSecond: number, settings: { readonly minBytesPerSecond: number; readonly windowMs: number }): VeilError {
+  return new VeilError(
+    'deadline_exceeded',
+    `upload too slow: ${observedBytesPerSecond} bytes/s over ${settings.windowMs} ms, at least ${settings.minBytesPerSecond} bytes/s required`,
+  );
+}
+
 /** A restartable one-shot timer: `start` (re)arms it, `stop` disarms it. */
 export function createIdleTimer(ms: number, onIdle: () => void): { start(): void; stop(): void } {
   let timer: NodeJS.Timeout | null = null;

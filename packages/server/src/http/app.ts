@@ -71,8 +71,8 @@ export interface HttpAppOptions {
    * Connect protocol (browsers; http/connect.ts). Default none.
    */
   deviceHandlers?: FederationServiceHandlers;
-  /** Resumable uploads of the Connect routes (bounded store, idle expiry). */
-  connect?: Pick<ConnectOptions, 'uploadStoreBytes' | 'uploadIdleMs' | 'maxUploadsPerDevice' | 'allowedOrigins'>;
+  /** Resumable uploads of the Connect routes (bounded store; the gRPC port's upload guard). */
+  connect?: Pick<ConnectOptions, 'uploadStoreBytes' | 'uploadGuard' | 'allowedOrigins'>;
 }
 
 /** Defaults of {@link HttpAppOptions.limits} (the same as the configuration's). */

@@ -9,11 +9,14 @@
  * update is sent with veil.v1.UploadService (proto/veil/v1/upload.proto):
  * resumable chunk calls into a bounded store, then a commit that replays the
  * payload into the SubmitUpdate handler as one stream (the same intake path).
+ * An upload holds one of its device's upload slots of the gRPC port's guard
+ * (grpc/upload-guard.ts) from BeginUpload to its commit, with that guard's idle
+ * timeout, minimum rate and cancellation when its round closes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform, pipeline } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import type { StatusObject } from '@grpc/grpc-js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -25,6 +28,7 @@ import type { RoundEngine } from '../rounds/engine.js';
 import type { Client } from '../rounds/model.js';
 import type { DeviceAuth } from '../grpc/device-auth.js';
 import { updateHeaderInput, type RawUpdateHeader } from '../grpc/federation-service.js';
+import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, type UploadGuard, type UploadSlot } from '../grpc/upload-guard.js';
 
 export interface ConnectOptions {
   /** The gRPC handlers (createFederationHandlers): one implementation behind both ports. */
@@ -35,10 +39,16 @@ export interface ConnectOptions {
   logger: Logger;
   /** Bytes of begun, uncommitted uploads held at once (reserved at BeginUpload). Default 64 MiB. */
   uploadStoreBytes?: number;
-  /** An upload without a call for this long is dropped, ms. Default 120 000. */
-  uploadIdleMs?: number;
-  /** Uncommitted uploads one device may hold. Default 2. */
-  maxUploadsPerDevice?: number;
+  /**
+   * The gRPC port's upload guard (pass the same instance). An upload holds one of its device's
+   * slots from BeginUpload until its commit (the device's uploads are counted over both ports);
+   * it is dropped, its bytes freed, after the guard's idle timeout without a call or chunk bytes
+   * (DEADLINE_EXCEEDED), under the guard's minimum rate once begun (DEADLINE_EXCEEDED, the gRPC
+   * port's text) and when its round closes (FAILED_PRECONDITION, through the guard, whose owner
+   * is subscribed to the engine). Default: a guard of its own with the guard's defaults, which
+   * these routes subscribe to the engine's round-closed and round-failed events.
+   */
+  uploadGuard?: UploadGuard;
   /** Origins allowed to call from a browser (CORS), or '*'. Default '*' (credentials are bearer headers, never cookies). */
   allowedOrigins?: '*' | readonly string[];
 }
@@ -239,9 +249,32 @@ interface StoredUpload {
   size: number;
   chunks: Buffer[];
   received: number;
-  lastUsed: number;
+  /** Store bytes this upload holds (its size until committed or dropped, then 0). */
+  reservedBytes: number;
+  /** Its slot in the upload guard, held until it is committed (the SubmitUpdate replay takes one of its own) or dropped. */
+  slot: UploadSlot;
+  /** Restarted by every call naming it and by every PutChunk body byte credited to it. */
+  idle: { start(): void; stop(): void };
+  /** The guard's minimum rate, from BeginUpload until every declared byte arrived. */
+  rate: { add(bytes: number): void; stop(): void };
   state: 'open' | 'committing' | 'committed';
   result?: Buffer;
+}
+
+/** How many cancelled uploads' reasons are kept (for the calls that still name them), and how long, ms. */
+const MAX_ENDED_UPLOADS = 4096;
+const ENDED_UPLOAD_TTL_MS = 600_000;
+
+/**
+ * The upload id a binary PutChunk body starts with (field 1, length-delimited, as the SDK writes
+ * it first): the id, `undefined` while `head` is too short to tell, or null when the body does not
+ * start with it (the call's bytes are then credited once its chunk is accepted).
+ */
+function leadingUploadId(head: Buffer): string | null | undefined {
+  if (head.length < 2) return undefined;
+  const length = head[1]!;
+  if (head[0] !== 0x0a || length > 64) return null;
+  return head.length < 2 + length ? undefined : head.subarray(2, 2 + length).toString('latin1');
 }
 
 /** Fastify plugin: Connect routes for the device protocol and resumable uploads. */
@@ -251,42 +284,70 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
   const types = protoTypes();
   const definition = federationServiceDefinition() as unknown as Record<string, { requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer }>;
   const storeBytes = options.uploadStoreBytes ?? 64 * 2 ** 20;
-  const idleMs = options.uploadIdleMs ?? 120_000;
-  const perDevice = options.maxUploadsPerDevice ?? 2;
   const origins = options.allowedOrigins ?? '*';
+  const guard = options.uploadGuard ?? createUploadGuard();
+  const idleMs = guard.idleTimeoutMs;
   const uploads = new Map<string, StoredUpload>();
   /** Each device's uploads (BeginUpload looks only at the caller's). */
   const byClient = new Map<string, Set<StoredUpload>>();
+  /** Why an upload was cancelled, for the calls that still name it (the newest, for a while). */
+  const ended = new Map<string, { clientId: string; error: VeilError }>();
+  /**
+   * PutChunk calls whose body bytes were credited to their upload's rate while they arrived; when
+   * the call ends the credit is settled to the chunk bytes it added (none if refused).
+   */
+  const credits = new WeakMap<FastifyRequest, { upload: StoredUpload; credited: number; settled: boolean }>();
+  /** Settles a PutChunk call's credit: its upload's rate keeps `accepted` bytes of what it was credited. */
+  const settle = (request: FastifyRequest, accepted: number): boolean => {
+    const credit = credits.get(request);
+    if (credit === undefined || credit.settled) return false;
+    credit.settled = true;
+    credit.upload.rate.add(accepted - credit.credited);
+    return true;
+  };
   let reserved = 0;
 
-  const drop = (upload: StoredUpload, why: string): void => {
+  const release = (upload: StoredUpload): void => {
+    reserved -= upload.reservedBytes;
+    upload.reservedBytes = 0;
+  };
+  /** Forgets an upload and frees what it holds; with `error`, calls still naming it get that error. */
+  const drop = (upload: StoredUpload, why: string, error?: VeilError): void => {
     if (uploads.get(upload.id) !== upload) return;
     uploads.delete(upload.id);
     const own = byClient.get(upload.clientId);
     own?.delete(upload);
     if (own?.size === 0) byClient.delete(upload.clientId);
-    if (upload.state !== 'committed') reserved -= upload.size;
+    upload.idle.stop();
+    upload.rate.stop();
+    upload.slot.close();
+    release(upload);
     upload.chunks.length = 0;
+    if (error !== undefined) {
+      ended.set(upload.id, { clientId: upload.clientId, error });
+      if (ended.size > MAX_ENDED_UPLOADS) ended.delete(ended.keys().next().value!);
+      setTimeout(() => ended.delete(upload.id), ENDED_UPLOAD_TTL_MS).unref();
+    }
     log.info({ taskId: upload.taskId, clientId: upload.clientId, roundNumber: upload.roundNumber, received: upload.received, size: upload.size, why }, 'upload dropped');
   };
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    for (const upload of uploads.values()) if (upload.state !== 'committing' && now - upload.lastUsed > idleMs) drop(upload, 'expired');
-  }, Math.max(250, Math.min(5_000, idleMs / 4)));
-  sweep.unref();
-  const roundClosed = ({ taskId, round }: { taskId: string; round: { number: number } }): void => {
-    for (const upload of uploads.values()) {
-      if (upload.taskId === taskId && upload.roundNumber === round.number && upload.state === 'open') drop(upload, 'round closed');
-    }
-  };
-  engine.on('round-closed', roundClosed);
-  engine.on('round-failed', roundClosed);
+  if (options.uploadGuard === undefined) {
+    // A guard of our own: nobody else cancels its uploads when their round closes.
+    const roundClosed = ({ taskId, round }: { taskId: string; round: { number: number; state: string } }): void => guard.roundClosed(taskId, round.number, round.state);
+    engine.on('round-closed', roundClosed);
+    engine.on('round-failed', roundClosed);
+    app.addHook('onClose', async () => {
+      engine.off('round-closed', roundClosed);
+      engine.off('round-failed', roundClosed);
+    });
+  }
   app.addHook('onClose', async () => {
-    clearInterval(sweep);
-    engine.off('round-closed', roundClosed);
-    engine.off('round-failed', roundClosed);
     for (const upload of [...uploads.values()]) drop(upload, 'closing');
+    ended.clear();
   });
+  /** A call named the upload: its idle timeout starts again (not while it is being committed). */
+  const touch = (upload: StoredUpload): void => {
+    if (upload.state !== 'committing') upload.idle.start();
+  };
 
   const cors = (request: FastifyRequest, reply: FastifyReply | ServerResponse): void => {
     const origin = request.headers.origin;
@@ -325,7 +386,11 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
   // ------------------------------------------------------------------ UploadService
   const ownUpload = (id: string, clientId: string): StoredUpload => {
     const upload = typeof id === 'string' ? uploads.get(id) : undefined;
-    if (upload === undefined || upload.clientId !== clientId) throw new VeilError('not_found', 'unknown or expired upload');
+    if (upload === undefined || upload.clientId !== clientId) {
+      const end = typeof id === 'string' ? ended.get(id) : undefined;
+      if (end !== undefined && end.clientId === clientId) throw end.error;
+      throw new VeilError('not_found', 'unknown or expired upload');
+    }
     return upload;
   };
   const status = (u: StoredUpload): Uint8Array =>
@@ -350,14 +415,24 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       const mine = [...(byClient.get(client.id) ?? [])].filter((u) => u.state !== 'committed');
       const same = mine.find((u) => u.roundNumber === h.roundNumber && u.sha256 === h.sha256 && u.size === h.size);
       if (same !== undefined) {
-        same.lastUsed = Date.now();
+        touch(same);
         return status(same);
       }
-      if (mine.length >= perDevice) throw new VeilError('resource_exhausted', `at most ${perDevice} uploads per device at once`);
-      if (reserved + h.size > storeBytes) throw new VeilError('rate_limited', 'the coordinator holds as many uploads as it can; retry later', { retryAfterMs: 2_000 });
+      const id = randomBytes(18).toString('base64url');
+      const ids = { clientId: client.id, taskId: client.taskId, roundNumber: h.roundNumber };
+      // The device's uploads over both ports (RESOURCE_EXHAUSTED beyond the guard's limit); cancelled when the round closes.
+      const slot = guard.open(ids, (error) => {
+        const upload = uploads.get(id);
+        if (upload !== undefined) drop(upload, 'round closed', error);
+      });
+      if (reserved + h.size > storeBytes) {
+        slot.close();
+        throw new VeilError('rate_limited', 'the coordinator holds as many uploads as it can; retry later', { retryAfterMs: 2_000 });
+      }
       reserved += h.size;
+      const { minBytesPerSecond, windowMs } = guard.minRate;
       const upload: StoredUpload = {
-        id: randomBytes(18).toString('base64url'),
+        id,
         clientId: client.id,
         taskId: client.taskId,
         roundNumber: h.roundNumber,
@@ -366,9 +441,17 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         size: h.size,
         chunks: [],
         received: 0,
-        lastUsed: Date.now(),
+        reservedBytes: h.size,
+        slot,
+        idle: createIdleTimer(idleMs, () => {
+          if (upload.state === 'open') drop(upload, 'idle', new VeilError('deadline_exceeded', `no upload call or data for ${idleMs} ms`));
+          else drop(upload, 'expired');
+        }),
+        // Like a gRPC stream's: a device that keeps the upload alive with a byte now and then holds the store's bytes.
+        rate: createRateMonitor(guard.minRate, (observed) => drop(upload, 'too slow', tooSlowError(observed, { minBytesPerSecond, windowMs }))),
         state: 'open',
       };
+      upload.idle.start();
       uploads.set(upload.id, upload);
       const own = byClient.get(client.id);
       if (own === undefined) byClient.set(client.id, new Set([upload]));
@@ -380,7 +463,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       const client = await authenticate(request, path);
       const upload = ownUpload(message['uploadId'] as string, client.id);
       if (upload.state !== 'open') throw new VeilError('failed_precondition', 'the upload was committed');
-      upload.lastUsed = Date.now();
+      touch(upload);
       const data = message['data'] as Buffer;
       const offset = message['offset'] as number;
       const digest = message['sha256'] as Buffer;
@@ -398,13 +481,17 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       if (upload.received + data.byteLength > upload.size) throw new VeilError('resource_exhausted', `payload exceeds the declared ${upload.size} bytes`);
       upload.chunks.push(Buffer.from(data));
       upload.received += data.byteLength;
+      // Counted while the body arrived (less the message's framing), or now (JSON codec, or a body that does not start with the id).
+      if (credits.get(request)?.upload !== upload || !settle(request, data.byteLength)) upload.rate.add(data.byteLength);
+      // Everything declared arrived: waiting for the commit is no transfer (the idle timeout still applies).
+      if (upload.received === upload.size) upload.rate.stop();
       return status(upload);
     },
 
     async GetUpload(request, _reply, path, message) {
       const client = await authenticate(request, path);
       const upload = ownUpload(message['uploadId'] as string, client.id);
-      upload.lastUsed = Date.now();
+      touch(upload);
       return status(upload);
     },
 
@@ -415,6 +502,10 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       if (upload.state === 'committing') throw new VeilError('aborted', 'this upload is being committed');
       if (upload.received !== upload.size) throw new VeilError('failed_precondition', `${upload.received} of ${upload.size} bytes received`);
       upload.state = 'committing';
+      upload.idle.stop();
+      upload.rate.stop();
+      // The SubmitUpdate stream below takes a slot of its own (and is cancelled at round close, as any).
+      upload.slot.close();
       // The payload goes to the SubmitUpdate handler as a stream of header + chunks: the gRPC intake, unchanged.
       const items: unknown[] = [{ part: 'header', header: upload.header }, ...upload.chunks.map((chunk) => ({ part: 'chunk', chunk }))];
       const stream = Object.assign(new Readable({ objectMode: true, read() {} }), {
@@ -433,9 +524,11 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         });
         void reply;
         upload.state = 'committed';
-        reserved -= upload.size;
+        release(upload);
         upload.chunks.length = 0;
         upload.result = response;
+        // The record answers a repeated commit until it has been left alone for the idle timeout.
+        upload.idle.start();
         return response;
       } catch (error) {
         // Refused (e.g. its round closed, or already accepted): nothing of it is kept.
@@ -443,6 +536,50 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         throw error;
       }
     },
+  };
+
+  /**
+   * A binary PutChunk body as it arrives: once its leading upload id names an open upload of the
+   * caller, every byte restarts that upload's idle timeout and counts for its minimum rate, so a
+   * device on a slow link is judged by the bytes it sends, not by how often a whole chunk (up to
+   * 1 MiB) completes. When the call ends, the credit is settled to the chunk bytes accepted: the
+   * message's framing and a refused or aborted chunk count for nothing (a device cannot keep an
+   * upload alive with calls that add no data). Other bodies are counted when their chunk is accepted.
+   */
+  const creditWhileArriving = (request: FastifyRequest, reply: FastifyReply, payload: NodeJS.ReadableStream): NodeJS.ReadableStream => {
+    const client = authenticated.get(request);
+    if (client === undefined || codecOf(request.headers['content-type'], false) !== 'proto') return payload;
+    let head: Buffer | null = Buffer.alloc(0);
+    let target: StoredUpload | null = null;
+    let seen = 0;
+    const counter: Transform & { receivedEncodedLength?: number } = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        seen += chunk.byteLength;
+        counter.receivedEncodedLength = seen;
+        if (head !== null) {
+          head = Buffer.concat([head, chunk]);
+          const id = leadingUploadId(head);
+          if (id !== undefined) {
+            const upload = id === null ? undefined : uploads.get(id);
+            if (upload !== undefined && upload.clientId === client.id && upload.state === 'open') {
+              target = upload;
+              credits.set(request, { upload, credited: head.byteLength, settled: false });
+              upload.rate.add(head.byteLength);
+              upload.idle.start();
+              reply.raw.once('close', () => settle(request, 0));
+            }
+            head = null;
+          } else if (head.byteLength > 80) head = null;
+        } else if (target !== null && target.state === 'open' && uploads.get(target.id) === target) {
+          credits.get(request)!.credited += chunk.byteLength;
+          target.rate.add(chunk.byteLength);
+          target.idle.start();
+        }
+        callback(null, chunk);
+      },
+    });
+    pipeline(payload, counter, () => {});
+    return counter;
   };
 
   const smallBody = 64 * 1024;
@@ -481,7 +618,9 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
               }
             }
           : definition[method]!.requestDeserialize;
-        scope.post(path, { bodyLimit: method === 'PutChunk' ? chunkBody : smallBody, config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
+        const preParsing =
+          method === 'PutChunk' ? async (request: FastifyRequest, reply: FastifyReply, payload: NodeJS.ReadableStream) => creditWhileArriving(request, reply, payload) : undefined;
+        scope.post(path, { bodyLimit: method === 'PutChunk' ? chunkBody : smallBody, config: { auth: 'public' }, schema: { hide: true }, ...(preParsing && { preParsing }) }, async (request, reply) => {
           const codec = codecOf(request.headers['content-type'], false);
           if (codec === null) {
             cors(request, reply);
