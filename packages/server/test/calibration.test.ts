@@ -266,8 +266,71 @@ describe('calibration rounds in the coordinator', () => {
     expect(file).toMatchObject({ modelVersion: 1, method: 'minmax' });
     const ended = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: {} });
     expect(ended.status).toBe(409);
-    expect(JSON.stringify(ended.body)).toMatch(/is COMPLETED/);
+    expect(JSON.stringify(ended.body)).toMatch(/already runs calibration rounds/);
   }, 120_000);
+
+  it('POST /v1/tasks/:id/calibration on an ended task runs the calibration rounds on its final model with the connected device, charged to its ledger, then ends as it was; 409 when the budget has no room', async () => {
+    await using t = await startTestCoordinator();
+    const privacy = (epsilonCap: number) => ({ mode: 'local', epsilonCap, delta: 1e-5, noiseMultiplier: 1, clipNorm: 1, samplingRate: 1 });
+    const create = async (overrides: Record<string, unknown>) => {
+      const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'none' }, clientsPerRound: 1, minClients: 1, minAvailableClients: 1, calibration: false, ...overrides }) });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      return created.body.id as string;
+    };
+    const delta = new Float32Array(initial.length).map((_, i) => 1e-3 * Math.sin(i));
+    // The accountant's epsilon after 1 and after 3 rounds of this mechanism (from the first task's ledger).
+    const id = await create({ privacy: privacy(1e6) });
+    using device = await joinDevice(t.coordinator, id, 'phone');
+    await device.submit(await device.nextAssignment(), delta, 1);
+    await expect(device.nextAssignment(5_000)).rejects.toThrow(/task ended: TASK_STATUS_COMPLETED/);
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).status).toBe(404);
+
+    const requested = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: { method: 'minmax' } });
+    expect(requested.status, JSON.stringify(requested.body)).toBe(200);
+    expect(requested.body).toMatchObject({ status: 'RUNNING', settings: { calibration: { method: 'minmax' } } });
+    const { weights } = await device.download(1);
+    const plans: CalibrationPlan[] = [];
+    for (const [stage, number] of [['range', 2], ['histogram', 3]] as const) {
+      const a = await device.nextAssignment();
+      expect(a).toMatchObject({ roundNumber: number, modelVersion: 1, calibration: { plan: { round: stage } } });
+      plans.push(a.calibration!.plan);
+      const padded = new Float32Array(initial.length);
+      const report = await computeCalibrationStatistics(tf, spec, weights, shards[2]!, a.calibration!.plan);
+      for (let i = 0; i < report.length; i++) padded[i] = report[i]! * a.calibration!.scale; // a DP device would add its noise here
+      await device.submit(a, padded, 1); // under DP every report weighs 1
+    }
+    await expect(device.nextAssignment(10_000)).rejects.toThrow(/task ended: TASK_STATUS_COMPLETED/);
+    const task = (await t.rest.request('GET', `/v1/tasks/${id}`)).body;
+    expect(task).toMatchObject({ status: 'COMPLETED', currentModelVersion: 1, statusReason: expect.stringMatching(/^all 1 rounds ran; calibration rounds after the end; the model was calibrated$/) });
+    const file = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+    expect(file).toMatchObject({ modelVersion: 1, method: 'minmax', rounds: { range: { number: 2, participants: 1 }, histogram: { number: 3, participants: 1 } } });
+    expect(file.histogram.plan).toEqual(plans[1]);
+    const exact = await computeCalibrationStatistics(tf, spec, weights, shards[2]!, plans[1]!);
+    expect(maxAbsDiff(file.histogram.statistics, exact)).toBeLessThan(1e-6);
+    const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`)).body.entries as any[];
+    expect(ledger.map((e) => [e.roundNumber, e.mechanism, e.noiseMultiplier])).toEqual([[1, 'gaussian-local', 1], [2, 'gaussian-local', 1], [3, 'gaussian-local', 1]]);
+    expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 3 });
+    const again = await t.rest.request('POST', `/v1/tasks/${id}/calibration`, { body: {} });
+    expect(again.status).toBe(409);
+    expect(JSON.stringify(again.body)).toMatch(/already runs calibration rounds/);
+
+    // A cap between epsilon after 1 round and after 3: the task completes, the calibration is refused.
+    const [one, three] = [ledger[0].epsilon as number, ledger[2].epsilon as number];
+    const tight = await create({ privacy: privacy((one + three) / 2) });
+    using second = await joinDevice(t.coordinator, tight, 'tablet');
+    await second.submit(await second.nextAssignment(), delta, 1);
+    await expect(second.nextAssignment(5_000)).rejects.toThrow(/task ended: TASK_STATUS_COMPLETED/);
+    const refused = await t.rest.request('POST', `/v1/tasks/${tight}/calibration`, { body: {} });
+    expect(refused.status).toBe(409);
+    expect(JSON.stringify(refused.body)).toMatch(/the two calibration rounds would spend the privacy budget/);
+    // A task that ran out of budget: same answer; neither changes state or settings.
+    const exhausted = await create({ rounds: 5, privacy: privacy((one + three) / 2) });
+    using third = await joinDevice(t.coordinator, exhausted, 'watch');
+    await third.submit(await third.nextAssignment(), delta, 1);
+    await expect(third.nextAssignment(10_000)).rejects.toThrow(/task ended: TASK_STATUS_BUDGET_EXHAUSTED/);
+    expect((await t.rest.request('POST', `/v1/tasks/${exhausted}/calibration`, { body: {} })).status).toBe(409);
+    for (const x of [tight, exhausted]) expect((await t.rest.request('GET', `/v1/tasks/${x}`)).body).toMatchObject({ status: x === tight ? 'COMPLETED' : 'BUDGET_EXHAUSTED', settings: { calibration: null } });
+  }, 180_000);
 
   it('a restart in the middle of a calibration round: the accepted report is kept and counted once, a retry is answered already_accepted', async () => {
     await using storage = await createTestStorage('postgres');

@@ -293,8 +293,11 @@ export function createPrismaStore(prisma: PrismaClient): FederationStore {
       return toTask(await prisma.task.findUniqueOrThrow({ where: { id } }));
     },
 
-    async updateTaskSettings(id, settings, from) {
-      const { count } = await prisma.task.updateMany({ where: { id, status: { in: [...from] } }, data: { spec: json(settings) } });
+    async updateTaskSettings(id, settings, from, status) {
+      const { count } = await prisma.task.updateMany({
+        where: { id, status: { in: [...from] } },
+        data: { spec: json(settings), ...(status !== undefined && { status: status.to, statusReason: status.reason }) },
+      });
       if (count !== 1) return null;
       return toTask(await prisma.task.findUniqueOrThrow({ where: { id } }));
     },

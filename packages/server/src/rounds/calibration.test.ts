@@ -2,7 +2,7 @@ import { createCalibrationCollector, planRangeRound, statisticsLength } from '@v
 import { describe, expect, it } from 'vitest';
 import { VeilError } from '../errors.js';
 import type { PrivacySettings } from '../privacy/settings.js';
-import { calibrationRoundConfig, calibrationStage, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
+import { calibrationRoundConfig, calibrationRounds, calibrationStage, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
 
 /** A 4-8-3 MLP in TF.js layers JSON (what tasks store). */
 function mlp(hidden = 8) {
@@ -70,6 +70,11 @@ describe('calibration settings', () => {
     expect([4, 5, 6, 7].map((n) => calibrationStage(n, settings))).toEqual([null, 'range', 'histogram', null]);
     expect(totalRounds({ rounds: 4, calibration: null })).toBe(4);
     expect(calibrationStage(5, { rounds: 4 })).toBeNull();
+    // An ended task calibrated afterwards (a budget-exhausted one may have stopped after round 2).
+    const late = { rounds: 4, calibration: { ...settings.calibration!, firstRound: 3 } };
+    expect(totalRounds(late)).toBe(4);
+    expect(calibrationRounds(late)).toEqual({ range: 3, histogram: 4 });
+    expect([2, 3, 4, 5].map((n) => calibrationStage(n, late))).toEqual([null, 'range', 'histogram', null]);
     // The histogram round needs a closed range round's plan.
     expect(calibrationRoundConfig('histogram', settings.calibration!, null, null)).toBeNull();
     expect(calibrationRoundConfig('range', settings.calibration!, null, null)).toEqual({ plan: planRangeRound([':input', 'hidden']), scale: 1 });

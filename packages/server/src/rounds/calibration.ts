@@ -79,6 +79,13 @@ export interface CalibrationSettings {
   bins: number;
   /** Share of examples whose extreme activation may fall outside the histogram grid. Default 0.001. */
   tailFraction: number;
+  /**
+   * Number of the range round (the histogram round follows it). Absent: `rounds + 1`, right after
+   * the last training round. Set when an ended task is calibrated: the round after its last one.
+   */
+  firstRound?: number;
+  /** Set when an ended task is calibrated: the status and reason it ended with, restored after the calibration rounds. */
+  afterEnd?: { status: 'COMPLETED' | 'BUDGET_EXHAUSTED'; reason: string | null };
 }
 
 /** What a task creation may say about calibration: `true`, or options. */
@@ -150,16 +157,23 @@ export function resolveCalibrationSettings(
   return { points, method: method as RangeMethod, percentile: percentile as number, bins: bins as number, tailFraction: tailFraction as number };
 }
 
-/** Rounds a task runs in all: its training rounds, then 2 calibration rounds when it calibrates. */
+/** The numbers of a calibrating task's range and histogram rounds. */
+export function calibrationRounds(settings: { rounds: number; calibration: CalibrationSettings }): { range: number; histogram: number } {
+  const range = settings.calibration.firstRound ?? settings.rounds + 1;
+  return { range, histogram: range + 1 };
+}
+
+/** Rounds a task runs in all: its training rounds, then 2 calibration rounds when it calibrates (the number of its last round). */
 export function totalRounds(settings: { rounds: number; calibration?: CalibrationSettings | null }): number {
-  return settings.rounds + (settings.calibration ? 2 : 0);
+  return settings.calibration ? calibrationRounds({ rounds: settings.rounds, calibration: settings.calibration }).histogram : settings.rounds;
 }
 
 /** The calibration stage of round `number`, or null for a training round. */
 export function calibrationStage(number: number, settings: { rounds: number; calibration?: CalibrationSettings | null }): CalibrationPlan['round'] | null {
   if (!settings.calibration) return null;
-  if (number === settings.rounds + 1) return 'range';
-  if (number === settings.rounds + 2) return 'histogram';
+  const rounds = calibrationRounds({ rounds: settings.rounds, calibration: settings.calibration });
+  if (number === rounds.range) return 'range';
+  if (number === rounds.histogram) return 'histogram';
   return null;
 }
 

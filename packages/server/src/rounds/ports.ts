@@ -82,8 +82,11 @@ export interface FederationStore {
   listTasks(): Promise<Task[]>;
   /** Sets the status if the current one is among `from`; returns the updated task or null. */
   setTaskStatus(id: string, to: TaskStatus, from: readonly TaskStatus[], reason?: string | null): Promise<Task | null>;
-  /** Replaces the task's settings with `settings` if its status is one of `from` (e.g. calibration requested later); null otherwise. */
-  updateTaskSettings(id: string, settings: TaskSettings, from: readonly TaskStatus[]): Promise<Task | null>;
+  /**
+   * Replaces the task's settings with `settings` if its status is one of `from` (e.g. calibration
+   * requested later), and with `status` sets its status and reason in the same statement; null otherwise.
+   */
+  updateTaskSettings(id: string, settings: TaskSettings, from: readonly TaskStatus[], status?: { to: TaskStatus; reason: string | null }): Promise<Task | null>;
 
   createClient(client: { id: string; taskId: string; name: string | null; credentialHash: string }): Promise<Client>;
   findClientByCredentialHash(hash: string): Promise<Client | null>;

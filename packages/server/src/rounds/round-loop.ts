@@ -114,7 +114,7 @@ export class RoundLoop {
     if (number > totalRounds(rt.task.settings)) {
       const calibrated = previous?.summary?.calibration?.activationRanges !== undefined;
       const note = !rt.task.settings.calibration ? '' : calibrated ? '; the model was calibrated' : `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`;
-      await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran${note}`);
+      await this.endAfterLastRound(rt, note);
       return;
     }
     const stage = calibrationStage(number, rt.task.settings);
@@ -123,7 +123,7 @@ export class RoundLoop {
       const before = previous?.state === 'CLOSED' ? (previous.summary?.calibration ?? null) : null;
       calibration = calibrationRoundConfig(stage, rt.task.settings.calibration!, rt.task.settings.privacy, before);
       if (calibration === null) {
-        await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran; calibration did not complete (round ${previous?.number ?? number - 1} failed)`);
+        await this.endAfterLastRound(rt, `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`);
         return;
       }
     }
@@ -516,6 +516,19 @@ export class RoundLoop {
     this.settleRound(rt);
     rt.open = new OpenRound(round, with_);
     return rt.open;
+  }
+
+  /**
+   * Ends a task whose rounds are all done, `note` appended to the reason: COMPLETED, or, for a task
+   * calibrated after it ended, the status and reason it had ended with.
+   */
+  private async endAfterLastRound(rt: TaskRuntime, note: string): Promise<void> {
+    const afterEnd = rt.task.settings.calibration?.afterEnd;
+    if (afterEnd !== undefined) {
+      await this.endTask(rt, afterEnd.status, `${afterEnd.reason ?? `the task was ${afterEnd.status}`}; calibration rounds after the end${note}`);
+      return;
+    }
+    await this.endTask(rt, 'COMPLETED', `all ${rt.task.settings.rounds} rounds ran${note}`);
   }
 
   private async endTask(rt: TaskRuntime, status: 'COMPLETED' | 'FAILED' | 'BUDGET_EXHAUSTED', reason: string): Promise<void> {

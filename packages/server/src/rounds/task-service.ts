@@ -9,8 +9,9 @@ import type { CommitteeSettings, Task, TaskEncryption, TaskSettings } from './mo
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 import type { EngineContext } from './engine-context.js';
 import { wake, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
-import { resolveCalibrationSettings, totalRounds, type CalibrationInput } from './calibration.js';
+import { calibrationRounds, resolveCalibrationSettings, totalRounds, type CalibrationInput } from './calibration.js';
 import { maxRoundClients } from './privacy-budget.js';
+import { epsilonIfRoundRuns, ledgerParams } from '../privacy/accounting.js';
 
 /** Committee mode requested at task creation: the authority-signed descriptor (base64 canonical bytes, or the object). */
 export interface CommitteeInput {
@@ -261,16 +262,21 @@ export class TaskService {
   }
 
   /**
-   * An admin's request to calibrate a task that was created without `calibration` (issue 16):
-   * the two calibration rounds then run after its last training round. Possible until that
-   * round closes (the task has not ended); refused when the task already calibrates.
+   * An admin's request to calibrate a task that was created without `calibration` (issue 16).
+   * Before the task ends, the two calibration rounds then run after its last training round. Once
+   * it ended with a model (COMPLETED, BUDGET_EXHAUSTED), it runs again for the two rounds after its
+   * last one, on its final model, with the devices that are (still, or again) connected, and then
+   * ends with the status and reason it had. Refused (`failed_precondition`) when the task already
+   * calibrates, ended otherwise (FAILED, CANCELLED), a DP task's budget has no room for both rounds,
+   * or a committee descriptor's `maxRounds` no room for them.
    */
   async requestCalibration(taskId: string, input: CalibrationInput): Promise<Task> {
     const rt = await this.runtimes.load(taskId);
     return rt.mutex.run(async () => {
       const task = rt.task;
-      if (task.status !== 'DRAFT' && task.status !== 'RUNNING' && task.status !== 'PAUSED') {
-        throw new VeilError('failed_precondition', `task ${taskId} is ${task.status}: calibration runs after the last training round, before the task ends`);
+      const ended = task.status === 'COMPLETED' || task.status === 'BUDGET_EXHAUSTED';
+      if (!ended && task.status !== 'DRAFT' && task.status !== 'RUNNING' && task.status !== 'PAUSED') {
+        throw new VeilError('failed_precondition', `task ${taskId} is ${task.status}: only a running task or one that ended with a model (COMPLETED, BUDGET_EXHAUSTED) can be calibrated`);
       }
       if (task.settings.calibration) throw new VeilError('failed_precondition', `task ${taskId} already runs calibration rounds`);
       if (input === false) throw new VeilError('invalid_argument', 'calibration must be true or an object of options');
@@ -281,18 +287,47 @@ export class TaskService {
         { topology: task.modelTopology, weightSpecs: task.weightSpecs, weights: new Float32Array(task.parameterCount) },
         { parameterCount: task.parameterCount, privacy: settings.privacy, sharedKey: task.encryption !== null },
       );
+      if (ended) {
+        // The rounds after the task's last one (a budget-exhausted task may have stopped early).
+        const latest = await this.ctx.store.getLatestRound(taskId);
+        if (latest !== null && latest.state !== 'CLOSED' && latest.state !== 'FAILED') {
+          throw new VeilError('failed_precondition', `task ${taskId} ended with round ${latest.number} ${latest.state}`);
+        }
+        settings.calibration = {
+          ...settings.calibration!,
+          firstRound: (latest?.number ?? 0) + 1,
+          afterEnd: { status: task.status as 'COMPLETED' | 'BUDGET_EXHAUSTED', reason: task.statusReason ?? null },
+        };
+        const privacy = settings.privacy;
+        if (privacy !== null) {
+          // Both calibration rounds are charged like training rounds: refuse now if they cannot both run.
+          const spent = await this.ctx.store.listLedger(taskId);
+          const after = epsilonIfRoundRuns([...spent, ledgerParams(privacy)], privacy);
+          if (!(after.epsilon <= privacy.epsilonCap)) {
+            throw new VeilError(
+              'failed_precondition',
+              `task ${taskId}: the two calibration rounds would spend the privacy budget: epsilon ${after.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
+            );
+          }
+        }
+      }
       const committee = settings.committee;
       if (committee != null) {
         const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
         if (totalRounds(settings) > descriptor.maxRounds) {
-          throw new VeilError('failed_precondition', `rounds ${settings.rounds} and 2 calibration rounds exceed the descriptor's maxRounds ${descriptor.maxRounds}`);
+          const { range, histogram } = calibrationRounds({ rounds: settings.rounds, calibration: settings.calibration! });
+          throw new VeilError('failed_precondition', `calibration rounds ${range} and ${histogram} exceed the descriptor's maxRounds ${descriptor.maxRounds}`);
         }
       }
-      const updated = await this.ctx.store.updateTaskSettings(taskId, settings, ['DRAFT', 'RUNNING', 'PAUSED']);
-      if (updated === null) throw new VeilError('failed_precondition', `task ${taskId} has ended`);
+      const updated = ended
+        ? await this.ctx.store.updateTaskSettings(taskId, settings, [task.status], { to: 'RUNNING', reason: null })
+        : await this.ctx.store.updateTaskSettings(taskId, settings, ['DRAFT', 'RUNNING', 'PAUSED']);
+      if (updated === null) throw new VeilError('failed_precondition', `task ${taskId} changed status concurrently`);
       rt.task = updated;
-      this.ctx.log.info({ taskId, points: settings.calibration!.points.length }, 'calibration requested');
-      return updated;
+      this.ctx.log.info({ taskId, points: settings.calibration!.points.length, afterEnd: ended }, 'calibration requested');
+      // An ended task resumes: its next round is the range round.
+      if (ended) await this.loop.resume(rt);
+      return rt.task;
     });
   }
 

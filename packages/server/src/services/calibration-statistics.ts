@@ -1,6 +1,6 @@
 import type { ActivationRanges, CalibrationPlan } from '@veil/export';
 import { VeilError } from '../errors.js';
-import { decodeStatistics, type CalibrationOutcome } from '../rounds/calibration.js';
+import { calibrationRounds, decodeStatistics, type CalibrationOutcome } from '../rounds/calibration.js';
 import type { Round, Task } from '../rounds/model.js';
 
 /** What the calibration service reads. */
@@ -38,7 +38,8 @@ export interface CalibrationStatisticsService {
 
 /**
  * Calibration statistics per model version. A task calibrates its final model in rounds
- * `rounds + 1` (range) and `rounds + 2` (histogram); the latter's summary holds the ranges and
+ * `rounds + 1` (range) and `rounds + 2` (histogram), or the two after its last round when it was
+ * calibrated after it ended (`calibrationRounds`); the latter's summary holds the ranges and
  * a reference to the aggregated histogram in the blob store (digest verified on read).
  */
 export function createCalibrationStatisticsService(ports: CalibrationStatisticsPorts): CalibrationStatisticsService {
@@ -46,7 +47,8 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
     const task = await ports.getTask(taskId);
     const settings = task.settings.calibration;
     if (!settings) return { file: null, why: 'the task was created without calibration' };
-    const [range, histogram] = await Promise.all([ports.getRound(taskId, task.settings.rounds + 1), ports.getRound(taskId, task.settings.rounds + 2)]);
+    const numbers = calibrationRounds({ rounds: task.settings.rounds, calibration: settings });
+    const [range, histogram] = await Promise.all([ports.getRound(taskId, numbers.range), ports.getRound(taskId, numbers.histogram)]);
     const outcome: CalibrationOutcome | undefined = histogram?.state === 'CLOSED' ? histogram.summary?.calibration : undefined;
     if (histogram === null || range === null || outcome?.activationRanges === undefined || histogram.config.calibration === undefined) {
       return { file: null, why: "the task's calibration rounds have not completed" };

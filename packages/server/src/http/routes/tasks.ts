@@ -75,7 +75,7 @@ export const taskRoutes: FastifyPluginAsync<TaskRoutesOptions> = async (app, { e
         ...secured,
         tags: ['tasks'],
         summary:
-          'Request federated int8 calibration (issue 16) for a task created without it: two calibration rounds run after its last training round (see calibration in task creation). Possible until that round closes.',
+          'Request federated int8 calibration (issue 16) for a task created without it: two calibration rounds run after its last training round (see calibration in task creation). On a task that ended with a model (COMPLETED, BUDGET_EXHAUSTED) the task runs again for the two rounds after its last one, on its final model, with the devices connected, then ends with the status it had. 409 when the task already calibrates, ended otherwise, its privacy budget has no room for both rounds (they are charged like training rounds), or a committee descriptor has no rounds left for them.',
         params: idParams,
         body: { ...calibrationOptionsSchema, examples: [{}, { method: 'percentile', percentile: 99.99 }] },
         response: { 200: described(taskSchema, 'The task with its calibration settings'), ...errorResponses },
