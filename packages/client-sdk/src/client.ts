@@ -86,6 +86,12 @@ export interface ClientOptions {
    * and `restore` so a restart does not reset the device's spend).
    */
   privacy?: { epsilonCap?: number; delta?: number; restore?: LocalDpState; persist?: (state: LocalDpState) => void | Promise<void> };
+  /**
+   * Seed (uint32) of local training's minibatch shuffle: round r shuffles with `trainingSeed + r`,
+   * so tests and benchmarks train reproducibly. Not privacy noise (that always comes from a
+   * CSPRNG). Default: a fresh random seed per round.
+   */
+  trainingSeed?: number;
 }
 
 /** The app's side of committee mode. */
@@ -390,6 +396,7 @@ export function createClient(options: ClientOptions): VeilClient {
       learningRate: a.training.learningRate,
       ...fitTrainingOptions(a.config),
       ...(run.signal && { signal: run.signal }),
+      ...(options.trainingSeed !== undefined && { seed: (options.trainingSeed + a.roundNumber) >>> 0 }),
     });
     const ctx: RoundContext = {
       taskId: options.taskId,
