@@ -590,6 +590,24 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     // Bodies are read raw: the codec is the call's, decoded with the protocol's own deserializers.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: chunkBody }, (_request, body, done) => done(null, body));
+    // The framework's own refusals (a body over the limit, a body shorter than its content-length) as
+    // Connect errors: the JSON error body with a Connect code and the coordinator's code header.
+    scope.setErrorHandler((error: unknown, request, reply) => {
+      const statusCode = (error as { statusCode?: unknown }).statusCode;
+      if (!(error instanceof VeilError) && typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
+        cors(request, reply);
+        // A Content-Type the parser cannot read: as the routes answer one they do not speak.
+        if (statusCode === 415) return reply.status(415).type('application/json').send({ code: 'unknown', message: 'unsupported Content-Type' });
+        const tooLarge = statusCode === 413;
+        const code: VeilErrorCode = tooLarge ? 'resource_exhausted' : 'invalid_argument';
+        return reply
+          .status(tooLarge ? 413 : 400)
+          .header('veil-error-code', code)
+          .type('application/json')
+          .send({ code, message: tooLarge ? 'the request body is larger than this call allows' : 'malformed request body' });
+      }
+      return sendError(request, reply, fromStatus(error));
+    });
     // Authentication before the body is read (every call but Join and the CORS preflight), as on the gRPC port.
     scope.addHook('onRequest', async (request, reply) => {
       const path = request.url.split('?', 1)[0]!;
