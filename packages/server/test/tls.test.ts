@@ -108,6 +108,17 @@ describe('TLS', () => {
     expect(await tryJoin(t, taskId, { ca })).toBe('unavailable');
     // A certificate from another CA (the second CA's server certificate, used as a client's) is refused.
     expect(await tryJoin(t, taskId, { ca, cert: await readFile(second.serverCertFile), key: await readFile(second.serverKeyFile) })).toBe('unavailable');
+    // The same on the HTTP port's device routes (Connect, browsers): no way around the certificate there.
+    const join = { taskId, enrolmentSecret: t.coordinator.enrolmentSecret, clientName: 'connect-tls-device' };
+    const withoutCert = await connectJoin(t, ca, join, null);
+    expect(withoutCert).toEqual({ status: 401, body: { code: 'unauthenticated', message: 'a client certificate from the device CA is required' } });
+    const otherCa = await connectJoin(t, ca, join, { cert: await readFile(second.serverCertFile), key: await readFile(second.serverKeyFile) });
+    expect(otherCa.status).toBe(401);
+    const joined = await connectJoin(t, ca, join, { cert, key });
+    expect(joined.status).toBe(200);
+    expect(joined.body).toMatchObject({ clientId: expect.any(String), credential: expect.any(String) });
+    // Admin REST calls need no certificate on that port (no REST client CA): the task above was created without one.
+    expect(await httpsGet(t.coordinator.httpUrl, ca)).toBe(200);
   });
 
   test('mutual TLS on REST: with a REST client CA, a caller without a certificate from it is refused at the handshake', async () => {
@@ -172,6 +183,23 @@ describe('TLS', () => {
     ).rejects.toThrow(/cannot read the TLS certificate/);
   });
 });
+
+/** Join over Connect (JSON) on the HTTPS port, with `client` as the client certificate. */
+function connectJoin(t: TestCoordinator, ca: Buffer, join: Record<string, unknown>, client: { cert: Buffer; key: Buffer } | null): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const request = https.request(
+      new URL('/veil.v1.FederationService/Join', t.coordinator.httpUrl),
+      { method: 'POST', ca, ...(client ?? {}), agent: false, headers: { 'content-type': 'application/json' } },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (c: Buffer) => chunks.push(c));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> }));
+      },
+    );
+    request.on('error', reject);
+    request.end(JSON.stringify(join));
+  });
+}
 
 /** Creates the tiny task over HTTPS (the fixture's REST client speaks cleartext). */
 async function createTinyTaskOverHttps(t: TestCoordinator, ca: Buffer): Promise<{ id: string }> {

@@ -90,10 +90,17 @@ function createServer(handler: http.RequestListener, tls: TlsSource | undefined,
   let server: http.Server;
   if (tls === undefined) server = http.createServer(timeouts, handler);
   else {
-    const context = (m: TlsMaterial): SecureContextOptions => ({ cert: m.cert, key: m.key, minVersion: 'TLSv1.2', ...(m.restClientCa !== null && { ca: m.restClientCa }) });
+    // Client certificates are verified against the REST client CA; without one, against the devices'
+    // (VEIL_TLS_CLIENT_CA_FILE), for the Connect device routes, which refuse a connection whose
+    // certificate did not verify (the handshake itself then admits callers without one: admins).
+    const context = (m: TlsMaterial): SecureContextOptions => {
+      const ca = m.restClientCa ?? m.clientCa;
+      return { cert: m.cert, key: m.key, minVersion: 'TLSv1.2', ...(ca !== null && { ca }) };
+    };
     // Whether certificates are asked for is fixed at start (the CA itself is reloaded).
     const mutual = tls.current().restClientCa !== null;
-    const secure = https.createServer({ ...timeouts, ...context(tls.current()), requestCert: mutual, rejectUnauthorized: mutual }, handler);
+    const devicesMutual = tls.current().clientCa !== null;
+    const secure = https.createServer({ ...timeouts, ...context(tls.current()), requestCert: mutual || devicesMutual, rejectUnauthorized: mutual }, handler);
     tls.onChange((material) => secure.setSecureContext(context(material)));
     // Fastify listens, routes and closes it as it does its own http.Server.
     server = secure as unknown as http.Server;
@@ -185,7 +192,16 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   await app.register(deviceRoutes, { security: options.security, deviceAuth: options.deviceAuth, getTask: tasks.getTask, now: () => engine.now() });
   await app.register(auditRoutes, { security: options.security, trail: options.auditTrail });
   if (options.deviceHandlers !== undefined) {
-    await connectRoutes(app, { handlers: options.deviceHandlers, engine, deviceAuth: options.deviceAuth, logger: options.logger, ...options.connect });
+    const tls = options.tls;
+    await connectRoutes(app, {
+      handlers: options.deviceHandlers,
+      engine,
+      deviceAuth: options.deviceAuth,
+      logger: options.logger,
+      ...options.connect,
+      // Mutual TLS for devices (VEIL_TLS_CLIENT_CA_FILE) holds on this port too, not only on gRPC.
+      ...(tls !== undefined && { requireClientCertificate: () => tls.current().clientCa !== null }),
+    });
   }
   return app;
 }

@@ -18,6 +18,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { Readable, Transform, pipeline } from 'node:stream';
 import type { ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { StatusObject } from '@grpc/grpc-js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import protobuf from 'protobufjs';
@@ -49,6 +50,12 @@ export interface ConnectOptions {
    * these routes subscribe to the engine's round-closed and round-failed events.
    */
   uploadGuard?: UploadGuard;
+  /**
+   * Whether devices must present a client certificate (mutual TLS for devices, as on the gRPC port):
+   * then every call (Join included, before its body is read) on a connection whose certificate the
+   * TLS layer did not verify is refused with UNAUTHENTICATED. Default: never.
+   */
+  requireClientCertificate?: () => boolean;
   /** Origins allowed to call from a browser (CORS), or '*'. Default '*' (credentials are bearer headers, never cookies). */
   allowedOrigins?: '*' | readonly string[];
 }
@@ -611,7 +618,12 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     // Authentication before the body is read (every call but Join and the CORS preflight), as on the gRPC port.
     scope.addHook('onRequest', async (request, reply) => {
       const path = request.url.split('?', 1)[0]!;
-      if (request.method !== 'POST' || path === '/veil.v1.FederationService/Join') return;
+      if (request.method !== 'POST') return;
+      if (options.requireClientCertificate?.() === true && (request.raw.socket as Partial<TLSSocket>).authorized !== true) {
+        log.warn({ peer: peerOf(request), call: path.split('/').at(-1) }, 'device call without a verified client certificate');
+        return sendError(request, reply, { code: 'unauthenticated', message: 'a client certificate from the device CA is required' });
+      }
+      if (path === '/veil.v1.FederationService/Join') return;
       try {
         authenticated.set(request, await options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request)));
       } catch (error) {
