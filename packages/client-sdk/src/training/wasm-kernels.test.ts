@@ -18,21 +18,63 @@ function values(count: number, seed: number): Float32Array {
   });
 }
 
-/** The filter gradient of sum(conv2d(x, w) * r) on the current backend. */
-function filterGradient(x: Float32Array, xShape: [number, number, number, number], w: Float32Array, wShape: [number, number, number, number], strides: number, pad: 'valid' | 'same') {
+type Shape4 = [number, number, number, number];
+
+/** The filter (or input) gradient of sum(conv2d(x, w) * r) on the current backend. */
+function filterGradient(x: Float32Array, xShape: Shape4, w: Float32Array, wShape: Shape4, strides: number, pad: 'valid' | 'same', wrt: 'filter' | 'input' = 'filter') {
   return tf.tidy(() => {
     const xt = tf.tensor4d(x, xShape);
     const wt = tf.tensor4d(w, wShape);
     const probe = tf.conv2d(xt, wt, strides, pad);
     const r = tf.tensor(values(probe.size, 99), probe.shape);
+    if (wrt === 'input') return tf.grad((input: ReturnType<Tf['tensor4d']>) => tf.conv2d(input, wt, strides, pad).mul(r).sum())(xt).dataSync().slice();
     return tf.grad((filter: ReturnType<Tf['tensor4d']>) => tf.conv2d(xt, filter, strides, pad).mul(r).sum())(wt).dataSync().slice();
   });
 }
+
+/** Largest absolute difference and largest absolute reference value. */
+function compare(actual: Float32Array, expected: Float32Array) {
+  expect(actual).toHaveLength(expected.length);
+  let maxError = 0;
+  let maxValue = 0;
+  for (let i = 0; i < expected.length; i++) {
+    maxError = Math.max(maxError, Math.abs(actual[i]! - expected[i]!));
+    maxValue = Math.max(maxValue, Math.abs(expected[i]!));
+  }
+  return { maxError, maxValue };
+}
+
+describe('Conv2DBackpropInput on the wasm backend', () => {
+  it('is the replacement kernel, not the backend\'s own', () => {
+    expect(tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc.toString()).toContain('fallback');
+  });
+
+  for (const { pad, strides, xShape, wShape } of [
+    { pad: 'valid', strides: 1, xShape: [2, 12, 12, 6], wShape: [5, 5, 6, 16] },
+    { pad: 'same', strides: 1, xShape: [2, 9, 7, 3], wShape: [4, 3, 3, 4] },
+    { pad: 'same', strides: 2, xShape: [2, 9, 7, 3], wShape: [3, 3, 3, 4] },
+  ] as const) {
+    it(`equals the cpu backend's kernel (${pad}, stride ${strides}, x [${xShape.join(',')}], w [${wShape.join(',')}])`, async () => {
+      const x = values(xShape.reduce((a, b) => a * b, 1), 3);
+      const w = values(wShape.reduce((a, b) => a * b, 1), 4);
+      const onWasm = filterGradient(x, [...xShape], w, [...wShape], strides, pad, 'input');
+      await tf.setBackend('cpu');
+      try {
+        const { maxError, maxValue } = compare(onWasm, filterGradient(x, [...xShape], w, [...wShape], strides, pad, 'input'));
+        expect(maxValue).toBeGreaterThan(1);
+        expect(maxError).toBeLessThan(1e-5 * maxValue);
+      } finally {
+        await tf.setBackend('wasm');
+      }
+    });
+  }
+});
 
 describe('Conv2DBackpropFilter on the wasm backend', () => {
   for (const { pad, strides, xShape, wShape } of [
     { pad: 'valid', strides: 1, xShape: [3, 12, 12, 1], wShape: [5, 5, 1, 6] },
     { pad: 'valid', strides: 1, xShape: [2, 8, 8, 6], wShape: [5, 5, 6, 16] },
+    { pad: 'same', strides: 1, xShape: [2, 9, 7, 3], wShape: [4, 3, 3, 4] },
     { pad: 'same', strides: 2, xShape: [2, 9, 7, 3], wShape: [3, 3, 3, 4] },
   ] as const) {
     it(`equals the cpu backend's kernel (${pad}, stride ${strides}, x [${xShape.join(',')}], w [${wShape.join(',')}])`, async () => {
