@@ -191,7 +191,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
           outcome: 'UNAUTHENTICATED',
           taskId: failure.taskId ?? null,
           sourceAddress: failure.sourceAddress,
-          details: { surface: 'grpc', call: failure.call, reason: failure.reason },
+          details: { surface: failure.surface, call: failure.call, reason: failure.reason },
         });
       },
     });

@@ -157,4 +157,51 @@ describe('authentication before parsing, lockout with backoff', () => {
       .find((l) => l.includes('authentication failed') && l.includes('"call":"GetTask"'));
     expect(JSON.parse(line!)).toMatchObject({ sourceAddress: '127.0.0.1', reason: 'invalid' });
   });
+
+  test('over Connect (the HTTP port): the same lockout as gRPC (shared keys), failures logged with the peer address and audited as connect', async () => {
+    clock.advance(3_600_000);
+    const { id } = await createTinyTask(env.rest, { start: true });
+    using device = await joinDevice(env.coordinator, id, 'honest-connect');
+    const call = async (method: string, body: unknown, credential?: string) => {
+      const r = await fetch(`${env.coordinator.httpUrl}/veil.v1.FederationService/${method}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(credential !== undefined && { authorization: `Bearer ${credential}` }) },
+        body: JSON.stringify(body),
+      });
+      return { status: r.status, code: r.headers.get('veil-error-code'), retryAfter: r.headers.get('retry-after'), body: (await r.json()) as Record<string, unknown> };
+    };
+    for (let i = 0; i < 4; i++) expect((await call('GetTask', {}, `forged-connect-${i}-abcdefghij`)).status).toBe(401);
+    // Locked out: the honest credential from the same address too, on both ports.
+    const locked = await call('GetTask', {}, device.credential);
+    expect([locked.status, locked.code, locked.retryAfter, locked.body['code']]).toEqual([429, 'rate_limited', '10', 'resource_exhausted']);
+    const client = createFederationServiceClient(env.coordinator.grpcAddress, grpc.credentials.createInsecure(), { ...GRPC_CHANNEL_OPTIONS });
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', `Bearer ${device.credential}`);
+      const code = await new Promise<grpc.status>((resolve) => client.GetTask({}, metadata, { deadline: Date.now() + 20_000 }, (error) => resolve(error?.code ?? grpc.status.OK)));
+      expect(grpc.status[code]).toBe('RESOURCE_EXHAUSTED');
+    } finally {
+      client.close();
+    }
+    clock.advance(10_000);
+    expect((await call('GetTask', {}, device.credential)).status).toBe(200);
+    // A wrong enrolment secret over Connect: refused, logged and audited with the task it named.
+    clock.advance(3_600_000);
+    const join = await call('Join', { taskId: id, enrolmentSecret: 'not-the-connect-secret', clientName: 'x' });
+    expect([join.status, join.code]).toEqual([401, 'unauthenticated']);
+
+    const lines = logs
+      .text()
+      .split('\n')
+      .filter((l) => l.includes('authentication failed') && l.includes('"surface":"connect"'));
+    expect(JSON.parse(lines.find((l) => l.includes('"call":"GetTask"'))!)).toMatchObject({ sourceAddress: '127.0.0.1', reason: 'invalid', surface: 'connect' });
+    expect(JSON.parse(lines.find((l) => l.includes('"call":"Join"'))!)).toMatchObject({ sourceAddress: '127.0.0.1', reason: 'invalid', taskId: id });
+    expect(logs.text()).not.toContain('forged-connect-');
+    expect(logs.text()).not.toContain('not-the-connect-secret');
+    const audit = await env.rest.request('GET', '/v1/audit?limit=20');
+    expect(audit.status).toBe(200);
+    const failures = (audit.body.events as Array<{ action: string; details: { surface?: string; call?: string } }>).filter((e) => e.action === 'auth.failed' && e.details.surface === 'connect');
+    expect(failures.find((e) => e.details.call === 'Join')).toMatchObject({ actor: 'anonymous', outcome: 'UNAUTHENTICATED', taskId: id, sourceAddress: '127.0.0.1' });
+    expect(failures.filter((e) => e.details.call === 'GetTask')).toHaveLength(4);
+  });
 });

@@ -7,10 +7,23 @@ import type { FederationStore } from '../rounds/ports.js';
 import { addressKey, peerAddress, type AuthThrottle } from '../security/auth-throttle.js';
 import type { SecurityStore } from '../security/ports.js';
 
+/** Where a device call came in: the gRPC port, or the Connect routes of the HTTP port (http/connect.ts). */
+export type DeviceSurface = 'grpc' | 'connect';
+
+/** Marks the call objects the Connect routes hand to the gRPC handlers with their surface ({@link surfaceOf}). */
+export const DEVICE_SURFACE: unique symbol = Symbol('veil.deviceSurface');
+
+/** The surface a handler's call came in on: `connect` when the Connect routes marked it, else `grpc`. */
+export function surfaceOf(call: object): DeviceSurface {
+  return (call as { [DEVICE_SURFACE]?: DeviceSurface })[DEVICE_SURFACE] ?? 'grpc';
+}
+
 /** A failed device authentication or enrolment, as reported to the log and the audit trail. */
 export interface DeviceAuthFailure {
   /** `Join` or the call that presented a device credential. */
   call: string;
+  /** The port the call came in on. */
+  surface: DeviceSurface;
   /** `missing`, `invalid` (unknown or revoked credential, wrong enrolment secret or token), `locked_out`. */
   reason: 'missing' | 'invalid' | 'locked_out';
   sourceAddress: string;
@@ -48,10 +61,13 @@ export interface EnrolRequest {
  * revocation that takes effect at once, also for calls in flight.
  */
 export interface DeviceAuth {
-  /** The client a `Bearer <credential>` metadata entry belongs to; throws unauthenticated / rate_limited. */
-  authenticate(call: string, metadata: { get(key: string): unknown[] }, peer: string): Promise<Client>;
-  /** Enrols a device; returns its identity and credential (shown once). */
-  enrol(request: EnrolRequest, peer: string): Promise<{ client: Client; credential: string; task: Task }>;
+  /**
+   * The client a `Bearer <credential>` metadata entry belongs to; throws unauthenticated / rate_limited.
+   * `surface` (default `grpc`) names the port in failure logs and the audit trail; the lockout is shared.
+   */
+  authenticate(call: string, metadata: { get(key: string): unknown[] }, peer: string, surface?: DeviceSurface): Promise<Client>;
+  /** Enrols a device; returns its identity and credential (shown once). `surface` as for `authenticate`. */
+  enrol(request: EnrolRequest, peer: string, surface?: DeviceSurface): Promise<{ client: Client; credential: string; task: Task }>;
   /**
    * Registers a call in flight of `client`: `cancel` runs if the client is revoked meanwhile.
    * Returns the function that unregisters it (call it when the call ends).
@@ -93,16 +109,16 @@ export function createDeviceAuth(options: DeviceAuthOptions): DeviceAuth {
   };
 
   return {
-    async authenticate(call, metadata, peer) {
+    async authenticate(call, metadata, peer, surface = 'grpc') {
       const sourceAddress = peerAddress(peer);
       const header = metadata.get('authorization')[0];
       const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(header) : null;
       const hash = match === null ? null : sha256Hex(match[1]!);
       const keys = [`grpc:addr:${addressKey(sourceAddress)}`];
       if (hash !== null) keys.push(`grpc:cred:${hash}`);
-      refuseIfLockedOut(keys, { call, reason: 'locked_out', sourceAddress });
+      refuseIfLockedOut(keys, { call, surface, reason: 'locked_out', sourceAddress });
       if (hash === null) {
-        fail({ call, reason: 'missing', sourceAddress });
+        fail({ call, surface, reason: 'missing', sourceAddress });
         throw new VeilError('unauthenticated', 'missing or malformed client credential');
       }
       let client = clients.get(hash);
@@ -110,7 +126,7 @@ export function createDeviceAuth(options: DeviceAuthOptions): DeviceAuth {
         client = (await store.findClientByCredentialHash(hash)) ?? undefined;
         if (client === undefined || revokedIds.has(client.id)) {
           throttle.recordFailure(keys);
-          fail({ call, reason: 'invalid', sourceAddress });
+          fail({ call, surface, reason: 'invalid', sourceAddress });
           throw new VeilError('unauthenticated', 'unknown or revoked client credential');
         }
         clients.set(hash, client);
@@ -118,11 +134,11 @@ export function createDeviceAuth(options: DeviceAuthOptions): DeviceAuth {
       return client;
     },
 
-    async enrol({ taskId, enrolmentSecret, clientName }, peer) {
+    async enrol({ taskId, enrolmentSecret, clientName }, peer, surface = 'grpc') {
       const sourceAddress = peerAddress(peer);
       if (enrolmentSecret.length > MAX_SECRET_LENGTH) throw new VeilError('invalid_argument', `enrolment_secret is longer than ${MAX_SECRET_LENGTH} characters`);
       const keys = [`grpc:addr:${addressKey(sourceAddress)}`, `grpc:enrol:${sha256Hex(enrolmentSecret)}`];
-      const failure: DeviceAuthFailure = { call: 'Join', reason: 'invalid', sourceAddress, taskId: taskId.slice(0, 64) };
+      const failure: DeviceAuthFailure = { call: 'Join', surface, reason: 'invalid', sourceAddress, taskId: taskId.slice(0, 64) };
       refuseIfLockedOut(keys, failure);
       if (!UUID.test(taskId)) throw new VeilError('invalid_argument', 'task_id must be a UUID');
       if (clientName.length > MAX_CLIENT_NAME_LENGTH) {

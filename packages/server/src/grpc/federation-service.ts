@@ -28,7 +28,7 @@ import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, ty
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
 import type { GrpcLimits } from '../config/config.js';
-import type { DeviceAuth } from './device-auth.js';
+import { surfaceOf, type DeviceAuth } from './device-auth.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
 import type { PrivacySettings } from '../privacy/settings.js';
@@ -326,13 +326,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     if (value > 2_147_483_647) throw new VeilError('invalid_argument', `${name} is out of range`);
   };
   const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
-    deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer());
+    deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer(), surfaceOf(call));
 
   return {
     Join(call, callback) {
       answer((async () => {
         wellFormed(call.request);
-        const { client, credential, task } = await deviceAuth.enrol(call.request, call.getPeer());
+        const { client, credential, task } = await deviceAuth.enrol(call.request, call.getPeer(), surfaceOf(call));
         return { clientId: client.id, credential, task: toTaskSpec(task) };
       })(), callback);
     },

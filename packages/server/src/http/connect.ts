@@ -27,7 +27,7 @@ import { EncodedModelChunk, MAX_CHUNK_BYTES, federationServiceDefinition, protoR
 import { VeilError, type VeilErrorCode } from '../errors.js';
 import type { RoundEngine } from '../rounds/engine.js';
 import type { Client } from '../rounds/model.js';
-import type { DeviceAuth } from '../grpc/device-auth.js';
+import { DEVICE_SURFACE, type DeviceAuth } from '../grpc/device-auth.js';
 import { updateHeaderInput, type RawUpdateHeader } from '../grpc/federation-service.js';
 import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, type UploadGuard, type UploadSlot } from '../grpc/upload-guard.js';
 
@@ -241,6 +241,7 @@ function baseCall(request: FastifyRequest, path: string, message: unknown): Shim
     cancelled: false,
     getPeer: () => peerOf(request),
     getPath: () => path,
+    [DEVICE_SURFACE]: 'connect' as const,
   });
   return call;
 }
@@ -405,7 +406,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
   /** The client a call's credential names (the gRPC port's authentication: same throttling, lockout and revocation). */
   const authenticated = new WeakMap<FastifyRequest, Client>();
   const authenticate = async (request: FastifyRequest, path: string): Promise<Client> =>
-    authenticated.get(request) ?? options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request));
+    authenticated.get(request) ?? options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request), 'connect');
 
   const uploadCalls: Record<string, (request: FastifyRequest, reply: FastifyReply, path: string, message: Record<string, unknown>) => Promise<Uint8Array>> = {
     async BeginUpload(request, _reply, path, message) {
@@ -520,6 +521,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         cancelled: false,
         getPeer: () => peerOf(request),
         getPath: () => '/veil.v1.FederationService/SubmitUpdate',
+        [DEVICE_SURFACE]: 'connect' as const,
       });
       try {
         const response = await new Promise<Buffer>((resolve, reject) => {
@@ -625,7 +627,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       }
       if (path === '/veil.v1.FederationService/Join') return;
       try {
-        authenticated.set(request, await options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request)));
+        authenticated.set(request, await options.deviceAuth.authenticate(path.split('/').at(-1) ?? '', metadataOf(request), peerOf(request), 'connect'));
       } catch (error) {
         return sendError(request, reply, fromStatus(error));
       }
