@@ -15,10 +15,10 @@ import type { CustodianServiceClient } from './gen/veil/v1/CustodianService.js';
 import type { ShareSumRequest } from './gen/veil/v1/ShareSumRequest.js';
 import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js';
 import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
-import { requestSigningBytes } from './request-auth.js';
+import { requestSigningBytes, stageSigningBytes } from './request-auth.js';
 import { parseCustodianAddress } from './tls.js';
 import type { SignedCustodianAnswer } from '@veil/crypto';
-import { computeHashD, manifestDigest, openDescriptorForCoordinator, signedAnswerOf, verifyAnswer, type TaskDescriptorView } from './protocol.js';
+import { computeHashD, manifestDigest, openDescriptorForCoordinator, signedAnswerOf, toHex, verifyAnswer, type TaskDescriptorView } from './protocol.js';
 
 /** One device of D as the coordinator stored it. */
 export interface CommitteeDevice {
@@ -38,6 +38,28 @@ export interface CommitteeRequest {
    * lazily while streaming, so shares need not all sit in memory.
    */
   sealedShare(deviceIndex: number, custodianIndex: number): Uint8Array | Promise<Uint8Array>;
+  /**
+   * The round's staged requests ({@link CommitteeClient.stage}), if any: a custodian whose staged
+   * request holds exactly `devices` is asked by sending it the final header only; the others are
+   * asked with every device as usual.
+   */
+  readonly staged?: StagedRound;
+}
+
+/**
+ * A round's staged requests (see proto/veil/v1/custodian.proto, "Staged requests"): open while
+ * the round collects, each accepted device streamed to the custodians as it is accepted, so that
+ * they verify and open its share then, not at the round's end.
+ */
+export interface StagedRound {
+  /**
+   * Streams one accepted device (its manifest, signature and the share sealed to each custodian
+   * index 1..n) to the staged custodians. Never throws: a staged request that breaks is dropped,
+   * and the collect asks that custodian with every device instead.
+   */
+  add(device: CommitteeDevice, sealedShare: (custodianIndex: number) => Uint8Array): void;
+  /** Cancels the staged requests no collect has finished (the round failed or its aggregate was dropped). Idempotent. */
+  cancel(): void;
 }
 
 /** A verified custodian answer. */
@@ -77,6 +99,8 @@ export interface CommitteeResult {
   readonly failures: readonly CustodianFailure[];
   /** Custodians still working when t valid answers had arrived (their calls are cancelled), or never asked. */
   readonly notNeeded: readonly number[];
+  /** Custodians asked through their staged request (sent only the final header). */
+  readonly staged: readonly number[];
 }
 
 /** Options of {@link createCommitteeClient}. */
@@ -109,6 +133,13 @@ export interface CommitteeClientOptions {
   readonly hedgeDelayMs?: number;
   /** Milliseconds since the epoch. Default `Date.now`. */
   readonly clock?: () => number;
+  /**
+   * Custodians {@link CommitteeClient.stage} opens a staged request with: the first ones a collect
+   * would ask (fastest before first). Default: the threshold t; 0 stages nothing.
+   */
+  readonly stagedCustodians?: number;
+  /** Deadline of a staged request from its opening, ms (a round that collects longer is asked unstaged). Default 3,600,000. */
+  readonly stageDeadlineMs?: number;
   /** Overrides the address of a custodian (by index), e.g. in tests. */
   readonly addresses?: Readonly<Record<number, string>>;
   readonly logger: Logger;
@@ -119,6 +150,8 @@ export interface CommitteeClient extends AsyncDisposable {
   readonly descriptor: TaskDescriptorView;
   /** Asks t custodians (another in place of each that fails, forges or is slow) for their share sums over `request.devices`. Never throws for custodian failures. */
   collect(request: CommitteeRequest): Promise<CommitteeResult>;
+  /** Opens the staged requests of a round (see {@link StagedRound}); pass the handle to the round's collect. */
+  stage(round: number): StagedRound;
   close(): Promise<void>;
 }
 
@@ -140,6 +173,10 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   if (options.hedgeDelayMs !== undefined && (!Number.isInteger(options.hedgeDelayMs) || options.hedgeDelayMs <= 0)) {
     throw new CustodianError('invalid_request', 'hedgeDelayMs must be a positive integer');
   }
+  const stagedCustodians = options.stagedCustodians ?? descriptor.threshold;
+  const stageDeadlineMs = options.stageDeadlineMs ?? 3_600_000;
+  if (!Number.isInteger(stagedCustodians) || stagedCustodians < 0) throw new CustodianError('invalid_request', 'stagedCustodians must be an integer >= 0');
+  if (!Number.isInteger(stageDeadlineMs) || stageDeadlineMs <= 0) throw new CustodianError('invalid_request', 'stageDeadlineMs must be a positive integer');
   const insecure = grpc.credentials.createInsecure();
   let systemTls: grpc.ChannelCredentials | null = null;
   const credentialsFor = (tls: boolean): grpc.ChannelCredentials =>
@@ -176,6 +213,96 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     if (lastCollect === null) return DEFAULT_FIRST_HEDGE_MS;
     return Math.max(MIN_HEDGE_MS, Math.ceil(2 * lastCollect.ms * Math.max(1, devices / lastCollect.devices)));
   };
+
+  /** Fastest answerers of earlier collects first, never-asked ones next, failed ones last (index breaks ties). */
+  const rank = (index: number): number => latencyMs.get(index) ?? Number.MAX_SAFE_INTEGER;
+  const ranked = (): (typeof members)[number][] => [...members].sort((a, b) => rank(a.index) - rank(b.index) || a.index - b.index);
+
+  /** One custodian's staged request. */
+  interface StagedCall {
+    readonly member: (typeof members)[number];
+    readonly call: grpc.ClientWritableStream<ShareSumRequest>;
+    readonly result: Promise<ShareSumResponse__Output>;
+    /** hex manifest digests of the devices written to it. */
+    readonly digests: Set<string>;
+    /** Ended (an error, an early response) or cancelled: unusable. */
+    broken: boolean;
+    /** Its final header was sent by a collect. */
+    finalSent: boolean;
+  }
+  const stagedCalls = new WeakMap<StagedRound, { round: number; calls: Map<number, StagedCall> }>();
+
+  function openStaged(member: (typeof members)[number], round: number): StagedCall {
+    const issuedAtMs = clock();
+    const coordinatorSignature = options.signRequest(stageSigningBytes({ descriptorHash: descriptor.hash, round, custodianIndex: member.index, issuedAtMs }));
+    let settle!: { resolve: (r: ShareSumResponse__Output) => void; reject: (e: unknown) => void };
+    const result = new Promise<ShareSumResponse__Output>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    const call = member.client.shareSum({ deadline: Date.now() + stageDeadlineMs }, (error, response) => {
+      if (error) settle.reject(error);
+      else if (response === undefined) settle.reject(new CustodianError('invalid_request', 'empty response'));
+      else settle.resolve(response);
+    });
+    const staged: StagedCall = { member, call, result, digests: new Set(), broken: false, finalSent: false };
+    // Whatever ends the call before a collect sent the final header makes it unusable; the collect
+    // reads the outcome of a finished one from `result`.
+    result.then(
+      () => {
+        if (!staged.finalSent) staged.broken = true;
+      },
+      () => {
+        staged.broken = true;
+      },
+    );
+    call.write({
+      stage: {
+        descriptor: Buffer.from(options.descriptor),
+        descriptorSignature: Buffer.from(options.descriptorSignature),
+        round,
+        custodianIndex: member.index,
+        issuedAtMs,
+        coordinatorSignature: Buffer.from(coordinatorSignature),
+      },
+    });
+    return staged;
+  }
+
+  /**
+   * Finishes a staged request: the final header names D, which is exactly the devices staged
+   * (checked by the caller, and again by the custodian through |D| and hash(D)).
+   */
+  function finishStaged(staged: StagedCall, request: CommitteeRequest, hashD: Uint8Array, deadline: number, onCall: (call: grpc.ClientWritableStream<ShareSumRequest>) => void): Promise<ShareSumResponse__Output> {
+    staged.finalSent = true;
+    const { member, call } = staged;
+    const issuedAtMs = clock();
+    const claims = { descriptorHash: descriptor.hash, round: request.round, hashD, deviceCount: request.devices.length, custodianIndex: member.index, issuedAtMs };
+    const coordinatorSignature = options.signRequest(requestSigningBytes(claims));
+    onCall(call);
+    // The collect's deadline applies to the answer, whatever the staged call's own deadline.
+    const timer = setTimeout(() => call.cancel(), Math.max(0, deadline - Date.now()));
+    timer.unref?.();
+    try {
+      call.write({
+        header: {
+          descriptor: Buffer.from(options.descriptor),
+          descriptorSignature: Buffer.from(options.descriptorSignature),
+          round: request.round,
+          hashD: Buffer.from(hashD),
+          deviceCount: request.devices.length,
+          custodianIndex: member.index,
+          issuedAtMs,
+          coordinatorSignature: Buffer.from(coordinatorSignature),
+        },
+      });
+      call.end();
+    } catch (error) {
+      call.cancel();
+      clearTimeout(timer);
+      return Promise.reject(error);
+    }
+    return staged.result.finally(() => clearTimeout(timer));
+  }
 
   async function ask(
     member: (typeof members)[number],
@@ -251,9 +378,64 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
 
   return {
     descriptor,
+    stage(round) {
+      const calls = new Map<number, StagedCall>();
+      if (stagedCustodians > 0) {
+        refreshChannels();
+        for (const member of ranked().slice(0, stagedCustodians)) calls.set(member.index, openStaged(member, round));
+      }
+      const handle: StagedRound = {
+        add(device, sealedShare) {
+          let digest: string | null = null;
+          for (const staged of calls.values()) {
+            if (staged.broken || staged.finalSent) continue;
+            try {
+              digest ??= toHex(manifestDigest(device.manifest));
+              // One device per message as it is accepted; grpc-js buffers under backpressure.
+              staged.call.write({
+                batch: {
+                  devices: [
+                    {
+                      manifest: Buffer.from(device.manifest),
+                      manifestSignature: Buffer.from(device.manifestSignature),
+                      sealedShare: Buffer.from(sealedShare(staged.member.index)),
+                    },
+                  ],
+                },
+              });
+              staged.digests.add(digest);
+            } catch (error) {
+              staged.broken = true;
+              staged.call.cancel();
+              logger.warn({ taskId: descriptor.taskId, round, custodianIndex: staged.member.index, reason: (error as Error).message }, 'staged request dropped');
+            }
+          }
+        },
+        cancel() {
+          for (const staged of calls.values()) {
+            if (staged.finalSent) continue;
+            staged.broken = true;
+            staged.call.cancel();
+          }
+        },
+      };
+      stagedCalls.set(handle, { round, calls });
+      return handle;
+    },
     async collect(request) {
       refreshChannels();
-      const hashD = computeHashD(request.devices.map((d) => manifestDigest(d.manifest)));
+      const digests = request.devices.map((d) => manifestDigest(d.manifest));
+      const hashD = computeHashD(digests);
+      // Staged requests usable for this D: the same round, every device of D staged and no other.
+      const stagedRound = request.staged === undefined ? undefined : stagedCalls.get(request.staged);
+      const usable = new Map<number, StagedCall>();
+      if (stagedRound !== undefined && stagedRound.round === request.round) {
+        const dHex = new Set(digests.map(toHex));
+        for (const [index, staged] of stagedRound.calls) {
+          if (!staged.broken && !staged.finalSent && staged.digests.size === dHex.size && [...staged.digests].every((d) => dHex.has(d))) usable.set(index, staged);
+        }
+      }
+      const stagedAsked: number[] = [];
       const started = clock();
       const deadline = Date.now() + deadlineMs;
       const t = descriptor.threshold;
@@ -263,9 +445,8 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       const calls = new Map<number, grpc.ClientWritableStream<ShareSumRequest>>();
       let done = false;
       const log = logger.child({ taskId: descriptor.taskId, round: request.round });
-      // Fastest answerers of earlier collects first, never-asked ones next, failed ones last (index breaks ties).
-      const rank = (index: number): number => latencyMs.get(index) ?? Number.MAX_SAFE_INTEGER;
-      const queue = [...members].sort((a, b) => rank(a.index) - rank(b.index) || a.index - b.index);
+      // Custodians with a usable staged request first, then by rank.
+      const queue = ranked().sort((a, b) => Number(usable.has(b.index)) - Number(usable.has(a.index)));
       const asked = new Set<number>();
       const hedgeMs = Math.min(deadlineMs, hedgeDelayFor(request.devices.length));
       let hedge: ReturnType<typeof setTimeout> | undefined;
@@ -288,7 +469,10 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
           asked.add(member.index);
           pending += 1;
           const askedAt = clock();
-          ask(member, request, hashD, deadline, (call) => calls.set(member.index, call)).then(
+          const staged = usable.get(member.index);
+          if (staged !== undefined && !staged.broken) stagedAsked.push(member.index);
+          const onCall = (call: grpc.ClientWritableStream<ShareSumRequest>): void => void calls.set(member.index, call);
+          (staged !== undefined && !staged.broken ? finishStaged(staged, request, hashD, deadline, onCall) : ask(member, request, hashD, deadline, onCall)).then(
             (response) => {
               if (done) {
                 settleOne();
@@ -365,9 +549,21 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
         armHedge();
       });
       clearTimeout(hedge);
+      // Staged requests this collect did not finish are of no further use.
+      if (stagedRound !== undefined) {
+        for (const staged of stagedRound.calls.values()) {
+          if (!staged.finalSent) {
+            staged.broken = true;
+            staged.call.cancel();
+          }
+        }
+      }
       const ok = answers.length >= t;
-      log.info({ answered: answers.map((a) => a.custodianIndex), failed: failures.map((f) => f.custodianIndex), notAsked: members.filter((m) => !asked.has(m.index)).map((m) => m.index), ok }, 'committee asked');
-      return { ok, hashD, deviceCount: request.devices.length, answers, failures, notNeeded };
+      log.info(
+        { answered: answers.map((a) => a.custodianIndex), failed: failures.map((f) => f.custodianIndex), notAsked: members.filter((m) => !asked.has(m.index)).map((m) => m.index), staged: stagedAsked, ok },
+        'committee asked',
+      );
+      return { ok, hashD, deviceCount: request.devices.length, answers, failures, notNeeded, staged: stagedAsked };
     },
     async close() {
       for (const member of members) member.client.close();

@@ -14,11 +14,11 @@ export type { CustodianKeys, CustodianPublicInfo } from './keys.js';
 export { openCustodianState, readCustodianAnswers } from './state.js';
 export type { CustodianState, StoredAnswer } from './state.js';
 
-export { REQUEST_MAX_SKEW_MS, requestSigningBytes } from './request-auth.js';
-export type { RequestClaims } from './request-auth.js';
+export { REQUEST_MAX_SKEW_MS, requestSigningBytes, stageSigningBytes } from './request-auth.js';
+export type { RequestClaims, StageClaims } from './request-auth.js';
 
-export { MAX_DEVICES_PER_REQUEST, createCustodianService } from './service.js';
-export type { CustodianService, CustodianServiceOptions, DeviceEntry, ShareSumHeader, SignedAnswer } from './service.js';
+export { DEFAULT_MAX_STAGED_REQUESTS, MAX_DEVICES_PER_REQUEST, createCustodianService } from './service.js';
+export type { CustodianService, CustodianServiceOptions, DeviceEntry, ShareSumHeader, SignedAnswer, StageHeader, StagedMessage } from './service.js';
 
 export { startCustodianServer } from './grpc/server.js';
 export type { CustodianServer, CustodianServerOptions } from './grpc/server.js';
@@ -32,6 +32,7 @@ export type {
   CommitteeRequest,
   CommitteeResult,
   CustodianFailure,
+  StagedRound,
   VerifiedAnswer,
 } from './client.js';
 

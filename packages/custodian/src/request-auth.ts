@@ -54,3 +54,35 @@ export function requestSigningBytes(claims: RequestClaims): Uint8Array {
 export function requestKeyId(publicKey: Uint8Array): string {
   return createHash('sha256').update(publicKey).digest('hex').slice(0, 16);
 }
+
+const STAGE_DOMAIN = Buffer.from('veil/custodian-stage/v1', 'utf8');
+
+/** The fields a coordinator signs to open a staged request (the final D is not known yet). */
+export interface StageClaims {
+  /** 32 bytes. */
+  readonly descriptorHash: Uint8Array;
+  readonly round: number;
+  /** 1..255 */
+  readonly custodianIndex: number;
+  readonly issuedAtMs: number;
+}
+
+/**
+ * The exact bytes signed for a StageHeader: "veil/custodian-stage/v1" || descriptorHash(32) ||
+ * u32be(round) || u8(custodianIndex) || u64be(issuedAtMs). Another domain than a ShareSum header's,
+ * so neither signature stands in for the other. Throws RangeError for out-of-range fields.
+ */
+export function stageSigningBytes(claims: StageClaims): Uint8Array {
+  const { descriptorHash, round, custodianIndex, issuedAtMs } = claims;
+  if (descriptorHash.length !== 32) throw new RangeError('descriptorHash must be 32 bytes');
+  if (!Number.isInteger(round) || round < 0 || round > 0xffff_ffff) throw new RangeError('round out of range');
+  if (!Number.isInteger(custodianIndex) || custodianIndex < 1 || custodianIndex > 255) throw new RangeError('custodianIndex out of range');
+  if (!Number.isSafeInteger(issuedAtMs) || issuedAtMs < 0) throw new RangeError('issuedAtMs out of range');
+  const out = Buffer.alloc(STAGE_DOMAIN.length + 32 + 4 + 1 + 8);
+  let o = STAGE_DOMAIN.copy(out, 0);
+  o += Buffer.from(descriptorHash).copy(out, o);
+  o = out.writeUInt32BE(round, o);
+  o = out.writeUInt8(custodianIndex, o);
+  out.writeBigUInt64BE(BigInt(issuedAtMs), o);
+  return new Uint8Array(out);
+}

@@ -18,7 +18,7 @@ import { fromBase64, sha256 } from '../src/bytes.js';
 import { runCustodian, type RunningCustodian } from '../src/main.js';
 import { createCommitteeClient, type CommitteeClient } from '../src/client.js';
 import { createCustodianServiceClient } from '../src/grpc/proto.js';
-import { requestSigningBytes } from '../src/request-auth.js';
+import { requestSigningBytes, stageSigningBytes } from '../src/request-auth.js';
 import { computeHashD } from '../src/protocol.js';
 import { ERROR_CODE_METADATA_KEY } from '../src/errors.js';
 import { createCustodianService } from '../src/service.js';
@@ -109,6 +109,73 @@ async function rawShareSum(
           devices: opts.entries.map((e) => ({ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) })),
         },
       });
+      call.end();
+    });
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * A hand-built staged ShareSum call: a stage header, each entry in its own batch (as a round
+ * accepts them), then the final header (absent: the stream just ends).
+ */
+async function rawStaged(
+  address: string,
+  f: CommitteeFixture,
+  opts: {
+    round: number;
+    custodianIndex: number;
+    entries: readonly { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array }[];
+    final?: { round?: number; hashD: Uint8Array; deviceCount?: number } | null;
+    stageSign?: (m: Uint8Array) => Uint8Array;
+  },
+): Promise<RawResult> {
+  const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
+  const issuedAtMs = Date.now();
+  const stageSignature = (opts.stageSign ?? f.signRequest)(stageSigningBytes({ descriptorHash: f.descriptorHash, round: opts.round, custodianIndex: opts.custodianIndex, issuedAtMs }));
+  try {
+    return await new Promise<RawResult>((resolve) => {
+      const call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
+        if (error) {
+          resolve({ ok: false, code: error.code, veilCode: String(error.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? ''), details: error.details });
+        } else {
+          resolve({ ok: true, statement: response!.statement, signature: response!.signature, shareSum: response!.shareSum });
+        }
+      });
+      call.write({
+        stage: {
+          descriptor: Buffer.from(f.descriptorBytes),
+          descriptorSignature: Buffer.from(f.descriptorSignature),
+          round: opts.round,
+          custodianIndex: opts.custodianIndex,
+          issuedAtMs,
+          coordinatorSignature: Buffer.from(stageSignature),
+        },
+      });
+      for (const e of opts.entries) {
+        call.write({ batch: { devices: [{ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) }] } });
+      }
+      if (opts.final != null) {
+        const round = opts.final.round ?? opts.round;
+        const deviceCount = opts.final.deviceCount ?? opts.entries.length;
+        const finalIssued = Date.now();
+        const signature = f.signRequest(
+          requestSigningBytes({ descriptorHash: f.descriptorHash, round, hashD: opts.final.hashD, deviceCount, custodianIndex: opts.custodianIndex, issuedAtMs: finalIssued }),
+        );
+        call.write({
+          header: {
+            descriptor: Buffer.from(f.descriptorBytes),
+            descriptorSignature: Buffer.from(f.descriptorSignature),
+            round,
+            hashD: Buffer.from(opts.final.hashD),
+            deviceCount,
+            custodianIndex: opts.custodianIndex,
+            issuedAtMs: finalIssued,
+            coordinatorSignature: Buffer.from(signature),
+          },
+        });
+      }
       call.end();
     });
   } finally {
@@ -379,6 +446,129 @@ describe('custodians answering a 4-of-7 committee', () => {
         descriptorSignature: fromBase64(signDescriptor(resigned, f.authority.privateKey).signature, 's', 64),
       }),
     ).toMatchObject({ ok: false, code: grpc.status.FAILED_PRECONDITION, veilCode: 'descriptor_changed' });
+  });
+});
+
+describe('staged requests (devices streamed while the round collects)', () => {
+  let f: CommitteeFixture;
+  let running: RunningCustodian[];
+
+  beforeEach(async () => {
+    f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
+    running = [];
+    for (const dir of f.custodianDirs) {
+      running.push(
+        await runCustodian({ dir, listen: '127.0.0.1:0', coordinatorKeyFiles: [f.requestKeyFile], authorityKeyFiles: [f.authorityKeyFile], floors: { minDevices: 3 }, logger: pino({ level: 'silent' }) }),
+      );
+    }
+  });
+
+  afterEach(async () => {
+    for (const r of running) await r.close();
+    await f[Symbol.asyncDispose]();
+  });
+
+  it('answers exactly the devices staged: the same bytes as a plain request for that D, which then gets them again; another D is refused', async () => {
+    const address = running[0]!.server.address;
+    const devices = makeDevices(f, 1, 4);
+    const staged = await rawStaged(address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), final: { hashD: hashDOf(devices) } });
+    expect(staged.ok).toBe(true);
+    const plain = await rawShareSum(address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD: hashDOf(devices) });
+    expect(plain.ok).toBe(true);
+    expect(Buffer.compare(plain.statement!, staged.statement!)).toBe(0);
+    expect(Buffer.compare(plain.signature!, staged.signature!)).toBe(0);
+    expect(Buffer.compare(plain.shareSum!, staged.shareSum!)).toBe(0);
+    // A second staged request for D minus one device is refused like a plain one.
+    const smaller = devices.slice(1);
+    expect(await rawStaged(address, f, { round: 1, custodianIndex: 1, entries: entriesFor(smaller, 1), final: { hashD: hashDOf(smaller) } })).toMatchObject({
+      ok: false,
+      code: grpc.status.FAILED_PRECONDITION,
+      veilCode: 'other_set_answered',
+    });
+    // Three staged answers reconstruct the devices' secret sum.
+    const more = await Promise.all([2, 3].map((i) => rawStaged(running[i - 1]!.server.address, f, { round: 1, custodianIndex: i, entries: entriesFor(devices, i), final: { hashD: hashDOf(devices) } })));
+    expect(reconstructAtZero([staged, ...more].map((r, k) => ({ x: k + 1, shareSum: new Uint8Array(r.shareSum!) })))).toEqual(sumSecrets(devices));
+  });
+
+  it('never answers for a set other than the devices staged, and answers nothing before the final header', async () => {
+    const address = running[1]!.server.address;
+    const devices = makeDevices(f, 2, 4);
+    const three = devices.slice(0, 3);
+    // Staged four, final header names three of them (by hash, or by count): refused, nothing recorded.
+    expect(await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(devices, 2), final: { hashD: hashDOf(three), deviceCount: 3 } })).toMatchObject({
+      ok: false,
+      code: grpc.status.INVALID_ARGUMENT,
+      veilCode: 'invalid_request',
+    });
+    expect(await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(devices, 2), final: { hashD: hashDOf(devices), deviceCount: 5 } })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_request',
+    });
+    // The final header of another round than the stage header's.
+    expect(await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(devices, 2), final: { round: 3, hashD: hashDOf(devices) } })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_request',
+    });
+    // A stream that ends without its final header.
+    expect(await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(devices, 2), final: null })).toMatchObject({ ok: false, veilCode: 'invalid_request' });
+    // A stage header not signed by the coordinator's key: refused before any device is read.
+    const stranger = generateEd25519KeyPair();
+    expect(
+      await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(devices, 2), final: { hashD: hashDOf(devices) }, stageSign: (m) => ed25519Sign(stranger.privateKey, m) }),
+    ).toMatchObject({ ok: false, code: grpc.status.UNAUTHENTICATED, veilCode: 'unauthenticated' });
+    // A staged share sealed for another device is refused as in a plain request.
+    const foreign = makeDevice(f, { round: 2, deviceId: 'foreign', sealBinding: { deviceId: 'someone-else' } });
+    const withForeign = [...three, foreign];
+    expect(await rawStaged(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(withForeign, 2), final: { hashD: hashDOf(withForeign) } })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_share',
+    });
+    // None of these answered round 2: the three devices are still a valid D.
+    const ok = await rawShareSum(address, f, { round: 2, custodianIndex: 2, entries: entriesFor(three, 2), hashD: hashDOf(three) });
+    expect(ok.ok).toBe(true);
+  });
+
+  it('the committee client stages t custodians, asks them with the final header only, and falls back to plain requests when D differs', async () => {
+    const client = createCommitteeClient({
+      descriptor: f.descriptorBytes,
+      descriptorSignature: f.descriptorSignature,
+      signRequest: f.signRequest,
+      addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
+      deadlineMs: 20_000,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const devices = makeDevices(f, 1, 4);
+      const staging = client.stage(1);
+      for (const d of devices) staging.add({ manifest: d.manifestBytes, manifestSignature: d.manifestSignature }, (i) => d.sealedShares[i - 1]!);
+      const result = await client.collect({ ...committeeRequest(1, devices), staged: staging });
+      expect(result.ok).toBe(true);
+      expect([...result.staged].sort()).toEqual([1, 2, 3]);
+      expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
+
+      // D is not the staged set (a device staged but left out): plain requests, the right sum.
+      const next = makeDevices(f, 2, 4);
+      const staging2 = client.stage(2);
+      for (const d of next) staging2.add({ manifest: d.manifestBytes, manifestSignature: d.manifestSignature }, (i) => d.sealedShares[i - 1]!);
+      const subset = next.slice(0, 3);
+      const second = await client.collect({ ...committeeRequest(2, subset), staged: staging2 });
+      expect(second.ok).toBe(true);
+      expect(second.staged).toEqual([]);
+      expect(reconstructAtZero(second.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(subset));
+
+      // A staged custodian that went down mid-round: the collect asks another in its place.
+      const devices3 = makeDevices(f, 3, 3);
+      const [down] = running.splice(0, 1);
+      await down!.close();
+      const staging3 = client.stage(3);
+      for (const d of devices3) staging3.add({ manifest: d.manifestBytes, manifestSignature: d.manifestSignature }, (i) => d.sealedShares[i - 1]!);
+      const third = await client.collect({ ...committeeRequest(3, devices3), staged: staging3 });
+      expect(third.ok).toBe(true);
+      expect(third.answers.map((a) => a.custodianIndex)).not.toContain(1);
+      expect(reconstructAtZero(third.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices3));
+    } finally {
+      await client.close();
+    }
   });
 });
 

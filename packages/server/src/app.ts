@@ -123,7 +123,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
           tls: committeeCredentials,
           logger: committeeLog,
         });
-        return { collect: (request) => client.collect(request), close: () => client.close() };
+        return { collect: (request) => client.collect(request), stage: (round) => client.stage(round), close: () => client.close() };
       },
     };
     logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64') }, 'committee request key loaded');

@@ -127,8 +127,22 @@ async function devicesForRound(round: number, count: number) {
   return { payloads, mean: Float64Array.from(sum, (v) => v / weightSum) };
 }
 
+/** Custodians asked through their staged request in each task's last collect. */
+const stagedIn = new WeakMap<CommitteeTask, readonly number[]>();
+
+/** A committee task as the coordinator runs it: devices staged as they are accepted, D collected at the end. */
 function task(collectClient: CommitteeClient): CommitteeTask {
-  return { descriptor, descriptorHash: hashDescriptor(descriptor), collect: (request) => collectClient.collect(request) };
+  const t: CommitteeTask = {
+    descriptor,
+    descriptorHash: hashDescriptor(descriptor),
+    collect: async (request) => {
+      const result = await collectClient.collect(request);
+      stagedIn.set(t, result.staged);
+      return result;
+    },
+    stage: (round) => collectClient.stage(round),
+  };
+  return t;
 }
 
 const initialModel = () => ({ bytes: float32ToBytes(Float32Array.from({ length: VALUES }, (_, i) => (i % 7) / 10)), encoding: 'float32-le' as const });
@@ -147,6 +161,11 @@ describe('committee aggregation with real custodians', () => {
     expect(result!.audit.deviceCount).toBe(6);
     expect(result!.audit.answers.map((a) => a.answer.custodianIndex).sort()).toEqual([1, 3, 5]);
     expect(result!.audit.failures.map((f) => f.custodianIndex).sort()).toEqual([2, 4]);
+    // Custodians 1, 2 and 3 were staged (index order before any timings); 2 is offline, so 1 and 3
+    // answered from their staged requests and 5 was asked with every device.
+    const staged = stagedIn.get(t)!;
+    expect(result!.audit.answers.map((a) => a.answer.custodianIndex).filter((i) => staged.includes(i)).sort()).toEqual([1, 3]);
+    expect(staged).not.toContain(5);
     const next = bytesToFloat32(result!.model.bytes);
     const before = bytesToFloat32(current.bytes);
     let worst = 0;

@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { CustodianError, ERROR_CODE_METADATA_KEY, wireMessage } from '../errors.js';
-import type { CustodianService, DeviceEntry, ShareSumHeader } from '../service.js';
+import type { CustodianService, DeviceEntry, ShareSumHeader, StageHeader, StagedMessage } from '../service.js';
 import { custodianFingerprint } from '@veil/crypto';
 import type { CustodianServiceHandlers } from '../gen/veil/v1/CustodianService.js';
 import type { ShareSumRequest__Output } from '../gen/veil/v1/ShareSumRequest.js';
@@ -26,6 +26,11 @@ export interface CustodianServerOptions {
    * goes quiet is refused, so it cannot hold its round's lock.
    */
   readonly idleTimeoutMs?: number;
+  /**
+   * Longest wait for the next message of a staged ShareSum stream, ms (it holds no lock while it
+   * waits: a round collects between its messages). Default 3,600,000.
+   */
+  readonly stagedIdleTimeoutMs?: number;
 }
 
 /** A running custodian gRPC server. */
@@ -43,7 +48,7 @@ const u8 = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.b
 function toHeader(message: ShareSumRequest__Output): ShareSumHeader {
   const h = message.header;
   if (message.kind !== 'header' || h === null || h === undefined) {
-    throw new CustodianError('invalid_request', 'the first ShareSum message must be a header');
+    throw new CustodianError('invalid_request', 'the first ShareSum message must be a header or a stage header');
   }
   return {
     descriptor: u8(h.descriptor),
@@ -57,19 +62,38 @@ function toHeader(message: ShareSumRequest__Output): ShareSumHeader {
   };
 }
 
+function toStageHeader(h: NonNullable<ShareSumRequest__Output['stage']>): StageHeader {
+  return {
+    descriptor: u8(h.descriptor),
+    descriptorSignature: u8(h.descriptorSignature),
+    round: h.round,
+    custodianIndex: h.custodianIndex,
+    issuedAtMs: h.issuedAtMs,
+    coordinatorSignature: u8(h.coordinatorSignature),
+  };
+}
+
+const toEntries = (batch: NonNullable<ShareSumRequest__Output['batch']>): DeviceEntry[] => {
+  if (batch.devices.length > MAX_DEVICES_PER_BATCH) {
+    throw new CustodianError('request_too_large', `a DeviceBatch holds at most ${MAX_DEVICES_PER_BATCH} devices`);
+  }
+  return batch.devices.map((d) => ({ manifest: u8(d.manifest), manifestSignature: u8(d.manifestSignature), sealedShare: u8(d.sealedShare) }));
+};
+
 /** Starts a custodian gRPC server. */
 export async function startCustodianServer(options: CustodianServerOptions): Promise<CustodianServer> {
   const { service, logger } = options;
   const listen = options.listen ?? '127.0.0.1:0';
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+  const stagedIdleTimeoutMs = options.stagedIdleTimeoutMs ?? 3_600_000;
   /** The next stream message, or a refusal after `idleTimeoutMs` of silence. */
-  const nextWithin = async <T>(iterator: AsyncIterator<T>): Promise<IteratorResult<T>> => {
+  const nextWithin = async <T>(iterator: AsyncIterator<T>, idleMs = idleTimeoutMs): Promise<IteratorResult<T>> => {
     let timer: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
         iterator.next(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new CustodianError('invalid_request', `no request message for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+          timer = setTimeout(() => reject(new CustodianError('invalid_request', `no request message for ${idleMs} ms`)), idleMs);
         }),
       ]);
     } finally {
@@ -114,22 +138,36 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
       void (async () => {
         const first = await nextWithin(iterator);
         if (first.done === true) throw new CustodianError('invalid_request', 'empty ShareSum stream');
-        const header = toHeader(first.value);
-        async function* batches(): AsyncGenerator<readonly DeviceEntry[]> {
-          for (;;) {
-            const next = await nextWithin(iterator);
-            if (next.done === true) return;
-            const batch = next.value.batch;
-            if (next.value.kind !== 'batch' || batch === null || batch === undefined) {
-              throw new CustodianError('invalid_request', 'only DeviceBatch messages may follow the header');
+        const stage = first.value.kind === 'stage' ? first.value.stage : null;
+        let answer;
+        if (stage !== null && stage !== undefined) {
+          // Staged: device batches as the round accepts them, then the final D's header.
+          async function* messages(): AsyncGenerator<StagedMessage> {
+            for (;;) {
+              const next = await nextWithin(iterator, stagedIdleTimeoutMs);
+              if (next.done === true) return;
+              const { kind, batch, header } = next.value;
+              if (kind === 'batch' && batch !== null && batch !== undefined) yield { kind: 'batch', devices: toEntries(batch) };
+              else if (kind === 'header' && header !== null && header !== undefined) yield { kind: 'header', header: toHeader(next.value) };
+              else throw new CustodianError('invalid_request', 'only DeviceBatch messages and the final header may follow a stage header');
             }
-            if (batch.devices.length > MAX_DEVICES_PER_BATCH) {
-              throw new CustodianError('request_too_large', `a DeviceBatch holds at most ${MAX_DEVICES_PER_BATCH} devices`);
-            }
-            yield batch.devices.map((d) => ({ manifest: u8(d.manifest), manifestSignature: u8(d.manifestSignature), sealedShare: u8(d.sealedShare) }));
           }
+          answer = await service.stagedShareSum(toStageHeader(stage), messages());
+        } else {
+          const header = toHeader(first.value);
+          async function* batches(): AsyncGenerator<readonly DeviceEntry[]> {
+            for (;;) {
+              const next = await nextWithin(iterator);
+              if (next.done === true) return;
+              const batch = next.value.batch;
+              if (next.value.kind !== 'batch' || batch === null || batch === undefined) {
+                throw new CustodianError('invalid_request', 'only DeviceBatch messages may follow the header');
+              }
+              yield toEntries(batch);
+            }
+          }
+          answer = await service.shareSum(header, batches());
         }
-        const answer = await service.shareSum(header, batches());
         return { statement: Buffer.from(answer.statement), signature: Buffer.from(answer.signature), shareSum: Buffer.from(answer.shareSum) };
       })().then(
         (response) => finish(null, response),

@@ -57,11 +57,24 @@ export interface CommitteeCollectResult {
   readonly failures: readonly { readonly custodianIndex: number; readonly code: string; readonly reason: string }[];
 }
 
+/**
+ * A round's staged requests (@veil/custodian `StagedRound`): each accepted device is streamed to
+ * the custodians while the round collects, so they verify and open its share then; at the round's
+ * end a custodian whose staged request holds exactly D is sent only the final header.
+ */
+export interface CommitteeStaging {
+  /** Streams one accepted device (never throws: a broken staged request is asked unstaged at the end). */
+  add(device: CommitteeDeviceEntry, sealedShare: (custodianIndex: number) => Uint8Array): void;
+  /** Cancels what no collect finished. Idempotent. */
+  cancel(): void;
+}
+
 /** Asks the committee for its share sums over D (injected: @veil/custodian's client in production). */
 export type CommitteeCollect = (request: {
   readonly round: number;
   readonly devices: readonly CommitteeDeviceEntry[];
   sealedShare(deviceIndex: number, custodianIndex: number): Uint8Array;
+  readonly staged?: CommitteeStaging;
 }) => Promise<CommitteeCollectResult>;
 
 /** A committee task as the coordinator runs it. */
@@ -70,6 +83,8 @@ export interface CommitteeTask {
   /** SHA-256 of the canonical descriptor bytes. */
   readonly descriptorHash: Uint8Array;
   readonly collect: CommitteeCollect;
+  /** Opens a round's staged requests (absent: custodians get every device at the round's end). */
+  readonly stage?: (round: number) => CommitteeStaging;
   /** Unix ms for certificate expiry. Default Date.now. */
   readonly clock?: () => number;
 }
@@ -194,6 +209,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   const polys = polynomialCount(valueCount);
   const publicPolynomials: Float64Array[] = [];
   let precomputing = true;
+  // Accepted devices go to the custodians as they are accepted (see CommitteeStaging).
+  const staging = task.stage?.(round) ?? null;
   void (async () => {
     for (let l = 0; l < polys; l++) {
       await nextTurn();
@@ -216,12 +233,18 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       }
       seen.add(clientId);
       const c = checked.committee;
-      devices.push({
+      const device = {
         clientId,
         manifest: Uint8Array.from(c.manifest),
         manifestSignature: Uint8Array.from(c.manifestSignature),
         manifestDigest: Uint8Array.from(c.manifestDigest),
         sealedShares: c.sealedShares.map((share) => Uint8Array.from(share)),
+      };
+      devices.push(device);
+      staging?.add(device, (custodianIndex) => {
+        const share = device.sealedShares[custodianIndex - 1];
+        if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for client ${clientId}`);
+        return share;
       });
     },
     get count() {
@@ -242,6 +265,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for device ${deviceIndex}`);
           return share;
         },
+        ...(staging !== null && { staged: staging }),
       });
       if (!result.ok || result.answers.length < descriptor.threshold) {
         const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
@@ -306,6 +330,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     },
     dispose() {
       sum = null;
+      staging?.cancel();
       precomputing = false;
       publicPolynomials.length = 0;
       devices.length = 0;
