@@ -140,6 +140,11 @@ describe('device protocol over Connect (HTTP port)', () => {
       post(env, '/veil.v1.UploadService/PutChunk', { uploadId, offset, data: Buffer.from(data).toString('base64'), sha256: digest }, auth);
     r = await chunk(0, payload.subarray(0, 20), createHash('sha256').update('other').digest('base64'));
     expect([r.status, (await r.json()).message]).toEqual([400, 'the chunk does not match its sha256']);
+    // Base64 that decodes to no whole number of bytes (a stray character, misplaced padding) is refused, not truncated.
+    for (const data of ['AAAAA', 'AB=', 'A===']) {
+      r = await post(env, '/veil.v1.UploadService/PutChunk', { uploadId, offset: 0, data, sha256: createHash('sha256').update(payload.subarray(0, 3)).digest('base64') }, auth);
+      expect([r.status, (await r.json()).message]).toEqual([400, 'invalid PutChunkRequest: data: base64 string expected']);
+    }
     r = await chunk(8, payload.subarray(8, 20));
     expect([r.status, (await r.json()).code]).toEqual([400, 'failed_precondition']);
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, auth);

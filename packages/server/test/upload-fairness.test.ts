@@ -451,4 +451,21 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
       for (const s of streams) s.close();
     }
   });
+
+  test('revoking a device drops its Connect upload at once: the bytes it held go to another device', async () => {
+    await using env = await startTestCoordinator({ uploadStoreBytes: TINY_PARAMETERS * 4, config: { uploadIdleTimeoutMs: 600_000 } });
+    const { rest, coordinator } = env;
+    const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 30_000 });
+    using devices = await joinDevices(coordinator, taskId, 2);
+    const [revoked, other] = devices as unknown as [Device, Device];
+    await Promise.all([revoked.nextAssignment(), other.nextAssignment()]);
+    const began = await beginUpload(coordinator, revoked.credential, 1, pattern(TINY_PARAMETERS, 5));
+    expect(began.status).toBe(200);
+    // The store (one update) is full.
+    expect((await beginUpload(coordinator, other.credential, 1, pattern(TINY_PARAMETERS, 6))).code).toBe('rate_limited');
+    expect((await rest.request('POST', `/v1/tasks/${taskId}/clients/${revoked.clientId}/revoke`)).status).toBe(200);
+    // Freed at once (the idle timeout is 10 minutes): the other device begins.
+    expect((await beginUpload(coordinator, other.credential, 1, pattern(TINY_PARAMETERS, 6))).status).toBe(200);
+    expect((await uploadCall(coordinator, 'GetUpload', { uploadId: began.body['uploadId'] }, revoked.credential)).status).toBe(401);
+  });
 });

@@ -185,7 +185,8 @@ function checkValue(field: protobuf.Field, v: unknown, depth: number): string | 
     case 'bool':
       return typeof v === 'boolean' ? null : 'boolean expected';
     case 'bytes':
-      return typeof v === 'string' && BASE64.test(v) ? null : 'base64 string expected';
+      // Padded: a whole number of 4-character groups; unpadded: never 1 character past one (6 bits, no byte).
+      return typeof v === 'string' && BASE64.test(v) && (v.endsWith('=') ? v.length % 4 === 0 : v.length % 4 !== 1) ? null : 'base64 string expected';
     case 'double':
     case 'float':
       return typeof v === 'number' || (typeof v === 'string' && ['NaN', 'Infinity', '-Infinity'].includes(v)) ? null : 'number expected';
@@ -265,6 +266,8 @@ interface StoredUpload {
   idle: { start(): void; stop(): void };
   /** The guard's minimum rate, from BeginUpload until every declared byte arrived. */
   rate: { add(bytes: number): void; stop(): void };
+  /** Ends the revocation watch (a revoked device's upload is dropped at once, until its commit). */
+  untrack: () => void;
   state: 'open' | 'committing' | 'committed';
   result?: Buffer;
 }
@@ -329,6 +332,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     upload.idle.stop();
     upload.rate.stop();
     upload.slot.close();
+    upload.untrack();
     release(upload);
     upload.chunks.length = 0;
     if (error !== undefined) {
@@ -457,8 +461,11 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         }),
         // Like a gRPC stream's: a device that keeps the upload alive with a byte now and then holds the store's bytes.
         rate: createRateMonitor(guard.minRate, (observed) => drop(upload, 'too slow', tooSlowError(observed, { minBytesPerSecond, windowMs }))),
+        untrack: () => {},
         state: 'open',
       };
+      // Revoking the device drops what it holds at once (its calls are refused from then on anyway).
+      upload.untrack = options.deviceAuth.track(client, () => drop(upload, 'revoked', new VeilError('unauthenticated', 'the client credential was revoked')));
       upload.idle.start();
       uploads.set(upload.id, upload);
       const own = byClient.get(client.id);
@@ -512,8 +519,9 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
       upload.state = 'committing';
       upload.idle.stop();
       upload.rate.stop();
-      // The SubmitUpdate stream below takes a slot of its own (and is cancelled at round close, as any).
+      // The SubmitUpdate stream below takes a slot of its own (and is cancelled at round close or revocation, as any).
       upload.slot.close();
+      upload.untrack();
       // The payload goes to the SubmitUpdate handler as a stream of header + chunks: the gRPC intake, unchanged.
       const items: unknown[] = [{ part: 'header', header: upload.header }, ...upload.chunks.map((chunk) => ({ part: 'chunk', chunk }))];
       const stream = Object.assign(new Readable({ objectMode: true, read() {} }), {
