@@ -232,10 +232,13 @@ export class RoundLoop {
       // A committee round is AGGREGATING durably before any custodian is asked: its set of updates
       // never changes once a decryption may have been given (a restart resumes the aggregation).
       // (Calibration rounds, two per task, close through `closeRound` from AGGREGATING as well.)
+      // The round's updates are listed while it moves: nothing records one meanwhile (the lock is held).
+      const listed = this.ctx.store.listSubmissions(round.id);
+      listed.catch(() => undefined); // awaited below, or moot when the move fails
       const aggregating = await this.ctx.store.beginAggregation(round.id, reason);
       if (aggregating === null) return;
       open.round = aggregating;
-      await this.finishAggregation(rt, open);
+      await this.finishAggregation(rt, open, undefined, listed);
       return;
     }
     // The others aggregate in memory (no upload is recorded meanwhile: the mutex is held) and the
@@ -251,8 +254,9 @@ export class RoundLoop {
    * the reason its move from COLLECTING is recorded with.) Aggregates, writes the new model's blob,
    * then closes the round and opens the next one (selected when enough devices are present) in ONE
    * store commit: nothing else runs between the last accepted update and the next round's assignments.
+   * `listed`: the store's list of the round's updates, when its read has already started.
    */
-  private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string): Promise<void> {
+  private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string, listed?: Promise<Submission[]>): Promise<void> {
     const round = open.round;
     const started = performance.now();
     // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
@@ -273,7 +277,7 @@ export class RoundLoop {
       recorded = new Set(submissions.map((s) => s.clientId));
       if (!matches(recorded)) outcome = null;
     } else {
-      submissions = await this.ctx.store.listSubmissions(round.id);
+      submissions = await (listed ?? this.ctx.store.listSubmissions(round.id));
       recorded = new Set(submissions.map((s) => s.clientId));
     }
     const failures = failuresFor(recorded);
