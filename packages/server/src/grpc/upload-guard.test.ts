@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { VeilError } from '../errors.js';
 import { createByteBudget } from './backpressure.js';
-import { createRateMonitor, createUploadGuard } from './upload-guard.js';
+import { createRateMonitor, createUploadGuard, tooSlowError } from './upload-guard.js';
 
 describe('upload guard', () => {
   it('limits the uploads one device has open, and frees a place when one closes', () => {
@@ -90,6 +90,27 @@ describe('byte budget with abort', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('a credit taken back in its window counts for nothing (Connect settles a PutChunk body to the bytes it added)', () => {
+    vi.useFakeTimers();
+    try {
+      const slow: number[] = [];
+      const monitor = createRateMonitor({ minBytesPerSecond: 100, windowMs: 1_000, graceMs: 10 }, (observed) => slow.push(observed));
+      vi.advanceTimersByTime(10);
+      // 500 bytes credited while a body arrived, 450 of them framing or refused: 50 bytes/s.
+      monitor.add(500);
+      monitor.add(-450);
+      vi.advanceTimersByTime(1_000);
+      expect(slow).toEqual([50]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('tooSlowError: DEADLINE_EXCEEDED naming the rate seen and the one required (the text of both ports)', () => {
+    const error = tooSlowError(12, { minBytesPerSecond: 1024, windowMs: 30_000 });
+    expect([error.code, error.message]).toEqual(['deadline_exceeded', 'upload too slow: 12 bytes/s over 30000 ms, at least 1024 bytes/s required']);
   });
 
   it('validates the minimum-rate settings', () => {
