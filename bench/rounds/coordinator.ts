@@ -18,9 +18,12 @@
  * coordinator's transfer budgets; absent = its defaults), BENCH_MEM_TIMELINE
  * (set: report every 500 ms memory sample), BENCH_SERVER_MODULE (absolute path
  * of another build's index.js, measured instead of @veil/server: A/B runs; it
- * resolves its migrations at ../prisma/migrations). Writes nothing to stdout.
+ * resolves its migrations at ../prisma/migrations), BENCH_CPU_PROF_WINDOW (a directory: a V8 CPU
+ * profile of the measurement window only, startTask to close, is written there as
+ * coordinator-<pid>.cpuprofile; start-up and shutdown are left out). Writes nothing to stdout.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { Session } from 'node:inspector/promises';
 import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -69,6 +72,28 @@ async function vmHwm(): Promise<number | null> {
   } catch {
     return null;
   }
+}
+
+// ---------------------------------------------------------------- window profile
+/** BENCH_CPU_PROF_WINDOW: the measurement window's CPU profile (in-process inspector, sampling every 100 us). */
+const profWindowDir = process.env['BENCH_CPU_PROF_WINDOW'];
+let profSession: Session | null = null;
+async function startWindowProfile(): Promise<void> {
+  if (!profWindowDir || profSession !== null) return;
+  profSession = new Session();
+  profSession.connect();
+  await profSession.post('Profiler.enable');
+  await profSession.post('Profiler.setSamplingInterval', { interval: 100 });
+  await profSession.post('Profiler.start');
+}
+async function stopWindowProfile(): Promise<void> {
+  if (!profWindowDir || profSession === null) return;
+  const { profile } = await profSession.post('Profiler.stop');
+  profSession.disconnect();
+  profSession = null;
+  await mkdir(profWindowDir, { recursive: true });
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(join(profWindowDir, `coordinator-${process.pid}.cpuprofile`), JSON.stringify(profile));
 }
 
 // ---------------------------------------------------------------- call timing
@@ -318,6 +343,7 @@ async function main(): Promise<void> {
           timeline.length = 0;
           loopDelay.reset();
           loopDelay.enable();
+          await startWindowProfile();
           const t = nowMs();
           await coordinator!.engine.startTask(message['taskId'] as string);
           send({ type: 'started', t });
@@ -327,6 +353,7 @@ async function main(): Promise<void> {
           loopDelay.disable();
           const cpu = process.cpuUsage(cpuAtStart);
           const elu = performance.eventLoopUtilization(eluAtStart);
+          await stopWindowProfile();
           sampleMemory();
           const closeStarted = performance.now();
           await coordinator!.close();
