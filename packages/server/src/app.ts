@@ -139,7 +139,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       const applied = await db.migrate();
       if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     }
-    const store = createPrismaStore(db.prisma);
+    const store = createPrismaStore(db.prisma, { directSql: db.directSql });
     const blobs = createBlobStore({ dir: config.blobDir });
     cleanup.push(() => blobs.close());
     const engine = new RoundEngine({

@@ -7,6 +7,7 @@ import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../gen/prisma/client.js';
 import { applyMigrations, type SqlSession } from './migrate.js';
+import type { DirectSql } from './prisma-store.js';
 
 export interface DatabaseOptions {
   /** PostgreSQL URL; when absent an embedded PGlite database lives in `<dataDir>/pgdata`. */
@@ -20,6 +21,8 @@ export interface DatabaseOptions {
 export interface Database {
   readonly kind: 'postgresql' | 'pglite';
   readonly prisma: PrismaClient;
+  /** PostgreSQL: statements on Prisma's own connection pool, without its query engine (prisma-store's hot path); null on PGlite. */
+  readonly directSql: DirectSql | null;
   /** Applies pending migrations; returns their names. */
   migrate(): Promise<string[]>;
   close(): Promise<void>;
@@ -27,7 +30,7 @@ export interface Database {
 
 /** Opens PostgreSQL (DATABASE_URL) or the embedded PGlite default. */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  return options.databaseUrl !== undefined ? openPostgres(options.databaseUrl) : openPglite(options.dataDir, options.logger);
+  return options.databaseUrl !== undefined ? openPostgres(options.databaseUrl, options.logger) : openPglite(options.dataDir, options.logger);
 }
 
 /**
@@ -51,13 +54,22 @@ export function poolSettings(url: string): { connectionString: string; max: numb
   return { connectionString: u.toString(), max, connectionTimeoutMillis: Math.round(poolTimeoutS * 1000) };
 }
 
-async function openPostgres(rawUrl: string): Promise<Database> {
+async function openPostgres(rawUrl: string, logger: Logger): Promise<Database> {
   const pool = poolSettings(rawUrl);
   const url = pool.connectionString;
-  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  // One pool (connection_limit) for Prisma and the direct statements; Prisma leaves a pool it was given open.
+  const pgPool = new pg.Pool(pool);
+  // An idle connection that fails (e.g. the server restarted) is dropped by the pool; without a listener it would crash the process.
+  pgPool.on('error', (err) => logger.warn({ err }, 'idle database connection failed'));
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pgPool) });
   return {
     kind: 'postgresql',
     prisma,
+    directSql: {
+      async query<T>(text: string, values: readonly unknown[]): Promise<T[]> {
+        return (await pgPool.query(text, values as unknown[])).rows as T[];
+      },
+    },
     async migrate() {
       const client = new pg.Client({ connectionString: url });
       await client.connect();
@@ -75,6 +87,7 @@ async function openPostgres(rawUrl: string): Promise<Database> {
     },
     async close() {
       await prisma.$disconnect();
+      await pgPool.end();
     },
   };
 }
@@ -130,6 +143,7 @@ async function openPglite(dataDir: string, logger: Logger): Promise<Database> {
   return {
     kind: 'pglite',
     prisma,
+    directSql: null,
     async migrate() {
       const session: SqlSession = {
         query: async (sql, params) => ({ rows: (await db.query(sql, params)).rows as never[] }),
