@@ -37,7 +37,7 @@ export interface EngineContext {
   readonly blobs: BlobStore;
   readonly log: Logger;
   readonly strategies: StrategyRegistry;
-  /** Recently read model versions, besides each task's current one (`rt.model`). */
+  /** Model versions in memory: each task's current one and the recently read others. */
   readonly models: ModelCache;
   readonly clock: Clock;
   readonly timer: Timer;

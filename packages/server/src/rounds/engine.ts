@@ -9,6 +9,7 @@ import type { CoordinatorKeyMaterial } from '@veil/crypto';
 import type { Client, Task, TaskStatus } from './model.js';
 import type { FederationStore } from './ports.js';
 import { createModelCache, type StoredModel } from './model-cache.js';
+import { VeilError } from '../errors.js';
 import { systemClock, systemTimer, type Clock, type Timer } from './clock.js';
 import type { CommitteeConnector, EngineContext, EngineEvents } from './engine-context.js';
 import { TaskRuntimes, wake } from './task-runtime.js';
@@ -204,16 +205,12 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
   /**
    * Reads exactly model version `v` (0 = the initial model) and verifies its digest.
    * The task's current model and recently read versions are served from memory
-   * (they were hashed when written or verified when read).
+   * by the model cache (they were hashed when written or verified when read).
    */
   async readModelVersion(taskId: string, v: number): Promise<StoredModel> {
     const rt = await this.runtimes.load(taskId);
-    const m = rt.model;
-    // Only a committed version: `rt.model` may briefly hold the next one before its round closes.
-    if (m !== null && m.version === v && v <= rt.task.currentModelVersion) {
-      const bytes = Buffer.isBuffer(m.bytes) ? m.bytes : Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength);
-      return { version: v, bytes, sha256: m.sha256, encoding: m.encoding };
-    }
+    // Only a committed version: the cache may briefly hold the next one before its round closes.
+    if (v > rt.task.currentModelVersion) throw new VeilError('not_found', `task ${taskId} has no model version ${v}`);
     return this.ctx.models.read(taskId, v);
   }
 }

@@ -103,19 +103,20 @@ export class Presence {
     }
     const open = rt.open;
     const round = open?.round ?? null;
+    const model = this.ctx.models.current(task.id);
     if (
       open !== null &&
       round !== null &&
       round.state === 'COLLECTING' &&
       open.selected.has(client.id) &&
       !open.folded.has(client.id) &&
-      rt.model !== null &&
+      model !== null &&
       round.deadlineAt.getTime() > this.ctx.clock.now()
     ) {
       return {
         kind: 'assignment',
         round,
-        model: { version: rt.model.version, sha256: rt.model.sha256, sizeBytes: rt.model.sizeBytes },
+        model: { version: model.version, sha256: model.sha256, sizeBytes: model.bytes.byteLength },
         maxUpdateBytes: maxUpdateBytes(task),
         maxExampleCount: task.settings.maxExampleCount,
         updateEncoding: task.settings.updateEncoding,

@@ -345,7 +345,7 @@ export class RoundLoop {
 
   /**
    * The round's result from its aggregate and, when a model comes out, that model (and the
-   * strategy state) written to the blob store (not yet committed: `rt.model` holds it meanwhile).
+   * strategy state) written to the blob store (not yet committed: the model cache holds it as current meanwhile).
    */
   private async nextModel(rt: TaskRuntime, open: OpenRound, failures: FitFailure[], state: StrategyState | null): Promise<NextModel> {
     const model = await this.loadModel(rt);
@@ -366,7 +366,7 @@ export class RoundLoop {
       result.state === null ? null : this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
     ]);
     rt.strategyState = { version, state: result.state };
-    rt.model = { version, bytes: next.bytes, encoding: next.encoding, sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    this.ctx.models.setCurrent(rt.task.id, { version, bytes: asBuffer(next.bytes), encoding: next.encoding, sha256: ref.sha256 });
     return {
       ok: true,
       result,
@@ -544,9 +544,11 @@ export class RoundLoop {
     wake(rt);
   }
 
-  private async loadModel(rt: TaskRuntime): Promise<NonNullable<TaskRuntime['model']>> {
+  /** The task's current model version, through the model cache (where it stays while current). */
+  private async loadModel(rt: TaskRuntime): Promise<StoredModel> {
     const version = rt.task.currentModelVersion;
-    if (rt.model !== null && rt.model.version === version) return rt.model;
+    const current = this.ctx.models.current(rt.task.id);
+    if (current !== null && current.version === version) return current;
     let stored: StoredModel;
     try {
       stored = await this.ctx.models.read(rt.task.id, version);
@@ -554,9 +556,14 @@ export class RoundLoop {
       // The task's own current version must exist: its absence is a broken store, not a bad request.
       throw error instanceof VeilError && error.code === 'not_found' ? new VeilError('internal', `task ${rt.task.id} model version ${version} is missing`) : error;
     }
-    rt.model = { version, bytes: stored.bytes, encoding: stored.encoding, sha256: stored.sha256, sizeBytes: stored.bytes.byteLength };
-    return rt.model;
+    this.ctx.models.setCurrent(rt.task.id, stored);
+    return stored;
   }
+}
+
+/** The same bytes as a Buffer (no copy). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** An error as a round or task reason: a coordinator error's text, never an internal one (it may hold paths). */

@@ -6,7 +6,7 @@ import type { RoundAggregator } from '../aggregation/round-aggregator.js';
 import { strategyStateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import { createHeContext, descriptorHash as hashDescriptor, parseCoordinatorKeyMaterial, type HeContext, type TaskDescriptor } from '@veil/crypto';
-import type { ModelEncoding, Task } from './model.js';
+import type { Task } from './model.js';
 import { updateValueCount } from './sizes.js';
 import { createMutex, type Mutex } from './mutex.js';
 import type { EngineContext } from './engine-context.js';
@@ -29,7 +29,6 @@ export interface TaskRuntime {
   /** Submissions that arrived before the deadline and are still validating/storing outside the lock. */
   inflight: Set<Promise<unknown>>;
   waiters: Set<() => void>;
-  model: { version: number; bytes: Uint8Array; encoding: ModelEncoding; sha256: string; sizeBytes: number } | null;
   /** Homomorphic-encryption context of an encrypted task (public parameters, no key). */
   he: HeContext | null;
   /** The task's strategy with its mode's wrappers (made on first use). */
@@ -69,7 +68,6 @@ export class TaskRuntimes {
         selectQueued: false,
         inflight: new Set(),
         waiters: new Set(),
-        model: null,
         he: null,
         strategy: null,
         strategyState: null,

@@ -110,7 +110,8 @@ export class TaskService {
     settings.strategy = { name: strategy.name, params: strategy.params };
     // A committee task's id is the one its descriptor (and every device certificate) names.
     const id = committee?.descriptor.taskId ?? randomUUID();
-    const ref = await this.ctx.blobs.put(modelBlobKey(id, 0), encodeFloat32(model.weights));
+    const initial = encodeFloat32(model.weights);
+    const ref = await this.ctx.blobs.put(modelBlobKey(id, 0), initial);
     let task: Task;
     try {
       task = await this.ctx.store.createTask({
@@ -131,7 +132,7 @@ export class TaskService {
       throw error;
     }
     const rt = this.runtimes.forTask(task);
-    rt.model = { version: 0, bytes: encodeFloat32(model.weights), encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes };
+    this.ctx.models.setCurrent(id, { version: 0, bytes: Buffer.from(initial.buffer, initial.byteOffset, initial.byteLength), encoding: 'float32-le', sha256: ref.sha256 });
     this.ctx.log.info({ taskId: id, parameterCount, rounds: settings.rounds, encrypted: encryption !== null, keyId: encryption?.keyId }, 'task created');
     return task;
   }
