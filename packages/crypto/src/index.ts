@@ -48,6 +48,9 @@ export type { CoordinatorKeyMaterial, DeviceKeyMaterial, KeyBundle, KeyBundleOpt
 export { PAYLOAD_FORMAT_VERSION, maxUpdatePayloadBytes, readPayloadHeader } from './he/payload.js';
 export type { CiphertextCodec, PayloadHeader } from './he/payload.js';
 
+export { maxUpdateBytes } from './update-size.js';
+export type { UpdateSizeInput } from './update-size.js';
+
 export { createUpdateEncryptor } from './he/encrypt.js';
 export type { UpdateEncryptor, UpdateEncryptorOptions } from './he/encrypt.js';
 

@@ -4,7 +4,9 @@ import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './desc
 import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
 import { issueDeviceCertificate, signManifest } from './manifest.js';
 import { openShare, SEALED_SHARE_BYTES } from './sealing.js';
+import { maxUpdateBytes } from '../update-size.js';
 import {
+  MAX_MANIFEST_BYTES,
   buildCommitteeUpload,
   committeeUploadBytesWithoutManifest,
   deriveRoundSeed,
@@ -97,6 +99,17 @@ describe('committee upload payloads', () => {
     const reframed = new Uint8Array([...payload.subarray(0, manifestAt - 4), 0, 0, 0, 0, ...spaced, ...payload.subarray(payload.length - 64)]);
     new DataView(reframed.buffer).setUint32(manifestAt - 4, spaced.length, true);
     expect(codeOf(() => verifyCommitteeUpload(reframed, check))).toBe('invalid_payload');
+  });
+
+  it("real uploads are the exact framing plus their manifest, within the coordinator's limit (maxUpdateBytes)", () => {
+    const { descriptor, build } = setup();
+    for (const valueCount of [1, 2048, 5000]) {
+      const payload = encodeCommitteeUploadPayload(build(2, Array.from({ length: valueCount }, (_, i) => Math.sin(i) * 0.5)));
+      const verified = verifyCommitteeUpload(payload, { descriptor, round: 2, valueCount, deviceId: 'dev-1', nowMs: NOW });
+      expect(payload.length - verified.manifest.length).toBe(committeeUploadBytesWithoutManifest(valueCount, 3));
+      expect(verified.manifest.length).toBeLessThanOrEqual(MAX_MANIFEST_BYTES);
+      expect(payload.length).toBeLessThanOrEqual(maxUpdateBytes({ encoding: 'committee-v1', valueCount, committeeSize: 3 }));
+    }
   });
 
   it('deriveRoundSeed is SHA-256("veil/round-seed/v1" || descriptorHash || u32be(round))', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PARAMETER_PRESETS, maxUpdatePayloadBytes } from '@veil/crypto';
+import { MAX_MANIFEST_BYTES, PARAMETER_PRESETS, committeeUploadBytesWithoutManifest, maxUpdatePayloadBytes } from '@veil/crypto';
 import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import type { Task } from './model.js';
 
@@ -27,5 +27,11 @@ describe('update sizes', () => {
       (Math.ceil(8192 / n) - Math.ceil(5000 / n)) * (4 + n * 8 + 1024),
     );
     expect(() => maxUpdateBytes(task({ encryption: encryption('bfv-unknown') }))).toThrow(/unknown parameter preset/);
+  });
+
+  it("committee: the framing for the descriptor's custodians over the padded length, plus the largest manifest", () => {
+    const descriptor = Buffer.from(JSON.stringify({ committee: [{}, {}, {}] })).toString('base64');
+    const committee = task({ settings: { privacy: { ddg: { dimension: 8192 } }, committee: { descriptor, descriptorSignature: '' } } as Task['settings'] });
+    expect(maxUpdateBytes(committee)).toBe(committeeUploadBytesWithoutManifest(8192, 3) + MAX_MANIFEST_BYTES);
   });
 });

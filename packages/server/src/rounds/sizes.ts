@@ -1,4 +1,4 @@
-import { MAX_MANIFEST_BYTES, committeeUploadBytesWithoutManifest, maxUpdatePayloadBytes, type TaskDescriptor } from '@veil/crypto';
+import { maxUpdateBytes as maxPayloadBytes, type TaskDescriptor } from '@veil/crypto';
 import type { Task } from './model.js';
 
 /**
@@ -10,17 +10,16 @@ export function updateValueCount(task: Pick<Task, 'parameterCount' | 'settings'>
 }
 
 /**
- * Largest update (bytes) for the task's model: exact for float32 (4 bytes per
- * parameter), for committee uploads @veil/crypto's committee sizes, and for ciphertexts the bound @veil/crypto gives for the task's
- * parameter preset (its ring dimension and primes, not a constant here).
+ * Largest update (bytes) for the task: @veil/crypto's limit for the task's
+ * update encoding (float32, the BFV key's parameter preset, or the committee's
+ * framing for its number of custodians); no size arithmetic here.
  */
 export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' | 'settings'>): number {
   const committee = task.settings.committee;
   if (committee != null) {
-    // c0 (5.5 bytes per value) + one 4,144-byte sealed share per custodian + the signed manifest.
     const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
-    return committeeUploadBytesWithoutManifest(updateValueCount(task), descriptor.committee.length) + MAX_MANIFEST_BYTES;
+    return maxPayloadBytes({ encoding: 'committee-v1', valueCount: updateValueCount(task), committeeSize: descriptor.committee.length });
   }
-  if (task.encryption === null) return task.parameterCount * 4;
-  return maxUpdatePayloadBytes(task.encryption.preset, updateValueCount(task));
+  if (task.encryption === null) return maxPayloadBytes({ encoding: 'float32-le', valueCount: task.parameterCount });
+  return maxPayloadBytes({ encoding: 'bfv-v1', preset: task.encryption.preset, valueCount: updateValueCount(task) });
 }
