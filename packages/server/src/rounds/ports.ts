@@ -9,11 +9,9 @@ import type {
   RoundSummary,
   Submission,
   Task,
-  TaskEncryption,
   TaskSettings,
   TaskStatus,
   RoundConfig,
-  WeightSpecJson,
 } from './model.js';
 import type { LedgerEntry } from '../privacy/ledger.js';
 import type { FitConfig } from '../aggregation/strategy.js';
@@ -27,15 +25,18 @@ export type RecordSubmissionResult =
   /** The client had the same update (digest) accepted in an earlier round of the task. */
   | { kind: 'replay' };
 
-export interface NewTask {
-  id: string;
-  name: string;
-  settings: TaskSettings;
-  modelTopology: Record<string, unknown>;
-  weightSpecs: WeightSpecJson[];
-  parameterCount: number;
-  encryption: TaskEncryption | null;
+/** A task to create: its fields fixed at creation, and its version-0 model (already in the blob store). */
+export interface NewTask extends Pick<Task, 'id' | 'name' | 'settings' | 'modelTopology' | 'weightSpecs' | 'parameterCount' | 'encryption'> {
   initialModel: { sha256: string; sizeBytes: number; encoding: string };
+}
+
+/** A round to open: what it trains from and with. */
+export interface NewRound {
+  id: string;
+  number: number;
+  baseModelVersion: number;
+  minClients: number;
+  config: RoundConfig;
 }
 
 /** A round as the history views show it. */
@@ -92,14 +93,7 @@ export interface FederationStore {
   findClientByCredentialHash(hash: string): Promise<Client | null>;
 
   /** Opens a round in SELECTING. */
-  openRound(round: {
-    id: string;
-    taskId: string;
-    number: number;
-    baseModelVersion: number;
-    minClients: number;
-    config: RoundConfig;
-  }): Promise<Round>;
+  openRound(round: NewRound & { taskId: string }): Promise<Round>;
   /**
    * SELECTING -> COLLECTING with the selected participants, the deadline and
    * the strategy's fit config, appending `ledgerEntry` (the round's privacy
@@ -152,14 +146,7 @@ export interface FederationStore {
     model: { version: number; sha256: string; sizeBytes: number; encoding: string; strategyState: BlobDigest | null } | null;
     summary: RoundSummary;
     ledgerEntry?: LedgerEntry;
-    next: {
-      id: string;
-      number: number;
-      baseModelVersion: number;
-      minClients: number;
-      config: RoundConfig;
-      collecting: { clientIds: readonly string[]; deadlineAt: Date; fitConfig: FitConfig } | null;
-    } | null;
+    next: (NewRound & { collecting: { clientIds: readonly string[]; deadlineAt: Date; fitConfig: FitConfig } | null }) | null;
   }): Promise<{ closed: Round; opened: Round | null } | null>;
   /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
   failRound(roundId: string, reason: string): Promise<Round | null>;

@@ -298,15 +298,7 @@ export class RoundLoop {
       return;
     }
     const { result, newModel } = outcome;
-    const summary: RoundSummary = {
-      participants: submissions.length,
-      dropped: failures.length,
-      examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
-      uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
-      modelVersion: newModel?.version ?? null,
-      aggregationMs: Math.round(performance.now() - started),
-      ...(result?.committee !== undefined && { committee: result.committee }),
-    };
+    const summary = roundSummary(submissions, failures, started, newModel?.version ?? null, result?.committee);
     const ledgerEntry = await this.budget.decryption(rt.task, round.number, result?.decryption);
     const nextRound = await this.planNextRound(rt, round, newModel === null ? state : rt.strategyState!.state, newModel?.version ?? rt.task.currentModelVersion);
     const moved = await this.ctx.store.closeAndOpen({
@@ -444,16 +436,7 @@ export class RoundLoop {
       await this.failOpenRound(rt, round, `calibration failed: ${safeReason(error)}`, error);
       return;
     }
-    const summary: RoundSummary = {
-      participants: submissions.length,
-      dropped: failures.length,
-      examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
-      uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
-      modelVersion: null,
-      aggregationMs: Math.round(performance.now() - started),
-      ...(committee !== undefined && { committee }),
-      calibration: outcome,
-    };
+    const summary: RoundSummary = { ...roundSummary(submissions, failures, started, null, committee), calibration: outcome };
     // A DP committee task's calibration decryption is chained in the ledger like a training round's.
     const ledgerEntry = await this.budget.decryption(rt.task, round.number, decryption);
     const closed = await this.ctx.store.closeRound(round.id, null, summary, ledgerEntry === null ? undefined : { ledgerEntry });
@@ -559,6 +542,25 @@ export class RoundLoop {
     this.ctx.models.setCurrent(rt.task.id, stored);
     return stored;
   }
+}
+
+/** A closed round's summary: its updates (`submissions`), the selected devices without one, and the time since `startedMs` (performance.now). */
+function roundSummary(
+  submissions: readonly Pick<Submission, 'exampleCount' | 'sizeBytes'>[],
+  failures: readonly FitFailure[],
+  startedMs: number,
+  modelVersion: number | null,
+  committee: RoundSummary['committee'],
+): RoundSummary {
+  return {
+    participants: submissions.length,
+    dropped: failures.length,
+    examples: submissions.reduce((a, s) => a + s.exampleCount, 0),
+    uploadBytes: submissions.reduce((a, s) => a + s.sizeBytes, 0),
+    modelVersion,
+    aggregationMs: Math.round(performance.now() - startedMs),
+    ...(committee !== undefined && { committee }),
+  };
 }
 
 /** The same bytes as a Buffer (no copy). */
