@@ -10,17 +10,21 @@ export type BudgetDecision =
 /**
  * The budget rule, in one place: a round may run only if the task's ε after
  * it (the RDP accountant over the ledger `spent`, plus this round's spend) is
- * at most the cap. Checked when a round would open and again when it selects
- * (the ledger may have grown in between).
+ * at most the cap. With `rounds` > 1: whether that many rounds from
+ * `roundNumber` on all fit (RDP composes additively, Mironov 2017 Prop. 1),
+ * and ε after the last of them.
  */
-export function checkRoundBudget(spent: readonly LedgerEntry[], privacy: PrivacySettings, roundNumber: number): BudgetDecision {
-  const after = epsilonIfRoundRuns(spent, privacy);
+export function checkRoundBudget(spent: readonly LedgerEntry[], privacy: PrivacySettings, roundNumber: number, rounds = 1): BudgetDecision {
+  if (!Number.isInteger(rounds) || rounds < 1) throw new RangeError('rounds must be a positive integer');
+  const before = rounds === 1 ? spent : [...spent, ...Array.from({ length: rounds - 1 }, () => ledgerParams(privacy))];
+  const after = epsilonIfRoundRuns(before, privacy);
   if (after.epsilon <= privacy.epsilonCap) return { allowed: true, epsilon: after.epsilon, order: after.order };
+  const which = rounds === 1 ? `round ${roundNumber}` : `rounds ${roundNumber}-${roundNumber + rounds - 1}`;
   return {
     allowed: false,
     epsilon: after.epsilon,
     order: after.order,
-    reason: `round ${roundNumber} would spend the privacy budget: epsilon ${after.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
+    reason: `${which} would spend the privacy budget: epsilon ${after.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
   };
 }
 

@@ -9,6 +9,7 @@ import type { Round, TaskStatus } from './model.js';
 import type { FederationStore } from './ports.js';
 import type { ModelCache } from './model-cache.js';
 import type { Clock, Timer } from './clock.js';
+import type { PrivacyBudget } from './privacy-budget.js';
 
 export interface EngineEvents {
   'round-opened': [{ taskId: string; round: Round }];
@@ -41,6 +42,8 @@ export interface EngineContext {
   readonly models: ModelCache;
   readonly clock: Clock;
   readonly timer: Timer;
+  /** DP tasks' privacy budget: the check before rounds open, the ledger entries. */
+  readonly budget: PrivacyBudget;
   /** Randomness for client selection. */
   readonly rng: Rng;
   /** Public coordinator key material for tasks created without explicit encryption settings, or null. */

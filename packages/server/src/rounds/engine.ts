@@ -17,6 +17,7 @@ import { TaskService, type CommitteeInput, type EncryptionInput } from './task-s
 import { Presence, type AssignmentResult } from './presence.js';
 import { Intake, type UpdateHeaderInput } from './intake.js';
 import { RoundLoop } from './round-loop.js';
+import { createPrivacyBudget } from './privacy-budget.js';
 import type { TaskInput } from './task-settings.js';
 
 export type { StoredModel } from './model-cache.js';
@@ -88,6 +89,7 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
       log: options.logger.child({ component: 'round-engine' }),
       strategies: createStrategyRegistry(options.strategies),
       models: createModelCache({ store: options.store, blobs: options.blobs }),
+      budget: createPrivacyBudget({ store: options.store, clock: options.clock ?? systemClock }),
       clock: options.clock ?? systemClock,
       timer: options.timer ?? systemTimer,
       rng: options.rng ?? createCryptoRng(),

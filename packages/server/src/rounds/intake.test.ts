@@ -21,6 +21,7 @@ import type { EngineContext, EngineEvents } from './engine-context.js';
 import { Intake, type IntakeLoop, type UpdateHeaderInput } from './intake.js';
 import type { Client, Round, Submission, Task } from './model.js';
 import { createModelCache } from './model-cache.js';
+import { createPrivacyBudget } from './privacy-budget.js';
 import { OpenRound } from './open-round.js';
 import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { TaskRuntimes, type TaskRuntime } from './task-runtime.js';
@@ -171,6 +172,7 @@ function setup(options: { selected?: number; previousRound?: { clientId: number;
     log: createLogger({ level: 'silent' }),
     strategies: createStrategyRegistry(),
     models: createModelCache({ store: store.asPort(), blobs }),
+    budget: createPrivacyBudget({ store: store.asPort(), clock: time.clock }),
     clock: time.clock,
     timer: time.timer,
     rng: createSeededRng(1),

@@ -65,6 +65,11 @@ describe('privacy budget', () => {
     const budget = createPrivacyBudget({ store, clock: time.clock });
     for (let round = 1; round <= 3; round++) {
       expect(await budget.refusal(task, round)).toBeNull();
+      // Several rounds at once (RDP adds up): rounds round..3 fit, one more does not.
+      expect(await budget.refusal(task, round, 4 - round)).toBeNull();
+      const tooMany = await budget.refusal(task, round, 5 - round);
+      expect(tooMany).toMatch(new RegExp(`^rounds ${round}-4 would spend the privacy budget: epsilon `));
+      expect(Number(/epsilon (\S+) >/.exec(tooMany!)![1])).toBeCloseTo(epsilonAfter(4), 4);
       await time.advance(1000);
       const spend = await budget.spend(task, round, [`d${round}-b`, `d${round}-a`]);
       if (spend.kind !== 'spend') throw new Error(`round ${round}: ${spend.kind}`);

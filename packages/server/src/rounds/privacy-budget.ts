@@ -52,9 +52,11 @@ export interface PrivacyBudgetOptions {
 export interface PrivacyBudget {
   /**
    * Before round `roundNumber` opens: null when it may, or why the budget
-   * refuses it (the task then ends BUDGET_EXHAUSTED, no round opened).
+   * refuses it (the task then ends BUDGET_EXHAUSTED, no round opened). With
+   * `rounds` (default 1): whether that many rounds from `roundNumber` on
+   * all fit (e.g. the two calibration rounds an admin asks for).
    */
-  refusal(task: Pick<Task, 'id' | 'settings'>, roundNumber: number): Promise<string | null>;
+  refusal(task: Pick<Task, 'id' | 'settings'>, roundNumber: number, rounds?: number): Promise<string | null>;
   /**
    * When round `roundNumber` has chosen `clientIds`: its ledger entry (chained
    * after the last one), to commit with the round's move to COLLECTING. The
@@ -73,10 +75,10 @@ export interface PrivacyBudget {
 export function createPrivacyBudget(options: PrivacyBudgetOptions): PrivacyBudget {
   const { store, clock } = options;
   return {
-    async refusal(task, roundNumber) {
+    async refusal(task, roundNumber, rounds = 1) {
       const privacy = task.settings.privacy;
       if (privacy === null) return null;
-      const decision = checkRoundBudget(await store.listLedger(task.id), privacy, roundNumber);
+      const decision = checkRoundBudget(await store.listLedger(task.id), privacy, roundNumber, rounds);
       return decision.allowed ? null : decision.reason;
     },
 

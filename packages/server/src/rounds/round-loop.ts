@@ -10,7 +10,6 @@ import type { FederationStore } from './ports.js';
 import type { StoredModel } from './model-cache.js';
 import type { EngineContext } from './engine-context.js';
 import { OpenRound } from './open-round.js';
-import { createPrivacyBudget, type PrivacyBudget } from './privacy-budget.js';
 import type { Presence } from './presence.js';
 import { loadStrategyState, newAggregator, roundStrategy, wake, type TaskRuntime } from './task-runtime.js';
 import {
@@ -35,13 +34,12 @@ import { finishStatistics } from '../aggregation/statistics.js';
  * the blob store, so after a crash an accepted update is never lost nor
  * counted twice. A round's in-memory state is one {@link OpenRound}, disposed
  * when the round settles. A DP task's budget (the check before a round opens,
- * the ledger entries) is the {@link PrivacyBudget}'s.
+ * the ledger entries) is `ctx.budget`'s (rounds/privacy-budget.ts).
  */
 export class RoundLoop {
   constructor(
     private readonly ctx: EngineContext,
     private readonly presence: Pick<Presence, 'availableClients'>,
-    private readonly budget: PrivacyBudget = createPrivacyBudget({ store: ctx.store, clock: ctx.clock }),
   ) {}
 
   /**
@@ -128,7 +126,7 @@ export class RoundLoop {
       }
     }
     // Budget enforcement: no round opens whose spend would take ε past the cap.
-    const refusal = await this.budget.refusal(rt.task, number);
+    const refusal = await this.ctx.budget.refusal(rt.task, number);
     if (refusal !== null) {
       await this.endTask(rt, 'BUDGET_EXHAUSTED', refusal);
       return;
@@ -171,7 +169,7 @@ export class RoundLoop {
     if (fit.clientIds.length < rt.task.settings.minClients) {
       throw new VeilError('internal', `strategy ${strategy.name} selected ${fit.clientIds.length} clients, fewer than the round's minimum ${rt.task.settings.minClients}`);
     }
-    const spend = await this.budget.spend(rt.task, round.number, fit.clientIds);
+    const spend = await this.ctx.budget.spend(rt.task, round.number, fit.clientIds);
     if (spend.kind === 'exhausted') {
       this.settleRound(rt);
       await this.ctx.store.failRound(round.id, 'privacy budget exhausted');
@@ -299,7 +297,7 @@ export class RoundLoop {
     }
     const { result, newModel } = outcome;
     const summary = roundSummary(submissions, failures, started, newModel?.version ?? null, result?.committee);
-    const ledgerEntry = await this.budget.decryption(rt.task, round.number, result?.decryption);
+    const ledgerEntry = await this.ctx.budget.decryption(rt.task, round.number, result?.decryption);
     const nextRound = await this.planNextRound(rt, round, newModel === null ? state : rt.strategyState!.state, newModel?.version ?? rt.task.currentModelVersion);
     const moved = await this.ctx.store.closeAndOpen({
       roundId: round.id,
@@ -438,7 +436,7 @@ export class RoundLoop {
     }
     const summary: RoundSummary = { ...roundSummary(submissions, failures, started, null, committee), calibration: outcome };
     // A DP committee task's calibration decryption is chained in the ledger like a training round's.
-    const ledgerEntry = await this.budget.decryption(rt.task, round.number, decryption);
+    const ledgerEntry = await this.ctx.budget.decryption(rt.task, round.number, decryption);
     const closed = await this.ctx.store.closeRound(round.id, null, summary, ledgerEntry === null ? undefined : { ledgerEntry });
     if (closed === null) throw new VeilError('aborted', `round ${round.number} left AGGREGATING concurrently`);
     this.ctx.log.info({ taskId: rt.task.id, roundNumber: round.number, stage: outcome.stage, modelVersion: outcome.modelVersion, participants: summary.participants }, 'calibration round closed');

@@ -11,7 +11,6 @@ import type { EngineContext } from './engine-context.js';
 import { wake, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
 import { calibrationRounds, resolveCalibrationSettings, totalRounds, type CalibrationInput } from './calibration.js';
 import { maxRoundClients } from './privacy-budget.js';
-import { epsilonIfRoundRuns, ledgerParams } from '../privacy/accounting.js';
 
 /** Committee mode requested at task creation: the authority-signed descriptor (base64 canonical bytes, or the object). */
 export interface CommitteeInput {
@@ -299,18 +298,9 @@ export class TaskService {
           firstRound: (latest?.number ?? 0) + 1,
           afterEnd: { status: task.status as 'COMPLETED' | 'BUDGET_EXHAUSTED', reason: task.statusReason ?? null },
         };
-        const privacy = settings.privacy;
-        if (privacy !== null) {
-          // Both calibration rounds are charged like training rounds: refuse now if they cannot both run.
-          const spent = await this.ctx.store.listLedger(taskId);
-          const after = epsilonIfRoundRuns([...spent, ledgerParams(privacy)], privacy);
-          if (!(after.epsilon <= privacy.epsilonCap)) {
-            throw new VeilError(
-              'failed_precondition',
-              `task ${taskId}: the two calibration rounds would spend the privacy budget: epsilon ${after.epsilon.toFixed(4)} > cap ${privacy.epsilonCap} at delta ${privacy.delta}`,
-            );
-          }
-        }
+        // Both calibration rounds are charged like training rounds: refuse now if they cannot both run.
+        const refusal = await this.ctx.budget.refusal({ id: taskId, settings }, settings.calibration.firstRound!, 2);
+        if (refusal !== null) throw new VeilError('failed_precondition', `task ${taskId}: the two calibration rounds would spend the privacy budget (${refusal})`);
       }
       const committee = settings.committee;
       if (committee != null) {
