@@ -159,7 +159,31 @@ describe('round loop with fake time (PGlite)', () => {
 });
 
 const training = { epochs: 1, batchSize: 1, learningRate: 0.1 };
-const tinyModel = (weights: Float32Array) => ({ topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [weights.length], dtype: 'float32' }], weights });
+
+/** An engine on the shared PGlite store with fake time (and `blobStore`, default the shared one); closed on dispose. */
+async function startEngine(seed: number, blobStore: BlobStore = blobs) {
+  const time = createFakeTime();
+  const engine = new RoundEngine({ store, blobs: blobStore, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(seed) });
+  await engine.start();
+  return { time, engine, [Symbol.asyncDispose]: () => engine.close() };
+}
+
+/** A task with `weights` whose `devices` devices all long-poll and are selected for round 1 (selection waits for all of them). */
+async function runningTask(engine: RoundEngine, settings: { name: string; rounds: number; minClients: number }, weights: Float32Array, devices: number) {
+  const task = await engine.createTask(
+    { ...settings, clientsPerRound: devices, minAvailableClients: devices, roundDeadlineMs: DEADLINE_MS, training },
+    { topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [weights.length], dtype: 'float32' }], weights },
+  );
+  const clients: Client[] = [];
+  for (let k = 0; k < devices; k++) clients.push(await client(task.id, `d${k}`));
+  await engine.startTask(task.id);
+  const assignments = await Promise.all(clients.map((c) => engine.waitForAssignment(c, 60_000)));
+  expect(assignments.map((x) => x.kind)).toEqual(clients.map(() => 'assignment'));
+  return { task, clients };
+}
+
+/** The first `count` values of a model version's float32 bytes. */
+const valuesOf = (model: { bytes: Buffer }, count: number): number[] => Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, count));
 
 /** The engine's blob store with reads of chosen keys failing (a stored update lost or unreadable). */
 function failingReads(inner: BlobStore): BlobStore & { failing: Set<string> } {
@@ -182,123 +206,86 @@ const partsOf = (engine: RoundEngine) => engine as unknown as { runtimes: TaskRu
 
 describe('round loop: early close, too few updates, a failed rebuild (PGlite, fake time)', () => {
   it('closes a round as soon as every selected device has submitted, without waiting for the deadline, and cancels it', async () => {
-    const time = createFakeTime();
-    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(5) });
-    await engine.start();
-    try {
-      const task = await engine.createTask(
-        { name: 'early', rounds: 1, clientsPerRound: 2, minClients: 2, minAvailableClients: 2, roundDeadlineMs: DEADLINE_MS, training },
-        tinyModel(Float32Array.from([0, 0])),
-      );
-      const [a, b] = [await client(task.id, 'a'), await client(task.id, 'b')];
-      await engine.startTask(task.id);
-      const assignments = await Promise.all([engine.waitForAssignment(a, 60_000), engine.waitForAssignment(b, 60_000)]);
-      expect(assignments.map((x) => x.kind)).toEqual(['assignment', 'assignment']);
-      const upA = header(1, Float32Array.from([1, 2]), 1);
-      const upB = header(1, Float32Array.from([3, 4]), 3);
-      expect(await engine.submitUpdate(a, upA.header, upA.payload, upA.sha)).toEqual({ acceptedCount: 1 });
-      const ended = new Promise((resolve) => engine.once('task-ended', resolve));
-      expect(await engine.submitUpdate(b, upB.header, upB.payload, upB.sha)).toEqual({ acceptedCount: 2 });
-      await ended;
-      // No time passed: the round closed on the last update, with both (example-weighted mean 2.5, 3.5).
-      expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'CLOSED', receivedCount: 2, summary: { participants: 2, dropped: 0, modelVersion: 1 } });
-      expect((await engine.getTask(task.id)).status).toBe('COMPLETED');
-      const model = await engine.readModel(task.id);
-      expect(Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, 2))).toEqual([2.5, 3.5]);
-      // The deadline was cancelled with the round: nothing is left on the timer.
-      expect(time.pending).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    await using fixture = await startEngine(5);
+    const { engine, time } = fixture;
+    const { task, clients: [a, b] } = await runningTask(engine, { name: 'early', rounds: 1, minClients: 2 }, Float32Array.from([0, 0]), 2);
+    const upA = header(1, Float32Array.from([1, 2]), 1);
+    const upB = header(1, Float32Array.from([3, 4]), 3);
+    expect(await engine.submitUpdate(a!, upA.header, upA.payload, upA.sha)).toEqual({ acceptedCount: 1 });
+    const ended = new Promise((resolve) => engine.once('task-ended', resolve));
+    expect(await engine.submitUpdate(b!, upB.header, upB.payload, upB.sha)).toEqual({ acceptedCount: 2 });
+    await ended;
+    // No time passed: the round closed on the last update, with both (example-weighted mean 2.5, 3.5).
+    expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'CLOSED', receivedCount: 2, summary: { participants: 2, dropped: 0, modelVersion: 1 } });
+    expect((await engine.getTask(task.id)).status).toBe('COMPLETED');
+    expect(valuesOf(await engine.readModel(task.id), 2)).toEqual([2.5, 3.5]);
+    // The deadline was cancelled with the round: nothing is left on the timer.
+    expect(time.pending).toBe(0);
   }, 120_000);
 
   it('fails a round at its deadline with fewer updates than its minimum: the model stays, the next round opens', async () => {
-    const time = createFakeTime();
-    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(6) });
-    await engine.start();
-    try {
-      const task = await engine.createTask(
-        { name: 'too-few', rounds: 3, clientsPerRound: 3, minClients: 2, minAvailableClients: 3, roundDeadlineMs: DEADLINE_MS, training },
-        tinyModel(Float32Array.from([1, 1])),
-      );
-      const devices = [await client(task.id, 'a'), await client(task.id, 'b'), await client(task.id, 'c')];
-      await engine.startTask(task.id);
-      const assignments = await Promise.all(devices.map((d) => engine.waitForAssignment(d, 60_000)));
-      expect(assignments.map((x) => x.kind)).toEqual(['assignment', 'assignment', 'assignment']);
-      const up = header(1, Float32Array.from([5, 5]), 1);
-      expect(await engine.submitUpdate(devices[0]!, up.header, up.payload, up.sha)).toEqual({ acceptedCount: 1 });
-      const failed = new Promise((resolve) => engine.once('round-failed', resolve));
-      const opened = new Promise((resolve) => engine.once('round-opened', resolve));
-      await time.advance(DEADLINE_MS);
-      await Promise.all([failed, opened]);
-      expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'FAILED', receivedCount: 1, failureReason: 'deadline passed with 1 updates, fewer than the minimum of 2' });
-      expect((await engine.getTask(task.id)).currentModelVersion).toBe(0);
-      const model = await engine.readModel(task.id);
-      expect(Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, 2))).toEqual([1, 1]);
-      expect(await store.getLatestRound(task.id)).toMatchObject({ number: 2, baseModelVersion: 0 });
-    } finally {
-      await engine.close();
-    }
+    await using fixture = await startEngine(6);
+    const { engine, time } = fixture;
+    const { task, clients } = await runningTask(engine, { name: 'too-few', rounds: 3, minClients: 2 }, Float32Array.from([1, 1]), 3);
+    const up = header(1, Float32Array.from([5, 5]), 1);
+    expect(await engine.submitUpdate(clients[0]!, up.header, up.payload, up.sha)).toEqual({ acceptedCount: 1 });
+    const failed = new Promise((resolve) => engine.once('round-failed', resolve));
+    const opened = new Promise((resolve) => engine.once('round-opened', resolve));
+    await time.advance(DEADLINE_MS);
+    await Promise.all([failed, opened]);
+    expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'FAILED', receivedCount: 1, failureReason: 'deadline passed with 1 updates, fewer than the minimum of 2' });
+    expect((await engine.getTask(task.id)).currentModelVersion).toBe(0);
+    expect(valuesOf(await engine.readModel(task.id), 2)).toEqual([1, 1]);
+    expect(await store.getLatestRound(task.id)).toMatchObject({ number: 2, baseModelVersion: 0 });
   }, 120_000);
 
   it('a rebuild that cannot read a stored update frees the partial aggregate; the round then fails at its deadline and the task goes on', async () => {
-    const time = createFakeTime();
     const flaky = failingReads(blobs);
-    const engine = new RoundEngine({ store, blobs: flaky, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(7) });
-    await engine.start();
-    try {
-      const task = await engine.createTask(
-        { name: 'rebuild', rounds: 2, clientsPerRound: 3, minClients: 2, minAvailableClients: 3, roundDeadlineMs: DEADLINE_MS, training },
-        tinyModel(Float32Array.from([0, 0, 0])),
-      );
-      const devices = [await client(task.id, 'a'), await client(task.id, 'b'), await client(task.id, 'c')];
-      await engine.startTask(task.id);
-      await Promise.all(devices.map((d) => engine.waitForAssignment(d, 60_000)));
-      for (const [k, d] of devices.slice(0, 2).entries()) {
-        const up = header(1, Float32Array.from([k, k, k]), 1);
-        await engine.submitUpdate(d, up.header, up.payload, up.sha);
-      }
-      const round = (await store.getLatestRound(task.id))!;
-      const submissions = await store.listSubmissions(round.id);
-      expect(submissions).toHaveLength(2);
-      flaky.failing.add(submissions[1]!.blobKey);
-
-      // Count the aggregates the rebuild makes and frees (the task's strategy, wrapped).
-      const { runtimes, loop } = partsOf(engine);
-      const rt = runtimes.get(task.id)!;
-      const made: { disposed: number }[] = [];
-      const inner = rt.strategy!;
-      rt.strategy = {
-        ...inner,
-        createRoundAggregator(input): RoundAggregator {
-          const aggregator = inner.createRoundAggregator(input);
-          const record = { disposed: 0 };
-          made.push(record);
-          return Object.assign(Object.create(aggregator) as RoundAggregator, {
-            dispose: () => {
-              record.disposed++;
-              aggregator.dispose();
-            },
-          });
-        },
-      } satisfies RoundStrategy;
-      const open = rt.open!;
-      await expect(rt.mutex.run(() => loop.rebuildAggregate(rt, open))).rejects.toThrow(/unreadable/);
-      expect(made).toEqual([{ disposed: 1 }]);
-      expect(open.aggregator).toBeNull();
-      expect(open.folded.size).toBe(0);
-
-      // At the deadline the round cannot be aggregated (its update is unreadable): it fails, the task goes on.
-      const failed = new Promise((resolve) => engine.once('round-failed', resolve));
-      await time.advance(DEADLINE_MS);
-      await failed;
-      expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'FAILED', failureReason: expect.stringMatching(/^could not resume round 1: internal error/) });
-      await eventually(async () => (await store.getLatestRound(task.id))?.number === 2);
-      // The deadline's own rebuild failed the same way and freed its aggregate too (a third, if any, is round 2's).
-      expect(made.slice(0, 2)).toEqual([{ disposed: 1 }, { disposed: 1 }]);
-      expect((await engine.getTask(task.id)).status).toBe('RUNNING');
-    } finally {
-      await engine.close();
+    await using fixture = await startEngine(7, flaky);
+    const { engine, time } = fixture;
+    const { task, clients } = await runningTask(engine, { name: 'rebuild', rounds: 2, minClients: 2 }, Float32Array.from([0, 0, 0]), 3);
+    for (const [k, d] of clients.slice(0, 2).entries()) {
+      const up = header(1, Float32Array.from([k, k, k]), 1);
+      await engine.submitUpdate(d, up.header, up.payload, up.sha);
     }
+    const round = (await store.getLatestRound(task.id))!;
+    const submissions = await store.listSubmissions(round.id);
+    expect(submissions).toHaveLength(2);
+    flaky.failing.add(submissions[1]!.blobKey);
+
+    // Count the aggregates the rebuild makes and frees (the task's strategy, wrapped).
+    const { runtimes, loop } = partsOf(engine);
+    const rt = runtimes.get(task.id)!;
+    const made: { disposed: number }[] = [];
+    const inner = rt.strategy!;
+    rt.strategy = {
+      ...inner,
+      createRoundAggregator(input): RoundAggregator {
+        const aggregator = inner.createRoundAggregator(input);
+        const record = { disposed: 0 };
+        made.push(record);
+        return Object.assign(Object.create(aggregator) as RoundAggregator, {
+          dispose: () => {
+            record.disposed++;
+            aggregator.dispose();
+          },
+        });
+      },
+    } satisfies RoundStrategy;
+    const open = rt.open!;
+    await expect(rt.mutex.run(() => loop.rebuildAggregate(rt, open))).rejects.toThrow(/unreadable/);
+    expect(made).toEqual([{ disposed: 1 }]);
+    expect(open.aggregator).toBeNull();
+    expect(open.folded.size).toBe(0);
+
+    // At the deadline the round cannot be aggregated (its update is unreadable): it fails, the task goes on.
+    const failed = new Promise((resolve) => engine.once('round-failed', resolve));
+    await time.advance(DEADLINE_MS);
+    await failed;
+    expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'FAILED', failureReason: expect.stringMatching(/^could not resume round 1: internal error/) });
+    await eventually(async () => (await store.getLatestRound(task.id))?.number === 2);
+    // The deadline's own rebuild failed the same way and freed its aggregate too (a third, if any, is round 2's).
+    expect(made.slice(0, 2)).toEqual([{ disposed: 1 }, { disposed: 1 }]);
+    expect((await engine.getTask(task.id)).status).toBe('RUNNING');
   }, 120_000);
 });
