@@ -14,7 +14,8 @@
  * shares for custodian 1; the other custodians' share digests are random, which custodian 1
  * cannot tell apart). The process figure is the custodian process's user+system CPU time
  * (from /proc/PID/stat) across one answered request; `wallMs` is the request as the
- * coordinator sees it.
+ * coordinator sees it; `stagedFinalHeaderToAnswerWallMs` is the same size of round staged (the
+ * devices streamed first, as a round accepts them), from the final header to the answer.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -178,6 +179,7 @@ try {
   });
   const processCpuMsPerRound: number[] = [];
   const wallMs: number[] = [];
+  const stagedWallMs: number[] = [];
   const client = createCommitteeClient({
     descriptor: descriptorBytes,
     descriptorSignature,
@@ -200,6 +202,26 @@ try {
     wallMs.push(performance.now() - started);
     processCpuMsPerRound.push((await processCpuMs(child.pid!)) - cpuBefore);
     if (!result.answers.some((a) => a.custodianIndex === 1)) throw new Error(`custodian 1 did not answer: ${JSON.stringify(result.failures)}`);
+
+    // The same round size staged: the devices are streamed first (as a round accepts them), the
+    // clock runs from the final header to the answer (what a round's end waits for).
+    const stagedRound = repeats + r;
+    const stagedDevices = makeRound(stagedRound);
+    const staging = client.stage(stagedRound);
+    for (const d of stagedDevices) staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
+    // Let the custodian work through the staged devices (its CPU stops moving).
+    for (let last = -1, now = await processCpuMs(child.pid!); now !== last; last = now, now = await processCpuMs(child.pid!)) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const stagedStarted = performance.now();
+    const staged = await client.collect({
+      round: stagedRound,
+      devices: stagedDevices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
+      sealedShare: (j, i) => (i === 1 ? stagedDevices[j]!.sealed : new Uint8Array(0)),
+      staged: staging,
+    });
+    stagedWallMs.push(performance.now() - stagedStarted);
+    if (!staged.answers.some((a) => a.custodianIndex === 1) || !staged.staged.includes(1)) throw new Error(`custodian 1 did not answer its staged request: ${JSON.stringify(staged.failures)}`);
   }
   await client.close();
   child.kill('SIGTERM');
@@ -211,6 +233,7 @@ try {
       repeats,
       custodianProcessCpuMsPerRound: { median: Math.round(median(processCpuMsPerRound)), all: processCpuMsPerRound.map(Math.round) },
       requestWallMs: { median: Math.round(median(wallMs)), all: wallMs.map(Math.round) },
+      stagedFinalHeaderToAnswerWallMs: { median: Math.round(median(stagedWallMs)), all: stagedWallMs.map(Math.round) },
       inProcessServiceCpuMs: { median: Math.round(median(inProcessCpuMs)), all: inProcessCpuMs.map(Math.round) },
       targetCpuMs: 2000,
     })}\n`,

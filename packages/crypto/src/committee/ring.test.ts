@@ -6,11 +6,13 @@ import {
   PACKED_POLY_BYTES,
   Q,
   centreQ,
+  createFixedMultiplier,
   derivePublicPolynomialNtt,
   mulModQ,
   negacyclicMultiply,
   nttForward,
   nttInverse,
+  nttInverseUnscaled,
   pack44,
   packed44InRange,
   unpack44,
@@ -98,6 +100,20 @@ describe('negacyclic NTT', () => {
     }
     const want = Float64Array.from(acc, (v) => Number(((v % QB) + QB) % QB));
     expect(negacyclicMultiply(a, b)).toEqual(want);
+    // A fixed factor with N^-1 folded in and the unscaled inverse NTT give the same product.
+    const aHat = Float64Array.from(a);
+    const bHat = Float64Array.from(b);
+    nttForward(aHat);
+    nttForward(bHat);
+    const fixed = createFixedMultiplier(bHat, { inverseN: true });
+    const out = new Float64Array(N);
+    fixed.mul(aHat, out);
+    nttInverseUnscaled(out);
+    expect(out).toEqual(want);
+    // Without N^-1 it is the plain pointwise product (mulModQ).
+    const plain = createFixedMultiplier(bHat);
+    plain.mul(aHat, out);
+    expect(out).toEqual(Float64Array.from(aHat, (v, k) => mulModQ(v, bHat[k]!)));
   }, 60_000);
 });
 

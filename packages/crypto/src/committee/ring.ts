@@ -162,6 +162,16 @@ export function nttForward(a: Float64Array): void {
 
 /** In-place inverse negacyclic NTT (Longa-Naehrig 2016, Alg. 2), including the 1/N scaling. */
 export function nttInverse(a: Float64Array): void {
+  nttInverseUnscaled(a);
+  const n = TABLES.nInv;
+  for (let j = 0; j < N; j++) a[j] = mulTwiddle(a[j]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!);
+}
+
+/**
+ * {@link nttInverse} without its final 1/N scaling: N·INTT(a). For products whose fixed factor
+ * already carries 1/N ({@link createFixedMultiplier} with `inverseN`), saving one pass.
+ */
+export function nttInverseUnscaled(a: Float64Array): void {
   if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
   const { w, w0, w1, wq } = TABLES.inverse;
   let t = 1;
@@ -186,8 +196,46 @@ export function nttInverse(a: Float64Array): void {
     }
     t <<= 1;
   }
+}
+
+/** A fixed NTT-domain factor b with its limbs and b/q precomputed (as the NTT's twiddles), for many products a ⊙ b. */
+export interface FixedMultiplier {
+  /** out[k] = a[k] · b[k] mod q, for a in [0, q). */
+  mul(a: Float64Array, out: Float64Array): void;
+  /** Zeroes the precomputed factor (it may be secret, e.g. NTT(S_D)). */
+  erase(): void;
+}
+
+/**
+ * Precomputes a fixed factor b (N coefficients in [0, q), NTT domain), scaled by N^-1 mod q when
+ * `inverseN` (then INTT(a ⊙ b) = {@link nttInverseUnscaled}(a ⊙ b')).
+ */
+export function createFixedMultiplier(b: Float64Array, options: { inverseN?: boolean } = {}): FixedMultiplier {
+  if (b.length !== N) throw new CryptoError('invalid_argument', `a fixed factor must have ${N} coefficients`);
   const n = TABLES.nInv;
-  for (let j = 0; j < N; j++) a[j] = mulTwiddle(a[j]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!);
+  const w = new Float64Array(N);
+  const w0 = new Float64Array(N);
+  const w1 = new Float64Array(N);
+  const wq = new Float64Array(N);
+  for (let k = 0; k < N; k++) {
+    const v = options.inverseN === true ? mulTwiddle(b[k]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!) : b[k]!;
+    w[k] = v;
+    w1[k] = Math.floor(v / TWO26);
+    w0[k] = v - w1[k]! * TWO26;
+    wq[k] = v / Q;
+  }
+  return {
+    mul(a, out) {
+      if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
+      for (let k = 0; k < N; k++) out[k] = mulTwiddle(a[k]!, w[k]!, w0[k]!, w1[k]!, wq[k]!);
+    },
+    erase() {
+      w.fill(0);
+      w0.fill(0);
+      w1.fill(0);
+      wq.fill(0);
+    },
+  };
 }
 
 /** out[k] = a[k] · b[k] mod q (pointwise product of two NTT-domain polynomials). */

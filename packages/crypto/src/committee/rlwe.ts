@@ -25,10 +25,10 @@ import {
   Q,
   addPacked44,
   centreQ,
+  createFixedMultiplier,
   derivePublicPolynomialNtt,
-  mulModQ,
   nttForward,
-  nttInverse,
+  nttInverseUnscaled,
   pack44,
   packed44InRange,
   toResidueQ,
@@ -142,25 +142,31 @@ export function encryptUpdate(m: Int32Array, s: Int8Array, options: EncryptUpdat
   const sHat = new Float64Array(N);
   for (let k = 0; k < N; k++) sHat[k] = toResidueQ(s[k]!);
   nttForward(sHat);
+  // NTT(s)·N^-1 precomputed once (see decryptSum).
+  const sTimes = createFixedMultiplier(sHat, { inverseN: true });
+  sHat.fill(0);
   const polys = m.length / N;
   const c0 = new Float64Array(m.length);
   const work = new Float64Array(N);
-  for (let l = 0; l < polys; l++) {
-    const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
-    for (let k = 0; k < N; k++) work[k] = mulModQ(aHat[k]!, sHat[k]!);
-    nttInverse(work); // work = a·s
-    const base = l * N;
-    for (let k = 0; k < N; k++) {
-      // -a·s + Δ·m: Δ·|m| < q/2 (validateDescriptor), so one reduction suffices.
-      let v = (work[k]! === 0 ? 0 : Q - work[k]!) + toResidueQ(delta * m[base + k]!);
-      if (v >= Q) v -= Q;
-      work[k] = v;
+  try {
+    for (let l = 0; l < polys; l++) {
+      const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+      sTimes.mul(aHat, work);
+      nttInverseUnscaled(work); // work = a·s
+      const base = l * N;
+      for (let k = 0; k < N; k++) {
+        // -a·s + Δ·m: Δ·|m| < q/2 (validateDescriptor), so one reduction suffices.
+        let v = (work[k]! === 0 ? 0 : Q - work[k]!) + toResidueQ(delta * m[base + k]!);
+        if (v >= Q) v -= Q;
+        work[k] = v;
+      }
+      addCbdError(work, random);
+      c0.set(work, base);
     }
-    addCbdError(work, random);
-    c0.set(work, base);
+  } finally {
+    sTimes.erase();
+    work.fill(0);
   }
-  sHat.fill(0);
-  work.fill(0);
   return c0;
 }
 
@@ -347,22 +353,29 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
     sHat[k] = toResidueQ(v);
   }
   nttForward(sHat);
+  // NTT(S_D)·N^-1 with its limbs precomputed once: per polynomial one product pass and an
+  // unscaled inverse NTT give a·S_D.
+  const sTimes = createFixedMultiplier(sHat, { inverseN: true });
+  sHat.fill(0);
   const decoded = new Float64Array(polys * N);
   const work = new Float64Array(N);
-  for (let l = 0; l < polys; l++) {
-    const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
-    if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
-    for (let k = 0; k < N; k++) work[k] = mulModQ(aHat[k]!, sHat[k]!);
-    nttInverse(work);
-    const base = l * N;
-    for (let k = 0; k < N; k++) {
-      let v = options.c0Sum[base + k]! + work[k]!;
-      if (v >= Q) v -= Q;
-      decoded[base + k] = Math.round(centreQ(v) / delta);
+  try {
+    for (let l = 0; l < polys; l++) {
+      const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
+      if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
+      sTimes.mul(aHat, work);
+      nttInverseUnscaled(work);
+      const base = l * N;
+      for (let k = 0; k < N; k++) {
+        let v = options.c0Sum[base + k]! + work[k]!;
+        if (v >= Q) v -= Q;
+        decoded[base + k] = Math.round(centreQ(v) / delta);
+      }
     }
+  } finally {
+    sTimes.erase();
+    work.fill(0);
   }
-  sHat.fill(0);
-  work.fill(0);
   if (decoded[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${decoded[0]}, expected |D| = ${count}`);
   const weightSum = decoded[1]!;
   if (!(weightSum >= count && weightSum <= count * quantization.weightCap)) {
