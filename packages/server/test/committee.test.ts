@@ -55,6 +55,8 @@ let authority: RawKeyPair;
 let requestKeyFile: string;
 let requestPublicKey: Uint8Array;
 const custodians: { server: CustodianServer; close(): Promise<void> }[] = [];
+/** Per custodian (index - 1), the rounds it answered through a staged request (devices streamed while the round collected). */
+const stagedAnswers: number[][] = [];
 let fingerprints: string[] = [];
 let publics: { sealingKey: string; signingKey: string }[] = [];
 
@@ -76,7 +78,17 @@ beforeAll(async () => {
       floors: { minDevices: 3 },
       logger,
     });
-    const server = await startCustodianServer({ service, logger });
+    const answered: number[] = [];
+    stagedAnswers.push(answered);
+    const counting = {
+      ...service,
+      stagedShareSum: async (...args: Parameters<typeof service.stagedShareSum>) => {
+        const answer = await service.stagedShareSum(...args);
+        answered.push(args[0].round);
+        return answer;
+      },
+    };
+    const server = await startCustodianServer({ service: counting, logger });
     custodians.push({ server, close: async () => { await server.close(); await state.close(); } });
   }
   fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
@@ -161,6 +173,9 @@ describe('committee tasks through the coordinator', () => {
     expect(maxAbsDiff(w1, expected1)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
     expect(first.summary.committee.deviceCount).toBe(3);
     expect(first.summary.committee.custodians).toHaveLength(2);
+    // The coordinator streamed the accepted devices to the two custodians it asked while the round
+    // collected, and they answered those staged requests.
+    expect(first.summary.committee.custodians.filter((i: number) => stagedAnswers[i - 1]!.includes(1))).toHaveLength(2);
 
     // Round 2 with custodian 3 killed: 2 of 3 still answer.
     await custodians[2]!.close();
