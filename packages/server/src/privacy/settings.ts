@@ -55,13 +55,8 @@ export interface DdgSettings {
   committee?: boolean;
 }
 
-export interface PrivacyInput {
-  mode: 'local' | 'distributed';
-  epsilonCap: number;
-  delta: number;
-  noiseMultiplier: number;
-  clipNorm: number;
-  samplingRate: number;
+/** A task's requested privacy settings (checked by {@link resolvePrivacySettings}). */
+export interface PrivacyInput extends Pick<PrivacySettings, 'mode' | 'epsilonCap' | 'delta' | 'noiseMultiplier' | 'clipNorm' | 'samplingRate'> {
   /** Distributed mode: n, the fewest updates a round may close with. Default: the task's minClients. */
   minNoiseClients?: number;
   /** Distributed mode: 1/γ. Default 2^10. */
