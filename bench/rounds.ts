@@ -10,6 +10,10 @@
  *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--cpu-prof-devices] [--log-level silent] [--timeout-s 3600]
  *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
  *
+ * --cpu-prof profiles the coordinator process; --cpu-prof-devices the first device worker, over the
+ * rounds window only (from the release to the end of its device loops). `deviceCpuMsPerClientRound`
+ * is the device processes' CPU over that window per accepted update.
+ *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
  * are top-level (`small`, `scale`, `dropout`), the committee path's under `committee`, the
  * shared-key path's under `sharedKey`, with the same shapes; `committeeOverPlaintext` has the
@@ -49,7 +53,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,10 +160,26 @@ function machineCpuTicks(): { busy: number; total: number } | null {
   }
 }
 
-/** CPU time of the device worker processes that reported (a killed worker reports nothing), ms. */
-function deviceCpuMs(r: RunResult): number | null {
+/** CPU time of the device worker processes that reported (a killed worker reports nothing), ms: over their whole life, or the rounds only. */
+function deviceCpuMs(r: RunResult, window: 'life' | 'rounds' = 'life'): number | null {
   const done = r.workers.map((w) => w.done).filter((d): d is WorkerDone => d !== null);
-  return done.length === 0 ? null : round1(done.reduce((a, d) => a + d.cpuMs, 0));
+  return done.length === 0 ? null : round1(done.reduce((a, d) => a + (window === 'life' ? d.cpuMs : d.roundsCpuMs), 0));
+}
+
+/** Median over a device's rounds of its process's CPU in each phase (long-poll, download, upload), ms; meaningful with one device per worker. */
+function deviceCpuByPhase(r: RunResult): Record<'wait' | 'download' | 'submit', number> {
+  const recs = allDevices(r).flatMap((d) => d.rounds);
+  return {
+    wait: round3(median(recs.map((x) => x.cpuMs.wait))),
+    download: round3(median(recs.map((x) => x.cpuMs.download))),
+    submit: round3(median(recs.map((x) => x.cpuMs.submit))),
+  };
+}
+
+/** The device processes' CPU per client-round, rounds window only (release to the end of the device loops), ms. */
+function deviceCpuMsPerClientRound(r: RunResult, clientRounds: number): number | null {
+  const ms = deviceCpuMs(r, 'rounds');
+  return ms === null || clientRounds === 0 ? null : round3(ms / clientRounds);
 }
 
 function spawnChild(file: string, env: Record<string, string>, execArgv: string[] = []): Channel {
@@ -431,6 +451,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
   const dataDir = await mkdtemp(join(tmpdir(), `veil-bench-${spec.label}-`));
   const profDir = args['cpu-prof'] ? join(dataDir, 'prof') : null;
   const profDevicesDir = args['cpu-prof-devices'] ? join(dataDir, 'prof-devices') : null;
+  if (profDevicesDir !== null) await mkdir(profDevicesDir, { recursive: true });
   // Committee path: the custodians run as `custodian serve` processes on loopback (real gRPC), with an
   // enrolment authority whose key stays in this process's directory, never the coordinator's.
   let committee: LocalCommittee | null = null;
@@ -498,7 +519,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       for (let w = 0; w < nWorkers; w++) {
         const count = Math.floor(group.count / nWorkers) + (w < group.count % nWorkers ? 1 : 0);
         const profileThis = profDevicesDir !== null && workers.length === 0;
-        const ch = spawnChild('devices.ts', {}, profileThis ? ['--cpu-prof', '--cpu-prof-dir', profDevicesDir] : []);
+        const ch = spawnChild('devices.ts', {});
         const init: DeviceWorkerInit = {
           cmd: 'init',
           address: String(ready['grpcAddress']),
@@ -512,6 +533,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
           maxIterations: spec.rounds * 6 + 50,
           hardStopAt,
           joinConcurrency: 8,
+          ...(profileThis && { roundsCpuProfileFile: join(profDevicesDir, 'worker-0-rounds.cpuprofile') }),
           ...(spec.encryption && { encryptedPayloadFiles: spec.encryption.payloadFiles }),
           ...(committee &&
             spec.committee && {
@@ -747,6 +769,7 @@ function phases(r: RunResult): Record<string, number> {
     collectingToLastAssignmentMs: [],
     assignmentToDownloadedMs: [],
     downloadedToSubmittedMs: [],
+    collectingToLastPreviousAckMs: [],
     collectingToFirstAcceptedMs: [],
     collectingToLastAcceptedMs: [],
     lastAcceptedToClosedMs: [],
@@ -765,6 +788,10 @@ function phases(r: RunResult): Record<string, number> {
       per['assignmentToDownloadedMs']!.push(median(recs.map((x) => x.downloadedAt - x.assignedAt)));
       per['downloadedToSubmittedMs']!.push(median(recs.map((x) => x.submittedAt - x.downloadedAt)));
     }
+    // The devices that submitted last in round n-1 hear their acknowledgement only after round n is
+    // collecting (the coordinator answers them after the close and open): they ask for work again only then.
+    const previous = devs.flatMap((d) => d.rounds.filter((x) => x.round === n - 1));
+    if (n > 1 && previous.length > 0) per['collectingToLastPreviousAckMs']!.push(Math.max(...previous.map((x) => x.submittedAt)) - c.t);
     const acc = accepted.filter((e) => e.round === n).map((e) => e.t);
     if (acc.length > 0) {
       per['collectingToFirstAcceptedMs']!.push(Math.min(...acc) - c.t);
@@ -945,6 +972,9 @@ async function small(db: 'pg' | 'pglite', path: PathSpec): Promise<Record<string
     deviceErrors: deviceErrors(r),
     coordinator: coordinatorSummary(r),
     deviceProcessesCpuMs: deviceCpuMs(r),
+    deviceProcessesRoundsCpuMs: deviceCpuMs(r, 'rounds'),
+    deviceCpuMsPerClientRound: deviceCpuMsPerClientRound(r, acceptedCount),
+    ...(PER_WORKER === 1 && { deviceCpuMsByPhaseMedian: deviceCpuByPhase(r) }),
     machineCpuBusyDuringRounds: r.machineCpuBusy,
     ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
     ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
@@ -994,6 +1024,8 @@ async function scaleOne(n: number, path: PathSpec): Promise<Record<string, unkno
       deviceErrors: deviceErrors(r),
       coordinator: coordinatorSummary(r),
       deviceProcessesCpuMs: deviceCpuMs(r),
+      deviceProcessesRoundsCpuMs: deviceCpuMs(r, 'rounds'),
+      deviceCpuMsPerClientRound: deviceCpuMsPerClientRound(r, n * Math.max(1, roundMs.length)),
       machineCpuBusyDuringRounds: r.machineCpuBusy,
       // Cost per client-round: the coordinator's CPU from the task's start (rounds only, no join), and
       // the whole machine's (coordinator, devices, PostgreSQL) over the same rounds.

@@ -42,6 +42,8 @@ export interface DeviceWorkerInit {
    * committee middleware (fresh secret, c0, sealed shares, signed manifest per device and round).
    */
   committee?: CommitteeDeviceInit;
+  /** Writes a V8 CPU profile (.cpuprofile JSON) of the rounds window (from the release to the end) to this file. Default none. */
+  roundsCpuProfileFile?: string;
 }
 
 export interface CommitteeDeviceInit {
@@ -75,6 +77,11 @@ export interface DeviceRoundRecord {
   modelBytes: number;
   /** Size of the update submitted. */
   updateBytes: number;
+  /**
+   * The worker process's CPU (user + system, ms) during this round's long-poll that brought the
+   * assignment, its download and its upload. Per device only with one device per worker process.
+   */
+  cpuMs: { wait: number; download: number; submit: number };
 }
 
 /** Every assignment a device acted on, whatever the outcome. */
@@ -113,6 +120,8 @@ export interface WorkerDone {
   peakRss: number;
   /** The worker process's CPU time (user + system), ms, over its whole life (join included). */
   cpuMs: number;
+  /** The worker process's CPU time (user + system), ms, from the parent's release ('go') to the end of its device loops: the rounds only. */
+  roundsCpuMs: number;
 }
 
 export const median = (xs: readonly number[]): number => quantile(xs, 0.5);

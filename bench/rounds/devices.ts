@@ -21,7 +21,8 @@
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { certifyDevice, readAuthorityKey } from '@veil/custodian';
@@ -78,6 +79,11 @@ function deviceCredentials(onSocket: (socket: net.Socket) => void): grpc.Channel
   return creds;
 }
 
+/** This process's CPU (user + system) since `start`, ms. */
+const cpuSince = (start: NodeJS.CpuUsage): number => {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+};
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const send = (message: unknown): void => {
   process.send?.(message);
@@ -239,6 +245,14 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   });
   send({ type: 'joined', clientIds: devices.map((d) => d.report.clientId) });
   await go;
+  const cpuAtGo = process.cpuUsage();
+  let profiler: Session | null = null;
+  if (init.roundsCpuProfileFile !== undefined) {
+    profiler = new Session();
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.start');
+  }
 
   // ---------------------------------------------------------------- the device loops
   const loop = async (d: Device): Promise<void> => {
@@ -247,6 +261,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     let cachedVersion = -1;
     for (let it = 0; it < init.maxIterations && nowMs() < init.hardStopAt; it++) {
       let b0 = sumBytes(d.sockets);
+      const cpuWait = process.cpuUsage();
       let response;
       try {
         const waitMs = Math.max(1, Math.min(init.pollMs, Math.floor(init.hardStopAt - nowMs())));
@@ -278,6 +293,8 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         return;
       }
       let downloadedAt: number | null = null;
+      const cpuMs = { wait: cpuSince(cpuWait), download: 0, submit: 0 };
+      const cpuDownload = process.cpuUsage();
       try {
         b0 = sumBytes(d.sockets);
         let modelBytes = 0;
@@ -292,6 +309,8 @@ async function main(init: DeviceWorkerInit): Promise<void> {
           cachedVersion = a.modelVersion;
         }
         downloadedAt = nowMs();
+        cpuMs.download = cpuSince(cpuDownload);
+        const cpuSubmit = process.cpuUsage();
         b1 = sumBytes(d.sockets);
         add(r.bytes.download, diff(b0, b1));
         const { bytes: payload, sha256 } = init.committee ? await committeeUpdateFor(d, a.roundNumber) : updateFor(d.index, a.roundNumber);
@@ -321,8 +340,9 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         }
         const { acceptedCount } = await d.transport.submitUpdate(d.credential, header, payload);
         const submittedAt = nowMs();
+        cpuMs.submit = cpuSince(cpuSubmit);
         add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
-        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount, modelBytes, updateBytes: payload.byteLength });
+        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount, modelBytes, updateBytes: payload.byteLength, cpuMs });
         r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: submittedAt, outcome: 'accepted' });
       } catch (error) {
         add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
@@ -333,6 +353,12 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     }
   };
   await Promise.all(devices.map((d) => loop(d)));
+  const roundsCpu = process.cpuUsage(cpuAtGo);
+  if (profiler !== null) {
+    const { profile } = await profiler.post('Profiler.stop');
+    await writeFile(init.roundsCpuProfileFile!, JSON.stringify(profile));
+    profiler.disconnect();
+  }
 
   for (const d of devices) {
     d.report.sockets = d.sockets.length;
@@ -346,6 +372,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     processBytes: sumBytes(processSockets),
     peakRss: process.resourceUsage().maxRSS * 1024,
     cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000,
+    roundsCpuMs: (roundsCpu.user + roundsCpu.system) / 1000,
   };
   process.send?.(done, () => process.exit(0));
 }
