@@ -18,6 +18,12 @@
  * credentials' secure connector, which receives the raw socket; a `net.connect`
  * hook counts every socket of the process as a cross-check.
  *
+ * As the SDK does, a device opens its long-poll for the next round when an assignment arrives
+ * (`afterRoundNumber`: the coordinator answers it with a later round only), so it is told of the
+ * next round when that opens, even while its upload's acknowledgement is on its way. That poll's
+ * request bytes are therefore counted in the download phase and its answer in the phase it arrives
+ * in (the totals are exact); the assignment time is when its answer arrived.
+ *
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
@@ -29,7 +35,7 @@ import { certifyDevice, readAuthorityKey } from '@veil/custodian';
 import { generateEd25519KeyPair } from '@veil/crypto';
 import { createCommitteeEncryption, type CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
 import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
-import type { TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
+import type { AssignmentResponse, TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
 import { nowMs, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
 
 // ---------------------------------------------------------------- process-wide socket accounting (cross-check)
@@ -259,97 +265,125 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     if (d.credential === '') return;
     const r = d.report;
     let cachedVersion = -1;
-    for (let it = 0; it < init.maxIterations && nowMs() < init.hardStopAt; it++) {
-      let b0 = sumBytes(d.sockets);
-      const cpuWait = process.cpuUsage();
-      let response;
-      try {
-        const waitMs = Math.max(1, Math.min(init.pollMs, Math.floor(init.hardStopAt - nowMs())));
-        r.polls++;
-        response = await d.transport.waitForAssignment(d.credential, waitMs);
-      } catch (error) {
-        add(r.bytes.wait, diff(b0, sumBytes(d.sockets)));
-        r.errors.push(`wait: ${(error as Error).message}`);
-        await sleep(100);
-        continue;
-      }
-      let b1 = sumBytes(d.sockets);
-      add(r.bytes.wait, diff(b0, b1));
-      if (response.kind === 'ended') {
-        r.endedAt = nowMs();
-        r.endedReason = response.reason;
-        return;
-      }
-      if (response.kind === 'idle') {
-        r.idlePolls++;
-        continue;
-      }
-      const a = response.assignment;
-      const assignedAt = nowMs();
-      if (init.behavior === 'hold') {
-        send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
-        // Simulated long local training; the parent SIGKILLs this process meanwhile.
-        await sleep(Math.max(0, init.hardStopAt - nowMs()));
-        return;
-      }
-      let downloadedAt: number | null = null;
-      const cpuMs = { wait: cpuSince(cpuWait), download: 0, submit: 0 };
-      const cpuDownload = process.cpuUsage();
-      try {
-        b0 = sumBytes(d.sockets);
-        let modelBytes = 0;
-        if (cachedVersion !== a.modelVersion) {
-          const model = await download(d, a.modelVersion);
-          // Version 0 is the plaintext initial model; later versions of an encrypted task are ciphertext sums
-          // (their size and SHA-256 are checked against the header by the transport).
-          if ((!encrypted || a.modelVersion === 0) && model.bytes.byteLength !== init.parameterCount * 4) {
-            throw new Error(`model has ${model.bytes.byteLength} bytes`);
+    const pollWaitMs = (): number => Math.max(1, Math.min(init.pollMs, Math.floor(init.hardStopAt - nowMs())));
+    // As the SDK does: the long-poll for the next round is opened when work on a round starts
+    // (afterRoundNumber), so a device hears of the next round when it opens, even while its upload's
+    // acknowledgement is still on its way. Null answer: failed, or a stale round (an older coordinator).
+    let ahead: { response: Promise<{ response: AssignmentResponse; at: number } | null>; cancel(): void } | null = null;
+    const openAhead = (roundNumber: number): typeof ahead => {
+      const controller = new AbortController();
+      r.polls++;
+      const response = d.transport
+        .waitForAssignment(d.credential, pollWaitMs(), controller.signal, { afterRoundNumber: roundNumber })
+        .then(
+          (x) => (x.kind === 'assignment' && x.assignment.roundNumber <= roundNumber ? null : { response: x, at: nowMs() }),
+          () => null,
+        );
+      return { response, cancel: () => controller.abort() };
+    };
+    try {
+      for (let it = 0; it < init.maxIterations && nowMs() < init.hardStopAt; it++) {
+        let b0 = sumBytes(d.sockets);
+        const cpuWait = process.cpuUsage();
+        let response: AssignmentResponse;
+        let receivedAt: number;
+        const early = ahead === null ? null : await ahead.response;
+        ahead = null;
+        if (early !== null) {
+          ({ response, at: receivedAt } = early);
+        } else {
+          try {
+            r.polls++;
+            response = await d.transport.waitForAssignment(d.credential, pollWaitMs());
+            receivedAt = nowMs();
+          } catch (error) {
+            add(r.bytes.wait, diff(b0, sumBytes(d.sockets)));
+            r.errors.push(`wait: ${(error as Error).message}`);
+            await sleep(100);
+            continue;
           }
-          modelBytes = model.bytes.byteLength;
-          cachedVersion = a.modelVersion;
         }
-        downloadedAt = nowMs();
-        cpuMs.download = cpuSince(cpuDownload);
-        const cpuSubmit = process.cpuUsage();
-        b1 = sumBytes(d.sockets);
-        add(r.bytes.download, diff(b0, b1));
-        const { bytes: payload, sha256 } = init.committee ? await committeeUpdateFor(d, a.roundNumber) : updateFor(d.index, a.roundNumber);
-        const header = {
-          roundNumber: a.roundNumber,
-          modelVersion: a.modelVersion,
-          exampleCount: 1,
-          encoding: init.committee ? ('committee-v1' as const) : encrypted ? ('bfv-v1' as const) : ('float32-le' as const),
-          sha256,
-        };
-        if (init.behavior === 'cut') {
-          const abort = new AbortController();
-          const pending = d.transport.submitUpdate(d.credential, header, payload, abort.signal).then(
-            () => 'accepted',
-            (error: Error) => `rejected: ${error.message}`,
-          );
-          // Let part of the upload reach the socket, then cut the connection without a goodbye.
-          await new Promise((resolve) => setImmediate(resolve));
-          for (const s of d.sockets) s.destroy();
-          send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
-          const outcome = await Promise.race([pending, sleep(5_000).then(() => 'no answer')]);
-          r.errors.push(`cut upload: ${outcome}`);
-          r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: 'cut' });
-          add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
-          d.transport.close();
+        let b1 = sumBytes(d.sockets);
+        add(r.bytes.wait, diff(b0, b1));
+        if (response.kind === 'ended') {
+          r.endedAt = nowMs();
+          r.endedReason = response.reason;
           return;
         }
-        const { acceptedCount } = await d.transport.submitUpdate(d.credential, header, payload);
-        const submittedAt = nowMs();
-        cpuMs.submit = cpuSince(cpuSubmit);
-        add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
-        r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount, modelBytes, updateBytes: payload.byteLength, cpuMs });
-        r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: submittedAt, outcome: 'accepted' });
-      } catch (error) {
-        add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
-        r.errors.push(`round ${a.roundNumber}: ${(error as Error).message}`);
-        r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: (error as Error).message.slice(0, 80) });
-        await sleep(100);
+        if (response.kind === 'idle') {
+          r.idlePolls++;
+          continue;
+        }
+        const a = response.assignment;
+        const assignedAt = receivedAt;
+        if (init.behavior === 'normal') ahead = openAhead(a.roundNumber);
+        if (init.behavior === 'hold') {
+          send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
+          // Simulated long local training; the parent SIGKILLs this process meanwhile.
+          await sleep(Math.max(0, init.hardStopAt - nowMs()));
+          return;
+        }
+        let downloadedAt: number | null = null;
+        const cpuMs = { wait: cpuSince(cpuWait), download: 0, submit: 0 };
+        const cpuDownload = process.cpuUsage();
+        try {
+          b0 = sumBytes(d.sockets);
+          let modelBytes = 0;
+          if (cachedVersion !== a.modelVersion) {
+            const model = await download(d, a.modelVersion);
+            // Version 0 is the plaintext initial model; later versions of an encrypted task are ciphertext sums
+            // (their size and SHA-256 are checked against the header by the transport).
+            if ((!encrypted || a.modelVersion === 0) && model.bytes.byteLength !== init.parameterCount * 4) {
+              throw new Error(`model has ${model.bytes.byteLength} bytes`);
+            }
+            modelBytes = model.bytes.byteLength;
+            cachedVersion = a.modelVersion;
+          }
+          downloadedAt = nowMs();
+          cpuMs.download = cpuSince(cpuDownload);
+          const cpuSubmit = process.cpuUsage();
+          b1 = sumBytes(d.sockets);
+          add(r.bytes.download, diff(b0, b1));
+          const { bytes: payload, sha256 } = init.committee ? await committeeUpdateFor(d, a.roundNumber) : updateFor(d.index, a.roundNumber);
+          const header = {
+            roundNumber: a.roundNumber,
+            modelVersion: a.modelVersion,
+            exampleCount: 1,
+            encoding: init.committee ? ('committee-v1' as const) : encrypted ? ('bfv-v1' as const) : ('float32-le' as const),
+            sha256,
+          };
+          if (init.behavior === 'cut') {
+            const abort = new AbortController();
+            const pending = d.transport.submitUpdate(d.credential, header, payload, abort.signal).then(
+              () => 'accepted',
+              (error: Error) => `rejected: ${error.message}`,
+            );
+            // Let part of the upload reach the socket, then cut the connection without a goodbye.
+            await new Promise((resolve) => setImmediate(resolve));
+            for (const s of d.sockets) s.destroy();
+            send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
+            const outcome = await Promise.race([pending, sleep(5_000).then(() => 'no answer')]);
+            r.errors.push(`cut upload: ${outcome}`);
+            r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: 'cut' });
+            add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+            d.transport.close();
+            return;
+          }
+          const { acceptedCount } = await d.transport.submitUpdate(d.credential, header, payload);
+          const submittedAt = nowMs();
+          cpuMs.submit = cpuSince(cpuSubmit);
+          add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+          r.rounds.push({ round: a.roundNumber, assignedAt, downloadedAt, submittedAt, acceptedCount, modelBytes, updateBytes: payload.byteLength, cpuMs });
+          r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: submittedAt, outcome: 'accepted' });
+        } catch (error) {
+          add(r.bytes.submit, diff(b1, sumBytes(d.sockets)));
+          r.errors.push(`round ${a.roundNumber}: ${(error as Error).message}`);
+          r.attempts.push({ round: a.roundNumber, assignedAt, downloadedAt, endedAt: nowMs(), outcome: (error as Error).message.slice(0, 80) });
+          await sleep(100);
+        }
       }
+    } finally {
+      ahead?.cancel();
     }
   };
   await Promise.all(devices.map((d) => loop(d)));

@@ -21,7 +21,7 @@ import {
   type LocalDpState,
 } from './mods/dp.js';
 import { createGrpcTransport, type TlsOptions } from './transport/grpc-transport.js';
-import type { Assignment, DistributedDpParams, JoinResult, Transport } from './transport/transport.js';
+import type { Assignment, AssignmentResponse, DistributedDpParams, JoinResult, Transport } from './transport/transport.js';
 
 /** Minimal structured logger (pino-compatible). */
 export interface SdkLogger {
@@ -200,6 +200,12 @@ function distributedDpFor(task: JoinResult['task'], encryption: DeviceEncryption
     // The round's sum becomes the next model version; key holders derive the same seed to decode it.
     rotationSeed: (ctx) => rotationSeedForVersion(task.taskId, ctx.modelVersion + 1),
   });
+}
+
+/** A long-poll opened ahead of time (see `pollAhead` in `createClient`). */
+interface PollAhead {
+  response: Promise<AssignmentResponse | null>;
+  cancel(): void;
 }
 
 /** Creates a device-side client. */
@@ -537,46 +543,76 @@ export function createClient(options: ClientOptions): VeilClient {
     return { uploadBytes: payload.byteLength, acceptedCount, exampleCount: update.exampleCount };
   }
 
+  /**
+   * Opens the long-poll for a round after `roundNumber` (`afterRoundNumber`). Its answer is null when
+   * the poll failed (the caller polls again, with retries) or came back with `roundNumber` or an
+   * earlier round (a coordinator or transport that ignores the option).
+   */
+  function pollAhead(credential: string, roundNumber: number, signal: AbortSignal | undefined): PollAhead {
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const response = transport
+      .waitForAssignment(credential, pollWaitMs, controller.signal, { afterRoundNumber: roundNumber })
+      .then(
+        (r) => (r.kind === 'assignment' && r.assignment.roundNumber <= roundNumber ? null : r),
+        () => null,
+      )
+      .finally(() => signal?.removeEventListener('abort', onAbort));
+    return { response, cancel: () => controller.abort() };
+  }
+
   return {
     join,
 
     async run(run) {
       const { credential } = await join();
       let rounds = 0;
-      for (;;) {
-        if (run.signal?.aborted) return { rounds, taskStatus: 'CANCELLED', reason: 'aborted', finalModelVersion: null };
-        if (run.maxRounds !== undefined && rounds >= run.maxRounds) {
-          return { rounds, taskStatus: 'RUNNING', reason: 'maxRounds reached', finalModelVersion: null };
-        }
-        const response = await retry('wait', () => transport.waitForAssignment(credential, pollWaitMs, run.signal), run.signal);
-        if (response.kind === 'ended') {
-          log.info({ taskStatus: response.taskStatus, rounds }, 'task ended');
-          const finalEvaluation = await evaluateFinal(response.taskStatus, response.finalModelVersion, run);
-          return { rounds, taskStatus: response.taskStatus, reason: response.reason, finalModelVersion: response.finalModelVersion, finalEvaluation };
-        }
-        if (response.kind === 'idle') continue;
-        const a = response.assignment;
-        await ensureTask();
-        if (localDp !== null && !localDp.privacy.canParticipate) {
-          log.warn({ spent: localDp.privacy.spentEpsilon, cap: localDp.privacy.epsilonCap }, 'device privacy budget exhausted; not training');
-          return { rounds, taskStatus: 'DEVICE_BUDGET_EXHAUSTED', reason: "the device's own privacy budget is exhausted", finalModelVersion: null };
-        }
-        try {
-          const report = await participate(a, run);
-          rounds++;
-          log.info({ roundNumber: a.roundNumber, trainedExamples: report.trainedExamples, weight: report.exampleCount, uploadBytes: report.uploadBytes, trainMs: Math.round(report.trainMs) }, 'update submitted');
-          run.onRound?.(report);
-        } catch (raw) {
-          const error = ClientError.from(raw);
-          if (error.code === 'cancelled' || run.signal?.aborted) continue;
-          if (error.code === 'failed_precondition' || error.code === 'permission_denied' || error.code === 'already_exists' || error.code === 'already_accepted') {
-            // The round moved on (deadline, closed early): wait for the next one.
-            log.warn({ roundNumber: a.roundNumber, code: error.code, reason: error.message }, 'update not accepted');
-            await sleep(100, run.signal);
-            continue;
+      // The long-poll for the round after the one being worked on, opened when work on it starts.
+      let ahead: PollAhead | null = null;
+      try {
+        for (;;) {
+          if (run.signal?.aborted) return { rounds, taskStatus: 'CANCELLED', reason: 'aborted', finalModelVersion: null };
+          if (run.maxRounds !== undefined && rounds >= run.maxRounds) {
+            return { rounds, taskStatus: 'RUNNING', reason: 'maxRounds reached', finalModelVersion: null };
           }
-          throw error;
+          const early: AssignmentResponse | null = ahead === null ? null : await ahead.response;
+          ahead = null;
+          const response = early ?? (await retry('wait', () => transport.waitForAssignment(credential, pollWaitMs, run.signal), run.signal));
+          if (response.kind === 'ended') {
+            log.info({ taskStatus: response.taskStatus, rounds }, 'task ended');
+            const finalEvaluation = await evaluateFinal(response.taskStatus, response.finalModelVersion, run);
+            return { rounds, taskStatus: response.taskStatus, reason: response.reason, finalModelVersion: response.finalModelVersion, finalEvaluation };
+          }
+          if (response.kind === 'idle') continue;
+          const a = response.assignment;
+          await ensureTask();
+          if (localDp !== null && !localDp.privacy.canParticipate) {
+            log.warn({ spent: localDp.privacy.spentEpsilon, cap: localDp.privacy.epsilonCap }, 'device privacy budget exhausted; not training');
+            return { rounds, taskStatus: 'DEVICE_BUDGET_EXHAUSTED', reason: "the device's own privacy budget is exhausted", finalModelVersion: null };
+          }
+          // The coordinator acknowledges a round's last updates only once it has opened the next round:
+          // a poll opened now hears of that round when it opens, not a round trip after the acknowledgement.
+          if (run.maxRounds === undefined || rounds + 1 < run.maxRounds) ahead = pollAhead(credential, a.roundNumber, run.signal);
+          try {
+            const report = await participate(a, run);
+            rounds++;
+            log.info({ roundNumber: a.roundNumber, trainedExamples: report.trainedExamples, weight: report.exampleCount, uploadBytes: report.uploadBytes, trainMs: Math.round(report.trainMs) }, 'update submitted');
+            run.onRound?.(report);
+          } catch (raw) {
+            const error = ClientError.from(raw);
+            if (error.code === 'cancelled' || run.signal?.aborted) continue;
+            if (error.code === 'failed_precondition' || error.code === 'permission_denied' || error.code === 'already_exists' || error.code === 'already_accepted') {
+              // The round moved on (deadline, closed early): wait for the next one.
+              log.warn({ roundNumber: a.roundNumber, code: error.code, reason: error.message }, 'update not accepted');
+              await sleep(100, run.signal);
+              continue;
+            }
+            throw error;
+          }
         }
+      } finally {
+        ahead?.cancel();
       }
     },
 

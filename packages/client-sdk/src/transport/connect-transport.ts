@@ -328,8 +328,10 @@ export function createConnectTransport(options: ConnectTransportOptions): Transp
       return toTask(await federation('GetTask', {}, credential));
     },
 
-    async waitForAssignment(credential, waitMs, signal) {
-      const r = await federation('WaitForAssignment', { waitMs }, credential, waitMs + callTimeoutMs, signal);
+    async waitForAssignment(credential, waitMs, signal, options) {
+      const after = options?.afterRoundNumber ?? 0;
+      // Sent only when set: the coordinator's JSON check refuses fields it does not know (an older coordinator).
+      const r = await federation('WaitForAssignment', { waitMs, ...(after > 0 && { afterRoundNumber: after }) }, credential, waitMs + callTimeoutMs, signal);
       const a = r['assignment'] as Json | undefined;
       if (a) {
         const training = (a['training'] ?? {}) as Json;

@@ -203,9 +203,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
       });
     },
 
-    waitForAssignment(credential, waitMs, signal) {
+    waitForAssignment(credential, waitMs, signal, options) {
       return new Promise<AssignmentResponse>((resolve, reject) => {
-        const call = client.WaitForAssignment({ waitMs }, auth(credential), deadline(waitMs + callTimeoutMs), (error, r) => {
+        const call = client.WaitForAssignment({ waitMs, afterRoundNumber: options?.afterRoundNumber ?? 0 }, auth(credential), deadline(waitMs + callTimeoutMs), (error, r) => {
           if (error || !r) return reject(toClientError(error ?? new Error('empty response')));
           if (r.assignment) {
             const a = r.assignment;

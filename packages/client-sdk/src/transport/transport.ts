@@ -107,6 +107,16 @@ export interface UpdateHeader {
   sha256: string;
 }
 
+/** Options of {@link Transport.waitForAssignment}. */
+export interface WaitOptions {
+  /**
+   * The device has done its part of rounds up to this number (its update is sent, its
+   * acknowledgement may be pending): the coordinator answers with a later round's assignment only.
+   * Default 0: any round.
+   */
+  afterRoundNumber?: number;
+}
+
 /**
  * How the SDK reaches a coordinator. `createGrpcTransport` implements it over
  * grpc-js; a browser transport (gRPC-web or Connect) can implement the same
@@ -115,7 +125,12 @@ export interface UpdateHeader {
 export interface Transport {
   join(request: { taskId: string; enrolmentSecret: string; clientName: string }): Promise<JoinResult>;
   getTask(credential: string): Promise<JoinResult['task']>;
-  waitForAssignment(credential: string, waitMs: number, signal?: AbortSignal): Promise<AssignmentResponse>;
+  /**
+   * Long-poll for work, up to `waitMs`. With `options.afterRoundNumber` only an assignment to a
+   * later round answers (a coordinator that predates the option may still answer with that round
+   * or an earlier one).
+   */
+  waitForAssignment(credential: string, waitMs: number, signal?: AbortSignal, options?: WaitOptions): Promise<AssignmentResponse>;
   /** Downloads and verifies (size, SHA-256) model `version` (0 = initial), or the current one with `latest`. */
   downloadModel(
     credential: string,

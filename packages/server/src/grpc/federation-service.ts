@@ -355,7 +355,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         // Revoking the client ends its long-poll at once, with UNAUTHENTICATED.
         const untrack = deviceAuth.track(client, () => abort.abort());
         try {
-          const result = await engine.waitForAssignment(client, waitMs, abort.signal);
+          const result = await engine.waitForAssignment(client, waitMs, abort.signal, { afterRoundNumber: call.request.afterRoundNumber });
           deviceAuth.assertActive(client);
           return toResponse(result);
         } finally {

@@ -133,6 +133,42 @@ describe('round loop with fake time (PGlite)', () => {
     }
   }, 120_000);
 
+  it('a long-poll after round n waits through round n and answers with round n+1 when it opens', async () => {
+    const time = createFakeTime();
+    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(5) });
+    await engine.start();
+    try {
+      const task = await engine.createTask(
+        { name: 'ahead', rounds: 2, clientsPerRound: 1, minClients: 1, minAvailableClients: 1, roundDeadlineMs: DEADLINE_MS, training: { epochs: 1, batchSize: 1, learningRate: 0.1 } },
+        { topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [2], dtype: 'float32' }], weights: Float32Array.from([0, 0]) },
+      );
+      const a = await client(task.id, 'a');
+      await engine.startTask(task.id);
+      const first = await engine.waitForAssignment(a, 60_000);
+      expect(first).toMatchObject({ kind: 'assignment', round: { number: 1 } });
+      // Before its update is in, a plain poll answers round 1 again; a poll after round 1 waits.
+      expect(await engine.waitForAssignment(a, 60_000)).toMatchObject({ kind: 'assignment', round: { number: 1 } });
+      let answer: unknown = null;
+      const ahead = engine.waitForAssignment(a, 60_000, undefined, { afterRoundNumber: 1 }).then((r) => (answer = r));
+      await eventually(() => time.pending > 1); // the round's deadline and this poll's wait
+      expect(answer).toBeNull();
+      // The update closes round 1 (one client per round); round 2 opens, selects the polling device and answers it, no time passing.
+      const up = header(1, Float32Array.from([1, 1]), 1);
+      expect(await engine.submitUpdate(a, up.header, up.payload, up.sha)).toEqual({ acceptedCount: 1 });
+      await ahead;
+      expect(answer).toMatchObject({ kind: 'assignment', round: { number: 2 }, model: { version: 1 } });
+      // Polls after the last round the task runs see it end.
+      const up2 = header(2, Float32Array.from([2, 2]), 1);
+      const ended = new Promise((resolve) => engine.once('task-ended', resolve));
+      const last = engine.waitForAssignment(a, 60_000, undefined, { afterRoundNumber: 2 });
+      await engine.submitUpdate(a, up2.header, up2.payload, up2.sha);
+      await ended;
+      expect(await last).toMatchObject({ kind: 'ended', taskStatus: 'COMPLETED' });
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+
   it('a long-poll with nothing to do answers idle exactly when its wait has passed on the injected timer', async () => {
     const time = createFakeTime();
     const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(4) });

@@ -14,7 +14,7 @@ import { systemClock, systemTimer, type Clock, type Timer } from './clock.js';
 import type { CommitteeConnector, EngineContext, EngineEvents } from './engine-context.js';
 import { TaskRuntimes, wake } from './task-runtime.js';
 import { TaskService, type CommitteeInput, type EncryptionInput } from './task-service.js';
-import { Presence, type AssignmentResult } from './presence.js';
+import { Presence, type AssignmentResult, type WaitOptions } from './presence.js';
 import { Intake, type UpdateHeaderInput } from './intake.js';
 import { RoundLoop } from './round-loop.js';
 import { createPrivacyBudget } from './privacy-budget.js';
@@ -24,7 +24,7 @@ export type { StoredModel } from './model-cache.js';
 export type { Clock, Timer } from './clock.js';
 export type { CommitteeConnector, EngineEvents } from './engine-context.js';
 export type { CommitteeInput, EncryptionInput } from './task-service.js';
-export type { AssignmentResult } from './presence.js';
+export type { AssignmentResult, WaitOptions } from './presence.js';
 export type { UpdateHeaderInput } from './intake.js';
 
 export interface RoundEngineOptions {
@@ -172,10 +172,11 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 
   /**
    * Long-poll for work: resolves with an assignment as soon as the client is
-   * selected, or `idle` after `waitMs`, or `ended` when the task is over.
+   * selected (for a round after `options.afterRoundNumber`), or `idle` after
+   * `waitMs`, or `ended` when the task is over.
    */
-  waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal): Promise<AssignmentResult> {
-    return this.presence.waitForAssignment(client, waitMs, signal);
+  waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal, options?: WaitOptions): Promise<AssignmentResult> {
+    return this.presence.waitForAssignment(client, waitMs, signal, options);
   }
 
   /** Checks an update's header before its payload is read, so bad uploads fail fast. */

@@ -21,6 +21,18 @@ export type AssignmentResult =
   | { kind: 'idle'; taskStatus: TaskStatus; currentRound: number }
   | { kind: 'ended'; taskStatus: TaskStatus; reason: string; finalModelVersion: number };
 
+/** Options of a long-poll for work. */
+export interface WaitOptions {
+  /**
+   * The client has done its part of rounds up to this number (its update is sent, perhaps not yet
+   * acknowledged): only an assignment to a later round answers the poll. Default 0: any round.
+   * With it a device keeps a long-poll open while its upload is being acknowledged: the
+   * coordinator acknowledges a round's last updates after it has closed that round and opened the
+   * next, and a device that asked again only then would hear of the new round one round trip late.
+   */
+  afterRoundNumber?: number;
+}
+
 /**
  * Device presence: long-polls for work, which devices count as available for
  * selection (a poll within `presenceTtlMs`, or an open poll), and the
@@ -41,7 +53,8 @@ export class Presence {
    * Long-poll for work: resolves with an assignment as soon as the client is
    * selected, or `idle` after `waitMs`, or `ended` when the task is over.
    */
-  async waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal): Promise<AssignmentResult> {
+  async waitForAssignment(client: Client, waitMs: number, signal?: AbortSignal, options: WaitOptions = {}): Promise<AssignmentResult> {
+    const afterRoundNumber = options.afterRoundNumber ?? 0;
     const rt = await this.runtimes.load(client.taskId);
     const until = this.ctx.clock.now() + waitMs;
     // An open long-poll makes the client present for as long as it is open.
@@ -50,7 +63,7 @@ export class Presence {
     try {
       this.requestSelection(rt);
       for (;;) {
-        const result = this.currentAssignment(rt, client);
+        const result = this.currentAssignment(rt, client, afterRoundNumber);
         if (result !== null) return result;
         const remaining = until - this.ctx.clock.now();
         if (remaining <= 0 || this.ctx.closed || signal?.aborted) {
@@ -96,7 +109,7 @@ export class Presence {
       .catch((error) => this.ctx.log.error({ err: error, taskId: rt.task.id }, 'selection failed'));
   }
 
-  private currentAssignment(rt: TaskRuntime, client: Client): AssignmentResult | null {
+  private currentAssignment(rt: TaskRuntime, client: Client, afterRoundNumber: number): AssignmentResult | null {
     const { task } = rt;
     if (task.status === 'COMPLETED' || task.status === 'FAILED' || task.status === 'BUDGET_EXHAUSTED') {
       return { kind: 'ended', taskStatus: task.status, reason: task.statusReason ?? '', finalModelVersion: task.currentModelVersion };
@@ -108,6 +121,7 @@ export class Presence {
       open !== null &&
       round !== null &&
       round.state === 'COLLECTING' &&
+      round.number > afterRoundNumber &&
       open.selected.has(client.id) &&
       !open.folded.has(client.id) &&
       model !== null &&
