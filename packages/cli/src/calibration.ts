@@ -1,5 +1,7 @@
 import { writeFile } from 'node:fs/promises';
-import { openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
+import { CryptoError, createHeContext, createSumDecryptor, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
+import { ExportError, chooseActivationRanges, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
+import { ExportCommandError, openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
 
 /** Options of {@link runCalibration}. */
 export interface CalibrationCommandOptions extends CoordinatorAccess {
@@ -7,6 +9,81 @@ export interface CalibrationCommandOptions extends CoordinatorAccess {
   out: string;
   /** Model version; default the calibrated one. */
   version: number | null;
+  /** Key holder's device key directory: needed for shared-key tasks (their statistics are ciphertext sums). Default none. */
+  deviceKeyDir?: string | null;
+}
+
+/** The statistics file (GET /v1/tasks/ID/calibration, format veil-calibration-v1). */
+export interface CalibrationFileJson {
+  format: 'veil-calibration-v1';
+  taskId: string;
+  modelVersion: number;
+  method: string;
+  percentile: number;
+  activationRanges: ActivationRanges;
+  rounds: unknown;
+  histogram: { plan: CalibrationPlan; statistics: number[] };
+}
+
+/** A shared-key task's statistics as the coordinator holds them (format veil-calibration-bfv-v1: encrypted sums). */
+export interface EncryptedCalibrationFileJson {
+  format: 'veil-calibration-bfv-v1';
+  taskId: string;
+  modelVersion: number;
+  method: string;
+  percentile: number;
+  bins: number;
+  tailFraction: number;
+  rounds: unknown;
+  range: { plan: CalibrationPlan; sum: string; length: number };
+  histogram: { sum: string; length: number };
+}
+
+/**
+ * A key holder's side of a shared-key task's calibration (issue 16): decrypts the range round's
+ * sum, derives the histogram plan from it as the devices did (`planHistogramRound` with the task's
+ * bins and tail fraction), decrypts the histogram round's sum and chooses the activation ranges
+ * with the task's method: the veil-calibration-v1 file the coordinator could not compute.
+ */
+export async function openEncryptedCalibration(file: EncryptedCalibrationFileJson, deviceKey: DeviceKeyMaterial): Promise<CalibrationFileJson> {
+  const ctx = await createHeContext(deviceKey);
+  const mean = (sum: string, valueCount: number): Float64Array => {
+    const decryptor = createSumDecryptor(ctx, { deviceKey, valueCount });
+    try {
+      return Float64Array.from(decryptor.decryptMean(Buffer.from(sum, 'base64')).mean);
+    } finally {
+      decryptor.dispose();
+    }
+  };
+  try {
+    const plan = planHistogramRound(file.range.plan, mean(file.range.sum, file.range.length), { bins: file.bins, tailFraction: file.tailFraction });
+    const statistics = mean(file.histogram.sum, file.histogram.length);
+    const activationRanges = chooseActivationRanges(plan, statistics, { method: file.method as RangeMethod, percentile: file.percentile });
+    return {
+      format: 'veil-calibration-v1',
+      taskId: file.taskId,
+      modelVersion: file.modelVersion,
+      method: file.method,
+      percentile: file.percentile,
+      activationRanges,
+      rounds: file.rounds,
+      histogram: { plan, statistics: Array.from(statistics) },
+    };
+  } catch (error) {
+    if (error instanceof ExportError || error instanceof CryptoError) throw new ExportCommandError(`cannot open the task's encrypted calibration statistics: ${error.message}`);
+    throw error;
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/** The statistics file of a task, opened with `deviceKeyDir` when its statistics are encrypted. */
+export async function readCalibrationFile(body: CalibrationFileJson | EncryptedCalibrationFileJson, deviceKeyDir: string | null): Promise<CalibrationFileJson> {
+  if (body.format !== 'veil-calibration-bfv-v1') return body;
+  if (deviceKeyDir === null) {
+    throw new ExportCommandError("the task's calibration statistics are encrypted under its shared key; give --device-key DIR (a key holder's device/ key bundle) to open them");
+  }
+  return openEncryptedCalibration(body, await readDeviceKeyMaterial(deviceKeyDir));
 }
 
 /** What {@link runCalibration} wrote. */
@@ -20,16 +97,15 @@ export interface CalibrationCommandResult {
  * `veil calibration`: writes a task's federated calibration statistics
  * (GET /v1/tasks/ID/calibration: the activation ranges its calibration rounds
  * chose and the aggregated histograms) to a file that `veil export
- * --calibration FILE` accepts.
+ * --calibration FILE` accepts. A shared-key task's statistics are encrypted
+ * sums: with `deviceKeyDir` they are opened here ({@link openEncryptedCalibration}).
  */
 export async function runCalibration(options: CalibrationCommandOptions): Promise<CalibrationCommandResult> {
   const { baseUrl, token, close } = await openCoordinator(options, 'calibration.log');
   try {
     const rest = taskRest(baseUrl, token, options.taskId);
-    const file = (await (await rest(`/calibration${options.version === null ? '' : `?version=${options.version}`}`)).json()) as {
-      modelVersion: number;
-      activationRanges: Record<string, unknown>;
-    };
+    const body = (await (await rest(`/calibration${options.version === null ? '' : `?version=${options.version}`}`)).json()) as CalibrationFileJson | EncryptedCalibrationFileJson;
+    const file = await readCalibrationFile(body, options.deviceKeyDir ?? null);
     await writeFile(options.out, `${JSON.stringify(file, null, 2)}\n`);
     return { out: options.out, modelVersion: file.modelVersion, points: Object.keys(file.activationRanges).length };
   } finally {

@@ -86,7 +86,9 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
       // The task's own calibration rounds, when they ran for this version (404 otherwise: dynamic int8).
       const found = await fetch(`${baseUrl}/v1/tasks/${encodeURIComponent(options.taskId)}/calibration?version=${modelJson.veil.version}`, { headers: { authorization: `Bearer ${token}` } });
       if (found.ok) {
-        activationRanges = ((await found.json()) as { activationRanges: ActivationRanges }).activationRanges;
+        // A shared-key task's statistics are encrypted: opened with the device key (calibration.ts).
+        const { readCalibrationFile } = await import('./calibration.js');
+        activationRanges = (await readCalibrationFile((await found.json()) as Parameters<typeof readCalibrationFile>[0], options.deviceKeyDir)).activationRanges;
         calibration = 'federated';
       } else if (found.status !== 404) {
         throw new ExportCommandError(`GET /calibration: ${found.status} ${await found.text()}`);

@@ -11,6 +11,7 @@ import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js
 import { createCommitteeEncryption, type CommitteeEncryption, type CommitteePins } from './mods/committee.js';
 import { generateEd25519KeyPair, type DeviceCertificate, type RawKeyPair } from '@veil/crypto';
 import { computeCalibrationStatistics } from './export/onnx.js';
+import { ExportError, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
 import {
   createDistributedDpMiddleware,
   createLocalDpMiddleware,
@@ -440,7 +441,9 @@ export function createClient(options: ClientOptions): VeilClient {
    * A calibration round (issue 16): the device runs the model on its local data and reports its
    * activation statistics on the round's grid (`computeCalibrationStatistics`), multiplied by the
    * round's scale and zero-padded to the model's size, through the same DP and encryption as an
-   * update (not the app's middleware, which is written for model deltas). In committee mode without
+   * update (not the app's middleware, which is written for model deltas); a shared-key task's report
+   * is encrypted unpadded, and its histogram plan derived here from the range round's encrypted
+   * sum (`derive`). In committee mode without
    * DP the frequencies are first rounded stochastically to the encoding's step, so the sum stays
    * unbiased (under distributed DP the DDG encoder rounds them on its own grid, KLS21 Algorithm 1).
    */
@@ -453,16 +456,36 @@ export function createClient(options: ClientOptions): VeilClient {
     const { tf } = await ensureRuntime();
     const started = performance.now();
     const examples = Math.min(run.data.count, a.maxExampleCount);
-    // With DP the noise dwarfs the encoding's step: no rounding then (the DDG encoder also rounds by itself).
-    const step = committee === null || localDp !== null || committee.dp !== null ? undefined : committee.descriptor.encoding.step / calibration.scale;
-    const statistics = await computeCalibrationStatistics(tf, on.model, on.weights, run.data, calibration.plan, {
+    let plan: CalibrationPlan = calibration.plan;
+    if (calibration.derive !== undefined) {
+      // Shared key: the coordinator cannot read the range round's sum; this device (a key holder)
+      // opens it and derives the histogram plan as every other device does (deterministically).
+      if (encryption === null) throw new ClientError('failed_precondition', "a derived calibration plan needs the task's shared key (ClientOptions.encryption)");
+      const rangePlan = planRangeRound(plan.points.map((p) => p.name));
+      const { mean } = encryption.decryptMean(calibration.derive.rangeSum, statisticsLength(rangePlan));
+      try {
+        plan = planHistogramRound(rangePlan, mean, { bins: calibration.derive.bins, tailFraction: calibration.derive.tailFraction });
+      } catch (error) {
+        throw new ClientError('invalid_argument', `calibration: ${ExportError.from(error).message}`, { cause: error });
+      }
+    }
+    // Rounded stochastically to the encryption's step, so the sum stays unbiased (committee without
+    // DP, shared key); with DP the noise dwarfs the step (the DDG encoder also rounds by itself).
+    const step =
+      encryption !== null
+        ? encryption.quantizationStep / calibration.scale
+        : committee === null || localDp !== null || committee.dp !== null
+          ? undefined
+          : committee.descriptor.encoding.step / calibration.scale;
+    const statistics = await computeCalibrationStatistics(tf, on.model, on.weights, run.data, plan, {
       maxExamples: examples,
       ...(step !== undefined && { roundingStep: step, random: () => randomBytes(4).readUInt32LE(0) / 2 ** 32 }),
     });
     if (statistics.length > on.weights.length) {
       throw new ClientError('failed_precondition', `the calibration report has ${statistics.length} values, more than the model's ${on.weights.length}`);
     }
-    const delta = new Float32Array(on.weights.length);
+    // A shared-key task's report is encrypted unpadded; the others travel zero-padded to the model's size.
+    const delta = new Float32Array(encryption !== null ? statistics.length : on.weights.length);
     for (let i = 0; i < statistics.length; i++) delta[i] = statistics[i]! * calibration.scale;
     const ctx: RoundContext = {
       taskId: options.taskId,

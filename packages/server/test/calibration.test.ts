@@ -17,6 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildTaskDescriptor,
   custodianFingerprint,
+  generateKeyBundle,
+  serializeKeyMaterial,
+  writeKeyBundle,
   encodeDescriptor,
   generateEd25519KeyPair,
   issueDeviceCertificate,
@@ -26,12 +29,14 @@ import {
 import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
 import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
 import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
-import { createClient, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
+import { createClient, decryptGlobalModel, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
+import { createDeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
 import { computeCalibrationStatistics } from '../../client-sdk/src/export/onnx.js';
 import { initTensorflow } from '../../client-sdk/src/training/backend.js';
 import type { LocalDataset, ModelSpec, Tf } from '../../client-sdk/src/training/types.js';
 import { createMnistMlp, loadMnist } from '../../cli/src/index.js';
 import { runCalibration } from '../../cli/src/calibration.js';
+import { runExport } from '../../cli/src/export.js';
 import { createTestStorage, fetchWeights, grpcStatusOf, joinDevice, resumeDevice, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
@@ -114,9 +119,9 @@ async function runDevices(
   return reports;
 }
 
-/** What each device computes for `plan` on model `weights`, recomputed here from its data. */
-async function deviceStatistics(weights: Float32Array, plan: CalibrationPlan): Promise<Float32Array[]> {
-  return Promise.all(shards.map((data) => computeCalibrationStatistics(tf, spec, weights, data, plan)));
+/** What each device computes for `plan` on model `weights`, recomputed here from its data (its first `examples[k]` examples when given). */
+async function deviceStatistics(weights: Float32Array, plan: CalibrationPlan, examples?: readonly number[]): Promise<Float32Array[]> {
+  return Promise.all(shards.map((data, k) => computeCalibrationStatistics(tf, spec, weights, data, plan, examples === undefined ? {} : { maxExamples: examples[k]! })));
 }
 
 function weightedMean(reports: readonly Float32Array[], weights: readonly number[]): Float64Array {
@@ -606,5 +611,84 @@ describe('calibration rounds in committee mode', () => {
     expect(task).toMatchObject({ status: 'BUDGET_EXHAUSTED', statusReason: expect.stringMatching(/^round 2 would spend the privacy budget/) });
     expect(((await t.rest.request('GET', `/v1/tasks/${capped}/privacy/ledger`, audit)).body.entries as any[]).map((e) => e.roundNumber)).toEqual([1, 1]);
     expect((await t.rest.request('GET', `/v1/tasks/${capped}/calibration`)).status).toBe(404);
+  }, 300_000);
+});
+
+describe('calibration rounds in shared-key (BFV) mode', () => {
+  it('reports encrypted under the shared key and summed as ciphertexts; the coordinator holds only encrypted sums, devices derive the histogram plan from the range sum, and a key holder (veil calibration/export --device-key) opens them: the example-weighted mean within the key step, int8 within 1 point', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-calibration-bfv-'));
+    try {
+      const bundle = await generateKeyBundle({ taskId: 'calibration-shared-key' });
+      await writeKeyBundle(bundle, join(dir, 'keys'));
+      const deviceKeyDir = join(dir, 'keys', 'device');
+      await using t = await startTestCoordinator();
+      const coordinatorKey = JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
+      const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'bfv', coordinatorKey } }) });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const id = created.body.id as string;
+      const reports = await runDevices(t, id, () => ({ encryption: { deviceKey: bundle.device } }));
+      for (const r of reports) expect(r.map((x) => x.calibration ?? 'train')).toEqual(['train', 'range', 'histogram']);
+
+      // What the coordinator holds: encrypted sums only, no plan derived from them, no ranges.
+      const rounds = (await t.rest.request('GET', `/v1/tasks/${id}/rounds`)).body.rounds;
+      expect(rounds.map((r: any) => [r.number, r.state, r.summary.calibration?.stage ?? null, r.summary.calibration?.encrypted ?? null])).toEqual([
+        [1, 'CLOSED', null, null],
+        [2, 'CLOSED', 'range', true],
+        [3, 'CLOSED', 'histogram', true],
+      ]);
+      for (const r of rounds.slice(1)) expect(r.summary.calibration.nextPlan ?? r.summary.calibration.activationRanges).toBeUndefined();
+      expect((await t.rest.request('GET', `/v1/tasks/${id}`)).body.statusReason).toMatch(/summed under the shared key/);
+      const held = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+      expect(held).toMatchObject({ format: 'veil-calibration-bfv-v1', modelVersion: 1, bins: 2048, range: { length: 386 * 2 }, histogram: { length: 2 * 2048 } });
+      expect(held.activationRanges).toBeUndefined();
+      expect(held.histogram.statistics).toBeUndefined();
+
+      // Independently: the final model (decrypted as a device does) and each device's statistics on it.
+      const weightsOf = async (version: number) => {
+        const response = await fetch(`${t.rest.baseUrl}/v1/tasks/${id}/model/weights.bin?version=${version}`, { headers: { authorization: `Bearer ${t.coordinator.adminToken}` } });
+        expect(response.status).toBe(200);
+        return new Uint8Array(await response.arrayBuffer());
+      };
+      const weights = await decryptGlobalModel({ deviceKey: bundle.device, initial, sums: [await weightsOf(1)] });
+      const weightOf = (stage: string) => reports.map((r) => r.find((x) => x.calibration === stage)!.exampleCount);
+      const step = bundle.device.quantization.step;
+      const rangePlan = planRangeRound(calibrationPoints(parseModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights })));
+      expect(held.range.plan).toEqual(rangePlan);
+      const encryption = await createDeviceEncryption(bundle.device);
+      try {
+        // The range sum, opened with the key: the weighted mean of the devices' reports within the step they were rounded to.
+        const rangeMean = encryption.decryptMean(Buffer.from(held.range.sum, 'base64'), held.range.length).mean;
+        // (A shared-key task caps a report's weight at the key's weightCap, and a device then summarises that many examples.)
+        expect(maxAbsDiff(rangeMean, weightedMean(await deviceStatistics(weights, rangePlan, weightOf('range')), weightOf('range')))).toBeLessThanOrEqual(step);
+      } finally {
+        encryption.dispose();
+      }
+
+      // veil calibration --device-key: the file the coordinator could not write.
+      const out = join(dir, 'calibration.json');
+      await runCalibration({ taskId: id, out, coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, version: null, deviceKeyDir });
+      const file = JSON.parse(await readFile(out, 'utf8'));
+      expect(file).toMatchObject({ format: 'veil-calibration-v1', taskId: id, modelVersion: 1, method: 'percentile' });
+      const plan = file.histogram.plan as CalibrationPlan;
+      expect(plan.round).toBe('histogram');
+      const exact = weightedMean(await deviceStatistics(weights, plan, weightOf('histogram')), weightOf('histogram'));
+      expect(maxAbsDiff(file.histogram.statistics, exact)).toBeLessThanOrEqual(step);
+      expect(Math.max(...exact)).toBeGreaterThan(1e-3);
+      await expect(runCalibration({ taskId: id, out, coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, version: null })).rejects.toThrow(/give --device-key/);
+
+      // veil export --device-key --quantize int8 uses those ranges (static int8) within a point of float32.
+      const exportTo = (quantize: 'none' | 'int8', name: string) =>
+        runExport({ taskId: id, format: 'onnx', quantize, out: join(dir, name), coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, deviceKeyDir, version: null, calibrationFile: null });
+      const float32 = await exportTo('none', 'f32.onnx');
+      const int8 = await exportTo('int8', 'int8.onnx');
+      expect(int8).toMatchObject({ quantization: 'int8-static', calibration: 'federated', encrypted: true });
+      const floatAccuracy = await onnxAccuracy(new Uint8Array(await readFile(float32.out)), heldOut);
+      const int8Accuracy = await onnxAccuracy(new Uint8Array(await readFile(int8.out)), heldOut);
+      console.info(`calibration (shared key): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
+      expect(floatAccuracy).toBeGreaterThan(0.7);
+      expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }, 300_000);
 });

@@ -30,9 +30,10 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                          coordinator (VEIL_ADMIN_TOKEN from the environment); --data-dir: a stopped one's data
                          directory (e.g. veil demo --data-dir DIR), opened for the export. Encrypted tasks need a
                          key holder's --device-key DIR (veil demo: DIR/keys/device)
-  calibration --task ID --out FILE (--coordinator-http URL | --data-dir DIR) [--version N]
+  calibration --task ID --out FILE (--coordinator-http URL | --data-dir DIR) [--version N] [--device-key DIR]
                          write the task's federated calibration statistics (activation ranges and aggregated
-                         histograms of its calibration rounds) to FILE, which export --calibration FILE accepts
+                         histograms of its calibration rounds) to FILE, which export --calibration FILE accepts;
+                         a shared-key task's statistics are encrypted: --device-key DIR opens them
   demo [options]         Start a coordinator and simulated devices training MNIST with FedAvg
       --clients N          devices, each its own process (default ${DEMO_DEFAULTS.clients})
       --rounds N           federated rounds (default ${DEMO_DEFAULTS.rounds})
@@ -370,6 +371,7 @@ async function main(argv: string[]): Promise<number> {
           out: { type: 'string' },
           'coordinator-http': { type: 'string' },
           'data-dir': { type: 'string' },
+          'device-key': { type: 'string' },
           version: { type: 'string' },
           json: { type: 'boolean' },
         },
@@ -384,6 +386,7 @@ async function main(argv: string[]): Promise<number> {
         adminToken: process.env['VEIL_ADMIN_TOKEN'] ?? null,
         dataDir: values['data-dir'] ?? null,
         version: values.version === undefined ? null : int(values.version, 'version', 0, 0),
+        deviceKeyDir: values['device-key'] ?? null,
       }).catch((error: unknown) => {
         if ((error as Error).name === 'ExportCommandError') {
           process.stderr.write(`veil calibration: ${(error as Error).message}\n`);

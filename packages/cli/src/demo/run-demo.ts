@@ -380,13 +380,13 @@ export class DemoOptionsError extends Error {
 /**
  * Throws {@link DemoOptionsError} for option combinations the local demo cannot run, before it
  * creates a directory or starts a process: --plaintext with --shared-key; --calibrate with
- * --shared-key (the coordinator could not read the statistics); committee DP whose colluder
+ * --shared-key (only a key holder opens the statistics, which the demo does not do); committee DP whose colluder
  * allowance leaves no honest device among minClients.
  */
 export function checkDemoOptions(options: DemoOptions): void {
   if (options.plaintext && options.sharedKey) throw new DemoOptionsError('--plaintext and --shared-key exclude each other');
   if (options.calibrate && options.sharedKey) {
-    throw new DemoOptionsError('--calibrate needs a committee (default) or --plaintext task: with --shared-key the coordinator cannot read the statistics');
+    throw new DemoOptionsError('--calibrate needs a committee (default) or --plaintext task: with --shared-key only a key holder opens the statistics (veil calibration --device-key), which the demo does not do');
   }
   const minClients = demoTaskSettings(options).minClients;
   const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;

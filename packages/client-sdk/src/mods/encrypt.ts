@@ -48,6 +48,13 @@ export interface DeviceEncryption {
    * (`encryptLevels`), after checking their modulus is t.
    */
   readonly middleware: UpdateMiddleware;
+  /** The key's quantisation step (model units per level): values are rounded to it before encryption. */
+  readonly quantizationStep: number;
+  /**
+   * Σ w_i x_i / Σ w_i of an encrypted sum of `valueCount` values (e.g. a shared-key calibration
+   * round's statistics, issue 16), with the number of reports it holds.
+   */
+  decryptMean(sumPayload: Uint8Array, valueCount: number): { mean: Float64Array; clientCount: number };
   /** w_v = w_{v-1} + Σ w_i Δ_i / Σ w_i, from the encrypted sum of round v. */
   applySum(weights: Float32Array, sumPayload: Uint8Array): Float32Array;
   /**
@@ -83,6 +90,16 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
     keyId: ctx.keyId,
     weightCap,
     plainModulus,
+    quantizationStep: ctx.quantization.step,
+    decryptMean(sumPayload, valueCount) {
+      const d = createSumDecryptor(ctx, { deviceKey, valueCount });
+      try {
+        const { mean, clientCount } = d.decryptMean(sumPayload);
+        return { mean: Float64Array.from(mean), clientCount };
+      } finally {
+        d.dispose();
+      }
+    },
     middleware: async (update, roundCtx, next) => {
       encryptor ??= createUpdateEncryptor(ctx, { deviceKey });
       if (update.levels !== undefined) {

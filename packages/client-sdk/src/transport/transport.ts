@@ -82,7 +82,16 @@ export interface Assignment {
    * A calibration round (issue 16): report activation statistics on `plan`'s grid, multiplied by
    * `scale`, instead of training. Absent or null: a training round.
    */
-  calibration?: { plan: CalibrationPlan; scale: number } | null;
+  calibration?: {
+    plan: CalibrationPlan;
+    scale: number;
+    /**
+     * Shared-key tasks' histogram round: the range round's encrypted sum (bfv-sum-v1); the device
+     * decrypts it and derives the plan (`planHistogramRound` with `bins`, `tailFraction`); `plan`
+     * then names the points only.
+     */
+    derive?: { rangeSum: Uint8Array; bins: number; tailFraction: number };
+  } | null;
 }
 
 export type AssignmentResponse =
@@ -158,7 +167,9 @@ interface WirePoint {
  * Assignment.calibration (proto CalibrationRound) as the SDK uses it, or null on a training
  * round; throws `invalid_argument` for a plan no device could follow.
  */
-export function calibrationFromWire(c: { stage?: string; scale?: number; points?: readonly WirePoint[] } | null | undefined): NonNullable<Assignment['calibration']> | null {
+export function calibrationFromWire(
+  c: { stage?: string; scale?: number | string; points?: readonly WirePoint[]; rangeSum?: Uint8Array | string; bins?: number; tailFraction?: number | string } | null | undefined,
+): NonNullable<Assignment['calibration']> | null {
   if (c === null || c === undefined) return null;
   if (c.stage !== 'range' && c.stage !== 'histogram') throw new ClientError('invalid_argument', `unknown calibration stage ${JSON.stringify(c.stage)}`);
   const scale = Number(c.scale ?? 0);
@@ -173,5 +184,21 @@ export function calibrationFromWire(c: { stage?: string; scale?: number; points?
     return { name, grid: { kind: 'linear', min, max, bins } };
   });
   if (points.length === 0) throw new ClientError('invalid_argument', 'a calibration round without calibration points');
-  return { plan: { round: c.stage, points }, scale };
+  // proto3 JSON (Connect) carries bytes as base64; grpc-js as a Buffer.
+  const rangeSum = c.rangeSum === undefined ? new Uint8Array(0) : typeof c.rangeSum === 'string' ? base64Bytes(c.rangeSum) : c.rangeSum;
+  if (rangeSum.byteLength === 0) return { plan: { round: c.stage, points }, scale };
+  const bins = Number(c.bins ?? 0);
+  const tailFraction = Number(c.tailFraction ?? 0);
+  if (c.stage !== 'histogram' || !Number.isInteger(bins) || bins < 256 || !(tailFraction >= 0 && tailFraction < 0.5)) {
+    throw new ClientError('invalid_argument', 'a derived calibration plan needs a histogram round, bins >= 256 and a tail fraction in [0, 0.5)');
+  }
+  return { plan: { round: c.stage, points }, scale, derive: { rangeSum: new Uint8Array(rangeSum), bins, tailFraction } };
+}
+
+/** Standard or URL-safe base64 to bytes (atob: Node and browsers alike). */
+function base64Bytes(text: string): Uint8Array {
+  const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'));
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
 }

@@ -171,6 +171,11 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
             points: result.calibration.plan.points.map((p) =>
               p.grid.kind === 'linear' ? { name: p.name, linear: true, min: p.grid.min, max: p.grid.max, bins: p.grid.bins } : { name: p.name, linear: false },
             ),
+            ...(result.calibration.derive !== undefined && {
+              rangeSum: Buffer.from(result.calibration.derive.rangeSum, 'base64'),
+              bins: result.calibration.derive.bins,
+              tailFraction: result.calibration.derive.tailFraction,
+            }),
           },
         }),
       };

@@ -182,7 +182,11 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   const exporter = createModelExportService({
     getTask: tasks.getTask,
     readModelVersion: (id, v) => engine.readModelVersion(id, v),
-    calibratedRanges: async (id, v) => (await calibration.find(id, v))?.activationRanges ?? null,
+    calibratedRanges: async (id, v) => {
+      const file = await calibration.find(id, v);
+      // A shared-key task's statistics are encrypted (only key holders choose its ranges).
+      return file !== null && file.format === 'veil-calibration-v1' ? file.activationRanges : null;
+    },
   });
   await app.register(exportRoutes, { exporter, calibration });
   const live = createLiveRounds({ engine, store });

@@ -58,7 +58,7 @@ export const taskCreateSchema = {
     },
     calibration: {
       description:
-        'Federated int8 calibration (issue 16): true, or options. After the last training round two calibration rounds run on the final model (a range round, then a histogram round): selected devices report activation statistics on a fixed grid, aggregated like updates (plaintext sum or committee decryption; local DP noise, or in committee mode the distributed discrete Gaussian, and a privacy-ledger entry per round where the task uses DP). The chosen activation ranges are stored with the model version and used by int8 exports. Not for shared-key (BFV) tasks. Default false.',
+        'Federated int8 calibration (issue 16): true, or options. After the last training round two calibration rounds run on the final model (a range round, then a histogram round): selected devices report activation statistics on a fixed grid, aggregated like updates (plaintext sum or committee decryption; local DP noise, or in committee mode the distributed discrete Gaussian, and a privacy-ledger entry per round where the task uses DP). The chosen activation ranges are stored with the model version and used by int8 exports. Shared-key (BFV) tasks (without DP): the reports are encrypted and summed as ciphertexts, the devices derive the histogram plan from the encrypted range sum, and only a key holder opens the sums and chooses the ranges (veil calibration/export --device-key). Default false.',
       anyOf: [
         { type: 'boolean' },
         calibrationOptionsSchema,

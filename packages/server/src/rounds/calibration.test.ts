@@ -2,7 +2,7 @@ import { createCalibrationCollector, planRangeRound, statisticsLength } from '@v
 import { describe, expect, it } from 'vitest';
 import { VeilError } from '../errors.js';
 import type { PrivacySettings } from '../privacy/settings.js';
-import { calibrationRoundConfig, calibrationRounds, calibrationStage, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
+import { calibrationRoundConfig, calibrationRounds, calibrationStage, encryptedReportLength, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
 
 /** A 4-8-3 MLP in TF.js layers JSON (what tasks store). */
 function mlp(hidden = 8) {
@@ -51,7 +51,8 @@ describe('calibration settings', () => {
       }
       throw new Error('not refused');
     };
-    expect(refuse(true, { sharedKey: true })).toMatch(/shared key/);
+    expect(refuse(true, { sharedKey: true, privacy: local })).toMatch(/shared-key task run without differential privacy/);
+    expect(resolveCalibrationSettings(true, big, { ...context, sharedKey: true })).toMatchObject({ points: [':input', 'hidden'] });
     const ddg = { noiseClients: 2, scale: 8192, localStddev: 0.7, dimension: 8192, modulus: 0, roundingBeta: Math.exp(-0.5) };
     // Distributed DP over a shared key: only key holders could read the noisy sum.
     expect(refuse(true, { privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(/distributed DP in committee mode/);
@@ -77,6 +78,15 @@ describe('calibration settings', () => {
     expect([2, 3, 4, 5].map((n) => calibrationStage(n, late))).toEqual([null, 'range', 'histogram', null]);
     // The histogram round needs a closed range round's plan.
     expect(calibrationRoundConfig('histogram', settings.calibration!, null, null)).toBeNull();
+    // Shared key: the range round's outcome is an encrypted sum; the histogram round sends it for the devices to plan from.
+    const encrypted = { stage: 'range' as const, modelVersion: 4, statistics: { key: 'k', sha256: 's', sizeBytes: 3, length: 772 }, encrypted: true as const };
+    expect(calibrationRoundConfig('histogram', settings.calibration!, null, encrypted)).toBeNull(); // without the sum's bytes
+    expect(calibrationRoundConfig('histogram', settings.calibration!, null, encrypted, Uint8Array.of(1, 2, 3))).toEqual({
+      plan: { round: 'histogram', points: [{ name: ':input', grid: { kind: 'log' } }, { name: 'hidden', grid: { kind: 'log' } }] },
+      scale: 1,
+      derive: { rangeSum: 'AQID', bins: 2048, tailFraction: 0.001 },
+    });
+    expect([encryptedReportLength('range', settings.calibration!), encryptedReportLength('histogram', settings.calibration!)]).toEqual([2 * 386, 2 * 2048]);
     expect(calibrationRoundConfig('range', settings.calibration!, null, null)).toEqual({ plan: planRangeRound([':input', 'hidden']), scale: 1 });
   });
 });

@@ -47,9 +47,18 @@
  * report weighs 1), so in frequency units the noise of the mean has standard
  * deviation z·sqrt(m)·sqrt(|D|/n)/|D| per value.
  *
- * Shared-key (BFV) tasks cannot calibrate here: their sums are opened only by
- * key holders, never by the coordinator. Distributed DP over a shared key is
- * refused with them.
+ * Shared-key (BFV) tasks: their sums are opened only by key holders (the
+ * devices, and whoever holds the device key), never by the coordinator, so it
+ * never sees their statistics. A device encrypts its report unpadded (its own
+ * length: points x 386 values in the range round, points x bins in the
+ * histogram round) with the shared key like an update, and the coordinator sums
+ * the ciphertexts and stores the encrypted sum (`CalibrationOutcome.encrypted`).
+ * It cannot plan the histogram round, so that round's assignment carries the
+ * range round's encrypted sum with `bins` and `tailFraction` (`derive`); each
+ * device decrypts it and derives the same plan (`planHistogramRound` is
+ * deterministic). After the histogram round a key holder (`veil calibration
+ * --device-key`, `veil export --device-key`) decrypts both sums, derives the
+ * plan again and chooses the ranges. Shared-key calibration with DP is refused.
  */
 import {
   ExportError,
@@ -93,7 +102,10 @@ export type CalibrationInput = boolean | { method?: unknown; percentile?: unknow
 
 /** A calibration round's instructions, stored in the round's config and sent to its devices. */
 export interface CalibrationRoundConfig {
+  /** The plan; in a shared-key histogram round (`derive`) it names the points only (placeholder log grids). */
   plan: CalibrationPlan;
+  /** Shared-key tasks' histogram round: the range round's encrypted sum (base64 bfv-sum-v1) the devices derive the plan from. */
+  derive?: { rangeSum: string; bins: number; tailFraction: number };
   /** Devices multiply their frequency report by this before their middleware (1 without DP; C / sqrt(m) with local or distributed DP). */
   scale: number;
 }
@@ -109,6 +121,8 @@ export interface CalibrationOutcome {
   nextPlan?: CalibrationPlan;
   /** Histogram round: the activation ranges chosen. */
   activationRanges?: ActivationRanges;
+  /** Shared-key tasks: the statistics blob is the encrypted sum (bfv-sum-v1), which only key holders open; no plan or ranges here. */
+  encrypted?: true;
 }
 
 /** The values of one range-round point: sign x log2 grid, maxima and minima (see @veil/export). */
@@ -132,7 +146,7 @@ export function resolveCalibrationSettings(
   if (input !== true && (typeof input !== 'object' || input === null || Array.isArray(input))) invalid('calibration must be true, false or an object');
   const options = input === true ? {} : input;
   for (const key of Object.keys(options)) if (!['method', 'percentile', 'bins', 'tailFraction'].includes(key)) invalid(`calibration has no option ${key}`);
-  if (context.sharedKey) invalid("calibration rounds need a coordinator that can read the aggregated statistics: use a plaintext or committee task (a shared key's sums are opened only by key holders)");
+  if (context.sharedKey && context.privacy !== null) invalid('calibration rounds of a shared-key task run without differential privacy only');
   if (context.privacy !== null && context.privacy.mode !== 'local' && context.privacy.ddg?.committee !== true) {
     invalid('calibration rounds support local differential privacy, or distributed DP in committee mode (the coordinator cannot open a shared key\'s sums)');
   }
@@ -177,6 +191,11 @@ export function calibrationStage(number: number, settings: { rounds: number; cal
   return null;
 }
 
+/** Length of a shared-key task's (unpadded, encrypted) report in calibration round `stage`. */
+export function encryptedReportLength(stage: CalibrationPlan['round'], settings: CalibrationSettings): number {
+  return stage === 'range' ? statisticsLength(planRangeRound(settings.points)) : settings.points.length * settings.bins;
+}
+
 /** Values in one report of `plan` whose parts each sum to 1 (m in the module comment). */
 function unitParts(plan: CalibrationPlan): number {
   return plan.round === 'range' ? 2 * plan.points.length : plan.points.length;
@@ -197,7 +216,17 @@ export function calibrationRoundConfig(
   settings: CalibrationSettings,
   privacy: PrivacySettings | null,
   previous: CalibrationOutcome | null,
+  /** A shared-key task's range round sum (the blob of `previous`), for its histogram round. */
+  encryptedRangeSum?: Uint8Array,
 ): CalibrationRoundConfig | null {
+  if (stage === 'histogram' && previous?.stage === 'range' && previous.encrypted === true) {
+    if (encryptedRangeSum === undefined) return null;
+    return {
+      plan: { round: 'histogram', points: settings.points.map((name) => ({ name, grid: { kind: 'log' } })) },
+      scale: 1,
+      derive: { rangeSum: Buffer.from(encryptedRangeSum).toString('base64'), bins: settings.bins, tailFraction: settings.tailFraction },
+    };
+  }
   const plan = stage === 'range' ? planRangeRound(settings.points) : previous?.stage === 'range' ? (previous.nextPlan ?? null) : null;
   if (plan === null) return null;
   return { plan, scale: reportScale(plan, privacy) };
@@ -275,7 +304,7 @@ export function decodeStatistics(bytes: Uint8Array): Float64Array {
   return Float64Array.from({ length: bytes.byteLength / 8 }, (_, i) => view.getFloat64(i * 8, true));
 }
 
-/** Blob key of a calibration round's aggregated statistics. */
-export function statisticsBlobKey(taskId: string, roundNumber: number): string {
-  return `calibration/${taskId}/${roundNumber}.f64`;
+/** Blob key of a calibration round's aggregated statistics (`encrypted`: a shared-key task's ciphertext sum). */
+export function statisticsBlobKey(taskId: string, roundNumber: number, encrypted = false): string {
+  return `calibration/${taskId}/${roundNumber}.${encrypted ? 'bfv' : 'f64'}`;
 }

@@ -10,7 +10,7 @@ import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
 import { committeeTask, heContext, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
-import { checkCalibrationReport } from './calibration.js';
+import { checkCalibrationReport, encryptedReportLength } from './calibration.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 
 export interface UpdateHeaderInput {
@@ -105,7 +105,13 @@ export class Intake {
           ? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload)
           : he === null
             ? checkPlaintextUpdate(payload, rt.task.parameterCount, early.config.calibration === undefined ? rt.task.settings.updateBound : null)
-            : checkEncryptedUpdate(he, updateValueCount(rt.task), payload, header.exampleCount);
+            : checkEncryptedUpdate(
+                he,
+                // A shared-key calibration report is encrypted unpadded (rounds/calibration.ts).
+                early.config.calibration === undefined ? updateValueCount(rt.task) : encryptedReportLength(early.config.calibration.plan.round, rt.task.settings.calibration!),
+                payload,
+                header.exampleCount,
+              );
       // A calibration report in the clear without DP noise has a structure to check (rounds/calibration.ts).
       if (committee === null && he === null && early.config.calibration !== undefined && rt.task.settings.privacy === null) {
         checkCalibrationReport(update.values ?? bytesToFloat32(payload), early.config.calibration);

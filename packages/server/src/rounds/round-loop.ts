@@ -17,6 +17,7 @@ import {
   calibrationStage,
   concludeCalibration,
   encodeStatistics,
+  encryptedReportLength,
   readStatistics,
   statisticsBlobKey,
   totalRounds,
@@ -110,8 +111,14 @@ export class RoundLoop {
     }
     const number = (previous?.number ?? 0) + 1;
     if (number > totalRounds(rt.task.settings)) {
-      const calibrated = previous?.summary?.calibration?.activationRanges !== undefined;
-      const note = !rt.task.settings.calibration ? '' : calibrated ? '; the model was calibrated' : `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`;
+      const outcome = previous?.state === 'CLOSED' ? previous.summary?.calibration : undefined;
+      const note = !rt.task.settings.calibration
+        ? ''
+        : outcome?.activationRanges !== undefined
+          ? '; the model was calibrated'
+          : outcome?.stage === 'histogram' && outcome.encrypted === true
+            ? '; the calibration statistics were summed under the shared key (a key holder chooses the ranges: veil calibration --device-key)'
+            : `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`;
       await this.endAfterLastRound(rt, note);
       return;
     }
@@ -119,7 +126,9 @@ export class RoundLoop {
     let calibration: CalibrationRoundConfig | null = null;
     if (stage !== null) {
       const before = previous?.state === 'CLOSED' ? (previous.summary?.calibration ?? null) : null;
-      calibration = calibrationRoundConfig(stage, rt.task.settings.calibration!, rt.task.settings.privacy, before);
+      // A shared-key task's histogram round carries the range round's encrypted sum (the devices plan it).
+      const rangeSum = before?.encrypted === true ? await this.ctx.blobs.get({ key: before.statistics.key, sha256: before.statistics.sha256 }) : undefined;
+      calibration = calibrationRoundConfig(stage, rt.task.settings.calibration!, rt.task.settings.privacy, before, rangeSum);
       if (calibration === null) {
         await this.endAfterLastRound(rt, `; calibration did not complete (round ${previous?.number ?? number - 1} failed)`);
         return;
@@ -416,20 +425,34 @@ export class RoundLoop {
     let committee: RoundSummary['committee'];
     let decryption: RoundResult['decryption'];
     try {
-      const result = await finishStatistics(open.aggregator!, rt.task.parameterCount, failures);
-      if (result === null) throw new VeilError('failed_precondition', 'no statistics were reported');
-      committee = result.committee;
-      decryption = result.decryption;
-      const statistics = readStatistics(result.mean, config);
-      const conclusion = concludeCalibration(config, statistics, rt.task.settings.calibration!);
-      const key = statisticsBlobKey(rt.task.id, round.number);
-      const ref = await this.ctx.blobs.put(key, encodeStatistics(statistics));
-      outcome = {
-        stage: config.plan.round,
-        modelVersion: round.baseModelVersion,
-        statistics: { key, sha256: ref.sha256, sizeBytes: ref.sizeBytes, length: statistics.length },
-        ...conclusion,
-      };
+      if (rt.task.encryption !== null) {
+        // Shared key: the ciphertext sum is stored as it is; only key holders open it (rounds/calibration.ts).
+        const sum = await open.aggregator!.finish({ bytes: new Uint8Array(0), encoding: 'bfv-sum-v1' }, failures, null);
+        if (sum === null || sum.model === null) throw new VeilError('failed_precondition', 'no statistics were reported');
+        const key = statisticsBlobKey(rt.task.id, round.number, true);
+        const ref = await this.ctx.blobs.put(key, sum.model.bytes);
+        outcome = {
+          stage: config.plan.round,
+          modelVersion: round.baseModelVersion,
+          statistics: { key, sha256: ref.sha256, sizeBytes: ref.sizeBytes, length: encryptedReportLength(config.plan.round, rt.task.settings.calibration!) },
+          encrypted: true,
+        };
+      } else {
+        const result = await finishStatistics(open.aggregator!, rt.task.parameterCount, failures);
+        if (result === null) throw new VeilError('failed_precondition', 'no statistics were reported');
+        committee = result.committee;
+        decryption = result.decryption;
+        const statistics = readStatistics(result.mean, config);
+        const conclusion = concludeCalibration(config, statistics, rt.task.settings.calibration!);
+        const key = statisticsBlobKey(rt.task.id, round.number);
+        const ref = await this.ctx.blobs.put(key, encodeStatistics(statistics));
+        outcome = {
+          stage: config.plan.round,
+          modelVersion: round.baseModelVersion,
+          statistics: { key, sha256: ref.sha256, sizeBytes: ref.sizeBytes, length: statistics.length },
+          ...conclusion,
+        };
+      }
     } catch (error) {
       await this.failOpenRound(rt, round, `calibration failed: ${safeReason(error)}`, error);
       return;

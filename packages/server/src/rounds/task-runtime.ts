@@ -2,7 +2,7 @@ import type { StrategyState } from '../aggregation/strategy.js';
 import { decodeStrategyState } from '../aggregation/strategy-state.js';
 import { committeeRounds, encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
 import type { CommitteeTask } from '../aggregation/committee-aggregator.js';
-import type { RoundAggregator } from '../aggregation/round-aggregator.js';
+import { createEncryptedAggregator, type RoundAggregator } from '../aggregation/round-aggregator.js';
 import { strategyStateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import { createHeContext, descriptorHash as hashDescriptor, parseCoordinatorKeyMaterial, type HeContext, type TaskDescriptor } from '@veil/crypto';
@@ -11,7 +11,7 @@ import { updateValueCount } from './sizes.js';
 import { createMutex, type Mutex } from './mutex.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
-import { calibrationStage } from './calibration.js';
+import { calibrationStage, encryptedReportLength } from './calibration.js';
 import { createStatisticsAggregator } from '../aggregation/statistics.js';
 import type { PendingRecord } from './intake.js';
 
@@ -132,8 +132,12 @@ export async function roundStrategy(ctx: EngineContext, rt: TaskRuntime): Promis
 }
 
 export async function newAggregator(ctx: EngineContext, rt: TaskRuntime, round: number): Promise<RoundAggregator> {
-  if (calibrationStage(round, rt.task.settings) !== null) {
-    // A calibration round sums statistics reports (aggregation/statistics.ts), not the strategy's updates.
+  const stage = calibrationStage(round, rt.task.settings);
+  if (stage !== null) {
+    // A calibration round sums statistics reports (aggregation/statistics.ts), not the strategy's updates;
+    // a shared-key task's reports are unpadded ciphertexts, summed as they are (rounds/calibration.ts).
+    const he = await heContext(rt);
+    if (he !== null) return createEncryptedAggregator(he, encryptedReportLength(stage, rt.task.settings.calibration!));
     const committee = committeeTask(ctx, rt);
     return createStatisticsAggregator(committee === null ? { kind: 'plaintext' } : { kind: 'committee', task: committee }, round, rt.task.parameterCount);
   }

@@ -29,11 +29,33 @@ export interface CalibrationFile {
   histogram: { plan: CalibrationPlan; statistics: number[] };
 }
 
+/**
+ * A shared-key task's calibration statistics: the two rounds' sums as the coordinator holds them,
+ * encrypted under the task's key (bfv-sum-v1, base64). A key holder decrypts the range sum, derives
+ * the histogram plan from it (`planHistogramRound` with `bins` and `tailFraction`), decrypts the
+ * histogram sum and chooses the ranges (`veil calibration --device-key` writes the
+ * veil-calibration-v1 file from it).
+ */
+export interface EncryptedCalibrationFile {
+  format: 'veil-calibration-bfv-v1';
+  taskId: string;
+  modelVersion: number;
+  method: string;
+  percentile: number;
+  bins: number;
+  tailFraction: number;
+  rounds: CalibrationFile['rounds'];
+  /** The range round's plan and the encrypted sum of its reports (`length` values). */
+  range: { plan: CalibrationPlan; sum: string; length: number };
+  /** The encrypted sum of the histogram round's reports (`length` values, on the derived plan). */
+  histogram: { sum: string; length: number };
+}
+
 export interface CalibrationStatisticsService {
   /** The statistics of `version` (default: the calibrated one); null when that version has none. */
-  find(taskId: string, version?: number): Promise<CalibrationFile | null>;
+  find(taskId: string, version?: number): Promise<CalibrationFile | EncryptedCalibrationFile | null>;
   /** {@link find}, or `not_found` with the reason. */
-  get(taskId: string, version?: number): Promise<CalibrationFile>;
+  get(taskId: string, version?: number): Promise<CalibrationFile | EncryptedCalibrationFile>;
 }
 
 /**
@@ -43,33 +65,55 @@ export interface CalibrationStatisticsService {
  * a reference to the aggregated histogram in the blob store (digest verified on read).
  */
 export function createCalibrationStatisticsService(ports: CalibrationStatisticsPorts): CalibrationStatisticsService {
-  async function find(taskId: string, version?: number): Promise<{ file: CalibrationFile | null; why: string }> {
+  async function find(taskId: string, version?: number): Promise<{ file: CalibrationFile | EncryptedCalibrationFile | null; why: string }> {
     const task = await ports.getTask(taskId);
     const settings = task.settings.calibration;
     if (!settings) return { file: null, why: 'the task was created without calibration' };
     const numbers = calibrationRounds({ rounds: task.settings.rounds, calibration: settings });
     const [range, histogram] = await Promise.all([ports.getRound(taskId, numbers.range), ports.getRound(taskId, numbers.histogram)]);
     const outcome: CalibrationOutcome | undefined = histogram?.state === 'CLOSED' ? histogram.summary?.calibration : undefined;
-    if (histogram === null || range === null || outcome?.activationRanges === undefined || histogram.config.calibration === undefined) {
+    const done = outcome !== undefined && (outcome.activationRanges !== undefined || outcome.encrypted === true);
+    if (histogram === null || range === null || !done || histogram.config.calibration === undefined) {
       return { file: null, why: "the task's calibration rounds have not completed" };
     }
-    if (version !== undefined && version !== outcome.modelVersion) {
-      return { file: null, why: `model version ${version} has no calibration statistics (version ${outcome.modelVersion} has)` };
+    if (version !== undefined && version !== outcome!.modelVersion) {
+      return { file: null, why: `model version ${version} has no calibration statistics (version ${outcome!.modelVersion} has)` };
     }
-    const statistics = decodeStatistics(await ports.readBlob({ key: outcome.statistics.key, sha256: outcome.statistics.sha256 }));
+    const rounds = {
+      range: { number: range.number, participants: range.summary?.participants ?? 0 },
+      histogram: { number: histogram.number, participants: histogram.summary?.participants ?? 0 },
+    };
+    if (outcome!.encrypted === true) {
+      const rangeOutcome = range.summary?.calibration;
+      if (rangeOutcome === undefined || range.config.calibration === undefined) return { file: null, why: "the task's range round has no statistics" };
+      const [rangeSum, histogramSum] = await Promise.all([ports.readBlob(rangeOutcome.statistics), ports.readBlob(outcome!.statistics)]);
+      return {
+        why: '',
+        file: {
+          format: 'veil-calibration-bfv-v1',
+          taskId,
+          modelVersion: outcome!.modelVersion,
+          method: settings.method,
+          percentile: settings.percentile,
+          bins: settings.bins,
+          tailFraction: settings.tailFraction,
+          rounds,
+          range: { plan: range.config.calibration.plan, sum: Buffer.from(rangeSum).toString('base64'), length: rangeOutcome.statistics.length },
+          histogram: { sum: Buffer.from(histogramSum).toString('base64'), length: outcome!.statistics.length },
+        },
+      };
+    }
+    const statistics = decodeStatistics(await ports.readBlob({ key: outcome!.statistics.key, sha256: outcome!.statistics.sha256 }));
     return {
       why: '',
       file: {
         format: 'veil-calibration-v1',
         taskId,
-        modelVersion: outcome.modelVersion,
+        modelVersion: outcome!.modelVersion,
         method: settings.method,
         percentile: settings.percentile,
-        activationRanges: outcome.activationRanges,
-        rounds: {
-          range: { number: range.number, participants: range.summary?.participants ?? 0 },
-          histogram: { number: histogram.number, participants: histogram.summary?.participants ?? 0 },
-        },
+        activationRanges: outcome!.activationRanges!,
+        rounds,
         histogram: { plan: histogram.config.calibration.plan, statistics: Array.from(statistics) },
       },
     };

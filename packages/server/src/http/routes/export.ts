@@ -72,7 +72,10 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
         params: idParams,
         querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'integer', minimum: 0, maximum: 2_147_483_647 } } },
         response: {
-          200: described({ type: 'object', additionalProperties: true }, 'The statistics file (format veil-calibration-v1): modelVersion, activationRanges, rounds, histogram { plan, statistics }'),
+          200: described(
+            { type: 'object', additionalProperties: true },
+            'The statistics file (format veil-calibration-v1): modelVersion, activationRanges, rounds, histogram { plan, statistics }. A shared-key task\'s (format veil-calibration-bfv-v1): the encrypted sums of both rounds (range { plan, sum, length }, histogram { sum, length }, base64 bfv-sum-v1) with bins and tailFraction, which only a key holder opens (veil calibration --device-key)',
+          ),
           ...errorResponses,
         },
       },
