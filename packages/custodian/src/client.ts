@@ -231,6 +231,8 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     finalSent: boolean;
   }
   const stagedCalls = new WeakMap<StagedRound, { round: number; calls: Map<number, StagedCall> }>();
+  /** Staged calls not yet ended, cancelled by `close`. */
+  const liveStaged = new Set<StagedCall>();
 
   function openStaged(member: (typeof members)[number], round: number): StagedCall {
     const issuedAtMs = clock();
@@ -247,11 +249,14 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     const staged: StagedCall = { member, call, result, digests: new Set(), broken: false, finalSent: false };
     // Whatever ends the call before a collect sent the final header makes it unusable; the collect
     // reads the outcome of a finished one from `result`.
+    liveStaged.add(staged);
     result.then(
       () => {
+        liveStaged.delete(staged);
         if (!staged.finalSent) staged.broken = true;
       },
       () => {
+        liveStaged.delete(staged);
         staged.broken = true;
       },
     );
@@ -566,6 +571,10 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       return { ok, hashD, deviceCount: request.devices.length, answers, failures, notNeeded, staged: stagedAsked };
     },
     async close() {
+      for (const staged of liveStaged) {
+        staged.broken = true;
+        staged.call.cancel();
+      }
       for (const member of members) member.client.close();
     },
     async [Symbol.asyncDispose]() {

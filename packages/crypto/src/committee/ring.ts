@@ -49,9 +49,9 @@ export function mulModQ(a: number, b: number): number {
   let r = mid * TWO26 + (a0 * b0 - h0 * Q0);
   // r ≡ a·b - h·q (mod 2^52) and the true value lies in [-q, 2q): pick the representative.
   r -= Math.round(r * INV52) * TWO52;
-  if (r < 0) r += Q;
-  else if (r >= Q) r -= Q;
-  return r;
+  // Branch-free corrections (the sign of r is data-dependent, so a branch is mispredicted half the time).
+  r += Q * +(r < 0);
+  return r - Q * +(r >= Q);
 }
 
 /** A twiddle factor with its precomputed limbs and w/q (Shoup-style precomputation). */
@@ -73,9 +73,9 @@ function mulTwiddle(x: number, w: number, w0: number, w1: number, wq: number): n
   mid -= Math.floor(mid * INV26) * TWO26;
   let r = mid * TWO26 + (x0 * w0 - h0 * Q0);
   r -= Math.round(r * INV52) * TWO52;
-  if (r < 0) r += Q;
-  else if (r >= Q) r -= Q;
-  return r;
+  // Branch-free corrections (the sign of r is data-dependent, so a branch is mispredicted half the time).
+  r += Q * +(r < 0);
+  return r - Q * +(r >= Q);
 }
 
 function powBig(base: bigint, exponent: bigint, modulus: bigint): bigint {
@@ -151,10 +151,11 @@ export function nttForward(a: Float64Array): void {
       for (let j = j1; j < j1 + t; j++) {
         const u = a[j]!;
         const v = mulTwiddle(a[j + t]!, s, s0, s1, sq);
+        // Branch-free reductions into [0, q): exact (every value < 2^53).
         const sum = u + v;
-        a[j] = sum >= Q ? sum - Q : sum;
+        a[j] = sum - Q * +(sum >= Q);
         const diff = u - v;
-        a[j + t] = diff < 0 ? diff + Q : diff;
+        a[j + t] = diff + Q * +(diff < 0);
       }
     }
   }
@@ -188,9 +189,9 @@ export function nttInverseUnscaled(a: Float64Array): void {
         const u = a[j]!;
         const v = a[j + t]!;
         const sum = u + v;
-        a[j] = sum >= Q ? sum - Q : sum;
+        a[j] = sum - Q * +(sum >= Q);
         const diff = u - v;
-        a[j + t] = mulTwiddle(diff < 0 ? diff + Q : diff, s, s0, s1, sq);
+        a[j + t] = mulTwiddle(diff + Q * +(diff < 0), s, s0, s1, sq);
       }
       j1 += 2 * t;
     }
