@@ -2,9 +2,22 @@
  * Model export benchmark: ONNX float32 / float16 / int8 (federated static calibration, and dynamic)
  * for the demo MLP and NIID-Bench's SimpleCNN on MNIST digits.
  *
- *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --cnn-train-examples 2000 --latency-runs 2000 --only mlp,cnn --cache-dir DIR]
+ *   npm run -s bench:export [-- --devices 10 --mlp-epochs 3 --cnn-epochs 2 --cnn-train-examples 2000 --latency-runs 2000 --only mlp,cnn --cache-dir DIR --calibration coordinator|simulated]
  *
  * --cache-dir keeps the trained weights (per model and training settings) and reuses them on the next run.
+ *
+ * --calibration coordinator (the default): the two calibration rounds run through a real
+ * coordinator (`startCoordinator` of @veil/server on loopback, port 0: its embedded PGlite database
+ * in a temporary directory, or the PostgreSQL of DATABASE_URL when set; gRPC to the devices), with
+ * `--devices` SDK clients (`createClient`) in this process. The task is a plaintext one created with
+ * the trained weights, `calibration: true` and one training round; in that round every device trains
+ * on one digit and an app middleware replaces its update by zeros, so the round's FedAvg keeps the
+ * trained model bit for bit (checked), and the coordinator's calibration rounds (range, histogram:
+ * the devices' reports summed by its FedAvg, intake-checked as frequencies) calibrate exactly the
+ * model the other figures measure. The ranges are read from GET /v1/tasks/:id/calibration (its
+ * 99.99th percentile) and, for KL and min/max, chosen from the same aggregated histogram.
+ * --calibration simulated: the rounds are simulated in this process instead, every report
+ * BFV-encrypted and summed (see below).
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
@@ -25,12 +38,26 @@
  *
  * Needs the packages built: `npx tsc -b packages/cli`.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { computeCalibrationStatistics, evaluateLocal, exportModelOnnx, initTensorflow, trainLocal, type LocalDataset, type ModelSpec, type Tf } from '@veil/client-sdk';
+import {
+  computeCalibrationStatistics,
+  createClient,
+  evaluateLocal,
+  exportModelOnnx,
+  initTensorflow,
+  taskModelBodyFromSpec,
+  trainLocal,
+  type LocalDataset,
+  type ModelSpec,
+  type RoundReport,
+  type Tf,
+  type UpdateMiddleware,
+} from '@veil/client-sdk';
+import { createLogger, loadConfig, startCoordinator, type Coordinator } from '@veil/server';
 import { createMnistMlp, createSeededRng, createSimpleCnn, loadMnist, partitionIid } from '@veil/cli';
 import { createCiphertextAccumulator, createHeContext, createSumDecryptor, createUpdateEncryptor, generateKeyBundle, capWeight } from '@veil/crypto';
 import {
@@ -54,8 +81,11 @@ const { values: args } = parseArgs({
     'cache-dir': { type: 'string' },
     'latency-runs': { type: 'string', default: '2000' },
     only: { type: 'string', default: 'mlp,cnn' },
+    calibration: { type: 'string', default: 'coordinator' },
   },
 });
+const CALIBRATION_PATH = args.calibration;
+if (CALIBRATION_PATH !== 'coordinator' && CALIBRATION_PATH !== 'simulated') throw new Error('--calibration must be coordinator or simulated');
 const DEVICES = Number(args.devices);
 const LATENCY_RUNS = Number(args['latency-runs']);
 const only = new Set(args.only.split(','));
@@ -103,6 +133,113 @@ async function federatedRound(spec: ModelSpec, weights: Float32Array, shards: Lo
     accumulator.dispose();
     decryptor.dispose();
   }
+}
+
+/** The coordinator of `--calibration coordinator` (started on first use). */
+let coordinatorRun: { coordinator: Coordinator; dataDir: string; enrolment: (taskId: string) => Promise<string> } | null = null;
+
+async function startBenchCoordinator(): Promise<NonNullable<typeof coordinatorRun>> {
+  if (coordinatorRun !== null) return coordinatorRun;
+  const dataDir = mkdtempSync(join(tmpdir(), 'veil-bench-export-'));
+  const config = { ...loadConfig({ ...process.env, VEIL_DATA_DIR: dataDir }), host: '127.0.0.1', grpcPort: 0, httpPort: 0 };
+  const coordinator = await startCoordinator({ config, logger: createLogger({ level: 'info', destination: createWriteStream(join(dataDir, 'coordinator.log')) }) });
+  log(`coordinator on ${coordinator.grpcAddress} (gRPC), ${coordinator.httpUrl} (REST), database ${coordinator.databaseKind}`);
+  const enrolment = async (taskId: string): Promise<string> => {
+    if (coordinator.enrolmentSecret !== null) return coordinator.enrolmentSecret;
+    const body = await rest<{ token: string }>(coordinator, 'POST', `/v1/tasks/${taskId}/enrolment-tokens`, { label: 'bench:export' }, 201);
+    return body.token;
+  };
+  coordinatorRun = { coordinator, dataDir, enrolment };
+  return coordinatorRun;
+}
+
+async function rest<T>(coordinator: Coordinator, method: string, path: string, body?: unknown, expected = 200): Promise<T> {
+  const response = await fetch(`${coordinator.httpUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${coordinator.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
+  });
+  if (response.status !== expected) throw new Error(`${method} ${path}: HTTP ${response.status} ${await response.text()}`);
+  return (path.split('?')[0]!.endsWith('.bin') ? new Uint8Array(await response.arrayBuffer()) : await response.json()) as T;
+}
+
+const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+/** The app middleware of the no-op training round: the update becomes zeros (the model stays the trained one). */
+const zeroUpdate: UpdateMiddleware = async (update, ctx, next) => next({ ...update, delta: new Float32Array(update.delta.length) }, ctx);
+
+/**
+ * The two calibration rounds through a real coordinator (`--calibration coordinator`, see the
+ * header): returns the histogram round's plan and aggregated statistics, and what it cost.
+ */
+async function coordinatorRounds(name: string, spec: ModelSpec, weights: Float32Array, shards: LocalDataset[], image: boolean) {
+  const { coordinator, enrolment } = await startBenchCoordinator();
+  const t0 = performance.now();
+  const created = await rest<{ id: string }>(
+    coordinator,
+    'POST',
+    '/v1/tasks',
+    {
+      name: `bench:export ${name}`,
+      rounds: 1,
+      clientsPerRound: shards.length,
+      minClients: shards.length,
+      minAvailableClients: shards.length,
+      roundDeadlineMs: 3_600_000,
+      training: { epochs: 1, batchSize: 1, learningRate: 0.01 },
+      encryption: { mode: 'none' },
+      calibration: true,
+      start: true,
+      model: taskModelBodyFromSpec(spec, weights),
+    },
+    201,
+  );
+  const taskId = created.id;
+  const enrolmentSecret = await enrolment(taskId);
+  const reports: RoundReport[][] = shards.map(() => []);
+  const clients = shards.map((_, k) =>
+    createClient({ coordinator: coordinator.grpcAddress, taskId, credentials: { enrolmentSecret }, name: `device-${k}`, logger: quiet, pollWaitMs: 2_000, middleware: [zeroUpdate], trainingSeed: k }),
+  );
+  try {
+    // The no-op training round: one digit each (the CNN on the cpu backend, which has convolution gradients).
+    if (image) await tf.setBackend('cpu');
+    await Promise.all(clients.map((c, k) => c.run({ data: firstExamples(shards[k]!, 1), maxRounds: 1, onRound: (r) => reports[k]!.push(r) })));
+    if (image) await tf.setBackend(backend);
+    log(`${name}: training round done (zero updates); calibration rounds through the coordinator`);
+    const ends = await Promise.all(clients.map((c, k) => c.run({ data: shards[k]!, onRound: (r) => reports[k]!.push(r) })));
+    const statuses = [...new Set(ends.map((e) => e.taskStatus))];
+    if (statuses.length !== 1 || statuses[0] !== 'TASK_STATUS_COMPLETED') throw new Error(`devices ended with ${statuses.join(', ')}`);
+  } finally {
+    for (const c of clients) c.close();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const task = await rest<{ status: string; statusReason: string; currentModelVersion: number }>(coordinator, 'GET', `/v1/tasks/${taskId}`);
+  if (task.status !== 'COMPLETED' || !/calibrated/.test(task.statusReason)) throw new Error(`task ${taskId}: ${task.status} ${task.statusReason}`);
+  // The training round kept the model: version 1 is the trained weights, bit for bit.
+  const v1 = await rest<Uint8Array>(coordinator, 'GET', `/v1/tasks/${taskId}/model/weights.bin?version=${task.currentModelVersion}`);
+  const stored = new Float32Array(v1.slice().buffer);
+  const modelUnchanged = stored.length === weights.length && stored.every((v, i) => v === weights[i]);
+  if (!modelUnchanged) throw new Error(`task ${taskId}: model version ${task.currentModelVersion} differs from the trained weights`);
+  const file = await rest<{ activationRanges: ActivationRanges; rounds: { range: { participants: number }; histogram: { participants: number } }; histogram: { plan: CalibrationPlan; statistics: number[] } }>(
+    coordinator,
+    'GET',
+    `/v1/tasks/${taskId}/calibration`,
+  );
+  const perStage = (stage: 'range' | 'histogram') => {
+    const rs = reports.flatMap((r) => r.filter((x) => x.calibration === stage));
+    if (rs.length !== shards.length) throw new Error(`${rs.length} ${stage} reports, expected ${shards.length}`);
+    return { uploadBytesPerDevice: Math.round(rs.reduce((a, r) => a + r.uploadBytes, 0) / rs.length), deviceMsPerDevice: Math.round(rs.reduce((a, r) => a + r.trainMs, 0) / rs.length) };
+  };
+  return {
+    taskId,
+    seconds: Math.round(seconds * 10) / 10,
+    participants: { range: file.rounds.range.participants, histogram: file.rounds.histogram.participants },
+    modelUnchanged,
+    coordinatorRanges: file.activationRanges,
+    histogramPlan: file.histogram.plan,
+    histogramMean: Float64Array.from(file.histogram.statistics),
+    range: perStage('range'),
+    histogram: perStage('histogram'),
+  };
 }
 
 async function session(bytes: Uint8Array): Promise<ort.InferenceSession> {
@@ -191,11 +328,44 @@ async function benchModel(
   const shards = partitionIid(trainData, DEVICES, createSeededRng(7)).map((s) => (image ? asImages(s) : s));
   const points = calibrationPoints(parseModel({ ...spec, weights }));
   const rangePlan = planRangeRound(points);
-  log(`${name}: calibration round 1 (range) over ${DEVICES} devices, ${statisticsLength(rangePlan)} values each`);
-  const rangeRound = await federatedRound(spec, weights, shards, rangePlan);
-  const histogramPlan = planHistogramRound(rangePlan, rangeRound.mean);
-  log(`${name}: calibration round 2 (histogram), ${statisticsLength(histogramPlan)} values each`);
-  const histogramRound = await federatedRound(spec, weights, shards, histogramPlan);
+  let histogramPlan: CalibrationPlan;
+  let histogramMean: Float32Array | Float64Array;
+  let calibrationCost: Record<string, unknown>;
+  if (CALIBRATION_PATH === 'coordinator') {
+    log(`${name}: calibration rounds through a coordinator, ${DEVICES} SDK devices over gRPC`);
+    const run = await coordinatorRounds(name, spec, weights, shards, image);
+    histogramPlan = run.histogramPlan;
+    histogramMean = run.histogramMean;
+    // The coordinator chose the default (99.99th percentile) ranges itself: the same as here from its histogram.
+    const here = chooseActivationRanges(histogramPlan, histogramMean, { method: 'percentile' });
+    const same = Object.keys(here).length === Object.keys(run.coordinatorRanges).length &&
+      Object.entries(here).every(([point, r]) => run.coordinatorRanges[point]?.min === r.min && run.coordinatorRanges[point]?.max === r.max);
+    if (!same) throw new Error(`${name}: the coordinator's ranges differ from the ones its histogram gives`);
+    calibrationCost = {
+      path: 'coordinator',
+      aggregation: 'plaintext FedAvg sum in the coordinator (reports zero-padded to the model size)',
+      database: coordinatorRun!.coordinator.databaseKind,
+      taskId: run.taskId,
+      seconds: run.seconds,
+      participants: run.participants,
+      trainedModelKept: run.modelUnchanged,
+      rangeRound: { values: statisticsLength(rangePlan), ...run.range },
+      histogramRound: { values: statisticsLength(histogramPlan), ...run.histogram },
+    };
+  } else {
+    log(`${name}: calibration round 1 (range) over ${DEVICES} devices, ${statisticsLength(rangePlan)} values each`);
+    const rangeRound = await federatedRound(spec, weights, shards, rangePlan);
+    histogramPlan = planHistogramRound(rangePlan, rangeRound.mean);
+    log(`${name}: calibration round 2 (histogram), ${statisticsLength(histogramPlan)} values each`);
+    const histogramRound = await federatedRound(spec, weights, shards, histogramPlan);
+    histogramMean = histogramRound.mean;
+    calibrationCost = {
+      path: 'simulated',
+      aggregation: 'in process: BFV-encrypted reports summed, the mean decrypted by a key holder',
+      rangeRound: { values: rangeRound.valueCount, uploadBytesPerDevice: rangeRound.uploadBytesPerDevice, deviceMsPerDevice: rangeRound.deviceMsPerDevice },
+      histogramRound: { values: histogramRound.valueCount, uploadBytesPerDevice: histogramRound.uploadBytesPerDevice, deviceMsPerDevice: histogramRound.deviceMsPerDevice },
+    };
+  }
 
   const variants: { label: string; quantize: 'none' | 'float16' | 'int8'; ranges?: ActivationRanges }[] = [
     { label: 'float32', quantize: 'none' },
@@ -203,7 +373,7 @@ async function benchModel(
   ];
   const chosenRanges: Record<string, Record<string, [number, number]>> = {};
   for (const method of ['kl', 'percentile', 'minmax'] as RangeMethod[]) {
-    const ranges = chooseActivationRanges(histogramPlan, histogramRound.mean, { method });
+    const ranges = chooseActivationRanges(histogramPlan, histogramMean, { method });
     chosenRanges[method] = Object.fromEntries(Object.entries(ranges).map(([point, r]) => [point, [r4(r.min), r4(r.max)]]));
     variants.push({ label: `int8Static_${method}`, quantize: 'int8', ranges });
   }
@@ -239,8 +409,7 @@ async function benchModel(
       devices: DEVICES,
       examplesPerDevice: shards[0]!.count,
       points: points.length,
-      rangeRound: { values: rangeRound.valueCount, uploadBytesPerDevice: rangeRound.uploadBytesPerDevice, deviceMsPerDevice: rangeRound.deviceMsPerDevice },
-      histogramRound: { values: histogramRound.valueCount, uploadBytesPerDevice: histogramRound.uploadBytesPerDevice, deviceMsPerDevice: histogramRound.deviceMsPerDevice },
+      ...calibrationCost,
       ranges: chosenRanges,
     },
     formats: results,
@@ -275,4 +444,8 @@ report['loadAverage1mAtEnd'] = Math.round(loadavg()[0]! * 100) / 100;
 report['seconds'] = Math.round((performance.now() - started) / 100) / 10;
 deviceCtx.dispose();
 serverCtx.dispose();
+if (coordinatorRun !== null) {
+  await coordinatorRun.coordinator.close();
+  rmSync(coordinatorRun.dataDir, { recursive: true, force: true });
+}
 process.stdout.write(`${JSON.stringify(report)}\n`);
