@@ -375,6 +375,8 @@ interface EngineEvent {
   name: string;
   t: number;
   round: number;
+  /** round-closed: the coordinator process's CPU so far (user + system), ms. */
+  cpuMs?: number;
   state?: string;
   targetCount?: number;
   receivedCount?: number;
@@ -846,6 +848,21 @@ function wire(r: RunResult, clientRounds: number, enc?: Encryption): Record<stri
   };
 }
 
+/**
+ * Coordinator CPU from round 1's close to the last round's close, per accepted update: the
+ * steady rounds alone. (`cpuMs` starts at startTask, which the devices' joins and round 1 follow.)
+ */
+function roundsCpu(r: RunResult): { cpuMsAfterRound1: number; cpuMsPerClientRoundAfterRound1: number } | Record<string, never> {
+  const closed = r.events.filter((e) => e.name === 'round-closed' && typeof e.cpuMs === 'number');
+  if (closed.length < 2) return {};
+  const first = closed[0]!;
+  const last = closed[closed.length - 1]!;
+  const updates = closed.slice(1).reduce((a, e) => a + (e.summary?.participants ?? 0), 0);
+  if (updates === 0) return {};
+  const ms = last.cpuMs! - first.cpuMs!;
+  return { cpuMsAfterRound1: round1(ms), cpuMsPerClientRoundAfterRound1: round3(ms / updates) };
+}
+
 function coordinatorSummary(r: RunResult): Record<string, unknown> {
   const c = r.closed ?? {};
   const mb = (x: unknown): number | null => (typeof x === 'number' ? round1(x / 2 ** 20) : null);
@@ -859,6 +876,7 @@ function coordinatorSummary(r: RunResult): Record<string, unknown> {
     memoryAtPeakMiB: c['memoryAtPeak'] ? Object.fromEntries(Object.entries(c['memoryAtPeak'] as Record<string, number>).map(([k, v]) => [k, mb(v)])) : null,
     ...(c['memoryTimeline'] ? { memoryTimelineMiB: { columns: 'ms since start, rss, heapTotal, heapUsed, external, arrayBuffers', samples: c['memoryTimeline'] } } : {}),
     cpuMs: round1(Number(c['cpuUserMs'] ?? 0) + Number(c['cpuSystemMs'] ?? 0)),
+    ...roundsCpu(r),
     gcPauses: c['gc'] ? Object.fromEntries(Object.entries(c['gc'] as Record<string, number>).map(([k, v]) => [k, round1(v)])) : null,
     eventLoopUtilization: typeof c['eventLoopUtilization'] === 'number' ? round3(c['eventLoopUtilization']) : null,
     eventLoopDelayMs: c['eventLoopDelayMs'] ?? null,

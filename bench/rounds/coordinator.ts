@@ -264,6 +264,10 @@ async function main(): Promise<void> {
     };
   }
 
+  const cpuTotalMs = (): number => {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1000;
+  };
   for (const name of ['round-opened', 'round-collecting', 'round-closed', 'round-failed'] as const) {
     coordinator.engine.on(name, ({ round }) => {
       send({
@@ -278,6 +282,8 @@ async function main(): Promise<void> {
         closedAt: round.closedAt?.getTime() ?? null,
         summary: round.summary,
         failureReason: round.failureReason,
+        // The process's CPU so far (user + system, ms): CPU between two round boundaries, joins excluded.
+        ...(name === 'round-closed' && { cpuMs: cpuTotalMs() }),
       });
     });
   }
