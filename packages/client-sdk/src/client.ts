@@ -4,7 +4,9 @@ import { ClientError } from './errors.js';
 import { composeMiddleware, type LocalUpdate, type RoundContext, type UpdateMiddleware } from './middleware.js';
 import { sleep, withRetry, type RetryOptions } from './retry.js';
 import { initTensorflow, type TensorflowBackend } from './training/backend.js';
-import { evaluateLocal, trainLocal } from './training/train.js';
+import { evaluateLocalOn, trainLocalOn } from './training/train.js';
+import { buildModel } from './training/model.js';
+import type { LayersModel } from '@tensorflow/tfjs';
 import type { LocalDataset, ModelSpec, Tf } from './training/types.js';
 import type { DeviceKeyMaterial } from '@veil/crypto';
 import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js';
@@ -224,6 +226,8 @@ export function createClient(options: ClientOptions): VeilClient {
   let localDp: LocalDpMiddleware | null = null;
   let distributedDp: { middleware: DistributedDpMiddleware; params: DistributedDpParams } | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
+  // The task's model, built once (topology parsed, layers created) and given each round's weights.
+  let localModel: Promise<LayersModel> | null = null;
 
   const retry = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
     withRetry(fn, {
@@ -346,6 +350,15 @@ export function createClient(options: ClientOptions): VeilClient {
     return runtime;
   }
 
+  /** The task's model, built on first use with `weights` (which also checks them against the spec). */
+  function ensureModel(tf: Tf, spec: ModelSpec, weights: Float32Array): Promise<LayersModel> {
+    localModel ??= buildModel(tf, spec, weights).catch((error: unknown) => {
+      localModel = null;
+      throw error;
+    });
+    return localModel;
+  }
+
   /**
    * After the task ended with a model: the last round's devices never receive
    * the model it produced, so each device evaluates it on its held-out data and
@@ -359,7 +372,7 @@ export function createClient(options: ClientOptions): VeilClient {
       const { model } = await ensureTask();
       const { credential } = await join();
       const global = await fetchWeights(version, null, run.signal);
-      const e = await evaluateLocal(tf, { spec: model, weights: global.weights, data: run.evalData });
+      const e = await evaluateLocalOn(tf, await ensureModel(tf, model, global.weights), { spec: model, weights: global.weights, data: run.evalData });
       await transport.reportEvaluation(credential, { roundNumber: 0, modelVersion: version, exampleCount: e.exampleCount, metrics: { accuracy: e.accuracy, loss: e.loss } });
       log.info({ modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount }, 'final model evaluated');
       return { modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount };
@@ -374,10 +387,11 @@ export function createClient(options: ClientOptions): VeilClient {
     const { credential, clientId } = await join();
     const { model } = await ensureTask();
     const global = await fetchWeights(a.modelVersion, a.modelSha256, run.signal);
+    const built = await ensureModel(tf, model, global.weights);
 
     let evaluation: RoundReport['evaluation'] = null;
     if (a.evaluate && run.evalData && run.evalData.count > 0) {
-      const e = await evaluateLocal(tf, { spec: model, weights: global.weights, data: run.evalData });
+      const e = await evaluateLocalOn(tf, built, { spec: model, weights: global.weights, data: run.evalData });
       evaluation = { accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount };
       await transport
         .reportEvaluation(credential, {
@@ -393,8 +407,8 @@ export function createClient(options: ClientOptions): VeilClient {
     // q-FedAvg (Li et al. 2020) weighs each update by F_k(w_t), the round's model's loss on the
     // device's training data before it trains: measured here when the round's fit config asks.
     const trainingLoss =
-      a.config['reportTrainingLoss'] === true ? (await evaluateLocal(tf, { spec: model, weights: global.weights, data: run.data })).loss : null;
-    const trained = await trainLocal(tf, {
+      a.config['reportTrainingLoss'] === true ? (await evaluateLocalOn(tf, built, { spec: model, weights: global.weights, data: run.data })).loss : null;
+    const trained = await trainLocalOn(tf, built, {
       spec: model,
       weights: global.weights,
       data: run.data,
@@ -654,6 +668,8 @@ export function createClient(options: ClientOptions): VeilClient {
 
     close() {
       encryption?.dispose();
+      void localModel?.then((m) => m.dispose(), () => {});
+      localModel = null;
       transport.close();
     },
   };

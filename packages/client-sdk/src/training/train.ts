@@ -1,5 +1,5 @@
 import type { LayersModel, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
-import { buildModel, flattenWeights } from './model.js';
+import { buildModel, countParameters, flattenWeights, setFlatWeights } from './model.js';
 import { createSeededRng } from '@veil/privacy';
 import { shuffleInPlace } from './rng.js';
 import type { LocalDataset, ModelSpec, Tf } from './types.js';
@@ -68,7 +68,36 @@ export interface TrainLocalResult {
  */
 export async function trainLocal(tf: Tf, options: TrainLocalOptions): Promise<TrainLocalResult> {
   const startedMs = performance.now();
-  const { spec, weights, data, epochs, batchSize, learningRate, signal } = options;
+  validateTraining(options);
+  const model = await buildModel(tf, options.spec, options.weights);
+  try {
+    return await trainBuilt(tf, model, options, startedMs);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * {@link trainLocal} on a model already built from `options.spec` (by `buildModel`), which a
+ * device keeps from round to round instead of deserialising the topology and initialising every
+ * weight each time: `options.weights` are loaded into it first (all of them, so nothing of an
+ * earlier round remains), and it is left with the trained weights, not disposed.
+ */
+export async function trainLocalOn(tf: Tf, model: LayersModel, options: TrainLocalOptions): Promise<TrainLocalResult> {
+  const startedMs = performance.now();
+  validateTraining(options);
+  loadWeights(tf, model, options.spec, options.weights);
+  return trainBuilt(tf, model, options, startedMs);
+}
+
+function loadWeights(tf: Tf, model: LayersModel, spec: ModelSpec, weights: Float32Array): void {
+  const expected = countParameters(spec.weightSpecs);
+  if (weights.length !== expected) throw new RangeError(`weight vector has ${weights.length} values but the model's weightSpecs describe ${expected}`);
+  setFlatWeights(tf, model, spec.weightSpecs, weights);
+}
+
+function validateTraining(options: TrainLocalOptions): void {
+  const { data, epochs, batchSize, learningRate } = options;
   assertPositiveInteger('epochs', epochs);
   assertPositiveInteger('batchSize', batchSize);
   if (!(learningRate > 0) || !Number.isFinite(learningRate)) {
@@ -81,11 +110,15 @@ export async function trainLocal(tf: Tf, options: TrainLocalOptions): Promise<Tr
     throw new RangeError(`proximalMu must be a finite number >= 0, got ${proximalMu}`);
   }
   assertDataset(data);
-  signal?.throwIfAborted();
+  options.signal?.throwIfAborted();
+}
 
+async function trainBuilt(tf: Tf, model: LayersModel, options: TrainLocalOptions, startedMs: number): Promise<TrainLocalResult> {
+  const { weights, data, epochs, batchSize, learningRate, signal } = options;
+  const momentum = options.momentum ?? 0;
+  const proximalMu = options.proximalMu ?? 0;
   // Minibatch order only (not privacy noise): a seeded, non-cryptographic generator.
   const random = createSeededRng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
-  const model = await buildModel(tf, spec, weights);
   const optimizer = momentum > 0 ? tf.train.momentum(learningRate, momentum) : tf.train.sgd(learningRate);
   let loss = Number.NaN;
   let anchors: Tensor[] = [];
@@ -142,7 +175,10 @@ export async function trainLocal(tf: Tf, options: TrainLocalOptions): Promise<Tr
   } finally {
     tf.dispose(anchors);
     optimizer.dispose();
-    model.dispose();
+    // tfjs-core's MomentumOptimizer.dispose() (optimizers/momentum_optimizer.js) frees its momentum
+    // and accumulators but not the learning-rate scalar `c` its SGDOptimizer base keeps: one tensor
+    // per momentum round would leak. Disposing a disposed tensor is a no-op, should tfjs fix it.
+    if (momentum > 0) (optimizer as unknown as { c?: Tensor }).c?.dispose();
   }
 }
 
@@ -167,40 +203,52 @@ export interface EvaluateLocalResult {
 
 /** Loss and accuracy of the model with the given weights on `data`. Disposes every tensor it creates. */
 export async function evaluateLocal(tf: Tf, options: EvaluateLocalOptions): Promise<EvaluateLocalResult> {
-  const { spec, weights, data } = options;
-  const batchSize = options.batchSize ?? 500;
-  assertPositiveInteger('batchSize', batchSize);
-  assertDataset(data);
-  const model = await buildModel(tf, spec, weights);
+  assertPositiveInteger('batchSize', options.batchSize ?? 500);
+  assertDataset(options.data);
+  const model = await buildModel(tf, options.spec, options.weights);
   try {
-    const inputSize = data.xs.length / data.count;
-    let lossSum = 0;
-    let correct = 0;
-    for (let start = 0; start < data.count; start += batchSize) {
-      const end = Math.min(start + batchSize, data.count);
-      const count = end - start;
-      const [batchLoss, batchCorrect] = tf.tidy(() => {
-        const xs = tf.tensor(data.xs.subarray(start * inputSize, end * inputSize), [count, ...data.inputShape], 'float32');
-        const ys = tf.tensor(data.ys.subarray(start * data.numClasses, end * data.numClasses), [count, data.numClasses], 'float32');
-        const predictions = predict(model, xs, false);
-        return [
-          tf.metrics.categoricalCrossentropy(ys, predictions).sum(),
-          predictions.argMax(1).equal(ys.argMax(1)).sum(),
-        ];
-      });
-      try {
-        lossSum += (await batchLoss.data())[0]!;
-        correct += (await batchCorrect.data())[0]!;
-      } finally {
-        batchLoss.dispose();
-        batchCorrect.dispose();
-      }
-      await yieldToEventLoop();
-    }
-    return { loss: lossSum / data.count, accuracy: correct / data.count, exampleCount: data.count };
+    return await evaluateBuilt(tf, model, options);
   } finally {
     model.dispose();
   }
+}
+
+/** {@link evaluateLocal} on a model built from `options.spec`, kept by the caller: `options.weights` are loaded into it first. */
+export async function evaluateLocalOn(tf: Tf, model: LayersModel, options: EvaluateLocalOptions): Promise<EvaluateLocalResult> {
+  assertPositiveInteger('batchSize', options.batchSize ?? 500);
+  assertDataset(options.data);
+  loadWeights(tf, model, options.spec, options.weights);
+  return evaluateBuilt(tf, model, options);
+}
+
+async function evaluateBuilt(tf: Tf, model: LayersModel, options: EvaluateLocalOptions): Promise<EvaluateLocalResult> {
+  const { data } = options;
+  const batchSize = options.batchSize ?? 500;
+  const inputSize = data.xs.length / data.count;
+  let lossSum = 0;
+  let correct = 0;
+  for (let start = 0; start < data.count; start += batchSize) {
+    const end = Math.min(start + batchSize, data.count);
+    const count = end - start;
+    const [batchLoss, batchCorrect] = tf.tidy(() => {
+      const xs = tf.tensor(data.xs.subarray(start * inputSize, end * inputSize), [count, ...data.inputShape], 'float32');
+      const ys = tf.tensor(data.ys.subarray(start * data.numClasses, end * data.numClasses), [count, data.numClasses], 'float32');
+      const predictions = predict(model, xs, false);
+      return [
+        tf.metrics.categoricalCrossentropy(ys, predictions).sum(),
+        predictions.argMax(1).equal(ys.argMax(1)).sum(),
+      ];
+    });
+    try {
+      lossSum += (await batchLoss.data())[0]!;
+      correct += (await batchCorrect.data())[0]!;
+    } finally {
+      batchLoss.dispose();
+      batchCorrect.dispose();
+    }
+    await yieldToEventLoop();
+  }
+  return { loss: lossSum / data.count, accuracy: correct / data.count, exampleCount: data.count };
 }
 
 function predict(model: LayersModel, xs: Tensor, training: boolean): Tensor {
