@@ -7,7 +7,7 @@
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
- *     [--poll-ms 30000] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--cpu-prof-devices] [--log-level silent] [--timeout-s 3600]
+ *     [--poll-ms 30000] [--poll-ahead on|off] [--encrypted-pool 8] [--encrypted-weight-cap 16] [--cpu-prof] [--cpu-prof-devices] [--log-level silent] [--timeout-s 3600]
  *     [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
  *
  * --cpu-prof profiles the coordinator process; --cpu-prof-devices the first device worker, over the
@@ -103,6 +103,7 @@ const { values: args } = parseArgs({
     parameters: { type: 'string', default: '100000' },
     'devices-per-worker': { type: 'string', default: '250' },
     'poll-ms': { type: 'string', default: '30000' },
+    'poll-ahead': { type: 'string', default: 'on' },
     'cpu-prof': { type: 'boolean', default: false },
     'cpu-prof-devices': { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'silent' },
@@ -131,6 +132,8 @@ if (COMMITTEE_ENCRYPT !== 'before' && COMMITTEE_ENCRYPT !== 'live') throw new Er
 const PARAMS = Number(args.parameters);
 const MODEL_BYTES = PARAMS * 4;
 const POLL_MS = Number(args['poll-ms']);
+if (args['poll-ahead'] !== 'on' && args['poll-ahead'] !== 'off') throw new Error(`--poll-ahead: on or off, got ${args['poll-ahead']}`);
+const POLL_AHEAD = args['poll-ahead'] === 'on';
 const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
 const log = (msg: string): void => {
   process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
@@ -532,6 +535,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
           behavior: group.behavior,
           parameterCount: PARAMS,
           pollMs: POLL_MS,
+          pollAhead: POLL_AHEAD,
           maxIterations: spec.rounds * 6 + 50,
           hardStopAt,
           joinConcurrency: 8,
@@ -1205,6 +1209,7 @@ async function main(): Promise<void> {
     modelBytes: MODEL_BYTES,
     database: args.db === 'pg' ? 'postgresql (fresh database per run, dropped after)' : 'pglite',
     pollMs: POLL_MS,
+    pollAhead: POLL_AHEAD,
     devicesPerWorkerProcess: PER_WORKER,
     wireMethod:
       'client-side TCP socket counters (net.Socket bytesRead + bytesWritten = every HTTP/2+gRPC byte, TCP/IP headers excluded) of one dedicated grpc-js connection per device (per-device ChannelCredentials defeat subchannel sharing; the socket is captured in the credentials secure connector); cross-checked against a net.connect hook on every socket of the device processes',

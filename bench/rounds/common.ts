@@ -23,6 +23,8 @@ export interface DeviceWorkerInit {
   parameterCount: number;
   /** Long-poll length of WaitForAssignment, ms. */
   pollMs: number;
+  /** Open the next round's long-poll when work on a round starts (afterRoundNumber), as the SDK does; false: poll after the acknowledgement (the SDK before 31ac146), for A/B runs. */
+  pollAhead: boolean;
   /** Upper bound of loop iterations per device (polls). */
   maxIterations: number;
   /** Absolute wall-clock ms after which every loop stops. */

@@ -316,7 +316,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         }
         const a = response.assignment;
         const assignedAt = receivedAt;
-        if (init.behavior === 'normal') ahead = openAhead(a.roundNumber);
+        if (init.behavior === 'normal' && init.pollAhead) ahead = openAhead(a.roundNumber);
         if (init.behavior === 'hold') {
           send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
           // Simulated long local training; the parent SIGKILLs this process meanwhile.
