@@ -35,8 +35,9 @@ export interface EncryptedCalibrationFileJson {
   bins: number;
   tailFraction: number;
   rounds: unknown;
-  range: { plan: CalibrationPlan; sum: string; length: number };
-  histogram: { sum: string; length: number };
+  /** `scale`: the factor the reports were multiplied by (C / sqrt(m) under local DP; absent: 1). */
+  range: { plan: CalibrationPlan; sum: string; length: number; scale?: number };
+  histogram: { sum: string; length: number; scale?: number };
 }
 
 /**
@@ -47,17 +48,19 @@ export interface EncryptedCalibrationFileJson {
  */
 export async function openEncryptedCalibration(file: EncryptedCalibrationFileJson, deviceKey: DeviceKeyMaterial): Promise<CalibrationFileJson> {
   const ctx = await createHeContext(deviceKey);
-  const mean = (sum: string, valueCount: number): Float64Array => {
+  // In frequency units: the mean of the reports divided by the scale they were multiplied by.
+  const mean = (sum: string, valueCount: number, scale = 1): Float64Array => {
+    if (!(scale > 0 && Number.isFinite(scale))) throw new ExportCommandError(`the calibration statistics' report scale ${scale} is not a positive number`);
     const decryptor = createSumDecryptor(ctx, { deviceKey, valueCount });
     try {
-      return Float64Array.from(decryptor.decryptMean(Buffer.from(sum, 'base64')).mean);
+      return Float64Array.from(decryptor.decryptMean(Buffer.from(sum, 'base64')).mean, (v) => v / scale);
     } finally {
       decryptor.dispose();
     }
   };
   try {
-    const plan = planHistogramRound(file.range.plan, mean(file.range.sum, file.range.length), { bins: file.bins, tailFraction: file.tailFraction });
-    const statistics = mean(file.histogram.sum, file.histogram.length);
+    const plan = planHistogramRound(file.range.plan, mean(file.range.sum, file.range.length, file.range.scale), { bins: file.bins, tailFraction: file.tailFraction });
+    const statistics = mean(file.histogram.sum, file.histogram.length, file.histogram.scale);
     const activationRanges = chooseActivationRanges(plan, statistics, { method: file.method as RangeMethod, percentile: file.percentile });
     return {
       format: 'veil-calibration-v1',

@@ -477,6 +477,9 @@ export function createClient(options: ClientOptions): VeilClient {
       if (encryption === null) throw new ClientError('failed_precondition', "a derived calibration plan needs the task's shared key (ClientOptions.encryption)");
       const rangePlan = planRangeRound(plan.points.map((p) => p.name));
       const { mean } = encryption.decryptMean(calibration.derive.rangeSum, statisticsLength(rangePlan));
+      // In frequency units (the reports were multiplied by the range round's scale; planHistogramRound clamps DP noise).
+      const rangeScale = calibration.derive.rangeScale;
+      for (let i = 0; i < mean.length; i++) mean[i] = mean[i]! / rangeScale;
       try {
         plan = planHistogramRound(rangePlan, mean, { bins: calibration.derive.bins, tailFraction: calibration.derive.tailFraction });
       } catch (error) {
@@ -484,9 +487,9 @@ export function createClient(options: ClientOptions): VeilClient {
       }
     }
     // Rounded stochastically to the encryption's step, so the sum stays unbiased (committee without
-    // DP, shared key); with DP the noise dwarfs the step (the DDG encoder also rounds by itself).
+    // DP, shared key without DP); with DP the noise dwarfs the step (the DDG encoder also rounds by itself).
     const step =
-      encryption !== null
+      encryption !== null && localDp === null
         ? encryption.quantizationStep / calibration.scale
         : committee === null || localDp !== null || committee.dp !== null
           ? undefined

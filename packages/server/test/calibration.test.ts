@@ -28,7 +28,7 @@ import {
 } from '@veil/crypto';
 import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
 import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
-import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon } from '@veil/privacy';
+import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
 import { createClient, decryptGlobalModel, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
 import { createDeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
 import { computeCalibrationStatistics } from '../../client-sdk/src/export/onnx.js';
@@ -691,4 +691,103 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 300_000);
+  it('shared key with local DP: each device noises its scaled report (Gaussian, as its updates) before encrypting it; each calibration round has the ledger entry of a training round (ε as the accountant gives), the decrypted statistics are the mean within the stated noise, and a cap with no room refuses the calibration', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-calibration-bfv-dp-'));
+    try {
+      const bundle = await generateKeyBundle({ taskId: 'calibration-shared-key-dp' });
+      await writeKeyBundle(bundle, join(dir, 'keys'));
+      const deviceKeyDir = join(dir, 'keys', 'device');
+      await using t = await startTestCoordinator();
+      const coordinatorKey = JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
+      // C = 0.1: a report and its noise (z·C = 0.05 per value) stay far inside the key's clip bound (±1).
+      const z = 0.5;
+      const C = 0.1;
+      const privacy = { mode: 'local', delta: 1e-5, noiseMultiplier: z, clipNorm: C, samplingRate: 1 };
+      const epsilonAfter = (rounds: number) => computeEpsilon({ samplingRate: 1, noiseMultiplier: z, rounds, delta: 1e-5 }).epsilon;
+      const devices = () => ({ encryption: { deviceKey: bundle.device }, privacy: { epsilonCap: 100 } });
+      const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'bfv', coordinatorKey }, privacy: { ...privacy, epsilonCap: 100 } }) });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const id = created.body.id as string;
+      const reports = await runDevices(t, id, devices);
+      // Under DP every report weighs 1.
+      for (const r of reports) expect(r.map((x) => [x.calibration ?? 'train', x.exampleCount])).toEqual([['train', 1], ['range', 1], ['histogram', 1]]);
+
+      // One ledger entry per round, the calibration rounds' the same as the training round's; cumulative ε as the accountant's.
+      const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`)).body.entries as any[];
+      expect(ledger.map((e) => [e.roundNumber, e.mechanism, e.participants, e.noiseMultiplier, e.clipNorm, e.samplingRate])).toEqual([
+        [1, 'gaussian-local', 3, z, C, 1],
+        [2, 'gaussian-local', 3, z, C, 1],
+        [3, 'gaussian-local', 3, z, C, 1],
+      ]);
+      ledger.forEach((e, k) => expect(e.epsilon).toBeCloseTo(epsilonAfter(k + 1), 8));
+      expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 3, withinCap: true });
+
+      // The coordinator holds encrypted sums only; the scales the reports were multiplied by are in the file.
+      const held = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+      expect(held).toMatchObject({ format: 'veil-calibration-bfv-v1', range: { length: 386 * 2, scale: C / Math.sqrt(4) }, histogram: { length: 2 * 2048, scale: C / Math.sqrt(2) } });
+      expect(held.activationRanges).toBeUndefined();
+
+      const weightsOf = async (version: number) => {
+        const response = await fetch(`${t.rest.baseUrl}/v1/tasks/${id}/model/weights.bin?version=${version}`, { headers: { authorization: `Bearer ${t.coordinator.adminToken}` } });
+        expect(response.status).toBe(200);
+        return new Uint8Array(await response.arrayBuffer());
+      };
+      const weights = await decryptGlobalModel({ deviceKey: bundle.device, initial, sums: [await weightsOf(1)] });
+      // Residual of a round's decrypted mean (frequency units) against the devices' own statistics,
+      // recomputed here: each report carries N(0, (zC)²) per value, / (C/√m) in frequency units, so
+      // the mean of 3 has variance z²m/3 (the key's rounding, step²/12 per report, is negligible).
+      const checkNoise = (name: string, statistics: ArrayLike<number>, exact: Float64Array, m: number) => {
+        const residual = Array.from(statistics, (v, i) => v - exact[i]!);
+        const n = residual.length;
+        const mean = residual.reduce((a, b) => a + b, 0) / n;
+        const variance = residual.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+        const expected = (z * z * m) / 3;
+        console.info(`calibration (shared key, local DP) ${name}: ${n} values, residual variance ${variance.toExponential(4)}, stated ${expected.toExponential(4)}`);
+        expect(Math.abs(variance / expected - 1)).toBeLessThan(5 * Math.sqrt(2 / (n - 1)));
+        expect(Math.abs(mean)).toBeLessThan(5 * Math.sqrt(expected / n));
+      };
+      const rangePlan = planRangeRound(calibrationPoints(parseModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights })));
+      expect(held.range.plan).toEqual(rangePlan);
+      const encryption = await createDeviceEncryption(bundle.device);
+      try {
+        const rangeMean = encryption.decryptMean(Buffer.from(held.range.sum, 'base64'), held.range.length).mean.map((v) => v / held.range.scale);
+        checkNoise('range', rangeMean, weightedMean(await deviceStatistics(weights, rangePlan), [1, 1, 1]), 2 * rangePlan.points.length);
+      } finally {
+        encryption.dispose();
+      }
+      // veil calibration --device-key: divides by the scales, derives the plan the devices derived, chooses the ranges.
+      const out = join(dir, 'calibration.json');
+      await runCalibration({ taskId: id, out, coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, version: null, deviceKeyDir });
+      const file = JSON.parse(await readFile(out, 'utf8'));
+      expect(file).toMatchObject({ format: 'veil-calibration-v1', taskId: id, modelVersion: 1 });
+      const plan = file.histogram.plan as CalibrationPlan;
+      expect(plan.round).toBe('histogram');
+      checkNoise('histogram', file.histogram.statistics, weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]), plan.points.length);
+      for (const name of plan.points.map((p) => p.name)) expect(file.activationRanges[name]).toBeDefined();
+
+      // A cap between ε after 1 round and after 2: the training round runs, the range round is refused (a key belongs to one task).
+      const cap = (epsilonAfter(1) + epsilonAfter(2)) / 2;
+      const other = await generateKeyBundle({ taskId: 'calibration-shared-key-dp-capped' });
+      const otherKey = JSON.parse(Buffer.from(serializeKeyMaterial(other.coordinator)).toString('utf8'));
+      const capped = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'bfv', coordinatorKey: otherKey }, privacy: { ...privacy, epsilonCap: cap } }) });
+      expect(capped.status, JSON.stringify(capped.body)).toBe(201);
+      const cappedId = capped.body.id as string;
+      const cappedReports = await runDevices(t, cappedId, () => ({ encryption: { deviceKey: other.device }, privacy: { epsilonCap: 100 } }), 'TASK_STATUS_BUDGET_EXHAUSTED');
+      for (const r of cappedReports) expect(r.map((x) => x.calibration ?? 'train')).toEqual(['train']);
+      expect((await t.rest.request('GET', `/v1/tasks/${cappedId}`)).body).toMatchObject({ status: 'BUDGET_EXHAUSTED', statusReason: expect.stringMatching(/^round 2 would spend the privacy budget/) });
+      expect(((await t.rest.request('GET', `/v1/tasks/${cappedId}/privacy/ledger`)).body.entries as any[]).map((e) => e.roundNumber)).toEqual([1]);
+      expect((await t.rest.request('GET', `/v1/tasks/${cappedId}/calibration`)).status).toBe(404);
+
+      // Distributed DP on a shared-key task: calibration refused at creation, with the reason.
+      const third = await generateKeyBundle({ taskId: 'calibration-shared-key-ddg' });
+      const thirdKey = JSON.parse(Buffer.from(serializeKeyMaterial(third.coordinator)).toString('utf8'));
+      const refused = await t.rest.request('POST', '/v1/tasks', {
+        body: taskBody({ encryption: { mode: 'bfv', coordinatorKey: thirdKey }, privacy: { ...privacy, mode: 'distributed', epsilonCap: 100 } }),
+      });
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.body)).toMatch(/shared-key task support local differential privacy only/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 420_000);
 });

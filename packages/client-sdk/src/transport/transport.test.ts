@@ -12,9 +12,13 @@ describe('calibrationFromWire', () => {
       expect(c).toEqual({
         plan: { round: 'histogram', points: [{ name: ':input', grid: { kind: 'log' } }, { name: 'hidden1', grid: { kind: 'log' } }] },
         scale: 1,
-        derive: { rangeSum: sum, bins: 2048, tailFraction: 0.001 },
+        derive: { rangeSum: sum, bins: 2048, tailFraction: 0.001, rangeScale: 1 },
       });
     }
+    // The range round's scale (local DP), as a number or a proto3 JSON string; 0 (absent) reads as 1.
+    expect(calibrationFromWire({ stage: 'histogram', scale: 0.1, points, rangeSum: sum, bins: 2048, tailFraction: 0.001, rangeScale: 0.05 })?.derive?.rangeScale).toBe(0.05);
+    expect(calibrationFromWire({ stage: 'histogram', scale: 0.1, points, rangeSum: sum, bins: 2048, tailFraction: 0.001, rangeScale: '0.05' })?.derive?.rangeScale).toBe(0.05);
+    expect(calibrationFromWire({ stage: 'histogram', scale: 1, points, rangeSum: sum, bins: 2048, tailFraction: 0.001, rangeScale: 0 })?.derive?.rangeScale).toBe(1);
     // URL-safe base64 too; no range sum: an ordinary round without `derive`.
     expect(calibrationFromWire({ stage: 'histogram', scale: 1, points, rangeSum: Buffer.from(sum).toString('base64url'), bins: 256, tailFraction: 0 })?.derive?.rangeSum).toEqual(sum);
     expect(calibrationFromWire({ stage: 'range', scale: 1, points, rangeSum: '' })).toEqual({ plan: { round: 'range', points: [{ name: ':input', grid: { kind: 'log' } }, { name: 'hidden1', grid: { kind: 'log' } }] }, scale: 1 });
@@ -25,6 +29,8 @@ describe('calibrationFromWire', () => {
       { stage: 'range', bins: 2048, tailFraction: 0.001 },
       { stage: 'histogram', bins: 100, tailFraction: 0.001 },
       { stage: 'histogram', bins: 2048, tailFraction: 0.5 },
+      { stage: 'histogram', bins: 2048, tailFraction: 0.001, rangeScale: -1 },
+      { stage: 'histogram', bins: 2048, tailFraction: 0.001, rangeScale: 'x' },
     ];
     for (const b of bad) {
       expect(() => calibrationFromWire({ ...b, scale: 1, points, rangeSum: Uint8Array.of(1) })).toThrow(ClientError);

@@ -90,7 +90,13 @@ export interface Assignment {
      * decrypts it and derives the plan (`planHistogramRound` with `bins`, `tailFraction`); `plan`
      * then names the points only.
      */
-    derive?: { rangeSum: Uint8Array; bins: number; tailFraction: number };
+    derive?: {
+      rangeSum: Uint8Array;
+      bins: number;
+      tailFraction: number;
+      /** The range round's report scale (C / sqrt(2·points) under local DP, else 1): the decrypted mean is divided by it before planning. */
+      rangeScale: number;
+    };
   } | null;
 }
 
@@ -168,7 +174,10 @@ interface WirePoint {
  * round; throws `invalid_argument` for a plan no device could follow.
  */
 export function calibrationFromWire(
-  c: { stage?: string; scale?: number | string; points?: readonly WirePoint[]; rangeSum?: Uint8Array | string; bins?: number; tailFraction?: number | string } | null | undefined,
+  c:
+    | { stage?: string; scale?: number | string; points?: readonly WirePoint[]; rangeSum?: Uint8Array | string; bins?: number; tailFraction?: number | string; rangeScale?: number | string }
+    | null
+    | undefined,
 ): NonNullable<Assignment['calibration']> | null {
   if (c === null || c === undefined) return null;
   if (c.stage !== 'range' && c.stage !== 'histogram') throw new ClientError('invalid_argument', `unknown calibration stage ${JSON.stringify(c.stage)}`);
@@ -192,7 +201,10 @@ export function calibrationFromWire(
   if (c.stage !== 'histogram' || !Number.isInteger(bins) || bins < 256 || !(tailFraction >= 0 && tailFraction < 0.5)) {
     throw new ClientError('invalid_argument', 'a derived calibration plan needs a histogram round, bins >= 256 and a tail fraction in [0, 0.5)');
   }
-  return { plan: { round: c.stage, points }, scale, derive: { rangeSum: new Uint8Array(rangeSum), bins, tailFraction } };
+  // proto3: an absent range_scale reads 0, i.e. a coordinator from before it existed (no DP): 1.
+  const rangeScale = c.rangeScale === undefined || Number(c.rangeScale) === 0 ? 1 : Number(c.rangeScale);
+  if (!(rangeScale > 0 && Number.isFinite(rangeScale))) throw new ClientError('invalid_argument', `a derived calibration plan with range scale ${String(c.rangeScale)}`);
+  return { plan: { round: c.stage, points }, scale, derive: { rangeSum: new Uint8Array(rangeSum), bins, tailFraction, rangeScale } };
 }
 
 /** Standard or URL-safe base64 to bytes (atob: Node and browsers alike). */

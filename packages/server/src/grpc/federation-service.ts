@@ -175,6 +175,7 @@ function toResponse(result: AssignmentResult): WaitForAssignmentResponse {
               rangeSum: Buffer.from(result.calibration.derive.rangeSum, 'base64'),
               bins: result.calibration.derive.bins,
               tailFraction: result.calibration.derive.tailFraction,
+              rangeScale: result.calibration.derive.rangeScale ?? 1,
             }),
           },
         }),

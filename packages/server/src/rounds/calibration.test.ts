@@ -51,9 +51,14 @@ describe('calibration settings', () => {
       }
       throw new Error('not refused');
     };
-    expect(refuse(true, { sharedKey: true, privacy: local })).toMatch(/shared-key task run without differential privacy/);
     expect(resolveCalibrationSettings(true, big, { ...context, sharedKey: true })).toMatchObject({ points: [':input', 'hidden'] });
+    // Shared key with local DP: accepted (each device noises its report before encrypting it).
+    expect(resolveCalibrationSettings(true, big, { ...context, sharedKey: true, privacy: local })).toMatchObject({ points: [':input', 'hidden'] });
     const ddg = { noiseClients: 2, scale: 8192, localStddev: 0.7, dimension: 8192, modulus: 0, roundingBeta: Math.exp(-0.5) };
+    // Shared key with distributed DP: refused, with the reason.
+    expect(refuse(true, { sharedKey: true, privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(
+      /shared-key task support local differential privacy only \(distributed DP reports would need the DDG encoding/,
+    );
     // Distributed DP over a shared key: only key holders could read the noisy sum.
     expect(refuse(true, { privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(/distributed DP in committee mode/);
     // In committee mode the committee opens the noisy sum for the coordinator: accepted.
@@ -84,7 +89,12 @@ describe('calibration settings', () => {
     expect(calibrationRoundConfig('histogram', settings.calibration!, null, encrypted, Uint8Array.of(1, 2, 3))).toEqual({
       plan: { round: 'histogram', points: [{ name: ':input', grid: { kind: 'log' } }, { name: 'hidden', grid: { kind: 'log' } }] },
       scale: 1,
-      derive: { rangeSum: 'AQID', bins: 2048, tailFraction: 0.001 },
+      derive: { rangeSum: 'AQID', bins: 2048, tailFraction: 0.001, rangeScale: 1 },
+    });
+    // Under local DP both scales are C / sqrt(m): m = points in the histogram round, 2·points in the range round.
+    expect(calibrationRoundConfig('histogram', settings.calibration!, local, encrypted, Uint8Array.of(1, 2, 3))).toMatchObject({
+      scale: 0.5 / Math.sqrt(2),
+      derive: { rangeScale: 0.5 / Math.sqrt(4) },
     });
     expect([encryptedReportLength('range', settings.calibration!), encryptedReportLength('histogram', settings.calibration!)]).toEqual([2 * 386, 2 * 2048]);
     expect(calibrationRoundConfig('range', settings.calibration!, null, null)).toEqual({ plan: planRangeRound([':input', 'hidden']), scale: 1 });

@@ -58,7 +58,15 @@
  * device decrypts it and derives the same plan (`planHistogramRound` is
  * deterministic). After the histogram round a key holder (`veil calibration
  * --device-key`, `veil export --device-key`) decrypts both sums, derives the
- * plan again and chooses the ranges. Shared-key calibration with DP is refused.
+ * plan again and chooses the ranges. With local DP a device scales its report
+ * by C / sqrt(m) and its DP middleware adds N(0, (zC)² I) before the
+ * encryption, exactly as for a plaintext task (above) and as its training
+ * updates are noised before they are encrypted; each round is charged by the
+ * same budget check and ledger entry as a training round. The histogram
+ * round's `derive` carries the range round's scale, so that key holders
+ * divide the decrypted mean by it (and clamp, `planHistogramRound`) before
+ * planning. Distributed DP on a shared-key task is refused for calibration
+ * (`resolveCalibrationSettings` says why).
  */
 import {
   ExportError,
@@ -105,7 +113,13 @@ export interface CalibrationRoundConfig {
   /** The plan; in a shared-key histogram round (`derive`) it names the points only (placeholder log grids). */
   plan: CalibrationPlan;
   /** Shared-key tasks' histogram round: the range round's encrypted sum (base64 bfv-sum-v1) the devices derive the plan from. */
-  derive?: { rangeSum: string; bins: number; tailFraction: number };
+  derive?: {
+    rangeSum: string;
+    bins: number;
+    tailFraction: number;
+    /** The range round's report scale: devices divide the decrypted range mean by it before planning (1 without DP; absent in rounds recorded before it existed: 1). */
+    rangeScale?: number;
+  };
   /** Devices multiply their frequency report by this before their middleware (1 without DP; C / sqrt(m) with local or distributed DP). */
   scale: number;
 }
@@ -146,7 +160,12 @@ export function resolveCalibrationSettings(
   if (input !== true && (typeof input !== 'object' || input === null || Array.isArray(input))) invalid('calibration must be true, false or an object');
   const options = input === true ? {} : input;
   for (const key of Object.keys(options)) if (!['method', 'percentile', 'bins', 'tailFraction'].includes(key)) invalid(`calibration has no option ${key}`);
-  if (context.sharedKey && context.privacy !== null) invalid('calibration rounds of a shared-key task run without differential privacy only');
+  if (context.sharedKey && context.privacy !== null && context.privacy.mode !== 'local') {
+    // Distributed DP's encoder (KLS21) rotates and rounds a vector of the model's padded dimension d, and only
+    // its modular sum decodes (inverse rotation); a shared-key report is encrypted unpadded at its own length
+    // and opened by decryptMean, which has no DDG decoding: that pairing is not implemented.
+    invalid('calibration rounds of a shared-key task support local differential privacy only (distributed DP reports would need the DDG encoding over the model\'s padded dimension, but shared-key calibration reports are encrypted unpadded)');
+  }
   if (context.privacy !== null && context.privacy.mode !== 'local' && context.privacy.ddg?.committee !== true) {
     invalid('calibration rounds support local differential privacy, or distributed DP in committee mode (the coordinator cannot open a shared key\'s sums)');
   }
@@ -221,10 +240,16 @@ export function calibrationRoundConfig(
 ): CalibrationRoundConfig | null {
   if (stage === 'histogram' && previous?.stage === 'range' && previous.encrypted === true) {
     if (encryptedRangeSum === undefined) return null;
+    const plan: CalibrationPlan = { round: 'histogram', points: settings.points.map((name) => ({ name, grid: { kind: 'log' } })) };
     return {
-      plan: { round: 'histogram', points: settings.points.map((name) => ({ name, grid: { kind: 'log' } })) },
-      scale: 1,
-      derive: { rangeSum: Buffer.from(encryptedRangeSum).toString('base64'), bins: settings.bins, tailFraction: settings.tailFraction },
+      plan,
+      scale: reportScale(plan, privacy),
+      derive: {
+        rangeSum: Buffer.from(encryptedRangeSum).toString('base64'),
+        bins: settings.bins,
+        tailFraction: settings.tailFraction,
+        rangeScale: reportScale(planRangeRound(settings.points), privacy),
+      },
     };
   }
   const plan = stage === 'range' ? planRangeRound(settings.points) : previous?.stage === 'range' ? (previous.nextPlan ?? null) : null;

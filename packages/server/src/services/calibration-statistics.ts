@@ -45,10 +45,13 @@ export interface EncryptedCalibrationFile {
   bins: number;
   tailFraction: number;
   rounds: CalibrationFile['rounds'];
-  /** The range round's plan and the encrypted sum of its reports (`length` values). */
-  range: { plan: CalibrationPlan; sum: string; length: number };
-  /** The encrypted sum of the histogram round's reports (`length` values, on the derived plan). */
-  histogram: { sum: string; length: number };
+  /**
+   * The range round's plan and the encrypted sum of its reports (`length` values); `scale` is the
+   * factor each report was multiplied by (C / sqrt(m) under local DP, else 1): divide the decrypted mean by it.
+   */
+  range: { plan: CalibrationPlan; sum: string; length: number; scale: number };
+  /** The encrypted sum of the histogram round's reports (`length` values, on the derived plan), and their `scale`. */
+  histogram: { sum: string; length: number; scale: number };
 }
 
 export interface CalibrationStatisticsService {
@@ -98,8 +101,8 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
           bins: settings.bins,
           tailFraction: settings.tailFraction,
           rounds,
-          range: { plan: range.config.calibration.plan, sum: Buffer.from(rangeSum).toString('base64'), length: rangeOutcome.statistics.length },
-          histogram: { sum: Buffer.from(histogramSum).toString('base64'), length: outcome!.statistics.length },
+          range: { plan: range.config.calibration.plan, sum: Buffer.from(rangeSum).toString('base64'), length: rangeOutcome.statistics.length, scale: range.config.calibration.scale },
+          histogram: { sum: Buffer.from(histogramSum).toString('base64'), length: outcome!.statistics.length, scale: histogram.config.calibration.scale },
         },
       };
     }
