@@ -1,24 +1,51 @@
 #!/usr/bin/env bash
-# The reduced bench:learning run of the README: one niced process per (partition, strategy),
-# each printing its JSON object to bench/learning/results/<partition>-<strategy>.json, in
-# priority order (Dir(0.1) first), so that whatever finishes is kept; then the throughput.
-# Protocol changes (stated in each JSON under reduction): 8 rounds (of 50), 1 local epoch
-# (of 10), 2,400 training images (of 60,000; 240 per device on average), 1,000 test images,
-# batch 32 and SGD step 0.05 (NIID-Bench: 64 and 0.01) so that so short a run learns.
+# The reduced bench:learning run of the README, in two shapes, one niced process per
+# (shape, partition, strategy), JOBS (default 2) at a time, in priority order, so that whatever
+# finishes is kept; each prints its JSON object to bench/learning/results/<shape>/<partition>-<strategy>.json
+# (stderr, the per-round progress, to a .log beside it while it runs; a cell with a .log is left to
+# the run that owns it, so a second invocation can add workers: delete a .log left by a killed run).
+# An optional grep pattern restricts the cells, e.g. `bash bench/learning/run-reduced.sh protocol-data:dir0.1`.
+# Then the throughput (results/throughput.json) when every cell ran.
+#   protocol-data: FedAvg and FedProx on IID, Dir(0.5) and Dir(0.1), and the server optimizers and
+#     q-FedAvg on Dir(0.1), with NIID-Bench's data and settings (all 60,000 training images over 10
+#     devices, all 10,000 test images, batch 64, SGD lr 0.01 momentum 0.9, FedProx mu 0.01) but
+#     1 local epoch (of 10) and 3 rounds (of 50).
+#   protocol-data-seed2: the Dir(0.1) cells of protocol-data again with --seed 2
+#     (another partition, initial model and minibatch order): is the ranking of seed 1 more than noise?
+#   dir0.1-small: every strategy on Dir(0.1), same settings but 6,000 training images (600 per
+#     device on average) and 2,000 test images, 1 local epoch, 8 rounds.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-mkdir -p bench/learning/results
-common=(--rounds 8 --epochs 1 --batch-size 32 --learning-rate 0.05 --train-count 2400 --test-count 1000 --throughput-samples 0)
 runs=(
-  dir0.1:fedavg dir0.1:fedprox dir0.1:fedadam dir0.1:fedavgm dir0.1:fedyogi dir0.1:fedadagrad dir0.1:qfedavg
-  dir0.5:fedavg dir0.5:fedprox iid:fedavg iid:fedprox dir0.5:fedadam iid:fedadam dir0.5:fedavgm
-  dir0.1:fedmedian dir0.1:fedtrimmedavg dir0.1:multikrum dir0.1:krum dir0.1:bulyan
-  dir0.5:fedyogi dir0.5:fedadagrad dir0.5:qfedavg iid:fedavgm iid:fedyogi iid:fedadagrad iid:qfedavg
+  protocol-data:iid:fedavg protocol-data:dir0.5:fedavg dir0.1-small:dir0.1:fedavg dir0.1-small:dir0.1:fedprox
+  protocol-data:iid:fedprox protocol-data:dir0.5:fedprox
+  dir0.1-small:dir0.1:fedadam dir0.1-small:dir0.1:fedadagrad dir0.1-small:dir0.1:fedyogi dir0.1-small:dir0.1:fedavgm
+  dir0.1-small:dir0.1:qfedavg dir0.1-small:dir0.1:fedmedian dir0.1-small:dir0.1:fedtrimmedavg
+  dir0.1-small:dir0.1:multikrum dir0.1-small:dir0.1:krum dir0.1-small:dir0.1:bulyan
+  protocol-data:dir0.1:fedavg protocol-data:dir0.1:fedprox protocol-data:dir0.1:fedadagrad protocol-data:dir0.1:fedavgm
+  protocol-data:dir0.1:fedadam protocol-data:dir0.1:fedyogi protocol-data:dir0.1:qfedavg
+  protocol-data-seed2:dir0.1:fedavg protocol-data-seed2:dir0.1:fedadagrad protocol-data-seed2:dir0.1:fedprox
+  protocol-data-seed2:dir0.1:fedadam protocol-data-seed2:dir0.1:fedyogi protocol-data-seed2:dir0.1:fedavgm
+  protocol-data-seed2:dir0.1:qfedavg
 )
-for run in "${runs[@]}"; do
-  partition=${run%%:*}; strategy=${run##*:}
-  out=bench/learning/results/$partition-$strategy.json
-  [ -s "$out" ] && continue
-  nice -n 19 scripts/node24.sh npm run -s bench:learning -- "${common[@]}" --partitions "$partition" --strategies "$strategy" > "$out.tmp" && mv "$out.tmp" "$out"
-done
-nice -n 19 scripts/node24.sh npm run -s bench:learning -- --rounds 1 --epochs 1 --train-count 1280 --test-count 100 --partitions iid --strategies fedavg > bench/learning/results/throughput.json
+cell() {
+  local shape=${1%%:*} rest=${1#*:}
+  local partition=${rest%%:*} strategy=${rest##*:}
+  local out=bench/learning/results/$shape/$partition-$strategy.json
+  if [ -s "$out" ] || [ -e "$out.log" ]; then return 0; fi
+  mkdir -p "$(dirname "$out")"
+  local args
+  case $shape in
+    protocol-data) args=(--rounds 3 --epochs 1 --train-count 60000 --test-count 10000) ;;
+    protocol-data-seed2) args=(--rounds 3 --epochs 1 --train-count 60000 --test-count 10000 --seed 2) ;;
+    dir0.1-small) args=(--rounds 8 --epochs 1 --train-count 6000 --test-count 2000) ;;
+  esac
+  nice -n 19 scripts/node24.sh npm run -s bench:learning -- "${args[@]}" --throughput-samples 0 \
+    --partitions "$partition" --strategies "$strategy" > "$out.tmp" 2> "$out.log" && mv "$out.tmp" "$out" && rm -f "$out.log"
+}
+export -f cell
+printf '%s\n' "${runs[@]}" | grep -- "${1:-.}" | xargs -P "${JOBS:-2}" -I{} bash -c 'cell "$1"' _ {}
+if [ $# -eq 0 ]; then
+  nice -n 19 scripts/node24.sh npm run -s bench:learning -- --rounds 1 --epochs 1 --train-count 1280 --test-count 100 \
+    --partitions iid --strategies fedavg > bench/learning/results/throughput.json
+fi
