@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The reduced bench:learning run of the README, in two shapes, one niced process per
+# The reduced bench:learning run of the README, in three shapes, one niced process per
 # (shape, partition, strategy), JOBS (default 2) at a time, in priority order, so that whatever
 # finishes is kept; each prints its JSON object to bench/learning/results/<shape>/<partition>-<strategy>.json
 # (stderr, the per-round progress, to a .log beside it while it runs; a cell with a .log is left to
 # the run that owns it, so a second invocation can add workers: delete a .log left by a killed run).
 # An optional grep pattern restricts the cells, e.g. `bash bench/learning/run-reduced.sh protocol-data:dir0.1`.
-# Then the throughput (results/throughput.json) when every cell ran.
+# Without a pattern, the throughput (results/throughput.json) follows the cells.
 #   protocol-data: FedAvg and FedProx on IID, Dir(0.5) and Dir(0.1), and the server optimizers and
 #     q-FedAvg on Dir(0.1), with NIID-Bench's data and settings (all 60,000 training images over 10
 #     devices, all 10,000 test images, batch 64, SGD lr 0.01 momentum 0.9, FedProx mu 0.01) but
