@@ -86,6 +86,27 @@ describe('blob store', () => {
       expect(parseSegment(await readFile(join(dir, 'updates/r3', file!))).map((r) => r.live)).toEqual([true, false, false]);
     });
 
+    it('removes a segment whose every record was erased (a refused upload leaves no file), and only when nothing can still append to it', async () => {
+      // The open segment of a round whose only upload was refused: the file goes; the next append starts a new one.
+      const refused = await store.append('updates/r5', Buffer.from('refused update'));
+      await store.delete(refused.key);
+      expect(await segmentFiles('updates/r5')).toEqual([]);
+      const next = await store.append('updates/r5', Buffer.from('accepted'));
+      expect((await store.get(next)).toString()).toBe('accepted');
+      expect(await segmentFiles('updates/r5')).toHaveLength(1);
+      // A live neighbour keeps the segment; once it is erased too (by a store that did not write it) the file goes.
+      const gone = await store.append('updates/r5', Buffer.from('refused too'));
+      await store.delete(gone.key);
+      expect(await segmentFiles('updates/r5')).toHaveLength(1);
+      expect((await store.get(next)).toString()).toBe('accepted');
+      await createBlobStore({ dir }).delete(next.key);
+      expect(await segmentFiles('updates/r5')).toEqual([]);
+      // An erasure racing with an append to the same open segment keeps the file and the appended record.
+      const first = await store.append('updates/r6', Buffer.from('one'));
+      const [, second] = await Promise.all([store.delete(first.key), store.append('updates/r6', Buffer.from('two'))]);
+      expect((await store.get(second)).toString()).toBe('two');
+    });
+
     it('detects a corrupted record and a key pointing at no record', async () => {
       const ref = await store.append('updates/r4', Buffer.from([9, 9, 9]));
       const [file] = await segmentFiles('updates/r4');

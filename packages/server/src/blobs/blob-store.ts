@@ -266,13 +266,29 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       if (record === null) return rm(pathOf(key), { force: true });
       const path = pathOf(record[1]!);
       const offset = Number(record[2]);
-      const open_ = [...segments.values()].find((s) => s.path === path);
+      const entry = [...segments.entries()].find(([, s]) => s.path === path);
+      const open_ = entry?.[1];
       if (open_) open_.busy++;
       try {
         await eraseRecord(open_ ? await open_.handle : null, path, offset);
       } finally {
         if (open_) open_.busy--;
       }
+      // A segment left with no live record (e.g. a round's only upload, refused) goes as a whole, so a
+      // refused update leaves no file behind. Only when no append can still use it: an open segment
+      // leaves the map first, synchronously (appends reserve their range synchronously after looking
+      // it up, so a later append starts a new segment), and only while nothing is in flight on it.
+      if (open_ !== undefined) {
+        const reserved = open_.size;
+        if (open_.busy > 0 || segments.get(entry![0]) !== open_) return;
+        if (!(await onlyErasedRecords(path, reserved))) return;
+        if (open_.busy > 0 || open_.size !== reserved || segments.get(entry![0]) !== open_) return;
+        segments.delete(entry![0]);
+        await (await open_.handle).close();
+      } else if (!(await onlyErasedRecords(path, null))) {
+        return;
+      }
+      await rm(path, { force: true });
     },
     async close() {
       const all = [...segments.values()];
@@ -296,6 +312,25 @@ async function readRecord(path: string, offset: number, key: string): Promise<Bu
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Whether every record of a segment is erased (and the file holds nothing else): `size`, when the
+ * segment is open, is the bytes reserved in it, which must all be complete records. A missing file
+ * counts as no (nothing to remove).
+ */
+async function onlyErasedRecords(path: string, size: number | null): Promise<boolean> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+  if (size !== null && bytes.length !== size) return false;
+  const records = parseSegment(bytes);
+  const end = records.reduce((at, r) => Math.max(at, r.offset + RECORD_HEADER_BYTES + r.sizeBytes), 0);
+  return records.length > 0 && end === bytes.length && records.every((r) => !r.live);
 }
 
 /** Marks a record erased and overwrites its payload with zeros, durably. A missing segment or record is already gone. */
