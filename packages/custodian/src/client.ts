@@ -234,6 +234,22 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   /** Staged calls not yet ended, cancelled by `close`. */
   const liveStaged = new Set<StagedCall>();
 
+  /** The final header of a request for D (staged or not), signed over its claims now. */
+  function requestHeader(request: CommitteeRequest, hashD: Uint8Array, custodianIndex: number) {
+    const issuedAtMs = clock();
+    const claims = { descriptorHash: descriptor.hash, round: request.round, hashD, deviceCount: request.devices.length, custodianIndex, issuedAtMs };
+    return {
+      descriptor: Buffer.from(options.descriptor),
+      descriptorSignature: Buffer.from(options.descriptorSignature),
+      round: request.round,
+      hashD: Buffer.from(hashD),
+      deviceCount: request.devices.length,
+      custodianIndex,
+      issuedAtMs,
+      coordinatorSignature: Buffer.from(options.signRequest(requestSigningBytes(claims))),
+    };
+  }
+
   function openStaged(member: (typeof members)[number], round: number): StagedCall {
     const issuedAtMs = clock();
     const coordinatorSignature = options.signRequest(stageSigningBytes({ descriptorHash: descriptor.hash, round, custodianIndex: member.index, issuedAtMs }));
@@ -280,26 +296,13 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   function finishStaged(staged: StagedCall, request: CommitteeRequest, hashD: Uint8Array, deadline: number, onCall: (call: grpc.ClientWritableStream<ShareSumRequest>) => void): Promise<ShareSumResponse__Output> {
     staged.finalSent = true;
     const { member, call } = staged;
-    const issuedAtMs = clock();
-    const claims = { descriptorHash: descriptor.hash, round: request.round, hashD, deviceCount: request.devices.length, custodianIndex: member.index, issuedAtMs };
-    const coordinatorSignature = options.signRequest(requestSigningBytes(claims));
+    const header = requestHeader(request, hashD, member.index);
     onCall(call);
     // The collect's deadline applies to the answer, whatever the staged call's own deadline.
     const timer = setTimeout(() => call.cancel(), Math.max(0, deadline - Date.now()));
     timer.unref?.();
     try {
-      call.write({
-        header: {
-          descriptor: Buffer.from(options.descriptor),
-          descriptorSignature: Buffer.from(options.descriptorSignature),
-          round: request.round,
-          hashD: Buffer.from(hashD),
-          deviceCount: request.devices.length,
-          custodianIndex: member.index,
-          issuedAtMs,
-          coordinatorSignature: Buffer.from(coordinatorSignature),
-        },
-      });
+      call.write({ header });
       call.end();
     } catch (error) {
       call.cancel();
@@ -316,9 +319,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     deadline: number,
     onCall: (call: grpc.ClientWritableStream<ShareSumRequest>) => void,
   ): Promise<ShareSumResponse__Output> {
-    const issuedAtMs = clock();
-    const claims = { descriptorHash: descriptor.hash, round: request.round, hashD, deviceCount: request.devices.length, custodianIndex: member.index, issuedAtMs };
-    const coordinatorSignature = options.signRequest(requestSigningBytes(claims));
+    const header = requestHeader(request, hashD, member.index);
     let settle!: { resolve: (r: ShareSumResponse__Output) => void; reject: (e: unknown) => void };
     const result = new Promise<ShareSumResponse__Output>((resolve, reject) => {
       settle = { resolve, reject };
@@ -347,18 +348,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
         ended = true;
       };
       result.then(stop, stop);
-      await write({
-        header: {
-          descriptor: Buffer.from(options.descriptor),
-          descriptorSignature: Buffer.from(options.descriptorSignature),
-          round: request.round,
-          hashD: Buffer.from(hashD),
-          deviceCount: request.devices.length,
-          custodianIndex: member.index,
-          issuedAtMs,
-          coordinatorSignature: Buffer.from(coordinatorSignature),
-        },
-      });
+      await write({ header });
       for (let start = 0; start < request.devices.length && !ended; start += MAX_DEVICES_PER_BATCH) {
         const batch = [];
         for (let j = start; j < Math.min(start + MAX_DEVICES_PER_BATCH, request.devices.length); j += 1) {
