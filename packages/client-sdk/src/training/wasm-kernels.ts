@@ -103,9 +103,14 @@ function byConvolution(
     const pad: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [top, bottom], [left, right], [0, 0]];
     return tf.transpose(tf.conv2d(xByChannel, dyAsFilter, 1, pad), [1, 2, 0, 3]); // [kh, kw, ci, co]
   });
+  return outputFrom(wasm, gradient, filterShape);
+}
+
+/** A backend output of `shape` holding `gradient`'s values (disposed here). */
+function outputFrom(wasm: WasmBackendLike, gradient: { dataSync(): unknown; dispose(): void }, shape: number[]): TensorInfo {
   try {
     const values = gradient.dataSync() as Float32Array;
-    const out = wasm.makeOutput(filterShape, 'float32');
+    const out = wasm.makeOutput(shape, 'float32');
     wasm.typedArrayFromHeap(out).set(values);
     return out;
   } finally {
@@ -158,14 +163,7 @@ export function conv2DBackpropInputWasm(tf: Tf, fallback: KernelConfig): KernelC
         const rotated = tf.transpose(tf.reverse(tf.tensor4d(ws, filterShape), [0, 1]), [0, 1, 3, 2]); // [kh, kw, co, ci]
         return tf.conv2d(tf.tensor4d(dys, dy.shape as [number, number, number, number]), rotated, 1, fullPad); // [b, h, w, ci]
       });
-      try {
-        const values = gradient.dataSync() as Float32Array;
-        const out = wasm.makeOutput(inputShape, 'float32');
-        wasm.typedArrayFromHeap(out).set(values);
-        return out;
-      } finally {
-        gradient.dispose();
-      }
+      return outputFrom(wasm, gradient, inputShape);
     },
   };
 }
