@@ -316,21 +316,32 @@ async function readRecord(path: string, offset: number, key: string): Promise<Bu
 
 /**
  * Whether every record of a segment is erased (and the file holds nothing else): `size`, when the
- * segment is open, is the bytes reserved in it, which must all be complete records. A missing file
- * counts as no (nothing to remove).
+ * segment is open, is the bytes reserved in it, which must all be complete records. Reads the
+ * records' 48-byte headers only, never their payloads (a round's segment can hold hundreds of MB
+ * of accepted updates), and stops at the first live one. A missing file counts as no (nothing to
+ * remove).
  */
 async function onlyErasedRecords(path: string, size: number | null): Promise<boolean> {
-  let bytes: Buffer;
+  let handle: FileHandle;
   try {
-    bytes = await readFile(path);
+    handle = await open(path, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw error;
   }
-  if (size !== null && bytes.length !== size) return false;
-  const records = parseSegment(bytes);
-  const end = records.reduce((at, r) => Math.max(at, r.offset + RECORD_HEADER_BYTES + r.sizeBytes), 0);
-  return records.length > 0 && end === bytes.length && records.every((r) => !r.live);
+  try {
+    const length = (await handle.stat()).size;
+    if (length === 0 || (size !== null && length !== size)) return false;
+    let offset = 0;
+    while (offset < length) {
+      const header = await readRecordHeader(handle, offset);
+      if (header === null || header.live) return false;
+      offset += RECORD_HEADER_BYTES + header.sizeBytes;
+    }
+    return offset === length;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Marks a record erased and overwrites its payload with zeros, durably. A missing segment or record is already gone. */
