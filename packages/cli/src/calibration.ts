@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { CryptoError, createHeContext, createSumDecryptor, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
 import { ExportError, chooseActivationRanges, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
+import type { CalibrationFileJson as CalibrationFileWire, EncryptedCalibrationFileJson as EncryptedCalibrationFileWire } from '@veil/protocol';
 import { ExportCommandError, openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
 
 /** Options of {@link runCalibration}. */
@@ -13,32 +14,11 @@ export interface CalibrationCommandOptions extends CoordinatorAccess {
   deviceKeyDir?: string | null;
 }
 
-/** The statistics file (GET /v1/tasks/ID/calibration, format veil-calibration-v1). */
-export interface CalibrationFileJson {
-  format: 'veil-calibration-v1';
-  taskId: string;
-  modelVersion: number;
-  method: string;
-  percentile: number;
-  activationRanges: ActivationRanges;
-  rounds: unknown;
-  histogram: { plan: CalibrationPlan; statistics: number[] };
-}
+/** The statistics file (GET /v1/tasks/ID/calibration, format veil-calibration-v1; the wire type is @veil/protocol's). */
+export type CalibrationFileJson = CalibrationFileWire<CalibrationPlan, ActivationRanges>;
 
 /** A shared-key task's statistics as the coordinator holds them (format veil-calibration-bfv-v1: encrypted sums). */
-export interface EncryptedCalibrationFileJson {
-  format: 'veil-calibration-bfv-v1';
-  taskId: string;
-  modelVersion: number;
-  method: string;
-  percentile: number;
-  bins: number;
-  tailFraction: number;
-  rounds: unknown;
-  /** `scale`: the factor the reports were multiplied by (C / sqrt(m) under local DP; absent: 1). */
-  range: { plan: CalibrationPlan; sum: string; length: number; scale?: number };
-  histogram: { sum: string; length: number; scale?: number };
-}
+export type EncryptedCalibrationFileJson = EncryptedCalibrationFileWire<CalibrationPlan>;
 
 /**
  * A key holder's side of a shared-key task's calibration (issue 16): decrypts the range round's

@@ -11,6 +11,7 @@ export { federationServiceDefinition, createFederationServiceClient, protoRoot, 
 export { sha256, chunkPayload, float32ToBytes, bytesToFloat32 } from './codec.js';
 export { countParameters, toConfigMessages, fromConfigMessages } from './model.js';
 export type { WeightSpec, ModelSpec, FitConfigValue, ConfigValueMessage } from './model.js';
+export type { CalibrationFileJson, EncryptedCalibrationFileJson, CalibrationRoundsJson } from './calibration.js';
 
 export type { FederationServiceClient, FederationServiceHandlers } from './gen/veil/v1/FederationService.js';
 export type { EncryptionSpec, EncryptionSpec__Output } from './gen/veil/v1/EncryptionSpec.js';

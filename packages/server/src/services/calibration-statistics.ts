@@ -1,4 +1,5 @@
 import type { ActivationRanges, CalibrationPlan } from '@veil/export';
+import type { CalibrationFileJson, EncryptedCalibrationFileJson } from '@veil/protocol';
 import { VeilError } from '../errors.js';
 import { calibrationRounds, decodeStatistics, type CalibrationOutcome } from '../rounds/calibration.js';
 import type { Round, Task } from '../rounds/model.js';
@@ -12,47 +13,12 @@ export interface CalibrationStatisticsPorts {
 
 /**
  * A task's federated calibration statistics (the file `veil calibration` writes and
- * `veil export --calibration FILE` reads): the activation ranges chosen for a model version and
- * the aggregated histograms they were chosen from.
+ * `veil export --calibration FILE` reads; the wire type is @veil/protocol's).
  */
-export interface CalibrationFile {
-  format: 'veil-calibration-v1';
-  taskId: string;
-  modelVersion: number;
-  /** Range choice and its parameter, as the task set them. */
-  method: string;
-  percentile: number;
-  activationRanges: ActivationRanges;
-  /** The two calibration rounds, with the devices each aggregated. */
-  rounds: { range: { number: number; participants: number }; histogram: { number: number; participants: number } };
-  /** The histogram round's plan and its aggregated statistics (frequencies; DP noise included where the task uses DP). */
-  histogram: { plan: CalibrationPlan; statistics: number[] };
-}
+export type CalibrationFile = CalibrationFileJson<CalibrationPlan, ActivationRanges>;
 
-/**
- * A shared-key task's calibration statistics: the two rounds' sums as the coordinator holds them,
- * encrypted under the task's key (bfv-sum-v1, base64). A key holder decrypts the range sum, derives
- * the histogram plan from it (`planHistogramRound` with `bins` and `tailFraction`), decrypts the
- * histogram sum and chooses the ranges (`veil calibration --device-key` writes the
- * veil-calibration-v1 file from it).
- */
-export interface EncryptedCalibrationFile {
-  format: 'veil-calibration-bfv-v1';
-  taskId: string;
-  modelVersion: number;
-  method: string;
-  percentile: number;
-  bins: number;
-  tailFraction: number;
-  rounds: CalibrationFile['rounds'];
-  /**
-   * The range round's plan and the encrypted sum of its reports (`length` values); `scale` is the
-   * factor each report was multiplied by (C / sqrt(m) under local DP, else 1): divide the decrypted mean by it.
-   */
-  range: { plan: CalibrationPlan; sum: string; length: number; scale: number };
-  /** The encrypted sum of the histogram round's reports (`length` values, on the derived plan), and their `scale`. */
-  histogram: { sum: string; length: number; scale: number };
-}
+/** A shared-key task's calibration statistics: the two rounds' sums, encrypted under the task's key (@veil/protocol). */
+export type EncryptedCalibrationFile = EncryptedCalibrationFileJson<CalibrationPlan>;
 
 export interface CalibrationStatisticsService {
   /** The statistics of `version` (default: the calibrated one); null when that version has none. */
