@@ -30,10 +30,19 @@ import {
 } from './helpers.js';
 import type { Coordinator } from '../src/index.js';
 
+/** How an upload call ended: its status, when (ms after it was opened), and its place among the calls of this file that ended. */
+interface Outcome {
+  code: grpc.status;
+  details: string;
+  afterMs: number;
+  /** 1 for the first call of this file to end, 2 for the next, ...: which of two calls ended first, whatever the machine's load. */
+  order: number;
+}
+let ended = 0;
+
 interface OpenStream {
   write(message: SubmitUpdateRequest): void;
-  /** How the call ended, and when (ms after it was opened). */
-  readonly outcome: Promise<{ code: grpc.status; details: string; afterMs: number }>;
+  readonly outcome: Promise<Outcome>;
   close(): void;
 }
 
@@ -44,9 +53,9 @@ function openUpload(coordinator: Coordinator, credential: string): OpenStream {
   metadata.set('authorization', `Bearer ${credential}`);
   const opened = Date.now();
   let call!: grpc.ClientWritableStream<SubmitUpdateRequest>;
-  const outcome = new Promise<{ code: grpc.status; details: string; afterMs: number }>((resolve) => {
+  const outcome = new Promise<Outcome>((resolve) => {
     call = client.SubmitUpdate(metadata, (error) => {
-      resolve({ code: error?.code ?? grpc.status.OK, details: error?.details ?? '', afterMs: Date.now() - opened });
+      resolve({ code: error?.code ?? grpc.status.OK, details: error?.details ?? '', afterMs: Date.now() - opened, order: ++ended });
     });
     call.on('error', () => {});
   });
@@ -75,12 +84,6 @@ function headerFor(roundNumber: number, delta: Float32Array, exampleCount: numbe
   };
 }
 
-const timed = async <T>(p: Promise<T>): Promise<{ value: T; ms: number }> => {
-  const started = Date.now();
-  const value = await p;
-  return { value, ms: Date.now() - started };
-};
-
 describe('fair upload budget', () => {
   test('streams that send a header and then nothing neither starve honest uploads nor outlive the idle timeout', async () => {
     const idleMs = 700;
@@ -103,10 +106,9 @@ describe('fair upload budget', () => {
       await new Promise((resolve) => setTimeout(resolve, 150));
       const d1 = pattern(TINY_PARAMETERS, 11);
       const d2 = pattern(TINY_PARAMETERS, 12);
-      const honest = await Promise.all([timed(h1.submit(assignments[1]!, d1, 4)), timed(h2.submit(assignments[2]!, d2, 6))]);
-      expect(honest.map((h) => h.value.acceptedCount).sort()).toEqual([1, 2]);
-      // They waited at most for the stalled streams' idle timeouts (two admitted in turn), not for the round.
-      for (const h of honest) expect(h.ms).toBeLessThan(4 * idleMs + 1_500);
+      // Accepted, so before the round closed: the stalled streams held the budget only until their idle timeouts.
+      const honest = await Promise.all([h1.submit(assignments[1]!, d1, 4), h2.submit(assignments[2]!, d2, 6)]);
+      expect(honest.map((h) => h.acceptedCount).sort()).toEqual([1, 2]);
 
       const outcomes = await Promise.all(stalled.map((s) => s.outcome));
       const byCode = outcomes.map((o) => grpc.status[o.code]).sort();
@@ -114,11 +116,13 @@ describe('fair upload budget', () => {
       expect(byCode).toEqual(['DEADLINE_EXCEEDED', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED']);
       const refused = outcomes.find((o) => o.code === grpc.status.RESOURCE_EXHAUSTED)!;
       expect(refused.details).toMatch(/already has 2 uploads open \(at most 2\)/);
-      expect(refused.afterMs).toBeLessThan(idleMs);
-      for (const o of outcomes.filter((x) => x.code === grpc.status.DEADLINE_EXCEEDED)) {
+      // At once: while the device's two other streams were still open, i.e. before either was closed
+      // (by its idle timer, as its text says, not by the round's close).
+      const idled = outcomes.filter((x) => x.code === grpc.status.DEADLINE_EXCEEDED);
+      for (const o of idled) expect(refused.order).toBeLessThan(o.order);
+      for (const o of idled) {
         expect(o.details).toBe(`no update data for ${idleMs} ms`);
         expect(o.afterMs).toBeGreaterThanOrEqual(idleMs - 50);
-        expect(o.afterMs).toBeLessThan(3 * idleMs + 1_000);
       }
       const none = await silent.outcome;
       expect(grpc.status[none.code]).toBe('DEADLINE_EXCEEDED');
@@ -156,8 +160,8 @@ describe('fair upload budget', () => {
       const outcome = await stalled.outcome;
       expect(grpc.status[outcome.code]).toBe('FAILED_PRECONDITION');
       expect(outcome.details).toBe('round 1 is CLOSED: this upload did not finish in time');
-      // Closed with the round (which closes at its deadline), long before any idle timeout.
-      expect(Date.now() - deadline).toBeLessThan(3_000);
+      // Closed with the round (which closes at its deadline; the idle timeout is 10 minutes), not before it.
+      expect(Date.now()).toBeGreaterThanOrEqual(deadline);
       const rounds = await waitForRounds(rest, taskId, (r) => r[0]?.state === 'CLOSED');
       expect(rounds[0]).toMatchObject({ received: 1, summary: { participants: 1 } });
       // The attacker's slot is free again: it takes part in round 2 normally.
@@ -432,7 +436,7 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
       // The round closes at its deadline with nothing received: the stream and both Connect uploads are cancelled then.
       const closed = await stalled.outcome;
       expect(grpc.status[closed.code]).toBe('FAILED_PRECONDITION');
-      expect(Date.now() - a.deadlineUnixMs).toBeLessThan(3_000);
+      expect(Date.now()).toBeGreaterThanOrEqual(a.deadlineUnixMs);
       for (const uploadId of ids) {
         const after = await uploadCall(coordinator, 'GetUpload', { uploadId }, device.credential);
         expect([after.status, after.code, after.body['message']]).toEqual([400, 'failed_precondition', closed.details]);
