@@ -73,6 +73,42 @@ describe('negacyclic NTT', () => {
     expect(b).toEqual(a);
   });
 
+  it('the lazily reduced inverse is exact at the extremes: NTT(INTT(y)) = y for y all q - 1, alternating 0 / q - 1, 0 / 1, and 200 random', () => {
+    const cases = [
+      new Float64Array(N).fill(Q - 1),
+      Float64Array.from({ length: N }, (_, k) => (k % 2 === 0 ? 0 : Q - 1)),
+      Float64Array.from({ length: N }, (_, k) => (k % 2 === 0 ? Q - 1 : 0)),
+      Float64Array.from({ length: N }, (_, k) => (k < N / 2 ? Q - 1 : 0)),
+      Float64Array.from({ length: N }, (_, k) => k % 2),
+      ...Array.from({ length: 200 }, (_, i) => randomResidues(N, `inverse-${i}`)),
+    ];
+    for (const y of cases) {
+      const x = Float64Array.from(y);
+      nttInverse(x);
+      expect(x.every((v) => Number.isInteger(v) && v >= 0 && v < Q)).toBe(true);
+      nttForward(x);
+      expect(x).toEqual(y);
+      const unscaled = Float64Array.from(y);
+      nttInverseUnscaled(unscaled);
+      expect(unscaled.every((v) => Number.isInteger(v) && v >= 0 && v < Q)).toBe(true);
+      // N · INTT(y): scaling the unscaled result by N^-1 gives INTT(y).
+      const nInv = Number(((): bigint => {
+        let r = 1n;
+        let b = BigInt(N);
+        let e = QB - 2n;
+        while (e > 0n) {
+          if (e & 1n) r = (r * b) % QB;
+          b = (b * b) % QB;
+          e >>= 1n;
+        }
+        return r;
+      })());
+      const scaled = Float64Array.from(unscaled, (v) => mulModQ(v, nInv));
+      nttForward(scaled);
+      expect(scaled).toEqual(y);
+    }
+  }, 60_000);
+
   it('X · X^(N-1) = -1 (the ring is Z_q[X]/(X^N + 1))', () => {
     const x = new Float64Array(N);
     x[1] = 1;

@@ -62,7 +62,11 @@ interface Twiddles {
   readonly wq: Float64Array;
 }
 
-/** (x · w) mod q with w's limbs precomputed. */
+/**
+ * (x · w) mod q with w's limbs precomputed, for w in [0, q) and x in [0, 2^46) (so also the lazy
+ * values below 4q of {@link nttInverseUnscaled}): x·w/q < 2^46, so the float64 quotient is off
+ * by at most one and the remainder lies in [-q, 2q); every limb product stays below 2^53.
+ */
 function mulTwiddle(x: number, w: number, w0: number, w1: number, wq: number): number {
   const h = Math.floor(x * wq);
   const x1 = (x * INV26) | 0;
@@ -169,29 +173,72 @@ export function nttInverse(a: Float64Array): void {
 }
 
 /**
+ * The inverse transform's twiddles interleaved, 4 per index k: [w0, w1, w/q, w] (w = w1·2^26 + w0),
+ * so that a butterfly reads one cache line rather than four arrays.
+ */
+const INVERSE_INTERLEAVED = (() => {
+  const { w, w0, w1, wq } = TABLES.inverse;
+  const out = new Float64Array(4 * N);
+  for (let k = 0; k < N; k++) {
+    out[4 * k] = w0[k]!;
+    out[4 * k + 1] = w1[k]!;
+    out[4 * k + 2] = wq[k]!;
+    out[4 * k + 3] = w[k]!;
+  }
+  return out;
+})();
+
+const TWO_Q = 2 * Q;
+
+/**
  * {@link nttInverse} without its final 1/N scaling: N·INTT(a). For products whose fixed factor
  * already carries 1/N ({@link createFixedMultiplier} with `inverseN`), saving one pass.
+ *
+ * Gentleman-Sande butterflies with Harvey's lazy reduction (Harvey 2014, "Faster arithmetic for
+ * number-theoretic transforms", Alg. 3 for the inverse direction): between stages each value is
+ * kept in [0, 2q) rather than [0, q), the difference u - v + 2q in (0, 4q) goes to the twiddle
+ * product unreduced (every limb product stays below 2^53: see {@link mulTwiddle}, which is exact
+ * for inputs below 2^46 > 4q), and only the last stage reduces into [0, q). Input in [0, q);
+ * output in [0, q), equal coefficient for coefficient to the strictly reduced transform.
  */
 export function nttInverseUnscaled(a: Float64Array): void {
   if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
-  const { w, w0, w1, wq } = TABLES.inverse;
+  const tw = INVERSE_INTERLEAVED;
   let t = 1;
   for (let m = N; m > 1; m >>= 1) {
     const h = m >> 1;
+    const last = m === 2;
     let j1 = 0;
     for (let i = 0; i < h; i++) {
-      const k = h + i;
-      const s = w[k]!;
-      const s0 = w0[k]!;
-      const s1 = w1[k]!;
-      const sq = wq[k]!;
-      for (let j = j1; j < j1 + t; j++) {
+      const o = 4 * (h + i);
+      const w0 = tw[o]!;
+      const w1 = tw[o + 1]!;
+      const wq = tw[o + 2]!;
+      const end = j1 + t;
+      for (let j = j1; j < end; j++) {
         const u = a[j]!;
         const v = a[j + t]!;
-        const sum = u + v;
-        a[j] = sum - Q * +(sum >= Q);
-        const diff = u - v;
-        a[j + t] = mulTwiddle(diff + Q * +(diff < 0), s, s0, s1, sq);
+        const sum = u + v; // [0, 4q)
+        const x = u - v + TWO_Q; // (0, 4q)
+        // (x · w) mod q as in mulTwiddle, left in [0, 2q): the remainder r is in [-q, 2q).
+        const hq = Math.floor(x * wq);
+        const x1 = (x * INV26) | 0;
+        const x0 = x - x1 * TWO26;
+        const h1 = (hq * INV26) | 0;
+        const h0 = hq - h1 * TWO26;
+        let mid = x1 * w0 + x0 * w1 - h1 * Q0 - h0 * Q1;
+        mid -= Math.floor(mid * INV26) * TWO26;
+        let r = mid * TWO26 + (x0 * w0 - h0 * Q0);
+        r -= Math.round(r * INV52) * TWO52;
+        r += Q * +(r < 0);
+        const s = sum - TWO_Q * +(sum >= TWO_Q); // [0, 2q)
+        if (last) {
+          a[j] = s - Q * +(s >= Q);
+          a[j + t] = r - Q * +(r >= Q);
+        } else {
+          a[j] = s - Q * +(s >= Q);
+          a[j + t] = r;
+        }
       }
       j1 += 2 * t;
     }

@@ -24,7 +24,6 @@ import {
   PACKED_POLY_BYTES,
   Q,
   addPacked44,
-  centreQ,
   createFixedMultiplier,
   derivePublicPolynomialNtt,
   nttForward,
@@ -40,6 +39,8 @@ export const COMMITTEE_HEADER_SLOTS = 2;
 /** Bytes of the c0 payload header. */
 export const C0_HEADER_BYTES = 12;
 const C0_MAGIC = [0x56, 0x43, 0x30, 0x01]; // "VC0", version 1
+/** Residues above (q - 1)/2 are negative (centreQ in ring.ts, inlined on the decryption's hot loop). */
+const HALF_Q = (Q - 1) / 2;
 
 /** Polynomials needed for `valueCount` values plus the count and weight slots. */
 export function polynomialCount(valueCount: number): number {
@@ -359,6 +360,8 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
   sHat.fill(0);
   const decoded = new Float64Array(polys * N);
   const work = new Float64Array(N);
+  const { c0Sum } = options;
+  const inverseDelta = 1 / delta;
   try {
     for (let l = 0; l < polys; l++) {
       const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
@@ -367,9 +370,10 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
       nttInverseUnscaled(work);
       const base = l * N;
       for (let k = 0; k < N; k++) {
-        let v = options.c0Sum[base + k]! + work[k]!;
-        if (v >= Q) v -= Q;
-        decoded[base + k] = Math.round(centreQ(v) / delta);
+        // c0 + a·S_D in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
+        let v = c0Sum[base + k]! + work[k]!;
+        v -= Q * +(v >= Q);
+        decoded[base + k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
       }
     }
   } finally {
