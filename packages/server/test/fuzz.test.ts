@@ -6,7 +6,8 @@
  * on the HTTP port, http/connect.ts): random bodies, content types and authorization headers on
  * every route, structured mutations of valid JSON and binary messages, malformed and oversized
  * envelopes, and mutated chunked-upload sequences. Each input must end in a documented status
- * (never HTTP 5xx, never gRPC INTERNAL or UNKNOWN, never Connect `internal`), a refused input must
+ * (never HTTP 5xx, never gRPC INTERNAL or UNKNOWN, never Connect `internal`; an explicit overload
+ * answer, 503 `unavailable` with Retry-After, is sent again after the wait), a refused input must
  * persist nothing (row counts and blob files unchanged), and the coordinator must still serve
  * good requests afterwards. Runs are bounded (about a minute in all).
  */
@@ -34,6 +35,31 @@ import {
 const SERVICE = '/veil.v1.FederationService/';
 /** gRPC statuses that would mean the server failed (or threw) rather than refused the input. */
 const SERVER_FAULTS = new Set([grpc.status.INTERNAL, grpc.status.UNKNOWN, grpc.status.DATA_LOSS]);
+
+/** Times an input answered with an explicit overload is sent again ({@link served}). */
+const OVERLOAD_RETRIES = 5;
+
+/**
+ * `send`'s answer once it is not an explicit overload: a 503 whose JSON body's code is
+ * `unavailable`, with a Retry-After in seconds (a busy database: persistence/busy.ts; REST and
+ * Connect alike). That answer is legitimate under load (as gRPC UNAVAILABLE is: not in
+ * SERVER_FAULTS) but says nothing of the input, so the same request is sent again after the wait,
+ * at most {@link OVERLOAD_RETRIES} times; any other 5xx is returned at once, for the test to fail on.
+ */
+async function served(send: () => Promise<Response>): Promise<Response> {
+  for (let attempt = 0; ; attempt++) {
+    const response = await send();
+    const retryAfter = response.headers.get('retry-after') ?? '';
+    if (response.status !== 503 || attempt === OVERLOAD_RETRIES || !/^[1-9][0-9]?$/.test(retryAfter)) return response;
+    const body = await response
+      .clone()
+      .json()
+      .catch(() => null);
+    if ((body as { code?: unknown } | null)?.code !== 'unavailable') return response;
+    await response.arrayBuffer();
+    await new Promise((resolve) => setTimeout(resolve, Number(retryAfter) * 1_000));
+  }
+}
 
 interface Counts {
   tasks: number;
@@ -69,7 +95,7 @@ describe('fuzz', () => {
     const token = options.token === undefined ? env.coordinator.adminToken : options.token;
     if (token !== null) headers['authorization'] = `Bearer ${token}`;
     if (options.contentType !== undefined && options.contentType !== '') headers['content-type'] = options.contentType;
-    const response = await fetch(env.rest.baseUrl + path, { method, headers, ...(options.body !== undefined && { body: options.body }) });
+    const response = await served(() => fetch(env.rest.baseUrl + path, { method, headers, ...(options.body !== undefined && { body: options.body }) }));
     await response.arrayBuffer();
     return response.status;
   };
@@ -395,12 +421,14 @@ describe('fuzz', () => {
     let response: Response;
     let bytes: Buffer;
     try {
-      response = await fetch(`${env.coordinator.httpUrl}/${path}`, {
-        method: 'POST',
-        headers,
-        ...(body !== undefined && { body: typeof body === 'string' ? body : Buffer.from(body) }),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      response = await served(() =>
+        fetch(`${env.coordinator.httpUrl}/${path}`, {
+          method: 'POST',
+          headers,
+          ...(body !== undefined && { body: typeof body === 'string' ? body : Buffer.from(body) }),
+          signal: AbortSignal.timeout(timeoutMs),
+        }),
+      );
       bytes = Buffer.from(await response.arrayBuffer());
     } catch (error) {
       if ((error as Error).name === 'TimeoutError') return null;
@@ -667,11 +695,13 @@ describe('fuzz', () => {
           return connectCall(`veil.v1.UploadService/${method}`, type.encode(type.fromObject(body as Record<string, unknown>)).finish(), 'application/proto', bearer());
         };
         const begin = async (): Promise<string> => {
-          const r = await fetch(`${env.coordinator.httpUrl}/veil.v1.UploadService/BeginUpload`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', authorization: bearer() },
-            body: JSON.stringify({ header }),
-          });
+          const r = await served(() =>
+            fetch(`${env.coordinator.httpUrl}/veil.v1.UploadService/BeginUpload`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: bearer() },
+              body: JSON.stringify({ header }),
+            }),
+          );
           const answer = { status: r.status, veil: r.headers.get('veil-error-code'), code: null };
           const json = (await r.json()) as { uploadId?: string; code?: string };
           await checkConnect(`BeginUpload ${JSON.stringify(header).slice(0, 200)}`, { ...answer, code: r.status === 200 ? null : String(json.code) }, before);
