@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises';
-import { CryptoError, createHeContext, createSumDecryptor, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
+import { ClientError, createDeviceEncryption, rotationSeedForVersion } from '@veil/client-sdk';
+import { CryptoError, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
 import { ExportError, chooseActivationRanges, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
 import type { CalibrationFileJson as CalibrationFileWire, EncryptedCalibrationFileJson as EncryptedCalibrationFileWire } from '@veil/protocol';
 import { ExportCommandError, openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
@@ -24,19 +25,31 @@ export type EncryptedCalibrationFileJson = EncryptedCalibrationFileWire<Calibrat
  * A key holder's side of a shared-key task's calibration (issue 16): decrypts the range round's
  * sum, derives the histogram plan from it as the devices did (`planHistogramRound` with the task's
  * bins and tail fraction), decrypts the histogram round's sum and chooses the activation ranges
- * with the task's method: the veil-calibration-v1 file the coordinator could not compute.
+ * with the task's method: the veil-calibration-v1 file the coordinator could not compute. Under
+ * distributed DP (`distributedDp`) each sum is decoded as the devices decode a training round's
+ * (DeviceEncryption.decryptDistributedDpMean, rotation seed of version modelVersion + 1).
  */
 export async function openEncryptedCalibration(file: EncryptedCalibrationFileJson, deviceKey: DeviceKeyMaterial): Promise<CalibrationFileJson> {
-  const ctx = await createHeContext(deviceKey);
+  const encryption = await createDeviceEncryption(deviceKey);
+  const ddg = file.distributedDp;
   // In frequency units: the mean of the reports divided by the scale they were multiplied by.
   const mean = (sum: string, valueCount: number, scale = 1): Float64Array => {
     if (!(scale > 0 && Number.isFinite(scale))) throw new ExportCommandError(`the calibration statistics' report scale ${scale} is not a positive number`);
-    const decryptor = createSumDecryptor(ctx, { deviceKey, valueCount });
-    try {
-      return Float64Array.from(decryptor.decryptMean(Buffer.from(sum, 'base64')).mean, (v) => v / scale);
-    } finally {
-      decryptor.dispose();
-    }
+    const bytes = Buffer.from(sum, 'base64');
+    // Distributed DP: decoded as a training round's sum on the same model version (the devices' rotation seed).
+    const values =
+      ddg === undefined
+        ? encryption.decryptMean(bytes, valueCount).mean
+        : encryption
+            .decryptDistributedDpMean(bytes, {
+              scale: ddg.scale,
+              modulus: ddg.modulus,
+              rotationSeed: rotationSeedForVersion(file.taskId, file.modelVersion + 1),
+              originalDimension: ddg.parameterCount,
+              minClients: ddg.minNoiseClients,
+            })
+            .mean.subarray(0, valueCount);
+    return Float64Array.from(values, (v) => v / scale);
   };
   try {
     const plan = planHistogramRound(file.range.plan, mean(file.range.sum, file.range.length, file.range.scale), { bins: file.bins, tailFraction: file.tailFraction });
@@ -53,10 +66,12 @@ export async function openEncryptedCalibration(file: EncryptedCalibrationFileJso
       histogram: { plan, statistics: Array.from(statistics) },
     };
   } catch (error) {
-    if (error instanceof ExportError || error instanceof CryptoError) throw new ExportCommandError(`cannot open the task's encrypted calibration statistics: ${error.message}`);
+    if (error instanceof ExportError || error instanceof CryptoError || error instanceof ClientError) {
+      throw new ExportCommandError(`cannot open the task's encrypted calibration statistics: ${error.message}`);
+    }
     throw error;
   } finally {
-    ctx.dispose();
+    encryption.dispose();
   }
 }
 

@@ -56,7 +56,14 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
     const modelJson = (await (await rest(`/model${options.version === null ? '' : `?version=${options.version}`}`)).json()) as {
       modelTopology: Record<string, unknown>;
       weightsManifest?: { weights: WeightSpec[] }[];
-      veil: { version: number; encrypted: boolean; weightSpecs?: WeightSpec[]; chain?: { version: number }[] };
+      veil: {
+        version: number;
+        encrypted: boolean;
+        weightSpecs?: WeightSpec[];
+        chain?: { version: number }[];
+        /** Shared key with distributed DP: the sums are DDG residues, decoded with these. */
+        distributedDp?: { scale: number; modulus: number; minNoiseClients: number };
+      };
     };
     const weightsOf = async (version: number) => new Uint8Array(await (await rest(`/model/weights.bin?version=${version}`)).arrayBuffer());
     let weights: Float32Array;
@@ -69,7 +76,8 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
       const chain = modelJson.veil.chain ?? [];
       const [initial, ...sums] = await Promise.all(chain.map((link) => weightsOf(link.version)));
       if (initial === undefined) throw new ExportCommandError('the model chain is empty');
-      weights = await decryptGlobalModel({ deviceKey, initial: toFloat32(initial), sums });
+      const ddg = modelJson.veil.distributedDp;
+      weights = await decryptGlobalModel({ deviceKey, initial: toFloat32(initial), sums, ...(ddg !== undefined && { distributedDp: { ...ddg, taskId: options.taskId } }) });
       weightSpecs = modelJson.veil.weightSpecs ?? [];
     } else {
       weights = toFloat32(await weightsOf(modelJson.veil.version));

@@ -456,8 +456,8 @@ export function createClient(options: ClientOptions): VeilClient {
    * activation statistics on the round's grid (`computeCalibrationStatistics`), multiplied by the
    * round's scale and zero-padded to the model's size, through the same DP and encryption as an
    * update (not the app's middleware, which is written for model deltas); a shared-key task's report
-   * is encrypted unpadded, and its histogram plan derived here from the range round's encrypted
-   * sum (`derive`). In committee mode without
+   * is encrypted unpadded (padded and DDG-encoded under distributed DP), and its histogram plan
+   * derived here from the range round's encrypted sum (`derive`). In committee mode without
    * DP the frequencies are first rounded stochastically to the encoding's step, so the sum stays
    * unbiased (under distributed DP the DDG encoder rounds them on its own grid, KLS21 Algorithm 1).
    */
@@ -469,14 +469,16 @@ export function createClient(options: ClientOptions): VeilClient {
   ): Promise<RoundReport> {
     const { tf } = await ensureRuntime();
     const started = performance.now();
-    const examples = Math.min(run.data.count, a.maxExampleCount);
+    // Without DP a report weighs its examples (capped by the round), so it summarises that many. Under
+    // DP every report weighs 1 (the round's cap is 1) and its norm is bounded whatever it summarises
+    // (rounds/calibration.ts): it summarises all the device's data, not one example.
+    const examples = task?.privacy != null ? run.data.count : Math.min(run.data.count, a.maxExampleCount);
     let plan: CalibrationPlan = calibration.plan;
     if (calibration.derive !== undefined) {
       // Shared key: the coordinator cannot read the range round's sum; this device (a key holder)
       // opens it and derives the histogram plan as every other device does (deterministically).
-      if (encryption === null) throw new ClientError('failed_precondition', "a derived calibration plan needs the task's shared key (ClientOptions.encryption)");
       const rangePlan = planRangeRound(plan.points.map((p) => p.name));
-      const { mean } = encryption.decryptMean(calibration.derive.rangeSum, statisticsLength(rangePlan));
+      const mean = openCalibrationSum(a, calibration.derive.rangeSum, statisticsLength(rangePlan), on.weights.length);
       // In frequency units (the reports were multiplied by the range round's scale; planHistogramRound clamps DP noise).
       const rangeScale = calibration.derive.rangeScale;
       for (let i = 0; i < mean.length; i++) mean[i] = mean[i]! / rangeScale;
@@ -489,7 +491,7 @@ export function createClient(options: ClientOptions): VeilClient {
     // Rounded stochastically to the encryption's step, so the sum stays unbiased (committee without
     // DP, shared key without DP); with DP the noise dwarfs the step (the DDG encoder also rounds by itself).
     const step =
-      encryption !== null && localDp === null
+      encryption !== null && localDp === null && distributedDp === null
         ? encryption.quantizationStep / calibration.scale
         : committee === null || localDp !== null || committee.dp !== null
           ? undefined
@@ -501,8 +503,9 @@ export function createClient(options: ClientOptions): VeilClient {
     if (statistics.length > on.weights.length) {
       throw new ClientError('failed_precondition', `the calibration report has ${statistics.length} values, more than the model's ${on.weights.length}`);
     }
-    // A shared-key task's report is encrypted unpadded; the others travel zero-padded to the model's size.
-    const delta = new Float32Array(encryption !== null ? statistics.length : on.weights.length);
+    // A shared-key task's report is encrypted unpadded; the others travel zero-padded to the model's size
+    // (under distributed DP, the DDG encoder then pads it to d as an update: rounds/calibration.ts).
+    const delta = new Float32Array(encryption !== null && distributedDp === null ? statistics.length : on.weights.length);
     for (let i = 0; i < statistics.length; i++) delta[i] = statistics[i]! * calibration.scale;
     const ctx: RoundContext = {
       taskId: options.taskId,
@@ -529,6 +532,25 @@ export function createClient(options: ClientOptions): VeilClient {
       config: a.config,
       calibration: calibration.plan.round,
     };
+  }
+
+  /**
+   * A shared-key calibration round's encrypted sum opened with the task's key: the mean of its
+   * reports' first `length` values (under distributed DP, the DDG sum of reports padded to the
+   * model's `parameterCount` values, decoded as the round's training sum would be, with the
+   * rotation seed of the version after the round's model: the seed its DDG encoder used).
+   */
+  function openCalibrationSum(a: Assignment, sum: Uint8Array, length: number, parameterCount: number): Float64Array {
+    if (encryption === null) throw new ClientError('failed_precondition', "a derived calibration plan needs the task's shared key (ClientOptions.encryption)");
+    if (distributedDp === null) return encryption.decryptMean(sum, length).mean;
+    const { mean } = encryption.decryptDistributedDpMean(sum, {
+      scale: distributedDp.params.scale,
+      modulus: distributedDp.params.modulus,
+      rotationSeed: rotationSeedForVersion(options.taskId, a.modelVersion + 1),
+      originalDimension: parameterCount,
+      minClients: distributedDp.params.minNoiseClients,
+    });
+    return mean.slice(0, length);
   }
 
   /** DP, encryption, then the upload with retries (a retry finding its own payload accepted is success). */

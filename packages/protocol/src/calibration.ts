@@ -47,9 +47,17 @@ export interface EncryptedCalibrationFileJson<Plan = unknown> {
   rounds: CalibrationRoundsJson;
   /**
    * The range round's plan and the encrypted sum of its reports (`length` values); `scale` is the
-   * factor each report was multiplied by (C / sqrt(m) under local DP, else 1): divide the decrypted mean by it.
+   * factor each report was multiplied by (C / sqrt(m) under DP, else 1): divide the decrypted mean by it.
    */
   range: { plan: Plan; sum: string; length: number; scale: number };
   /** The encrypted sum of the histogram round's reports (`length` values, on the derived plan), and their `scale`. */
   histogram: { sum: string; length: number; scale: number };
+  /**
+   * Distributed DP (KLS21): both sums hold the DDG residues of `dimension` values, decoded as a
+   * training round's sum (the SDK's `DeviceEncryption.decryptDistributedDpMean`) with this 1/γ,
+   * modulus and the rotation seed `rotationSeedForVersion(taskId, modelVersion + 1)` over the
+   * model's `parameterCount` values; the report is the first `length` of them. The sums must hold
+   * at least `minNoiseClients` reports. Absent otherwise.
+   */
+  distributedDp?: { scale: number; modulus: number; dimension: number; parameterCount: number; minNoiseClients: number };
 }

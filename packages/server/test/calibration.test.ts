@@ -29,7 +29,7 @@ import {
 import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
 import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
 import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
-import { createClient, decryptGlobalModel, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
+import { createClient, decryptGlobalModel, rotationSeedForVersion, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
 import { createDeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
 import { computeCalibrationStatistics } from '../../client-sdk/src/export/onnx.js';
 import { initTensorflow } from '../../client-sdk/src/training/backend.js';
@@ -778,14 +778,147 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       expect(((await t.rest.request('GET', `/v1/tasks/${cappedId}/privacy/ledger`)).body.entries as any[]).map((e) => e.roundNumber)).toEqual([1]);
       expect((await t.rest.request('GET', `/v1/tasks/${cappedId}/calibration`)).status).toBe(404);
 
-      // Distributed DP on a shared-key task: calibration refused at creation, with the reason.
-      const third = await generateKeyBundle({ taskId: 'calibration-shared-key-ddg' });
-      const thirdKey = JSON.parse(Buffer.from(serializeKeyMaterial(third.coordinator)).toString('utf8'));
-      const refused = await t.rest.request('POST', '/v1/tasks', {
-        body: taskBody({ encryption: { mode: 'bfv', coordinatorKey: thirdKey }, privacy: { ...privacy, mode: 'distributed', epsilonCap: 100 } }),
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 420_000);
+
+  it('shared key with distributed DP (KLS21): reports padded and DDG-encoded as updates, summed as ciphertexts of the padded dimension; a key holder decodes the statistics, the mean of the devices\' true statistics within the stated DDG noise; each calibration round has the DDG ledger entry of a training round; the int8 export with the decoded ranges runs in onnxruntime-node', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'veil-calibration-bfv-ddg-'));
+    try {
+      const bundle = await generateKeyBundle({ taskId: 'calibration-shared-key-ddg' });
+      await writeKeyBundle(bundle, join(dir, 'keys'));
+      const deviceKeyDir = join(dir, 'keys', 'device');
+      await using t = await startTestCoordinator();
+      const coordinatorKey = JSON.parse(Buffer.from(serializeKeyMaterial(bundle.coordinator)).toString('utf8'));
+      // Small noise (z = 0.01), so that the trained model stays usable and the statistics meaningful;
+      // the check below is of the noise's variance, whatever z.
+      const z = 0.01;
+      const C = 5;
+      const privacy = { mode: 'distributed', delta: 1e-5, noiseMultiplier: z, clipNorm: C, samplingRate: 1, epsilonCap: 1e9 };
+      const created = await t.rest.request('POST', '/v1/tasks', { body: taskBody({ encryption: { mode: 'bfv', coordinatorKey }, privacy }) });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const id = created.body.id as string;
+      const parameterCount = initial.length;
+      const plainModulus = created.body.settings.privacy.ddg.modulus as number; // the key's t, checked below
+      // The mechanism, written out here: n = minClients = 3 shares, 1/γ = 2^10 (the default), σ = zC/√n, d = 50,890 padded to 2^16, m = t.
+      const localStddev = (z * C) / Math.sqrt(3);
+      expect(parameterCount).toBeGreaterThan(32_768);
+      expect(created.body.settings.privacy.ddg).toMatchObject({ noiseClients: 3, scale: 1024, dimension: 65_536 });
+      expect(created.body.settings.privacy.ddg.localStddev).toBeCloseTo(localStddev, 12);
+
+      const reports = await runDevices(t, id, () => ({ encryption: { deviceKey: bundle.device } }));
+      // Every DDG update and report weighs 1; a report is encrypted at the padded dimension, like an update.
+      for (const r of reports) expect(r.map((x) => [x.calibration ?? 'train', x.exampleCount])).toEqual([['train', 1], ['range', 1], ['histogram', 1]]);
+      const uploads = reports.map((r) => r.map((x) => x.uploadBytes));
+      for (const u of uploads) expect(u[1]).toBe(u[0]);
+
+      // The ledger: each calibration round has a training round's DDG entry (same parameters); cumulative ε as the accountant's.
+      const epsilonAfter = (steps: number) =>
+        computeDistributedDiscreteGaussianEpsilon({ clipNorm: C, scale: 1024, localStddev, clients: 3, dimension: 65_536, beta: Math.exp(-0.5), samplingRate: 1, delta: 1e-5, orders: DDG_RDP_ORDERS, steps }).epsilon;
+      const ledger = (await t.rest.request('GET', `/v1/tasks/${id}/privacy/ledger`)).body.entries as any[];
+      expect(ledger.map((e) => [e.roundNumber, e.mechanism, e.participants])).toEqual([
+        [1, 'ddg-distributed', 3],
+        [2, 'ddg-distributed', 3],
+        [3, 'ddg-distributed', 3],
+      ]);
+      for (const e of ledger) expect(e.ddg).toEqual(ledger[0].ddg);
+      // (Relative: with z = 0.01 ε is in the thousands, and the ledger records it rounded.)
+      ledger.forEach((e, k) => expect(e.epsilon / epsilonAfter(k + 1)).toBeCloseTo(1, 10));
+      expect((await t.rest.request('GET', `/v1/tasks/${id}/privacy/verify`)).body).toMatchObject({ ok: true, entries: 3, withinCap: true });
+
+      // The coordinator holds encrypted sums only, with what a key holder needs to decode them.
+      const held = (await t.rest.request('GET', `/v1/tasks/${id}/calibration`)).body;
+      expect(held).toMatchObject({
+        format: 'veil-calibration-bfv-v1',
+        modelVersion: 1,
+        range: { length: 386 * 2, scale: C / Math.sqrt(4) },
+        histogram: { length: 2 * 2048, scale: C / Math.sqrt(2) },
+        distributedDp: { scale: 1024, modulus: plainModulus, dimension: 65_536, parameterCount, minNoiseClients: 3 },
       });
-      expect(refused.status).toBe(400);
-      expect(JSON.stringify(refused.body)).toMatch(/shared-key task support local differential privacy only/);
+      expect(held.activationRanges).toBeUndefined();
+
+      // The final model, decoded here from its DDG sum (seed of version 1), and by veil export's decryptGlobalModel (model document's distributedDp).
+      const weightsOf = async (version: number) => {
+        const response = await fetch(`${t.rest.baseUrl}/v1/tasks/${id}/model/weights.bin?version=${version}`, { headers: { authorization: `Bearer ${t.coordinator.adminToken}` } });
+        expect(response.status).toBe(200);
+        return new Uint8Array(await response.arrayBuffer());
+      };
+      const sum1 = await weightsOf(1);
+      const encryption = await createDeviceEncryption(bundle.device);
+      let weights: Float32Array;
+      try {
+        expect(encryption.plainModulus).toBe(plainModulus);
+        weights = encryption.applyDistributedDpSum(initial, sum1, { scale: 1024, modulus: plainModulus, rotationSeed: rotationSeedForVersion(id, 1), minClients: 3 });
+        const doc = (await t.rest.request('GET', `/v1/tasks/${id}/model`)).body;
+        expect(doc.veil.distributedDp).toEqual({ scale: 1024, modulus: plainModulus, minNoiseClients: 3 });
+        const viaChain = await decryptGlobalModel({ deviceKey: bundle.device, initial, sums: [sum1], distributedDp: { ...doc.veil.distributedDp, taskId: id } });
+        expect(maxAbsDiff(viaChain, weights)).toBe(0);
+
+        // Noise check of a decoded mean (frequency units) against the devices' own statistics, recomputed
+        // here: the sum of |D| = 3 reports carries 3 shares N_Z(0, σ²/γ²), i.e. per value variance 3σ² = (zC)²
+        // in model units; the mean divides it by |D|², the scale C/√m by C²/m: z²m/|D|² (n = |D| = 3).
+        const checkNoise = (name: string, statistics: ArrayLike<number>, exact: ArrayLike<number>, m: number) => {
+          const residual = Array.from(statistics, (v, i) => v - exact[i]!);
+          const n = residual.length;
+          const mean = residual.reduce((a, b) => a + b, 0) / n;
+          const variance = residual.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+          const expected = (z * z * m) / 9;
+          console.info(`calibration (shared key, distributed DP) ${name}: ${n} values, residual variance ${variance.toExponential(4)}, stated ${expected.toExponential(4)}`);
+          expect(Math.abs(variance / expected - 1)).toBeLessThan(5 * Math.sqrt(2 / (n - 1)));
+          expect(Math.abs(mean)).toBeLessThan(5 * Math.sqrt(expected / n));
+        };
+        // The range round decoded independently (seed of the version after the round's model, 1 + 1):
+        // its report values, and beyond them the zero padding, which decodes to noise alone.
+        const rangePlan = planRangeRound(calibrationPoints(parseModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights })));
+        expect(held.range.plan).toEqual(rangePlan);
+        const decoded = encryption.decryptDistributedDpMean(Buffer.from(held.range.sum, 'base64'), {
+          scale: 1024,
+          modulus: plainModulus,
+          rotationSeed: rotationSeedForVersion(id, 2),
+          originalDimension: parameterCount,
+          minClients: 3,
+        });
+        expect(decoded.clientCount).toBe(3);
+        const scaled = Array.from(decoded.mean, (v) => v / held.range.scale);
+        const exactRange = weightedMean(await deviceStatistics(weights, rangePlan), [1, 1, 1]);
+        checkNoise('range', scaled.slice(0, held.range.length), exactRange, 4);
+        checkNoise('range padding', scaled.slice(held.range.length), new Float64Array(parameterCount - held.range.length), 4);
+        // With another rotation seed the sum does not decode to the statistics (an error of 20 noise deviations, where the right seed's stays within about 3.5).
+        const wrong = encryption.decryptDistributedDpMean(Buffer.from(held.range.sum, 'base64'), { scale: 1024, modulus: plainModulus, rotationSeed: rotationSeedForVersion(id, 1), originalDimension: parameterCount, minClients: 3 });
+        expect(maxAbsDiff(Array.from(wrong.mean.subarray(0, held.range.length), (v) => v / held.range.scale), exactRange)).toBeGreaterThan(20 * Math.sqrt((z * z * 4) / 9));
+        // A key holder refuses a sum with fewer noise shares than the accounting assumed.
+        expect(() => encryption.decryptDistributedDpMean(Buffer.from(held.range.sum, 'base64'), { scale: 1024, modulus: plainModulus, rotationSeed: rotationSeedForVersion(id, 2), originalDimension: parameterCount, minClients: 4 })).toThrow(/fewer than the 4/);
+
+        // veil calibration --device-key: decodes both sums, derives the plan the devices derived, chooses the ranges.
+        const out = join(dir, 'calibration.json');
+        await runCalibration({ taskId: id, out, coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, version: null, deviceKeyDir });
+        const file = JSON.parse(await readFile(out, 'utf8'));
+        expect(file).toMatchObject({ format: 'veil-calibration-v1', taskId: id, modelVersion: 1 });
+        const plan = file.histogram.plan as CalibrationPlan;
+        expect(plan).toEqual(planHistogramRound(rangePlan, Float64Array.from(scaled.slice(0, held.range.length)), { bins: 2048, tailFraction: 0.001 }));
+        checkNoise('histogram', file.histogram.statistics, weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]), plan.points.length);
+        for (const name of plan.points.map((p) => p.name)) expect(file.activationRanges[name]).toBeDefined();
+      } finally {
+        encryption.dispose();
+      }
+
+      // veil export --device-key: the DDG model chain decoded, int8 static with the decoded ranges, run by onnxruntime-node.
+      const exportTo = (quantize: 'none' | 'int8', name: string) =>
+        runExport({ taskId: id, format: 'onnx', quantize, out: join(dir, name), coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, deviceKeyDir, version: null, calibrationFile: null });
+      const float32 = await exportTo('none', 'f32.onnx');
+      const int8 = await exportTo('int8', 'int8.onnx');
+      expect(int8).toMatchObject({ quantization: 'int8-static', calibration: 'federated', encrypted: true });
+      const floatAccuracy = await onnxAccuracy(new Uint8Array(await readFile(float32.out)), heldOut);
+      const int8Accuracy = await onnxAccuracy(new Uint8Array(await readFile(int8.out)), heldOut);
+      console.info(`calibration (shared key, distributed DP z=${z}): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
+      expect(floatAccuracy).toBeGreaterThan(0.7);
+      // The int8 model runs and gives a distribution per example (its accuracy, under this much noise
+      // on 3 devices, is not a target here).
+      const session = await ort.InferenceSession.create(new Uint8Array(await readFile(int8.out)), { intraOpNumThreads: 1 });
+      const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs.slice(0, 100 * 784), [100, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
+      await session.release();
+      for (let i = 0; i < 100; i++) expect(probs.subarray(i * 10, i * 10 + 10).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 3);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -11,7 +11,7 @@ import {
 import { decodeDistributedDiscreteGaussian } from '@veil/privacy';
 import { ClientError } from '../errors.js';
 import type { UpdateMiddleware } from '../middleware.js';
-import { paddedDimension } from './dp.js';
+import { paddedDimension, rotationSeedForVersion } from './dp.js';
 
 /** Options of {@link DeviceEncryption.applyDistributedDpSum}: the round's DDG parameters. */
 export interface DistributedDpSumOptions {
@@ -58,6 +58,15 @@ export interface DeviceEncryption {
   /** w_v = w_{v-1} + Σ w_i Δ_i / Σ w_i, from the encrypted sum of round v. */
   applySum(weights: Float32Array, sumPayload: Uint8Array): Float32Array;
   /**
+   * The mean of a sum of n reports run through distributed DP (`originalDimension` values): decrypts
+   * the level sums (Σ residues mod t, centred), decodes them with `decodeDistributedDiscreteGaussian`
+   * (Kairouz, Liu & Steinke 2021: centre mod m, unscale, undo the rotation, unpad) and divides by n,
+   * the number of reports in the sum (payload header; each weighs 1). Refuses (`integrity`) a sum of
+   * another length, a weighted one, or one of fewer than `minClients` reports. The result is the mean
+   * of the clipped reports plus the summed noise / n (and rounding error).
+   */
+  decryptDistributedDpMean(sumPayload: Uint8Array, options: DistributedDpSumOptions & { originalDimension: number }): { mean: Float64Array; clientCount: number };
+  /**
    * w_v = w_{v-1} + (decoded DDG sum) / n for a round run with distributed DP:
    * decrypts the level sums (Σ residues mod t, centred), decodes them with
    * `decodeDistributedDiscreteGaussian` (Kairouz, Liu & Steinke 2021: centre
@@ -85,6 +94,27 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
         `distributed DP uses modulus ${modulus}, but the encrypted sum is taken mod the BFV plain modulus ${plainModulus}: they must be equal`,
       );
     }
+  };
+  const decryptDistributedDpMean: DeviceEncryption['decryptDistributedDpMean'] = (sumPayload, options) => {
+    const { scale, modulus, rotationSeed, originalDimension } = options;
+    const minClients = options.minClients ?? 1;
+    requirePlainModulus(modulus);
+    levelDecryptor ??= createSumDecryptor(ctx, { deviceKey });
+    const sum = levelDecryptor.decrypt(sumPayload);
+    const dimension = paddedDimension(originalDimension);
+    if (sum.levelSums.length !== dimension) {
+      throw new ClientError('integrity', `the sum holds ${sum.levelSums.length} values, distributed DP over ${originalDimension} values gives ${dimension}`);
+    }
+    if (sum.totalWeight !== sum.clientCount) {
+      throw new ClientError('integrity', `a distributed-DP sum is unweighted, but its total weight ${sum.totalWeight} is not its client count ${sum.clientCount}`);
+    }
+    if (sum.clientCount < minClients) {
+      throw new ClientError('integrity', `the sum holds ${sum.clientCount} updates, fewer than the ${minClients} the privacy accounting assumed`);
+    }
+    const decoded = decodeDistributedDiscreteGaussian(sum.levelSums, { scale, modulus, originalDimension, rotationSeed });
+    const mean = new Float64Array(originalDimension);
+    for (let i = 0; i < originalDimension; i++) mean[i] = decoded[i]! / sum.clientCount;
+    return { mean, clientCount: sum.clientCount };
   };
   return {
     keyId: ctx.keyId,
@@ -118,29 +148,15 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
       for (let i = 0; i < weights.length; i++) next[i] = weights[i]! + mean[i]!;
       return next;
     },
+    decryptDistributedDpMean,
     applyDistributedDpSum(weights, sumPayload, options) {
-      const { scale, modulus, rotationSeed } = options;
       const originalDimension = options.originalDimension ?? weights.length;
-      const minClients = options.minClients ?? 1;
-      requirePlainModulus(modulus);
       if (originalDimension !== weights.length) {
         throw new ClientError('invalid_argument', `originalDimension ${originalDimension} differs from the model's ${weights.length} weights`);
       }
-      levelDecryptor ??= createSumDecryptor(ctx, { deviceKey });
-      const sum = levelDecryptor.decrypt(sumPayload);
-      const dimension = paddedDimension(originalDimension);
-      if (sum.levelSums.length !== dimension) {
-        throw new ClientError('integrity', `the sum holds ${sum.levelSums.length} values, distributed DP over ${originalDimension} weights gives ${dimension}`);
-      }
-      if (sum.totalWeight !== sum.clientCount) {
-        throw new ClientError('integrity', `a distributed-DP sum is unweighted, but its total weight ${sum.totalWeight} is not its client count ${sum.clientCount}`);
-      }
-      if (sum.clientCount < minClients) {
-        throw new ClientError('integrity', `the sum holds ${sum.clientCount} updates, fewer than the ${minClients} the privacy accounting assumed`);
-      }
-      const decoded = decodeDistributedDiscreteGaussian(sum.levelSums, { scale, modulus, originalDimension, rotationSeed });
+      const { mean } = decryptDistributedDpMean(sumPayload, { ...options, originalDimension });
       const next = new Float32Array(weights.length);
-      for (let i = 0; i < weights.length; i++) next[i] = weights[i]! + decoded[i]! / sum.clientCount;
+      for (let i = 0; i < weights.length; i++) next[i] = weights[i]! + mean[i]!;
       return next;
     },
     dispose() {
@@ -155,17 +171,32 @@ export async function createDeviceEncryption(deviceKey: DeviceKeyMaterial): Prom
 /**
  * Reconstructs an encrypted task's global model for a key holder: the initial
  * (plaintext) weights plus each round's encrypted sum, applied in order
- * (the chain `GET /v1/tasks/:id/model` lists).
+ * (the chain `GET /v1/tasks/:id/model` lists). A task run with distributed DP
+ * (`distributedDp`, the model document's `veil.distributedDp`) has DDG sums:
+ * version v's is decoded with the rotation seed `rotationSeedForVersion(taskId, v)`.
  */
 export async function decryptGlobalModel(options: {
   deviceKey: DeviceKeyMaterial;
   initial: Float32Array;
   sums: readonly Uint8Array[];
+  /** The task's distributed DP: its id (the rotation seeds), 1/γ, modulus and fewest noise shares. Default none. */
+  distributedDp?: { taskId: string; scale: number; modulus: number; minNoiseClients: number };
 }): Promise<Float32Array> {
   const encryption = await createDeviceEncryption(options.deviceKey);
+  const ddg = options.distributedDp;
   try {
     let weights = options.initial;
-    for (const sum of options.sums) weights = encryption.applySum(weights, sum);
+    for (const [k, sum] of options.sums.entries()) {
+      weights =
+        ddg === undefined
+          ? encryption.applySum(weights, sum)
+          : encryption.applyDistributedDpSum(weights, sum, {
+              scale: ddg.scale,
+              modulus: ddg.modulus,
+              rotationSeed: rotationSeedForVersion(ddg.taskId, k + 1),
+              minClients: ddg.minNoiseClients,
+            });
+    }
     return weights;
   } finally {
     encryption.dispose();

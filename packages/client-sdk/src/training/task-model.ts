@@ -89,6 +89,8 @@ interface ModelDocument {
     encrypted: boolean;
     weightSpecs?: WeightSpec[];
     chain?: Array<{ version: number; path: string; encoding: string }>;
+    /** Shared-key tasks with distributed DP: how the sums decode. */
+    distributedDp?: { scale: number; modulus: number; minNoiseClients: number };
   };
 }
 
@@ -129,7 +131,8 @@ export async function loadGlobalModel(tf: Tf, options: LoadGlobalModelOptions): 
     const initial = bytesToFloat32(await blob(chain[0].path));
     const sums: Uint8Array[] = [];
     for (const link of chain.slice(1)) sums.push(await blob(link.path));
-    weights = await decryptGlobalModel({ deviceKey: options.deviceKey, initial, sums });
+    const ddg = doc.veil.distributedDp;
+    weights = await decryptGlobalModel({ deviceKey: options.deviceKey, initial, sums, ...(ddg !== undefined && { distributedDp: { ...ddg, taskId: options.taskId } }) });
   }
   const model = await buildModel(tf, spec, weights);
   return { model, version: doc.veil.version, spec, weights };

@@ -94,7 +94,7 @@ export interface Assignment {
       rangeSum: Uint8Array;
       bins: number;
       tailFraction: number;
-      /** The range round's report scale (C / sqrt(2·points) under local DP, else 1): the decrypted mean is divided by it before planning. */
+      /** The range round's report scale (C / sqrt(2·points) under DP, else 1): the decrypted mean is divided by it before planning. */
       rangeScale: number;
     };
   } | null;

@@ -2,7 +2,7 @@ import { createCalibrationCollector, planRangeRound, statisticsLength } from '@v
 import { describe, expect, it } from 'vitest';
 import { VeilError } from '../errors.js';
 import type { PrivacySettings } from '../privacy/settings.js';
-import { calibrationRoundConfig, calibrationRounds, calibrationStage, encryptedReportLength, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
+import { calibrationRoundConfig, calibrationRounds, calibrationStage, encryptedReportLength, encryptedValueCount, checkCalibrationReport, decodeStatistics, encodeStatistics, readStatistics, reportScale, resolveCalibrationSettings, totalRounds } from './calibration.js';
 
 /** A 4-8-3 MLP in TF.js layers JSON (what tasks store). */
 function mlp(hidden = 8) {
@@ -55,12 +55,12 @@ describe('calibration settings', () => {
     // Shared key with local DP: accepted (each device noises its report before encrypting it).
     expect(resolveCalibrationSettings(true, big, { ...context, sharedKey: true, privacy: local })).toMatchObject({ points: [':input', 'hidden'] });
     const ddg = { noiseClients: 2, scale: 8192, localStddev: 0.7, dimension: 8192, modulus: 0, roundingBeta: Math.exp(-0.5) };
-    // Shared key with distributed DP: refused, with the reason.
-    expect(refuse(true, { sharedKey: true, privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(
-      /shared-key task support local differential privacy only \(distributed DP reports would need the DDG encoding/,
-    );
-    // Distributed DP over a shared key: only key holders could read the noisy sum.
-    expect(refuse(true, { privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(/distributed DP in committee mode/);
+    // Shared key with distributed DP: accepted (reports DDG-encoded over the padded dimension, as updates).
+    expect(resolveCalibrationSettings(true, big, { ...context, sharedKey: true, privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatchObject({
+      points: [':input', 'hidden'],
+    });
+    // Distributed DP without encrypted aggregation (no noise share may be seen alone).
+    expect(refuse(true, { privacy: { ...local, mode: 'distributed', ddg: { ...ddg, modulus: 2 ** 20 } } as PrivacySettings })).toMatch(/need encrypted aggregation/);
     // In committee mode the committee opens the noisy sum for the coordinator: accepted.
     expect(resolveCalibrationSettings(true, big, { ...context, privacy: { ...local, mode: 'distributed', ddg: { ...ddg, committee: true } } as PrivacySettings })).toMatchObject({ points: [':input', 'hidden'] });
     expect(refuse({ method: 'median' }, {})).toMatch(/method/);
@@ -97,6 +97,11 @@ describe('calibration settings', () => {
       derive: { rangeScale: 0.5 / Math.sqrt(4) },
     });
     expect([encryptedReportLength('range', settings.calibration!), encryptedReportLength('histogram', settings.calibration!)]).toEqual([2 * 386, 2 * 2048]);
+    // What the ciphertexts hold: the report, or under shared-key distributed DP the model's padded dimension d.
+    const sharedDdg = { ...local, mode: 'distributed', ddg: { noiseClients: 2, scale: 1024, localStddev: 0.3, dimension: 8192, modulus: 2 ** 29, roundingBeta: Math.exp(-0.5) } } as PrivacySettings;
+    expect((['range', 'histogram'] as const).map((stage) => encryptedValueCount(stage, settings.calibration!, null))).toEqual([2 * 386, 2 * 2048]);
+    expect((['range', 'histogram'] as const).map((stage) => encryptedValueCount(stage, settings.calibration!, local))).toEqual([2 * 386, 2 * 2048]);
+    expect((['range', 'histogram'] as const).map((stage) => encryptedValueCount(stage, settings.calibration!, sharedDdg))).toEqual([8192, 8192]);
     expect(calibrationRoundConfig('range', settings.calibration!, null, null)).toEqual({ plan: planRangeRound([':input', 'hidden']), scale: 1 });
   });
 });

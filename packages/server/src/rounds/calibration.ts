@@ -65,9 +65,29 @@
  * same budget check and ledger entry as a training round. The histogram
  * round's `derive` carries the range round's scale, so that key holders
  * divide the decrypted mean by it (and clamp, `planHistogramRound`) before
- * planning. Distributed DP on a shared-key task is refused for calibration
- * (`resolveCalibrationSettings` says why).
- */
+ * planning.
+ *
+ * Shared key with distributed DP (KLS21, Algorithm 1, as the task's training
+ * rounds run it): a device scales its report to L2 norm at most C as above,
+ * zero-pads it to the model's parameter count and hands it to its DDG encoder
+ * exactly as an update — pad to the model's d = 2^k, rotate with the public
+ * seed of the round on model version v (`rotationSeedForVersion(task, v + 1)`,
+ * the seed a training round on v would use), scale by 1/γ, round
+ * conditionally, add its discrete Gaussian share N_Z(0, σ²/γ²), σ = zC/√n,
+ * reduce mod t — and encrypts the d residues with weight 1 (`encryptLevels`).
+ * Both calibration rounds run on the same version and so use the same
+ * rotation, which need be neither secret nor fresh (KLS21 Sec. 4.2: it only
+ * spreads the signal against modular wraparound, whose bound is checked per
+ * sum at task creation). The coordinator sums the ciphertexts of d values
+ * (`encryptedValueCount`) as for a training round, and key holders decode the
+ * sum as they decode a training round's (centre mod t, unscale, inverse
+ * rotation, unpad), keep the report's first values, divide by the number of
+ * reports (each weighs 1; at least n, as the accounting assumes) and by the
+ * scale. The round is the mechanism of a training round with the same L2
+ * sensitivity C, so it is charged by the same budget check and ledger entry
+ * (privacy-budget.ts). In frequency units the noise of the mean has standard
+ * deviation z·sqrt(m)·sqrt(|D|/n)/|D| per value, as in committee mode.
+  */
 import {
   ExportError,
   calibrationPoints,
@@ -160,14 +180,8 @@ export function resolveCalibrationSettings(
   if (input !== true && (typeof input !== 'object' || input === null || Array.isArray(input))) invalid('calibration must be true, false or an object');
   const options = input === true ? {} : input;
   for (const key of Object.keys(options)) if (!['method', 'percentile', 'bins', 'tailFraction'].includes(key)) invalid(`calibration has no option ${key}`);
-  if (context.sharedKey && context.privacy !== null && context.privacy.mode !== 'local') {
-    // Distributed DP's encoder (KLS21) rotates and rounds a vector of the model's padded dimension d, and only
-    // its modular sum decodes (inverse rotation); a shared-key report is encrypted unpadded at its own length
-    // and opened by decryptMean, which has no DDG decoding: that pairing is not implemented.
-    invalid('calibration rounds of a shared-key task support local differential privacy only (distributed DP reports would need the DDG encoding over the model\'s padded dimension, but shared-key calibration reports are encrypted unpadded)');
-  }
-  if (context.privacy !== null && context.privacy.mode !== 'local' && context.privacy.ddg?.committee !== true) {
-    invalid('calibration rounds support local differential privacy, or distributed DP in committee mode (the coordinator cannot open a shared key\'s sums)');
+  if (context.privacy !== null && context.privacy.mode !== 'local' && context.privacy.ddg?.committee !== true && !context.sharedKey) {
+    invalid('calibration rounds with distributed differential privacy need encrypted aggregation (a shared key or a committee)');
   }
   let points: string[];
   try {
@@ -213,6 +227,15 @@ export function calibrationStage(number: number, settings: { rounds: number; cal
 /** Length of a shared-key task's (unpadded, encrypted) report in calibration round `stage`. */
 export function encryptedReportLength(stage: CalibrationPlan['round'], settings: CalibrationSettings): number {
   return stage === 'range' ? statisticsLength(planRangeRound(settings.points)) : settings.points.length * settings.bins;
+}
+
+/**
+ * Values a shared-key task's encrypted report holds in calibration round `stage`: the report
+ * itself, or under distributed DP the model's padded dimension d (the DDG encoder pads the
+ * zero-padded report to d, as an update; see the module comment).
+ */
+export function encryptedValueCount(stage: CalibrationPlan['round'], settings: CalibrationSettings, privacy: PrivacySettings | null): number {
+  return privacy?.ddg != null && privacy.ddg.committee !== true ? privacy.ddg.dimension : encryptedReportLength(stage, settings);
 }
 
 /** Values in one report of `plan` whose parts each sum to 1 (m in the module comment). */

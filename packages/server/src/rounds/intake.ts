@@ -10,7 +10,7 @@ import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
 import { committeeTask, heContext, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
-import { checkCalibrationReport, encryptedReportLength } from './calibration.js';
+import { checkCalibrationReport, encryptedValueCount } from './calibration.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 
 export interface UpdateHeaderInput {
@@ -107,8 +107,10 @@ export class Intake {
             ? checkPlaintextUpdate(payload, rt.task.parameterCount, early.config.calibration === undefined ? rt.task.settings.updateBound : null)
             : checkEncryptedUpdate(
                 he,
-                // A shared-key calibration report is encrypted unpadded (rounds/calibration.ts).
-                early.config.calibration === undefined ? updateValueCount(rt.task) : encryptedReportLength(early.config.calibration.plan.round, rt.task.settings.calibration!),
+                // A shared-key calibration report is encrypted unpadded, or padded to d under distributed DP (rounds/calibration.ts).
+                early.config.calibration === undefined
+                  ? updateValueCount(rt.task)
+                  : encryptedValueCount(early.config.calibration.plan.round, rt.task.settings.calibration!, rt.task.settings.privacy),
                 payload,
                 header.exampleCount,
               );

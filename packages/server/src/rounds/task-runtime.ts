@@ -11,7 +11,7 @@ import { updateValueCount } from './sizes.js';
 import { createMutex, type Mutex } from './mutex.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
-import { calibrationStage, encryptedReportLength } from './calibration.js';
+import { calibrationStage, encryptedValueCount } from './calibration.js';
 import { createStatisticsAggregator } from '../aggregation/statistics.js';
 import type { PendingRecord } from './intake.js';
 
@@ -135,9 +135,9 @@ export async function newAggregator(ctx: EngineContext, rt: TaskRuntime, round: 
   const stage = calibrationStage(round, rt.task.settings);
   if (stage !== null) {
     // A calibration round sums statistics reports (aggregation/statistics.ts), not the strategy's updates;
-    // a shared-key task's reports are unpadded ciphertexts, summed as they are (rounds/calibration.ts).
+    // a shared-key task's reports are ciphertexts (unpadded, or of d DDG residues), summed as they are (rounds/calibration.ts).
     const he = await heContext(rt);
-    if (he !== null) return createEncryptedAggregator(he, encryptedReportLength(stage, rt.task.settings.calibration!));
+    if (he !== null) return createEncryptedAggregator(he, encryptedValueCount(stage, rt.task.settings.calibration!, rt.task.settings.privacy));
     const committee = committeeTask(ctx, rt);
     return createStatisticsAggregator(committee === null ? { kind: 'plaintext' } : { kind: 'committee', task: committee }, round, rt.task.parameterCount);
   }

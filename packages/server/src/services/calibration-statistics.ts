@@ -53,6 +53,7 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
       histogram: { number: histogram.number, participants: histogram.summary?.participants ?? 0 },
     };
     if (outcome!.encrypted === true) {
+      const ddg = task.settings.privacy?.ddg;
       const rangeOutcome = range.summary?.calibration;
       if (rangeOutcome === undefined || range.config.calibration === undefined) return { file: null, why: "the task's range round has no statistics" };
       const [rangeSum, histogramSum] = await Promise.all([ports.readBlob(rangeOutcome.statistics), ports.readBlob(outcome!.statistics)]);
@@ -69,6 +70,9 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
           rounds,
           range: { plan: range.config.calibration.plan, sum: Buffer.from(rangeSum).toString('base64'), length: rangeOutcome.statistics.length, scale: range.config.calibration.scale },
           histogram: { sum: Buffer.from(histogramSum).toString('base64'), length: outcome!.statistics.length, scale: histogram.config.calibration.scale },
+          ...(ddg != null && ddg.committee !== true && {
+            distributedDp: { scale: ddg.scale, modulus: ddg.modulus, dimension: ddg.dimension, parameterCount: task.parameterCount, minNoiseClients: ddg.noiseClients },
+          }),
         },
       };
     }

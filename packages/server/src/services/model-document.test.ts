@@ -17,7 +17,7 @@ describe('modelDocument', () => {
   });
 
   it('lists the whole chain of an encrypted task, and refuses a gap in it', () => {
-    const task = { ...base, encryption: { keyId: 'k' } } as unknown as Task;
+    const task = { ...base, encryption: { keyId: 'k' }, settings: { privacy: null } } as unknown as Task;
     const doc = modelDocument(task, 2, new Map([0, 1, 2].map((v) => [v, meta(v)])));
     expect(doc.veil).toMatchObject({ encrypted: true, keyId: 'k', version: 2 });
     expect((doc.veil as { chain: Array<{ version: number; sha256: string }> }).chain.map((c) => [c.version, c.sha256])).toEqual([
@@ -27,5 +27,13 @@ describe('modelDocument', () => {
     ]);
     expect(() => modelDocument(task, 2, new Map([0, 2].map((v) => [v, meta(v)])))).toThrow(VeilError);
     expect(() => modelDocument(task, 5, new Map())).toThrow(/no model version 5/);
+    expect(doc.veil).not.toHaveProperty('distributedDp');
+  });
+
+  it('gives a shared-key task with distributed DP the parameters its sums decode with', () => {
+    const ddg = { noiseClients: 3, scale: 1024, localStddev: 0.1, dimension: 4, modulus: 536_813_569, roundingBeta: 0.6 };
+    const task = { ...base, encryption: { keyId: 'k' }, settings: { privacy: { mode: 'distributed', ddg } } } as unknown as Task;
+    const doc = modelDocument(task, 1, new Map([0, 1].map((v) => [v, meta(v)])));
+    expect(doc.veil).toMatchObject({ encrypted: true, distributedDp: { scale: 1024, modulus: 536_813_569, minNoiseClients: 3 } });
   });
 });

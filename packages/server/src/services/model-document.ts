@@ -3,7 +3,8 @@
  * get a layers model whose weights manifest points at the version's blob;
  * encrypted tasks get the chain of versions a key holder applies in order
  * (version 0 is the plaintext initial model, each later version the encrypted
- * sum of a round; @veil/client-sdk `decryptGlobalModel`).
+ * sum of a round; @veil/client-sdk `decryptGlobalModel`), with the
+ * distributed-DP parameters the sums are decoded with when the task uses them.
  */
 import { VeilError } from '../errors.js';
 import type { ModelVersion, Task } from '../rounds/model.js';
@@ -25,6 +26,7 @@ export function modelDocument(task: Task, version: number, versions: ReadonlyMap
       veil: { taskId: task.id, version, sha256: meta.sha256, sizeBytes: meta.sizeBytes, encoding: meta.encoding, encrypted: false },
     };
   }
+  const ddg = task.settings.privacy?.ddg;
   const chain = [];
   for (let v = 0; v <= version; v++) {
     const m = versions.get(v);
@@ -36,7 +38,16 @@ export function modelDocument(task: Task, version: number, versions: ReadonlyMap
     generatedBy: 'veil',
     convertedBy: null,
     modelTopology: task.modelTopology,
-    veil: { taskId: task.id, version, encrypted: true, keyId: task.encryption.keyId, weightSpecs: task.weightSpecs, chain },
+    veil: {
+      taskId: task.id,
+      version,
+      encrypted: true,
+      keyId: task.encryption.keyId,
+      weightSpecs: task.weightSpecs,
+      chain,
+      // Distributed DP (KLS21): each sum holds DDG residues, decoded with these and version v's rotation seed.
+      ...(ddg != null && { distributedDp: { scale: ddg.scale, modulus: ddg.modulus, minNoiseClients: ddg.noiseClients } }),
+    },
   };
 }
 

@@ -28,7 +28,7 @@ export const modelRoutes: FastifyPluginAsync<ModelRoutesOptions> = async (app, {
         response: {
           200: {
             type: 'object',
-            description: 'TF.js model.json; `veil` holds the version, digest and (encrypted tasks) the chain of versions a key holder applies',
+            description: 'TF.js model.json; `veil` holds the version, digest and (encrypted tasks) the chain of versions a key holder applies, with distributedDp { scale, modulus, minNoiseClients } when the sums are distributed-DP residues (decoded with version v\'s rotation seed)',
             additionalProperties: true,
             examples: [
               {
