@@ -97,6 +97,36 @@ describe('RLWE encryption under a single-use secret', () => {
     expect(() => decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount: 3000, c0Sum: c0, secretSum: other, count: 1 })).toThrow(/count slot/);
   });
 
+  it('refuses a weight slot, a value or a padding slot out of range, in whichever polynomial it decrypts', () => {
+    const { descriptor, dh } = makeCommittee(3, 2, 8);
+    const random = seededBytes('slots');
+    const valueCount = 3000; // slots 0..3001 over two polynomials, padding from 3002 to 4095
+    const values = Float64Array.from(seededFloats('v-slots')(valueCount), (u) => 2 * u - 1);
+    const m = encodeUpdate(values, 3, descriptor.encoding);
+    const s = sampleTernary(random);
+    const c0 = encryptUpdate(m, s, { descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, deltaBits: descriptor.encoding.deltaBits, random });
+    const delta = 2 ** descriptor.encoding.deltaBits;
+    const decrypt = (c: Float64Array) => decryptSum({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: c, secretSum: Int32Array.from(s), count: 1 });
+    /** c0 with `levels` more encoded at `slot` (+ Δ·levels mod q). */
+    const shifted = (slot: number, levels: number) => {
+      const c = Float64Array.from(c0);
+      c[slot] = (((c[slot]! + delta * levels) % Q) + Q) % Q;
+      return c;
+    };
+    const ok = decrypt(c0);
+    const maxLevel = Math.max(...Array.from(ok.levelSums, Math.abs));
+    expect(decrypt(shifted(2 + 2500, 1)).levelSums[2500]).toBe(ok.levelSums[2500]! + 1);
+    expect(() => decrypt(shifted(1, 8))).toThrow(/weight slot decrypted to 11, outside \[1, 8\]/);
+    expect(() => decrypt(shifted(1, -3))).toThrow(/weight slot decrypted to 0/);
+    // A value beyond w · maxAbsLevel, in the first and in the second polynomial.
+    const beyond = 3 * 2 ** 13 + 1;
+    expect(maxLevel).toBeLessThan(beyond);
+    expect(() => decrypt(shifted(2 + 7, beyond - ok.levelSums[7]!))).toThrow(/value 7 decrypted beyond the clip range/);
+    expect(() => decrypt(shifted(2 + 2999, -beyond - ok.levelSums[2999]!))).toThrow(/value 2999 decrypted beyond the clip range/);
+    expect(() => decrypt(shifted(3002, 1))).toThrow(/padding slot/);
+    expect(() => decrypt(shifted(2 * N - 1, -1))).toThrow(/padding slot/);
+  });
+
   it('c0 payloads: 5.5 bytes per value, refused when truncated, oversized, out of range or of another shape, sum unchanged', () => {
     const { descriptor, dh } = makeCommittee(3, 2, 8);
     const random = seededBytes('payload');

@@ -358,10 +358,17 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
   // unscaled inverse NTT give a·S_D.
   const sTimes = createFixedMultiplier(sHat, { inverseN: true });
   sHat.fill(0);
-  const decoded = new Float64Array(polys * N);
   const work = new Float64Array(N);
   const { c0Sum } = options;
   const inverseDelta = 1 / delta;
+  const { step, maxAbsLevel, weightCap } = quantization;
+  // Slots: 0 count, 1 weight (both in polynomial 0), then the values, then zero padding (in the
+  // last polynomial). Each polynomial is checked and decoded into the outputs as it is decrypted.
+  const valuesEnd = COMMITTEE_HEADER_SLOTS + valueCount;
+  const levelSums = new Float64Array(valueCount);
+  const mean = new Float32Array(valueCount);
+  let weightSum = 0;
+  let limit = 0;
   try {
     for (let l = 0; l < polys; l++) {
       const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
@@ -373,28 +380,31 @@ export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
         // c0 + a·S_D in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
         let v = c0Sum[base + k]! + work[k]!;
         v -= Q * +(v >= Q);
-        decoded[base + k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
+        work[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
+      }
+      if (l === 0) {
+        if (work[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${work[0]}, expected |D| = ${count}`);
+        weightSum = work[1]!;
+        if (!(weightSum >= count && weightSum <= count * weightCap)) {
+          throw new CryptoError('integrity_check_failed', `the weight slot decrypted to ${weightSum}, outside [${count}, ${count * weightCap}]`);
+        }
+        limit = weightSum * maxAbsLevel;
+      }
+      const to = Math.min(base + N, valuesEnd);
+      for (let slot = Math.max(base, COMMITTEE_HEADER_SLOTS); slot < to; slot++) {
+        const v = work[slot - base]!;
+        const i = slot - COMMITTEE_HEADER_SLOTS;
+        if (v > limit || v < -limit) throw new CryptoError('integrity_check_failed', `value ${i} decrypted beyond the clip range`);
+        levelSums[i] = v;
+        mean[i] = (v * step) / weightSum;
+      }
+      for (let slot = Math.max(base, valuesEnd); slot < base + N; slot++) {
+        if (work[slot - base] !== 0) throw new CryptoError('integrity_check_failed', 'a padding slot decrypted to a non-zero value');
       }
     }
   } finally {
     sTimes.erase();
     work.fill(0);
-  }
-  if (decoded[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${decoded[0]}, expected |D| = ${count}`);
-  const weightSum = decoded[1]!;
-  if (!(weightSum >= count && weightSum <= count * quantization.weightCap)) {
-    throw new CryptoError('integrity_check_failed', `the weight slot decrypted to ${weightSum}, outside [${count}, ${count * quantization.weightCap}]`);
-  }
-  const limit = weightSum * quantization.maxAbsLevel;
-  const levelSums = decoded.slice(COMMITTEE_HEADER_SLOTS, COMMITTEE_HEADER_SLOTS + valueCount);
-  const mean = new Float32Array(valueCount);
-  for (let i = 0; i < valueCount; i++) {
-    const v = levelSums[i]!;
-    if (v > limit || v < -limit) throw new CryptoError('integrity_check_failed', `value ${i} decrypted beyond the clip range`);
-    mean[i] = (v * quantization.step) / weightSum;
-  }
-  for (let k = COMMITTEE_HEADER_SLOTS + valueCount; k < decoded.length; k++) {
-    if (decoded[k] !== 0) throw new CryptoError('integrity_check_failed', 'a padding slot decrypted to a non-zero value');
   }
   return { count, weightSum, levelSums, mean };
 }
