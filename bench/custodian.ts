@@ -3,7 +3,10 @@
  * for 1,000 devices), measured in a separate `veil custodian serve` process over gRPC on
  * loopback, and the same work in-process without gRPC.
  *
- *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3]
+ *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js]
+ *
+ * --base-veil: a second custodian process from another build, asked alternately round by round
+ * (A/B in one run); its figures are under `base`.
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
@@ -18,8 +21,8 @@
  * devices streamed first, as a round accepts them), from the final header to the answer.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { createInterface } from 'node:readline';
@@ -41,7 +44,7 @@ import {
 import { fromBase64, sha256, toBase64, toHex } from '../packages/custodian/src/bytes.js';
 import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
 
-const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' } } });
+const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' } } });
 const deviceCount = Number(values.devices ?? 1000);
 const repeats = Number(values.repeats ?? 3);
 const P = 65521;
@@ -166,74 +169,93 @@ try {
     await state.close();
   }
 
-  // A real custodian process over gRPC.
-  const veil = fileURLToPath(new URL('../packages/cli/bin/veil.js', import.meta.url));
-  const child = spawn(
-    process.execPath,
-    [veil, 'custodian', 'serve', '--dir', dirs[0]!, '--listen', '127.0.0.1:0', '--coordinator-key', join(root, 'request.json'), '--authority-key', join(root, 'authority.json'), '--min-devices', '3', '--log-level', 'warn'],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const address = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { listening: string }).listening));
-    child.once('exit', (code) => reject(new Error(`custodian exited ${code}`)));
-  });
-  const processCpuMsPerRound: number[] = [];
-  const wallMs: number[] = [];
-  const stagedWallMs: number[] = [];
-  const client = createCommitteeClient({
-    descriptor: descriptorBytes,
-    descriptorSignature,
-    signRequest: (m) => ed25519Sign(requestKey.privateKey, m),
-    // Only custodian 1 runs; the others fail fast (connection refused) and are reported as failures.
-    addresses: Object.fromEntries(Array.from({ length: n }, (_, i) => [i + 1, i === 0 ? address : '127.0.0.1:1'])),
-    deadlineMs: 120_000,
-    logger: pino({ level: 'silent' }),
-  });
-  for (let r = 1; r <= repeats; r += 1) {
-    log(`process round ${r}: preparing ${deviceCount} devices`);
-    const devices = makeRound(r);
-    const cpuBefore = await processCpuMs(child.pid!);
-    const started = performance.now();
-    const result = await client.collect({
-      round: r,
-      devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
-      sealedShare: (j, i) => (i === 1 ? devices[j]!.sealed : new Uint8Array(0)),
-    });
-    wallMs.push(performance.now() - started);
-    processCpuMsPerRound.push((await processCpuMs(child.pid!)) - cpuBefore);
-    if (!result.answers.some((a) => a.custodianIndex === 1)) throw new Error(`custodian 1 did not answer: ${JSON.stringify(result.failures)}`);
-
-    // The same round size staged: the devices are streamed first (as a round accepts them), the
-    // clock runs from the final header to the answer (what a round's end waits for).
-    const stagedRound = repeats + r;
-    const stagedDevices = makeRound(stagedRound);
-    const staging = client.stage(stagedRound);
-    for (const d of stagedDevices) staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
-    // Let the custodian work through the staged devices (its CPU stops moving).
-    for (let last = -1, now = await processCpuMs(child.pid!); now !== last; last = now, now = await processCpuMs(child.pid!)) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    const stagedStarted = performance.now();
-    const staged = await client.collect({
-      round: stagedRound,
-      devices: stagedDevices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
-      sealedShare: (j, i) => (i === 1 ? stagedDevices[j]!.sealed : new Uint8Array(0)),
-      staged: staging,
-    });
-    stagedWallMs.push(performance.now() - stagedStarted);
-    if (!staged.answers.some((a) => a.custodianIndex === 1) || !staged.staged.includes(1)) throw new Error(`custodian 1 did not answer its staged request: ${JSON.stringify(staged.failures)}`);
+  // A real custodian process over gRPC; with --base-veil, a second one from another build (custodian
+  // 1's keys copied into a directory of its own, its own state), asked alternately with the same rounds' shape.
+  const variants: { name: string; veil: string; dir: string }[] = [{ name: 'current', veil: fileURLToPath(new URL('../packages/cli/bin/veil.js', import.meta.url)), dir: dirs[0]! }];
+  if (values['base-veil'] !== undefined) {
+    const dir = join(root, 'c1-base');
+    await cp(dirs[0]!, dir, { recursive: true });
+    await rm(join(dir, 'answers.jsonl'), { force: true });
+    variants.push({ name: 'base', veil: values['base-veil'], dir });
   }
-  await client.close();
-  child.kill('SIGTERM');
-  await new Promise((resolve) => child.once('exit', resolve));
+  const running = [];
+  for (const variant of variants) {
+    const child = spawn(
+      process.execPath,
+      [variant.veil, 'custodian', 'serve', '--dir', variant.dir, '--listen', '127.0.0.1:0', '--coordinator-key', join(root, 'request.json'), '--authority-key', join(root, 'authority.json'), '--min-devices', '3', '--log-level', 'warn'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const address = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { listening: string }).listening));
+      child.once('exit', (code) => reject(new Error(`custodian exited ${code}`)));
+    });
+    const client = createCommitteeClient({
+      descriptor: descriptorBytes,
+      descriptorSignature,
+      signRequest: (m) => ed25519Sign(requestKey.privateKey, m),
+      // Only custodian 1 runs; the others fail fast (connection refused) and are reported as failures.
+      addresses: Object.fromEntries(Array.from({ length: n }, (_, i) => [i + 1, i === 0 ? address : '127.0.0.1:1'])),
+      deadlineMs: 120_000,
+      logger: pino({ level: 'silent' }),
+    });
+    running.push({ ...variant, child, client, processCpuMsPerRound: [] as number[], wallMs: [] as number[], stagedWallMs: [] as number[] });
+  }
+  for (let r = 1; r <= repeats; r += 1) {
+    for (const variant of r % 2 === 1 ? running : [...running].reverse()) {
+      const { child, client } = variant;
+      log(`${variant.name} process round ${r}: preparing ${deviceCount} devices`);
+      const devices = makeRound(r);
+      const cpuBefore = await processCpuMs(child.pid!);
+      const started = performance.now();
+      const result = await client.collect({
+        round: r,
+        devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
+        sealedShare: (j, i) => (i === 1 ? devices[j]!.sealed : new Uint8Array(0)),
+      });
+      variant.wallMs.push(performance.now() - started);
+      variant.processCpuMsPerRound.push((await processCpuMs(child.pid!)) - cpuBefore);
+      if (!result.answers.some((a) => a.custodianIndex === 1)) throw new Error(`custodian 1 did not answer: ${JSON.stringify(result.failures)}`);
+
+      // The same round size staged: the devices are streamed first (as a round accepts them), the
+      // clock runs from the final header to the answer (what a round's end waits for).
+      const stagedRound = repeats + r;
+      const stagedDevices = makeRound(stagedRound);
+      const staging = client.stage(stagedRound);
+      for (const d of stagedDevices) staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
+      // Let the custodian work through the staged devices (its CPU stops moving).
+      for (let last = -1, now = await processCpuMs(child.pid!); now !== last; last = now, now = await processCpuMs(child.pid!)) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const stagedStarted = performance.now();
+      const staged = await client.collect({
+        round: stagedRound,
+        devices: stagedDevices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
+        sealedShare: (j, i) => (i === 1 ? stagedDevices[j]!.sealed : new Uint8Array(0)),
+        staged: staging,
+      });
+      variant.stagedWallMs.push(performance.now() - stagedStarted);
+      if (!staged.answers.some((a) => a.custodianIndex === 1) || !staged.staged.includes(1)) throw new Error(`custodian 1 did not answer its staged request: ${JSON.stringify(staged.failures)}`);
+    }
+  }
+  for (const { child, client } of running) {
+    await client.close();
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+  }
+  const figures = (v: (typeof running)[number]) => ({
+    custodianProcessCpuMsPerRound: { median: Math.round(median(v.processCpuMsPerRound)), all: v.processCpuMsPerRound.map(Math.round) },
+    requestWallMs: { median: Math.round(median(v.wallMs)), all: v.wallMs.map(Math.round) },
+    stagedFinalHeaderToAnswerWallMs: { median: Math.round(median(v.stagedWallMs) * 10) / 10, all: v.stagedWallMs.map(Math.round) },
+  });
+  const [current, base] = running;
 
   process.stdout.write(
     `${JSON.stringify({
       devices: deviceCount,
       repeats,
-      custodianProcessCpuMsPerRound: { median: Math.round(median(processCpuMsPerRound)), all: processCpuMsPerRound.map(Math.round) },
-      requestWallMs: { median: Math.round(median(wallMs)), all: wallMs.map(Math.round) },
-      stagedFinalHeaderToAnswerWallMs: { median: Math.round(median(stagedWallMs)), all: stagedWallMs.map(Math.round) },
+      ...figures(current!),
+      ...(base !== undefined && { base: { veil: base.veil, ...figures(base) } }),
+      loadAvg: loadavg().map((x) => Math.round(x * 10) / 10),
       inProcessServiceCpuMs: { median: Math.round(median(inProcessCpuMs)), all: inProcessCpuMs.map(Math.round) },
       targetCpuMs: 2000,
     })}\n`,

@@ -8,7 +8,7 @@
  * requirements listed there: the task descriptor must verify against a pinned enrolment
  * authority and this custodian's floors; only distinct devices with a certified, signed manifest
  * count; the associated data of each share is built here; the answer for a (task, round) is
- * cached bytes, fsynced before it is sent; opened shares are erased after summing.
+ * cached bytes, on stable storage before it is sent; opened shares are erased after summing.
  */
 import type { Logger } from 'pino';
 import { CustodianError } from './errors.js';
@@ -313,7 +313,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
 
   /**
    * Answers (task, round) once, under its lock: the cached bytes for the same D, a refusal for
-   * another, else `compute`d, signed, recorded (fsynced) and returned.
+   * another, else `compute`d, signed, recorded (durably) and returned.
    */
   function answerOnce(header: ShareSumHeader, descriptor: TaskDescriptorView, log: Logger, compute: () => Promise<Uint8Array>, staged: boolean): Promise<SignedAnswer> {
     const hashDHex = toHex(header.hashD);

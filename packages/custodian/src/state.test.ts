@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdtemp, readFile, readdir, readlink, rm, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCustodianState, readCustodianAnswers, type StoredAnswer } from './state.js';
@@ -38,6 +39,27 @@ describe('custodian state', () => {
       expect(again.answer('task-1', 2)).toBeUndefined();
       expect(again.answerCount).toBe(1);
       await again.close();
+    }));
+
+  it('writes its records synchronously: the state file is open with O_SYNC, so an answer is on disk when its write returns', () =>
+    withDir(async (dir) => {
+      const path = join(dir, 'answers.jsonl');
+      const state = await openCustodianState(path);
+      await state.recordAnswer(answer(1, 'cd'.repeat(32)));
+      // Linux: the descriptor open on the state file and its open flags (octal) in /proc.
+      const fds = await readdir('/proc/self/fd');
+      const flags: number[] = [];
+      for (const fd of fds) {
+        const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+        if (target !== path) continue;
+        const info = await readFile(`/proc/self/fdinfo/${fd}`, 'utf8').catch(() => '');
+        const match = /^flags:\s+([0-7]+)$/m.exec(info);
+        if (match !== null) flags.push(parseInt(match[1]!, 8));
+      }
+      await state.close();
+      expect(flags).toHaveLength(1);
+      expect(flags[0]! & constants.O_SYNC).toBe(constants.O_SYNC);
+      expect(flags[0]! & constants.O_APPEND).toBe(constants.O_APPEND);
     }));
 
   it('refuses a second answer for a (task, round) and a second descriptor for a task', () =>
