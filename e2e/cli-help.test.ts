@@ -90,7 +90,6 @@ describe('veil demo: an invalid combination of options is a usage error before a
     [['--dp', '--clients', '2'], '--dp in committee mode: the noise shares are sized for minClients (1, half the devices) minus the 1 colluding devices assumed'],
     [['--dp', '--clients', '10', '--dp-colluding', '5'], 'minClients (5, half the devices) minus the 5 colluding devices assumed'],
     [['--plaintext', '--shared-key'], '--plaintext and --shared-key exclude each other'],
-    [['--calibrate', '--shared-key'], '--calibrate needs a committee (default) or --plaintext task'],
   ])('veil demo %j', async (flags, message) => {
     assertBuilt();
     await using cwd = await createTempDir('veil-e2e-demo-usage-cwd-');

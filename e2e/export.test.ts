@@ -1,5 +1,5 @@
 /**
- * End to end: `veil export` on a task trained by `veil demo --calibrate` (committee aggregation,
+ * End to end: `veil export` on a task trained by `veil demo --calibrate` (committee aggregation, or a shared key,
  * embedded database kept with --data-dir). After its training round the demo's devices ran the
  * two calibration rounds; the export reopens the stopped coordinator's data directory and writes
  * ONNX files that onnxruntime-node runs: float32 reproduces the demo's own held-out accuracy,
@@ -15,6 +15,30 @@ import * as ort from 'onnxruntime-node';
 import { expect, test } from 'vitest';
 import { loadMnist, type DemoSummary } from '@veil/cli';
 import { assertBuilt, childEnv, exited, REPO_ROOT, VEIL_BIN } from './support.js';
+
+/** Held-out accuracy of an ONNX MNIST model in onnxruntime-node (one core). */
+async function onnxAccuracy(file: Uint8Array, heldOut: ReturnType<typeof loadMnist>['test']): Promise<number> {
+  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
+  const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs, [heldOut.count, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
+  await session.release();
+  let correct = 0;
+  for (let i = 0; i < heldOut.count; i++) {
+    let best = 0;
+    for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
+    if (heldOut.ys[i * 10 + best] === 1) correct++;
+  }
+  return correct / heldOut.count;
+}
+
+/** Runs `veil args` expecting a failure; returns its stderr. */
+async function veilFails(args: string[]): Promise<string> {
+  const child = spawn(process.execPath, [VEIL_BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const status = await exited(child);
+  expect(status.exitCode).not.toBe(0);
+  return stderr;
+}
 
 async function veil(args: string[]): Promise<string> {
   const child = spawn(process.execPath, [VEIL_BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -47,16 +71,7 @@ test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node run
       const file = await readFile(out);
       files[quantize] = file;
       bytes[quantize] = file.byteLength;
-      const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
-      const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs, [heldOut.count, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
-      await session.release();
-      let correct = 0;
-      for (let i = 0; i < heldOut.count; i++) {
-        let best = 0;
-        for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
-        if (heldOut.ys[i * 10 + best] === 1) correct++;
-      }
-      accuracy[quantize] = correct / heldOut.count;
+      accuracy[quantize] = await onnxAccuracy(file, heldOut);
     }
     console.info(`export: demo accuracy ${summary.finalAccuracy}, ONNX float32 ${accuracy['none']}, int8 ${accuracy['int8']}; bytes ${bytes['none']} / ${bytes['int8']}`);
     expect(accuracy['none']).toBeCloseTo(summary.finalAccuracy, 3);
@@ -69,6 +84,39 @@ test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node run
     const again = join(dir, 'model-file.onnx');
     await veil(['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', 'int8', '--calibration', statistics, '--out', again, '--data-dir', dir]);
     expect((await readFile(again)).equals(files['int8']!)).toBe(true);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * `veil demo --calibrate --shared-key` (with and without `--dp`, local DP in that mode), then
+ * `veil export --quantize int8` with the demo's device key: the coordinator holds only the
+ * encrypted statistics, the demo and the export (key holders) open them; the int8 model is static
+ * with the federated ranges and runs in onnxruntime-node, within a point of float32 without DP.
+ */
+// --epsilon-cap 40: room for the training round and both calibration rounds (the default 8 has room for one round of z = 0.7).
+test.each([[[] as string[]], [['--dp', '--epsilon-cap', '40']]])('`veil demo --calibrate --shared-key %j` then `veil export --quantize int8 --device-key`', async (extra) => {
+  assertBuilt();
+  const dir = await mkdtemp(join(tmpdir(), 'veil-e2e-export-shared-'));
+  try {
+    const summary = JSON.parse((await veil(['demo', '--clients', '2', '--rounds', '1', '--calibrate', '--shared-key', ...extra, '--data-dir', dir, '--json'])).trim()) as DemoSummary;
+    expect(summary).toMatchObject({ mode: 'shared-key', encrypted: true, taskStatus: 'COMPLETED', calibrated: true });
+    const { test: heldOut } = loadMnist();
+    const accuracy: Record<string, number> = {};
+    for (const quantize of ['none', 'int8']) {
+      const out = join(dir, `model-${quantize}.onnx`);
+      const args = ['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', quantize, '--out', out, '--data-dir', dir];
+      const printed = JSON.parse((await veil([...args, '--device-key', join(dir, 'keys', 'device'), '--json'])).trim()) as { version: number; quantization: string; encrypted: boolean; calibration: string | null };
+      expect(printed).toMatchObject({ version: 1, encrypted: true, quantization: quantize === 'none' ? 'float32' : 'int8-static', calibration: quantize === 'none' ? null : 'federated' });
+      accuracy[quantize] = await onnxAccuracy(await readFile(out), heldOut);
+    }
+    console.info(`export (shared key${extra.length > 0 ? ', local DP' : ''}): demo accuracy ${summary.finalAccuracy}, ONNX float32 ${accuracy['none']}, int8 ${accuracy['int8']}`);
+    expect(accuracy['none']).toBeCloseTo(summary.finalAccuracy, 3);
+    if (extra.length === 0) expect(Math.abs(accuracy['int8']! - accuracy['none']!)).toBeLessThanOrEqual(0.01);
+    // Without the key the statistics (and the model) stay closed, with the reason.
+    const refused = await veilFails(['calibration', '--task', summary.taskId, '--out', join(dir, 'c.json'), '--data-dir', dir]);
+    expect(refused).toMatch(/encrypted under its shared key; give --device-key DIR/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -58,7 +58,8 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                            --dp-colluding K (committee: devices assumed to collude with the coordinator, 1),
                            delta 1e-5
       --calibrate          after the last round, 2 calibration rounds: devices report activation statistics
-                           (aggregated like updates) and export --quantize int8 uses the ranges
+                           (aggregated like updates) and export --quantize int8 uses the ranges; with
+                           --shared-key they stay encrypted: export --device-key DIR/keys/device opens them
       --json               print only a JSON summary on stdout
       --keep-running       keep the coordinator (REST API, dashboard) up after the last round, until Ctrl-C
       --http-port N        REST and dashboard port (default: any free port; the URL is printed)

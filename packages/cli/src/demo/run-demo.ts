@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createDeviceEncryption, evaluateLocal, initTensorflow, type DeviceEncryption } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
 import { generateKeys } from '../keys.js';
+import { readCalibrationFile, type EncryptedCalibrationFileJson } from '../calibration.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
 import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
@@ -62,7 +63,9 @@ export interface DemoOptions {
   /**
    * Federated int8 calibration after the last round (task setting `calibration`): the devices
    * report activation statistics in two more rounds and `veil export --quantize int8` uses the
-   * ranges. Not with `sharedKey`. Default false.
+   * ranges. With `sharedKey` the coordinator holds only the encrypted sums: the demo, a key holder,
+   * opens them after the last round (as `veil calibration --device-key` does) to report `calibrated`.
+   * Default false.
    */
   calibrate?: boolean;
 }
@@ -321,6 +324,17 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
 
     const status = await ended;
     await evaluations;
+    if (options.calibrate && keyDir !== null) {
+      // Shared key: only a key holder chooses the ranges; the demo holds the key (veil export --device-key opens them the same way).
+      calibrated = await openSharedKeyCalibration(coordinator.httpUrl, coordinator.adminToken, task.id, join(keyDir, 'device'));
+      say(
+        calibrated
+          ? 'calibration: the encrypted statistics opened with the device key give the activation ranges (veil export --device-key uses them)'
+          : status === 'BUDGET_EXHAUSTED'
+            ? 'calibration did not run: the privacy budget had no room for its two rounds (raise --epsilon-cap)'
+            : 'calibration did not complete',
+      );
+    }
     await Promise.all(workers.map((w) => waitForExit(w, 30_000)));
     for (const failure of failures) say(`warning: ${failure}`);
     const summary: DemoSummary = {
@@ -379,15 +393,11 @@ export class DemoOptionsError extends Error {
 
 /**
  * Throws {@link DemoOptionsError} for option combinations the local demo cannot run, before it
- * creates a directory or starts a process: --plaintext with --shared-key; --calibrate with
- * --shared-key (only a key holder opens the statistics, which the demo does not do); committee DP whose colluder
+ * creates a directory or starts a process: --plaintext with --shared-key; committee DP whose colluder
  * allowance leaves no honest device among minClients.
  */
 export function checkDemoOptions(options: DemoOptions): void {
   if (options.plaintext && options.sharedKey) throw new DemoOptionsError('--plaintext and --shared-key exclude each other');
-  if (options.calibrate && options.sharedKey) {
-    throw new DemoOptionsError('--calibrate needs a committee (default) or --plaintext task: with --shared-key only a key holder opens the statistics (veil calibration --device-key), which the demo does not do');
-  }
   const minClients = demoTaskSettings(options).minClients;
   const colluding = options.dp?.colludingDevices ?? DEMO_DP_COLLUDING;
   const distributedDp = options.dp !== null && !options.plaintext && !options.sharedKey;
@@ -473,6 +483,22 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<voi
       resolve();
     });
   });
+}
+
+/**
+ * A shared-key task's calibration statistics opened by a key holder (GET /v1/tasks/ID/calibration,
+ * then `readCalibrationFile` with the device key): whether they give activation ranges (false when
+ * the calibration rounds did not complete).
+ */
+async function openSharedKeyCalibration(httpUrl: string, adminToken: string, taskId: string, deviceKeyDir: string): Promise<boolean> {
+  const response = await fetch(`${httpUrl}/v1/tasks/${taskId}/calibration`, { headers: { authorization: `Bearer ${adminToken}` } });
+  if (response.status === 404) {
+    await response.body?.cancel();
+    return false;
+  }
+  if (!response.ok) throw new Error(`GET /calibration: HTTP ${response.status} ${await response.text()}`);
+  const file = await readCalibrationFile((await response.json()) as EncryptedCalibrationFileJson, deviceKeyDir);
+  return Object.keys(file.activationRanges).length > 0;
 }
 
 /** Creates an enrolment token for the task over REST (admin token); returns the token. */
