@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { EncodedModelChunk, encodeModelChunk, federationServiceDefinition } from './service.js';
 import { fromConfigMessages, toConfigMessages } from './model.js';
@@ -19,6 +20,21 @@ describe('DownloadModel messages serialized once', () => {
       header: { modelVersion: 7, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: 3 },
     });
     expect([...definition.responseDeserialize(encodeModelChunk(data).bytes).data!]).toEqual([1, 2, 3]);
+  });
+
+  it('has grpc-js write an encoded message as its one framed buffer, not a fresh copy per call', () => {
+    definition.responseSerialize(header); // federationServiceDefinition() is what installs the path
+    const { BaseServerInterceptingCall } = createRequire(import.meta.url)('@grpc/grpc-js/build/src/server-interceptors.js');
+    const encoded = encodeModelChunk(data);
+    // gRPC's Length-Prefixed-Message: flag 0 (uncompressed), 4-byte big-endian length, the message.
+    expect([...encoded.framed.subarray(0, 5)]).toEqual([0, 0, 0, 0, encoded.bytes.byteLength]);
+    expect(encoded.framed.subarray(5).equals(encoded.bytes)).toBe(true);
+    const call = Object.create(BaseServerInterceptingCall.prototype, { handler: { value: { serialize: definition.responseSerialize } } });
+    expect(call.serializeMessage(encoded)).toBe(encoded.framed);
+    expect(call.serializeMessage(encoded)).toBe(call.serializeMessage(encoded));
+    // Any other message is framed as grpc-js always did.
+    expect(call.serializeMessage(data).equals(encoded.framed)).toBe(true);
+    expect(call.serializeMessage(data)).not.toBe(encoded.framed);
   });
 
   it('keeps the other methods as loaded', () => {

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from './gen/federation.js';
@@ -39,15 +40,50 @@ function loadPackage(): ProtoGrpcType {
 
 /**
  * A `ModelChunk` serialized once, to be written as is to every DownloadModel call that sends it
- * (a model version goes to every device of a round; grpc-js then only frames the bytes).
+ * (a model version goes to every device of a round). `framed` holds the message behind its gRPC
+ * length prefix (1 flag byte, 4 bytes big-endian length; gRPC over HTTP/2, "Length-Prefixed-Message"),
+ * so grpc-js writes the very buffer to each call instead of framing a fresh copy of it per device
+ * (see {@link writePreframedMessages}); `bytes` is the message itself (a view).
  */
 export class EncodedModelChunk {
-  constructor(readonly bytes: Buffer) {}
+  readonly framed: Buffer;
+  readonly bytes: Buffer;
+  constructor(message: Uint8Array) {
+    this.framed = Buffer.allocUnsafe(message.byteLength + 5);
+    this.framed.writeUInt8(0, 0);
+    this.framed.writeUInt32BE(message.byteLength, 1);
+    this.framed.set(message, 5);
+    this.bytes = this.framed.subarray(5);
+  }
 }
 
 /** Serializes a `ModelChunk` once, for {@link EncodedModelChunk}. */
 export function encodeModelChunk(message: ModelChunk): EncodedModelChunk {
   return new EncodedModelChunk(loadPackage().veil.v1.FederationService.service.DownloadModel.responseSerialize(message));
+}
+
+/**
+ * Makes grpc-js's server send an {@link EncodedModelChunk} as its `framed` buffer. grpc-js (1.14)
+ * frames every response message into a fresh buffer (`serializeMessage`: allocate size + 5, copy):
+ * for a model chunk that is a 400 kB allocation and copy per device and download, which also brings
+ * V8's next full garbage collection closer. grpc-js has no option for it; its server call class is
+ * reached by its module path. Should a grpc-js version move it, responses are framed as before
+ * (slower, nothing else changes) and the protocol test that checks this path fails.
+ */
+function writePreframedMessages(): void {
+  let serverCall: { prototype: { serializeMessage?: (value: unknown) => Buffer } } | undefined;
+  try {
+    serverCall = createRequire(import.meta.url)('@grpc/grpc-js/build/src/server-interceptors.js').BaseServerInterceptingCall;
+  } catch {
+    return;
+  }
+  const proto = serverCall?.prototype;
+  const frame = proto?.serializeMessage;
+  if (proto === undefined || typeof frame !== 'function' || (frame as { preframed?: true }).preframed) return;
+  const serializeMessage = function (this: unknown, value: unknown): Buffer {
+    return value instanceof EncodedModelChunk ? value.framed : frame.call(this, value);
+  };
+  proto.serializeMessage = Object.assign(serializeMessage, { preframed: true as const });
 }
 
 let serverDefinition: FederationServiceDefinition | undefined;
@@ -70,6 +106,7 @@ export const isMalformedMessage = (value: unknown): value is MalformedMessage =>
  */
 export function federationServiceDefinition(): FederationServiceDefinition {
   if (serverDefinition === undefined) {
+    writePreframedMessages();
     const loaded = loadPackage().veil.v1.FederationService.service;
     const serialize = loaded.DownloadModel.responseSerialize;
     const tolerant: Record<string, unknown> = {};
