@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, hash as oneShotHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { MAX_CLIENT_NAME_LENGTH } from '@veil/protocol';
 import { VeilError } from '../errors.js';
@@ -64,8 +64,10 @@ export interface DeviceAuth {
   /**
    * The client a `Bearer <credential>` metadata entry belongs to; throws unauthenticated / rate_limited.
    * `surface` (default `grpc`) names the port in failure logs and the audit trail; the lockout is shared.
+   * `peer`: the peer string, or a function giving it, called only when it is needed (a failure, or
+   * while some key is locked out or has failures recorded).
    */
-  authenticate(call: string, metadata: { get(key: string): unknown[] }, peer: string, surface?: DeviceSurface): Promise<Client>;
+  authenticate(call: string, metadata: { get(key: string): unknown[] }, peer: string | (() => string), surface?: DeviceSurface): Promise<Client>;
   /** Enrols a device; returns its identity and credential (shown once). `surface` as for `authenticate`. */
   enrol(request: EnrolRequest, peer: string, surface?: DeviceSurface): Promise<{ client: Client; credential: string; task: Task }>;
   /**
@@ -79,7 +81,8 @@ export interface DeviceAuth {
   revoked(clientId: string): void;
 }
 
-const sha256Hex = (data: string): string => createHash('sha256').update(data).digest('hex');
+const sha256Hex = (data: string): string => oneShotHash('sha256', data, 'hex');
+const BEARER = /^Bearer ([A-Za-z0-9_-]{16,128})$/;
 /** RFC 4122 textual form (any version): 8-4-4-4-12 hex digits. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // eslint-disable-next-line no-control-regex
@@ -110,23 +113,25 @@ export function createDeviceAuth(options: DeviceAuthOptions): DeviceAuth {
 
   return {
     async authenticate(call, metadata, peer, surface = 'grpc') {
-      const sourceAddress = peerAddress(peer);
       const header = metadata.get('authorization')[0];
-      const match = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(header) : null;
+      const match = typeof header === 'string' ? BEARER.exec(header) : null;
       const hash = match === null ? null : sha256Hex(match[1]!);
-      const keys = [`grpc:addr:${addressKey(sourceAddress)}`];
-      if (hash !== null) keys.push(`grpc:cred:${hash}`);
-      refuseIfLockedOut(keys, { call, surface, reason: 'locked_out', sourceAddress });
+      // Every device call comes here: the peer's address is read and parsed only when it matters.
+      let address: string | null = null;
+      const sourceAddress = (): string => (address ??= peerAddress(typeof peer === 'string' ? peer : peer()));
+      const keys = (): string[] => [`grpc:addr:${addressKey(sourceAddress())}`, ...(hash === null ? [] : [`grpc:cred:${hash}`])];
+      // No key has a failure on record: none is locked out (retryAfterMs would answer 0).
+      if (throttle.size > 0) refuseIfLockedOut(keys(), { call, surface, reason: 'locked_out', sourceAddress: sourceAddress() });
       if (hash === null) {
-        fail({ call, surface, reason: 'missing', sourceAddress });
+        fail({ call, surface, reason: 'missing', sourceAddress: sourceAddress() });
         throw new VeilError('unauthenticated', 'missing or malformed client credential');
       }
       let client = clients.get(hash);
       if (client === undefined) {
         client = (await store.findClientByCredentialHash(hash)) ?? undefined;
         if (client === undefined || revokedIds.has(client.id)) {
-          throttle.recordFailure(keys);
-          fail({ call, surface, reason: 'invalid', sourceAddress });
+          throttle.recordFailure(keys());
+          fail({ call, surface, reason: 'invalid', sourceAddress: sourceAddress() });
           throw new VeilError('unauthenticated', 'unknown or revoked client credential');
         }
         clients.set(hash, client);

@@ -332,7 +332,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     if (value > 2_147_483_647) throw new VeilError('invalid_argument', `${name} is out of range`);
   };
   const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
-    deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, call.getPeer(), surfaceOf(call));
+    deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, () => call.getPeer(), surfaceOf(call));
 
   return {
     Join(call, callback) {

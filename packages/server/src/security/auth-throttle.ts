@@ -27,7 +27,7 @@ export interface AuthThrottle {
   retryAfterMs(keys: readonly string[]): number;
   /** Counts a failed attempt against each key; returns the lockout now in force for them, ms (0: none). */
   recordFailure(keys: readonly string[]): number;
-  /** Keys currently remembered (for tests and metrics). */
+  /** Keys currently remembered (for tests and metrics; 0: no key has a failure on record, none is locked out). */
   readonly size: number;
 }
 
