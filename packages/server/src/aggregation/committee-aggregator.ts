@@ -209,9 +209,16 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   const polys = polynomialCount(valueCount);
   const publicPolynomials: Float64Array[] = [];
   let precomputing = true;
-  // Accepted devices go to the custodians as they are accepted (see CommitteeStaging).
-  const staging = task.stage?.(round) ?? null;
+  // Σc0 reduced mod q, taken by `prepare` while the round's move to AGGREGATING commits (for `count` uploads).
+  let prepared: { count: number; c0Sum: Float64Array } | null = null;
+  // Accepted devices go to the custodians as they are accepted (see CommitteeStaging). The staged
+  // requests open on the next event-loop turn, once the engine has told the round's devices of it
+  // (the first accepted update opens them itself if it comes first).
+  let staging: CommitteeStaging | null | undefined;
+  const openStaging = (): CommitteeStaging | null => (staging === undefined ? (staging = task.stage?.(round) ?? null) : staging);
   void (async () => {
+    await nextTurn();
+    if (precomputing) openStaging();
     for (let l = 0; l < polys; l++) {
       await nextTurn();
       if (!precomputing) return;
@@ -231,6 +238,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       } catch (error) {
         throw uploadError(error);
       }
+      prepared = null;
       seen.add(clientId);
       const c = checked.committee;
       const device = {
@@ -241,7 +249,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         sealedShares: c.sealedShares.map((share) => Uint8Array.from(share)),
       };
       devices.push(device);
-      staging?.add(device, (custodianIndex) => {
+      openStaging()?.add(device, (custodianIndex) => {
         const share = device.sealedShares[custodianIndex - 1];
         if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for client ${clientId}`);
         return share;
@@ -249,6 +257,9 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     },
     get count() {
       return sum?.count ?? 0;
+    },
+    prepare() {
+      if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
     },
     async finish(current, failures = [], state = null) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
@@ -265,7 +276,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for device ${deviceIndex}`);
           return share;
         },
-        ...(staging !== null && { staged: staging }),
+        ...(staging != null && { staged: staging }),
       });
       if (!result.ok || result.answers.length < descriptor.threshold) {
         const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
@@ -283,7 +294,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           publicPolynomials,
           encoding: descriptor.encoding,
           valueCount,
-          c0Sum: sum.sum(),
+          c0Sum: prepared?.count === sum.count ? prepared.c0Sum : sum.sum(),
           secretSum,
           count: devices.length,
         });
@@ -326,10 +337,13 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         throw new VeilError('failed_precondition', `committee decryption failed: ${e.message}`, { cause: error });
       } finally {
         secretSum?.fill(0);
+        prepared = null;
       }
     },
     dispose() {
       sum = null;
+      prepared = null;
+      staging ??= null; // never opened now
       staging?.cancel();
       precomputing = false;
       publicPolynomials.length = 0;

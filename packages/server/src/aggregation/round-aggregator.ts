@@ -62,6 +62,12 @@ export interface RoundAggregator {
    * from the current ones; null to keep the model (and its state).
    */
   finish(current: ModelBlob, failures: readonly FitFailure[], state: StrategyState | null): RoundResult | null | Promise<RoundResult | null>;
+  /**
+   * Optional: the round takes no more updates (its move to AGGREGATING is committing): precompute
+   * what `finish` needs from the updates alone, while the engine waits for the store. An `add`
+   * afterwards drops what was precomputed.
+   */
+  prepare?(): void;
   dispose(): void;
 }
 

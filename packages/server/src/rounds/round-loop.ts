@@ -242,7 +242,10 @@ export class RoundLoop {
       // The round's updates are listed while it moves: nothing records one meanwhile (the lock is held).
       const listed = this.ctx.store.listSubmissions(round.id);
       listed.catch(() => undefined); // awaited below, or moot when the move fails
-      const aggregating = await this.ctx.store.beginAggregation(round.id, reason);
+      const moving = this.ctx.store.beginAggregation(round.id, reason);
+      // The updates are final (the lock is held): the aggregator precomputes while the move commits.
+      open.aggregator?.prepare?.();
+      const aggregating = await moving;
       if (aggregating === null) return;
       open.round = aggregating;
       await this.finishAggregation(rt, open, undefined, listed);
