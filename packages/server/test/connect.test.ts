@@ -239,6 +239,43 @@ describe('device protocol over Connect (HTTP port)', () => {
     b.close();
   });
 
+  test("Connect protocol: a path of no method is an `unimplemented` error (404), whoever asks; connect-timeout-ms is the call's deadline", async () => {
+    const { coordinator, rest } = env;
+    // An unknown method, service or package version: the Connect error body, before any credential is asked for.
+    for (const path of ['/veil.v1.UploadService/Nothing', '/veil.v1.NoService/GetTask', '/veil.v2.FederationService/Join']) {
+      const r = await post(env, path, {});
+      expect([path, r.status, r.headers.get('content-type'), await r.json()]).toEqual([
+        path,
+        404,
+        'application/json; charset=utf-8',
+        { code: 'unimplemented', message: `${path} is not a method of this coordinator` },
+      ]);
+    }
+
+    // One device of the two a round needs: its long poll waits (up to the 20 s it asks for).
+    const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 2, minAvailableClients: 2 });
+    const device = await joinConnectDevice(coordinator, taskId, 'deadline');
+    try {
+      const auth = { authorization: `Bearer ${device.credential}` };
+      // With a 300 ms deadline it is answered deadline_exceeded (without it: an Idle answer after 20 s).
+      const poll = await post(env, '/veil.v1.FederationService/WaitForAssignment', { waitMs: 20_000 }, { ...auth, 'connect-timeout-ms': '300' });
+      expect([poll.status, poll.headers.get('veil-error-code'), await poll.json()]).toEqual([
+        504,
+        'deadline_exceeded',
+        { code: 'deadline_exceeded', message: "the call's deadline passed (connect-timeout-ms 300)" },
+      ]);
+      // A call done within its deadline is answered as ever; a deadline the protocol does not allow is refused.
+      const task = await post(env, '/veil.v1.FederationService/GetTask', {}, { ...auth, 'connect-timeout-ms': '60000' });
+      expect([task.status, (await task.json()).taskId]).toEqual([200, taskId]);
+      for (const bad of ['0', 'soon', '12345678901', '-5', '1.5']) {
+        const r = await post(env, '/veil.v1.FederationService/GetTask', {}, { ...auth, 'connect-timeout-ms': bad });
+        expect([bad, r.status, await r.json()]).toEqual([bad, 400, { code: 'invalid_argument', message: 'connect-timeout-ms must be a positive integer of at most 10 digits' }]);
+      }
+    } finally {
+      device.close();
+    }
+  });
+
   test('the binary codec answers the same as JSON; CORS preflight allows the bearer header', async () => {
     const { coordinator } = env;
     const r = await fetch(coordinator.httpUrl + '/veil.v1.FederationService/GetTask', {

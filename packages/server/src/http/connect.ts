@@ -12,6 +12,11 @@
  * An upload holds one of its device's upload slots of the gRPC port's guard
  * (grpc/upload-guard.ts) from BeginUpload to its commit, with that guard's idle
  * timeout, minimum rate and cancellation when its round closes.
+ *
+ * A call's `connect-timeout-ms` header is its deadline (Connect protocol, "Timeout"): past it the
+ * call is answered `deadline_exceeded` and the handler's call is cancelled, as grpc-js does at a
+ * gRPC deadline. A path of no method (`/veil.v2.X/Y`, an unknown method) is answered with a
+ * Connect error, `unimplemented` with HTTP 404 (the status the protocol maps to that code).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -272,6 +277,22 @@ interface StoredUpload {
   result?: Buffer;
 }
 
+/** A call's deadline from its connect-timeout-ms header: when (epoch ms) and the header's value. */
+interface CallDeadline {
+  at: number;
+  timeoutMs: number;
+}
+
+/** `connect-timeout-ms` as the protocol defines it: a positive integer of at most 10 digits. */
+const TIMEOUT_MS = /^[0-9]{1,10}$/;
+
+/** The route that answers every POST or GET to a path of the veil packages that names no method. */
+const NO_METHOD_ROUTE = '/veil.*';
+
+function deadlineExceeded(deadline: CallDeadline): VeilError {
+  return new VeilError('deadline_exceeded', `the call's deadline passed (connect-timeout-ms ${deadline.timeoutMs})`);
+}
+
 /** How many cancelled uploads' reasons are kept (for the calls that still name them), and how long, ms. */
 const MAX_ENDED_UPLOADS = 4096;
 const ENDED_UPLOAD_TTL_MS = 600_000;
@@ -381,18 +402,61 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     return reply.status(status).type('application/json').send({ code, message: error.message });
   };
 
-  /** Runs a unary grpc handler with `message`; resolves to its serialized response. */
+  /** Each call's deadline, from its connect-timeout-ms header (checked before anything else of the call). */
+  const deadlines = new WeakMap<FastifyRequest, CallDeadline>();
+  /**
+   * Calls `onExpiry` when `request`'s deadline passes before `stop` is called (at once if it has
+   * passed); returns `stop`. No deadline: nothing is armed.
+   */
+  const armDeadline = (request: FastifyRequest, onExpiry: (error: VeilError) => void): (() => void) => {
+    const deadline = deadlines.get(request);
+    if (deadline === undefined) return () => {};
+    const timer = setTimeout(() => onExpiry(deadlineExceeded(deadline)), Math.max(0, deadline.at - Date.now()));
+    return () => clearTimeout(timer);
+  };
+
+  /** Runs a unary grpc handler with `message`; resolves to its serialized response. Cancelled at the call's deadline. */
   const runUnary = (request: FastifyRequest, reply: FastifyReply, path: string, method: string, message: unknown): Promise<Buffer> =>
     new Promise((resolve, reject) => {
       const call = baseCall(request, path, message);
+      const cancel = (): void => {
+        if (call.cancelled) return;
+        call.cancelled = true;
+        call.emit('cancelled');
+      };
       reply.raw.once('close', () => {
-        if (!reply.raw.writableEnded) {
-          call.cancelled = true;
-          call.emit('cancelled');
-        }
+        if (!reply.raw.writableEnded) cancel();
+      });
+      const stop = armDeadline(request, (error) => {
+        cancel();
+        reject(error);
       });
       const handler = (handlers as unknown as Record<string, (call: unknown, cb: (e: unknown, v?: unknown) => void) => void>)[method]!;
-      handler(call, (error, value) => (error ? reject(error) : resolve(definition[method]!.responseSerialize(value))));
+      handler(call, (error, value) => {
+        stop();
+        if (error) reject(error);
+        else resolve(definition[method]!.responseSerialize(value));
+      });
+    });
+
+  /**
+   * An upload call, answered `deadline_exceeded` at the call's deadline. The call itself runs to its
+   * end (a chunk stored, a commit recorded), as a gRPC call may after the device's deadline: the
+   * device asks GetUpload, or commits again, which answers with the first commit's result.
+   */
+  const runUploadCall = (request: FastifyRequest, work: Promise<Uint8Array>): Promise<Uint8Array> =>
+    new Promise((resolve, reject) => {
+      const stop = armDeadline(request, reject);
+      work.then(
+        (value) => {
+          stop();
+          resolve(value);
+        },
+        (error: unknown) => {
+          stop();
+          reject(error);
+        },
+      );
     });
 
   // ------------------------------------------------------------------ UploadService
@@ -628,10 +692,18 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
     // Authentication before the body is read (every call but Join and the CORS preflight), as on the gRPC port.
     scope.addHook('onRequest', async (request, reply) => {
       const path = request.url.split('?', 1)[0]!;
-      if (request.method !== 'POST') return;
+      // A path of no method is answered as such, whoever asks (as grpc-js answers UNIMPLEMENTED).
+      if (request.method !== 'POST' || request.routeOptions.url === NO_METHOD_ROUTE) return;
       if (options.requireClientCertificate?.() === true && (request.raw.socket as Partial<TLSSocket>).authorized !== true) {
         log.warn({ peer: peerOf(request), call: path.split('/').at(-1) }, 'device call without a verified client certificate');
         return sendError(request, reply, { code: 'unauthenticated', message: 'a client certificate from the device CA is required' });
+      }
+      const timeout = request.headers['connect-timeout-ms'];
+      if (timeout !== undefined) {
+        if (typeof timeout !== 'string' || !TIMEOUT_MS.test(timeout) || Number(timeout) === 0) {
+          return sendError(request, reply, { code: 'invalid_argument', message: 'connect-timeout-ms must be a positive integer of at most 10 digits' });
+        }
+        deadlines.set(request, { at: Date.now() + Number(timeout), timeoutMs: Number(timeout) });
       }
       if (path === '/veil.v1.FederationService/Join') return;
       try {
@@ -669,7 +741,7 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
           try {
             const message = decodeRequest(requestType, codec, (request.body as Buffer | undefined) ?? Buffer.alloc(0), deserialize);
             const bytes = uploadCall
-              ? await uploadCalls[method]!(request, reply, path, message as Record<string, unknown>)
+              ? await runUploadCall(request, uploadCalls[method]!(request, reply, path, message as Record<string, unknown>))
               : await runUnary(request, reply, path, method, message);
             cors(request, reply);
             return reply.status(200).type(codec === 'proto' ? 'application/proto' : 'application/json').send(encodeResponse(responseType, codec, bytes));
@@ -734,7 +806,30 @@ export async function connectRoutes(app: FastifyInstance, options: ConnectOption
         call.emit('close');
       });
       call.on('error', (error: unknown) => endStream(fromStatus(error)));
+      // At the call's deadline the stream ends with deadline_exceeded and the handler's call is cancelled.
+      const stop = armDeadline(request, (error) => {
+        if (ended) return;
+        call.cancelled = true;
+        call.emit('cancelled');
+        endStream(fromStatus(error));
+      });
+      res.once('close', stop);
       (handlers.DownloadModel as unknown as (call: unknown) => void)(call);
+    });
+
+    // A path of no method: a Connect error, not the framework's plain 404 (a client of a newer
+    // protocol version learns that this coordinator does not have the call).
+    scope.route({
+      method: ['POST', 'GET'],
+      url: NO_METHOD_ROUTE,
+      bodyLimit: smallBody,
+      config: { auth: 'public' },
+      schema: { hide: true },
+      handler: async (request, reply) => {
+        cors(request, reply);
+        const path = request.url.split('?', 1)[0]!.slice(0, 200);
+        return reply.status(404).type('application/json').send({ code: 'unimplemented', message: `${path} is not a method of this coordinator` });
+      },
     });
 
     // CORS preflight of every call.
