@@ -50,7 +50,6 @@ async function main() {
     chunkBytes: Number(params.get('chunkBytes') ?? 1024 * 1024),
     onChunk: (p) => {
       state.upload = p;
-      window.veilOnChunk?.(p);
     },
   });
   const client = createClient({
