@@ -59,6 +59,60 @@ interface RawResult {
   readonly shareSum?: Buffer;
 }
 
+type Entry = { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array };
+
+/** A ShareSum stream to `address`; `result` is how it ended (the channel is closed then). */
+function openShareSum(address: string): { call: grpc.ClientWritableStream<unknown>; result: Promise<RawResult> } {
+  const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
+  let call!: grpc.ClientWritableStream<unknown>;
+  const result = new Promise<RawResult>((resolve) => {
+    call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
+      if (error) {
+        resolve({ ok: false, code: error.code, veilCode: String(error.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? ''), details: error.details });
+      } else {
+        resolve({ ok: true, statement: response!.statement, signature: response!.signature, shareSum: response!.shareSum });
+      }
+    });
+  }).finally(() => client.close());
+  return { call, result };
+}
+
+/** A request header as the coordinator signs it (`sign`, default the fixture's request key). */
+function signedHeader(
+  f: CommitteeFixture,
+  opts: {
+    round: number;
+    custodianIndex: number;
+    hashD: Uint8Array;
+    deviceCount: number;
+    descriptorBytes?: Uint8Array;
+    descriptorSignature?: Uint8Array;
+    sign?: (m: Uint8Array) => Uint8Array;
+    issuedAtMs?: number;
+  },
+) {
+  const descriptorBytes = opts.descriptorBytes ?? f.descriptorBytes;
+  const issuedAtMs = opts.issuedAtMs ?? Date.now();
+  const { round, hashD, deviceCount, custodianIndex } = opts;
+  const signature = (opts.sign ?? f.signRequest)(requestSigningBytes({ descriptorHash: sha256(descriptorBytes), round, hashD, deviceCount, custodianIndex, issuedAtMs }));
+  return {
+    header: {
+      descriptor: Buffer.from(descriptorBytes),
+      descriptorSignature: Buffer.from(opts.descriptorSignature ?? f.descriptorSignature),
+      round,
+      hashD: Buffer.from(hashD),
+      deviceCount,
+      custodianIndex,
+      issuedAtMs,
+      coordinatorSignature: Buffer.from(signature),
+    },
+  };
+}
+
+const batchOf = (entries: readonly Entry[]) => ({
+  batch: { devices: entries.map((e) => ({ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) })) },
+});
+
 /** A hand-built ShareSum call, for requests the committee client would never send. */
 async function rawShareSum(
   address: string,
@@ -66,7 +120,7 @@ async function rawShareSum(
   opts: {
     round: number;
     custodianIndex: number;
-    entries: readonly { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array }[];
+    entries: readonly Entry[];
     hashD?: Uint8Array;
     deviceCount?: number;
     descriptorBytes?: Uint8Array;
@@ -75,45 +129,11 @@ async function rawShareSum(
     issuedAtMs?: number;
   },
 ): Promise<RawResult> {
-  const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
-  const descriptorBytes = opts.descriptorBytes ?? f.descriptorBytes;
-  const hashD = opts.hashD ?? new Uint8Array(32);
-  const deviceCount = opts.deviceCount ?? opts.entries.length;
-  const issuedAtMs = opts.issuedAtMs ?? Date.now();
-  const signature = (opts.sign ?? f.signRequest)(
-    requestSigningBytes({ descriptorHash: sha256(descriptorBytes), round: opts.round, hashD, deviceCount, custodianIndex: opts.custodianIndex, issuedAtMs }),
-  );
-  try {
-    return await new Promise<RawResult>((resolve) => {
-      const call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
-        if (error) {
-          resolve({ ok: false, code: error.code, veilCode: String(error.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? ''), details: error.details });
-        } else {
-          resolve({ ok: true, statement: response!.statement, signature: response!.signature, shareSum: response!.shareSum });
-        }
-      });
-      call.write({
-        header: {
-          descriptor: Buffer.from(descriptorBytes),
-          descriptorSignature: Buffer.from(opts.descriptorSignature ?? f.descriptorSignature),
-          round: opts.round,
-          hashD: Buffer.from(hashD),
-          deviceCount,
-          custodianIndex: opts.custodianIndex,
-          issuedAtMs,
-          coordinatorSignature: Buffer.from(signature),
-        },
-      });
-      call.write({
-        batch: {
-          devices: opts.entries.map((e) => ({ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) })),
-        },
-      });
-      call.end();
-    });
-  } finally {
-    client.close();
-  }
+  const { call, result } = openShareSum(address);
+  call.write(signedHeader(f, { ...opts, hashD: opts.hashD ?? new Uint8Array(32), deviceCount: opts.deviceCount ?? opts.entries.length }));
+  call.write(batchOf(opts.entries));
+  call.end();
+  return result;
 }
 
 /**
@@ -126,61 +146,61 @@ async function rawStaged(
   opts: {
     round: number;
     custodianIndex: number;
-    entries: readonly { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array }[];
+    entries: readonly Entry[];
     final?: { round?: number; hashD: Uint8Array; deviceCount?: number } | null;
     stageSign?: (m: Uint8Array) => Uint8Array;
   },
 ): Promise<RawResult> {
-  const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
+  const { call, result } = openShareSum(address);
   const issuedAtMs = Date.now();
   const stageSignature = (opts.stageSign ?? f.signRequest)(stageSigningBytes({ descriptorHash: f.descriptorHash, round: opts.round, custodianIndex: opts.custodianIndex, issuedAtMs }));
-  try {
-    return await new Promise<RawResult>((resolve) => {
-      const call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
-        if (error) {
-          resolve({ ok: false, code: error.code, veilCode: String(error.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? ''), details: error.details });
-        } else {
-          resolve({ ok: true, statement: response!.statement, signature: response!.signature, shareSum: response!.shareSum });
-        }
-      });
-      call.write({
-        stage: {
-          descriptor: Buffer.from(f.descriptorBytes),
-          descriptorSignature: Buffer.from(f.descriptorSignature),
-          round: opts.round,
-          custodianIndex: opts.custodianIndex,
-          issuedAtMs,
-          coordinatorSignature: Buffer.from(stageSignature),
-        },
-      });
-      for (const e of opts.entries) {
-        call.write({ batch: { devices: [{ manifest: Buffer.from(e.manifest), manifestSignature: Buffer.from(e.manifestSignature), sealedShare: Buffer.from(e.sealedShare) }] } });
-      }
-      if (opts.final != null) {
-        const round = opts.final.round ?? opts.round;
-        const deviceCount = opts.final.deviceCount ?? opts.entries.length;
-        const finalIssued = Date.now();
-        const signature = f.signRequest(
-          requestSigningBytes({ descriptorHash: f.descriptorHash, round, hashD: opts.final.hashD, deviceCount, custodianIndex: opts.custodianIndex, issuedAtMs: finalIssued }),
-        );
-        call.write({
-          header: {
-            descriptor: Buffer.from(f.descriptorBytes),
-            descriptorSignature: Buffer.from(f.descriptorSignature),
-            round,
-            hashD: Buffer.from(opts.final.hashD),
-            deviceCount,
-            custodianIndex: opts.custodianIndex,
-            issuedAtMs: finalIssued,
-            coordinatorSignature: Buffer.from(signature),
-          },
-        });
-      }
-      call.end();
-    });
-  } finally {
-    client.close();
+  call.write({
+    stage: {
+      descriptor: Buffer.from(f.descriptorBytes),
+      descriptorSignature: Buffer.from(f.descriptorSignature),
+      round: opts.round,
+      custodianIndex: opts.custodianIndex,
+      issuedAtMs,
+      coordinatorSignature: Buffer.from(stageSignature),
+    },
+  });
+  for (const e of opts.entries) call.write(batchOf([e]));
+  if (opts.final != null) {
+    const { hashD } = opts.final;
+    call.write(signedHeader(f, { round: opts.final.round ?? opts.round, custodianIndex: opts.custodianIndex, hashD, deviceCount: opts.final.deviceCount ?? opts.entries.length }));
   }
+  call.end();
+  return result;
+}
+
+/** Runs a custodian (`runCustodian`, as `veil custodian serve`) on each of the fixture's directories. */
+function runCustodians(f: CommitteeFixture, logger: pino.Logger, extra: { tls?: { certChain: Buffer; privateKey: Buffer } } = {}): Promise<RunningCustodian[]> {
+  return Promise.all(
+    f.custodianDirs.map((dir) =>
+      runCustodian({ dir, listen: '127.0.0.1:0', coordinatorKeyFiles: [f.requestKeyFile], authorityKeyFiles: [f.authorityKeyFile], floors: { minDevices: 3 }, logger, ...extra }),
+    ),
+  );
+}
+
+/** The coordinator's committee client for the fixture's descriptor and request key. */
+function committeeClientFor(f: CommitteeFixture, options: Omit<Parameters<typeof createCommitteeClient>[0], 'descriptor' | 'descriptorSignature' | 'signRequest'>): CommitteeClient {
+  return createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: f.descriptorSignature, signRequest: f.signRequest, ...options });
+}
+
+/** Custodian `i`'s own service over its directory (keys, answer state), for a test to wrap; `close` ends its state. */
+async function custodianServiceOf(f: CommitteeFixture, i: number, logger: pino.Logger, extra: { maxDevices?: number } = {}) {
+  const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
+  const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
+  const service = createCustodianService({
+    keys,
+    state,
+    coordinatorKeys: [f.requestKey.publicKey],
+    authorityKeys: [f.authority.publicKey],
+    floors: { minDevices: 3 },
+    ...extra,
+    logger,
+  });
+  return { service, state };
 }
 
 function entriesFor(devices: readonly DeviceUpload[], custodianIndex: number) {
@@ -201,27 +221,8 @@ describe('custodians answering a 4-of-7 committee', () => {
     f = await createCommitteeFixture({ n: 7, threshold: 4, minDevices: 3 });
     const captured = capturingLogger();
     logs = captured.lines;
-    running = [];
-    for (const dir of f.custodianDirs) {
-      running.push(
-        await runCustodian({
-          dir,
-          listen: '127.0.0.1:0',
-          coordinatorKeyFiles: [f.requestKeyFile],
-          authorityKeyFiles: [f.authorityKeyFile],
-          floors: { minDevices: 3 },
-          logger: captured.logger,
-        }),
-      );
-    }
-    client = createCommitteeClient({
-      descriptor: f.descriptorBytes,
-      descriptorSignature: f.descriptorSignature,
-      signRequest: f.signRequest,
-      addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
-      deadlineMs: 20_000,
-      logger: pino({ level: 'silent' }),
-    });
+    running = await runCustodians(f, captured.logger);
+    client = committeeClientFor(f, { addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])), deadlineMs: 20_000, logger: pino({ level: 'silent' }) });
   });
 
   afterEach(async () => {
@@ -455,12 +456,7 @@ describe('staged requests (devices streamed while the round collects)', () => {
 
   beforeEach(async () => {
     f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
-    running = [];
-    for (const dir of f.custodianDirs) {
-      running.push(
-        await runCustodian({ dir, listen: '127.0.0.1:0', coordinatorKeyFiles: [f.requestKeyFile], authorityKeyFiles: [f.authorityKeyFile], floors: { minDevices: 3 }, logger: pino({ level: 'silent' }) }),
-      );
-    }
+    running = await runCustodians(f, pino({ level: 'silent' }));
   });
 
   afterEach(async () => {
@@ -529,14 +525,7 @@ describe('staged requests (devices streamed while the round collects)', () => {
   });
 
   it('the committee client stages t custodians, asks them with the final header only, and falls back to plain requests when D differs', async () => {
-    const client = createCommitteeClient({
-      descriptor: f.descriptorBytes,
-      descriptorSignature: f.descriptorSignature,
-      signRequest: f.signRequest,
-      addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
-      deadlineMs: 20_000,
-      logger: pino({ level: 'silent' }),
-    });
+    const client = committeeClientFor(f, { addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])), deadlineMs: 20_000, logger: pino({ level: 'silent' }) });
     try {
       const devices = makeDevices(f, 1, 4);
       const staging = client.stage(1);
@@ -579,16 +568,7 @@ describe('the committee client', () => {
     const servers: { address: string; close: () => Promise<void> }[] = [];
     const forgerKey = generateEd25519KeyPair();
     for (let i = 1; i <= 5; i += 1) {
-      const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
-      const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
-      const honest = createCustodianService({
-        keys,
-        state,
-        coordinatorKeys: [f.requestKey.publicKey],
-        authorityKeys: [f.authority.publicKey],
-        floors: { minDevices: 3 },
-        logger,
-      });
+      const { service: honest, state } = await custodianServiceOf(f, i, logger);
       // Custodians 1 and 2 are compromised: 1 re-signs with a key not in the committee, 2 changes
       // its share sum after signing.
       const service =
@@ -608,13 +588,7 @@ describe('the committee client', () => {
       const server = await startCustodianServer({ service, logger });
       servers.push({ address: server.address, close: async () => { await server.close(); await state.close(); } });
     }
-    const client = createCommitteeClient({
-      descriptor: f.descriptorBytes,
-      descriptorSignature: f.descriptorSignature,
-      signRequest: f.signRequest,
-      addresses: Object.fromEntries(servers.map((s, i) => [i + 1, s.address])),
-      logger,
-    });
+    const client = committeeClientFor(f, { addresses: Object.fromEntries(servers.map((s, i) => [i + 1, s.address])), logger });
     try {
       const devices = makeDevices(f, 1, 4);
       const result = await client.collect(committeeRequest(1, devices));
@@ -661,16 +635,7 @@ describe('the committee client asks only t custodians', () => {
       release = resolve;
     });
     for (let i = 1; i <= 5; i += 1) {
-      const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
-      const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
-      const honest = createCustodianService({
-        keys,
-        state,
-        coordinatorKeys: [f.requestKey.publicKey],
-        authorityKeys: [f.authority.publicKey],
-        floors: { minDevices: 3 },
-        logger,
-      });
+      const { service: honest, state } = await custodianServiceOf(f, i, logger);
       const service = {
         ...honest,
         shareSum: async (...args: Parameters<typeof honest.shareSum>) => {
@@ -686,7 +651,7 @@ describe('the committee client asks only t custodians', () => {
     const addresses = Object.fromEntries(servers.map((s, i) => [i + 1, s.address]));
     const askedIn = (round: number): number[] => [...handled].filter(([, rounds]) => rounds.includes(round)).map(([i]) => i).sort();
     // A hedge delay far above any answer time here: only failures make it ask more.
-    const client = createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: f.descriptorSignature, signRequest: f.signRequest, addresses, hedgeDelayMs: 20_000, logger });
+    const client = committeeClientFor(f, { addresses, hedgeDelayMs: 20_000, logger });
     let closed: number | null = null;
     try {
       // All healthy: exactly t = 3 custodians are asked (index order before any timings).
@@ -715,7 +680,7 @@ describe('the committee client asks only t custodians', () => {
     }
 
     // A custodian that hangs (connected, never answering): after the hedge delay another is asked.
-    const hedged = createCommitteeClient({ descriptor: f.descriptorBytes, descriptorSignature: f.descriptorSignature, signRequest: f.signRequest, addresses, hedgeDelayMs: 100, deadlineMs: 20_000, logger });
+    const hedged = committeeClientFor(f, { addresses, hedgeDelayMs: 100, deadlineMs: 20_000, logger });
     try {
       hung = [1, 2, 3].find((i) => i !== closed)!;
       const devices3 = makeDevices(f, 3, 3);
@@ -771,21 +736,9 @@ describe('TLS', () => {
     ]);
     const tls = { certChain: await readFile(cert), privateKey: await readFile(key) };
     const logger = pino({ level: 'silent' });
-    const running = await Promise.all(
-      f.custodianDirs.map((dir) =>
-        runCustodian({ dir, listen: '127.0.0.1:0', coordinatorKeyFiles: [f.requestKeyFile], authorityKeyFiles: [f.authorityKeyFile], floors: { minDevices: 3 }, tls, logger }),
-      ),
-    );
+    const running = await runCustodians(f, logger, { tls });
     const clientWith = (credentials: grpc.ChannelCredentials) =>
-      createCommitteeClient({
-        descriptor: f.descriptorBytes,
-        descriptorSignature: f.descriptorSignature,
-        signRequest: f.signRequest,
-        addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])),
-        credentials,
-        deadlineMs: 5_000,
-        logger,
-      });
+      committeeClientFor(f, { addresses: Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])), credentials, deadlineMs: 5_000, logger });
     try {
       const devices = makeDevices(f, 1, 3);
       const secure = clientWith(grpc.credentials.createSsl(tls.certChain));
@@ -808,17 +761,7 @@ describe('request bounds', () => {
   it('refuses oversized requests and callers that go quiet, without blocking the round', async () => {
     await using f = await createCommitteeFixture({ n: 2, threshold: 2, minDevices: 3 });
     const logger = pino({ level: 'silent' });
-    const keys = await readCustodianKeys(f.custodianDirs[0]!);
-    const state = await openCustodianState(join(f.custodianDirs[0]!, 'answers.jsonl'));
-    const service = createCustodianService({
-      keys,
-      state,
-      coordinatorKeys: [f.requestKey.publicKey],
-      authorityKeys: [f.authority.publicKey],
-      floors: { minDevices: 3 },
-      maxDevices: 4,
-      logger,
-    });
+    const { service, state } = await custodianServiceOf(f, 1, logger, { maxDevices: 4 });
     const server = await startCustodianServer({ service, logger, idleTimeoutMs: 300 });
     try {
       const five = makeDevices(f, 1, 5);
@@ -843,26 +786,10 @@ describe('request bounds', () => {
       ).toMatchObject({ ok: false, code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringContaining("task's maximum") });
       // A header, then silence: refused after the idle timeout.
       const devices = makeDevices(f, 1, 3);
-      const client = createCustodianServiceClient(server.address, grpc.credentials.createInsecure());
       const hashD = hashDOf(devices);
-      const issuedAtMs = Date.now();
-      const quiet = await new Promise<grpc.ServiceError | null>((resolve) => {
-        const call = client.shareSum({ deadline: Date.now() + 10_000 }, (error) => resolve(error));
-        call.write({
-          header: {
-            descriptor: Buffer.from(f.descriptorBytes),
-            descriptorSignature: Buffer.from(f.descriptorSignature),
-            round: 1,
-            hashD: Buffer.from(hashD),
-            deviceCount: 3,
-            custodianIndex: 1,
-            issuedAtMs,
-            coordinatorSignature: Buffer.from(f.signRequest(requestSigningBytes({ descriptorHash: f.descriptorHash, round: 1, hashD, deviceCount: 3, custodianIndex: 1, issuedAtMs }))),
-          },
-        });
-      });
-      client.close();
-      expect(quiet).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('no request message') });
+      const { call, result } = openShareSum(server.address);
+      call.write(signedHeader(f, { round: 1, hashD, deviceCount: 3, custodianIndex: 1 }));
+      expect(await result).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('no request message') });
       // The round is still open to a well-formed request.
       expect((await rawShareSum(server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD })).ok).toBe(true);
     } finally {
