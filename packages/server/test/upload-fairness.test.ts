@@ -27,8 +27,30 @@ import {
   startTestCoordinator,
   waitForRounds,
   type Device,
+  type TestCoordinator,
 } from './helpers.js';
 import type { Coordinator } from '../src/index.js';
+
+/** The SHA-256 of `bytes` in base64, as proto3 JSON writes a bytes field. */
+const sha256Base64 = (bytes: Uint8Array): string => Buffer.from(sha256Hex(bytes), 'hex').toString('base64');
+
+/** A task of `rounds` rounds for two devices; a round closes at its deadline with one update. */
+const twoDeviceTask = (rest: TestCoordinator['rest'], rounds: number, roundDeadlineMs: number) =>
+  createTinyTask(rest, { rounds, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs });
+
+/** The slow-loris tests' minimum upload rate. */
+const MIN_RATE = { bytesPerSecond: 200, windowMs: 400, graceMs: 200 };
+
+/**
+ * A coordinator that holds one tiny update at a time (`holds`: the gRPC port's transfer budget, or
+ * the Connect store), with {@link MIN_RATE}. The idle timeout alone would never end an upload that
+ * sends a byte now and then.
+ */
+const oneUpdateCoordinator = (holds: 'budget' | 'store') =>
+  startTestCoordinator({
+    ...(holds === 'budget' ? { uploadBudgetBytes: TINY_PARAMETERS * 4 } : { uploadStoreBytes: TINY_PARAMETERS * 4 }),
+    config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: MIN_RATE },
+  });
 
 /** How an upload call ended: its status, when (ms after it was opened), and its place among the calls of this file that ended. */
 interface Outcome {
@@ -145,7 +167,7 @@ describe('fair upload budget', () => {
     // Idle timeout far beyond the test: only the round's close can end the stalled stream.
     await using env = await startTestCoordinator({ config: { uploadIdleTimeoutMs: 600_000 } });
     const { rest, coordinator } = env;
-    const { id: taskId } = await createTinyTask(rest, { rounds: 2, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 1_500 });
+    const { id: taskId } = await twoDeviceTask(rest, 2, 1_500);
     using devices = await joinDevices(coordinator, taskId, 2);
     const [attacker, honest] = devices as unknown as [Device, Device];
     const [a, h] = await Promise.all([attacker.nextAssignment(), honest.nextAssignment()]);
@@ -175,14 +197,9 @@ describe('fair upload budget', () => {
 
   test('a slow-loris upload (a byte now and then, never idle) is cancelled under the minimum rate and frees the budget for a fast device', async () => {
     // The budget holds one update: while the slow-loris holds it, the fast device waits for it.
-    const minRate = { bytesPerSecond: 200, windowMs: 400, graceMs: 200 };
-    await using env = await startTestCoordinator({
-      uploadBudgetBytes: TINY_PARAMETERS * 4,
-      // The idle timeout alone would never end it: a byte arrives far more often than that.
-      config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: minRate },
-    });
+    await using env = await oneUpdateCoordinator('budget');
     const { rest, coordinator } = env;
-    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 4_000 });
+    const { id: taskId, base } = await twoDeviceTask(rest, 1, 4_000);
     using devices = await joinDevices(coordinator, taskId, 2);
     const [loris, fast] = devices as unknown as [Device, Device];
     const [, f] = await Promise.all([loris.nextAssignment(), fast.nextAssignment()]);
@@ -249,7 +266,7 @@ const beginUpload = (coordinator: Coordinator, credential: string, roundNumber: 
         exampleCount,
         encoding: 'UPDATE_ENCODING_FLOAT32_LE',
         payloadSizeBytes: payload.byteLength,
-        payloadSha256: Buffer.from(sha256Hex(payload), 'hex').toString('base64'),
+        payloadSha256: sha256Base64(payload),
       },
     },
     credential,
@@ -307,14 +324,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
   test('a slow-loris (one-byte PutChunk calls, never idle) is cancelled under the minimum rate; its stored bytes go to an honest browser', async () => {
     // The store holds one tiny update (60 bytes): while the slow-loris holds it, nobody else can begin.
-    const minRate = { bytesPerSecond: 200, windowMs: 400, graceMs: 200 };
-    await using env = await startTestCoordinator({
-      uploadStoreBytes: TINY_PARAMETERS * 4,
-      // The idle timeout alone would never end it: a call arrives far more often than that.
-      config: { uploadIdleTimeoutMs: 600_000, uploadMinRate: minRate },
-    });
+    await using env = await oneUpdateCoordinator('store');
     const { rest, coordinator } = env;
-    const { id: taskId, base } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 6_000 });
+    const { id: taskId, base } = await twoDeviceTask(rest, 1, 6_000);
     const loris = await joinConnectDevice(coordinator, taskId, 'loris');
     const honest = await joinConnectDevice(coordinator, taskId, 'honest');
     const [, h] = await Promise.all([loris.nextAssignment(), honest.nextAssignment()]);
@@ -400,7 +412,7 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
   test("a device's uploads are counted over both ports; Connect uploads still receiving when their round closes are cancelled then", async () => {
     await using env = await startTestCoordinator({ config: { uploadIdleTimeoutMs: 600_000, maxUploadStreamsPerDevice: 2 } });
     const { rest, coordinator } = env;
-    const { id: taskId } = await createTinyTask(rest, { rounds: 2, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 2_000 });
+    const { id: taskId } = await twoDeviceTask(rest, 2, 2_000);
     using devices = await joinDevices(coordinator, taskId, 2);
     const [device, other] = devices as unknown as [Device, Device];
     const [a] = await Promise.all([device.nextAssignment(), other.nextAssignment()]);
@@ -419,7 +431,7 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
       const put = await uploadCall(
         coordinator,
         'PutChunk',
-        { uploadId: ids[0], offset: 0, data: half.toString('base64'), sha256: Buffer.from(sha256Hex(half), 'hex').toString('base64') },
+        { uploadId: ids[0], offset: 0, data: half.toString('base64'), sha256: sha256Base64(half) },
         device.credential,
       );
       expect(put.status).toBe(200);
@@ -449,8 +461,8 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
       expect(began.status).toBe(200);
       const whole = Buffer.from(float32ToBytes(delta));
       const uploadId = began.body['uploadId'];
-      expect((await uploadCall(coordinator, 'PutChunk', { uploadId, offset: 0, data: whole.toString('base64'), sha256: Buffer.from(sha256Hex(whole), 'hex').toString('base64') }, device.credential)).status).toBe(200);
-      expect((await uploadCall(coordinator, 'CommitUpload', { uploadId }, device.credential)).body).toEqual({ acceptedCount: 1, payloadSha256: Buffer.from(sha256Hex(whole), 'hex').toString('base64') });
+      expect((await uploadCall(coordinator, 'PutChunk', { uploadId, offset: 0, data: whole.toString('base64'), sha256: sha256Base64(whole) }, device.credential)).status).toBe(200);
+      expect((await uploadCall(coordinator, 'CommitUpload', { uploadId }, device.credential)).body).toEqual({ acceptedCount: 1, payloadSha256: sha256Base64(whole) });
     } finally {
       for (const s of streams) s.close();
     }
@@ -459,7 +471,7 @@ describe('fair upload budget over Connect (chunked uploads, HTTP port)', () => {
   test('revoking a device drops its Connect upload at once: the bytes it held go to another device', async () => {
     await using env = await startTestCoordinator({ uploadStoreBytes: TINY_PARAMETERS * 4, config: { uploadIdleTimeoutMs: 600_000 } });
     const { rest, coordinator } = env;
-    const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 1, minAvailableClients: 2, roundDeadlineMs: 30_000 });
+    const { id: taskId } = await twoDeviceTask(rest, 1, 30_000);
     using devices = await joinDevices(coordinator, taskId, 2);
     const [revoked, other] = devices as unknown as [Device, Device];
     await Promise.all([revoked.nextAssignment(), other.nextAssignment()]);
