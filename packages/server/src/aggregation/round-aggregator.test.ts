@@ -47,4 +47,17 @@ describe('plaintext updates at any byte offset', () => {
     expect(aggregator.count).toBe(0);
     expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0], 1), 4)).toThrow(/12 bytes, the model needs 16/);
   });
+
+  it('under a refusing bound (one pass for finiteness and norm): NaN and Infinity with the index, then the bound', () => {
+    for (const norm of ['l2', 'linf'] as const) {
+      const bound = { norm, maxNorm: 10, onExceed: 'reject' } as const;
+      expect(() => checkPlaintextUpdate(bytesAt([0, Number.NaN, 0, 0], 5), 4, bound)).toThrow(/non-finite value at index 1/);
+      expect(() => checkPlaintextUpdate(bytesAt([0, 0, Number.POSITIVE_INFINITY, 0], 4), 4, bound)).toThrow(/non-finite value at index 2/);
+      expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, -11], 3), 4, bound)).toThrow(/norm 11 exceeds the task's bound 10/);
+      expect(() => checkPlaintextUpdate(bytesAt([3, -4, 0, 0], 1), 4, bound)).not.toThrow();
+    }
+    // A clipping bound refuses only non-finite values.
+    expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, Number.NaN], 2), 4, { norm: 'linf', maxNorm: 1, onExceed: 'clip' })).toThrow(/index 3/);
+    expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, 50], 2), 4, { norm: 'linf', maxNorm: 1, onExceed: 'clip' })).not.toThrow();
+  });
 });

@@ -12,7 +12,7 @@ import { VeilError } from '../errors.js';
 import { assertFinite } from '../rounds/task-settings.js';
 import type { CommitteeRoundSummary, ModelEncoding, UpdateBound } from '../rounds/model.js';
 import type { LedgerDecryption } from '../privacy/ledger.js';
-import { boundedValues, checkUpdateBound } from './update-bound.js';
+import { boundedValues, refuseOverBound, updateNorm } from './update-bound.js';
 import type { Aggregator, AggregatorInput, FitFailure, Strategy, StrategyState } from './strategy.js';
 
 /** A model blob with its encoding. */
@@ -104,8 +104,10 @@ export function checkPlaintextUpdate(payload: Uint8Array, parameterCount: number
     throw new VeilError('invalid_argument', `update has ${payload.byteLength} bytes, the model needs ${parameterCount * 4}`);
   }
   const { values, retainable } = float32Values(payload);
-  assertFinite(values, 'update');
-  if (bound !== null) checkUpdateBound(values, bound);
+  // Under a refusing bound one pass gives the norm and finiteness (NaN: some value is not finite).
+  const norm = bound !== null && bound.onExceed === 'reject' ? updateNorm(values, bound.norm) : Number.NaN;
+  if (Number.isNaN(norm)) assertFinite(values, 'update');
+  if (bound !== null) refuseOverBound(norm, bound);
   return retainable ? { payload, values } : { payload };
 }
 

@@ -12,6 +12,23 @@ describe('update bounds', () => {
     expect(Number.isFinite(updateNorm(new Float32Array(1000).fill(max), 'l2'))).toBe(true);
   });
 
+  it('gives NaN for an update holding NaN or ±Infinity, in both norms; L∞ is the exact largest magnitude', () => {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      for (const norm of ['l2', 'linf'] as const) {
+        expect(updateNorm(Float32Array.of(1, bad, -2), norm)).toBeNaN();
+        expect(updateNorm(Float32Array.of(bad, 5), norm)).toBeNaN();
+      }
+    }
+    const max = 3.4028234663852886e38;
+    const tiny = 1.401298464324817e-45; // the smallest subnormal
+    expect(updateNorm(Float32Array.of(-0, 0), 'linf')).toBe(0);
+    expect(updateNorm(Float32Array.of(tiny, -0), 'linf')).toBe(tiny);
+    expect(updateNorm(Float32Array.of(0.5, -max, 7), 'linf')).toBe(max);
+    expect(updateNorm(Float32Array.of(0.1, -0.3, 0.2), 'linf')).toBe(Math.fround(0.3));
+    // A view at an offset of a larger array reads only its own values.
+    expect(updateNorm(Float32Array.of(99, 1, -2, 99).subarray(1, 3), 'linf')).toBe(2);
+  });
+
   it('refuses an update over a reject bound with INVALID_ARGUMENT, accepts one at the bound', () => {
     const bound = { norm: 'l2', maxNorm: 5, onExceed: 'reject' } as const;
     expect(() => checkUpdateBound(Float32Array.of(3, 4), bound)).not.toThrow();

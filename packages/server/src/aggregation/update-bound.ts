@@ -33,29 +33,48 @@ export function resolveUpdateBound(input: unknown): UpdateBound {
   return { norm: b.norm, maxNorm: b.maxNorm, onExceed: b.onExceed };
 }
 
-/** ‖values‖ in the bound's norm, computed in float64 (a float32 squared cannot overflow it). */
+/**
+ * ‖values‖ in the bound's norm, or NaN when a value is NaN or ±Infinity: the update's finiteness
+ * and its norm in one pass (a refusing bound needs both). L2 is summed in float64 (a float32 squared
+ * cannot overflow it; a non-finite value makes the sum NaN or +Infinity, and nothing else does). L∞
+ * compares IEEE 754 binary32 bit patterns: with the sign bit cleared, finite floats order like their
+ * magnitudes, and NaN and ±Infinity are exactly the patterns from 0x7f800000 up (as in
+ * `firstNonFinite`, rounds/task-settings.ts; the loop bound is a local and the loop calls nothing).
+ */
 export function updateNorm(values: Float32Array, norm: UpdateBound['norm']): number {
-  const n = values.length;
   if (norm === 'linf') {
+    const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
+    const n = bits.length;
     let max = 0;
     for (let i = 0; i < n; i++) {
-      const a = Math.abs(values[i]!);
-      if (a > max) max = a;
+      const magnitude = bits[i]! & 0x7fffffff;
+      if (magnitude > max) max = magnitude;
     }
-    return max;
+    if (max >= 0x7f800000) return Number.NaN;
+    LINF_BITS[0] = max;
+    return LINF_VALUE[0]!;
   }
+  const n = values.length;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += values[i]! * values[i]!;
-  return Math.sqrt(sum);
+  return Number.isFinite(sum) ? Math.sqrt(sum) : Number.NaN;
 }
+
+/** The largest magnitude's bits, read back as the float they encode. */
+const LINF_BITS = new Int32Array(1);
+const LINF_VALUE = new Float32Array(LINF_BITS.buffer);
 
 const NORM_NAME = { l2: 'L2', linf: 'L∞' } as const;
 
-/** Refuses an update over a `reject` bound (INVALID_ARGUMENT); `clip` bounds accept every finite update. */
+/** Refuses an update over a `reject` bound (INVALID_ARGUMENT); `clip` bounds accept every finite update. `values` are finite (checked before). */
 export function checkUpdateBound(values: Float32Array, bound: UpdateBound): void {
   if (bound.onExceed !== 'reject') return;
-  const norm = updateNorm(values, bound.norm);
-  if (norm > bound.maxNorm) {
+  refuseOverBound(updateNorm(values, bound.norm), bound);
+}
+
+/** {@link checkUpdateBound} for an update whose (finite) norm in the bound's norm is known already. */
+export function refuseOverBound(norm: number, bound: UpdateBound): void {
+  if (bound.onExceed === 'reject' && norm > bound.maxNorm) {
     throw new VeilError('invalid_argument', `update ${NORM_NAME[bound.norm]} norm ${norm} exceeds the task's bound ${bound.maxNorm}`);
   }
 }
