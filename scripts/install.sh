@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # onnxruntime-node (a dev dependency of @veil/export) ships its CPU runtime; its install script would
-# fetch optional CUDA binaries from a host outside the npm registry. .npmrc says the same for a bare `npm ci`.
+# fetch optional CUDA binaries from a host outside the npm registry. package.json's allowScripts denies
+# it (npm 11); npm 10, which runs every install script, reads this variable instead.
 export ONNXRUNTIME_NODE_INSTALL=skip
 stamp=node_modules/.veil-installed
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum package-lock.json | cut -d' ' -f1)" ] && [ "${VEIL_FORCE_INSTALL:-}" = "" ]; then
