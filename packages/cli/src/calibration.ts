@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { ClientError, createDeviceEncryption, rotationSeedForVersion } from '@veil/client-sdk';
 import { CryptoError, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
-import { ExportError, chooseActivationRanges, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
+import { ExportError, chooseActivationRanges, meanNoiseStddev, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
 import type { CalibrationFileJson as CalibrationFileWire, EncryptedCalibrationFileJson as EncryptedCalibrationFileWire } from '@veil/protocol';
 import { ExportCommandError, openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
 
@@ -32,28 +32,31 @@ export type EncryptedCalibrationFileJson = EncryptedCalibrationFileWire<Calibrat
 export async function openEncryptedCalibration(file: EncryptedCalibrationFileJson, deviceKey: DeviceKeyMaterial): Promise<CalibrationFileJson> {
   const encryption = await createDeviceEncryption(deviceKey);
   const ddg = file.distributedDp;
-  // In frequency units: the mean of the reports divided by the scale they were multiplied by.
-  const mean = (sum: string, valueCount: number, scale = 1): Float64Array => {
+  // In frequency units: the mean of the reports divided by the scale they were multiplied by, and
+  // the noise σ of one of its values under DP (the devices planned the histogram round with it).
+  const mean = (sum: string, valueCount: number, scale = 1): { values: Float64Array; noiseStddev: number } => {
     if (!(scale > 0 && Number.isFinite(scale))) throw new ExportCommandError(`the calibration statistics' report scale ${scale} is not a positive number`);
     const bytes = Buffer.from(sum, 'base64');
     // Distributed DP: decoded as a training round's sum on the same model version (the devices' rotation seed).
-    const values =
+    const opened =
       ddg === undefined
-        ? encryption.decryptMean(bytes, valueCount).mean
-        : encryption
-            .decryptDistributedDpMean(bytes, {
-              scale: ddg.scale,
-              modulus: ddg.modulus,
-              rotationSeed: rotationSeedForVersion(file.taskId, file.modelVersion + 1),
-              originalDimension: ddg.parameterCount,
-              minClients: ddg.minNoiseClients,
-            })
-            .mean.subarray(0, valueCount);
-    return Float64Array.from(values, (v) => v / scale);
+        ? encryption.decryptMean(bytes, valueCount)
+        : encryption.decryptDistributedDpMean(bytes, {
+            scale: ddg.scale,
+            modulus: ddg.modulus,
+            rotationSeed: rotationSeedForVersion(file.taskId, file.modelVersion + 1),
+            originalDimension: ddg.parameterCount,
+            minClients: ddg.minNoiseClients,
+          });
+    return {
+      values: Float64Array.from(opened.mean.subarray(0, valueCount), (v) => v / scale),
+      noiseStddev: meanNoiseStddev(file.reportNoiseStddev ?? 0, Math.max(1, opened.clientCount), scale),
+    };
   };
   try {
-    const plan = planHistogramRound(file.range.plan, mean(file.range.sum, file.range.length, file.range.scale), { bins: file.bins, tailFraction: file.tailFraction });
-    const statistics = mean(file.histogram.sum, file.histogram.length, file.histogram.scale);
+    const range = mean(file.range.sum, file.range.length, file.range.scale);
+    const plan = planHistogramRound(file.range.plan, range.values, { bins: file.bins, tailFraction: file.tailFraction, noiseStddev: range.noiseStddev });
+    const statistics = mean(file.histogram.sum, file.histogram.length, file.histogram.scale).values;
     const activationRanges = chooseActivationRanges(plan, statistics, { method: file.method as RangeMethod, percentile: file.percentile });
     return {
       format: 'veil-calibration-v1',

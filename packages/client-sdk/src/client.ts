@@ -13,7 +13,7 @@ import { createDeviceEncryption, type DeviceEncryption } from './mods/encrypt.js
 import { createCommitteeEncryption, type CommitteeEncryption, type CommitteePins } from './mods/committee.js';
 import { generateEd25519KeyPair, type DeviceCertificate, type RawKeyPair } from '@veil/crypto';
 import { computeCalibrationStatistics } from './export/onnx.js';
-import { ExportError, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
+import { ExportError, meanNoiseStddev, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
 import {
   createDistributedDpMiddleware,
   createLocalDpMiddleware,
@@ -203,6 +203,17 @@ function distributedDpFor(task: JoinResult['task'], encryption: DeviceEncryption
     // The round's sum becomes the next model version; key holders derive the same seed to decode it.
     rotationSeed: (ctx) => rotationSeedForVersion(task.taskId, ctx.modelVersion + 1),
   });
+}
+
+/**
+ * σ_r: the noise one of the task's DP reports carries per value, in model units (z·C under local
+ * DP, the discrete Gaussian share under distributed DP), 0 without DP: as the coordinator states it
+ * (server rounds/calibration.ts `reportNoiseStddev`) for key holders' planning.
+ */
+function reportNoiseStddev(task: JoinResult['task'] | null): number {
+  const p = task?.privacy ?? null;
+  if (p === null) return 0;
+  return p.mode === 'local' ? p.noiseMultiplier * p.clipNorm : (p.distributed?.localStddev ?? 0);
 }
 
 /** A long-poll opened ahead of time (see `pollAhead` in `createClient`). */
@@ -478,12 +489,14 @@ export function createClient(options: ClientOptions): VeilClient {
       // Shared key: the coordinator cannot read the range round's sum; this device (a key holder)
       // opens it and derives the histogram plan as every other device does (deterministically).
       const rangePlan = planRangeRound(plan.points.map((p) => p.name));
-      const mean = openCalibrationSum(a, calibration.derive.rangeSum, statisticsLength(rangePlan), on.weights.length);
-      // In frequency units (the reports were multiplied by the range round's scale; planHistogramRound clamps DP noise).
+      const { mean, clientCount } = openCalibrationSum(a, calibration.derive.rangeSum, statisticsLength(rangePlan), on.weights.length);
+      // In frequency units (the reports were multiplied by the range round's scale); under DP the plan
+      // thresholds the mean's noise, as key holders do (rounds/calibration.ts of the server).
       const rangeScale = calibration.derive.rangeScale;
       for (let i = 0; i < mean.length; i++) mean[i] = mean[i]! / rangeScale;
+      const noiseStddev = meanNoiseStddev(reportNoiseStddev(task), Math.max(1, clientCount), rangeScale);
       try {
-        plan = planHistogramRound(rangePlan, mean, { bins: calibration.derive.bins, tailFraction: calibration.derive.tailFraction });
+        plan = planHistogramRound(rangePlan, mean, { bins: calibration.derive.bins, tailFraction: calibration.derive.tailFraction, noiseStddev });
       } catch (error) {
         throw new ClientError('invalid_argument', `calibration: ${ExportError.from(error).message}`, { cause: error });
       }
@@ -540,17 +553,17 @@ export function createClient(options: ClientOptions): VeilClient {
    * model's `parameterCount` values, decoded as the round's training sum would be, with the
    * rotation seed of the version after the round's model: the seed its DDG encoder used).
    */
-  function openCalibrationSum(a: Assignment, sum: Uint8Array, length: number, parameterCount: number): Float64Array {
+  function openCalibrationSum(a: Assignment, sum: Uint8Array, length: number, parameterCount: number): { mean: Float64Array; clientCount: number } {
     if (encryption === null) throw new ClientError('failed_precondition', "a derived calibration plan needs the task's shared key (ClientOptions.encryption)");
-    if (distributedDp === null) return encryption.decryptMean(sum, length).mean;
-    const { mean } = encryption.decryptDistributedDpMean(sum, {
+    if (distributedDp === null) return encryption.decryptMean(sum, length);
+    const { mean, clientCount } = encryption.decryptDistributedDpMean(sum, {
       scale: distributedDp.params.scale,
       modulus: distributedDp.params.modulus,
       rotationSeed: rotationSeedForVersion(options.taskId, a.modelVersion + 1),
       originalDimension: parameterCount,
       minClients: distributedDp.params.minNoiseClients,
     });
-    return mean.slice(0, length);
+    return { mean: mean.slice(0, length), clientCount };
   }
 
   /** DP, encryption, then the upload with retries (a retry finding its own payload accepted is success). */

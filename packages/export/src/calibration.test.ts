@@ -3,6 +3,7 @@ import {
   chooseActivationRanges,
   createCalibrationCollector,
   klThresholdBins,
+  meanNoiseStddev,
   planHistogramRound,
   planRangeRound,
   statisticsLength,
@@ -76,6 +77,32 @@ describe('federated calibration statistics', () => {
     expect(signed!.kind === 'linear' && signed!.min).toBe(signed!.kind === 'linear' ? -signed!.max : NaN);
     expect(signed!.kind === 'linear' && signed!.max).toBeGreaterThanOrEqual(maxSigned);
     expect(signed!.kind === 'linear' && signed!.max).toBeLessThanOrEqual(maxSigned * 2 ** 0.25);
+  });
+
+  it('under DP noise of a stated deviation, the range round still bounds the activations (universal threshold); without it noise on the far bins sets the range', () => {
+    const a = activations(6, 500);
+    const exact = report(rangePlan, a, 500);
+    const clean = planHistogramRound(rangePlan, exact, { tailFraction: 0.001 });
+    // The mean of 3 reports each carrying N(0, σ_r²) per value (frequency units): σ = σ_r / sqrt(3).
+    const sigma = meanNoiseStddev(0.02, 3, 1);
+    expect(sigma).toBeCloseTo(0.02 / Math.sqrt(3), 15);
+    const next = rng(7);
+    const noisy = Float64Array.from(exact, (v) => v + sigma * gaussian(next));
+    const denoised = planHistogramRound(rangePlan, noisy, { tailFraction: 0.001, noiseStddev: sigma });
+    const max = (p: CalibrationPlan, i: number) => (p.points[i]!.grid as { max: number }).max;
+    // The threshold also drops genuine bins below it (here up to 4% of the examples' maxima): the
+    // range shrinks a little, and the signs of the points are kept.
+    for (const i of [0, 1]) {
+      expect(max(denoised, i)).toBeLessThanOrEqual(max(clean, i));
+      expect(max(denoised, i)).toBeGreaterThan(max(clean, i) / 2);
+      expect((denoised.points[i]!.grid as { min: number }).min < 0).toBe((clean.points[i]!.grid as { min: number }).min < 0);
+    }
+    // Ignoring the noise: some far bin's noise passes the tail, and the range is orders of magnitude too wide.
+    const naive = planHistogramRound(rangePlan, noisy, { tailFraction: 0.001 });
+    expect(max(naive, 0)).toBeGreaterThan(100 * max(clean, 0));
+    // Noise that swamps every value: nothing passes, the noisy values are kept (as without noiseStddev).
+    expect(planHistogramRound(rangePlan, noisy, { tailFraction: 0.001, noiseStddev: 10 })).toEqual(naive);
+    expect(() => planHistogramRound(rangePlan, noisy, { noiseStddev: -1 })).toThrowError(/noiseStddev/);
   });
 
   it('percentile and min/max ranges match the data they summarise', () => {

@@ -157,6 +157,34 @@ export interface PlanHistogramOptions {
   tailFraction?: number;
   /** Linear bins per point. Default 2048 (TensorRT's histogram size). */
   bins?: number;
+  /**
+   * Standard deviation of the zero-mean noise on each aggregated value, in frequency units (DP
+   * noise of the mean: {@link meanNoiseStddev}). Default 0 (no noise). When > 0, a value at or
+   * below the universal threshold σ·sqrt(2 ln N) (N: the values in the statistics) is taken for
+   * noise and set to 0 before the walk: hard thresholding (Donoho & Johnstone 1994, "Ideal spatial
+   * adaptation by wavelet shrinkage", Biometrika 81(3)), under which no value of pure noise passes
+   * with probability tending to 1. Without it, noise on the log grid's far bins (up to 2^12) sets
+   * the range. A half (maxima or minima) of a point that no value passes keeps its noisy values.
+   */
+  noiseStddev?: number;
+}
+
+/**
+ * σ of one value of a DP calibration mean, in frequency units: `reports` reports, each multiplied
+ * by `scale` and carrying independent zero-mean noise of standard deviation `reportNoiseStddev`
+ * per value in model units (z·C under local DP; the device's discrete Gaussian share σ under
+ * distributed DP), averaged: σ_r / (sqrt(|D|) · scale).
+ */
+export function meanNoiseStddev(reportNoiseStddev: number, reports: number, scale: number): number {
+  if (!(reportNoiseStddev >= 0) || !(reports >= 1) || !(scale > 0)) throw new ExportError('invalid_argument', 'meanNoiseStddev needs a noise >= 0, at least one report and a scale > 0');
+  return reportNoiseStddev / (Math.sqrt(reports) * scale);
+}
+
+/** `h` with the values at or below `threshold` set to 0, or `h` itself when none is above it. */
+function denoise(h: Float64Array, threshold: number): Float64Array {
+  if (!(threshold > 0)) return h;
+  const kept = Float64Array.from(h, (v) => (v > threshold ? v : 0));
+  return kept.some((v) => v > 0) ? kept : h;
 }
 
 /**
@@ -172,13 +200,16 @@ export function planHistogramRound(rangePlan: CalibrationPlan, aggregated: Float
   const bins = options.bins ?? 2048;
   if (!(tail >= 0 && tail < 0.5)) throw new ExportError('invalid_argument', 'tailFraction must be in [0, 0.5)');
   if (!Number.isInteger(bins) || bins < 256) throw new ExportError('invalid_argument', 'bins must be an integer >= 256');
+  const noise = options.noiseStddev ?? 0;
+  if (!(noise >= 0)) throw new ExportError('invalid_argument', 'noiseStddev must be a number >= 0');
+  const threshold = noise > 0 ? noise * Math.sqrt(2 * Math.log(aggregated.length)) : 0;
   const parts = sliceStatistics(rangePlan, aggregated);
   return {
     round: 'histogram',
     points: rangePlan.points.map((p, i) => {
       const part = parts[i]!;
-      const maxima = part.subarray(0, LOG_BINS);
-      const minima = part.subarray(LOG_BINS);
+      const maxima = denoise(part.subarray(0, LOG_BINS), threshold);
+      const minima = denoise(part.subarray(LOG_BINS), threshold);
       const mass = (h: Float64Array) => h.reduce((a, b) => a + b, 0);
       const mMax = mass(maxima);
       const mMin = mass(minima);

@@ -12,6 +12,7 @@ export {
   createCalibrationCollector,
   klThresholdBins,
   planHistogramRound,
+  meanNoiseStddev,
   planRangeRound,
   statisticsLength,
 } from './calibration.js';

@@ -60,4 +60,11 @@ export interface EncryptedCalibrationFileJson<Plan = unknown> {
    * at least `minNoiseClients` reports. Absent otherwise.
    */
   distributedDp?: { scale: number; modulus: number; dimension: number; parameterCount: number; minNoiseClients: number };
+  /**
+   * DP: σ_r, the noise one report carries per value in model units (z·C under local DP, the
+   * discrete Gaussian share's σ under distributed DP). The range round's plan is derived with
+   * noiseStddev = meanNoiseStddev(σ_r, its report count, range.scale) (@veil/export), as the devices
+   * derived it. Absent: 0 (no DP).
+   */
+  reportNoiseStddev?: number;
 }

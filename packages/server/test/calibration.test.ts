@@ -783,7 +783,7 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
     }
   }, 420_000);
 
-  it('shared key with distributed DP (KLS21): reports padded and DDG-encoded as updates, summed as ciphertexts of the padded dimension; a key holder decodes the statistics, the mean of the devices\' true statistics within the stated DDG noise; each calibration round has the DDG ledger entry of a training round; the int8 export with the decoded ranges runs in onnxruntime-node', async () => {
+  it('shared key with distributed DP (KLS21): reports padded and DDG-encoded as updates, summed as ciphertexts of the padded dimension; a key holder decodes the statistics, the mean of the devices\' true statistics within the stated DDG noise; each calibration round has the DDG ledger entry of a training round; the int8 export with the decoded ranges (DP noise thresholded) within a point of float32 in onnxruntime-node', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'veil-calibration-bfv-ddg-'));
     try {
       const bundle = await generateKeyBundle({ taskId: 'calibration-shared-key-ddg' });
@@ -896,7 +896,11 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
         const file = JSON.parse(await readFile(out, 'utf8'));
         expect(file).toMatchObject({ format: 'veil-calibration-v1', taskId: id, modelVersion: 1 });
         const plan = file.histogram.plan as CalibrationPlan;
-        expect(plan).toEqual(planHistogramRound(rangePlan, Float64Array.from(scaled.slice(0, held.range.length)), { bins: 2048, tailFraction: 0.001 }));
+        // The plan the devices derived: the range round's mean with its DP noise thresholded (σ of the
+        // mean of 3 reports, each with a share of σ_r = zC/√3, in frequency units: σ_r / (√3 · C/√4)).
+        expect(held.reportNoiseStddev).toBeCloseTo(localStddev, 12);
+        const noiseStddev = localStddev / (Math.sqrt(3) * held.range.scale);
+        expect(plan).toEqual(planHistogramRound(rangePlan, Float64Array.from(scaled.slice(0, held.range.length)), { bins: 2048, tailFraction: 0.001, noiseStddev }));
         checkNoise('histogram', file.histogram.statistics, weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]), plan.points.length);
         for (const name of plan.points.map((p) => p.name)) expect(file.activationRanges[name]).toBeDefined();
       } finally {
@@ -913,12 +917,9 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       const int8Accuracy = await onnxAccuracy(new Uint8Array(await readFile(int8.out)), heldOut);
       console.info(`calibration (shared key, distributed DP z=${z}): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
       expect(floatAccuracy).toBeGreaterThan(0.7);
-      // The int8 model runs and gives a distribution per example (its accuracy, under this much noise
-      // on 3 devices, is not a target here).
-      const session = await ort.InferenceSession.create(new Uint8Array(await readFile(int8.out)), { intraOpNumThreads: 1 });
-      const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs.slice(0, 100 * 784), [100, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
-      await session.release();
-      for (let i = 0; i < 100; i++) expect(probs.subarray(i * 10, i * 10 + 10).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 3);
+      // Within a point: the range round's plan thresholds the DP noise (without it, noise on the log
+      // grid's far bins set ranges of 2^12 and the int8 model fell to 0.10).
+      expect(Math.abs(int8Accuracy - floatAccuracy)).toBeLessThanOrEqual(0.01);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -87,7 +87,17 @@
  * sensitivity C, so it is charged by the same budget check and ledger entry
  * (privacy-budget.ts). In frequency units the noise of the mean has standard
  * deviation z·sqrt(m)·sqrt(|D|/n)/|D| per value, as in committee mode.
-  */
+ *
+ * Planning under DP: the range round's mean carries noise of a known
+ * deviation, σ_r / (sqrt(|D|) · scale) per value in frequency units (σ_r:
+ * `reportNoiseStddev`; @veil/export `meanNoiseStddev`), and noise on the log
+ * grid's far bins would otherwise set ranges of up to 2^12. Whoever plans the
+ * histogram round (the coordinator for plaintext and committee tasks, the
+ * devices and key holders for shared-key ones, all with the same σ)
+ * thresholds it (`planHistogramRound`'s noiseStddev: the universal threshold
+ * of Donoho & Johnstone 1994). Post-processing of the released mean: it
+ * costs no privacy.
+ */
 import {
   ExportError,
   calibrationPoints,
@@ -243,6 +253,17 @@ function unitParts(plan: CalibrationPlan): number {
   return plan.round === 'range' ? 2 * plan.points.length : plan.points.length;
 }
 
+/**
+ * σ_r: the noise one report carries per value, in model units, under the task's privacy: z·C under
+ * local DP, the device's discrete Gaussian share σ = zC/√n under distributed DP, 0 without DP. A
+ * DP round's mean has σ_r / (sqrt(|D|) · scale) in frequency units (`meanNoiseStddev` of
+ * @veil/export), which the range round's planning thresholds (`planHistogramRound`'s noiseStddev).
+ */
+export function reportNoiseStddev(privacy: PrivacySettings | null): number {
+  if (privacy === null) return 0;
+  return privacy.mode === 'local' ? privacy.noiseMultiplier * privacy.clipNorm : (privacy.ddg?.localStddev ?? 0);
+}
+
 /** The report scale of `plan` under the task's privacy (see the module comment). */
 export function reportScale(plan: CalibrationPlan, privacy: PrivacySettings | null): number {
   return privacy === null ? 1 : privacy.clipNorm / Math.sqrt(unitParts(plan));
@@ -294,10 +315,12 @@ export function concludeCalibration(
   config: CalibrationRoundConfig,
   statistics: Float64Array,
   settings: CalibrationSettings,
+  /** σ of one value of `statistics` (frequency units; DP noise of the mean, `meanNoiseStddev`). Default 0. */
+  noiseStddev = 0,
 ): { nextPlan: CalibrationPlan } | { activationRanges: ActivationRanges } {
   try {
     if (config.plan.round === 'range') {
-      return { nextPlan: planHistogramRound(config.plan, statistics, { tailFraction: settings.tailFraction, bins: settings.bins }) };
+      return { nextPlan: planHistogramRound(config.plan, statistics, { tailFraction: settings.tailFraction, bins: settings.bins, noiseStddev }) };
     }
     return { activationRanges: chooseActivationRanges(config.plan, statistics, { method: settings.method, percentile: settings.percentile }) };
   } catch (error) {

@@ -19,12 +19,14 @@ import {
   encodeStatistics,
   encryptedReportLength,
   readStatistics,
+  reportNoiseStddev,
   statisticsBlobKey,
   totalRounds,
   type CalibrationOutcome,
   type CalibrationRoundConfig,
 } from './calibration.js';
 import { finishStatistics } from '../aggregation/statistics.js';
+import { meanNoiseStddev } from '@veil/export';
 
 /**
  * The round loop: runs each task's rounds as a persisted state machine
@@ -446,7 +448,10 @@ export class RoundLoop {
         committee = result.committee;
         decryption = result.decryption;
         const statistics = readStatistics(result.mean, config);
-        const conclusion = concludeCalibration(config, statistics, rt.task.settings.calibration!);
+        // Under DP the range round's planning thresholds the noise of the mean of |D| reports (rounds/calibration.ts).
+        const reports = decryption?.clientIds.length ?? submissions.length;
+        const noise = meanNoiseStddev(reportNoiseStddev(rt.task.settings.privacy), Math.max(1, reports), config.scale);
+        const conclusion = concludeCalibration(config, statistics, rt.task.settings.calibration!, noise);
         const key = statisticsBlobKey(rt.task.id, round.number);
         const ref = await this.ctx.blobs.put(key, encodeStatistics(statistics));
         outcome = {

@@ -1,7 +1,7 @@
 import type { ActivationRanges, CalibrationPlan } from '@veil/export';
 import type { CalibrationFileJson, EncryptedCalibrationFileJson } from '@veil/protocol';
 import { VeilError } from '../errors.js';
-import { calibrationRounds, decodeStatistics, type CalibrationOutcome } from '../rounds/calibration.js';
+import { calibrationRounds, decodeStatistics, reportNoiseStddev, type CalibrationOutcome } from '../rounds/calibration.js';
 import type { Round, Task } from '../rounds/model.js';
 
 /** What the calibration service reads. */
@@ -70,6 +70,7 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
           rounds,
           range: { plan: range.config.calibration.plan, sum: Buffer.from(rangeSum).toString('base64'), length: rangeOutcome.statistics.length, scale: range.config.calibration.scale },
           histogram: { sum: Buffer.from(histogramSum).toString('base64'), length: outcome!.statistics.length, scale: histogram.config.calibration.scale },
+          ...(reportNoiseStddev(task.settings.privacy) > 0 && { reportNoiseStddev: reportNoiseStddev(task.settings.privacy) }),
           ...(ddg != null && ddg.committee !== true && {
             distributedDp: { scale: ddg.scale, modulus: ddg.modulus, dimension: ddg.dimension, parameterCount: task.parameterCount, minNoiseClients: ddg.noiseClients },
           }),

@@ -74,7 +74,7 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
         response: {
           200: described(
             { type: 'object', additionalProperties: true },
-            'The statistics file (format veil-calibration-v1): modelVersion, activationRanges, rounds, histogram { plan, statistics }. A shared-key task\'s (format veil-calibration-bfv-v1): the encrypted sums of both rounds (range { plan, sum, length, scale }, histogram { sum, length, scale }, base64 bfv-sum-v1; divide the decrypted means by scale, C/sqrt(m) under DP, else 1) with bins and tailFraction, and under distributed DP distributedDp { scale, modulus, dimension, parameterCount, minNoiseClients } (the sums are DDG residues, decoded with the rotation seed of version modelVersion + 1), which only a key holder opens (veil calibration --device-key)',
+            'The statistics file (format veil-calibration-v1): modelVersion, activationRanges, rounds, histogram { plan, statistics }. A shared-key task\'s (format veil-calibration-bfv-v1): the encrypted sums of both rounds (range { plan, sum, length, scale }, histogram { sum, length, scale }, base64 bfv-sum-v1; divide the decrypted means by scale, C/sqrt(m) under DP, else 1) with bins and tailFraction, and under distributed DP distributedDp { scale, modulus, dimension, parameterCount, minNoiseClients } (the sums are DDG residues, decoded with the rotation seed of version modelVersion + 1), under DP reportNoiseStddev (the noise one report carries per value; the range round\'s plan thresholds the mean\'s noise with it), which only a key holder opens (veil calibration --device-key)',
           ),
           ...errorResponses,
         },
