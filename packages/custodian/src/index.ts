@@ -69,4 +69,6 @@ export { startLocalCommittee } from './local-committee.js';
 export type { LocalCommittee, LocalCommitteeOptions } from './local-committee.js';
 
 export { committeeChannelCredentials, parseCustodianAddress, readTlsFiles, reloadableServerCredentials, watchTlsFiles } from './tls.js';
+export { readTlsFileSet, sameBytes, watchTlsMaterial } from './tls-files.js';
+export type { TlsFileContents, TlsFileSetOf, WatchTlsMaterialOptions, WatchedTlsMaterial } from './tls-files.js';
 export type { TlsFileMaterial, TlsFileSet, WatchTlsFilesOptions, WatchedTlsFiles } from './tls.js';

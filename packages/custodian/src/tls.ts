@@ -9,13 +9,11 @@
  * A custodian address `grpcs://host:port` in a task descriptor means TLS to that custodian; a
  * plain `host:port` is cleartext (loopback, or a TLS-terminating proxy). TLS 1.2 or later.
  */
-import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { unwatchFile, watchFile } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { CustodianError } from './errors.js';
+import { readTlsFileSet, sameBytes, watchTlsMaterial, type WatchedTlsMaterial } from './tls-files.js';
 
 /** PEM files of one side. A server needs cert and key; a client may have neither. */
 export interface TlsFileSet {
@@ -38,62 +36,18 @@ export interface TlsFileMaterial {
   readonly fingerprint: string | null;
 }
 
-const read = async (file: string, what: string): Promise<Buffer> => {
-  try {
-    return await readFile(file);
-  } catch (error) {
-    throw new CustodianError('invalid_key_material', `cannot read the TLS ${what} ${file}: ${(error as Error).message}`);
-  }
-};
-
-/** Reads and checks the files: the key belongs to the certificate, the CA parses, Node accepts the set. */
+/** Reads and checks the files (tls-files.ts): the key belongs to the certificate, the CA parses, Node accepts the set. */
 export async function readTlsFiles(files: TlsFileSet, role: 'server' | 'client'): Promise<TlsFileMaterial> {
-  if ((files.certFile === undefined) !== (files.keyFile === undefined)) {
-    throw new CustodianError('invalid_key_material', 'a TLS certificate and its key go together');
-  }
-  if (role === 'server' && files.certFile === undefined) throw new CustodianError('invalid_key_material', 'a TLS server needs a certificate and a key');
-  const cert = files.certFile === undefined ? null : await read(files.certFile, 'certificate');
-  const key = files.keyFile === undefined ? null : await read(files.keyFile, 'key');
-  const ca = files.caFile === undefined ? null : await read(files.caFile, 'CA bundle');
-  let fingerprint: string | null = null;
-  if (cert !== null && key !== null) {
-    let leaf: X509Certificate;
-    try {
-      leaf = new X509Certificate(cert);
-    } catch (error) {
-      throw new CustodianError('invalid_key_material', `${files.certFile} is not a PEM certificate: ${(error as Error).message}`);
-    }
-    try {
-      if (!leaf.checkPrivateKey(createPrivateKey(key))) throw new Error('the key does not belong to the certificate');
-    } catch (error) {
-      throw new CustodianError('invalid_key_material', `TLS material refused (${files.certFile}, ${files.keyFile}): ${(error as Error).message}`);
-    }
-    fingerprint = leaf.fingerprint256;
-  }
-  if (ca !== null) {
-    try {
-      new X509Certificate(ca);
-    } catch (error) {
-      throw new CustodianError('invalid_key_material', `${files.caFile} is not a PEM certificate: ${(error as Error).message}`);
-    }
-  }
-  try {
-    createSecureContext({ ...(cert && { cert }), ...(key && { key }), ...(ca && { ca }) });
-  } catch (error) {
-    throw new CustodianError('invalid_key_material', `TLS material refused: ${(error as Error).message}`);
-  }
-  return { cert, key, ca, fingerprint };
+  const read = await readTlsFileSet(
+    { certFile: files.certFile, keyFile: files.keyFile, caFiles: { 'CA bundle': files.caFile } },
+    { requireCertificate: role === 'server', fail: (message) => new CustodianError('invalid_key_material', message) },
+  );
+  return { cert: read.cert, key: read.key, ca: read.cas['CA bundle'], fingerprint: read.fingerprint };
 }
 
 /** TLS material read from files and kept current. */
-export interface WatchedTlsFiles {
+export interface WatchedTlsFiles extends WatchedTlsMaterial<TlsFileMaterial> {
   readonly files: TlsFileSet;
-  current(): TlsFileMaterial;
-  /** Called with each new material after a successful reload. */
-  onChange(listener: (material: TlsFileMaterial) => void): void;
-  /** Rereads the files now (e.g. on SIGHUP); true when new material took effect. */
-  reload(): Promise<boolean>;
-  close(): void;
 }
 
 export interface WatchTlsFilesOptions {
@@ -104,55 +58,18 @@ export interface WatchTlsFilesOptions {
   readonly pollIntervalMs?: number;
 }
 
-const same = (a: Buffer | null, b: Buffer | null): boolean => (a === null ? b === null : b !== null && a.equals(b));
-
 /** Loads the material (throws `invalid_key_material` on bad files) and watches the files. */
 export async function watchTlsFiles(options: WatchTlsFilesOptions): Promise<WatchedTlsFiles> {
   const { files, role } = options;
-  const log = options.logger.child({ component: 'tls', role });
-  let material = await readTlsFiles(files, role);
-  log.info({ fingerprint: material.fingerprint, ca: material.ca !== null }, 'TLS material loaded');
-  const listeners: Array<(m: TlsFileMaterial) => void> = [];
-  let reloading: Promise<boolean> | null = null;
-  const reload = (): Promise<boolean> =>
-    (reloading ??= (async () => {
-      try {
-        const next = await readTlsFiles(files, role);
-        if (same(next.cert, material.cert) && same(next.key, material.key) && same(next.ca, material.ca)) return false;
-        material = next;
-        for (const listener of listeners) listener(next);
-        log.info({ fingerprint: next.fingerprint, ca: next.ca !== null }, 'TLS material reloaded');
-        return true;
-      } catch (error) {
-        log.error({ reason: (error as Error).message }, 'TLS material not reloaded; the previous material stays in use');
-        return false;
-      } finally {
-        reloading = null;
-      }
-    })());
-  const watched = [files.certFile, files.keyFile, files.caFile].filter((f): f is string => f !== undefined);
-  let timer: NodeJS.Timeout | null = null;
-  // A renewal replaces several files: settle briefly so the set is read together.
-  const changed = (): void => {
-    if (timer !== null) clearTimeout(timer);
-    timer = setTimeout(() => {
-      timer = null;
-      void reload();
-    }, 200);
-    timer.unref?.();
-  };
-  const interval = options.pollIntervalMs ?? 10_000;
-  for (const file of watched) watchFile(file, { interval, persistent: false }, changed);
-  return {
-    files,
-    current: () => material,
-    onChange: (listener) => void listeners.push(listener),
-    reload,
-    close() {
-      if (timer !== null) clearTimeout(timer);
-      for (const file of watched) unwatchFile(file, changed);
-    },
-  };
+  const watched = await watchTlsMaterial({
+    files: [files.certFile, files.keyFile, files.caFile].filter((f): f is string => f !== undefined),
+    read: () => readTlsFiles(files, role),
+    same: (a, b) => sameBytes(a.cert, b.cert) && sameBytes(a.key, b.key) && sameBytes(a.ca, b.ca),
+    describe: (m) => ({ fingerprint: m.fingerprint, ca: m.ca !== null }),
+    logger: options.logger.child({ component: 'tls', role }),
+    pollIntervalMs: options.pollIntervalMs,
+  });
+  return { ...watched, files };
 }
 
 /**

@@ -4,13 +4,11 @@
  * the files are polled for changes and `reload()` (SIGHUP) rereads them. New
  * material is checked (the key matches the certificate, Node accepts it)
  * before it replaces the old one; bad material is logged and ignored, so a
- * half-written certificate never takes a server down.
+ * half-written certificate never takes a server down. The reading, checks and
+ * polling are @veil/custodian's (its tls-files.ts: the custodians' TLS too).
  */
-import { unwatchFile, watchFile } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { createSecureContext } from 'node:tls';
-import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { Logger } from 'pino';
+import { readTlsFileSet, sameBytes, watchTlsMaterial } from '@veil/custodian';
 
 export interface TlsFiles {
   /** PEM certificate chain of the servers (leaf first). */
@@ -52,39 +50,18 @@ export class TlsMaterialError extends Error {
 
 /** Reads and checks TLS material; throws TlsMaterialError with the file at fault. */
 export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
-  const read = async (file: string, what: string): Promise<Buffer> => {
-    try {
-      return await readFile(file);
-    } catch (error) {
-      throw new TlsMaterialError(`cannot read the TLS ${what} ${file}: ${(error as Error).message}`);
-    }
+  const read = await readTlsFileSet(
+    { certFile: files.certFile, keyFile: files.keyFile, caFiles: { 'client CA': files.clientCaFile, 'REST client CA': files.restClientCaFile } },
+    { requireCertificate: true, fail: (message) => new TlsMaterialError(message) },
+  );
+  return {
+    cert: read.cert!,
+    key: read.key!,
+    clientCa: read.cas['client CA'],
+    restClientCa: read.cas['REST client CA'],
+    fingerprint: read.fingerprint!,
+    validTo: read.validTo!,
   };
-  const cert = await read(files.certFile, 'certificate');
-  const key = await read(files.keyFile, 'key');
-  const clientCa = files.clientCaFile === undefined ? null : await read(files.clientCaFile, 'client CA');
-  const restClientCa = files.restClientCaFile === undefined ? null : await read(files.restClientCaFile, 'REST client CA');
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(cert);
-  } catch (error) {
-    throw new TlsMaterialError(`${files.certFile} is not a PEM certificate: ${(error as Error).message}`);
-  }
-  try {
-    if (!leaf.checkPrivateKey(createPrivateKey(key))) throw new Error('the key does not belong to the certificate');
-    createSecureContext({ cert, key, ...(clientCa && { ca: clientCa }) });
-  } catch (error) {
-    throw new TlsMaterialError(`TLS material refused (${files.certFile}, ${files.keyFile}): ${(error as Error).message}`);
-  }
-  for (const [ca, file] of [[clientCa, files.clientCaFile], [restClientCa, files.restClientCaFile]] as const) {
-    if (ca === null) continue;
-    try {
-      new X509Certificate(ca);
-      createSecureContext({ ca });
-    } catch (error) {
-      throw new TlsMaterialError(`${file} is not a PEM certificate: ${(error as Error).message}`);
-    }
-  }
-  return { cert, key, clientCa, restClientCa, fingerprint: leaf.fingerprint256, validTo: leaf.validTo };
 }
 
 export interface TlsSourceOptions {
@@ -97,51 +74,13 @@ export interface TlsSourceOptions {
 /** Loads the material (throws on bad files) and watches the files. */
 export async function createTlsSource(options: TlsSourceOptions): Promise<TlsSource> {
   const { files } = options;
-  const log = options.logger.child({ component: 'tls' });
-  let material = await readTlsMaterial(files);
-  log.info({ fingerprint: material.fingerprint, validTo: material.validTo, mutual: material.clientCa !== null, restMutual: material.restClientCa !== null }, 'TLS material loaded');
-  const listeners: Array<(m: TlsMaterial) => void> = [];
-  let reloading: Promise<boolean> | null = null;
-  const sameCa = (a: Buffer | null, b: Buffer | null): boolean => (a === null ? b === null : b !== null && a.equals(b));
-  const same = (a: TlsMaterial, b: TlsMaterial): boolean =>
-    a.cert.equals(b.cert) && a.key.equals(b.key) && sameCa(a.clientCa, b.clientCa) && sameCa(a.restClientCa, b.restClientCa);
-  const reload = (): Promise<boolean> =>
-    (reloading ??= (async () => {
-      try {
-        const next = await readTlsMaterial(files);
-        if (same(next, material)) return false;
-        material = next;
-        for (const listener of listeners) listener(next);
-        log.info({ fingerprint: next.fingerprint, validTo: next.validTo, mutual: next.clientCa !== null }, 'TLS material reloaded');
-        return true;
-      } catch (error) {
-        log.error({ err: error }, 'TLS material not reloaded; the previous material stays in use');
-        return false;
-      } finally {
-        reloading = null;
-      }
-    })());
-  const watched = [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : []), ...(files.restClientCaFile ? [files.restClientCaFile] : [])];
-  let timer: NodeJS.Timeout | null = null;
-  // A renewal replaces several files: settle briefly so the pair is read together.
-  const changed = (): void => {
-    if (timer !== null) clearTimeout(timer);
-    timer = setTimeout(() => {
-      timer = null;
-      void reload();
-    }, 200);
-    timer.unref?.();
-  };
-  const interval = options.pollIntervalMs ?? 10_000;
-  for (const file of watched) watchFile(file, { interval, persistent: false }, changed);
-  return {
-    files,
-    current: () => material,
-    onChange: (listener) => void listeners.push(listener),
-    reload,
-    close() {
-      if (timer !== null) clearTimeout(timer);
-      for (const file of watched) unwatchFile(file, changed);
-    },
-  };
+  const watched = await watchTlsMaterial({
+    files: [files.certFile, files.keyFile, ...(files.clientCaFile ? [files.clientCaFile] : []), ...(files.restClientCaFile ? [files.restClientCaFile] : [])],
+    read: () => readTlsMaterial(files),
+    same: (a, b) => a.cert.equals(b.cert) && a.key.equals(b.key) && sameBytes(a.clientCa, b.clientCa) && sameBytes(a.restClientCa, b.restClientCa),
+    describe: (m) => ({ fingerprint: m.fingerprint, validTo: m.validTo, mutual: m.clientCa !== null, restMutual: m.restClientCa !== null }),
+    logger: options.logger.child({ component: 'tls' }),
+    pollIntervalMs: options.pollIntervalMs,
+  });
+  return { ...watched, files };
 }
