@@ -183,6 +183,8 @@ export interface OpenShareInput {
   readonly deviceId: string;
   readonly custodianIndex: number;
   readonly sealingPrivateKey: Uint8Array;
+  /** Its public half (the custodian's key files are checked to match when read): HPKE's pkRm, not derived again per share. */
+  readonly sealingPublicKey: Uint8Array;
   readonly sealed: Uint8Array;
 }
 
@@ -197,6 +199,7 @@ export function openShare(input: OpenShareInput): Uint16Array {
       input.sealingPrivateKey,
       { descriptorHash: input.descriptor.hash, round: input.round, deviceId: input.deviceId, custodianIndex: input.custodianIndex },
       input.sealed,
+      { recipientPublicKey: input.sealingPublicKey },
     );
   } catch (error) {
     throw new CustodianError('invalid_share', `device ${input.deviceId}'s share for custodian ${input.custodianIndex} does not open: ${CryptoError.from(error).message}`);

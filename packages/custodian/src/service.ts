@@ -237,6 +237,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
           deviceId: manifest.deviceId,
           custodianIndex,
           sealingPrivateKey: keys.sealing.privateKey,
+          sealingPublicKey: keys.sealing.publicKey,
           sealed: entry.sealedShare,
         });
         try {

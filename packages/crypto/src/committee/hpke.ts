@@ -105,12 +105,27 @@ export interface HpkeContext {
   readonly exporterSecret: Uint8Array;
 }
 
+/** psk_id_hash of mode_base (empty psk_id): the same for every message. */
+const PSK_ID_HASH = labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'psk_id_hash', new Uint8Array(0));
+/** info_hash by info (public strings, a few per application: shares use one), computed once each. */
+const infoHashes = new Map<string, Uint8Array>();
+
+function infoHashOf(info: Uint8Array): Uint8Array {
+  if (info.length > 256) return labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'info_hash', info);
+  const key = String.fromCharCode(...info);
+  let hash = infoHashes.get(key);
+  if (hash === undefined) {
+    if (infoHashes.size >= 64) infoHashes.clear();
+    hash = labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'info_hash', info);
+    infoHashes.set(key, hash);
+  }
+  return hash;
+}
+
 /** KeySchedule for mode_base, empty psk and psk_id (§5.1). */
 export function hpkeKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
   const empty = new Uint8Array(0);
-  const pskIdHash = labeledExtract(HPKE_SUITE_ID, empty, 'psk_id_hash', empty);
-  const infoHash = labeledExtract(HPKE_SUITE_ID, empty, 'info_hash', info);
-  const keyScheduleContext = concatBytes(Uint8Array.of(MODE_BASE), pskIdHash, infoHash);
+  const keyScheduleContext = concatBytes(Uint8Array.of(MODE_BASE), PSK_ID_HASH, infoHashOf(info));
   const secret = labeledExtract(HPKE_SUITE_ID, sharedSecret, 'secret', empty);
   const key = labeledExpand(HPKE_SUITE_ID, secret, 'key', keyScheduleContext, N_K);
   const baseNonce = labeledExpand(HPKE_SUITE_ID, secret, 'base_nonce', keyScheduleContext, N_N);
