@@ -62,9 +62,9 @@ interface RawResult {
 type Entry = { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array };
 
 /** A ShareSum stream to `address`; `result` is how it ended (the channel is closed then). */
-function openShareSum(address: string): { call: grpc.ClientWritableStream<unknown>; result: Promise<RawResult> } {
+function openShareSum(address: string): { call: { write(message: object): boolean; end(): void }; result: Promise<RawResult> } {
   const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
-  let call!: grpc.ClientWritableStream<unknown>;
+  let call!: ReturnType<typeof client.shareSum>;
   const result = new Promise<RawResult>((resolve) => {
     call = client.shareSum({ deadline: Date.now() + 20_000 }, (error, response) => {
       if (error) {

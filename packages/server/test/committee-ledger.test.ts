@@ -8,120 +8,57 @@
  * database would do).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { centerModulo, createSeededRng, encodeDistributedDiscreteGaussian, inverseRandomizedHadamard, type Rng } from '@veil/privacy';
-import {
-  buildTaskDescriptor,
-  committeeDdgParams,
-  committeeRotationSeed,
-  custodianFingerprint,
-  descriptorHashHex,
-  encodeDescriptor,
-  generateEd25519KeyPair,
-  issueDeviceCertificate,
-  signDescriptor,
-  type RawKeyPair,
-  type TaskDescriptor,
-} from '@veil/crypto';
-import {
-  createCustodianService,
-  initCustodianDir,
-  initRequestKey,
-  openCustodianState,
-  readCustodianKeys,
-  readRequestSigner,
-  startCustodianServer,
-  type CustodianServer,
-} from '@veil/custodian';
-import { createCommitteeEncryption } from '../../client-sdk/src/mods/committee.js';
+import { committeeDdgParams, committeeRotationSeed, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
 import { hashLedgerEntry, type LedgerEntry } from '../src/privacy/ledger.js';
+import { committeeDescriptor, committeeUpdate, createCommitteeKeys, serveCustodian, type CommitteeKeys } from './committee-fixture.js';
 import { TINY_PARAMETERS, fetchWeights, joinDevices, maxAbsDiff, pattern, sha256Hex, startTestCoordinator, tinyTaskBody, waitForRounds, type Device } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const N_CUSTODIANS = 3;
 
-let root: string;
-let authority: RawKeyPair;
+let keys: CommitteeKeys;
 let requestKeyFile: string;
-const custodians: { server: CustodianServer; close(): Promise<void> }[] = [];
-let fingerprints: string[] = [];
-const publics: { sealingKey: string; signingKey: string }[] = [];
+const custodians: Awaited<ReturnType<typeof serveCustodian>>[] = [];
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'veil-committee-ledger-'));
-  authority = generateEd25519KeyPair();
-  const request = await initRequestKey(join(root, 'request'));
-  requestKeyFile = request.secretFile;
-  const requestPublicKey = (await readRequestSigner(requestKeyFile)).publicKey;
-  for (let i = 1; i <= N_CUSTODIANS; i++) {
-    const dir = join(root, `custodian-${i}`);
-    publics.push(await initCustodianDir(dir));
-    const state = await openCustodianState(join(dir, 'answers.jsonl'));
-    const service = createCustodianService({
-      keys: await readCustodianKeys(dir),
-      state,
-      coordinatorKeys: [requestPublicKey],
-      authorityKeys: [authority.publicKey],
-      floors: { minDevices: 3 },
-      logger,
-    });
-    const server = await startCustodianServer({ service, logger });
-    custodians.push({ server, close: async () => { await server.close(); await state.close(); } });
-  }
-  fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
+  keys = await createCommitteeKeys('veil-committee-ledger-', N_CUSTODIANS);
+  requestKeyFile = keys.request.secretFile;
+  for (const dir of keys.custodianDirs) custodians.push(await serveCustodian(keys, dir, logger));
 }, 120_000);
 
 afterAll(async () => {
   for (const c of custodians) await c.close();
-  await rm(root, { recursive: true, force: true });
+  await keys?.[Symbol.asyncDispose]();
 });
 
 function descriptorFor(
   taskId: string,
   extra: { dp?: TaskDescriptor['dp']; encoding?: Partial<TaskDescriptor['encoding']> } = {},
 ): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
-  const descriptor = buildTaskDescriptor({
-    ...extra,
+  return committeeDescriptor(
+    keys,
     taskId,
-    committee: publics.map((p, i) => ({ address: custodians[i]!.server.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
-    threshold: 2,
-    minDevices: 3,
-    maxDevices: 50,
-    maxRounds: 5,
-    authorityPublicKey: authority.publicKey,
-  });
-  return {
-    descriptor,
-    body: { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature },
-  };
+    custodians.map((c) => c.server.address),
+    extra as Partial<Parameters<typeof committeeDescriptor>[3]>,
+  );
 }
 
 async function committeePayload(device: Device, roundNumber: number, delta: Float32Array, dp: { dpRng: Rng; dp: { colludingDevices: number } } | null = null) {
-  const deviceKey = generateEd25519KeyPair();
-  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: device.task.taskId, deviceId: device.clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
-  const enc = createCommitteeEncryption({
-    committee: device.task.committee!,
-    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64'), ...(dp !== null && { dp: dp.dp }) },
-    deviceId: device.clientId,
-    deviceKey,
-    certificate,
-    parameterCount: device.task.parameterCount,
-    announcedDp:
-      device.task.privacy?.distributed == null
-        ? null
-        : { ...device.task.privacy.distributed, clipNorm: device.task.privacy.clipNorm, noiseMultiplier: device.task.privacy.noiseMultiplier },
-    ...(dp !== null && { dpRng: dp.dpRng }),
+  const { payload } = await committeeUpdate(keys, device, roundNumber, delta, 1, {
+    ...(dp !== null && { pins: { dp: dp.dp } }),
+    encryption: {
+      parameterCount: device.task.parameterCount,
+      announcedDp:
+        device.task.privacy?.distributed == null
+          ? null
+          : { ...device.task.privacy.distributed, clipNorm: device.task.privacy.clipNorm, noiseMultiplier: device.task.privacy.noiseMultiplier },
+      ...(dp !== null && { dpRng: dp.dpRng }),
+    },
   });
-  const out = await enc.middleware(
-    { delta, exampleCount: 1, encoding: 'float32-le', notes: {} },
-    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, signal: undefined },
-    async (u) => u,
-  );
-  return out.payload!;
+  return payload;
 }
 
 describe('committee decryptions in the privacy ledger', () => {

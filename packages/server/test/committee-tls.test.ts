@@ -7,105 +7,56 @@
  * round FAILS with the reason and nothing is decrypted. Real gRPC on loopback, real PostgreSQL.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  buildTaskDescriptor,
-  custodianFingerprint,
-  encodeDescriptor,
-  generateEd25519KeyPair,
-  issueDeviceCertificate,
-  signDescriptor,
-  type RawKeyPair,
-} from '@veil/crypto';
-import { initCustodianDir, initRequestKey, runCustodian, type RunningCustodian } from '@veil/custodian';
-import { createCommitteeEncryption } from '../../client-sdk/src/mods/committee.js';
+import { runCustodian, type RunningCustodian } from '@veil/custodian';
 import { createDevCa, type DevCaFiles } from '../../cli/src/tls/dev-ca.js';
+import { committeeDescriptor, committeeUpdate, createCommitteeKeys, type CommitteeKeys } from './committee-fixture.js';
 import { TINY_PARAMETERS, expectedFedAvg, fetchWeights, joinDevices, maxAbsDiff, pattern, sha256Hex, startTestCoordinator, tinyTaskBody, waitForRounds, type Device } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 
-let root: string;
-let authority: RawKeyPair;
+let keys: CommitteeKeys;
 let requestKeyFile: string;
 let pki: DevCaFiles;
 const custodians: RunningCustodian[] = [];
-let publics: { sealingKey: string; signingKey: string }[] = [];
-let fingerprints: string[] = [];
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'veil-committee-tls-'));
-  authority = generateEd25519KeyPair();
-  const request = await initRequestKey(join(root, 'request'));
-  requestKeyFile = request.secretFile;
-  pki = await createDevCa({ outDir: join(root, 'pki'), custodianNames: ['custodian-1', 'custodian-2', 'custodian-3'], coordinatorClient: true });
-  for (let i = 1; i <= 3; i++) {
-    const dir = join(root, `custodian-${i}`);
-    publics.push(await initCustodianDir(dir));
-    const pair = pki.custodians![i - 1]!;
+  keys = await createCommitteeKeys('veil-committee-tls-', 3);
+  requestKeyFile = keys.request.secretFile;
+  pki = await createDevCa({ outDir: join(keys.root, 'pki'), custodianNames: ['custodian-1', 'custodian-2', 'custodian-3'], coordinatorClient: true });
+  for (const [i, dir] of keys.custodianDirs.entries()) {
+    const pair = pki.custodians![i]!;
     custodians.push(
       await runCustodian({
         dir,
         listen: '127.0.0.1:0',
-        coordinatorKeyFiles: [request.publicFile],
-        authorityKeyFiles: [await writeAuthority()],
+        coordinatorKeyFiles: [keys.request.publicFile],
+        authorityKeyFiles: [keys.authorityPublicFile],
         floors: { minDevices: 3 },
         tlsFiles: { certFile: pair.certFile, keyFile: pair.keyFile, caFile: pki.caCertFile },
         logger,
       }),
     );
   }
-  fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
 }, 120_000);
-
-async function writeAuthority(): Promise<string> {
-  const { writeFile } = await import('node:fs/promises');
-  const file = join(root, 'authority-public.json');
-  await writeFile(file, JSON.stringify({ publicKey: Buffer.from(authority.publicKey).toString('base64') }));
-  return file;
-}
 
 afterAll(async () => {
   for (const c of custodians) await c.close();
-  await rm(root, { recursive: true, force: true });
+  await keys?.[Symbol.asyncDispose]();
 });
 
 function taskBody(taskId: string, base: Float32Array) {
-  const descriptor = buildTaskDescriptor({
-    taskId,
-    // TLS to every custodian, as the signed descriptor says (the dev certificates also name 127.0.0.1).
-    committee: publics.map((p, i) => ({ address: `grpcs://${custodians[i]!.server.address}`, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
-    threshold: 2,
-    minDevices: 3,
-    maxDevices: 50,
-    maxRounds: 5,
-    encoding: { weightCap: 16 },
-    authorityPublicKey: authority.publicKey,
-  });
-  const committee = { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature };
+  // TLS to every custodian, as the signed descriptor says (the dev certificates also name 127.0.0.1).
+  const addresses = custodians.map((c) => `grpcs://${c.server.address}`);
+  const { descriptor, body: committee } = committeeDescriptor(keys, taskId, addresses, { encoding: { weightCap: 16 } });
   return { descriptor, body: tinyTaskBody(base, { start: true, rounds: 1, roundDeadlineMs: 30_000, committee }) };
 }
 
 async function committeeUpload(device: Device, roundNumber: number, delta: Float32Array, exampleCount: number): Promise<{ acceptedCount: number }> {
-  const deviceKey = generateEd25519KeyPair();
-  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: device.task.taskId, deviceId: device.clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
-  const enc = createCommitteeEncryption({
-    committee: device.task.committee!,
-    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
-    deviceId: device.clientId,
-    deviceKey,
-    certificate,
-  });
-  const out = await enc.middleware(
-    { delta, exampleCount, encoding: 'float32-le', notes: {} },
-    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, signal: undefined },
-    async (u) => u,
-  );
-  const payload = out.payload!;
-  return device.transport.submitUpdate(device.credential, { roundNumber, modelVersion: roundNumber - 1, exampleCount: out.exampleCount, encoding: 'committee-v1', sha256: sha256Hex(payload) }, payload);
+  const { payload, weight } = await committeeUpdate(keys, device, roundNumber, delta, exampleCount);
+  return device.transport.submitUpdate(device.credential, { roundNumber, modelVersion: roundNumber - 1, exampleCount: weight, encoding: 'committee-v1', sha256: sha256Hex(payload) }, payload);
 }
 
 describe('committee over mutual TLS', () => {
@@ -144,7 +95,7 @@ describe('committee over mutual TLS', () => {
     }
     // Nothing was answered for the refused round: each custodian's log holds the first task's round only.
     const { readCustodianAnswers } = await import('@veil/custodian');
-    const answered = await Promise.all(custodians.map((_, i) => readCustodianAnswers(join(root, `custodian-${i + 1}`, 'answers.jsonl'))));
+    const answered = await Promise.all(custodians.map((_, i) => readCustodianAnswers(join(keys.custodianDirs[i]!, 'answers.jsonl'))));
     expect(answered.flat().every((a) => a.round === 1)).toBe(true);
     expect(new Set(answered.flat().map((a) => a.taskId)).size).toBe(1);
   }, 180_000);
