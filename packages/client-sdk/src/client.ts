@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import { float32ToBytes, float32View } from '@veil/protocol/codec';
 import { ClientError } from './errors.js';
 import { composeMiddleware, type LocalUpdate, type RoundContext, type UpdateMiddleware } from './middleware.js';
 import { sleep, withRetry, type RetryOptions } from './retry.js';
@@ -331,7 +331,8 @@ export function createClient(options: ClientOptions): VeilClient {
       const d = await download({ version }, signal);
       if (sha256 !== null && d.sha256 !== sha256) throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
       if (d.encoding !== 'float32-le') throw new ClientError('integrity', `model version ${version} is ${d.encoding}, expected float32`);
-      cached = { version, weights: bytesToFloat32(d.bytes) };
+      // The download is the transport's own buffer: the weights are read where they arrived.
+      cached = { version, weights: float32View(d.bytes) };
       return cached;
     }
     let current = cached.version >= 0 && cached.version < version ? cached : await fetchWeights(0, null, signal);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bytesToFloat32, float32ToBytes } from './codec.js';
+import { bytesToFloat32, float32ToBytes, float32View } from './codec.js';
 
 describe('float32 <-> little-endian bytes', () => {
   // Special values and their IEEE 754 binary32 encodings, little-endian.
@@ -41,4 +41,22 @@ describe('float32 <-> little-endian bytes', () => {
   it('refuses a length that is not a multiple of 4', () => {
     expect(() => bytesToFloat32(new Uint8Array(6))).toThrow(RangeError);
   });
+
+  it('views aligned bytes without a copy, and copies unaligned ones', () => {
+    const raw = cases.flatMap(([, b]) => b);
+    const aligned = new Uint8Array(raw.length + 4).subarray(4);
+    aligned.set(raw);
+    const view = float32View(aligned);
+    expect(view.buffer).toBe(aligned.buffer);
+    expect([...view]).toEqual([...bytesToFloat32(aligned)]);
+    aligned.set([0, 0, 0x80, 0x3f], 4); // element 1 := 1
+    expect(view[1]).toBe(1); // the same memory
+    const shifted = new Uint8Array(raw.length + 2).subarray(2);
+    shifted.set(raw);
+    const copied = float32View(shifted);
+    expect(copied.buffer).not.toBe(shifted.buffer);
+    expect([...copied]).toEqual([...view.map((v, i) => (i === 1 ? bytesToFloat32(shifted)[1]! : v))]);
+    expect(() => float32View(new Uint8Array(6))).toThrow(RangeError);
+  });
 });
+

@@ -48,3 +48,14 @@ export function bytesToFloat32(bytes: Uint8Array): Float32Array {
   for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
   return out;
 }
+
+/**
+ * Little-endian float32 bytes as a Float32Array: a view of the same memory when the platform is
+ * little-endian and `bytes` starts on a 4-byte boundary (no copy: a downloaded model is read where
+ * it arrived), else a copy ({@link bytesToFloat32}). The caller must not reuse `bytes` afterwards.
+ */
+export function float32View(bytes: Uint8Array): Float32Array {
+  if (bytes.byteLength % 4 !== 0) throw new RangeError('float32 payload length is not a multiple of 4');
+  if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  return bytesToFloat32(bytes);
+}
