@@ -1,9 +1,7 @@
 /**
  * Device worker of the round-engine benchmark: runs `count` light simulated
- * devices in this process, each with its own grpc-js channel and so its own
- * TCP connection to the coordinator (grpc-js shares one connection between
- * channels with equal target, options and credentials; every device gets its
- * own credentials object, whose `_equals` is identity, to defeat that).
+ * devices in this process, each with its own SDK gRPC transport and so its own
+ * TCP connection to the coordinator.
  *
  * Local training is replaced by a fixed delta (one per round, differing in one
  * value so that no device replays an earlier round's bytes; each with its
@@ -14,9 +12,9 @@
  *
  * Wire bytes are counted at the client TCP sockets (`net.Socket.bytesRead` /
  * `bytesWritten`, i.e. everything gRPC/HTTP2 puts on the connection, TCP/IP
- * headers excluded). Each device's socket is captured by wrapping its
- * credentials' secure connector, which receives the raw socket; a `net.connect`
- * hook counts every socket of the process as a cross-check.
+ * headers excluded). Each device's socket is the one its transport reports
+ * (`onConnection`); a `net.connect` hook counts every socket of the process as
+ * a cross-check.
  *
  * As the SDK does, a device opens its long-poll for the next round when an assignment arrives
  * (`afterRoundNumber`: the coordinator answers it with a later round only), so it is told of the
@@ -30,7 +28,6 @@ import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import net from 'node:net';
-import * as grpc from '@grpc/grpc-js';
 import { certifyDevice, readAuthorityKey } from '@veil/custodian';
 import { generateEd25519KeyPair } from '@veil/crypto';
 import { createCommitteeEncryption, type CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
@@ -62,28 +59,6 @@ const add = (acc: PhaseBytes, d: PhaseBytes): void => {
   acc.written += d.written;
 };
 const zero = (): PhaseBytes => ({ read: 0, written: 0 });
-
-/** Insecure credentials owned by one device: never shared with another channel, and reporting its sockets. */
-function deviceCredentials(onSocket: (socket: net.Socket) => void): grpc.ChannelCredentials {
-  const creds = grpc.credentials.createInsecure();
-  // grpc-js internals (1.14): `_equals` decides subchannel sharing; the secure connector receives the raw TCP socket.
-  const internals = creds as unknown as {
-    _equals(other: unknown): boolean;
-    _createSecureConnector(...args: unknown[]): { connect(socket: net.Socket): Promise<unknown> };
-  };
-  internals._equals = (other) => other === creds;
-  const create = internals._createSecureConnector.bind(creds);
-  internals._createSecureConnector = (...args) => {
-    const connector = create(...args);
-    const connect = connector.connect.bind(connector);
-    connector.connect = (socket) => {
-      onSocket(socket);
-      return connect(socket);
-    };
-    return connector;
-  };
-  return creds;
-}
 
 /** This process's CPU (user + system) since `start`, ms. */
 const cpuSince = (start: NodeJS.CpuUsage): number => {
@@ -172,7 +147,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     const sockets: net.Socket[] = [];
     const transport = createGrpcTransport({
       address: init.address,
-      channelCredentials: deviceCredentials((s) => sockets.push(s)),
+      onConnection: (s) => sockets.push(s),
       callTimeoutMs: 120_000,
     });
     devices.push({

@@ -55,7 +55,7 @@ export interface ClientOptions {
   credentials: ClientCredentials;
   /** Device label shown to the operator. Default none. */
   name?: string;
-  /** Transport. Default grpc-js to `coordinator`. */
+  /** Transport. Default the SDK's gRPC transport (`createGrpcTransport`, over node:http2) to `coordinator`. */
   transport?: Transport;
   /** Update middleware applied in order (clipping, noise, encryption). Default none. */
   middleware?: readonly UpdateMiddleware[];

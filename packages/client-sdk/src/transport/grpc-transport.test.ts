@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { MAX_MESSAGE_BYTES, federationServiceDefinition } from '@veil/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { ClientError } from '../errors.js';
 import { createGrpcTransport, DEFAULT_RECEIVE_WINDOW_BYTES, resolveCoordinatorAddress } from './grpc-transport.js';
 
 /**
@@ -24,7 +27,7 @@ async function observeDevice(receiveWindowBytes?: number): Promise<{ initialWind
   const { port } = server.address() as AddressInfo;
   const transport = createGrpcTransport({ address: `127.0.0.1:${port}`, callTimeoutMs: 2_000, ...(receiveWindowBytes !== undefined && { receiveWindowBytes }) });
   cleanups.push(async () => transport.close());
-  // Any call makes grpc-js connect; its answer (UNAVAILABLE) does not matter here.
+  // Any call makes the transport connect; its answer (UNAVAILABLE) does not matter here.
   transport.getTask('a'.repeat(43)).catch(() => undefined);
   return seen;
 }
@@ -63,5 +66,172 @@ describe('coordinator address and TLS', () => {
     expect(resolveCoordinatorAddress('coordinator:50051', { ca: 'pem' })).toMatchObject({ target: 'coordinator:50051', secure: true });
     expect(() => resolveCoordinatorAddress('grpc://coordinator:50051', { ca: 'pem' })).toThrow(/cleartext/);
     expect(() => resolveCoordinatorAddress('grpcs://coordinator:50051', { cert: 'pem' })).toThrow(/go together/);
+  });
+});
+
+/** A raw HTTP/2 gRPC endpoint on loopback: `handle` answers each call (request messages decoded by the real service definition). */
+async function fakeCoordinator(
+  handle: (call: { path: string; headers: http2.IncomingHttpHeaders; messages: Buffer[]; stream: http2.ServerHttp2Stream }) => void,
+): Promise<string> {
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      const all = Buffer.concat(chunks);
+      const messages: Buffer[] = [];
+      for (let at = 0; at < all.length; ) {
+        const length = all.readUInt32BE(at + 1);
+        messages.push(all.subarray(at + 5, at + 5 + length));
+        at += 5 + length;
+      }
+      handle({ path: String(headers[':path']), headers, messages, stream });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A gRPC message: compressed flag, big-endian length, bytes. */
+const grpcMessage = (bytes: Uint8Array, compressed = false): Buffer => {
+  const prefix = Buffer.alloc(5);
+  prefix[0] = compressed ? 1 : 0;
+  prefix.writeUInt32BE(bytes.byteLength, 1);
+  return Buffer.concat([prefix, bytes]);
+};
+
+const service = federationServiceDefinition();
+const ok = (stream: http2.ServerHttp2Stream, messages: Buffer[], trailers: Record<string, string> = {}): void => {
+  stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+  stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', ...trailers }));
+  for (const m of messages) stream.write(m);
+  stream.end();
+};
+
+function transportTo(address: string, callTimeoutMs = 5_000) {
+  const transport = createGrpcTransport({ address, callTimeoutMs });
+  cleanups.push(async () => transport.close());
+  return transport;
+}
+
+describe('grpc transport over node:http2', () => {
+  it('sends the credential and a deadline, and reads an assignment', async () => {
+    let seen: http2.IncomingHttpHeaders = {};
+    let request: unknown = null;
+    const address = await fakeCoordinator(({ headers, messages, stream }) => {
+      seen = headers;
+      request = service.WaitForAssignment.requestDeserialize(messages[0]!);
+      const answer = service.WaitForAssignment.responseSerialize({
+        assignment: { roundId: 'r', roundNumber: 7, modelVersion: 6, modelSha256: Buffer.alloc(32, 0xab), modelSizeBytes: 400, maxUpdateBytes: 800, maxExampleCount: 9 },
+      });
+      ok(stream, [grpcMessage(answer)]);
+    });
+    const response = await transportTo(address).waitForAssignment('cred', 1_000, undefined, { afterRoundNumber: 6 });
+    expect(seen[':path']).toBe('/veil.v1.FederationService/WaitForAssignment');
+    expect(seen['authorization']).toBe('Bearer cred');
+    expect(seen['content-type']).toBe('application/grpc');
+    expect(seen['grpc-timeout']).toBe('6000m');
+    expect(seen['grpc-accept-encoding']).toBeUndefined();
+    expect(request).toMatchObject({ waitMs: 1_000, afterRoundNumber: 6 });
+    expect(response).toMatchObject({ kind: 'assignment', assignment: { roundNumber: 7, modelVersion: 6, modelSha256: 'ab'.repeat(32), maxExampleCount: 9 } });
+  });
+
+  it("maps the status and the coordinator's trailers, in trailers and in trailers-only answers", async () => {
+    const address = await fakeCoordinator(({ path, stream }) => {
+      if (path.endsWith('/GetTask')) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': 'slow%20down', 'retry-after': '3' }, { endStream: true });
+        return;
+      }
+      ok(stream, [], { 'grpc-status': '9', 'grpc-message': 'already accepted', 'veil-error-code': 'already_accepted' });
+    });
+    const transport = transportTo(address);
+    const refused = await transport.getTask('c').catch((e: ClientError) => e);
+    expect(refused).toMatchObject({ code: 'resource_exhausted', message: 'slow down', retryAfterMs: 3_000 });
+    // The status itself, shaped as grpc-js reports it, is the error's cause.
+    expect(refused.cause).toMatchObject({ code: 8, details: 'slow down', metadata: { 'retry-after': '3' } });
+    const header = { roundNumber: 1, modelVersion: 0, exampleCount: 1, encoding: 'float32-le' as const, sha256: '00'.repeat(32) };
+    await expect(transport.submitUpdate('c', header, new Uint8Array(8))).rejects.toMatchObject({ code: 'already_accepted' });
+  });
+
+  it('uploads the header, then the payload in chunks the service decodes to the same bytes', async () => {
+    let decoded: Array<{ header?: unknown; chunk?: Buffer }> = [];
+    const address = await fakeCoordinator(({ messages, stream }) => {
+      decoded = messages.map((m) => service.SubmitUpdate.requestDeserialize(m) as { header?: unknown; chunk?: Buffer });
+      ok(stream, [grpcMessage(service.SubmitUpdate.responseSerialize({ acceptedCount: 4 }))]);
+    });
+    const payload = new Uint8Array(2.5 * 1024 * 1024);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+    const sha256 = createHash('sha256').update(payload).digest('hex');
+    const result = await transportTo(address).submitUpdate('c', { roundNumber: 3, modelVersion: 2, exampleCount: 5, encoding: 'float32-le', sha256 }, payload);
+    expect(result).toEqual({ acceptedCount: 4 });
+    expect(decoded[0]!.header).toMatchObject({ roundNumber: 3, modelVersion: 2, exampleCount: 5, payloadSizeBytes: payload.byteLength, encoding: 'UPDATE_ENCODING_FLOAT32_LE' });
+    const chunks = decoded.slice(1).map((m) => m.chunk!);
+    expect(chunks.map((c) => c.byteLength)).toEqual([1024 * 1024, 1024 * 1024, 512 * 1024]);
+    expect(Buffer.concat(chunks).equals(Buffer.from(payload))).toBe(true);
+  });
+
+  it('downloads a model split over many frames, and refuses one that fails its SHA-256', async () => {
+    const model = Buffer.alloc(400_000);
+    for (let i = 0; i < model.length; i++) model[i] = i & 0xff;
+    let corrupt = false;
+    const address = await fakeCoordinator(({ stream }) => {
+      const header = service.DownloadModel.responseSerialize({
+        header: { modelVersion: 3, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: model.length, sha256: createHash('sha256').update(model).digest() },
+      });
+      const sent = Buffer.from(model);
+      if (corrupt) sent[123] ^= 1;
+      ok(stream, [grpcMessage(header), grpcMessage(service.DownloadModel.responseSerialize({ data: sent }))]);
+    });
+    const transport = transportTo(address);
+    const d = await transport.downloadModel('c', { version: 3 });
+    expect(d).toMatchObject({ version: 3, encoding: 'float32-le', sha256: createHash('sha256').update(model).digest('hex') });
+    expect(Buffer.from(d.bytes).equals(model)).toBe(true);
+    corrupt = true;
+    await expect(transport.downloadModel('c', { version: 3 })).rejects.toMatchObject({ code: 'integrity' });
+  });
+
+  it('refuses compressed and oversized messages', async () => {
+    let mode: 'compressed' | 'oversized' = 'compressed';
+    const address = await fakeCoordinator(({ stream }) => {
+      if (mode === 'compressed') return ok(stream, [grpcMessage(Buffer.alloc(4), true)]);
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(MAX_MESSAGE_BYTES + 1, 1);
+      ok(stream, [prefix, Buffer.alloc(64)]);
+    });
+    const transport = transportTo(address);
+    await expect(transport.getTask('c')).rejects.toMatchObject({ code: 'internal', message: /compressed/ });
+    mode = 'oversized';
+    await expect(transport.getTask('c')).rejects.toMatchObject({ code: 'resource_exhausted' });
+  });
+
+  it('ends a call at its deadline or when aborted, and keeps working after', async () => {
+    let answer = false;
+    const address = await fakeCoordinator(({ stream }) => {
+      if (answer) ok(stream, [grpcMessage(service.GetTask.responseSerialize({ taskId: 't', modelTopologyJson: '{}', weightSpecsJson: '[]' }))]);
+    });
+    const transport = transportTo(address, 300);
+    await expect(transport.getTask('c')).rejects.toMatchObject({ code: 'deadline_exceeded' });
+    const controller = new AbortController();
+    const polling = transport.waitForAssignment('c', 10_000, controller.signal);
+    setTimeout(() => controller.abort(), 50);
+    await expect(polling).rejects.toMatchObject({ code: 'cancelled' });
+    answer = true;
+    await expect(transport.getTask('c')).resolves.toMatchObject({ taskId: 't' });
+  });
+
+  it('reports a coordinator it cannot reach as unavailable (retryable), and reconnects once it is back', async () => {
+    const probe = http2.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const transport = transportTo(`127.0.0.1:${port}`);
+    const error = await transport.getTask('c').catch((e: ClientError) => e);
+    expect(error).toMatchObject({ code: 'unavailable', retryable: true });
+    const server = http2.createServer();
+    server.on('stream', (stream) => ok(stream, [grpcMessage(service.GetTask.responseSerialize({ taskId: 'back', modelTopologyJson: '{}', weightSpecsJson: '[]' }))]));
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    await expect(transport.getTask('c')).resolves.toMatchObject({ taskId: 'back' });
   });
 });

@@ -1,46 +1,18 @@
 import { createHash } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
+import type net from 'node:net';
 import {
-  GRPC_CHANNEL_OPTIONS,
-  createFederationServiceClient,
+  MAX_MESSAGE_BYTES,
+  federationServiceDefinition,
   fromConfigMessages,
-  type FederationServiceClient,
   type ModelChunk__Output,
   type TaskSpec__Output,
   type PrivacySpec__Output,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
-import { ClientError, parseRetryAfter, type ClientErrorCode } from '../errors.js';
+import { ClientError } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
+import { GrpcChannel } from './grpc-channel.js';
 import { calibrationFromWire, type Assignment, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport } from './transport.js';
-
-const CODES: Partial<Record<grpc.status, ClientErrorCode>> = {
-  [grpc.status.INVALID_ARGUMENT]: 'invalid_argument',
-  [grpc.status.UNAUTHENTICATED]: 'unauthenticated',
-  [grpc.status.PERMISSION_DENIED]: 'permission_denied',
-  [grpc.status.NOT_FOUND]: 'not_found',
-  [grpc.status.ALREADY_EXISTS]: 'already_exists',
-  [grpc.status.FAILED_PRECONDITION]: 'failed_precondition',
-  [grpc.status.RESOURCE_EXHAUSTED]: 'resource_exhausted',
-  [grpc.status.DEADLINE_EXCEEDED]: 'deadline_exceeded',
-  [grpc.status.ABORTED]: 'aborted',
-  [grpc.status.UNAVAILABLE]: 'unavailable',
-  [grpc.status.CANCELLED]: 'cancelled',
-};
-
-/** Coordinator error codes the SDK acts on, read from the `veil-error-code` trailer (the status alone cannot tell them apart). */
-const TRAILER_CODES: ReadonlySet<ClientErrorCode> = new Set(['already_accepted']);
-
-function toClientError(error: unknown): ClientError {
-  const e = error as Partial<grpc.ServiceError>;
-  if (typeof e?.code === 'number') {
-    const trailer = e.metadata?.get('veil-error-code')[0];
-    const code = typeof trailer === 'string' && TRAILER_CODES.has(trailer as ClientErrorCode) ? (trailer as ClientErrorCode) : CODES[e.code as grpc.status];
-    const retryAfterMs = parseRetryAfter(e.metadata?.get('retry-after')[0]);
-    return new ClientError(code ?? 'internal', e.details || e.message || 'gRPC error', { cause: error, retryAfterMs });
-  }
-  return ClientError.from(error);
-}
 
 function toTask(t: TaskSpec__Output): JoinResult['task'] {
   return {
@@ -117,8 +89,10 @@ export interface GrpcTransportOptions {
   address: string;
   /** TLS settings (CA pinning, client certificate). Default none: see `address`. */
   tls?: TlsOptions;
-  /** Channel credentials, overriding `tls` and the scheme. Default from them. */
-  channelCredentials?: grpc.ChannelCredentials;
+  /** Called with the socket of each connection the transport opens (byte accounting, tests). Default none. */
+  onConnection?: (socket: net.Socket) => void;
+  /** Interval of the HTTP/2 PING that checks the connection while calls are open, ms; an unanswered one (within the same time) drops it. Default 60 000. */
+  keepaliveMs?: number;
   /** Deadline of unary calls other than the long-poll, ms. Default 30 000. */
   callTimeoutMs?: number;
   /**
@@ -144,161 +118,173 @@ function receiveWindow(bytes: number | undefined): number {
   return value;
 }
 
-const pem = (value: string | Uint8Array | undefined): Buffer | null => (value === undefined ? null : Buffer.from(value));
-
-/** The address without its scheme and the credentials it calls for. */
-export function resolveCoordinatorAddress(address: string, tls?: TlsOptions): { target: string; credentials: grpc.ChannelCredentials; secure: boolean } {
+/** The address without its scheme, and the TLS settings to use (null: cleartext). */
+export function resolveCoordinatorAddress(address: string, tls?: TlsOptions): { target: string; tls: TlsOptions | null; secure: boolean } {
   const match = /^(grpcs?):\/\/(.+)$/.exec(address);
   const scheme = match?.[1] ?? null;
   const target = match?.[2] ?? address;
   if (scheme === 'grpc' && tls !== undefined) throw new ClientError('invalid_argument', 'grpc:// is cleartext: drop it or the tls option');
-  if (scheme === 'grpc' || (scheme === null && tls === undefined)) return { target, credentials: grpc.credentials.createInsecure(), secure: false };
+  if (scheme === 'grpc' || (scheme === null && tls === undefined)) return { target, tls: null, secure: false };
   if ((tls?.cert === undefined) !== (tls?.key === undefined)) throw new ClientError('invalid_argument', 'tls.cert and tls.key go together');
-  const credentials = grpc.credentials.createSsl(pem(tls?.ca), pem(tls?.key), pem(tls?.cert));
-  return { target, credentials, secure: true };
+  return { target, tls: tls ?? {}, secure: true };
 }
 
-/** The grpc-js transport of the SDK. */
+const service = federationServiceDefinition();
+
+/**
+ * The SDK's gRPC transport: the device protocol over one HTTP/2 connection of Node's own
+ * `node:http2` (see grpc-channel.ts). Calls carry the credential as `authorization` metadata and a
+ * `grpc-timeout`; nothing is compressed; a model arrives with one copy (the gRPC message) and an
+ * update leaves with none (its chunks are written as they are, after their framing).
+ */
 export function createGrpcTransport(options: GrpcTransportOptions): Transport {
   const resolved = resolveCoordinatorAddress(options.address, options.tls);
-  const client: FederationServiceClient = createFederationServiceClient(
-    resolved.target,
-    options.channelCredentials ?? resolved.credentials,
-    {
-      ...GRPC_CHANNEL_OPTIONS,
-      ...(options.tls?.serverName !== undefined && { 'grpc.ssl_target_name_override': options.tls.serverName, 'grpc.default_authority': options.tls.serverName }),
-      'grpc.keepalive_time_ms': 60_000,
-      'grpc.keepalive_timeout_ms': 20_000,
-      'grpc-node.flow_control_window': receiveWindow(options.receiveWindowBytes),
-    },
-  );
+  const channel = new GrpcChannel({
+    target: resolved.target,
+    tls: resolved.tls,
+    receiveWindowBytes: receiveWindow(options.receiveWindowBytes),
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+    keepaliveMs: options.keepaliveMs ?? 60_000,
+    ...(options.onConnection && { onConnection: options.onConnection }),
+  });
   const callTimeoutMs = options.callTimeoutMs ?? 30_000;
-  const auth = (credential: string): grpc.Metadata => {
-    const m = new grpc.Metadata();
-    m.set('authorization', `Bearer ${credential}`);
-    return m;
-  };
-  const deadline = (ms: number): grpc.CallOptions => ({ deadline: Date.now() + ms });
-  const onAbort = (signal: AbortSignal | undefined, call: { cancel(): void }): void => {
-    if (signal?.aborted) call.cancel();
-    signal?.addEventListener('abort', () => call.cancel(), { once: true });
-  };
+  const auth = (credential: string): Record<string, string> => ({ authorization: `Bearer ${credential}` });
+
+  /** A unary call: one request message, one response message. */
+  function unary<Req, Res>(
+    method: { path: string; requestSerialize: (request: Req) => Buffer; responseDeserialize: (bytes: Buffer) => Res },
+    request: Req,
+    metadata: Record<string, string>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<Res> {
+    let response: { value: Res } | undefined;
+    let call;
+    try {
+      call = channel.call(method.path, {
+        metadata,
+        timeoutMs,
+        signal,
+        onMessage: (bytes) => {
+          if (response !== undefined) throw new ClientError('internal', `${method.path} answered with more than one message`);
+          response = { value: method.responseDeserialize(bytes) };
+        },
+      });
+    } catch (error) {
+      return Promise.reject(ClientError.from(error));
+    }
+    call.write([method.requestSerialize(request)]);
+    call.end();
+    return call.done.then(() => {
+      if (response === undefined) throw new ClientError('internal', `empty ${method.path} response`);
+      return response.value;
+    });
+  }
 
   return {
-    join(request) {
-      return new Promise<JoinResult>((resolve, reject) => {
-        client.Join(request, deadline(callTimeoutMs), (error, response) => {
-          if (error || !response?.task) return reject(toClientError(error ?? new Error('empty Join response')));
-          resolve({ clientId: response.clientId, credential: response.credential, task: toTask(response.task) });
-        });
-      });
+    async join(request) {
+      const response = await unary(service.Join, request, {}, callTimeoutMs);
+      if (!response.task) throw new ClientError('internal', 'empty Join response');
+      return { clientId: response.clientId, credential: response.credential, task: toTask(response.task) };
     },
 
-    getTask(credential) {
-      return new Promise<JoinResult['task']>((resolve, reject) => {
-        client.GetTask({}, auth(credential), deadline(callTimeoutMs), (error, response) => {
-          if (error || !response) return reject(toClientError(error ?? new Error('empty GetTask response')));
-          resolve(toTask(response));
-        });
-      });
+    async getTask(credential) {
+      return toTask(await unary(service.GetTask, {}, auth(credential), callTimeoutMs));
     },
 
-    waitForAssignment(credential, waitMs, signal, options) {
-      return new Promise<AssignmentResponse>((resolve, reject) => {
-        const call = client.WaitForAssignment({ waitMs, afterRoundNumber: options?.afterRoundNumber ?? 0 }, auth(credential), deadline(waitMs + callTimeoutMs), (error, r) => {
-          if (error || !r) return reject(toClientError(error ?? new Error('empty response')));
-          if (r.assignment) {
-            const a = r.assignment;
-            let calibration: NonNullable<Assignment['calibration']> | null;
-            try {
-              calibration = calibrationFromWire(a.calibration);
-            } catch (e) {
-              return reject(ClientError.from(e));
-            }
-            return resolve({
-              kind: 'assignment',
-              assignment: {
-                roundId: a.roundId,
-                roundNumber: a.roundNumber,
-                modelVersion: a.modelVersion,
-                modelSha256: Buffer.from(a.modelSha256).toString('hex'),
-                modelSizeBytes: a.modelSizeBytes,
-                deadlineUnixMs: a.deadlineUnixMs,
-                training: {
-                  epochs: a.training?.epochs ?? 1,
-                  batchSize: a.training?.batchSize ?? 32,
-                  learningRate: a.training?.learningRate ?? 0.01,
-                },
-                updateEncoding: fromUpdateEncoding(a.updateEncoding),
-                maxUpdateBytes: a.maxUpdateBytes,
-                maxExampleCount: a.maxExampleCount,
-                evaluate: a.evaluate,
-                config: fromConfigMessages(a.config),
-                calibration,
-              },
-            });
-          }
-          if (r.ended) return resolve({ kind: 'ended', taskStatus: r.ended.taskStatus, reason: r.ended.reason, finalModelVersion: r.ended.finalModelVersion });
-          resolve({ kind: 'idle', taskStatus: r.idle?.taskStatus ?? 'TASK_STATUS_UNSPECIFIED', currentRound: r.idle?.currentRound ?? 0 });
-        });
-        onAbort(signal, call);
-      });
+    async waitForAssignment(credential, waitMs, signal, options) {
+      const r = await unary(service.WaitForAssignment, { waitMs, afterRoundNumber: options?.afterRoundNumber ?? 0 }, auth(credential), waitMs + callTimeoutMs, signal);
+      if (r.assignment) {
+        const a = r.assignment;
+        let calibration: NonNullable<Assignment['calibration']> | null;
+        try {
+          calibration = calibrationFromWire(a.calibration);
+        } catch (e) {
+          throw ClientError.from(e);
+        }
+        return {
+          kind: 'assignment',
+          assignment: {
+            roundId: a.roundId,
+            roundNumber: a.roundNumber,
+            modelVersion: a.modelVersion,
+            modelSha256: Buffer.from(a.modelSha256).toString('hex'),
+            modelSizeBytes: a.modelSizeBytes,
+            deadlineUnixMs: a.deadlineUnixMs,
+            training: {
+              epochs: a.training?.epochs ?? 1,
+              batchSize: a.training?.batchSize ?? 32,
+              learningRate: a.training?.learningRate ?? 0.01,
+            },
+            updateEncoding: fromUpdateEncoding(a.updateEncoding),
+            maxUpdateBytes: a.maxUpdateBytes,
+            maxExampleCount: a.maxExampleCount,
+            evaluate: a.evaluate,
+            config: fromConfigMessages(a.config),
+            calibration,
+          },
+        } satisfies AssignmentResponse;
+      }
+      if (r.ended) return { kind: 'ended', taskStatus: r.ended.taskStatus, reason: r.ended.reason, finalModelVersion: r.ended.finalModelVersion };
+      return { kind: 'idle', taskStatus: r.idle?.taskStatus ?? 'TASK_STATUS_UNSPECIFIED', currentRound: r.idle?.currentRound ?? 0 };
     },
 
-    downloadModel(credential, which, signal) {
-      return new Promise((resolve, reject) => {
-        const request = 'latest' in which ? { modelVersion: 0, latest: true } : { modelVersion: which.version, latest: false };
-        const call = client.DownloadModel(request, auth(credential), deadline(10 * callTimeoutMs));
-        onAbort(signal, call);
-        let header: { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null = null;
-        const chunks: Buffer[] = [];
-        let received = 0;
-        const hash = createHash('sha256');
-        call.on('data', (message: ModelChunk__Output) => {
-          if (message.header) {
-            header = {
-              version: message.header.modelVersion,
-              size: message.header.sizeBytes,
-              sha256: Buffer.from(message.header.sha256).toString('hex'),
-              encoding: MODEL_ENCODINGS[message.header.encoding] ?? 'float32-le',
-            };
-            if (MODEL_ENCODINGS[message.header.encoding] === undefined) {
-              call.cancel();
-              reject(new ClientError('invalid_argument', `unknown model encoding ${message.header.encoding}`));
-            }
-          } else if (message.data) {
-            received += message.data.byteLength;
-            if (header === null || received > header.size) {
-              call.cancel();
-              reject(new ClientError('integrity', 'model stream is larger than its header declares'));
-              return;
-            }
-            hash.update(message.data);
-            chunks.push(message.data);
-          }
-        });
-        call.on('error', (error) => reject(toClientError(error)));
-        call.on('end', () => {
-          if (header === null) return reject(new ClientError('integrity', 'model stream had no header'));
-          const sha256 = hash.digest('hex');
-          if (received !== header.size || sha256 !== header.sha256) {
-            return reject(new ClientError('integrity', 'model download failed its size or SHA-256 check'));
-          }
-          // A model of one chunk (up to 1 MiB) is returned as received, without a copy.
-          const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
-          resolve({ version: header.version, bytes, sha256, encoding: header.encoding });
-        });
-      });
+    async downloadModel(credential, which, signal) {
+      const definition = service.DownloadModel;
+      const request = 'latest' in which ? { modelVersion: 0, latest: true } : { modelVersion: which.version, latest: false };
+      let header: { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null = null;
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const hash = createHash('sha256');
+      const onMessage = (bytes: Buffer): void => {
+        const message = definition.responseDeserialize(bytes) as ModelChunk__Output;
+        if (message.header) {
+          const encoding = MODEL_ENCODINGS[message.header.encoding];
+          if (encoding === undefined) throw new ClientError('invalid_argument', `unknown model encoding ${message.header.encoding}`);
+          header = { version: message.header.modelVersion, size: message.header.sizeBytes, sha256: Buffer.from(message.header.sha256).toString('hex'), encoding };
+        } else if (message.data) {
+          received += message.data.byteLength;
+          if (header === null || received > header.size) throw new ClientError('integrity', 'model stream is larger than its header declares');
+          hash.update(message.data);
+          chunks.push(message.data);
+        }
+      };
+      let call;
+      try {
+        call = channel.call(definition.path, { metadata: auth(credential), timeoutMs: 10 * callTimeoutMs, signal, onMessage });
+      } catch (error) {
+        throw ClientError.from(error);
+      }
+      call.write([definition.requestSerialize(request)]);
+      call.end();
+      await call.done;
+      const h = header as { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null;
+      if (h === null) throw new ClientError('integrity', 'model stream had no header');
+      const sha256 = hash.digest('hex');
+      if (received !== h.size || sha256 !== h.sha256) throw new ClientError('integrity', 'model download failed its size or SHA-256 check');
+      // A model of one chunk (up to 1 MiB) is returned as received (a view of its message), without a copy.
+      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+      return { version: h.version, bytes, sha256, encoding: h.encoding };
     },
 
-    submitUpdate(credential, header, payload, signal) {
-      return new Promise((resolve, reject) => {
-        const call = client.SubmitUpdate(auth(credential), deadline(10 * callTimeoutMs), (error, response) => {
-          if (error || !response) return reject(toClientError(error ?? new Error('empty response')));
-          resolve({ acceptedCount: response.acceptedCount });
+    async submitUpdate(credential, header, payload, signal) {
+      const definition = service.SubmitUpdate;
+      let response: { acceptedCount: number } | undefined;
+      let call;
+      try {
+        call = channel.call(definition.path, {
+          metadata: auth(credential),
+          timeoutMs: 10 * callTimeoutMs,
+          signal,
+          onMessage: (bytes) => {
+            response = definition.responseDeserialize(bytes);
+          },
         });
-        onAbort(signal, call);
-        call.write({
+      } catch (error) {
+        throw ClientError.from(error);
+      }
+      call.write([
+        definition.requestSerialize({
           header: {
             roundNumber: header.roundNumber,
             modelVersion: header.modelVersion,
@@ -309,21 +295,42 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
             payloadSizeBytes: payload.byteLength,
             payloadSha256: Buffer.from(header.sha256, 'hex'),
           },
-        });
-        for (const chunk of chunkPayload(payload)) call.write({ chunk: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) });
-        call.end();
-      });
+        }),
+      ]);
+      // SubmitUpdateRequest.chunk (field 2, bytes): its tag and length, then the chunk itself, not copied.
+      for (const chunk of chunkPayload(payload)) call.write([bytesFieldPrefix(2, chunk.byteLength), chunk]);
+      call.end();
+      await call.done;
+      if (response === undefined) throw new ClientError('internal', 'empty SubmitUpdate response');
+      return { acceptedCount: response.acceptedCount };
     },
 
-    reportEvaluation(credential, report) {
-      return new Promise((resolve, reject) => {
-        client.ReportEvaluation(report, auth(credential), deadline(callTimeoutMs), (error) => (error ? reject(toClientError(error)) : resolve()));
-      });
+    async reportEvaluation(credential, report) {
+      await unary(service.ReportEvaluation, report, auth(credential), callTimeoutMs);
     },
 
     close() {
-      client.close();
+      channel.close();
     },
   };
 }
 
+/** The tag and length of a length-delimited protobuf field (wire type 2) whose value follows. */
+function bytesFieldPrefix(field: number, length: number): Uint8Array {
+  const out: number[] = [];
+  for (let v = field * 8 + 2; ; v >>>= 7) {
+    if (v < 0x80) {
+      out.push(v);
+      break;
+    }
+    out.push((v & 0x7f) | 0x80);
+  }
+  for (let v = length; ; v = Math.floor(v / 0x80)) {
+    if (v < 0x80) {
+      out.push(v);
+      break;
+    }
+    out.push((v % 0x80) | 0x80);
+  }
+  return Uint8Array.from(out);
+}

@@ -134,7 +134,7 @@ export interface WaitOptions {
 
 /**
  * How the SDK reaches a coordinator. `createGrpcTransport` implements it over
- * grpc-js; a browser transport (gRPC-web or Connect) can implement the same
+ * node:http2 (gRPC); a browser transport (gRPC-web or Connect) can implement the same
  * interface. Methods throw ClientError.
  */
 export interface Transport {
@@ -193,7 +193,7 @@ export function calibrationFromWire(
     return { name, grid: { kind: 'linear', min, max, bins } };
   });
   if (points.length === 0) throw new ClientError('invalid_argument', 'a calibration round without calibration points');
-  // proto3 JSON (Connect) carries bytes as base64; grpc-js as a Buffer.
+  // proto3 JSON (Connect) carries bytes as base64; the gRPC transport (protobufjs) as a Buffer.
   const rangeSum = c.rangeSum === undefined ? new Uint8Array(0) : typeof c.rangeSum === 'string' ? base64Bytes(c.rangeSum) : c.rangeSum;
   if (rangeSum.byteLength === 0) return { plan: { round: c.stage, points }, scale };
   const bins = Number(c.bins ?? 0);

@@ -1,0 +1,349 @@
+/**
+ * gRPC over HTTP/2 (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md) on Node's
+ * own `node:http2`: one connection, calls as streams, length-prefixed messages, the status in
+ * the trailers. It is all a device needs from gRPC (no name resolution, load balancing,
+ * interceptors, retries or compression, which grpc-js runs on every call), at a fraction of
+ * grpc-js's CPU per call: a device's round is a long-poll, a model download and an upload.
+ */
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import { ClientError, parseRetryAfter, type ClientErrorCode } from '../errors.js';
+
+/** gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html) the SDK tells apart. */
+const STATUS_CODES: Readonly<Record<number, ClientErrorCode>> = {
+  1: 'cancelled',
+  3: 'invalid_argument',
+  4: 'deadline_exceeded',
+  5: 'not_found',
+  6: 'already_exists',
+  7: 'permission_denied',
+  8: 'resource_exhausted',
+  9: 'failed_precondition',
+  10: 'aborted',
+  14: 'unavailable',
+  16: 'unauthenticated',
+};
+
+/** Coordinator error codes the SDK acts on, read from the `veil-error-code` trailer (the status alone cannot tell them apart). */
+const TRAILER_CODES: ReadonlySet<ClientErrorCode> = new Set(['already_accepted']);
+
+/** gRPC status of an HTTP response that is not gRPC (the protocol's table for non-200 answers). */
+function statusOfHttp(status: number): number {
+  if (status === 400) return 13;
+  if (status === 401) return 16;
+  if (status === 403) return 7;
+  if (status === 404) return 12;
+  if (status === 429 || status === 502 || status === 503 || status === 504) return 14;
+  return 2;
+}
+
+function decodeGrpcMessage(value: unknown): string {
+  if (typeof value !== 'string') return '';
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+const first = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
+
+/**
+ * The status a call ended with, shaped as grpc-js reports one (`code`: the gRPC status number,
+ * `details`, `metadata`: the trailers): the `cause` of the ClientError the transport throws.
+ */
+export class GrpcStatusError extends Error {
+  override readonly name = 'GrpcStatusError';
+  constructor(
+    readonly code: number,
+    readonly details: string,
+    readonly metadata: Readonly<http2.IncomingHttpHeaders> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(`${code} ${details}`, options);
+  }
+}
+
+/** The SDK error of a call that ended with gRPC status `status` (not 0), its trailers in `metadata`. */
+function statusError(status: number, details: string, metadata: http2.IncomingHttpHeaders = {}, cause?: unknown): ClientError {
+  const trailer = first(metadata['veil-error-code']);
+  const code = trailer !== undefined && TRAILER_CODES.has(trailer as ClientErrorCode) ? (trailer as ClientErrorCode) : (STATUS_CODES[status] ?? 'internal');
+  return new ClientError(code, details, {
+    cause: new GrpcStatusError(status, details, metadata, cause === undefined ? undefined : { cause }),
+    retryAfterMs: parseRetryAfter(first(metadata['retry-after'])),
+  });
+}
+
+/**
+ * Splits a call's DATA into gRPC messages (1-byte compressed flag, 4-byte big-endian length, the
+ * message). A message inside one chunk is passed on as a view of it; one that spans chunks is
+ * copied once, into a buffer of its own size.
+ */
+class MessageReader {
+  private readonly prefix = Buffer.alloc(5);
+  private prefixBytes = 0;
+  private body: Buffer | null = null;
+  private bodyBytes = 0;
+
+  constructor(
+    private readonly maxMessageBytes: number,
+    private readonly onMessage: (message: Buffer) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.body === null) {
+        const take = Math.min(5 - this.prefixBytes, chunk.length - at);
+        chunk.copy(this.prefix, this.prefixBytes, at, at + take);
+        this.prefixBytes += take;
+        at += take;
+        if (this.prefixBytes < 5) return;
+        this.prefixBytes = 0;
+        if (this.prefix[0] !== 0) throw statusError(13, 'the coordinator sent a compressed message, which the device did not offer');
+        const length = this.prefix.readUInt32BE(1);
+        if (length > this.maxMessageBytes) throw statusError(8, `message of ${length} bytes exceeds the ${this.maxMessageBytes}-byte limit`);
+        if (chunk.length - at >= length) {
+          this.onMessage(chunk.subarray(at, at + length));
+          at += length;
+          continue;
+        }
+        this.body = Buffer.allocUnsafe(length);
+        this.bodyBytes = 0;
+      }
+      const take = Math.min(this.body.length - this.bodyBytes, chunk.length - at);
+      chunk.copy(this.body, this.bodyBytes, at, at + take);
+      this.bodyBytes += take;
+      at += take;
+      if (this.bodyBytes === this.body.length) {
+        const message = this.body;
+        this.body = null;
+        this.onMessage(message);
+      }
+    }
+  }
+
+  /** Whether the stream stopped inside a message. */
+  get partial(): boolean {
+    return this.prefixBytes > 0 || this.body !== null;
+  }
+}
+
+/** Frames one message: its 5-byte prefix (uncompressed) followed by `parts`, which are written as they are. */
+export function frame(parts: readonly Uint8Array[]): Buffer[] {
+  const length = parts.reduce((n, p) => n + p.byteLength, 0);
+  const prefix = Buffer.allocUnsafe(5);
+  prefix[0] = 0;
+  prefix.writeUInt32BE(length, 1);
+  return [prefix, ...parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength)))];
+}
+
+export interface GrpcChannelOptions {
+  /** `host:port` of the coordinator. */
+  target: string;
+  /** TLS (ALPN h2) with these settings, or cleartext HTTP/2 (prior knowledge) when null. */
+  tls: { ca?: string | Uint8Array; cert?: string | Uint8Array; key?: string | Uint8Array; serverName?: string } | null;
+  /** HTTP/2 receive window, per stream and for the connection, bytes. */
+  receiveWindowBytes: number;
+  /** Largest message accepted from the coordinator, bytes. */
+  maxMessageBytes: number;
+  /** Interval of the keepalive PING while calls are open, ms; an unanswered PING closes the connection. */
+  keepaliveMs: number;
+  /** Called with the socket of each connection the channel opens (byte accounting, tests). */
+  onConnection?: (socket: net.Socket) => void;
+}
+
+export interface CallOptions {
+  /** Request metadata (lower-case names). */
+  metadata?: Record<string, string>;
+  /** The call's deadline from now, ms (sent as `grpc-timeout`, and enforced here). */
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+  /** Each response message, in order. Throwing a ClientError ends the call with it. */
+  onMessage(message: Buffer): void;
+}
+
+/** An open call: write request messages, end, and await its status. */
+export interface Call {
+  write(message: readonly Uint8Array[]): void;
+  end(): void;
+  /** Resolves when the coordinator answers OK; rejects with a ClientError otherwise. */
+  readonly done: Promise<void>;
+  cancel(): void;
+}
+
+const CANCEL = http2.constants.NGHTTP2_CANCEL;
+
+/** One lazily opened HTTP/2 connection to the coordinator, reopened on the next call after it is lost. */
+export class GrpcChannel {
+  private session: http2.ClientHttp2Session | null = null;
+  private readonly authority: string;
+  private readonly host: string;
+  private readonly port: number;
+  private openCalls = 0;
+  private closed = false;
+  private keepalive: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: GrpcChannelOptions) {
+    const url = new URL(`http://${options.target}`);
+    this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.port = url.port === '' ? 443 : Number(url.port);
+    this.authority = options.tls?.serverName ?? options.target;
+  }
+
+  private connection(): http2.ClientHttp2Session {
+    if (this.closed) throw statusError(1, 'the transport is closed');
+    const live = this.session;
+    if (live !== null && !live.closed && !live.destroyed) return live;
+    const { tls: secure, receiveWindowBytes } = this.options;
+    const scheme = secure === null ? 'http' : 'https';
+    const session = http2.connect(`${scheme}://${this.options.target}`, {
+      settings: { initialWindowSize: receiveWindowBytes, enablePush: false },
+      createConnection: () => {
+        const socket =
+          secure === null
+            ? net.connect({ host: this.host, port: this.port })
+            : tls.connect({
+                host: this.host,
+                port: this.port,
+                ALPNProtocols: ['h2'],
+                servername: secure.serverName ?? (net.isIP(this.host) === 0 ? this.host : ''),
+                ...(secure.ca !== undefined && { ca: Buffer.from(secure.ca) }),
+                ...(secure.cert !== undefined && { cert: Buffer.from(secure.cert) }),
+                ...(secure.key !== undefined && { key: Buffer.from(secure.key) }),
+              });
+        socket.setNoDelay(true);
+        this.options.onConnection?.(socket);
+        return socket;
+      },
+    });
+    session.once('connect', () => session.setLocalWindowSize(receiveWindowBytes));
+    // A connection error reaches every open stream as its own error; the session's is only noted.
+    session.on('error', () => {});
+    const forget = (): void => {
+      if (this.session === session) this.session = null;
+    };
+    session.once('goaway', forget);
+    session.once('close', forget);
+    session.unref();
+    this.session = session;
+    return session;
+  }
+
+  /** PINGs the connection while calls are open; one that is not answered in time closes it. */
+  private startKeepalive(): void {
+    if (this.keepalive !== null) return;
+    this.keepalive = setInterval(() => {
+      const session = this.session;
+      if (session === null || session.destroyed) return;
+      const timer = setTimeout(() => session.destroy(new Error('keepalive PING unanswered')), this.options.keepaliveMs).unref();
+      const sent = session.ping((error) => {
+        clearTimeout(timer);
+        if (error) session.destroy(error);
+      });
+      if (!sent) clearTimeout(timer);
+    }, this.options.keepaliveMs);
+    this.keepalive.unref();
+  }
+
+  /** Starts a call of `path` (`/package.Service/Method`). */
+  call(path: string, options: CallOptions): Call {
+    const session = this.connection();
+    const timeoutMs = Math.max(1, Math.min(Math.ceil(options.timeoutMs), 99_999_999));
+    const stream = session.request(
+      {
+        ':method': 'POST',
+        ':path': path,
+        ':authority': this.authority,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'grpc-timeout': `${timeoutMs}m`,
+        ...options.metadata,
+      },
+      { endStream: false },
+    );
+    this.openCalls++;
+    if (this.openCalls === 1) {
+      session.ref();
+      this.startKeepalive();
+    }
+    let settled = false;
+    let resolveDone!: () => void;
+    let rejectDone!: (error: ClientError) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      resolveDone = resolve;
+      rejectDone = reject;
+    });
+    const settle = (error: ClientError | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      options.signal?.removeEventListener('abort', onAbort);
+      if (--this.openCalls === 0) {
+        if (!session.destroyed) session.unref();
+        if (this.keepalive !== null) clearInterval(this.keepalive);
+        this.keepalive = null;
+      }
+      if (error === null) resolveDone();
+      else rejectDone(error);
+    };
+    const fail = (error: ClientError): void => {
+      if (!stream.destroyed) stream.close(CANCEL);
+      settle(error);
+    };
+    const deadline = setTimeout(() => fail(statusError(4, 'deadline exceeded')), timeoutMs);
+    const onAbort = (): void => fail(statusError(1, 'cancelled on the device'));
+    if (options.signal?.aborted) queueMicrotask(onAbort);
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    const reader = new MessageReader(this.options.maxMessageBytes, options.onMessage);
+    /** Ends the call with the status of `headers` (trailers, or the headers of a trailers-only answer). */
+    const finish = (headers: http2.IncomingHttpHeaders): void => {
+      const status = Number(first(headers['grpc-status']));
+      if (!Number.isInteger(status)) return fail(statusError(13, 'the coordinator ended the call without a gRPC status', headers));
+      if (status === 0 && reader.partial) return fail(statusError(13, 'the call ended inside a message', headers));
+      settle(status === 0 ? null : statusError(status, decodeGrpcMessage(first(headers['grpc-message'])) || `gRPC status ${status}`, headers));
+    };
+    stream.on('response', (headers) => {
+      const httpStatus = Number(headers[':status']);
+      if (httpStatus !== 200) return fail(statusError(statusOfHttp(httpStatus), `HTTP status ${httpStatus}`, headers));
+      if (headers['grpc-status'] !== undefined) finish(headers);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      try {
+        reader.push(chunk);
+      } catch (error) {
+        fail(ClientError.from(error));
+      }
+    });
+    stream.on('trailers', finish);
+    stream.on('error', (error: Error) => fail(statusError(14, `connection to the coordinator failed: ${error.message}`, {}, error)));
+    stream.on('close', () => {
+      if (!settled) fail(statusError(14, `the call was closed without a status (HTTP/2 code ${stream.rstCode ?? 'none'})`));
+    });
+    return {
+      write(message) {
+        if (settled) return;
+        stream.cork();
+        for (const part of frame(message)) stream.write(part);
+        stream.uncork();
+      },
+      end() {
+        if (!settled) stream.end();
+      },
+      done,
+      cancel: () => fail(statusError(1, 'cancelled on the device')),
+    };
+  }
+
+  /** Closes the connection: calls still open finish; new calls are refused. */
+  close(): void {
+    this.closed = true;
+    if (this.keepalive !== null) clearInterval(this.keepalive);
+    this.keepalive = null;
+    this.session?.close();
+    this.session = null;
+  }
+}
