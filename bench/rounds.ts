@@ -667,6 +667,8 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     if (profDevicesDir) {
       const files = await readdir(profDevicesDir).catch(() => [] as string[]);
       if (files[0]) deviceCpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDevicesDir, files[0]), 'utf8')));
+      const keep = process.env['BENCH_CPU_PROF_DEVICES_KEEP'];
+      if (files[0] && keep) await writeFile(join(keep, `${spec.label}-${Date.now()}.cpuprofile`), await readFile(join(profDevicesDir, files[0])));
     }
     const pgStats = await db.stats().catch(() => null);
     const custodianCpuMs =
@@ -996,6 +998,7 @@ async function small(db: 'pg' | 'pglite', path: PathSpec): Promise<Record<string
     deviceProcessesCpuMs: deviceCpuMs(r),
     deviceProcessesRoundsCpuMs: deviceCpuMs(r, 'rounds'),
     deviceCpuMsPerClientRound: deviceCpuMsPerClientRound(r, acceptedCount),
+    deviceRoundsCpuMsByWorker: r.workers.map((w) => (w.done ? round1(w.done.roundsCpuMs) : null)),
     ...(PER_WORKER === 1 && { deviceCpuMsByPhaseMedian: deviceCpuByPhase(r) }),
     machineCpuBusyDuringRounds: r.machineCpuBusy,
     ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
