@@ -7,7 +7,7 @@ export {
   MAX_METRIC_NAME_LENGTH,
   GRPC_CHANNEL_OPTIONS,
 } from './limits.js';
-export { federationServiceDefinition, createFederationServiceClient, protoRoot, EncodedModelChunk, encodeModelChunk, MalformedMessage, isMalformedMessage } from './service.js';
+export { federationServiceDefinition, federationMethods, createFederationServiceClient, protoRoot, EncodedModelChunk, encodeModelChunk, MalformedMessage, isMalformedMessage } from './service.js';
 export { sha256, chunkPayload, float32ToBytes, bytesToFloat32, float32View } from './codec.js';
 export { countParameters, toConfigMessages, fromConfigMessages } from './model.js';
 export type { WeightSpec, ModelSpec, FitConfigValue, ConfigValueMessage } from './model.js';

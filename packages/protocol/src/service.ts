@@ -86,6 +86,15 @@ function writePreframedMessages(): void {
   proto.serializeMessage = Object.assign(serializeMessage, { preframed: true as const });
 }
 
+/**
+ * The `veil.v1.FederationService` methods as loaded (path, request serializer, response
+ * deserializer), unchanged: for a device that speaks gRPC without grpc-js's client (the SDK's
+ * node:http2 transport). Servers use {@link federationServiceDefinition}.
+ */
+export function federationMethods(): FederationServiceDefinition {
+  return loadPackage().veil.v1.FederationService.service as FederationServiceDefinition;
+}
+
 let serverDefinition: FederationServiceDefinition | undefined;
 
 /**

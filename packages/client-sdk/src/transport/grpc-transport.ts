@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import {
   MAX_MESSAGE_BYTES,
-  federationServiceDefinition,
+  federationMethods,
   fromConfigMessages,
   type ModelChunk__Output,
   type TaskSpec__Output,
@@ -129,7 +129,7 @@ export function resolveCoordinatorAddress(address: string, tls?: TlsOptions): { 
   return { target, tls: tls ?? {}, secure: true };
 }
 
-const service = federationServiceDefinition();
+const service = federationMethods();
 
 /**
  * The SDK's gRPC transport: the device protocol over one HTTP/2 connection of Node's own
