@@ -185,4 +185,41 @@ describe('transfer budgets', () => {
     // Nothing leaked: later downloads are still admitted.
     expect((await readers[1]!.download(0)).version).toBe(0);
   });
+
+  test("a Connect download still waiting for the budget at its connect-timeout-ms ends with deadline_exceeded and leaves the queue", async () => {
+    const { coordinator, rest } = env;
+    const base = pattern(PARAMETERS, 8);
+    const { id: taskId } = await createTinyTask(rest, { rounds: 1, model: model(base) }, base);
+    using devices = await joinDevices(coordinator, taskId, 2, 'deadline');
+    const [stalling, browser] = devices as unknown as [Device, Device];
+    const stalled = await stalledDownload(env, stalling.credential);
+    try {
+      await logged(stalling.clientId, 'download admitted');
+      // DownloadModel over Connect (a server stream) with a 300 ms deadline, behind the stalled download.
+      const request = Buffer.from(JSON.stringify({ modelVersion: 0, latest: true }));
+      const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), request]);
+      envelope.writeUInt32BE(request.byteLength, 1);
+      const response = await fetch(`${coordinator.httpUrl}/veil.v1.FederationService/DownloadModel`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/connect+json', authorization: `Bearer ${browser.credential}`, 'connect-timeout-ms': '300' },
+        body: envelope,
+        // Only bounds the test without the deadline (the stalled download holds the budget until cancelled).
+        signal: AbortSignal.timeout(30_000),
+      });
+      const bytes = Buffer.from(await response.arrayBuffer());
+      // One message, the end of the stream (flags 2), with the error.
+      expect([response.status, bytes[0], bytes.readUInt32BE(1) + 5]).toEqual([200, 2, bytes.length]);
+      expect(JSON.parse(bytes.subarray(5).toString('utf8'))).toEqual({
+        error: { code: 'deadline_exceeded', message: "the call's deadline passed (connect-timeout-ms 300)" },
+        metadata: { 'veil-error-code': ['deadline_exceeded'] },
+      });
+    } finally {
+      stalled.cancel();
+    }
+    // It left the queue (never admitted): the same device's next download is its only one admitted.
+    const again = await browser.download(0);
+    expect(Array.from(again.weights)).toEqual(Array.from(base));
+    const admitted = log.text().split('\n').filter((line) => line.includes(browser.clientId) && line.includes('"msg":"download admitted"'));
+    expect(admitted).toHaveLength(1);
+  });
 });
