@@ -40,6 +40,7 @@ import {
 } from '@veil/custodian';
 import { createCommitteeEncryption } from '@veil/client-sdk';
 import { checkCommitteeUpload, createCommitteeAggregator, type CommitteeTask } from '../src/aggregation/committee-aggregator.js';
+import { releaseChecked } from '../src/aggregation/round-aggregator.js';
 
 const logger = pino({ level: 'silent' });
 const VALUES = 3000;
@@ -219,6 +220,34 @@ describe('committee aggregation with real custodians', () => {
     const aggregator = createCommitteeAggregator(t, round, VALUES);
     for (const p of [...payloads, { clientId, payload: liar }]) aggregator.add(p.clientId, 1, p.payload);
     await expect(aggregator.finish(initialModel(), [], null)).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringMatching(/count slot/) });
+    await all.close();
+  }, 120_000);
+
+  it('uploads folded early (before they are recorded): confirmed ones count once, refused and never-confirmed ones are left out of D', async () => {
+    const round = 5;
+    const { payloads } = await devicesForRound(round, 6);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const t = task(all);
+    const aggregator = createCommitteeAggregator(t, round, VALUES);
+    const early = payloads.map(({ clientId, payload }) => aggregator.foldEarly!(clientId, payload));
+    expect(aggregator.count).toBe(0);
+    // Devices 0-3 are recorded (confirmed: not added again); device 4 is refused (taken out);
+    // device 5 is still waiting for the lock when the round ends (left out by finish).
+    for (const k of [0, 1, 2, 3]) aggregator.add(payloads[k]!.clientId, 1, early[k]!);
+    releaseChecked(early[4]!);
+    for (const k of [0, 1, 2, 3, 4]) releaseChecked(early[k]!); // idempotent; a no-op for confirmed ones
+    expect(aggregator.count).toBe(4);
+    // A refused check adds nothing.
+    expect(() => aggregator.foldEarly!('someone-else', payloads[0]!.payload)).toThrow(expect.objectContaining({ code: 'failed_precondition' }));
+    const current = initialModel();
+    const result = await aggregator.finish(current, [], null);
+    expect(result!.audit.deviceCount).toBe(4);
+    // The same four added the usual way give the same model.
+    const plain = createCommitteeAggregator(t, round, VALUES);
+    for (const k of [0, 1, 2, 3]) plain.add(payloads[k]!.clientId, 1, payloads[k]!.payload);
+    const again = await plain.finish(current, [], null);
+    expect(Buffer.from(again!.model.bytes).equals(Buffer.from(result!.model.bytes))).toBe(true);
+    releaseChecked(early[5]!); // after the round's end: nothing left to take out
     await all.close();
   }, 120_000);
 

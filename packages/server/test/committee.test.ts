@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -196,6 +197,53 @@ describe('committee tasks through the coordinator', () => {
     expect(audit.body).toMatchObject({ valid: true, threshold: 2, committeeSize: 3, minDevices: 3 });
     expect(audit.body.rounds.map((r: any) => [r.roundNumber, r.deviceCount, r.approvedBy.length, r.valid])).toEqual([[1, 3, 2, true], [2, 3, 2, true]]);
     expect(audit.body.rounds[1].approvedBy).toEqual([1, 2]);
+  }, 180_000);
+
+  it('group commit: each device sends two uploads at once, both added to the sum before the lock; exactly one each is counted and the next model is their FedAvg', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const { descriptor, body } = descriptorFor(randomUUID());
+    const base = pattern(TINY_PARAMETERS, 1);
+    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 1, committee: body }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = descriptor.taskId;
+    // Hold the first store write until every other upload was checked, added to the round's sum
+    // and queued behind it: the refused second uploads must then be taken out of the sum again.
+    const engine = t.coordinator.engine as unknown as {
+      store: { recordSubmissions: (...args: unknown[]) => Promise<unknown[]> };
+      runtimes: Map<string, { pendingRecords: unknown[] }>;
+    };
+    const original = engine.store.recordSubmissions.bind(engine.store);
+    const batches: number[] = [];
+    engine.store.recordSubmissions = async (...args) => {
+      batches.push((args[1] as unknown[]).length);
+      if (batches.length === 1) {
+        const until = Date.now() + 20_000;
+        while (engine.runtimes.get(id)!.pendingRecords.length < 5 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      }
+      return original(...args);
+    };
+    using devices = await joinDevices(t.coordinator, id, 3);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const firsts = devices.map((_, k) => ({ delta: pattern(TINY_PARAMETERS, k + 2).map((x) => x * 0.3), n: 2 + k }));
+    // Within the descriptor's clip bound (1), so that the decrypted average is FedAvg whichever upload counts.
+    const seconds = devices.map((_, k) => ({ delta: pattern(TINY_PARAMETERS, k + 5).map((x) => x * 0.1), n: 9 }));
+    const uploads = await Promise.all(devices.flatMap((d, k) => [committeePayload(d, 1, firsts[k]!.delta, firsts[k]!.n), committeePayload(d, 1, seconds[k]!.delta, seconds[k]!.n)]));
+    const results = await Promise.allSettled(devices.flatMap((d, k) => [0, 1].map((j) => submit(d, assignments[k]!, uploads[2 * k + j]!.payload, uploads[2 * k + j]!.weight))));
+    expect(batches).toEqual([1, 2]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(3);
+    for (const r of results) if (r.status === 'rejected') expect((await grpcStatusOf(Promise.reject(r.reason))).code).toBe(status.ALREADY_EXISTS);
+    const rounds = await waitForRounds(t.rest, id, (r) => r.some((x: any) => x.number === 1 && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+    const round = rounds.find((r: any) => r.number === 1);
+    expect(round.state, JSON.stringify(round.summary)).toBe('CLOSED');
+    expect(round.summary.committee.deviceCount).toBe(3);
+    // Which of its two uploads each device had counted (told apart by the weight: 2 + k, or 9).
+    const stored = await t.storage.sql<{ name: string; exampleCount: number }>(
+      `SELECT c.name, p."exampleCount" FROM "Participation" p JOIN "Client" c ON c.id = p."clientId" WHERE p.status = 'SUBMITTED'`,
+    );
+    const byName = new Map(stored.map((x) => [x.name, x.exampleCount]));
+    const winners = devices.map((d, k) => (byName.get(d.name) === 9 ? seconds[k]! : firsts[k]!));
+    const expected = expectedFedAvg(base, winners.map((w) => ({ delta: w.delta, n: w.n })));
+    expect(maxAbsDiff(await fetchWeights(t.rest, id, 1), expected)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
   }, 180_000);
 
   it('a committee FedAdam task: each next model is FedAdam (Reddi et al. 2021, Algorithm 2) applied to the plaintext FedAvg; krum is refused at creation', async () => {

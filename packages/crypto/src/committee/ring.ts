@@ -421,6 +421,24 @@ export function packed44InRange(bytes: Uint8Array, offset: number, count: number
 }
 
 /**
+ * acc[k] -= coefficient k of the packed polynomials at `offset`, mod q, for `acc.length`
+ * coefficients: undoes an {@link addPacked44} of the same bytes (every acc[k] stays in [0, 2^53)).
+ * The bytes must be ones added before (their coefficients are < q; not checked again).
+ */
+export function subtractPacked44(bytes: Uint8Array, offset: number, acc: Float64Array): void {
+  if (offset + (acc.length / 2) * 11 > bytes.length) throw new CryptoError('invalid_argument', 'subtractPacked44 input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = offset;
+  for (let k = 0; k < acc.length; k += 2) {
+    const a = acc[k]! - (view.getUint32(o, true) + (view.getUint16(o + 4, true) & 0x0fff) * TWO32);
+    const b = acc[k + 1]! - ((view.getUint32(o + 5, true) >>> 4) + view.getUint16(o + 9, true) * TWO28);
+    acc[k] = a < 0 ? a + Q : a;
+    acc[k + 1] = b < 0 ? b + Q : b;
+    o += 11;
+  }
+}
+
+/**
  * acc[k] += coefficient k of the packed polynomials at `offset` (no reduction: the caller keeps
  * acc below 2^53 and reduces, see rlwe.ts), for `acc.length` coefficients. If a coefficient is
  * >= q, everything added is subtracted again, leaving `acc` exactly as it was, and false is

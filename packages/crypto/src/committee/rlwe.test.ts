@@ -191,6 +191,34 @@ describe('C0Accumulator over many uploads', () => {
     expect(sum.every((v, k) => BigInt(v) === expected[k] && v < Q)).toBe(true);
     expect(decodeC0Payload(acc.toPayload(), 10)).toEqual(sum);
   });
+
+  it('subtract takes an added payload out exactly, across lazy reductions, as BigInt says', () => {
+    const random = seededBytes('subtract');
+    const acc = createC0Accumulator({ valueCount: 10 });
+    const expected = new Array<bigint>(N).fill(0n);
+    const qb = BigInt(Q);
+    const kept: Uint8Array[] = [];
+    for (let j = 0; j < 300; j++) {
+      const bytes = random(N * 8);
+      const view = new DataView(bytes.buffer);
+      const c0 = Float64Array.from({ length: N }, (_, k) => Number(view.getBigUint64(8 * k, true) % qb));
+      if (j % 50 === 0) c0.fill(Q - 1); // the largest values: a subtraction below 0 wraps mod q
+      const payload = encodeC0Payload(c0, 10);
+      acc.add(payload);
+      // Every third payload is taken out again, some right away, some after a reduction (256 adds).
+      if (j % 3 === 0) {
+        if (j % 2 === 0) acc.subtract(payload);
+        else kept.push(payload);
+      } else {
+        c0.forEach((v, k) => (expected[k] = (expected[k]! + BigInt(v)) % qb));
+      }
+    }
+    for (const payload of kept) acc.subtract(payload);
+    expect(acc.count).toBe(200);
+    expect(acc.sum().every((v, k) => BigInt(v) === expected[k] && v < Q)).toBe(true);
+    expect(() => createC0Accumulator({ valueCount: 10 }).subtract(kept[0]!)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => acc.subtract(kept[0]!.subarray(1))).toThrow(expect.objectContaining({ code: 'invalid_payload' }));
+  });
 });
 
 describe('committee aggregation, end to end in one process', () => {

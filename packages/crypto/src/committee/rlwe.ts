@@ -30,6 +30,7 @@ import {
   nttInverseUnscaled,
   pack44,
   packed44InRange,
+  subtractPacked44,
   toResidueQ,
   unpack44,
 } from './ring.js';
@@ -237,6 +238,12 @@ export interface C0Accumulator {
    * coefficient >= q) leaves the sum unchanged. Throws like {@link decodeC0Payload}.
    */
   add(payload: Uint8Array): void;
+  /**
+   * Takes out again a payload {@link add} added (e.g. an upload added before it was recorded, then
+   * refused): the sum is then exactly what it was without it. Throws like {@link checkC0Payload}
+   * for a payload of another shape; a payload that was never added leaves a meaningless sum.
+   */
+  subtract(payload: Uint8Array): void;
   /** The sum (polyCount · N coefficients in [0, q)); a copy. */
   sum(): Float64Array;
   /** The sum as a c0 payload (for durable storage; {@link restoreC0Accumulator} reads it back). */
@@ -286,6 +293,13 @@ function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: nu
       if (!addPacked44(payload, C0_HEADER_BYTES, acc)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
       count++;
       if (++pending >= ADDS_PER_REDUCTION) reduce();
+    },
+    subtract(payload) {
+      checkC0Payload(payload, valueCount);
+      if (count === 0) throw new CryptoError('invalid_argument', 'nothing was added to take out');
+      // acc[k] - c < 0 becomes acc[k] - c + q < q: the bound the lazy reduction keeps still holds.
+      subtractPacked44(payload, C0_HEADER_BYTES, acc);
+      count--;
     },
     sum: () => {
       reduce();

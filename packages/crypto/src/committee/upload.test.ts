@@ -5,6 +5,7 @@ import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
 import { issueDeviceCertificate, signManifest } from './manifest.js';
 import { openShare, SEALED_SHARE_BYTES } from './sealing.js';
 import { maxUpdateBytes } from '../update-size.js';
+import { createC0Accumulator, decodeC0Payload } from './rlwe.js';
 import {
   MAX_MANIFEST_BYTES,
   buildCommitteeUpload,
@@ -99,6 +100,27 @@ describe('committee upload payloads', () => {
     const reframed = new Uint8Array([...payload.subarray(0, manifestAt - 4), 0, 0, 0, 0, ...spaced, ...payload.subarray(payload.length - 64)]);
     new DataView(reframed.buffer).setUint32(manifestAt - 4, spaced.length, true);
     expect(codeOf(() => verifyCommitteeUpload(reframed, check))).toBe('invalid_payload');
+  });
+
+  it('with a sum to fold into, a verified c0 is added to it once (its range check) and a refused upload leaves it unchanged', () => {
+    const { descriptor, device, build } = setup();
+    const upload = build();
+    const payload = encodeCommitteeUploadPayload(upload);
+    const fold = createC0Accumulator({ valueCount: 4 });
+    const check = { descriptor, round: 2, valueCount: 4, deviceId: 'dev-1', nowMs: NOW, fold };
+    const verified = verifyCommitteeUpload(payload, check);
+    expect(fold.count).toBe(1);
+    expect(fold.sum()).toEqual(decodeC0Payload(verified.c0, 4));
+    const before = fold.sum();
+    // Refused after the framing check (another device), and by the range check itself (re-signed).
+    expect(codeOf(() => verifyCommitteeUpload(payload, { ...check, deviceId: 'dev-2' }))).toBe('parameter_mismatch');
+    const lateBadC0 = Uint8Array.from(upload.c0);
+    lateBadC0.fill(0xff, lateBadC0.length - 6);
+    const resigned = signManifest({ ...upload.manifest.manifest, c0Sha256: toHex(sha256(lateBadC0)) }, device.privateKey);
+    expect(codeOf(() => verifyCommitteeUpload(encodeCommitteeUploadPayload({ ...upload, c0: lateBadC0, manifest: resigned }), check))).toBe('invalid_ciphertext');
+    expect(codeOf(() => verifyCommitteeUpload(payload.subarray(0, payload.length - 1), check))).toBe('invalid_payload');
+    expect(fold.count).toBe(1);
+    expect(fold.sum()).toEqual(before);
   });
 
   it("real uploads are the exact framing plus their manifest, within the coordinator's limit (maxUpdateBytes)", () => {

@@ -3,7 +3,11 @@
  * custodian committee (@veil/crypto committee/, design note steps 4-6). Each accepted upload is
  * checked completely (`verifyCommitteeUpload`: framing, c0 ranges, one sealed share per
  * custodian, the device's certified, signed manifest naming this task, round and device) and
- * its c0 is added mod q; the sealed shares and manifest are kept for the committee. At the end of
+ * its c0 is added mod q; the sealed shares and manifest are kept for the committee. Intake adds
+ * the c0 while it checks the upload, outside the task's lock (`foldEarly`: the same pass checks
+ * its range), provisionally: recording the upload confirms it, a refusal subtracts it again, and
+ * the round's end leaves out any upload never confirmed, so the sum holds each accepted upload
+ * exactly once. At the end of
  * the round the committee is asked (through an injected `collect`, so this module holds no gRPC)
  * for its share sums over D = every accepted upload; from t verified answers S_D is
  * reconstructed, Σc0 + a·S_D decrypted and checked (count slot = |D|, weight sum, clip range),
@@ -154,9 +158,18 @@ function certificateCacheOf(task: CommitteeTask): Set<string> {
  * Throws `VeilError` (`invalid_argument` malformed, `failed_precondition` another task/round/
  * device, `permission_denied` uncertified or badly signed).
  */
-export function checkCommitteeUpload(task: CommitteeTask, round: number, parameterCount: number, clientId: string, payload: Uint8Array): CheckedCommitteeUpload {
+export function checkCommitteeUpload(
+  task: CommitteeTask,
+  round: number,
+  parameterCount: number,
+  clientId: string,
+  payload: Uint8Array,
+  fold?: C0Accumulator,
+): CheckedCommitteeUpload {
   try {
     const committee = verifyCommitteeUpload(payload, {
+      // With `fold`: a verified c0 is added to it (its range check), a refused one is not.
+      ...(fold !== undefined && { fold }),
       descriptor: task.descriptor,
       descriptorHash: task.descriptorHash,
       round,
@@ -225,18 +238,35 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       publicPolynomials.push(derivePublicPolynomialNtt(descriptorHash, round, roundSeed, l));
     }
   })().catch(() => undefined);
+  // Uploads checked and added to `sum` before they were recorded, not yet confirmed by `add`.
+  const provisional = new Set<CheckedCommitteeUpload>();
+  /** Takes a provisional upload out of the sum (refused, or the round ends without it). */
+  const unfold = (checked: CheckedCommitteeUpload): void => {
+    if (sum !== null && provisional.delete(checked)) sum.subtract(checked.committee.c0);
+  };
   return {
+    foldEarly(clientId, payload) {
+      if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+      // One pass over the c0 both checks its range and adds it (under the task's lock, only the
+      // confirmation is left: `add`).
+      const checked = checkCommitteeUpload(task, round, parameterCount, clientId, payload, sum);
+      const early: CheckedCommitteeUpload = { ...checked, unfold: () => unfold(early) };
+      provisional.add(early);
+      return early;
+    },
     add(clientId, _exampleCount, update) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
       if (seen.has(clientId)) throw new VeilError('already_exists', `client ${clientId} already has an update in this round`);
-      const checked =
-        !(update instanceof Uint8Array) && 'committee' in update
-          ? (update as CheckedCommitteeUpload)
-          : checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
-      try {
-        sum.add(checked.committee.c0);
-      } catch (error) {
-        throw uploadError(error);
+      const given = !(update instanceof Uint8Array) && 'committee' in update ? (update as CheckedCommitteeUpload) : null;
+      // Folded early into this sum: confirmed, not added again. Otherwise (rebuilt from the store,
+      // or folded into an aggregate since replaced) added now.
+      const checked = given ?? checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
+      if (!provisional.delete(checked)) {
+        try {
+          sum.add(checked.committee.c0);
+        } catch (error) {
+          throw uploadError(error);
+        }
       }
       prepared = null;
       seen.add(clientId);
@@ -256,9 +286,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       });
     },
     get count() {
-      return sum?.count ?? 0;
+      return sum === null ? 0 : devices.length;
     },
     prepare() {
+      // No upload is recorded any more: one folded early and not confirmed never will be.
+      for (const checked of [...provisional]) unfold(checked);
       if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
     },
     async finish(current, failures = [], state = null) {
@@ -283,6 +315,9 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         throw new VeilError('unavailable', `${result.answers.length} of the ${descriptor.threshold} custodian answers needed arrived: ${why}`);
       }
       const used = result.answers.slice(0, descriptor.threshold);
+      // D is the confirmed uploads: one folded early but never recorded is not part of the sum.
+      for (const checked of [...provisional]) unfold(checked);
+      if (sum.count !== devices.length) throw new VeilError('internal', `the c0 sum holds ${sum.count} uploads, D has ${devices.length}`);
       let secretSum: Int32Array | null = null;
       try {
         secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
@@ -343,6 +378,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     dispose() {
       sum = null;
       prepared = null;
+      provisional.clear();
       staging ??= null; // never opened now
       staging?.cancel();
       precomputing = false;

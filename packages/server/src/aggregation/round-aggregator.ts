@@ -30,11 +30,17 @@ export interface CheckedUpdate {
   readonly values?: Float32Array;
   /** Encrypted updates: the ciphertexts loaded by the check, added without parsing again (see {@link releaseChecked}). */
   readonly loaded?: LoadedUpdate;
+  /** Updates added to the aggregate before they were recorded ({@link RoundAggregator.foldEarly}): takes it out again unless `add` confirmed it. */
+  readonly unfold?: () => void;
 }
 
-/** Frees what a checked update holds unless an aggregator took it (idempotent; a no-op for plaintext). */
+/**
+ * Frees what a checked update holds unless an aggregator took it, and takes an update folded
+ * early out of the aggregate unless it was confirmed (idempotent; a no-op for plaintext).
+ */
 export function releaseChecked(update: CheckedUpdate): void {
   update.loaded?.dispose();
+  update.unfold?.();
 }
 
 /** A round's outcome: the next model, the strategy state that goes with it, and (committee rounds) who approved it. */
@@ -56,6 +62,13 @@ export interface RoundResult {
 export interface RoundAggregator {
   /** `trainingLoss`: the device's F_k(w_t) when the round asked for it (FitResult.trainingLoss), else null. */
   add(clientId: string, exampleCount: number, update: Uint8Array | CheckedUpdate, trainingLoss?: number | null): void;
+  /**
+   * Optional: checks an update and adds it to the aggregate provisionally, before it is recorded
+   * (outside the task's lock). `add` with the returned update confirms it without adding again;
+   * {@link releaseChecked} of an unconfirmed one takes it out; `finish` and `count` leave out every
+   * update not confirmed. Exactly once: an update is in the aggregate iff `add` accepted it.
+   */
+  foldEarly?(clientId: string, payload: Uint8Array): CheckedUpdate;
   readonly count: number;
   /**
    * The next model version's blob and the strategy state that goes with it,

@@ -100,9 +100,12 @@ export class Intake {
     const pre = (async () => {
       const committee = committeeTask(this.ctx, rt);
       const he = committee === null ? await heContext(rt) : null;
+      // A committee c0 is added to the round's sum as it is checked, before the lock (confirmed when
+      // recorded, taken out again if refused: RoundAggregator.foldEarly).
+      const folder = rt.open?.round.id === early.id ? rt.open.aggregator : null;
       const update: CheckedUpdate =
         committee !== null
-          ? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload)
+          ? (folder?.foldEarly?.(client.id, payload) ?? checkCommitteeUpload(committee, early.number, rt.task.parameterCount, client.id, payload))
           : he === null
             ? checkPlaintextUpdate(payload, rt.task.parameterCount, early.config.calibration === undefined ? rt.task.settings.updateBound : null)
             : checkEncryptedUpdate(
@@ -144,7 +147,8 @@ export class Intake {
         void rt.mutex.run(() => this.flushRecords(rt)).catch((err: unknown) => this.ctx.log.error({ err, taskId: rt.task.id }, 'recording updates failed'));
       }
     });
-    // Folded (the aggregate took what the check loaded) or refused: either way nothing is left to hold.
+    // Folded (the aggregate took what the check loaded) or refused (an update folded early is taken
+    // out of the aggregate again): either way nothing is left to hold.
     releaseChecked(update);
     if (outcome.ok) return { acceptedCount: outcome.acceptedCount };
     // Rejections leave nothing behind. (A failure after recording keeps the blob: the store references it.)
