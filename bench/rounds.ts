@@ -3,7 +3,7 @@
  * optionally the shared-key BFV path, measured in the same run, interleaved.
  *
  *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--paths plaintext,committee[,shared-key]] [--committee 2-of-3]
- *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--db pg|pglite] [--pglite-too]
+ *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--committee-c0-bits 44|32|24|16] [--db pg|pglite] [--pglite-too]
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
@@ -87,6 +87,8 @@ const { values: args } = parseArgs({
     'committee-encrypt': { type: 'string', default: 'before' },
     /** The coordinator's committee request deadline (its default is 30 s; a loaded machine needs more at 1,000 devices). */
     'committee-deadline-ms': { type: 'string', default: '300000' },
+    // The descriptor's encoding.c0Bits (44: exact c0, the descriptor's default; fewer: compressed, with the largest Δ).
+    'committee-c0-bits': { type: 'string', default: '44' },
     'encrypted-pool': { type: 'string', default: '8' },
     'encrypted-weight-cap': { type: 'string', default: '16' },
     db: { type: 'string', default: 'pg' },
@@ -128,6 +130,8 @@ const COMMITTEE = (() => {
   return { t, n };
 })();
 const COMMITTEE_ENCRYPT = args['committee-encrypt'] as 'before' | 'live';
+const COMMITTEE_C0_BITS = Number(args['committee-c0-bits']);
+if (![44, 32, 24, 16].includes(COMMITTEE_C0_BITS)) throw new Error('--committee-c0-bits must be 44, 32, 24 or 16');
 if (COMMITTEE_ENCRYPT !== 'before' && COMMITTEE_ENCRYPT !== 'live') throw new Error(`--committee-encrypt: 'before' or 'live', got '${String(COMMITTEE_ENCRYPT)}'`);
 const PARAMS = Number(args.parameters);
 const MODEL_BYTES = PARAMS * 4;
@@ -471,7 +475,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         minDevices: spec.minClients,
         maxDevices: Math.max(spec.clientsPerRound, 10),
         maxRounds: spec.rounds,
-        encoding: { weightCap: 1 },
+        encoding: { weightCap: 1, ...(COMMITTEE_C0_BITS !== 44 && { c0Bits: COMMITTEE_C0_BITS as 32 | 24 | 16 }) },
         logLevel: 'warn',
       });
       log(`${spec.label}: ${spec.committee.threshold}-of-${spec.committee.custodians} committee on ${committee.addresses.join(', ')}`);
@@ -938,6 +942,7 @@ function committeeFigures(r: RunResult, clientRounds: number): Record<string, un
   const custodianBytes = uploadBytes - c0Bytes;
   return {
     committee: `${r.spec.committee.threshold}-of-${r.spec.committee.custodians}`,
+    c0Bits: COMMITTEE_C0_BITS,
     deviceEncryption: r.spec.committee.encrypt === 'before' ? 'built after joining, before the rounds (outside the round window)' : 'built at submit time (inside the round window)',
     uploadsBuilt: wall.length,
     deviceBuildMsMedian: round1(median(wall)),

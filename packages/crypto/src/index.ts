@@ -172,6 +172,8 @@ export {
   restoreC0Accumulator,
   decryptSum,
 } from './committee/rlwe.js';
+export { C0_BITS } from './committee/compress.js';
+export type { C0Bits } from './committee/compress.js';
 export type {
   C0Accumulator,
   C0AccumulatorOptions,

@@ -1,5 +1,6 @@
 import { CryptoError } from './errors.js';
 import { maxUpdatePayloadBytes } from './he/payload.js';
+import type { C0Bits } from './committee/compress.js';
 import { MAX_MANIFEST_BYTES, committeeUploadBytesWithoutManifest } from './committee/upload.js';
 
 /** What the size of one device's update depends on, by its wire encoding. */
@@ -9,7 +10,7 @@ export type UpdateSizeInput =
   /** Shared-key BFV (he/payload.ts): the key's parameter preset fixes N and the coefficient primes. */
   | { encoding: 'bfv-v1'; preset: string; valueCount: number }
   /** Committee mode (committee/upload.ts): c0, one sealed share per custodian, the signed manifest. */
-  | { encoding: 'committee-v1'; valueCount: number; committeeSize: number };
+  | { encoding: 'committee-v1'; valueCount: number; committeeSize: number; c0Bits?: C0Bits };
 
 /**
  * The largest update payload, in bytes, a coordinator accepts for an update
@@ -31,7 +32,7 @@ export function maxUpdateBytes(input: UpdateSizeInput): number {
       if (!Number.isInteger(input.committeeSize) || input.committeeSize < 1 || input.committeeSize > 255) {
         throw new CryptoError('invalid_argument', 'a committee has 1-255 custodians');
       }
-      return committeeUploadBytesWithoutManifest(input.valueCount, input.committeeSize) + MAX_MANIFEST_BYTES;
+      return committeeUploadBytesWithoutManifest(input.valueCount, input.committeeSize, input.c0Bits ?? 44) + MAX_MANIFEST_BYTES;
     default:
       throw new CryptoError('invalid_argument', `unknown update encoding ${String((input as { encoding: unknown }).encoding)}`);
   }

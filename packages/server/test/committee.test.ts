@@ -14,11 +14,14 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildTaskDescriptor,
+  c0PayloadBytes,
+  committeeUploadBytesWithoutManifest,
   custodianFingerprint,
   encodeDescriptor,
   generateEd25519KeyPair,
   issueDeviceCertificate,
   signDescriptor,
+  type C0Bits,
   type RawKeyPair,
   type TaskDescriptor,
 } from '@veil/crypto';
@@ -100,7 +103,7 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function descriptorFor(taskId: string): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
+function descriptorFor(taskId: string, c0Bits?: C0Bits): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
   const descriptor = buildTaskDescriptor({
     taskId,
     committee: publics.map((p, i) => ({ address: custodians[i]!.server.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
@@ -108,7 +111,7 @@ function descriptorFor(taskId: string): { descriptor: TaskDescriptor; body: { de
     minDevices: 3,
     maxDevices: 50,
     maxRounds: 5,
-    encoding: { weightCap: 16 },
+    encoding: { weightCap: 16, ...(c0Bits !== undefined && { c0Bits }) },
     authorityPublicKey: authority.publicKey,
   });
   return {
@@ -199,9 +202,10 @@ describe('committee tasks through the coordinator', () => {
     expect(audit.body.rounds[1].approvedBy).toEqual([1, 2]);
   }, 180_000);
 
-  it('group commit: each device sends two uploads at once, both added to the sum before the lock; exactly one each is counted and the next model is their FedAvg', async () => {
+  it('group commit: each device sends two uploads at once, both added to the sum before the lock; exactly one each is counted and the next model is their FedAvg (c0 compressed to 32 bits)', async () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
-    const { descriptor, body } = descriptorFor(randomUUID());
+    const { descriptor, body } = descriptorFor(randomUUID(), 32);
+    expect(descriptor.encoding.c0Bits).toBe(32);
     const base = pattern(TINY_PARAMETERS, 1);
     const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 1, committee: body }) });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
@@ -228,6 +232,11 @@ describe('committee tasks through the coordinator', () => {
     // Within the descriptor's clip bound (1), so that the decrypted average is FedAvg whichever upload counts.
     const seconds = devices.map((_, k) => ({ delta: pattern(TINY_PARAMETERS, k + 5).map((x) => x * 0.1), n: 9 }));
     const uploads = await Promise.all(devices.flatMap((d, k) => [committeePayload(d, 1, firsts[k]!.delta, firsts[k]!.n), committeePayload(d, 1, seconds[k]!.delta, seconds[k]!.n)]));
+    // 4 bytes per c0 coefficient instead of 5.5 (framing plus a manifest of under 2,000 bytes).
+    expect(c0PayloadBytes(TINY_PARAMETERS, 32) - 12).toBe(((c0PayloadBytes(TINY_PARAMETERS) - 12) * 32) / 44);
+    const framing = committeeUploadBytesWithoutManifest(TINY_PARAMETERS, 3, 32);
+    for (const u of uploads) expect(u.payload.length - framing).toBeGreaterThan(0);
+    for (const u of uploads) expect(u.payload.length - framing).toBeLessThan(2000);
     const results = await Promise.allSettled(devices.flatMap((d, k) => [0, 1].map((j) => submit(d, assignments[k]!, uploads[2 * k + j]!.payload, uploads[2 * k + j]!.weight))));
     expect(batches).toEqual([1, 2]);
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(3);

@@ -14,6 +14,7 @@ import { CryptoError } from '../errors.js';
 import { bytesEqual, concatBytes, fromBase64, fromHex, sha256, toBase64, toHex, utf8 } from './bytes.js';
 import { canonicalBytes } from './canonical.js';
 import { custodianFingerprint, ed25519Sign, ed25519Verify } from './keys.js';
+import type { C0Bits } from './compress.js';
 
 /** The only parameter set of version 1: N = 2048, q = 2^44 - 2^14 + 1 (see ring.ts). */
 export const COMMITTEE_PARAMS_ID = 'rlwe-n2048-q44-v1';
@@ -59,6 +60,12 @@ export interface DescriptorEncoding {
   readonly step: number;
   /** Largest per-device integer weight. */
   readonly weightCap: number;
+  /**
+   * Bits per c0 coefficient a device sends: 32, 24 or 16, its top bits (compress.ts; each device
+   * then adds a rounding error of at most 2^(43 - c0Bits) to the decrypted residue, which must fit
+   * under Δ/2 beside the noise). Absent: the exact 44-bit c0.
+   */
+  readonly c0Bits?: C0Bits;
 }
 
 /** Distributed differential privacy (Kairouz-Liu-Steinke 2021, distributed discrete Gaussian). */
@@ -269,7 +276,8 @@ export function validateDescriptor(descriptor: TaskDescriptor, floors: Descripto
   // Encoding: the decoded sum must fit, and Δ/2 must dominate the noise sum.
   const enc = d.encoding as Partial<Record<keyof DescriptorEncoding, unknown>> | null | undefined;
   if (typeof enc !== 'object' || enc === null) refuse('encoding must be an object');
-  for (const key of Object.keys(enc)) if (!['deltaBits', 'clipMaxAbs', 'step', 'weightCap'].includes(key)) refuse(`encoding has unknown field ${key}`);
+  for (const key of Object.keys(enc)) if (!['deltaBits', 'clipMaxAbs', 'step', 'weightCap', 'c0Bits'].includes(key)) refuse(`encoding has unknown field ${key}`);
+  if (enc.c0Bits !== undefined && enc.c0Bits !== 32 && enc.c0Bits !== 24 && enc.c0Bits !== 16) refuse('encoding.c0Bits must be 32, 24 or 16 (or absent: 44)');
   if (!isInt(enc.deltaBits, 1, 43)) refuse('encoding.deltaBits must be an integer in [1, 43]');
   if (!isPositiveFinite(enc.clipMaxAbs) || !isPositiveFinite(enc.step)) refuse('encoding.clipMaxAbs and encoding.step must be positive finite numbers');
   if (!isInt(enc.weightCap, 1, 0xffff)) refuse('encoding.weightCap must be an integer in [1, 65535]');
@@ -282,10 +290,13 @@ export function validateDescriptor(descriptor: TaskDescriptor, floors: Descripto
     refuse(`maxDevices · weightCap · clip/step = ${maxAbsEncodedSum} exceeds the decodable sum ${encodedSumLimit} at Δ = 2^${enc.deltaBits}`);
   }
   // The residual after decryption is Σ e_j over |D| devices, each coefficient with σ ≈ 3.24:
-  // 12 standard deviations put the per-coefficient failure probability below 2^-100.
-  const noiseMarginSigmas = delta / 2 / (COMMITTEE_NOISE_SIGMA * Math.sqrt(d.maxDevices));
+  // 12 standard deviations put the per-coefficient failure probability below 2^-100. A compressed
+  // c0 adds each device's rounding error, at most 2^(43 - c0Bits), taken at its worst.
+  const roundingSum = enc.c0Bits === undefined ? 0 : d.maxDevices * 2 ** (43 - enc.c0Bits);
+  const noiseMarginSigmas = (delta / 2 - roundingSum) / (COMMITTEE_NOISE_SIGMA * Math.sqrt(d.maxDevices));
   if (noiseMarginSigmas < 12) {
-    refuse(`Δ/2 = 2^${enc.deltaBits - 1} is only ${noiseMarginSigmas.toFixed(1)} noise standard deviations at ${d.maxDevices} devices (need >= 12)`);
+    const rounding = roundingSum === 0 ? '' : ` beside a rounding sum of up to ${roundingSum} (c0Bits ${String(enc.c0Bits)})`;
+    refuse(`Δ/2 = 2^${enc.deltaBits - 1} is only ${noiseMarginSigmas.toFixed(1)} noise standard deviations at ${d.maxDevices} devices${rounding} (need >= 12)`);
   }
 
   // DP.
@@ -352,6 +363,13 @@ export function minimumDeltaBits(maxDevices: number): number {
   return Math.ceil(Math.log2(2 * 12 * COMMITTEE_NOISE_SIGMA * Math.sqrt(maxDevices)));
 }
 
+/** The largest deltaBits whose decodable sum, floor((q - 1) / 2 / Δ) - 1, holds `maxAbsEncodedSum` (the bound {@link validateDescriptor} checks). */
+function maximumDeltaBits(maxAbsEncodedSum: number): number {
+  let bits = 43;
+  while (bits > 1 && Math.floor((COMMITTEE_Q - 1) / 2 / 2 ** bits) - 1 < maxAbsEncodedSum) bits--;
+  return bits;
+}
+
 /** Options of {@link buildTaskDescriptor}. */
 export interface BuildTaskDescriptorOptions {
   readonly taskId: string;
@@ -364,7 +382,11 @@ export interface BuildTaskDescriptorOptions {
   /** Default: 1000, capped to (p - 1) / 2. */
   readonly maxDevices?: number;
   readonly maxRounds: number;
-  /** Default: deltaBits = {@link minimumDeltaBits}(maxDevices), clipMaxAbs 1, step 2^-13, weightCap 1. */
+  /**
+   * Default: deltaBits = {@link minimumDeltaBits}(maxDevices), clipMaxAbs 1, step 2^-13, weightCap
+   * 1, exact c0. With c0Bits and no deltaBits: the largest Δ the sum bound allows (the most room for
+   * the rounding; {@link validateDescriptor} says whether it suffices).
+   */
   readonly encoding?: Partial<DescriptorEncoding>;
   /** Default null. */
   readonly dp?: DescriptorDp | null;
@@ -395,10 +417,15 @@ export function buildTaskDescriptor(options: BuildTaskDescriptorOptions): TaskDe
     shareModulus: COMMITTEE_SHARE_MODULUS,
     maxRounds: options.maxRounds,
     encoding: {
-      deltaBits: options.encoding?.deltaBits ?? minimumDeltaBits(maxDevices),
+      deltaBits:
+        options.encoding?.deltaBits ??
+        (options.encoding?.c0Bits === undefined
+          ? minimumDeltaBits(maxDevices)
+          : maximumDeltaBits(maxDevices * (options.encoding.weightCap ?? 1) * Math.floor((options.encoding.clipMaxAbs ?? 1) / (options.encoding.step ?? 2 ** -13) + 0.5))),
       clipMaxAbs: options.encoding?.clipMaxAbs ?? 1,
       step: options.encoding?.step ?? 2 ** -13,
       weightCap: options.encoding?.weightCap ?? 1,
+      ...(options.encoding?.c0Bits !== undefined && { c0Bits: options.encoding.c0Bits }),
     },
     dp: options.dp ?? null,
     authorityKey: toBase64(options.authorityPublicKey),

@@ -12,11 +12,13 @@
  * decoding round(centred / Δ) is exact while |Σ e| < Δ/2 and |Σ m| < q/(2Δ) (validateDescriptor
  * proves both). Revealing S_D and the noise residue is "Hint-RLWE" (Kim-Lee-Seo-Song 2023).
  *
- * c0 payload bytes: "VC0" || u8 version 1 || u32le valueCount || u32le polyCount || the
- * polynomials packed at 44 bits per coefficient (5.5 bytes per value).
+ * c0 payload bytes: "VC0" || u8 version || u32le valueCount || u32le polyCount || the
+ * polynomials: version 1, packed at 44 bits per coefficient (5.5 bytes per value); version 2, each
+ * coefficient compressed to the descriptor's encoding.c0Bits (compress.ts: 4, 3 or 2 bytes).
  */
 import { CryptoError } from '../errors.js';
 import { createQuantization, quantizeValue, type Quantization } from '../quantize.js';
+import { addCompressed, packCompressed, subtractCompressed, type C0Bits } from './compress.js';
 import type { DescriptorEncoding } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
 import {
@@ -39,7 +41,9 @@ import {
 export const COMMITTEE_HEADER_SLOTS = 2;
 /** Bytes of the c0 payload header. */
 export const C0_HEADER_BYTES = 12;
-const C0_MAGIC = [0x56, 0x43, 0x30, 0x01]; // "VC0", version 1
+const C0_MAGIC = [0x56, 0x43, 0x30]; // "VC0", then the version: 1 exact (44 bits), 2 compressed
+const versionOf = (c0Bits: C0Bits): number => (c0Bits === 44 ? 1 : 2);
+const polyBytes = (c0Bits: C0Bits): number => (c0Bits === 44 ? PACKED_POLY_BYTES : (N * c0Bits) / 8);
 /** Residues above (q - 1)/2 are negative (centreQ in ring.ts, inlined on the decryption's hot loop). */
 const HALF_Q = (Q - 1) / 2;
 
@@ -50,8 +54,8 @@ export function polynomialCount(valueCount: number): number {
 }
 
 /** Exact byte length of a c0 payload for `valueCount` values. */
-export function c0PayloadBytes(valueCount: number): number {
-  return C0_HEADER_BYTES + polynomialCount(valueCount) * PACKED_POLY_BYTES;
+export function c0PayloadBytes(valueCount: number, c0Bits: C0Bits = 44): number {
+  return C0_HEADER_BYTES + polynomialCount(valueCount) * polyBytes(c0Bits);
 }
 
 /** A uniform ternary polynomial (coefficients in {-1, 0, 1}) by rejection sampling bytes < 255. */
@@ -177,16 +181,18 @@ function deltaOf(deltaBits: number): number {
   return 2 ** deltaBits;
 }
 
-/** The c0 payload bytes: header + 44-bit packed coefficients. */
-export function encodeC0Payload(c0: Float64Array, valueCount: number): Uint8Array {
+/** The c0 payload bytes: header + coefficients, 44-bit packed or compressed to `c0Bits` (compress.ts). */
+export function encodeC0Payload(c0: Float64Array, valueCount: number, c0Bits: C0Bits = 44): Uint8Array {
   const polys = polynomialCount(valueCount);
   if (c0.length !== polys * N) throw new CryptoError('invalid_argument', `c0 must have ${polys * N} coefficients for ${valueCount} values`);
-  const out = new Uint8Array(C0_HEADER_BYTES + polys * PACKED_POLY_BYTES);
+  const out = new Uint8Array(c0PayloadBytes(valueCount, c0Bits));
   out.set(C0_MAGIC, 0);
+  out[3] = versionOf(c0Bits);
   const view = new DataView(out.buffer);
   view.setUint32(4, valueCount, true);
   view.setUint32(8, polys, true);
-  pack44(c0, out, C0_HEADER_BYTES);
+  if (c0Bits === 44) pack44(c0, out, C0_HEADER_BYTES);
+  else packCompressed(c0, c0Bits, out, C0_HEADER_BYTES);
   return out;
 }
 
@@ -195,21 +201,23 @@ export function encodeC0Payload(c0: Float64Array, valueCount: number): Uint8Arra
  * Throws `CryptoError('invalid_payload')` for a wrong magic/version or a truncated or oversized
  * payload, `shape_mismatch` for another value count.
  */
-export function checkC0Payload(payload: Uint8Array, valueCount: number): number {
+export function checkC0Payload(payload: Uint8Array, valueCount: number, c0Bits: C0Bits = 44): number {
   if (payload.length < C0_HEADER_BYTES) throw new CryptoError('invalid_payload', 'c0 payload shorter than its header');
-  for (let i = 0; i < 4; i++) if (payload[i] !== C0_MAGIC[i]) throw new CryptoError('invalid_payload', 'not a version-1 committee c0 payload');
+  const version = versionOf(c0Bits);
+  for (let i = 0; i < 3; i++) if (payload[i] !== C0_MAGIC[i]) throw new CryptoError('invalid_payload', `not a version-${version} committee c0 payload`);
+  if (payload[3] !== version) throw new CryptoError('invalid_payload', `not a version-${version} committee c0 payload (the task's c0 has ${c0Bits} bits per coefficient)`);
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   if (view.getUint32(4, true) !== valueCount) throw new CryptoError('shape_mismatch', `c0 payload carries ${view.getUint32(4, true)} values, the task has ${valueCount}`);
   const polys = polynomialCount(valueCount);
   if (view.getUint32(8, true) !== polys) throw new CryptoError('shape_mismatch', 'c0 payload has the wrong polynomial count');
-  if (payload.length !== C0_HEADER_BYTES + polys * PACKED_POLY_BYTES) {
-    throw new CryptoError('invalid_payload', `c0 payload must be ${C0_HEADER_BYTES + polys * PACKED_POLY_BYTES} bytes, got ${payload.length}`);
+  if (payload.length !== c0PayloadBytes(valueCount, c0Bits)) {
+    throw new CryptoError('invalid_payload', `c0 payload must be ${c0PayloadBytes(valueCount, c0Bits)} bytes, got ${payload.length}`);
   }
   return polys;
 }
 
 /**
- * Decodes a c0 payload into `out` (polyCount · N coefficients). Throws like
+ * Decodes an exact (44-bit) c0 payload into `out` (polyCount · N coefficients). Throws like
  * {@link checkC0Payload}, and `CryptoError('invalid_ciphertext')` for a coefficient >= q.
  */
 export function decodeC0Payload(payload: Uint8Array, valueCount: number, out: Float64Array = new Float64Array(polynomialCount(valueCount) * N)): Float64Array {
@@ -221,11 +229,11 @@ export function decodeC0Payload(payload: Uint8Array, valueCount: number, out: Fl
 
 /**
  * Checks a c0 payload completely (framing, shape, every coefficient < q) without decoding it.
- * Throws like {@link decodeC0Payload}.
+ * Throws like {@link decodeC0Payload}. (Every compressed coefficient is valid: framing only.)
  */
-export function checkC0PayloadRange(payload: Uint8Array, valueCount: number): void {
-  const polys = checkC0Payload(payload, valueCount);
-  if (!packed44InRange(payload, C0_HEADER_BYTES, polys * N)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
+export function checkC0PayloadRange(payload: Uint8Array, valueCount: number, c0Bits: C0Bits = 44): void {
+  const polys = checkC0Payload(payload, valueCount, c0Bits);
+  if (c0Bits === 44 && !packed44InRange(payload, C0_HEADER_BYTES, polys * N)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
 }
 
 /** The coordinator's running sum of c0's mod q. */
@@ -254,28 +262,30 @@ export interface C0Accumulator {
 export interface C0AccumulatorOptions {
   /** Model values per update. */
   readonly valueCount: number;
+  /** Bits per coefficient of the c0 payloads added (the descriptor's encoding.c0Bits). Default 44, exact. */
+  readonly c0Bits?: C0Bits;
 }
 
 /** A sum of zero uploads. */
 export function createC0Accumulator(options: C0AccumulatorOptions): C0Accumulator {
-  return makeAccumulator(options.valueCount, new Float64Array(polynomialCount(options.valueCount) * N), 0);
+  return makeAccumulator(options.valueCount, new Float64Array(polynomialCount(options.valueCount) * N), 0, options.c0Bits ?? 44);
 }
 
 /** Re-opens a stored sum of `count` uploads (see {@link C0Accumulator.toPayload}). */
 export function restoreC0Accumulator(options: C0AccumulatorOptions & { readonly payload: Uint8Array; readonly count: number }): C0Accumulator {
   if (!Number.isSafeInteger(options.count) || options.count < 0) throw new CryptoError('invalid_argument', 'count must be an integer >= 0');
-  return makeAccumulator(options.valueCount, decodeC0Payload(options.payload, options.valueCount), options.count);
+  return makeAccumulator(options.valueCount, decodeC0Payload(options.payload, options.valueCount), options.count, options.c0Bits ?? 44);
 }
 
 /**
- * Uploads added between reductions mod q: each coefficient is < q < 2^44, so 256 of them on top
- * of a reduced value stay below 257·q < 2^53 (exact in float64). Adding without a reduction per
+ * Uploads added between reductions mod q: each coefficient is < 2^44 (< q exact, c'·2^d
+ * compressed), so 256 of them on top of a reduced value stay below 257·2^44 < 2^53 (exact in float64). Adding without a reduction per
  * upload makes the hot path a plain float add (design note: "reduce after each addition" is met
  * by reducing before the sum can leave exactness).
  */
 const ADDS_PER_REDUCTION = 256;
 
-function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: number): C0Accumulator {
+function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: number, c0Bits: C0Bits): C0Accumulator {
   let count = initialCount;
   let pending = 0;
   const reduce = (): void => {
@@ -289,16 +299,18 @@ function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: nu
       return count;
     },
     add(payload) {
-      checkC0Payload(payload, valueCount);
-      if (!addPacked44(payload, C0_HEADER_BYTES, acc)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
+      checkC0Payload(payload, valueCount, c0Bits);
+      if (c0Bits !== 44) addCompressed(payload, C0_HEADER_BYTES, c0Bits, acc);
+      else if (!addPacked44(payload, C0_HEADER_BYTES, acc)) throw new CryptoError('invalid_ciphertext', 'a c0 coefficient is >= q');
       count++;
       if (++pending >= ADDS_PER_REDUCTION) reduce();
     },
     subtract(payload) {
-      checkC0Payload(payload, valueCount);
+      checkC0Payload(payload, valueCount, c0Bits);
       if (count === 0) throw new CryptoError('invalid_argument', 'nothing was added to take out');
-      // acc[k] - c < 0 becomes acc[k] - c + q < q: the bound the lazy reduction keeps still holds.
-      subtractPacked44(payload, C0_HEADER_BYTES, acc);
+      // A value taken below 0 gets q added back: the bound the lazy reduction keeps still holds.
+      if (c0Bits !== 44) subtractCompressed(payload, C0_HEADER_BYTES, c0Bits, acc);
+      else subtractPacked44(payload, C0_HEADER_BYTES, acc);
       count--;
     },
     sum: () => {

@@ -12,6 +12,7 @@ import { bytesEqual, fromBase64, sha256, toBase64, toHex, u32be, utf8 } from './
 import { descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
 import { encodeManifest, signManifest, verifyManifest, type CertificateCache, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
+import type { C0Bits } from './compress.js';
 import { c0PayloadBytes, checkC0Payload, checkC0PayloadRange, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary, type C0Accumulator } from './rlwe.js';
 import { SEALED_SHARE_BYTES, sealShare } from './sealing.js';
 import { shareSecret } from './shamir.js';
@@ -60,6 +61,7 @@ export function buildCommitteeUpload(options: CommitteeUploadOptions): Committee
     const c0 = encodeC0Payload(
       encryptUpdate(m, s, { descriptorHash: dh, round, roundSeed: options.roundSeed, deltaBits: descriptor.encoding.deltaBits, random }),
       options.values.length,
+      descriptor.encoding.c0Bits ?? 44,
     );
     shares = shareSecret(s, { threshold: descriptor.threshold, shares: descriptor.committee.length, random });
     const sealedShares = descriptor.committee.map((member, i) =>
@@ -130,9 +132,9 @@ export function encodeCommitteeUploadPayload(upload: CommitteeUpload): Uint8Arra
   return out;
 }
 
-/** Exact payload size of a committee upload without its manifest: for size limits. */
-export function committeeUploadBytesWithoutManifest(valueCount: number, committeeSize: number): number {
-  return 4 + 4 + c0PayloadBytes(valueCount) + 1 + committeeSize * SEALED_SHARE_BYTES + 4 + 64;
+/** Exact payload size of a committee upload without its manifest: for size limits. `c0Bits`: the descriptor's encoding.c0Bits (default 44). */
+export function committeeUploadBytesWithoutManifest(valueCount: number, committeeSize: number, c0Bits: C0Bits = 44): number {
+  return 4 + 4 + c0PayloadBytes(valueCount, c0Bits) + 1 + committeeSize * SEALED_SHARE_BYTES + 4 + 64;
 }
 
 /** What {@link verifyCommitteeUpload} checks against. */
@@ -149,7 +151,7 @@ export interface CommitteeUploadCheck {
   /** Certificates verified before (see {@link ManifestCheckOptions.certificateCache}). */
   readonly certificateCache?: CertificateCache;
   /**
-   * A sum to add the c0 to, last, once everything else passed: the coefficient range check is
+   * A sum (of this descriptor's c0 width) to add the c0 to, last, once everything else passed: the coefficient range check is
    * then the accumulator's add (one pass over the c0 bytes instead of two). A refused upload
    * leaves it unchanged. Default: the range is checked without adding.
    */
@@ -188,15 +190,16 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
   for (let i = 0; i < 4; i++) if (payload[i] !== UPLOAD_MAGIC[i]) fail('not a version-1 committee upload');
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const c0Length = view.getUint32(4, true);
-  const expectedC0 = c0PayloadBytes(check.valueCount);
+  const c0Bits = check.descriptor.encoding.c0Bits ?? 44;
+  const expectedC0 = c0PayloadBytes(check.valueCount, c0Bits);
   if (c0Length !== expectedC0) throw new CryptoError('shape_mismatch', `committee upload: c0 must be ${expectedC0} bytes for ${check.valueCount} values, got ${c0Length}`);
   let o = 8;
   if (payload.length < o + c0Length + 1) fail('truncated c0');
   const c0 = payload.subarray(o, o + c0Length);
   o += c0Length;
   // Framing, shape, every coefficient < q (read only, no decoded copy); with `fold`, by its add at the end.
-  if (check.fold === undefined) checkC0PayloadRange(c0, check.valueCount);
-  else checkC0Payload(c0, check.valueCount);
+  if (check.fold === undefined) checkC0PayloadRange(c0, check.valueCount, c0Bits);
+  else checkC0Payload(c0, check.valueCount, c0Bits);
   if (payload[o] !== n) fail(`carries ${payload[o]} sealed shares, the committee has ${n}`);
   o += 1;
   if (payload.length < o + n * SEALED_SHARE_BYTES + 4) fail('truncated sealed shares');

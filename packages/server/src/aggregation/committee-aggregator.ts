@@ -209,7 +209,7 @@ function ddgMean(descriptor: TaskDescriptor, descriptorHash: Uint8Array, round: 
 export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number, serverStep?: CommitteeServerStep): CommitteeRoundAggregator {
   const { descriptor, descriptorHash } = task;
   const valueCount = committeeValueCount(descriptor, parameterCount);
-  let sum: C0Accumulator | null = createC0Accumulator({ valueCount });
+  let sum: C0Accumulator | null = createC0Accumulator({ valueCount, ...(descriptor.encoding.c0Bits !== undefined && { c0Bits: descriptor.encoding.c0Bits }) });
   // Per device, only what the committee needs (copies: views into the upload would keep its whole
   // payload, c0 included, alive for the round — about 1.1 MB per device at 199,210 values).
   const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; manifestDigest: Uint8Array; sealedShares: Uint8Array[] }[] = [];

@@ -30,8 +30,14 @@ describe('update sizes', () => {
   });
 
   it("committee: the framing for the descriptor's custodians over the padded length, plus the largest manifest", () => {
-    const descriptor = Buffer.from(JSON.stringify({ committee: [{}, {}, {}] })).toString('base64');
-    const committee = task({ settings: { privacy: { ddg: { dimension: 8192 } }, committee: { descriptor, descriptorSignature: '' } } as Task['settings'] });
-    expect(maxUpdateBytes(committee)).toBe(committeeUploadBytesWithoutManifest(8192, 3) + MAX_MANIFEST_BYTES);
+    const of = (encoding: object) => {
+      const descriptor = Buffer.from(JSON.stringify({ committee: [{}, {}, {}], encoding })).toString('base64');
+      return task({ settings: { privacy: { ddg: { dimension: 8192 } }, committee: { descriptor, descriptorSignature: '' } } as Task['settings'] });
+    };
+    expect(maxUpdateBytes(of({ deltaBits: 12 }))).toBe(committeeUploadBytesWithoutManifest(8192, 3) + MAX_MANIFEST_BYTES);
+    // A compressed c0 (encoding.c0Bits): 3 bytes per coefficient instead of 5.5.
+    const compressed = of({ deltaBits: 25, c0Bits: 24 });
+    expect(maxUpdateBytes(compressed)).toBe(committeeUploadBytesWithoutManifest(8192, 3, 24) + MAX_MANIFEST_BYTES);
+    expect(maxUpdateBytes(of({ deltaBits: 12 })) - maxUpdateBytes(compressed)).toBe((Math.ceil((8192 + 2) / 2048) * 2048 * (44 - 24)) / 8);
   });
 });

@@ -1,4 +1,4 @@
-import { maxUpdateBytes as maxPayloadBytes, type TaskDescriptor } from '@veil/crypto';
+import { maxUpdateBytes as maxPayloadBytes, type C0Bits, type TaskDescriptor } from '@veil/crypto';
 import type { CommitteeSettings, Task } from './model.js';
 
 /**
@@ -16,19 +16,21 @@ export function updateValueCount(task: Pick<Task, 'parameterCount' | 'settings'>
  */
 export function maxUpdateBytes(task: Pick<Task, 'parameterCount' | 'encryption' | 'settings'>): number {
   const committee = task.settings.committee;
-  if (committee != null) return maxPayloadBytes({ encoding: 'committee-v1', valueCount: updateValueCount(task), committeeSize: committeeSize(committee) });
+  if (committee != null) return maxPayloadBytes({ encoding: 'committee-v1', valueCount: updateValueCount(task), ...committeeShape(committee) });
   if (task.encryption === null) return maxPayloadBytes({ encoding: 'float32-le', valueCount: task.parameterCount });
   return maxPayloadBytes({ encoding: 'bfv-v1', preset: task.encryption.preset, valueCount: updateValueCount(task) });
 }
 
-/** Custodians per committee descriptor, parsed once per task settings (each upload checks its size several times). */
-const committeeSizes = new WeakMap<CommitteeSettings, number>();
+/** Custodians and c0 width per committee descriptor, parsed once per task settings (each upload checks its size several times). */
+const committeeShapes = new WeakMap<CommitteeSettings, { committeeSize: number; c0Bits?: C0Bits }>();
 
-function committeeSize(committee: CommitteeSettings): number {
-  let size = committeeSizes.get(committee);
-  if (size === undefined) {
-    size = (JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor).committee.length;
-    committeeSizes.set(committee, size);
+function committeeShape(committee: CommitteeSettings): { committeeSize: number; c0Bits?: C0Bits } {
+  let shape = committeeShapes.get(committee);
+  if (shape === undefined) {
+    const descriptor = JSON.parse(Buffer.from(committee.descriptor, 'base64').toString('utf8')) as TaskDescriptor;
+    const c0Bits = descriptor.encoding.c0Bits;
+    shape = { committeeSize: descriptor.committee.length, ...(c0Bits !== undefined && { c0Bits }) };
+    committeeShapes.set(committee, shape);
   }
-  return size;
+  return shape;
 }

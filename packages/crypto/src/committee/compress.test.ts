@@ -1,0 +1,124 @@
+import { createCipheriv, createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { addCompressed, droppedBits, packCompressed, subtractCompressed, type C0Bits } from './compress.js';
+import { buildTaskDescriptor, descriptorHash, validateDescriptor } from './descriptor.js';
+import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
+import { N, Q } from './ring.js';
+import { c0PayloadBytes, createC0Accumulator, decryptSum, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
+
+function seededBytes(seed: string) {
+  const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16));
+  return (n: number) => new Uint8Array(cipher.update(Buffer.alloc(n)));
+}
+
+/** Uniform coefficients in [0, q), and the extremes (0, q - 1 and the values that round up to 2^c0Bits). */
+function coefficients(seed: string, c0Bits: C0Bits): Float64Array {
+  const bytes = seededBytes(seed)(N * 8);
+  const view = new DataView(bytes.buffer);
+  const qb = BigInt(Q);
+  const c = Float64Array.from({ length: N }, (_, k) => Number(view.getBigUint64(8 * k, true) % qb));
+  const d = droppedBits(c0Bits);
+  c[0] = 0;
+  c[1] = Q - 1;
+  c[2] = 2 ** 44 - 2 ** (d - 1) < Q ? 2 ** 44 - 2 ** (d - 1) : Q - 1; // rounds to 2^c0Bits: wraps to 0
+  c[3] = 2 ** (d - 1); // half-way: rounds up
+  c[4] = 2 ** (d - 1) - 1;
+  return c;
+}
+
+describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
+  it.each([32, 24, 16] as const)('c0Bits %i: c0 ≡ c\'·2^d + r (mod q) with |r| <= 2^(d-1); subtract undoes add exactly', (c0Bits) => {
+    const c = coefficients(`c-${c0Bits}`, c0Bits);
+    const packed = new Uint8Array(12 + (N * c0Bits) / 8);
+    expect(packCompressed(c, c0Bits, packed, 12)).toBe((N * c0Bits) / 8);
+    const acc = new Float64Array(N);
+    addCompressed(packed, 12, c0Bits, acc);
+    const bound = 2 ** (droppedBits(c0Bits) - 1);
+    for (let k = 0; k < N; k++) {
+      const v = acc[k]!;
+      expect(v).toBeLessThan(2 ** 44);
+      // r = c0 - c'·2^d, centred mod q.
+      const qb = BigInt(Q);
+      const half = qb / 2n;
+      const r = Number((((BigInt(c[k]!) - BigInt(v)) % qb) + qb + half) % qb - half);
+      expect(Math.abs(r), `coefficient ${k}`).toBeLessThanOrEqual(bound);
+    }
+    // Subtract from a reduced sum: the result is in [0, 2^53) and congruent to the sum without it.
+    const base = Float64Array.from({ length: N }, (_, k) => (k * 7919) % Q);
+    const sum = Float64Array.from(base);
+    addCompressed(packed, 12, c0Bits, sum);
+    subtractCompressed(packed, 12, c0Bits, sum);
+    for (let k = 0; k < N; k++) {
+      expect(sum[k]!).toBeGreaterThanOrEqual(0);
+      expect(sum[k]! % Q).toBe(base[k]);
+    }
+  });
+
+  it('a compressed task decrypts the exact sum: 10 devices at c0Bits 24 with the largest Δ; c0Bits 16 is refused for that noise budget', () => {
+    const authority = generateEd25519KeyPair();
+    const custodians = Array.from({ length: 3 }, () => generateCustodianKeys());
+    const build = (c0Bits: C0Bits) =>
+      buildTaskDescriptor({
+        taskId: 'compressed',
+        committee: custodians.map((k, i) => ({ address: `c${i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+        threshold: 2,
+        minDevices: 2,
+        maxDevices: 10,
+        maxRounds: 10,
+        encoding: { weightCap: 3, c0Bits },
+        authorityPublicKey: authority.publicKey,
+      });
+    const descriptor = build(24);
+    validateDescriptor(descriptor, { minDevices: 2 });
+    expect(descriptor.encoding).toMatchObject({ c0Bits: 24, deltaBits: 25 });
+    expect(() => validateDescriptor(build(16), { minDevices: 2 })).toThrow(/rounding sum/);
+    expect(() => validateDescriptor({ ...descriptor, encoding: { ...descriptor.encoding, c0Bits: 33 as C0Bits } }, { minDevices: 2 })).toThrow(/c0Bits must be 32, 24 or 16/);
+    // The exact c0 at the same Δ passes: only the rounding made 16 bits too few.
+    const { c0Bits: _dropped, ...exact } = build(16).encoding;
+    expect(() => validateDescriptor({ ...build(16), encoding: exact }, { minDevices: 2 })).not.toThrow();
+
+    const dh = descriptorHash(descriptor);
+    const random = seededBytes('devices');
+    const roundSeed = new Uint8Array(32).fill(3);
+    const valueCount = 3000;
+    const step = descriptor.encoding.step;
+    const acc = createC0Accumulator({ valueCount, c0Bits: 24 });
+    const secretSum = new Int32Array(N);
+    const expected = new Float64Array(valueCount);
+    let weightSum = 0;
+    for (let j = 0; j < 10; j++) {
+      // Values at the clip bound on every coordinate for some devices: the largest sums.
+      const values = Float64Array.from({ length: valueCount }, (_, i) => (j % 3 === 0 ? (i % 2 === 0 ? 1 : -1) : Math.sin(i * 0.37 + j) * 0.9));
+      const weight = 1 + (j % 3);
+      const m = encodeUpdate(values, weight, descriptor.encoding);
+      for (let i = 0; i < valueCount; i++) expected[i] = expected[i]! + m[2 + i]!;
+      weightSum += weight;
+      const s = sampleTernary(random);
+      for (let k = 0; k < N; k++) secretSum[k] = secretSum[k]! + s[k]!;
+      const payload = encodeC0Payload(encryptUpdate(m, s, { descriptorHash: dh, round: 1, roundSeed, deltaBits: descriptor.encoding.deltaBits, random }), valueCount, 24);
+      expect(payload.length).toBe(c0PayloadBytes(valueCount, 24));
+      acc.add(payload);
+    }
+    const out = decryptSum({ descriptorHash: dh, round: 1, roundSeed, encoding: descriptor.encoding, valueCount, c0Sum: acc.sum(), secretSum, count: 10 });
+    expect(out.weightSum).toBe(weightSum);
+    expect(Array.from(out.levelSums)).toEqual(Array.from(expected));
+    expect(out.mean[0]).toBeCloseTo((expected[0]! * step) / weightSum, 6);
+    // 3 bytes per coefficient: c0 is 24/44 of the exact one.
+    expect(c0PayloadBytes(valueCount, 24) - 12).toBe(((c0PayloadBytes(valueCount) - 12) * 24) / 44);
+  });
+
+  it('an accumulator refuses a c0 of another width (version and size are checked), leaving the sum unchanged', () => {
+    const c = coefficients('width', 32);
+    const polys = c;
+    const exact = encodeC0Payload(polys, 100);
+    const compressed = encodeC0Payload(polys, 100, 32);
+    const acc32 = createC0Accumulator({ valueCount: 100, c0Bits: 32 });
+    acc32.add(compressed);
+    const before = acc32.sum();
+    expect(() => acc32.add(exact)).toThrow(expect.objectContaining({ code: 'invalid_payload' }));
+    expect(() => acc32.add(encodeC0Payload(polys, 100, 24))).toThrow(expect.objectContaining({ code: 'invalid_payload' }));
+    expect(() => createC0Accumulator({ valueCount: 100 }).add(compressed)).toThrow(expect.objectContaining({ code: 'invalid_payload' }));
+    expect(acc32.sum()).toEqual(before);
+    expect(acc32.count).toBe(1);
+  });
+});

@@ -1,0 +1,84 @@
+/**
+ * Compressed c0 (descriptor `encoding.c0Bits` of 32, 24 or 16): each coefficient of c0 in [0, q)
+ * is sent as its top c0Bits bits, c' = round(c0 / 2^d) mod 2^c0Bits with d = 44 - c0Bits, in
+ * c0Bits / 8 little-endian bytes, and read back as c'·2^d. This is the bit-dropping form of
+ * Kyber's ciphertext compression (FIPS 203, §4.2.1, Compress_q / Decompress_q; q = 2^44 - 2^14 + 1
+ * is close enough to 2^44 to drop bits instead of rescaling).
+ *
+ * Correctness: c0 ≡ c'·2^d + r (mod q) with |r| <= 2^(d-1): without the wrap r = c0 - c'·2^d; when
+ * the rounding reaches 2^c0Bits (c' wraps to 0), c0 >= q - 2^(d-1), so r = c0 - q. Summed over |D|
+ * devices the r's add at most |D|·2^(d-1) to the decrypted residue, which validateDescriptor
+ * requires to fit beside the noise under Δ/2.
+ * Security: c' is a deterministic function of the public c0, so anything computable from it is
+ * computable from c0 (RLWE security is unchanged), and the residue a decryption reveals,
+ * Σ(e_j + r_j), tells nothing beyond Σ e_j, since every r_j is a function of the public c0_j.
+ */
+import { CryptoError } from '../errors.js';
+import { Q } from './ring.js';
+
+/** The c0 widths a descriptor may choose, in bits per coefficient (44: the exact c0). */
+export const C0_BITS = [44, 32, 24, 16] as const;
+/** See {@link C0_BITS}. */
+export type C0Bits = (typeof C0_BITS)[number];
+
+/** True for a width of {@link C0_BITS}. */
+export function isC0Bits(value: unknown): value is C0Bits {
+  return (C0_BITS as readonly unknown[]).includes(value);
+}
+
+/** Bits dropped from each coefficient: d = 44 - c0Bits. */
+export function droppedBits(c0Bits: C0Bits): number {
+  return 44 - c0Bits;
+}
+
+function width(c0Bits: number): { bytes: number; scale: number; inverse: number; modulus: number } {
+  if (c0Bits !== 32 && c0Bits !== 24 && c0Bits !== 16) throw new CryptoError('invalid_argument', `compressed c0 has 32, 24 or 16 bits per coefficient, not ${c0Bits}`);
+  return { bytes: c0Bits / 8, scale: 2 ** (44 - c0Bits), inverse: 2 ** -(44 - c0Bits), modulus: 2 ** c0Bits };
+}
+
+/** Writes c' of each coefficient (in [0, q)) at `offset`; returns the bytes written. */
+export function packCompressed(coefficients: Float64Array, c0Bits: C0Bits, out: Uint8Array, offset: number): number {
+  const { bytes, inverse, modulus } = width(c0Bits);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  let o = offset;
+  for (let k = 0; k < coefficients.length; k++) {
+    let v = Math.round(coefficients[k]! * inverse); // exact: a power-of-two scaling of an integer < 2^44
+    if (v >= modulus) v -= modulus;
+    if (bytes === 4) view.setUint32(o, v, true);
+    else if (bytes === 3) {
+      view.setUint16(o, v & 0xffff, true);
+      out[o + 2] = v >>> 16;
+    } else view.setUint16(o, v, true);
+    o += bytes;
+  }
+  return o - offset;
+}
+
+/** acc[k] += c'_k·2^d for the `acc.length` coefficients at `offset` (every bit pattern is a valid c'). */
+export function addCompressed(bytes: Uint8Array, offset: number, c0Bits: C0Bits, acc: Float64Array): void {
+  const { bytes: size, scale } = width(c0Bits);
+  if (offset + acc.length * size > bytes.length) throw new CryptoError('invalid_argument', 'compressed c0 input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = offset;
+  if (size === 4) for (let k = 0; k < acc.length; k++, o += 4) acc[k] = acc[k]! + view.getUint32(o, true) * scale;
+  else if (size === 3) for (let k = 0; k < acc.length; k++, o += 3) acc[k] = acc[k]! + (view.getUint16(o, true) + bytes[o + 2]! * 65536) * scale;
+  else for (let k = 0; k < acc.length; k++, o += 2) acc[k] = acc[k]! + view.getUint16(o, true) * scale;
+}
+
+/**
+ * acc[k] -= c'_k·2^d mod q: undoes an {@link addCompressed} of the same bytes. c'·2^d < 2^44 may
+ * exceed q, so a value taken below 0 gets q added up to twice (acc[k] stays in [0, 2^53)).
+ */
+export function subtractCompressed(bytes: Uint8Array, offset: number, c0Bits: C0Bits, acc: Float64Array): void {
+  const { bytes: size, scale } = width(c0Bits);
+  if (offset + acc.length * size > bytes.length) throw new CryptoError('invalid_argument', 'compressed c0 input too short');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = offset;
+  for (let k = 0; k < acc.length; k++, o += size) {
+    const c = size === 4 ? view.getUint32(o, true) : size === 3 ? view.getUint16(o, true) + bytes[o + 2]! * 65536 : view.getUint16(o, true);
+    let v = acc[k]! - c * scale;
+    if (v < 0) v += Q;
+    if (v < 0) v += Q;
+    acc[k] = v;
+  }
+}
