@@ -13,7 +13,10 @@ export interface BlobRef {
 /**
  * Blob store on local disk for model weights and client updates. Writes are
  * durable before they return (fsync); reads verify the SHA-256 recorded in the
- * database, so a corrupted blob is detected, never used.
+ * database, so a corrupted blob is detected, never used. A new name is durable
+ * too: the directory holding it is fsynced after a file is created or renamed
+ * into it, and a directory's parent after the directory is created (POSIX
+ * fsync(2) makes a file's data durable, not its directory entry).
  *
  * Two layouts:
  * - `put`: one file per blob, written to a temporary file, fsynced and renamed
@@ -160,6 +163,28 @@ function syncSegment(seg: OpenSegment): Promise<void> {
 
 const SEGMENT_KEY = /^(.+\.seg)#(\d{1,15})$/;
 
+/** Makes the entries of directory `dir` (files created, renamed or removed in it) durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Creates `dir` (and missing parents) and makes each new directory's entry durable: `mkdir`
+ * returns the first directory it created, and every directory from that one down to `dir` is new.
+ */
+async function makeDirectory(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  const created: string[] = [];
+  for (let d = dir; d.length >= first.length; d = dirname(d)) created.push(d);
+  for (const d of created.reverse()) await syncDirectory(dirname(d));
+}
+
 export function createBlobStore(options: BlobStoreOptions): BlobStore {
   const root = normalize(options.dir);
   const maxOpen = options.maxOpenSegments ?? 16;
@@ -179,7 +204,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     // One mkdir per directory per process, not per blob (a round's updates share one).
     if (createdDirs.has(dir)) return;
     // Owner only (0700 directories, 0600 files), whatever the process umask: blobs are models and updates.
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirectory(dir);
     createdDirs.add(dir);
     if (createdDirs.size > 10_000) createdDirs.clear();
   };
@@ -214,6 +239,7 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         await handle.close();
       }
       await rename(tmp, path);
+      await syncDirectory(dir);
       return { key, sha256: digestOf(data, sha256), sizeBytes: data.byteLength };
     },
     async append(dirKey, data, sha256) {
@@ -222,7 +248,17 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       if (seg === undefined) {
         const path = pathOf(`${dirKey}/${randomUUID()}.seg`);
         const dir = dirname(path);
-        const opening = ensureDir(dir).then(() => open(path, 'wx+', 0o600));
+        // The new file's directory entry is durable before any record in it is acknowledged.
+        const opening = ensureDir(dir).then(async () => {
+          const handle = await open(path, 'wx+', 0o600);
+          try {
+            await syncDirectory(dir);
+          } catch (error) {
+            await handle.close();
+            throw error;
+          }
+          return handle;
+        });
         seg = { path, handle: opening, size: 0, busy: 0, syncing: null, nextSync: null };
         segments.set(dirKey, seg);
         opening.catch(() => segments.get(dirKey) === seg && segments.delete(dirKey));
