@@ -39,9 +39,12 @@ export const AUTHORITY_USAGE = `  authority init --out DIR
                          DIR/${AUTHORITY_PUBLIC_FILE} is what custodians (--authority-key) and apps pin
   authority descriptor --key DIR --task-id ID --custodian HOST:PORT=PUBLIC.json [--custodian ...]
                   --threshold T --min-devices N --max-rounds R [--max-devices M] [--corrupt-tolerated C]
-                  [--weight-cap W] [--clip X] [--step S] [--out FILE]
+                  [--weight-cap W] [--clip X] [--step S] [--c0-bits 32|24|16] [--out FILE]
                   [--dp-clip-norm C --dp-noise-multiplier Z --dp-colluding K --dp-delta D]
                          build, validate and sign a committee task descriptor (custodians in index order);
+                         --c0-bits: devices send c0 compressed to that many bits per coefficient (smaller
+                         uploads; the largest Δ the sum bound allows; refused when max-devices' rounding
+                         does not fit the noise budget)
                          the --dp-* flags (all four) set distributed DP: each device's discrete Gaussian share
                          is sized so the min-devices - K honest shares carry noise z*C (the task is then created
                          with privacy.mode "distributed" and the same C, z and delta)
@@ -279,6 +282,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
           'weight-cap': { type: 'string' },
           clip: { type: 'string' },
           step: { type: 'string' },
+          'c0-bits': { type: 'string' },
           out: { type: 'string' },
           'dp-clip-norm': { type: 'string' },
           'dp-noise-multiplier': { type: 'string' },
@@ -319,6 +323,8 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       const clipMaxAbs = positiveNumber(values.clip, 'clip');
       const step = positiveNumber(values.step, 'step');
       const maxDevices = posInt(values['max-devices'], 'max-devices');
+      const c0Bits = values['c0-bits'] === undefined ? undefined : Number(values['c0-bits']);
+      if (c0Bits !== undefined && c0Bits !== 32 && c0Bits !== 24 && c0Bits !== 16) throw new CustodianUsageError('--c0-bits must be 32, 24 or 16');
       const { signed, check } = createSignedDescriptor(authority, {
         taskId: need(values['task-id'], 'task-id'),
         committee,
@@ -327,7 +333,12 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
         minDevices: need(posInt(values['min-devices'], 'min-devices'), 'min-devices'),
         ...(maxDevices !== undefined && { maxDevices }),
         maxRounds: need(posInt(values['max-rounds'], 'max-rounds'), 'max-rounds'),
-        encoding: { ...(weightCap !== undefined && { weightCap }), ...(clipMaxAbs !== undefined && { clipMaxAbs }), ...(step !== undefined && { step }) },
+        encoding: {
+          ...(weightCap !== undefined && { weightCap }),
+          ...(clipMaxAbs !== undefined && { clipMaxAbs }),
+          ...(step !== undefined && { step }),
+          ...(c0Bits !== undefined && { c0Bits }),
+        },
         dp,
       });
       await writeSigned(values.out, signed, out);

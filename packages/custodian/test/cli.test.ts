@@ -136,6 +136,13 @@ describe('veil authority and veil custodian', () => {
         code: 1,
         stderr: expect.stringContaining('colludingDevices must be an integer in [0, minDevices)'),
       });
+      // A compressed c0: 24 bits fit 10 devices' rounding at the largest Δ, 16 do not; 20 is no width.
+      const compressed = [...base.slice(0, -2), '--max-devices', '10'];
+      await veil(...compressed, '--c0-bits', '24', '--out', join(dir, 'c.json'));
+      const c = JSON.parse(await readFile(join(dir, 'c.json'), 'utf8')) as SignedTaskDescriptor;
+      expect(c.descriptor.encoding).toMatchObject({ c0Bits: 24, deltaBits: 26 });
+      await expect(veil(...compressed, '--c0-bits', '16')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('rounding sum') });
+      await expect(veil(...compressed, '--c0-bits', '20')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--c0-bits must be 32, 24 or 16') });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
