@@ -4,6 +4,7 @@ import {
   createCalibrationCollector,
   klThresholdBins,
   meanNoiseStddev,
+  noiseSwampedPoints,
   planHistogramRound,
   planRangeRound,
   statisticsLength,
@@ -103,6 +104,38 @@ describe('federated calibration statistics', () => {
     // Noise that swamps every value: nothing passes, the noisy values are kept (as without noiseStddev).
     expect(planHistogramRound(rangePlan, noisy, { tailFraction: 0.001, noiseStddev: 10 })).toEqual(naive);
     expect(() => planHistogramRound(rangePlan, noisy, { noiseStddev: -1 })).toThrowError(/noiseStddev/);
+  });
+
+  it('noiseSwampedPoints: a point is swamped when a half (maxima or minima) has no value above sigma*sqrt(2 ln N), N the values in the statistics', () => {
+    // By hand: 2 points x 386 values. "relu": maxima spread evenly over 20 bins (0.05 each),
+    // minima all in the zero bin (1). "signed": maxima and minima each in one bin (1).
+    const n = statisticsLength(rangePlan);
+    expect(n).toBe(772);
+    const stats = new Float64Array(n);
+    for (let b = 150; b < 170; b++) stats[b] = 0.05; // relu maxima: positive magnitudes (bins 97..192)
+    stats[193 + 96] = 1; // relu minima: zero bin (96 = the zero bin of one signed log grid of 193)
+    stats[386 + 150] = 1;
+    stats[386 + 193 + 10] = 1;
+    // Thresholds computed here: sigma * sqrt(2 ln 772) = sigma * 3.6466...
+    const t = (sigma: number) => sigma * Math.sqrt(2 * Math.log(772));
+    expect(t(1)).toBeCloseTo(3.6466, 4);
+    expect(noiseSwampedPoints(rangePlan, stats, 0)).toEqual([]);
+    expect(noiseSwampedPoints(rangePlan, stats, 0.01)).toEqual([]); // threshold 0.036 < 0.05
+    expect(noiseSwampedPoints(rangePlan, stats, 0.03)).toEqual(['relu']); // 0.109: relu's maxima swamped
+    // At the boundary: 0.05 passes a threshold just below it, not one equal to it ("at or below" is noise).
+    expect(noiseSwampedPoints(rangePlan, stats, (0.05 / t(1)) * (1 - 1e-9))).toEqual([]);
+    expect(noiseSwampedPoints(rangePlan, stats, 0.05 / t(1) + 1e-12)).toEqual(['relu']);
+    expect(noiseSwampedPoints(rangePlan, stats, 0.3)).toEqual(['relu', 'signed']); // 1.09 > 1: everything
+    // Real reports under DP noise: swamped at the demo's deviation (local DP z = 0.7, 2 devices, m = 4:
+    // sigma = z*sqrt(m)/sqrt(2) = 0.99), not at a small one; consistent with planHistogramRound's walk.
+    const exact = report(rangePlan, activations(8, 500), 500);
+    const next = rng(9);
+    for (const [sigma, swamped] of [[0.99, ['relu', 'signed']], [meanNoiseStddev(0.02, 3, 1), []]] as const) {
+      const noisy = Float64Array.from(exact, (v) => v + sigma * gaussian(next));
+      expect(noiseSwampedPoints(rangePlan, noisy, sigma)).toEqual(swamped);
+    }
+    expect(() => noiseSwampedPoints(rangePlan, stats, -1)).toThrowError(/noiseStddev/);
+    expect(() => noiseSwampedPoints(rangePlan, new Float64Array(3), 0)).toThrowError(/the plan needs/);
   });
 
   it('percentile and min/max ranges match the data they summarise', () => {

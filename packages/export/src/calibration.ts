@@ -180,11 +180,44 @@ export function meanNoiseStddev(reportNoiseStddev: number, reports: number, scal
   return reportNoiseStddev / (Math.sqrt(reports) * scale);
 }
 
+/** The universal threshold σ·sqrt(2 ln N) for `n` values of noise σ (Donoho & Johnstone 1994); 0 without noise. */
+function universalThreshold(noiseStddev: number, n: number): number {
+  if (!(noiseStddev >= 0)) throw new ExportError('invalid_argument', 'noiseStddev must be a number >= 0');
+  return noiseStddev > 0 ? noiseStddev * Math.sqrt(2 * Math.log(n)) : 0;
+}
+
+/** Whether some value of `h` lies above `threshold` (always, without a threshold). */
+function passes(h: Float64Array, threshold: number): boolean {
+  return !(threshold > 0) || h.some((v) => v > threshold);
+}
+
 /** `h` with the values at or below `threshold` set to 0, or `h` itself when none is above it. */
 function denoise(h: Float64Array, threshold: number): Float64Array {
-  if (!(threshold > 0)) return h;
-  const kept = Float64Array.from(h, (v) => (v > threshold ? v : 0));
-  return kept.some((v) => v > 0) ? kept : h;
+  if (!passes(h, threshold)) return h;
+  return threshold > 0 ? Float64Array.from(h, (v) => (v > threshold ? v : 0)) : h;
+}
+
+/** The maxima and minima halves of each range-round point, clamped (see {@link sliceStatistics}). */
+function rangeHalves(rangePlan: CalibrationPlan, aggregated: Float32Array | Float64Array): { maxima: Float64Array; minima: Float64Array }[] {
+  if (rangePlan.round !== 'range') throw new ExportError('invalid_argument', 'the statistics of a range round are needed');
+  return sliceStatistics(rangePlan, aggregated).map((part) => ({ maxima: part.subarray(0, LOG_BINS), minima: part.subarray(LOG_BINS) }));
+}
+
+/**
+ * The calibration points whose range the DP noise swamped: those with a half (the examples'
+ * maxima or minima) in which no aggregated value exceeds the universal threshold σ·sqrt(2 ln N)
+ * (N: the values in the statistics; Donoho & Johnstone 1994, "Ideal spatial adaptation by wavelet
+ * shrinkage", Biometrika 81(3), §2: the largest of N independent N(0, σ²) values stays below it
+ * with probability tending to 1). Such a half is indistinguishable from pure noise, so
+ * {@link planHistogramRound} keeps its noisy values and its range is whatever the noise drew (up
+ * to 2^12): an int8-static model on it is useless (0.10-0.11 held-out on the demo MLP), and the
+ * export falls back to dynamic quantisation (`exportOnnx`'s `noiseSwamped`). Empty without noise.
+ */
+export function noiseSwampedPoints(rangePlan: CalibrationPlan, aggregated: Float32Array | Float64Array, noiseStddev: number): string[] {
+  const threshold = universalThreshold(noiseStddev, aggregated.length);
+  return rangeHalves(rangePlan, aggregated)
+    .map((h, i) => (passes(h.maxima, threshold) && passes(h.minima, threshold) ? null : rangePlan.points[i]!.name))
+    .filter((name): name is string => name !== null);
 }
 
 /**
@@ -200,16 +233,13 @@ export function planHistogramRound(rangePlan: CalibrationPlan, aggregated: Float
   const bins = options.bins ?? 2048;
   if (!(tail >= 0 && tail < 0.5)) throw new ExportError('invalid_argument', 'tailFraction must be in [0, 0.5)');
   if (!Number.isInteger(bins) || bins < 256) throw new ExportError('invalid_argument', 'bins must be an integer >= 256');
-  const noise = options.noiseStddev ?? 0;
-  if (!(noise >= 0)) throw new ExportError('invalid_argument', 'noiseStddev must be a number >= 0');
-  const threshold = noise > 0 ? noise * Math.sqrt(2 * Math.log(aggregated.length)) : 0;
-  const parts = sliceStatistics(rangePlan, aggregated);
+  const threshold = universalThreshold(options.noiseStddev ?? 0, aggregated.length);
+  const halves = rangeHalves(rangePlan, aggregated);
   return {
     round: 'histogram',
     points: rangePlan.points.map((p, i) => {
-      const part = parts[i]!;
-      const maxima = denoise(part.subarray(0, LOG_BINS), threshold);
-      const minima = denoise(part.subarray(LOG_BINS), threshold);
+      const maxima = denoise(halves[i]!.maxima, threshold);
+      const minima = denoise(halves[i]!.minima, threshold);
       const mass = (h: Float64Array) => h.reduce((a, b) => a + b, 0);
       const mMax = mass(maxima);
       const mMin = mass(minima);

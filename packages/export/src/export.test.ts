@@ -253,6 +253,24 @@ describe('refusals', () => {
     expect(() => exportOnnx(m, { quantize: 'int8', weightQMax: 128 })).toThrowError(/weightQMax/);
   });
 
+  it('int8 ranges whose statistics the DP noise swamped: written int8-dynamic with the reason, unless forceStatic', () => {
+    const m = exportableOf([tf.layers.dense({ name: 'a', inputShape: [4], units: 3, activation: 'relu' }), tf.layers.dense({ name: 'b', units: 2 })]);
+    const activationRanges = { [INPUT_POINT]: { min: 0, max: 1 }, a: { min: 0, max: 4 } };
+    const dynamic = exportOnnx(m, { quantize: 'int8' });
+    const fallback = exportOnnx(m, { quantize: 'int8', activationRanges, noiseSwamped: ['a'] });
+    expect(fallback.quantization).toBe('int8-dynamic');
+    expect(fallback.bytes).toEqual(dynamic.bytes);
+    expect(fallback.fallback).toMatchObject({ reason: 'noise-swamped', points: ['a'] });
+    expect(fallback.fallback!.message).toMatch(/DP noise swamped .* \(a\).*int8-dynamic/);
+    const forced = exportOnnx(m, { quantize: 'int8', activationRanges, noiseSwamped: ['a'], forceStatic: true });
+    expect(forced.quantization).toBe('int8-static');
+    expect(forced.fallback).toBeUndefined();
+    expect(forced.bytes).toEqual(exportOnnx(m, { quantize: 'int8', activationRanges }).bytes);
+    const trusted = exportOnnx(m, { quantize: 'int8', activationRanges, noiseSwamped: [] });
+    expect(trusted.quantization).toBe('int8-static');
+    expect(trusted.fallback).toBeUndefined();
+  });
+
   it('refuses int8 ranges that miss a calibration point, and weights that do not match the specs', () => {
     const m = exportableOf([tf.layers.dense({ name: 'a', inputShape: [4], units: 3, activation: 'relu' }), tf.layers.dense({ name: 'b', units: 2 })]);
     expect(() => exportOnnx(m, { quantize: 'int8', activationRanges: { [INPUT_POINT]: { min: 0, max: 1 } } })).toThrowError(/no entry for calibration point "a"/);

@@ -33,6 +33,15 @@ export interface ExportOnnxOptions {
    * quantization.
    */
   activationRanges?: ActivationRanges;
+  /**
+   * int8 with `activationRanges` only: the calibration points whose range statistics the DP noise
+   * swamped (`noiseSwampedPoints`; the `noiseSwamped` field of the calibration statistics file).
+   * When one is named the ranges are not trusted and the model is written int8-dynamic instead,
+   * with the reason in the result's `fallback`, unless `forceStatic`. Default none.
+   */
+  noiseSwamped?: readonly string[];
+  /** Write int8-static with `activationRanges` even when `noiseSwamped` names points. Default false. */
+  forceStatic?: boolean;
   /** ONNX opset of the default domain. Default 13 (per-channel DequantizeLinear needs >= 13). */
   opset?: number;
   /** int8 only: largest weight magnitude (127: 8-bit weights; 63: the "reduce range" 7-bit weights of ONNX Runtime's quantiser). Default 127. */
@@ -49,6 +58,29 @@ export interface OnnxExport {
   input: { name: string; shape: (number | 'N')[] };
   /** Graph output name and shape. */
   output: { name: string; shape: (number | 'N')[] };
+  /** Set when int8-static was asked for (activation ranges given) but the model was written int8-dynamic: why, and which points. */
+  fallback?: CalibrationFallback;
+}
+
+/** Why {@link exportOnnx} wrote int8-dynamic although activation ranges were given. */
+export interface CalibrationFallback {
+  reason: 'noise-swamped';
+  /** The calibration points whose range statistics the DP noise swamped. */
+  points: string[];
+  /** One sentence for the user. */
+  message: string;
+}
+
+/** The fallback for ranges whose statistics the DP noise swamped at `points` (none: null). */
+function noiseFallback(points: readonly string[] | undefined): CalibrationFallback | null {
+  if (points === undefined || points.length === 0) return null;
+  return {
+    reason: 'noise-swamped',
+    points: [...points],
+    message:
+      `the DP noise swamped the calibration statistics of ${points.length} point(s) (${points.join(', ')}): their ranges are noise, ` +
+      'so the model was quantised int8-dynamic instead of int8-static (force static ranges with forceStatic / --force-static)',
+  };
 }
 
 /**
@@ -149,8 +181,9 @@ export function exportOnnx(model: ExportableModel, options: ExportOnnxOptions = 
     throw new ExportError('invalid_argument', 'activationRanges apply to quantize: int8 only');
   }
   const parsed = parseModel(model);
+  const fallback = options.activationRanges !== undefined && options.forceStatic !== true ? noiseFallback(options.noiseSwamped) : null;
   const mode: Mode =
-    quantize === 'none' ? 'float32' : quantize === 'float16' ? 'float16' : options.activationRanges === undefined ? 'int8-dynamic' : 'int8-static';
+    quantize === 'none' ? 'float32' : quantize === 'float16' ? 'float16' : options.activationRanges === undefined || fallback !== null ? 'int8-dynamic' : 'int8-static';
   const params = new Map<string, QParams>();
   if (mode === 'int8-static') {
     const ranges = options.activationRanges!;
@@ -165,7 +198,8 @@ export function exportOnnx(model: ExportableModel, options: ExportOnnxOptions = 
   }
   const weightQMax = options.weightQMax ?? 127;
   if (!Number.isInteger(weightQMax) || weightQMax < 1 || weightQMax > 127) throw new ExportError('invalid_argument', 'weightQMax must be an integer in [1, 127]');
-  return emit(parsed, mode, params, opset, weightQMax);
+  const out = emit(parsed, mode, params, opset, weightQMax);
+  return fallback === null ? out : { ...out, fallback };
 }
 
 function emit(parsed: ParsedModel, mode: Mode, params: Map<string, QParams>, opset: number, weightQMax: number): OnnxExport {

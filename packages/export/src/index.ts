@@ -3,7 +3,7 @@ export type { ExportErrorCode } from './errors.js';
 export { parseModel, SUPPORTED_LAYERS } from './topology.js';
 export type { Activation, ExportableModel, LayerOp, ParsedModel } from './topology.js';
 export { INPUT_POINT, calibrationPoints, exportOnnx, uint8Params } from './export.js';
-export type { ActivationRange, ActivationRanges, ExportOnnxOptions, OnnxExport, Quantization } from './export.js';
+export type { ActivationRange, ActivationRanges, CalibrationFallback, ExportOnnxOptions, OnnxExport, Quantization } from './export.js';
 export { decodeModel } from './onnx/graph.js';
 export { toFloat16Bits, fromFloat16Bits } from './onnx/float16.js';
 export {
@@ -13,6 +13,7 @@ export {
   klThresholdBins,
   planHistogramRound,
   meanNoiseStddev,
+  noiseSwampedPoints,
   planRangeRound,
   statisticsLength,
 } from './calibration.js';
