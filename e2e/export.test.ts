@@ -93,7 +93,9 @@ test('`veil export` writes a `veil demo` model as ONNX that onnxruntime-node run
  * `veil demo --calibrate --shared-key` (with and without `--dp`, local DP in that mode), then
  * `veil export --quantize int8` with the demo's device key: the coordinator holds only the
  * encrypted statistics, the demo and the export (key holders) open them; the int8 model is static
- * with the federated ranges and runs in onnxruntime-node, within a point of float32 without DP.
+ * with the federated ranges and runs in onnxruntime-node, within a point of float32 without DP. With
+ * DP the noise swamps the statistics of 2 devices: the demo says so, int8 falls back to dynamic with
+ * the reason, and --force-static writes the static model anyway.
  */
 // --epsilon-cap 40: room for the training round and both calibration rounds (the default 8 has room for one round of z = 0.7).
 test.each([[[] as string[]], [['--dp', '--epsilon-cap', '40']]])('`veil demo --calibrate --shared-key %j` then `veil export --quantize int8 --device-key`', async (extra) => {
@@ -102,18 +104,29 @@ test.each([[[] as string[]], [['--dp', '--epsilon-cap', '40']]])('`veil demo --c
   try {
     const summary = JSON.parse((await veil(['demo', '--clients', '2', '--rounds', '1', '--calibrate', '--shared-key', ...extra, '--data-dir', dir, '--json'])).trim()) as DemoSummary;
     expect(summary).toMatchObject({ mode: 'shared-key', encrypted: true, taskStatus: 'COMPLETED', calibrated: true });
+    // With local DP (z = 0.7, 2 devices) the noise swamps the statistics: the demo says so and int8 falls back to dynamic.
+    const dp = extra.length > 0;
+    if (dp) expect(summary.calibrationNoiseSwamped?.length).toBeGreaterThan(0);
+    else expect(summary.calibrationNoiseSwamped).toBeUndefined();
     const { test: heldOut } = loadMnist();
     const accuracy: Record<string, number> = {};
+    const base = (quantize: string, name: string) => ['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', quantize, '--out', join(dir, name), '--data-dir', dir, '--device-key', join(dir, 'keys', 'device')];
     for (const quantize of ['none', 'int8']) {
-      const out = join(dir, `model-${quantize}.onnx`);
-      const args = ['export', '--task', summary.taskId, '--format', 'onnx', '--quantize', quantize, '--out', out, '--data-dir', dir];
-      const printed = JSON.parse((await veil([...args, '--device-key', join(dir, 'keys', 'device'), '--json'])).trim()) as { version: number; quantization: string; encrypted: boolean; calibration: string | null };
-      expect(printed).toMatchObject({ version: 1, encrypted: true, quantization: quantize === 'none' ? 'float32' : 'int8-static', calibration: quantize === 'none' ? null : 'federated' });
-      accuracy[quantize] = await onnxAccuracy(await readFile(out), heldOut);
+      const printed = JSON.parse((await veil([...base(quantize, `model-${quantize}.onnx`), '--json'])).trim()) as { version: number; quantization: string; encrypted: boolean; calibration: string | null; fallback?: { points: string[] } };
+      const int8 = dp ? 'int8-dynamic' : 'int8-static';
+      expect(printed).toMatchObject({ version: 1, encrypted: true, quantization: quantize === 'none' ? 'float32' : int8, calibration: quantize === 'none' ? null : 'federated' });
+      expect(printed.fallback?.points).toEqual(quantize === 'int8' && dp ? summary.calibrationNoiseSwamped : undefined);
+      accuracy[quantize] = await onnxAccuracy(await readFile(join(dir, `model-${quantize}.onnx`)), heldOut);
     }
-    console.info(`export (shared key${extra.length > 0 ? ', local DP' : ''}): demo accuracy ${summary.finalAccuracy}, ONNX float32 ${accuracy['none']}, int8 ${accuracy['int8']}`);
+    if (dp) {
+      // The text output says why; --force-static writes the static model with the noisy ranges.
+      expect(await veil(base('int8', 'again.onnx'))).toMatch(/int8-dynamic, federated calibration.*\nint8-static not written: the DP noise swamped the calibration statistics of \d+ point/);
+      expect(JSON.parse((await veil([...base('int8', 'forced.onnx'), '--force-static', '--json'])).trim())).toMatchObject({ quantization: 'int8-static', calibration: 'federated' });
+      accuracy['forced'] = await onnxAccuracy(await readFile(join(dir, 'forced.onnx')), heldOut);
+    }
+    console.info(`export (shared key${dp ? ', local DP' : ''}): demo accuracy ${summary.finalAccuracy}, ONNX float32 ${accuracy['none']}, int8 ${accuracy['int8']}${dp ? ` (fallback dynamic), forced static ${accuracy['forced']}` : ''}`);
     expect(accuracy['none']).toBeCloseTo(summary.finalAccuracy, 3);
-    if (extra.length === 0) expect(Math.abs(accuracy['int8']! - accuracy['none']!)).toBeLessThanOrEqual(0.01);
+    if (!dp) expect(Math.abs(accuracy['int8']! - accuracy['none']!)).toBeLessThanOrEqual(0.01);
     // Without the key the statistics (and the model) stay closed, with the reason.
     const refused = await veilFails(['calibration', '--task', summary.taskId, '--out', join(dir, 'c.json'), '--data-dir', dir]);
     expect(refused).toMatch(/encrypted under its shared key; give --device-key DIR/);

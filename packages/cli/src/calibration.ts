@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { ClientError, createDeviceEncryption, rotationSeedForVersion } from '@veil/client-sdk';
 import { CryptoError, readDeviceKeyMaterial, type DeviceKeyMaterial } from '@veil/crypto';
-import { ExportError, chooseActivationRanges, meanNoiseStddev, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
+import { ExportError, chooseActivationRanges, meanNoiseStddev, noiseSwampedPoints, planHistogramRound, type ActivationRanges, type CalibrationPlan, type RangeMethod } from '@veil/export';
 import type { CalibrationFileJson as CalibrationFileWire, EncryptedCalibrationFileJson as EncryptedCalibrationFileWire } from '@veil/protocol';
 import { ExportCommandError, openCoordinator, taskRest, type CoordinatorAccess } from './export.js';
 
@@ -25,7 +25,8 @@ export type EncryptedCalibrationFileJson = EncryptedCalibrationFileWire<Calibrat
  * A key holder's side of a shared-key task's calibration (issue 16): decrypts the range round's
  * sum, derives the histogram plan from it as the devices did (`planHistogramRound` with the task's
  * bins and tail fraction), decrypts the histogram round's sum and chooses the activation ranges
- * with the task's method: the veil-calibration-v1 file the coordinator could not compute. Under
+ * with the task's method: the veil-calibration-v1 file the coordinator could not compute (with the
+ * points whose range statistics the DP noise swamped, `noiseSwamped`, as the coordinator lists them). Under
  * distributed DP (`distributedDp`) each sum is decoded as the devices decode a training round's
  * (DeviceEncryption.decryptDistributedDpMean, rotation seed of version modelVersion + 1).
  */
@@ -56,6 +57,7 @@ export async function openEncryptedCalibration(file: EncryptedCalibrationFileJso
   try {
     const range = mean(file.range.sum, file.range.length, file.range.scale);
     const plan = planHistogramRound(file.range.plan, range.values, { bins: file.bins, tailFraction: file.tailFraction, noiseStddev: range.noiseStddev });
+    const noiseSwamped = noiseSwampedPoints(file.range.plan, range.values, range.noiseStddev);
     const statistics = mean(file.histogram.sum, file.histogram.length, file.histogram.scale).values;
     const activationRanges = chooseActivationRanges(plan, statistics, { method: file.method as RangeMethod, percentile: file.percentile });
     return {
@@ -67,6 +69,7 @@ export async function openEncryptedCalibration(file: EncryptedCalibrationFileJso
       activationRanges,
       rounds: file.rounds,
       histogram: { plan, statistics: Array.from(statistics) },
+      ...(noiseSwamped.length > 0 && { noiseSwamped }),
     };
   } catch (error) {
     if (error instanceof ExportError || error instanceof CryptoError || error instanceof ClientError) {

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decryptGlobalModel, exportModelOnnx, type WeightSpec } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
-import type { ActivationRanges, Quantization } from '@veil/export';
+import type { ActivationRanges, CalibrationFallback, Quantization } from '@veil/export';
 
 /** A failure the user can act on (missing key, refused request, bad calibration file): printed without a stack. */
 export class ExportCommandError extends Error {
@@ -27,6 +27,8 @@ export interface ExportCommandOptions {
   version: number | null;
   /** JSON file of calibrated activation ranges (`{ ":input": {min, max}, layer: {min, max}, ... }`); int8 only. Without it int8 is dynamic. */
   calibrationFile: string | null;
+  /** int8: write int8-static even when the calibration statistics say the DP noise swamped them (else int8-dynamic). Default false. */
+  forceStatic?: boolean;
 }
 
 /** What {@link runExport} wrote. */
@@ -38,6 +40,8 @@ export interface ExportCommandResult {
   encrypted: boolean;
   /** int8: where the static ranges came from (`--calibration` file, the task's calibration rounds), or null (dynamic, or not int8). */
   calibration: 'file' | 'federated' | null;
+  /** Set when the calibrated ranges were not trusted (the DP noise swamped their statistics) and int8-dynamic was written instead. */
+  fallback?: CalibrationFallback;
 }
 
 export type Rest = (path: string) => Promise<Response>;
@@ -84,11 +88,14 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
       weightSpecs = modelJson.weightsManifest?.[0]?.weights ?? [];
     }
     let activationRanges: ActivationRanges | undefined;
+    let noiseSwamped: string[] = [];
     let calibration: ExportCommandResult['calibration'] = null;
     if (options.calibrationFile !== null) {
       if (options.quantize !== 'int8') throw new ExportCommandError('--calibration applies to --quantize int8 only');
-      const parsed = JSON.parse(await readFile(options.calibrationFile, 'utf8')) as { activationRanges?: ActivationRanges } & ActivationRanges;
+      const parsed = JSON.parse(await readFile(options.calibrationFile, 'utf8')) as { activationRanges?: ActivationRanges; noiseSwamped?: string[] } & ActivationRanges;
       activationRanges = (parsed.activationRanges ?? parsed) as ActivationRanges;
+      // A statistics file (veil calibration) says which points the DP noise swamped; a bare ranges file says nothing.
+      if (parsed.activationRanges !== undefined) noiseSwamped = parsed.noiseSwamped ?? [];
       calibration = 'file';
     } else if (options.quantize === 'int8') {
       // The task's own calibration rounds, when they ran for this version (404 otherwise: dynamic int8).
@@ -96,7 +103,9 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
       if (found.ok) {
         // A shared-key task's statistics are encrypted: opened with the device key (calibration.ts).
         const { readCalibrationFile } = await import('./calibration.js');
-        activationRanges = (await readCalibrationFile((await found.json()) as Parameters<typeof readCalibrationFile>[0], options.deviceKeyDir)).activationRanges;
+        const file = await readCalibrationFile((await found.json()) as Parameters<typeof readCalibrationFile>[0], options.deviceKeyDir);
+        activationRanges = file.activationRanges;
+        noiseSwamped = file.noiseSwamped ?? [];
         calibration = 'federated';
       } else if (found.status !== 404) {
         throw new ExportCommandError(`GET /calibration: ${found.status} ${await found.text()}`);
@@ -106,10 +115,18 @@ export async function runExport(options: ExportCommandOptions): Promise<ExportCo
     }
     const out = exportModelOnnx({ topology: modelJson.modelTopology, weightSpecs }, weights, {
       quantize: options.quantize,
-      ...(activationRanges !== undefined && { activationRanges }),
+      ...(activationRanges !== undefined && { activationRanges, noiseSwamped, forceStatic: options.forceStatic === true }),
     });
     await writeFile(options.out, out.bytes);
-    return { out: options.out, bytes: out.bytes.byteLength, version: modelJson.veil.version, quantization: out.quantization, encrypted: modelJson.veil.encrypted, calibration };
+    return {
+      out: options.out,
+      bytes: out.bytes.byteLength,
+      version: modelJson.veil.version,
+      quantization: out.quantization,
+      encrypted: modelJson.veil.encrypted,
+      calibration,
+      ...(out.fallback !== undefined && { fallback: out.fallback }),
+    };
   } finally {
     await close?.();
   }

@@ -27,6 +27,12 @@ export interface CalibrationFileJson<Plan = unknown, Ranges = unknown> {
   rounds: CalibrationRoundsJson;
   /** The histogram round's plan and its aggregated statistics (frequencies; DP noise included where the task uses DP). */
   histogram: { plan: Plan; statistics: number[] };
+  /**
+   * DP: the calibration points whose range statistics the noise swamped (@veil/export
+   * `noiseSwampedPoints`): their ranges are noise, and an int8 export with these ranges falls back
+   * to dynamic quantisation unless static is forced. Absent or empty: none.
+   */
+  noiseSwamped?: string[];
 }
 
 /**

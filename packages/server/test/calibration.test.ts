@@ -27,7 +27,7 @@ import {
   type RawKeyPair,
 } from '@veil/crypto';
 import { createCustodianService, initCustodianDir, initRequestKey, openCustodianState, readCustodianKeys, readRequestSigner, startCustodianServer } from '@veil/custodian';
-import { calibrationPoints, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
+import { calibrationPoints, exportOnnx as exportOnnxModel, parseModel, planHistogramRound, planRangeRound, statisticsLength, type CalibrationPlan } from '@veil/export';
 import { DDG_RDP_ORDERS, computeDistributedDiscreteGaussianEpsilon, computeEpsilon } from '@veil/privacy';
 import { createClient, decryptGlobalModel, rotationSeedForVersion, type ClientOptions, type RoundReport } from '../../client-sdk/src/index.js';
 import { createDeviceEncryption } from '../../client-sdk/src/mods/encrypt.js';
@@ -155,11 +155,11 @@ async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<numb
   }
 }
 
-async function exportOnnx(t: TestCoordinator, taskId: string, quantize: string): Promise<{ bytes: Uint8Array; headers: Headers }> {
+async function exportOnnx(t: TestCoordinator, taskId: string, quantize: string, extra: Record<string, unknown> = {}): Promise<{ bytes: Uint8Array; headers: Headers }> {
   const response = await fetch(`${t.rest.baseUrl}/v1/tasks/${taskId}/model/export`, {
     method: 'POST',
     headers: { authorization: `Bearer ${t.coordinator.adminToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ format: 'onnx', quantize }),
+    body: JSON.stringify({ format: 'onnx', quantize, ...extra }),
   });
   expect(response.status, await response.clone().text()).toBe(200);
   return { bytes: new Uint8Array(await response.arrayBuffer()), headers: response.headers };
@@ -204,6 +204,8 @@ describe('calibration rounds in the coordinator', () => {
     const int8 = await exportOnnx(t, id, 'int8');
     expect(int8.headers.get('x-veil-export-quantization')).toBe('int8-static');
     expect(int8.headers.get('x-veil-calibration')).toBe('federated');
+    expect(int8.headers.get('x-veil-calibration-fallback')).toBe('none');
+    expect(file.noiseSwamped).toBeUndefined();
     const floatAccuracy = await onnxAccuracy(float32.bytes, heldOut);
     const int8Accuracy = await onnxAccuracy(int8.bytes, heldOut);
     console.info(`calibration (plaintext): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
@@ -381,9 +383,9 @@ describe('calibration rounds in the coordinator', () => {
     }
   }, 120_000);
 
-  it('local DP: the aggregate is the mean within noise of the stated variance; each calibration round has its own ledger entry and the ledger verifies', async () => {
+  it('local DP: the aggregate is the mean within noise of the stated variance; each calibration round has its own ledger entry and the ledger verifies; the noise swamps the statistics, so the int8 export falls back to dynamic and says so (forceStatic writes static)', async () => {
     await using t = await startTestCoordinator();
-    const z = 0.5;
+    const z = 1;
     const created = await t.rest.request('POST', '/v1/tasks', {
       body: taskBody({ encryption: { mode: 'none' }, privacy: { mode: 'local', epsilonCap: 100, delta: 1e-5, noiseMultiplier: z, clipNorm: 1, samplingRate: 1 } }),
     });
@@ -412,6 +414,28 @@ describe('calibration rounds in the coordinator', () => {
     // The sample variance of n Gaussian values has relative standard deviation sqrt(2/(n-1)) (< 2% here): 5 of them.
     expect(Math.abs(variance / expected - 1)).toBeLessThan(5 * Math.sqrt(2 / (n - 1)));
     expect(Math.abs(mean)).toBeLessThan(5 * Math.sqrt(expected / n));
+
+    // The range round's mean carries σ = z·sqrt(4)/sqrt(3) = 1.15 per frequency: its threshold
+    // σ·sqrt(2 ln 772) = 4.2 exceeds every frequency (<= 1) but for a > 2.7σ draw in every half of a
+    // point, so every point is swamped (the criterion itself: @veil/export calibration.test.ts).
+    const points = plan.points.map((p) => p.name);
+    expect(file.noiseSwamped).toEqual(points);
+    const int8 = await exportOnnx(t, id, 'int8');
+    expect(int8.headers.get('x-veil-export-quantization')).toBe('int8-dynamic');
+    expect(int8.headers.get('x-veil-calibration')).toBe('federated');
+    expect(int8.headers.get('x-veil-calibration-fallback')).toBe(`noise-swamped; points=${points.map(encodeURIComponent).join(',')}`);
+    // The fallback is the dynamic int8 model of these weights, byte for byte.
+    const dynamic = exportOnnxModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights }, { quantize: 'int8' });
+    expect(int8.bytes).toEqual(new Uint8Array(dynamic.bytes));
+    const forced = await exportOnnx(t, id, 'int8', { forceStatic: true });
+    expect(forced.headers.get('x-veil-export-quantization')).toBe('int8-static');
+    expect(forced.headers.get('x-veil-calibration-fallback')).toBe('none');
+    const [floatAccuracy, fallbackAccuracy, staticAccuracy] = await Promise.all([
+      onnxAccuracy((await exportOnnx(t, id, 'none')).bytes, heldOut),
+      onnxAccuracy(int8.bytes, heldOut),
+      onnxAccuracy(forced.bytes, heldOut),
+    ]);
+    console.info(`calibration (local DP z=${z}, noise-swamped): held-out accuracy float32 ${floatAccuracy}, int8 fallback (dynamic) ${fallbackAccuracy}, int8 forced static ${staticAccuracy}`);
   }, 180_000);
 });
 
@@ -682,6 +706,9 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       const float32 = await exportTo('none', 'f32.onnx');
       const int8 = await exportTo('int8', 'int8.onnx');
       expect(int8).toMatchObject({ quantization: 'int8-static', calibration: 'federated', encrypted: true });
+      // Small noise: no point swamped, no fallback.
+      expect(file.noiseSwamped).toBeUndefined();
+      expect(int8.fallback).toBeUndefined();
       const floatAccuracy = await onnxAccuracy(new Uint8Array(await readFile(float32.out)), heldOut);
       const int8Accuracy = await onnxAccuracy(new Uint8Array(await readFile(int8.out)), heldOut);
       console.info(`calibration (shared key): held-out accuracy float32 ${floatAccuracy}, int8 federated-static ${int8Accuracy}`);
@@ -749,9 +776,18 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       const rangePlan = planRangeRound(calibrationPoints(parseModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights })));
       expect(held.range.plan).toEqual(rangePlan);
       const encryption = await createDeviceEncryption(bundle.device);
+      let swamped: string[] = [];
       try {
         const rangeMean = encryption.decryptMean(Buffer.from(held.range.sum, 'base64'), held.range.length).mean.map((v) => v / held.range.scale);
         checkNoise('range', rangeMean, weightedMean(await deviceStatistics(weights, rangePlan), [1, 1, 1]), 2 * rangePlan.points.length);
+        // Swamped points, computed here: σ of the mean = z·C / (√3 · C/√4); a point is swamped when a
+        // half of its 386 values (193 maxima, 193 minima) has none above σ·sqrt(2 ln 772).
+        const threshold = ((z * C) / (Math.sqrt(3) * (C / 2))) * Math.sqrt(2 * Math.log(rangeMean.length));
+        swamped = rangePlan.points
+          .filter((_, i) => [0, 1].some((h) => !Array.from(rangeMean.subarray(i * 386 + h * 193, i * 386 + (h + 1) * 193)).some((v) => v > threshold)))
+          .map((p) => p.name);
+        console.info(`calibration (shared key, local DP z=${z}): threshold ${threshold.toFixed(3)}, swamped points ${swamped.join(', ')}`);
+        expect(swamped.length).toBeGreaterThan(0); // this noise swamps the statistics
       } finally {
         encryption.dispose();
       }
@@ -764,6 +800,25 @@ describe('calibration rounds in shared-key (BFV) mode', () => {
       expect(plan.round).toBe('histogram');
       checkNoise('histogram', file.histogram.statistics, weightedMean(await deviceStatistics(weights, plan), [1, 1, 1]), plan.points.length);
       for (const name of plan.points.map((p) => p.name)) expect(file.activationRanges[name]).toBeDefined();
+      expect(file.noiseSwamped).toEqual(swamped);
+
+      // veil export --device-key --quantize int8: int8-dynamic with the reason; --force-static: static with the noisy ranges.
+      const exportTo = (name: string, options: { quantize: 'none' | 'int8'; forceStatic?: boolean; calibrationFile?: string }) =>
+        runExport({ taskId: id, format: 'onnx', out: join(dir, name), coordinatorHttp: t.rest.baseUrl, adminToken: t.coordinator.adminToken, dataDir: null, deviceKeyDir, version: null, calibrationFile: null, ...options });
+      const fallback = await exportTo('fallback.onnx', { quantize: 'int8' });
+      expect(fallback).toMatchObject({ quantization: 'int8-dynamic', calibration: 'federated', fallback: { reason: 'noise-swamped', points: swamped } });
+      const fallbackBytes = new Uint8Array(await readFile(fallback.out));
+      expect(fallbackBytes).toEqual(new Uint8Array(exportOnnxModel({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights }, { quantize: 'int8' }).bytes));
+      // The statistics file written by veil calibration says the same to veil export --calibration FILE.
+      expect(await exportTo('from-file.onnx', { quantize: 'int8', calibrationFile: out })).toMatchObject({ quantization: 'int8-dynamic', calibration: 'file', fallback: { points: swamped } });
+      const forced = await exportTo('forced.onnx', { quantize: 'int8', forceStatic: true });
+      expect(forced).toMatchObject({ quantization: 'int8-static', calibration: 'federated' });
+      expect(forced.fallback).toBeUndefined();
+      const float32 = await exportTo('f32.onnx', { quantize: 'none' });
+      const accuracy = async (path: string) => onnxAccuracy(new Uint8Array(await readFile(path)), heldOut);
+      console.info(
+        `calibration (shared key, local DP z=${z}, noise-swamped): held-out accuracy float32 ${await accuracy(float32.out)}, int8 fallback (dynamic) ${await accuracy(fallback.out)}, int8 forced static ${await accuracy(forced.out)}`,
+      );
 
       // A cap between ε after 1 round and after 2: the training round runs, the range round is refused (a key belongs to one task).
       const cap = (epsilonAfter(1) + epsilonAfter(2)) / 2;

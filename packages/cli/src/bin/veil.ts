@@ -24,9 +24,12 @@ ${CUSTODIAN_USAGE}${AUTHORITY_USAGE}  privacy epsilon --sampling-rate Q --noise-
                          smallest noise multiplier that meets the target
   export --task ID --format onnx --quantize none|float16|int8 --out FILE
          (--coordinator-http URL | --data-dir DIR) [--device-key DIR] [--version N] [--calibration FILE]
+         [--force-static]
                          write a task's global model as ONNX (float32, float16 weights, or int8: static with
                          the activation ranges in --calibration FILE, else those of the task's own calibration
-                         rounds (task setting calibration), else dynamic). --coordinator-http: a running
+                         rounds (task setting calibration), else dynamic). When the DP noise swamped the
+                         calibration statistics (their noiseSwamped points) int8 falls back to dynamic and says
+                         so; --force-static writes static with those ranges anyway. --coordinator-http: a running
                          coordinator (VEIL_ADMIN_TOKEN from the environment); --data-dir: a stopped one's data
                          directory (e.g. veil demo --data-dir DIR), opened for the export. Encrypted tasks need a
                          key holder's --device-key DIR (veil demo: DIR/keys/device)
@@ -328,6 +331,7 @@ async function main(argv: string[]): Promise<number> {
           'device-key': { type: 'string' },
           version: { type: 'string' },
           calibration: { type: 'string' },
+          'force-static': { type: 'boolean' },
           json: { type: 'boolean' },
         },
       });
@@ -349,6 +353,7 @@ async function main(argv: string[]): Promise<number> {
         deviceKeyDir: values['device-key'] ?? null,
         version: values.version === undefined ? null : int(values.version, 'version', 0, 0),
         calibrationFile: values.calibration ?? null,
+        forceStatic: values['force-static'] === true,
       }).catch((error: unknown) => {
         // ExportCommandError (missing key, refused request) and @veil/export's ExportError (unsupported layer): no stack.
         const name = (error as Error).name;
@@ -361,6 +366,7 @@ async function main(argv: string[]): Promise<number> {
       if (result === null) return 1;
       const ranges = result.calibration === null ? '' : `, ${result.calibration} calibration`;
       process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `wrote ${result.out}: model version ${result.version}, ${result.quantization}${ranges}, ${result.bytes} bytes\n`);
+      if (result.fallback !== undefined && !values.json) process.stdout.write(`int8-static not written: ${result.fallback.message}\n`);
       return 0;
     }
     case 'calibration': {

@@ -10,7 +10,7 @@ import { bytesToFloat32 } from '@veil/protocol/codec';
 import { loadMnist } from './mnist.js';
 import { createMnistMlp } from './model.js';
 import type { DemoTlsFiles } from './client-worker.js';
-import { demoTaskSettings, round4, startDevices, waitForExit, type DemoOptions, type DemoRound } from './run-demo.js';
+import { calibrationLine, calibrationSummary, demoTaskSettings, readDemoCalibration, round4, startDevices, waitForExit, type DemoOptions, type DemoRound, type DemoSummary } from './run-demo.js';
 
 export interface RemoteDemoOptions extends DemoOptions {
   /** gRPC address devices use, `host:port`. */
@@ -50,7 +50,9 @@ function restCall(url: string, init: { method: string; headers: Record<string, s
  * stack): creates the task over REST, starts the device processes, and
  * evaluates each round's global model (as a key holder when encrypted).
  */
-export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ rounds: DemoRound[]; finalAccuracy: number; taskId: string; taskStatus: string; encrypted: boolean }> {
+export async function runRemoteDemo(
+  options: RemoteDemoOptions,
+): Promise<{ rounds: DemoRound[]; finalAccuracy: number; taskId: string; taskStatus: string; encrypted: boolean } & Pick<DemoSummary, 'calibrated' | 'calibrationNoiseSwamped'>> {
   const say = (line: string): void => {
     if (!options.json) process.stderr.write(`${line}\n`);
   };
@@ -107,15 +109,31 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
       }),
     );
     const rounds: DemoRound[] = [];
+    const seen = new Set<number>();
     let current = { version: 0, weights };
     let status = 'RUNNING';
     const deadline = Date.now() + options.rounds * options.roundDeadlineMs + 120_000;
     while (Date.now() < deadline) {
-      const history = await api<{ rounds: Array<{ number: number; state: string; summary: { participants: number; uploadBytes: number; modelVersion: number | null } | null; openedAt: string; closedAt: string | null }> }>(
+      const history = await api<{
+        rounds: Array<{
+          number: number;
+          state: string;
+          summary: { participants: number; uploadBytes: number; modelVersion: number | null; calibration?: { stage: string; modelVersion: number } } | null;
+          openedAt: string;
+          closedAt: string | null;
+        }>;
+      }>(
         'GET',
         `/v1/tasks/${task.id}/rounds`,
       );
-      for (const round of history.rounds.filter((r) => r.state === 'CLOSED' && !rounds.some((x) => x.round === r.number))) {
+      for (const round of history.rounds.filter((r) => r.state === 'CLOSED' && !seen.has(r.number))) {
+        seen.add(round.number);
+        const calibration = round.summary?.calibration;
+        if (calibration !== undefined) {
+          // A calibration round produces no model: report what it aggregated (as the local demo does).
+          say(`calibration ${calibration.stage} round: statistics of ${round.summary?.participants ?? 0} devices on model version ${calibration.modelVersion}`);
+          continue;
+        }
         const version = round.summary?.modelVersion ?? current.version;
         for (let v = current.version + 1; v <= version; v++) {
           const bytes = new Uint8Array(await api<ArrayBuffer>('GET', `/v1/tasks/${task.id}/model/weights.bin?version=${v}`));
@@ -134,12 +152,26 @@ export async function runRemoteDemo(options: RemoteDemoOptions): Promise<{ round
         say(`round ${entry.round}/${options.rounds}  accuracy ${(entry.accuracy * 100).toFixed(2)}%  ${entry.clients} updates  ${(entry.uploadBytes / 1e6).toFixed(2)} MB up`);
       }
       status = (await api<{ status: string }>('GET', `/v1/tasks/${task.id}`)).status;
-      if (status !== 'RUNNING' && rounds.length >= history.rounds.filter((r) => r.state === 'CLOSED').length) break;
+      if (status !== 'RUNNING' && seen.size >= history.rounds.filter((r) => r.state === 'CLOSED').length) break;
       await new Promise((r) => setTimeout(r, 1000));
+    }
+    let calibration: Awaited<ReturnType<typeof readDemoCalibration>> | undefined;
+    if (options.calibrate) {
+      // As the local demo: the task's statistics, opened with the device key when they are encrypted.
+      const response = await restCall(`${options.coordinatorHttp}/v1/tasks/${task.id}/calibration`, { method: 'GET', headers: { authorization: `Bearer ${options.adminToken}` } }, tls);
+      calibration = await readDemoCalibration(response.status, response.body.toString('utf8'), options.deviceKeyDir);
+      say(calibrationLine(calibration, status, task.encryption !== null));
     }
     await Promise.all(workers.map((w) => waitForExit(w, 30_000)));
     for (const failure of failures) say(`warning: ${failure}`);
-    return { rounds, finalAccuracy: rounds.at(-1)?.accuracy ?? 0, taskId: task.id, taskStatus: status, encrypted: task.encryption !== null };
+    return {
+      rounds,
+      finalAccuracy: rounds.at(-1)?.accuracy ?? 0,
+      taskId: task.id,
+      taskStatus: status,
+      encrypted: task.encryption !== null,
+      ...(calibration !== undefined && calibrationSummary(calibration)),
+    };
   } finally {
     evaluator?.dispose();
     for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createDeviceEncryption, evaluateLocal, initTensorflow, type DeviceEncryption } from '@veil/client-sdk';
 import { readDeviceKeyMaterial } from '@veil/crypto';
 import { generateKeys } from '../keys.js';
-import { readCalibrationFile, type EncryptedCalibrationFileJson } from '../calibration.js';
+import { readCalibrationFile, type CalibrationFileJson, type EncryptedCalibrationFileJson } from '../calibration.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/server';
 import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
@@ -97,6 +97,8 @@ export interface DemoSummary {
   totalMs: number;
   /** `calibrate`: whether the calibration rounds chose activation ranges for the final model. */
   calibrated?: boolean;
+  /** `calibrate` under DP: the calibration points whose statistics the noise swamped (int8 exports fall back to dynamic); absent when none. */
+  calibrationNoiseSwamped?: string[];
   /**
    * DP demos: the mechanism and the task's final ε at `delta` (`epsilon` for observers of the
    * released models; `epsilonCoordinator` against the coordinator, committee mode only).
@@ -244,12 +246,10 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const rounds: DemoRound[] = [];
     const bar = createProgressBar(out, !options.json);
     let current = { version: 0, weights };
-    let calibrated = false;
     const evaluateRound = async (round: Round): Promise<void> => {
       const calibration = round.summary?.calibration;
       if (calibration !== undefined) {
         // A calibration round produces no model: report what it aggregated.
-        calibrated ||= calibration.activationRanges !== undefined;
         bar.finish(`calibration ${calibration.stage} round: statistics of ${round.summary?.participants ?? 0} devices on model version ${calibration.modelVersion}`);
         return;
       }
@@ -324,16 +324,12 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
 
     const status = await ended;
     await evaluations;
-    if (options.calibrate && keyDir !== null) {
+    let calibration: DemoCalibration | undefined;
+    if (options.calibrate) {
       // Shared key: only a key holder chooses the ranges; the demo holds the key (veil export --device-key opens them the same way).
-      calibrated = await openSharedKeyCalibration(coordinator.httpUrl, coordinator.adminToken, task.id, join(keyDir, 'device'));
-      say(
-        calibrated
-          ? 'calibration: the encrypted statistics opened with the device key give the activation ranges (veil export --device-key uses them)'
-          : status === 'BUDGET_EXHAUSTED'
-            ? 'calibration did not run: the privacy budget had no room for its two rounds (raise --epsilon-cap)'
-            : 'calibration did not complete',
-      );
+      const response = await fetch(`${coordinator.httpUrl}/v1/tasks/${task.id}/calibration`, { headers: { authorization: `Bearer ${coordinator.adminToken}` } });
+      calibration = await readDemoCalibration(response.status, response.status === 404 ? (await response.body?.cancel(), null) : await response.text(), keyDir === null ? null : join(keyDir, 'device'));
+      say(calibrationLine(calibration, status, keyDir !== null));
     }
     await Promise.all(workers.map((w) => waitForExit(w, 30_000)));
     for (const failure of failures) say(`warning: ${failure}`);
@@ -348,7 +344,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       database: coordinator.databaseKind,
       taskStatus: status,
       totalMs: Math.round(performance.now() - started),
-      ...(options.calibrate && { calibrated }),
+      ...(calibration !== undefined && calibrationSummary(calibration)),
     };
     if (options.dp !== null) {
       const privacy = await readPrivacy();
@@ -485,20 +481,36 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<voi
   });
 }
 
+/** What a demo reports of its task's calibration: null when the rounds did not complete. */
+export type DemoCalibration = { noiseSwamped: string[] } | null;
+
 /**
- * A shared-key task's calibration statistics opened by a key holder (GET /v1/tasks/ID/calibration,
- * then `readCalibrationFile` with the device key): whether they give activation ranges (false when
- * the calibration rounds did not complete).
+ * A demo task's calibration statistics (the answer of GET /v1/tasks/ID/calibration: `status` and
+ * `body`, null for a 404), opened with the device key when they are encrypted (a shared-key task:
+ * only a key holder chooses its ranges, as `veil calibration --device-key` does). The local and the
+ * remote demo report the same from it.
  */
-async function openSharedKeyCalibration(httpUrl: string, adminToken: string, taskId: string, deviceKeyDir: string): Promise<boolean> {
-  const response = await fetch(`${httpUrl}/v1/tasks/${taskId}/calibration`, { headers: { authorization: `Bearer ${adminToken}` } });
-  if (response.status === 404) {
-    await response.body?.cancel();
-    return false;
+export async function readDemoCalibration(status: number, body: string | null, deviceKeyDir: string | null): Promise<DemoCalibration> {
+  if (status === 404) return null;
+  if (status < 200 || status > 299) throw new Error(`GET /calibration: HTTP ${status} ${body ?? ''}`);
+  const file = await readCalibrationFile(JSON.parse(body ?? 'null') as CalibrationFileJson | EncryptedCalibrationFileJson, deviceKeyDir);
+  return Object.keys(file.activationRanges).length > 0 ? { noiseSwamped: file.noiseSwamped ?? [] } : null;
+}
+
+/** The summary fields of a demo's calibration. */
+export function calibrationSummary(calibration: DemoCalibration): Pick<DemoSummary, 'calibrated' | 'calibrationNoiseSwamped'> {
+  return { calibrated: calibration !== null, ...(calibration !== null && calibration.noiseSwamped.length > 0 && { calibrationNoiseSwamped: calibration.noiseSwamped }) };
+}
+
+/** The line a demo prints about its calibration. */
+export function calibrationLine(calibration: DemoCalibration, status: string, sharedKey: boolean): string {
+  if (calibration === null) {
+    return status === 'BUDGET_EXHAUSTED' ? 'calibration did not run: the privacy budget had no room for its two rounds (raise --epsilon-cap)' : 'calibration did not complete';
   }
-  if (!response.ok) throw new Error(`GET /calibration: HTTP ${response.status} ${await response.text()}`);
-  const file = await readCalibrationFile((await response.json()) as EncryptedCalibrationFileJson, deviceKeyDir);
-  return Object.keys(file.activationRanges).length > 0;
+  const opened = sharedKey ? 'the encrypted statistics opened with the device key give the activation ranges (veil export --device-key uses them)' : 'the calibration rounds chose the activation ranges (veil export --quantize int8 uses them)';
+  return calibration.noiseSwamped.length === 0
+    ? `calibration: ${opened}`
+    : `calibration: the DP noise swamped the statistics of ${calibration.noiseSwamped.join(', ')}: veil export --quantize int8 falls back to int8-dynamic (--force-static to use the noisy ranges)`;
 }
 
 /** Creates an enrolment token for the task over REST (admin token); returns the token. */

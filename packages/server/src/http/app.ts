@@ -185,7 +185,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     calibratedRanges: async (id, v) => {
       const file = await calibration.find(id, v);
       // A shared-key task's statistics are encrypted (only key holders choose its ranges).
-      return file !== null && file.format === 'veil-calibration-v1' ? file.activationRanges : null;
+      return file !== null && file.format === 'veil-calibration-v1' ? { activationRanges: file.activationRanges, noiseSwamped: file.noiseSwamped ?? [] } : null;
     },
   });
   await app.register(exportRoutes, { exporter, calibration });

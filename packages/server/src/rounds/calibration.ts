@@ -96,12 +96,16 @@
  * devices and key holders for shared-key ones, all with the same σ)
  * thresholds it (`planHistogramRound`'s noiseStddev: the universal threshold
  * of Donoho & Johnstone 1994). Post-processing of the released mean: it
- * costs no privacy.
+ * costs no privacy. A point none of whose values in a half passes that
+ * threshold is noise-swamped (`noiseSwampedPoints`): the range outcome lists
+ * it, the statistics file carries it (`noiseSwamped`), and the int8 export
+ * falls back to dynamic quantisation unless static is forced.
  */
 import {
   ExportError,
   calibrationPoints,
   chooseActivationRanges,
+  noiseSwampedPoints,
   parseModel,
   planHistogramRound,
   planRangeRound,
@@ -163,6 +167,8 @@ export interface CalibrationOutcome {
   statistics: { key: string; sha256: string; sizeBytes: number; length: number };
   /** Range round: the histogram round's plan. */
   nextPlan?: CalibrationPlan;
+  /** Range round under DP: the points whose range statistics the noise swamped (`noiseSwampedPoints`); absent when none. */
+  noiseSwamped?: string[];
   /** Histogram round: the activation ranges chosen. */
   activationRanges?: ActivationRanges;
   /** Shared-key tasks: the statistics blob is the encrypted sum (bfv-sum-v1), which only key holders open; no plan or ranges here. */
@@ -317,10 +323,14 @@ export function concludeCalibration(
   settings: CalibrationSettings,
   /** σ of one value of `statistics` (frequency units; DP noise of the mean, `meanNoiseStddev`). Default 0. */
   noiseStddev = 0,
-): { nextPlan: CalibrationPlan } | { activationRanges: ActivationRanges } {
+): { nextPlan: CalibrationPlan; noiseSwamped?: string[] } | { activationRanges: ActivationRanges } {
   try {
     if (config.plan.round === 'range') {
-      return { nextPlan: planHistogramRound(config.plan, statistics, { tailFraction: settings.tailFraction, bins: settings.bins, noiseStddev }) };
+      const swamped = noiseSwampedPoints(config.plan, statistics, noiseStddev);
+      return {
+        nextPlan: planHistogramRound(config.plan, statistics, { tailFraction: settings.tailFraction, bins: settings.bins, noiseStddev }),
+        ...(swamped.length > 0 && { noiseSwamped: swamped }),
+      };
     }
     return { activationRanges: chooseActivationRanges(config.plan, statistics, { method: settings.method, percentile: settings.percentile }) };
   } catch (error) {

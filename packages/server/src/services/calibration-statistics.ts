@@ -89,6 +89,7 @@ export function createCalibrationStatisticsService(ports: CalibrationStatisticsP
         activationRanges: outcome!.activationRanges!,
         rounds,
         histogram: { plan: histogram.config.calibration.plan, statistics: Array.from(statistics) },
+        ...(range.summary?.calibration?.noiseSwamped !== undefined && { noiseSwamped: range.summary.calibration.noiseSwamped }),
       },
     };
   }

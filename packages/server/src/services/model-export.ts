@@ -1,4 +1,4 @@
-import { ExportError, exportOnnx, type ActivationRanges, type Quantization } from '@veil/export';
+import { ExportError, exportOnnx, type ActivationRanges, type CalibrationFallback, type Quantization } from '@veil/export';
 import { bytesToFloat32 } from '@veil/protocol/codec';
 import { VeilError } from '../errors.js';
 import type { Task } from '../rounds/model.js';
@@ -7,8 +7,11 @@ import type { Task } from '../rounds/model.js';
 export interface ModelExportPorts {
   getTask(taskId: string): Promise<Task>;
   readModelVersion(taskId: string, version: number): Promise<{ version: number; bytes: Uint8Array; encoding: string }>;
-  /** The activation ranges the task's calibration rounds chose for `version`, or null (services/calibration-statistics.ts). Default: none. */
-  calibratedRanges?(taskId: string, version: number): Promise<ActivationRanges | null>;
+  /**
+   * The activation ranges the task's calibration rounds chose for `version` and the points whose
+   * statistics the DP noise swamped, or null (services/calibration-statistics.ts). Default: none.
+   */
+  calibratedRanges?(taskId: string, version: number): Promise<{ activationRanges: ActivationRanges; noiseSwamped: string[] } | null>;
 }
 
 /** One export request. */
@@ -24,6 +27,11 @@ export interface ModelExportRequest {
    * task's own calibration rounds for this version when it has them, else dynamic quantisation.
    */
   activationRanges?: ActivationRanges;
+  /**
+   * int8 with the task's own ranges: write int8-static even when the DP noise swamped their
+   * statistics (otherwise such an export falls back to int8-dynamic, see `fallback`). Default false.
+   */
+  forceStatic?: boolean;
 }
 
 /** An exported model. */
@@ -33,6 +41,8 @@ export interface ModelExportResult {
   quantization: string;
   /** Where int8 static ranges came from: the request, the task's calibration rounds (`federated`), or none. */
   calibration: 'request' | 'federated' | null;
+  /** Set when the task's calibrated ranges were not trusted (DP noise swamped their statistics) and int8-dynamic was written instead. */
+  fallback?: CalibrationFallback;
 }
 
 export interface ModelExportService {
@@ -76,20 +86,27 @@ export function createModelExportService(ports: ModelExportPorts): ModelExportSe
         );
       }
       let activationRanges = request.activationRanges;
+      let noiseSwamped: string[] = [];
       let calibration: ModelExportResult['calibration'] = activationRanges === undefined ? null : 'request';
       if (activationRanges === undefined && request.quantize === 'int8' && ports.calibratedRanges !== undefined) {
         const federated = await ports.calibratedRanges(taskId, version);
         if (federated !== null) {
-          activationRanges = federated;
+          ({ activationRanges, noiseSwamped } = federated);
           calibration = 'federated';
         }
       }
       try {
         const out = exportOnnx(
           { topology: task.modelTopology, weightSpecs: task.weightSpecs, weights: bytesToFloat32(model.bytes) },
-          { quantize: request.quantize, ...(activationRanges !== undefined && { activationRanges }) },
+          { quantize: request.quantize, ...(activationRanges !== undefined && { activationRanges, noiseSwamped, forceStatic: request.forceStatic === true }) },
         );
-        return { bytes: out.bytes, version, quantization: out.quantization, calibration: request.quantize === 'int8' ? calibration : null };
+        return {
+          bytes: out.bytes,
+          version,
+          quantization: out.quantization,
+          calibration: request.quantize === 'int8' ? calibration : null,
+          ...(out.fallback !== undefined && { fallback: out.fallback }),
+        };
       } catch (error) {
         throw toVeilError(error);
       }

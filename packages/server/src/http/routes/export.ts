@@ -28,7 +28,7 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
         ...secured,
         tags: ['models'],
         summary:
-          "The global model as ONNX (float32, float16, or int8: static with the request's activation ranges or else the task's own calibration rounds' (x-veil-calibration: request | federated), else dynamic)",
+          "The global model as ONNX (float32, float16, or int8: static with the request's activation ranges or else the task's own calibration rounds' (x-veil-calibration: request | federated), else dynamic). When the DP noise swamped the task's calibration statistics (its file's noiseSwamped) the model is written int8-dynamic instead, x-veil-calibration-fallback: noise-swamped; points=P1,P2 (URI-encoded names; else none); forceStatic: true writes int8-static regardless",
         params: idParams,
         body: {
           type: 'object',
@@ -39,6 +39,7 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
             quantize: { type: 'string', enum: ['none', 'float16', 'int8'] },
             version: { type: 'integer', minimum: 0, maximum: 2_147_483_647 },
             activationRanges: { type: 'object', maxProperties: 1024, additionalProperties: rangeSchema },
+            forceStatic: { type: 'boolean' },
           },
           examples: [{ format: 'onnx', quantize: 'int8' }],
         },
@@ -56,6 +57,8 @@ export const exportRoutes: FastifyPluginAsync<ExportRoutesOptions> = async (app,
         .header('x-veil-model-version', String(out.version))
         .header('x-veil-export-quantization', out.quantization)
         .header('x-veil-calibration', out.calibration ?? 'none')
+        // Point names are URI-encoded: a header carries ASCII only.
+        .header('x-veil-calibration-fallback', out.fallback === undefined ? 'none' : `${out.fallback.reason}; points=${out.fallback.points.map(encodeURIComponent).join(',')}`)
         .send(Buffer.from(out.bytes.buffer, out.bytes.byteOffset, out.bytes.byteLength));
     },
   );
