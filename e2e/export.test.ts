@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { expect, test } from 'vitest';
 import { loadMnist, type DemoSummary } from '@veil/cli';
-import { assertBuilt, childEnv, exited, REPO_ROOT, VEIL_BIN } from './support.js';
+import { assertBuilt, childEnv, createTempDir, exited, REPO_ROOT, startFederation, VEIL_BIN } from './support.js';
 
 /** Held-out accuracy of an ONNX MNIST model in onnxruntime-node (one core). */
 async function onnxAccuracy(file: Uint8Array, heldOut: ReturnType<typeof loadMnist>['test']): Promise<number> {
@@ -133,4 +133,36 @@ test.each([[[] as string[]], [['--dp', '--epsilon-cap', '40']]])('`veil demo --c
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+/**
+ * `veil demo --coordinator-grpc … --coordinator-http … --calibrate` against a running `veil server`
+ * (plaintext task): the remote demo reports `calibrated` as the local one does, and its rounds are
+ * the training rounds only (the calibration rounds produce no model).
+ */
+test('the remote demo with --calibrate reports calibrated', async () => {
+  assertBuilt();
+  await using dir = await createTempDir('veil-e2e-remote-calibrate-');
+  await using federation = await startFederation({ dataDir: dir.path });
+  const child = spawn(
+    process.execPath,
+    [VEIL_BIN, 'demo', '--coordinator-grpc', federation.coordinator.grpcAddress, '--coordinator-http', federation.coordinator.httpUrl, '--clients', '2', '--rounds', '1', '--calibrate', '--json'],
+    { cwd: REPO_ROOT, env: childEnv({ VEIL_ADMIN_TOKEN: federation.adminToken, VEIL_ENROLMENT_SECRET: federation.enrolmentSecret }), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 600_000);
+  const status = await exited(child).finally(() => clearTimeout(timer));
+  expect(status, `veil demo failed; stderr:\n${stderr.slice(-4000)}`).toEqual({ exitCode: 0, signalCode: null });
+  const summary = JSON.parse(stdout.trim()) as { rounds: { round: number }[]; taskId: string; taskStatus: string; calibrated?: boolean; calibrationNoiseSwamped?: string[] };
+  expect(summary).toMatchObject({ taskStatus: 'COMPLETED', calibrated: true });
+  expect(summary.calibrationNoiseSwamped).toBeUndefined();
+  expect(summary.rounds.map((r) => r.round)).toEqual([1]);
+  // The coordinator's statistics are those the demo read.
+  const file = await fetch(`${federation.coordinator.httpUrl}/v1/tasks/${summary.taskId}/calibration`, { headers: { authorization: `Bearer ${federation.adminToken}` } });
+  expect(file.status).toBe(200);
+  expect(await file.json()).toMatchObject({ format: 'veil-calibration-v1', rounds: { range: { number: 2 }, histogram: { number: 3 } } });
+  expect((await federation.rest.listRounds(summary.taskId)).map((r) => r.number)).toEqual([1, 2, 3]);
 });
