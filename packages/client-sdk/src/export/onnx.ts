@@ -101,8 +101,11 @@ export async function computeCalibrationStatistics(
 /**
  * Writes a downloaded model as ONNX for an inference runtime on the device:
  * float32, float16 or int8 (static with `activationRanges`, e.g. the
- * federation's calibrated ranges; dynamic without). See `exportOnnx` of
- * `@veil/export` for the layers it translates.
+ * federation's calibrated ranges; dynamic without). Pass the calibration
+ * statistics file's `noiseSwamped` points too: when the DP noise swamped
+ * them the model is written int8-dynamic and the result's `fallback` says
+ * why (`forceStatic` overrides). See `exportOnnx` of `@veil/export` for the
+ * layers it translates.
  */
 export function exportModelOnnx(spec: ModelSpec, weights: Float32Array, options: ExportOnnxOptions = {}): OnnxExport {
   return exportOnnx({ topology: spec.topology, weightSpecs: spec.weightSpecs, weights }, options);
