@@ -30,6 +30,7 @@ import { Session } from 'node:inspector/promises';
 import net from 'node:net';
 import { certifyDevice, readAuthorityKey } from '@veil/custodian';
 import { generateEd25519KeyPair } from '@veil/crypto';
+import { float32View } from '@veil/protocol/codec';
 import { createCommitteeEncryption, type CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
 import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
 import type { AssignmentResponse, TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
@@ -173,7 +174,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   // The transport's downloadModel takes `{ version }` (current tree) or a bare version number (older builds).
   const objectDownloadApi = /latest/.test(String(devices[0]?.transport.downloadModel));
   const download = (d: Device, version: number, signal?: AbortSignal) =>
-    (d.transport.downloadModel as (c: string, w: unknown, s?: AbortSignal) => Promise<{ version: number; bytes: Uint8Array }>)(
+    (d.transport.downloadModel as (c: string, w: unknown, s?: AbortSignal) => Promise<{ version: number; bytes: Uint8Array; sha256: string; encoding: string }>)(
       d.credential,
       objectDownloadApi ? { version } : version,
       signal,
@@ -306,9 +307,11 @@ async function main(init: DeviceWorkerInit): Promise<void> {
           let modelBytes = 0;
           if (cachedVersion !== a.modelVersion) {
             const model = await download(d, a.modelVersion);
-            // Version 0 is the plaintext initial model; later versions of an encrypted task are ciphertext sums
-            // (their size and SHA-256 are checked against the header by the transport).
-            if ((!encrypted || a.modelVersion === 0) && model.bytes.byteLength !== init.parameterCount * 4) {
+            // As the SDK does: the model must be the one the assignment names, and a float32 model (version 0,
+            // every plaintext or committee version) is read in place (float32View). Later versions of a
+            // shared-key task are ciphertext sums (their size and SHA-256 are checked by the transport).
+            if (model.sha256 !== a.modelSha256) throw new Error('model does not match the assignment digest');
+            if (model.encoding === 'float32-le' && float32View(model.bytes).length !== init.parameterCount) {
               throw new Error(`model has ${model.bytes.byteLength} bytes`);
             }
             modelBytes = model.bytes.byteLength;
