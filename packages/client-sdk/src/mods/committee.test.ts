@@ -41,7 +41,7 @@ function setup(overrides: Partial<TaskDescriptor> = {}) {
   return { authority, custodians, descriptor, committee, pins, deviceKey, certificate };
 }
 
-const ctx = (roundNumber = 3): RoundContext => ({ taskId: 'task-c', clientId: 'client-1', roundNumber, modelVersion: 2, maxExampleCount: 100, signal: undefined });
+const ctx = (roundNumber = 3): RoundContext => ({ taskId: 'task-c', clientId: 'client-1', roundNumber, modelVersion: 2, maxExampleCount: 100, config: {}, signal: undefined });
 const update = (): LocalUpdate => ({ delta: Float32Array.from({ length: 3000 }, (_, i) => Math.sin(i) / 2), exampleCount: 50, encoding: 'float32-le', notes: {} });
 
 describe('committee middleware (SDK)', () => {

@@ -19,6 +19,13 @@ function values(count: number, seed: number): Float32Array {
 }
 
 type Shape4 = [number, number, number, number];
+type Tensor4D = ReturnType<Tf['tensor4d']>;
+
+/** tf.grad types its function's argument as a tensor of any rank; the gradients here are taken at 4-D tensors. */
+function as4d(t: Parameters<Parameters<Tf['grad']>[0]>[0]): Tensor4D {
+  if (t.rank !== 4) throw new Error(`expected a 4-D tensor, got rank ${t.rank}`);
+  return t as Tensor4D;
+}
 
 /** The filter (or input) gradient of sum(conv2d(x, w) * r) on the current backend. */
 function filterGradient(x: Float32Array, xShape: Shape4, w: Float32Array, wShape: Shape4, strides: number, pad: 'valid' | 'same', wrt: 'filter' | 'input' = 'filter') {
@@ -27,13 +34,13 @@ function filterGradient(x: Float32Array, xShape: Shape4, w: Float32Array, wShape
     const wt = tf.tensor4d(w, wShape);
     const probe = tf.conv2d(xt, wt, strides, pad);
     const r = tf.tensor(values(probe.size, 99), probe.shape);
-    if (wrt === 'input') return tf.grad((input: ReturnType<Tf['tensor4d']>) => tf.conv2d(input, wt, strides, pad).mul(r).sum())(xt).dataSync().slice();
-    return tf.grad((filter: ReturnType<Tf['tensor4d']>) => tf.conv2d(xt, filter, strides, pad).mul(r).sum())(wt).dataSync().slice();
+    if (wrt === 'input') return tf.grad((input) => tf.conv2d(as4d(input), wt, strides, pad).mul(r).sum())(xt).dataSync().slice();
+    return tf.grad((filter) => tf.conv2d(xt, as4d(filter), strides, pad).mul(r).sum())(wt).dataSync().slice();
   });
 }
 
 /** Largest absolute difference and largest absolute reference value. */
-function compare(actual: Float32Array, expected: Float32Array) {
+function compare(actual: ArrayLike<number>, expected: ArrayLike<number>) {
   expect(actual).toHaveLength(expected.length);
   let maxError = 0;
   let maxValue = 0;
@@ -55,8 +62,8 @@ describe('Conv2DBackpropInput on the wasm backend', () => {
     { pad: 'same', strides: 2, xShape: [2, 9, 7, 3], wShape: [3, 3, 3, 4] },
   ] as const) {
     it(`equals the cpu backend's kernel (${pad}, stride ${strides}, x [${xShape.join(',')}], w [${wShape.join(',')}])`, async () => {
-      const x = values(xShape.reduce((a, b) => a * b, 1), 3);
-      const w = values(wShape.reduce((a, b) => a * b, 1), 4);
+      const x = values(xShape.reduce<number>((a, b) => a * b, 1), 3);
+      const w = values(wShape.reduce<number>((a, b) => a * b, 1), 4);
       const onWasm = filterGradient(x, [...xShape], w, [...wShape], strides, pad, 'input');
       await tf.setBackend('cpu');
       try {
@@ -78,8 +85,8 @@ describe('Conv2DBackpropFilter on the wasm backend', () => {
     { pad: 'same', strides: 2, xShape: [2, 9, 7, 3], wShape: [3, 3, 3, 4] },
   ] as const) {
     it(`equals the cpu backend's kernel (${pad}, stride ${strides}, x [${xShape.join(',')}], w [${wShape.join(',')}])`, async () => {
-      const x = values(xShape.reduce((a, b) => a * b, 1), 1);
-      const w = values(wShape.reduce((a, b) => a * b, 1), 2);
+      const x = values(xShape.reduce<number>((a, b) => a * b, 1), 1);
+      const w = values(wShape.reduce<number>((a, b) => a * b, 1), 2);
       const onWasm = filterGradient(x, [...xShape], w, [...wShape], strides, pad);
       await tf.setBackend('cpu');
       try {
@@ -104,7 +111,7 @@ describe('Conv2DBackpropFilter on the wasm backend', () => {
     // dW[kh][kw] = sum of x over the output positions shifted by (kh, kw): [1+2+4+5, 2+3+5+6, 4+5+7+8, 5+6+8+9].
     const grad = tf.tidy(() => {
       const x = tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3, 3, 1]);
-      return tf.grad((w: ReturnType<Tf['tensor4d']>) => tf.conv2d(x, w, 1, 'valid').sum())(tf.zeros([2, 2, 1, 1]) as never).dataSync().slice();
+      return tf.grad((w) => tf.conv2d(x, as4d(w), 1, 'valid').sum())(tf.zeros([2, 2, 1, 1]) as never).dataSync().slice();
     });
     expect(Array.from(grad)).toEqual([12, 16, 24, 28]);
   });

@@ -146,7 +146,10 @@ describe('grpc transport over node:http2', () => {
       ok(stream, [], { 'grpc-status': '9', 'grpc-message': 'already accepted', 'veil-error-code': 'already_accepted' });
     });
     const transport = transportTo(address);
-    const refused = await transport.getTask('c').catch((e: ClientError) => e);
+    const refused = await transport.getTask('c').then(
+      () => { throw new Error('expected a refusal'); },
+      (e: ClientError) => e,
+    );
     expect(refused).toMatchObject({ code: 'resource_exhausted', message: 'slow down', retryAfterMs: 3_000 });
     // The status itself, shaped as grpc-js reports it, is the error's cause.
     expect(refused.cause).toMatchObject({ code: 8, details: 'slow down', metadata: { 'retry-after': '3' } });
@@ -180,7 +183,7 @@ describe('grpc transport over node:http2', () => {
         header: { modelVersion: 3, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: model.length, sha256: createHash('sha256').update(model).digest() },
       });
       const sent = Buffer.from(model);
-      if (corrupt) sent[123] ^= 1;
+      if (corrupt) sent[123]! ^= 1;
       ok(stream, [grpcMessage(header), grpcMessage(service.DownloadModel.responseSerialize({ data: sent }))]);
     });
     const transport = transportTo(address);

@@ -123,7 +123,7 @@ describe('CiphertextAccumulator.add refuses bad payloads and stays unchanged', (
 
   it('a flipped ciphertext byte (digest mismatch)', () => {
     const tampered = good.slice();
-    tampered[tampered.length - 5000] ^= 0x01;
+    tampered[tampered.length - 5000]! ^= 0x01;
     expectRefused(tampered, 'invalid_ciphertext', /digest/);
   });
 
@@ -204,7 +204,7 @@ describe('CiphertextAccumulator.add refuses bad payloads and stays unchanged', (
     seedType[header.headerBytes + header.ciphertextBytes[0]! - 65] = 7; // prng_type byte before the 64-byte seed
     expectRefused(redigest(seedType), 'invalid_ciphertext', /seed record/);
     const parmsId = good.slice();
-    parmsId[header.headerBytes + 20] ^= 1;
+    parmsId[header.headerBytes + 20]! ^= 1;
     expectRefused(redigest(parmsId), 'invalid_ciphertext', /parms_id/);
   });
 

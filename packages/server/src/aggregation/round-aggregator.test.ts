@@ -14,7 +14,7 @@ describe('plaintext updates at any byte offset', () => {
   const current = new Float32Array([1, 2, 3, 4]);
   const toBytes = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer.slice(0));
 
-  it('checks and folds aligned and unaligned payloads to the exact FedAvg, even when checks interleave', () => {
+  it('checks and folds aligned and unaligned payloads to the exact FedAvg, even when checks interleave', async () => {
     const a = [0.5, -1, 0.25, 2];
     const b = [-0.5, 3, 1.75, -2];
     const c = [1, 1, 1, 1];
@@ -31,7 +31,7 @@ describe('plaintext updates at any byte offset', () => {
     aggregator.add('c', 4, checkedC);
     // Raw bytes (a round rebuilt from the store) are checked and folded too.
     aggregator.add('d', 2, bytesAt(a, 3));
-    const next = aggregator.finish({ bytes: toBytes(current), encoding: 'float32-le' }, [], null);
+    const next = await aggregator.finish({ bytes: toBytes(current), encoding: 'float32-le' }, [], null);
     expect(next).not.toBeNull();
     expect(next!.state).toBeNull();
     const got = new Float32Array(new Uint8Array(next!.model.bytes).buffer);

@@ -3,10 +3,12 @@ import { VeilError } from '../errors.js';
 import { assertFinite, resolveTaskSettings, validateWeightSpecs, type TaskInput } from './task-settings.js';
 
 const base: TaskInput = { name: 't', rounds: 5, clientsPerRound: 10, training: { epochs: 1, batchSize: 32, learningRate: 0.1 } };
+/** `base` without a fixed count (selection by fraction or Poisson sampling). */
+const { clientsPerRound: _count, ...noCount } = base;
 
-function rejects(input: Partial<TaskInput>, message: RegExp): void {
+function rejects(input: Partial<TaskInput>, message: RegExp, from: TaskInput = base): void {
   try {
-    resolveTaskSettings({ ...base, ...input } as TaskInput);
+    resolveTaskSettings({ ...from, ...input });
   } catch (error) {
     expect(error).toBeInstanceOf(VeilError);
     expect((error as VeilError).code).toBe('invalid_argument');
@@ -41,7 +43,7 @@ describe('task settings', () => {
   });
 
   it('accepts a fraction of available clients', () => {
-    const s = resolveTaskSettings({ ...base, clientsPerRound: undefined, clientFraction: 0.25, minClients: 3 } as TaskInput);
+    const s = resolveTaskSettings({ ...noCount, clientFraction: 0.25, minClients: 3 });
     expect(s.selection).toEqual({ kind: 'fraction', fraction: 0.25 });
     expect(s.minAvailableClients).toBe(3);
   });
@@ -77,7 +79,7 @@ describe('task settings', () => {
     rejects({ privacy: { ...dp, delta: 1 } }, /delta/);
     rejects({ privacy: { ...dp, samplingRate: 1.5 } }, /samplingRate/);
     rejects({ privacy: { ...dp, epsilonCap: 0 } }, /epsilonCap/);
-    rejects({ clientsPerRound: undefined, clientFraction: 0.5, privacy: dp } as Partial<TaskInput>, /Poisson/);
+    rejects({ clientFraction: 0.5, privacy: dp }, /Poisson/, noCount);
   });
 
   it('finds non-finite values', () => {

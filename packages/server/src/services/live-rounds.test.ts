@@ -18,6 +18,7 @@ const round = (over: Partial<Round>): Round => ({
   receivedCount: 0,
   deadlineAt: new Date(60_000),
   config: { epochs: 1, batchSize: 1, learningRate: 0.1 },
+  fitConfig: {},
   summary: null,
   openedAt: new Date(0),
   closedAt: null,

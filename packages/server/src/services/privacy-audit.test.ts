@@ -1,5 +1,6 @@
 import { computeEpsilon } from '@veil/privacy';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_STRATEGY } from '../aggregation/registry.js';
 import { ledgerParams } from '../privacy/accounting.js';
 import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type LedgerFields } from '../privacy/ledger.js';
 import { resolvePrivacySettings, type PrivacySettings } from '../privacy/settings.js';
@@ -32,6 +33,9 @@ function task(epsilonCap: number, rounds: number): PrivateTask {
       training: { epochs: 1, batchSize: 1, learningRate: 0.1 },
       updateEncoding: 'float32-le',
       privacy: settings(epsilonCap),
+      updateBound: null,
+      strategy: DEFAULT_STRATEGY,
+      maxDevices: 100,
     },
     modelTopology: {},
     weightSpecs: [],

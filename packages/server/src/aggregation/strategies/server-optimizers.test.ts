@@ -36,7 +36,7 @@ describe('FedAvgM (Hsu et al. 2019)', () => {
     const size = 257;
     const eta = 0.7;
     const beta = 0.8;
-    let model = Float32Array.from({ length: size }, rand);
+    let model: Float32Array = Float32Array.from({ length: size }, rand);
     let state: ServerMomentumState = { velocity: null };
     let refModel = Array.from(model, Number);
     let refVelocity: number[] | null = null;
@@ -118,7 +118,7 @@ describe('FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021, Algorithm 2)', () => 
       const options = { eta: 0.03, beta1: 0.9, beta2: 0.99, tau: 1e-3 };
       const w0 = Array.from({ length: size }, rand);
       const deltas = Array.from({ length: 5 }, () => Array.from({ length: size }, () => rand() * 0.02));
-      let model = Float32Array.from(w0);
+      let model: Float32Array = Float32Array.from(w0);
       let state: AdaptiveOptimizerState = initialAdaptiveState();
       for (const delta of deltas) ({ next: model, state } = adaptiveStep(kind, model, Float32Array.from(delta), state, options));
       // The reference runs on float64 throughout; production stores float32.
