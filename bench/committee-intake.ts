@@ -96,7 +96,8 @@ const variants = {
     };
   },
 };
-const names = Object.keys(variants);
+const entries = Object.entries(variants);
+const names = entries.map(([name]) => name);
 const cpu: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const wall: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const loadAtStart = loadavg().map((x) => Math.round(x * 10) / 10);
@@ -104,8 +105,8 @@ log(`${deviceCount} uploads of ${valueCount} values per variant and rep, ${reps}
 for (let rep = -3; rep < reps; rep++) {
   // Rotate the order each rep so that no variant always runs first.
   for (let j = 0; j < names.length; j++) {
-    const name = names[(rep + 3 + j) % names.length]!;
-    const run = variants[name as keyof typeof variants]();
+    const [name, setUpRun] = entries[(rep + 3 + j) % entries.length]!;
+    const run = setUpRun();
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     run();

@@ -20,7 +20,7 @@
  * coordinator sees it; `stagedFinalHeaderToAnswerWallMs` is the same size of round staged (the
  * devices streamed first, as a round accepts them), from the final header to the answer.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,7 +178,13 @@ try {
     await rm(join(dir, 'answers.jsonl'), { force: true });
     variants.push({ name: 'base', veil: values['base-veil'], dir });
   }
-  const running = [];
+  const running: (typeof variants[number] & {
+    child: ChildProcess;
+    client: ReturnType<typeof createCommitteeClient>;
+    processCpuMsPerRound: number[];
+    wallMs: number[];
+    stagedWallMs: number[];
+  })[] = [];
   for (const variant of variants) {
     const child = spawn(
       process.execPath,

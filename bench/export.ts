@@ -138,6 +138,13 @@ async function federatedRound(spec: ModelSpec, weights: Float32Array, shards: Lo
 /** The coordinator of `--calibration coordinator` (started on first use). */
 let coordinatorRun: { coordinator: Coordinator; dataDir: string; enrolment: (taskId: string) => Promise<string> } | null = null;
 
+/** Closes the coordinator startBenchCoordinator started, if any, and removes its data. */
+async function closeBenchCoordinator(): Promise<void> {
+  if (coordinatorRun === null) return;
+  await coordinatorRun.coordinator.close();
+  rmSync(coordinatorRun.dataDir, { recursive: true, force: true });
+}
+
 async function startBenchCoordinator(): Promise<NonNullable<typeof coordinatorRun>> {
   if (coordinatorRun !== null) return coordinatorRun;
   const dataDir = mkdtempSync(join(tmpdir(), 'veil-bench-export-'));
@@ -444,8 +451,5 @@ report['loadAverage1mAtEnd'] = Math.round(loadavg()[0]! * 100) / 100;
 report['seconds'] = Math.round((performance.now() - started) / 100) / 10;
 deviceCtx.dispose();
 serverCtx.dispose();
-if (coordinatorRun !== null) {
-  await coordinatorRun.coordinator.close();
-  rmSync(coordinatorRun.dataDir, { recursive: true, force: true });
-}
+await closeBenchCoordinator();
 process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -11,7 +11,7 @@ import { DEMO_DEFAULTS, runDemo } from '@veil/cli';
 
 const { values } = parseArgs({ options: { clients: { type: 'string', default: '10' } } });
 const clients = Number(values.clients);
-const env = { ...process.env, VEIL_LOG_LEVEL: 'warn' };
+const env: NodeJS.ProcessEnv = { ...process.env, VEIL_LOG_LEVEL: 'warn' };
 delete env['DATABASE_URL'];
 
 async function roundMs(plaintext: boolean): Promise<{ roundMs: number; uploadBytes: number; accuracy: number }> {
