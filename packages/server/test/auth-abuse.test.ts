@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { GRPC_CHANNEL_OPTIONS, createFederationServiceClient } from '@veil/protocol';
-import { captureLogger, createTinyTask, joinDevice, startTestCoordinator, type TestCoordinator } from './helpers.js';
+import { captureLogger, createTinyTask, joinDevice, secretOf, startTestCoordinator, type TestCoordinator } from './helpers.js';
 
 function fakeClock() {
   let t = Date.UTC(2026, 11, 6);
@@ -116,10 +116,10 @@ describe('authentication before parsing, lockout with backoff', () => {
       const r = await rawJoin(address, { taskId: id, enrolmentSecret: `not-the-secret-${i}` });
       expect(r.code).toBe(grpc.status.UNAUTHENTICATED);
     }
-    const locked = await rawJoin(address, { taskId: id, enrolmentSecret: env.coordinator.enrolmentSecret });
+    const locked = await rawJoin(address, { taskId: id, enrolmentSecret: secretOf(env.coordinator) });
     expect(locked).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, retryAfter: '10' });
     clock.advance(10_000);
-    const joined = await rawJoin(address, { taskId: id, enrolmentSecret: env.coordinator.enrolmentSecret });
+    const joined = await rawJoin(address, { taskId: id, enrolmentSecret: secretOf(env.coordinator) });
     expect(joined.code).toBe(grpc.status.OK);
     const line = logs
       .text()

@@ -120,7 +120,7 @@ async function devicesForRound(round: number, count: number) {
     });
     const delta = Float32Array.from({ length: VALUES }, (_, i) => Math.sin(i * 0.01 + d) * 0.3);
     const exampleCount = 3 + d;
-    const out = await enc.middleware({ delta, exampleCount, encoding: 'float32-le', notes: {} }, { taskId: descriptor.taskId, clientId, roundNumber: round, modelVersion: round - 1, maxExampleCount: 1000, signal: undefined }, async (u) => u);
+    const out = await enc.middleware({ delta, exampleCount, encoding: 'float32-le', notes: {} }, { taskId: descriptor.taskId, clientId, roundNumber: round, modelVersion: round - 1, maxExampleCount: 1000, config: {}, signal: undefined }, async (u) => u);
     for (let i = 0; i < VALUES; i++) sum[i]! += out.exampleCount * delta[i]!;
     weightSum += out.exampleCount;
     payloads.push({ clientId, payload: out.payload! });

@@ -150,7 +150,7 @@ export async function committeeUpdate(
   });
   const out = await enc.middleware(
     { delta, exampleCount, encoding: 'float32-le', notes: {} },
-    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, signal: undefined },
+    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, config: {}, signal: undefined },
     async (u) => u,
   );
   return { payload: out.payload!, weight: out.exampleCount };

@@ -212,7 +212,7 @@ describe('committee decryptions in the privacy ledger', () => {
         // The device's integer vector, recomputed with the same randomness (KLS21 Algorithm 1).
         const z = encodeDistributedDiscreteGaussian(deltas[k]!, { clipNorm: 1, scale: 8192, localStddev: ddg.localStddev, modulus: 2 ** 52, rotationSeed: committeeRotationSeed(dh, round), rng: createSeededRng(seed) });
         const centred = centerModulo(z.encoded, 2 ** 52);
-        for (let i = 0; i < centred.length; i++) expectedSum[i] += centred[i]!;
+        for (let i = 0; i < centred.length; i++) expectedSum[i]! += centred[i]!;
       }
       const rounds = await waitForRounds(t.rest, id, (r) => r.some((x: any) => x.number === round && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
       const closed = rounds.find((r: any) => r.number === round);

@@ -23,6 +23,8 @@ import {
   type TestCoordinator,
 } from './helpers.js';
 
+/** A Connect JSON reply's body: the response message, or the error's `code` and `message`. */
+const json = async (r: Response): Promise<Record<string, unknown>> => (await r.json()) as Record<string, unknown>;
 const post = (env: TestCoordinator, path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(env.coordinator.httpUrl + path, {
     method: 'POST',
@@ -104,13 +106,13 @@ describe('device protocol over Connect (HTTP port)', () => {
     // Unauthenticated, malformed JSON, wrong content type, bad enrolment.
     let r = await post(env, '/veil.v1.FederationService/GetTask', {}, { authorization: 'Bearer ' + 'x'.repeat(40) });
     expect(r.status).toBe(401);
-    expect(await r.json()).toMatchObject({ code: 'unauthenticated' });
+    expect(await json(r)).toMatchObject({ code: 'unauthenticated' });
     r = await post(env, '/veil.v1.FederationService/Join', '{"taskId": ');
-    expect([r.status, (await r.json()).code]).toEqual([400, 'invalid_argument']);
+    expect([r.status, (await json(r)).code]).toEqual([400, 'invalid_argument']);
     r = await post(env, '/veil.v1.FederationService/Join', { taskId: 7 });
-    expect([r.status, (await r.json()).code]).toEqual([400, 'invalid_argument']);
+    expect([r.status, (await json(r)).code]).toEqual([400, 'invalid_argument']);
     r = await post(env, '/veil.v1.FederationService/Join', { taskId: 'not-a-uuid', enrolmentSecret: coordinator.enrolmentSecret });
-    expect([r.status, (await r.json()).message]).toEqual([400, 'task_id must be a UUID']);
+    expect([r.status, (await json(r)).message]).toEqual([400, 'task_id must be a UUID']);
     r = await fetch(coordinator.httpUrl + '/veil.v1.FederationService/Join', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
     expect(r.status).toBe(415);
 
@@ -129,54 +131,54 @@ describe('device protocol over Connect (HTTP port)', () => {
     };
     // Declared larger than the task allows: the engine's check, before anything is stored.
     r = await post(env, '/veil.v1.UploadService/BeginUpload', { header: { ...header, payloadSizeBytes: 10_000 } }, auth);
-    expect([r.status, (await r.json()).code]).toEqual([429, 'resource_exhausted']);
+    expect([r.status, (await json(r)).code]).toEqual([429, 'resource_exhausted']);
     r = await post(env, '/veil.v1.UploadService/BeginUpload', { header: { ...header, roundNumber: 9 } }, auth);
     expect(r.status).toBe(400);
     r = await post(env, '/veil.v1.UploadService/BeginUpload', { header }, auth);
     expect(r.status).toBe(200);
-    const { uploadId, sizeBytes } = await r.json();
+    const { uploadId, sizeBytes } = await json(r);
     expect(sizeBytes).toBe(String(payload.byteLength));
     const chunk = (offset: number, data: Uint8Array, digest = createHash('sha256').update(data).digest('base64')) =>
       post(env, '/veil.v1.UploadService/PutChunk', { uploadId, offset, data: Buffer.from(data).toString('base64'), sha256: digest }, auth);
     r = await chunk(0, payload.subarray(0, 20), createHash('sha256').update('other').digest('base64'));
-    expect([r.status, (await r.json()).message]).toEqual([400, 'the chunk does not match its sha256']);
+    expect([r.status, (await json(r)).message]).toEqual([400, 'the chunk does not match its sha256']);
     // Base64 that decodes to no whole number of bytes (a stray character, misplaced padding) is refused, not truncated.
     for (const data of ['AAAAA', 'AB=', 'A===']) {
       r = await post(env, '/veil.v1.UploadService/PutChunk', { uploadId, offset: 0, data, sha256: createHash('sha256').update(payload.subarray(0, 3)).digest('base64') }, auth);
-      expect([r.status, (await r.json()).message]).toEqual([400, 'invalid PutChunkRequest: data: base64 string expected']);
+      expect([r.status, (await json(r)).message]).toEqual([400, 'invalid PutChunkRequest: data: base64 string expected']);
     }
     r = await chunk(8, payload.subarray(8, 20));
-    expect([r.status, (await r.json()).code]).toEqual([400, 'failed_precondition']);
+    expect([r.status, (await json(r)).code]).toEqual([400, 'failed_precondition']);
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, auth);
-    expect([r.status, (await r.json()).code]).toEqual([400, 'failed_precondition']);
+    expect([r.status, (await json(r)).code]).toEqual([400, 'failed_precondition']);
     expect((await chunk(0, payload.subarray(0, 32))).status).toBe(200);
     // Another device cannot see or touch it.
     r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId }, { authorization: `Bearer ${other.credential}` });
-    expect([r.status, (await r.json()).code]).toEqual([404, 'not_found']);
+    expect([r.status, (await json(r)).code]).toEqual([404, 'not_found']);
     r = await chunk(32, payload.subarray(32));
-    expect(await r.json()).toMatchObject({ receivedBytes: String(payload.byteLength) });
+    expect(await json(r)).toMatchObject({ receivedBytes: String(payload.byteLength) });
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, auth);
-    expect([r.status, await r.json()]).toEqual([200, { acceptedCount: 1, payloadSha256: header.payloadSha256 }]);
+    expect([r.status, await json(r)]).toEqual([200, { acceptedCount: 1, payloadSha256: header.payloadSha256 }]);
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, auth);
-    expect([r.status, r.headers.get('veil-error-code'), (await r.json()).code]).toEqual([409, 'already_accepted', 'already_exists']);
+    expect([r.status, r.headers.get('veil-error-code'), (await json(r)).code]).toEqual([409, 'already_accepted', 'already_exists']);
 
     // An abandoned upload (begun, then nothing) is cancelled at the idle timeout, as a gRPC stream:
     // DEADLINE_EXCEEDED for the calls that still name it.
     const otherAuth = { authorization: `Bearer ${other.credential}` };
     r = await post(env, '/veil.v1.UploadService/BeginUpload', { header: { ...header, roundNumber: b.roundNumber } }, otherAuth);
-    const abandoned = (await r.json()).uploadId as string;
+    const abandoned = (await json(r)).uploadId as string;
     r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId: abandoned }, otherAuth);
     expect(r.status).toBe(200);
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId: abandoned }, otherAuth);
-    expect([r.status, r.headers.get('veil-error-code'), await r.json()]).toEqual([
+    expect([r.status, r.headers.get('veil-error-code'), await json(r)]).toEqual([
       504,
       'deadline_exceeded',
       { code: 'deadline_exceeded', message: 'no upload call or data for 1500 ms' },
     ]);
     // Only its device is told why; to another it is unknown.
     r = await post(env, '/veil.v1.UploadService/GetUpload', { uploadId: abandoned }, auth);
-    expect([r.status, (await r.json()).code]).toEqual([404, 'not_found']);
+    expect([r.status, (await json(r)).code]).toEqual([404, 'not_found']);
     expect(sha256Hex(payload)).toHaveLength(64);
     device.close();
     other.close();
@@ -210,13 +212,13 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect(first.status).toBe(200);
     expect((await begin(a, 32)).status).toBe(200);
     let r = await begin(a, 33);
-    expect([r.status, (await r.json()).message]).toEqual([429, 'this device already has 2 uploads open (at most 2)']);
+    expect([r.status, (await json(r)).message]).toEqual([429, 'this device already has 2 uploads open (at most 2)']);
     // 120 of 150 bytes reserved: another device's 60 do not fit until one upload goes.
     r = await begin(b, 34);
     expect([r.status, r.headers.get('veil-error-code'), r.headers.get('retry-after')]).toEqual([429, 'rate_limited', '2']);
-    expect((await r.json()).code).toBe('resource_exhausted');
+    expect((await json(r)).code).toBe('resource_exhausted');
     // Device a's first upload: filled and committed, its bytes are freed.
-    const { uploadId } = await first.json();
+    const { uploadId } = await json(first);
     const payload = float32ToBytes(pattern(TINY_PARAMETERS, 31));
     r = await post(
       env,
@@ -226,15 +228,15 @@ describe('device protocol over Connect (HTTP port)', () => {
     );
     expect(r.status).toBe(200);
     r = await post(env, '/veil.v1.UploadService/CommitUpload', { uploadId }, { authorization: `Bearer ${a.credential}` });
-    expect(await r.json()).toMatchObject({ acceptedCount: 1 });
+    expect(await json(r)).toMatchObject({ acceptedCount: 1 });
     expect((await begin(b, 34)).status).toBe(200);
     // A wrong credential is refused before its body is read: a PutChunk body over the limit is still 401, not 413.
-    r = await fetch(coordinator.httpUrl + '/veil.v1.UploadService/PutChunk', {
+    const oversized = await fetch(coordinator.httpUrl + '/veil.v1.UploadService/PutChunk', {
       method: 'POST',
       headers: { 'content-type': 'application/proto', authorization: 'Bearer ' + 'y'.repeat(40) },
       body: new Uint8Array(3 * 1024 * 1024),
     }).catch((error: unknown) => error as Error);
-    expect(r instanceof Response ? r.status : String(r)).toBe(401);
+    expect(oversized instanceof Response ? oversized.status : String(oversized)).toBe(401);
     a.close();
     b.close();
   });
@@ -244,7 +246,7 @@ describe('device protocol over Connect (HTTP port)', () => {
     // An unknown method, service or package version: the Connect error body, before any credential is asked for.
     for (const path of ['/veil.v1.UploadService/Nothing', '/veil.v1.NoService/GetTask', '/veil.v2.FederationService/Join']) {
       const r = await post(env, path, {});
-      expect([path, r.status, r.headers.get('content-type'), await r.json()]).toEqual([
+      expect([path, r.status, r.headers.get('content-type'), await json(r)]).toEqual([
         path,
         404,
         'application/json; charset=utf-8',
@@ -259,17 +261,17 @@ describe('device protocol over Connect (HTTP port)', () => {
       const auth = { authorization: `Bearer ${device.credential}` };
       // With a 300 ms deadline it is answered deadline_exceeded (without it: an Idle answer after 20 s).
       const poll = await post(env, '/veil.v1.FederationService/WaitForAssignment', { waitMs: 20_000 }, { ...auth, 'connect-timeout-ms': '300' });
-      expect([poll.status, poll.headers.get('veil-error-code'), await poll.json()]).toEqual([
+      expect([poll.status, poll.headers.get('veil-error-code'), await json(poll)]).toEqual([
         504,
         'deadline_exceeded',
         { code: 'deadline_exceeded', message: "the call's deadline passed (connect-timeout-ms 300)" },
       ]);
       // A call done within its deadline is answered as ever; a deadline the protocol does not allow is refused.
       const task = await post(env, '/veil.v1.FederationService/GetTask', {}, { ...auth, 'connect-timeout-ms': '60000' });
-      expect([task.status, (await task.json()).taskId]).toEqual([200, taskId]);
+      expect([task.status, (await json(task)).taskId]).toEqual([200, taskId]);
       for (const bad of ['0', 'soon', '12345678901', '-5', '1.5']) {
         const r = await post(env, '/veil.v1.FederationService/GetTask', {}, { ...auth, 'connect-timeout-ms': bad });
-        expect([bad, r.status, await r.json()]).toEqual([bad, 400, { code: 'invalid_argument', message: 'connect-timeout-ms must be a positive integer of at most 10 digits' }]);
+        expect([bad, r.status, await json(r)]).toEqual([bad, 400, { code: 'invalid_argument', message: 'connect-timeout-ms must be a positive integer of at most 10 digits' }]);
       }
     } finally {
       device.close();
@@ -287,6 +289,6 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect(r.headers.get('access-control-allow-headers')).toContain('authorization');
     // GetTask with an empty protobuf body and no credential: UNAUTHENTICATED in the binary codec too.
     const p = await fetch(coordinator.httpUrl + '/veil.v1.FederationService/GetTask', { method: 'POST', headers: { 'content-type': 'application/proto' }, body: new Uint8Array(0) });
-    expect([p.status, (await p.json()).code]).toEqual([401, 'unauthenticated']);
+    expect([p.status, (await json(p)).code]).toEqual([401, 'unauthenticated']);
   });
 });

@@ -11,7 +11,7 @@
 import { describe, expect, it } from 'vitest';
 import { createClient, type RoundReport, type SdkLogger } from '../../client-sdk/src/index.js';
 import type { LocalDataset } from '../../client-sdk/src/training/types.js';
-import { createTinyTask, pattern, startTestCoordinator, waitForRounds } from './helpers.js';
+import { createTinyTask, pattern, secretOf, startTestCoordinator, waitForRounds } from './helpers.js';
 
 function dataset(count: number, seed: number): LocalDataset {
   const xs = pattern(count * 4, seed);
@@ -39,7 +39,7 @@ describe('device reports: examples trained on, evaluations of each model version
         const client = createClient({
           coordinator: t.coordinator.grpcAddress,
           taskId: id,
-          credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+          credentials: { enrolmentSecret: secretOf(t.coordinator) },
           name: `phone-${k}`,
           logger,
           backend: 'cpu',
@@ -103,7 +103,7 @@ describe('device reports: examples trained on, evaluations of each model version
         const client = createClient({
           coordinator: t.coordinator.grpcAddress,
           taskId: id,
-          credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+          credentials: { enrolmentSecret: secretOf(t.coordinator) },
           name: `phone-${k}`,
           logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
           backend: 'cpu',

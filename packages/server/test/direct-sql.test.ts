@@ -9,7 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.js';
 import { openDatabase } from '../src/persistence/database.js';
 import { createPrismaStore } from '../src/persistence/prisma-store.js';
+import { DEFAULT_STRATEGY } from '../src/aggregation/registry.js';
 import type { TaskSettings } from '../src/rounds/model.js';
+import { DEFAULT_MAX_DEVICES } from '../src/rounds/task-settings.js';
 import { createTestStorage } from './helpers.js';
 
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -33,7 +35,10 @@ describe('direct SQL on PostgreSQL', () => {
         maxExampleCount: 1_000,
         training: { epochs: 1, batchSize: 32, learningRate: 0.05 },
         updateEncoding: 'float32-le',
+        updateBound: null,
         privacy: null,
+        strategy: DEFAULT_STRATEGY,
+        maxDevices: DEFAULT_MAX_DEVICES,
       };
       await viaPrisma.createTask({
         id: taskId,

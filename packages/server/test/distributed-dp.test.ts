@@ -144,7 +144,7 @@ async function tinyBody(overrides: Record<string, unknown>): Promise<Record<stri
 }
 
 function ctxOf(taskId: string, a: { roundNumber: number; modelVersion: number; maxExampleCount: number }): RoundContext {
-  return { taskId, clientId: 'test', roundNumber: a.roundNumber, modelVersion: a.modelVersion, maxExampleCount: a.maxExampleCount, signal: undefined };
+  return { taskId, clientId: 'test', roundNumber: a.roundNumber, modelVersion: a.modelVersion, maxExampleCount: a.maxExampleCount, config: {}, signal: undefined };
 }
 
 async function encryptWith(encryption: DeviceEncryption, update: LocalUpdate, ctx: RoundContext): Promise<Uint8Array> {

@@ -170,8 +170,8 @@ describe('encrypted aggregation (PostgreSQL)', () => {
     expect(await grpcStatusOf(submitEncrypted(b, bs!, foreign, 4))).toMatchObject({ code: invalid, details: expect.stringMatching(/key|parameter/) });
     // Corrupted ciphertext bytes (digest recomputed, so only the content is wrong).
     const corrupted = Uint8Array.from(good);
-    corrupted[corrupted.length - 100] ^= 0xff;
-    corrupted[corrupted.length - 2000] ^= 0x5a;
+    corrupted[corrupted.length - 100]! ^= 0xff;
+    corrupted[corrupted.length - 2000]! ^= 0x5a;
     expect((await grpcStatusOf(submitEncrypted(b, bs!, corrupted, 4))).code).toBe(invalid);
     // Truncated payload.
     expect((await grpcStatusOf(submitEncrypted(b, bs!, good.subarray(0, good.length - 64), 4))).code).toBe(invalid);

@@ -7,7 +7,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { GRPC_CHANNEL_OPTIONS, createFederationServiceClient } from '@veil/protocol';
+import { GRPC_CHANNEL_OPTIONS, createFederationServiceClient, type SubmitUpdateRequest } from '@veil/protocol';
 import { float32ToBytes } from '@veil/protocol/codec';
 import { TINY_PARAMETERS, createTinyTask, grpcStatusOf, joinDevice, sha256Hex, startTestCoordinator, type TestCoordinator } from './helpers.js';
 
@@ -142,7 +142,7 @@ describe('enrolment, device cap, revocation, audit trail', () => {
       });
       // An upload whose header arrived and whose payload has not.
       const payload = Buffer.from(float32ToBytes(new Float32Array(TINY_PARAMETERS).fill(0.01)));
-      let uploadCall: grpc.ClientWritableStream<unknown> | null = null;
+      let uploadCall: grpc.ClientWritableStream<SubmitUpdateRequest> | null = null;
       const upload = new Promise<grpc.status>((resolve) => {
         const call = client.SubmitUpdate(auth(polling.credential), { deadline: Date.now() + 30_000 }, (error) => resolve(error?.code ?? grpc.status.OK));
         uploadCall = call;

@@ -167,6 +167,12 @@ export async function startTestCoordinator(options: StartTestCoordinatorOptions 
   }
 }
 
+/** The coordinator's enrolment secret (the fixture sets one); throws if this coordinator runs without one. */
+export function secretOf(coordinator: Coordinator): string {
+  if (coordinator.enrolmentSecret === null) throw new Error('this test coordinator has no enrolment secret');
+  return coordinator.enrolmentSecret;
+}
+
 /** A pino logger writing into memory, for assertions on what the coordinator logs. */
 export function captureLogger(level = 'debug'): { logger: Logger; text(): string } {
   const chunks: Buffer[] = [];

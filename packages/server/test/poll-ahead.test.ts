@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { createClient, createGrpcTransport, type RoundReport, type Transport } from '../../client-sdk/src/index.js';
 import type { LocalDataset } from '../../client-sdk/src/training/types.js';
-import { createTinyTask, pattern, startTestCoordinator, waitForRounds } from './helpers.js';
+import { createTinyTask, pattern, secretOf, startTestCoordinator, waitForRounds } from './helpers.js';
 
 function dataset(count: number, seed: number): LocalDataset {
   const xs = pattern(count * 4, seed);
@@ -65,7 +65,7 @@ async function runDevices(dropOptions: boolean) {
         coordinator: t.coordinator.grpcAddress,
         transport,
         taskId: id,
-        credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+        credentials: { enrolmentSecret: secretOf(t.coordinator) },
         logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
         backend: 'cpu',
         pollWaitMs: 5_000,

@@ -16,7 +16,10 @@ import { GENESIS_HASH, hashLedgerEntry, ledgerNumber, type LedgerEntry, type Led
 import { resolvePrivacySettings } from '../src/privacy/settings.js';
 import type { TaskSettings } from '../src/rounds/model.js';
 import type { FederationStore } from '../src/rounds/ports.js';
-import type { PrismaClient } from '../src/gen/prisma/client.js';
+import type { Client } from '../src/rounds/model.js';
+import type { Prisma, PrismaClient } from '../src/gen/prisma/client.js';
+import { DEFAULT_STRATEGY } from '../src/aggregation/registry.js';
+import { DEFAULT_MAX_DEVICES } from '../src/rounds/task-settings.js';
 
 /** A second connection to a coordinator's PostgreSQL database. */
 export async function openStore(databaseUrl: string, dataDir: string): Promise<{ store: FederationStore; db: Database } & AsyncDisposable> {
@@ -57,7 +60,10 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
     maxExampleCount: privacy === null ? 1_000_000 : 1,
     training: { epochs: 1, batchSize: 32, learningRate: 0.05 },
     updateEncoding: 'float32-le',
+    updateBound: null,
     privacy,
+    strategy: DEFAULT_STRATEGY,
+    maxDevices: DEFAULT_MAX_DEVICES,
   };
   const sha = (s: string) => createHash('sha256').update(s).digest('hex');
   await store.createTask({
@@ -71,16 +77,16 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
     initialModel: { sha256: sha('v0'), sizeBytes: 40, encoding: 'float32-le' },
   });
   const deviceNames = Array.from({ length: options.devices }, (_, i) => `phone-${String(i + 1).padStart(2, '0')}`);
-  const clients = [];
+  const clients: Client[] = [];
   for (const name of deviceNames) clients.push(await store.createClient({ id: randomUUID(), taskId, name, credentialHash: sha(randomUUID()) }));
   const rounds: SeededRound[] = [];
   const ledger: LedgerEntry[] = [];
   // Bulk rows, written in one transaction below: the same rows the engine's store calls write
   // round by round (RoundEvent per transition, Participation per device, ModelVersion per round).
-  const roundRows = [];
-  const eventRows = [];
-  const participationRows = [];
-  const modelRows = [];
+  const roundRows: Prisma.RoundCreateManyInput[] = [];
+  const eventRows: Prisma.RoundEventCreateManyInput[] = [];
+  const participationRows: Prisma.ParticipationCreateManyInput[] = [];
+  const modelRows: Prisma.ModelVersionCreateManyInput[] = [];
   const t0 = Date.now() - options.rounds * 10_000;
   for (let n = 1; n <= options.rounds; n++) {
     const roundId = randomUUID();
@@ -164,7 +170,7 @@ export async function seedHistory({ store, prisma }: { store: FederationStore; p
     await tx.participation.createMany({ data: participationRows });
     await tx.modelVersion.createMany({ data: modelRows });
     await tx.privacyLedgerEntry.createMany({
-      data: ledger.map(({ ddg: _ddg, participantIds, createdAt, ...rest }) => ({ ...rest, participantIds, createdAt: new Date(createdAt) })),
+      data: ledger.map(({ ddg: _ddg, decryption: _decryption, participantIds, createdAt, ...rest }) => ({ ...rest, participantIds, createdAt: new Date(createdAt) })),
     });
     await tx.task.update({ where: { id: taskId }, data: { currentModelVersion: options.rounds } });
     // After the last round the devices evaluated the final model (version `rounds`).

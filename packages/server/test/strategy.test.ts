@@ -18,6 +18,7 @@ import {
   maxAbsDiff,
   pattern,
   resumeDevice,
+  secretOf,
   startTestCoordinator,
   waitForRounds,
 } from './helpers.js';
@@ -148,13 +149,13 @@ describe('strategies (PostgreSQL)', () => {
     const client = createClient({
       coordinator: t.coordinator.grpcAddress,
       taskId,
-      credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+      credentials: { enrolmentSecret: secretOf(t.coordinator) },
       backend: 'cpu',
       logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
       middleware: [
         async (update, ctx, next) => {
           seen.push(ctx.config);
-          return next(update);
+          return next(update, ctx);
         },
       ],
     });

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createDevCa, type DevCaFiles } from '../../cli/src/tls/dev-ca.js';
 import { createGrpcTransport } from '../../client-sdk/src/transport/grpc-transport.js';
 import { ClientError } from '../../client-sdk/src/errors.js';
-import { TINY_PARAMETERS, pattern, startTestCoordinator, tinyTaskBody, type TestCoordinator } from './helpers.js';
+import { TINY_PARAMETERS, pattern, secretOf, startTestCoordinator, tinyTaskBody, type TestCoordinator } from './helpers.js';
 
 /** GET over HTTPS trusting only `ca`; resolves with the status or rejects with the TLS error. */
 function httpsGet(url: string, ca: Buffer, path = '/v1/health'): Promise<number> {
@@ -30,7 +30,7 @@ async function tryJoin(t: TestCoordinator, taskId: string, tls: { ca?: Buffer; c
   const address = tls === null ? t.coordinator.grpcAddress : `grpcs://${t.coordinator.grpcAddress}`;
   const transport = createGrpcTransport({ address, callTimeoutMs: 5_000, ...(tls !== null && { tls }) });
   try {
-    await transport.join({ taskId, enrolmentSecret: t.coordinator.enrolmentSecret, clientName: 'tls-device' });
+    await transport.join({ taskId, enrolmentSecret: secretOf(t.coordinator), clientName: 'tls-device' });
     return 'ok';
   } catch (error) {
     return error instanceof ClientError ? error.code : String(error);

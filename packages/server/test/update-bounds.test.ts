@@ -138,7 +138,7 @@ describe('update bounds: no update makes a model non-finite', () => {
 
     // L∞: the attacker's float32-max update, clamped to +1 per value, over two rounds (its bytes
     // differ between the rounds: the same bytes again from one device are refused as a replay).
-    let expected = Float64Array.from(linf.base);
+    let expected: Float64Array = Float64Array.from(linf.base);
     for (const round of [1, 2]) {
       const huge = new Float32Array(TINY_PARAMETERS).fill(FLOAT32_MAX);
       huge[0] = Math.fround(FLOAT32_MAX / round);
