@@ -6,7 +6,7 @@
  * clear message before importing anything.
  */
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -126,6 +126,19 @@ describe('examples/device-app', () => {
     for (const option of ['--device-key DIR', '--committee-pins FILE', '--dp-state FILE', '--dp-epsilon-cap E', '--tls-ca FILE']) expect(stdout).toContain(option);
     expect(stderr).toBe('');
     expect(await readdir(cwd.path)).toEqual([]);
+  });
+
+  test('start.mjs on a first run without --secret or VEIL_ENROLMENT_SECRET names both and exits 2, writing nothing', async () => {
+    await using cwd = await createTempDir('veil-e2e-device-secret-');
+    const xs = Array.from({ length: 20 }, (_, i) => [i % 2, 1 - (i % 2)]);
+    await writeFile(join(cwd.path, 'data.json'), JSON.stringify({ inputShape: [2], numClasses: 2, xs, ys: xs.map((_, i) => i % 2) }));
+    // childEnv() passes no VEIL_* variable on.
+    const failed = await run(process.execPath, [START, '--task', 't', '--data', 'data.json'], { cwd: cwd.path, env: childEnv(), timeout: 30_000 }).catch(
+      (e: unknown) => e as { code: number; stdout: string; stderr: string },
+    );
+    expect(failed).toMatchObject({ code: 2, stdout: '' });
+    expect((failed as { stderr: string }).stderr.split('\n')[0]).toBe('veil device app: first run: --secret or VEIL_ENROLMENT_SECRET (the task enrolment secret) is required');
+    expect(await readdir(cwd.path)).toEqual(['data.json']);
   });
 
   test('start.mjs under Node 20 says it needs Node >= 22 and exits 1 before any import', async () => {

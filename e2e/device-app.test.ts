@@ -72,7 +72,8 @@ test('the example device app runs an encrypted local-DP task across a restart, k
     join(REPO_ROOT, 'examples/device-app/start.mjs'),
     '--coordinator', coordinator.grpcAddress,
     '--task', task.id,
-    '--secret', enrolmentSecret,
+    // The `=` form: a base64url secret may start with '-', which parseArgs would take for an option.
+    `--secret=${enrolmentSecret}`,
     '--data', dataFile,
     '--device-key', join(keysDir, 'device'),
     '--dp-state', dpState,

@@ -21,7 +21,9 @@ Takes part in a Veil task with the examples in FILE until the task ends (Ctrl-C 
   --coordinator ADDR        coordinator gRPC address: host:port or grpcs://host:port (default 127.0.0.1:50051)
   --task ID                 the task to join (required)
   --data FILE               local examples: {"inputShape":[784],"numClasses":10,"xs":[[...],...],"ys":[3,1,...]} (required)
-  --secret S                the task's enrolment secret (first run; later runs use the stored credential)
+  --secret S                the task's enrolment secret (first run; later runs use the stored credential);
+                            or VEIL_ENROLMENT_SECRET=S, which keeps it off the command line (ps);
+                            a secret starting with '-' is given as --secret=S
   --credential-file FILE    where the device credential is kept (default .veil-device-credential.json)
   --tls-ca FILE [--tls-cert FILE --tls-key FILE]
                             pin the coordinator's CA; client certificate for mutual TLS
@@ -161,7 +163,8 @@ const evalData: LocalDataset = { ...local, count: holdOut, xs: local.xs.subarray
 
 const credentialFile = values['credential-file'];
 const stored = existsSync(credentialFile) ? (JSON.parse(readFileSync(credentialFile, 'utf8')) as { clientId: string; credential: string }) : null;
-if (stored === null && !values.secret) fail('first run: --secret (the task enrolment secret) is required');
+const enrolmentSecret = values.secret ?? process.env['VEIL_ENROLMENT_SECRET'];
+if (stored === null && !enrolmentSecret) fail('first run: --secret or VEIL_ENROLMENT_SECRET (the task enrolment secret) is required');
 
 // The device's committee signing key: made once, kept, so the device is not re-enrolled at every start.
 const committeeKey = (): { privateKey: Uint8Array; publicKey: Uint8Array } => {
@@ -182,7 +185,7 @@ const restore = existsSync(dpStateFile) ? (JSON.parse(readFileSync(dpStateFile, 
 const options: ClientOptions = {
   coordinator: values.coordinator,
   taskId: values.task,
-  credentials: stored ?? { enrolmentSecret: values.secret! },
+  credentials: stored ?? { enrolmentSecret: enrolmentSecret! },
   ...(values['tls-ca'] !== undefined && {
     tls: {
       ca: readFileSync(values['tls-ca']),
