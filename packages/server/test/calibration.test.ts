@@ -37,7 +37,7 @@ import type { LocalDataset, ModelSpec, Tf } from '../../client-sdk/src/training/
 import { createMnistMlp, loadMnist } from '../../cli/src/index.js';
 import { runCalibration } from '../../cli/src/calibration.js';
 import { runExport } from '../../cli/src/export.js';
-import { createTestStorage, fetchWeights, grpcStatusOf, joinDevice, resumeDevice, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
+import { createTestStorage, fetchWeights, grpcStatusOf, joinDevice, resumeDevice, secretOf, startTestCoordinator, toBase64, type TestCoordinator } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
@@ -98,7 +98,7 @@ async function runDevices(
       const client = createClient({
         coordinator: t.coordinator.grpcAddress,
         taskId,
-        credentials: { enrolmentSecret: t.coordinator.enrolmentSecret },
+        credentials: { enrolmentSecret: secretOf(t.coordinator) },
         name: `device-${k}`,
         logger: quiet,
         backend: 'cpu',

@@ -71,8 +71,18 @@ export async function createCommitteeKeys(prefix: string, custodians: number): P
   };
 }
 
-/** A custodian of `dir` served in process (at least 3 devices a round); `close` also closes its answer state. */
-export async function serveCustodian(keys: CommitteeKeys, dir: string, logger: Logger): Promise<{ server: CustodianServer; close(): Promise<void> }> {
+type CustodianService = ReturnType<typeof createCustodianService>;
+
+/**
+ * A custodian of `dir` served in process (at least 3 devices a round); `close` also closes its
+ * answer state. `wrap` may observe the service's calls (it returns the service to serve).
+ */
+export async function serveCustodian(
+  keys: CommitteeKeys,
+  dir: string,
+  logger: Logger,
+  wrap: (service: CustodianService) => CustodianService = (service) => service,
+): Promise<{ server: CustodianServer; close(): Promise<void> }> {
   const state = await openCustodianState(join(dir, 'answers.jsonl'));
   const service = createCustodianService({
     keys: await readCustodianKeys(dir),
@@ -82,7 +92,7 @@ export async function serveCustodian(keys: CommitteeKeys, dir: string, logger: L
     floors: { minDevices: 3 },
     logger,
   });
-  const server = await startCustodianServer({ service, logger });
+  const server = await startCustodianServer({ service: wrap(service), logger });
   return {
     server,
     close: async () => {

@@ -6,36 +6,12 @@
  * the round summary names the custodians who approved the decryption.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  buildTaskDescriptor,
-  c0PayloadBytes,
-  committeeUploadBytesWithoutManifest,
-  custodianFingerprint,
-  encodeDescriptor,
-  generateEd25519KeyPair,
-  issueDeviceCertificate,
-  signDescriptor,
-  type C0Bits,
-  type RawKeyPair,
-  type TaskDescriptor,
-} from '@veil/crypto';
-import {
-  createCustodianService,
-  initCustodianDir,
-  initRequestKey,
-  openCustodianState,
-  readCustodianKeys,
-  readRequestSigner,
-  startCustodianServer,
-  type CustodianServer,
-} from '@veil/custodian';
-import { createCommitteeEncryption } from '../../client-sdk/src/mods/committee.js';
+import { c0PayloadBytes, committeeUploadBytesWithoutManifest, encodeDescriptor, type C0Bits, type TaskDescriptor } from '@veil/crypto';
+import type { CustodianServer } from '@veil/custodian';
+import { committeeDescriptor, committeeUpdate, createCommitteeKeys, serveCustodian, type CommitteeKeys } from './committee-fixture.js';
 import {
   TINY_PARAMETERS,
   expectedFedAvg,
@@ -54,89 +30,47 @@ import {
 const logger = pino({ level: 'silent' });
 const N_CUSTODIANS = 3;
 
-let root: string;
-let authority: RawKeyPair;
+let keys: CommitteeKeys;
 let requestKeyFile: string;
-let requestPublicKey: Uint8Array;
 const custodians: { server: CustodianServer; close(): Promise<void> }[] = [];
 /** Per custodian (index - 1), the rounds it answered through a staged request (devices streamed while the round collected). */
 const stagedAnswers: number[][] = [];
-let fingerprints: string[] = [];
-let publics: { sealingKey: string; signingKey: string }[] = [];
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'veil-committee-it-'));
-  authority = generateEd25519KeyPair();
-  const request = await initRequestKey(join(root, 'request'));
-  requestKeyFile = request.secretFile;
-  requestPublicKey = (await readRequestSigner(requestKeyFile)).publicKey;
-  for (let i = 1; i <= N_CUSTODIANS; i++) {
-    const dir = join(root, `custodian-${i}`);
-    publics.push(await initCustodianDir(dir));
-    const state = await openCustodianState(join(dir, 'answers.jsonl'));
-    const service = createCustodianService({
-      keys: await readCustodianKeys(dir),
-      state,
-      coordinatorKeys: [requestPublicKey],
-      authorityKeys: [authority.publicKey],
-      floors: { minDevices: 3 },
-      logger,
-    });
+  keys = await createCommitteeKeys('veil-committee-it-', N_CUSTODIANS);
+  requestKeyFile = keys.request.secretFile;
+  for (const dir of keys.custodianDirs) {
     const answered: number[] = [];
     stagedAnswers.push(answered);
-    const counting = {
+    const counting = (service: Parameters<NonNullable<Parameters<typeof serveCustodian>[3]>>[0]) => ({
       ...service,
       stagedShareSum: async (...args: Parameters<typeof service.stagedShareSum>) => {
         const answer = await service.stagedShareSum(...args);
         answered.push(args[0].round);
         return answer;
       },
-    };
-    const server = await startCustodianServer({ service: counting, logger });
-    custodians.push({ server, close: async () => { await server.close(); await state.close(); } });
+    });
+    custodians.push(await serveCustodian(keys, dir, logger, counting));
   }
-  fingerprints = publics.map((p) => custodianFingerprint(Buffer.from(p.signingKey, 'base64'), Buffer.from(p.sealingKey, 'base64')));
 }, 120_000);
 
 afterAll(async () => {
   for (const c of custodians) await c.close();
-  await rm(root, { recursive: true, force: true });
+  await keys[Symbol.asyncDispose]();
 });
 
 function descriptorFor(taskId: string, c0Bits?: C0Bits): { descriptor: TaskDescriptor; body: { descriptor: string; descriptorSignature: string } } {
-  const descriptor = buildTaskDescriptor({
+  return committeeDescriptor(
+    keys,
     taskId,
-    committee: publics.map((p, i) => ({ address: custodians[i]!.server.address, sealingPublicKey: Buffer.from(p.sealingKey, 'base64'), signingPublicKey: Buffer.from(p.signingKey, 'base64') })),
-    threshold: 2,
-    minDevices: 3,
-    maxDevices: 50,
-    maxRounds: 5,
-    encoding: { weightCap: 16, ...(c0Bits !== undefined && { c0Bits }) },
-    authorityPublicKey: authority.publicKey,
-  });
-  return {
-    descriptor,
-    body: { descriptor: Buffer.from(encodeDescriptor(descriptor)).toString('base64'), descriptorSignature: signDescriptor(descriptor, authority.privateKey).signature },
-  };
+    custodians.map((c) => c.server.address),
+    { encoding: { weightCap: 16, ...(c0Bits !== undefined && { c0Bits }) } },
+  );
 }
 
 /** The device side: SDK committee middleware with the test's pins and an authority certificate. */
-async function committeePayload(device: Device, roundNumber: number, delta: Float32Array, exampleCount: number) {
-  const deviceKey = generateEd25519KeyPair();
-  const certificate = issueDeviceCertificate(authority.privateKey, { taskId: device.task.taskId, deviceId: device.clientId, devicePublicKey: deviceKey.publicKey, notAfterMs: Date.now() + 3_600_000 });
-  const enc = createCommitteeEncryption({
-    committee: device.task.committee!,
-    pins: { minDevices: 3, pinnedFingerprints: fingerprints, authorityKey: Buffer.from(authority.publicKey).toString('base64') },
-    deviceId: device.clientId,
-    deviceKey,
-    certificate,
-  });
-  const out = await enc.middleware(
-    { delta, exampleCount, encoding: 'float32-le', notes: {} },
-    { taskId: device.task.taskId, clientId: device.clientId, roundNumber, modelVersion: roundNumber - 1, maxExampleCount: 1000, config: {}, signal: undefined },
-    async (u) => u,
-  );
-  return { payload: out.payload!, weight: out.exampleCount };
+function committeePayload(device: Device, roundNumber: number, delta: Float32Array, exampleCount: number) {
+  return committeeUpdate(keys, device, roundNumber, delta, exampleCount);
 }
 
 function submit(device: Device, a: { roundNumber: number; modelVersion: number }, payload: Uint8Array, weight: number) {

@@ -147,9 +147,12 @@ describe('federated int8 calibration on device statistics', () => {
     expect(fallback.fallback).toMatchObject({ reason: 'noise-swamped', points });
     const forced = exportModelOnnx(spec, weights, { quantize: 'int8', activationRanges: ranges, noiseSwamped: swamped, forceStatic: true });
     expect(forced.quantization).toBe('int8-static');
-    const [floatAccuracy, fallbackAccuracy, dynamicAccuracy, forcedAccuracy] = await Promise.all(
-      [exportModelOnnx(spec, weights), fallback, exportModelOnnx(spec, weights, { quantize: 'int8' }), forced].map((m) => onnxAccuracy(m.bytes, test)),
-    );
+    const [floatAccuracy, fallbackAccuracy, dynamicAccuracy, forcedAccuracy] = await Promise.all([
+      onnxAccuracy(exportModelOnnx(spec, weights).bytes, test),
+      onnxAccuracy(fallback.bytes, test),
+      onnxAccuracy(exportModelOnnx(spec, weights, { quantize: 'int8' }).bytes, test),
+      onnxAccuracy(forced.bytes, test),
+    ]);
     console.info(`noise-swamped calibration: held-out float32 ${floatAccuracy}, int8 fallback ${fallbackAccuracy} (dynamic ${dynamicAccuracy}), forced static on the noisy ranges ${forcedAccuracy}`);
     expect(fallbackAccuracy).toBe(dynamicAccuracy);
     expect(fallbackAccuracy).toBeGreaterThan(0.8);

@@ -30,7 +30,7 @@ const local: PrivacySettings = { mode: 'local', epsilonCap: 10, delta: 1e-5, noi
 
 describe('calibration settings', () => {
   const big = mlp(600); // 600 x 4 + 600 + 1800 + 3 = 4803 parameters: room for 2 points x 2048 bins
-  const context = { parameterCount: big.count, privacy: null, sharedKey: false };
+  const context: Parameters<typeof resolveCalibrationSettings>[2] = { parameterCount: big.count, privacy: null, sharedKey: false };
 
   it('resolves defaults against the model: its calibration points, bins that fit its size', () => {
     expect(resolveCalibrationSettings(undefined, big, context)).toBeNull();
