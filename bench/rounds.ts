@@ -44,7 +44,7 @@
  * Layout: the coordinator runs in its own child process (bench/rounds/coordinator.ts:
  * startCoordinator from the built @veil/server, PostgreSQL in a fresh database per
  * run, dropped afterwards), devices run in a few worker processes
- * (bench/rounds/devices.ts: one grpc-js transport, i.e. one TCP connection, per
+ * (bench/rounds/devices.ts: one SDK gRPC transport, i.e. one HTTP/2 connection, per
  * device). Everything is on 127.0.0.1; every wait is bounded; the benchmark stops
  * by itself (global watchdog: --timeout-s).
  *
