@@ -21,3 +21,9 @@ export function createProgressBar(stream: NodeJS.WritableStream, enabled: boolea
     },
   };
 }
+
+/** The bar's label of round `roundNumber` of a demo of `trainingRounds` training rounds: those after them are calibration rounds. */
+export function roundLabel(roundNumber: number, trainingRounds: number): string {
+  if (roundNumber <= trainingRounds) return `round ${String(roundNumber).padStart(2)}/${trainingRounds}`;
+  return `calibration round ${roundNumber - trainingRounds}`;
+}

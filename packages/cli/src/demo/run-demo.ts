@@ -14,7 +14,7 @@ import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
 import { startDemoCommittee, type DemoCommittee } from './committee.js';
 import { loadMnist } from './mnist.js';
 import { MNIST_TRAINING_DEFAULTS, createMnistMlp } from './model.js';
-import { createProgressBar } from './progress.js';
+import { createProgressBar, roundLabel } from './progress.js';
 
 export interface DemoOptions {
   /** Simulated devices, each its own process. Default 10. */
@@ -292,7 +292,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     let evaluations = Promise.resolve();
     const ended = new Promise<string>((resolve) => {
       coordinator.engine.on('update-accepted', (e) => {
-        if (e.taskId === task.id) bar.update(e.receivedCount, e.targetCount, `round ${String(e.roundNumber).padStart(2)}/${options.rounds}`);
+        if (e.taskId === task.id) bar.update(e.receivedCount, e.targetCount, roundLabel(e.roundNumber, options.rounds));
       });
       coordinator.engine.on('round-closed', ({ taskId, round }) => {
         if (taskId === task.id) evaluations = evaluations.then(() => evaluateRound(round));
