@@ -43,6 +43,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
+import { sessionAccuracy } from '../packages/export/test/onnx-accuracy.js';
 import {
   computeCalibrationStatistics,
   createClient,
@@ -253,18 +254,6 @@ async function session(bytes: Uint8Array): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
 }
 
-async function onnxAccuracy(s: ort.InferenceSession, data: LocalDataset): Promise<number> {
-  const out = await s.run({ [s.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, ...data.inputShape]) });
-  const probs = out[s.outputNames[0]!]!.data as Float32Array;
-  let correct = 0;
-  for (let i = 0; i < data.count; i++) {
-    let best = 0;
-    for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
-    if (data.ys[i * 10 + best] === 1) correct++;
-  }
-  return correct / data.count;
-}
-
 /** Inference time per sample on one core: batch 1 (median over runs) and batch 100 (per sample). */
 async function latency(s: ort.InferenceSession, data: LocalDataset) {
   const width = data.inputShape.reduce((a, b) => a * b, 1);
@@ -393,7 +382,7 @@ async function benchModel(
     if (v.label === 'float32') floatBytes = out.bytes.byteLength;
     const s = await session(out.bytes);
     try {
-      const accuracy = await onnxAccuracy(s, testData);
+      const accuracy = await sessionAccuracy(s, testData, testData.inputShape);
       const timed = v.label === 'float32' || v.label === 'int8Static_percentile' || v.label === 'int8Dynamic' ? await latency(s, testData) : undefined;
       results[v.label] = { bytes: out.bytes.byteLength, ratioToFloat32: r4(out.bytes.byteLength / floatBytes), accuracy: r4(accuracy), ...(timed !== undefined && { latency: timed }) };
       log(`${name}: ${v.label} ${out.bytes.byteLength} bytes, accuracy ${accuracy}${timed ? `, ${timed.batch1MedianUs} us/sample (batch 1)` : ''}`);

@@ -14,21 +14,8 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { expect, test } from 'vitest';
 import { loadMnist, type DemoSummary } from '@veil/cli';
+import { onnxAccuracy } from '../packages/export/test/onnx-accuracy.js';
 import { assertBuilt, childEnv, createTempDir, exited, REPO_ROOT, startFederation, VEIL_BIN } from './support.js';
-
-/** Held-out accuracy of an ONNX MNIST model in onnxruntime-node (one core). */
-async function onnxAccuracy(file: Uint8Array, heldOut: ReturnType<typeof loadMnist>['test']): Promise<number> {
-  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
-  const probs = (await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', heldOut.xs, [heldOut.count, 784]) }))[session.outputNames[0]!]!.data as Float32Array;
-  await session.release();
-  let correct = 0;
-  for (let i = 0; i < heldOut.count; i++) {
-    let best = 0;
-    for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
-    if (heldOut.ys[i * 10 + best] === 1) correct++;
-  }
-  return correct / heldOut.count;
-}
 
 /** Runs `veil args` expecting a failure; returns its stderr. */
 async function veilFails(args: string[]): Promise<string> {

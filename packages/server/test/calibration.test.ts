@@ -12,6 +12,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { onnxAccuracy } from '../../export/test/onnx-accuracy.js';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -136,23 +137,6 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
-}
-
-async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<number> {
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
-  try {
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, 784]) });
-    const probs = out[session.outputNames[0]!]!.data as Float32Array;
-    let correct = 0;
-    for (let i = 0; i < data.count; i++) {
-      let best = 0;
-      for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
-      if (data.ys[i * 10 + best] === 1) correct++;
-    }
-    return correct / data.count;
-  } finally {
-    await session.release();
-  }
 }
 
 async function exportOnnx(t: TestCoordinator, taskId: string, quantize: string, extra: Record<string, unknown> = {}): Promise<{ bytes: Uint8Array; headers: Headers }> {

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { calibrationPoints, chooseActivationRanges, meanNoiseStddev, noiseSwampedPoints, parseModel, planHistogramRound, planRangeRound, type CalibrationPlan } from '@veil/export';
 import { createSeededRng } from '@veil/privacy';
 import * as ort from 'onnxruntime-node';
+import { onnxAccuracy } from '../../../export/test/onnx-accuracy.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initTensorflow } from '../training/backend.js';
 import { describeModel, flattenWeights } from '../training/model.js';
@@ -36,23 +37,6 @@ function pool(parts: LocalDataset[]): LocalDataset {
     at += p.count;
   }
   return { xs, ys, count, inputShape: [784], numClasses: 10 };
-}
-
-async function onnxAccuracy(bytes: Uint8Array, data: LocalDataset): Promise<number> {
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
-  try {
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', data.xs, [data.count, 784]) });
-    const probs = out[session.outputNames[0]!]!.data as Float32Array;
-    let correct = 0;
-    for (let i = 0; i < data.count; i++) {
-      let best = 0;
-      for (let c = 1; c < 10; c++) if (probs[i * 10 + c]! > probs[i * 10 + best]!) best = c;
-      if (data.ys[i * 10 + best] === 1) correct++;
-    }
-    return correct / data.count;
-  } finally {
-    await session.release();
-  }
 }
 
 /** Example-weighted mean of device reports: what the encrypted sum gives a key holder. */
