@@ -887,6 +887,11 @@ function coordinatorSummary(r: RunResult): Record<string, unknown> {
     ...(c['memoryTimeline'] ? { memoryTimelineMiB: { columns: 'ms since start, rss, heapTotal, heapUsed, external, arrayBuffers', samples: c['memoryTimeline'] } } : {}),
     cpuMs: round1(Number(c['cpuUserMs'] ?? 0) + Number(c['cpuSystemMs'] ?? 0)),
     ...roundsCpu(r),
+    cpuUserMs: round1(Number(c['cpuUserMs'] ?? 0)),
+    cpuSystemMs: round1(Number(c['cpuSystemMs'] ?? 0)),
+    cpuByThreadMs: c['cpuByThreadMs']
+      ? Object.fromEntries(Object.entries(c['cpuByThreadMs'] as Record<string, { user: number; system: number }>).map(([k, v]) => [k, { user: round1(v.user), system: round1(v.system) }]))
+      : null,
     gcPauses: c['gc'] ? Object.fromEntries(Object.entries(c['gc'] as Record<string, number>).map(([k, v]) => [k, round1(v)])) : null,
     eventLoopUtilization: typeof c['eventLoopUtilization'] === 'number' ? round3(c['eventLoopUtilization']) : null,
     eventLoopDelayMs: c['eventLoopDelayMs'] ?? null,

@@ -3,7 +3,8 @@
  * coordinator (`startCoordinator` from the built @veil/server) on loopback
  * with ephemeral ports, forwards the round engine's events with wall-clock
  * timestamps to the parent over IPC, samples its own memory every 50 ms and
- * reports VmHWM (peak RSS) from /proc/self/status when closed.
+ * reports VmHWM (peak RSS) from /proc/self/status when closed, with the measurement window's CPU per
+ * thread group (main thread, V8 helper threads, libuv pool) from /proc/self/task.
  *
  * Instrumentation (benchmark-side wrappers, the engine is not modified): every
  * FederationStore and BlobStore call is timed per method, and the task's
@@ -24,7 +25,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from 'node:inspector/promises';
-import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { constants as perfConstants, monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
@@ -72,6 +73,44 @@ async function vmHwm(): Promise<number | null> {
   } catch {
     return null;
   }
+}
+
+// ---------------------------------------------------------------- CPU per thread
+/** Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux, whatever CONFIG_HZ is). */
+const USER_HZ = 100;
+/**
+ * CPU (user, system; ms) so far of this process's threads grouped by name: MainThread (JavaScript,
+ * the event loop), libuv-worker (the thread pool: file writes, fdatasync, DNS), V8Worker (garbage
+ * collection and compilation helpers), others. Read from /proc/self/task/<tid>/stat (fields 14, 15);
+ * threads that ended are missing, so the groups may sum to less than process.cpuUsage(). Null off Linux.
+ */
+async function cpuByThread(): Promise<Record<string, { user: number; system: number }> | null> {
+  try {
+    const out: Record<string, { user: number; system: number }> = {};
+    for (const tid of await readdir('/proc/self/task')) {
+      const stat = await readFile(`/proc/self/task/${tid}/stat`, 'utf8').catch(() => null);
+      if (stat === null) continue;
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const group = (out[name] ??= { user: 0, system: 0 });
+      group.user += (Number(fields[11]) * 1000) / USER_HZ;
+      group.system += (Number(fields[12]) * 1000) / USER_HZ;
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** `now - before` per thread group (ms). */
+function cpuByThreadSince(
+  before: Record<string, { user: number; system: number }> | null,
+  now: Record<string, { user: number; system: number }> | null,
+): Record<string, { user: number; system: number }> | null {
+  if (before === null || now === null) return null;
+  return Object.fromEntries(
+    Object.entries(now).map(([name, t]) => [name, { user: t.user - (before[name]?.user ?? 0), system: t.system - (before[name]?.system ?? 0) }]),
+  );
 }
 
 // ---------------------------------------------------------------- window profile
@@ -308,6 +347,7 @@ async function main(): Promise<void> {
   });
 
   let cpuAtStart = process.cpuUsage();
+  let threadsAtStart: Awaited<ReturnType<typeof cpuByThread>> = null;
   let eluAtStart = performance.eventLoopUtilization();
   process.on('message', (message: { cmd: string; [k: string]: unknown }) => {
     void (async () => {
@@ -343,6 +383,7 @@ async function main(): Promise<void> {
           // Measurement window: from the start of the task.
           for (const key of Object.keys(timings)) delete timings[key];
           cpuAtStart = process.cpuUsage();
+          threadsAtStart = await cpuByThread();
           eluAtStart = performance.eventLoopUtilization();
           Object.assign(gc, { count: 0, ms: 0, majorCount: 0, majorMs: 0 });
           timelineOrigin = performance.now();
@@ -358,6 +399,7 @@ async function main(): Promise<void> {
         case 'close': {
           loopDelay.disable();
           const cpu = process.cpuUsage(cpuAtStart);
+          const threads = cpuByThreadSince(threadsAtStart, await cpuByThread());
           const elu = performance.eventLoopUtilization(eluAtStart);
           await stopWindowProfile();
           sampleMemory();
@@ -376,6 +418,7 @@ async function main(): Promise<void> {
             cpuUserMs: cpu.user / 1000,
             gc: { ...gc },
             cpuSystemMs: cpu.system / 1000,
+            cpuByThreadMs: threads,
             eventLoopUtilization: elu.utilization,
             eventLoopDelayMs: {
               mean: loopDelay.mean / 1e6,
