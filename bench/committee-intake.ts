@@ -53,7 +53,7 @@ function setUp(c0Bits: C0Bits) {
     minDevices: Math.min(3, deviceCount),
     maxDevices: Math.max(10, deviceCount),
     maxRounds: 10,
-    encoding: { weightCap: 1, ...(c0Bits !== 44 && { c0Bits }) },
+    encoding: { weightCap: 1, c0Bits },
     authorityPublicKey: authority.publicKey,
   });
   validateDescriptor(descriptor, { minDevices: 1 });

@@ -3,7 +3,7 @@
  * optionally the shared-key BFV path, measured in the same run, interleaved.
  *
  *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--paths plaintext,committee[,shared-key]] [--committee 2-of-3]
- *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--committee-c0-bits 44|32|24|16] [--db pg|pglite] [--pglite-too]
+ *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--committee-c0-bits auto|44|32|24|16] [--db pg|pglite] [--pglite-too]
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
@@ -61,7 +61,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { startLocalCommittee, type LocalCommittee } from '@veil/custodian';
-import { createHeContext, createUpdateEncryptor, generateKeyBundle, serializeKeyMaterial } from '../packages/crypto/src/index.js';
+import { createHeContext, createUpdateEncryptor, generateKeyBundle, isC0Bits, serializeKeyMaterial, type C0Bits } from '../packages/crypto/src/index.js';
 import {
   median,
   nowMs,
@@ -87,8 +87,9 @@ const { values: args } = parseArgs({
     'committee-encrypt': { type: 'string', default: 'before' },
     /** The coordinator's committee request deadline (its default is 30 s; a loaded machine needs more at 1,000 devices). */
     'committee-deadline-ms': { type: 'string', default: '300000' },
-    // The descriptor's encoding.c0Bits (44: exact c0, the descriptor's default; fewer: compressed, with the largest Δ).
-    'committee-c0-bits': { type: 'string', default: '44' },
+    // The descriptor's encoding.c0Bits. auto: buildTaskDescriptor's policy (the narrowest width that decrypts
+    // exactly at maxDevices); 44: the exact c0; fewer: compressed, with the largest Δ.
+    'committee-c0-bits': { type: 'string', default: 'auto' },
     'encrypted-pool': { type: 'string', default: '8' },
     'encrypted-weight-cap': { type: 'string', default: '16' },
     db: { type: 'string', default: 'pg' },
@@ -130,8 +131,12 @@ const COMMITTEE = (() => {
   return { t, n };
 })();
 const COMMITTEE_ENCRYPT = args['committee-encrypt'] as 'before' | 'live';
-const COMMITTEE_C0_BITS = Number(args['committee-c0-bits']);
-if (![44, 32, 24, 16].includes(COMMITTEE_C0_BITS)) throw new Error('--committee-c0-bits must be 44, 32, 24 or 16');
+const COMMITTEE_C0_BITS: C0Bits | undefined = ((value: string) => {
+  if (value === 'auto') return undefined;
+  const bits = Number(value);
+  if (!isC0Bits(bits)) throw new Error('--committee-c0-bits must be auto, 44, 32, 24 or 16');
+  return bits;
+})(args['committee-c0-bits']);
 if (COMMITTEE_ENCRYPT !== 'before' && COMMITTEE_ENCRYPT !== 'live') throw new Error(`--committee-encrypt: 'before' or 'live', got '${String(COMMITTEE_ENCRYPT)}'`);
 const PARAMS = Number(args.parameters);
 const MODEL_BYTES = PARAMS * 4;
@@ -417,6 +422,8 @@ interface RunResult {
   /** Committee path: the custodian processes' CPU time over the rounds (sum, ms), and their count. */
   custodianCpuMs: number | null;
   custodianCount: number;
+  /** Committee path: the signed descriptor's bits per c0 coefficient (44: exact). */
+  c0Bits: C0Bits | null;
 }
 
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
@@ -475,7 +482,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         minDevices: spec.minClients,
         maxDevices: Math.max(spec.clientsPerRound, 10),
         maxRounds: spec.rounds,
-        encoding: { weightCap: 1, ...(COMMITTEE_C0_BITS !== 44 && { c0Bits: COMMITTEE_C0_BITS as 32 | 24 | 16 }) },
+        encoding: { weightCap: 1, ...(COMMITTEE_C0_BITS !== undefined && { c0Bits: COMMITTEE_C0_BITS }) },
         logLevel: 'warn',
       });
       log(`${spec.label}: ${spec.committee.threshold}-of-${spec.committee.custodians} committee on ${committee.addresses.join(', ')}`);
@@ -694,6 +701,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       releasedAt,
       custodianCpuMs,
       custodianCount: custodianCpuAtEnd?.processes ?? 0,
+      c0Bits: committee === null ? null : (committee.signed.descriptor.encoding.c0Bits ?? 44),
     };
   } finally {
     for (const { child } of coords) if (child.exitCode === null) child.kill('SIGKILL');
@@ -947,7 +955,7 @@ function committeeFigures(r: RunResult, clientRounds: number): Record<string, un
   const custodianBytes = uploadBytes - c0Bytes;
   return {
     committee: `${r.spec.committee.threshold}-of-${r.spec.committee.custodians}`,
-    c0Bits: COMMITTEE_C0_BITS,
+    c0Bits: r.c0Bits,
     deviceEncryption: r.spec.committee.encrypt === 'before' ? 'built after joining, before the rounds (outside the round window)' : 'built at submit time (inside the round window)',
     uploadsBuilt: wall.length,
     deviceBuildMsMedian: round1(median(wall)),

@@ -1,6 +1,6 @@
 /**
  * End to end: `veil demo` as a user runs it, on the embedded database (no
- * DATABASE_URL) and with its default BFV-encrypted updates: a coordinator and
+ * DATABASE_URL) and with its default committee-encrypted updates: a coordinator and
  * five device processes train the MNIST MLP for three rounds, and `--json`
  * prints one summary line on stdout. (Plaintext float32 uploads are checked
  * byte-exactly by federation.test.ts.)
@@ -8,13 +8,20 @@
 import { spawn } from 'node:child_process';
 import { expect, test } from 'vitest';
 import type { DemoSummary } from '@veil/cli';
+import { MAX_MANIFEST_BYTES, committeeUploadBytesWithoutManifest } from '@veil/crypto';
 import { assertBuilt, childEnv, exited, REPO_ROOT, VEIL_BIN } from './support.js';
 
 const CLIENTS = 5;
 const ROUNDS = 3;
 const PARAMETERS = 199_210;
-/** Bytes of one plaintext float32 update; an encrypted one is larger. */
+/** Bytes of one plaintext float32 update. */
 const PLAINTEXT_UPDATE_BYTES = PARAMETERS * 4;
+/**
+ * One committee upload at the demo's five devices: c0 compressed to 24 bits per coefficient (the
+ * narrowest width whose worst-case rounding decrypts exactly at maxDevices 5), three sealed shares
+ * and a signed manifest: smaller than the float32 update.
+ */
+const COMMITTEE_UPLOAD_BYTES = committeeUploadBytesWithoutManifest(PARAMETERS, 3, 24);
 /**
  * Final accuracy on the 2,000 held-out digits. Measured 0.952 (rounds 0.914,
  * 0.937, 0.952; 5 IID clients × 1,600 digits, 2 local epochs, lr 0.2, seed 1,
@@ -46,12 +53,14 @@ test('`veil demo --json` trains MNIST with five device processes on the embedded
       `rounds ${summary.rounds.map((r) => `${(r.durationMs / 1000).toFixed(1)} s`).join(', ')}, total ${(summary.totalMs / 1000).toFixed(1)} s`,
   );
 
-  expect(summary).toMatchObject({ clients: CLIENTS, partition: 'iid', database: 'pglite', encrypted: true, taskStatus: 'COMPLETED' });
+  expect(summary).toMatchObject({ clients: CLIENTS, partition: 'iid', database: 'pglite', encrypted: true, mode: 'committee', taskStatus: 'COMPLETED' });
   expect(summary.rounds.map((r) => r.round)).toEqual([1, 2, 3]);
   // A ciphertext's size depends on the encryption parameters, not on the values: every round uploads the same.
   const uploadBytes = summary.rounds[0]!.uploadBytes;
   expect(uploadBytes % CLIENTS).toBe(0);
-  expect(uploadBytes / CLIENTS).toBeGreaterThan(PLAINTEXT_UPDATE_BYTES);
+  expect(uploadBytes / CLIENTS).toBeGreaterThan(COMMITTEE_UPLOAD_BYTES);
+  expect(uploadBytes / CLIENTS).toBeLessThan(COMMITTEE_UPLOAD_BYTES + MAX_MANIFEST_BYTES);
+  expect(uploadBytes / CLIENTS).toBeLessThan(PLAINTEXT_UPDATE_BYTES);
   for (const round of summary.rounds) {
     expect(round.clients).toBe(CLIENTS);
     expect(round.uploadBytes).toBe(uploadBytes);

@@ -86,6 +86,7 @@ export {
   COMMITTEE_NOISE_SIGMA,
   MAX_COMMITTEE_SIZE,
   buildTaskDescriptor,
+  chooseC0Width,
   encodeDescriptor,
   descriptorHash,
   descriptorHashHex,
@@ -172,7 +173,7 @@ export {
   restoreC0Accumulator,
   decryptSum,
 } from './committee/rlwe.js';
-export { C0_BITS } from './committee/compress.js';
+export { C0_BITS, isC0Bits } from './committee/compress.js';
 export type { C0Bits } from './committee/compress.js';
 export type {
   C0Accumulator,

@@ -13,6 +13,7 @@ import { chmod, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   buildTaskDescriptor,
+  chooseC0Width,
   ed25519PublicKey,
   generateEd25519KeyPair,
   issueDeviceCertificate,
@@ -110,7 +111,11 @@ export interface CreateDescriptorOptions {
   /** Default 1000. */
   readonly maxDevices?: number;
   readonly maxRounds: number;
-  /** Default: deltaBits for maxDevices, clip 1, step 2^-13, weight cap 1. */
+  /**
+   * Default: clip 1, step 2^-13, weight cap 1, and the narrowest c0 that still decrypts exactly at
+   * maxDevices (chooseC0Width: 16, 24 or 32 bits with the largest Δ, else exact). c0Bits 44: the
+   * exact c0 with the smallest Δ; 32, 24 or 16: that width (refused when it does not fit).
+   */
   readonly encoding?: Partial<DescriptorEncoding>;
   readonly dp?: DescriptorDp | null;
   readonly createdAt?: Date;
@@ -121,7 +126,7 @@ export interface CreateDescriptorOptions {
  * sign what custodians would refuse) and signs a task descriptor.
  */
 export function createSignedDescriptor(authority: AuthorityKey, options: CreateDescriptorOptions): { signed: SignedTaskDescriptor; check: DescriptorCheck } {
-  const descriptor = buildTaskDescriptor({
+  const build = (encoding: Partial<DescriptorEncoding> | undefined): TaskDescriptor => buildTaskDescriptor({
     taskId: options.taskId,
     committee: options.committee.map((m) => ({
       address: m.address,
@@ -133,11 +138,14 @@ export function createSignedDescriptor(authority: AuthorityKey, options: CreateD
     minDevices: options.minDevices,
     ...(options.maxDevices !== undefined && { maxDevices: options.maxDevices }),
     maxRounds: options.maxRounds,
-    ...(options.encoding !== undefined && { encoding: options.encoding }),
+    ...(encoding !== undefined && { encoding }),
     ...(options.dp !== undefined && { dp: options.dp }),
     authorityPublicKey: authority.publicKey,
     ...(options.createdAt !== undefined && { createdAt: options.createdAt }),
   });
+  let descriptor = build(options.encoding);
+  // No width given: the narrowest that decrypts exactly at the descriptor's maxDevices (its default included).
+  if (options.encoding?.c0Bits === undefined) descriptor = build({ ...options.encoding, ...chooseC0Width(descriptor.maxDevices, options.encoding) });
   return signValidated(authority, descriptor);
 }
 

@@ -3,7 +3,7 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { formatFingerprint, descriptorHashHex, type TaskDescriptor } from '@veil/crypto';
+import { formatFingerprint, descriptorHashHex, isC0Bits, type TaskDescriptor } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { CUSTODIAN_KEY_FILE, CUSTODIAN_PUBLIC_FILE, initCustodianDir } from './keys.js';
 import { readCustodianAnswers } from './state.js';
@@ -39,12 +39,13 @@ export const AUTHORITY_USAGE = `  authority init --out DIR
                          DIR/${AUTHORITY_PUBLIC_FILE} is what custodians (--authority-key) and apps pin
   authority descriptor --key DIR --task-id ID --custodian HOST:PORT=PUBLIC.json [--custodian ...]
                   --threshold T --min-devices N --max-rounds R [--max-devices M] [--corrupt-tolerated C]
-                  [--weight-cap W] [--clip X] [--step S] [--c0-bits 32|24|16] [--out FILE]
+                  [--weight-cap W] [--clip X] [--step S] [--c0-bits 16|24|32|44|exact] [--out FILE]
                   [--dp-clip-norm C --dp-noise-multiplier Z --dp-colluding K --dp-delta D]
                          build, validate and sign a committee task descriptor (custodians in index order);
-                         --c0-bits: devices send c0 compressed to that many bits per coefficient (smaller
-                         uploads; the largest Δ the sum bound allows; refused when max-devices' rounding
-                         does not fit the noise budget)
+                         devices send c0 compressed to the fewest bits per coefficient (16, 24 or 32, with the
+                         largest Δ the sum bound allows) whose worst-case rounding over max-devices still
+                         decrypts exactly, else exact (44 bits); --c0-bits picks the width (44 or exact: the
+                         exact c0; a narrower width is refused when its rounding does not fit the noise budget)
                          the --dp-* flags (all four) set distributed DP: each device's discrete Gaussian share
                          is sized so the min-devices - K honest shares carry noise z*C (the task is then created
                          with privacy.mode "distributed" and the same C, z and delta)
@@ -323,8 +324,8 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       const clipMaxAbs = positiveNumber(values.clip, 'clip');
       const step = positiveNumber(values.step, 'step');
       const maxDevices = posInt(values['max-devices'], 'max-devices');
-      const c0Bits = values['c0-bits'] === undefined ? undefined : Number(values['c0-bits']);
-      if (c0Bits !== undefined && c0Bits !== 32 && c0Bits !== 24 && c0Bits !== 16) throw new CustodianUsageError('--c0-bits must be 32, 24 or 16');
+      const c0Bits = values['c0-bits'] === undefined ? undefined : values['c0-bits'] === 'exact' ? 44 : Number(values['c0-bits']);
+      if (c0Bits !== undefined && !isC0Bits(c0Bits)) throw new CustodianUsageError('--c0-bits must be 16, 24, 32, 44 or exact');
       const { signed, check } = createSignedDescriptor(authority, {
         taskId: need(values['task-id'], 'task-id'),
         committee,
@@ -343,7 +344,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       });
       await writeSigned(values.out, signed, out);
       process.stderr.write(
-        `descriptor ${check.descriptorHash}: ${signed.descriptor.threshold}-of-${check.committeeSize}, tolerates ${signed.descriptor.corruptTolerated} corrupt (max 2t-n-1 = ${check.maxCorruptTolerated}), ${check.livenessSlack} may be offline\n`,
+        `descriptor ${check.descriptorHash}: ${signed.descriptor.threshold}-of-${check.committeeSize}, tolerates ${signed.descriptor.corruptTolerated} corrupt (max 2t-n-1 = ${check.maxCorruptTolerated}), ${check.livenessSlack} may be offline; c0 ${check.c0Bits === 44 ? 'exact (44 bits)' : `${check.c0Bits} bits`} per coefficient, Δ = 2^${signed.descriptor.encoding.deltaBits}\n`,
       );
       return 0;
     }

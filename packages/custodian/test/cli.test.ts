@@ -136,13 +136,27 @@ describe('veil authority and veil custodian', () => {
         code: 1,
         stderr: expect.stringContaining('colludingDevices must be an integer in [0, minDevices)'),
       });
-      // A compressed c0: 24 bits fit 10 devices' rounding at the largest Δ, 16 do not; 20 is no width.
+      // The c0 width: without --c0-bits the narrowest that decrypts exactly at max-devices (24 bits
+      // fit 10 devices' rounding at the largest Δ, 16 do not; 32 fit 100; only the exact c0 fits the
+      // default 1,000); --c0-bits 44 or exact keeps the exact c0; 16 is refused; 20 is no width.
       const compressed = [...base.slice(0, -2), '--max-devices', '10'];
+      const read = async (file: string) => (JSON.parse(await readFile(join(dir, file), 'utf8')) as SignedTaskDescriptor).descriptor.encoding;
+      const made = await veil(...compressed, '--out', join(dir, 'auto.json'));
+      expect(await read('auto.json')).toMatchObject({ c0Bits: 24, deltaBits: 26 });
+      expect(made.stderr).toContain('c0 24 bits per coefficient, Δ = 2^26');
       await veil(...compressed, '--c0-bits', '24', '--out', join(dir, 'c.json'));
-      const c = JSON.parse(await readFile(join(dir, 'c.json'), 'utf8')) as SignedTaskDescriptor;
-      expect(c.descriptor.encoding).toMatchObject({ c0Bits: 24, deltaBits: 26 });
+      expect(await read('c.json')).toMatchObject({ c0Bits: 24, deltaBits: 26 });
+      await veil(...base.slice(0, -2), '--max-devices', '100', '--out', join(dir, 'hundred.json'));
+      expect(await read('hundred.json')).toMatchObject({ c0Bits: 32, deltaBits: 23 });
+      await veil(...base.slice(0, -2), '--out', join(dir, 'thousand.json'));
+      expect(await read('thousand.json')).toEqual({ deltaBits: 12, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
+      for (const exact of ['44', 'exact']) {
+        const printed = await veil(...compressed, '--c0-bits', exact, '--out', join(dir, `exact-${exact}.json`));
+        expect(await read(`exact-${exact}.json`)).toEqual({ deltaBits: 8, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
+        expect(printed.stderr).toContain('c0 exact (44 bits) per coefficient');
+      }
       await expect(veil(...compressed, '--c0-bits', '16')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('rounding sum') });
-      await expect(veil(...compressed, '--c0-bits', '20')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--c0-bits must be 32, 24 or 16') });
+      await expect(veil(...compressed, '--c0-bits', '20')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--c0-bits must be 16, 24, 32, 44 or exact') });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

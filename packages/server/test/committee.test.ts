@@ -196,6 +196,12 @@ describe('committee tasks through the coordinator', () => {
     });
     expect(refusedKrum.status, JSON.stringify(refusedKrum.body)).toBe(400);
     expect(JSON.stringify(refusedKrum.body)).toMatch(/strategy krum reads individual updates, but a committee task's coordinator only ever decrypts the sum/);
+    // A c0 width too narrow for the descriptor's 50 devices (signed by the real authority): refused at creation.
+    const narrow = descriptorFor(randomUUID(), 24);
+    expect(narrow.descriptor.encoding.c0Bits).toBe(24);
+    const refusedWidth = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(pattern(TINY_PARAMETERS, 1), { committee: narrow.body }) });
+    expect(refusedWidth.status, JSON.stringify(refusedWidth.body)).toBe(400);
+    expect(JSON.stringify(refusedWidth.body)).toMatch(/rounding sum of up to 26214400 \(c0Bits 24\)/);
 
     const { descriptor, body } = descriptorFor(randomUUID());
     const [eta, beta1, beta2, tau] = [0.05, 0.9, 0.99, 1e-3];

@@ -1,5 +1,6 @@
 import {
   buildTaskDescriptor,
+  chooseC0Width,
   custodianFingerprint,
   encodeDescriptor,
   generateCustodianKeys,
@@ -80,6 +81,13 @@ describe('committee middleware (SDK)', () => {
     expect(make(long.committee, long.pins)).toThrow(/exceeds the cap 50/);
     const collusive = setup({ corruptTolerated: 3 });
     expect(make(collusive.committee, collusive.pins)).toThrow(/2t - n - 1/);
+    // A c0 width too narrow for maxDevices: 32 bits fit 10 devices of weight up to 8 at that Δ, 24 do not.
+    const width = chooseC0Width(10, { weightCap: 8 });
+    expect(width.c0Bits).toBe(32);
+    const fits = setup({ maxDevices: 10, encoding: { ...s.descriptor.encoding, ...width } });
+    expect(make(fits.committee, fits.pins)).not.toThrow();
+    const narrow = setup({ maxDevices: 10, encoding: { ...s.descriptor.encoding, ...width, c0Bits: 24 } });
+    expect(make(narrow.committee, narrow.pins)).toThrow(/rounding sum/);
     // Missing pins.
     expect(make(s.committee, { ...s.pins, pinnedFingerprints: [] })).toThrow(/pinned custodian fingerprints/);
     for (const fn of [make(other.committee)]) {

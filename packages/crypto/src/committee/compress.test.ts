@@ -1,7 +1,7 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { addCompressed, droppedBits, packCompressed, subtractCompressed, type C0Bits } from './compress.js';
-import { buildTaskDescriptor, descriptorHash, validateDescriptor } from './descriptor.js';
+import { buildTaskDescriptor, chooseC0Width, descriptorHash, minimumDeltaBits, validateDescriptor, type DescriptorEncoding } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
 import { N, Q } from './ring.js';
 import { c0PayloadBytes, createC0Accumulator, decryptSum, encodeC0Payload, encodeUpdate, encryptUpdate, sampleTernary } from './rlwe.js';
@@ -121,4 +121,100 @@ describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
     expect(acc32.sum()).toEqual(before);
     expect(acc32.count).toBe(1);
   });
+});
+
+describe('the c0 width policy (chooseC0Width): the narrowest c0 that still decrypts exactly', () => {
+  const authority = generateEd25519KeyPair();
+  const custodians = Array.from({ length: 3 }, () => generateCustodianKeys());
+  const build = (maxDevices: number, encoding: Partial<DescriptorEncoding>) =>
+    buildTaskDescriptor({
+      taskId: 'width',
+      committee: custodians.map((k, i) => ({ address: `c${i}`, sealingPublicKey: k.sealing.publicKey, signingPublicKey: k.signing.publicKey })),
+      threshold: 2,
+      minDevices: 1,
+      maxDevices,
+      maxRounds: 10,
+      encoding,
+      authorityPublicKey: authority.publicKey,
+    });
+
+  // Computed apart from the TypeScript (Python, exact integers): for clip 1, weightCap 1 and the
+  // step, Δ = the largest 2^b with floor((q - 1) / 2 / 2^b) - 1 >= M / step, and the largest M with
+  // 2^(b-1) - M·2^(43 - c0Bits) >= 12·√10.5·√M. At M + 1 the sum bound halves Δ and the rounding
+  // no longer fits.
+  const boundaries = [
+    { step: 2 ** -13, c0Bits: 24, maxDevices: 31, deltaBits: 25, next: 32 },
+    { step: 2 ** -13, c0Bits: 32, maxDevices: 511, deltaBits: 21, next: 44 },
+    { step: 2 ** -6, c0Bits: 16, maxDevices: 15, deltaBits: 33, next: 24 },
+    { step: 2 ** -6, c0Bits: 24, maxDevices: 255, deltaBits: 29, next: 32 },
+  ] as const;
+
+  it.each(boundaries)('step $step: $c0Bits bits up to $maxDevices devices (Δ = 2^$deltaBits), then $next; the check refuses $c0Bits bits for one device more', ({ step, c0Bits, maxDevices, deltaBits, next }) => {
+    expect(chooseC0Width(maxDevices, { step })).toEqual({ c0Bits, deltaBits });
+    expect(chooseC0Width(maxDevices + 1, { step }).c0Bits).toBe(next);
+    expect(validateDescriptor(build(maxDevices, { step, c0Bits }), { minDevices: 1 })).toMatchObject({ c0Bits });
+    // One device more at this width: at the same Δ the sum no longer fits; at half of it the rounding does not.
+    const wider = { ...build(maxDevices, { step, c0Bits }), maxDevices: maxDevices + 1 };
+    expect(() => validateDescriptor(wider, { minDevices: 1 })).toThrow(/exceeds the decodable sum/);
+    expect(() => validateDescriptor({ ...wider, encoding: { ...wider.encoding, deltaBits: deltaBits - 1 } }, { minDevices: 1 })).toThrow(/rounding sum/);
+  });
+
+  it('keeps an explicit width (44: exact) and an explicit Δ; past 511 devices at step 2^-13 only the exact c0 fits', () => {
+    expect(chooseC0Width(1000)).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(1000) });
+    expect(chooseC0Width(10, { c0Bits: 44 })).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(10) });
+    expect(chooseC0Width(10, { c0Bits: 32 })).toEqual({ c0Bits: 32, deltaBits: 26 });
+    expect(chooseC0Width(10, { deltaBits: 20 })).toEqual({ c0Bits: 32, deltaBits: 20 });
+    // The low-level builder stays exact unless told otherwise.
+    expect(build(10, {}).encoding.c0Bits).toBeUndefined();
+    expect(validateDescriptor(build(10, {}), { minDevices: 1 }).c0Bits).toBe(44);
+  });
+
+  // Each device's decompressed c0 is c0 - r with |r| <= 2^(d-1) (first test of this file). The worst
+  // case the budget allows for is every coefficient of every device at its rounding boundary, all
+  // with the same sign; real c0's are never all there at once, so the worst case is applied to the
+  // exact sum of the same devices' c0's, beside their real compressed uploads.
+  it.each([boundaries[2], boundaries[0], boundaries[1]])(
+    '$maxDevices devices at $c0Bits bits with the largest sums: real and worst-case rounding decrypt to the exact integer sum',
+    ({ step, c0Bits, maxDevices }) => {
+      const descriptor = build(maxDevices, { step, ...chooseC0Width(maxDevices, { step }) });
+      expect(descriptor.encoding.c0Bits).toBe(c0Bits);
+      validateDescriptor(descriptor, { minDevices: 1 });
+      const { deltaBits } = descriptor.encoding;
+      const dh = descriptorHash(descriptor);
+      const random = seededBytes(`worst-${c0Bits}`);
+      const roundSeed = new Uint8Array(32).fill(7);
+      const valueCount = N - 2; // one polynomial
+      const maxLevel = 1 / step;
+      // Levels: +clip and -clip on every device (the largest |sum|), a spread, and zeros.
+      const levelOf = (j: number, i: number): number => (i % 4 === 0 ? maxLevel : i % 4 === 1 ? -maxLevel : i % 4 === 2 ? ((i * 7 + j * 13) % (2 * maxLevel + 1)) - maxLevel : 0);
+      const exactSum = createC0Accumulator({ valueCount });
+      const compressedSum = createC0Accumulator({ valueCount, c0Bits });
+      const secretSum = new Int32Array(N);
+      const expected = new Float64Array(valueCount);
+      for (let j = 0; j < maxDevices; j++) {
+        const values = Float64Array.from({ length: valueCount }, (_, i) => levelOf(j, i) * step);
+        for (let i = 0; i < valueCount; i++) expected[i] = expected[i]! + levelOf(j, i);
+        const s = sampleTernary(random);
+        for (let k = 0; k < N; k++) secretSum[k] = secretSum[k]! + s[k]!;
+        const c0 = encryptUpdate(encodeUpdate(values, 1, descriptor.encoding), s, { descriptorHash: dh, round: 1, roundSeed, deltaBits, random });
+        exactSum.add(encodeC0Payload(c0, valueCount));
+        compressedSum.add(encodeC0Payload(c0, valueCount, c0Bits));
+      }
+      const decrypt = (c0Sum: Float64Array) => decryptSum({ descriptorHash: dh, round: 1, roundSeed, encoding: descriptor.encoding, valueCount, c0Sum, secretSum, count: maxDevices });
+      const shifted = (by: number) => exactSum.sum().map((v) => (((v + by) % Q) + Q) % Q);
+
+      // Integers compared as numbers (+ 0 maps a decoded -0 to 0).
+      const integers = (a: Float64Array) => Array.from(a, (v) => v + 0);
+      const real = decrypt(compressedSum.sum());
+      expect(real.weightSum).toBe(maxDevices);
+      expect(integers(real.levelSums)).toEqual(Array.from(expected));
+      // FedAvg within half a quantisation step of the plaintext mean.
+      for (let i = 0; i < valueCount; i++) expect(Math.abs(real.mean[i]! - (expected[i]! * step) / maxDevices)).toBeLessThanOrEqual(step / 2);
+      const bound = maxDevices * 2 ** (droppedBits(c0Bits) - 1);
+      for (const sign of [1, -1]) expect(integers(decrypt(shifted(sign * bound)).levelSums)).toEqual(Array.from(expected));
+      // The test can fail: a rounding sum past Δ/2 (what a width too narrow for |D| would allow) breaks the count slot.
+      expect(() => decrypt(shifted(2 ** (deltaBits - 1) + 2 ** (droppedBits(c0Bits) - 1)))).toThrow(/count slot decrypted to/);
+    },
+    120_000,
+  );
 });

@@ -185,8 +185,10 @@ export interface DescriptorCheck {
   readonly maxAbsEncodedSum: number;
   /** Largest |Σ m| the decoding recovers: floor((q - 1) / 2 / Δ) - 1. */
   readonly encodedSumLimit: number;
-  /** Δ / 2 divided by the standard deviation of the noise sum over maxDevices: must be >= 12. */
+  /** (Δ/2 minus the worst c0 rounding sum) divided by the standard deviation of the noise sum over maxDevices: must be >= 12. */
   readonly noiseMarginSigmas: number;
+  /** Bits per c0 coefficient the devices send (44: exact). */
+  readonly c0Bits: C0Bits;
 }
 
 /** Why a descriptor is refused: `CryptoError('parameter_mismatch')` with a readable message. */
@@ -200,6 +202,47 @@ function isInt(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): valu
 
 function isPositiveFinite(value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value) && value > 0;
+}
+
+/** What {@link encodingBudget} proved, or why the encoding does not fit. */
+type EncodingBudget = { readonly maxAbsEncodedSum: number; readonly encodedSumLimit: number; readonly noiseMarginSigmas: number } | { readonly refusal: string };
+
+/**
+ * Whether an encoding decrypts exactly at up to `maxDevices` devices: the one check both
+ * {@link validateDescriptor} and the width policy ({@link chooseC0Width}) run.
+ *
+ * The argument (BFV decryption correctness, Fan-Vercauteren 2012, ePrint 2012/144, §3-4: decryption
+ * returns the plaintext exactly while the noise stays below Δ/2). Device j sends
+ * c0_j = Δ·m_j + e_j - a·s_j (mod q), or with a compressed c0 (compress.ts; FIPS 203 §4.2.1
+ * Compress_q) ĉ0_j = c0_j - r_j with |r_j| <= 2^(d-1), d = 44 - c0Bits. The coordinator computes
+ * Σ ĉ0_j + a·S_D = Δ·Σm + Σe - Σr (mod q), centres it and takes round(x/Δ), which is Σm exactly when
+ * (1) |Σe - Σr| < Δ/2, and (2) |Δ·Σm| + Δ/2 <= q/2, so that nothing wraps mod q.
+ * (2): |Σm| <= maxDevices · weightCap · maxAbsLevel must not exceed floor((q-1)/2/Δ) - 1.
+ * (1): Σr is taken at its worst, every coefficient of every device at its rounding boundary with
+ * the same sign: |Σr| <= maxDevices · 2^(d-1) (nothing assumes c0 uniform); Σe is a sum of
+ * maxDevices centred binomials of σ ≈ 3.24, and Δ/2 - |Σr| >= 12·σ·√maxDevices puts a coefficient's
+ * failure probability below 2^-100.
+ */
+function encodingBudget(maxDevices: number, enc: DescriptorEncoding): EncodingBudget {
+  if (!isInt(maxDevices, 1)) return { refusal: 'maxDevices must be an integer >= 1' };
+  if (!isInt(enc.deltaBits, 1, 43)) return { refusal: 'encoding.deltaBits must be an integer in [1, 43]' };
+  if (!isPositiveFinite(enc.clipMaxAbs) || !isPositiveFinite(enc.step)) return { refusal: 'encoding.clipMaxAbs and encoding.step must be positive finite numbers' };
+  if (!isInt(enc.weightCap, 1, 0xffff)) return { refusal: 'encoding.weightCap must be an integer in [1, 65535]' };
+  const maxAbsLevel = Math.floor(enc.clipMaxAbs / enc.step + 0.5);
+  if (maxAbsLevel < 1) return { refusal: 'encoding.clipMaxAbs / step must be >= 0.5' };
+  const delta = 2 ** enc.deltaBits;
+  const encodedSumLimit = Math.floor((COMMITTEE_Q - 1) / 2 / delta) - 1;
+  const maxAbsEncodedSum = maxDevices * enc.weightCap * maxAbsLevel;
+  if (!(maxAbsEncodedSum <= encodedSumLimit)) {
+    return { refusal: `maxDevices · weightCap · clip/step = ${maxAbsEncodedSum} exceeds the decodable sum ${encodedSumLimit} at Δ = 2^${enc.deltaBits}` };
+  }
+  const roundingSum = enc.c0Bits === undefined || enc.c0Bits === 44 ? 0 : maxDevices * 2 ** (43 - enc.c0Bits);
+  const noiseMarginSigmas = (delta / 2 - roundingSum) / (COMMITTEE_NOISE_SIGMA * Math.sqrt(maxDevices));
+  if (noiseMarginSigmas < 12) {
+    const rounding = roundingSum === 0 ? '' : ` beside a rounding sum of up to ${roundingSum} (c0Bits ${String(enc.c0Bits)})`;
+    return { refusal: `Δ/2 = 2^${enc.deltaBits - 1} is only ${noiseMarginSigmas.toFixed(1)} noise standard deviations at ${maxDevices} devices${rounding} (need >= 12)` };
+  }
+  return { maxAbsEncodedSum, encodedSumLimit, noiseMarginSigmas };
 }
 
 /**
@@ -273,31 +316,14 @@ export function validateDescriptor(descriptor: TaskDescriptor, floors: Descripto
   if (!isInt(d.maxRounds, 1, 0xffff_ffff)) refuse('maxRounds must be an integer in [1, 2^32)');
   if (floors.maxRounds !== undefined && d.maxRounds > floors.maxRounds) refuse(`maxRounds ${d.maxRounds} exceeds the cap ${floors.maxRounds}`);
 
-  // Encoding: the decoded sum must fit, and Δ/2 must dominate the noise sum.
+  // Encoding: the decoded sum must fit, and Δ/2 must dominate the noise and rounding sums.
   const enc = d.encoding as Partial<Record<keyof DescriptorEncoding, unknown>> | null | undefined;
   if (typeof enc !== 'object' || enc === null) refuse('encoding must be an object');
   for (const key of Object.keys(enc)) if (!['deltaBits', 'clipMaxAbs', 'step', 'weightCap', 'c0Bits'].includes(key)) refuse(`encoding has unknown field ${key}`);
   if (enc.c0Bits !== undefined && enc.c0Bits !== 32 && enc.c0Bits !== 24 && enc.c0Bits !== 16) refuse('encoding.c0Bits must be 32, 24 or 16 (or absent: 44)');
-  if (!isInt(enc.deltaBits, 1, 43)) refuse('encoding.deltaBits must be an integer in [1, 43]');
-  if (!isPositiveFinite(enc.clipMaxAbs) || !isPositiveFinite(enc.step)) refuse('encoding.clipMaxAbs and encoding.step must be positive finite numbers');
-  if (!isInt(enc.weightCap, 1, 0xffff)) refuse('encoding.weightCap must be an integer in [1, 65535]');
-  const maxAbsLevel = Math.floor(enc.clipMaxAbs / enc.step + 0.5);
-  if (maxAbsLevel < 1) refuse('encoding.clipMaxAbs / step must be >= 0.5');
-  const delta = 2 ** enc.deltaBits;
-  const encodedSumLimit = Math.floor((COMMITTEE_Q - 1) / 2 / delta) - 1;
-  const maxAbsEncodedSum = d.maxDevices * enc.weightCap * maxAbsLevel;
-  if (!(maxAbsEncodedSum <= encodedSumLimit)) {
-    refuse(`maxDevices · weightCap · clip/step = ${maxAbsEncodedSum} exceeds the decodable sum ${encodedSumLimit} at Δ = 2^${enc.deltaBits}`);
-  }
-  // The residual after decryption is Σ e_j over |D| devices, each coefficient with σ ≈ 3.24:
-  // 12 standard deviations put the per-coefficient failure probability below 2^-100. A compressed
-  // c0 adds each device's rounding error, at most 2^(43 - c0Bits), taken at its worst.
-  const roundingSum = enc.c0Bits === undefined ? 0 : d.maxDevices * 2 ** (43 - enc.c0Bits);
-  const noiseMarginSigmas = (delta / 2 - roundingSum) / (COMMITTEE_NOISE_SIGMA * Math.sqrt(d.maxDevices));
-  if (noiseMarginSigmas < 12) {
-    const rounding = roundingSum === 0 ? '' : ` beside a rounding sum of up to ${roundingSum} (c0Bits ${String(enc.c0Bits)})`;
-    refuse(`Δ/2 = 2^${enc.deltaBits - 1} is only ${noiseMarginSigmas.toFixed(1)} noise standard deviations at ${d.maxDevices} devices${rounding} (need >= 12)`);
-  }
+  const budget = encodingBudget(d.maxDevices, enc as DescriptorEncoding);
+  if ('refusal' in budget) refuse(budget.refusal);
+  const { maxAbsEncodedSum, encodedSumLimit, noiseMarginSigmas } = budget;
 
   // DP.
   if (d.dp === null) {
@@ -338,6 +364,7 @@ export function validateDescriptor(descriptor: TaskDescriptor, floors: Descripto
     maxAbsEncodedSum,
     encodedSumLimit,
     noiseMarginSigmas,
+    c0Bits: (enc.c0Bits as C0Bits | undefined) ?? 44,
   };
 }
 
@@ -384,8 +411,10 @@ export interface BuildTaskDescriptorOptions {
   readonly maxRounds: number;
   /**
    * Default: deltaBits = {@link minimumDeltaBits}(maxDevices), clipMaxAbs 1, step 2^-13, weightCap
-   * 1, exact c0. With c0Bits and no deltaBits: the largest Δ the sum bound allows (the most room for
-   * the rounding; {@link validateDescriptor} says whether it suffices).
+   * 1, exact c0 (c0Bits 44 says the same). With c0Bits 32, 24 or 16 and no deltaBits: the largest Δ
+   * the sum bound allows (the most room for the rounding; {@link validateDescriptor} says whether it
+   * suffices). The narrowest width that fits is {@link chooseC0Width}'s to find (the enrolment
+   * authority's descriptor builder applies it when no width is given).
    */
   readonly encoding?: Partial<DescriptorEncoding>;
   /** Default null. */
@@ -396,10 +425,34 @@ export interface BuildTaskDescriptorOptions {
   readonly createdAt?: Date;
 }
 
+/**
+ * The width policy: the c0 width and Δ for a task of up to `maxDevices` devices with `encoding`'s
+ * clip, step and weight cap (defaults as in {@link buildTaskDescriptor}). An explicit
+ * `encoding.c0Bits` is kept (44: the exact c0); without one, the narrowest of 16, 24 and 32 bits
+ * whose worst-case rounding passes the budget {@link validateDescriptor} checks at maxDevices (with
+ * the largest Δ the sum bound allows, or the given deltaBits), else the exact c0. Example (step
+ * 2^-13, clip 1, weightCap 1): 24 bits up to 31 devices, 32 bits up to 511, exact beyond.
+ */
+export function chooseC0Width(maxDevices: number, encoding: Partial<DescriptorEncoding> = {}): { readonly c0Bits: C0Bits; readonly deltaBits: number } {
+  const clipMaxAbs = encoding.clipMaxAbs ?? 1;
+  const step = encoding.step ?? 2 ** -13;
+  const weightCap = encoding.weightCap ?? 1;
+  const exactDeltaBits = () => encoding.deltaBits ?? minimumDeltaBits(maxDevices);
+  if (encoding.c0Bits === 44) return { c0Bits: 44, deltaBits: exactDeltaBits() };
+  // A compressed c0 takes the largest Δ the sum bound allows: the most room for the rounding.
+  const deltaBits = encoding.deltaBits ?? maximumDeltaBits(maxDevices * weightCap * Math.floor(clipMaxAbs / step + 0.5));
+  if (encoding.c0Bits !== undefined) return { c0Bits: encoding.c0Bits, deltaBits };
+  for (const c0Bits of [16, 24, 32] as const) {
+    if (!('refusal' in encodingBudget(maxDevices, { clipMaxAbs, step, weightCap, deltaBits, c0Bits }))) return { c0Bits, deltaBits };
+  }
+  return { c0Bits: 44, deltaBits: exactDeltaBits() };
+}
+
 /** Assembles a version-1 descriptor (it is not validated here: call {@link validateDescriptor}). */
 export function buildTaskDescriptor(options: BuildTaskDescriptorOptions): TaskDescriptor {
   const n = options.committee.length;
   const maxDevices = options.maxDevices ?? Math.min(1000, (COMMITTEE_SHARE_MODULUS - 1) / 2 - 1);
+  const { c0Bits, deltaBits } = chooseC0Width(maxDevices, { ...options.encoding, c0Bits: options.encoding?.c0Bits ?? 44 });
   return {
     version: 1,
     taskId: options.taskId,
@@ -417,15 +470,11 @@ export function buildTaskDescriptor(options: BuildTaskDescriptorOptions): TaskDe
     shareModulus: COMMITTEE_SHARE_MODULUS,
     maxRounds: options.maxRounds,
     encoding: {
-      deltaBits:
-        options.encoding?.deltaBits ??
-        (options.encoding?.c0Bits === undefined
-          ? minimumDeltaBits(maxDevices)
-          : maximumDeltaBits(maxDevices * (options.encoding.weightCap ?? 1) * Math.floor((options.encoding.clipMaxAbs ?? 1) / (options.encoding.step ?? 2 ** -13) + 0.5))),
+      deltaBits,
       clipMaxAbs: options.encoding?.clipMaxAbs ?? 1,
       step: options.encoding?.step ?? 2 ** -13,
       weightCap: options.encoding?.weightCap ?? 1,
-      ...(options.encoding?.c0Bits !== undefined && { c0Bits: options.encoding.c0Bits }),
+      ...(c0Bits !== 44 && { c0Bits }),
     },
     dp: options.dp ?? null,
     authorityKey: toBase64(options.authorityPublicKey),
