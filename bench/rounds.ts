@@ -12,7 +12,8 @@
  *
  * --cpu-prof profiles the coordinator process; --cpu-prof-devices the first device worker, over the
  * rounds window only (from the release to the end of its device loops). `deviceCpuMsPerClientRound`
- * is the device processes' CPU over that window per accepted update.
+ * is the device processes' CPU over that window per accepted update. BENCH_CPU_PROF_KEEP=DIR (coordinator) and
+ * BENCH_CPU_PROF_DEVICES_KEEP=DIR (device worker) keep the .cpuprofile files there.
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
  * are top-level (`small`, `scale`, `dropout`), the committee path's under `committee`, the
@@ -673,6 +674,8 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
     if (profDir) {
       const files = await readdir(profDir).catch(() => [] as string[]);
       if (files[0]) cpuProfile = summarizeProfile(JSON.parse(await readFile(join(profDir, files[0]), 'utf8')));
+      const keep = process.env['BENCH_CPU_PROF_KEEP'];
+      if (files[0] && keep) await writeFile(join(keep, `${spec.label}-coordinator-${Date.now()}.cpuprofile`), await readFile(join(profDir, files[0])));
     }
     let deviceCpuProfile: string | null = null;
     if (profDevicesDir) {
