@@ -39,6 +39,22 @@ describe('plaintext updates at any byte offset', () => {
     expect([...got]).toEqual([...expected]);
   });
 
+  it('reads the current model where it lies (aligned or not) without changing it, and hands back the next one\'s bytes', async () => {
+    const delta = [0.5, -1, 0.25, 2];
+    for (const offset of [0, 4, 1, 3]) {
+      const model = bytesAt([...current], offset);
+      const before = [...model];
+      const aggregator = createPlaintextAggregator(createFedAvg(), { round: 1, parameterCount: 4, state: null });
+      aggregator.add('a', 5, bytesAt(delta, 0));
+      const next = await aggregator.finish({ bytes: model, encoding: 'float32-le' }, [], null);
+      expect([...model]).toEqual(before);
+      const bytes = next!.model.bytes;
+      expect(bytes.byteLength).toBe(16);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      expect([0, 1, 2, 3].map((i) => view.getFloat32(4 * i, true))).toEqual([...current].map((w, i) => Math.fround(w + delta[i]!)));
+    }
+  });
+
   it('refuses NaN and Infinity at an odd offset, with the index', () => {
     expect(() => checkPlaintextUpdate(bytesAt([0, Number.NaN, 0, 0], 5), 4)).toThrow(/non-finite value at index 1/);
     expect(() => checkPlaintextUpdate(bytesAt([0, 0, 0, Number.NEGATIVE_INFINITY], 2), 4)).toThrow(/index 3/);

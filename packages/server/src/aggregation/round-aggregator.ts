@@ -1,4 +1,4 @@
-import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import { bytesToFloat32, float32ToBytes, float32View } from '@veil/protocol/codec';
 import {
   createCiphertextAccumulator,
   loadUpdate,
@@ -147,14 +147,19 @@ export function createPlaintextAggregator(strategy: Strategy, input: AggregatorI
     },
     finish(current, failures, state) {
       if (current.encoding !== 'float32-le') throw new VeilError('internal', 'plaintext task with a non-float32 model');
-      const next = inner.finish({ round, current: bytesToFloat32(current.bytes), failures, state });
+      // The current model is read in place (strategies do not modify `current`) and the next one's
+      // bytes are its parameters' own memory (a fresh array each strategy gives away): no copy of
+      // the model's size each round (each allocation of that size brings the next full GC closer).
+      const next = inner.finish({ round, current: float32View(current.bytes), failures, state });
       if (next === null) return null;
       if (next.parameters.length !== parameterCount) {
         throw new VeilError('internal', `strategy ${strategy.name} returned ${next.parameters.length} parameters, the model has ${parameterCount}`);
       }
       assertFinite(next.parameters, 'aggregated model');
       if (next.state !== null) checkStrategyState(next.state, strategy.name);
-      return { model: { bytes: float32ToBytes(next.parameters), encoding: 'float32-le' }, state: next.state };
+      const parameters = next.parameters;
+      const bytes = LITTLE_ENDIAN ? new Uint8Array(parameters.buffer, parameters.byteOffset, parameters.byteLength) : float32ToBytes(parameters);
+      return { model: { bytes, encoding: 'float32-le' }, state: next.state };
     },
     dispose() {},
   };

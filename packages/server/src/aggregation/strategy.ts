@@ -186,7 +186,10 @@ export interface FinishInput {
 
 /** The next model and the state that goes with it. */
 export interface FinishOutput {
-  /** w_{t+1}: `parameterCount` finite values (the loop refuses anything else and fails the round). */
+  /**
+   * w_{t+1}: `parameterCount` finite values (the loop refuses anything else and fails the round).
+   * Given away: its memory becomes the stored model's bytes, so the strategy never modifies it afterwards.
+   */
   parameters: Float32Array;
   /** State stored with w_{t+1}; null for a stateless strategy. */
   state: StrategyState | null;
