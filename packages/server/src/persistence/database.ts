@@ -2,8 +2,6 @@ import { chmod, mkdir, readdir, readFile, writeFile, rm } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import pg from 'pg';
-import { PGlite } from '@electric-sql/pglite';
-import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../gen/prisma/client.js';
 import { applyMigrations, type SqlSession } from './migrate.js';
@@ -130,6 +128,9 @@ async function openPglite(dataDir: string, logger: Logger): Promise<Database> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const unlock = await lockDataDir(dataDir);
   const started = performance.now();
+  // Loaded only for the embedded database: a coordinator on PostgreSQL does not carry PGlite's
+  // module (its code and sources stay out of the heap every full garbage collection walks).
+  const [{ PGlite }, { PrismaPGlite }] = await Promise.all([import('@electric-sql/pglite'), import('pglite-prisma-adapter')]);
   const db = new PGlite(join(dataDir, 'pgdata'));
   await db.waitReady;
   // Directories created before the coordinator set its umask (older versions) lose group/other bits too.
