@@ -12,8 +12,15 @@
  *
  * --cpu-prof profiles the coordinator process; --cpu-prof-devices the first device worker, over the
  * rounds window only (from the release to the end of its device loops). `deviceCpuMsPerClientRound`
- * is the device processes' CPU over that window per accepted update. BENCH_CPU_PROF_KEEP=DIR (coordinator) and
+ * is the device processes' CPU over that window per accepted update (`...ByThread`: split by thread
+ * group, MainThread and V8Worker = concurrent GC marking and JIT compilation; with
+ * `deviceGcPausesPerClientRound`, the main thread's GC pauses). BENCH_CPU_PROF_KEEP=DIR (coordinator) and
  * BENCH_CPU_PROF_DEVICES_KEEP=DIR (device worker) keep the .cpuprofile files there.
+ *
+ * A/B of device SDKs: BENCH_SDK_DIST=/abs/path/of/another/tree/packages/client-sdk/dist runs the
+ * devices on that build (BENCH_SERVER_MODULE does the same for the coordinator, see
+ * bench/rounds/coordinator.ts). BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes Node options to the
+ * device worker processes (diagnosis).
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
  * are top-level (`small`, `scale`, `dropout`), the committee path's under `committee`, the
@@ -145,6 +152,8 @@ const POLL_MS = Number(args['poll-ms']);
 if (args['poll-ahead'] !== 'on' && args['poll-ahead'] !== 'off') throw new Error(`--poll-ahead: on or off, got ${args['poll-ahead']}`);
 const POLL_AHEAD = args['poll-ahead'] === 'on';
 const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
+/** BENCH_DEVICE_EXEC_ARGV: Node options of the device worker processes (space-separated; e.g. --trace-gc), for diagnosis. */
+const DEVICE_EXEC_ARGV = (process.env['BENCH_DEVICE_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
 const log = (msg: string): void => {
   process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 };
@@ -186,6 +195,37 @@ function deviceCpuByPhase(r: RunResult): Record<'wait' | 'download' | 'submit', 
     wait: round3(median(recs.map((x) => x.cpuMs.wait))),
     download: round3(median(recs.map((x) => x.cpuMs.download))),
     submit: round3(median(recs.map((x) => x.cpuMs.submit))),
+  };
+}
+
+/**
+ * Per round (1, 2, ...), the median over devices of the device process's CPU during its long-poll,
+ * download and upload of that round (one device per worker process): the first rounds' extra cost
+ * (lazy compilation, protobuf codec generation, JIT tiering) apart from the steady state.
+ */
+function deviceCpuByRound(r: RunResult): number[] {
+  const byRound = new Map<number, number[]>();
+  for (const x of allDevices(r).flatMap((d) => d.rounds)) {
+    const list = byRound.get(x.round) ?? [];
+    list.push(x.cpuMs.wait + x.cpuMs.download + x.cpuMs.submit);
+    byRound.set(x.round, list);
+  }
+  return [...byRound.entries()].sort((a, b) => a[0] - b[0]).map(([, xs]) => round1(median(xs)));
+}
+
+/**
+ * The device processes' rounds-window CPU per client-round by thread group (MainThread; V8Worker:
+ * concurrent marking and JIT compilation), and their main-thread GC pauses per client-round, ms.
+ */
+function deviceCpuDetail(r: RunResult, clientRounds: number): Record<string, unknown> {
+  const done = r.workers.map((w) => w.done).filter((d): d is WorkerDone => d !== null);
+  if (done.length === 0 || clientRounds === 0) return {};
+  const byThread: Record<string, number> = {};
+  for (const d of done) for (const [name, t] of Object.entries(d.roundsCpuByThreadMs ?? {})) byThread[name] = (byThread[name] ?? 0) + t.user + t.system;
+  const gc = done.reduce((a, d) => ({ ms: a.ms + (d.roundsGcPauses?.ms ?? 0), majorMs: a.majorMs + (d.roundsGcPauses?.majorMs ?? 0), majorCount: a.majorCount + (d.roundsGcPauses?.majorCount ?? 0) }), { ms: 0, majorMs: 0, majorCount: 0 });
+  return {
+    deviceCpuMsPerClientRoundByThread: Object.fromEntries(Object.entries(byThread).filter(([, ms]) => ms > 0).map(([name, ms]) => [name, round3(ms / clientRounds)])),
+    deviceGcPausesPerClientRound: { ms: round3(gc.ms / clientRounds), majorMs: round3(gc.majorMs / clientRounds), majorCount: round3(gc.majorCount / clientRounds) },
   };
 }
 
@@ -536,7 +576,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       for (let w = 0; w < nWorkers; w++) {
         const count = Math.floor(group.count / nWorkers) + (w < group.count % nWorkers ? 1 : 0);
         const profileThis = profDevicesDir !== null && workers.length === 0;
-        const ch = spawnChild('devices.ts', {});
+        const ch = spawnChild('devices.ts', {}, DEVICE_EXEC_ARGV);
         const init: DeviceWorkerInit = {
           cmd: 'init',
           address: String(ready['grpcAddress']),
@@ -1019,8 +1059,9 @@ async function small(db: 'pg' | 'pglite', path: PathSpec): Promise<Record<string
     deviceProcessesCpuMs: deviceCpuMs(r),
     deviceProcessesRoundsCpuMs: deviceCpuMs(r, 'rounds'),
     deviceCpuMsPerClientRound: deviceCpuMsPerClientRound(r, acceptedCount),
+    ...deviceCpuDetail(r, acceptedCount),
     deviceRoundsCpuMsByWorker: r.workers.map((w) => (w.done ? round1(w.done.roundsCpuMs) : null)),
-    ...(PER_WORKER === 1 && { deviceCpuMsByPhaseMedian: deviceCpuByPhase(r) }),
+    ...(PER_WORKER === 1 && { deviceCpuMsByPhaseMedian: deviceCpuByPhase(r), deviceCpuMsByRoundMedian: deviceCpuByRound(r) }),
     machineCpuBusyDuringRounds: r.machineCpuBusy,
     ...(r.cpuProfile && { cpuProfileTop: r.cpuProfile.split('\n') }),
     ...(r.deviceCpuProfile && { deviceWorker0CpuProfileTop: r.deviceCpuProfile.split('\n') }),
@@ -1235,6 +1276,8 @@ async function main(): Promise<void> {
     pollMs: POLL_MS,
     pollAhead: POLL_AHEAD,
     devicesPerWorkerProcess: PER_WORKER,
+    deviceSdkDist: process.env['BENCH_SDK_DIST'] ?? 'packages/client-sdk/dist',
+    ...(DEVICE_EXEC_ARGV.length > 0 && { deviceExecArgv: DEVICE_EXEC_ARGV }),
     wireMethod:
       'client-side TCP socket counters (net.Socket bytesRead + bytesWritten = every HTTP/2+gRPC byte, TCP/IP headers excluded) of one dedicated grpc-js connection per device (per-device ChannelCredentials defeat subchannel sharing; the socket is captured in the credentials secure connector); cross-checked against a net.connect hook on every socket of the device processes',
     roundTimeDefinition:

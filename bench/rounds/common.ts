@@ -1,5 +1,6 @@
 /** Shared types and helpers of the round-engine benchmark (bench/rounds.ts). */
-import { performance } from 'node:perf_hooks';
+import { readdir, readFile } from 'node:fs/promises';
+import { constants as perfConstants, performance, PerformanceObserver } from 'node:perf_hooks';
 
 /** Wall-clock ms with sub-ms resolution, comparable across the benchmark's processes. */
 export const nowMs = (): number => performance.timeOrigin + performance.now();
@@ -124,6 +125,12 @@ export interface WorkerDone {
   cpuMs: number;
   /** The worker process's CPU time (user + system), ms, from the parent's release ('go') to the end of its device loops: the rounds only. */
   roundsCpuMs: number;
+  /** The same window's CPU by thread group (MainThread; V8Worker: GC marking and JIT compilation helpers; ...); null off Linux. */
+  roundsCpuByThreadMs: ThreadCpu | null;
+  /** The same window's garbage-collection pauses of the main thread. */
+  roundsGcPauses: GcPauses;
+  /** The client SDK build the devices ran: this tree's packages/client-sdk/dist, or BENCH_SDK_DIST. */
+  sdkDist: string;
 }
 
 export const median = (xs: readonly number[]): number => quantile(xs, 0.5);
@@ -140,3 +147,70 @@ export function quantile(xs: readonly number[], q: number): number {
 
 export const round1 = (x: number): number => Math.round(x * 10) / 10;
 export const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+// ---------------------------------------------------------------- CPU per thread, GC pauses (coordinator and device processes)
+/** CPU (user, system; ms) per thread group. */
+export type ThreadCpu = Record<string, { user: number; system: number }>;
+
+/** Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux, whatever CONFIG_HZ is). */
+const USER_HZ = 100;
+/**
+ * CPU (user, system; ms, 10 ms resolution per thread) so far of this process's threads grouped by
+ * name: MainThread (JavaScript, the event loop), libuv-worker (the thread pool: file writes,
+ * fdatasync, DNS), V8Worker (garbage collection and compilation helpers), others. Read from
+ * /proc/self/task/<tid>/stat (fields 14, 15); threads that ended are missing, so the groups may sum
+ * to less than process.cpuUsage(). Null off Linux.
+ */
+export async function cpuByThread(): Promise<ThreadCpu | null> {
+  try {
+    const out: ThreadCpu = {};
+    for (const tid of await readdir('/proc/self/task')) {
+      const stat = await readFile(`/proc/self/task/${tid}/stat`, 'utf8').catch(() => null);
+      if (stat === null) continue;
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const group = (out[name] ??= { user: 0, system: 0 });
+      group.user += (Number(fields[11]) * 1000) / USER_HZ;
+      group.system += (Number(fields[12]) * 1000) / USER_HZ;
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** `now - before` per thread group (ms). */
+export function cpuByThreadSince(before: ThreadCpu | null, now: ThreadCpu | null): ThreadCpu | null {
+  if (before === null || now === null) return null;
+  return Object.fromEntries(
+    Object.entries(now).map(([name, t]) => [name, { user: t.user - (before[name]?.user ?? 0), system: t.system - (before[name]?.system ?? 0) }]),
+  );
+}
+
+/** Garbage-collection pauses of the main thread (count and total ms, all kinds and major only). */
+export interface GcPauses {
+  count: number;
+  ms: number;
+  majorCount: number;
+  majorMs: number;
+}
+
+/**
+ * Counts this process's garbage-collection pauses (perf_hooks `gc` entries) from now on, into the
+ * returned object; `reset()` zeroes it (start of a measurement window). Concurrent marking on the
+ * V8Worker threads is not a pause: see cpuByThread.
+ */
+export function observeGcPauses(): { pauses: GcPauses; reset(): void } {
+  const pauses: GcPauses = { count: 0, ms: 0, majorCount: 0, majorMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      pauses.count++;
+      pauses.ms += entry.duration;
+      if ((entry as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+        pauses.majorCount++;
+        pauses.majorMs += entry.duration;
+      }
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return { pauses, reset: () => Object.assign(pauses, { count: 0, ms: 0, majorCount: 0, majorMs: 0 }) };
+}

@@ -25,12 +25,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from 'node:inspector/promises';
-import { open, readdir, readFile, rm, mkdir, stat } from 'node:fs/promises';
+import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { constants as perfConstants, monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Coordinator, TaskInput } from '@veil/server';
-import { nowMs } from './common.js';
+import { cpuByThread, cpuByThreadSince, nowMs, observeGcPauses } from './common.js';
 
 /** The build measured: @veil/server, or BENCH_SERVER_MODULE (the index.js of another build, for A/B runs). */
 const serverModule = process.env['BENCH_SERVER_MODULE'];
@@ -73,44 +73,6 @@ async function vmHwm(): Promise<number | null> {
   } catch {
     return null;
   }
-}
-
-// ---------------------------------------------------------------- CPU per thread
-/** Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux, whatever CONFIG_HZ is). */
-const USER_HZ = 100;
-/**
- * CPU (user, system; ms) so far of this process's threads grouped by name: MainThread (JavaScript,
- * the event loop), libuv-worker (the thread pool: file writes, fdatasync, DNS), V8Worker (garbage
- * collection and compilation helpers), others. Read from /proc/self/task/<tid>/stat (fields 14, 15);
- * threads that ended are missing, so the groups may sum to less than process.cpuUsage(). Null off Linux.
- */
-async function cpuByThread(): Promise<Record<string, { user: number; system: number }> | null> {
-  try {
-    const out: Record<string, { user: number; system: number }> = {};
-    for (const tid of await readdir('/proc/self/task')) {
-      const stat = await readFile(`/proc/self/task/${tid}/stat`, 'utf8').catch(() => null);
-      if (stat === null) continue;
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const group = (out[name] ??= { user: 0, system: 0 });
-      group.user += (Number(fields[11]) * 1000) / USER_HZ;
-      group.system += (Number(fields[12]) * 1000) / USER_HZ;
-    }
-    return out;
-  } catch {
-    return null;
-  }
-}
-
-/** `now - before` per thread group (ms). */
-function cpuByThreadSince(
-  before: Record<string, { user: number; system: number }> | null,
-  now: Record<string, { user: number; system: number }> | null,
-): Record<string, { user: number; system: number }> | null {
-  if (before === null || now === null) return null;
-  return Object.fromEntries(
-    Object.entries(now).map(([name, t]) => [name, { user: t.user - (before[name]?.user ?? 0), system: t.system - (before[name]?.system ?? 0) }]),
-  );
 }
 
 // ---------------------------------------------------------------- window profile
@@ -235,17 +197,7 @@ async function buildFingerprint(): Promise<Record<string, string>> {
 let coordinator: Coordinator | null = null;
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 /** Garbage-collection pauses of this process since the task started: count and total ms, by kind. */
-const gc = { count: 0, ms: 0, majorCount: 0, majorMs: 0 };
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    gc.count++;
-    gc.ms += entry.duration;
-    if ((entry as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
-      gc.majorCount++;
-      gc.majorMs += entry.duration;
-    }
-  }
-}).observe({ entryTypes: ['gc'] });
+const { pauses: gc, reset: resetGc } = observeGcPauses();
 
 async function main(): Promise<void> {
   const dataDir = process.env['BENCH_DATA_DIR'];
@@ -385,7 +337,7 @@ async function main(): Promise<void> {
           cpuAtStart = process.cpuUsage();
           threadsAtStart = await cpuByThread();
           eluAtStart = performance.eventLoopUtilization();
-          Object.assign(gc, { count: 0, ms: 0, majorCount: 0, majorMs: 0 });
+          resetGc();
           timelineOrigin = performance.now();
           timeline.length = 0;
           loopDelay.reset();

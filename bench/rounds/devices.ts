@@ -22,19 +22,35 @@
  * request bytes are therefore counted in the download phase and its answer in the phase it arrives
  * in (the totals are exact); the assignment time is when its answer arrived.
  *
+ * The SDK is this tree's build (packages/client-sdk/dist), or the build whose `dist` directory
+ * BENCH_SDK_DIST names (absolute path, inside a tree with node_modules: A/B runs of device SDKs
+ * against the same coordinator and harness). The committee path's modules (custodian, crypto, the
+ * SDK's committee middleware) are loaded only on that path, so that a plaintext device's heap (and
+ * the garbage collector's work on it) holds what a plaintext device app holds.
+ *
+ * Besides the process CPU of the rounds window (release to the end of the device loops), the worker
+ * reports that window's CPU per thread group (MainThread; V8Worker: concurrent marking and JIT
+ * compilation) and its main-thread GC pauses.
+ *
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import net from 'node:net';
-import { certifyDevice, readAuthorityKey } from '@veil/custodian';
-import { generateEd25519KeyPair } from '@veil/crypto';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { float32View } from '@veil/protocol/codec';
-import { createCommitteeEncryption, type CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
-import { createGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
+import type { CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
+import type { createGrpcTransport as CreateGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
 import type { AssignmentResponse, TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
-import { nowMs, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
+import { cpuByThread, cpuByThreadSince, nowMs, observeGcPauses, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
+
+/** The client SDK build the devices run (see the header). */
+const sdkDist = resolve(process.env['BENCH_SDK_DIST'] ?? fileURLToPath(new URL('../../packages/client-sdk/dist', import.meta.url)));
+const sdkModule = <T>(path: string): Promise<T> => import(pathToFileURL(join(sdkDist, path)).href) as Promise<T>;
+const { createGrpcTransport } = await sdkModule<{ createGrpcTransport: typeof CreateGrpcTransport }>('transport/grpc-transport.js');
+const gcPauses = observeGcPauses();
 
 // ---------------------------------------------------------------- process-wide socket accounting (cross-check)
 const processSockets: net.Socket[] = [];
@@ -79,11 +95,15 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   );
   // The coordinator refuses a device's plaintext update sent again in a later round (a replay), so
   // each round's plaintext delta differs in one value; devices of one round share it (that is allowed).
+  // The deltas of the last rounds live in a ring of buffers (a real device's update comes from its
+  // training; the bench's allocation of a fresh copy per round is not device work).
   const byRound = new Map<number, (typeof pool)[number]>();
+  const ring = Array.from({ length: 4 }, () => new Float32Array(delta.length));
   const plaintextFor = (roundNumber: number): (typeof pool)[number] => {
     let entry = byRound.get(roundNumber);
     if (entry === undefined) {
-      const d = delta.slice();
+      const d = ring[roundNumber % ring.length]!;
+      d.set(delta);
       d[roundNumber % d.length] = 2e-3;
       const bytes = new Uint8Array(d.buffer);
       entry = { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
@@ -96,15 +116,23 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     encrypted ? pool[(deviceIndex + roundNumber) % pool.length]! : plaintextFor(roundNumber);
 
   // Committee path: the authority's key (bench stand-in for enrolment) and each device's encryption.
-  const authority = init.committee ? await readAuthorityKey(init.committee.authorityDir) : null;
+  const committeeModules = init.committee
+    ? {
+        custodian: await import('@veil/custodian'),
+        crypto: await import('@veil/crypto'),
+        middleware: await sdkModule<typeof import('../../packages/client-sdk/dist/mods/committee.js')>('mods/committee.js'),
+      }
+    : null;
+  const authority = committeeModules ? await committeeModules.custodian.readAuthorityKey(init.committee!.authorityDir) : null;
   const committees = new Map<number, { encryption: CommitteeEncryption; clientId: string }>();
   const built = new Map<number, Map<number, { bytes: Uint8Array; sha256: string }>>();
   const setUpCommittee = (d: Device, clientId: string, committee: TaskCommittee | null): void => {
-    if (!init.committee) return;
+    if (!init.committee || committeeModules === null) return;
     if (committee === null) throw new Error('the task announced no committee');
-    const deviceKey = generateEd25519KeyPair();
-    const certificate = certifyDevice(authority!, { taskId: init.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey });
-    committees.set(d.index, { encryption: createCommitteeEncryption({ committee, pins: init.committee.pins, deviceId: clientId, deviceKey, certificate }), clientId });
+    const deviceKey = committeeModules.crypto.generateEd25519KeyPair();
+    const certificate = committeeModules.custodian.certifyDevice(authority!, { taskId: init.taskId, deviceId: clientId, devicePublicKey: deviceKey.publicKey });
+    const encryption = committeeModules.middleware.createCommitteeEncryption({ committee, pins: init.committee.pins, deviceId: clientId, deviceKey, certificate });
+    committees.set(d.index, { encryption, clientId });
   };
   /** Builds device d's committee upload for a round with the SDK's middleware, timed (wall and this process's CPU). */
   const buildCommittee = async (d: Device, roundNumber: number): Promise<{ bytes: Uint8Array; sha256: string }> => {
@@ -227,6 +255,8 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   });
   send({ type: 'joined', clientIds: devices.map((d) => d.report.clientId) });
   await go;
+  const threadsAtGo = await cpuByThread();
+  gcPauses.reset();
   const cpuAtGo = process.cpuUsage();
   let profiler: Session | null = null;
   if (init.roundsCpuProfileFile !== undefined) {
@@ -366,6 +396,8 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   };
   await Promise.all(devices.map((d) => loop(d)));
   const roundsCpu = process.cpuUsage(cpuAtGo);
+  const roundsGcPauses = { ...gcPauses.pauses };
+  const roundsCpuByThreadMs = cpuByThreadSince(threadsAtGo, await cpuByThread());
   if (profiler !== null) {
     const { profile } = await profiler.post('Profiler.stop');
     await writeFile(init.roundsCpuProfileFile!, JSON.stringify(profile));
@@ -385,6 +417,9 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     peakRss: process.resourceUsage().maxRSS * 1024,
     cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000,
     roundsCpuMs: (roundsCpu.user + roundsCpu.system) / 1000,
+    roundsCpuByThreadMs,
+    roundsGcPauses,
+    sdkDist,
   };
   process.send?.(done, () => process.exit(0));
 }
