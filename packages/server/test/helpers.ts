@@ -342,9 +342,18 @@ export interface Device extends Disposable {
   close(): void;
 }
 
-/** Enrols a device with `secret` (default: the coordinator's enrolment secret). */
-export async function joinDevice(coordinator: Coordinator, taskId: string, name: string, secret = coordinator.enrolmentSecret ?? ''): Promise<Device> {
-  const transport = createGrpcTransport({ address: coordinator.grpcAddress, callTimeoutMs: 20_000 });
+/**
+ * Enrols a device with `secret` (default: the coordinator's enrolment secret), connecting to
+ * `address` (default the coordinator's gRPC address; e.g. a proxy in front of it).
+ */
+export async function joinDevice(
+  coordinator: Coordinator,
+  taskId: string,
+  name: string,
+  secret = coordinator.enrolmentSecret ?? '',
+  address = coordinator.grpcAddress,
+): Promise<Device> {
+  const transport = createGrpcTransport({ address, callTimeoutMs: 20_000 });
   let joined: JoinResult;
   try {
     joined = await transport.join({ taskId, enrolmentSecret: secret, clientName: name });

@@ -17,6 +17,7 @@ import {
   createTinyTask,
   expectedFedAvg,
   fetchWeights,
+  joinDevice,
   joinDevices,
   maxAbsDiff,
   pattern,
@@ -27,12 +28,14 @@ import {
   type Device,
   type TestCoordinator,
 } from './helpers.js';
+import { FRAME, recordFrames } from './http2-frames.js';
+import { SERVER_STREAM_WINDOW_BYTES } from '../src/grpc/federation-service.js';
 
-/** Large enough that an update (200 kB) is several HTTP/2 flow-control windows (64 KiB). */
+/** An update of 200 kB: a payload of many HTTP/2 DATA frames (16 KiB each). */
 const PARAMETERS = 50_000;
-const model = (base: Float32Array) => ({
+const model = (base: Float32Array, parameters = PARAMETERS) => ({
   topology: { class_name: 'Sequential', config: { name: 'budget', layers: [] } },
-  weightSpecs: [{ name: 'w', shape: [PARAMETERS], dtype: 'float32' }],
+  weightSpecs: [{ name: 'w', shape: [parameters], dtype: 'float32' }],
   weightsBase64: Buffer.from(float32ToBytes(base)).toString('base64'),
 });
 
@@ -155,6 +158,43 @@ describe('transfer budgets', () => {
     expect(maxAbsDiff(weights, expectedFedAvg(base, updates))).toBeLessThan(1e-6);
     // The abandoned attempts left nothing behind: one stored update per device.
     expect((await storedUpdateFiles(storage.dataDir)).filter((f) => f.startsWith(a.roundId))).toHaveLength(3);
+  });
+
+  test('an upload queued for the budget holds at most about one stream window (1 MiB) at the coordinator; the rest of it stays on the device', async () => {
+    const { coordinator, rest } = env;
+    // A 2.4 MB update: more than twice the coordinator's stream window.
+    const parameters = 600_000;
+    const base = pattern(parameters, 11);
+    const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 2, minAvailableClients: 2, model: model(base, parameters) }, base);
+    await using proxy = await recordFrames(coordinator.grpcAddress);
+    using holder = await joinDevice(coordinator, taskId, 'window-holder');
+    using waiter = await joinDevice(coordinator, taskId, 'window-waiter', undefined, proxy.address);
+    const [a] = await Promise.all([holder.nextAssignment(), waiter.nextAssignment()]);
+    const holding = stalledUpload(env, holder.credential, pattern(parameters, 12), 10);
+    await logged(holder.clientId, 'upload admitted');
+
+    const mark = proxy.frames.length;
+    const delta = pattern(parameters, 13);
+    const waiting = waiter.submit(a!, delta, 30);
+    await logged(waiter.clientId, 'upload waiting for the transfer budget');
+    /** DATA bytes the waiting device has sent on its upload stream so far. */
+    const sent = (): number => {
+      const data = proxy.frames.slice(mark).filter((f) => f.direction === 'up' && f.type === FRAME.DATA);
+      const stream = Math.max(...data.map((f) => f.streamId));
+      return data.filter((f) => f.streamId === stream).reduce((n, f) => n + f.length, 0);
+    };
+    // The device sends ahead up to the window, then stops: the coordinator reads nothing while the upload waits.
+    while (sent() < SERVER_STREAM_WINDOW_BYTES) await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const held = sent();
+    // Measured: exactly the window (the header message included); one 16 KiB frame of slack.
+    expect(held).toBeLessThanOrEqual(SERVER_STREAM_WINDOW_BYTES + 16 * 1024);
+    expect(held).toBeLessThan(delta.byteLength / 2);
+
+    // Once the holder goes, the waiting upload is read through and counted.
+    holding.cancel();
+    expect((await waiting).acceptedCount).toBe(1);
+    expect(sent()).toBeGreaterThan(delta.byteLength);
   });
 
   test('downloads wait for the one in progress; a device that stops reading and vanishes frees the budget', async () => {

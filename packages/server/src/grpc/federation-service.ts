@@ -1,4 +1,5 @@
 import { createHash, hash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import {
@@ -605,20 +606,63 @@ export interface GrpcServerHandle {
 export const SERVER_MAX_FRAME_BYTES = MAX_CHUNK_BYTES;
 
 /**
- * Lets devices send DATA frames up to {@link SERVER_MAX_FRAME_BYTES} instead of HTTP/2's default
- * 16 KiB (RFC 9113 Sec. 6.5.2): an upload then reaches the coordinator in a few frames (each
- * stream's 64 KiB window still bounds how much it sends ahead), not 25 per 400 kB, and each frame
- * costs a callback through Node's HTTP/2 stream and grpc-js's decoder. bench:rounds at 1,000
- * clients: device processes' CPU 17-19 s -> 15.5-15.8 s.
- * grpc-js (1.14) has no option for the settings it announces besides max_concurrent_streams; it
- * reads them from `commonServerOptions.settings` when it binds. Should a grpc-js version drop that
- * field, the default frame size applies (slower, nothing else changes), and the transport test
- * that reads the announced settings fails.
+ * HTTP/2 receive window of each stream the coordinator announces (SETTINGS_INITIAL_WINDOW_SIZE,
+ * RFC 9113 Sec. 6.9.2): one chunk, so an update of up to 1 MiB reaches the coordinator in one
+ * flight. With HTTP/2's default of 65,535 bytes a device sent 64 KiB of a 400 kB update, then
+ * waited for a WINDOW_UPDATE, 6-7 times per upload, each wait a wake-up of the coordinator's busy
+ * event loop (seen through a frame-recording proxy, test/grpc-settings.test.ts).
+ *
+ * Memory: it is also what a device may send on a stream that the coordinator does not read. Node
+ * delivers every received byte of a stream to its reader, and replenishes the stream's window
+ * only as the reader consumes; an upload held between its header and its admission to the upload
+ * budget (holdReads) therefore holds at most this many bytes (was 64 KiB). Held uploads are
+ * those whose header is being checked (a device credential is needed to get past the first check)
+ * and those queued for the budget, at most `maxUploadStreamsPerDevice` per device: the worst
+ * case is the upload budget plus 1 MiB per queued upload, and a queued honest update of up to
+ * 1 MiB is simply received ahead of its turn.
  */
-function allowLargeFrames(server: grpc.Server): void {
-  const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } };
-  if (internals.commonServerOptions === undefined) return;
-  internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, maxFrameSize: SERVER_MAX_FRAME_BYTES };
+export const SERVER_STREAM_WINDOW_BYTES = MAX_CHUNK_BYTES;
+
+/**
+ * HTTP/2 receive window of each connection (raised with a WINDOW_UPDATE on stream 0 as the
+ * connection opens; no setting can announce it). Node consumes the connection window as data
+ * arrives, whether or not a stream reads it, so it bounds no memory: it only must not throttle a
+ * connection carrying several uploads at once (devices of one process can share a connection).
+ */
+export const SERVER_CONNECTION_WINDOW_BYTES = 16 * SERVER_STREAM_WINDOW_BYTES;
+
+/**
+ * Sets what the coordinator announces on each HTTP/2 connection: DATA frames up to
+ * {@link SERVER_MAX_FRAME_BYTES} (HTTP/2's default is 16 KiB, RFC 9113 Sec. 6.5.2; Node's own
+ * sender, i.e. the SDK and grpc-js, still sends frames of 16 KiB whatever the peer allows, other
+ * gRPC stacks use larger ones), the stream window {@link SERVER_STREAM_WINDOW_BYTES}, and raises
+ * each connection's window to {@link SERVER_CONNECTION_WINDOW_BYTES}.
+ * grpc-js (1.14) has no option for any of these (besides max_concurrent_streams): it reads the
+ * settings from `commonServerOptions.settings` and builds each listener's http2 server in
+ * `createHttp2Server`. Should a grpc-js version drop either, HTTP/2's defaults apply (slower,
+ * nothing else changes), and the transport test that reads the announced settings fails.
+ */
+function tuneHttp2(server: grpc.Server): void {
+  const internals = server as unknown as {
+    commonServerOptions?: { settings?: Record<string, unknown> };
+    createHttp2Server?: (credentials: grpc.ServerCredentials) => http2.Http2Server | http2.Http2SecureServer;
+  };
+  if (internals.commonServerOptions !== undefined) {
+    internals.commonServerOptions.settings = {
+      ...internals.commonServerOptions.settings,
+      maxFrameSize: SERVER_MAX_FRAME_BYTES,
+      initialWindowSize: SERVER_STREAM_WINDOW_BYTES,
+    };
+  }
+  const create = internals.createHttp2Server;
+  if (typeof create !== 'function') return;
+  internals.createHttp2Server = (credentials) => {
+    const http2Server = create.call(server, credentials);
+    http2Server.on('session', (session: http2.ServerHttp2Session) => {
+      if (!session.destroyed) session.setLocalWindowSize(SERVER_CONNECTION_WINDOW_BYTES);
+    });
+    return http2Server;
+  };
 }
 
 /** Starts the gRPC server with the protocol's message limits and keep-alives for many long-lived devices. */
@@ -672,7 +716,7 @@ export async function startGrpcServer(handlers: FederationServiceHandlers, optio
     'grpc.max_connection_idle_ms': limits.maxConnectionIdleMs,
     ...(limits.maxConnectionAgeMs > 0 && { 'grpc.max_connection_age_ms': limits.maxConnectionAgeMs, 'grpc.max_connection_age_grace_ms': 60_000 }),
   });
-  allowLargeFrames(server);
+  tuneHttp2(server);
   server.addService(federationServiceDefinition(), handlers as unknown as grpc.UntypedServiceImplementation);
   let credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure();
   if (options.tls !== undefined) {
