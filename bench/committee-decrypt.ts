@@ -6,7 +6,10 @@
  * round collects) run alternately from this tree and, with --base, from another tree's sources
  * (e.g. a worktree of main from before a change). Both must decrypt the same average.
  *
- *   npx tsx bench/committee-decrypt.ts [--devices 10] [--values 100000] [--runs 40] [--base /work/ab-base]
+ * With --pool, a third variant 'pool' decrypts through this tree's worker pool (createDecryptPool:
+ * the polynomials spread over worker threads; its process CPU includes the workers').
+ *
+ *   npx tsx bench/committee-decrypt.ts [--devices 10] [--values 100000] [--runs 40] [--base /work/ab-base] [--pool] [--threads 1]
  *
  * Prints ONE JSON object on stdout: per variant the median wall and process-CPU ms.
  */
@@ -17,14 +20,18 @@ import { parseArgs } from 'node:util';
 import * as current from '../packages/crypto/src/index.js';
 
 const { values: args } = parseArgs({
-  options: { devices: { type: 'string' }, values: { type: 'string' }, runs: { type: 'string' }, base: { type: 'string' } },
+  options: { devices: { type: 'string' }, values: { type: 'string' }, runs: { type: 'string' }, base: { type: 'string' }, pool: { type: 'boolean' }, threads: { type: 'string' } },
 });
 const devices = Number(args.devices ?? 10);
 const valueCount = Number(args.values ?? 100_000);
 const runs = Number(args.runs ?? 40);
 type Crypto = typeof current;
-const variants: [string, Crypto][] = [['current', current]];
-if (args.base !== undefined) variants.push(['base', (await import(join(args.base, 'packages/crypto/src/index.ts'))) as Crypto]);
+type Decrypt = (lib: Crypto, options: Parameters<Crypto['decryptSum']>[0]) => Promise<ReturnType<Crypto['decryptSum']>>;
+const inThread: Decrypt = async (lib, options) => lib.decryptSum(options);
+const variants: [string, Crypto, Decrypt][] = [['current', current, inThread]];
+if (args.base !== undefined) variants.push(['base', (await import(join(args.base, 'packages/crypto/src/index.ts'))) as Crypto, inThread]);
+const pool = args.pool === true ? current.createDecryptPool(args.threads === undefined ? {} : { threads: Number(args.threads) }) : null;
+if (pool !== null) variants.push(['pool', current, async (_lib, options) => pool.decryptSum(options)]);
 
 const authority = current.generateEd25519KeyPair();
 const custodians = Array.from({ length: 3 }, () => current.generateCustodianKeys());
@@ -62,11 +69,11 @@ const wall: Record<string, number[]> = {};
 const cpu: Record<string, number[]> = {};
 const means: Record<string, Float32Array> = {};
 for (let r = 0; r < runs + 2; r++) {
-  for (const [name, lib] of r % 2 === 0 ? variants : [...variants].reverse()) {
+  for (const [name, lib, decrypt] of r % 2 === 0 ? variants : [...variants].reverse()) {
     const started = performance.now();
     const cpuStart = process.cpuUsage();
     const secretSum = lib.reconstructCentred([1, 2].map((index) => ({ index, share: shareSums[index - 1]! })), 2);
-    const out = lib.decryptSum({ descriptorHash, round, roundSeed, publicPolynomials, encoding: descriptor.encoding, valueCount, c0Sum, secretSum, count: devices });
+    const out = await decrypt(lib, { descriptorHash, round, roundSeed, publicPolynomials, encoding: descriptor.encoding, valueCount, c0Sum, secretSum, count: devices });
     secretSum.fill(0);
     const used = process.cpuUsage(cpuStart);
     if (r < 2) continue; // warm-up
@@ -75,6 +82,8 @@ for (let r = 0; r < runs + 2; r++) {
     means[name] = out.mean;
   }
 }
+const poolThreads = pool?.threads ?? null;
+await pool?.close();
 const reference = means['current']!;
 for (const [name, mean] of Object.entries(means)) {
   if (mean.length !== reference.length || mean.some((v, i) => v !== reference[i])) throw new Error(`${name} decrypted another average than current`);
@@ -86,6 +95,7 @@ process.stdout.write(
     values: valueCount,
     runs,
     base: args.base ?? null,
+    poolThreads,
     reconstructDecryptMsMedian: Object.fromEntries(Object.entries(wall).map(([k, v]) => [k, median(v)])),
     reconstructDecryptCpuMsMedian: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, median(v)])),
     sameAverage: true,

@@ -173,6 +173,8 @@ export {
   restoreC0Accumulator,
   decryptSum,
 } from './committee/rlwe.js';
+export { createDecryptPool } from './committee/decrypt-pool.js';
+export type { DecryptPool, DecryptPoolOptions } from './committee/decrypt-pool.js';
 export { C0_BITS, isC0Bits } from './committee/compress.js';
 export type { C0Bits } from './committee/compress.js';
 export type {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { readCoordinatorKeyMaterial } from '@veil/crypto';
+import { createDecryptPool, readCoordinatorKeyMaterial, type DecryptPool } from '@veil/crypto';
 import { committeeChannelCredentials, createCommitteeClient, readRequestSigner, watchTlsFiles, type WatchedTlsFiles } from '@veil/custodian';
 import { createBlobStore } from './blobs/blob-store.js';
 import type { CoordinatorConfig } from './config/config.js';
@@ -110,9 +110,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     committeeTls = await watchTlsFiles({ files: { caFile, certFile, keyFile }, role: 'client', logger: logger.child({ component: 'committee-client' }), pollIntervalMs: reloadIntervalMs });
   }
   const committeeCredentials = committeeChannelCredentials(committeeTls);
+  // Committee rounds' decryptions, spread over worker threads (started now, ended on close).
+  let decryptPool: DecryptPool | null = null;
   if (config.committeeRequestKey !== undefined) {
     const signer = await readRequestSigner(config.committeeRequestKey);
     const committeeLog = logger.child({ component: 'committee-client' });
+    const pool = (decryptPool = createDecryptPool());
     committee = {
       open: (descriptor, descriptorSignature) => {
         const client = createCommitteeClient({
@@ -123,14 +126,19 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
           tls: committeeCredentials,
           logger: committeeLog,
         });
-        return { collect: (request) => client.collect(request), stage: (round) => client.stage(round), close: () => client.close() };
+        return {
+          collect: (request) => client.collect(request),
+          stage: (round) => client.stage(round),
+          decrypt: (request) => pool.decryptSum(request),
+          close: () => client.close(),
+        };
       },
     };
-    logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64') }, 'committee request key loaded');
+    logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64'), decryptThreads: pool.threads }, 'committee request key loaded');
   }
 
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
-  const cleanup: Array<() => Promise<void>> = [() => db.close(), async () => committeeTls?.close()];
+  const cleanup: Array<() => Promise<void>> = [() => db.close(), async () => committeeTls?.close(), async () => decryptPool?.close()];
   const closeAll = async (): Promise<void> => {
     for (const fn of cleanup.reverse()) await fn().catch((error) => logger.error({ err: error }, 'shutdown step failed'));
   };

@@ -252,38 +252,55 @@ export interface FixedMultiplier {
   mul(a: Float64Array, out: Float64Array): void;
   /** Zeroes the precomputed factor (it may be secret, e.g. NTT(S_D)). */
   erase(): void;
+  /**
+   * The precomputed factor, {@link FIXED_MULTIPLIER_LIMBS} values [b | b0 | b1 | b/q]: the storage
+   * given to {@link createFixedMultiplier} (e.g. shared memory a worker thread wraps again with
+   * {@link fixedMultiplierOf}), or its own.
+   */
+  readonly limbs: Float64Array;
 }
 
-/**
- * Precomputes a fixed factor b (N coefficients in [0, q), NTT domain), scaled by N^-1 mod q when
- * `inverseN` (then INTT(a ⊙ b) = {@link nttInverseUnscaled}(a ⊙ b')).
- */
-export function createFixedMultiplier(b: Float64Array, options: { inverseN?: boolean } = {}): FixedMultiplier {
-  if (b.length !== N) throw new CryptoError('invalid_argument', `a fixed factor must have ${N} coefficients`);
-  const n = TABLES.nInv;
-  const w = new Float64Array(N);
-  const w0 = new Float64Array(N);
-  const w1 = new Float64Array(N);
-  const wq = new Float64Array(N);
-  for (let k = 0; k < N; k++) {
-    const v = options.inverseN === true ? mulTwiddle(b[k]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!) : b[k]!;
-    w[k] = v;
-    w1[k] = Math.floor(v / TWO26);
-    w0[k] = v - w1[k]! * TWO26;
-    wq[k] = v / Q;
-  }
+/** Length of {@link FixedMultiplier.limbs}: 4N. */
+export const FIXED_MULTIPLIER_LIMBS = 4 * N;
+
+/** Wraps limbs precomputed by {@link createFixedMultiplier} (not copied: `erase` zeroes them). */
+export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
+  if (limbs.length !== FIXED_MULTIPLIER_LIMBS) throw new CryptoError('invalid_argument', `a fixed factor's limbs are ${FIXED_MULTIPLIER_LIMBS} values`);
+  const w = limbs.subarray(0, N);
+  const w0 = limbs.subarray(N, 2 * N);
+  const w1 = limbs.subarray(2 * N, 3 * N);
+  const wq = limbs.subarray(3 * N, 4 * N);
   return {
     mul(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
       for (let k = 0; k < N; k++) out[k] = mulTwiddle(a[k]!, w[k]!, w0[k]!, w1[k]!, wq[k]!);
     },
     erase() {
-      w.fill(0);
-      w0.fill(0);
-      w1.fill(0);
-      wq.fill(0);
+      limbs.fill(0);
     },
+    limbs,
   };
+}
+
+/**
+ * Precomputes a fixed factor b (N coefficients in [0, q), NTT domain), scaled by N^-1 mod q when
+ * `inverseN` (then INTT(a ⊙ b) = {@link nttInverseUnscaled}(a ⊙ b')), into `limbs` when given
+ * ({@link FIXED_MULTIPLIER_LIMBS} values), else into storage of its own.
+ */
+export function createFixedMultiplier(b: Float64Array, options: { inverseN?: boolean; limbs?: Float64Array } = {}): FixedMultiplier {
+  if (b.length !== N) throw new CryptoError('invalid_argument', `a fixed factor must have ${N} coefficients`);
+  const n = TABLES.nInv;
+  const multiplier = fixedMultiplierOf(options.limbs ?? new Float64Array(FIXED_MULTIPLIER_LIMBS));
+  const { limbs } = multiplier;
+  for (let k = 0; k < N; k++) {
+    const v = options.inverseN === true ? mulTwiddle(b[k]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!) : b[k]!;
+    const v1 = Math.floor(v / TWO26);
+    limbs[k] = v;
+    limbs[N + k] = v - v1 * TWO26;
+    limbs[2 * N + k] = v1;
+    limbs[3 * N + k] = v / Q;
+  }
+  return multiplier;
 }
 
 /** out[k] = a[k] · b[k] mod q (pointwise product of two NTT-domain polynomials). */

@@ -28,6 +28,7 @@ import {
   addPacked44,
   createFixedMultiplier,
   derivePublicPolynomialNtt,
+  type FixedMultiplier,
   nttForward,
   nttInverseUnscaled,
   pack44,
@@ -361,76 +362,170 @@ export interface DecryptedAggregate {
  * [|D|, |D|·weightCap], a secret-sum coefficient above |D| (a non-ternary secret) or a decoded
  * value beyond what |D| clipped updates can produce — what inconsistent shares or a wrong share
  * sum look like (a wrong S_D leaves a·(S' - S_D), uniform mod q, in every slot).
+ * (decrypt-pool.ts runs the same steps with the polynomials after the first spread over worker threads.)
  */
 export function decryptSum(options: DecryptSumOptions): DecryptedAggregate {
+  const decryption = beginDecryption(options);
+  try {
+    const work = new Float64Array(N);
+    try {
+      decryptPolynomials(decryption.job, decryption.multiplier, work);
+    } finally {
+      work.fill(0);
+    }
+    return decryption.result();
+  } finally {
+    decryption.erase();
+  }
+}
+
+/**
+ * Polynomials [from, to) of a decryption, as plain data (a worker thread gets it in a message):
+ * everything fixed once polynomial 0 has given the weight sum.
+ */
+export interface PolynomialDecryptionJob extends RoundBinding {
+  readonly from: number;
+  readonly to: number;
+  readonly valueCount: number;
+  /** |D|. */
+  readonly count: number;
+  readonly deltaBits: number;
+  readonly step: number;
+  readonly maxAbsLevel: number;
+  readonly weightCap: number;
+  /** Σ c0 of polynomials [from, to) (c0Sum[0] is coefficient 0 of polynomial `from`). */
+  readonly c0Sum: Float64Array;
+  /** â_l for l = from, from + 1, …; any missing is derived. */
+  readonly publicPolynomials: readonly Float64Array[];
+  /** The outputs, whole (valueCount values each); the job writes the slots of its polynomials. */
+  readonly levelSums: Float64Array;
+  readonly mean: Float32Array;
+  /** Σ w from polynomial 0's weight slot; set by the job that decrypts polynomial 0, read by the others. */
+  weightSum: number;
+}
+
+/**
+ * Decrypts and decodes polynomials [job.from, job.to) with a·S_D = INTT(â ⊙ NTT(S_D)·N^-1)
+ * (`multiplier` holds NTT(S_D)·N^-1), checking each as it goes (polynomial 0: count and weight
+ * slots, then every value within the clip range and every padding slot zero). Throws the first
+ * refusal in polynomial order. `work`: N scratch values, left dirty (the caller erases it).
+ */
+export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: FixedMultiplier, work: Float64Array): void {
+  const { from, to, count, valueCount, c0Sum, step, maxAbsLevel, weightCap } = job;
+  const inverseDelta = 1 / deltaOf(job.deltaBits);
+  // Slots: 0 count, 1 weight (both in polynomial 0), then the values, then zero padding (in the
+  // last polynomial). Each polynomial is checked and decoded into the outputs as it is decrypted.
+  const valuesEnd = COMMITTEE_HEADER_SLOTS + valueCount;
+  const { levelSums, mean } = job;
+  let limit = job.weightSum * maxAbsLevel;
+  for (let l = from; l < to; l++) {
+    const aHat = job.publicPolynomials[l - from] ?? derivePublicPolynomialNtt(job.descriptorHash, job.round, job.roundSeed, l);
+    if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
+    multiplier.mul(aHat, work);
+    nttInverseUnscaled(work);
+    const base = l * N;
+    const offset = (l - from) * N;
+    for (let k = 0; k < N; k++) {
+      // c0 + a·S_D in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
+      let v = c0Sum[offset + k]! + work[k]!;
+      v -= Q * +(v >= Q);
+      work[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
+    }
+    if (l === 0) {
+      if (work[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${work[0]}, expected |D| = ${count}`);
+      const weightSum = work[1]!;
+      if (!(weightSum >= count && weightSum <= count * weightCap)) {
+        throw new CryptoError('integrity_check_failed', `the weight slot decrypted to ${weightSum}, outside [${count}, ${count * weightCap}]`);
+      }
+      job.weightSum = weightSum;
+      limit = weightSum * maxAbsLevel;
+    }
+    const weightSum = job.weightSum;
+    const end = Math.min(base + N, valuesEnd);
+    for (let slot = Math.max(base, COMMITTEE_HEADER_SLOTS); slot < end; slot++) {
+      const v = work[slot - base]!;
+      const i = slot - COMMITTEE_HEADER_SLOTS;
+      if (v > limit || v < -limit) throw new CryptoError('integrity_check_failed', `value ${i} decrypted beyond the clip range`);
+      levelSums[i] = v;
+      mean[i] = (v * step) / weightSum;
+    }
+    for (let slot = Math.max(base, valuesEnd); slot < base + N; slot++) {
+      if (work[slot - base] !== 0) throw new CryptoError('integrity_check_failed', 'a padding slot decrypted to a non-zero value');
+    }
+  }
+}
+
+/** Where a decryption's outputs and its secret factor live (decrypt-pool.ts gives shared memory). */
+export interface DecryptionStorage {
+  /** {@link FIXED_MULTIPLIER_LIMBS} values for NTT(S_D)·N^-1; erased by {@link Decryption.erase}. */
+  readonly limbs: Float64Array;
+  /** valueCount values each. */
+  readonly levelSums: Float64Array;
+  readonly mean: Float32Array;
+}
+
+/** A decryption under way: the job of all its polynomials, the secret factor, the result once done. */
+export interface Decryption {
+  /** Polynomials [0, polynomialCount(valueCount)); split it with `from`/`to` (the first polynomial first: it sets weightSum). */
+  readonly job: PolynomialDecryptionJob;
+  readonly multiplier: FixedMultiplier;
+  /** The aggregate, once every polynomial is decrypted. */
+  result(): DecryptedAggregate;
+  /** Zeroes NTT(S_D)·N^-1. */
+  erase(): void;
+}
+
+/**
+ * Checks a decryption's inputs and precomputes NTT(S_D)·N^-1 (into `storage.limbs` when given):
+ * the steps of {@link decryptSum} before its per-polynomial loop.
+ */
+export function beginDecryption(options: DecryptSumOptions, storage?: DecryptionStorage): Decryption {
   const { count, valueCount } = options;
   const polys = polynomialCount(valueCount);
   if (options.c0Sum.length !== polys * N) throw new CryptoError('invalid_argument', 'c0Sum has the wrong length');
   if (options.secretSum.length !== N) throw new CryptoError('invalid_argument', `secretSum must have ${N} coefficients`);
   if (!Number.isSafeInteger(count) || count < 1) throw new CryptoError('invalid_argument', 'count must be >= 1');
   const quantization = quantizationOf(options.encoding);
-  const delta = deltaOf(options.encoding.deltaBits);
+  deltaOf(options.encoding.deltaBits);
   const sHat = new Float64Array(N);
-  for (let k = 0; k < N; k++) {
-    const v = options.secretSum[k]!;
-    if (v > count || v < -count) {
-      sHat.fill(0);
-      throw new CryptoError('integrity_check_failed', 'the reconstructed secret sum exceeds |D|: inconsistent shares or answers');
-    }
-    sHat[k] = toResidueQ(v);
-  }
-  nttForward(sHat);
-  // NTT(S_D)·N^-1 with its limbs precomputed once: per polynomial one product pass and an
-  // unscaled inverse NTT give a·S_D.
-  const sTimes = createFixedMultiplier(sHat, { inverseN: true });
-  sHat.fill(0);
-  const work = new Float64Array(N);
-  const { c0Sum } = options;
-  const inverseDelta = 1 / delta;
-  const { step, maxAbsLevel, weightCap } = quantization;
-  // Slots: 0 count, 1 weight (both in polynomial 0), then the values, then zero padding (in the
-  // last polynomial). Each polynomial is checked and decoded into the outputs as it is decrypted.
-  const valuesEnd = COMMITTEE_HEADER_SLOTS + valueCount;
-  const levelSums = new Float64Array(valueCount);
-  const mean = new Float32Array(valueCount);
-  let weightSum = 0;
-  let limit = 0;
+  let multiplier: FixedMultiplier;
   try {
-    for (let l = 0; l < polys; l++) {
-      const aHat = options.publicPolynomials?.[l] ?? derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
-      if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
-      sTimes.mul(aHat, work);
-      nttInverseUnscaled(work);
-      const base = l * N;
-      for (let k = 0; k < N; k++) {
-        // c0 + a·S_D in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
-        let v = c0Sum[base + k]! + work[k]!;
-        v -= Q * +(v >= Q);
-        work[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
+    for (let k = 0; k < N; k++) {
+      const v = options.secretSum[k]!;
+      if (v > count || v < -count) {
+        throw new CryptoError('integrity_check_failed', 'the reconstructed secret sum exceeds |D|: inconsistent shares or answers');
       }
-      if (l === 0) {
-        if (work[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${work[0]}, expected |D| = ${count}`);
-        weightSum = work[1]!;
-        if (!(weightSum >= count && weightSum <= count * weightCap)) {
-          throw new CryptoError('integrity_check_failed', `the weight slot decrypted to ${weightSum}, outside [${count}, ${count * weightCap}]`);
-        }
-        limit = weightSum * maxAbsLevel;
-      }
-      const to = Math.min(base + N, valuesEnd);
-      for (let slot = Math.max(base, COMMITTEE_HEADER_SLOTS); slot < to; slot++) {
-        const v = work[slot - base]!;
-        const i = slot - COMMITTEE_HEADER_SLOTS;
-        if (v > limit || v < -limit) throw new CryptoError('integrity_check_failed', `value ${i} decrypted beyond the clip range`);
-        levelSums[i] = v;
-        mean[i] = (v * step) / weightSum;
-      }
-      for (let slot = Math.max(base, valuesEnd); slot < base + N; slot++) {
-        if (work[slot - base] !== 0) throw new CryptoError('integrity_check_failed', 'a padding slot decrypted to a non-zero value');
-      }
+      sHat[k] = toResidueQ(v);
     }
+    nttForward(sHat);
+    // NTT(S_D)·N^-1 with its limbs precomputed once: per polynomial one product pass and an
+    // unscaled inverse NTT give a·S_D.
+    multiplier = createFixedMultiplier(sHat, { inverseN: true, ...(storage !== undefined && { limbs: storage.limbs }) });
   } finally {
-    sTimes.erase();
-    work.fill(0);
+    sHat.fill(0);
   }
-  return { count, weightSum, levelSums, mean };
+  const job: PolynomialDecryptionJob = {
+    descriptorHash: options.descriptorHash,
+    round: options.round,
+    roundSeed: options.roundSeed,
+    from: 0,
+    to: polys,
+    valueCount,
+    count,
+    deltaBits: options.encoding.deltaBits,
+    step: quantization.step,
+    maxAbsLevel: quantization.maxAbsLevel,
+    weightCap: quantization.weightCap,
+    c0Sum: options.c0Sum,
+    publicPolynomials: options.publicPolynomials ?? [],
+    levelSums: storage?.levelSums ?? new Float64Array(valueCount),
+    mean: storage?.mean ?? new Float32Array(valueCount),
+    weightSum: 0,
+  };
+  return {
+    job,
+    multiplier,
+    result: () => ({ count, weightSum: job.weightSum, levelSums: job.levelSums, mean: job.mean }),
+    erase: () => multiplier.erase(),
+  };
 }

@@ -34,6 +34,7 @@ import {
   polynomialCount,
   reconstructCentred,
   type DecryptedAggregate,
+  type DecryptSumOptions,
   verifyCommitteeUpload,
   type C0Accumulator,
   type SignedCustodianAnswer,
@@ -91,6 +92,11 @@ export interface CommitteeTask {
   readonly stage?: (round: number) => CommitteeStaging;
   /** Unix ms for certificate expiry. Default Date.now. */
   readonly clock?: () => number;
+  /**
+   * Decrypts the round's sum: @veil/crypto `decryptSum`, or the same spread over worker threads
+   * (`createDecryptPool`, injected by the app). Default: `decryptSum` in this thread.
+   */
+  readonly decrypt?: (options: DecryptSumOptions) => Promise<DecryptedAggregate>;
 }
 
 /**
@@ -322,7 +328,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       try {
         secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
         precomputing = false;
-        const decrypted = decryptSum({
+        const decryptOptions: DecryptSumOptions = {
           descriptorHash,
           round,
           roundSeed,
@@ -332,7 +338,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           c0Sum: prepared?.count === sum.count ? prepared.c0Sum : sum.sum(),
           secretSum,
           count: devices.length,
-        });
+        };
+        const decrypted = task.decrypt === undefined ? decryptSum(decryptOptions) : await task.decrypt(decryptOptions);
         const weights = bytesToFloat32(current.bytes);
         if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
         const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);

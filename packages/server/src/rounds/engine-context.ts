@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Rng } from '../aggregation/strategy.js';
 import type { StrategyRegistry } from '../aggregation/registry.js';
-import type { CommitteeCollect, CommitteeStaging } from '../aggregation/committee-aggregator.js';
+import type { CommitteeCollect, CommitteeStaging, CommitteeTask } from '../aggregation/committee-aggregator.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { CoordinatorKeyMaterial } from '@veil/crypto';
 import type { Round, TaskStatus } from './model.js';
@@ -24,7 +24,13 @@ export interface EngineEvents {
 
 /** Connects the engine to a committee task's custodians. */
 export interface CommitteeConnector {
-  open(descriptor: Uint8Array, descriptorSignature: Uint8Array): { collect: CommitteeCollect; stage?: (round: number) => CommitteeStaging; close(): Promise<void> };
+  open(descriptor: Uint8Array, descriptorSignature: Uint8Array): {
+    collect: CommitteeCollect;
+    stage?: (round: number) => CommitteeStaging;
+    /** The round's decryption (absent: @veil/crypto decryptSum in the engine's thread). */
+    decrypt?: CommitteeTask['decrypt'];
+    close(): Promise<void>;
+  };
 }
 
 /**
