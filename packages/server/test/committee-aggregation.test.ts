@@ -251,6 +251,41 @@ describe('committee aggregation with real custodians', () => {
     await all.close();
   }, 120_000);
 
+  it('startFinish asks the committee while the move to AGGREGATING commits and finish uses that request; killed before the move was durable, a rebuild from the stored updates asks the same D and gets the same answers and model', async () => {
+    const round = 6;
+    const { payloads } = await devicesForRound(round, 5);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const asked: number[] = [];
+    const inner = task(all);
+    const t: CommitteeTask = { ...inner, collect: (request) => (asked.push(request.devices.length), inner.collect(request)) };
+    // Below the task's minimum |D| nothing is asked early (finish refuses such a round before asking).
+    const few = createCommitteeAggregator(t, round, VALUES);
+    for (const { clientId, payload } of payloads.slice(0, 3)) few.add(clientId, 1, payload);
+    few.startFinish!();
+    expect(asked).toEqual([]);
+    few.dispose();
+
+    const aggregator = createCommitteeAggregator(t, round, VALUES);
+    for (const { clientId, payload } of payloads) aggregator.add(clientId, 1, checkCommitteeUpload(t, round, VALUES, clientId, payload));
+    aggregator.prepare!();
+    aggregator.startFinish!();
+    expect(asked).toEqual([5]);
+    const current = initialModel();
+    const result = await aggregator.finish(current, [], null);
+    expect(asked).toEqual([5]); // finish used the request already under way
+    expect(result!.audit.deviceCount).toBe(5);
+    // The custodians answered, then the coordinator died before its move to AGGREGATING was
+    // durable: on restart the round is COLLECTING with the same recorded updates, rebuilt from the
+    // store (no early request on that path) and aggregated: the same D, the cached answers.
+    const rebuilt = createCommitteeAggregator(t, round, VALUES);
+    for (const { clientId, payload } of payloads) rebuilt.add(clientId, 1, payload);
+    const again = await rebuilt.finish(current, [], null);
+    expect(asked).toEqual([5, 5]);
+    expect(Buffer.from(again!.model.bytes).equals(Buffer.from(result!.model.bytes))).toBe(true);
+    expect(again!.audit.answers.map((a) => a.signature).sort()).toEqual(result!.audit.answers.map((a) => a.signature).sort());
+    await all.close();
+  }, 120_000);
+
   it('refuses uploads for another device, round or task at intake, and fewer than t custodians fails the round', async () => {
     const { payloads } = await devicesForRound(4, 4);
     const only2 = client({ 1: running[0]!.server.address, 2: running[1]!.server.address, 3: '127.0.0.1:1', 4: '127.0.0.1:2', 5: '127.0.0.1:3' });

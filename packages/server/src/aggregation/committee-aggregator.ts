@@ -230,6 +230,9 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   let precomputing = true;
   // Σc0 reduced mod q, taken by `prepare` while the round's move to AGGREGATING commits (for `count` uploads).
   let prepared: { count: number; c0Sum: Float64Array } | null = null;
+  // The committee's answers for D, asked by `startFinish` while the round's move to AGGREGATING
+  // commits (for `count` devices); `finish` asks itself when it was not.
+  let asked: { count: number; answers: Promise<CommitteeCollectResult> } | null = null;
   // Accepted devices go to the custodians as they are accepted (see CommitteeStaging). The staged
   // requests open on the next event-loop turn, once the engine has told the round's devices of it
   // (the first accepted update opens them itself if it comes first).
@@ -250,6 +253,18 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   const unfold = (checked: CheckedCommitteeUpload): void => {
     if (sum !== null && provisional.delete(checked)) sum.subtract(checked.committee.c0);
   };
+  /** Asks the committee for its share sums over D = every device added. */
+  const ask = (): Promise<CommitteeCollectResult> =>
+    task.collect({
+      round,
+      devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
+      sealedShare: (deviceIndex, custodianIndex) => {
+        const share = devices[deviceIndex]?.sealedShares[custodianIndex - 1];
+        if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for device ${deviceIndex}`);
+        return share;
+      },
+      ...(staging != null && { staged: staging }),
+    });
   return {
     foldEarly(clientId, payload) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
@@ -299,6 +314,13 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       for (const checked of [...provisional]) unfold(checked);
       if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
     },
+    startFinish() {
+      // Only a D that `finish` would ask for (it refuses an empty or too small one before asking).
+      if (sum === null || devices.length === 0 || devices.length < descriptor.minDevices || asked !== null) return;
+      const answers = ask();
+      answers.catch(() => undefined); // awaited by `finish`, or moot when the round does not finish here
+      asked = { count: devices.length, answers };
+    },
     async finish(current, failures = [], state = null) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
       if (current.encoding !== 'float32-le') throw new VeilError('internal', 'a committee task keeps float32 models');
@@ -306,16 +328,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       if (devices.length < descriptor.minDevices) {
         throw new VeilError('failed_precondition', `only ${devices.length} updates, the task's committee decrypts sums of at least ${descriptor.minDevices}`);
       }
-      const result = await task.collect({
-        round,
-        devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
-        sealedShare: (deviceIndex, custodianIndex) => {
-          const share = devices[deviceIndex]?.sealedShares[custodianIndex - 1];
-          if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for device ${deviceIndex}`);
-          return share;
-        },
-        ...(staging != null && { staged: staging }),
-      });
+      const result = await (asked?.count === devices.length ? asked.answers : ask());
+      asked = null;
       if (!result.ok || result.answers.length < descriptor.threshold) {
         const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
         throw new VeilError('unavailable', `${result.answers.length} of the ${descriptor.threshold} custodian answers needed arrived: ${why}`);
@@ -385,6 +399,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     dispose() {
       sum = null;
       prepared = null;
+      asked = null;
       provisional.clear();
       staging ??= null; // never opened now
       staging?.cancel();

@@ -81,6 +81,12 @@ export interface RoundAggregator {
    * afterwards drops what was precomputed.
    */
   prepare?(): void;
+  /**
+   * Optional: the updates are final and the store's record of them matches this aggregate (the
+   * move to AGGREGATING may still be committing): start the slow part of `finish` that depends on
+   * the updates alone — a committee round asks its custodians here. `finish` uses what was started.
+   */
+  startFinish?(): void;
   dispose(): void;
 }
 

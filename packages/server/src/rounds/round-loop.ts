@@ -247,6 +247,26 @@ export class RoundLoop {
       const moving = this.ctx.store.beginAggregation(round.id, reason);
       // The updates are final (the lock is held): the aggregator precomputes while the move commits.
       open.aggregator?.prepare?.();
+      // ... and, once the store's list confirms the updates in memory, starts asking the committee
+      // then too, rather than after the commit. Why no crash guarantee weakens: the round ends
+      // only when every selected device's update is recorded or its deadline has passed (the lock
+      // is held, so nothing is recorded after this list), both facts of the store. A coordinator
+      // killed after the custodians answered but before AGGREGATING is durable restarts with the
+      // round COLLECTING and exactly these recorded updates; `resume` rebuilds the aggregate from
+      // them and aggregates at once (all submitted, or the deadline long past: a later upload is
+      // refused on its arrival time), so it asks for the same D and gets the cached answers; no
+      // acknowledged update is lost or counted twice. Should a restart ever ask another D of the
+      // round (a deadline moved in the store meanwhile), custodians refuse it (at most one D per
+      // round) and the round fails with their reasons: no second decryption, a reported failure.
+      const aggregator = open.aggregator;
+      if (aggregator?.startFinish !== undefined) {
+        listed.then(
+          (submissions) => {
+            if (open.aggregator === aggregator && foldsExactly(open, new Set(submissions.map((s) => s.clientId)))) aggregator.startFinish?.();
+          },
+          () => undefined,
+        );
+      }
       const aggregating = await moving;
       if (aggregating === null) return;
       open.round = aggregating;
@@ -272,8 +292,7 @@ export class RoundLoop {
     const round = open.round;
     const started = performance.now();
     // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
-    const matches = (recorded: ReadonlySet<string>): boolean =>
-      open.aggregator !== null && recorded.size === open.folded.size && [...recorded].every((id) => open.folded.has(id));
+    const matches = (recorded: ReadonlySet<string>): boolean => open.aggregator !== null && foldsExactly(open, recorded);
     const failuresFor = (recorded: ReadonlySet<string>): FitFailure[] =>
       [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
     const state = round.config.calibration === undefined ? await loadStrategyState(this.ctx, rt) : null;
@@ -574,6 +593,11 @@ export class RoundLoop {
 }
 
 /** A closed round's summary: its updates (`submissions`), the selected devices without one, and the time since `startedMs` (performance.now). */
+/** True when the round's aggregate holds exactly the updates `recorded` (client ids) by the store. */
+function foldsExactly(open: OpenRound, recorded: ReadonlySet<string>): boolean {
+  return recorded.size === open.folded.size && [...recorded].every((id) => open.folded.has(id));
+}
+
 function roundSummary(
   submissions: readonly Pick<Submission, 'exampleCount' | 'sizeBytes'>[],
   failures: readonly FitFailure[],
