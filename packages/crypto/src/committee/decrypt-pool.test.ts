@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDecryptPool } from './decrypt-pool.js';
-import type { SharedDecryption } from './decrypt-shared.js';
+import { POLY_CLAIMED, POLY_DONE, POLY_REFUSED, POLY_STOLEN, decryptClaimed, finishClaimed, type SharedDecryption } from './decrypt-shared.js';
 import type { DecryptWorkerReply } from './decrypt-worker.js';
 import { buildTaskDescriptor, descriptorHash } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
@@ -160,11 +160,10 @@ describe('createDecryptPool', () => {
       job: { ...decryption.job, weightSum: first.weightSum, c0Sum, publicPolynomials: [] },
       limbs: storage.limbs,
       next: new Int32Array(shared(4)),
-      done: new Int32Array(shared(4 * polys)),
-      started: new Int32Array(shared(4)),
-      thread: 1,
+      state: new Int32Array(shared(4 * polys)),
     };
     Atomics.store(job.next, 0, 1);
+    Atomics.store(job.state, 0, POLY_DONE);
     const worker = new Worker(fileURLToPath(new URL('../../dist/committee/decrypt-worker.js', import.meta.url)));
     try {
       const reply = await new Promise<DecryptWorkerReply>((resolve, reject) => {
@@ -172,17 +171,64 @@ describe('createDecryptPool', () => {
         worker.once('error', reject);
         worker.postMessage(job);
       });
-      expect(reply).toEqual({ id: 1, refusal: null });
+      expect(reply).toEqual({ id: 1 });
     } finally {
       await worker.terminate();
-      decryption.erase();
     }
-    expect(Array.from(job.done)).toEqual([0, ...Array.from({ length: polys - 1 }, () => 1)]);
-    expect(Array.from(job.started)).toEqual([1]);
+    expect(Array.from(job.state)).toEqual(Array.from({ length: polys }, () => POLY_DONE));
+    // Nothing is left for the calling thread's last pass.
+    finishClaimed(job, decryption.multiplier, new Float64Array(N));
+    decryption.erase();
     const reference = decryptSum(round.options());
     expect(Array.from(storage.levelSums)).toEqual(Array.from(reference.levelSums));
     expect(Array.from(storage.mean)).toEqual(Array.from(reference.mean));
     // The secret factor is zeroed once the call is over.
     expect(storage.limbs.every((v) => v === 0)).toBe(true);
   }, 60_000);
+
+  it("the calling thread takes over what a stalled worker took and never wrote, and decrypts a worker's refusal again to throw it", () => {
+    const polys = polynomialCount(valueCount);
+    const shared = (bytes: number) => new SharedArrayBuffer(bytes);
+    const run = (c0: Float64Array, stalled: readonly number[], refused: readonly number[]) => {
+      const storage = { limbs: new Float64Array(shared(FIXED_MULTIPLIER_LIMBS * 8)), levelSums: new Float64Array(shared(valueCount * 8)), mean: new Float32Array(shared(valueCount * 4)) };
+      const decryption = beginDecryption(round.options({ c0Sum: c0 }), storage);
+      try {
+        const first = { ...decryption.job, to: 1 };
+        decryptPolynomials(first, decryption.multiplier, new Float64Array(N));
+        const job: SharedDecryption = {
+          id: 1,
+          job: { ...decryption.job, weightSum: first.weightSum },
+          limbs: storage.limbs,
+          next: new Int32Array(shared(4)),
+          state: new Int32Array(shared(4 * polys)),
+        };
+        // A worker took these and stalls (CLAIMED, never written) or refused these; this thread took the rest.
+        job.state[0] = POLY_DONE;
+        for (const l of stalled) job.state[l] = POLY_CLAIMED;
+        for (const l of refused) job.state[l] = POLY_REFUSED;
+        Atomics.store(job.next, 0, 1);
+        decryptClaimed(job, decryption.multiplier, new Float64Array(N));
+        finishClaimed(job, decryption.multiplier, new Float64Array(N));
+        expect(Array.from(job.state).every((state) => state === POLY_DONE || state === POLY_STOLEN)).toBe(true);
+        return { levelSums: Array.from(storage.levelSums), mean: Array.from(storage.mean) };
+      } finally {
+        decryption.erase();
+      }
+    };
+    const reference = decryptSum(round.options());
+    const out = run(round.options().c0Sum, [3, 11], []);
+    expect(out.levelSums).toEqual(Array.from(reference.levelSums));
+    expect(out.mean).toEqual(Array.from(reference.mean));
+    // Poly 7 bad: marked refused by a "worker"; this thread's last pass decrypts it again and throws its refusal.
+    const bad = Float64Array.from(round.options().c0Sum);
+    const slot = 7 * N + 9;
+    bad[slot] = (bad[slot]! + 2 ** descriptor.encoding.deltaBits * 10 * round.weightSum * (descriptor.encoding.clipMaxAbs / descriptor.encoding.step)) % Q;
+    let expected: unknown;
+    try {
+      decryptSum(round.options({ c0Sum: bad }));
+    } catch (error) {
+      expected = error;
+    }
+    expect(() => run(bad, [3], [7])).toThrow((expected as Error).message);
+  });
 });

@@ -4,10 +4,10 @@
  * answered), so its polynomials — each an independent product and inverse NTT (design note,
  * step 6) — are shared between the calling thread and the pool's workers. Polynomial 0 (count and
  * weight slots) is decrypted first in the calling thread; the others are taken one at a time from
- * a shared counter by whichever thread is free (decrypt-shared.ts), so a worker the OS does not
- * run at once delays the call by at most the polynomial it took. The result, and the refusal when
- * there is one (the one of the lowest polynomial: every polynomial below it was decrypted, since
- * they are taken in order), are exactly `decryptSum`'s. NTT(S_D)·N^-1 lives on shared memory for
+ * a shared counter by whichever thread is free, and once none is left the calling thread takes
+ * over what a worker took but has not begun writing (decrypt-shared.ts): a worker the OS does not
+ * run at once delays nothing. The result, and the refusal when there is one (the lowest
+ * polynomial's), are exactly `decryptSum`'s. NTT(S_D)·N^-1 lives on shared memory for
  * the call only, read in place by the workers (never copied into a message), zeroed before the
  * call returns.
  *
@@ -23,8 +23,7 @@ import { Worker } from 'node:worker_threads';
 import { CryptoError } from '../errors.js';
 import { FIXED_MULTIPLIER_LIMBS, N } from './ring.js';
 import { beginDecryption, decryptPolynomials, decryptSum, polynomialCount, type DecryptSumOptions, type DecryptedAggregate } from './rlwe.js';
-import { decryptClaimed, type SharedDecryption } from './decrypt-shared.js';
-import type { DecryptWorkerReply } from './decrypt-worker.js';
+import { POLY_DONE, decryptClaimed, finishClaimed, type SharedDecryption } from './decrypt-shared.js';
 
 /** Options of {@link createDecryptPool}. */
 export interface DecryptPoolOptions {
@@ -59,12 +58,6 @@ function workerScript(): string | null {
   return existsSync(script) ? script : null;
 }
 
-interface PoolWorker {
-  readonly worker: Worker;
-  /** Waiters for this worker's reply to a call, by call id. */
-  readonly waiting: Map<number, (reply: DecryptWorkerReply | null) => void>;
-}
-
 /** A Float64Array copy of `values` on shared memory. */
 function sharedCopy(values: Float64Array): Float64Array {
   const out = new Float64Array(new SharedArrayBuffer(values.length * 8));
@@ -79,26 +72,18 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
   if (!Number.isInteger(threads) || threads < 0) throw new CryptoError('invalid_argument', 'threads must be an integer >= 0');
   if (!Number.isInteger(minPolynomials) || minPolynomials < 2) throw new CryptoError('invalid_argument', 'minPolynomials must be an integer >= 2');
   const script = threads > 0 ? workerScript() : null;
-  const workers: PoolWorker[] = [];
-  /** A dead worker: dropped, its waiters told (null: what it took is decrypted in the calling thread). */
-  const drop = (w: PoolWorker): void => {
-    const at = workers.indexOf(w);
+  const workers: Worker[] = [];
+  const drop = (worker: Worker): void => {
+    const at = workers.indexOf(worker);
     if (at >= 0) workers.splice(at, 1);
-    for (const wake of w.waiting.values()) wake(null);
-    w.waiting.clear();
   };
   if (script !== null) {
     for (let i = 0; i < threads; i++) {
-      const w: PoolWorker = { worker: new Worker(script), waiting: new Map() };
-      w.worker.unref();
-      w.worker.on('message', (reply: DecryptWorkerReply) => {
-        const wake = w.waiting.get(reply.id);
-        w.waiting.delete(reply.id);
-        wake?.(reply);
-      });
-      w.worker.on('error', () => drop(w));
-      w.worker.on('exit', () => drop(w));
-      workers.push(w);
+      const worker = new Worker(script);
+      worker.unref();
+      worker.on('error', () => drop(worker));
+      worker.on('exit', () => drop(worker));
+      workers.push(worker);
     }
   }
   let busy = false;
@@ -141,37 +126,15 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
             job: { ...whole, c0Sum: sharedCopy(whole.c0Sum), publicPolynomials },
             limbs,
             next: new Int32Array(new SharedArrayBuffer(4)),
-            done: new Int32Array(new SharedArrayBuffer(4 * polys)),
-            started: new Int32Array(new SharedArrayBuffer(4 * workers.length)),
-            thread: 0,
+            state: new Int32Array(new SharedArrayBuffer(4 * polys)),
           };
           Atomics.store(shared.next, 0, 1);
-          const helpers = [...workers];
-          const replies = helpers.map(
-            (w, i) =>
-              new Promise<DecryptWorkerReply | null>((resolve) => {
-                w.waiting.set(shared.id, resolve);
-                w.worker.postMessage({ ...shared, thread: i + 1 });
-              }),
-          );
-          const mine = decryptClaimed(shared, decryption.multiplier, work);
-          // Nothing is left to take (and after a refusal nothing more is taken). A worker that has
-          // not started yet takes nothing now: wait only for those that started (they may hold one).
-          Atomics.store(shared.next, 0, polys);
-          const refused = new Map<number, unknown>();
-          if (mine !== null) refused.set(mine.polynomial, mine.error);
-          const waitFor = replies.filter((_, i) => Atomics.load(shared.started, i) === 1);
-          for (const reply of await Promise.all(waitFor)) {
-            if (reply?.refusal != null) refused.set(reply.refusal.polynomial, { code: reply.refusal.code, message: reply.refusal.message });
-          }
-          // As decryptSum: the lowest polynomial's refusal, every polynomial below it decrypted
-          // (here, if a worker that took one died).
-          for (let l = 1; l < polys; l++) {
-            if (refused.has(l)) throw CryptoError.from(refused.get(l));
-            if (Atomics.load(shared.done, l) !== 1) {
-              decryptPolynomials({ ...shared.job, from: l, to: l + 1, c0Sum: shared.job.c0Sum.subarray(l * N, (l + 1) * N), publicPolynomials: publicPolynomials.slice(l, l + 1) }, decryption.multiplier, work);
-            }
-          }
+          Atomics.store(shared.state, 0, POLY_DONE);
+          for (const worker of workers) worker.postMessage(shared);
+          decryptClaimed(shared, decryption.multiplier, work);
+          // Nothing left to take: what the workers took and have not begun writing is decrypted
+          // here, refusals included (the lowest polynomial's is thrown, as decryptSum throws it).
+          finishClaimed(shared, decryption.multiplier, work);
           return decryption.result();
         } finally {
           decryption.erase();
@@ -184,7 +147,7 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
     async close() {
       if (closed) return;
       closed = true;
-      await Promise.all(workers.splice(0).map((w) => w.worker.terminate()));
+      await Promise.all(workers.splice(0).map((worker) => worker.terminate()));
     },
   };
 }

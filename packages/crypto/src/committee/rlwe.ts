@@ -409,8 +409,10 @@ export interface PolynomialDecryptionJob extends RoundBinding {
  * (`multiplier` holds NTT(S_D)·N^-1), checking each as it goes (polynomial 0: count and weight
  * slots, then every value within the clip range and every padding slot zero). Throws the first
  * refusal in polynomial order. `work`: N scratch values, left dirty (the caller erases it).
+ * `beforeWrite(l)`: asked once polynomial l is decrypted into `work`, before it is checked and
+ * written to the outputs; false skips it (decrypt-shared.ts: another thread took it over).
  */
-export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: FixedMultiplier, work: Float64Array): void {
+export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: FixedMultiplier, work: Float64Array, beforeWrite?: (l: number) => boolean): void {
   const { from, to, count, valueCount, c0Sum, step, maxAbsLevel, weightCap } = job;
   const inverseDelta = 1 / deltaOf(job.deltaBits);
   // Slots: 0 count, 1 weight (both in polynomial 0), then the values, then zero padding (in the
@@ -431,6 +433,7 @@ export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: Fix
       v -= Q * +(v >= Q);
       work[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
     }
+    if (beforeWrite !== undefined && !beforeWrite(l)) continue;
     if (l === 0) {
       if (work[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${work[0]}, expected |D| = ${count}`);
       const weightSum = work[1]!;
