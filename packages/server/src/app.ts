@@ -130,6 +130,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
           collect: (request) => client.collect(request),
           stage: (round) => client.stage(round),
           decrypt: (request) => pool.decryptSum(request),
+          derivePublicPolynomials: (binding, count) => pool.derivePublicPolynomials(binding, count),
           close: () => client.close(),
         };
       },

@@ -88,6 +88,16 @@ describe('createDecryptPool', () => {
     expect(Buffer.from(pooled.levelSums.buffer).equals(Buffer.from(inThread.levelSums.buffer))).toBe(true);
   }, 60_000);
 
+  it("derives a round's public polynomials in a worker, equal to derivePublicPolynomialNtt; a pool without workers returns null", async () => {
+    const derived = await pool.derivePublicPolynomials({ descriptorHash: dh, round: 3, roundSeed: ROUND_SEED }, 5);
+    expect(derived).not.toBeNull();
+    expect(derived!.length).toBe(5);
+    for (const [l, a] of derived!.entries()) expect(Array.from(a)).toEqual(Array.from(derivePublicPolynomialNtt(dh, 3, ROUND_SEED, l)));
+    const none = createDecryptPool({ threads: 0 });
+    expect(await none.derivePublicPolynomials({ descriptorHash: dh, round: 3, roundSeed: ROUND_SEED }, 5)).toBeNull();
+    await none.close();
+  }, 60_000);
+
   it("refuses as decryptSum does: the first bad polynomial's refusal, whichever thread finds it", async () => {
     const delta = 2 ** descriptor.encoding.deltaBits;
     const polys = polynomialCount(valueCount);

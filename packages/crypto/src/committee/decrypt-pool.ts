@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CryptoError } from '../errors.js';
 import { FIXED_MULTIPLIER_LIMBS, N } from './ring.js';
-import { beginDecryption, decryptPolynomials, decryptSum, polynomialCount, type DecryptSumOptions, type DecryptedAggregate } from './rlwe.js';
+import { beginDecryption, decryptPolynomials, decryptSum, polynomialCount, type DecryptSumOptions, type DecryptedAggregate, type RoundBinding } from './rlwe.js';
+import type { DecryptWorkerReply, DeriveRequest } from './decrypt-worker.js';
 import { POLY_DONE, decryptClaimed, finishClaimed, type SharedDecryption } from './decrypt-shared.js';
 
 /** Options of {@link createDecryptPool}. */
@@ -40,6 +41,12 @@ export interface DecryptPoolOptions {
 export interface DecryptPool {
   /** {@link decryptSum}, with its polynomials spread over the pool's threads: the same result or refusal. */
   decryptSum(options: DecryptSumOptions): Promise<DecryptedAggregate>;
+  /**
+   * The round's public polynomials â_0 .. â_{count-1} (ring.ts derivePublicPolynomialNtt), derived
+   * by a worker (off this thread's event loop), on shared memory; null when no worker runs (the
+   * caller derives them itself). Rejects if the worker dies meanwhile.
+   */
+  derivePublicPolynomials(binding: RoundBinding, count: number): Promise<Float64Array[] | null>;
   /** Worker threads running (0: every call decrypts in the calling thread). */
   readonly threads: number;
   /** Ends the workers. Idempotent. */
@@ -73,14 +80,27 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
   if (!Number.isInteger(minPolynomials) || minPolynomials < 2) throw new CryptoError('invalid_argument', 'minPolynomials must be an integer >= 2');
   const script = threads > 0 ? workerScript() : null;
   const workers: Worker[] = [];
+  // Derivations waiting for a worker's reply, by request id, with the worker asked.
+  const derivations = new Map<number, { worker: Worker; settle: (error: Error | null) => void }>();
   const drop = (worker: Worker): void => {
     const at = workers.indexOf(worker);
     if (at >= 0) workers.splice(at, 1);
+    for (const [id, d] of derivations) {
+      if (d.worker !== worker) continue;
+      derivations.delete(id);
+      d.settle(new CryptoError('internal', 'a decryption worker ended while it derived public polynomials'));
+    }
   };
   if (script !== null) {
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(script);
       worker.unref();
+      worker.on('message', (reply: DecryptWorkerReply) => {
+        const d = derivations.get(reply.id);
+        derivations.delete(reply.id);
+        d?.settle(null);
+        if (derivations.size === 0 || ![...derivations.values()].some((x) => x.worker === worker)) worker.unref();
+      });
       worker.on('error', () => drop(worker));
       worker.on('exit', () => drop(worker));
       workers.push(worker);
@@ -143,6 +163,20 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
         work.fill(0);
         busy = false;
       }
+    },
+    async derivePublicPolynomials(binding, count) {
+      if (!Number.isInteger(count) || count < 1) throw new CryptoError('invalid_argument', 'count must be an integer >= 1');
+      const worker = workers[calls % Math.max(1, workers.length)];
+      if (closed || worker === undefined) return null;
+      const id = (calls = (calls + 1) % 0x7fffffff);
+      const out = new Float64Array(new SharedArrayBuffer(count * N * 8));
+      const request: DeriveRequest = { kind: 'derive', id, descriptorHash: binding.descriptorHash, round: binding.round, roundSeed: binding.roundSeed, out };
+      await new Promise<void>((resolve, reject) => {
+        derivations.set(id, { worker, settle: (error) => (error === null ? resolve() : reject(error)) });
+        worker.ref(); // the process waits for what it asked
+        worker.postMessage(request);
+      });
+      return Array.from({ length: count }, (_, l) => out.subarray(l * N, (l + 1) * N));
     },
     async close() {
       if (closed) return;

@@ -35,6 +35,7 @@ import {
   reconstructCentred,
   type DecryptedAggregate,
   type DecryptSumOptions,
+  type RoundBinding,
   verifyCommitteeUpload,
   type C0Accumulator,
   type SignedCustodianAnswer,
@@ -97,6 +98,11 @@ export interface CommitteeTask {
    * (`createDecryptPool`, injected by the app). Default: `decryptSum` in this thread.
    */
   readonly decrypt?: (options: DecryptSumOptions) => Promise<DecryptedAggregate>;
+  /**
+   * Derives the round's public polynomials off the event loop (`DecryptPool.derivePublicPolynomials`,
+   * injected by the app); null or a rejection: they are derived here, one per event-loop turn.
+   */
+  readonly derivePublicPolynomials?: (binding: RoundBinding, count: number) => Promise<Float64Array[] | null>;
 }
 
 /**
@@ -223,7 +229,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   // The round's public polynomials â_l = NTT(a_{r,l}) (design note, "Deriving a") depend only on
   // the descriptor and the round: derive them while the round collects, one per event-loop turn,
   // so that its end only multiplies and transforms (decryptSum derives any still missing). They
-  // take 8 bytes per value, as much as the c0 sum.
+  // take 8 bytes per value, as much as the c0 sum. With `task.derivePublicPolynomials` a worker
+  // thread derives them all at once and the event loop only receives them.
   const roundSeed = deriveRoundSeed(descriptorHash, round);
   const polys = polynomialCount(valueCount);
   const publicPolynomials: Float64Array[] = [];
@@ -241,6 +248,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   void (async () => {
     await nextTurn();
     if (precomputing) openStaging();
+    const derived = await task.derivePublicPolynomials?.({ descriptorHash, round, roundSeed }, polys).catch(() => null);
+    if (derived != null) {
+      if (precomputing && publicPolynomials.length === 0) publicPolynomials.push(...derived);
+      return;
+    }
     for (let l = 0; l < polys; l++) {
       await nextTurn();
       if (!precomputing) return;

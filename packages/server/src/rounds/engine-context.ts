@@ -29,6 +29,8 @@ export interface CommitteeConnector {
     stage?: (round: number) => CommitteeStaging;
     /** The round's decryption (absent: @veil/crypto decryptSum in the engine's thread). */
     decrypt?: CommitteeTask['decrypt'];
+    /** The round's public polynomials derived off the event loop (absent: on it, one per turn). */
+    derivePublicPolynomials?: CommitteeTask['derivePublicPolynomials'];
     close(): Promise<void>;
   };
 }

@@ -104,7 +104,7 @@ export function committeeTask(ctx: EngineContext, rt: TaskRuntime): CommitteeTas
     const descriptor = JSON.parse(bytes.toString('utf8')) as TaskDescriptor;
     const client = ctx.committeeConnector.open(bytes, Buffer.from(settings.descriptorSignature, 'base64'));
     rt.committee = {
-      task: { descriptor, descriptorHash: hashDescriptor(descriptor), collect: client.collect, ...(client.stage !== undefined && { stage: client.stage }), ...(client.decrypt !== undefined && { decrypt: client.decrypt }), clock: () => ctx.clock.now() },
+      task: { descriptor, descriptorHash: hashDescriptor(descriptor), collect: client.collect, ...(client.stage !== undefined && { stage: client.stage }), ...(client.decrypt !== undefined && { decrypt: client.decrypt }), ...(client.derivePublicPolynomials !== undefined && { derivePublicPolynomials: client.derivePublicPolynomials }), clock: () => ctx.clock.now() },
       close: client.close,
     };
   }
