@@ -32,6 +32,12 @@
  * reports that window's CPU per thread group (MainThread; V8Worker: concurrent marking and JIT
  * compilation) and its main-thread GC pauses.
  *
+ * As the SDK does, a device polls with WaitForAssignmentAndModel when its transport has it (and
+ * the coordinator too: the transport falls back to WaitForAssignment otherwise), saying which model
+ * version it holds: an assignment to another version brings that model in the same call. The model
+ * then arrives with the assignment (its bytes count in the wait phase, and the assignment time is
+ * when the whole answer, model included, arrived; the download phase is then empty).
+ *
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
@@ -276,11 +282,22 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     // (afterRoundNumber), so a device hears of the next round when it opens, even while its upload's
     // acknowledgement is still on its way. Null answer: failed, or a stale round (an older coordinator).
     let ahead: { response: Promise<{ response: AssignmentResponse; at: number } | null>; cancel(): void } | null = null;
-    const openAhead = (roundNumber: number): typeof ahead => {
+    // A model that came with an assignment (WaitForAssignmentAndModel), until the device uses it.
+    let prefetched: Awaited<ReturnType<typeof download>> | null = null;
+    const poll = async (signal: AbortSignal | undefined, afterRoundNumber: number | undefined, heldModelVersion: number): Promise<AssignmentResponse> => {
+      const wait = afterRoundNumber === undefined ? undefined : { afterRoundNumber };
+      if (d.transport.waitForAssignmentAndModel === undefined) return d.transport.waitForAssignment(d.credential, pollWaitMs(), signal, wait);
+      const { response, model } = await d.transport.waitForAssignmentAndModel(d.credential, pollWaitMs(), signal, {
+        ...wait,
+        ...(heldModelVersion >= 0 && { heldModelVersion }),
+      });
+      if (model !== null) prefetched = model;
+      return response;
+    };
+    const openAhead = (roundNumber: number, heldModelVersion: number): typeof ahead => {
       const controller = new AbortController();
       r.polls++;
-      const response = d.transport
-        .waitForAssignment(d.credential, pollWaitMs(), controller.signal, { afterRoundNumber: roundNumber })
+      const response = poll(controller.signal, roundNumber, heldModelVersion)
         .then(
           (x) => (x.kind === 'assignment' && x.assignment.roundNumber <= roundNumber ? null : { response: x, at: nowMs() }),
           () => null,
@@ -300,7 +317,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         } else {
           try {
             r.polls++;
-            response = await d.transport.waitForAssignment(d.credential, pollWaitMs());
+            response = await poll(undefined, undefined, cachedVersion);
             receivedAt = nowMs();
           } catch (error) {
             add(r.bytes.wait, diff(b0, sumBytes(d.sockets)));
@@ -322,7 +339,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
         }
         const a = response.assignment;
         const assignedAt = receivedAt;
-        if (init.behavior === 'normal' && init.pollAhead) ahead = openAhead(a.roundNumber);
+        if (init.behavior === 'normal' && init.pollAhead) ahead = openAhead(a.roundNumber, a.modelVersion);
         if (init.behavior === 'hold') {
           send({ type: 'assigned', clientId: r.clientId, round: a.roundNumber, at: assignedAt });
           // Simulated long local training; the parent SIGKILLs this process meanwhile.
@@ -336,7 +353,11 @@ async function main(init: DeviceWorkerInit): Promise<void> {
           b0 = sumBytes(d.sockets);
           let modelBytes = 0;
           if (cachedVersion !== a.modelVersion) {
-            const model = await download(d, a.modelVersion);
+            // (Set by the poll's closure: TypeScript cannot see that, hence the annotation.)
+            const held = prefetched as Awaited<ReturnType<typeof download>> | null;
+            const sent = held?.version === a.modelVersion ? held : null;
+            prefetched = null;
+            const model = sent ?? (await download(d, a.modelVersion));
             // As the SDK does: the model must be the one the assignment names, and a float32 model (version 0,
             // every plaintext or committee version) is read in place (float32View). Later versions of a
             // shared-key task are ciphertext sums (their size and SHA-256 are checked by the transport).

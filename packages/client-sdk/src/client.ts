@@ -24,7 +24,7 @@ import {
   type LocalDpState,
 } from './mods/dp.js';
 import { createGrpcTransport, type TlsOptions } from './transport/grpc-transport.js';
-import type { Assignment, AssignmentResponse, DistributedDpParams, JoinResult, Transport } from './transport/transport.js';
+import type { Assignment, AssignmentResponse, DistributedDpParams, DownloadedModel, JoinResult, Transport } from './transport/transport.js';
 
 /** Minimal structured logger (pino-compatible). */
 export interface SdkLogger {
@@ -237,6 +237,8 @@ export function createClient(options: ClientOptions): VeilClient {
   let localDp: LocalDpMiddleware | null = null;
   let distributedDp: { middleware: DistributedDpMiddleware; params: DistributedDpParams } | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
+  // Models that came with an assignment (waitForAssignmentAndModel), by version, until fetchWeights takes them.
+  const prefetched = new Map<number, DownloadedModel>();
   // The task's model, built once (topology parsed, layers created) and given each round's weights.
   let localModel: Promise<LayersModel> | null = null;
 
@@ -319,6 +321,32 @@ export function createClient(options: ClientOptions): VeilClient {
     return retry('download', () => transport.downloadModel(credential, which, signal), signal);
   };
 
+  /** Model `version` as it came with an assignment, or downloaded. */
+  const modelVersion = async (version: number, signal?: AbortSignal): Promise<DownloadedModel> => {
+    const sent = prefetched.get(version);
+    prefetched.delete(version);
+    return sent ?? download({ version }, signal);
+  };
+
+  /**
+   * One long-poll. With a transport that has waitForAssignmentAndModel, an assignment to a model
+   * version other than `heldModelVersion` brings that model in the same call (kept for
+   * fetchWeights; the two most recent are kept).
+   */
+  async function poll(credential: string, signal: AbortSignal | undefined, afterRoundNumber: number | undefined, heldModelVersion: number): Promise<AssignmentResponse> {
+    const wait = afterRoundNumber === undefined ? undefined : { afterRoundNumber };
+    if (transport.waitForAssignmentAndModel === undefined) return transport.waitForAssignment(credential, pollWaitMs, signal, wait);
+    const { response, model } = await transport.waitForAssignmentAndModel(credential, pollWaitMs, signal, {
+      ...wait,
+      ...(heldModelVersion >= 0 && { heldModelVersion }),
+    });
+    if (model !== null) {
+      prefetched.set(model.version, model);
+      for (const version of prefetched.keys()) if (prefetched.size > 2) prefetched.delete(version);
+    }
+    return response;
+  }
+
   /**
    * The global model at `version`. Plaintext tasks store every version's
    * weights; encrypted tasks store the initial weights and each round's
@@ -328,7 +356,7 @@ export function createClient(options: ClientOptions): VeilClient {
     if (cached.version === version) return cached;
     await ensureTask();
     if (encryption === null || version === 0) {
-      const d = await download({ version }, signal);
+      const d = await modelVersion(version, signal);
       if (sha256 !== null && d.sha256 !== sha256) throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
       if (d.encoding !== 'float32-le') throw new ClientError('integrity', `model version ${version} is ${d.encoding}, expected float32`);
       // The download is the transport's own buffer: the weights are read where they arrived.
@@ -337,7 +365,7 @@ export function createClient(options: ClientOptions): VeilClient {
     }
     let current = cached.version >= 0 && cached.version < version ? cached : await fetchWeights(0, null, signal);
     for (let v = current.version + 1; v <= version; v++) {
-      const d = await download({ version: v }, signal);
+      const d = await modelVersion(v, signal);
       if (v === version && sha256 !== null && d.sha256 !== sha256) {
         throw new ClientError('integrity', 'downloaded model does not match the assignment digest');
       }
@@ -624,12 +652,11 @@ export function createClient(options: ClientOptions): VeilClient {
    * the poll failed (the caller polls again, with retries) or came back with `roundNumber` or an
    * earlier round (a coordinator or transport that ignores the option).
    */
-  function pollAhead(credential: string, roundNumber: number, signal: AbortSignal | undefined): PollAhead {
+  function pollAhead(credential: string, roundNumber: number, heldModelVersion: number, signal: AbortSignal | undefined): PollAhead {
     const controller = new AbortController();
     const onAbort = (): void => controller.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const response = transport
-      .waitForAssignment(credential, pollWaitMs, controller.signal, { afterRoundNumber: roundNumber })
+    const response = poll(credential, controller.signal, roundNumber, heldModelVersion)
       .then(
         (r) => (r.kind === 'assignment' && r.assignment.roundNumber <= roundNumber ? null : r),
         () => null,
@@ -654,7 +681,7 @@ export function createClient(options: ClientOptions): VeilClient {
           }
           const early: AssignmentResponse | null = ahead === null ? null : await ahead.response;
           ahead = null;
-          const response = early ?? (await retry('wait', () => transport.waitForAssignment(credential, pollWaitMs, run.signal), run.signal));
+          const response = early ?? (await retry('wait', () => poll(credential, run.signal, undefined, cached.version), run.signal));
           if (response.kind === 'ended') {
             log.info({ taskStatus: response.taskStatus, rounds }, 'task ended');
             const finalEvaluation = await evaluateFinal(response.taskStatus, response.finalModelVersion, run);
@@ -669,7 +696,8 @@ export function createClient(options: ClientOptions): VeilClient {
           }
           // The coordinator acknowledges a round's last updates only once it has opened the next round:
           // a poll opened now hears of that round when it opens, not a round trip after the acknowledgement.
-          if (run.maxRounds === undefined || rounds + 1 < run.maxRounds) ahead = pollAhead(credential, a.roundNumber, run.signal);
+          // It is opened holding this round's model version (fetched meanwhile): the next round's model comes with it when it is another.
+          if (run.maxRounds === undefined || rounds + 1 < run.maxRounds) ahead = pollAhead(credential, a.roundNumber, a.modelVersion, run.signal);
           try {
             const report = await participate(a, run);
             rounds++;

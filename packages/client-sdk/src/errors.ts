@@ -13,6 +13,8 @@ export type ClientErrorCode =
   | 'aborted'
   | 'unavailable'
   | 'cancelled'
+  /** The coordinator does not have the call (an older version): the SDK falls back to the calls it has. */
+  | 'unimplemented'
   | 'internal'
   | 'integrity';
 

@@ -14,7 +14,19 @@ export { createGrpcTransport, resolveCoordinatorAddress } from './transport/grpc
 export type { GrpcTransportOptions, TlsOptions } from './transport/grpc-transport.js';
 export { createConnectTransport } from './transport/connect-transport.js';
 export type { ConnectTransportOptions } from './transport/connect-transport.js';
-export type { Assignment, AssignmentResponse, JoinResult, ModelEncodingName, TaskCommittee, TaskEncryption, Transport, UpdateHeader, WaitOptions } from './transport/transport.js';
+export type {
+  Assignment,
+  AssignmentResponse,
+  DownloadedModel,
+  JoinResult,
+  ModelEncodingName,
+  TaskCommittee,
+  TaskEncryption,
+  Transport,
+  UpdateHeader,
+  WaitOptions,
+  WaitWithModelOptions,
+} from './transport/transport.js';
 export { initTensorflow } from './training/backend.js';
 export type { InitTensorflowOptions, TensorflowBackend, TensorflowRuntime } from './training/backend.js';
 export { buildModel, flattenWeights, describeModel } from './training/model.js';

@@ -29,6 +29,8 @@ export type { Idle, Idle__Output } from './gen/veil/v1/Idle.js';
 export type { TaskEnded, TaskEnded__Output } from './gen/veil/v1/TaskEnded.js';
 export type { DownloadModelRequest, DownloadModelRequest__Output } from './gen/veil/v1/DownloadModelRequest.js';
 export type { ModelChunk, ModelChunk__Output } from './gen/veil/v1/ModelChunk.js';
+export type { WaitForAssignmentAndModelRequest, WaitForAssignmentAndModelRequest__Output } from './gen/veil/v1/WaitForAssignmentAndModelRequest.js';
+export type { AssignmentAndModel, AssignmentAndModel__Output } from './gen/veil/v1/AssignmentAndModel.js';
 export type { ModelHeader, ModelHeader__Output } from './gen/veil/v1/ModelHeader.js';
 export type { SubmitUpdateRequest, SubmitUpdateRequest__Output } from './gen/veil/v1/SubmitUpdateRequest.js';
 export type { UpdateHeader, UpdateHeader__Output } from './gen/veil/v1/UpdateHeader.js';

@@ -62,3 +62,23 @@ describe('Assignment.config (fit config, field 13)', () => {
     expect(back.assignment).toMatchObject({ roundNumber: 2, maxExampleCount: 9 });
   });
 });
+
+describe('WaitForAssignmentAndModel (the long-poll and the model in one stream)', () => {
+  const method = federationServiceDefinition().WaitForAssignmentAndModel;
+
+  it("writes DownloadModel's encoded messages as they are, and they decode as the model parts", () => {
+    const header = encodeModelChunk({ header: { modelVersion: 4, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: 2, sha256: Buffer.alloc(32, 1) } });
+    const data = encodeModelChunk({ data: Buffer.from([9, 8]) });
+    expect(method.responseSerialize(header as never)).toBe(header.bytes);
+    expect(method.responseDeserialize(header.bytes)).toMatchObject({ part: 'modelHeader', modelHeader: { modelVersion: 4, sizeBytes: 2 } });
+    expect(method.responseDeserialize(data.bytes)).toMatchObject({ part: 'modelData' });
+    expect([...method.responseDeserialize(data.bytes).modelData!]).toEqual([9, 8]);
+  });
+
+  it('carries the long-poll answer, and the held version only when set (proto3 optional: 0 is a version)', () => {
+    const answer = method.responseSerialize({ answer: { assignment: { roundId: 'r', roundNumber: 3, modelVersion: 2 } } });
+    expect(method.responseDeserialize(answer)).toMatchObject({ part: 'answer', answer: { assignment: { roundNumber: 3, modelVersion: 2 } } });
+    expect(method.requestDeserialize(method.requestSerialize({ waitMs: 5, heldModelVersion: 0 }))).toMatchObject({ waitMs: 5, heldModelVersion: 0 });
+    expect(method.requestDeserialize(method.requestSerialize({ waitMs: 5 })).heldModelVersion).toBeUndefined();
+  });
+});

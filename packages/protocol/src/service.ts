@@ -109,18 +109,22 @@ export class MalformedMessage {
 /** True for a {@link MalformedMessage}. */
 export const isMalformedMessage = (value: unknown): value is MalformedMessage => value instanceof MalformedMessage;
 
+/** The methods whose responses carry a model's DownloadModel messages (ModelChunk's field numbers), serialized once. */
+const MODEL_STREAMS = ['DownloadModel', 'WaitForAssignmentAndModel'] as const;
+
 /**
- * The `veil.v1.FederationService` definition, for `server.addService`. Its DownloadModel writes
- * an {@link EncodedModelChunk} as the bytes it holds and serializes anything else as usual.
+ * The `veil.v1.FederationService` definition, for `server.addService`. Its DownloadModel and
+ * WaitForAssignmentAndModel write an {@link EncodedModelChunk} as the bytes it holds (their model
+ * messages share ModelChunk's field numbers) and serialize anything else as usual.
  */
 export function federationServiceDefinition(): FederationServiceDefinition {
   if (serverDefinition === undefined) {
     writePreframedMessages();
     const loaded = loadPackage().veil.v1.FederationService.service;
-    const serialize = loaded.DownloadModel.responseSerialize;
     const tolerant: Record<string, unknown> = {};
     for (const [name, method] of Object.entries(loaded)) {
       const deserialize = method.requestDeserialize as (bytes: Buffer) => unknown;
+      const serialize = method.responseSerialize as (value: unknown) => Buffer;
       tolerant[name] = {
         ...method,
         requestDeserialize: (bytes: Buffer) => {
@@ -130,15 +134,12 @@ export function federationServiceDefinition(): FederationServiceDefinition {
             return new MalformedMessage(error instanceof Error ? error.message : String(error));
           }
         },
+        ...((MODEL_STREAMS as readonly string[]).includes(name) && {
+          responseSerialize: (value: unknown) => (value instanceof EncodedModelChunk ? value.bytes : serialize(value)),
+        }),
       };
     }
-    serverDefinition = {
-      ...tolerant,
-      DownloadModel: {
-        ...(tolerant['DownloadModel'] as object),
-        responseSerialize: (value: ModelChunk | EncodedModelChunk) => (value instanceof EncodedModelChunk ? value.bytes : serialize(value)),
-      },
-    } as FederationServiceDefinition;
+    serverDefinition = tolerant as unknown as FederationServiceDefinition;
   }
   return serverDefinition;
 }

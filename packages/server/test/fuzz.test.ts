@@ -261,8 +261,8 @@ describe('fuzz', () => {
         stream.on('error', () => {});
         for (const m of messages) stream.write(m);
         stream.end();
-      } else if (method === 'DownloadModel') {
-        const stream = raw.makeServerStreamRequest(path, identity, identity, messages[0]!, metadata, deadline(5_000));
+      } else if (method === 'DownloadModel' || method === 'WaitForAssignmentAndModel') {
+        const stream = raw.makeServerStreamRequest(path, identity, identity, messages[0]!, metadata, deadline(method === 'DownloadModel' ? 5_000 : 1_500));
         stream.on('data', () => {});
         stream.on('error', (error: grpc.ServiceError) => resolve(error.code));
         stream.on('status', (s: grpc.StatusObject) => resolve(s.code));
@@ -274,7 +274,7 @@ describe('fuzz', () => {
     });
   }
 
-  const METHODS = ['Join', 'GetTask', 'WaitForAssignment', 'DownloadModel', 'SubmitUpdate', 'ReportEvaluation'] as const;
+  const METHODS = ['Join', 'GetTask', 'WaitForAssignment', 'DownloadModel', 'WaitForAssignmentAndModel', 'SubmitUpdate', 'ReportEvaluation'] as const;
   const definition = federationServiceDefinition() as unknown as Record<string, { requestSerialize(value: unknown): Buffer }>;
 
   /** A valid message of each call's request type (structured mutations start from these). */
@@ -283,6 +283,7 @@ describe('fuzz', () => {
     GetTask: [{}],
     WaitForAssignment: [{ waitMs: 1_000 }],
     DownloadModel: [{ modelVersion: 0, latest: false }],
+    WaitForAssignmentAndModel: [{ waitMs: 1_000, afterRoundNumber: 0, heldModelVersion: 0 }],
     SubmitUpdate: [
       { header: { roundNumber: 1, modelVersion: 0, exampleCount: 5, encoding: 'UPDATE_ENCODING_FLOAT32_LE', payloadSizeBytes: 60, payloadSha256: Buffer.alloc(32, 1) } },
       { chunk: Buffer.alloc(60, 2) },
@@ -317,6 +318,16 @@ describe('fuzz', () => {
     GetTask: fc.constant([{}]),
     WaitForAssignment: fc.record({ waitMs: fc.integer({ min: 0, max: 2 ** 32 - 1 }) }).map((m) => [m]),
     DownloadModel: fc.record({ modelVersion: fc.integer({ min: 0, max: 2 ** 32 - 1 }), latest: fc.boolean() }).map((m) => [m]),
+    WaitForAssignmentAndModel: fc
+      .record(
+        {
+          waitMs: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          afterRoundNumber: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          heldModelVersion: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+        },
+        { requiredKeys: ['waitMs'] },
+      )
+      .map((m) => [m]),
     SubmitUpdate: fc
       .tuple(
         fc.record({

@@ -7,7 +7,7 @@
  * round a round trip late.
  */
 import { describe, expect, it } from 'vitest';
-import { createClient, createGrpcTransport, type RoundReport, type Transport } from '../../client-sdk/src/index.js';
+import { createClient, createGrpcTransport, type AssignmentResponse, type RoundReport, type Transport } from '../../client-sdk/src/index.js';
 import type { LocalDataset } from '../../client-sdk/src/training/types.js';
 import { createTinyTask, pattern, secretOf, startTestCoordinator, waitForRounds } from './helpers.js';
 
@@ -24,25 +24,47 @@ interface Poll {
   answer: string;
 }
 
-/** The real gRPC transport, recording each long-poll and each upload; `dropOptions` plays a transport (or coordinator) that ignores them. */
-function recordingTransport(address: string, dropOptions: boolean): { transport: Transport; polls: Poll[]; acks: Map<number, number> } {
+/**
+ * The real gRPC transport, recording each long-poll (plain or with the model), each separate model
+ * download and each upload; `dropOptions` plays a transport (or coordinator) that ignores the
+ * long-poll's options.
+ */
+function recordingTransport(
+  address: string,
+  dropOptions: boolean,
+): { transport: Transport; polls: Poll[]; acks: Map<number, number>; downloads: number[] } {
   const inner = createGrpcTransport({ address });
   const polls: Poll[] = [];
   const acks = new Map<number, number>();
+  const downloads: number[] = [];
   let clock = 0;
+  const record = async <T>(afterRoundNumber: number | undefined, call: () => Promise<T>, response: (r: T) => AssignmentResponse): Promise<T> => {
+    const poll: Poll = { afterRoundNumber: afterRoundNumber ?? 0, openedAt: clock++, answer: 'pending' };
+    polls.push(poll);
+    try {
+      const r = await call();
+      const answer = response(r);
+      poll.answer = answer.kind === 'assignment' ? `round ${answer.assignment.roundNumber}` : answer.kind;
+      return r;
+    } catch (error) {
+      poll.answer = 'error';
+      throw error;
+    }
+  };
   const transport: Transport = {
     ...inner,
-    async waitForAssignment(credential, waitMs, signal, options) {
-      const poll: Poll = { afterRoundNumber: options?.afterRoundNumber ?? 0, openedAt: clock++, answer: 'pending' };
-      polls.push(poll);
-      try {
-        const r = await inner.waitForAssignment(credential, waitMs, signal, dropOptions ? undefined : options);
-        poll.answer = r.kind === 'assignment' ? `round ${r.assignment.roundNumber}` : r.kind;
-        return r;
-      } catch (error) {
-        poll.answer = 'error';
-        throw error;
-      }
+    waitForAssignment: (credential, waitMs, signal, options) =>
+      record(options?.afterRoundNumber, () => inner.waitForAssignment(credential, waitMs, signal, dropOptions ? undefined : options), (r) => r),
+    waitForAssignmentAndModel: (credential, waitMs, signal, options) =>
+      record(
+        options?.afterRoundNumber,
+        () => inner.waitForAssignmentAndModel!(credential, waitMs, signal, dropOptions ? { ...options, afterRoundNumber: 0 } : options),
+        (r) => r.response,
+      ),
+    async downloadModel(credential, which, signal) {
+      const model = await inner.downloadModel(credential, which, signal);
+      downloads.push(model.version);
+      return model;
     },
     async submitUpdate(credential, header, payload, signal) {
       const r = await inner.submitUpdate(credential, header, payload, signal);
@@ -50,7 +72,7 @@ function recordingTransport(address: string, dropOptions: boolean): { transport:
       return r;
     },
   };
-  return { transport, polls, acks };
+  return { transport, polls, acks, downloads };
 }
 
 async function runDevices(dropOptions: boolean) {
@@ -98,6 +120,8 @@ describe('long-poll for the next round while the upload is acknowledged', () => 
       // Only the first poll asked for any round; none came back with a round the device had already worked on.
       expect(polls.filter((p) => p.afterRoundNumber === 0).map((p) => p.answer)).toEqual(['round 1']);
     }
+    // Each round's model came with its assignment (WaitForAssignmentAndModel): no separate download.
+    expect(devices.map((d) => d.downloads)).toEqual([[], []]);
   }, 180_000);
 
   it('a transport that drops the option still takes part in each round once: the early answer naming the current round is set aside', async () => {

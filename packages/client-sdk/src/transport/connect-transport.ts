@@ -44,6 +44,7 @@ const CODES: Record<string, ClientErrorCode> = {
   aborted: 'aborted',
   unavailable: 'unavailable',
   canceled: 'cancelled',
+  unimplemented: 'unimplemented',
   internal: 'internal',
 };
 

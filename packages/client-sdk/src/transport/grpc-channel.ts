@@ -21,6 +21,7 @@ const STATUS_CODES: Readonly<Record<number, ClientErrorCode>> = {
   8: 'resource_exhausted',
   9: 'failed_precondition',
   10: 'aborted',
+  12: 'unimplemented',
   14: 'unavailable',
   16: 'unauthenticated',
 };

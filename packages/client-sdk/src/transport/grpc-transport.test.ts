@@ -194,6 +194,56 @@ describe('grpc transport over node:http2', () => {
     await expect(transport.downloadModel('c', { version: 3 })).rejects.toMatchObject({ code: 'integrity' });
   });
 
+  it('WaitForAssignmentAndModel: the answer, then the model (checked); a held version is sent along; a model before the answer or of another version is refused', async () => {
+    const model = Buffer.alloc(300_000, 7);
+    const digest = createHash('sha256').update(model).digest();
+    const requests: unknown[] = [];
+    let mode: 'ok' | 'model-first' | 'other-version' = 'ok';
+    const address = await fakeCoordinator(({ path, messages, stream }) => {
+      const method = service.WaitForAssignmentAndModel;
+      expect(path).toBe('/veil.v1.FederationService/WaitForAssignmentAndModel');
+      requests.push(method.requestDeserialize(messages[0]!));
+      const answer = grpcMessage(method.responseSerialize({ answer: { assignment: { roundId: 'r', roundNumber: 2, modelVersion: 5, modelSha256: digest, modelSizeBytes: model.length } } }));
+      const header = grpcMessage(
+        method.responseSerialize({ modelHeader: { modelVersion: mode === 'other-version' ? 4 : 5, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: model.length, sha256: digest } }),
+      );
+      const data = grpcMessage(method.responseSerialize({ modelData: model }));
+      ok(stream, mode === 'model-first' ? [header, answer, data] : [answer, header, data]);
+    });
+    const transport = transportTo(address);
+    const { response, model: sent } = await transport.waitForAssignmentAndModel!('c', 1_000, undefined, { afterRoundNumber: 1, heldModelVersion: 0 });
+    expect(response).toMatchObject({ kind: 'assignment', assignment: { roundNumber: 2, modelVersion: 5, modelSha256: digest.toString('hex') } });
+    expect(sent).toMatchObject({ version: 5, encoding: 'float32-le', sha256: digest.toString('hex') });
+    expect(Buffer.from(sent!.bytes).equals(model)).toBe(true);
+    // proto3 optional: a held version 0 is sent (0 is a version), none is absent.
+    await transport.waitForAssignmentAndModel!('c', 1_000);
+    expect(requests).toMatchObject([{ waitMs: 1_000, afterRoundNumber: 1, heldModelVersion: 0 }, { waitMs: 1_000, afterRoundNumber: 0 }]);
+    expect((requests[1] as { heldModelVersion?: number }).heldModelVersion).toBeUndefined();
+    mode = 'model-first';
+    await expect(transport.waitForAssignmentAndModel!('c', 1_000)).rejects.toMatchObject({ code: 'internal', message: /before its answer/ });
+    mode = 'other-version';
+    await expect(transport.waitForAssignmentAndModel!('c', 1_000)).rejects.toMatchObject({ code: 'integrity' });
+  });
+
+  it('a coordinator without WaitForAssignmentAndModel (UNIMPLEMENTED): the plain long-poll, without a model, and only that from then on', async () => {
+    const paths: string[] = [];
+    const address = await fakeCoordinator(({ path, stream }) => {
+      paths.push(path);
+      if (path.endsWith('/WaitForAssignmentAndModel') || path.endsWith('/GetTask')) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12', 'grpc-message': 'not implemented' }, { endStream: true });
+        return;
+      }
+      ok(stream, [grpcMessage(service.WaitForAssignment.responseSerialize({ idle: { taskStatus: 'TASK_STATUS_RUNNING', currentRound: 3 } }))]);
+    });
+    const transport = transportTo(address);
+    for (let i = 0; i < 2; i++) {
+      expect(await transport.waitForAssignmentAndModel!('c', 1_000)).toEqual({ response: { kind: 'idle', taskStatus: 'TASK_STATUS_RUNNING', currentRound: 3 }, model: null });
+    }
+    expect(paths.map((p) => p.split('/').at(-1))).toEqual(['WaitForAssignmentAndModel', 'WaitForAssignment', 'WaitForAssignment']);
+    // UNIMPLEMENTED is its own code, not worth retrying (it was 'internal', which is retried).
+    await expect(transport.getTask('c')).rejects.toMatchObject({ code: 'unimplemented', retryable: false });
+  });
+
   it('refuses compressed and oversized messages', async () => {
     let mode: 'compressed' | 'oversized' = 'compressed';
     const address = await fakeCoordinator(({ stream }) => {

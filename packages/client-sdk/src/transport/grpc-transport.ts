@@ -4,15 +4,26 @@ import {
   MAX_MESSAGE_BYTES,
   federationMethods,
   fromConfigMessages,
-  type ModelChunk__Output,
+  type ModelHeader__Output,
   type TaskSpec__Output,
+  type WaitForAssignmentResponse__Output,
   type PrivacySpec__Output,
 } from '@veil/protocol';
 import { chunkPayload } from '@veil/protocol/codec';
 import { ClientError } from '../errors.js';
 import type { UpdateEncodingName } from '../middleware.js';
 import { GrpcChannel } from './grpc-channel.js';
-import { calibrationFromWire, type Assignment, type AssignmentResponse, type JoinResult, type ModelEncodingName, type TaskPrivacy, type Transport } from './transport.js';
+import {
+  calibrationFromWire,
+  type Assignment,
+  type AssignmentResponse,
+  type DownloadedModel,
+  type JoinResult,
+  type ModelEncodingName,
+  type TaskPrivacy,
+  type Transport,
+  type WaitOptions,
+} from './transport.js';
 
 function toTask(t: TaskSpec__Output): JoinResult['task'] {
   return {
@@ -68,6 +79,81 @@ const MODEL_ENCODINGS: Record<string, ModelEncodingName> = {
 };
 const fromUpdateEncoding = (e: string): UpdateEncodingName =>
   e === 'UPDATE_ENCODING_BFV_V1' ? 'bfv-v1' : e === 'UPDATE_ENCODING_COMMITTEE_V1' ? 'committee-v1' : 'float32-le';
+
+/** A WaitForAssignmentResponse as the SDK uses it. */
+function toAssignmentResponse(r: WaitForAssignmentResponse__Output): AssignmentResponse {
+  if (r.assignment) {
+    const a = r.assignment;
+    let calibration: NonNullable<Assignment['calibration']> | null;
+    try {
+      calibration = calibrationFromWire(a.calibration);
+    } catch (e) {
+      throw ClientError.from(e);
+    }
+    return {
+      kind: 'assignment',
+      assignment: {
+        roundId: a.roundId,
+        roundNumber: a.roundNumber,
+        modelVersion: a.modelVersion,
+        modelSha256: Buffer.from(a.modelSha256).toString('hex'),
+        modelSizeBytes: a.modelSizeBytes,
+        deadlineUnixMs: a.deadlineUnixMs,
+        training: {
+          epochs: a.training?.epochs ?? 1,
+          batchSize: a.training?.batchSize ?? 32,
+          learningRate: a.training?.learningRate ?? 0.01,
+        },
+        updateEncoding: fromUpdateEncoding(a.updateEncoding),
+        maxUpdateBytes: a.maxUpdateBytes,
+        maxExampleCount: a.maxExampleCount,
+        evaluate: a.evaluate,
+        config: fromConfigMessages(a.config),
+        calibration,
+      },
+    };
+  }
+  if (r.ended) return { kind: 'ended', taskStatus: r.ended.taskStatus, reason: r.ended.reason, finalModelVersion: r.ended.finalModelVersion };
+  return { kind: 'idle', taskStatus: r.idle?.taskStatus ?? 'TASK_STATUS_UNSPECIFIED', currentRound: r.idle?.currentRound ?? 0 };
+}
+
+/**
+ * Collects a model's messages (one ModelHeader, then data chunks) as DownloadModel and
+ * WaitForAssignmentAndModel send them, hashing as they arrive; `result` checks size and SHA-256
+ * against the header (null: no header came).
+ */
+function createModelReceiver(): {
+  header(h: ModelHeader__Output): void;
+  data(chunk: Buffer): void;
+  result(): DownloadedModel | null;
+} {
+  let header: { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null = null;
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const hash = createHash('sha256');
+  return {
+    header(h) {
+      if (header !== null) throw new ClientError('integrity', 'model stream has two headers');
+      const encoding = MODEL_ENCODINGS[h.encoding];
+      if (encoding === undefined) throw new ClientError('invalid_argument', `unknown model encoding ${h.encoding}`);
+      header = { version: h.modelVersion, size: h.sizeBytes, sha256: Buffer.from(h.sha256).toString('hex'), encoding };
+    },
+    data(chunk) {
+      received += chunk.byteLength;
+      if (header === null || received > header.size) throw new ClientError('integrity', 'model stream is larger than its header declares');
+      hash.update(chunk);
+      chunks.push(chunk);
+    },
+    result() {
+      if (header === null) return null;
+      const sha256 = hash.digest('hex');
+      if (received !== header.size || sha256 !== header.sha256) throw new ClientError('integrity', 'model download failed its size or SHA-256 check');
+      // A model of one chunk (up to 1 MiB) is returned as received (a view of its message), without a copy.
+      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+      return { version: header.version, bytes, sha256, encoding: header.encoding };
+    },
+  };
+}
 
 /** TLS to the coordinator: the CA to trust (pinned), and a client certificate for mutual TLS. */
 export interface TlsOptions {
@@ -181,6 +267,14 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
     });
   }
 
+  /** Whether to try WaitForAssignmentAndModel (false once the coordinator answered that it does not have it). */
+  let combinedCall = true;
+
+  async function waitForAssignment(credential: string, waitMs: number, signal?: AbortSignal, options?: WaitOptions): Promise<AssignmentResponse> {
+    const r = await unary(service.WaitForAssignment, { waitMs, afterRoundNumber: options?.afterRoundNumber ?? 0 }, auth(credential), waitMs + callTimeoutMs, signal);
+    return toAssignmentResponse(r);
+  }
+
   return {
     async join(request) {
       const response = await unary(service.Join, request, {}, callTimeoutMs);
@@ -192,62 +286,66 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
       return toTask(await unary(service.GetTask, {}, auth(credential), callTimeoutMs));
     },
 
-    async waitForAssignment(credential, waitMs, signal, options) {
-      const r = await unary(service.WaitForAssignment, { waitMs, afterRoundNumber: options?.afterRoundNumber ?? 0 }, auth(credential), waitMs + callTimeoutMs, signal);
-      if (r.assignment) {
-        const a = r.assignment;
-        let calibration: NonNullable<Assignment['calibration']> | null;
-        try {
-          calibration = calibrationFromWire(a.calibration);
-        } catch (e) {
-          throw ClientError.from(e);
+    waitForAssignment,
+
+    async waitForAssignmentAndModel(credential, waitMs, signal, options) {
+      if (!combinedCall) return { response: await waitForAssignment(credential, waitMs, signal, options), model: null };
+      const definition = service.WaitForAssignmentAndModel;
+      let response: AssignmentResponse | null = null;
+      const model = createModelReceiver();
+      const onMessage = (bytes: Buffer): void => {
+        const message = definition.responseDeserialize(bytes);
+        if (message.answer) {
+          if (response !== null) throw new ClientError('internal', 'WaitForAssignmentAndModel answered twice');
+          response = toAssignmentResponse(message.answer);
+        } else if (response === null) {
+          throw new ClientError('internal', 'WaitForAssignmentAndModel sent a model before its answer');
+        } else if (message.modelHeader) {
+          model.header(message.modelHeader);
+        } else if (message.modelData) {
+          model.data(message.modelData);
         }
-        return {
-          kind: 'assignment',
-          assignment: {
-            roundId: a.roundId,
-            roundNumber: a.roundNumber,
-            modelVersion: a.modelVersion,
-            modelSha256: Buffer.from(a.modelSha256).toString('hex'),
-            modelSizeBytes: a.modelSizeBytes,
-            deadlineUnixMs: a.deadlineUnixMs,
-            training: {
-              epochs: a.training?.epochs ?? 1,
-              batchSize: a.training?.batchSize ?? 32,
-              learningRate: a.training?.learningRate ?? 0.01,
-            },
-            updateEncoding: fromUpdateEncoding(a.updateEncoding),
-            maxUpdateBytes: a.maxUpdateBytes,
-            maxExampleCount: a.maxExampleCount,
-            evaluate: a.evaluate,
-            config: fromConfigMessages(a.config),
-            calibration,
-          },
-        } satisfies AssignmentResponse;
+      };
+      const request = {
+        waitMs,
+        afterRoundNumber: options?.afterRoundNumber ?? 0,
+        ...(options?.heldModelVersion !== undefined && { heldModelVersion: options.heldModelVersion }),
+      };
+      let call;
+      try {
+        call = channel.call(definition.path, { metadata: auth(credential), timeoutMs: waitMs + 10 * callTimeoutMs, signal, onMessage });
+      } catch (error) {
+        throw ClientError.from(error);
       }
-      if (r.ended) return { kind: 'ended', taskStatus: r.ended.taskStatus, reason: r.ended.reason, finalModelVersion: r.ended.finalModelVersion };
-      return { kind: 'idle', taskStatus: r.idle?.taskStatus ?? 'TASK_STATUS_UNSPECIFIED', currentRound: r.idle?.currentRound ?? 0 };
+      call.write([definition.requestSerialize(request)]);
+      call.end();
+      try {
+        await call.done;
+      } catch (error) {
+        // A coordinator that predates the call: the two calls from now on.
+        if (ClientError.from(error).code === 'unimplemented' && response === null) {
+          combinedCall = false;
+          return { response: await waitForAssignment(credential, waitMs, signal, options), model: null };
+        }
+        throw error;
+      }
+      const answer = response as AssignmentResponse | null;
+      if (answer === null) throw new ClientError('internal', 'empty WaitForAssignmentAndModel response');
+      const sent = model.result();
+      if (sent !== null && (answer.kind !== 'assignment' || sent.version !== answer.assignment.modelVersion)) {
+        throw new ClientError('integrity', 'the model sent with the assignment is not the version it names');
+      }
+      return { response: answer, model: sent };
     },
 
     async downloadModel(credential, which, signal) {
       const definition = service.DownloadModel;
       const request = 'latest' in which ? { modelVersion: 0, latest: true } : { modelVersion: which.version, latest: false };
-      let header: { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null = null;
-      const chunks: Buffer[] = [];
-      let received = 0;
-      const hash = createHash('sha256');
+      const model = createModelReceiver();
       const onMessage = (bytes: Buffer): void => {
-        const message = definition.responseDeserialize(bytes) as ModelChunk__Output;
-        if (message.header) {
-          const encoding = MODEL_ENCODINGS[message.header.encoding];
-          if (encoding === undefined) throw new ClientError('invalid_argument', `unknown model encoding ${message.header.encoding}`);
-          header = { version: message.header.modelVersion, size: message.header.sizeBytes, sha256: Buffer.from(message.header.sha256).toString('hex'), encoding };
-        } else if (message.data) {
-          received += message.data.byteLength;
-          if (header === null || received > header.size) throw new ClientError('integrity', 'model stream is larger than its header declares');
-          hash.update(message.data);
-          chunks.push(message.data);
-        }
+        const message = definition.responseDeserialize(bytes);
+        if (message.header) model.header(message.header);
+        else if (message.data) model.data(message.data);
       };
       let call;
       try {
@@ -258,13 +356,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
       call.write([definition.requestSerialize(request)]);
       call.end();
       await call.done;
-      const h = header as { version: number; size: number; sha256: string; encoding: ModelEncodingName } | null;
-      if (h === null) throw new ClientError('integrity', 'model stream had no header');
-      const sha256 = hash.digest('hex');
-      if (received !== h.size || sha256 !== h.sha256) throw new ClientError('integrity', 'model download failed its size or SHA-256 check');
-      // A model of one chunk (up to 1 MiB) is returned as received (a view of its message), without a copy.
-      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
-      return { version: h.version, bytes, sha256, encoding: h.encoding };
+      const downloaded = model.result();
+      if (downloaded === null) throw new ClientError('integrity', 'model stream had no header');
+      return downloaded;
     },
 
     async submitUpdate(credential, header, payload, signal) {

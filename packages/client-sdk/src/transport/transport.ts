@@ -132,6 +132,20 @@ export interface WaitOptions {
   afterRoundNumber?: number;
 }
 
+/** A model version as a transport delivers it, its size and SHA-256 checked against its header. */
+export interface DownloadedModel {
+  version: number;
+  bytes: Uint8Array;
+  sha256: string;
+  encoding: ModelEncodingName;
+}
+
+/** Options of {@link Transport.waitForAssignmentAndModel}. */
+export interface WaitWithModelOptions extends WaitOptions {
+  /** The model version the device holds: an assignment to it comes without the model. Default none. */
+  heldModelVersion?: number;
+}
+
 /**
  * How the SDK reaches a coordinator. `createGrpcTransport` implements it over
  * node:http2 (gRPC); a browser transport (gRPC-web or Connect) can implement the same
@@ -146,12 +160,22 @@ export interface Transport {
    * or an earlier one).
    */
   waitForAssignment(credential: string, waitMs: number, signal?: AbortSignal, options?: WaitOptions): Promise<AssignmentResponse>;
-  /** Downloads and verifies (size, SHA-256) model `version` (0 = initial), or the current one with `latest`. */
-  downloadModel(
+  /**
+   * {@link waitForAssignment} and, when the answer is an assignment to a model version other than
+   * `options.heldModelVersion`, that version (checked as {@link downloadModel} checks it) in the
+   * same call: one request and one round trip fewer per round. `model` is null when the answer
+   * is no assignment, the device holds the version, or the coordinator does not have the combined
+   * call (the transport then makes the plain long-poll, and the caller downloads the model).
+   * Optional: a transport without it is used through the two calls.
+   */
+  waitForAssignmentAndModel?(
     credential: string,
-    which: { version: number } | { latest: true },
+    waitMs: number,
     signal?: AbortSignal,
-  ): Promise<{ version: number; bytes: Uint8Array; sha256: string; encoding: ModelEncodingName }>;
+    options?: WaitWithModelOptions,
+  ): Promise<{ response: AssignmentResponse; model: DownloadedModel | null }>;
+  /** Downloads and verifies (size, SHA-256) model `version` (0 = initial), or the current one with `latest`. */
+  downloadModel(credential: string, which: { version: number } | { latest: true }, signal?: AbortSignal): Promise<DownloadedModel>;
   submitUpdate(credential: string, header: UpdateHeader, payload: Uint8Array, signal?: AbortSignal): Promise<{ acceptedCount: number }>;
   reportEvaluation(
     credential: string,

@@ -32,6 +32,7 @@ import type { GrpcLimits } from '../config/config.js';
 import { surfaceOf, type DeviceAuth } from './device-auth.js';
 import type { AssignmentResult, RoundEngine, UpdateHeaderInput } from '../rounds/engine.js';
 import type { Client, Task } from '../rounds/model.js';
+import type { StoredModel } from '../rounds/model-cache.js';
 import type { PrivacySettings } from '../privacy/settings.js';
 import type { FederationStore } from '../rounds/ports.js';
 
@@ -293,6 +294,22 @@ function createEncodedModelCache(): (taskId: string, model: { version: number; b
   };
 }
 
+/** What {@link createFederationHandlers}' model-sending server streams share. */
+interface ModelStream {
+  /** The call has ended (closed, cancelled, failed, or the client's credential revoked). */
+  readonly ended: boolean;
+  /** Runs `fn` when the call ends (at once if it has). */
+  onEnd(fn: () => void): void;
+  /** Authenticates the caller; should its credential be revoked before the call ends, the call ends with UNAUTHENTICATED. */
+  authenticate(): Promise<Client>;
+  /** Writes one message, waiting while the device is behind. */
+  write(message: unknown): Promise<void>;
+  /** Ends the stream (status OK). */
+  end(): void;
+  /** Sends `model` (header, then chunks) within the download budget, ends the stream, and notes the download once the call closes. */
+  sendModel(client: Client, model: StoredModel): Promise<void>;
+}
+
 /** The gRPC adapter: authenticates devices and translates calls to the round engine. */
 export function createFederationHandlers(options: FederationServiceOptions): FederationServiceHandlers {
   const { engine, store } = options;
@@ -335,6 +352,84 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const authenticate = (call: { getPath(): string; getPeer(): string; metadata: grpc.Metadata }): Promise<Client> =>
     deviceAuth.authenticate(call.getPath().split('/').at(-1) ?? '', call.metadata, () => call.getPeer(), surfaceOf(call));
 
+  /**
+   * Runs a server stream that sends a model (DownloadModel, WaitForAssignmentAndModel). Its download
+   * budget share and its revocation watch are let go however the call ends (finished, then closed;
+   * failed; cancelled by the device); an error thrown by `run` ends it with its status.
+   */
+  const serveModelStream = <Req, Res>(call: grpc.ServerWritableStream<Req, Res>, run: (stream: ModelStream) => Promise<void>): void => {
+    let releaseBudget: (() => void) | null = null;
+    let untrack: (() => void) | null = null;
+    let ended = false;
+    const onEnd: Array<() => void> = [];
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      releaseBudget?.();
+      untrack?.();
+      for (const fn of onEnd.splice(0)) fn();
+    };
+    call.once('close', end);
+    call.once('cancelled', end);
+    /** Resolves on `event`, or at once when the call has ended (a cancelled call never drains). */
+    const until = (event: 'drain' | 'close'): Promise<void> =>
+      ended
+        ? Promise.resolve()
+        : new Promise((resolve) => {
+            const done = (): void => {
+              call.off(event, done).off('close', done).off('cancelled', done);
+              resolve();
+            };
+            call.once(event, done).once('close', done).once('cancelled', done);
+          });
+    const write = async (message: unknown): Promise<void> => {
+      if (call.cancelled || ended) return;
+      if (!call.write(message as Res)) await until('drain');
+    };
+    const stream: ModelStream = {
+      get ended() {
+        return ended;
+      },
+      onEnd(fn) {
+        if (ended) fn();
+        else onEnd.push(fn);
+      },
+      async authenticate() {
+        const client = await authenticate(call);
+        untrack = deviceAuth.track(client, () => {
+          if (ended) return;
+          // grpc-js ends a server stream with the status of an emitted error (destroy() would send none).
+          call.emit('error', Object.assign(new Error('credential revoked'), sendError(log, new VeilError('unauthenticated', 'the client credential was revoked'))));
+          end();
+        });
+        if (ended) untrack();
+        return client;
+      },
+      write,
+      end: () => call.end(),
+      async sendModel(client, model) {
+        // Bounded memory: grpc-js serialises every message into a buffer of its own, held until the device reads it.
+        const ids = { taskId: client.taskId, clientId: client.id, modelVersion: model.version };
+        log.debug(ids, 'download waiting for the transfer budget');
+        const release = await downloads.acquire(model.bytes.byteLength);
+        log.debug(ids, 'download admitted');
+        if (ended) return release();
+        releaseBudget = release;
+        // Header, then the chunks: serialized once per model version (the service definition writes them as is).
+        for (const message of encodedModel(client.taskId, model)) {
+          if (call.cancelled || ended) return;
+          await write(message);
+        }
+        call.end();
+        await until('close');
+        engine.noteModelDownloaded(ids);
+      },
+    };
+    run(stream).catch((error) => {
+      if (!ended) call.emit('error', Object.assign(new Error('stream failed'), sendError(log, error)));
+    });
+  };
+
   return {
     Join(call, callback) {
       answer((async () => {
@@ -372,59 +467,37 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
     },
 
     DownloadModel(call) {
-      // Its budget share is freed however the call ends: finished (then closed), failed, or cancelled by the device.
-      let releaseBudget: (() => void) | null = null;
-      let untrack: (() => void) | null = null;
-      let ended = false;
-      const onEnd = (): void => {
-        ended = true;
-        releaseBudget?.();
-        untrack?.();
-      };
-      call.once('close', onEnd);
-      call.once('cancelled', onEnd);
-      /** Resolves on `event`, or at once when the call has ended (a cancelled call never drains). */
-      const until = (event: 'drain' | 'close'): Promise<void> =>
-        ended
-          ? Promise.resolve()
-          : new Promise((resolve) => {
-              const done = (): void => {
-                call.off(event, done).off('close', done).off('cancelled', done);
-                resolve();
-              };
-              call.once(event, done).once('close', done).once('cancelled', done);
-            });
-      void (async () => {
+      serveModelStream(call, async (stream) => {
         wellFormed(call.request);
         int32(call.request.modelVersion, 'model_version');
-        const client = await authenticate(call);
-        untrack = deviceAuth.track(client, () => {
-          if (ended) return;
-          // grpc-js ends a server stream with the status of an emitted error (destroy() would send none).
-          call.emit('error', Object.assign(new Error('credential revoked'), sendError(log, new VeilError('unauthenticated', 'the client credential was revoked'))));
-          onEnd();
-        });
-        if (ended) return untrack();
+        const client = await stream.authenticate();
+        if (stream.ended) return;
         const model = call.request.latest
           ? await engine.readModel(client.taskId)
           : await engine.readModelVersion(client.taskId, call.request.modelVersion);
-        // Bounded memory: grpc-js serialises every message into a buffer of its own, held until the device reads it.
-        const ids = { taskId: client.taskId, clientId: client.id, modelVersion: model.version };
-        log.debug(ids, 'download waiting for the transfer budget');
-        const release = await downloads.acquire(model.bytes.byteLength);
-        log.debug(ids, 'download admitted');
-        if (ended) return release();
-        releaseBudget = release;
-        // Header, then the chunks: serialized once per model version (the service definition writes them as is).
-        for (const message of encodedModel(client.taskId, model)) {
-          if (call.cancelled || ended) return;
-          if (!call.write(message as unknown as ModelChunk)) await until('drain');
-        }
-        call.end();
-        await until('close');
-        engine.noteModelDownloaded(ids);
-      })().catch((error) => {
-        if (!ended) call.emit('error', Object.assign(new Error('download failed'), sendError(log, error)));
+        await stream.sendModel(client, model);
+      });
+    },
+
+    WaitForAssignmentAndModel(call) {
+      serveModelStream(call, async (stream) => {
+        wellFormed(call.request);
+        const { heldModelVersion } = call.request;
+        if (heldModelVersion !== undefined) int32(heldModelVersion, 'held_model_version');
+        const abort = new AbortController();
+        stream.onEnd(() => abort.abort());
+        // Revoking the client ends its long-poll at once, with UNAUTHENTICATED.
+        const client = await stream.authenticate();
+        if (stream.ended) return;
+        const result = await engine.waitForAssignment(client, effectiveWaitMs(call.request.waitMs), abort.signal, {
+          afterRoundNumber: call.request.afterRoundNumber,
+        });
+        if (stream.ended) return;
+        deviceAuth.assertActive(client);
+        await stream.write({ answer: toResponse(result) });
+        if (result.kind !== 'assignment' || result.model.version === heldModelVersion) return stream.end();
+        // The assignment's own version: committed (the round that uses it is open), and in the model cache.
+        await stream.sendModel(client, await engine.readModelVersion(client.taskId, result.model.version));
       });
     },
 
