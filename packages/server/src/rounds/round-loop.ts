@@ -592,12 +592,12 @@ export class RoundLoop {
   }
 }
 
-/** A closed round's summary: its updates (`submissions`), the selected devices without one, and the time since `startedMs` (performance.now). */
 /** True when the round's aggregate holds exactly the updates `recorded` (client ids) by the store. */
 function foldsExactly(open: OpenRound, recorded: ReadonlySet<string>): boolean {
   return recorded.size === open.folded.size && [...recorded].every((id) => open.folded.has(id));
 }
 
+/** A closed round's summary: its updates (`submissions`), the selected devices without one, and the time since `startedMs` (performance.now). */
 function roundSummary(
   submissions: readonly Pick<Submission, 'exampleCount' | 'sizeBytes'>[],
   failures: readonly FitFailure[],
