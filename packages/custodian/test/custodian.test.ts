@@ -415,31 +415,21 @@ describe('custodians answering a 4-of-7 committee', () => {
         descriptorSignature: fromBase64(ownSigned.signature, 's', 64),
       }),
     ).toMatchObject({ ok: false, veilCode: 'invalid_descriptor' });
-    // c > 2t - n - 1 (t = 4 of 7 allows c = 0), even when the real authority signed it.
-    const tooTrusting = { ...f.descriptor, corruptTolerated: 1 };
-    expect(
-      await rawShareSum(address, f, {
+    // A descriptor changed by the coordinator and re-signed by the real authority.
+    const signedByAuthority = (descriptor: typeof f.descriptor) =>
+      rawShareSum(address, f, {
         round: 1,
         custodianIndex: 5,
         entries,
         hashD: hashDOf(devices),
-        descriptorBytes: encodeDescriptor(tooTrusting),
-        descriptorSignature: fromBase64(signDescriptor(tooTrusting, f.authority.privateKey).signature, 's', 64),
-      }),
-    ).toMatchObject({ ok: false, veilCode: 'invalid_descriptor' });
+        descriptorBytes: encodeDescriptor(descriptor),
+        descriptorSignature: fromBase64(signDescriptor(descriptor, f.authority.privateKey).signature, 's', 64),
+      });
+    // c > 2t - n - 1 (t = 4 of 7 allows c = 0), even when the real authority signed it.
+    expect(await signedByAuthority({ ...f.descriptor, corruptTolerated: 1 })).toMatchObject({ ok: false, veilCode: 'invalid_descriptor' });
     // A c0 compressed to 32 bits, re-signed by the real authority: 1,000 devices' worst-case rounding
     // (1000 · 2^11) does not fit Δ/2 = 2^11, so decryption would not be exact.
-    const narrow = { ...f.descriptor, encoding: { ...f.descriptor.encoding, c0Bits: 32 as const } };
-    expect(
-      await rawShareSum(address, f, {
-        round: 1,
-        custodianIndex: 5,
-        entries,
-        hashD: hashDOf(devices),
-        descriptorBytes: encodeDescriptor(narrow),
-        descriptorSignature: fromBase64(signDescriptor(narrow, f.authority.privateKey).signature, 's', 64),
-      }),
-    ).toMatchObject({ ok: false, code: grpc.status.FAILED_PRECONDITION, veilCode: 'invalid_descriptor', details: expect.stringContaining('rounding sum of up to 2048000 (c0Bits 32)') });
+    expect(await signedByAuthority({ ...f.descriptor, encoding: { ...f.descriptor.encoding, c0Bits: 32 as const } })).toMatchObject({ ok: false, code: grpc.status.FAILED_PRECONDITION, veilCode: 'invalid_descriptor', details: expect.stringContaining('rounding sum of up to 2048000 (c0Bits 32)') });
     // A descriptor whose bytes are not canonical (whitespace) is refused rather than hashed differently.
     const spaced = new TextEncoder().encode(` ${new TextDecoder().decode(f.descriptorBytes)}`);
     expect(await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices), descriptorBytes: spaced })).toMatchObject({
