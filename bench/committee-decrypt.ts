@@ -18,6 +18,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as current from '../packages/crypto/src/index.js';
+import { createDecryptPool } from '../packages/crypto/src/committee/decrypt-pool.js';
 
 const { values: args } = parseArgs({
   options: { devices: { type: 'string' }, values: { type: 'string' }, runs: { type: 'string' }, base: { type: 'string' }, pool: { type: 'boolean' }, threads: { type: 'string' } },
@@ -30,7 +31,7 @@ type Decrypt = (lib: Crypto, options: Parameters<Crypto['decryptSum']>[0]) => Pr
 const inThread: Decrypt = async (lib, options) => lib.decryptSum(options);
 const variants: [string, Crypto, Decrypt][] = [['current', current, inThread]];
 if (args.base !== undefined) variants.push(['base', (await import(join(args.base, 'packages/crypto/src/index.ts'))) as Crypto, inThread]);
-const pool = args.pool === true ? current.createDecryptPool(args.threads === undefined ? {} : { threads: Number(args.threads) }) : null;
+const pool = args.pool === true ? createDecryptPool(args.threads === undefined ? {} : { threads: Number(args.threads) }) : null;
 if (pool !== null) variants.push(['pool', current, async (_lib, options) => pool.decryptSum(options)]);
 
 const authority = current.generateEd25519KeyPair();

@@ -173,8 +173,8 @@ export {
   restoreC0Accumulator,
   decryptSum,
 } from './committee/rlwe.js';
-export { createDecryptPool } from './committee/decrypt-pool.js';
-export type { DecryptPool, DecryptPoolOptions } from './committee/decrypt-pool.js';
+// The worker-thread decryption pool (createDecryptPool) is Node only: it is the subpath
+// `@veil/crypto/decrypt-pool`, so that this index stays bundlable for browsers (the SDK's browser build).
 export { C0_BITS, isC0Bits } from './committee/compress.js';
 export type { C0Bits } from './committee/compress.js';
 export type {
