@@ -160,9 +160,9 @@ describe('transfer budgets', () => {
     expect((await storedUpdateFiles(storage.dataDir)).filter((f) => f.startsWith(a.roundId))).toHaveLength(3);
   });
 
-  test('an upload queued for the budget holds at most about one stream window (1 MiB) at the coordinator; the rest of it stays on the device', async () => {
+  test('an upload queued for the budget holds at most about one stream window (64 KiB) at the coordinator; the rest of it stays on the device', async () => {
     const { coordinator, rest } = env;
-    // A 2.4 MB update: more than twice the coordinator's stream window.
+    // A 2.4 MB update: far more than the coordinator's stream window.
     const parameters = 600_000;
     const base = pattern(parameters, 11);
     const { id: taskId } = await createTinyTask(rest, { rounds: 1, clientsPerRound: 2, minClients: 2, minAvailableClients: 2, model: model(base, parameters) }, base);
@@ -187,9 +187,10 @@ describe('transfer budgets', () => {
     while (sent() < SERVER_STREAM_WINDOW_BYTES) await new Promise((resolve) => setTimeout(resolve, 10));
     await new Promise((resolve) => setTimeout(resolve, 500));
     const held = sent();
-    // Measured: exactly the window (the header message included); one 16 KiB frame of slack.
-    expect(held).toBeLessThanOrEqual(SERVER_STREAM_WINDOW_BYTES + 16 * 1024);
-    expect(held).toBeLessThan(delta.byteLength / 2);
+    // Measured: the window, plus two 16 KiB DATA frames that reached Node's stream before the
+    // coordinator paused it (their window was given back) and the header message.
+    expect(held).toBeLessThanOrEqual(SERVER_STREAM_WINDOW_BYTES + 3 * 16 * 1024);
+    expect(held).toBeLessThan(delta.byteLength / 16);
 
     // Once the holder goes, the waiting upload is read through and counted.
     holding.cancel();

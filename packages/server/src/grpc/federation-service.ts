@@ -680,21 +680,23 @@ export const SERVER_MAX_FRAME_BYTES = MAX_CHUNK_BYTES;
 
 /**
  * HTTP/2 receive window of each stream the coordinator announces (SETTINGS_INITIAL_WINDOW_SIZE,
- * RFC 9113 Sec. 6.9.2): one chunk, so an update of up to 1 MiB reaches the coordinator in one
- * flight. With HTTP/2's default of 65,535 bytes a device sent 64 KiB of a 400 kB update, then
- * waited for a WINDOW_UPDATE, 6-7 times per upload, each wait a wake-up of the coordinator's busy
- * event loop (seen through a frame-recording proxy, test/grpc-settings.test.ts).
+ * RFC 9113 Sec. 6.9.2): HTTP/2's default, 65,535 bytes.
  *
- * Memory: it is also what a device may send on a stream that the coordinator does not read. Node
- * delivers every received byte of a stream to its reader, and replenishes the stream's window
- * only as the reader consumes; an upload held between its header and its admission to the upload
- * budget (holdReads) therefore holds at most this many bytes (was 64 KiB). Held uploads are
- * those whose header is being checked (a device credential is needed to get past the first check)
- * and those queued for the budget, at most `maxUploadStreamsPerDevice` per device: the worst
- * case is the upload budget plus 1 MiB per queued upload, and a queued honest update of up to
- * 1 MiB is simply received ahead of its turn.
+ * It is what a device may send on a stream that the coordinator does not read. Node delivers every
+ * received byte of a stream to its reader, and replenishes the stream's window only as the reader
+ * consumes; an upload held between its header and its admission to the upload budget (holdReads)
+ * therefore holds at most this many bytes. Held uploads are those whose header is being checked
+ * and those queued for the budget, at most `maxUploadStreamsPerDevice` per device: the worst case
+ * is the upload budget plus one window per queued upload.
+ *
+ * A window of one chunk (1 MiB) was tried (5ee8e5d): a 400 kB upload then arrives in one flight
+ * instead of stopping 6-7 times for a WINDOW_UPDATE (seen through test/http2-frames.ts's proxy),
+ * but at 1,000 clients the ~900 uploads queued behind the budget each parked their whole update:
+ * `bench:rounds --only scale --sizes 1000 --paths plaintext`, coordinator peak RSS 830-869 MiB
+ * against 563-574 MiB with this window (median round 5.3-6.0 s against 6.2-6.8 s); at 10 clients
+ * the gain was below the noise. Issue 17 keeps the 1,000-client RSS no worse, so the default stays.
  */
-export const SERVER_STREAM_WINDOW_BYTES = MAX_CHUNK_BYTES;
+export const SERVER_STREAM_WINDOW_BYTES = 65_535;
 
 /**
  * HTTP/2 receive window of each connection (raised with a WINDOW_UPDATE on stream 0 as the
@@ -702,7 +704,7 @@ export const SERVER_STREAM_WINDOW_BYTES = MAX_CHUNK_BYTES;
  * arrives, whether or not a stream reads it, so it bounds no memory: it only must not throttle a
  * connection carrying several uploads at once (devices of one process can share a connection).
  */
-export const SERVER_CONNECTION_WINDOW_BYTES = 16 * SERVER_STREAM_WINDOW_BYTES;
+export const SERVER_CONNECTION_WINDOW_BYTES = 16 * 2 ** 20;
 
 /**
  * Sets what the coordinator announces on each HTTP/2 connection: DATA frames up to
