@@ -111,14 +111,16 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     committeeTls = await watchTlsFiles({ files: { caFile, certFile, keyFile }, role: 'client', logger: logger.child({ component: 'committee-client' }), pollIntervalMs: reloadIntervalMs });
   }
   const committeeCredentials = committeeChannelCredentials(committeeTls);
-  // Committee rounds' decryptions, spread over worker threads (started now, ended on close).
+  // Committee rounds' decryptions, spread over worker threads: started when the first committee task
+  // opens (a coordinator with a request key but no committee task runs none), ended on close.
   let decryptPool: DecryptPool | null = null;
   if (config.committeeRequestKey !== undefined) {
     const signer = await readRequestSigner(config.committeeRequestKey);
     const committeeLog = logger.child({ component: 'committee-client' });
-    const pool = (decryptPool = createDecryptPool());
+    const pool = (): DecryptPool => (decryptPool ??= createDecryptPool());
     committee = {
       open: (descriptor, descriptorSignature) => {
+        const decryption = pool();
         const client = createCommitteeClient({
           descriptor,
           descriptorSignature,
@@ -130,13 +132,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
         return {
           collect: (request) => client.collect(request),
           stage: (round) => client.stage(round),
-          decrypt: (request) => pool.decryptSum(request),
-          derivePublicPolynomials: (binding, count) => pool.derivePublicPolynomials(binding, count),
+          decrypt: (request) => decryption.decryptSum(request),
+          derivePublicPolynomials: (binding, count) => decryption.derivePublicPolynomials(binding, count),
           close: () => client.close(),
         };
       },
     };
-    logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64'), decryptThreads: pool.threads }, 'committee request key loaded');
+    logger.info({ requestKey: Buffer.from(signer.publicKey).toString('base64') }, 'committee request key loaded');
   }
 
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
