@@ -113,6 +113,9 @@ describe('device protocol over Connect (HTTP port)', () => {
     expect([r.status, (await json(r)).code]).toEqual([400, 'invalid_argument']);
     r = await post(env, '/veil.v1.FederationService/Join', { taskId: 'not-a-uuid', enrolmentSecret: coordinator.enrolmentSecret });
     expect([r.status, (await json(r)).message]).toEqual([400, 'task_id must be a UUID']);
+    // A lone surrogate has no UTF-8 form: refused as proto3 JSON, before it could reach the database.
+    r = await post(env, '/veil.v1.FederationService/Join', `{"taskId": "${taskId}", "enrolmentSecret": "${coordinator.enrolmentSecret}", "clientName": "a\\ud800"}`);
+    expect([r.status, await json(r)]).toEqual([400, { code: 'invalid_argument', message: 'invalid JoinRequest: clientName: well-formed Unicode string expected' }]);
     r = await fetch(coordinator.httpUrl + '/veil.v1.FederationService/Join', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
     expect(r.status).toBe(415);
 

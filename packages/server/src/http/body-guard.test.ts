@@ -30,4 +30,15 @@ describe('JSON body guard', () => {
       expect((error as VeilError).code).toBe('invalid_argument');
     }
   });
+
+  test('refuses a lone surrogate in any string or key, and accepts a proper pair', () => {
+    expect(() => checkJsonBody({ name: '\ud800' }, 64)).toThrow(/well-formed Unicode/);
+    expect(() => checkJsonBody({ name: 'a\udc00b' }, 64)).toThrow(/well-formed Unicode/);
+    expect(() => checkJsonBody({ model: { topology: [{ name: 'x\udbff' }] } }, 64)).toThrow(/well-formed Unicode/);
+    expect(() => checkJsonBody({ ['k\ud83d']: 1 }, 64)).toThrow(/keys must be well-formed/);
+    // U+1F600 is the pair D83D DE00: well-formed.
+    expect(() => checkJsonBody({ name: '\ud83d\ude00', ['\ud83d\ude00']: 'ok' }, 64)).not.toThrow();
+    // Reversed pair: two lone surrogates.
+    expect(() => checkJsonBody({ name: '\ude00\ud83d' }, 64)).toThrow(/well-formed Unicode/);
+  });
 });

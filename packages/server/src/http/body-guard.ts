@@ -9,16 +9,22 @@ export interface BodyGuardOptions {
 
 /**
  * Refuses, before schema validation, JSON bodies that the database could not store or that would
- * cost deep recursion later: nesting beyond `maxDepth`, and any string or key holding U+0000
- * (PostgreSQL's text and jsonb cannot hold it). The walk is iterative: no body can overflow
- * the stack here.
+ * cost deep recursion later: nesting beyond `maxDepth`, any string or key holding U+0000
+ * (PostgreSQL's text and jsonb cannot hold it), and any string or key that is not well-formed
+ * UTF-16 (a lone surrogate, which JSON's `\ud800` escape can carry: it has no UTF-8 encoding, so
+ * neither the database nor Prisma's engine can store it — RFC 8259 §8.2, Unicode §3.9 D89).
+ * The walk is iterative: no body can overflow the stack here.
  */
+/** In a `u` regex a surrogate pair is one code point (not Cs): only an unpaired surrogate matches. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 export function checkJsonBody(body: unknown, maxDepth: number): void {
   const stack: Array<{ value: unknown; depth: number }> = [{ value: body, depth: 0 }];
   while (stack.length > 0) {
     const { value, depth } = stack.pop()!;
     if (typeof value === 'string') {
       if (value.includes('\u0000')) throw new VeilError('invalid_argument', 'strings must not contain the NUL character (U+0000)');
+      if (LONE_SURROGATE.test(value)) throw new VeilError('invalid_argument', 'strings must be well-formed Unicode (no lone surrogate)');
       continue;
     }
     if (value === null || typeof value !== 'object') continue;
@@ -28,6 +34,7 @@ export function checkJsonBody(body: unknown, maxDepth: number): void {
     } else {
       for (const [key, item] of Object.entries(value)) {
         if (key.includes('\u0000')) throw new VeilError('invalid_argument', 'keys must not contain the NUL character (U+0000)');
+        if (LONE_SURROGATE.test(key)) throw new VeilError('invalid_argument', 'keys must be well-formed Unicode (no lone surrogate)');
         stack.push({ value: item, depth: depth + 1 });
       }
     }
