@@ -25,6 +25,7 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
+import { installPooledMessageDecoder, releaseMessageBuffer } from './message-pool.js';
 import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, type UploadGuard, type UploadSlot } from './upload-guard.js';
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial, TlsSource } from '../tls/tls-source.js';
@@ -330,6 +331,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
   const encodedModel = createEncodedModelCache();
+  // Upload chunks are reassembled into reused buffers, which SubmitUpdate gives back (message-pool.ts).
+  installPooledMessageDecoder();
   const uploadGuard = options.uploadGuard ?? createUploadGuard({
     ...(options.uploadIdleTimeoutMs !== undefined && { idleTimeoutMs: options.uploadIdleTimeoutMs }),
     ...(options.maxUploadStreamsPerDevice !== undefined && { maxStreamsPerDevice: options.maxUploadStreamsPerDevice }),
@@ -523,6 +526,13 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         slot?.close();
         gone.abort(new VeilError('aborted', 'upload stream ended'));
         chunks.length = 0;
+        // The engine may still be reading the payload: then the end of its processing gives the buffers back.
+        if (!processing) releaseReceived();
+      };
+      /** Gives the received chunks' message buffers back to the pool (message-pool.ts): nothing reads them any more. */
+      const releaseReceived = (): void => {
+        for (const chunk of taken) releaseMessageBuffer(chunk);
+        taken.length = 0;
       };
       const finish = (error: unknown, response?: { acceptedCount: number; payloadSha256: Buffer }): void => {
         if (settled) return;
@@ -537,6 +547,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
       };
       const reads = holdReads(call);
       const chunks: Buffer[] = [];
+      /** Every chunk taken (to give its buffer back): `chunks` is emptied when the stream ends, whatever the engine still reads. */
+      const taken: Buffer[] = [];
       let received = 0;
       let header: UpdateHeaderInput | null = null;
       let maxBytes = 0;
@@ -601,6 +613,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
             return finish(new VeilError('resource_exhausted', `payload exceeds the declared ${header.payloadSizeBytes} bytes`));
           }
           chunks.push(message.chunk);
+          taken.push(message.chunk);
           rate?.add(message.chunk.byteLength);
           // Everything declared arrived: what is left (the end of the stream) is no transfer.
           if (received === header.payloadSizeBytes) rate?.stop();
@@ -635,8 +648,14 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           const { acceptedCount } = await engine.submitUpdate(client!, header, payload, digest, engine.now());
           return { acceptedCount, payloadSha256: Buffer.from(digest, 'hex') };
         })().then(
-          (response) => finish(null, response),
-          (error) => finish(error),
+          (response) => {
+            releaseReceived();
+            finish(null, response);
+          },
+          (error) => {
+            releaseReceived();
+            finish(error);
+          },
         );
       });
       call.on('error', (error) => {
