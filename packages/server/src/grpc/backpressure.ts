@@ -56,9 +56,24 @@ export function createByteBudget(capacityBytes: number): { acquire(bytes: number
       next.grant();
     }
   };
+  /** The idempotent release of `bytes` granted. */
+  const releaser = (bytes: number) => {
+    let released = false;
+    return (): void => {
+      if (released) return;
+      released = true;
+      free += bytes;
+      grantWaiting();
+    };
+  };
   return {
     acquire(requested, signal) {
       const bytes = Math.min(Math.max(requested, 1), capacityBytes);
+      // Room now and nobody waiting (the usual case): granted without an abort listener to add and remove.
+      if (queue.length === 0 && bytes <= free && !signal?.aborted) {
+        free -= bytes;
+        return Promise.resolve(releaser(bytes));
+      }
       return new Promise((resolve, reject) => {
         if (signal?.aborted) {
           reject(signal.reason);
@@ -76,13 +91,7 @@ export function createByteBudget(capacityBytes: number): { acquire(bytes: number
           bytes,
           grant() {
             signal?.removeEventListener('abort', onAbort);
-            let released = false;
-            resolve(() => {
-              if (released) return;
-              released = true;
-              free += bytes;
-              grantWaiting();
-            });
+            resolve(releaser(bytes));
           },
         };
         queue.push(entry);
