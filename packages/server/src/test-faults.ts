@@ -9,8 +9,11 @@
  *   committee-answered   a committee round's custodians answered and the next model was decrypted,
  *                        before the coordinator writes it (aggregation/committee-aggregator.ts;
  *                        e2e/committee-crash.test.ts)
+ *   model-blob-unsynced  a round's next model is written at its final key but not yet fsynced, and
+ *                        no commit references it (blobs/blob-store.ts `write`;
+ *                        e2e/model-write-crash.test.ts)
  */
-export type FaultPoint = 'committee-answered';
+export type FaultPoint = 'committee-answered' | 'model-blob-unsynced';
 
 /** Kills this process with SIGKILL if NODE_ENV=test and VEIL_TEST_FAULT=`point`; otherwise returns. */
 export function faultPoint(point: FaultPoint): void {

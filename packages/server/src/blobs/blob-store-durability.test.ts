@@ -17,6 +17,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
         const value = Reflect.get(target, prop, receiver) as unknown;
         if (prop === 'sync' || prop === 'datasync') {
           return async () => {
+            if (prop === 'sync') calls.push(`syncing ${path}`);
             await (value as () => Promise<void>).call(target);
             calls.push(`${prop} ${path}`);
           };
@@ -26,7 +27,11 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     });
   return {
     ...fs,
-    open: async (path: string, flags?: string, mode?: number) => observed(path, await fs.open(path, flags, mode)),
+    open: async (path: string, flags?: string, mode?: number) => {
+      const handle = await fs.open(path, flags, mode);
+      if (flags?.startsWith('w')) calls.push(`create ${path}`);
+      return observed(path, handle);
+    },
     rename: async (from: string, to: string) => {
       await fs.rename(from, to);
       calls.push(`rename ${to}`);
@@ -66,6 +71,49 @@ describe('blob store durability of names', () => {
     await store.put('models/t/2.bin', Buffer.from('again'));
     expect(calls.filter((c) => c.startsWith('sync ') && !c.endsWith('.tmp'))).toEqual([`sync ${t}`]);
     expect(calls.at(-1)).toBe(`sync ${t}`);
+    await store.close();
+  });
+
+  it('writes an unreferenced blob in place: no temporary file or rename, its directory fsynced after it exists, the data fsynced, both before it returns', async () => {
+    const store = createBlobStore({ dir: root });
+    const t = join(root, 'models', 't');
+    await store.put('models/t/0.bin', Buffer.from('initial')); // the directory exists already, as for a task's next version
+    calls.length = 0;
+    const data = Buffer.from('model version 1');
+    const ref = await store.write!('models/t/1.bin', data);
+    const file = join(t, '1.bin');
+    expect(calls.filter((c) => c.startsWith('rename') || c.includes('.tmp'))).toEqual([]);
+    expect(calls).toContain(`sync ${file}`);
+    // The directory's fsync starts once the name exists (it covers the new entry) and ends before the write returns.
+    expect(calls.indexOf(`syncing ${t}`)).toBeGreaterThan(calls.indexOf(`create ${file}`));
+    expect(calls).toContain(`sync ${t}`);
+    expect(calls.indexOf(`create ${file}`)).toBe(0);
+    expect(await store.get(ref)).toEqual(data);
+    await store.close();
+  });
+
+  it('replaces a partial file a crash left at an unreferenced key (truncated, not appended to or kept)', async () => {
+    const store = createBlobStore({ dir: root });
+    const { writeFile, mkdir } = await import('node:fs/promises');
+    await mkdir(join(root, 'models', 't'), { recursive: true });
+    await writeFile(join(root, 'models', 't', '2.bin'), Buffer.alloc(4096, 7)); // longer than the blob
+    const data = Buffer.from('model version 2');
+    const ref = await store.write!('models/t/2.bin', data);
+    expect(await store.get(ref)).toEqual(data);
+    await store.close();
+  });
+
+  it('each concurrent writer\'s directory fsync starts after its file exists (one requested while another runs is a new one)', async () => {
+    const store = createBlobStore({ dir: root });
+    await store.put('models/t/0.bin', Buffer.from('initial'));
+    const t = join(root, 'models', 't');
+    calls.length = 0;
+    await Promise.all([1, 2, 3].map((v) => store.write!(`models/t/${v}.bin`, Buffer.from(`v${v}`))));
+    const creates = calls.map((c, i) => [c, i] as const).filter(([c]) => c.startsWith('create '));
+    const dirSyncs = calls.map((c, i) => [c, i] as const).filter(([c]) => c === `syncing ${t}`);
+    // Every created file has a directory fsync that started after its creation.
+    expect(creates).toHaveLength(3);
+    for (const [, at] of creates) expect(dirSyncs.some(([, s]) => s > at)).toBe(true);
     await store.close();
   });
 

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, normalize, sep } from 'node:path';
 import { VeilError } from '../errors.js';
+import { faultPoint } from '../test-faults.js';
 
 /** A stored blob's identity: where it is and what it must hash to. */
 export interface BlobRef {
@@ -34,6 +35,18 @@ export interface BlobStore {
    * recorded as is; a wrong one makes every later read fail as corrupted).
    */
   put(key: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
+  /**
+   * Writes a blob durably at a key that nothing references yet and nothing reads until the caller
+   * has committed a reference to it (a model version and its strategy state, written before the
+   * commit that records their digests). The file is created at its final name and its data and
+   * its directory entry are fsynced concurrently: one sync's latency, where `put`'s temporary file
+   * costs two in sequence (the file's, then its directory's after the rename). A crash before this
+   * returns may leave a partial file at the key: nothing references it (the caller commits only
+   * after this returns; reads verify the digest anyway), and writing the key again (a restart
+   * redoing the work) truncates and replaces it. Never for a key that may already be referenced.
+   * Optional for other implementations (test doubles): callers fall back to `put` (`writeUnreferenced`).
+   */
+  write?(key: string, data: Uint8Array, sha256?: string): Promise<BlobRef>;
   /**
    * Appends a record holding `data` to the segment of directory `dir` and
    * returns once it is durable (fdatasync; appends that finish together share
@@ -174,6 +187,27 @@ async function syncDirectory(dir: string): Promise<void> {
 }
 
 /**
+ * Directory fsyncs shared by the writers that need them (the same group commit as `syncSegment`):
+ * a sync that starts after a writer's entry exists covers it, so one that is already running when
+ * a writer asks does not, and the writers arriving meanwhile share the next one.
+ */
+function directorySyncs(): (dir: string) => Promise<void> {
+  const running = new Map<string, { syncing: Promise<void>; next: Promise<void> | null }>();
+  const sync = (dir: string): Promise<void> => {
+    const entry = running.get(dir);
+    if (entry !== undefined) {
+      // Started before this caller's entry may have existed: the caller waits for the next one.
+      entry.next ??= entry.syncing.catch(() => undefined).then(() => sync(dir));
+      return entry.next;
+    }
+    const syncing = syncDirectory(dir).finally(() => running.delete(dir));
+    running.set(dir, { syncing, next: null });
+    return syncing;
+  };
+  return sync;
+}
+
+/**
  * Creates `dir` (and missing parents) and makes each new directory's entry durable: `mkdir`
  * returns the first directory it created, and every directory from that one down to `dir` is new.
  */
@@ -219,19 +253,22 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     }
   };
   const digestOf = (data: Uint8Array, sha256: string | undefined): string => sha256 ?? createHash('sha256').update(data).digest('hex');
+  const syncDir = directorySyncs();
+  /** Opens `path` for writing (`flags`), creating its directory again if it went away since it was created (removed by hand). */
+  const openIn = (dir: string, path: string, flags: string): Promise<FileHandle> =>
+    open(path, flags, 0o600).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+      createdDirs.delete(dir);
+      await ensureDir(dir);
+      return open(path, flags, 0o600);
+    });
   return {
     async put(key, data, sha256) {
       const path = pathOf(key);
       const dir = dirname(path);
       await ensureDir(dir);
       const tmp = `${path}.${randomUUID()}.tmp`;
-      const handle = await open(tmp, 'w', 0o600).catch(async (error: NodeJS.ErrnoException) => {
-        if (error.code !== 'ENOENT') throw error;
-        // The directory went away since it was created (removed by hand): create it again.
-        createdDirs.delete(dir);
-        await ensureDir(dir);
-        return open(tmp, 'w', 0o600);
-      });
+      const handle = await openIn(dir, tmp, 'w');
       try {
         await handle.writeFile(data);
         await handle.sync();
@@ -239,7 +276,25 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         await handle.close();
       }
       await rename(tmp, path);
-      await syncDirectory(dir);
+      await syncDir(dir);
+      return { key, sha256: digestOf(data, sha256), sizeBytes: data.byteLength };
+    },
+    async write(key, data, sha256) {
+      const path = pathOf(key);
+      const dir = dirname(path);
+      await ensureDir(dir);
+      // 'w' truncates a partial file a crash left at the key (nothing references it).
+      const handle = await openIn(dir, path, 'w');
+      // The name exists now: a directory fsync from here on makes it durable, concurrently with the data's.
+      const named = syncDir(dir);
+      named.catch(() => undefined); // awaited below
+      try {
+        await handle.writeFile(data);
+        faultPoint('model-blob-unsynced'); // crash tests only (NODE_ENV=test): the file exists at its key, not yet durable, nothing references it
+        await Promise.all([handle.sync(), named]);
+      } finally {
+        await handle.close();
+      }
       return { key, sha256: digestOf(data, sha256), sizeBytes: data.byteLength };
     },
     async append(dirKey, data, sha256) {
@@ -404,6 +459,11 @@ async function eraseRecord(openHandle: FileHandle | null, path: string, offset: 
   } finally {
     if (openHandle === null) await handle.close();
   }
+}
+
+/** `blobs.write` when the store has it, else `blobs.put` (same durability, one more sync in sequence). */
+export function writeUnreferenced(blobs: BlobStore, key: string, data: Uint8Array, sha256?: string): Promise<BlobRef> {
+  return blobs.write !== undefined ? blobs.write(key, data, sha256) : blobs.put(key, data, sha256);
 }
 
 /** Blob key of a global model version. */

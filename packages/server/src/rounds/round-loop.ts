@@ -3,7 +3,7 @@ import type { FitFailure, StrategyState } from '../aggregation/strategy.js';
 import { encodeStrategyState } from '../aggregation/strategy-state.js';
 import { checkFitConfig } from '../aggregation/registry.js';
 import type { ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
-import { modelBlobKey, strategyStateBlobKey } from '../blobs/blob-store.js';
+import { modelBlobKey, strategyStateBlobKey, writeUnreferenced } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Round, RoundSummary, Submission } from './model.js';
 import type { FederationStore } from './ports.js';
@@ -383,10 +383,13 @@ export class RoundLoop {
     if (result === null || next === null) return { ok: true, result, newModel: null };
     const version = rt.task.currentModelVersion + 1;
     // The state is written before the round closes and referenced by the same transaction that
-    // records the version: a crash in between re-aggregates and writes both again.
+    // records the version: a crash in between re-aggregates and writes both again. Neither key is
+    // referenced before that commit (the version is the task's current one plus one), so both are
+    // written in place (`write`: data and directory entry fsynced concurrently), and a partial
+    // file a crash leaves is replaced by the rewrite.
     const [ref, stateRef] = await Promise.all([
-      this.ctx.blobs.put(modelBlobKey(rt.task.id, version), next.bytes),
-      result.state === null ? null : this.ctx.blobs.put(strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
+      writeUnreferenced(this.ctx.blobs, modelBlobKey(rt.task.id, version), next.bytes),
+      result.state === null ? null : writeUnreferenced(this.ctx.blobs, strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
     ]);
     rt.strategyState = { version, state: result.state };
     this.ctx.models.setCurrent(rt.task.id, { version, bytes: asBuffer(next.bytes), encoding: next.encoding, sha256: ref.sha256 });
