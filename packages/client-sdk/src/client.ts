@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { float32ToBytes, float32View } from '@veil/protocol/codec';
+import { float32Bytes, float32View } from '@veil/protocol/codec';
 import { ClientError } from './errors.js';
 import { composeMiddleware, type LocalUpdate, type RoundContext, type UpdateMiddleware } from './middleware.js';
 import { sleep, withRetry, type RetryOptions } from './retry.js';
@@ -614,7 +614,8 @@ export function createClient(options: ClientOptions): VeilClient {
     if (committee !== null && update.encoding !== 'committee-v1') throw new ClientError('internal', 'committee task, but the update was not encrypted for the committee');
     if (update.levels !== undefined && encryption === null) throw new ClientError('failed_precondition', 'distributed DP requires an encrypted task');
     if (encryption !== null && update.encoding !== 'bfv-v1') throw new ClientError('internal', 'encrypted task, but the update was not encrypted');
-    const payload = update.payload ?? float32ToBytes(update.delta);
+    // The delta's own memory (little-endian platforms): it is not changed until upload() returns.
+    const payload = update.payload ?? float32Bytes(update.delta);
     if (payload.byteLength > a.maxUpdateBytes) {
       throw new ClientError('resource_exhausted', `update of ${payload.byteLength} bytes exceeds the round's ${a.maxUpdateBytes}`);
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bytesToFloat32, float32ToBytes, float32View } from './codec.js';
+import { bytesToFloat32, float32Bytes, float32ToBytes, float32View } from './codec.js';
 
 describe('float32 <-> little-endian bytes', () => {
   // Special values and their IEEE 754 binary32 encodings, little-endian.
@@ -58,5 +58,16 @@ describe('float32 <-> little-endian bytes', () => {
     expect([...copied]).toEqual([...view.map((v, i) => (i === 1 ? bytesToFloat32(shifted)[1]! : v))]);
     expect(() => float32View(new Uint8Array(6))).toThrow(RangeError);
   });
-});
 
+  it('gives the bytes of an array to send as a view of its memory (little-endian), equal to the copy', () => {
+    const whole = Float32Array.from([9, 1, -2.5, -0, Number.NaN, 9]);
+    const part = whole.subarray(1, 5);
+    const bytes = float32Bytes(part);
+    expect([...bytes]).toEqual([...float32ToBytes(part)]);
+    expect(bytes.buffer).toBe(whole.buffer);
+    expect(bytes.byteOffset).toBe(4);
+    expect(bytes.byteLength).toBe(16);
+    part[0] = 2;
+    expect([...bytes.subarray(0, 4)]).toEqual([0, 0, 0, 0x40]); // the same memory: 2.0f
+  });
+});

@@ -8,7 +8,7 @@ export {
   GRPC_CHANNEL_OPTIONS,
 } from './limits.js';
 export { federationServiceDefinition, federationMethods, createFederationServiceClient, protoRoot, EncodedModelChunk, encodeModelChunk, MalformedMessage, isMalformedMessage } from './service.js';
-export { sha256, chunkPayload, float32ToBytes, bytesToFloat32, float32View } from './codec.js';
+export { sha256, chunkPayload, float32ToBytes, float32Bytes, bytesToFloat32, float32View } from './codec.js';
 export { countParameters, toConfigMessages, fromConfigMessages } from './model.js';
 export type { WeightSpec, ModelSpec, FitConfigValue, ConfigValueMessage } from './model.js';
 export type { CalibrationFileJson, EncryptedCalibrationFileJson, CalibrationRoundsJson } from './calibration.js';
