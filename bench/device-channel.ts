@@ -16,9 +16,11 @@
  *
  * Each --channel (default: this tree's build) gets its own connection. After --warmup cycles each,
  * the channels run --blocks blocks of --cycles cycles, in alternating order (A B, B A, ...), and
- * this process's CPU (user + system, all threads: GC and JIT helpers included) per cycle is taken
- * per block. Prints one JSON object: per channel the median over blocks and every block's figure,
- * and the machine's load average. The server's CPU is in the other process and not counted.
+ * this process's CPU (user + system, all threads: GC and JIT helpers included) and minor page faults
+ * per cycle are taken per block. Prints one JSON object: per channel the medians over blocks and
+ * every block's figures, and the machine's load average. `--warmup 0 --cycles 1 --blocks 30` shows
+ * a fresh device's first calls one by one: a cold download's CPU follows its page faults (fresh
+ * memory for the message and for node:http2's read buffers, until V8 frees old ones). The server's CPU is in the other process and not counted.
  */
 import { fork } from 'node:child_process';
 import http2 from 'node:http2';
@@ -108,15 +110,18 @@ async function measure(): Promise<void> {
 
   for (const channel of channels) for (let i = 0; i < Number(args.warmup); i++) await cycle(channel);
   const perBlock: number[][] = channels.map(() => []);
+  const faultsPerBlock: number[][] = channels.map(() => []);
   const loadAtStart = loadavg()[0]!;
   for (let b = 0; b < blocks; b++) {
     const order = channels.map((_, i) => i);
     if (b % 2 === 1) order.reverse();
     for (const i of order) {
+      const faultsBefore = process.resourceUsage().minorPageFault;
       const before = process.cpuUsage();
       for (let k = 0; k < cycles; k++) await cycle(channels[i]!);
       const used = process.cpuUsage(before);
       perBlock[i]!.push((used.user + used.system) / 1000 / cycles);
+      faultsPerBlock[i]!.push((process.resourceUsage().minorPageFault - faultsBefore) / cycles);
     }
   }
   for (const channel of channels) channel.close();
@@ -132,7 +137,13 @@ async function measure(): Promise<void> {
         warmupCycles: Number(args.warmup),
         node: process.version,
         loadAvg: { atStart: loadAtStart, atEnd: loadavg()[0] },
-        channels: paths.map((path, i) => ({ path, cpuMsPerCycleMedian: round3(median(perBlock[i]!)), cpuMsPerCycleByBlock: perBlock[i]!.map(round3) })),
+        channels: paths.map((path, i) => ({
+          path,
+          cpuMsPerCycleMedian: round3(median(perBlock[i]!)),
+          pageFaultsPerCycleMedian: round3(median(faultsPerBlock[i]!)),
+          cpuMsPerCycleByBlock: perBlock[i]!.map(round3),
+          pageFaultsPerCycleByBlock: faultsPerBlock[i]!.map(round3),
+        })),
       },
       null,
       2,
