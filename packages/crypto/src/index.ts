@@ -68,6 +68,8 @@ export {
   generateEd25519KeyPair,
   generateCustodianKeys,
   x25519PublicKey,
+  prepareX25519PrivateKey,
+  type X25519PrivateKey,
   ed25519PublicKey,
   ed25519Sign,
   ed25519Verify,

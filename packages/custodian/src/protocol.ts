@@ -24,6 +24,7 @@ import {
   type TaskDescriptor,
   type CertificateCache,
   type UploadManifest,
+  type X25519PrivateKey,
 } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { bytesEqual, fromBase64, sha256, toBase64, toHex } from './bytes.js';
@@ -182,7 +183,8 @@ export interface OpenShareInput {
   readonly round: number;
   readonly deviceId: string;
   readonly custodianIndex: number;
-  readonly sealingPrivateKey: Uint8Array;
+  /** Raw, or parsed once (@veil/crypto `prepareX25519PrivateKey`: the custodian opens every share with it). */
+  readonly sealingPrivateKey: Uint8Array | X25519PrivateKey;
   /** Its public half (the custodian's key files are checked to match when read): HPKE's pkRm, not derived again per share. */
   readonly sealingPublicKey: Uint8Array;
   readonly sealed: Uint8Array;

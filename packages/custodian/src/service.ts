@@ -11,6 +11,7 @@
  * cached bytes, on stable storage before it is sent; opened shares are erased after summing.
  */
 import type { Logger } from 'pino';
+import { prepareX25519PrivateKey } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import type { CustodianKeys } from './keys.js';
 import type { CustodianState, StoredAnswer } from './state.js';
@@ -150,6 +151,8 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     return cache;
   };
   const authorityKeys = options.authorityKeys.map((k) => new Uint8Array(k));
+  // Parsed once: every share sealed to this custodian is opened with it.
+  const sealingKey = prepareX25519PrivateKey(keys.sealing.privateKey);
 
   // One request at a time per (task, round): the check "answered already?" and the record of the
   // answer must not interleave with another request for the same round.
@@ -236,7 +239,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
           round,
           deviceId: manifest.deviceId,
           custodianIndex,
-          sealingPrivateKey: keys.sealing.privateKey,
+          sealingPrivateKey: sealingKey,
           sealingPublicKey: keys.sealing.publicKey,
           sealed: entry.sealedShare,
         });

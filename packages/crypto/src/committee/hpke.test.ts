@@ -12,7 +12,7 @@ import {
   openBase,
   sealBase,
 } from './hpke.js';
-import { generateX25519KeyPair } from './keys.js';
+import { generateX25519KeyPair, prepareX25519PrivateKey } from './keys.js';
 
 // RFC 9180, Appendix A.1.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, mode_base.
 // Values copied from the RFC's published test vectors.
@@ -91,6 +91,13 @@ describe('HPKE against RFC 9180 Appendix A.1.1', () => {
     expect(toHex(sealed)).toBe(A11.enc + ENCRYPTIONS[0]!.ct);
     expect(toHex(openBase(h(A11.skRm), h(A11.info), h(ENCRYPTIONS[0]!.aad), sealed))).toBe(A11.pt);
   });
+
+  it('openBase with a prepared recipient key opens the vector too', () => {
+    const sealed = sealBase(h(A11.pkRm), h(A11.info), h(ENCRYPTIONS[0]!.aad), h(A11.pt), { random: () => h(A11.ikmE) });
+    const recipient = prepareX25519PrivateKey(h(A11.skRm));
+    expect(toHex(recipient.publicKey)).toBe(A11.pkRm);
+    expect(toHex(openBase(recipient, h(A11.info), h(ENCRYPTIONS[0]!.aad), sealed))).toBe(A11.pt);
+  });
 });
 
 describe('sealBase / openBase', () => {
@@ -130,6 +137,33 @@ describe('sealBase / openBase', () => {
     }
     expect(codeOf(() => openBase(r.privateKey, info, aad, sealed.subarray(0, 47)))).toBe('invalid_ciphertext');
     expect(codeOf(() => openBase(r.privateKey, info, aad, sealed.subarray(0, sealed.length - 1)))).toBe('invalid_ciphertext');
+  });
+
+  it('refuses the same with a prepared recipient key, and a small-order ephemeral key', () => {
+    const r = generateX25519KeyPair();
+    const prepared = prepareX25519PrivateKey(r.privateKey);
+    const other = prepareX25519PrivateKey(generateX25519KeyPair().privateKey);
+    const sealed = sealBase(r.publicKey, info, aad, pt);
+    const codeOf = (fn: () => unknown) => {
+      try {
+        fn();
+        return 'opened';
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    expect(openBase(prepared, info, aad, sealed)).toEqual(pt);
+    expect(codeOf(() => openBase(other, info, aad, sealed))).toBe('invalid_ciphertext');
+    expect(codeOf(() => openBase(prepared, info, utf8('aae'), sealed))).toBe('invalid_ciphertext');
+    expect(codeOf(() => openBase(prepared, utf8('veil/other/v1'), aad, sealed))).toBe('invalid_ciphertext');
+    for (const at of [0, 40, sealed.length - 1]) {
+      const bad = Uint8Array.from(sealed);
+      bad[at]! ^= 1;
+      expect(codeOf(() => openBase(prepared, info, aad, bad))).toBe('invalid_ciphertext');
+    }
+    const smallOrder = Uint8Array.from(sealed);
+    smallOrder.fill(0, 0, 32);
+    expect(codeOf(() => openBase(prepared, info, aad, smallOrder))).toBe('invalid_ciphertext');
   });
 
   it('refuses a small-order ephemeral key (all-zero DH output, RFC 9180 §7.1.4)', () => {

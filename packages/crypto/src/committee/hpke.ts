@@ -10,7 +10,7 @@
 import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
 import { CryptoError } from '../errors.js';
 import { concatBytes, u16be, utf8 } from './bytes.js';
-import { secureRandomBytes, x25519, x25519PublicKey, type RandomBytes, type RawKeyPair } from './keys.js';
+import { secureRandomBytes, x25519, x25519PublicKey, type RandomBytes, type RawKeyPair, type X25519PrivateKey } from './keys.js';
 
 const KEM_ID = 0x0020;
 const KDF_ID = 0x0001;
@@ -88,10 +88,17 @@ export function hpkeEncap(recipientPublicKey: Uint8Array, ephemeral: RawKeyPair)
   return { sharedSecret, enc: Uint8Array.from(enc) };
 }
 
-/** Decap (§4.1). `recipientPublicKey` saves deriving it from the private key when the caller has it. */
-export function hpkeDecap(enc: Uint8Array, recipientPrivateKey: Uint8Array, recipientPublicKey: Uint8Array = x25519PublicKey(recipientPrivateKey)): Uint8Array {
+/**
+ * Decap (§4.1). `recipientPublicKey` saves deriving it from the private key when the caller has it;
+ * a prepared private key ({@link X25519PrivateKey}) saves parsing it again, and carries its public half.
+ */
+export function hpkeDecap(
+  enc: Uint8Array,
+  recipientPrivateKey: Uint8Array | X25519PrivateKey,
+  recipientPublicKey: Uint8Array = recipientPrivateKey instanceof Uint8Array ? x25519PublicKey(recipientPrivateKey) : recipientPrivateKey.publicKey,
+): Uint8Array {
   if (enc.length !== HPKE_ENC_LENGTH) throw new CryptoError('invalid_ciphertext', 'HPKE enc must be 32 bytes');
-  const dh = x25519(recipientPrivateKey, enc);
+  const dh = recipientPrivateKey instanceof Uint8Array ? x25519(recipientPrivateKey, enc) : recipientPrivateKey.agree(enc);
   const sharedSecret = extractAndExpand(dh, concatBytes(enc, recipientPublicKey));
   dh.fill(0);
   return sharedSecret;
@@ -214,7 +221,7 @@ export interface OpenBaseOptions {
  * info or aad, or tampered bytes).
  */
 export function openBase(
-  recipientPrivateKey: Uint8Array,
+  recipientPrivateKey: Uint8Array | X25519PrivateKey,
   info: Uint8Array,
   aad: Uint8Array,
   sealed: Uint8Array,
@@ -224,7 +231,11 @@ export function openBase(
   const enc = sealed.subarray(0, HPKE_ENC_LENGTH);
   let sharedSecret: Uint8Array;
   try {
-    sharedSecret = hpkeDecap(enc, recipientPrivateKey, options.recipientPublicKey ?? x25519PublicKey(recipientPrivateKey));
+    sharedSecret = hpkeDecap(
+      enc,
+      recipientPrivateKey,
+      options.recipientPublicKey ?? (recipientPrivateKey instanceof Uint8Array ? x25519PublicKey(recipientPrivateKey) : recipientPrivateKey.publicKey),
+    );
   } catch (cause) {
     throw new CryptoError('invalid_ciphertext', 'HPKE encapsulated key is invalid', { cause });
   }

@@ -7,6 +7,7 @@ import {
   ed25519Verify,
   formatFingerprint,
   generateCustodianKeys,
+  prepareX25519PrivateKey,
   x25519,
   x25519PublicKey,
 } from './keys.js';
@@ -29,6 +30,16 @@ describe('X25519 (RFC 7748 §6.1 test vector)', () => {
 
   it('refuses the all-zero output of a small-order point', () => {
     expect(() => x25519(h(alicePriv), new Uint8Array(32))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
+  });
+
+  it('a prepared private key gives the published public key and shared secret, and the same refusals', () => {
+    const alice = prepareX25519PrivateKey(h(alicePriv));
+    expect(toHex(alice.publicKey)).toBe(alicePub);
+    expect(toHex(alice.agree(h(bobPub)))).toBe(shared);
+    expect(toHex(alice.agree(h(bobPub)))).toBe(shared); // reusable
+    expect(() => alice.agree(new Uint8Array(32))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
+    expect(() => alice.agree(new Uint8Array(31))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
+    expect(() => prepareX25519PrivateKey(new Uint8Array(31))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
   });
 });
 

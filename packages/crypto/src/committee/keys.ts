@@ -89,7 +89,30 @@ export function generateX25519KeyPair(random: RandomBytes = secureRandomBytes): 
  * the result is all zeros (a small-order public key), as RFC 9180 §7.1.4 requires.
  */
 export function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
-  const priv = privateKeyObject(X25519_PKCS8, privateKey, 'X25519 private key');
+  return agreeX25519(privateKeyObject(X25519_PKCS8, privateKey, 'X25519 private key'), publicKey);
+}
+
+/**
+ * An X25519 private key parsed once for many key agreements: a custodian opens every share sealed
+ * to it with the same key, and parsing the raw key into OpenSSL's form ({@link x25519} does it on
+ * every call) cost more than the agreement itself (createPrivateKey was the custodian's largest
+ * self time in a CPU profile of bench:committee-round-end).
+ */
+export interface X25519PrivateKey {
+  /** The raw 32-byte public half. */
+  readonly publicKey: Uint8Array;
+  /** {@link x25519} with this key: the same result, the same refusals. */
+  agree(publicKey: Uint8Array): Uint8Array;
+}
+
+/** Parses a raw 32-byte X25519 private key once (see {@link X25519PrivateKey}). */
+export function prepareX25519PrivateKey(privateKey: Uint8Array): X25519PrivateKey {
+  const key = privateKeyObject(X25519_PKCS8, privateKey, 'X25519 private key');
+  const publicKey = rawPublic(createPublicKey(key));
+  return { publicKey, agree: (peer) => agreeX25519(key, peer) };
+}
+
+function agreeX25519(priv: KeyObject, publicKey: Uint8Array): Uint8Array {
   const pub = publicKeyObject(X25519_SPKI, publicKey, 'X25519 public key');
   let shared: Uint8Array;
   try {

@@ -10,6 +10,7 @@
 import { CryptoError } from '../errors.js';
 import { concatBytes, u32be, u8, utf8 } from './bytes.js';
 import { decodeShareBytes, encodeShareBytes, SHARE_BYTES } from './answer.js';
+import type { X25519PrivateKey } from './keys.js';
 import { openBase, sealBase, HPKE_ENC_LENGTH, HPKE_TAG_LENGTH, type OpenBaseOptions, type SealBaseOptions } from './hpke.js';
 
 const SHARE_INFO = utf8('veil/committee-share/v1');
@@ -48,7 +49,7 @@ export function sealShare(custodianSealingKey: Uint8Array, binding: ShareBinding
  * `CryptoError('invalid_ciphertext')` for a wrong length or a share sealed to anyone else or for
  * another binding, `invalid_payload` for a share with a coefficient >= p.
  */
-export function openShare(custodianSealingPrivateKey: Uint8Array, binding: ShareBinding, sealed: Uint8Array, options: OpenBaseOptions = {}): Uint16Array {
+export function openShare(custodianSealingPrivateKey: Uint8Array | X25519PrivateKey, binding: ShareBinding, sealed: Uint8Array, options: OpenBaseOptions = {}): Uint16Array {
   if (sealed.length !== SEALED_SHARE_BYTES) throw new CryptoError('invalid_ciphertext', `a sealed share is ${SEALED_SHARE_BYTES} bytes, got ${sealed.length}`);
   const plaintext = openBase(custodianSealingPrivateKey, SHARE_INFO, shareAad(binding), sealed, options);
   try {
