@@ -67,6 +67,25 @@ describe('Ed25519 (RFC 8032 §7.1 TEST 1 and TEST 2)', () => {
     expect(ed25519Verify(h(pk2), h('72'), h(sig2).subarray(0, 63))).toBe(false);
     expect(ed25519Verify(new Uint8Array(31), h('72'), h(sig2))).toBe(false);
   });
+
+  it('a key verified before (kept parsed) gives the same answers: valid, another message, another key, a view into a larger buffer', () => {
+    const pk2 = h('3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c');
+    const sig2 = h('92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00');
+    for (let i = 0; i < 3; i++) {
+      expect(ed25519Verify(pk2, h('72'), sig2)).toBe(true);
+      expect(ed25519Verify(pk2, h('73'), sig2)).toBe(false);
+    }
+    // The same 32 bytes at an offset in another buffer are the same key; other bytes are another key.
+    const padded = new Uint8Array(40);
+    padded.set(pk2, 5);
+    expect(ed25519Verify(padded.subarray(5, 37), h('72'), sig2)).toBe(true);
+    expect(ed25519Verify(padded.subarray(4, 36), h('72'), sig2)).toBe(false);
+    // 32 bytes that are not a curve point: refused every time (y = 2 has no x on edwards25519).
+    const notAPoint = new Uint8Array(32);
+    notAPoint[0] = 2;
+    expect(ed25519Verify(notAPoint, h('72'), sig2)).toBe(false);
+    expect(ed25519Verify(notAPoint, h('72'), sig2)).toBe(false);
+  });
 });
 
 describe('custodian keys and fingerprints', () => {

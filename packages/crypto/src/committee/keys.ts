@@ -144,6 +144,28 @@ export function ed25519Sign(privateKey: Uint8Array, message: Uint8Array): Uint8A
 }
 
 /**
+ * Parsed Ed25519 public keys by their raw bytes. A device's key is verified again every round (its
+ * manifest, by the coordinator at intake and by each custodian), the authority's and the
+ * coordinator's on every request; parsing the raw key into OpenSSL's form (createPublicKey) is a
+ * sizeable part of one verification (bench/committee-verify.ts). Public keys only, nothing to
+ * erase; a key that does not parse is not kept. Bounded: cleared past 8,192 keys.
+ */
+const ed25519PublicKeys = new Map<string, KeyObject>();
+const MAX_CACHED_PUBLIC_KEYS = 8192;
+
+function ed25519PublicKeyObject(raw: Uint8Array): KeyObject {
+  checkLength(raw, 'Ed25519 public key');
+  const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64');
+  let key = ed25519PublicKeys.get(id);
+  if (key === undefined) {
+    key = publicKeyObject(ED25519_SPKI, raw, 'Ed25519 public key');
+    if (ed25519PublicKeys.size >= MAX_CACHED_PUBLIC_KEYS) ed25519PublicKeys.clear();
+    ed25519PublicKeys.set(id, key);
+  }
+  return key;
+}
+
+/**
  * Verifies an Ed25519 signature (RFC 8032 §5.1.7). Returns false for a wrong signature, a
  * signature of the wrong length or a public key that is not a curve point; never throws for
  * those, so callers map every failure to one refusal.
@@ -152,7 +174,7 @@ export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signat
   if (!(signature instanceof Uint8Array) || signature.length !== 64) return false;
   let key: KeyObject;
   try {
-    key = publicKeyObject(ED25519_SPKI, publicKey, 'Ed25519 public key');
+    key = ed25519PublicKeyObject(publicKey);
   } catch {
     return false;
   }
