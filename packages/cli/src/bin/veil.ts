@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { AUTHORITY_USAGE, CUSTODIAN_USAGE, CustodianUsageError } from '@veil/custodian';
-import { checkDemoOptions, DEMO_DEFAULTS, DEMO_DP_COLLUDING, DemoOptionsError, runDemo, type DemoOptions } from '../demo/run-demo.js';
+// Only the demo's defaults (quoted by the usage): each command imports what it runs when it runs.
+import { DEMO_DEFAULTS, DEMO_DP_COLLUDING } from '../demo/defaults.js';
+import type { DemoOptions } from '../demo/run-demo.js';
 
 const USAGE = `Usage: veil <command> [options]
 
@@ -424,6 +426,7 @@ async function main(argv: string[]): Promise<number> {
         if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
         return summary.taskStatus === 'COMPLETED' ? 0 : 1;
       }
+      const { checkDemoOptions, DemoOptionsError, runDemo } = await import('../demo/run-demo.js');
       try {
         checkDemoOptions(options);
       } catch (error) {

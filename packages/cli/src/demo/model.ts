@@ -1,21 +1,8 @@
 import { describeModel, type ModelSpec, type Tf } from '@veil/client-sdk';
 import { createSeededRng } from './partition.js';
 
-/**
- * Local-training defaults of the MNIST demo (plain SGD, the FedAvg local
- * solver), tuned with `bench/fedavg-sim.ts` for 10 clients x 800 digits,
- * 10 rounds: about 0.95 test accuracy on IID shares and on Dirichlet(0.5)
- * label skew. Batch 32 with step 0.3 is ~25% faster per round on IID data
- * but oscillates under label skew.
- */
-export const MNIST_TRAINING_DEFAULTS = {
-  /** Local epochs per round. */
-  epochs: 2,
-  /** Examples per SGD step. */
-  batchSize: 16,
-  /** SGD step size. */
-  learningRate: 0.2,
-} as const;
+/** Local-training defaults of the MNIST demo: in defaults.ts (`veil`'s usage quotes them without loading TF.js). */
+export { MNIST_TRAINING_DEFAULTS } from './defaults.js';
 
 /** Options of {@link createMnistMlp}. */
 export interface CreateMnistMlpOptions {

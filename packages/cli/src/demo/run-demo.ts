@@ -13,7 +13,8 @@ import { createLogger, loadConfig, startCoordinator, type Round } from '@veil/se
 import type { DemoTlsFiles, WorkerConfig } from './client-worker.js';
 import { startDemoCommittee, type DemoCommittee } from './committee.js';
 import { loadMnist } from './mnist.js';
-import { MNIST_TRAINING_DEFAULTS, createMnistMlp } from './model.js';
+import { DEMO_DP_COLLUDING } from './defaults.js';
+import { createMnistMlp } from './model.js';
 import { createProgressBar, roundLabel } from './progress.js';
 
 export interface DemoOptions {
@@ -106,27 +107,7 @@ export interface DemoSummary {
   privacy?: { mode: 'distributed' | 'local'; delta: number; epsilon: number | null; epsilonCoordinator: number | null };
 }
 
-/** The committee DP demo's default colluder allowance (devices assumed to collude with the coordinator). */
-export const DEMO_DP_COLLUDING = 1;
-
-export const DEMO_DEFAULTS: DemoOptions = {
-  clients: 10,
-  rounds: 10,
-  partition: 'iid',
-  alpha: 0.5,
-  epochs: MNIST_TRAINING_DEFAULTS.epochs,
-  batchSize: MNIST_TRAINING_DEFAULTS.batchSize,
-  learningRate: MNIST_TRAINING_DEFAULTS.learningRate,
-  seed: 1,
-  roundDeadlineMs: 180_000,
-  json: false,
-  plaintext: false,
-  sharedKey: false,
-  dp: null,
-  dataDir: undefined,
-  keepRunning: false,
-  httpPort: 0,
-};
+export { DEMO_DEFAULTS, DEMO_DP_COLLUDING } from './defaults.js';
 
 /**
  * `veil demo`: a coordinator (embedded database unless DATABASE_URL is set)
