@@ -20,7 +20,9 @@ import {
   type TaskSpec,
   type WaitForAssignmentResponse,
   isMalformedMessage,
+  MalformedMessage,
 } from '@veil/protocol';
+import { decodeSubmitUpdateRequest } from '@veil/protocol/wire';
 import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
@@ -799,6 +801,29 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
   maxConnectionAgeMs: 0,
 };
 
+/**
+ * The protocol's service definition, with SubmitUpdate's requests decoded by the generated codec
+ * (@veil/protocol/wire: proto-loader's deserializer's object, bytes fields as views of the message)
+ * instead of protobufjs's decode and toObject: every upload passes here, twice (header, then chunk).
+ * A request that is not valid protobuf becomes a {@link MalformedMessage}, as with the protocol's.
+ */
+function serviceDefinition(): ReturnType<typeof federationServiceDefinition> {
+  const definition = federationServiceDefinition();
+  return {
+    ...definition,
+    SubmitUpdate: {
+      ...definition.SubmitUpdate,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return decodeSubmitUpdateRequest(bytes);
+        } catch (error) {
+          return new MalformedMessage(error instanceof Error ? error.message : String(error));
+        }
+      },
+    },
+  } as ReturnType<typeof federationServiceDefinition>;
+}
+
 export async function startGrpcServer(handlers: FederationServiceHandlers, options: GrpcServerOptions): Promise<GrpcServerHandle> {
   const limits = options.limits ?? DEFAULT_GRPC_LIMITS;
   const server = new grpc.Server({
@@ -811,7 +836,7 @@ export async function startGrpcServer(handlers: FederationServiceHandlers, optio
     ...(limits.maxConnectionAgeMs > 0 && { 'grpc.max_connection_age_ms': limits.maxConnectionAgeMs, 'grpc.max_connection_age_grace_ms': 60_000 }),
   });
   tuneHttp2(server);
-  server.addService(federationServiceDefinition(), handlers as unknown as grpc.UntypedServiceImplementation);
+  server.addService(serviceDefinition(), handlers as unknown as grpc.UntypedServiceImplementation);
   let credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure();
   if (options.tls !== undefined) {
     const reloadable = new ReloadableServerCredentials(options.tls.current());

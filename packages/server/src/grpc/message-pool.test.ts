@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { federationMethods } from '@veil/protocol';
+import { decodeSubmitUpdateRequest } from '@veil/protocol/wire';
 import { POOLED_MESSAGE_MIN_BYTES, installPooledMessageDecoder, messagePoolFreeBytes, releaseMessageBuffer } from './message-pool.js';
 
 const { StreamDecoder } = createRequire(import.meta.url)('@grpc/grpc-js/build/src/stream-decoder.js') as {
@@ -30,7 +31,8 @@ const decodeAll = (parts: Buffer[]): Buffer[] => {
 };
 
 const serialize = federationMethods().SubmitUpdate.requestSerialize as (value: unknown) => Buffer;
-const deserialize = federationMethods().SubmitUpdate.requestDeserialize as (bytes: Buffer) => { chunk?: Buffer };
+/** The server's SubmitUpdate decoder (the generated codec, grpc/federation-service.ts) and proto-loader's: both give the chunk as a view. */
+const decoders = [decodeSubmitUpdateRequest, federationMethods().SubmitUpdate.requestDeserialize as (bytes: Buffer) => { chunk?: Buffer }];
 
 describe('pooled message decoder', () => {
   it('is installed in grpc-js', () => {
@@ -58,7 +60,7 @@ describe('pooled message decoder', () => {
 
   it('places an update chunk 4-byte aligned and reuses its buffer once given back, never before', () => {
     installPooledMessageDecoder();
-    for (const bytes of [400_000, POOLED_MESSAGE_MIN_BYTES, 1_048_576]) {
+    for (const [bytes, deserialize] of [400_000, POOLED_MESSAGE_MIN_BYTES, 1_048_576].flatMap((n) => decoders.map((d) => [n, d] as const))) {
       const payload = randomBytes(bytes);
       const wire = framed(serialize({ chunk: payload }));
       const [first] = decodeAll(frames(wire, 16_384));
