@@ -18,7 +18,9 @@
  * cannot tell apart). The process figure is the custodian process's user+system CPU time
  * (from /proc/PID/stat) across one answered request; `wallMs` is the request as the
  * coordinator sees it; `stagedFinalHeaderToAnswerWallMs` is the same size of round staged (the
- * devices streamed first, as a round accepts them), from the final header to the answer.
+ * devices streamed first, as a round accepts them), from the final header to the answer, and
+ * `stagedCustodianProcessCpuMsPerRound` the custodian process's CPU over that staged round (the
+ * devices are added in one loop: the client streams them as the batches it forms).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -184,6 +186,7 @@ try {
     processCpuMsPerRound: number[];
     wallMs: number[];
     stagedWallMs: number[];
+    stagedProcessCpuMsPerRound: number[];
   })[] = [];
   for (const variant of variants) {
     const child = spawn(
@@ -204,7 +207,7 @@ try {
       deadlineMs: 120_000,
       logger: pino({ level: 'silent' }),
     });
-    running.push({ ...variant, child, client, processCpuMsPerRound: [] as number[], wallMs: [] as number[], stagedWallMs: [] as number[] });
+    running.push({ ...variant, child, client, processCpuMsPerRound: [] as number[], wallMs: [] as number[], stagedWallMs: [] as number[], stagedProcessCpuMsPerRound: [] as number[] });
   }
   for (let r = 1; r <= repeats; r += 1) {
     for (const variant of r % 2 === 1 ? running : [...running].reverse()) {
@@ -226,6 +229,7 @@ try {
       // clock runs from the final header to the answer (what a round's end waits for).
       const stagedRound = repeats + r;
       const stagedDevices = makeRound(stagedRound);
+      const stagedCpuBefore = await processCpuMs(child.pid!);
       const staging = client.stage(stagedRound);
       for (const d of stagedDevices) staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
       // Let the custodian work through the staged devices (its CPU stops moving).
@@ -240,6 +244,7 @@ try {
         staged: staging,
       });
       variant.stagedWallMs.push(performance.now() - stagedStarted);
+      variant.stagedProcessCpuMsPerRound.push((await processCpuMs(child.pid!)) - stagedCpuBefore);
       if (!staged.answers.some((a) => a.custodianIndex === 1) || !staged.staged.includes(1)) throw new Error(`custodian 1 did not answer its staged request: ${JSON.stringify(staged.failures)}`);
     }
   }
@@ -252,6 +257,8 @@ try {
     custodianProcessCpuMsPerRound: { median: Math.round(median(v.processCpuMsPerRound)), all: v.processCpuMsPerRound.map(Math.round) },
     requestWallMs: { median: Math.round(median(v.wallMs)), all: v.wallMs.map(Math.round) },
     stagedFinalHeaderToAnswerWallMs: { median: Math.round(median(v.stagedWallMs) * 10) / 10, all: v.stagedWallMs.map(Math.round) },
+    // The custodian process's CPU over a staged round of the same size: from the stage request to the answer.
+    stagedCustodianProcessCpuMsPerRound: { median: Math.round(median(v.stagedProcessCpuMsPerRound)), all: v.stagedProcessCpuMsPerRound.map(Math.round) },
   });
   const [current, base] = running;
 

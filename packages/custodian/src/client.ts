@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { CustodianError, ERROR_CODE_METADATA_KEY, isCustodianErrorCode, type CustodianErrorCode } from './errors.js';
 import type { CustodianServiceClient } from './gen/veil/v1/CustodianService.js';
+import type { DeviceEntry } from './gen/veil/v1/DeviceEntry.js';
 import type { ShareSumRequest } from './gen/veil/v1/ShareSumRequest.js';
 import type { ShareSumResponse__Output } from './gen/veil/v1/ShareSumResponse.js';
 import { MAX_DEVICES_PER_BATCH, createCustodianServiceClient } from './grpc/proto.js';
@@ -54,8 +55,10 @@ export interface CommitteeRequest {
 export interface StagedRound {
   /**
    * Streams one accepted device (its manifest, signature and the share sealed to each custodian
-   * index 1..n) to the staged custodians. Never throws: a staged request that breaks is dropped,
-   * and the collect asks that custodian with every device instead.
+   * index 1..n) to the staged custodians: the devices added in one event-loop turn go as one
+   * DeviceBatch, written at the end of the turn (or before a collect's final header). Never throws:
+   * a staged request that breaks is dropped, and the collect asks that custodian with every device
+   * instead.
    */
   add(device: CommitteeDevice, sealedShare: (custodianIndex: number) => Uint8Array): void;
   /** Cancels the staged requests no collect has finished (the round failed or its aggregate was dropped). Idempotent. */
@@ -229,6 +232,8 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
     broken: boolean;
     /** Its final header was sent by a collect. */
     finalSent: boolean;
+    /** Devices added but not yet written: sent together as one DeviceBatch (see `flushStaged`). */
+    pending: DeviceEntry[];
   }
   const stagedCalls = new WeakMap<StagedRound, { round: number; calls: Map<number, StagedCall> }>();
   /** Staged calls not yet ended, cancelled by `close`. */
@@ -262,7 +267,7 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
       else if (response === undefined) settle.reject(new CustodianError('invalid_request', 'empty response'));
       else settle.resolve(response);
     });
-    const staged: StagedCall = { member, call, result, digests: new Set(), broken: false, finalSent: false };
+    const staged: StagedCall = { member, call, result, digests: new Set(), broken: false, finalSent: false, pending: [] };
     // Whatever ends the call before a collect sent the final header makes it unusable; the collect
     // reads the outcome of a finished one from `result`.
     liveStaged.add(staged);
@@ -290,10 +295,35 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
   }
 
   /**
+   * Writes the devices added to a staged request since its last write as one DeviceBatch (at most
+   * MAX_DEVICES_PER_BATCH each): the updates one group commit accepts reach the custodian as one
+   * message, not one message (and one pass through its stream, decoder and iterator) per device.
+   * Never throws: a staged request that cannot be written is dropped (the collect then asks that
+   * custodian with every device).
+   */
+  function flushStaged(staged: StagedCall, round: number): void {
+    if (staged.pending.length === 0) return;
+    const devices = staged.pending;
+    staged.pending = [];
+    if (staged.broken) return;
+    try {
+      for (let start = 0; start < devices.length; start += MAX_DEVICES_PER_BATCH) {
+        staged.call.write({ batch: { devices: devices.slice(start, start + MAX_DEVICES_PER_BATCH) } });
+      }
+    } catch (error) {
+      staged.broken = true;
+      staged.call.cancel();
+      logger.warn({ taskId: descriptor.taskId, round, custodianIndex: staged.member.index, reason: (error as Error).message }, 'staged request dropped');
+    }
+  }
+
+  /**
    * Finishes a staged request: the final header names D, which is exactly the devices staged
    * (checked by the caller, and again by the custodian through |D| and hash(D)).
    */
   function finishStaged(staged: StagedCall, request: CommitteeRequest, hashD: Uint8Array, deadline: number, onCall: (call: grpc.ClientWritableStream<ShareSumRequest>) => void): Promise<ShareSumResponse__Output> {
+    // Devices still waiting to be written go first: the custodian checks D against what it received.
+    flushStaged(staged, request.round);
     staged.finalSent = true;
     const { member, call } = staged;
     const header = requestHeader(request, hashD, member.index);
@@ -379,6 +409,12 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
         refreshChannels();
         for (const member of ranked().slice(0, stagedCustodians)) calls.set(member.index, openStaged(member, round));
       }
+      // One write per event-loop turn at most: the devices added meanwhile go as one batch.
+      let flushQueued = false;
+      const flushAll = (): void => {
+        flushQueued = false;
+        for (const staged of calls.values()) if (!staged.finalSent) flushStaged(staged, round);
+      };
       const handle: StagedRound = {
         add(device, sealedShare) {
           let digest: string | null = null;
@@ -386,29 +422,28 @@ export function createCommitteeClient(options: CommitteeClientOptions): Committe
             if (staged.broken || staged.finalSent) continue;
             try {
               digest ??= toHex(manifestDigest(device.manifest));
-              // One device per message as it is accepted; grpc-js buffers under backpressure.
-              staged.call.write({
-                batch: {
-                  devices: [
-                    {
-                      manifest: Buffer.from(device.manifest),
-                      manifestSignature: Buffer.from(device.manifestSignature),
-                      sealedShare: Buffer.from(sealedShare(staged.member.index)),
-                    },
-                  ],
-                },
+              staged.pending.push({
+                manifest: Buffer.from(device.manifest),
+                manifestSignature: Buffer.from(device.manifestSignature),
+                sealedShare: Buffer.from(sealedShare(staged.member.index)),
               });
               staged.digests.add(digest);
             } catch (error) {
               staged.broken = true;
+              staged.pending = [];
               staged.call.cancel();
               logger.warn({ taskId: descriptor.taskId, round, custodianIndex: staged.member.index, reason: (error as Error).message }, 'staged request dropped');
             }
+          }
+          if (!flushQueued) {
+            flushQueued = true;
+            setImmediate(flushAll);
           }
         },
         cancel() {
           for (const staged of calls.values()) {
             if (staged.finalSent) continue;
+            staged.pending = [];
             staged.broken = true;
             staged.call.cancel();
           }

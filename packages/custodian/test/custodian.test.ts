@@ -625,6 +625,57 @@ describe('the committee client', () => {
   });
 });
 
+describe('the committee client streams staged devices', () => {
+  it('sends the devices added in one event-loop turn as one batch per staged custodian, and those added before the final header ahead of it', async () => {
+    await using f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
+    const logger = pino({ level: 'silent' });
+    const servers: { address: string; close: () => Promise<void> }[] = [];
+    /** Per custodian, the size of each DeviceBatch its staged requests received, in order. */
+    const batches = new Map<number, number[]>();
+    for (let i = 1; i <= 5; i += 1) {
+      const { service: honest, state } = await custodianServiceOf(f, i, logger);
+      const seen: number[] = [];
+      batches.set(i, seen);
+      const service = {
+        ...honest,
+        stagedShareSum: (stage: Parameters<typeof honest.stagedShareSum>[0], messages: Parameters<typeof honest.stagedShareSum>[1]) =>
+          honest.stagedShareSum(
+            stage,
+            (async function* () {
+              for await (const message of messages) {
+                if (message.kind === 'batch') seen.push(message.devices.length);
+                yield message;
+              }
+            })(),
+          ),
+      };
+      const server = await startCustodianServer({ service, logger });
+      servers.push({ address: server.address, close: async () => { await server.close(); await state.close(); } });
+    }
+    const client = committeeClientFor(f, { addresses: Object.fromEntries(servers.map((s, i) => [i + 1, s.address])), deadlineMs: 20_000, logger });
+    try {
+      const devices = makeDevices(f, 1, 6);
+      const staging = client.stage(1);
+      const add = (d: DeviceUpload) => staging.add({ manifest: d.manifestBytes, manifestSignature: d.manifestSignature }, (i) => d.sealedShares[i - 1]!);
+      // Four accepted together (one group commit), then one in a later turn, then one just before the collect.
+      for (const d of devices.slice(0, 4)) add(d);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      add(devices[4]!);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      add(devices[5]!);
+      const result = await client.collect({ ...committeeRequest(1, devices), staged: staging });
+      expect(result.ok).toBe(true);
+      expect([...result.staged].sort()).toEqual([1, 2, 3]);
+      expect(reconstructAtZero(result.answers.map((a) => ({ x: a.custodianIndex, shareSum: a.shareSum })))).toEqual(sumSecrets(devices));
+      for (const i of [1, 2, 3]) expect(batches.get(i)).toEqual([4, 1, 1]);
+      for (const i of [4, 5]) expect(batches.get(i)).toEqual([]);
+    } finally {
+      await client.close();
+      for (const s of servers) await s.close();
+    }
+  });
+});
+
 describe('the committee client asks only t custodians', () => {
   it('asks t of n when all are healthy, another in place of one that fails, and another when one hangs past the hedge delay', async () => {
     await using f = await createCommitteeFixture({ n: 5, threshold: 3, minDevices: 3 });
