@@ -21,7 +21,12 @@ export default defineConfig({
           exclude: ['packages/*/test/browser/**'],
           testTimeout: 180_000,
           hookTimeout: 120_000,
-          fileParallelism: false,
+          // Two files at a time (vitest's default on a 2-core machine is one worker): every file has
+          // its own databases (veil_test_<random>, fresh PGlite directories), temporary directories
+          // and port-0 listeners, and the files mostly wait on PostgreSQL, timers and sockets.
+          // Its own group: the e2e and browser projects still run alone, one file at a time, after it.
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
       {
