@@ -161,9 +161,10 @@ test('a coordinator killed while the next model is written in place (not yet dur
 
     const totalExamples = devices.reduce((sum, d) => sum + examplesOf(d.index), 0);
     const expected = new Float32Array(PARAMETERS);
+    const deltas = devices.map((d) => deltaOf(d.index));
     for (let i = 0; i < PARAMETERS; i++) {
       let sum = 0;
-      for (const d of devices) sum += examplesOf(d.index) * deltaOf(d.index)[i]!;
+      for (const d of devices) sum += examplesOf(d.index) * deltas[d.index]![i]!;
       expected[i] = initial[i]! + sum / totalExamples;
     }
     const model = await rest2.modelWeights(task.id);
