@@ -153,6 +153,8 @@ function decodeRequest(type: protobuf.Type, codec: Codec, body: Buffer, deserial
 
 const INTEGER = /^-?\d+$/;
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+/** In a `u` regex a surrogate pair is one code point (not Cs): only an unpaired surrogate matches. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /**
  * Checks a proto3 JSON object (https://protobuf.dev/programming-guides/json/) against `type`
@@ -186,7 +188,8 @@ function checkValue(field: protobuf.Field, v: unknown, depth: number): string | 
   }
   switch (field.type) {
     case 'string':
-      return typeof v === 'string' ? null : 'string expected';
+      // Proto3 strings are UTF-8: a lone surrogate (JSON's "\ud800") has no encoding.
+      return typeof v !== 'string' ? 'string expected' : LONE_SURROGATE.test(v) ? 'well-formed Unicode string expected' : null;
     case 'bool':
       return typeof v === 'boolean' ? null : 'boolean expected';
     case 'bytes':
