@@ -475,15 +475,15 @@ export function createPrismaStore(prisma: PrismaClient, options: PrismaStoreOpti
       return row === null ? null : toRound(row);
     },
 
-    async closeAndOpen({ roundId, from, aggregatingReason, model, summary, ledgerEntry, next, receivedCount }) {
+    async closeAndOpen({ roundId, from, aggregatingReason, model, summary, ledgerEntry, next }) {
       const run = async (db: Sql): Promise<{ closed: RoundRow; opened: RoundRow | null } | null> => {
         const p = new Params();
         const id = p.add(roundId, 'uuid');
         const ctes: string[] = [
-          `old AS (SELECT id, state, "receivedCount" FROM "Round" WHERE id = ${id} FOR UPDATE)`,
+          `old AS (SELECT id, state FROM "Round" WHERE id = ${id} FOR UPDATE)`,
           `upd AS (
              UPDATE "Round" SET state = 'CLOSED', summary = ${p.add(JSON.stringify(summary), 'jsonb')}, "closedAt" = ${p.add(new Date().toISOString(), 'timestamptz')}
-             FROM old WHERE "Round".id = old.id AND old.state::text = ${p.add(from, 'text')}${receivedCount === undefined ? '' : ` AND true`}
+             FROM old WHERE "Round".id = old.id AND old.state::text = ${p.add(from, 'text')}
              RETURNING "Round".*
            )`,
           `dropped AS (UPDATE "Participation" SET status = 'DROPPED' WHERE "roundId" = ${id} AND status = 'SELECTED' AND EXISTS (SELECT 1 FROM upd))`,

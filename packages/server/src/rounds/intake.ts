@@ -266,7 +266,6 @@ export class Intake {
         continue;
       }
       current.folded.set(item.client.id, item.sha256);
-      current.foldedRecords.set(item.client.id, { exampleCount: item.header.exampleCount, sizeBytes: item.sizeBytes });
       current.aggregator?.add(item.client.id, item.header.exampleCount, item.update, item.header.trainingLoss ?? null);
       open.receivedCount = result.receivedCount;
       accepted.push({ item, receivedCount: result.receivedCount });

@@ -1,5 +1,5 @@
 import type { RoundAggregator } from '../aggregation/round-aggregator.js';
-import type { Round, Submission } from './model.js';
+import type { Round } from './model.js';
 
 /**
  * A task's open round in memory: the round as last written to the store, its
@@ -15,8 +15,6 @@ export class OpenRound implements Disposable {
   selected: Set<string>;
   /** Clients whose accepted update is folded into `aggregator`, with that update's SHA-256. */
   folded = new Map<string, string>();
-  /** The same updates' weights and sizes as recorded (the round's summary), per client. */
-  foldedRecords = new Map<string, Pick<Submission, 'exampleCount' | 'sizeBytes'>>();
   /** The round's aggregate, or null (SELECTING, or being rebuilt). Owned: disposed with the round. */
   aggregator: RoundAggregator | null;
   /** Cancels the round's deadline, or null. */
@@ -46,6 +44,5 @@ export class OpenRound implements Disposable {
     this.setAggregator(null);
     this.selected = new Set();
     this.folded = new Map();
-    this.foldedRecords = new Map();
   }
 }

@@ -147,12 +147,6 @@ export interface FederationStore {
     summary: RoundSummary;
     ledgerEntry?: LedgerEntry;
     next: (NewRound & { collecting: { clientIds: readonly string[]; deadlineAt: Date; fitConfig: FitConfig } | null }) | null;
-    /**
-     * When given, the round closes only if its recorded update count (`receivedCount`, read under
-     * the row lock) is this one; otherwise nothing changes and null is returned, as for a round
-     * in neither state (the caller reads the store to tell which).
-     */
-    receivedCount?: number;
   }): Promise<{ closed: Round; opened: Round | null } | null>;
   /** Any open state -> FAILED with a reason; unsubmitted participants become DROPPED. */
   failRound(roundId: string, reason: string): Promise<Round | null>;

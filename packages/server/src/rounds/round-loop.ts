@@ -86,7 +86,6 @@ export class RoundLoop {
     const submissions = await this.ctx.store.listSubmissions(round.id);
     open.setAggregator(null);
     open.folded = new Map();
-    open.foldedRecords = new Map();
     const aggregator = await newAggregator(this.ctx, rt, round.number);
     const folded = new Map<string, string>();
     try {
@@ -102,7 +101,6 @@ export class RoundLoop {
     round.receivedCount = submissions.length;
     open.setAggregator(aggregator);
     open.folded = folded;
-    open.foldedRecords = new Map(submissions.map((s) => [s.clientId, { exampleCount: s.exampleCount, sizeBytes: s.sizeBytes }]));
     open.selected = new Set(await this.ctx.store.listParticipants(round.id));
   }
 
@@ -290,13 +288,7 @@ export class RoundLoop {
    * store commit: nothing else runs between the last accepted update and the next round's assignments.
    * `listed`: the store's list of the round's updates, when its read has already started.
    */
-  private async finishAggregation(
-    rt: TaskRuntime,
-    open: OpenRound,
-    collectingReason?: string,
-    listed?: Promise<Submission[]>,
-    fromStore = false,
-  ): Promise<void> {
+  private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string, listed?: Promise<Submission[]>): Promise<void> {
     const round = open.round;
     const started = performance.now();
     // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
@@ -304,26 +296,13 @@ export class RoundLoop {
     const failuresFor = (recorded: ReadonlySet<string>): FitFailure[] =>
       [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
     const state = round.config.calibration === undefined ? await loadStrategyState(this.ctx, rt) : null;
-    let submissions: readonly Pick<Submission, 'clientId' | 'exampleCount' | 'sizeBytes'>[];
+    let submissions: Submission[];
     let recorded: Set<string>;
     let outcome: NextModel | null = null;
-    /** The recorded update count the closing commit requires (the aggregate's), when the store was not read. */
-    let expectReceived: number | undefined;
-    if (!fromStore && collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null && open.foldedRecords.size === open.folded.size) {
+    if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
       // In memory (the lock is held; an update is folded when its record commits): aggregate and
-      // write the model without reading the store's list of the round's updates first. The
-      // closing commit checks the two agree instead: it closes the round only if the store's
-      // count of its recorded updates is the aggregate's. Every folded update is one the store
-      // answered "accepted" for this round (or read back from it by a rebuild), so equal counts
-      // mean the same updates. If they differ (a recording whose outcome was unknown, say), nothing
-      // commits and the round closes again from the store's list, its aggregate rebuilt.
-      recorded = new Set(open.folded.keys());
-      submissions = [...open.foldedRecords].map(([clientId, r]) => ({ clientId, ...r }));
-      outcome = await this.nextModel(rt, open, failuresFor(recorded), state);
-      expectReceived = recorded.size;
-    } else if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
-      // As above, but with the store's list read while the model is aggregated and written, and
-      // the two checked to agree before anything commits (if not, aggregate again from the store).
+      // write the model while the store's list of the round's updates is read, then check the two
+      // agree before anything commits (they always should; if not, aggregate again from the store).
       const folded = new Set(open.folded.keys());
       [submissions, outcome] = await Promise.all([this.ctx.store.listSubmissions(round.id), this.nextModel(rt, open, failuresFor(folded), state)]);
       recorded = new Set(submissions.map((s) => s.clientId));
@@ -361,15 +340,7 @@ export class RoundLoop {
       summary,
       ...(ledgerEntry !== null && { ledgerEntry }),
       next: nextRound,
-      ...(expectReceived !== undefined && { receivedCount: expectReceived }),
     });
-    if (moved === null && expectReceived !== undefined) {
-      // The store holds other updates than the aggregate (or the round moved): close from its list.
-      this.ctx.log.warn({ taskId: rt.task.id, roundNumber: round.number }, 'the store disagrees with the round aggregate; rebuilding it from the store');
-      await this.rebuildAggregate(rt, open);
-      await this.finishAggregation(rt, open, collectingReason, undefined, true);
-      return;
-    }
     if (moved === null) throw new VeilError('aborted', `round ${round.number} left ${collectingReason === undefined ? 'AGGREGATING' : 'COLLECTING'} concurrently`);
     const { closed, opened } = moved;
     if (newModel !== null) rt.task = { ...rt.task, currentModelVersion: newModel.version };
