@@ -19,7 +19,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { createSeededRng } from '@veil/cli';
-import { ClientError, createGrpcTransport, withRetry, type Assignment, type Transport } from '@veil/client-sdk';
+import { ClientError, createGrpcTransport } from '@veil/client-sdk';
 import { float32ToBytes } from '@veil/protocol';
 import {
   assertBuilt,
@@ -34,51 +34,9 @@ import {
   tail,
   waitFor,
 } from './support.js';
+import { PARAMETERS, WEIGHT_SPECS, deltaOf, expectedFedAvg, retrying, submit, topology, type Device } from './untrained-devices.js';
 
 const DEVICES = 3;
-const WEIGHT_SPECS = [
-  { name: 'dense/kernel', shape: [784, 10], dtype: 'float32' },
-  { name: 'dense/bias', shape: [10], dtype: 'float32' },
-] as const;
-const PARAMETERS = 784 * 10 + 10;
-const TOPOLOGY = {
-  class_name: 'Sequential',
-  config: {
-    name: 'e2e_model_write_crash',
-    layers: [{ class_name: 'Dense', config: { name: 'dense', units: 10, activation: 'softmax', use_bias: true, batch_input_shape: [null, 784] } }],
-  },
-  keras_version: 'tfjs-layers 4.22.0',
-  backend: 'tensor_flow.js',
-};
-
-/** Device k's update: every value k + 1 plus a per-index offset in sixteenths (exact in float32). */
-const deltaOf = (k: number): Float32Array => Float32Array.from({ length: PARAMETERS }, (_, i) => k + 1 + (i % 16) / 16);
-/** Device k's weight: 10·(k+1) examples, so a lost or doubled update moves the weighted mean. */
-const examplesOf = (k: number): number => 10 * (k + 1);
-
-interface Device {
-  index: number;
-  transport: Transport;
-  credential: string;
-  assignment: Assignment;
-  payload: Uint8Array;
-  sha256: string;
-}
-
-const retrying = <T>(fn: () => Promise<T>): Promise<T> => withRetry(fn, { maxAttempts: 60, initialDelayMs: 100, maxDelayMs: 1_000 });
-
-const submit = (device: Device): Promise<{ acceptedCount: number }> =>
-  device.transport.submitUpdate(
-    device.credential,
-    {
-      roundNumber: device.assignment.roundNumber,
-      modelVersion: device.assignment.modelVersion,
-      exampleCount: examplesOf(device.index),
-      encoding: 'float32-le',
-      sha256: device.sha256,
-    },
-    device.payload,
-  );
 
 test('a coordinator killed while the next model is written in place (not yet durable, unreferenced) replaces it after the restart and closes the round exactly', async () => {
   assertBuilt();
@@ -102,7 +60,7 @@ test('a coordinator killed while the next model is written in place (not yet dur
     roundDeadlineMs: 600_000,
     training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
     start: true,
-    model: { topology: TOPOLOGY, weightSpecs: WEIGHT_SPECS, weightsBase64: float32Base64(initial) },
+    model: { topology: topology('e2e_model_write_crash'), weightSpecs: WEIGHT_SPECS, weightsBase64: float32Base64(initial) },
   });
 
   const devices: Device[] = await Promise.all(
@@ -159,14 +117,7 @@ test('a coordinator killed while the next model is written in place (not yet dur
     }, 30_000);
     expect(done.currentModelVersion).toBe(1);
 
-    const totalExamples = devices.reduce((sum, d) => sum + examplesOf(d.index), 0);
-    const expected = new Float32Array(PARAMETERS);
-    const deltas = devices.map((d) => deltaOf(d.index));
-    for (let i = 0; i < PARAMETERS; i++) {
-      let sum = 0;
-      for (const d of devices) sum += examplesOf(d.index) * deltas[d.index]![i]!;
-      expected[i] = initial[i]! + sum / totalExamples;
-    }
+    const expected = expectedFedAvg(initial, devices);
     const model = await rest2.modelWeights(task.id);
     expect(model.version).toBe(1);
     const mismatches = expected.reduce((count, value, i) => count + (value === model.weights[i] ? 0 : 1), 0);

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { expect, test } from 'vitest';
 import { createSeededRng } from '@veil/cli';
-import { ClientError, createGrpcTransport, withRetry, type Assignment, type Transport } from '@veil/client-sdk';
+import { ClientError, createGrpcTransport, withRetry } from '@veil/client-sdk';
 import { createFederationServiceClient, GRPC_CHANNEL_OPTIONS, float32ToBytes } from '@veil/protocol';
 import {
   assertBuilt,
@@ -24,54 +24,9 @@ import {
   tail,
   waitFor,
 } from './support.js';
+import { PARAMETERS, WEIGHT_SPECS, deltaOf, examplesOf, expectedFedAvg, retrying, submit, topology, type Device } from './untrained-devices.js';
 
 const DEVICES = 4;
-/** A 784-10 softmax regression: the model only has to have a shape; nothing trains. */
-const WEIGHT_SPECS = [
-  { name: 'dense/kernel', shape: [784, 10], dtype: 'float32' },
-  { name: 'dense/bias', shape: [10], dtype: 'float32' },
-] as const;
-const PARAMETERS = 784 * 10 + 10;
-const TOPOLOGY = {
-  class_name: 'Sequential',
-  config: {
-    name: 'e2e_restart',
-    layers: [{ class_name: 'Dense', config: { name: 'dense', units: 10, activation: 'softmax', use_bias: true, batch_input_shape: [null, 784] } }],
-  },
-  keras_version: 'tfjs-layers 4.22.0',
-  backend: 'tensor_flow.js',
-};
-
-/** Device k's update: every value k + 1 plus a per-index offset in sixteenths (exact in float32). */
-const deltaOf = (k: number): Float32Array => Float32Array.from({ length: PARAMETERS }, (_, i) => k + 1 + (i % 16) / 16);
-/** Device k's weight: 10·(k+1) examples, so a lost or doubled update moves the weighted mean. */
-const examplesOf = (k: number): number => 10 * (k + 1);
-
-/** A device without training: a gRPC transport, its credential and its assignment. */
-interface Device {
-  index: number;
-  transport: Transport;
-  credential: string;
-  assignment: Assignment;
-  payload: Uint8Array;
-  sha256: string;
-}
-
-/** Retries UNAVAILABLE (and the SDK's other transient codes) while the coordinator is down or restarting. */
-const retrying = <T>(fn: () => Promise<T>): Promise<T> => withRetry(fn, { maxAttempts: 60, initialDelayMs: 100, maxDelayMs: 1_000 });
-
-const submit = (device: Device): Promise<{ acceptedCount: number }> =>
-  device.transport.submitUpdate(
-    device.credential,
-    {
-      roundNumber: device.assignment.roundNumber,
-      modelVersion: device.assignment.modelVersion,
-      exampleCount: examplesOf(device.index),
-      encoding: 'float32-le',
-      sha256: device.sha256,
-    },
-    device.payload,
-  );
 
 test('a coordinator killed with SIGKILL during collection resumes the round and counts every update exactly once', async () => {
   assertBuilt();
@@ -94,7 +49,7 @@ test('a coordinator killed with SIGKILL during collection resumes the round and 
     roundDeadlineMs: 600_000,
     training: { epochs: 1, batchSize: 32, learningRate: 0.1 },
     start: true,
-    model: { topology: TOPOLOGY, weightSpecs: WEIGHT_SPECS, weightsBase64: float32Base64(initial) },
+    model: { topology: topology('e2e_restart'), weightSpecs: WEIGHT_SPECS, weightsBase64: float32Base64(initial) },
   });
 
   // Four devices join and long-poll; the fourth makes the round select all of them.
@@ -197,13 +152,7 @@ test('a coordinator killed with SIGKILL during collection resumes the round and 
 
     // The new global model is exactly initial + Σ n_k Δ_k / Σ n_k (float64 sums, float32 result, as FedAvg computes).
     const totalExamples = devices.reduce((sum, d) => sum + examplesOf(d.index), 0);
-    const deltas = devices.map((d) => deltaOf(d.index));
-    const expected = new Float32Array(PARAMETERS);
-    for (let i = 0; i < PARAMETERS; i++) {
-      let sum = 0;
-      for (const d of devices) sum += examplesOf(d.index) * deltas[d.index]![i]!;
-      expected[i] = initial[i]! + sum / totalExamples;
-    }
+    const expected = expectedFedAvg(initial, devices);
     const model = await rest2.modelWeights(task.id);
     expect(model.version).toBe(1);
     expect(model.weights.length).toBe(PARAMETERS);
