@@ -7,6 +7,12 @@ export interface BodyGuardOptions {
   maxDepth?: number;
 }
 
+/** In a `u` regex a surrogate pair is one code point (not Cs): only an unpaired surrogate matches. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Whether `text` holds an unpaired surrogate, so has no UTF-8 form (Unicode §3.9 D89). Also the Connect adapter's check of proto3 JSON strings. */
+export const hasLoneSurrogate = (text: string): boolean => LONE_SURROGATE.test(text);
+
 /**
  * Refuses, before schema validation, JSON bodies that the database could not store or that would
  * cost deep recursion later: nesting beyond `maxDepth`, any string or key holding U+0000
@@ -15,16 +21,13 @@ export interface BodyGuardOptions {
  * neither the database nor Prisma's engine can store it — RFC 8259 §8.2, Unicode §3.9 D89).
  * The walk is iterative: no body can overflow the stack here.
  */
-/** In a `u` regex a surrogate pair is one code point (not Cs): only an unpaired surrogate matches. */
-const LONE_SURROGATE = /\p{Cs}/u;
-
 export function checkJsonBody(body: unknown, maxDepth: number): void {
   const stack: Array<{ value: unknown; depth: number }> = [{ value: body, depth: 0 }];
   while (stack.length > 0) {
     const { value, depth } = stack.pop()!;
     if (typeof value === 'string') {
       if (value.includes('\u0000')) throw new VeilError('invalid_argument', 'strings must not contain the NUL character (U+0000)');
-      if (LONE_SURROGATE.test(value)) throw new VeilError('invalid_argument', 'strings must be well-formed Unicode (no lone surrogate)');
+      if (hasLoneSurrogate(value)) throw new VeilError('invalid_argument', 'strings must be well-formed Unicode (no lone surrogate)');
       continue;
     }
     if (value === null || typeof value !== 'object') continue;
@@ -34,7 +37,7 @@ export function checkJsonBody(body: unknown, maxDepth: number): void {
     } else {
       for (const [key, item] of Object.entries(value)) {
         if (key.includes('\u0000')) throw new VeilError('invalid_argument', 'keys must not contain the NUL character (U+0000)');
-        if (LONE_SURROGATE.test(key)) throw new VeilError('invalid_argument', 'keys must be well-formed Unicode (no lone surrogate)');
+        if (hasLoneSurrogate(key)) throw new VeilError('invalid_argument', 'keys must be well-formed Unicode (no lone surrogate)');
         stack.push({ value: item, depth: depth + 1 });
       }
     }

@@ -30,6 +30,7 @@ import protobuf from 'protobufjs';
 import type { Logger } from 'pino';
 import { EncodedModelChunk, MAX_CHUNK_BYTES, federationServiceDefinition, protoRoot, type FederationServiceHandlers } from '@veil/protocol';
 import { VeilError, type VeilErrorCode } from '../errors.js';
+import { hasLoneSurrogate } from './body-guard.js';
 import type { RoundEngine } from '../rounds/engine.js';
 import type { Client } from '../rounds/model.js';
 import { DEVICE_SURFACE, type DeviceAuth } from '../grpc/device-auth.js';
@@ -153,8 +154,6 @@ function decodeRequest(type: protobuf.Type, codec: Codec, body: Buffer, deserial
 
 const INTEGER = /^-?\d+$/;
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
-/** In a `u` regex a surrogate pair is one code point (not Cs): only an unpaired surrogate matches. */
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /**
  * Checks a proto3 JSON object (https://protobuf.dev/programming-guides/json/) against `type`
@@ -189,7 +188,7 @@ function checkValue(field: protobuf.Field, v: unknown, depth: number): string | 
   switch (field.type) {
     case 'string':
       // Proto3 strings are UTF-8: a lone surrogate (JSON's "\ud800") has no encoding.
-      return typeof v !== 'string' ? 'string expected' : LONE_SURROGATE.test(v) ? 'well-formed Unicode string expected' : null;
+      return typeof v !== 'string' ? 'string expected' : hasLoneSurrogate(v) ? 'well-formed Unicode string expected' : null;
     case 'bool':
       return typeof v === 'boolean' ? null : 'boolean expected';
     case 'bytes':
