@@ -251,6 +251,34 @@ describe('committee aggregation with real custodians', () => {
     await all.close();
   }, 120_000);
 
+  it('uploads are staged to the custodians as they are checked; one refused after that is left out of the staged requests, which still answer for D', async () => {
+    const round = 7;
+    const { payloads } = await devicesForRound(round, 6);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const t = task(all);
+    const aggregator = createCommitteeAggregator(t, round, VALUES);
+    // Each checked upload goes to the staged custodians before it is recorded.
+    const early = payloads.map(({ clientId, payload }) => aggregator.foldEarly!(clientId, payload));
+    // Device 4 is refused after it was staged; device 5 never gets the lock before the round ends.
+    releaseChecked(early[4]!);
+    for (const k of [0, 1, 2, 3]) aggregator.add(payloads[k]!.clientId, 1, early[k]!);
+    aggregator.prepare!();
+    aggregator.startFinish!();
+    const current = initialModel();
+    const result = await aggregator.finish(current, [], null);
+    expect(result!.audit.deviceCount).toBe(4);
+    // The t custodians answered through staged requests holding exactly D (not asked with every device).
+    expect(stagedIn.get(t)).toHaveLength(THRESHOLD);
+    expect(result!.audit.answers.map((a) => a.answer.custodianIndex).sort()).toEqual([...stagedIn.get(t)!].sort());
+    const plain = createCommitteeAggregator(t, round, VALUES);
+    for (const k of [0, 1, 2, 3]) plain.add(payloads[k]!.clientId, 1, payloads[k]!.payload);
+    const again = await plain.finish(current, [], null);
+    expect(Buffer.from(again!.model.bytes).equals(Buffer.from(result!.model.bytes))).toBe(true);
+    aggregator.dispose();
+    plain.dispose();
+    await all.close();
+  }, 120_000);
+
   it('startFinish asks the committee while the move to AGGREGATING commits and finish uses that request; killed before the move was durable, a rebuild from the stored updates asks the same D and gets the same answers and model', async () => {
     const round = 6;
     const { payloads } = await devicesForRound(round, 5);

@@ -261,13 +261,44 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   })().catch(() => undefined);
   // Uploads checked and added to `sum` before they were recorded, not yet confirmed by `add`.
   const provisional = new Set<CheckedCommitteeUpload>();
+  // Of those, the ones streamed to the staged requests as they were checked (`foldEarly`), before
+  // their record commits: the custodians verify and open a device's share while the coordinator
+  // stores it, so that little is left for them once the last upload is recorded. One refused
+  // after that is in no D: the round's staged requests are opened again without it (`restage`).
+  const stagedEarly = new Map<CheckedCommitteeUpload, string>();
+  // Set by `prepare` (the round takes no more updates): an upload checked from then on is not staged.
+  let ending = false;
+  // Set once the committee is asked for this round.
+  let collecting = false;
+  const stageDevice = (device: CommitteeDeviceEntry, sealedShares: readonly Uint8Array[], clientId: string): void => {
+    openStaging()?.add(device, (custodianIndex) => {
+      const share = sealedShares[custodianIndex - 1];
+      if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for client ${clientId}`);
+      return share;
+    });
+  };
+  /**
+   * Cancels the staged requests and opens new ones with the devices that may still be in D (not
+   * once the committee is asked: its collect takes only staged requests that hold exactly D).
+   */
+  const restage = (): void => {
+    if (staging == null || collecting) return;
+    staging.cancel();
+    staging = task.stage?.(round) ?? null;
+    for (const d of devices) stageDevice(d, d.sealedShares, d.clientId);
+    for (const [c, clientId] of stagedEarly) stageDevice(c.committee, c.committee.sealedShares, clientId);
+  };
   /** Takes a provisional upload out of the sum (refused, or the round ends without it). */
   const unfold = (checked: CheckedCommitteeUpload): void => {
-    if (sum !== null && provisional.delete(checked)) sum.subtract(checked.committee.c0);
+    if (sum !== null && provisional.delete(checked)) {
+      sum.subtract(checked.committee.c0);
+      if (stagedEarly.delete(checked)) restage();
+    }
   };
   /** Asks the committee for its share sums over D = every device added. */
-  const ask = (): Promise<CommitteeCollectResult> =>
-    task.collect({
+  const ask = (): Promise<CommitteeCollectResult> => {
+    collecting = true;
+    return task.collect({
       round,
       devices: devices.map((d) => ({ manifest: d.manifest, manifestSignature: d.manifestSignature })),
       sealedShare: (deviceIndex, custodianIndex) => {
@@ -277,6 +308,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       },
       ...(staging != null && { staged: staging }),
     });
+  };
   return {
     foldEarly(clientId, payload) {
       if (sum === null) throw new VeilError('internal', 'aggregator disposed');
@@ -285,6 +317,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       const checked = checkCommitteeUpload(task, round, parameterCount, clientId, payload, sum);
       const early: CheckedCommitteeUpload = { ...checked, unfold: () => unfold(early) };
       provisional.add(early);
+      if (!ending) {
+        // The staged requests copy what they send: no view into the payload is kept.
+        stageDevice(checked.committee, checked.committee.sealedShares, clientId);
+        stagedEarly.set(early, clientId);
+      }
       return early;
     },
     add(clientId, _exampleCount, update) {
@@ -294,6 +331,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       // Folded early into this sum: confirmed, not added again. Otherwise (rebuilt from the store,
       // or folded into an aggregate since replaced) added now.
       const checked = given ?? checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
+      // Streamed to the staged requests when it was checked: not again.
+      const staged = stagedEarly.delete(checked);
       if (!provisional.delete(checked)) {
         try {
           sum.add(checked.committee.c0);
@@ -312,16 +351,13 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
         sealedShares: c.sealedShares.map((share) => Uint8Array.from(share)),
       };
       devices.push(device);
-      openStaging()?.add(device, (custodianIndex) => {
-        const share = device.sealedShares[custodianIndex - 1];
-        if (share === undefined) throw new VeilError('internal', `no sealed share ${custodianIndex} for client ${clientId}`);
-        return share;
-      });
+      if (!staged) stageDevice(device, device.sealedShares, clientId);
     },
     get count() {
       return sum === null ? 0 : devices.length;
     },
     prepare() {
+      ending = true;
       // No upload is recorded any more: one folded early and not confirmed never will be.
       for (const checked of [...provisional]) unfold(checked);
       if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
@@ -413,6 +449,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       prepared = null;
       asked = null;
       provisional.clear();
+      stagedEarly.clear();
       staging ??= null; // never opened now
       staging?.cancel();
       precomputing = false;
