@@ -14,7 +14,8 @@
  * rounds window only (from the release to the end of its device loops). `deviceCpuMsPerClientRound`
  * is the device processes' CPU over that window per accepted update (`...ByThread`: split by thread
  * group, MainThread and V8Worker = concurrent GC marking and JIT compilation; with
- * `deviceGcPausesPerClientRound`, the main thread's GC pauses). BENCH_CPU_PROF_KEEP=DIR (coordinator) and
+ * `deviceGcPausesPerClientRound`, the main thread's GC pauses; `devicePageFaultsPerClientRound`, minor
+ * page faults; `deviceSdkDist`, the SDK build the devices ran). BENCH_CPU_PROF_KEEP=DIR (coordinator) and
  * BENCH_CPU_PROF_DEVICES_KEEP=DIR (device worker) keep the .cpuprofile files there.
  *
  * A/B of device SDKs: BENCH_SDK_DIST=/abs/path/of/another/tree/packages/client-sdk/dist runs the
@@ -226,6 +227,8 @@ function deviceCpuDetail(r: RunResult, clientRounds: number): Record<string, unk
   return {
     deviceCpuMsPerClientRoundByThread: Object.fromEntries(Object.entries(byThread).filter(([, ms]) => ms > 0).map(([name, ms]) => [name, round3(ms / clientRounds)])),
     deviceGcPausesPerClientRound: { ms: round3(gc.ms / clientRounds), majorMs: round3(gc.majorMs / clientRounds), majorCount: round3(gc.majorCount / clientRounds) },
+    devicePageFaultsPerClientRound: round3(done.reduce((a, d) => a + (d.roundsMinorPageFaults ?? 0), 0) / clientRounds),
+    deviceSdkDist: [...new Set(done.map((d) => d.sdkDist))],
   };
 }
 

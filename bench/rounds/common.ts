@@ -129,6 +129,8 @@ export interface WorkerDone {
   roundsCpuByThreadMs: ThreadCpu | null;
   /** The same window's garbage-collection pauses of the main thread. */
   roundsGcPauses: GcPauses;
+  /** The same window's minor page faults (first touches of memory pages; each costs CPU in the kernel). Absent from older harnesses. */
+  roundsMinorPageFaults?: number;
   /** The client SDK build the devices ran: this tree's packages/client-sdk/dist, or BENCH_SDK_DIST. */
   sdkDist: string;
 }
