@@ -38,6 +38,10 @@
  * then arrives with the assignment (its bytes count in the wait phase, and the assignment time is
  * when the whole answer, model included, arrived; the download phase is then empty).
  *
+ * A device hands each model back to its transport (`releaseModel`, when the SDK build has it) once it
+ * has checked it, as an app that loads the weights into its training state can: the next model is
+ * received into that memory instead of fresh memory.
+ *
  * Speaks to its parent over IPC only; writes nothing to stdout.
  */
 import { createHash } from 'node:crypto';
@@ -49,7 +53,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { float32View } from '@veil/protocol/codec';
 import type { CommitteeEncryption } from '../../packages/client-sdk/dist/mods/committee.js';
 import type { createGrpcTransport as CreateGrpcTransport } from '../../packages/client-sdk/dist/transport/grpc-transport.js';
-import type { AssignmentResponse, TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
+import type { AssignmentResponse, DownloadedModel, TaskCommittee } from '../../packages/client-sdk/dist/transport/transport.js';
 import { cpuByThread, cpuByThreadSince, nowMs, observeGcPauses, type DeviceReport, type DeviceWorkerInit, type PhaseBytes, type WorkerDone } from './common.js';
 
 /** The client SDK build the devices run (see the header). */
@@ -210,7 +214,7 @@ async function main(init: DeviceWorkerInit): Promise<void> {
   // The transport's downloadModel takes `{ version }` (current tree) or a bare version number (older builds).
   const objectDownloadApi = /latest/.test(String(devices[0]?.transport.downloadModel));
   const download = (d: Device, version: number, signal?: AbortSignal) =>
-    (d.transport.downloadModel as (c: string, w: unknown, s?: AbortSignal) => Promise<{ version: number; bytes: Uint8Array; sha256: string; encoding: string }>)(
+    (d.transport.downloadModel as (c: string, w: unknown, s?: AbortSignal) => Promise<DownloadedModel>)(
       d.credential,
       objectDownloadApi ? { version } : version,
       signal,
@@ -370,6 +374,9 @@ async function main(init: DeviceWorkerInit): Promise<void> {
             }
             modelBytes = model.bytes.byteLength;
             cachedVersion = a.modelVersion;
+            // Done with the model's bytes (a device app that loads them into its training state is too):
+            // the transport may receive the next model into this memory (older SDK builds lack the call).
+            d.transport.releaseModel?.(model);
           }
           downloadedAt = nowMs();
           cpuMs.download = cpuSince(cpuDownload);

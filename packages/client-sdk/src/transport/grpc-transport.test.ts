@@ -194,6 +194,34 @@ describe('grpc transport over node:http2', () => {
     await expect(transport.downloadModel('c', { version: 3 })).rejects.toMatchObject({ code: 'integrity' });
   });
 
+  it('receives a model into the memory of a released one, and never into memory the caller still holds', async () => {
+    const modelOf = (version: number): Buffer => Buffer.alloc(400_000, version);
+    const address = await fakeCoordinator(({ messages, stream }) => {
+      const { modelVersion } = service.DownloadModel.requestDeserialize(messages[0]!);
+      const model = modelOf(modelVersion);
+      const header = service.DownloadModel.responseSerialize({
+        header: { modelVersion, encoding: 'MODEL_ENCODING_FLOAT32_LE', sizeBytes: model.length, sha256: createHash('sha256').update(model).digest() },
+      });
+      ok(stream, [grpcMessage(header), grpcMessage(service.DownloadModel.responseSerialize({ data: model }))]);
+    });
+    const transport = transportTo(address);
+    const download = (version: number) => transport.downloadModel('c', { version });
+    const intact = (d: { version: number; bytes: Uint8Array }): boolean => Buffer.from(d.bytes).equals(modelOf(d.version));
+
+    const held = await download(1);
+    const second = await download(2);
+    expect(second.bytes.buffer).not.toBe(held.bytes.buffer);
+    transport.releaseModel!(second);
+    transport.releaseModel!(second); // a second release of the same model is ignored
+    transport.releaseModel!({ ...second, bytes: new Uint8Array(400_100) }); // and so is memory the transport did not lend
+    const third = await download(3);
+    expect(third.bytes.buffer).toBe(second.bytes.buffer);
+    const fourth = await download(4);
+    expect(fourth.bytes.buffer).not.toBe(third.bytes.buffer);
+    expect(fourth.bytes.buffer).not.toBe(held.bytes.buffer);
+    for (const d of [held, third, fourth]) expect(intact(d)).toBe(true);
+  });
+
   it('WaitForAssignmentAndModel: the answer, then the model (checked); a held version is sent along; a model before the answer or of another version is refused', async () => {
     const model = Buffer.alloc(300_000, 7);
     const digest = createHash('sha256').update(model).digest();

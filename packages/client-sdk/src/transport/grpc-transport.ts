@@ -399,6 +399,10 @@ export function createGrpcTransport(options: GrpcTransportOptions): Transport {
       return { acceptedCount: response.acceptedCount };
     },
 
+    releaseModel(model) {
+      channel.recycle(model.bytes);
+    },
+
     async reportEvaluation(credential, report) {
       await unary(service.ReportEvaluation, report, auth(credential), callTimeoutMs);
     },

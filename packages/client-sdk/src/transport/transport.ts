@@ -176,6 +176,14 @@ export interface Transport {
   ): Promise<{ response: AssignmentResponse; model: DownloadedModel | null }>;
   /** Downloads and verifies (size, SHA-256) model `version` (0 = initial), or the current one with `latest`. */
   downloadModel(credential: string, which: { version: number } | { latest: true }, signal?: AbortSignal): Promise<DownloadedModel>;
+  /**
+   * The caller is done with `model.bytes` (a model this transport returned): no view of that
+   * memory is read any more, so the transport may receive a later model into it instead of into
+   * fresh memory (see grpc-channel.ts: the page faults of a fresh model buffer are a large part of
+   * a device's CPU per round). Optional, and optional to call: a model that is not released is
+   * left to the garbage collector, as before. Releasing a model still in use corrupts it.
+   */
+  releaseModel?(model: DownloadedModel): void;
   submitUpdate(credential: string, header: UpdateHeader, payload: Uint8Array, signal?: AbortSignal): Promise<{ acceptedCount: number }>;
   reportEvaluation(
     credential: string,
