@@ -279,6 +279,34 @@ describe('committee aggregation with real custodians', () => {
     await all.close();
   }, 120_000);
 
+  it('a retried upload of a device already staged is not staged again: the round is staged once and answered through those requests', async () => {
+    const round = 8;
+    const { payloads } = await devicesForRound(round, 4);
+    // A second upload of device 0 (another attempt), checked while its first one is being stored.
+    const retry = (await devicesForRound(round, 1)).payloads[0]!;
+    expect(retry.clientId).toBe(payloads[0]!.clientId);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const inner = task(all);
+    let stagings = 0;
+    const t: CommitteeTask = { ...inner, stage: (r) => (stagings++, inner.stage!(r)) };
+    const aggregator = createCommitteeAggregator(t, round, VALUES);
+    const early = payloads.map(({ clientId, payload }) => aggregator.foldEarly!(clientId, payload));
+    const again = aggregator.foldEarly!(retry.clientId, retry.payload);
+    // The first attempt is recorded; the retry is refused (already_exists) and taken out.
+    for (const [k, { clientId }] of payloads.entries()) aggregator.add(clientId, 1, early[k]!);
+    expect(() => aggregator.add(retry.clientId, 1, again)).toThrow(expect.objectContaining({ code: 'already_exists' }));
+    releaseChecked(again);
+    aggregator.prepare!();
+    aggregator.startFinish!();
+    const result = await aggregator.finish(initialModel(), [], null);
+    expect(result!.audit.deviceCount).toBe(4);
+    expect(stagings).toBe(1);
+    // (`inner`'s collect records which custodians answered through their staged request.)
+    expect(stagedIn.get(inner)).toHaveLength(THRESHOLD);
+    aggregator.dispose();
+    await all.close();
+  }, 120_000);
+
   it('startFinish asks the committee while the move to AGGREGATING commits and finish uses that request; killed before the move was durable, a rebuild from the stored updates asks the same D and gets the same answers and model', async () => {
     const round = 6;
     const { payloads } = await devicesForRound(round, 5);

@@ -264,8 +264,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   // Of those, the ones streamed to the staged requests as they were checked (`foldEarly`), before
   // their record commits: the custodians verify and open a device's share while the coordinator
   // stores it, so that little is left for them once the last upload is recorded. One refused
-  // after that is in no D: the round's staged requests are opened again without it (`restage`).
+  // after that is in no D: the round's staged requests are opened again without it (`restage`:
+  // every device streamed and opened again). So a second upload of a device that has one staged
+  // or counted already (a retry: at most one of them is recorded) is not staged when checked.
   const stagedEarly = new Map<CheckedCommitteeUpload, string>();
+  const clientsStagedEarly = new Set<string>();
   // Set by `prepare` (the round takes no more updates): an upload checked from then on is not staged.
   let ending = false;
   // Set once the committee is asked for this round.
@@ -292,7 +295,12 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   const unfold = (checked: CheckedCommitteeUpload): void => {
     if (sum !== null && provisional.delete(checked)) {
       sum.subtract(checked.committee.c0);
-      if (stagedEarly.delete(checked)) restage();
+      const clientId = stagedEarly.get(checked);
+      if (clientId !== undefined) {
+        stagedEarly.delete(checked);
+        clientsStagedEarly.delete(clientId);
+        restage();
+      }
     }
   };
   /** Asks the committee for its share sums over D = every device added. */
@@ -317,10 +325,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       const checked = checkCommitteeUpload(task, round, parameterCount, clientId, payload, sum);
       const early: CheckedCommitteeUpload = { ...checked, unfold: () => unfold(early) };
       provisional.add(early);
-      if (!ending) {
+      if (!ending && !seen.has(clientId) && !clientsStagedEarly.has(clientId)) {
         // The staged requests copy what they send: no view into the payload is kept.
         stageDevice(checked.committee, checked.committee.sealedShares, clientId);
         stagedEarly.set(early, clientId);
+        clientsStagedEarly.add(clientId);
       }
       return early;
     },
@@ -333,6 +342,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       const checked = given ?? checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
       // Streamed to the staged requests when it was checked: not again.
       const staged = stagedEarly.delete(checked);
+      if (staged) clientsStagedEarly.delete(clientId);
       if (!provisional.delete(checked)) {
         try {
           sum.add(checked.committee.c0);
@@ -450,6 +460,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       asked = null;
       provisional.clear();
       stagedEarly.clear();
+      clientsStagedEarly.clear();
       staging ??= null; // never opened now
       staging?.cancel();
       precomputing = false;
