@@ -526,7 +526,9 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         untrack?.();
         releaseBudget?.();
         slot?.close();
-        gone.abort(new VeilError('aborted', 'upload stream ended'));
+        // Only an upload not yet admitted can still be queued for the budget (an admitted one's grant
+        // removed its abort listener): no error with its stack trace nor abort event for every upload.
+        if (releaseBudget === null) gone.abort(new VeilError('aborted', 'upload stream ended'));
         chunks.length = 0;
         // The engine may still be reading the payload: then the end of its processing gives the buffers back.
         if (!processing) releaseReceived();
