@@ -3,7 +3,7 @@
  * optionally the shared-key BFV path, measured in the same run, interleaved.
  *
  *   npx tsx bench/rounds.ts [--only small,scale,dropout] [--paths plaintext,committee[,shared-key]] [--committee 2-of-3]
- *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--committee-c0-bits auto|44|32|24|16] [--db pg|pglite] [--pglite-too]
+ *     [--committee-encrypt before|live] [--committee-deadline-ms 300000] [--committee-c0-bits auto|44|36|32|24|16] [--db pg|pglite] [--pglite-too]
  *     [--small-clients 10] [--small-rounds 20] [--sizes 100,300,1000] [--scale-rounds 3]
  *     [--scale-deadline-ms 300000] [--dropout-clients 100] [--dropout-fraction 0.3]
  *     [--dropout-deadline-ms 10000] [--dropout-rounds 1] [--parameters 100000] [--devices-per-worker 250]
@@ -143,7 +143,7 @@ const COMMITTEE_ENCRYPT = args['committee-encrypt'] as 'before' | 'live';
 const COMMITTEE_C0_BITS: C0Bits | undefined = ((value: string) => {
   if (value === 'auto') return undefined;
   const bits = Number(value);
-  if (!isC0Bits(bits)) throw new Error('--committee-c0-bits must be auto, 44, 32, 24 or 16');
+  if (!isC0Bits(bits)) throw new Error('--committee-c0-bits must be auto, 44, 36, 32, 24 or 16');
   return bits;
 })(args['committee-c0-bits']);
 if (COMMITTEE_ENCRYPT !== 'before' && COMMITTEE_ENCRYPT !== 'live') throw new Error(`--committee-encrypt: 'before' or 'live', got '${String(COMMITTEE_ENCRYPT)}'`);

@@ -113,8 +113,8 @@ export interface CreateDescriptorOptions {
   readonly maxRounds: number;
   /**
    * Default: clip 1, step 2^-13, weight cap 1, and the narrowest c0 that still decrypts exactly at
-   * maxDevices (chooseC0Width: 16, 24 or 32 bits with the largest Δ, else exact). c0Bits 44: the
-   * exact c0 with the smallest Δ; 32, 24 or 16: that width (refused when it does not fit).
+   * maxDevices (chooseC0Width: 16, 24, 32 or 36 bits with the largest Δ, else exact). c0Bits 44: the
+   * exact c0 with the smallest Δ; 36, 32, 24 or 16: that width (refused when it does not fit).
    */
   readonly encoding?: Partial<DescriptorEncoding>;
   readonly dp?: DescriptorDp | null;

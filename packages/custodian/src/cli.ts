@@ -39,10 +39,10 @@ export const AUTHORITY_USAGE = `  authority init --out DIR
                          DIR/${AUTHORITY_PUBLIC_FILE} is what custodians (--authority-key) and apps pin
   authority descriptor --key DIR --task-id ID --custodian HOST:PORT=PUBLIC.json [--custodian ...]
                   --threshold T --min-devices N --max-rounds R [--max-devices M] [--corrupt-tolerated C]
-                  [--weight-cap W] [--clip X] [--step S] [--c0-bits 16|24|32|44|exact] [--out FILE]
+                  [--weight-cap W] [--clip X] [--step S] [--c0-bits 16|24|32|36|44|exact] [--out FILE]
                   [--dp-clip-norm C --dp-noise-multiplier Z --dp-colluding K --dp-delta D]
                          build, validate and sign a committee task descriptor (custodians in index order);
-                         devices send c0 compressed to the fewest bits per coefficient (16, 24 or 32, with the
+                         devices send c0 compressed to the fewest bits per coefficient (16, 24, 32 or 36, with the
                          largest Δ the sum bound allows) whose worst-case rounding over max-devices still
                          decrypts exactly, else exact (44 bits); --c0-bits picks the width (44 or exact: the
                          exact c0; a narrower width is refused when its rounding does not fit the noise budget)
@@ -325,7 +325,7 @@ async function runAuthority(args: readonly string[], out: NodeJS.WritableStream)
       const step = positiveNumber(values.step, 'step');
       const maxDevices = posInt(values['max-devices'], 'max-devices');
       const c0Bits = values['c0-bits'] === undefined ? undefined : values['c0-bits'] === 'exact' ? 44 : Number(values['c0-bits']);
-      if (c0Bits !== undefined && !isC0Bits(c0Bits)) throw new CustodianUsageError('--c0-bits must be 16, 24, 32, 44 or exact');
+      if (c0Bits !== undefined && !isC0Bits(c0Bits)) throw new CustodianUsageError('--c0-bits must be 16, 24, 32, 36, 44 or exact');
       const { signed, check } = createSignedDescriptor(authority, {
         taskId: need(values['task-id'], 'task-id'),
         committee,

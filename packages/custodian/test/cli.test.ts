@@ -137,8 +137,8 @@ describe('veil authority and veil custodian', () => {
         stderr: expect.stringContaining('colludingDevices must be an integer in [0, minDevices)'),
       });
       // The c0 width: without --c0-bits the narrowest that decrypts exactly at max-devices (24 bits
-      // fit 10 devices' rounding at the largest Δ, 16 do not; 32 fit 100; only the exact c0 fits the
-      // default 1,000); --c0-bits 44 or exact keeps the exact c0; 16 is refused; 20 is no width.
+      // fit 10 devices' rounding at the largest Δ, 16 do not; 32 fit 100; 36 the default 1,000; only
+      // the exact c0 fits 2,035); --c0-bits 44 or exact keeps the exact c0; 16 is refused; 20 is no width.
       const compressed = [...base.slice(0, -2), '--max-devices', '10'];
       const read = async (file: string) => (JSON.parse(await readFile(join(dir, file), 'utf8')) as SignedTaskDescriptor).descriptor.encoding;
       const made = await veil(...compressed, '--out', join(dir, 'auto.json'));
@@ -149,14 +149,16 @@ describe('veil authority and veil custodian', () => {
       await veil(...base.slice(0, -2), '--max-devices', '100', '--out', join(dir, 'hundred.json'));
       expect(await read('hundred.json')).toMatchObject({ c0Bits: 32, deltaBits: 23 });
       await veil(...base.slice(0, -2), '--out', join(dir, 'thousand.json'));
-      expect(await read('thousand.json')).toEqual({ deltaBits: 12, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
+      expect(await read('thousand.json')).toEqual({ c0Bits: 36, deltaBits: 20, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
+      await veil(...base.slice(0, -2), '--max-devices', '2035', '--out', join(dir, 'exact-2035.json'));
+      expect(await read('exact-2035.json')).toEqual({ deltaBits: 12, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
       for (const exact of ['44', 'exact']) {
         const printed = await veil(...compressed, '--c0-bits', exact, '--out', join(dir, `exact-${exact}.json`));
         expect(await read(`exact-${exact}.json`)).toEqual({ deltaBits: 8, clipMaxAbs: 1, step: 2 ** -13, weightCap: 1 });
         expect(printed.stderr).toContain('c0 exact (44 bits) per coefficient');
       }
       await expect(veil(...compressed, '--c0-bits', '16')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('rounding sum') });
-      await expect(veil(...compressed, '--c0-bits', '20')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--c0-bits must be 16, 24, 32, 44 or exact') });
+      await expect(veil(...compressed, '--c0-bits', '20')).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--c0-bits must be 16, 24, 32, 36, 44 or exact') });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -203,7 +203,9 @@ describe('committee tasks through the coordinator', () => {
     expect(refusedWidth.status, JSON.stringify(refusedWidth.body)).toBe(400);
     expect(JSON.stringify(refusedWidth.body)).toMatch(/rounding sum of up to 26214400 \(c0Bits 24\)/);
 
-    const { descriptor, body } = descriptorFor(randomUUID());
+    // c0 compressed to 36 bits (two coefficients in 9 bytes): the decrypted FedAvg is still exact.
+    const { descriptor, body } = descriptorFor(randomUUID(), 36);
+    expect(descriptor.encoding.c0Bits).toBe(36);
     const [eta, beta1, beta2, tau] = [0.05, 0.9, 0.99, 1e-3];
     const base = pattern(TINY_PARAMETERS, 1);
     const created = await t.rest.request('POST', '/v1/tasks', {

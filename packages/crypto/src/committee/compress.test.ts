@@ -27,8 +27,9 @@ function coefficients(seed: string, c0Bits: C0Bits): Float64Array {
 }
 
 describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
-  it.each([32, 24, 16] as const)('c0Bits %i: c0 ≡ c\'·2^d + r (mod q) with |r| <= 2^(d-1); subtract undoes add exactly', (c0Bits) => {
+  it.each([36, 32, 24, 16] as const)('c0Bits %i: c0 ≡ c\'·2^d + r (mod q) with |r| <= 2^(d-1); subtract undoes add exactly', (c0Bits) => {
     const c = coefficients(`c-${c0Bits}`, c0Bits);
+    // 36 bits: two coefficients in 9 bytes, so N / 2 · 9 bytes.
     const packed = new Uint8Array(12 + (N * c0Bits) / 8);
     expect(packCompressed(c, c0Bits, packed, 12)).toBe((N * c0Bits) / 8);
     const acc = new Float64Array(N);
@@ -72,7 +73,7 @@ describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
     validateDescriptor(descriptor, { minDevices: 2 });
     expect(descriptor.encoding).toMatchObject({ c0Bits: 24, deltaBits: 25 });
     expect(() => validateDescriptor(build(16), { minDevices: 2 })).toThrow(/rounding sum/);
-    expect(() => validateDescriptor({ ...descriptor, encoding: { ...descriptor.encoding, c0Bits: 33 as C0Bits } }, { minDevices: 2 })).toThrow(/c0Bits must be 32, 24 or 16/);
+    expect(() => validateDescriptor({ ...descriptor, encoding: { ...descriptor.encoding, c0Bits: 33 as C0Bits } }, { minDevices: 2 })).toThrow(/c0Bits must be 36, 32, 24 or 16/);
     // The exact c0 at the same Δ passes: only the rounding made 16 bits too few.
     const { c0Bits: _dropped, ...exact } = build(16).encoding;
     expect(() => validateDescriptor({ ...build(16), encoding: exact }, { minDevices: 2 })).not.toThrow();
@@ -144,9 +145,11 @@ describe('the c0 width policy (chooseC0Width): the narrowest c0 that still decry
   // no longer fits.
   const boundaries = [
     { step: 2 ** -13, c0Bits: 24, maxDevices: 31, deltaBits: 25, next: 32 },
-    { step: 2 ** -13, c0Bits: 32, maxDevices: 511, deltaBits: 21, next: 44 },
+    { step: 2 ** -13, c0Bits: 32, maxDevices: 511, deltaBits: 21, next: 36 },
     { step: 2 ** -6, c0Bits: 16, maxDevices: 15, deltaBits: 33, next: 24 },
     { step: 2 ** -6, c0Bits: 24, maxDevices: 255, deltaBits: 29, next: 32 },
+    { step: 2 ** -6, c0Bits: 32, maxDevices: 4095, deltaBits: 25, next: 36 },
+    { step: 2 ** -6, c0Bits: 36, maxDevices: 16383, deltaBits: 23, next: 44 },
   ] as const;
 
   it.each(boundaries)('step $step: $c0Bits bits up to $maxDevices devices (Δ = 2^$deltaBits), then $next; the check refuses $c0Bits bits for one device more', ({ step, c0Bits, maxDevices, deltaBits, next }) => {
@@ -159,8 +162,22 @@ describe('the c0 width policy (chooseC0Width): the narrowest c0 that still decry
     expect(() => validateDescriptor({ ...wider, encoding: { ...wider.encoding, deltaBits: deltaBits - 1 } }, { minDevices: 1 })).toThrow(/rounding sum/);
   });
 
-  it('keeps an explicit width (44: exact) and an explicit Δ; past 511 devices at step 2^-13 only the exact c0 fits', () => {
-    expect(chooseC0Width(1000)).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(1000) });
+  // 36 bits at step 2^-13 end inside a Δ (2^19 from 1,024 devices): at 2,035 the rounding sum, not the sum bound, is what no longer fits.
+  it('step 2^-13: 36 bits from 512 to 2,034 devices (Δ = 2^20, then 2^19 from 1,024); at 2,035 the rounding sum leaves fewer than 12 noise deviations', () => {
+    expect(chooseC0Width(512)).toEqual({ c0Bits: 36, deltaBits: 20 });
+    expect(chooseC0Width(1000)).toEqual({ c0Bits: 36, deltaBits: 20 });
+    expect(chooseC0Width(1024)).toEqual({ c0Bits: 36, deltaBits: 19 });
+    expect(chooseC0Width(2034)).toEqual({ c0Bits: 36, deltaBits: 19 });
+    expect(validateDescriptor(build(2034, { c0Bits: 36 }), { minDevices: 1 })).toMatchObject({ c0Bits: 36 });
+    expect(chooseC0Width(2035)).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(2035) });
+    const wider = { ...build(2034, { c0Bits: 36 }), maxDevices: 2035 };
+    expect(wider.encoding.deltaBits).toBe(19);
+    expect(() => validateDescriptor(wider, { minDevices: 1 })).toThrow(/rounding sum/);
+  });
+
+  it('keeps an explicit width (44: exact) and an explicit Δ; past 2,034 devices at step 2^-13 only the exact c0 fits', () => {
+    expect(chooseC0Width(2035)).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(2035) });
+    expect(chooseC0Width(1000, { c0Bits: 44 })).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(1000) });
     expect(chooseC0Width(10, { c0Bits: 44 })).toEqual({ c0Bits: 44, deltaBits: minimumDeltaBits(10) });
     expect(chooseC0Width(10, { c0Bits: 32 })).toEqual({ c0Bits: 32, deltaBits: 26 });
     expect(chooseC0Width(10, { deltaBits: 20 })).toEqual({ c0Bits: 32, deltaBits: 20 });
@@ -173,7 +190,7 @@ describe('the c0 width policy (chooseC0Width): the narrowest c0 that still decry
   // case the budget allows for is every coefficient of every device at its rounding boundary, all
   // with the same sign; real c0's are never all there at once, so the worst case is applied to the
   // exact sum of the same devices' c0's, beside their real compressed uploads.
-  it.each([boundaries[2], boundaries[0], boundaries[1]])(
+  it.each([boundaries[2], boundaries[0], boundaries[1], { step: 2 ** -13, c0Bits: 36 as const, maxDevices: 2034 }])(
     '$maxDevices devices at $c0Bits bits with the largest sums: real and worst-case rounding decrypt to the exact integer sum',
     ({ step, c0Bits, maxDevices }) => {
       const descriptor = build(maxDevices, { step, ...chooseC0Width(maxDevices, { step }) });

@@ -1,7 +1,9 @@
 /**
- * Compressed c0 (descriptor `encoding.c0Bits` of 32, 24 or 16): each coefficient of c0 in [0, q)
+ * Compressed c0 (descriptor `encoding.c0Bits` of 36, 32, 24 or 16): each coefficient of c0 in [0, q)
  * is sent as its top c0Bits bits, c' = round(c0 / 2^d) mod 2^c0Bits with d = 44 - c0Bits, in
- * c0Bits / 8 little-endian bytes, and read back as c'·2^d. This is the bit-dropping form of
+ * c0Bits / 8 little-endian bytes (36 bits: two coefficients in 9 bytes, see {@link packCompressed}),
+ * and read back as c'·2^d. This is the bit-dropping form of
+ * Kyber's ciphertext compression (FIPS 203, §4.2.1, Compress_q / Decompress_q; q = 2^44 - 2^14 + 1
  * Kyber's ciphertext compression (FIPS 203, §4.2.1, Compress_q / Decompress_q; q = 2^44 - 2^14 + 1
  * is close enough to 2^44 to drop bits instead of rescaling).
  *
@@ -17,7 +19,7 @@ import { CryptoError } from '../errors.js';
 import { Q } from './ring.js';
 
 /** The c0 widths a descriptor may choose, in bits per coefficient (44: the exact c0). */
-export const C0_BITS = [44, 32, 24, 16] as const;
+export const C0_BITS = [44, 36, 32, 24, 16] as const;
 /** See {@link C0_BITS}. */
 export type C0Bits = (typeof C0_BITS)[number];
 
@@ -32,8 +34,18 @@ export function droppedBits(c0Bits: C0Bits): number {
 }
 
 function width(c0Bits: number): { bytes: number; scale: number; inverse: number; modulus: number } {
-  if (c0Bits !== 32 && c0Bits !== 24 && c0Bits !== 16) throw new CryptoError('invalid_argument', `compressed c0 has 32, 24 or 16 bits per coefficient, not ${c0Bits}`);
+  if (c0Bits !== 36 && c0Bits !== 32 && c0Bits !== 24 && c0Bits !== 16) throw new CryptoError('invalid_argument', `compressed c0 has 36, 32, 24 or 16 bits per coefficient, not ${c0Bits}`);
   return { bytes: c0Bits / 8, scale: 2 ** (44 - c0Bits), inverse: 2 ** -(44 - c0Bits), modulus: 2 ** c0Bits };
+}
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * 36 bits: coefficients 2i and 2i+1 (a, b) take 9 bytes, u32le(a mod 2^32) || (a >> 32 | (b >> 32) << 4)
+ * || u32le(b mod 2^32). Polynomials have an even number of coefficients (N = 2048).
+ */
+function checkPairs(count: number): void {
+  if (count % 2 !== 0) throw new CryptoError('invalid_argument', '36-bit c0 packs coefficients in pairs: the count must be even');
 }
 
 /** Writes c' of each coefficient (in [0, q)) at `offset`; returns the bytes written. */
@@ -41,6 +53,21 @@ export function packCompressed(coefficients: Float64Array, c0Bits: C0Bits, out: 
   const { bytes, inverse, modulus } = width(c0Bits);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   let o = offset;
+  if (c0Bits === 36) {
+    checkPairs(coefficients.length);
+    for (let k = 0; k < coefficients.length; k += 2, o += 9) {
+      let a = Math.round(coefficients[k]! * inverse);
+      if (a >= modulus) a -= modulus;
+      let b = Math.round(coefficients[k + 1]! * inverse);
+      if (b >= modulus) b -= modulus;
+      const aHigh = Math.floor(a / TWO_32);
+      const bHigh = Math.floor(b / TWO_32);
+      view.setUint32(o, a - aHigh * TWO_32, true);
+      out[o + 4] = aHigh | (bHigh << 4);
+      view.setUint32(o + 5, b - bHigh * TWO_32, true);
+    }
+    return o - offset;
+  }
   for (let k = 0; k < coefficients.length; k++) {
     let v = Math.round(coefficients[k]! * inverse); // exact: a power-of-two scaling of an integer < 2^44
     if (v >= modulus) v -= modulus;
@@ -60,7 +87,14 @@ export function addCompressed(bytes: Uint8Array, offset: number, c0Bits: C0Bits,
   if (offset + acc.length * size > bytes.length) throw new CryptoError('invalid_argument', 'compressed c0 input too short');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let o = offset;
-  if (size === 4) for (let k = 0; k < acc.length; k++, o += 4) acc[k] = acc[k]! + view.getUint32(o, true) * scale;
+  if (c0Bits === 36) {
+    checkPairs(acc.length);
+    for (let k = 0; k < acc.length; k += 2, o += 9) {
+      const high = bytes[o + 4]!;
+      acc[k] = acc[k]! + (view.getUint32(o, true) + (high & 15) * TWO_32) * scale;
+      acc[k + 1] = acc[k + 1]! + (view.getUint32(o + 5, true) + (high >>> 4) * TWO_32) * scale;
+    }
+  } else if (size === 4) for (let k = 0; k < acc.length; k++, o += 4) acc[k] = acc[k]! + view.getUint32(o, true) * scale;
   else if (size === 3) for (let k = 0; k < acc.length; k++, o += 3) acc[k] = acc[k]! + (view.getUint16(o, true) + bytes[o + 2]! * 65536) * scale;
   else for (let k = 0; k < acc.length; k++, o += 2) acc[k] = acc[k]! + view.getUint16(o, true) * scale;
 }
@@ -73,12 +107,23 @@ export function subtractCompressed(bytes: Uint8Array, offset: number, c0Bits: C0
   const { bytes: size, scale } = width(c0Bits);
   if (offset + acc.length * size > bytes.length) throw new CryptoError('invalid_argument', 'compressed c0 input too short');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let o = offset;
-  for (let k = 0; k < acc.length; k++, o += size) {
-    const c = size === 4 ? view.getUint32(o, true) : size === 3 ? view.getUint16(o, true) + bytes[o + 2]! * 65536 : view.getUint16(o, true);
+  const take = (k: number, c: number): void => {
     let v = acc[k]! - c * scale;
     if (v < 0) v += Q;
     if (v < 0) v += Q;
     acc[k] = v;
+  };
+  let o = offset;
+  if (c0Bits === 36) {
+    checkPairs(acc.length);
+    for (let k = 0; k < acc.length; k += 2, o += 9) {
+      const high = bytes[o + 4]!;
+      take(k, view.getUint32(o, true) + (high & 15) * TWO_32);
+      take(k + 1, view.getUint32(o + 5, true) + (high >>> 4) * TWO_32);
+    }
+    return;
+  }
+  for (let k = 0; k < acc.length; k++, o += size) {
+    take(k, size === 4 ? view.getUint32(o, true) : size === 3 ? view.getUint16(o, true) + bytes[o + 2]! * 65536 : view.getUint16(o, true));
   }
 }

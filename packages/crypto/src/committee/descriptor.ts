@@ -61,7 +61,7 @@ export interface DescriptorEncoding {
   /** Largest per-device integer weight. */
   readonly weightCap: number;
   /**
-   * Bits per c0 coefficient a device sends: 32, 24 or 16, its top bits (compress.ts; each device
+   * Bits per c0 coefficient a device sends: 36, 32, 24 or 16, its top bits (compress.ts; each device
    * then adds a rounding error of at most 2^(43 - c0Bits) to the decrypted residue, which must fit
    * under Δ/2 beside the noise). Absent: the exact 44-bit c0.
    */
@@ -320,7 +320,7 @@ export function validateDescriptor(descriptor: TaskDescriptor, floors: Descripto
   const enc = d.encoding as Partial<Record<keyof DescriptorEncoding, unknown>> | null | undefined;
   if (typeof enc !== 'object' || enc === null) refuse('encoding must be an object');
   for (const key of Object.keys(enc)) if (!['deltaBits', 'clipMaxAbs', 'step', 'weightCap', 'c0Bits'].includes(key)) refuse(`encoding has unknown field ${key}`);
-  if (enc.c0Bits !== undefined && enc.c0Bits !== 32 && enc.c0Bits !== 24 && enc.c0Bits !== 16) refuse('encoding.c0Bits must be 32, 24 or 16 (or absent: 44)');
+  if (enc.c0Bits !== undefined && enc.c0Bits !== 36 && enc.c0Bits !== 32 && enc.c0Bits !== 24 && enc.c0Bits !== 16) refuse('encoding.c0Bits must be 36, 32, 24 or 16 (or absent: 44)');
   const budget = encodingBudget(d.maxDevices, enc as DescriptorEncoding);
   if ('refusal' in budget) refuse(budget.refusal);
   const { maxAbsEncodedSum, encodedSumLimit, noiseMarginSigmas } = budget;
@@ -411,7 +411,7 @@ export interface BuildTaskDescriptorOptions {
   readonly maxRounds: number;
   /**
    * Default: deltaBits = {@link minimumDeltaBits}(maxDevices), clipMaxAbs 1, step 2^-13, weightCap
-   * 1, exact c0 (c0Bits 44 says the same). With c0Bits 32, 24 or 16 and no deltaBits: the largest Δ
+   * 1, exact c0 (c0Bits 44 says the same). With c0Bits 36, 32, 24 or 16 and no deltaBits: the largest Δ
    * the sum bound allows (the most room for the rounding; {@link validateDescriptor} says whether it
    * suffices). The narrowest width that fits is {@link chooseC0Width}'s to find (the enrolment
    * authority's descriptor builder applies it when no width is given).
@@ -428,10 +428,10 @@ export interface BuildTaskDescriptorOptions {
 /**
  * The width policy: the c0 width and Δ for a task of up to `maxDevices` devices with `encoding`'s
  * clip, step and weight cap (defaults as in {@link buildTaskDescriptor}). An explicit
- * `encoding.c0Bits` is kept (44: the exact c0); without one, the narrowest of 16, 24 and 32 bits
+ * `encoding.c0Bits` is kept (44: the exact c0); without one, the narrowest of 16, 24, 32 and 36 bits
  * whose worst-case rounding passes the budget {@link validateDescriptor} checks at maxDevices (with
  * the largest Δ the sum bound allows, or the given deltaBits), else the exact c0. Example (step
- * 2^-13, clip 1, weightCap 1): 24 bits up to 31 devices, 32 bits up to 511, exact beyond.
+ * 2^-13, clip 1, weightCap 1): 24 bits up to 31 devices, 32 bits up to 511, 36 up to 2,034, exact beyond.
  */
 export function chooseC0Width(maxDevices: number, encoding: Partial<DescriptorEncoding> = {}): { readonly c0Bits: C0Bits; readonly deltaBits: number } {
   const clipMaxAbs = encoding.clipMaxAbs ?? 1;
@@ -442,7 +442,7 @@ export function chooseC0Width(maxDevices: number, encoding: Partial<DescriptorEn
   // A compressed c0 takes the largest Δ the sum bound allows: the most room for the rounding.
   const deltaBits = encoding.deltaBits ?? maximumDeltaBits(maxDevices * weightCap * Math.floor(clipMaxAbs / step + 0.5));
   if (encoding.c0Bits !== undefined) return { c0Bits: encoding.c0Bits, deltaBits };
-  for (const c0Bits of [16, 24, 32] as const) {
+  for (const c0Bits of [16, 24, 32, 36] as const) {
     if (!('refusal' in encodingBudget(maxDevices, { clipMaxAbs, step, weightCap, deltaBits, c0Bits }))) return { c0Bits, deltaBits };
   }
   return { c0Bits: 44, deltaBits: exactDeltaBits() };
