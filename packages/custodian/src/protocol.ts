@@ -154,7 +154,8 @@ export function openManifest(
   try {
     const checked = verifyManifest(
       { manifest, signature: toBase64(signature) },
-      { descriptor: descriptor.descriptor, descriptorHash: descriptor.hash, round, nowMs, ...(certificateCache !== undefined && { certificateCache }) },
+      // parseCanonical refused bytes other than the manifest's canonical encoding: hashed as they are.
+      { descriptor: descriptor.descriptor, descriptorHash: descriptor.hash, round, nowMs, canonicalBytes: bytes, ...(certificateCache !== undefined && { certificateCache }) },
     );
     return { deviceId: checked.deviceId, devicePublicKey: checked.devicePublicKey, digest: checked.manifestDigest, shareSha256: checked.shareSha256 };
   } catch (error) {

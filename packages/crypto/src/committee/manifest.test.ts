@@ -3,6 +3,7 @@ import { sha256, toBase64, toHex } from './bytes.js';
 import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair, type RawKeyPair } from './keys.js';
 import {
+  encodeManifest,
   issueDeviceCertificate,
   manifestDigest,
   signManifest,
@@ -74,6 +75,12 @@ describe('upload manifests', () => {
     expect(verified.deviceId).toBe('device-7');
     expect(verified.devicePublicKey).toEqual(device.publicKey);
     expect(toHex(verified.shareSha256[2]!)).toBe(manifest.shareSha256[2]);
+    // Given the canonical bytes (as intake and custodians receive them), the digest is their hash: the same one.
+    const withBytes = verifyManifest(signed, { descriptor, round: 3, nowMs: NOW, canonicalBytes: encodeManifest(manifest) });
+    expect(withBytes.manifestDigest).toEqual(manifestDigest(manifest));
+    // The signature is still checked over that digest: bytes of another manifest do not verify.
+    const other = encodeManifest({ ...manifest, round: 4 });
+    expect(codeOf(() => verifyManifest(signed, { descriptor, round: 3, nowMs: NOW, canonicalBytes: other }))).toBe('invalid_signature');
   });
 
   it('refuses another round or descriptor, a tampered field, an uncertified key, an expired certificate', () => {

@@ -232,6 +232,8 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
       round: check.round,
       nowMs: check.nowMs,
       ...(check.certificateCache === undefined ? {} : { certificateCache: check.certificateCache }),
+      // Checked above to be the manifest's canonical encoding: hashed as they are.
+      canonicalBytes: manifestBytes,
     },
   );
   if (verified.deviceId !== check.deviceId) throw new CryptoError('parameter_mismatch', `committee upload: the manifest names device ${verified.deviceId}, the uploader is ${check.deviceId}`);
