@@ -39,7 +39,7 @@
  * when the whole answer, model included, arrived; the download phase is then empty).
  *
  * A device hands each model back to its transport (`releaseModel`, when the SDK build has it) once it
- * has checked it, as an app that loads the weights into its training state can: the next model is
+ * has checked it, as the SDK's client does once a later version replaced it: the next model is
  * received into that memory instead of fresh memory.
  *
  * Speaks to its parent over IPC only; writes nothing to stdout.

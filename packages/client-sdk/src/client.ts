@@ -237,6 +237,26 @@ export function createClient(options: ClientOptions): VeilClient {
   let localDp: LocalDpMiddleware | null = null;
   let distributedDp: { middleware: DistributedDpMiddleware; params: DistributedDpParams } | null = null;
   let cached: { version: number; weights: Float32Array } = { version: -1, weights: new Float32Array(0) };
+  // Plaintext tasks: the transport's model that `cached.weights` views, and how many readers (a round,
+  // the final evaluation, downloadModel) hold it. Once superseded and unread it goes back to the
+  // transport (releaseModel), which receives a later model into its memory instead of fresh memory.
+  let cachedModel: { model: DownloadedModel; readers: number } | null = null;
+  const releaseIfUnread = (m: { model: DownloadedModel; readers: number }): void => {
+    if (m !== cachedModel && m.readers === 0) transport.releaseModel?.(m.model);
+  };
+  /** A hold on the model behind `cached` until the returned `done` (taken where `cached` is read, in the same tick). */
+  const hold = (): (() => void) => {
+    const m = cachedModel;
+    if (m === null) return () => {};
+    m.readers++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      m.readers--;
+      releaseIfUnread(m);
+    };
+  };
   // Models that came with an assignment (waitForAssignmentAndModel), by version, until fetchWeights takes them.
   const prefetched = new Map<number, DownloadedModel>();
   // The task's model, built once (topology parsed, layers created) and given each round's weights.
@@ -342,7 +362,11 @@ export function createClient(options: ClientOptions): VeilClient {
     });
     if (model !== null) {
       prefetched.set(model.version, model);
-      for (const version of prefetched.keys()) if (prefetched.size > 2) prefetched.delete(version);
+      for (const [version, unused] of prefetched) {
+        if (prefetched.size <= 2) break;
+        prefetched.delete(version);
+        transport.releaseModel?.(unused); // never read
+      }
     }
     return response;
   }
@@ -351,9 +375,11 @@ export function createClient(options: ClientOptions): VeilClient {
    * The global model at `version`. Plaintext tasks store every version's
    * weights; encrypted tasks store the initial weights and each round's
    * encrypted sum, so the device replays the sums it has not applied yet.
+   * The caller reads `weights` until it calls `done()` (plaintext tasks: their memory is the
+   * transport's, handed back once a later version replaced them and no reader holds them).
    */
-  async function fetchWeights(version: number, sha256: string | null, signal?: AbortSignal): Promise<{ version: number; weights: Float32Array }> {
-    if (cached.version === version) return cached;
+  async function fetchWeights(version: number, sha256: string | null, signal?: AbortSignal): Promise<{ version: number; weights: Float32Array; done(): void }> {
+    if (cached.version === version) return { ...cached, done: hold() };
     await ensureTask();
     if (encryption === null || version === 0) {
       const d = await modelVersion(version, signal);
@@ -361,9 +387,14 @@ export function createClient(options: ClientOptions): VeilClient {
       if (d.encoding !== 'float32-le') throw new ClientError('integrity', `model version ${version} is ${d.encoding}, expected float32`);
       // The download is the transport's own buffer: the weights are read where they arrived.
       cached = { version, weights: float32View(d.bytes) };
-      return cached;
+      if (encryption === null) {
+        const previous = cachedModel;
+        cachedModel = { model: d, readers: 0 };
+        if (previous !== null) releaseIfUnread(previous);
+      }
+      return { ...cached, done: hold() };
     }
-    let current = cached.version >= 0 && cached.version < version ? cached : await fetchWeights(0, null, signal);
+    let current: { version: number; weights: Float32Array } = cached.version >= 0 && cached.version < version ? cached : await fetchWeights(0, null, signal);
     for (let v = current.version + 1; v <= version; v++) {
       const d = await modelVersion(v, signal);
       if (v === version && sha256 !== null && d.sha256 !== sha256) {
@@ -382,7 +413,8 @@ export function createClient(options: ClientOptions): VeilClient {
       current = { version: v, weights };
       cached = current;
     }
-    return current;
+    // Encrypted tasks: the weights are the device's own sums, not a model's memory (nothing to hold).
+    return { ...current, done: () => {} };
   }
 
   async function ensureRuntime(): Promise<{ tf: Tf; backend: TensorflowBackend }> {
@@ -412,7 +444,12 @@ export function createClient(options: ClientOptions): VeilClient {
       const { model } = await ensureTask();
       const { credential } = await join();
       const global = await fetchWeights(version, null, run.signal);
-      const e = await evaluateLocalOn(tf, await ensureModel(tf, model, global.weights), { spec: model, weights: global.weights, data: run.evalData });
+      let e;
+      try {
+        e = await evaluateLocalOn(tf, await ensureModel(tf, model, global.weights), { spec: model, weights: global.weights, data: run.evalData });
+      } finally {
+        global.done();
+      }
       await transport.reportEvaluation(credential, { roundNumber: 0, modelVersion: version, exampleCount: e.exampleCount, metrics: { accuracy: e.accuracy, loss: e.loss } });
       log.info({ modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount }, 'final model evaluated');
       return { modelVersion: version, accuracy: e.accuracy, loss: e.loss, exampleCount: e.exampleCount };
@@ -427,6 +464,21 @@ export function createClient(options: ClientOptions): VeilClient {
     const { credential, clientId } = await join();
     const { model } = await ensureTask();
     const global = await fetchWeights(a.modelVersion, a.modelSha256, run.signal);
+    try {
+      return await participateWith(a, run, { tf, credential, clientId, model, weights: global.weights });
+    } finally {
+      global.done();
+    }
+  }
+
+  /** A round on the global weights `on.weights` (held by the caller). */
+  async function participateWith(
+    a: Assignment,
+    run: RunOptions,
+    on: { tf: Tf; credential: string; clientId: string; model: ModelSpec; weights: Float32Array },
+  ): Promise<RoundReport> {
+    const { tf, credential, clientId, model } = on;
+    const global = { weights: on.weights };
     const built = await ensureModel(tf, model, global.weights);
 
     let evaluation: RoundReport['evaluation'] = null;
@@ -730,8 +782,12 @@ export function createClient(options: ClientOptions): VeilClient {
     async downloadModel(version) {
       const { model: spec } = await ensureTask();
       const target = version ?? (await download({ latest: true })).version;
-      const { version: v, weights } = await fetchWeights(target, null);
-      return { version: v, spec, weights: weights.slice() };
+      const global = await fetchWeights(target, null);
+      try {
+        return { version: global.version, spec, weights: global.weights.slice() };
+      } finally {
+        global.done();
+      }
     },
 
     close() {
