@@ -4,7 +4,6 @@
  * c0Bits / 8 little-endian bytes (36 bits: two coefficients in 9 bytes, see {@link packCompressed}),
  * and read back as c'·2^d. This is the bit-dropping form of
  * Kyber's ciphertext compression (FIPS 203, §4.2.1, Compress_q / Decompress_q; q = 2^44 - 2^14 + 1
- * Kyber's ciphertext compression (FIPS 203, §4.2.1, Compress_q / Decompress_q; q = 2^44 - 2^14 + 1
  * is close enough to 2^44 to drop bits instead of rescaling).
  *
  * Correctness: c0 ≡ c'·2^d + r (mod q) with |r| <= 2^(d-1): without the wrap r = c0 - c'·2^d; when
