@@ -218,7 +218,9 @@ export class GrpcChannel {
   private openCalls = 0;
   private closed = false;
   private keepalive: NodeJS.Timeout | null = null;
-  private readonly bodies = new BodyPool(2);
+  // One free body: a device hands back its previous model about when the next one arrives, so one
+  // is reused each round; more would only hold memory (a model's size each) that nothing asks for.
+  private readonly bodies = new BodyPool(1);
 
   constructor(private readonly options: GrpcChannelOptions) {
     const url = new URL(`http://${options.target}`);
