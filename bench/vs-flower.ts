@@ -22,7 +22,7 @@
  * Both sides use a 100,000-parameter float32 model and trivial training; Flower
  * keeps everything in memory, Veil makes every accepted update and transition
  * durable in PostgreSQL. Round time is each harness's own median round
- * (Flower: close-to-close over rounds 2..R; Veil: `medianRoundMs` of
+ * (Flower: close-to-close over rounds 2..R; Veil: `medianRoundMsExcludingFirst` of
  * bench/rounds.ts). Progress goes to stderr. Needs the packages built
  * (`npm run build`) and the local PostgreSQL; Flower's runner installs Debian's
  * Python packages on first use.
@@ -111,7 +111,10 @@ function runJson(cmd: string, argv: string[]): Promise<Record<string, unknown>> 
 }
 
 interface SideRun {
+  /** The compared median: rounds 2..R, close-to-close, on both sides. */
   medianRoundMs: number;
+  /** Veil only: the median over rounds 1..R (round 1 from the devices' release), reported beside it. */
+  medianRoundMsAllRounds?: number;
   modelCopiesPerClientRound: number | null;
 }
 
@@ -130,10 +133,14 @@ async function runVeil(clients: number, path: VeilPath): Promise<SideRun> {
   ]);
   const section = path === 'plaintext' ? out : (out[path === 'committee' ? 'committee' : 'sharedKey'] as Record<string, unknown> | undefined);
   const small = section?.['small'] as Record<string, unknown> | undefined;
-  if (small === undefined || typeof small['medianRoundMs'] !== 'number') throw new Error(`bench/rounds.ts printed no ${path} small result`);
+  if (small === undefined || typeof small['medianRoundMs'] !== 'number' || typeof small['medianRoundMsExcludingFirst'] !== 'number') {
+    throw new Error(`bench/rounds.ts printed no ${path} small result`);
+  }
   if (small['roundsCompleted'] !== rounds) throw new Error(`Veil completed ${String(small['roundsCompleted'])} of ${rounds} rounds`);
   return {
-    medianRoundMs: small['medianRoundMs'],
+    // Rounds 2..R, close-to-close: the window Flower's runner takes its median over (run.sh).
+    medianRoundMs: small['medianRoundMsExcludingFirst'],
+    medianRoundMsAllRounds: small['medianRoundMs'],
     modelCopiesPerClientRound: typeof small['modelCopiesPerClientRound'] === 'number' ? small['modelCopiesPerClientRound'] : null,
   };
 }
@@ -196,6 +203,7 @@ for (const clients of sizes) {
       flowerMedianRoundMs: round1(flowerMedian),
       ratioVeilOverFlower: round3(veilMedian / flowerMedian),
       veilRunMediansMs: runs.map((r) => round1(r.medianRoundMs)),
+      veilRunMediansAllRoundsMs: runs.map((r) => round1(r.medianRoundMsAllRounds ?? Number.NaN)),
       flowerRunMediansMs: flowerRuns.map((r) => round1(r.medianRoundMs)),
       veilModelCopiesPerClientRound: runs[0]?.modelCopiesPerClientRound ?? null,
       flowerModelCopiesPerClientRound: flowerRuns[0]?.modelCopiesPerClientRound ?? null,
@@ -209,6 +217,7 @@ process.stdout.write(
       pairs,
       rounds,
       flowerMode: args['flower-eval'] ? 'train+evaluate' : 'training only',
+      roundWindow: 'medians over rounds 2..R, close-to-close, on both sides (Veil: medianRoundMsExcludingFirst; its median over rounds 1..R is in veilRunMediansAllRoundsMs)',
       veilEncryptedPath: paths.includes('committee') ? { mode: 'committee', committee: args.committee, deviceEncryption: args['committee-encrypt'] } : null,
       cpus: cpus().length,
       loadAverageAtEnd: loadavg().map(round1),
