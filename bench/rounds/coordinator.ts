@@ -314,19 +314,14 @@ async function main(): Promise<void> {
           const rt = engine.runtimes.get(task.id);
           if (rt) instrumentMutex(rt.mutex);
           if (message['reusedPayloads'] === true) {
-            // The encrypted path reuses a few precomputed ciphertexts (encrypting 100,000 values takes
-            // ~0.5 s of device CPU), which the coordinator would refuse as replays. The replay query
-            // still runs (its cost is measured); only its answer is ignored, also for the same bytes
-            // twice within one group commit (a set that never reports a digest as known).
-            const known = engine.store['knownUpdateDigests'] as (...a: unknown[]) => Promise<Set<string>>;
-            engine.store['knownUpdateDigests'] = async (...a: unknown[]) => {
-              await known(...a);
-              return new (class extends Set<string> {
-                override has(): boolean {
-                  return false;
-                }
-              })();
-            };
+            // The shared-key path reuses a few precomputed ciphertexts (encrypting 100,000 values takes
+            // ~0.5 s of device CPU), which the coordinator would refuse as replays: its recording
+            // statement runs without the ciphertext replay check (refuseDigestReplays, part of the
+            // same statement: no round trip of its own), also for the same bytes twice within one
+            // group commit.
+            const record = engine.store['recordSubmissions'] as (roundId: unknown, submissions: unknown, options?: Record<string, unknown>) => Promise<unknown>;
+            engine.store['recordSubmissions'] = (roundId: unknown, submissions: unknown, options?: Record<string, unknown>) =>
+              record(roundId, submissions, { ...options, refuseDigestReplays: false });
           }
           send({ type: 'task', taskId: task.id });
           break;

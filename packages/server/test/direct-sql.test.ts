@@ -111,6 +111,30 @@ describe('direct SQL on PostgreSQL', () => {
         { kind: 'replay' },
         { kind: 'accepted', receivedCount: 1 },
       ]);
+      // Ciphertexts (refuseDigestReplays): the same bytes from any device anywhere in the task are a
+      // replay; the device's own update of this round again is its retry (a duplicate).
+      expect(await direct.recordSubmissions(nextId, [update(a, 1, null)], { refuseDigestReplays: true })).toEqual([{ kind: 'replay' }]);
+      expect(await direct.recordSubmissions(nextId, [update(c, 5, null)], { refuseDigestReplays: true })).toEqual([{ kind: 'duplicate', sha256: sha('u5') }]);
+      const thirdId = randomUUID();
+      expect(
+        await direct.closeAndOpen({
+          roundId: nextId,
+          from: 'COLLECTING',
+          aggregatingReason: 'deadline',
+          model: { version: 2, sha256: sha('v2'), sizeBytes: 40, encoding: 'float32-le', strategyState: null },
+          summary: { participants: 1, dropped: 1, examples: 15, uploadBytes: 40, modelVersion: 2, aggregationMs: 1 },
+          next: { id: thirdId, number: 3, baseModelVersion: 2, minClients: 1, config: settings.training, collecting: { clientIds: [a, b, c], deadlineAt, fitConfig: {} } },
+        }),
+      ).not.toBeNull();
+      // Within one batch: the second device sending the same bytes is refused, the others count.
+      expect(await direct.recordSubmissions(thirdId, [update(a, 7, null), update(b, 7, null), update(c, 8, null)], { refuseDigestReplays: true })).toEqual([
+        { kind: 'accepted', receivedCount: 1 },
+        { kind: 'replay' },
+        { kind: 'accepted', receivedCount: 2 },
+      ]);
+      expect(await direct.recordSubmissions(thirdId, [update(a, 7, null)], { refuseDigestReplays: true })).toEqual([{ kind: 'duplicate', sha256: sha('u7') }]);
+      // Plaintext rules on the same rows: equal bytes from another device are no replay.
+      expect(await direct.recordSubmissions(thirdId, [update(b, 7, null)], { refuseClientReplays: true })).toEqual([{ kind: 'accepted', receivedCount: 3 }]);
       // A move from a state the round is not in changes nothing.
       expect(
         await direct.closeAndOpen({

@@ -385,7 +385,7 @@ export function createPrismaStore(prisma: PrismaClient, options: PrismaStoreOpti
       // COLLECTING and the participant is SELECTED, bump receivedCount by the number that moved.
       // The join outside the data-modifying CTEs sees the statement's snapshot, i.e. the state
       // before this batch: it explains a refusal. Client ids must be distinct within a batch.
-      const params: unknown[] = [roundId, new Date().toISOString(), options?.refuseClientReplays === true];
+      const params: unknown[] = [roundId, new Date().toISOString(), options?.refuseClientReplays === true, options?.refuseDigestReplays === true];
       const rows = submissions.map((x, k) => {
         const at = params.length;
         params.push(x.clientId, x.exampleCount, x.encoding, x.sha256, x.sizeBytes, x.blobKey, x.trainedExamples ?? null, x.trainingLoss ?? null);
@@ -399,11 +399,25 @@ export function createPrismaStore(prisma: PrismaClient, options: PrismaStoreOpti
         ), i (ord, "clientId", "exampleCount", encoding, digest, bytes, "blobKey", "trainedExamples", "trainingLoss") AS (
           VALUES ${rows.join(', ')}
         ), rp AS (
-          -- Replays: the same client's same digest accepted in another round of the task (digest index).
+          -- Replays ($3, plaintext): the same client's same digest accepted in another round of the
+          -- task (digest index).
           SELECT DISTINCT i.ord FROM i
           JOIN "Participation" q ON q."updateDigest" = i.digest AND q."clientId" = i."clientId" AND q."roundId" <> $1::uuid
           JOIN "Round" qr ON qr.id = q."roundId"
           WHERE $3::boolean AND qr."taskId" = (SELECT "taskId" FROM "Round" WHERE id = $1::uuid)
+          UNION
+          -- Replays ($4, ciphertexts, which are randomized): the same digest from any device anywhere
+          -- in the task, except the client's own update of this round (its retry: a duplicate), or
+          -- earlier in this batch.
+          SELECT i.ord FROM i
+          WHERE $4::boolean AND (
+            EXISTS (
+              SELECT 1 FROM "Participation" q JOIN "Round" qr ON qr.id = q."roundId"
+              WHERE q."updateDigest" = i.digest AND qr."taskId" = (SELECT "taskId" FROM "Round" WHERE id = $1::uuid)
+                AND NOT (q."roundId" = $1::uuid AND q."clientId" = i."clientId")
+            )
+            OR EXISTS (SELECT 1 FROM i j WHERE j.digest = i.digest AND j.ord < i.ord)
+          )
         ), p AS (
           UPDATE "Participation" pa SET
             status = 'SUBMITTED',
@@ -769,15 +783,6 @@ export function createPrismaStore(prisma: PrismaClient, options: PrismaStoreOpti
     async lastLedgerEntry(taskId) {
       const row = await prisma.privacyLedgerEntry.findFirst({ where: { taskId }, orderBy: { sequence: 'desc' } });
       return row === null ? null : toLedgerEntry(row);
-    },
-
-    async knownUpdateDigests(taskId, digests) {
-      if (digests.length === 0) return new Set<string>();
-      const hits = await prisma.participation.findMany({
-        where: { updateDigest: { in: [...new Set(digests)] }, round: { taskId } },
-        select: { updateDigest: true },
-      });
-      return new Set(hits.map((h) => h.updateDigest!));
     },
 
     async findTaskByKeyId(keyId) {

@@ -51,7 +51,11 @@ class MemoryStore {
     return this.tasks.get(id) ?? null;
   }
 
-  async recordSubmissions(roundId: string, submissions: readonly Submission[], options: { refuseClientReplays?: boolean } = {}): Promise<RecordSubmissionResult[]> {
+  async recordSubmissions(
+    roundId: string,
+    submissions: readonly Submission[],
+    options: { refuseClientReplays?: boolean; refuseDigestReplays?: boolean } = {},
+  ): Promise<RecordSubmissionResult[]> {
     this.writes.push(submissions.length);
     const held = this.hold;
     this.hold = null;
@@ -59,8 +63,15 @@ class MemoryStore {
     const round = this.rounds.get(roundId)!;
     const replayed = (s: Submission): boolean =>
       [...this.rounds].some(([id, other]) => id !== roundId && other.taskId === round.taskId && other.participants.get(s.clientId)?.sha256 === s.sha256);
-    return submissions.map((s) => {
+    // Ciphertexts: the digest anywhere in the task (before this call) except this client's own in this round, or earlier in the call.
+    const digestReplayed = (s: Submission, k: number): boolean =>
+      [...this.rounds].some(([id, other]) =>
+        other.taskId === round.taskId && [...other.participants].some(([clientId, x]) => x?.sha256 === s.sha256 && !(id === roundId && clientId === s.clientId)),
+      ) || submissions.slice(0, k).some((x) => x.sha256 === s.sha256);
+    const digestReplays = submissions.map((s, k) => options.refuseDigestReplays === true && digestReplayed(s, k));
+    return submissions.map((s, k) => {
       if (options.refuseClientReplays === true && replayed(s)) return { kind: 'replay' };
+      if (digestReplays[k]) return { kind: 'replay' };
       if (round.state !== 'COLLECTING') return { kind: 'round_closed', state: round.state };
       if (!round.participants.has(s.clientId)) return { kind: 'not_selected' };
       const earlier = round.participants.get(s.clientId);
@@ -72,17 +83,6 @@ class MemoryStore {
 
   async listSubmissions(roundId: string): Promise<Submission[]> {
     return [...this.rounds.get(roundId)!.participants.values()].filter((s): s is Submission => s !== null);
-  }
-
-  async knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>> {
-    const out = new Set<string>();
-    for (const round of this.rounds.values()) {
-      if (round.taskId !== taskId) continue;
-      for (const s of round.participants.values()) {
-        if (s !== null && digests.includes(s.sha256)) out.add(s.sha256);
-      }
-    }
-    return out;
   }
 
   /** Only the methods above exist: any other call fails the test. */

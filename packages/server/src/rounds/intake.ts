@@ -207,37 +207,14 @@ export class Intake {
     const current = rt.open;
     if (candidates.length === 0 || current === null) return;
     const open = current.round;
-    let toRecord = candidates;
-    {
-      // Ciphertexts are randomized: the same bytes twice means a replayed submission (also within the
-      // batch, from any device). A plaintext update is a replay when the same device had the same bytes
-      // accepted in an earlier round (each round's update is computed from a new model); devices may
-      // legitimately send equal plaintext updates (e.g. the same synthetic delta).
-      const encrypted = rt.task.encryption !== null;
-      let known: Set<string>;
-      // A device resending its own update of this round is a retry (answered "already accepted"), not a replay.
-      let ownInRound = new Map<string, string>();
-      try {
-        // Plaintext: checked by the recording statement itself (`refuseClientReplays`), no round trip of its own.
-        known = encrypted ? await this.ctx.store.knownUpdateDigests(rt.task.id, candidates.map((c) => c.sha256)) : new Set();
-        if (known.size > 0) ownInRound = new Map((await this.ctx.store.listSubmissions(open.id)).map((s) => [s.clientId, s.sha256]));
-      } catch (error) {
-        for (const item of candidates) reject(item, error);
-        return;
-      }
-      const keyOf = (item: (typeof candidates)[number]): string => (encrypted ? item.sha256 : `${item.client.id}/${item.sha256}`);
-      toRecord = [];
-      for (const item of candidates) {
-        if (known.has(keyOf(item)) && ownInRound.get(item.client.id) !== item.sha256) {
-          const what = encrypted ? 'this encrypted update was' : 'this device already had an identical update accepted in this task: it was';
-          reject(item, new VeilError('invalid_argument', `${what} already submitted (replay)`));
-        } else {
-          known.add(keyOf(item));
-          toRecord.push(item);
-        }
-      }
-      if (toRecord.length === 0) return;
-    }
+    // Replays are refused by the recording statement itself, no round trip of their own under the
+    // lock. Ciphertexts are randomized: the same bytes twice means a replayed submission (from any
+    // device, also within the batch). A plaintext update is a replay when the same device had the
+    // same bytes accepted in an earlier round (each round's update is computed from a new model);
+    // devices may legitimately send equal plaintext updates (e.g. the same synthetic delta). A device
+    // resending its own update of this round is a retry (answered "already accepted"), not a replay.
+    const encrypted = rt.task.encryption !== null;
+    const toRecord = candidates;
     let results: Awaited<ReturnType<FederationStore['recordSubmissions']>>;
     try {
       results = await this.ctx.store.recordSubmissions(
@@ -252,7 +229,7 @@ export class Intake {
           sizeBytes: item.sizeBytes,
           blobKey: item.key,
         })),
-        { refuseClientReplays: rt.task.encryption === null },
+        encrypted ? { refuseDigestReplays: true } : { refuseClientReplays: true },
       );
     } catch (error) {
       for (const item of toRecord) reject(item, error);
@@ -262,7 +239,7 @@ export class Intake {
     for (const [k, item] of toRecord.entries()) {
       const result = results[k]!;
       if (result.kind !== 'accepted') {
-        reject(item, rejection(result, open.number, item.sha256));
+        reject(item, rejection(result, open.number, item.sha256, encrypted));
         continue;
       }
       current.folded.set(item.client.id, item.sha256);
@@ -381,7 +358,7 @@ function duplicateUpdate(roundNumber: number, samePayload: boolean): VeilError {
     : new VeilError('already_exists', `an update from this client was already accepted for round ${roundNumber}`);
 }
 
-function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string): VeilError {
+function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>, roundNumber: number, sha256: string, encrypted = false): VeilError {
   switch (result.kind) {
     case 'duplicate':
       return duplicateUpdate(roundNumber, result.sha256 === sha256);
@@ -390,6 +367,9 @@ function rejection(result: Exclude<RecordSubmissionResult, { kind: 'accepted' }>
     case 'round_closed':
       return new VeilError('failed_precondition', `round ${roundNumber} is ${result.state}, no longer collecting`);
     case 'replay':
-      return new VeilError('invalid_argument', 'this device already had an identical update accepted in this task: it was already submitted (replay)');
+      return new VeilError(
+        'invalid_argument',
+        encrypted ? 'this encrypted update was already submitted (replay)' : 'this device already had an identical update accepted in this task: it was already submitted (replay)',
+      );
   }
 }

@@ -22,7 +22,10 @@ export type RecordSubmissionResult =
   | { kind: 'duplicate'; sha256: string | null }
   | { kind: 'not_selected' }
   | { kind: 'round_closed'; state: RoundState }
-  /** The client had the same update (digest) accepted in an earlier round of the task. */
+  /**
+   * Plaintext: the client had the same update (digest) accepted in an earlier round of the task.
+   * Ciphertexts: the task already holds these bytes from another submission.
+   */
   | { kind: 'replay' };
 
 /** A task to create: its fields fixed at creation, and its version-0 model (already in the blob store). */
@@ -116,8 +119,17 @@ export interface FederationStore {
    * ids must be distinct within a call. With `refuseClientReplays`, an update
    * whose client had the same digest accepted in another round of the task is
    * refused (`replay`) in the same statement (plaintext replay detection).
+   * With `refuseDigestReplays` (ciphertexts, which are randomized: the same
+   * bytes twice are a replay), an update whose digest the task already holds
+   * from any device, except the client's own update of this round (its retry:
+   * `duplicate`), or that an earlier submission of the same call carries, is
+   * refused (`replay`) in the same statement.
    */
-  recordSubmissions(roundId: string, submissions: readonly Submission[], options?: { refuseClientReplays?: boolean }): Promise<RecordSubmissionResult[]>;
+  recordSubmissions(
+    roundId: string,
+    submissions: readonly Submission[],
+    options?: { refuseClientReplays?: boolean; refuseDigestReplays?: boolean },
+  ): Promise<RecordSubmissionResult[]>;
   /** COLLECTING -> AGGREGATING; clients that did not submit become DROPPED. */
   beginAggregation(roundId: string, reason: string): Promise<Round | null>;
   /**
@@ -175,11 +187,6 @@ export interface FederationStore {
   listModelEvaluations(taskId: string): Promise<ModelEvaluationRecord[]>;
 
   getModelVersion(taskId: string, version: number): Promise<ModelVersion | null>;
-  /**
-   * Which of these SHA-256 digests belong to updates accepted in the task before (replay
-   * detection of encrypted uploads; plaintext replays are refused by `recordSubmissions`).
-   */
-  knownUpdateDigests(taskId: string, digests: readonly string[]): Promise<Set<string>>;
   /** The task (if any) that already uses this encryption key. */
   findTaskByKeyId(keyId: string): Promise<string | null>;
 
