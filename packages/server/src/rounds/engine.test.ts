@@ -331,41 +331,28 @@ describe('plaintext round end when the store holds an update the aggregate lacks
   // FedAvg and summary. (d368405 closed from the aggregate in memory without listing the store's
   // updates and failed this check: 2 of 3 counted. It was reverted; this test stays.)
   it('the round closes from the store\'s list with every recorded update', async () => {
-    const time = createFakeTime();
-    const engine = new RoundEngine({ store, blobs, logger: createLogger({ level: 'silent' }), clock: time.clock, timer: time.timer, rng: createSeededRng(22) });
-    await engine.start();
-    try {
-      const task = await engine.createTask(
-        { name: 'round-end-lost-answer', rounds: 1, minClients: 2, clientsPerRound: 3, minAvailableClients: 3, roundDeadlineMs: DEADLINE_MS, training: { epochs: 1, batchSize: 1, learningRate: 0.1 } },
-        { topology: { class_name: 'Sequential' }, weightSpecs: [{ name: 'w', shape: [4], dtype: 'float32' }], weights: new Float32Array(4) },
-      );
-      const clients = [await client(task.id, 'd0'), await client(task.id, 'd1'), await client(task.id, 'd2')] as const;
-      await engine.startTask(task.id);
-      const assignments = await Promise.all(clients.map((c) => engine.waitForAssignment(c, 60_000)));
-      expect(assignments.map((x) => x.kind)).toEqual(['assignment', 'assignment', 'assignment']);
-      // Device k's update: every value k + 1, weight 10·(k+1).
-      const [u0, u1, u2] = [0, 1, 2].map((k) => header(1, new Float32Array(4).fill(k + 1), 10 * (k + 1))) as [ReturnType<typeof header>, ReturnType<typeof header>, ReturnType<typeof header>];
-      expect(await engine.submitUpdate(clients[0], u0.header, u0.payload, u0.sha)).toEqual({ acceptedCount: 1 });
-      expect(await engine.submitUpdate(clients[1], u1.header, u1.payload, u1.sha)).toEqual({ acceptedCount: 2 });
-      // Device 2's update recorded in the store behind the engine's back: its aggregate holds two updates, the store three.
-      const open = await store.getLatestRound(task.id);
-      const ref = await blobs.append(updateBlobDir(open!.id), u2.payload, u2.sha);
-      const [recorded] = await store.recordSubmissions(open!.id, [
-        { clientId: clients[2].id, exampleCount: 30, trainedExamples: null, trainingLoss: null, encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes, blobKey: ref.key },
-      ]);
-      expect(recorded).toMatchObject({ kind: 'accepted', receivedCount: 3 });
-      // The deadline closes the round (two updates in memory reach the minimum).
-      await time.advance(DEADLINE_MS + 1);
-      await eventually(async () => (await store.getRound(task.id, 1))?.state === 'CLOSED');
-      const round = await store.getRound(task.id, 1);
-      expect(round?.summary).toMatchObject({ participants: 3, dropped: 0, examples: 60, modelVersion: 1 });
-      // (10·1 + 20·2 + 30·3) / 60 = 140/60
-      const model = await engine.readModelVersion(task.id, 1);
-      expect(Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, 4))).toEqual(new Array(4).fill(Math.fround(140 / 60)));
-      const events = await store.listRoundEvents(round!.id);
-      expect(events.map((e) => e.to)).toEqual(['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED']);
-    } finally {
-      await engine.close();
-    }
+    await using fixture = await startEngine(22);
+    const { engine, time } = fixture;
+    const { task, clients } = await runningTask(engine, { name: 'round-end-lost-answer', rounds: 1, minClients: 2 }, new Float32Array(4), 3);
+    // Device k's update: every value k + 1, weight 10·(k+1).
+    const [u0, u1, u2] = [0, 1, 2].map((k) => header(1, new Float32Array(4).fill(k + 1), 10 * (k + 1))) as [ReturnType<typeof header>, ReturnType<typeof header>, ReturnType<typeof header>];
+    expect(await engine.submitUpdate(clients[0]!, u0.header, u0.payload, u0.sha)).toEqual({ acceptedCount: 1 });
+    expect(await engine.submitUpdate(clients[1]!, u1.header, u1.payload, u1.sha)).toEqual({ acceptedCount: 2 });
+    // Device 2's update recorded in the store behind the engine's back: its aggregate holds two updates, the store three.
+    const open = await store.getLatestRound(task.id);
+    const ref = await blobs.append(updateBlobDir(open!.id), u2.payload, u2.sha);
+    const [recorded] = await store.recordSubmissions(open!.id, [
+      { clientId: clients[2]!.id, exampleCount: 30, trainedExamples: null, trainingLoss: null, encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes, blobKey: ref.key },
+    ]);
+    expect(recorded).toMatchObject({ kind: 'accepted', receivedCount: 3 });
+    // The deadline closes the round (two updates in memory reach the minimum).
+    await time.advance(DEADLINE_MS + 1);
+    await eventually(async () => (await store.getRound(task.id, 1))?.state === 'CLOSED');
+    const round = await store.getRound(task.id, 1);
+    expect(round?.summary).toMatchObject({ participants: 3, dropped: 0, examples: 60, modelVersion: 1 });
+    // (10·1 + 20·2 + 30·3) / 60 = 140/60
+    expect(valuesOf(await engine.readModelVersion(task.id, 1), 4)).toEqual(new Array(4).fill(Math.fround(140 / 60)));
+    const events = await store.listRoundEvents(round!.id);
+    expect(events.map((e) => e.to)).toEqual(['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED']);
   }, 120_000);
 });
