@@ -214,12 +214,11 @@ export class Intake {
     // devices may legitimately send equal plaintext updates (e.g. the same synthetic delta). A device
     // resending its own update of this round is a retry (answered "already accepted"), not a replay.
     const encrypted = rt.task.encryption !== null;
-    const toRecord = candidates;
     let results: Awaited<ReturnType<FederationStore['recordSubmissions']>>;
     try {
       results = await this.ctx.store.recordSubmissions(
         open.id,
-        toRecord.map((item) => ({
+        candidates.map((item) => ({
           clientId: item.client.id,
           exampleCount: item.header.exampleCount,
           trainedExamples: item.header.trainedExamples ?? null,
@@ -232,11 +231,11 @@ export class Intake {
         encrypted ? { refuseDigestReplays: true } : { refuseClientReplays: true },
       );
     } catch (error) {
-      for (const item of toRecord) reject(item, error);
+      for (const item of candidates) reject(item, error);
       return;
     }
     const accepted: Array<{ item: PendingRecord; receivedCount: number }> = [];
-    for (const [k, item] of toRecord.entries()) {
+    for (const [k, item] of candidates.entries()) {
       const result = results[k]!;
       if (result.kind !== 'accepted') {
         reject(item, rejection(result, open.number, item.sha256, encrypted));
