@@ -259,16 +259,16 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       publicPolynomials.push(derivePublicPolynomialNtt(descriptorHash, round, roundSeed, l));
     }
   })().catch(() => undefined);
-  // Uploads checked and added to `sum` before they were recorded, not yet confirmed by `add`.
-  const provisional = new Set<CheckedCommitteeUpload>();
+  // Uploads checked and added to `sum` before they were recorded, not yet confirmed by `add`, with their client.
+  const provisional = new Map<CheckedCommitteeUpload, string>();
   // Of those, the ones streamed to the staged requests as they were checked (`foldEarly`), before
   // their record commits: the custodians verify and open a device's share while the coordinator
   // stores it, so that little is left for them once the last upload is recorded. One refused
   // after that is in no D: the round's staged requests are opened again without it (`restage`:
   // every device streamed and opened again). So a second upload of a device that has one staged
-  // or counted already (a retry: at most one of them is recorded) is not staged when checked.
-  const stagedEarly = new Map<CheckedCommitteeUpload, string>();
-  const clientsStagedEarly = new Set<string>();
+  // or counted already (a retry: at most one of them is recorded) is not staged when checked: at
+  // most one per client.
+  const stagedEarly = new Map<string, CheckedCommitteeUpload>();
   // Set by `prepare` (the round takes no more updates): an upload checked from then on is not staged.
   let ending = false;
   // Set once the committee is asked for this round.
@@ -289,18 +289,17 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     staging.cancel();
     staging = task.stage?.(round) ?? null;
     for (const d of devices) stageDevice(d, d.sealedShares, d.clientId);
-    for (const [c, clientId] of stagedEarly) stageDevice(c.committee, c.committee.sealedShares, clientId);
+    for (const [clientId, c] of stagedEarly) stageDevice(c.committee, c.committee.sealedShares, clientId);
   };
   /** Takes a provisional upload out of the sum (refused, or the round ends without it). */
   const unfold = (checked: CheckedCommitteeUpload): void => {
-    if (sum !== null && provisional.delete(checked)) {
-      sum.subtract(checked.committee.c0);
-      const clientId = stagedEarly.get(checked);
-      if (clientId !== undefined) {
-        stagedEarly.delete(checked);
-        clientsStagedEarly.delete(clientId);
-        restage();
-      }
+    const clientId = provisional.get(checked);
+    if (sum === null || clientId === undefined) return;
+    provisional.delete(checked);
+    sum.subtract(checked.committee.c0);
+    if (stagedEarly.get(clientId) === checked) {
+      stagedEarly.delete(clientId);
+      restage();
     }
   };
   /** Asks the committee for its share sums over D = every device added. */
@@ -324,12 +323,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       // confirmation is left: `add`).
       const checked = checkCommitteeUpload(task, round, parameterCount, clientId, payload, sum);
       const early: CheckedCommitteeUpload = { ...checked, unfold: () => unfold(early) };
-      provisional.add(early);
-      if (!ending && !seen.has(clientId) && !clientsStagedEarly.has(clientId)) {
+      provisional.set(early, clientId);
+      if (!ending && !seen.has(clientId) && !stagedEarly.has(clientId)) {
         // The staged requests copy what they send: no view into the payload is kept.
         stageDevice(checked.committee, checked.committee.sealedShares, clientId);
-        stagedEarly.set(early, clientId);
-        clientsStagedEarly.add(clientId);
+        stagedEarly.set(clientId, early);
       }
       return early;
     },
@@ -341,8 +339,8 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       // or folded into an aggregate since replaced) added now.
       const checked = given ?? checkCommitteeUpload(task, round, parameterCount, clientId, update instanceof Uint8Array ? update : update.payload);
       // Streamed to the staged requests when it was checked: not again.
-      const staged = stagedEarly.delete(checked);
-      if (staged) clientsStagedEarly.delete(clientId);
+      const staged = stagedEarly.get(clientId) === checked;
+      if (staged) stagedEarly.delete(clientId);
       if (!provisional.delete(checked)) {
         try {
           sum.add(checked.committee.c0);
@@ -369,7 +367,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
     prepare() {
       ending = true;
       // No upload is recorded any more: one folded early and not confirmed never will be.
-      for (const checked of [...provisional]) unfold(checked);
+      for (const checked of [...provisional.keys()]) unfold(checked);
       if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
     },
     startFinish() {
@@ -394,7 +392,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       }
       const used = result.answers.slice(0, descriptor.threshold);
       // D is the confirmed uploads: one folded early but never recorded is not part of the sum.
-      for (const checked of [...provisional]) unfold(checked);
+      for (const checked of [...provisional.keys()]) unfold(checked);
       if (sum.count !== devices.length) throw new VeilError('internal', `the c0 sum holds ${sum.count} uploads, D has ${devices.length}`);
       let secretSum: Int32Array | null = null;
       try {
@@ -460,7 +458,6 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       asked = null;
       provisional.clear();
       stagedEarly.clear();
-      clientsStagedEarly.clear();
       staging ??= null; // never opened now
       staging?.cancel();
       precomputing = false;
