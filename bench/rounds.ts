@@ -249,13 +249,18 @@ function spawnChild(file: string, env: Record<string, string>, execArgv: string[
   const queues = new Map<string, Record<string, unknown>[]>();
   const waiters = new Map<string, Array<(m: Record<string, unknown>) => void>>();
   const listeners = new Map<string, Array<(m: Record<string, unknown>) => void>>();
-  child.on('message', (m: Record<string, unknown>) => {
+  const receive = (m: Record<string, unknown>): void => {
     const type = String(m['type']);
     if (type === 'error') log(`child ${file} error: ${String(m['message'])}`);
     for (const fn of listeners.get(type) ?? []) fn(m);
     const w = waiters.get(type);
     if (w && w.length > 0) w.shift()!(m);
     else queues.set(type, [...(queues.get(type) ?? []), m]);
+  };
+  // The coordinator sends the engine events of one tick together (bench/rounds/coordinator.ts).
+  child.on('message', (m: Record<string, unknown>) => {
+    if (m['type'] === 'events') for (const e of m['events'] as Record<string, unknown>[]) receive(e);
+    else receive(m);
   });
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => {
@@ -1285,7 +1290,7 @@ async function main(): Promise<void> {
       'client-side TCP socket counters (net.Socket bytesRead + bytesWritten = every HTTP/2+gRPC byte, TCP/IP headers excluded) of one dedicated grpc-js connection per device (per-device ChannelCredentials defeat subchannel sharing; the socket is captured in the credentials secure connector); cross-checked against a net.connect hook on every socket of the device processes',
     roundTimeDefinition:
       'round 1: round-opened (startTask) -> round-closed; round n>1: round-closed(n-1) -> round-closed(n), i.e. open, select, push, download, upload, aggregate, persist; engine events timestamped in the coordinator process',
-    rssMethod: 'coordinator in its own process; peak = VmHWM from /proc/self/status at shutdown (also sampled: rss every 50 ms, heap/arrayBuffers every 500 ms)',
+    rssMethod: 'coordinator in its own process; peak = VmHWM from /proc/self/status at shutdown (also sampled every 500 ms: rss, heap/arrayBuffers; rss was sampled every 50 ms up to 984716c)',
   };
   const pathList: PathSpec[] = [];
   for (const name of pathNames) {
