@@ -55,6 +55,33 @@ describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
     }
   });
 
+  it.each([
+    [36, 2050],
+    [32, 2049],
+    [24, 2051],
+    [16, 2049],
+  ] as const)('c0Bits %i: addCompressed reads every coefficient of the documented layout, from an unaligned offset and a count the word loop does not divide (%i)', (c0Bits, count) => {
+    // Each c' read byte by byte from the layout packCompressed documents (little-endian; 36 bits:
+    // u32le(a mod 2^32) || (a >> 32 | (b >> 32) << 4) || u32le(b mod 2^32)), not by addCompressed's word reads.
+    const offset = 13;
+    const bytes = seededBytes(`layout-${c0Bits}`)(offset + Math.ceil((count * c0Bits) / 8) + 5);
+    const le = (at: number, n: number): number => {
+      let v = 0;
+      for (let j = n - 1; j >= 0; j--) v = v * 256 + bytes[at + j]!;
+      return v;
+    };
+    const expected = Array.from({ length: count }, (_, k) => {
+      if (c0Bits !== 36) return le(offset + (k * c0Bits) / 8, c0Bits / 8);
+      const at = offset + Math.floor(k / 2) * 9;
+      return k % 2 === 0 ? le(at, 4) + (bytes[at + 4]! & 15) * 2 ** 32 : le(at + 5, 4) + (bytes[at + 4]! >> 4) * 2 ** 32;
+    });
+    const base = Float64Array.from({ length: count }, (_, k) => (k * 7919) % Q);
+    const acc = Float64Array.from(base);
+    addCompressed(bytes, offset, c0Bits, acc);
+    const scale = 2 ** droppedBits(c0Bits);
+    for (let k = 0; k < count; k++) expect(acc[k], `coefficient ${k}`).toBe(base[k]! + expected[k]! * scale);
+  });
+
   it('a compressed task decrypts the exact sum: 10 devices at c0Bits 24 with the largest Δ; c0Bits 16 is refused for that noise budget', () => {
     const authority = generateEd25519KeyPair();
     const custodians = Array.from({ length: 3 }, () => generateCustodianKeys());
