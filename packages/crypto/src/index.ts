@@ -70,6 +70,8 @@ export {
   x25519PublicKey,
   prepareX25519PrivateKey,
   type X25519PrivateKey,
+  prepareEd25519PrivateKey,
+  type Ed25519PrivateKey,
   ed25519PublicKey,
   ed25519Sign,
   ed25519Verify,

@@ -25,6 +25,7 @@ import {
   type CertificateCache,
   type UploadManifest,
   type X25519PrivateKey,
+  type Ed25519PrivateKey,
 } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import { bytesEqual, fromBase64, sha256, toBase64, toHex } from './bytes.js';
@@ -217,7 +218,8 @@ export interface AnswerInput {
   readonly count: number;
   readonly custodianIndex: number;
   readonly shareSum: Uint8Array;
-  readonly signingPrivateKey: Uint8Array;
+  /** Raw, or parsed once (@veil/crypto `prepareEd25519PrivateKey`: the custodian signs every answer with it). */
+  readonly signingPrivateKey: Uint8Array | Ed25519PrivateKey;
 }
 
 /** Signs an answer: statement = canonical answer bytes, signature = raw 64 bytes. */

@@ -11,7 +11,7 @@
  * cached bytes, on stable storage before it is sent; opened shares are erased after summing.
  */
 import type { Logger } from 'pino';
-import { prepareX25519PrivateKey } from '@veil/crypto';
+import { prepareEd25519PrivateKey, prepareX25519PrivateKey } from '@veil/crypto';
 import { CustodianError } from './errors.js';
 import type { CustodianKeys } from './keys.js';
 import type { CustodianState, StoredAnswer } from './state.js';
@@ -153,6 +153,8 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
   const authorityKeys = options.authorityKeys.map((k) => new Uint8Array(k));
   // Parsed once: every share sealed to this custodian is opened with it.
   const sealingKey = prepareX25519PrivateKey(keys.sealing.privateKey);
+  // Parsed once too: every answer is signed with it.
+  const signingKey = prepareEd25519PrivateKey(keys.signing.privateKey);
 
   // One request at a time per (task, round): the check "answered already?" and the record of the
   // answer must not interleave with another request for the same round.
@@ -195,10 +197,25 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     }
   }
 
-  function checkDescriptor(header: ShareSumHeader | StageHeader): TaskDescriptorView {
-    const descriptor = openDescriptor(header.descriptor, header.descriptorSignature, options.floors);
-    if (!authorityKeys.some((key) => bytesEqual(key, descriptor.authorityKey))) {
-      throw new CustodianError('invalid_descriptor', 'the descriptor names an enrolment authority this custodian does not trust');
+  // Descriptors that passed every check below but the committee one, by SHA-256 of their bytes and
+  // the authority's signature: a task's coordinator sends the same descriptor with each of its two
+  // headers of every round, and parsing, validating (custodian fingerprints, canonical form) and
+  // verifying it was a sizeable part of a 10-device round's custodian CPU. The checks depend only
+  // on those bytes, that signature and this custodian's fixed floors and authorities, so a hit is
+  // a descriptor verified before. Refusals are not kept. Bounded: cleared past 64 entries.
+  const verifiedDescriptors = new Map<string, TaskDescriptorView>();
+
+  function checkDescriptor(header: ShareSumHeader | StageHeader, descriptorHash: Uint8Array): TaskDescriptorView {
+    const cacheKey = `${toHex(descriptorHash)}:${toHex(header.descriptorSignature)}`;
+    let descriptor = verifiedDescriptors.get(cacheKey);
+    if (descriptor === undefined) {
+      const opened = openDescriptor(header.descriptor, header.descriptorSignature, options.floors);
+      if (!authorityKeys.some((key) => bytesEqual(key, opened.authorityKey))) {
+        throw new CustodianError('invalid_descriptor', 'the descriptor names an enrolment authority this custodian does not trust');
+      }
+      if (verifiedDescriptors.size >= 64) verifiedDescriptors.clear();
+      verifiedDescriptors.set(cacheKey, opened);
+      descriptor = opened;
     }
     const me = descriptor.committee.find((member) => member.index === header.custodianIndex);
     if (me === undefined || !bytesEqual(me.sealingKey, keys.sealing.publicKey) || !bytesEqual(me.signingKey, keys.signing.publicKey)) {
@@ -344,7 +361,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
         count: header.deviceCount,
         custodianIndex: header.custodianIndex,
         shareSum,
-        signingPrivateKey: keys.signing.privateKey,
+        signingPrivateKey: signingKey,
       });
       const stored: StoredAnswer = {
         taskId: descriptor.taskId,
@@ -368,8 +385,9 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     signingPublicKey: keys.signing.publicKey,
     async shareSum(header, devices) {
       if (header.hashD.length !== 32) throw new CustodianError('invalid_request', 'hash_d must be 32 bytes');
-      authenticate(header, sha256(header.descriptor));
-      const descriptor = checkDescriptor(header);
+      const descriptorHash = sha256(header.descriptor);
+      authenticate(header, descriptorHash);
+      const descriptor = checkDescriptor(header, descriptorHash);
       const log = logger.child({ taskId: descriptor.taskId, round: header.round, custodianIndex: header.custodianIndex });
       checkHeader(header, descriptor);
       return answerOnce(header, descriptor, log, () => sum(header, descriptor, devices, log), false);
@@ -377,7 +395,7 @@ export function createCustodianService(options: CustodianServiceOptions): Custod
     async stagedShareSum(stage, messages) {
       const descriptorHash = sha256(stage.descriptor);
       authenticate(stage, descriptorHash);
-      const descriptor = checkDescriptor(stage);
+      const descriptor = checkDescriptor(stage, descriptorHash);
       const log = logger.child({ taskId: descriptor.taskId, round: stage.round, custodianIndex: stage.custodianIndex });
       if (!Number.isInteger(stage.round) || stage.round < 1) throw new CustodianError('invalid_request', 'round must be >= 1');
       if (stage.round > descriptor.maxRounds) {

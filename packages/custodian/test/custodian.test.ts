@@ -438,6 +438,19 @@ describe('custodians answering a 4-of-7 committee', () => {
     // Answer once under the real descriptor; then the authority re-signs the task with a
     // different descriptor (here: more rounds). The custodian keeps serving the task under the first.
     expect((await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices) })).ok).toBe(true);
+    // The custodian keeps the descriptor it verified, by its bytes and signature: the same bytes
+    // under a flipped signature are still refused, and so is the same descriptor at an index whose
+    // keys are not this custodian's.
+    const flipped = new Uint8Array(f.descriptorSignature);
+    flipped[7]! ^= 1;
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 5, entries, hashD: hashDOf(devices), descriptorSignature: flipped })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_descriptor',
+    });
+    expect(await rawShareSum(address, f, { round: 1, custodianIndex: 4, entries: entriesFor(devices, 4), hashD: hashDOf(devices) })).toMatchObject({
+      ok: false,
+      veilCode: 'invalid_descriptor',
+    });
     const resigned = { ...f.descriptor, maxRounds: 4 };
     const next = makeDevices(f, 2, 3);
     expect(

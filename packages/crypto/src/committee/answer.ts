@@ -13,7 +13,7 @@ import { CryptoError } from '../errors.js';
 import { bytesEqual, compareBytes, concatBytes, fromBase64, fromHex, sha256, toBase64, toHex, utf8 } from './bytes.js';
 import { canonicalBytes } from './canonical.js';
 import { COMMITTEE_RING_DEGREE, COMMITTEE_SHARE_MODULUS, committeeMember, descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
-import { ed25519Sign, ed25519Verify } from './keys.js';
+import { ed25519Sign, ed25519Verify, type Ed25519PrivateKey } from './keys.js';
 
 const D_DOMAIN = utf8('veil/D/v1');
 const ANSWER_DOMAIN = utf8('veil/answer/v1');
@@ -56,8 +56,8 @@ export function encodeAnswer(answer: CustodianAnswer): Uint8Array {
   return canonicalBytes(answer);
 }
 
-/** The custodian signs an answer. */
-export function signAnswer(answer: CustodianAnswer, signingPrivateKey: Uint8Array): SignedCustodianAnswer {
+/** The custodian signs an answer, with its raw signing key or the key parsed once ({@link Ed25519PrivateKey}). */
+export function signAnswer(answer: CustodianAnswer, signingPrivateKey: Uint8Array | Ed25519PrivateKey): SignedCustodianAnswer {
   return { answer, signature: toBase64(ed25519Sign(signingPrivateKey, concatBytes(ANSWER_DOMAIN, encodeAnswer(answer)))) };
 }
 

@@ -8,6 +8,7 @@ import {
   formatFingerprint,
   generateCustodianKeys,
   prepareX25519PrivateKey,
+  prepareEd25519PrivateKey,
   x25519,
   x25519PublicKey,
 } from './keys.js';
@@ -66,6 +67,22 @@ describe('Ed25519 (RFC 8032 §7.1 TEST 1 and TEST 2)', () => {
     expect(ed25519Verify(h(pk2), h('72'), flipped)).toBe(false);
     expect(ed25519Verify(h(pk2), h('72'), h(sig2).subarray(0, 63))).toBe(false);
     expect(ed25519Verify(new Uint8Array(31), h('72'), h(sig2))).toBe(false);
+  });
+
+  it('a signing key parsed once signs the published signatures and derives the published public key', () => {
+    const sk1 = prepareEd25519PrivateKey(h('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'));
+    expect(toHex(sk1.publicKey)).toBe('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
+    expect(toHex(ed25519Sign(sk1, new Uint8Array(0)))).toBe(
+      'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+    );
+    const sk2 = prepareEd25519PrivateKey(h('4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'));
+    // The same key object signs again: still the RFC's signature for each message.
+    for (let i = 0; i < 2; i++) {
+      expect(toHex(sk2.sign(h('72')))).toBe(
+        '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+      );
+    }
+    expect(() => prepareEd25519PrivateKey(new Uint8Array(31))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
   });
 
   it('a key verified before (kept parsed) gives the same answers: valid, another message, another key, a view into a larger buffer', () => {

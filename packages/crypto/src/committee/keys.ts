@@ -138,8 +138,26 @@ export function generateEd25519KeyPair(random: RandomBytes = secureRandomBytes):
   return { privateKey, publicKey: ed25519PublicKey(privateKey) };
 }
 
+/**
+ * An Ed25519 private key parsed once for many signatures: a custodian signs every answer with the
+ * same key, and {@link ed25519Sign} of a raw key parses it into OpenSSL's form on every call.
+ */
+export interface Ed25519PrivateKey {
+  /** The raw 32-byte public half. */
+  readonly publicKey: Uint8Array;
+  /** {@link ed25519Sign} with this key: the same 64 bytes (Ed25519 signatures are deterministic). */
+  sign(message: Uint8Array): Uint8Array;
+}
+
+/** Parses a raw 32-byte Ed25519 private key (seed) once (see {@link Ed25519PrivateKey}). */
+export function prepareEd25519PrivateKey(privateKey: Uint8Array): Ed25519PrivateKey {
+  const key = privateKeyObject(ED25519_PKCS8, privateKey, 'Ed25519 private key');
+  return { publicKey: rawPublic(createPublicKey(key)), sign: (message) => new Uint8Array(nodeSign(null, message, key)) };
+}
+
 /** Ed25519 signature (RFC 8032 §5.1.6, pure Ed25519) of `message`: 64 bytes. */
-export function ed25519Sign(privateKey: Uint8Array, message: Uint8Array): Uint8Array {
+export function ed25519Sign(privateKey: Uint8Array | Ed25519PrivateKey, message: Uint8Array): Uint8Array {
+  if (!(privateKey instanceof Uint8Array)) return privateKey.sign(message);
   return new Uint8Array(nodeSign(null, message, privateKeyObject(ED25519_PKCS8, privateKey, 'Ed25519 private key')));
 }
 
