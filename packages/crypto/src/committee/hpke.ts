@@ -7,7 +7,7 @@
  * Veil seals each Shamir share to one custodian with a single-shot {@link sealBase}: a fresh
  * ephemeral key per share (§5.1.1), sequence number 0 only, output `enc || ciphertext`.
  */
-import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
 import { CryptoError } from '../errors.js';
 import { concatBytes, u16be, utf8 } from './bytes.js';
 import { secureRandomBytes, x25519, x25519PublicKey, type RandomBytes, type RawKeyPair, type X25519PrivateKey } from './keys.js';
@@ -56,21 +56,33 @@ function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info
   return hkdfExpand(prk, concatBytes(u16be(length), HPKE_V1, suiteId, utf8(label), info), length);
 }
 
+/**
+ * LabeledExpand(LabeledExtract(salt, extractLabel, ikm), expandLabel, info, length) (§4) in one
+ * native call: RFC 5869's HKDF(salt, IKM, info, L) is Expand(Extract(salt, IKM), info, L), and the
+ * labels only prefix IKM and info. Every pair of the protocol is one of these; a single
+ * node:crypto hkdfSync costs less than the two or three HMAC objects the steps take one by one
+ * (part of every share a custodian opens). The pseudorandom key stays inside OpenSSL.
+ */
+function labeledHkdf(suiteId: Uint8Array, salt: Uint8Array, extractLabel: string, ikm: Uint8Array, expandLabel: string, info: Uint8Array, length: number): Uint8Array {
+  const labeledIkm = concatBytes(HPKE_V1, suiteId, utf8(extractLabel), ikm);
+  const labeledInfo = concatBytes(u16be(length), HPKE_V1, suiteId, utf8(expandLabel), info);
+  try {
+    return new Uint8Array(hkdfSync('sha256', labeledIkm, salt, labeledInfo, length));
+  } finally {
+    labeledIkm.fill(0);
+  }
+}
+
 /** DeriveKeyPair for X25519 (§7.1.3): sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32). */
 export function hpkeDeriveKeyPair(ikm: Uint8Array): RawKeyPair {
   if (ikm.length < N_SECRET) throw new CryptoError('invalid_argument', `DeriveKeyPair needs at least ${N_SECRET} bytes of ikm`);
-  const dkpPrk = labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'dkp_prk', ikm);
-  const privateKey = labeledExpand(KEM_SUITE_ID, dkpPrk, 'sk', new Uint8Array(0), 32);
-  dkpPrk.fill(0);
+  const privateKey = labeledHkdf(KEM_SUITE_ID, new Uint8Array(0), 'dkp_prk', ikm, 'sk', new Uint8Array(0), 32);
   return { privateKey, publicKey: x25519PublicKey(privateKey) };
 }
 
 /** ExtractAndExpand (§4.1). */
 function extractAndExpand(dh: Uint8Array, kemContext: Uint8Array): Uint8Array {
-  const eaePrk = labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh);
-  const sharedSecret = labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
-  eaePrk.fill(0);
-  return sharedSecret;
+  return labeledHkdf(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh, 'shared_secret', kemContext, N_SECRET);
 }
 
 /** The result of {@link hpkeEncap}. */
@@ -129,16 +141,24 @@ function infoHashOf(info: Uint8Array): Uint8Array {
   return hash;
 }
 
-/** KeySchedule for mode_base, empty psk and psk_id (§5.1). */
-export function hpkeKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
+/** What single-shot Seal and Open use of the key schedule: the exporter secret is left out. */
+type SealingContext = Pick<HpkeContext, 'keyScheduleContext' | 'key' | 'baseNonce'>;
+
+/** KeySchedule for mode_base, empty psk and psk_id (§5.1), without the exporter secret. */
+function sealingKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): SealingContext {
   const empty = new Uint8Array(0);
   const keyScheduleContext = concatBytes(Uint8Array.of(MODE_BASE), PSK_ID_HASH, infoHashOf(info));
-  const secret = labeledExtract(HPKE_SUITE_ID, sharedSecret, 'secret', empty);
-  const key = labeledExpand(HPKE_SUITE_ID, secret, 'key', keyScheduleContext, N_K);
-  const baseNonce = labeledExpand(HPKE_SUITE_ID, secret, 'base_nonce', keyScheduleContext, N_N);
-  const exporterSecret = labeledExpand(HPKE_SUITE_ID, secret, 'exp', keyScheduleContext, N_SECRET);
-  secret.fill(0);
-  return { keyScheduleContext, key, baseNonce, exporterSecret };
+  // secret = LabeledExtract(shared_secret, "secret", psk), expanded to each output.
+  const key = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', empty, 'key', keyScheduleContext, N_K);
+  const baseNonce = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', empty, 'base_nonce', keyScheduleContext, N_N);
+  return { keyScheduleContext, key, baseNonce };
+}
+
+/** KeySchedule for mode_base, empty psk and psk_id (§5.1). */
+export function hpkeKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
+  const context = sealingKeySchedule(sharedSecret, info);
+  const exporterSecret = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', new Uint8Array(0), 'exp', context.keyScheduleContext, N_SECRET);
+  return { ...context, exporterSecret };
 }
 
 /** ComputeNonce (§5.2): base_nonce XOR I2OSP(seq, Nn). */
@@ -202,7 +222,7 @@ export function sealBase(
   ikm.fill(0);
   const { sharedSecret, enc } = hpkeEncap(recipientPublicKey, ephemeral);
   ephemeral.privateKey.fill(0);
-  const context = hpkeKeySchedule(sharedSecret, info);
+  const context = sealingKeySchedule(sharedSecret, info);
   sharedSecret.fill(0);
   const ciphertext = aeadSeal(context.key, hpkeNonce(context.baseNonce, 0), aad, plaintext);
   wipe(context);
@@ -239,7 +259,7 @@ export function openBase(
   } catch (cause) {
     throw new CryptoError('invalid_ciphertext', 'HPKE encapsulated key is invalid', { cause });
   }
-  const context = hpkeKeySchedule(sharedSecret, info);
+  const context = sealingKeySchedule(sharedSecret, info);
   sharedSecret.fill(0);
   try {
     return aeadOpen(context.key, hpkeNonce(context.baseNonce, 0), aad, sealed.subarray(HPKE_ENC_LENGTH));
@@ -248,8 +268,7 @@ export function openBase(
   }
 }
 
-function wipe(context: HpkeContext): void {
+function wipe(context: SealingContext): void {
   context.key.fill(0);
   context.baseNonce.fill(0);
-  context.exporterSecret.fill(0);
 }
