@@ -88,6 +88,22 @@ describe('createDecryptPool', () => {
     expect(Buffer.from(pooled.levelSums.buffer).equals(Buffer.from(inThread.levelSums.buffer))).toBe(true);
   }, 60_000);
 
+  it('decrypts inputs already on shared memory (the c0 sum, the public polynomials a worker derived) in place, exactly as decryptSum', async () => {
+    const polys = polynomialCount(valueCount);
+    const publicPolynomials = await pool.derivePublicPolynomials({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED }, polys);
+    expect(publicPolynomials).not.toBeNull();
+    expect(publicPolynomials![polys - 1]!.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const c0Sum = new Float64Array(new SharedArrayBuffer(polys * N * 8));
+    c0Sum.set(round.options().c0Sum);
+    const before = Float64Array.from(c0Sum);
+    const inThread = decryptSum(round.options());
+    const pooled = await pool.decryptSum(round.options({ c0Sum, publicPolynomials: publicPolynomials! }));
+    expect(pooled.weightSum).toBe(round.weightSum);
+    expect(Buffer.from(pooled.levelSums.buffer).equals(Buffer.from(inThread.levelSums.buffer))).toBe(true);
+    expect(Buffer.from(pooled.mean.buffer).equals(Buffer.from(inThread.mean.buffer))).toBe(true);
+    expect(c0Sum).toEqual(before); // read, not written
+  }, 60_000);
+
   it("derives a round's public polynomials in a worker, equal to derivePublicPolynomialNtt; a pool without workers returns null", async () => {
     const derived = await pool.derivePublicPolynomials({ descriptorHash: dh, round: 3, roundSeed: ROUND_SEED }, 5);
     expect(derived).not.toBeNull();

@@ -65,8 +65,9 @@ function workerScript(): string | null {
   return existsSync(script) ? script : null;
 }
 
-/** A Float64Array copy of `values` on shared memory. */
-function sharedCopy(values: Float64Array): Float64Array {
+/** `values` when on shared memory already (C0Accumulator.sum, derivePublicPolynomials), else a copy there. */
+function onSharedMemory(values: Float64Array): Float64Array {
+  if (values.buffer instanceof SharedArrayBuffer) return values;
   const out = new Float64Array(new SharedArrayBuffer(values.length * 8));
   out.set(values);
   return out;
@@ -134,16 +135,12 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
           const first = { ...whole, to: 1 };
           decryptPolynomials(first, decryption.multiplier, work);
           whole.weightSum = first.weightSum;
-          // The public inputs on shared memory (one copy each), so that any thread can take any polynomial.
-          const aheadBuffer = new Float64Array(new SharedArrayBuffer(whole.publicPolynomials.length * N * 8));
-          const publicPolynomials = whole.publicPolynomials.map((a, l) => {
-            const view = aheadBuffer.subarray(l * N, (l + 1) * N);
-            view.set(a);
-            return view;
-          });
+          // The public inputs on shared memory, so that any thread can take any polynomial: copied
+          // only when they are not there already (a round's end then copies nothing).
+          const publicPolynomials = whole.publicPolynomials.map(onSharedMemory);
           const shared: SharedDecryption = {
             id: (calls = (calls + 1) % 0x7fffffff),
-            job: { ...whole, c0Sum: sharedCopy(whole.c0Sum), publicPolynomials },
+            job: { ...whole, c0Sum: onSharedMemory(whole.c0Sum), publicPolynomials },
             limbs,
             next: new Int32Array(new SharedArrayBuffer(4)),
             state: new Int32Array(new SharedArrayBuffer(4 * polys)),

@@ -139,6 +139,8 @@ describe('RLWE encryption under a single-use secret', () => {
     const acc = createC0Accumulator({ valueCount: 3 });
     acc.add(payload);
     const before = acc.sum();
+    // On shared memory: a decryption pool's workers read it without a copy (decrypt-pool.ts).
+    expect(before.buffer).toBeInstanceOf(SharedArrayBuffer);
     const codeOf = (bytes: Uint8Array) => {
       try {
         acc.add(bytes);

@@ -253,7 +253,10 @@ export interface C0Accumulator {
    * for a payload of another shape; a payload that was never added leaves a meaningless sum.
    */
   subtract(payload: Uint8Array): void;
-  /** The sum (polyCount · N coefficients in [0, q)); a copy. */
+  /**
+   * The sum (polyCount · N coefficients in [0, q)); a copy, on shared memory: a decryption
+   * pool's workers read it in place (decrypt-pool.ts), with no second copy at the round's end.
+   */
   sum(): Float64Array;
   /** The sum as a c0 payload (for durable storage; {@link restoreC0Accumulator} reads it back). */
   toPayload(): Uint8Array;
@@ -316,7 +319,9 @@ function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: nu
     },
     sum: () => {
       reduce();
-      return Float64Array.from(acc);
+      const out = new Float64Array(new SharedArrayBuffer(acc.length * 8));
+      out.set(acc);
+      return out;
     },
     toPayload: () => {
       reduce();
