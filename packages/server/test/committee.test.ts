@@ -102,6 +102,17 @@ describe('committee tasks through the coordinator', () => {
     // Truncated c0.
     const truncated = uploads[2]!.payload.subarray(0, 2000);
     expect((await grpcStatusOf(submit(devices[2]!, assignments[2]!, truncated, 1))).details).toMatch(/committee upload/);
+    // Device 2's own upload under a header digest that is not its payload's (as if damaged in transit):
+    // hashed by the check with its c0 (the transport leaves it to intake) and refused after the check
+    // added the c0 early; device 2's proper upload below is then accepted and counted once (FedAvg).
+    const damaged = devices[2]!.transport.submitUpdate(
+      devices[2]!.credential,
+      { roundNumber: assignments[2]!.roundNumber, modelVersion: assignments[2]!.modelVersion, exampleCount: uploads[2]!.weight, encoding: 'committee-v1', sha256: sha256Hex(plain) },
+      uploads[2]!.payload,
+    );
+    const damagedStatus = await grpcStatusOf(damaged);
+    expect(damagedStatus.code).toBe(status.INVALID_ARGUMENT);
+    expect(damagedStatus.details).toMatch(/SHA-256 does not match the header/);
     for (let k = 0; k < 3; k++) await submit(devices[k]!, assignments[k]!, uploads[k]!.payload, uploads[k]!.weight);
     let rounds = await waitForRounds(t.rest, descriptor.taskId, (r) => r.some((x: any) => x.number === 1 && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
     const first = rounds.find((r: any) => r.number === 1);

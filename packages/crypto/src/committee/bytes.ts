@@ -74,6 +74,18 @@ export function sha256(...parts: readonly Uint8Array[]): Uint8Array {
   return new Uint8Array(hash.digest());
 }
 
+/**
+ * SHA-256 (FIPS 180-4) of `bytes` and of its first `prefixLength` bytes, in one pass over them:
+ * SHA-256 consumes a message block by block from the start, so the state after the prefix,
+ * finalised on a copy (its own padding and length), is the prefix's digest.
+ */
+export function sha256WithPrefix(bytes: Uint8Array, prefixLength: number): { readonly prefix: Uint8Array; readonly whole: Uint8Array } {
+  if (!Number.isSafeInteger(prefixLength) || prefixLength < 0 || prefixLength > bytes.length) throw new CryptoError('invalid_argument', 'prefix longer than the bytes');
+  const hash = createHash('sha256').update(bytes.subarray(0, prefixLength));
+  const prefix = new Uint8Array(hash.copy().digest());
+  return { prefix, whole: new Uint8Array(hash.update(bytes.subarray(prefixLength)).digest()) };
+}
+
 /** Lower-case hex. */
 export function toHex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');

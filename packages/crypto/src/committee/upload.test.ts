@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { sha256, toHex, utf8 } from './bytes.js';
+import { sha256, sha256WithPrefix, toHex, utf8 } from './bytes.js';
 import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
 import { generateCustodianKeys, generateEd25519KeyPair } from './keys.js';
 import { issueDeviceCertificate, signManifest } from './manifest.js';
@@ -45,6 +46,15 @@ const codeOf = (fn: () => unknown) => {
   }
 };
 
+describe('sha256WithPrefix (one pass for a message and its prefix)', () => {
+  it('gives the FIPS 180-2 appendix B digests of "abc" and of the 448-bit message it begins', () => {
+    const digests = sha256WithPrefix(utf8('abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq'), 3);
+    expect(toHex(digests.prefix)).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    expect(toHex(digests.whole)).toBe('248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1');
+    expect(toHex(sha256WithPrefix(utf8('abc'), 0).prefix)).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  });
+});
+
 describe('committee upload payloads', () => {
   it('round-trip through encode and the coordinator check, which returns what custodians need', () => {
     const { custodians, descriptor, dh, build } = setup();
@@ -59,6 +69,36 @@ describe('committee upload payloads', () => {
     expect(toHex(verified.manifestDigest)).toBe(toHex(sha256(verified.manifest)));
     const share = openShare(custodians[1]!.sealing.privateKey, { descriptorHash: dh, round: 2, deviceId: 'dev-1', custodianIndex: 2 }, verified.sealedShares[1]!);
     expect(share.length).toBe(2048);
+  });
+
+  it('puts the c0 first, so one SHA-256 pass gives the payload digest and the c0 digest the manifest signs', () => {
+    const { descriptor, build } = setup();
+    const upload = build();
+    const payload = encodeCommitteeUploadPayload(upload);
+    // Version 2: c0 || "VCU" || 2 || n || shares || u32le |manifest| || manifest || signature.
+    expect(payload.subarray(0, upload.c0.length)).toEqual(upload.c0);
+    expect([...payload.subarray(upload.c0.length, upload.c0.length + 5)]).toEqual([0x56, 0x43, 0x55, 2, 3]);
+    const verified = verifyCommitteeUpload(payload, { descriptor, round: 2, valueCount: 4, deviceId: 'dev-1', nowMs: NOW });
+    // Independently computed: node:crypto over the whole payload, and over the c0 bytes the manifest names.
+    expect(Buffer.from(verified.payloadSha256).toString('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
+    expect(upload.manifest.manifest.c0Sha256).toBe(createHash('sha256').update(payload.subarray(0, upload.c0.length)).digest('hex'));
+  });
+
+  it('refuses a version-1 upload (magic and c0 length first) with a message naming both versions', () => {
+    const { descriptor, build } = setup();
+    const upload = build();
+    const v2 = encodeCommitteeUploadPayload(upload);
+    const rest = v2.subarray(upload.c0.length + 4);
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, upload.c0.length, true);
+    const v1 = new Uint8Array([0x56, 0x43, 0x55, 1, ...length, ...upload.c0, ...rest]);
+    let error: unknown;
+    try {
+      verifyCommitteeUpload(v1, { descriptor, round: 2, valueCount: 4, deviceId: 'dev-1', nowMs: NOW });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toMatchObject({ code: 'invalid_payload', message: expect.stringMatching(/upload version 1 .*reads version 2/) });
   });
 
   it('refuses truncation, padding, another device, round or shape, swapped shares and re-signed tampering', () => {

@@ -8,7 +8,7 @@
  * attempt (or a re-opened round) must call this again, drawing a fresh secret.
  */
 import { CryptoError } from '../errors.js';
-import { bytesEqual, fromBase64, sha256, toBase64, toHex, u32be, utf8 } from './bytes.js';
+import { bytesEqual, fromBase64, sha256, sha256WithPrefix, toBase64, toHex, u32be, utf8 } from './bytes.js';
 import { descriptorHash as hashDescriptor, type TaskDescriptor } from './descriptor.js';
 import { secureRandomBytes, type RandomBytes } from './keys.js';
 import { encodeManifest, signManifest, verifyManifest, type CertificateCache, type DeviceCertificate, type SignedManifest, type UploadManifest } from './manifest.js';
@@ -84,7 +84,7 @@ export function buildCommitteeUpload(options: CommitteeUploadOptions): Committee
   }
 }
 
-const UPLOAD_MAGIC = [0x56, 0x43, 0x55, 0x01]; // "VCU", version 1
+const UPLOAD_MAGIC = [0x56, 0x43, 0x55, 0x02]; // "VCU", version 2 (version 1 carried the c0 after this magic and its length)
 const ROUND_SEED_DOMAIN = utf8('veil/round-seed/v1');
 /** Largest canonical manifest accepted, bytes. */
 export const MAX_MANIFEST_BYTES = 16_384;
@@ -100,24 +100,25 @@ export function deriveRoundSeed(descriptorHash: Uint8Array, round: number): Uint
 }
 
 /**
- * One upload as bytes for the wire (update encoding `committee-v1`):
- *   "VCU" || u8 1 || u32le |c0| || c0 || u8 n || n × sealed share (4,144 bytes each)
+ * One upload as bytes for the wire (update encoding `committee-v1`, upload version 2):
+ *   c0 payload || "VCU" || u8 2 || u8 n || n × sealed share (4,144 bytes each)
  *   || u32le |manifest| || canonical manifest bytes || 64-byte Ed25519 signature.
+ * The c0 comes first (its own header gives its shape, so its length follows from the task): the
+ * c0's SHA-256, which the manifest signs, is then the state of the whole payload's SHA-256 after
+ * the c0, and the coordinator hashes the payload once for both (see {@link verifyCommitteeUpload}).
  */
 export function encodeCommitteeUploadPayload(upload: CommitteeUpload): Uint8Array {
   const manifestBytes = encodeManifest(upload.manifest.manifest);
   const signature = fromBase64(upload.manifest.signature, 'manifest signature', 64);
   const n = upload.sealedShares.length;
   if (n < 1 || n > 255) throw new CryptoError('invalid_argument', 'an upload carries 1-255 sealed shares');
-  const out = new Uint8Array(4 + 4 + upload.c0.length + 1 + n * SEALED_SHARE_BYTES + 4 + manifestBytes.length + 64);
+  const out = new Uint8Array(upload.c0.length + 4 + 1 + n * SEALED_SHARE_BYTES + 4 + manifestBytes.length + 64);
   const view = new DataView(out.buffer);
   let o = 0;
-  out.set(UPLOAD_MAGIC, o);
-  o += 4;
-  view.setUint32(o, upload.c0.length, true);
-  o += 4;
   out.set(upload.c0, o);
   o += upload.c0.length;
+  out.set(UPLOAD_MAGIC, o);
+  o += 4;
   out[o++] = n;
   for (const sealed of upload.sealedShares) {
     if (sealed.length !== SEALED_SHARE_BYTES) throw new CryptoError('invalid_argument', 'a sealed share has the wrong length');
@@ -134,7 +135,7 @@ export function encodeCommitteeUploadPayload(upload: CommitteeUpload): Uint8Arra
 
 /** Exact payload size of a committee upload without its manifest: for size limits. `c0Bits`: the descriptor's encoding.c0Bits (default 44). */
 export function committeeUploadBytesWithoutManifest(valueCount: number, committeeSize: number, c0Bits: C0Bits = 44): number {
-  return 4 + 4 + c0PayloadBytes(valueCount, c0Bits) + 1 + committeeSize * SEALED_SHARE_BYTES + 4 + 64;
+  return c0PayloadBytes(valueCount, c0Bits) + 4 + 1 + committeeSize * SEALED_SHARE_BYTES + 4 + 64;
 }
 
 /** What {@link verifyCommitteeUpload} checks against. */
@@ -169,6 +170,11 @@ export interface VerifiedCommitteeUpload {
   readonly manifestSignature: Uint8Array;
   /** SHA-256 of the manifest bytes. */
   readonly manifestDigest: Uint8Array;
+  /**
+   * SHA-256 of the whole payload, from the same pass that hashed the c0 (the c0 is its first
+   * bytes): the digest a transport would otherwise compute again for the update's header check.
+   */
+  readonly payloadSha256: Uint8Array;
 }
 
 /**
@@ -186,20 +192,22 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
   const fail = (message: string): never => {
     throw new CryptoError('invalid_payload', `committee upload: ${message}`);
   };
-  if (payload.length < 8) fail('shorter than its header');
-  for (let i = 0; i < 4; i++) if (payload[i] !== UPLOAD_MAGIC[i]) fail('not a version-1 committee upload');
+  if (payload.length >= 4 && payload[0] === UPLOAD_MAGIC[0] && payload[1] === UPLOAD_MAGIC[1] && payload[2] === UPLOAD_MAGIC[2]) {
+    fail(`upload version ${payload[3]} (the magic first); this coordinator reads version ${UPLOAD_MAGIC[3]} (the c0 first)`);
+  }
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const c0Length = view.getUint32(4, true);
   const c0Bits = check.descriptor.encoding.c0Bits ?? 44;
-  const expectedC0 = c0PayloadBytes(check.valueCount, c0Bits);
-  if (c0Length !== expectedC0) throw new CryptoError('shape_mismatch', `committee upload: c0 must be ${expectedC0} bytes for ${check.valueCount} values, got ${c0Length}`);
-  let o = 8;
-  if (payload.length < o + c0Length + 1) fail('truncated c0');
-  const c0 = payload.subarray(o, o + c0Length);
-  o += c0Length;
+  const c0Length = c0PayloadBytes(check.valueCount, c0Bits);
+  // The c0's own header (magic, width, value and polynomial counts) is checked first, so that an
+  // upload of another shape is told so rather than cut at this task's c0 length.
+  const c0 = payload.subarray(0, c0Length);
   // Framing, shape, every coefficient < q (read only, no decoded copy); with `fold`, by its add at the end.
   if (check.fold === undefined) checkC0PayloadRange(c0, check.valueCount, c0Bits);
   else checkC0Payload(c0, check.valueCount, c0Bits);
+  let o = c0Length;
+  if (payload.length < o + 5) fail('truncated after the c0');
+  for (let i = 0; i < 4; i++) if (payload[o + i] !== UPLOAD_MAGIC[i]) fail(`not a version-${UPLOAD_MAGIC[3]} committee upload`);
+  o += 4;
   if (payload[o] !== n) fail(`carries ${payload[o]} sealed shares, the committee has ${n}`);
   o += 1;
   if (payload.length < o + n * SEALED_SHARE_BYTES + 4) fail('truncated sealed shares');
@@ -237,10 +245,12 @@ export function verifyCommitteeUpload(payload: Uint8Array, check: CommitteeUploa
     },
   );
   if (verified.deviceId !== check.deviceId) throw new CryptoError('parameter_mismatch', `committee upload: the manifest names device ${verified.deviceId}, the uploader is ${check.deviceId}`);
-  if (!bytesEqual(sha256(c0), verified.c0Sha256)) throw new CryptoError('invalid_signature', 'committee upload: c0 does not match the signed manifest');
+  // The c0 is the payload's first bytes: one pass gives its digest and the payload's.
+  const digests = sha256WithPrefix(payload, c0Length);
+  if (!bytesEqual(digests.prefix, verified.c0Sha256)) throw new CryptoError('invalid_signature', 'committee upload: c0 does not match the signed manifest');
   sealedShares.forEach((sealed, i) => {
     if (!bytesEqual(sha256(sealed), verified.shareSha256[i]!)) throw new CryptoError('invalid_signature', `committee upload: sealed share ${i + 1} does not match the signed manifest`);
   });
   check.fold?.add(c0);
-  return { c0, sealedShares, manifest: manifestBytes, manifestSignature, manifestDigest: verified.manifestDigest };
+  return { c0, sealedShares, manifest: manifestBytes, manifestSignature, manifestDigest: verified.manifestDigest, payloadSha256: digests.whole };
 }

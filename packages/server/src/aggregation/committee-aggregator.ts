@@ -191,7 +191,7 @@ export function checkCommitteeUpload(
       nowMs: (task.clock ?? Date.now)(),
       certificateCache: certificateCacheOf(task),
     });
-    return { payload, committee };
+    return { payload, committee, payloadSha256: Buffer.from(committee.payloadSha256).toString('hex') };
   } catch (error) {
     throw uploadError(error);
   }

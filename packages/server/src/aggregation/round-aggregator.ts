@@ -32,6 +32,8 @@ export interface CheckedUpdate {
   readonly loaded?: LoadedUpdate;
   /** Updates added to the aggregate before they were recorded ({@link RoundAggregator.foldEarly}): takes it out again unless `add` confirmed it. */
   readonly unfold?: () => void;
+  /** Hex SHA-256 of the payload, when the check hashed it anyway (a committee upload: in one pass with its c0). */
+  readonly payloadSha256?: string;
 }
 
 /**

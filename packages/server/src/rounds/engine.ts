@@ -186,9 +186,10 @@ export class RoundEngine extends EventEmitter<EngineEvents> {
 
   /**
    * Accepts an update: validates it, stores its payload, records it and folds
-   * it into the round's aggregate. Rejections leave nothing behind.
+   * it into the round's aggregate. Rejections leave nothing behind. `sha256`: the payload's hex
+   * SHA-256 if the transport computed it, else null (see Intake.submitUpdate).
    */
-  submitUpdate(client: Client, header: UpdateHeaderInput, payload: Uint8Array, sha256: string, arrivedAt: number = this.ctx.clock.now()): Promise<{ acceptedCount: number }> {
+  submitUpdate(client: Client, header: UpdateHeaderInput, payload: Uint8Array, sha256: string | null, arrivedAt: number = this.ctx.clock.now()): Promise<{ acceptedCount: number }> {
     return this.intake.submitUpdate(client, header, payload, sha256, arrivedAt);
   }
 

@@ -296,10 +296,13 @@ describe('update intake (in-memory store, fake time)', () => {
     expect((await refusal(f.intake.submitUpdate(f.clients[0]!, short.header, short.payload, short.sha))).message).toMatch(/must be 16 bytes for 4 parameters/);
     const u = update(delta(1));
     expect((await refusal(f.intake.submitUpdate(f.clients[0]!, u.header, u.payload, sha256(Buffer.from('other'))))).message).toMatch(/SHA-256 does not match/);
+    // Not hashed by the transport (null, as over gRPC): intake hashes it, with the same refusal.
+    const misdeclared = await refusal(f.intake.submitUpdate(f.clients[0]!, { ...u.header, sha256: sha256(Buffer.from('other')) }, u.payload, null));
+    expect([misdeclared.code, misdeclared.message]).toEqual(['invalid_argument', 'payload SHA-256 does not match the header']);
     expect(f.store.writes).toEqual([]);
     expect(f.blobs.records.size).toBe(0);
-    // Still open for the same device's proper update.
-    expect(await f.intake.submitUpdate(f.clients[0]!, u.header, u.payload, u.sha)).toEqual({ acceptedCount: 1 });
+    // Still open for the same device's proper update, hashed by intake.
+    expect(await f.intake.submitUpdate(f.clients[0]!, u.header, u.payload, null)).toEqual({ acceptedCount: 1 });
   });
 
   it('refuses non-finite values and out-of-range example counts; nothing is stored', async () => {

@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import { checkCommitteeUpload } from '../aggregation/committee-aggregator.js';
 import { checkEncryptedUpdate, checkPlaintextUpdate, releaseChecked, type CheckedUpdate } from '../aggregation/round-aggregator.js';
 import { REPORT_TRAINING_LOSS } from '../aggregation/strategy.js';
@@ -77,16 +78,21 @@ export class Intake {
   /**
    * Accepts an update: validates it, stores its payload, records it and folds
    * it into the round's aggregate. Rejections leave nothing behind.
+   * `sha256`: the payload's hex SHA-256 if the transport computed it; null: it is computed here,
+   * for a committee upload by its check, in the same pass as its c0's (one pass over the bytes instead of two).
    */
   async submitUpdate(
     client: Client,
     header: UpdateHeaderInput,
     payload: Uint8Array,
-    sha256: string,
+    sha256: string | null,
     arrivedAt: number = this.ctx.clock.now(),
   ): Promise<{ acceptedCount: number }> {
     const rt = await this.runtimes.load(client.taskId);
-    if (sha256 !== header.sha256) throw new VeilError('invalid_argument', 'payload SHA-256 does not match the header');
+    const digestMismatch = (): VeilError => new VeilError('invalid_argument', 'payload SHA-256 does not match the header');
+    // One-shot SHA-256 of the bytes as received (no copy): ~0.26 ms of CPU for 400 kB.
+    const digest = sha256 ?? (rt.task.settings.committee == null ? hash('sha256', payload, 'hex') : null);
+    if (digest !== null && digest !== header.sha256) throw digestMismatch();
     if (payload.byteLength !== header.payloadSizeBytes) {
       throw new VeilError('invalid_argument', `payload has ${payload.byteLength} bytes, header declared ${header.payloadSizeBytes}`);
     }
@@ -119,9 +125,11 @@ export class Intake {
         checkCalibrationReport(update.values ?? bytesToFloat32(payload), early.config.calibration);
       }
       try {
+        // Not hashed above: the check did (a committee upload), and folded it early if it could, so a mismatch takes it out again.
+        if (digest === null && update.payloadSha256 !== header.sha256) throw digestMismatch();
         // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
-        // The transport hashed these bytes as they arrived (`sha256`, checked against the header above).
-        const ref = await this.ctx.blobs.append(updateBlobDir(early.id), payload, sha256);
+        // These bytes' SHA-256 is the header's (checked above).
+        const ref = await this.ctx.blobs.append(updateBlobDir(early.id), payload, header.sha256);
         prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
       } catch (error) {
         releaseChecked(update);
@@ -137,7 +145,7 @@ export class Intake {
     }
     const { update, key, blobSha256, sizeBytes } = prepared!;
     const outcome = await new Promise<Parameters<PendingRecord['done']>[0]>((done) => {
-      rt.pendingRecords.push({ client, header, arrivedAt, roundId: early.id, sha256, update, key, blobSha256, sizeBytes, done });
+      rt.pendingRecords.push({ client, header, arrivedAt, roundId: early.id, sha256: header.sha256, update, key, blobSha256, sizeBytes, done });
       // The first update since the last commit started queues the next one; later ones join it.
       // (The mutex is FIFO: an update stored before the deadline's section is queued ahead of it.)
       if (rt.pendingRecords.length === 1) {
