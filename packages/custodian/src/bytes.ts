@@ -1,9 +1,9 @@
 /** Byte helpers (SHA-256, hex, strict base64, constant-time equality). */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
-/** SHA-256 (FIPS 180-4). */
+/** SHA-256 (FIPS 180-4), one-shot (node:crypto `hash`: no Hash object per call; a custodian hashes every sealed share). */
 export function sha256(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(bytes).digest());
+  return new Uint8Array(hash('sha256', bytes, 'buffer'));
 }
 
 /** Lower-case hex. */

@@ -90,6 +90,18 @@ describe('custodian answers', () => {
     expect(codeOf(() => decodeShareBytes(bytes.subarray(2)))).toBe('invalid_payload');
     expect(codeOf(() => encodeShareBytes([...coeffs.slice(1), 65521]))).toBe('invalid_argument');
   });
+
+  it('decodes the same values from an odd offset into a larger buffer (read byte by byte there) as from an aligned one', () => {
+    const coeffs = Array.from({ length: 2048 }, (_, i) => (i * 40_503) % 65521);
+    const bytes = encodeShareBytes(coeffs);
+    const padded = new Uint8Array(SHARE_BYTES + 3);
+    padded.set(bytes, 1);
+    expect(Array.from(decodeShareBytes(padded.subarray(1, 1 + SHARE_BYTES)))).toEqual(coeffs);
+    // The last coefficient read as p from the unaligned view is refused there too.
+    padded[SHARE_BYTES - 1] = 0xf1;
+    padded[SHARE_BYTES] = 0xff;
+    expect(codeOf(() => decodeShareBytes(padded.subarray(1, 1 + SHARE_BYTES)))).toBe('invalid_payload');
+  });
 });
 
 describe('sealed shares', () => {

@@ -81,13 +81,24 @@ export function encodeShareBytes(coefficients: ArrayLike<number>): Uint8Array {
 export function decodeShareBytes(bytes: Uint8Array): Uint16Array {
   if (bytes.length !== SHARE_BYTES) throw new CryptoError('invalid_payload', `a share is ${SHARE_BYTES} bytes, got ${bytes.length}`);
   const out = new Uint16Array(COMMITTEE_RING_DEGREE);
+  if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+    // The wire's u16 LE is the host's layout: one copy instead of assembling each value from two
+    // bytes (a custodian decodes every share it opens).
+    out.set(new Uint16Array(bytes.buffer, bytes.byteOffset, COMMITTEE_RING_DEGREE));
+  } else {
+    for (let i = 0; i < COMMITTEE_RING_DEGREE; i++) out[i] = bytes[2 * i]! | (bytes[2 * i + 1]! << 8);
+  }
   for (let i = 0; i < COMMITTEE_RING_DEGREE; i++) {
-    const c = bytes[2 * i]! | (bytes[2 * i + 1]! << 8);
-    if (c >= COMMITTEE_SHARE_MODULUS) throw new CryptoError('invalid_payload', 'share coefficient outside [0, p)');
-    out[i] = c;
+    if (out[i]! >= COMMITTEE_SHARE_MODULUS) {
+      out.fill(0);
+      throw new CryptoError('invalid_payload', 'share coefficient outside [0, p)');
+    }
   }
   return out;
 }
+
+/** True on a little-endian host, where a Uint16Array over the wire bytes reads u16 LE. */
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** What {@link verifyAnswer} checks against. */
 export interface AnswerCheckOptions {
