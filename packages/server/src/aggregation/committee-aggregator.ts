@@ -19,7 +19,7 @@
  * committee answered before the crash completes with the same result.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { bytesToFloat32, float32ToBytes } from '@veil/protocol/codec';
+import { float32Bytes, float32View } from '@veil/protocol/codec';
 import {
   CryptoError,
   createC0Accumulator,
@@ -410,7 +410,10 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
           count: devices.length,
         };
         const decrypted = task.decrypt === undefined ? decryptSum(decryptOptions) : await task.decrypt(decryptOptions);
-        const weights = bytesToFloat32(current.bytes);
+        // Read in place (strategies do not modify `current`), and the next model's bytes are its own
+        // memory (a fresh array each step gives away), as on plaintext rounds: no copies of the
+        // model's size at the round's end.
+        const weights = float32View(current.bytes);
         if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
         const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);
         let next: Float32Array = new Float32Array(parameterCount);
@@ -433,7 +436,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
               answers: audit.answers.map((a) => ({ answer: { ...a.answer }, signature: a.signature })),
             },
           },
-          model: { bytes: float32ToBytes(next), encoding: 'float32-le' },
+          model: { bytes: float32Bytes(next), encoding: 'float32-le' },
           state: nextState,
           audit,
           committee: {
