@@ -163,7 +163,15 @@ async function main(init: DeviceWorkerInit): Promise<void> {
     const b = (d.report.committeeBuild ??= { wallMs: [], cpuMs: [], c0Bytes: 0, uploadBytes: 0, committeeSize: c.encryption.descriptor.committee.length });
     b.wallMs.push(nowMs() - started);
     b.cpuMs.push((used.user + used.system) / 1000);
-    b.c0Bytes = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+    // Upload version 2 (@veil/crypto committee/upload.ts): the c0 first, its length set by the task's value count and
+    // c0 width, then the magic "VCU" 2. The length is taken from the crypto package and checked against that magic.
+    const { c0PayloadBytes, committeeValueCount } = committeeModules!.crypto;
+    const descriptor = c.encryption.descriptor;
+    const c0Length = c0PayloadBytes(committeeValueCount(descriptor, init.parameterCount), descriptor.encoding.c0Bits ?? 44);
+    if (bytes[c0Length] !== 0x56 || bytes[c0Length + 1] !== 0x43 || bytes[c0Length + 2] !== 0x55 || bytes[c0Length + 3] !== 2) {
+      throw new Error(`committee upload: no version-2 magic after a ${c0Length}-byte c0`);
+    }
+    b.c0Bytes = c0Length;
     b.uploadBytes = bytes.byteLength;
     return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
   };
