@@ -29,6 +29,18 @@ describe('browser node:crypto shim', () => {
     expect(shim.createHash('sha256').update('abc').digest('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });
 
+  test('HKDF-SHA256 equals OpenSSL on random inputs and RFC 5869 test case 1', () => {
+    for (const length of [1, 32, 42, 255]) {
+      const ikm = rand(length % 70);
+      const salt = rand(length % 33);
+      const info = rand(length % 50);
+      expect(hex(new Uint8Array(shim.hkdfSync('sha256', ikm, salt, info, length)))).toBe(hex(new Uint8Array(node.hkdfSync('sha256', ikm, salt, info, length))));
+    }
+    // RFC 5869, Appendix A.1.
+    const okm = shim.hkdfSync('sha256', Buffer.alloc(22, 0x0b), Buffer.from('000102030405060708090a0b0c', 'hex'), Buffer.from('f0f1f2f3f4f5f6f7f8f9', 'hex'), 42);
+    expect(hex(new Uint8Array(okm))).toBe('3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865');
+  });
+
   test('AES-128-GCM: sealed by one side, opened by the other; a flipped bit fails to open', () => {
     for (const length of [0, 16, 33, 1000]) {
       const key = rand(16);

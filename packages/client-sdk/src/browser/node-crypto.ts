@@ -14,6 +14,7 @@
 import { Buffer } from 'buffer';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { shake256 } from '@noble/hashes/sha3.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { gcm } from '@noble/ciphers/aes.js';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
@@ -59,6 +60,13 @@ export function createHash(algorithm: string, options?: { outputLength?: number 
 export function createHmac(algorithm: string, key: Data): Hash {
   if (algorithm.toLowerCase() !== 'sha256') throw new Error(`createHmac: ${algorithm} is not available in the browser build`);
   return new Hash(hmac.create(sha256, bytesOf(key)));
+}
+
+/** HKDF (RFC 5869: Expand(Extract(salt, ikm), info, length)) with SHA-256, as node:crypto's: an ArrayBuffer of `length` bytes. */
+export function hkdfSync(digest: string, ikm: Data, salt: Data, info: Data, length: number): ArrayBuffer {
+  if (digest.toLowerCase() !== 'sha256') throw new Error(`hkdfSync: ${digest} is not available in the browser build`);
+  const okm = hkdf(sha256, bytesOf(ikm), bytesOf(salt), bytesOf(info), length);
+  return okm.buffer.slice(okm.byteOffset, okm.byteOffset + okm.byteLength) as ArrayBuffer;
 }
 
 const GCM_KEY_BYTES: Record<string, number> = { 'aes-128-gcm': 16, 'aes-256-gcm': 32 };
