@@ -14,12 +14,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { DEFAULT_STRATEGY } from '../packages/server/src/aggregation/registry.js';
 import { createLogger } from '../packages/server/src/logger.js';
 import { openDatabase } from '../packages/server/src/persistence/database.js';
 import { createPrismaStore } from '../packages/server/src/persistence/prisma-store.js';
-import type { TaskSettings } from '../packages/server/src/rounds/model.js';
-import { DEFAULT_MAX_DEVICES } from '../packages/server/src/rounds/task-settings.js';
+import { resolveTaskSettings } from '../packages/server/src/rounds/task-settings.js';
 import { createTestStorage } from '../packages/server/test/helpers.js';
 
 const { values: args } = parseArgs({ options: { clients: { type: 'string' }, rounds: { type: 'string' }, batch: { type: 'string' } } });
@@ -37,20 +35,16 @@ try {
   await db.migrate();
   if (db.directSql === null) throw new Error('PostgreSQL only');
   const store = createPrismaStore(db.prisma, { directSql: db.directSql });
-  const settings: TaskSettings = {
+  // The store keeps the settings as given; the recording statement does not read them.
+  const settings = resolveTaskSettings({
+    name: 'record-submissions',
     rounds: roundCount,
-    selection: { kind: 'count', count: clientCount },
-    minClients: 1,
+    clientsPerRound: clientCount,
     minAvailableClients: 1,
     roundDeadlineMs: 600_000,
     maxExampleCount: 1_000,
     training: { epochs: 1, batchSize: 32, learningRate: 0.05 },
-    updateEncoding: 'float32-le',
-    updateBound: null,
-    privacy: null,
-    strategy: DEFAULT_STRATEGY,
-    maxDevices: DEFAULT_MAX_DEVICES,
-  };
+  });
   const createTask = async (name: string): Promise<{ taskId: string; clients: string[] }> => {
     const taskId = randomUUID();
     await store.createTask({
