@@ -154,9 +154,18 @@ export function openManifest(
   const manifest = parseCanonical(bytes, 'a device manifest', 'invalid_manifest') as UploadManifest;
   try {
     const checked = verifyManifest(
-      { manifest, signature: toBase64(signature) },
+      // The signature as received (no base64 round trip), the authority key as decoded with the descriptor.
+      { manifest, signatureBytes: signature },
       // parseCanonical refused bytes other than the manifest's canonical encoding: hashed as they are.
-      { descriptor: descriptor.descriptor, descriptorHash: descriptor.hash, round, nowMs, canonicalBytes: bytes, ...(certificateCache !== undefined && { certificateCache }) },
+      {
+        descriptor: descriptor.descriptor,
+        descriptorHash: descriptor.hash,
+        authorityKey: descriptor.authorityKey,
+        round,
+        nowMs,
+        canonicalBytes: bytes,
+        ...(certificateCache !== undefined && { certificateCache }),
+      },
     );
     return { deviceId: checked.deviceId, devicePublicKey: checked.devicePublicKey, digest: checked.manifestDigest, shareSha256: checked.shareSha256 };
   } catch (error) {

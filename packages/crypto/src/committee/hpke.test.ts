@@ -77,6 +77,12 @@ describe('HPKE against RFC 9180 Appendix A.1.1', () => {
     expect(toHex(ctx.baseNonce)).toBe(A11.baseNonce);
     expect(toHex(ctx.exporterSecret)).toBe(A11.exporterSecret);
     for (const { context, value } of EXPORTS) expect(toHex(hpkeExport(ctx, h(context), 32))).toBe(value);
+    // The context handed out is the caller's copy: writing to it changes no later key schedule.
+    ctx.keyScheduleContext.fill(0);
+    const again = hpkeKeySchedule(h(A11.sharedSecret), h(A11.info));
+    expect(toHex(again.keyScheduleContext)).toBe(A11.keyScheduleContext);
+    expect(toHex(again.key)).toBe(A11.key);
+    expect(toHex(again.baseNonce)).toBe(A11.baseNonce);
   });
 
   it.each(ENCRYPTIONS)('encryption $seq gives the published nonce and ciphertext', ({ seq, aad, nonce, ct }) => {

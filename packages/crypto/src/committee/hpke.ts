@@ -48,12 +48,33 @@ function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): Uint8Arr
 
 /** LabeledExtract (§4). */
 function labeledExtract(suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Uint8Array {
-  return hkdfExtract(salt, concatBytes(HPKE_V1, suiteId, utf8(label), ikm));
+  return hkdfExtract(salt, concatBytes(labelPrefix(suiteId, label), ikm));
 }
 
 /** LabeledExpand (§4). */
 function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array {
-  return hkdfExpand(prk, concatBytes(u16be(length), HPKE_V1, suiteId, utf8(label), info), length);
+  return hkdfExpand(prk, concatBytes(u16be(length), labelPrefix(suiteId, label), info), length);
+}
+
+/**
+ * "HPKE-v1" || suite_id || label (§4), by suite and label: public constants, built once each (the
+ * labels are this file's literals, a handful; every share opened used to encode them again).
+ * Callers concatenate them into new arrays and never write to them.
+ */
+const labelPrefixes = new Map<Uint8Array, Map<string, Uint8Array>>();
+
+function labelPrefix(suiteId: Uint8Array, label: string): Uint8Array {
+  let bySuite = labelPrefixes.get(suiteId);
+  if (bySuite === undefined) {
+    bySuite = new Map();
+    labelPrefixes.set(suiteId, bySuite);
+  }
+  let prefix = bySuite.get(label);
+  if (prefix === undefined) {
+    prefix = concatBytes(HPKE_V1, suiteId, utf8(label));
+    bySuite.set(label, prefix);
+  }
+  return prefix;
 }
 
 /**
@@ -64,8 +85,8 @@ function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info
  * (part of every share a custodian opens). The pseudorandom key stays inside OpenSSL.
  */
 function labeledHkdf(suiteId: Uint8Array, salt: Uint8Array, extractLabel: string, ikm: Uint8Array, expandLabel: string, info: Uint8Array, length: number): Uint8Array {
-  const labeledIkm = concatBytes(HPKE_V1, suiteId, utf8(extractLabel), ikm);
-  const labeledInfo = concatBytes(u16be(length), HPKE_V1, suiteId, utf8(expandLabel), info);
+  const labeledIkm = concatBytes(labelPrefix(suiteId, extractLabel), ikm);
+  const labeledInfo = concatBytes(u16be(length), labelPrefix(suiteId, expandLabel), info);
   try {
     return new Uint8Array(hkdfSync('sha256', labeledIkm, salt, labeledInfo, length));
   } finally {
@@ -126,19 +147,24 @@ export interface HpkeContext {
 
 /** psk_id_hash of mode_base (empty psk_id): the same for every message. */
 const PSK_ID_HASH = labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'psk_id_hash', new Uint8Array(0));
-/** info_hash by info (public strings, a few per application: shares use one), computed once each. */
-const infoHashes = new Map<string, Uint8Array>();
+/**
+ * key_schedule_context = mode || psk_id_hash || info_hash (§5.1) for mode_base by info (public
+ * strings, a few per application: shares use one), computed once each. Never written to: callers
+ * that hand it out copy it.
+ */
+const keyScheduleContexts = new Map<string, Uint8Array>();
 
-function infoHashOf(info: Uint8Array): Uint8Array {
-  if (info.length > 256) return labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'info_hash', info);
+function keyScheduleContextOf(info: Uint8Array): Uint8Array {
+  const compute = (): Uint8Array => concatBytes(Uint8Array.of(MODE_BASE), PSK_ID_HASH, labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'info_hash', info));
+  if (info.length > 256) return compute();
   const key = String.fromCharCode(...info);
-  let hash = infoHashes.get(key);
-  if (hash === undefined) {
-    if (infoHashes.size >= 64) infoHashes.clear();
-    hash = labeledExtract(HPKE_SUITE_ID, new Uint8Array(0), 'info_hash', info);
-    infoHashes.set(key, hash);
+  let context = keyScheduleContexts.get(key);
+  if (context === undefined) {
+    if (keyScheduleContexts.size >= 64) keyScheduleContexts.clear();
+    context = compute();
+    keyScheduleContexts.set(key, context);
   }
-  return hash;
+  return context;
 }
 
 /** What single-shot Seal and Open use of the key schedule: the exporter secret is left out. */
@@ -147,7 +173,7 @@ type SealingContext = Pick<HpkeContext, 'keyScheduleContext' | 'key' | 'baseNonc
 /** KeySchedule for mode_base, empty psk and psk_id (§5.1), without the exporter secret. */
 function sealingKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): SealingContext {
   const empty = new Uint8Array(0);
-  const keyScheduleContext = concatBytes(Uint8Array.of(MODE_BASE), PSK_ID_HASH, infoHashOf(info));
+  const keyScheduleContext = keyScheduleContextOf(info);
   // secret = LabeledExtract(shared_secret, "secret", psk), expanded to each output.
   const key = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', empty, 'key', keyScheduleContext, N_K);
   const baseNonce = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', empty, 'base_nonce', keyScheduleContext, N_N);
@@ -158,7 +184,8 @@ function sealingKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): Sealing
 export function hpkeKeySchedule(sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
   const context = sealingKeySchedule(sharedSecret, info);
   const exporterSecret = labeledHkdf(HPKE_SUITE_ID, sharedSecret, 'secret', new Uint8Array(0), 'exp', context.keyScheduleContext, N_SECRET);
-  return { ...context, exporterSecret };
+  // The caller's own copy of the context (the shared one is never written to).
+  return { ...context, keyScheduleContext: Uint8Array.from(context.keyScheduleContext), exporterSecret };
 }
 
 /** ComputeNonce (§5.2): base_nonce XOR I2OSP(seq, Nn). */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { sha256, toBase64, toHex } from './bytes.js';
 import { buildTaskDescriptor, descriptorHash, type TaskDescriptor } from './descriptor.js';
@@ -127,6 +128,34 @@ describe('upload manifests', () => {
     const { descriptor: otherDescriptor } = setup();
     expect(codeOf(() => verifyManifest(signed, { ...options, descriptor: { ...otherDescriptor, taskId: descriptor.taskId } }))).not.toBe('accepted');
     expect(cache.size).toBe(1);
+  });
+
+  it('takes the signature as raw bytes and the authority key decoded, with the same checks and the same cache keys', () => {
+    const { authority, descriptor } = setup();
+    const { manifest, signed } = deviceManifest(authority, descriptor);
+    const raw = new Uint8Array(Buffer.from(signed.signature, 'base64'));
+    const options = { descriptor, round: 3, nowMs: NOW, canonicalBytes: encodeManifest(manifest), authorityKey: authority.publicKey };
+    const verified = verifyManifest({ manifest, signatureBytes: raw }, options);
+    // The digest is SHA-256 of the canonical bytes, as computed independently here.
+    expect(toHex(verified.manifestDigest)).toBe(createHash('sha256').update(encodeManifest(manifest)).digest('hex'));
+    expect(verified.manifestDigest).toEqual(verifyManifest(signed, { descriptor, round: 3, nowMs: NOW }).manifestDigest);
+    // A flipped bit, a short or long signature: refused like their base64 spellings.
+    const flipped = Uint8Array.from(raw);
+    flipped[10]! ^= 1;
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: flipped }, options))).toBe('invalid_signature');
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: raw.subarray(0, 63) }, options))).toBe('invalid_signature');
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: Uint8Array.of(...raw, 0) }, options))).toBe('invalid_signature');
+    // Another authority key than the one that certified the device: the certificate does not verify.
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: raw }, { ...options, authorityKey: generateEd25519KeyPair().publicKey }))).toBe('invalid_signature');
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: raw }, { ...options, authorityKey: authority.publicKey.subarray(0, 31) }))).toBe('invalid_key_material');
+    // A certificate cached through one form is a hit for the other (one entry), and the cache
+    // entry names the authority: a cache filled under one key does not vouch under another.
+    const cache = new Set<string>();
+    verifyManifest(signed, { descriptor, round: 3, nowMs: NOW, certificateCache: cache });
+    verifyManifest({ manifest, signatureBytes: raw }, { ...options, certificateCache: cache });
+    expect(cache.size).toBe(1);
+    expect([...cache][0]).toContain(toBase64(authority.publicKey));
+    expect(codeOf(() => verifyManifest({ manifest, signatureBytes: raw }, { ...options, authorityKey: generateEd25519KeyPair().publicKey, certificateCache: cache }))).toBe('invalid_signature');
   });
 
   it('refuses malformed manifests with invalid_payload', () => {

@@ -54,6 +54,15 @@ export interface SignedManifest {
   readonly signature: string;
 }
 
+/**
+ * A manifest with the device's signature as the raw 64 bytes received, for {@link verifyManifest}
+ * (a custodian receives them raw: no base64 round trip per device).
+ */
+export interface RawSignedManifest {
+  readonly manifest: UploadManifest;
+  readonly signatureBytes: Uint8Array;
+}
+
 /** The fields a certificate binds. */
 export interface CertificateSubject {
   readonly taskId: string;
@@ -137,6 +146,11 @@ export interface ManifestCheckOptions {
    * again. Default: the manifest is encoded here.
    */
   readonly canonicalBytes?: Uint8Array;
+  /**
+   * The descriptor's authority key, decoded from `descriptor.authorityKey` by the caller (a
+   * custodian holds it per descriptor). Default: decoded here, on every call.
+   */
+  readonly authorityKey?: Uint8Array;
 }
 
 /** See {@link ManifestCheckOptions.certificateCache}; a `Set<string>` is one. */
@@ -162,7 +176,7 @@ export interface VerifiedManifest {
  * `CryptoError('invalid_payload')` for a malformed manifest, `parameter_mismatch` for another
  * descriptor or round, `invalid_signature` for a bad certificate or signature.
  */
-export function verifyManifest(signed: SignedManifest, options: ManifestCheckOptions): VerifiedManifest {
+export function verifyManifest(signed: SignedManifest | RawSignedManifest, options: ManifestCheckOptions): VerifiedManifest {
   const m = signed?.manifest as Partial<Record<keyof UploadManifest, unknown>> | undefined;
   if (typeof m !== 'object' || m === null) throw new CryptoError('invalid_payload', 'manifest missing');
   const allowed = ['descriptorHash', 'round', 'deviceId', 'c0Sha256', 'shareSha256', 'devicePublicKey', 'certificate'];
@@ -183,13 +197,23 @@ export function verifyManifest(signed: SignedManifest, options: ManifestCheckOpt
   if (typeof cert !== 'object' || cert === null || Object.keys(cert).some((k) => k !== 'notAfterMs' && k !== 'signature')) {
     throw new CryptoError('invalid_payload', 'manifest.certificate is malformed');
   }
-  const authority = fromBase64(options.descriptor.authorityKey, 'descriptor.authorityKey', 32);
+  const authority = options.authorityKey ?? fromBase64(options.descriptor.authorityKey, 'descriptor.authorityKey', 32);
+  if (authority.length !== 32) throw new CryptoError('invalid_key_material', 'descriptor.authorityKey must be 32 bytes');
   const certificate = cert as DeviceCertificate;
   const cache = options.certificateCache;
+  // The two keys' base64: canonical (fromBase64 refuses any other spelling), so the same text as
+  // encoding the decoded bytes again.
   const cacheKey =
     cache === undefined
       ? ''
-      : JSON.stringify([toBase64(authority), options.descriptor.taskId, m.deviceId, toBase64(devicePublicKey), certificate.notAfterMs, certificate.signature]);
+      : JSON.stringify([
+          options.authorityKey === undefined ? options.descriptor.authorityKey : toBase64(authority),
+          options.descriptor.taskId,
+          m.deviceId,
+          m.devicePublicKey,
+          certificate.notAfterMs,
+          certificate.signature,
+        ]);
   const expired = !Number.isSafeInteger(certificate.notAfterMs) || certificate.notAfterMs < 0 || options.nowMs > certificate.notAfterMs;
   if (expired || !(cache?.has(cacheKey) ?? false)) {
     if (!verifyDeviceCertificate(authority, { taskId: options.descriptor.taskId, deviceId: m.deviceId, devicePublicKey }, certificate, options.nowMs)) {
@@ -205,10 +229,15 @@ export function verifyManifest(signed: SignedManifest, options: ManifestCheckOpt
     throw new CryptoError('invalid_payload', 'manifest cannot be canonically encoded', { cause });
   }
   let signature: Uint8Array;
-  try {
-    signature = fromBase64(signed.signature, 'manifest signature', 64, 'invalid_payload');
-  } catch {
-    throw new CryptoError('invalid_signature', 'manifest signature is malformed');
+  if ('signatureBytes' in signed) {
+    if (!(signed.signatureBytes instanceof Uint8Array) || signed.signatureBytes.length !== 64) throw new CryptoError('invalid_signature', 'manifest signature is malformed');
+    signature = signed.signatureBytes;
+  } else {
+    try {
+      signature = fromBase64(signed.signature, 'manifest signature', 64, 'invalid_payload');
+    } catch {
+      throw new CryptoError('invalid_signature', 'manifest signature is malformed');
+    }
   }
   if (!ed25519Verify(devicePublicKey, concatBytes(MANIFEST_DOMAIN, digest), signature)) {
     throw new CryptoError('invalid_signature', 'manifest signature does not verify under the certified device key');
