@@ -3,10 +3,14 @@
  * for 1,000 devices), measured in a separate `veil custodian serve` process over gRPC on
  * loopback, and the same work in-process without gRPC.
  *
- *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js]
+ *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js] [--staged-batch 1]
  *
  * --base-veil: a second custodian process from another build, asked alternately round by round
  * (A/B in one run); its figures are under `base`.
+ *
+ * --staged-batch K: the staged round's devices are added K at a time, each group in its own
+ * event-loop turn (1 ms apart), so that each group is its own DeviceBatch message, as when a
+ * round accepts its uploads one by one (bench:rounds at 10 clients). Default: all in one turn.
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
@@ -46,9 +50,11 @@ import {
 import { fromBase64, sha256, toBase64, toHex } from '../packages/custodian/src/bytes.js';
 import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
 
-const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' } } });
+const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' }, 'staged-batch': { type: 'string' } } });
 const deviceCount = Number(values.devices ?? 1000);
 const repeats = Number(values.repeats ?? 3);
+const stagedBatch = values['staged-batch'] === undefined ? Number.POSITIVE_INFINITY : Number(values['staged-batch']);
+if (!(stagedBatch >= 1)) throw new Error('--staged-batch must be >= 1');
 const P = 65521;
 const N = 2048;
 const log = (msg: string): void => {
@@ -250,7 +256,12 @@ try {
       const stagedDevices = makeRound(stagedRound);
       const stagedCpuBefore = await processCpuMsPrecise(child.pid!);
       const staging = client.stage(stagedRound);
-      for (const d of stagedDevices) staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
+      for (let j = 0; j < stagedDevices.length; j += 1) {
+        // A new group: the previous one was written at the end of its turn (one DeviceBatch).
+        if (j > 0 && j % stagedBatch === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+        const d = stagedDevices[j]!;
+        staging.add({ manifest: d.manifest, manifestSignature: d.manifestSignature }, (i) => (i === 1 ? d.sealed : new Uint8Array(0)));
+      }
       // Let the custodian work through the staged devices (its CPU stops moving).
       for (let last = -1, now = await processCpuMs(child.pid!); now !== last; last = now, now = await processCpuMs(child.pid!)) {
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -285,6 +296,7 @@ try {
     `${JSON.stringify({
       devices: deviceCount,
       repeats,
+      stagedBatch: Number.isFinite(stagedBatch) ? stagedBatch : deviceCount,
       ...figures(current!),
       ...(base !== undefined && { base: { veil: base.veil, ...figures(base) } }),
       loadAvg: loadavg().map((x) => Math.round(x * 10) / 10),
