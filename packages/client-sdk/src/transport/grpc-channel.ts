@@ -209,6 +209,26 @@ export interface Call {
 
 const CANCEL = http2.constants.NGHTTP2_CANCEL;
 
+/**
+ * Hands each DATA chunk of `stream` to `onChunk` as node:http2 reads it, before Readable's machinery:
+ * node:http2 delivers a chunk by calling the stream's `push` (lib/internal/stream_base_commons.js,
+ * onStreamRead), once per DATA frame (16 KiB from the coordinator: ~25 per model), and Readable's
+ * push then buffers it, emits 'data' and schedules a read-ahead tick for each. The reader consumes
+ * every chunk at once, so none of that is needed: the stream's own `push` now passes chunks to
+ * `onChunk` and answers "read on" (the 'data' path's answer for a consumed chunk); the end of the
+ * stream (null) still goes to Readable, which emits 'end' and lets node:http2 close the stream.
+ * The caller also listens to 'data' with the same `onChunk`: should a Node version deliver chunks
+ * otherwise, they arrive there (and nothing reaches it while this path is taken).
+ */
+export function takeChunks(stream: http2.ClientHttp2Stream, onChunk: (chunk: Buffer) => void): void {
+  const push = stream.push;
+  stream.push = function (this: http2.ClientHttp2Stream, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (!Buffer.isBuffer(chunk)) return push.call(this, chunk, encoding);
+    onChunk(chunk);
+    return true;
+  };
+}
+
 /** One lazily opened HTTP/2 connection to the coordinator, reopened on the next call after it is lost. */
 export class GrpcChannel {
   private session: http2.ClientHttp2Session | null = null;
@@ -347,14 +367,16 @@ export class GrpcChannel {
       if (httpStatus !== 200) return fail(statusError(statusOfHttp(httpStatus), `HTTP status ${httpStatus}`, headers));
       if (headers['grpc-status'] !== undefined) finish(headers);
     });
-    stream.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       if (settled) return;
       try {
         reader.push(chunk);
       } catch (error) {
         fail(ClientError.from(error));
       }
-    });
+    };
+    takeChunks(stream, onData);
+    stream.on('data', onData);
     stream.on('trailers', finish);
     stream.on('error', (error: Error) => fail(statusError(14, `connection to the coordinator failed: ${error.message}`, {}, error)));
     stream.on('close', () => {
