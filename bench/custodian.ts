@@ -3,7 +3,7 @@
  * for 1,000 devices), measured in a separate `veil custodian serve` process over gRPC on
  * loopback, and the same work in-process without gRPC.
  *
- *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js] [--staged-batch 1]
+ *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js] [--staged-batch 1] [--same-devices]
  *
  * --base-veil: a second custodian process from another build, asked alternately round by round
  * (A/B in one run); its figures are under `base`.
@@ -11,6 +11,10 @@
  * --staged-batch K: the staged round's devices are added K at a time, each group in its own
  * event-loop turn (1 ms apart), so that each group is its own DeviceBatch message, as when a
  * round accepts its uploads one by one (bench:rounds at 10 clients). Default: all in one turn.
+ *
+ * --same-devices: the same device keys and certificates every round (bench:rounds' devices do
+ * that): each certificate is verified once, later rounds verify the manifests only. Default: new
+ * devices every round.
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr.
  *
@@ -50,11 +54,12 @@ import {
 import { fromBase64, sha256, toBase64, toHex } from '../packages/custodian/src/bytes.js';
 import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
 
-const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' }, 'staged-batch': { type: 'string' } } });
+const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' }, 'staged-batch': { type: 'string' }, 'same-devices': { type: 'boolean' } } });
 const deviceCount = Number(values.devices ?? 1000);
 const repeats = Number(values.repeats ?? 3);
 const stagedBatch = values['staged-batch'] === undefined ? Number.POSITIVE_INFINITY : Number(values['staged-batch']);
 if (!(stagedBatch >= 1)) throw new Error('--staged-batch must be >= 1');
+const sameDevices = values['same-devices'] === true;
 const P = 65521;
 const N = 2048;
 const log = (msg: string): void => {
@@ -127,11 +132,16 @@ try {
   const descriptorSignature = fromBase64(signDescriptor(descriptor, authority.privateKey).signature, 's', 64);
   const sealingKey1 = fromBase64(infos[0]!.sealingKey, 'k', 32);
 
+  // --same-devices: one set of device keys (and certificates) for every round, as a task's devices
+  // upload round after round: the custodian verifies each certificate once (its cache), then only
+  // the manifests. Default: new devices every round (a certificate verified per device).
+  const fleet = sameDevices ? Array.from({ length: deviceCount }, () => generateEd25519KeyPair()) : null;
+  const certificates = new Map<string, ReturnType<typeof issueDeviceCertificate>>();
   const makeRound = (round: number) => {
     const devices = [];
     for (let j = 0; j < deviceCount; j += 1) {
-      const key = generateEd25519KeyPair();
-      const deviceId = `d-${round}-${j}`;
+      const key = fleet?.[j] ?? generateEd25519KeyPair();
+      const deviceId = fleet === null ? `d-${round}-${j}` : `d-${j}`;
       const share = new Uint16Array(N);
       for (let k = 0; k < N; k += 1) share[k] = randomInt(P);
       const sealed = sealShare(sealingKey1, { descriptorHash, round, deviceId, custodianIndex: 1 }, share);
@@ -142,7 +152,13 @@ try {
         c0Sha256: sha256Hex(randomBytes(32)),
         shareSha256: [sha256Hex(sealed), ...Array.from({ length: n - 1 }, () => sha256Hex(randomBytes(32)))],
         devicePublicKey: toBase64(key.publicKey),
-        certificate: issueDeviceCertificate(authority.privateKey, { taskId: 'bench', deviceId, devicePublicKey: key.publicKey, notAfterMs: Date.now() + 3_600_000 }),
+        certificate:
+          certificates.get(deviceId) ??
+          (() => {
+            const certificate = issueDeviceCertificate(authority.privateKey, { taskId: 'bench', deviceId, devicePublicKey: key.publicKey, notAfterMs: Date.now() + 3_600_000 });
+            if (fleet !== null) certificates.set(deviceId, certificate);
+            return certificate;
+          })(),
       };
       devices.push({ manifest: encodeManifest(manifest), manifestSignature: fromBase64(signManifest(manifest, key.privateKey).signature, 's', 64), sealed });
     }
@@ -297,6 +313,7 @@ try {
       devices: deviceCount,
       repeats,
       stagedBatch: Number.isFinite(stagedBatch) ? stagedBatch : deviceCount,
+      sameDevices,
       ...figures(current!),
       ...(base !== undefined && { base: { veil: base.veil, ...figures(base) } }),
       loadAvg: loadavg().map((x) => Math.round(x * 10) / 10),
