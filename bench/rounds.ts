@@ -20,7 +20,8 @@
  *
  * A/B of device SDKs: BENCH_SDK_DIST=/abs/path/of/another/tree/packages/client-sdk/dist runs the
  * devices on that build (BENCH_SERVER_MODULE does the same for the coordinator, see
- * bench/rounds/coordinator.ts). BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes Node options to the
+ * bench/rounds/coordinator.ts). BENCH_COORDINATOR_EXEC_ARGV='--single-threaded-gc ...' passes Node options to
+ * the coordinator process (A/B of runtime flags). BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes Node options to the
  * device worker processes (diagnosis).
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
@@ -155,6 +156,8 @@ const POLL_AHEAD = args['poll-ahead'] === 'on';
 const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
 /** BENCH_DEVICE_EXEC_ARGV: Node options of the device worker processes (space-separated; e.g. --trace-gc), for diagnosis. */
 const DEVICE_EXEC_ARGV = (process.env['BENCH_DEVICE_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
+/** BENCH_COORDINATOR_EXEC_ARGV: Node options of the coordinator process (space-separated; e.g. V8 GC flags to A/B). */
+const COORDINATOR_EXEC_ARGV = (process.env['BENCH_COORDINATOR_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
 const log = (msg: string): void => {
   process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 };
@@ -544,7 +547,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         BENCH_LOG_LEVEL: args['log-level'],
         ...(committee && { BENCH_COMMITTEE_REQUEST_KEY: committee.paths.requestKey, BENCH_COMMITTEE_DEADLINE_MS: args['committee-deadline-ms'] }),
       },
-      profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
+      [...COORDINATOR_EXEC_ARGV, ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])],
     );
     coords.push(coord);
     const ready = await coord.next('ready', 60_000);
@@ -1284,6 +1287,7 @@ async function main(): Promise<void> {
     pollMs: POLL_MS,
     pollAhead: POLL_AHEAD,
     devicesPerWorkerProcess: PER_WORKER,
+    ...(COORDINATOR_EXEC_ARGV.length > 0 && { coordinatorExecArgv: COORDINATOR_EXEC_ARGV }),
     deviceSdkDist: process.env['BENCH_SDK_DIST'] ?? 'packages/client-sdk/dist',
     ...(DEVICE_EXEC_ARGV.length > 0 && { deviceExecArgv: DEVICE_EXEC_ARGV }),
     wireMethod:
