@@ -133,7 +133,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
           collect: (request) => client.collect(request),
           stage: (round) => client.stage(round),
           decrypt: (request) => decryption.decryptSum(request),
-          derivePublicPolynomials: (binding, count) => decryption.derivePublicPolynomials(binding, count),
+          derivePublicPolynomials: (binding, count, out) => decryption.derivePublicPolynomials(binding, count, out),
           close: () => client.close(),
         };
       },

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { float32ToBytes, bytesToFloat32 } from '@veil/protocol/codec';
 import {
   buildCommitteeUpload,
@@ -39,7 +39,8 @@ import {
   type CustodianServer,
 } from '@veil/custodian';
 import { createCommitteeEncryption } from '@veil/client-sdk';
-import { checkCommitteeUpload, createCommitteeAggregator, type CommitteeTask } from '../src/aggregation/committee-aggregator.js';
+import { createDecryptPool } from '@veil/crypto/decrypt-pool';
+import { checkCommitteeUpload, createCommitteeAggregator, dropRoundBuffers, pooledRoundBuffers, type CommitteeTask } from '../src/aggregation/committee-aggregator.js';
 import { releaseChecked } from '../src/aggregation/round-aggregator.js';
 
 const logger = pino({ level: 'silent' });
@@ -340,6 +341,74 @@ describe('committee aggregation with real custodians', () => {
     expect(Buffer.from(again!.model.bytes).equals(Buffer.from(result!.model.bytes))).toBe(true);
     expect(again!.audit.answers.map((a) => a.signature).sort()).toEqual(result!.audit.answers.map((a) => a.signature).sort());
     await all.close();
+  }, 120_000);
+
+  it("reuses a round's big buffers in the task's next round (decrypted by a worker pool) once the first is disposed and its workers are done: two rounds on reused buffers give the same models as fresh ones", async () => {
+    const pool = createDecryptPool({ threads: 1, minPolynomials: 2 });
+    expect(pool.threads).toBe(1);
+    const all = client(Object.fromEntries(running.map((r, i) => [i + 1, r.server.address])));
+    const calls: { c0Sum: ArrayBufferLike; levelSums: ArrayBufferLike | undefined; publics: ArrayBufferLike[] }[] = [];
+    let derived: Promise<unknown> = Promise.resolve();
+    let derivations = 0;
+    const pooled: CommitteeTask = {
+      ...task(all),
+      decrypt: (options) => {
+        calls.push({ c0Sum: options.c0Sum.buffer, levelSums: options.output?.levelSums.buffer, publics: (options.publicPolynomials ?? []).map((a) => a.buffer) });
+        return pool.decryptSum(options);
+      },
+      derivePublicPolynomials: (binding, count, out) => {
+        derivations++;
+        return (derived = pool.derivePublicPolynomials(binding, count, out));
+      },
+    };
+    const rounds = [await devicesForRound(9, 5), await devicesForRound(10, 4)];
+    /** One round on `t`: every device added, prepared, its derivation done, finished; disposed. */
+    const runRound = async (t: CommitteeTask, round: number, current: ReturnType<typeof initialModel>) => {
+      const before = derivations;
+      const aggregator = createCommitteeAggregator(t, round, VALUES);
+      for (const { clientId, payload } of rounds[round - 9]!.payloads) aggregator.add(clientId, 1, checkCommitteeUpload(t, round, VALUES, clientId, payload));
+      if (t === pooled) {
+        await vi.waitFor(() => expect(derivations).toBe(before + 1), { timeout: 10_000 });
+        await derived;
+        await new Promise((resolve) => setImmediate(resolve)); // the aggregator has taken them
+      }
+      aggregator.prepare!();
+      const result = await aggregator.finish(current, [], null);
+      aggregator.dispose();
+      return { bytes: result!.model.bytes, encoding: 'float32-le' as const };
+    };
+    try {
+      const first = await runRound(pooled, 9, initialModel());
+      // Handed back once the decryption's worker has replied.
+      await vi.waitFor(() => expect(pooledRoundBuffers(pooled)).toBe(1), { timeout: 10_000 });
+      const second = await runRound(pooled, 10, first);
+      await vi.waitFor(() => expect(pooledRoundBuffers(pooled)).toBe(1), { timeout: 10_000 });
+      expect(calls).toHaveLength(2);
+      // The second round decrypted the first's memory: the c0 sum copy, the outputs, the public polynomials.
+      expect(calls[1]!.c0Sum).toBe(calls[0]!.c0Sum);
+      expect(calls[1]!.levelSums).toBe(calls[0]!.levelSums);
+      expect(calls[0]!.levelSums).toBeInstanceOf(SharedArrayBuffer);
+      expect(calls[1]!.publics).toHaveLength(2);
+      expect(calls[1]!.publics.every((b) => b === calls[0]!.publics[0])).toBe(true);
+      // Fresh buffers (a task of its own per round, decrypted in this thread): the same models, byte for byte.
+      const fresh9 = await runRound(task(all), 9, initialModel());
+      const fresh10 = await runRound(task(all), 10, fresh9);
+      expect(Buffer.from(first.bytes).equals(Buffer.from(fresh9.bytes))).toBe(true);
+      expect(Buffer.from(second.bytes).equals(Buffer.from(fresh10.bytes))).toBe(true);
+      // And the models are the FedAvg steps (not, say, the first round's again).
+      const [m0, m1, m2] = [initialModel().bytes, first.bytes, second.bytes].map(bytesToFloat32);
+      let worst = 0;
+      for (let i = 0; i < VALUES; i++) {
+        worst = Math.max(worst, Math.abs(m1![i]! - m0![i]! - rounds[0]!.mean[i]!), Math.abs(m2![i]! - m1![i]! - rounds[1]!.mean[i]!));
+      }
+      expect(worst).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 2 ** -20);
+      // The task's rounds are over: the set kept for its next round is freed.
+      dropRoundBuffers(pooled);
+      expect(pooledRoundBuffers(pooled)).toBe(0);
+    } finally {
+      await all.close();
+      await pool.close();
+    }
   }, 120_000);
 
   it('refuses uploads for another device, round or task at intake, and fewer than t custodians fails the round', async () => {

@@ -114,6 +114,42 @@ describe('createDecryptPool', () => {
     await none.close();
   }, 60_000);
 
+  it("reuses a caller's buffers: public polynomials derived into a dirty shared buffer and two rounds decrypted into the same dirty outputs equal fresh ones; settled resolves; non-shared memory is refused", async () => {
+    const polys = polynomialCount(valueCount);
+    const other = encryptedRound(valueCount + 1); // another round's inputs (another value count: fresh arrays)
+    const publics = new Float64Array(new SharedArrayBuffer(polys * N * 8)).fill(12345);
+    const derived = await pool.derivePublicPolynomials({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED }, polys, publics);
+    expect(derived).not.toBeNull();
+    for (const [l, a] of derived!.entries()) {
+      expect(a.buffer).toBe(publics.buffer);
+      expect(Array.from(a)).toEqual(Array.from(derivePublicPolynomialNtt(dh, 1, ROUND_SEED, l)));
+    }
+    const output = { levelSums: new Float64Array(new SharedArrayBuffer(valueCount * 8)).fill(-7), mean: new Float32Array(new SharedArrayBuffer(valueCount * 4)).fill(3) };
+    const reference = decryptSum(round.options());
+    for (let pass = 0; pass < 2; pass++) {
+      const pooled = await pool.decryptSum(round.options({ publicPolynomials: derived!, output }));
+      expect(pooled.levelSums).toBe(output.levelSums);
+      expect(pooled.mean).toBe(output.mean);
+      expect(pooled.settled).toBeInstanceOf(Promise);
+      await pooled.settled;
+      expect(Array.from(pooled.levelSums)).toEqual(Array.from(round.levelSums));
+      expect(Buffer.from(pooled.levelSums.buffer).equals(Buffer.from(reference.levelSums.buffer))).toBe(true);
+      expect(Buffer.from(pooled.mean.buffer).equals(Buffer.from(reference.mean.buffer))).toBe(true);
+      // Dirtied by another round's decryption in between (its own value count: fresh outputs).
+      const between = await pool.decryptSum(other.options());
+      expect(Buffer.from(between.levelSums.buffer).equals(Buffer.from(decryptSum(other.options()).levelSums.buffer))).toBe(true);
+      output.levelSums.fill(pass + 1);
+      output.mean.fill(-(pass + 1));
+    }
+    // Outputs not on shared memory (the workers could not write them) or of another length: fresh shared ones.
+    const plain = { levelSums: new Float64Array(valueCount), mean: new Float32Array(valueCount) };
+    const elsewhere = await pool.decryptSum(round.options({ output: plain }));
+    expect(elsewhere.levelSums).not.toBe(plain.levelSums);
+    expect(Array.from(elsewhere.levelSums)).toEqual(Array.from(round.levelSums));
+    await expect(pool.derivePublicPolynomials({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED }, polys, new Float64Array(polys * N))).rejects.toMatchObject({ code: 'invalid_argument' });
+    await expect(pool.derivePublicPolynomials({ descriptorHash: dh, round: 1, roundSeed: ROUND_SEED }, polys, publics.subarray(N))).rejects.toMatchObject({ code: 'invalid_argument' });
+  }, 60_000);
+
   it("refuses as decryptSum does: the first bad polynomial's refusal, whichever thread finds it", async () => {
     const delta = 2 ** descriptor.encoding.deltaBits;
     const polys = polynomialCount(valueCount);

@@ -9,7 +9,9 @@
  * run at once delays nothing. The result, and the refusal when there is one (the lowest
  * polynomial's), are exactly `decryptSum`'s. NTT(S_D)·N^-1 lives on shared memory for
  * the call only, read in place by the workers (never copied into a message), zeroed before the
- * call returns.
+ * call returns. The outputs are the caller's shared buffers when it gives them (`output`, e.g.
+ * reused from round to round); the result's `settled` says when no worker touches the call's
+ * memory any more (a worker the calling thread overtook may still be finishing its copy).
  *
  * The workers are started with the pool (at the coordinator's start) and unref'd: an idle pool
  * keeps no process alive; `close` ends them. A worker that dies is dropped and what it took is
@@ -43,10 +45,12 @@ export interface DecryptPool {
   decryptSum(options: DecryptSumOptions): Promise<DecryptedAggregate>;
   /**
    * The round's public polynomials â_0 .. â_{count-1} (ring.ts derivePublicPolynomialNtt), derived
-   * by a worker (off this thread's event loop), on shared memory; null when no worker runs (the
-   * caller derives them itself). Rejects if the worker dies meanwhile.
+   * by a worker (off this thread's event loop), on shared memory: into `out` when given (count · N
+   * values on a SharedArrayBuffer, e.g. reused from an earlier round; the worker writes it until
+   * the promise settles); null when no worker runs (the caller derives them itself). Rejects if
+   * the worker dies meanwhile.
    */
-  derivePublicPolynomials(binding: RoundBinding, count: number): Promise<Float64Array[] | null>;
+  derivePublicPolynomials(binding: RoundBinding, count: number, out?: Float64Array): Promise<Float64Array[] | null>;
   /** Worker threads running (0: every call decrypts in the calling thread). */
   readonly threads: number;
   /** Ends the workers. Idempotent. */
@@ -73,6 +77,14 @@ function onSharedMemory(values: Float64Array): Float64Array {
   return out;
 }
 
+/** `output` when both of its arrays are on shared memory with `valueCount` values (the workers write them), else null. */
+function sharedOutput(output: DecryptSumOptions['output'], valueCount: number): { levelSums: Float64Array; mean: Float32Array } | null {
+  if (output === undefined) return null;
+  const { levelSums, mean } = output;
+  const shared = levelSums.buffer instanceof SharedArrayBuffer && mean.buffer instanceof SharedArrayBuffer;
+  return shared && levelSums.length === valueCount && mean.length === valueCount ? { levelSums, mean } : null;
+}
+
 /** Starts a pool of decryption workers (see the module comment). */
 export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool {
   const threads = options.threads ?? Math.min(7, Math.max(0, availableParallelism() - 1));
@@ -83,9 +95,18 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
   const workers: Worker[] = [];
   // Derivations waiting for a worker's reply, by request id, with the worker asked.
   const derivations = new Map<number, { worker: Worker; settle: (error: Error | null) => void }>();
+  // Decryption calls some worker has not finished yet, by call id: the workers still to reply.
+  const unsettled = new Map<number, { workers: Set<Worker>; resolve: () => void }>();
+  const workerDone = (id: number, worker: Worker): void => {
+    const call = unsettled.get(id);
+    if (call === undefined || !call.workers.delete(worker) || call.workers.size > 0) return;
+    unsettled.delete(id);
+    call.resolve();
+  };
   const drop = (worker: Worker): void => {
     const at = workers.indexOf(worker);
     if (at >= 0) workers.splice(at, 1);
+    for (const id of [...unsettled.keys()]) workerDone(id, worker);
     for (const [id, d] of derivations) {
       if (d.worker !== worker) continue;
       derivations.delete(id);
@@ -97,6 +118,7 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
       const worker = new Worker(script);
       worker.unref();
       worker.on('message', (reply: DecryptWorkerReply) => {
+        workerDone(reply.id, worker);
         const d = derivations.get(reply.id);
         derivations.delete(reply.id);
         d?.settle(null);
@@ -123,8 +145,10 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
       const limbs = new Float64Array(new SharedArrayBuffer(FIXED_MULTIPLIER_LIMBS * 8));
       const storage = {
         limbs,
-        levelSums: new Float64Array(new SharedArrayBuffer(valueCount * 8)),
-        mean: new Float32Array(new SharedArrayBuffer(valueCount * 4)),
+        ...(sharedOutput(decryptOptions.output, valueCount) ?? {
+          levelSums: new Float64Array(new SharedArrayBuffer(valueCount * 8)),
+          mean: new Float32Array(new SharedArrayBuffer(valueCount * 4)),
+        }),
       };
       const work = new Float64Array(N);
       try {
@@ -147,12 +171,15 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
           };
           Atomics.store(shared.next, 0, 1);
           Atomics.store(shared.state, 0, POLY_DONE);
+          // Settles when every worker posted the call has replied (it replies once it stopped
+          // taking polynomials) or has ended.
+          const settled = new Promise<void>((resolve) => unsettled.set(shared.id, { workers: new Set(workers), resolve }));
           for (const worker of workers) worker.postMessage(shared);
           decryptClaimed(shared, decryption.multiplier, work);
           // Nothing left to take: what the workers took and have not begun writing is decrypted
           // here, refusals included (the lowest polynomial's is thrown, as decryptSum throws it).
           finishClaimed(shared, decryption.multiplier, work);
-          return decryption.result();
+          return { ...decryption.result(), settled };
         } finally {
           decryption.erase();
         }
@@ -161,12 +188,15 @@ export function createDecryptPool(options: DecryptPoolOptions = {}): DecryptPool
         busy = false;
       }
     },
-    async derivePublicPolynomials(binding, count) {
+    async derivePublicPolynomials(binding, count, given) {
       if (!Number.isInteger(count) || count < 1) throw new CryptoError('invalid_argument', 'count must be an integer >= 1');
+      if (given !== undefined && (!(given.buffer instanceof SharedArrayBuffer) || given.length !== count * N)) {
+        throw new CryptoError('invalid_argument', `public polynomials are derived into ${count * N} values on shared memory`);
+      }
       const worker = workers[calls % Math.max(1, workers.length)];
       if (closed || worker === undefined) return null;
       const id = (calls = (calls + 1) % 0x7fffffff);
-      const out = new Float64Array(new SharedArrayBuffer(count * N * 8));
+      const out = given ?? new Float64Array(new SharedArrayBuffer(count * N * 8));
       const request: DeriveRequest = { kind: 'derive', id, descriptorHash: binding.descriptorHash, round: binding.round, roundSeed: binding.roundSeed, out };
       await new Promise<void>((resolve, reject) => {
         derivations.set(id, { worker, settle: (error) => (error === null ? resolve() : reject(error)) });

@@ -31,7 +31,7 @@ if (port !== null) {
   port.on('message', (message: SharedDecryption | DeriveRequest) => {
     if ('kind' in message) {
       for (let l = 0; l < message.out.length / N; l++) {
-        message.out.set(derivePublicPolynomialNtt(message.descriptorHash, message.round, message.roundSeed, l), l * N);
+        derivePublicPolynomialNtt(message.descriptorHash, message.round, message.roundSeed, l, message.out.subarray(l * N, (l + 1) * N));
       }
       const reply: DecryptWorkerReply = { id: message.id };
       port.postMessage(reply);

@@ -168,6 +168,12 @@ describe('public polynomials and 44-bit packing', () => {
       expect(other).not.toEqual(a);
     }
     expect(a.every((v) => Number.isInteger(v) && v >= 0 && v < Q)).toBe(true);
+    // Into a slice of a (dirty) round buffer: the same values there, its neighbours untouched.
+    const buffer = new Float64Array(3 * N).fill(-1);
+    expect(derivePublicPolynomialNtt(dh, 3, seed, 0, buffer.subarray(N, 2 * N))).toEqual(a);
+    expect(buffer.subarray(N, 2 * N)).toEqual(a);
+    expect(buffer.subarray(0, N).every((v) => v === -1) && buffer.subarray(2 * N).every((v) => v === -1)).toBe(true);
+    expect(() => derivePublicPolynomialNtt(dh, 3, seed, 0, buffer.subarray(1, N + 2))).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     // First coefficient by hand from the XOF output: SHAKE256 of the documented input.
     const input = Buffer.concat([Buffer.from('veil/bfv-a/v1'), dh, Buffer.from([0, 0, 0, 3]), seed, Buffer.from([0, 0, 0, 0])]);
     const stream = createHash('shake256', { outputLength: 6 }).update(input).digest();

@@ -346,13 +346,14 @@ const A_DOMAIN = utf8('veil/bfv-a/v1');
  * accepted values are â = NTT(a) in {@link nttForward}'s bit-reversed order, so a =
  * nttInverse(â); the NTT is a bijection of R_q, so a is uniform exactly when â is (SEAL samples
  * the c1 of its seeded ciphertexts in the NTT domain the same way). Devices derive it themselves,
- * so a coordinator cannot hand them a weak a.
+ * so a coordinator cannot hand them a weak a. Written into `out` (N values, e.g. a slice of a
+ * round's shared buffer: decrypt-worker.ts) when given, else into a new array; returns it.
  */
-export function derivePublicPolynomialNtt(descriptorHash: Uint8Array, round: number, roundSeed: Uint8Array, index: number): Float64Array {
+export function derivePublicPolynomialNtt(descriptorHash: Uint8Array, round: number, roundSeed: Uint8Array, index: number, out: Float64Array = new Float64Array(N)): Float64Array {
   if (descriptorHash.length !== 32) throw new CryptoError('invalid_argument', 'descriptorHash must be 32 bytes');
   if (roundSeed.length !== 32) throw new CryptoError('invalid_argument', 'roundSeed must be 32 bytes');
+  if (out.length !== N) throw new CryptoError('invalid_argument', `a public polynomial has ${N} coefficients`);
   const input = concatBytes(A_DOMAIN, descriptorHash, u32be(round), roundSeed, u32be(index));
-  const out = new Float64Array(N);
   // An XOF's shorter output is a prefix of its longer output: if the 16 spare words run out
   // (probability < 2^-400), read again with more.
   for (let words = N + 16; ; words *= 2) {

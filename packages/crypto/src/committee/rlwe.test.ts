@@ -221,6 +221,31 @@ describe('C0Accumulator over many uploads', () => {
     expect(() => createC0Accumulator({ valueCount: 10 }).subtract(kept[0]!)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     expect(() => acc.subtract(kept[0]!.subarray(1))).toThrow(expect.objectContaining({ code: 'invalid_payload' }));
   });
+
+  it("on storage reused from an earlier round (dirty), sums exactly as BigInt says, into a dirty copy given to sum(out); wrong lengths are refused", () => {
+    const random = seededBytes('storage');
+    const qb = BigInt(Q);
+    const storage = new Float64Array(N);
+    const copy = new Float64Array(new SharedArrayBuffer(N * 8));
+    for (let round = 0; round < 2; round++) {
+      storage.fill(Q + 12345 * (round + 1)); // whatever the previous round left
+      copy.fill(-1);
+      const acc = createC0Accumulator({ valueCount: 10, storage });
+      const expected = new Array<bigint>(N).fill(0n);
+      for (let j = 0; j < 20; j++) {
+        const bytes = random(N * 8);
+        const view = new DataView(bytes.buffer);
+        const c0 = Float64Array.from({ length: N }, (_, k) => Number(view.getBigUint64(8 * k, true) % qb));
+        c0.forEach((v, k) => (expected[k] = (expected[k]! + BigInt(v)) % qb));
+        acc.add(encodeC0Payload(c0, 10));
+      }
+      expect(acc.sum(copy)).toBe(copy);
+      expect(copy.every((v, k) => BigInt(v) === expected[k] && v < Q)).toBe(true);
+      expect(acc.sum()).toEqual(copy);
+    }
+    expect(() => createC0Accumulator({ valueCount: 10, storage: new Float64Array(N - 1) })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => createC0Accumulator({ valueCount: 10 }).sum(new Float64Array(2 * N))).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+  });
 });
 
 describe('committee aggregation, end to end in one process', () => {
@@ -284,6 +309,16 @@ describe('committee aggregation, end to end in one process', () => {
     });
     const secretSum = reconstructCentred(shares, t);
     const result = decryptSum({ descriptorHash: dh, round, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: acc.sum(), secretSum, count: uploads.length });
+    // Into outputs reused from an earlier round (dirty): written there, the same bytes.
+    const output = { levelSums: new Float64Array(valueCount).fill(99), mean: new Float32Array(valueCount).fill(-5) };
+    const reused = decryptSum({ descriptorHash: dh, round, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: acc.sum(), secretSum, count: uploads.length, output });
+    expect(reused.levelSums).toBe(output.levelSums);
+    expect(reused.mean).toBe(output.mean);
+    expect(Buffer.from(output.levelSums.buffer).equals(Buffer.from(result.levelSums.buffer))).toBe(true);
+    expect(Buffer.from(output.mean.buffer).equals(Buffer.from(result.mean.buffer))).toBe(true);
+    expect(() =>
+      decryptSum({ descriptorHash: dh, round, roundSeed: ROUND_SEED, encoding: descriptor.encoding, valueCount, c0Sum: acc.sum(), secretSum, count: uploads.length, output: { ...output, mean: new Float32Array(1) } }),
+    ).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     secretSum.fill(0);
 
     expect(result.count).toBe(1000);

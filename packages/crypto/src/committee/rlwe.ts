@@ -256,8 +256,10 @@ export interface C0Accumulator {
   /**
    * The sum (polyCount · N coefficients in [0, q)); a copy, on shared memory: a decryption
    * pool's workers read it in place (decrypt-pool.ts), with no second copy at the round's end.
+   * With `out` (polyCount · N values, e.g. a buffer reused from an earlier round), the copy is
+   * written there, every coefficient overwritten, and `out` returned.
    */
-  sum(): Float64Array;
+  sum(out?: Float64Array): Float64Array;
   /** The sum as a c0 payload (for durable storage; {@link restoreC0Accumulator} reads it back). */
   toPayload(): Uint8Array;
 }
@@ -268,11 +270,19 @@ export interface C0AccumulatorOptions {
   readonly valueCount: number;
   /** Bits per coefficient of the c0 payloads added (the descriptor's encoding.c0Bits). Default 44, exact. */
   readonly c0Bits?: C0Bits;
+  /**
+   * Memory for the running sum (polyCount · N values), e.g. reused from an earlier round: zeroed
+   * here, then the accumulator's until it is dropped. Default: its own.
+   */
+  readonly storage?: Float64Array;
 }
 
 /** A sum of zero uploads. */
 export function createC0Accumulator(options: C0AccumulatorOptions): C0Accumulator {
-  return makeAccumulator(options.valueCount, new Float64Array(polynomialCount(options.valueCount) * N), 0, options.c0Bits ?? 44);
+  const length = polynomialCount(options.valueCount) * N;
+  const { storage } = options;
+  if (storage !== undefined && storage.length !== length) throw new CryptoError('invalid_argument', `the sum's storage must have ${length} values`);
+  return makeAccumulator(options.valueCount, storage?.fill(0) ?? new Float64Array(length), 0, options.c0Bits ?? 44);
 }
 
 /** Re-opens a stored sum of `count` uploads (see {@link C0Accumulator.toPayload}). */
@@ -327,9 +337,10 @@ function makeAccumulator(valueCount: number, acc: Float64Array, initialCount: nu
       else subtractPacked44(payload, C0_HEADER_BYTES, acc);
       count--;
     },
-    sum: () => {
+    sum: (into) => {
+      if (into !== undefined && into.length !== acc.length) throw new CryptoError('invalid_argument', `the sum's copy must have ${acc.length} values`);
       reduce();
-      const out = new Float64Array(new SharedArrayBuffer(acc.length * 8));
+      const out = into ?? new Float64Array(new SharedArrayBuffer(acc.length * 8));
       out.set(acc);
       return out;
     },
@@ -357,6 +368,18 @@ export interface DecryptSumOptions extends RoundBinding {
    * leaves a uniform residue that the count-slot and clip-range checks refuse.
    */
   readonly publicPolynomials?: readonly Float64Array[];
+  /**
+   * Where the aggregate's levelSums and mean are written (valueCount values each, every one
+   * overwritten), e.g. buffers reused from an earlier round; decrypt-pool.ts uses them when they
+   * are on shared memory. Default: new arrays.
+   */
+  readonly output?: DecryptionOutput;
+}
+
+/** The memory of a decryption's outputs (see {@link DecryptSumOptions.output}). */
+export interface DecryptionOutput {
+  readonly levelSums: Float64Array;
+  readonly mean: Float32Array;
 }
 
 /** A decrypted, checked aggregate. */
@@ -369,6 +392,12 @@ export interface DecryptedAggregate {
   readonly levelSums: Float64Array;
   /** The weighted FedAvg: levelSums · step / weightSum. */
   readonly mean: Float32Array;
+  /**
+   * decrypt-pool.ts: settles once no worker thread reads this call's inputs or writes its outputs
+   * any more (a worker the calling thread overtook may still be finishing its copy when the call
+   * returns); only then may their memory be reused. Absent: nothing but the caller holds them.
+   */
+  readonly settled?: Promise<void>;
 }
 
 /**
@@ -501,6 +530,10 @@ export function beginDecryption(options: DecryptSumOptions, storage?: Decryption
   const { count, valueCount } = options;
   const polys = polynomialCount(valueCount);
   if (options.c0Sum.length !== polys * N) throw new CryptoError('invalid_argument', 'c0Sum has the wrong length');
+  const outputs = storage ?? options.output;
+  if (outputs !== undefined && (outputs.levelSums.length !== valueCount || outputs.mean.length !== valueCount)) {
+    throw new CryptoError('invalid_argument', `the outputs must have ${valueCount} values each`);
+  }
   if (options.secretSum.length !== N) throw new CryptoError('invalid_argument', `secretSum must have ${N} coefficients`);
   if (!Number.isSafeInteger(count) || count < 1) throw new CryptoError('invalid_argument', 'count must be >= 1');
   const quantization = quantizationOf(options.encoding);
@@ -536,8 +569,8 @@ export function beginDecryption(options: DecryptSumOptions, storage?: Decryption
     weightCap: quantization.weightCap,
     c0Sum: options.c0Sum,
     publicPolynomials: options.publicPolynomials ?? [],
-    levelSums: storage?.levelSums ?? new Float64Array(valueCount),
-    mean: storage?.mean ?? new Float32Array(valueCount),
+    levelSums: storage?.levelSums ?? options.output?.levelSums ?? new Float64Array(valueCount),
+    mean: storage?.mean ?? options.output?.mean ?? new Float32Array(valueCount),
     weightSum: 0,
   };
   return {

@@ -21,6 +21,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { float32Bytes, float32View } from '@veil/protocol/codec';
 import {
+  COMMITTEE_RING_DEGREE,
   CryptoError,
   createC0Accumulator,
   decodeShareBytes,
@@ -45,7 +46,7 @@ import {
 import { inverseRandomizedHadamard } from '@veil/privacy';
 import { VeilError } from '../errors.js';
 import { faultPoint } from '../test-faults.js';
-import type { CheckedUpdate, RoundAggregator, RoundResult } from './round-aggregator.js';
+import type { CheckedUpdate, ModelBlob, RoundAggregator, RoundResult } from './round-aggregator.js';
 import type { FitFailure, StrategyState } from './strategy.js';
 
 /** One device of D as the committee client needs it. */
@@ -102,7 +103,7 @@ export interface CommitteeTask {
    * Derives the round's public polynomials off the event loop (`DecryptPool.derivePublicPolynomials`,
    * injected by the app); null or a rejection: they are derived here, one per event-loop turn.
    */
-  readonly derivePublicPolynomials?: (binding: RoundBinding, count: number) => Promise<Float64Array[] | null>;
+  readonly derivePublicPolynomials?: (binding: RoundBinding, count: number, out?: Float64Array) => Promise<Float64Array[] | null>;
 }
 
 /**
@@ -166,6 +167,69 @@ function certificateCacheOf(task: CommitteeTask): Set<string> {
 }
 
 /**
+ * A committee round's big buffers, 8 bytes per coefficient (about 0.8 MB each at 100,000 values):
+ * the running c0 sum, its reduced copy that the decryption reads, the public polynomials, and the
+ * decryption's outputs. Fresh ones every round were about 4 MB of external memory per round,
+ * each kept until a major GC (bench:rounds small committee: coordinator peak arrayBuffers 93 MiB,
+ * 52 MiB with reuse; bench/rounds/ab-h1-round-buffers-2026-12-07-s12.json); they are reused from
+ * round to round of a task instead:
+ * taken when a round's aggregator starts, handed back once it is disposed and nothing reads or
+ * writes them any more (its derivation settled, no `finish` running, the decryption's worker
+ * threads done: `DecryptedAggregate.settled`). A crash-restart starts with none (memory only).
+ * None holds a secret (NTT(S_D) stays in the decryption's own memory, zeroed after it); every
+ * value is overwritten before it is read (the sum's storage is zeroed when taken). A task keeps
+ * one free set between its rounds (36 bytes per value), until {@link dropRoundBuffers}.
+ */
+interface RoundBuffers {
+  readonly valueCount: number;
+  /** The running sum (C0Accumulator storage). */
+  readonly acc: Float64Array;
+  /** The rest on shared memory: the decryption pool's workers read and write them in place. */
+  readonly c0Sum: Float64Array;
+  readonly publicPolynomials: Float64Array;
+  readonly levelSums: Float64Array;
+  readonly mean: Float32Array;
+}
+
+/** Free round buffers per task: a task runs one round at a time, and its next round takes them. */
+const roundBufferPools = new WeakMap<CommitteeTask, RoundBuffers[]>();
+const MAX_POOLED_ROUND_BUFFERS = 1;
+
+function takeRoundBuffers(task: CommitteeTask, valueCount: number): RoundBuffers {
+  const pool = roundBufferPools.get(task);
+  const at = pool?.findIndex((b) => b.valueCount === valueCount) ?? -1;
+  if (pool !== undefined && at >= 0) return pool.splice(at, 1)[0]!;
+  const coefficients = polynomialCount(valueCount) * COMMITTEE_RING_DEGREE;
+  const shared64 = (length: number) => new Float64Array(new SharedArrayBuffer(length * 8));
+  return {
+    valueCount,
+    acc: new Float64Array(coefficients),
+    c0Sum: shared64(coefficients),
+    publicPolynomials: shared64(coefficients),
+    levelSums: shared64(valueCount),
+    mean: new Float32Array(new SharedArrayBuffer(valueCount * 4)),
+  };
+}
+
+function giveRoundBuffers(task: CommitteeTask, buffers: RoundBuffers): void {
+  let pool = roundBufferPools.get(task);
+  if (pool === undefined) roundBufferPools.set(task, (pool = []));
+  // The newest set (another value count, e.g. a calibration round's, does not stay in the way).
+  pool.push(buffers);
+  if (pool.length > MAX_POOLED_ROUND_BUFFERS) pool.shift();
+}
+
+/** Frees `task`'s round buffers kept for its next round (its rounds are over: the engine closes its committee client). */
+export function dropRoundBuffers(task: CommitteeTask): void {
+  roundBufferPools.delete(task);
+}
+
+/** Round buffers free for `task` (tests). */
+export function pooledRoundBuffers(task: CommitteeTask): number {
+  return roundBufferPools.get(task)?.length ?? 0;
+}
+
+/**
  * Checks a committee upload completely without touching any sum: see the module comment.
  * Throws `VeilError` (`invalid_argument` malformed, `failed_precondition` another task/round/
  * device, `permission_denied` uncertified or badly signed).
@@ -221,7 +285,29 @@ function ddgMean(descriptor: TaskDescriptor, descriptorHash: Uint8Array, round: 
 export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number, serverStep?: CommitteeServerStep): CommitteeRoundAggregator {
   const { descriptor, descriptorHash } = task;
   const valueCount = committeeValueCount(descriptor, parameterCount);
-  let sum: C0Accumulator | null = createC0Accumulator({ valueCount, ...(descriptor.encoding.c0Bits !== undefined && { c0Bits: descriptor.encoding.c0Bits }) });
+  // The round's big buffers (see RoundBuffers), handed back once disposed and idle: `holds` counts
+  // the derivation and `finish` calls under way; `workersHold` is set while a decryption's worker
+  // threads may still touch them, `decrypting` while a decryption runs. While either is set, a
+  // second sum copy or decryption of this round gets fresh memory.
+  const buffers = takeRoundBuffers(task, valueCount);
+  let holds = 0;
+  let disposed = false;
+  let decrypting = false;
+  let workersHold: Promise<void> | null = null;
+  const buffersFree = (): boolean => !decrypting && workersHold === null;
+  const handBack = (): void => {
+    const pending = workersHold;
+    if (pending === null) giveRoundBuffers(task, buffers);
+    else void pending.then(() => giveRoundBuffers(task, buffers));
+  };
+  const release = (): void => {
+    if (--holds === 0 && disposed) handBack();
+  };
+  let sum: C0Accumulator | null = createC0Accumulator({
+    valueCount,
+    storage: buffers.acc,
+    ...(descriptor.encoding.c0Bits !== undefined && { c0Bits: descriptor.encoding.c0Bits }),
+  });
   // Per device, only what the committee needs (copies: views into the upload would keep its whole
   // payload, c0 included, alive for the round — about 1.1 MB per device at 199,210 values).
   const devices: { clientId: string; manifest: Uint8Array; manifestSignature: Uint8Array; manifestDigest: Uint8Array; sealedShares: Uint8Array[] }[] = [];
@@ -245,10 +331,12 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
   // (the first accepted update opens them itself if it comes first).
   let staging: CommitteeStaging | null | undefined;
   const openStaging = (): CommitteeStaging | null => (staging === undefined ? (staging = task.stage?.(round) ?? null) : staging);
+  holds++;
   void (async () => {
     await nextTurn();
     if (precomputing) openStaging();
-    const derived = await task.derivePublicPolynomials?.({ descriptorHash, round, roundSeed }, polys).catch(() => null);
+    // Into the round's buffer: a worker writes it until this settles (the buffer is held until then).
+    const derived = await task.derivePublicPolynomials?.({ descriptorHash, round, roundSeed }, polys, buffers.publicPolynomials).catch(() => null);
     if (derived != null) {
       if (precomputing && publicPolynomials.length === 0) publicPolynomials.push(...derived);
       return;
@@ -258,7 +346,9 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       if (!precomputing) return;
       publicPolynomials.push(derivePublicPolynomialNtt(descriptorHash, round, roundSeed, l));
     }
-  })().catch(() => undefined);
+  })()
+    .catch(() => undefined)
+    .finally(release);
   // Uploads checked and added to `sum` before they were recorded, not yet confirmed by `add`, with their client.
   const provisional = new Map<CheckedCommitteeUpload, string>();
   // Of those, the ones streamed to the staged requests as they were checked (`foldEarly`), before
@@ -368,7 +458,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       ending = true;
       // No upload is recorded any more: one folded early and not confirmed never will be.
       for (const checked of [...provisional.keys()]) unfold(checked);
-      if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum() };
+      if (sum !== null && prepared?.count !== sum.count) prepared = { count: sum.count, c0Sum: sum.sum(buffersFree() ? buffers.c0Sum : undefined) };
     },
     startFinish() {
       // Only a D that `finish` would ask for (it refuses an empty or too small one before asking).
@@ -378,81 +468,11 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       asked = { count: devices.length, answers };
     },
     async finish(current, failures = [], state = null) {
-      if (sum === null) throw new VeilError('internal', 'aggregator disposed');
-      if (current.encoding !== 'float32-le') throw new VeilError('internal', 'a committee task keeps float32 models');
-      if (devices.length === 0) return null;
-      if (devices.length < descriptor.minDevices) {
-        throw new VeilError('failed_precondition', `only ${devices.length} updates, the task's committee decrypts sums of at least ${descriptor.minDevices}`);
-      }
-      const result = await (asked?.count === devices.length ? asked.answers : ask());
-      asked = null;
-      if (!result.ok || result.answers.length < descriptor.threshold) {
-        const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
-        throw new VeilError('unavailable', `${result.answers.length} of the ${descriptor.threshold} custodian answers needed arrived: ${why}`);
-      }
-      const used = result.answers.slice(0, descriptor.threshold);
-      // D is the confirmed uploads: one folded early but never recorded is not part of the sum.
-      for (const checked of [...provisional.keys()]) unfold(checked);
-      if (sum.count !== devices.length) throw new VeilError('internal', `the c0 sum holds ${sum.count} uploads, D has ${devices.length}`);
-      let secretSum: Int32Array | null = null;
+      holds++;
       try {
-        secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
-        precomputing = false;
-        const decryptOptions: DecryptSumOptions = {
-          descriptorHash,
-          round,
-          roundSeed,
-          publicPolynomials,
-          encoding: descriptor.encoding,
-          valueCount,
-          c0Sum: prepared?.count === sum.count ? prepared.c0Sum : sum.sum(),
-          secretSum,
-          count: devices.length,
-        };
-        const decrypted = task.decrypt === undefined ? decryptSum(decryptOptions) : await task.decrypt(decryptOptions);
-        // Read in place (strategies do not modify `current`), and the next model's bytes are its own
-        // memory (a fresh array each step gives away), as on plaintext rounds: no copies of the
-        // model's size at the round's end.
-        const weights = float32View(current.bytes);
-        if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
-        const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);
-        let next: Float32Array = new Float32Array(parameterCount);
-        let nextState: StrategyState | null = null;
-        if (serverStep === undefined) {
-          for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
-        } else {
-          ({ parameters: next, state: nextState } = serverStep({ round, current: weights, mean, failures, state }));
-        }
-        const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
-        const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-        faultPoint('committee-answered'); // crash tests only (NODE_ENV=test): the custodians answered, the model is not written
-        return {
-          decryption: {
-            clientIds: devices.map((d) => d.clientId),
-            record: {
-              descriptorHash: hex(descriptorHash),
-              hashD: hex(hashD(devices.map((d) => d.manifestDigest))),
-              manifestDigests: devices.map((d) => hex(d.manifestDigest)).sort(),
-              answers: audit.answers.map((a) => ({ answer: { ...a.answer }, signature: a.signature })),
-            },
-          },
-          model: { bytes: float32Bytes(next), encoding: 'float32-le' },
-          state: nextState,
-          audit,
-          committee: {
-            deviceCount: audit.deviceCount,
-            custodians: used.map((a) => a.custodianIndex),
-            answers: [...audit.answers],
-            failures: audit.failures.map((f) => ({ custodianIndex: f.custodianIndex, code: f.code, reason: f.reason })),
-          },
-        };
-      } catch (error) {
-        if (error instanceof VeilError) throw error;
-        const e = CryptoError.from(error);
-        throw new VeilError('failed_precondition', `committee decryption failed: ${e.message}`, { cause: error });
+        return await finishRound(current, failures, state);
       } finally {
-        secretSum?.fill(0);
-        prepared = null;
+        release();
       }
     },
     dispose() {
@@ -466,6 +486,107 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       precomputing = false;
       publicPolynomials.length = 0;
       devices.length = 0;
+      if (!disposed) {
+        disposed = true;
+        if (holds === 0) handBack();
+      }
     },
   };
+
+  async function finishRound(
+    current: ModelBlob,
+    failures: readonly FitFailure[],
+    state: StrategyState | null,
+  ): Promise<(RoundResult & { audit: CommitteeRoundAudit }) | null> {
+    if (sum === null) throw new VeilError('internal', 'aggregator disposed');
+    if (current.encoding !== 'float32-le') throw new VeilError('internal', 'a committee task keeps float32 models');
+    if (devices.length === 0) return null;
+    if (devices.length < descriptor.minDevices) {
+      throw new VeilError('failed_precondition', `only ${devices.length} updates, the task's committee decrypts sums of at least ${descriptor.minDevices}`);
+    }
+    const result = await (asked?.count === devices.length ? asked.answers : ask());
+    asked = null;
+    if (!result.ok || result.answers.length < descriptor.threshold) {
+      const why = result.failures.map((f) => `custodian ${f.custodianIndex}: ${f.code} (${f.reason})`).join('; ');
+      throw new VeilError('unavailable', `${result.answers.length} of the ${descriptor.threshold} custodian answers needed arrived: ${why}`);
+    }
+    const used = result.answers.slice(0, descriptor.threshold);
+    // D is the confirmed uploads: one folded early but never recorded is not part of the sum.
+    for (const checked of [...provisional.keys()]) unfold(checked);
+    if (sum.count !== devices.length) throw new VeilError('internal', `the c0 sum holds ${sum.count} uploads, D has ${devices.length}`);
+    let secretSum: Int32Array | null = null;
+    try {
+      secretSum = reconstructCentred(used.map((a) => ({ index: a.custodianIndex, share: decodeShareBytes(a.shareSum) })), descriptor.threshold);
+      precomputing = false;
+      const decryptOptions: DecryptSumOptions = {
+        descriptorHash,
+        round,
+        roundSeed,
+        publicPolynomials,
+        encoding: descriptor.encoding,
+        valueCount,
+        c0Sum: prepared?.count === sum.count ? prepared.c0Sum : sum.sum(buffersFree() ? buffers.c0Sum : undefined),
+        secretSum,
+        count: devices.length,
+        ...(buffersFree() && { output: { levelSums: buffers.levelSums, mean: buffers.mean } }),
+      };
+      let decrypted: DecryptedAggregate;
+      decrypting = true;
+      try {
+        decrypted = task.decrypt === undefined ? decryptSum(decryptOptions) : await task.decrypt(decryptOptions);
+      } finally {
+        decrypting = false;
+      }
+      const { settled } = decrypted;
+      if (settled !== undefined) {
+        workersHold = settled;
+        void settled.then(() => {
+          if (workersHold === settled) workersHold = null;
+        });
+      }
+      // Read in place (strategies do not modify `current`), and the next model's bytes are its own
+      // memory (a fresh array each step gives away), as on plaintext rounds: no copies of the
+      // model's size at the round's end.
+      const weights = float32View(current.bytes);
+      if (weights.length !== parameterCount) throw new VeilError('internal', `the model has ${weights.length} values, the task ${parameterCount}`);
+      const mean = descriptor.dp === null ? decrypted.mean : ddgMean(descriptor, descriptorHash, round, parameterCount, decrypted);
+      let next: Float32Array = new Float32Array(parameterCount);
+      let nextState: StrategyState | null = null;
+      if (serverStep === undefined) {
+        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
+      } else {
+        ({ parameters: next, state: nextState } = serverStep({ round, current: weights, mean, failures, state }));
+      }
+      const audit: CommitteeRoundAudit = { round, deviceCount: devices.length, answers: used.map((a) => a.signed), failures: result.failures };
+      const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+      faultPoint('committee-answered'); // crash tests only (NODE_ENV=test): the custodians answered, the model is not written
+      return {
+        decryption: {
+          clientIds: devices.map((d) => d.clientId),
+          record: {
+            descriptorHash: hex(descriptorHash),
+            hashD: hex(hashD(devices.map((d) => d.manifestDigest))),
+            manifestDigests: devices.map((d) => hex(d.manifestDigest)).sort(),
+            answers: audit.answers.map((a) => ({ answer: { ...a.answer }, signature: a.signature })),
+          },
+        },
+        model: { bytes: float32Bytes(next), encoding: 'float32-le' },
+        state: nextState,
+        audit,
+        committee: {
+          deviceCount: audit.deviceCount,
+          custodians: used.map((a) => a.custodianIndex),
+          answers: [...audit.answers],
+          failures: audit.failures.map((f) => ({ custodianIndex: f.custodianIndex, code: f.code, reason: f.reason })),
+        },
+      };
+    } catch (error) {
+      if (error instanceof VeilError) throw error;
+      const e = CryptoError.from(error);
+      throw new VeilError('failed_precondition', `committee decryption failed: ${e.message}`, { cause: error });
+    } finally {
+      secretSum?.fill(0);
+      prepared = null;
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import type { StrategyState } from '../aggregation/strategy.js';
 import { decodeStrategyState } from '../aggregation/strategy-state.js';
 import { committeeRounds, encryptedRounds, plaintextRounds, withPoissonSampling, type RoundStrategy } from '../aggregation/round-strategy.js';
-import type { CommitteeTask } from '../aggregation/committee-aggregator.js';
+import { dropRoundBuffers, type CommitteeTask } from '../aggregation/committee-aggregator.js';
 import { createEncryptedAggregator, type RoundAggregator } from '../aggregation/round-aggregator.js';
 import { strategyStateBlobKey } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
@@ -103,9 +103,13 @@ export function committeeTask(ctx: EngineContext, rt: TaskRuntime): CommitteeTas
     const bytes = Buffer.from(settings.descriptor, 'base64');
     const descriptor = JSON.parse(bytes.toString('utf8')) as TaskDescriptor;
     const client = ctx.committeeConnector.open(bytes, Buffer.from(settings.descriptorSignature, 'base64'));
+    const task: CommitteeTask = { descriptor, descriptorHash: hashDescriptor(descriptor), collect: client.collect, ...(client.stage !== undefined && { stage: client.stage }), ...(client.decrypt !== undefined && { decrypt: client.decrypt }), ...(client.derivePublicPolynomials !== undefined && { derivePublicPolynomials: client.derivePublicPolynomials }), clock: () => ctx.clock.now() };
     rt.committee = {
-      task: { descriptor, descriptorHash: hashDescriptor(descriptor), collect: client.collect, ...(client.stage !== undefined && { stage: client.stage }), ...(client.decrypt !== undefined && { decrypt: client.decrypt }), ...(client.derivePublicPolynomials !== undefined && { derivePublicPolynomials: client.derivePublicPolynomials }), clock: () => ctx.clock.now() },
-      close: client.close,
+      task,
+      close: async () => {
+        dropRoundBuffers(task);
+        await client.close();
+      },
     };
   }
   return rt.committee.task;
