@@ -4,6 +4,7 @@
  *   npx tsx bench/vs-flower.ts [--pairs 3] [--sizes 10,100] [--rounds 20]
  *     [--paths plaintext,committee[,shared-key]] [--encrypted-sizes 10] [--committee 2-of-3]
  *     [--committee-encrypt before|live] [--flower-dir ../shared/anchors/flower-legacy] [--flower-eval]
+ *     [--floor yes|no]
  *
  * For each client count N and each pair i = 1..pairs it runs, back to back,
  * Veil (`bench/rounds.ts --only small --small-clients N`, one device per process
@@ -18,6 +19,11 @@
  * (--committee), uploads built by the SDK's committee middleware per device and round, before the
  * rounds (--committee-encrypt before, the default, as in bench:rounds) or at submit time (`live`).
  * The shared-key BFV path can still be measured explicitly (`shared-key`).
+ *
+ * With --floor yes (the default) each pair also runs bench/round-floor.ts: the same synchronous
+ * rounds, process layout, bytes and HTTP/2 settings over raw node:http2 with nothing else (no gRPC,
+ * engine, database or aggregation). It is the floor under anything built on node:http2 on this
+ * machine, timed in the same interleaved run: what Veil costs above it is Veil's own work.
  *
  * Both sides use a 100,000-parameter float32 model and trivial training; Flower
  * keeps everything in memory, Veil makes every accepted update and transition
@@ -49,6 +55,7 @@ const { values: args } = parseArgs({
     'encrypted-sizes': { type: 'string', default: '10' },
     'flower-dir': { type: 'string', default: resolve(repoRoot, '..', 'shared', 'anchors', 'flower-legacy') },
     'flower-eval': { type: 'boolean', default: false },
+    floor: { type: 'string', default: 'yes' },
     'timeout-s': { type: 'string', default: '1800' },
   },
 });
@@ -65,6 +72,8 @@ const paths = args.paths.split(',').map((text): VeilPath => {
 const encryptedSizes = new Set(args['encrypted-sizes'].split(',').map((s) => positiveInt(s, 'encrypted-sizes')));
 const flowerRun = join(args['flower-dir'], 'run.sh');
 if (!existsSync(flowerRun)) throw new Error(`Flower runner not found at ${flowerRun} (--flower-dir)`);
+if (args.floor !== 'yes' && args.floor !== 'no') throw new Error(`--floor: yes or no, got ${args.floor}`);
+const withFloor = args.floor === 'yes';
 const timeoutMs = positiveInt(args['timeout-s'], 'timeout-s') * 1000;
 
 function positiveInt(text: string, name: string): number {
@@ -178,6 +187,19 @@ async function runFlower(clients: number): Promise<SideRun> {
   };
 }
 
+/** bench/round-floor.ts: the same rounds over raw node:http2 (the floor under a node:http2 stack). */
+async function runFloor(clients: number): Promise<SideRun> {
+  const out = await runJson(process.execPath, [
+    join(repoRoot, 'node_modules', 'tsx', 'dist', 'cli.mjs'),
+    join(repoRoot, 'bench', 'round-floor.ts'),
+    '--clients', String(clients),
+    '--rounds', String(rounds),
+    '--clients-per-process', clients <= 10 ? '1' : '10',
+  ]);
+  if (typeof out['medianRoundMs'] !== 'number') throw new Error('bench/round-floor.ts printed no medianRoundMs');
+  return { medianRoundMs: out['medianRoundMs'], modelCopiesPerClientRound: 2 };
+}
+
 await ensureFlowerDeps();
 const results: Record<string, unknown>[] = [];
 const started = Date.now();
@@ -185,6 +207,7 @@ for (const clients of sizes) {
   const veilPaths = paths.filter((p) => p === 'plaintext' || encryptedSizes.has(clients));
   const veilRuns = new Map<string, SideRun[]>(veilPaths.map((p) => [p, []]));
   const flowerRuns: SideRun[] = [];
+  const floorRuns: SideRun[] = [];
   for (let i = 1; i <= pairs; i++) {
     for (const path of veilPaths) {
       process.stderr.write(`vs-flower: ${clients} clients, pair ${i}/${pairs}: Veil ${path}\n`);
@@ -192,7 +215,12 @@ for (const clients of sizes) {
     }
     process.stderr.write(`vs-flower: ${clients} clients, pair ${i}/${pairs}: Flower\n`);
     flowerRuns.push(await runFlower(clients));
+    if (withFloor) {
+      process.stderr.write(`vs-flower: ${clients} clients, pair ${i}/${pairs}: node:http2 floor\n`);
+      floorRuns.push(await runFloor(clients));
+    }
   }
+  const floorMedian = withFloor ? median(floorRuns.map((r) => r.medianRoundMs)) : null;
   const flowerMedian = median(flowerRuns.map((r) => r.medianRoundMs));
   for (const [path, runs] of veilRuns) {
     const veilMedian = median(runs.map((r) => r.medianRoundMs));
@@ -207,6 +235,12 @@ for (const clients of sizes) {
       flowerRunMediansMs: flowerRuns.map((r) => round1(r.medianRoundMs)),
       veilModelCopiesPerClientRound: runs[0]?.modelCopiesPerClientRound ?? null,
       flowerModelCopiesPerClientRound: flowerRuns[0]?.modelCopiesPerClientRound ?? null,
+      ...(floorMedian !== null && {
+        floorMedianRoundMs: round1(floorMedian),
+        ratioFloorOverFlower: round3(floorMedian / flowerMedian),
+        ratioVeilOverFloor: round3(veilMedian / floorMedian),
+        floorRunMediansMs: floorRuns.map((r) => round1(r.medianRoundMs)),
+      }),
     });
   }
 }
@@ -218,6 +252,7 @@ process.stdout.write(
       rounds,
       flowerMode: args['flower-eval'] ? 'train+evaluate' : 'training only',
       roundWindow: 'medians over rounds 2..R, close-to-close, on both sides (Veil: medianRoundMsExcludingFirst; its median over rounds 1..R is in veilRunMediansAllRoundsMs)',
+      floor: withFloor ? 'bench/round-floor.ts (raw node:http2, same rounds, layout, bytes and HTTP/2 settings; no gRPC, engine, database or aggregation), run after Flower in every pair' : null,
       veilEncryptedPath: paths.includes('committee') ? { mode: 'committee', committee: args.committee, deviceEncryption: args['committee-encrypt'] } : null,
       cpus: cpus().length,
       loadAverageAtEnd: loadavg().map(round1),
