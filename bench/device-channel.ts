@@ -3,16 +3,18 @@
  * alone, per call, with no coordinator, database or protobuf: the floor under a device's round.
  *
  *   npx tsx bench/device-channel.ts [--mode round|small|download|upload] [--cycles 200] [--blocks 6] [--warmup 200]
- *     [--server-window default|large] [--channel /abs/path/to/dist/transport/grpc-channel.js ...]
+ *     [--server-window coordinator|default|large] [--channel /abs/path/to/dist/transport/grpc-channel.js ...]
  *
  * A forked peer process (this file with --serve) runs a node:http2 server that answers like the
  * coordinator on the wire: `small` a unary call with a 4-byte answer (a long-poll's shape), `download`
  * one 400,000-byte message (sent in HTTP/2's default 16 KiB DATA frames, as the coordinator sends),
  * `upload` a 400,000-byte request message (the device writes its 5-byte prefix, the protobuf
  * field prefix and the payload unchanged, as the SDK's transport does) answered by 4 bytes; `round`
- * is the three in turn. --server-window: the server's receive windows, `default` (HTTP/2's 64 KiB
- * per stream and per connection) or `large` (1 MiB per stream, 16 MiB per connection, as the
- * coordinator announces since 5ee8e5d).
+ * is the three in turn. --server-window: the server's receive windows, `coordinator` (the default: what
+ * the coordinator announces, packages/server federation-service.ts: 65,535 bytes per stream, 16 MiB per
+ * connection), `default` (HTTP/2's 64 KiB per stream and per connection) or `large` (1 MiB per stream,
+ * 16 MiB per connection, as the coordinator announced from 5ee8e5d until its stream window went back
+ * to 65,535; this tool's default until 2026-12-07, s13).
  *
  * Each --channel (default: this tree's build) gets its own connection. After --warmup cycles each,
  * the channels run --blocks blocks of --cycles cycles, in alternating order (A B, B A, ...), and
@@ -40,11 +42,11 @@ function framed(message: Buffer): Buffer[] {
   return [prefix, message];
 }
 
-function serve(window: 'default' | 'large'): void {
+function serve(window: 'coordinator' | 'default' | 'large'): void {
   const model = Buffer.alloc(MESSAGE_BYTES, 7);
   const large = window === 'large';
   const server = http2.createServer({ settings: { maxFrameSize: 2 ** 20, ...(large && { initialWindowSize: 2 ** 20 }) } });
-  if (large) server.on('session', (session) => session.setLocalWindowSize(16 * 2 ** 20));
+  if (window !== 'default') server.on('session', (session) => session.setLocalWindowSize(16 * 2 ** 20));
   server.on('stream', (stream, headers) => {
     let received = 0;
     stream.on('data', (chunk: Buffer) => {
@@ -69,14 +71,14 @@ async function measure(): Promise<void> {
       cycles: { type: 'string', default: '200' },
       blocks: { type: 'string', default: '6' },
       warmup: { type: 'string', default: '200' },
-      'server-window': { type: 'string', default: 'large' },
+      'server-window': { type: 'string', default: 'coordinator' },
       channel: { type: 'string', multiple: true },
     },
   });
   const mode = args.mode;
   if (!['round', 'small', 'download', 'upload'].includes(mode)) throw new Error(`--mode round|small|download|upload, got ${mode}`);
   const window = args['server-window'];
-  if (window !== 'default' && window !== 'large') throw new Error(`--server-window default|large, got ${window}`);
+  if (window !== 'coordinator' && window !== 'default' && window !== 'large') throw new Error(`--server-window coordinator|default|large, got ${window}`);
   const cycles = Number(args.cycles);
   const blocks = Number(args.blocks);
   const paths = args.channel ?? [fileURLToPath(new URL('../packages/client-sdk/dist/transport/grpc-channel.js', import.meta.url))];
@@ -151,5 +153,5 @@ async function measure(): Promise<void> {
   );
 }
 
-if (process.argv[2] === '--serve') serve(process.argv[3] === 'large' ? 'large' : 'default');
+if (process.argv[2] === '--serve') serve(process.argv[3] === 'large' || process.argv[3] === 'default' ? process.argv[3] : 'coordinator');
 else await measure();

@@ -16,7 +16,7 @@
  *                 the model's SHA-256 check, releaseModel, the next long-poll opened as the assignment
  *                 arrives, the update's SHA-256 (once per round) and SubmitUpdate. Knobs (diagnosis):
  *                 transport+noahead (the next poll opens after the upload's answer), transport+noupdatesha
- *                 (a fixed SHA-256 is sent instead of the update's)
+ *                 (a fixed SHA-256 is sent instead of the update's), transport+nosignal (polls without an AbortSignal)
  *
  *   npx tsx bench/device-ladder.ts [--rungs raw,channel,transport] [--clients 10] [--rounds 60] [--warmup 10]
  *     [--runs 3] [--paired] [--server-stream-window 65535] [--sdk /abs/path/to/packages/client-sdk/dist ...]
@@ -329,7 +329,8 @@ async function device(rung: string, sdk: string, port: number, rounds: number, w
     let ahead: { done: Promise<Awaited<ReturnType<NonNullable<typeof transport.waitForAssignmentAndModel>>>>; controller: AbortController } | null = null;
     const poll = (after: number) => {
       const controller = new AbortController();
-      return { done: transport.waitForAssignmentAndModel!(credential, 30_000, controller.signal, { afterRoundNumber: after, ...(held >= 0 && { heldModelVersion: held }) }), controller };
+      const signal = knobs.has('nosignal') ? undefined : controller.signal;
+      return { done: transport.waitForAssignmentAndModel!(credential, 30_000, signal, { afterRoundNumber: after, ...(held >= 0 && { heldModelVersion: held }) }), controller };
     };
     for (let r = 1; r <= rounds; r++) {
       mark(r);
