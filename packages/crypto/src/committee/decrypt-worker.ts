@@ -38,10 +38,12 @@ if (port !== null) {
       return;
     }
     const shared = message;
+    const multiplier = fixedMultiplierOf(shared.limbs);
     try {
-      decryptClaimed(shared, fixedMultiplierOf(shared.limbs), work);
+      decryptClaimed(shared, multiplier, work);
     } finally {
       work.fill(0);
+      multiplier.release(); // this thread's copy of NTT(S_D)·N^-1 (WebAssembly memory); the pool erases the limbs
     }
     const reply: DecryptWorkerReply = { id: shared.id };
     port.postMessage(reply);

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { CryptoError } from '../errors.js';
 import { concatBytes, u32be, utf8 } from './bytes.js';
 import { COMMITTEE_Q, COMMITTEE_RING_DEGREE } from './descriptor.js';
+import { createNttWasm, type NttWasm } from './ntt-wasm.js';
 
 /** q = 2^44 - 2^14 + 1. */
 export const Q = COMMITTEE_Q;
@@ -252,11 +253,49 @@ export function nttInverseUnscaled(a: Float64Array): void {
   }
 }
 
+/**
+ * This thread's WebAssembly transform (ntt-wasm.ts), made on first use; null where WebAssembly is
+ * unavailable. `loaded`: the multiplier whose factor its memory holds.
+ */
+let nttWasm: NttWasm | null | undefined;
+let loaded: FixedMultiplier | null = null;
+let wasmEnabled = true;
+function wasmEngine(): NttWasm | null {
+  if (!wasmEnabled) return null;
+  if (nttWasm === undefined) nttWasm = createNttWasm(TABLES.inverse.w);
+  return nttWasm;
+}
+
+/**
+ * Tests and in-process benches: false makes {@link FixedMultiplier.mulInverseUnscaled} compute in
+ * float64 JavaScript in this thread (as where WebAssembly is unavailable); true (the default) in
+ * WebAssembly. Returns whether WebAssembly is in use.
+ */
+export function useNttWasm(enabled: boolean): boolean {
+  if (!enabled && loaded !== null) loaded.release();
+  wasmEnabled = enabled;
+  return wasmEngine() !== null;
+}
+
+/** Tests: true when this thread's WebAssembly memory holds no factor and no output (see FixedMultiplier.release). */
+export function nttWasmScratchIsZero(): boolean {
+  return nttWasm == null || nttWasm.scratchIsZero();
+}
+
 /** A fixed NTT-domain factor b with its limbs and b/q precomputed (as the NTT's twiddles), for many products a ⊙ b. */
 export interface FixedMultiplier {
   /** out[k] = a[k] · b[k] mod q, for a in [0, q). */
   mul(a: Float64Array, out: Float64Array): void;
-  /** Zeroes the precomputed factor (it may be secret, e.g. NTT(S_D)). */
+  /**
+   * out = {@link nttInverseUnscaled}(a ⊙ b) for a in [0, q): the same values as `mul` followed by
+   * `nttInverseUnscaled`, in 64-bit integer WebAssembly (ntt-wasm.ts) where available, about twice
+   * as fast. The factor is then also in this thread's WebAssembly memory until {@link release}
+   * or {@link erase}.
+   */
+  mulInverseUnscaled(a: Float64Array, out: Float64Array): void;
+  /** Zeroes this thread's copy of the factor in WebAssembly memory, if any (not the limbs). */
+  release(): void;
+  /** Zeroes the precomputed factor (it may be secret, e.g. NTT(S_D)), and `release`s it. */
   erase(): void;
   /**
    * The precomputed factor, {@link FIXED_MULTIPLIER_LIMBS} values [b | b0 | b1 | b/q]: the storage
@@ -276,16 +315,37 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
   const w0 = limbs.subarray(N, 2 * N);
   const w1 = limbs.subarray(2 * N, 3 * N);
   const wq = limbs.subarray(3 * N, 4 * N);
-  return {
+  const multiplier: FixedMultiplier = {
     mul(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
       for (let k = 0; k < N; k++) out[k] = mulTwiddle(a[k]!, w[k]!, w0[k]!, w1[k]!, wq[k]!);
     },
+    mulInverseUnscaled(a, out) {
+      if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
+      const engine = wasmEngine();
+      if (engine === null) {
+        multiplier.mul(a, out);
+        nttInverseUnscaled(out);
+        return;
+      }
+      if (loaded !== multiplier) {
+        engine.setFactor(w);
+        loaded = multiplier;
+      }
+      engine.mulInverseUnscaled(a, out);
+    },
+    release() {
+      if (loaded !== multiplier) return;
+      loaded = null;
+      nttWasm?.erase();
+    },
     erase() {
       limbs.fill(0);
+      multiplier.release();
     },
     limbs,
   };
+  return multiplier;
 }
 
 /**

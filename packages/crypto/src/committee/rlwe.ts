@@ -30,7 +30,6 @@ import {
   derivePublicPolynomialNtt,
   type FixedMultiplier,
   nttForward,
-  nttInverseUnscaled,
   pack44,
   packed44InRange,
   subtractPacked44,
@@ -158,8 +157,7 @@ export function encryptUpdate(m: Int32Array, s: Int8Array, options: EncryptUpdat
   try {
     for (let l = 0; l < polys; l++) {
       const aHat = derivePublicPolynomialNtt(options.descriptorHash, options.round, options.roundSeed, l);
-      sTimes.mul(aHat, work);
-      nttInverseUnscaled(work); // work = a·s
+      sTimes.mulInverseUnscaled(aHat, work); // work = a·s
       const base = l * N;
       for (let k = 0; k < N; k++) {
         // -a·s + Δ·m: Δ·|m| < q/2 (validateDescriptor), so one reduction suffices.
@@ -467,8 +465,7 @@ export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: Fix
   for (let l = from; l < to; l++) {
     const aHat = job.publicPolynomials[l - from] ?? derivePublicPolynomialNtt(job.descriptorHash, job.round, job.roundSeed, l);
     if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
-    multiplier.mul(aHat, work);
-    nttInverseUnscaled(work);
+    multiplier.mulInverseUnscaled(aHat, work);
     const base = l * N;
     const offset = (l - from) * N;
     for (let k = 0; k < N; k++) {

@@ -1,0 +1,371 @@
+/**
+ * The committee decryption's product and inverse NTT (ring.ts `nttInverseUnscaled` of a ⊙ b) in
+ * WebAssembly with 64-bit integers, generated here as bytes (no toolchain, no binary in the tree).
+ * JavaScript has no 64-bit integer product, so ring.ts multiplies mod q (44 bits) in float64 from
+ * 26-bit limbs (about 35 operations and five roundings per product); WebAssembly's i64.mul gives
+ * the low 64 bits of a product exactly, which is all Shoup's modular multiplication needs
+ * (Shoup, NTL; Harvey 2014, "Faster arithmetic for number-theoretic transforms", Alg. 2):
+ *
+ *   w' = floor(w · 2^46 / q) (precomputed per fixed factor w in [0, q)),
+ *   h  = floor(x · w' / 2^46) for x < 2^46 (here from 23-bit halves: every partial product < 2^46),
+ *   r  = x·w - h·q  computed mod 2^64 (wrapping i64 arithmetic),
+ *
+ * and since 0 <= x·w/q - x·w'/2^46 < x/2^46 < 1, h is floor(x·w/q) or one less: r is the exact
+ * remainder in [0, 2q), the same lazy bound as ring.ts `mulTwiddleLazy`. The transform is
+ * `nttInverseUnscaled`'s Gentleman-Sande butterflies with Harvey's lazy reduction, stage for
+ * stage, and its output is the canonical residue in [0, q): equal coefficient for coefficient to
+ * ring.ts (ntt-wasm.test.ts compares them on random and extreme inputs).
+ *
+ * Memory (one instance per thread, 2 pages): [0, 48 KiB) the inverse twiddles as (w, w'_hi, w'_lo)
+ * i64 triples, [48 KiB, 96 KiB) the fixed factor b likewise, [96 KiB, 112 KiB) the input a (N
+ * float64), [112 KiB, 128 KiB) the output (N float64, i64 while the transform runs). The fixed
+ * factor may be secret (NTT(S_D)·N^-1): {@link NttWasm.erase} zeroes the factor and the output.
+ */
+import { CryptoError } from '../errors.js';
+
+const N = 2048;
+const Q = 2 ** 44 - 2 ** 14 + 1;
+const TW = 0;
+const BF = N * 24;
+const IN = 2 * N * 24;
+const OUT = IN + N * 8;
+const PAGES = 2;
+const MASK23 = 2 ** 23 - 1;
+
+/** One thread's instance. */
+export interface NttWasm {
+  /** Loads the fixed factor b (N residues in [0, q), e.g. a FixedMultiplier's first N limbs). */
+  setFactor(b: Float64Array): void;
+  /** out = nttInverseUnscaled(a ⊙ b) for a in [0, q) (N values each). */
+  mulInverseUnscaled(a: Float64Array, out: Float64Array): void;
+  /** Zeroes the fixed factor and the input and output areas. */
+  erase(): void;
+  /** Tests: whether the factor, input and output areas are all zero. */
+  scratchIsZero(): boolean;
+}
+
+// --- A minimal WebAssembly encoder (the binary format, WebAssembly Core Specification §5). ---
+const uleb = (value: number): number[] => {
+  const out: number[] = [];
+  let v = value;
+  do {
+    let byte = v & 0x7f;
+    v = Math.floor(v / 128);
+    if (v !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (v !== 0);
+  return out;
+};
+const sleb = (value: bigint): number[] => {
+  const out: number[] = [];
+  let v = value;
+  for (;;) {
+    const byte = Number(v & 0x7fn);
+    v >>= 7n;
+    const signBit = (byte & 0x40) !== 0;
+    if ((v === 0n && !signBit) || (v === -1n && signBit)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+};
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const f64Bytes = (value: number): number[] => Array.from(new Uint8Array(new Float64Array([value]).buffer));
+
+const I32 = 0x7f;
+const I64 = 0x7e;
+const op = {
+  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, select: 0x1b, void: 0x40,
+  get: 0x20, set: 0x21, tee: 0x22,
+  i64Load: 0x29, f64Load: 0x2b, i64Store: 0x37, f64Store: 0x39,
+  i32Const: 0x41, i64Const: 0x42, f64Const: 0x44,
+  i32Eqz: 0x45, i32LtU: 0x49, i32GtU: 0x4b, i32GeU: 0x4f,
+  i64LtS: 0x53, i64GeS: 0x59, i64GeU: 0x5a,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Shl: 0x74, i32ShrU: 0x76,
+  i64Add: 0x7c, i64Sub: 0x7d, i64Mul: 0x7e, i64And: 0x83, i64Shl: 0x86, i64ShrU: 0x88,
+  f64Floor: 0x9c, f64Mul: 0xa2, i64TruncF64U: 0xb1, f64ConvertI64U: 0xba,
+} as const;
+
+/** A function body under construction: locals by name, instructions as bytes. */
+class Body {
+  readonly code: number[] = [];
+  private readonly locals = new Map<string, { index: number; type: number }>();
+  constructor(params: readonly [string, number][]) {
+    for (const [name, type] of params) this.locals.set(name, { index: this.locals.size, type });
+    this.params = params.length;
+  }
+  private readonly params: number;
+  local(name: string, type: number): void {
+    if (!this.locals.has(name)) this.locals.set(name, { index: this.locals.size, type });
+  }
+  private at(name: string): number {
+    const l = this.locals.get(name);
+    if (l === undefined) throw new Error(`no local ${name}`);
+    return l.index;
+  }
+  get(name: string): this {
+    this.code.push(op.get, ...uleb(this.at(name)));
+    return this;
+  }
+  set(name: string): this {
+    this.code.push(op.set, ...uleb(this.at(name)));
+    return this;
+  }
+  i32(value: number): this {
+    this.code.push(op.i32Const, ...sleb(BigInt(value)));
+    return this;
+  }
+  i64(value: bigint | number): this {
+    this.code.push(op.i64Const, ...sleb(BigInt(value)));
+    return this;
+  }
+  f64(value: number): this {
+    this.code.push(op.f64Const, ...f64Bytes(value));
+    return this;
+  }
+  emit(...bytes: number[]): this {
+    this.code.push(...bytes);
+    return this;
+  }
+  /** Memory access with a static offset (alignment 8). */
+  mem(opcode: number, offset = 0): this {
+    this.code.push(opcode, 3, ...uleb(offset));
+    return this;
+  }
+  /** `for (counter = from; counter < limit; counter += step)` over i32 locals, `body` inside. */
+  forLoop(counter: string, from: () => void, limit: () => void, step: number, body: () => void): this {
+    from();
+    this.set(counter);
+    this.emit(op.block, op.void, op.loop, op.void);
+    this.get(counter);
+    limit();
+    this.emit(op.i32GeU, op.brIf, 1);
+    body();
+    this.get(counter).i32(step).emit(op.i32Add).set(counter);
+    this.emit(op.br, 0, op.end, op.end);
+    return this;
+  }
+  /** x - (x >= bound ? bound : 0) into `target` (x in the local `x`; i64, unsigned). */
+  reduceInto(target: string, x: string, bound: bigint): this {
+    this.get(x).i64(bound).i64(0).get(x).i64(bound).emit(op.i64GeU, op.select, op.i64Sub).set(target);
+    return this;
+  }
+  /**
+   * target = x·w - floor(x·w'/2^46)·q mod 2^64, in [0, 2q) for x < 2^46 (see the module comment);
+   * `w`, `wh`, `wl` are i64 locals (w, w' >> 23, w' & (2^23 - 1)).
+   */
+  mulLazy(target: string, x: string, w: string, wh: string, wl: string): this {
+    this.local('_xh', I64);
+    this.local('_xl', I64);
+    this.get(x).i64(23).emit(op.i64ShrU).set('_xh');
+    this.get(x).i64(MASK23).emit(op.i64And).set('_xl');
+    // h = xh·wh + ((xh·wl + xl·wh + ((xl·wl) >> 23)) >> 23)
+    this.get('_xh').get(wh).emit(op.i64Mul);
+    this.get('_xh').get(wl).emit(op.i64Mul).get('_xl').get(wh).emit(op.i64Mul, op.i64Add);
+    this.get('_xl').get(wl).emit(op.i64Mul).i64(23).emit(op.i64ShrU, op.i64Add);
+    this.i64(23).emit(op.i64ShrU, op.i64Add);
+    // r = x·w - h·q
+    this.i64(Q).emit(op.i64Mul);
+    this.local('_hq', I64);
+    this.set('_hq');
+    this.get(x).get(w).emit(op.i64Mul).get('_hq').emit(op.i64Sub).set(target);
+    return this;
+  }
+  encode(): number[] {
+    const extra = [...this.locals.values()].slice(this.params);
+    const content = [...vec(extra.map((l) => [1, l.type])), ...this.code, op.end];
+    return [...uleb(content.length), ...content];
+  }
+}
+
+/**
+ * prepare(dst, count): for k < count, the float64 residue w = IN[k] becomes the triple (w, w' >> 23,
+ * w' & (2^23 - 1)) at dst + 24k, w' = floor(w·2^46/q): a float64 estimate, then corrected with the
+ * exact residual w·2^46 - w'·q (mod 2^64; its true value is within a few q of 0) into [0, q).
+ */
+function prepareBody(): Body {
+  const f = new Body([
+    ['dst', I32],
+    ['count', I32],
+  ]);
+  for (const name of ['k', 'p']) f.local(name, I32);
+  for (const name of ['w', 'c', 'res']) f.local(name, I64);
+  f.forLoop(
+    'k',
+    () => f.i32(0),
+    () => f.get('count'),
+    1,
+    () => {
+      f.get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).emit(op.i64TruncF64U).set('w');
+      f.get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).f64(2 ** 46 / Q).emit(op.f64Mul, op.f64Floor, op.i64TruncF64U).set('c');
+      f.get('w').i64(46).emit(op.i64Shl).get('c').i64(Q).emit(op.i64Mul, op.i64Sub).set('res');
+      // while (res < 0) { c -= 1; res += q }  while (res >= q) { c += 1; res -= q }
+      f.emit(op.block, op.void, op.loop, op.void);
+      f.get('res').i64(0).emit(op.i64GeS, op.brIf, 1);
+      f.get('c').i64(1).emit(op.i64Sub).set('c').get('res').i64(Q).emit(op.i64Add).set('res');
+      f.emit(op.br, 0, op.end, op.end);
+      f.emit(op.block, op.void, op.loop, op.void);
+      f.get('res').i64(Q).emit(op.i64LtS, op.brIf, 1);
+      f.get('c').i64(1).emit(op.i64Add).set('c').get('res').i64(Q).emit(op.i64Sub).set('res');
+      f.emit(op.br, 0, op.end, op.end);
+      f.get('dst').get('k').i32(24).emit(0x6c /* i32.mul */, op.i32Add).set('p');
+      f.get('p').get('w').mem(op.i64Store, 0);
+      f.get('p').get('c').i64(23).emit(op.i64ShrU).mem(op.i64Store, 8);
+      f.get('p').get('c').i64(MASK23).emit(op.i64And).mem(op.i64Store, 16);
+    },
+  );
+  return f;
+}
+
+/** mulInverse(): OUT = nttInverseUnscaled(IN ⊙ factor), as float64 residues in [0, q). */
+function mulInverseBody(): Body {
+  const f = new Body([]);
+  for (const name of ['k', 'p', 'i', 'j', 'end', 't', 'h', 'j1', 'tp', 'd']) f.local(name, I32);
+  for (const name of ['x', 'u', 'v', 's', 'r', 'w', 'wh', 'wl']) f.local(name, I64);
+  const TWO_Q = 2n * BigInt(Q);
+  // The product, each in [0, 2q): OUT[k] = a[k]·b[k].
+  f.forLoop(
+    'k',
+    () => f.i32(0),
+    () => f.i32(N),
+    1,
+    () => {
+      f.get('k').i32(3).emit(op.i32Shl).set('p');
+      f.get('p').mem(op.f64Load, IN).emit(op.i64TruncF64U).set('x');
+      f.get('k').i32(24).emit(0x6c).set('tp');
+      f.get('tp').mem(op.i64Load, BF).set('w');
+      f.get('tp').mem(op.i64Load, BF + 8).set('wh');
+      f.get('tp').mem(op.i64Load, BF + 16).set('wl');
+      f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+      f.get('p').get('r').mem(op.i64Store, OUT);
+    },
+  );
+  // Stages m = N .. 4 (h = m/2 twiddles, half-width t): values kept in [0, 2q).
+  f.i32(1).set('t');
+  f.i32(N / 2).set('h');
+  f.emit(op.block, op.void, op.loop, op.void);
+  f.get('h').i32(1).emit(op.i32GtU, op.i32Eqz, op.brIf, 1);
+  f.i32(0).set('j1');
+  f.get('t').i32(3).emit(op.i32Shl).set('d'); // byte distance between the butterfly's two values
+  f.forLoop(
+    'i',
+    () => f.i32(0),
+    () => f.get('h'),
+    1,
+    () => {
+      f.get('h').get('i').emit(op.i32Add).i32(24).emit(0x6c).set('tp');
+      f.get('tp').mem(op.i64Load, TW).set('w');
+      f.get('tp').mem(op.i64Load, TW + 8).set('wh');
+      f.get('tp').mem(op.i64Load, TW + 16).set('wl');
+      f.get('j1').get('t').emit(op.i32Add).set('end');
+      f.forLoop(
+        'j',
+        () => f.get('j1'),
+        () => f.get('end'),
+        1,
+        () => {
+          f.get('j').i32(3).emit(op.i32Shl).set('p');
+          f.get('p').mem(op.i64Load, OUT).set('u');
+          f.get('p').get('d').emit(op.i32Add).mem(op.i64Load, OUT).set('v');
+          f.get('u').get('v').emit(op.i64Add).set('s');
+          f.reduceInto('s', 's', TWO_Q);
+          f.get('p').get('s').mem(op.i64Store, OUT);
+          f.get('u').get('v').emit(op.i64Sub).i64(TWO_Q).emit(op.i64Add).set('x');
+          f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+          f.get('p').get('d').emit(op.i32Add).get('r').mem(op.i64Store, OUT);
+        },
+      );
+      f.get('j1').get('t').i32(1).emit(op.i32Shl, op.i32Add).set('j1');
+    },
+  );
+  f.get('t').i32(1).emit(op.i32Shl).set('t');
+  f.get('h').i32(1).emit(op.i32ShrU).set('h');
+  f.emit(op.br, 0, op.end, op.end);
+  // The last stage (t = N/2, twiddle 1) reduces into [0, q); then to float64 in place.
+  f.i32(24).set('tp');
+  f.get('tp').mem(op.i64Load, TW).set('w');
+  f.get('tp').mem(op.i64Load, TW + 8).set('wh');
+  f.get('tp').mem(op.i64Load, TW + 16).set('wl');
+  f.forLoop(
+    'j',
+    () => f.i32(0),
+    () => f.i32(N / 2),
+    1,
+    () => {
+      f.get('j').i32(3).emit(op.i32Shl).set('p');
+      f.get('p').mem(op.i64Load, OUT).set('u');
+      f.get('p').mem(op.i64Load, OUT + (N / 2) * 8).set('v');
+      f.get('u').get('v').emit(op.i64Add).set('s');
+      f.reduceInto('s', 's', TWO_Q);
+      f.reduceInto('s', 's', BigInt(Q));
+      f.get('p').get('s').emit(op.f64ConvertI64U).mem(op.f64Store, OUT);
+      f.get('u').get('v').emit(op.i64Sub).i64(TWO_Q).emit(op.i64Add).set('x');
+      f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+      f.reduceInto('r', 'r', BigInt(Q));
+      f.get('p').get('r').emit(op.f64ConvertI64U).mem(op.f64Store, OUT + (N / 2) * 8);
+    },
+  );
+  return f;
+}
+
+function moduleBytes(): Uint8Array {
+  const types = section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, 0, 0]]));
+  const funcs = section(3, vec([[0], [1]]));
+  const memory = section(5, vec([[0x01, PAGES, PAGES]]));
+  const name = (s: string): number[] => vec(Array.from(new TextEncoder().encode(s), (b) => [b]));
+  const exports = section(7, vec([[...name('memory'), 0x02, 0], [...name('prepare'), 0x00, 0], [...name('mulInverse'), 0x00, 1]]));
+  const code = section(10, vec([prepareBody().encode(), mulInverseBody().encode()]));
+  return Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...types, ...funcs, ...memory, ...exports, ...code]);
+}
+
+/** The part of the WebAssembly JS API used here (the package's TypeScript libs declare no DOM types). */
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+}
+const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+let compiled: object | null | undefined;
+
+/**
+ * A new instance for this thread with the inverse twiddles `inverse` (N residues, ring.ts's bit-
+ * reversed ψ^-1 powers) loaded; null when WebAssembly is unavailable (ring.ts then computes in float64).
+ */
+export function createNttWasm(inverse: Float64Array): NttWasm | null {
+  if (compiled === undefined) {
+    try {
+      compiled = wasmApi === undefined ? null : new wasmApi.Module(moduleBytes());
+    } catch {
+      compiled = null;
+    }
+  }
+  if (compiled === null || wasmApi === undefined) return null;
+  const instance = new wasmApi.Instance(compiled, {});
+  const { memory, prepare, mulInverse } = instance.exports as { memory: { buffer: ArrayBuffer }; prepare: (dst: number, count: number) => void; mulInverse: () => void };
+  const bytes = new Uint8Array(memory.buffer);
+  const input = new Float64Array(memory.buffer, IN, N);
+  const output = new Float64Array(memory.buffer, OUT, N);
+  if (inverse.length !== N) throw new CryptoError('invalid_argument', `twiddles are ${N} values`);
+  input.set(inverse);
+  prepare(TW, N);
+  input.fill(0);
+  return {
+    setFactor(b) {
+      if (b.length < N) throw new CryptoError('invalid_argument', `a fixed factor has ${N} values`);
+      input.set(b.subarray(0, N));
+      prepare(BF, N);
+      input.fill(0);
+    },
+    mulInverseUnscaled(a, out) {
+      input.set(a);
+      mulInverse();
+      out.set(output);
+    },
+    erase() {
+      bytes.fill(0, BF, OUT + N * 8);
+    },
+    scratchIsZero: () => bytes.subarray(BF, OUT + N * 8).every((b) => b === 0),
+  };
+}
