@@ -11,7 +11,9 @@
  *                 back with recycle, as releaseModel does), then an upload call
  *   channel+wire  the channel with the transport's wire pattern: WaitForAssignmentAndModel answered with
  *                 its three protobuf messages (not decoded), the next poll opened as the model arrives,
- *                 SubmitUpdate as a header message and a chunk message; no decoding, no SHA-256
+ *                 SubmitUpdate as a header message and a chunk message; no decoding, no SHA-256. Knobs:
+ *                 +decode (each answer message decoded), +encode (the header encoded each round), +hashobj
+ *                 (a SHA-256 object created per poll, unused), e.g. channel+wire+decode+encode
  *   transport     the SDK's gRPC transport as bench/rounds/devices.ts drives it: WaitForAssignmentAndModel,
  *                 the model's SHA-256 check, releaseModel, the next long-poll opened as the assignment
  *                 arrives, the update's SHA-256 (once per round) and SubmitUpdate. Knobs (diagnosis):
@@ -252,7 +254,7 @@ async function device(rung: string, sdk: string, port: number, rounds: number, w
       });
     }
     session.close();
-  } else if (rung === 'channel+wire') {
+  } else if (rung.startsWith('channel+wire')) {
     // The transport's wire pattern on the channel alone: WaitForAssignmentAndModel answered with its three
     // messages (not decoded), the next poll opened as the model arrives, SubmitUpdate with a header
     // message (serialized once) and the chunk message; no protobuf decoding, no SHA-256.
@@ -260,16 +262,24 @@ async function device(rung: string, sdk: string, port: number, rounds: number, w
     const channel = new GrpcChannel({ target: `127.0.0.1:${port}`, tls: null, receiveWindowBytes: 8 * 2 ** 20, maxMessageBytes: 2 * 2 ** 20, keepaliveMs: 60_000 });
     const metadata = { authorization: 'Bearer 0123456789abcdef0123456789abcdef' };
     const chunkPrefix = Buffer.from([0x12, 0x80, 0xb5, 0x18]);
-    const header = wire.SubmitUpdate.requestSerialize({
-      header: { roundNumber: 1, modelVersion: 0, exampleCount: 1, encoding: 'UPDATE_ENCODING_FLOAT32_LE', payloadSizeBytes: SIZE, payloadSha256: Buffer.alloc(32) },
-    });
+    // Diagnosis knobs (transport steps on top of the channel): +decode (each answer message decoded),
+    // +encode (the SubmitUpdate header encoded each round), +hashobj (a SHA-256 object created per poll, unused).
+    const knobs = new Set(rung.split('+').slice(2));
+    const encodeHeader = (round: number): Buffer =>
+      wire.SubmitUpdate.requestSerialize({
+        header: { roundNumber: round, modelVersion: round - 1, exampleCount: 1, encoding: 'UPDATE_ENCODING_FLOAT32_LE', payloadSizeBytes: SIZE, payloadSha256: Buffer.alloc(32) },
+      });
+    const header = encodeHeader(1);
+    let decoded = 0;
     const poll = (after: number): Promise<number> => {
       let got = 0;
+      if (knobs.has('hashobj')) createHash('sha256');
       const call = channel.call(wire.WaitForAssignmentAndModel.path, {
         metadata,
         timeoutMs: 60_000,
         onMessage: (m) => {
           got += m.length;
+          if (knobs.has('decode')) decoded += wire.WaitForAssignmentAndModel.responseDeserialize(m).part === undefined ? 0 : 1;
           if (m.length > 1000) channel.recycle(m);
         },
       });
@@ -284,11 +294,12 @@ async function device(rung: string, sdk: string, port: number, rounds: number, w
       if (got < SIZE) throw new Error('short model');
       if (r < rounds) ahead = poll(r);
       const up = channel.call(wire.SubmitUpdate.path, { metadata, timeoutMs: 60_000, onMessage: () => {} });
-      up.write([header]);
+      up.write([knobs.has('encode') ? encodeHeader(r) : header]);
       up.write([chunkPrefix, updateBytes]);
       up.end();
       await up.done;
     }
+    if (knobs.has('decode') && decoded === 0) throw new Error('nothing decoded');
     channel.close();
   } else if (rung === 'channel') {
     const { GrpcChannel } = (await import(pathToFileURL(`${sdk}/transport/grpc-channel.js`).href)) as { GrpcChannel: typeof GrpcChannelClass };
@@ -456,7 +467,7 @@ async function main(): Promise<void> {
   const paired = args.paired;
   const variants: Array<{ name: string; rung: string; sdk: string }> = [];
   for (const rung of args.rungs.split(',')) {
-    if (!['raw', 'channel', 'channel+wire', 'transport'].includes(rung) && rung.split('+')[0] !== 'transport') throw new Error(`unknown rung ${rung}`);
+    if (!['raw', 'channel'].includes(rung) && !rung.startsWith('channel+wire') && rung.split('+')[0] !== 'transport') throw new Error(`unknown rung ${rung}`);
     if (rung === 'raw') variants.push({ name: rung, rung, sdk: defaultSdk });
     else sdks.forEach((sdk, i) => variants.push({ name: sdks.length > 1 ? `${rung}@${i}` : rung, rung, sdk }));
   }
