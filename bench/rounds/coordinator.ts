@@ -21,7 +21,8 @@
  * of another build's index.js, measured instead of @veil/server: A/B runs; it
  * resolves its migrations at ../prisma/migrations), BENCH_CPU_PROF_WINDOW (a directory: a V8 CPU
  * profile of the measurement window only, startTask to close, is written there as
- * coordinator-<pid>.cpuprofile; start-up and shutdown are left out). Writes nothing to stdout.
+ * coordinator-<pid>.cpuprofile; start-up and shutdown are left out), BENCH_TRACE (a file: every
+ * client's calls timestamped, see traceEngine; summary: bench/rounds/trace-summary.mjs). Writes nothing to stdout.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from 'node:inspector/promises';
@@ -206,6 +207,48 @@ async function buildFingerprint(): Promise<Record<string, string>> {
   return out;
 }
 
+// ---------------------------------------------------------------- per-round trace
+/**
+ * BENCH_TRACE (a file path): a timeline of every client's calls, written at close as JSON lines
+ * [t (ms, nowMs), what, clientId or '', extra]: `name<` when a call starts and `name>` when it
+ * settles (`!`: failed): waitForAssignment (< the poll arrives, > it is answered), checkUpdateHeader
+ * (an upload's header arrived), submitUpdate (< its whole payload arrived, > it is acknowledged),
+ * blobs append/write, store recordSubmissions (extra: the batch size), listSubmissions, closeAndOpen;
+ * `downloaded` when a model stream closed, `accepted` and the round events. Diagnosis only (a wrapper
+ * per call; off by default).
+ */
+const traceFile = process.env['BENCH_TRACE'];
+const trace: Array<[number, string, string, unknown?]> = [];
+const mark = (what: string, who = '', extra?: unknown): void => {
+  trace.push(extra === undefined ? [nowMs(), what, who] : [nowMs(), what, who, extra]);
+};
+function traceEngine(engine: Record<string, unknown>, store: Record<string, unknown>, blobs: Record<string, unknown>): void {
+  const wrap = (target: Record<string, unknown>, name: string, who: (args: unknown[]) => string, after = true): void => {
+    const fn = target[name] as (...a: unknown[]) => unknown;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      const id = who(args);
+      mark(`${name}<`, id);
+      const out = fn.apply(this, args);
+      if (after && out instanceof Promise) out.then(() => mark(`${name}>`, id), () => mark(`${name}!`, id));
+      return out;
+    };
+  };
+  const client = (a: unknown[]): string => ((a[0] as { id?: string })?.id ?? '').slice(0, 8);
+  wrap(engine, 'waitForAssignment', client);
+  wrap(engine, 'checkUpdateHeader', client);
+  wrap(engine, 'submitUpdate', client);
+  const noted = engine['noteModelDownloaded'] as (d: { clientId: string }) => void;
+  engine['noteModelDownloaded'] = function (this: unknown, d: { clientId: string }) {
+    mark('downloaded', d.clientId.slice(0, 8));
+    return noted.call(this, d);
+  };
+  wrap(blobs, 'append', () => '');
+  wrap(blobs, 'write', () => '');
+  wrap(store, 'recordSubmissions', (a) => String((a[1] as unknown[]).length));
+  wrap(store, 'closeAndOpen', () => '');
+  wrap(store, 'listSubmissions', () => '');
+}
+
 // ---------------------------------------------------------------- main
 let coordinator: Coordinator | null = null;
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -255,6 +298,7 @@ async function main(): Promise<void> {
   };
   instrumentObject('store', engine.store);
   instrumentObject('blobs', engine.blobs);
+  if (traceFile) traceEngine(coordinator.engine as unknown as Record<string, unknown>, engine.store, engine.blobs);
   // Committee tasks: time each round's request to the custodians (all of them, until t answered).
   type Connector = { open(...a: unknown[]): { collect: (...a: unknown[]) => Promise<unknown> } } | null | undefined;
   const internals = engine as unknown as { committeeConnector?: Connector; ctx?: { committeeConnector?: Connector } };
@@ -289,6 +333,10 @@ async function main(): Promise<void> {
         ...(name === 'round-closed' && { cpuMs: cpuTotalMs() }),
       });
     });
+  }
+  if (traceFile) {
+    for (const name of ['round-opened', 'round-collecting', 'round-closed'] as const) coordinator.engine.on(name, ({ round }) => mark(name, '', round.number));
+    coordinator.engine.on('update-accepted', (e) => mark('accepted', e.clientId.slice(0, 8)));
   }
   coordinator.engine.on('update-accepted', (e) => {
     sendEvent({ name: 'update-accepted', t: nowMs(), round: e.roundNumber, clientId: e.clientId, receivedCount: e.receivedCount });
@@ -364,6 +412,10 @@ async function main(): Promise<void> {
           sampleMemory();
           const closeStarted = performance.now();
           await coordinator!.close();
+          if (traceFile) {
+            const { writeFile } = await import('node:fs/promises');
+            await writeFile(traceFile, trace.map((x) => JSON.stringify(x)).join('\n') + '\n');
+          }
           send({
             type: 'closed',
             closeMs: performance.now() - closeStarted,
