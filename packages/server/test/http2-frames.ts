@@ -20,7 +20,12 @@ export interface RecordedFrame {
   length: number;
   /** WINDOW_UPDATE only: the window size increment, bytes. */
   increment?: number;
+  /** SETTINGS only: its parameters (identifier, value) in order (RFC 9113 Sec. 6.5.1; none in an ACK). */
+  settings?: Array<[number, number]>;
 }
+
+/** SETTINGS parameter identifiers (RFC 9113 Sec. 6.5.2). */
+export const SETTING = { INITIAL_WINDOW_SIZE: 0x4 } as const;
 
 /** Splits one direction's bytes into frames (after the client's 24-byte connection preface). */
 function frameParser(direction: 'up' | 'down', onFrame: (frame: RecordedFrame) => void): (chunk: Buffer) => void {
@@ -39,6 +44,10 @@ function frameParser(direction: 'up' | 'down', onFrame: (frame: RecordedFrame) =
       const type = pending[3]!;
       const frame: RecordedFrame = { direction, type, flags: pending[4]!, streamId: pending.readUInt32BE(5) & 0x7fffffff, length };
       if (type === FRAME.WINDOW_UPDATE) frame.increment = pending.readUInt32BE(9) & 0x7fffffff;
+      if (type === FRAME.SETTINGS) {
+        frame.settings = [];
+        for (let at = 9; at + 6 <= 9 + length; at += 6) frame.settings.push([pending.readUInt16BE(at), pending.readUInt32BE(at + 2)]);
+      }
       onFrame(frame);
       pending = pending.subarray(9 + length);
     }

@@ -27,6 +27,7 @@ import { chunkPayload } from '@veil/protocol/codec';
 import { toGrpcStatus } from './errors.js';
 import { VeilError } from '../errors.js';
 import { createByteBudget, holdReads } from './backpressure.js';
+import { createUploadWindows } from './upload-window.js';
 import { installPooledMessageDecoder, releaseMessageBuffer } from './message-pool.js';
 import { createIdleTimer, createRateMonitor, createUploadGuard, tooSlowError, type UploadGuard, type UploadSlot } from './upload-guard.js';
 import type { SecureContextOptions } from 'node:tls';
@@ -333,6 +334,8 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
   const uploads = createByteBudget(budget(options.uploadBudgetBytes, DEFAULT_UPLOAD_BUDGET_BYTES, 'uploadBudgetBytes'));
   const downloads = createByteBudget(budget(options.downloadBudgetBytes, DEFAULT_DOWNLOAD_BUDGET_BYTES, 'downloadBudgetBytes'));
   const encodedModel = createEncodedModelCache();
+  // An admitted upload's connection gets a receive window for the rest of it (upload-window.ts).
+  const uploadWindows = createUploadWindows(SERVER_STREAM_WINDOW_BYTES);
   // Upload chunks are reassembled into reused buffers, which SubmitUpdate gives back (message-pool.ts).
   installPooledMessageDecoder();
   const uploadGuard = options.uploadGuard ?? createUploadGuard({
@@ -525,11 +528,14 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         finish(new VeilError('deadline_exceeded', header === null ? `no update header within ${idleMs} ms` : `no update data for ${idleMs} ms`)),
       );
       let rate: { add(bytes: number): void; stop(): void } | null = null;
+      /** Lowers the connection's receive window raised for this upload once admitted (upload-window.ts). */
+      let narrow: (() => void) | null = null;
       const tooSlow = (observed: number): void => finish(tooSlowError(observed, uploadGuard.minRate));
       /** Whatever the stream holds, let go (idempotent). */
       const letGo = (): void => {
         idle.stop();
         rate?.stop();
+        narrow?.();
         untrack?.();
         releaseBudget?.();
         slot?.close();
@@ -605,7 +611,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
               if (settled) return;
               // Admitted: from now on the budget share is only held while data keeps coming, fast enough.
               idle.start();
-              if (received < header!.payloadSizeBytes) rate = createRateMonitor(uploadGuard.minRate, tooSlow);
+              if (received < header!.payloadSizeBytes) {
+                rate = createRateMonitor(uploadGuard.minRate, tooSlow);
+                narrow = uploadWindows.widen(call, header!.payloadSizeBytes - received);
+              }
               reads.release();
               call.resume();
             },
@@ -627,7 +636,10 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
           taken.push(message.chunk);
           rate?.add(message.chunk.byteLength);
           // Everything declared arrived: what is left (the end of the stream) is no transfer.
-          if (received === header.payloadSizeBytes) rate?.stop();
+          if (received === header.payloadSizeBytes) {
+            rate?.stop();
+            narrow?.();
+          }
           return;
         }
         finish(new VeilError('invalid_argument', 'empty SubmitUpdate message'));
@@ -644,6 +656,7 @@ export function createFederationHandlers(options: FederationServiceOptions): Fed
         processing = true;
         idle.stop();
         rate?.stop();
+        narrow?.();
         slot?.processing();
         void (async () => {
           if (ready === null || header === null) throw new VeilError('invalid_argument', 'no update header was sent');
@@ -723,6 +736,8 @@ export const SERVER_MAX_FRAME_BYTES = MAX_CHUNK_BYTES;
  * `bench:rounds --only scale --sizes 1000 --paths plaintext`, coordinator peak RSS 830-869 MiB
  * against 563-574 MiB with this window (median round 5.3-6.0 s against 6.2-6.8 s); at 10 clients
  * the gain was below the noise. Issue 17 keeps the 1,000-client RSS no worse, so the default stays.
+ * An admitted upload's connection is raised to a window for the rest of that upload while it
+ * arrives, and comes back to this one after (upload-window.ts): held uploads keep this bound.
  */
 export const SERVER_STREAM_WINDOW_BYTES = 65_535;
 
