@@ -3,23 +3,24 @@
  * WebAssembly with 64-bit integers, generated here as bytes (no toolchain, no binary in the tree).
  * JavaScript has no 64-bit integer product, so ring.ts multiplies mod q (44 bits) in float64 from
  * 26-bit limbs (about 35 operations and five roundings per product); WebAssembly's i64.mul gives
- * the low 64 bits of a product exactly, which is all Shoup's modular multiplication needs
- * (Shoup, NTL; Harvey 2014, "Faster arithmetic for number-theoretic transforms", Alg. 2):
+ * the low 64 bits of a product exactly, which is all a remainder known to be small needs
+ * (Shoup's and Harvey's modular products, Harvey 2014, "Faster arithmetic for number-theoretic
+ * transforms", with the quotient estimated in float64 as ring.ts does):
  *
- *   w' = floor(w · 2^46 / q) (precomputed per fixed factor w in [0, q)),
- *   h  = floor(x · w' / 2^46) for x < 2^46 (here from 23-bit halves: every partial product < 2^46),
- *   r  = x·w - h·q  computed mod 2^64 (wrapping i64 arithmetic),
+ *   h = floor(x · (w/q)) in float64 (w/q precomputed per fixed factor w in [0, q)),
+ *   r = x·w - h·q  computed mod 2^64 (wrapping i64 arithmetic), plus q when negative:
  *
- * and since 0 <= x·w/q - x·w'/2^46 < x/2^46 < 1, h is floor(x·w/q) or one less: r is the exact
- * remainder in [0, 2q), the same lazy bound as ring.ts `mulTwiddleLazy`. The transform is
- * `nttInverseUnscaled`'s Gentleman-Sande butterflies with Harvey's lazy reduction, stage for
- * stage, and its output is the canonical residue in [0, q): equal coefficient for coefficient to
- * ring.ts (ntt-wasm.test.ts compares them on random and extreme inputs).
+ * for x < 2^46 the float64 product is within 2^-6 of x·w/q, so h is floor(x·w/q) or one off
+ * either way, the true remainder lies in [-q, 2q) (read exactly from the low 64 bits as a signed
+ * value), and after the correction in [0, 2q): the lazy bound of ring.ts `mulTwiddleLazy`. The
+ * transform is `nttInverseUnscaled`'s Gentleman-Sande butterflies with Harvey's lazy reduction,
+ * stage for stage, and its output is the canonical residue in [0, q): equal coefficient for
+ * coefficient to ring.ts (ntt-wasm.test.ts compares them on random and extreme inputs).
  *
- * Memory (one instance per thread, 2 pages): [0, 48 KiB) the inverse twiddles as (w, w'_hi, w'_lo)
- * i64 triples, [48 KiB, 96 KiB) the fixed factor b likewise, [96 KiB, 112 KiB) the input a (N
- * float64), [112 KiB, 128 KiB) the output (N float64, i64 while the transform runs). The fixed
- * factor may be secret (NTT(S_D)·N^-1): {@link NttWasm.erase} zeroes the factor and the output.
+ * Memory (one instance per thread, 2 pages): [0, 48 KiB) the inverse twiddles as (w as i64, w/q as
+ * f64, unused) 24-byte records, [48 KiB, 96 KiB) the fixed factor b likewise, [96 KiB, 112 KiB) the
+ * input a (N float64), [112 KiB, 128 KiB) the output (N float64, i64 while the transform runs). The
+ * fixed factor may be secret (NTT(S_D)·N^-1): {@link NttWasm.erase} zeroes it and the output.
  */
 import { CryptoError } from '../errors.js';
 
@@ -30,7 +31,6 @@ const BF = N * 24;
 const IN = 2 * N * 24;
 const OUT = IN + N * 8;
 const PAGES = 2;
-const MASK23 = 2 ** 23 - 1;
 
 /** One thread's instance. */
 export interface NttWasm {
@@ -42,6 +42,8 @@ export interface NttWasm {
   erase(): void;
   /** Tests: whether the factor, input and output areas are all zero. */
   scratchIsZero(): boolean;
+  /** Tests: the transform's modular product x·w, in [0, 2q) and ≡ x·w (mod q), for x < 2^46 and w in [0, q). */
+  mulLazy(x: bigint, w: bigint): bigint;
 }
 
 // --- A minimal WebAssembly encoder (the binary format, WebAssembly Core Specification §5). ---
@@ -76,6 +78,7 @@ const f64Bytes = (value: number): number[] => Array.from(new Uint8Array(new Floa
 
 const I32 = 0x7f;
 const I64 = 0x7e;
+const F64 = 0x7c;
 const op = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, select: 0x1b, void: 0x40,
   get: 0x20, set: 0x21, tee: 0x22,
@@ -85,7 +88,7 @@ const op = {
   i64LtS: 0x53, i64GeS: 0x59, i64GeU: 0x5a,
   i32Add: 0x6a, i32Sub: 0x6b, i32Shl: 0x74, i32ShrU: 0x76,
   i64Add: 0x7c, i64Sub: 0x7d, i64Mul: 0x7e, i64And: 0x83, i64Shl: 0x86, i64ShrU: 0x88,
-  f64Floor: 0x9c, f64Mul: 0xa2, i64TruncF64U: 0xb1, f64ConvertI64U: 0xba,
+  f64Floor: 0x9c, f64Mul: 0xa2, f64Div: 0xa3, i64TruncF64U: 0xb1, f64ConvertI64U: 0xba,
 } as const;
 
 /** A function body under construction: locals by name, instructions as bytes. */
@@ -153,24 +156,18 @@ class Body {
     return this;
   }
   /**
-   * target = x·w - floor(x·w'/2^46)·q mod 2^64, in [0, 2q) for x < 2^46 (see the module comment);
-   * `w`, `wh`, `wl` are i64 locals (w, w' >> 23, w' & (2^23 - 1)).
+   * target = x·w - h·q mod 2^64 with h = floor(x · (w/q)) from float64 (w/q precomputed): for
+   * x < 2^46 the float64 product is within 2^-6 of x·w/q, so h is floor(x·w/q) or one off
+   * either way, the remainder in [-q, 2q), and q added to a negative one leaves it in [0, 2q).
+   * `w` an i64 local, `wq` an f64 local.
    */
-  mulLazy(target: string, x: string, w: string, wh: string, wl: string): this {
-    this.local('_xh', I64);
-    this.local('_xl', I64);
-    this.get(x).i64(23).emit(op.i64ShrU).set('_xh');
-    this.get(x).i64(MASK23).emit(op.i64And).set('_xl');
-    // h = xh·wh + ((xh·wl + xl·wh + ((xl·wl) >> 23)) >> 23)
-    this.get('_xh').get(wh).emit(op.i64Mul);
-    this.get('_xh').get(wl).emit(op.i64Mul).get('_xl').get(wh).emit(op.i64Mul, op.i64Add);
-    this.get('_xl').get(wl).emit(op.i64Mul).i64(23).emit(op.i64ShrU, op.i64Add);
-    this.i64(23).emit(op.i64ShrU, op.i64Add);
-    // r = x·w - h·q
-    this.i64(Q).emit(op.i64Mul);
+  mulLazy(target: string, x: string, w: string, wq: string): this {
+    this.get(x).emit(op.f64ConvertI64U).get(wq).emit(op.f64Mul, op.i64TruncF64U).i64(Q).emit(op.i64Mul);
     this.local('_hq', I64);
     this.set('_hq');
     this.get(x).get(w).emit(op.i64Mul).get('_hq').emit(op.i64Sub).set(target);
+    // target += target < 0 ? q : 0
+    this.get(target).i64(Q).i64(0).get(target).i64(0).emit(op.i64LtS, op.select, op.i64Add).set(target);
     return this;
   }
   encode(): number[] {
@@ -180,40 +177,22 @@ class Body {
   }
 }
 
-/**
- * prepare(dst, count): for k < count, the float64 residue w = IN[k] becomes the triple (w, w' >> 23,
- * w' & (2^23 - 1)) at dst + 24k, w' = floor(w·2^46/q): a float64 estimate, then corrected with the
- * exact residual w·2^46 - w'·q (mod 2^64; its true value is within a few q of 0) into [0, q).
- */
+/** prepare(dst, count): for k < count, the float64 residue w = IN[k] becomes the record (w as i64, w/q as f64) at dst + 24k. */
 function prepareBody(): Body {
   const f = new Body([
     ['dst', I32],
     ['count', I32],
   ]);
   for (const name of ['k', 'p']) f.local(name, I32);
-  for (const name of ['w', 'c', 'res']) f.local(name, I64);
   f.forLoop(
     'k',
     () => f.i32(0),
     () => f.get('count'),
     1,
     () => {
-      f.get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).emit(op.i64TruncF64U).set('w');
-      f.get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).f64(2 ** 46 / Q).emit(op.f64Mul, op.f64Floor, op.i64TruncF64U).set('c');
-      f.get('w').i64(46).emit(op.i64Shl).get('c').i64(Q).emit(op.i64Mul, op.i64Sub).set('res');
-      // while (res < 0) { c -= 1; res += q }  while (res >= q) { c += 1; res -= q }
-      f.emit(op.block, op.void, op.loop, op.void);
-      f.get('res').i64(0).emit(op.i64GeS, op.brIf, 1);
-      f.get('c').i64(1).emit(op.i64Sub).set('c').get('res').i64(Q).emit(op.i64Add).set('res');
-      f.emit(op.br, 0, op.end, op.end);
-      f.emit(op.block, op.void, op.loop, op.void);
-      f.get('res').i64(Q).emit(op.i64LtS, op.brIf, 1);
-      f.get('c').i64(1).emit(op.i64Add).set('c').get('res').i64(Q).emit(op.i64Sub).set('res');
-      f.emit(op.br, 0, op.end, op.end);
       f.get('dst').get('k').i32(24).emit(0x6c /* i32.mul */, op.i32Add).set('p');
-      f.get('p').get('w').mem(op.i64Store, 0);
-      f.get('p').get('c').i64(23).emit(op.i64ShrU).mem(op.i64Store, 8);
-      f.get('p').get('c').i64(MASK23).emit(op.i64And).mem(op.i64Store, 16);
+      f.get('p').get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).emit(op.i64TruncF64U).mem(op.i64Store, 0);
+      f.get('p').get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).f64(Q).emit(op.f64Div).mem(op.f64Store, 8);
     },
   );
   return f;
@@ -223,7 +202,8 @@ function prepareBody(): Body {
 function mulInverseBody(): Body {
   const f = new Body([]);
   for (const name of ['k', 'p', 'i', 'j', 'end', 't', 'h', 'j1', 'tp', 'd']) f.local(name, I32);
-  for (const name of ['x', 'u', 'v', 's', 'r', 'w', 'wh', 'wl']) f.local(name, I64);
+  for (const name of ['x', 'u', 'v', 's', 'r', 'w']) f.local(name, I64);
+  f.local('wq', F64);
   const TWO_Q = 2n * BigInt(Q);
   // The product, each in [0, 2q): OUT[k] = a[k]·b[k].
   f.forLoop(
@@ -236,9 +216,8 @@ function mulInverseBody(): Body {
       f.get('p').mem(op.f64Load, IN).emit(op.i64TruncF64U).set('x');
       f.get('k').i32(24).emit(0x6c).set('tp');
       f.get('tp').mem(op.i64Load, BF).set('w');
-      f.get('tp').mem(op.i64Load, BF + 8).set('wh');
-      f.get('tp').mem(op.i64Load, BF + 16).set('wl');
-      f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+      f.get('tp').mem(op.f64Load, BF + 8).set('wq');
+      f.mulLazy('r', 'x', 'w', 'wq');
       f.get('p').get('r').mem(op.i64Store, OUT);
     },
   );
@@ -257,8 +236,7 @@ function mulInverseBody(): Body {
     () => {
       f.get('h').get('i').emit(op.i32Add).i32(24).emit(0x6c).set('tp');
       f.get('tp').mem(op.i64Load, TW).set('w');
-      f.get('tp').mem(op.i64Load, TW + 8).set('wh');
-      f.get('tp').mem(op.i64Load, TW + 16).set('wl');
+      f.get('tp').mem(op.f64Load, TW + 8).set('wq');
       f.get('j1').get('t').emit(op.i32Add).set('end');
       f.forLoop(
         'j',
@@ -273,7 +251,7 @@ function mulInverseBody(): Body {
           f.reduceInto('s', 's', TWO_Q);
           f.get('p').get('s').mem(op.i64Store, OUT);
           f.get('u').get('v').emit(op.i64Sub).i64(TWO_Q).emit(op.i64Add).set('x');
-          f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+          f.mulLazy('r', 'x', 'w', 'wq');
           f.get('p').get('d').emit(op.i32Add).get('r').mem(op.i64Store, OUT);
         },
       );
@@ -286,8 +264,7 @@ function mulInverseBody(): Body {
   // The last stage (t = N/2, twiddle 1) reduces into [0, q); then to float64 in place.
   f.i32(24).set('tp');
   f.get('tp').mem(op.i64Load, TW).set('w');
-  f.get('tp').mem(op.i64Load, TW + 8).set('wh');
-  f.get('tp').mem(op.i64Load, TW + 16).set('wl');
+  f.get('tp').mem(op.f64Load, TW + 8).set('wq');
   f.forLoop(
     'j',
     () => f.i32(0),
@@ -302,7 +279,7 @@ function mulInverseBody(): Body {
       f.reduceInto('s', 's', BigInt(Q));
       f.get('p').get('s').emit(op.f64ConvertI64U).mem(op.f64Store, OUT);
       f.get('u').get('v').emit(op.i64Sub).i64(TWO_Q).emit(op.i64Add).set('x');
-      f.mulLazy('r', 'x', 'w', 'wh', 'wl');
+      f.mulLazy('r', 'x', 'w', 'wq');
       f.reduceInto('r', 'r', BigInt(Q));
       f.get('p').get('r').emit(op.f64ConvertI64U).mem(op.f64Store, OUT + (N / 2) * 8);
     },
@@ -310,13 +287,26 @@ function mulInverseBody(): Body {
   return f;
 }
 
+/** mulLazy(x, w, w/q): one modular product as the transform computes it (tests). */
+function mulLazyBody(): Body {
+  const f = new Body([
+    ['x', I64],
+    ['w', I64],
+    ['wq', F64],
+  ]);
+  f.local('r', I64);
+  f.mulLazy('r', 'x', 'w', 'wq');
+  f.get('r');
+  return f;
+}
+
 function moduleBytes(): Uint8Array {
-  const types = section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, 0, 0]]));
-  const funcs = section(3, vec([[0], [1]]));
+  const types = section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, 0, 0], [0x60, ...vec([[I64], [I64], [F64]]), ...vec([[I64]])]]));
+  const funcs = section(3, vec([[0], [1], [2]]));
   const memory = section(5, vec([[0x01, PAGES, PAGES]]));
   const name = (s: string): number[] => vec(Array.from(new TextEncoder().encode(s), (b) => [b]));
-  const exports = section(7, vec([[...name('memory'), 0x02, 0], [...name('prepare'), 0x00, 0], [...name('mulInverse'), 0x00, 1]]));
-  const code = section(10, vec([prepareBody().encode(), mulInverseBody().encode()]));
+  const exports = section(7, vec([[...name('memory'), 0x02, 0], [...name('prepare'), 0x00, 0], [...name('mulInverse'), 0x00, 1], [...name('mulLazy'), 0x00, 2]]));
+  const code = section(10, vec([prepareBody().encode(), mulInverseBody().encode(), mulLazyBody().encode()]));
   return Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...types, ...funcs, ...memory, ...exports, ...code]);
 }
 
@@ -343,7 +333,12 @@ export function createNttWasm(inverse: Float64Array): NttWasm | null {
   }
   if (compiled === null || wasmApi === undefined) return null;
   const instance = new wasmApi.Instance(compiled, {});
-  const { memory, prepare, mulInverse } = instance.exports as { memory: { buffer: ArrayBuffer }; prepare: (dst: number, count: number) => void; mulInverse: () => void };
+  const { memory, prepare, mulInverse, mulLazy } = instance.exports as {
+    memory: { buffer: ArrayBuffer };
+    prepare: (dst: number, count: number) => void;
+    mulInverse: () => void;
+    mulLazy: (x: bigint, w: bigint, wq: number) => bigint;
+  };
   const bytes = new Uint8Array(memory.buffer);
   const input = new Float64Array(memory.buffer, IN, N);
   const output = new Float64Array(memory.buffer, OUT, N);
@@ -367,5 +362,6 @@ export function createNttWasm(inverse: Float64Array): NttWasm | null {
       bytes.fill(0, BF, OUT + N * 8);
     },
     scratchIsZero: () => bytes.subarray(BF, OUT + N * 8).every((b) => b === 0),
+    mulLazy: (x, w) => mulLazy(x, w, Number(w) / Q),
   };
 }
