@@ -128,6 +128,37 @@ describe('the WebAssembly product and inverse NTT (ntt-wasm.ts)', () => {
     expect(Array.from(out, (v) => BigInt(v))).toEqual(want.map((v) => ((v % QB) + QB) % QB));
   });
 
+  it('decodes (c0 + a·b mod q, centred, / Δ, rounded as Math.round, -0 included) as the float64 JavaScript path does, byte for byte', () => {
+    const bytes = (x: Float64Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+    const out = new Float64Array(N);
+    const want = new Float64Array(N);
+    let negativeZeros = 0;
+    for (const [i, deltaBits] of [1, 8, 20, 26, 43].entries()) {
+      const inverseDelta = 1 / 2 ** deltaBits;
+      const fixed = createFixedMultiplier(randomResidues(N, `decode-b-${i}`), { inverseN: true });
+      for (let j = 0; j < 6; j++) {
+        const a = randomResidues(N, `decode-a-${i}-${j}`);
+        // c0 = (m·Δ - a·b + small) mod q, so that the centred values sit near multiples of Δ and at
+        // the rounding boundaries ±Δ/2, as a real decryption's do; plus random and extreme c0's.
+        const ab = new Float64Array(N);
+        fixed.mulInverseUnscaled(a, ab);
+        const c0 = Float64Array.from(ab, (v, k) => {
+          const target = j === 4 ? (k % 2 === 0 ? 0 : Q - 1) : j === 5 ? Number(BigInt(Math.floor(v * 7919)) % QB) : ((k % 7) - 3) * 2 ** deltaBits + ((k % 5) - 2) * 2 ** (deltaBits - 1) - (k % 3);
+          return (((target - v) % Q) + 2 * Q) % Q;
+        });
+        useNttWasm(false);
+        fixed.mulInverseDecode(a, c0, inverseDelta, want);
+        useNttWasm(true);
+        fixed.mulInverseDecode(a, c0, inverseDelta, out);
+        expect(bytes(out)).toEqual(bytes(want));
+        negativeZeros += want.filter((v) => Object.is(v, -0)).length;
+      }
+      fixed.erase();
+    }
+    expect(negativeZeros).toBeGreaterThan(0);
+    expect(nttWasmScratchIsZero()).toBe(true);
+  });
+
   it('several multipliers in turn each use their own factor', () => {
     const b1 = randomResidues(N, 'turn-1');
     const b2 = randomResidues(N, 'turn-2');

@@ -17,10 +17,11 @@
  * stage for stage, and its output is the canonical residue in [0, q): equal coefficient for
  * coefficient to ring.ts (ntt-wasm.test.ts compares them on random and extreme inputs).
  *
- * Memory (one instance per thread, 2 pages): [0, 48 KiB) the inverse twiddles as (w as i64, w/q as
+ * Memory (one instance per thread, 3 pages): [0, 48 KiB) the inverse twiddles as (w as i64, w/q as
  * f64, unused) 24-byte records, [48 KiB, 96 KiB) the fixed factor b likewise, [96 KiB, 112 KiB) the
- * input a (N float64), [112 KiB, 128 KiB) the output (N float64, i64 while the transform runs). The
- * fixed factor may be secret (NTT(S_D)·N^-1): {@link NttWasm.erase} zeroes it and the output.
+ * input a (N float64), [112 KiB, 128 KiB) the output (N float64, i64 while the transform runs),
+ * [128 KiB, 144 KiB) a c0 sum's polynomial to decode with (`mulInverseDecode`). The fixed factor
+ * may be secret (NTT(S_D)·N^-1): {@link NttWasm.erase} zeroes it, the input, output and c0.
  */
 import { CryptoError } from '../errors.js';
 
@@ -30,7 +31,8 @@ const TW = 0;
 const BF = N * 24;
 const IN = 2 * N * 24;
 const OUT = IN + N * 8;
-const PAGES = 2;
+const C0 = OUT + N * 8;
+const PAGES = 3;
 
 /** One thread's instance. */
 export interface NttWasm {
@@ -38,6 +40,11 @@ export interface NttWasm {
   setFactor(b: Float64Array): void;
   /** out = nttInverseUnscaled(a ⊙ b) for a in [0, q) (N values each). */
   mulInverseUnscaled(a: Float64Array, out: Float64Array): void;
+  /**
+   * out[k] = Math.round(centre((c0Sum[k] + v_k) mod q) · inverseDelta) with v = nttInverseUnscaled(a ⊙ b),
+   * for a and c0Sum in [0, q) and inverseDelta = 2^-deltaBits (rlwe.ts decryptPolynomials' decoding).
+   */
+  mulInverseDecode(a: Float64Array, c0Sum: Float64Array, inverseDelta: number, out: Float64Array): void;
   /** Zeroes the fixed factor and the input and output areas. */
   erase(): void;
   /** Tests: whether the factor, input and output areas are all zero. */
@@ -85,10 +92,10 @@ const op = {
   i64Load: 0x29, f64Load: 0x2b, i64Store: 0x37, f64Store: 0x39,
   i32Const: 0x41, i64Const: 0x42, f64Const: 0x44,
   i32Eqz: 0x45, i32LtU: 0x49, i32GtU: 0x4b, i32GeU: 0x4f,
-  i64LtS: 0x53, i64GeS: 0x59, i64GeU: 0x5a,
+  i64LtS: 0x53, i64GtS: 0x55, i64GeS: 0x59, i64GeU: 0x5a,
   i32Add: 0x6a, i32Sub: 0x6b, i32Shl: 0x74, i32ShrU: 0x76,
   i64Add: 0x7c, i64Sub: 0x7d, i64Mul: 0x7e, i64And: 0x83, i64Shl: 0x86, i64ShrU: 0x88,
-  f64Floor: 0x9c, f64Mul: 0xa2, f64Div: 0xa3, i64TruncF64U: 0xb1, f64ConvertI64U: 0xba,
+  f64Floor: 0x9c, f64Add: 0xa0, f64Mul: 0xa2, f64Div: 0xa3, f64Copysign: 0xa6, i64TruncF64U: 0xb1, f64ConvertI64S: 0xb9, f64ConvertI64U: 0xba,
 } as const;
 
 /** A function body under construction: locals by name, instructions as bytes. */
@@ -199,8 +206,8 @@ function prepareBody(): Body {
 }
 
 /** mulInverse(): OUT = nttInverseUnscaled(IN ⊙ factor), as float64 residues in [0, q). */
-function mulInverseBody(): Body {
-  const f = new Body([]);
+function mulInverseBody(decode: boolean): Body {
+  const f = new Body(decode ? [['inverseDelta', F64]] : []);
   for (const name of ['k', 'p', 'i', 'j', 'end', 't', 'h', 'j1', 'tp', 'd']) f.local(name, I32);
   for (const name of ['x', 'u', 'v', 's', 'r', 'w']) f.local(name, I64);
   f.local('wq', F64);
@@ -261,10 +268,18 @@ function mulInverseBody(): Body {
   f.get('t').i32(1).emit(op.i32Shl).set('t');
   f.get('h').i32(1).emit(op.i32ShrU).set('h');
   f.emit(op.br, 0, op.end, op.end);
-  // The last stage (t = N/2, twiddle 1) reduces into [0, q); then to float64 in place.
+  // The last stage (t = N/2, twiddle 1) reduces into [0, q); then to float64 in place, or with
+  // `decode` each value v becomes round(centre((C0 + v) mod q) · inverseDelta) (see decodeInto).
   f.i32(24).set('tp');
   f.get('tp').mem(op.i64Load, TW).set('w');
   f.get('tp').mem(op.f64Load, TW + 8).set('wq');
+  const store = (value: string, offset: number): void => {
+    if (!decode) {
+      f.get('p').get(value).emit(op.f64ConvertI64U).mem(op.f64Store, OUT + offset);
+      return;
+    }
+    decodeInto(f, value, offset);
+  };
   f.forLoop(
     'j',
     () => f.i32(0),
@@ -277,14 +292,33 @@ function mulInverseBody(): Body {
       f.get('u').get('v').emit(op.i64Add).set('s');
       f.reduceInto('s', 's', TWO_Q);
       f.reduceInto('s', 's', BigInt(Q));
-      f.get('p').get('s').emit(op.f64ConvertI64U).mem(op.f64Store, OUT);
+      store('s', 0);
       f.get('u').get('v').emit(op.i64Sub).i64(TWO_Q).emit(op.i64Add).set('x');
       f.mulLazy('r', 'x', 'w', 'wq');
       f.reduceInto('r', 'r', BigInt(Q));
-      f.get('p').get('r').emit(op.f64ConvertI64U).mem(op.f64Store, OUT + (N / 2) * 8);
+      store('r', (N / 2) * 8);
     },
   );
   return f;
+}
+
+/**
+ * Stores at OUT + p + offset the decoded value of the residue `value` (in [0, q)) with the c0 sum's
+ * coefficient at C0 + p + offset (in [0, q)), as rlwe.ts decodes it in float64:
+ *   t = c0 + value; t -= q if t >= q; t -= q if t > (q - 1)/2 (centred); y = t · inverseDelta;
+ *   out = Math.round(y) = copysign(floor(y + 0.5), y).
+ * y = t·2^-deltaBits with |t| < 2^43, so y + 0.5 is exact and its floor is y rounded half up, as
+ * Math.round; copysign gives Math.round's -0 for y in [-0.5, 0) (and keeps every other sign).
+ */
+function decodeInto(f: Body, value: string, offset: number): void {
+  f.local('_t', I64);
+  f.local('_y', F64);
+  f.get('p').mem(op.f64Load, C0 + offset).emit(op.i64TruncF64U).get(value).emit(op.i64Add).set('_t');
+  f.reduceInto('_t', '_t', BigInt(Q));
+  // t - (t > (q - 1)/2 ? q : 0), signed
+  f.get('_t').i64(Q).i64(0).get('_t').i64((Q - 1) / 2).emit(op.i64GtS, op.select, op.i64Sub).set('_t');
+  f.get('_t').emit(op.f64ConvertI64S).get('inverseDelta').emit(op.f64Mul).set('_y');
+  f.get('p').get('_y').f64(0.5).emit(op.f64Add, op.f64Floor).get('_y').emit(op.f64Copysign).mem(op.f64Store, OUT + offset);
 }
 
 /** mulLazy(x, w, w/q): one modular product as the transform computes it (tests). */
@@ -301,12 +335,12 @@ function mulLazyBody(): Body {
 }
 
 function moduleBytes(): Uint8Array {
-  const types = section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, 0, 0], [0x60, ...vec([[I64], [I64], [F64]]), ...vec([[I64]])]]));
-  const funcs = section(3, vec([[0], [1], [2]]));
+  const types = section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, 0, 0], [0x60, ...vec([[I64], [I64], [F64]]), ...vec([[I64]])], [0x60, ...vec([[F64]]), 0]]));
+  const funcs = section(3, vec([[0], [1], [2], [3]]));
   const memory = section(5, vec([[0x01, PAGES, PAGES]]));
   const name = (s: string): number[] => vec(Array.from(new TextEncoder().encode(s), (b) => [b]));
-  const exports = section(7, vec([[...name('memory'), 0x02, 0], [...name('prepare'), 0x00, 0], [...name('mulInverse'), 0x00, 1], [...name('mulLazy'), 0x00, 2]]));
-  const code = section(10, vec([prepareBody().encode(), mulInverseBody().encode(), mulLazyBody().encode()]));
+  const exports = section(7, vec([[...name('memory'), 0x02, 0], [...name('prepare'), 0x00, 0], [...name('mulInverse'), 0x00, 1], [...name('mulLazy'), 0x00, 2], [...name('mulInverseDecode'), 0x00, 3]]));
+  const code = section(10, vec([prepareBody().encode(), mulInverseBody(false).encode(), mulLazyBody().encode(), mulInverseBody(true).encode()]));
   return Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...types, ...funcs, ...memory, ...exports, ...code]);
 }
 
@@ -333,15 +367,17 @@ export function createNttWasm(inverse: Float64Array): NttWasm | null {
   }
   if (compiled === null || wasmApi === undefined) return null;
   const instance = new wasmApi.Instance(compiled, {});
-  const { memory, prepare, mulInverse, mulLazy } = instance.exports as {
+  const { memory, prepare, mulInverse, mulInverseDecode, mulLazy } = instance.exports as {
     memory: { buffer: ArrayBuffer };
     prepare: (dst: number, count: number) => void;
     mulInverse: () => void;
+    mulInverseDecode: (inverseDelta: number) => void;
     mulLazy: (x: bigint, w: bigint, wq: number) => bigint;
   };
   const bytes = new Uint8Array(memory.buffer);
   const input = new Float64Array(memory.buffer, IN, N);
   const output = new Float64Array(memory.buffer, OUT, N);
+  const c0 = new Float64Array(memory.buffer, C0, N);
   if (inverse.length !== N) throw new CryptoError('invalid_argument', `twiddles are ${N} values`);
   input.set(inverse);
   prepare(TW, N);
@@ -358,10 +394,16 @@ export function createNttWasm(inverse: Float64Array): NttWasm | null {
       mulInverse();
       out.set(output);
     },
-    erase() {
-      bytes.fill(0, BF, OUT + N * 8);
+    mulInverseDecode(a, c0Sum, inverseDelta, out) {
+      input.set(a);
+      c0.set(c0Sum);
+      mulInverseDecode(inverseDelta);
+      out.set(output);
     },
-    scratchIsZero: () => bytes.subarray(BF, OUT + N * 8).every((b) => b === 0),
+    erase() {
+      bytes.fill(0, BF, C0 + N * 8);
+    },
+    scratchIsZero: () => bytes.subarray(BF, C0 + N * 8).every((b) => b === 0),
     mulLazy: (x, w) => mulLazy(x, w, Number(w) / Q),
   };
 }

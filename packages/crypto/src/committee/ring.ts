@@ -200,6 +200,8 @@ const INVERSE_INTERLEAVED = (() => {
 })();
 
 const TWO_Q = 2 * Q;
+/** Residues above (q - 1)/2 are negative (centreQ, inlined). */
+const HALF_Q = (Q - 1) / 2;
 
 /**
  * {@link nttInverse} without its final 1/N scaling: N·INTT(a). For products whose fixed factor
@@ -293,6 +295,13 @@ export interface FixedMultiplier {
    * or {@link erase}.
    */
   mulInverseUnscaled(a: Float64Array, out: Float64Array): void;
+  /**
+   * A committee decryption's decoding of one polynomial: out[k] = Math.round(centreQ((c0[k] + v_k)
+   * mod q) · inverseDelta), v = {@link mulInverseUnscaled}(a), for a and c0 in [0, q) (N values
+   * each) and inverseDelta = 2^-deltaBits: the same values, -0 included, in WebAssembly or in
+   * float64 JavaScript.
+   */
+  mulInverseDecode(a: Float64Array, c0: Float64Array, inverseDelta: number, out: Float64Array): void;
   /** Zeroes this thread's copy of the factor in WebAssembly memory, if any (not the limbs). */
   release(): void;
   /** Zeroes the precomputed factor (it may be secret, e.g. NTT(S_D)), and `release`s it. */
@@ -333,6 +342,26 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
         loaded = multiplier;
       }
       engine.mulInverseUnscaled(a, out);
+    },
+    mulInverseDecode(a, c0, inverseDelta, out) {
+      if (c0.length !== N) throw new CryptoError('invalid_argument', `a c0 polynomial has ${N} coefficients`);
+      const engine = wasmEngine();
+      if (engine === null) {
+        multiplier.mulInverseUnscaled(a, out);
+        for (let k = 0; k < N; k++) {
+          // c0 + a·S in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
+          let v = c0[k]! + out[k]!;
+          v -= Q * +(v >= Q);
+          out[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
+        }
+        return;
+      }
+      if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
+      if (loaded !== multiplier) {
+        engine.setFactor(w);
+        loaded = multiplier;
+      }
+      engine.mulInverseDecode(a, c0, inverseDelta, out);
     },
     release() {
       if (loaded !== multiplier) return;

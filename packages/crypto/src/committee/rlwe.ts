@@ -44,8 +44,6 @@ export const C0_HEADER_BYTES = 12;
 const C0_MAGIC = [0x56, 0x43, 0x30]; // "VC0", then the version: 1 exact (44 bits), 2 compressed
 const versionOf = (c0Bits: C0Bits): number => (c0Bits === 44 ? 1 : 2);
 const polyBytes = (c0Bits: C0Bits): number => (c0Bits === 44 ? PACKED_POLY_BYTES : (N * c0Bits) / 8);
-/** Residues above (q - 1)/2 are negative (centreQ in ring.ts, inlined on the decryption's hot loop). */
-const HALF_Q = (Q - 1) / 2;
 
 /** Polynomials needed for `valueCount` values plus the count and weight slots. */
 export function polynomialCount(valueCount: number): number {
@@ -465,15 +463,10 @@ export function decryptPolynomials(job: PolynomialDecryptionJob, multiplier: Fix
   for (let l = from; l < to; l++) {
     const aHat = job.publicPolynomials[l - from] ?? derivePublicPolynomialNtt(job.descriptorHash, job.round, job.roundSeed, l);
     if (aHat.length !== N) throw new CryptoError('invalid_argument', `public polynomial ${l} must have ${N} coefficients`);
-    multiplier.mulInverseUnscaled(aHat, work);
     const base = l * N;
     const offset = (l - from) * N;
-    for (let k = 0; k < N; k++) {
-      // c0 + a·S_D in [0, 2q): reduce, centre, and divide by Δ (a power of two: exact).
-      let v = c0Sum[offset + k]! + work[k]!;
-      v -= Q * +(v >= Q);
-      work[k] = Math.round((v - Q * +(v > HALF_Q)) * inverseDelta);
-    }
+    // c0 + a·S_D, reduced, centred and divided by Δ (a power of two: exact), rounded.
+    multiplier.mulInverseDecode(aHat, c0Sum.subarray(offset, offset + N), inverseDelta, work);
     if (beforeWrite !== undefined && !beforeWrite(l)) continue;
     if (l === 0) {
       if (work[0] !== count) throw new CryptoError('integrity_check_failed', `the count slot decrypted to ${work[0]}, expected |D| = ${count}`);
