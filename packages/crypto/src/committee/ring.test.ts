@@ -180,6 +180,15 @@ describe('public polynomials and 44-bit packing', () => {
     const first = Number(stream.readUIntLE(0, 6) % 2 ** 44);
     expect(first).toBeLessThan(Q); // rejection happens with probability < 2^-29
     expect(a[0]).toBe(first);
+    // Every coefficient, parsed independently: 6-byte little-endian words as BigInt, masked to 44 bits, kept when < q.
+    const whole = createHash('shake256', { outputLength: (N + 16) * 6 }).update(input).digest();
+    const want: number[] = [];
+    for (let i = 0; i + 6 <= whole.length && want.length < N; i += 6) {
+      const v = whole.readBigUInt64LE(i - (i + 8 > whole.length ? 2 : 0)) >> (i + 8 > whole.length ? 16n : 0n);
+      const word = Number(v & (2n ** 44n - 1n));
+      if (word < Q) want.push(word);
+    }
+    expect(Array.from(a)).toEqual(want);
     // Mean of a uniform coefficient is q/2: within 5% over 2,048 values.
     expect(Math.abs(a.reduce((s, v) => s + v, 0) / N / (Q / 2) - 1)).toBeLessThan(0.05);
   });
