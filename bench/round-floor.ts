@@ -4,7 +4,7 @@
  * nothing else (no gRPC, no protobuf, no engine, no database, no durability, no aggregation).
  *
  *   npx tsx bench/round-floor.ts [--clients 10] [--rounds 20] [--parameters 100000]
- *     [--clients-per-process 1 at <= 10 clients, 10 above] [--windows veil|large|default]
+ *     [--clients-per-process 1 at <= 10 clients, 10 above] [--windows veil|fixed|large|default]
  *
  * One server process (this one) and ceil(clients / clients-per-process) forked client processes,
  * each client with its own HTTP/2 connection. Round r: every client asks for the model (a GET the
@@ -15,9 +15,12 @@
  * rounds 2..R: the window bench/rounds.ts (`medianRoundMsExcludingFirst`) and Flower's runner take.
  *
  * --windows: `veil` announces what the coordinator and the SDK announce (server: 65,535-byte
- * stream windows, 16 MiB connection window, 1 MiB frames, packages/server/src/grpc/federation-service.ts;
- * client: 8 MiB stream and connection windows, packages/client-sdk/src/transport/grpc-transport.ts);
- * `large`: the server's stream window 1 MiB too; `default`: HTTP/2's defaults everywhere.
+ * stream windows, 16 MiB connection window, 1 MiB frames, packages/server/src/grpc/federation-service.ts,
+ * and, as the coordinator does for an admitted upload (grpc/upload-window.ts), the connection's
+ * stream window raised to 1 MiB while an update arrives on it and back to 65,535 after; client: 8 MiB
+ * stream and connection windows, packages/client-sdk/src/transport/grpc-transport.ts); `fixed`: the
+ * same without the raise (the coordinator before 1506404); `large`: the server's stream window
+ * 1 MiB throughout; `default`: HTTP/2's defaults everywhere.
  *
  * Prints ONE JSON object: the median round, every round, and the CPU per client-round of the server
  * process and of the client processes over rounds 2..R. What a Veil round costs above this floor is
@@ -31,7 +34,7 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-type Windows = 'veil' | 'large' | 'default';
+type Windows = 'veil' | 'fixed' | 'large' | 'default';
 
 interface ClientInit {
   port: number;
@@ -133,13 +136,13 @@ async function main(): Promise<void> {
   const bytes = 4 * positive(args.parameters, 'parameters');
   const perProcess = positive(args['clients-per-process'] ?? (clients <= 10 ? '1' : '10'), 'clients-per-process');
   const windows = args.windows as Windows;
-  if (windows !== 'veil' && windows !== 'large' && windows !== 'default') throw new Error(`--windows: veil, large or default, got ${args.windows}`);
+  if (windows !== 'veil' && windows !== 'fixed' && windows !== 'large' && windows !== 'default') throw new Error(`--windows: veil, fixed, large or default, got ${args.windows}`);
 
   const model = Buffer.alloc(bytes, 3);
   const server = http2.createServer(
     windows === 'default'
       ? {}
-      : { settings: { maxFrameSize: 2 ** 20, initialWindowSize: windows === 'veil' ? 65_535 : 2 ** 20 } },
+      : { settings: { maxFrameSize: 2 ** 20, initialWindowSize: windows === 'large' ? 2 ** 20 : 65_535 } },
   );
   if (windows !== 'default') server.on('session', (session) => session.once('localSettings', () => session.setLocalWindowSize(16 * 2 ** 20)));
 
@@ -152,6 +155,15 @@ async function main(): Promise<void> {
   let allClosed: () => void = () => {};
   const finished = new Promise<void>((ok) => (allClosed = ok));
 
+  const uploadsOn = new WeakMap<http2.ServerHttp2Session, number>();
+  const announce = (session: http2.ServerHttp2Session, initialWindowSize: number): void => {
+    if (session.destroyed || session.closed) return;
+    try {
+      session.settings({ initialWindowSize });
+    } catch {
+      // (Too many SETTINGS not yet acknowledged: the client keeps its window, as with the coordinator.)
+    }
+  };
   const sendModel = (stream: http2.ServerHttp2Stream): void => {
     stream.respond({ ':status': 200 });
     stream.end(model);
@@ -164,6 +176,19 @@ async function main(): Promise<void> {
       else held.set(round, [...(held.get(round) ?? []), stream]);
       return;
     }
+    // `veil`: the coordinator's raise for an admitted upload (grpc/upload-window.ts), per connection.
+    const session = stream.session;
+    let lower = (): void => {};
+    if (windows === 'veil' && session !== undefined) {
+      const open = (uploadsOn.get(session) ?? 0) + 1;
+      uploadsOn.set(session, open);
+      if (open === 1) announce(session, 2 ** 20);
+      lower = () => {
+        const left = uploadsOn.get(session)! - 1;
+        uploadsOn.set(session, left);
+        if (left === 0) announce(session, 65_535);
+      };
+    }
     const chunks: Buffer[] = [];
     let length = 0;
     stream.on('data', (chunk: Buffer) => {
@@ -171,6 +196,7 @@ async function main(): Promise<void> {
       length += chunk.byteLength;
     });
     stream.once('end', () => {
+      lower();
       const whole = Buffer.concat(chunks, length);
       if (whole.byteLength !== bytes || round !== openRound) failure ??= new Error(`update of ${whole.byteLength} bytes for round ${round} in round ${openRound}`);
       stream.respond({ ':status': 200 });
@@ -189,6 +215,11 @@ async function main(): Promise<void> {
       held.delete(openRound);
     });
   });
+  // A round that never closes (a lost exchange) fails the run instead of hanging its caller.
+  setTimeout(() => {
+    process.stderr.write(`round-floor: no result after 180 s (round ${openRound} of ${rounds}, ${updatesIn} of ${clients} updates in)\n`);
+    process.exit(1);
+  }, 180_000);
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address() as AddressInfo;
 
