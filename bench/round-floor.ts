@@ -155,8 +155,8 @@ async function main(): Promise<void> {
   let allClosed: () => void = () => {};
   const finished = new Promise<void>((ok) => (allClosed = ok));
 
-  const uploadsOn = new WeakMap<http2.ServerHttp2Session, number>();
-  const announce = (session: http2.ServerHttp2Session, initialWindowSize: number): void => {
+  const uploadsOn = new WeakMap<http2.Http2Session, number>();
+  const announce = (session: http2.Http2Session, initialWindowSize: number): void => {
     if (session.destroyed || session.closed) return;
     try {
       session.settings({ initialWindowSize });
