@@ -68,11 +68,11 @@ interface Twiddles {
 }
 
 /**
- * (x · w) mod q with w's limbs precomputed, for w in [0, q) and x in [0, 2^46) (so also the lazy
+ * (x · w) mod q from w's precomputed limbs (w0, w1) and w/q (wq), for w in [0, q) and x in [0, 2^46) (so also the lazy
  * values below 4q of {@link nttInverseUnscaled}): x·w/q < 2^46, so the float64 quotient is off
  * by at most one and the remainder lies in [-q, 2q); every limb product stays below 2^53.
  */
-function mulTwiddle(x: number, w: number, w0: number, w1: number, wq: number): number {
+function mulTwiddle(x: number, w0: number, w1: number, wq: number): number {
   const r = mulTwiddleLazy(x, w0, w1, wq);
   return r - Q * +(r >= Q);
 }
@@ -152,20 +152,19 @@ export const NTT_PSI = TABLES.psi;
 /** In-place forward negacyclic NTT (Longa-Naehrig 2016, Alg. 1): normal order in, bit-reversed out. */
 export function nttForward(a: Float64Array): void {
   if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
-  const { w, w0, w1, wq } = TABLES.forward;
+  const { w0, w1, wq } = TABLES.forward;
   let t = N;
   for (let m = 1; m < N; m <<= 1) {
     t >>= 1;
     for (let i = 0; i < m; i++) {
       const j1 = 2 * i * t;
       const k = m + i;
-      const s = w[k]!;
       const s0 = w0[k]!;
       const s1 = w1[k]!;
       const sq = wq[k]!;
       for (let j = j1; j < j1 + t; j++) {
         const u = a[j]!;
-        const v = mulTwiddle(a[j + t]!, s, s0, s1, sq);
+        const v = mulTwiddle(a[j + t]!, s0, s1, sq);
         // Branch-free reductions into [0, q): exact (every value < 2^53).
         const sum = u + v;
         a[j] = sum - Q * +(sum >= Q);
@@ -180,7 +179,7 @@ export function nttForward(a: Float64Array): void {
 export function nttInverse(a: Float64Array): void {
   nttInverseUnscaled(a);
   const n = TABLES.nInv;
-  for (let j = 0; j < N; j++) a[j] = mulTwiddle(a[j]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!);
+  for (let j = 0; j < N; j++) a[j] = mulTwiddle(a[j]!, n.w0[0]!, n.w1[0]!, n.wq[0]!);
 }
 
 /**
@@ -327,7 +326,7 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
   const multiplier: FixedMultiplier = {
     mul(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
-      for (let k = 0; k < N; k++) out[k] = mulTwiddle(a[k]!, w[k]!, w0[k]!, w1[k]!, wq[k]!);
+      for (let k = 0; k < N; k++) out[k] = mulTwiddle(a[k]!, w0[k]!, w1[k]!, wq[k]!);
     },
     mulInverseUnscaled(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
@@ -388,7 +387,7 @@ export function createFixedMultiplier(b: Float64Array, options: { inverseN?: boo
   const multiplier = fixedMultiplierOf(options.limbs ?? new Float64Array(FIXED_MULTIPLIER_LIMBS));
   const { limbs } = multiplier;
   for (let k = 0; k < N; k++) {
-    const v = options.inverseN === true ? mulTwiddle(b[k]!, n.w[0]!, n.w0[0]!, n.w1[0]!, n.wq[0]!) : b[k]!;
+    const v = options.inverseN === true ? mulTwiddle(b[k]!, n.w0[0]!, n.w1[0]!, n.wq[0]!) : b[k]!;
     const v1 = Math.floor(v / TWO26);
     limbs[k] = v;
     limbs[N + k] = v - v1 * TWO26;
