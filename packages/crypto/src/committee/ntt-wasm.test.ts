@@ -1,21 +1,11 @@
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createNttWasm } from './ntt-wasm.js';
 import { N, Q, createFixedMultiplier, derivePublicPolynomialNtt, nttForward, nttInverseUnscaled, nttWasmScratchIsZero, useNttWasm } from './ring.js';
 import { decryptSum, encodeUpdate, encryptUpdate, polynomialCount, sampleTernary, createC0Accumulator, encodeC0Payload, type DecryptSumOptions } from './rlwe.js';
+import { randomResidues, seededBytes } from '../../test/residues.js';
 
 const QB = BigInt(Q);
-
-function seededBytes(seed: string) {
-  const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16));
-  return (n: number) => new Uint8Array(cipher.update(Buffer.alloc(n)));
-}
-
-function randomResidues(count: number, seed: string): Float64Array {
-  const bytes = seededBytes(seed)(count * 8);
-  const view = new DataView(bytes.buffer);
-  return Float64Array.from({ length: count }, (_, i) => Number(view.getBigUint64(i * 8, true) % QB));
-}
 
 /** The float64 JavaScript path: the product, then ring.ts's inverse transform. */
 function reference(bHat: Float64Array, a: Float64Array): Float64Array {

@@ -1,4 +1,4 @@
-import { createCipheriv, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   N,
@@ -17,19 +17,9 @@ import {
   packed44InRange,
   unpack44,
 } from './ring.js';
+import { randomResidues } from '../../test/residues.js';
 
 const QB = BigInt(Q);
-
-function seededBytes(seed: string) {
-  const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update(seed).digest(), Buffer.alloc(16));
-  return (n: number) => new Uint8Array(cipher.update(Buffer.alloc(n)));
-}
-
-function randomResidues(count: number, seed: string): Float64Array {
-  const bytes = seededBytes(seed)(count * 8);
-  const view = new DataView(bytes.buffer);
-  return Float64Array.from({ length: count }, (_, i) => Number(view.getBigUint64(i * 8, true) % QB));
-}
 
 describe('arithmetic mod q = 2^44 - 2^14 + 1', () => {
   it('q is the prime 17592186028033 and ψ has order exactly 2N = 4096', () => {
