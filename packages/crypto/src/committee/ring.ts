@@ -323,6 +323,15 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
   const w0 = limbs.subarray(N, 2 * N);
   const w1 = limbs.subarray(2 * N, 3 * N);
   const wq = limbs.subarray(3 * N, 4 * N);
+  /** This thread's WebAssembly transform holding this factor (loaded unless it already is), or null where there is none. */
+  const engineWithFactor = (): NttWasm | null => {
+    const engine = wasmEngine();
+    if (engine !== null && loaded !== multiplier) {
+      engine.setFactor(w);
+      loaded = multiplier;
+    }
+    return engine;
+  };
   const multiplier: FixedMultiplier = {
     mul(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
@@ -330,21 +339,17 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
     },
     mulInverseUnscaled(a, out) {
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
-      const engine = wasmEngine();
+      const engine = engineWithFactor();
       if (engine === null) {
         multiplier.mul(a, out);
         nttInverseUnscaled(out);
         return;
       }
-      if (loaded !== multiplier) {
-        engine.setFactor(w);
-        loaded = multiplier;
-      }
       engine.mulInverseUnscaled(a, out);
     },
     mulInverseDecode(a, c0, inverseDelta, out) {
       if (c0.length !== N) throw new CryptoError('invalid_argument', `a c0 polynomial has ${N} coefficients`);
-      const engine = wasmEngine();
+      const engine = engineWithFactor();
       if (engine === null) {
         multiplier.mulInverseUnscaled(a, out);
         for (let k = 0; k < N; k++) {
@@ -356,10 +361,6 @@ export function fixedMultiplierOf(limbs: Float64Array): FixedMultiplier {
         return;
       }
       if (a.length !== N || out.length !== N) throw new CryptoError('invalid_argument', `products have ${N} coefficients`);
-      if (loaded !== multiplier) {
-        engine.setFactor(w);
-        loaded = multiplier;
-      }
       engine.mulInverseDecode(a, c0, inverseDelta, out);
     },
     release() {
