@@ -559,8 +559,8 @@ export function beginDecryption(options: DecryptSumOptions, storage?: Decryption
     weightCap: quantization.weightCap,
     c0Sum: options.c0Sum,
     publicPolynomials: options.publicPolynomials ?? [],
-    levelSums: storage?.levelSums ?? options.output?.levelSums ?? new Float64Array(valueCount),
-    mean: storage?.mean ?? options.output?.mean ?? new Float32Array(valueCount),
+    levelSums: outputs?.levelSums ?? new Float64Array(valueCount),
+    mean: outputs?.mean ?? new Float32Array(valueCount),
     weightSum: 0,
   };
   return {
