@@ -93,7 +93,7 @@ const op = {
   i32Const: 0x41, i64Const: 0x42, f64Const: 0x44,
   i32Eqz: 0x45, i32LtU: 0x49, i32GtU: 0x4b, i32GeU: 0x4f,
   i64LtS: 0x53, i64GtS: 0x55, i64GeS: 0x59, i64GeU: 0x5a,
-  i32Add: 0x6a, i32Sub: 0x6b, i32Shl: 0x74, i32ShrU: 0x76,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32Shl: 0x74, i32ShrU: 0x76,
   i64Add: 0x7c, i64Sub: 0x7d, i64Mul: 0x7e, i64And: 0x83, i64Shl: 0x86, i64ShrU: 0x88,
   f64Floor: 0x9c, f64Add: 0xa0, f64Mul: 0xa2, f64Div: 0xa3, f64Copysign: 0xa6, i64TruncF64U: 0xb1, f64ConvertI64S: 0xb9, f64ConvertI64U: 0xba,
 } as const;
@@ -197,7 +197,7 @@ function prepareBody(): Body {
     () => f.get('count'),
     1,
     () => {
-      f.get('dst').get('k').i32(24).emit(0x6c /* i32.mul */, op.i32Add).set('p');
+      f.get('dst').get('k').i32(24).emit(op.i32Mul, op.i32Add).set('p');
       f.get('p').get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).emit(op.i64TruncF64U).mem(op.i64Store, 0);
       f.get('p').get('k').i32(3).emit(op.i32Shl).mem(op.f64Load, IN).f64(Q).emit(op.f64Div).mem(op.f64Store, 8);
     },
@@ -221,7 +221,7 @@ function mulInverseBody(decode: boolean): Body {
     () => {
       f.get('k').i32(3).emit(op.i32Shl).set('p');
       f.get('p').mem(op.f64Load, IN).emit(op.i64TruncF64U).set('x');
-      f.get('k').i32(24).emit(0x6c).set('tp');
+      f.get('k').i32(24).emit(op.i32Mul).set('tp');
       f.get('tp').mem(op.i64Load, BF).set('w');
       f.get('tp').mem(op.f64Load, BF + 8).set('wq');
       f.mulLazy('r', 'x', 'w', 'wq');
@@ -241,7 +241,7 @@ function mulInverseBody(decode: boolean): Body {
     () => f.get('h'),
     1,
     () => {
-      f.get('h').get('i').emit(op.i32Add).i32(24).emit(0x6c).set('tp');
+      f.get('h').get('i').emit(op.i32Add).i32(24).emit(op.i32Mul).set('tp');
       f.get('tp').mem(op.i64Load, TW).set('w');
       f.get('tp').mem(op.f64Load, TW + 8).set('wq');
       f.get('j1').get('t').emit(op.i32Add).set('end');
