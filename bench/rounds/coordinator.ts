@@ -26,7 +26,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from 'node:inspector/promises';
-import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
+import { open, readFile, rm, mkdir, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -412,10 +412,7 @@ async function main(): Promise<void> {
           sampleMemory();
           const closeStarted = performance.now();
           await coordinator!.close();
-          if (traceFile) {
-            const { writeFile } = await import('node:fs/promises');
-            await writeFile(traceFile, trace.map((x) => JSON.stringify(x)).join('\n') + '\n');
-          }
+          if (traceFile) await writeFile(traceFile, trace.map((x) => JSON.stringify(x)).join('\n') + '\n');
           send({
             type: 'closed',
             closeMs: performance.now() - closeStarted,
