@@ -200,6 +200,43 @@ describe('committee tasks through the coordinator', () => {
     expect(maxAbsDiff(await fetchWeights(t.rest, id, 1), expected)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
   }, 180_000);
 
+  it('the round end asks the custodians as soon as the last update is recorded, for the folded set, without waiting for the store to list the round\'s updates', async () => {
+    await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
+    const { descriptor, body } = descriptorFor(randomUUID());
+    const base = pattern(TINY_PARAMETERS, 1);
+    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 1, committee: body }) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = descriptor.taskId;
+    // The store's list of the round's updates answers only once two custodians answered this
+    // round (or after 15 s): the custodians must have been asked before it answered.
+    const engine = t.coordinator.engine as unknown as { store: { listSubmissions: (roundId: string) => Promise<Array<{ clientId: string }>> } };
+    const original = engine.store.listSubmissions.bind(engine.store);
+    const answeredBefore = stagedAnswers.reduce((n, rounds) => n + rounds.length, 0);
+    const answered = (): number => stagedAnswers.reduce((n, rounds) => n + rounds.length, 0) - answeredBefore;
+    const lists: Array<{ answeredFirst: boolean; listed: string[] }> = [];
+    engine.store.listSubmissions = async (roundId) => {
+      const until = Date.now() + 15_000;
+      while (answered() < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      const listed = await original(roundId);
+      lists.push({ answeredFirst: answered() >= 2, listed: listed.map((s) => s.clientId).sort() });
+      return listed;
+    };
+    using devices = await joinDevices(t.coordinator, id, 3);
+    const assignments = await Promise.all(devices.map((d) => d.nextAssignment()));
+    const deltas = devices.map((_, k) => pattern(TINY_PARAMETERS, k + 3).map((x) => x * 0.2));
+    const uploads = await Promise.all(devices.map((d, k) => committeePayload(d, 1, deltas[k]!, 3 + k)));
+    for (let k = 0; k < 3; k++) await submit(devices[k]!, assignments[k]!, uploads[k]!.payload, uploads[k]!.weight);
+    const rounds = await waitForRounds(t.rest, id, (r) => r.some((x: any) => x.number === 1 && (x.state === 'CLOSED' || x.state === 'FAILED')), 60_000);
+    const round = rounds.find((r: any) => r.number === 1);
+    expect(round.state, JSON.stringify(round)).toBe('CLOSED');
+    // One list at the round end, after the custodians answered; it names the three recorded devices.
+    expect(lists).toEqual([{ answeredFirst: true, listed: devices.map((d) => d.clientId).sort() }]);
+    // The set the custodians decrypted is the recorded one: all three, and the model is their FedAvg.
+    expect(round.summary.committee.deviceCount).toBe(3);
+    const expected = expectedFedAvg(base, deltas.map((delta, k) => ({ delta, n: uploads[k]!.weight })));
+    expect(maxAbsDiff(await fetchWeights(t.rest, id, 1), expected)).toBeLessThanOrEqual(descriptor.encoding.step / 2 + 1e-6);
+  }, 180_000);
+
   it('a committee FedAdam task: each next model is FedAdam (Reddi et al. 2021, Algorithm 2) applied to the plaintext FedAvg; krum is refused at creation', async () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
     const refusedKrum = await t.rest.request('POST', '/v1/tasks', {

@@ -247,26 +247,25 @@ export class RoundLoop {
       const moving = this.ctx.store.beginAggregation(round.id, reason);
       // The updates are final (the lock is held): the aggregator precomputes while the move commits.
       open.aggregator?.prepare?.();
-      // ... and, once the store's list confirms the updates in memory, starts asking the committee
-      // then too, rather than after the commit. Why no crash guarantee weakens: the round ends
-      // only when every selected device's update is recorded or its deadline has passed (the lock
-      // is held, so nothing is recorded after this list), both facts of the store. A coordinator
-      // killed after the custodians answered but before AGGREGATING is durable restarts with the
-      // round COLLECTING and exactly these recorded updates; `resume` rebuilds the aggregate from
-      // them and aggregates at once (all submitted, or the deadline long past: a later upload is
-      // refused on its arrival time), so it asks for the same D and gets the cached answers; no
-      // acknowledged update is lost or counted twice. Should a restart ever ask another D of the
-      // round (a deadline moved in the store meanwhile), custodians refuse it (at most one D per
-      // round) and the round fails with their reasons: no second decryption, a reported failure.
-      const aggregator = open.aggregator;
-      if (aggregator?.startFinish !== undefined) {
-        listed.then(
-          (submissions) => {
-            if (open.aggregator === aggregator && foldsExactly(open, new Set(submissions.map((s) => s.clientId)))) aggregator.startFinish?.();
-          },
-          () => undefined,
-        );
-      }
+      // ... and starts asking the committee then too, for the updates folded in memory, rather than
+      // after the store's list answers or the commit. Why the set asked for is the store's: the lock
+      // is held (nothing is recorded after this point); memory folds an update only when its record
+      // statement (autocommitted) answered "accepted" for this round; and a flush whose statement
+      // failed (its answer lost: the store may hold an update memory lacks) rebuilds the aggregate
+      // from the store under the lock before anything else runs. So here the folded set is the
+      // store's. `finishAggregation` still checks it against the store's list (`foldsExactly`)
+      // before anything commits; should they ever disagree, the aggregate is rebuilt and `finish`
+      // asks for that other D, which the custodians refuse (at most one D per round): the round
+      // fails with their reasons, no second decryption. Why no crash guarantee weakens: the round
+      // ends only when every selected device's update is recorded or its deadline has passed, both
+      // facts of the store. A coordinator killed after the custodians answered but before
+      // AGGREGATING is durable restarts with the round COLLECTING and exactly these recorded
+      // updates; `resume` rebuilds the aggregate from them and aggregates at once (all submitted,
+      // or the deadline long past: a later upload is refused on its arrival time), so it asks for
+      // the same D and gets the cached answers; no acknowledged update is lost or counted twice.
+      // Should a restart ever ask another D of the round (a deadline moved in the store
+      // meanwhile), custodians refuse it and the round fails with their reasons.
+      open.aggregator?.startFinish?.();
       const aggregating = await moving;
       if (aggregating === null) return;
       open.round = aggregating;
