@@ -474,7 +474,7 @@ export function rawSubmit(
 }
 
 /**
- * Stored client updates under `<dataDir>/blobs/updates`, as `<roundId>/<segment>.seg#<offset>` for each live
+ * Stored client updates under `<dataDir>/blobs/updates`, as `tasks/<taskId>/<segment>.seg#<offset>` for each live
  * record of the segment files (erased records are not listed) and the relative path of any other file.
  */
 export async function storedUpdateFiles(dataDir: string): Promise<string[]> {

@@ -132,4 +132,28 @@ describe('blob store durability of names', () => {
     expect(calls).toEqual([`datasync ${segment}`]);
     await store.close();
   });
+
+  it('creates the next segment, file and directory entry durable, ahead of time: the append that rolls into it creates and syncs nothing else', async () => {
+    const store = createBlobStore({ dir: root, segmentBytesLimit: 1000 });
+    const dir = join(root, 'updates', 'tasks', 't');
+    // Two 400-byte records (352-byte payloads): the segment is half full, so its successor is created in the background.
+    const first = await store.append('updates/tasks/t', Buffer.alloc(352, 1));
+    await store.append('updates/tasks/t', Buffer.alloc(352, 2));
+    const creates = (): string[] => calls.filter((c) => c.startsWith('create '));
+    for (const until = Date.now() + 10_000; calls.filter((c) => c === `sync ${dir}`).length < 2; ) {
+      if (Date.now() > until) throw new Error('the next segment was not created');
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(creates()).toHaveLength(2);
+    const next = creates()[1]!.slice('create '.length);
+    // Its directory entry is durable (a directory fsync that started after it was created).
+    expect(calls.indexOf(`syncing ${dir}`, calls.indexOf(`create ${next}`))).toBeGreaterThan(-1);
+    calls.length = 0;
+    const rolled = await store.append('updates/tasks/t', Buffer.alloc(352, 3));
+    expect(join(root, rolled.key.split('#')[0]!)).toBe(next);
+    expect(join(root, rolled.key.split('#')[0]!)).not.toBe(join(root, first.key.split('#')[0]!));
+    // The full segment is closed; nothing else is opened, created or synced: one fdatasync of the record.
+    expect(calls).toEqual([`datasync ${next}`]);
+    await store.close();
+  });
 });

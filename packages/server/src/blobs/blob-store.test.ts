@@ -1,9 +1,9 @@
-import { appendFile, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { createBlobStore, parseSegment, type BlobStore } from './blob-store.js';
+import { createBlobStore, parseSegment, updateBlobDir, type BlobStore } from './blob-store.js';
 
 describe('blob store', () => {
   let dir: string;
@@ -202,6 +202,161 @@ describe('blob store', () => {
 
     it('refuses directories that escape the store', async () => {
       await expect(store.append('../x', Buffer.from('x'))).rejects.toThrow(/invalid blob key/);
+    });
+  });
+
+  describe('segments across rounds (one per task, rolled at a size limit)', () => {
+    // A 352-byte payload makes a 400-byte record (48-byte header); the limit holds two of them.
+    const LIMIT = 1000;
+    const record = (i: number): Buffer => Buffer.alloc(352, i);
+    const segmentOf = (key: string): string => key.split('#')[0]!.split('/').at(-1)!;
+    const filesIn = async (sub: string): Promise<string[]> => (await readdir(join(dir, sub))).sort();
+    /** Segment files of `sub` this process holds open (Linux: /proc/self/fd). */
+    const openIn = async (sub: string): Promise<string[]> => {
+      const prefix = join(dir, sub) + '/';
+      const targets = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      return targets.filter((t) => t.startsWith(prefix)).map((t) => t.slice(prefix.length)).sort();
+    };
+    /** Waits (at most 10 s) for a background step (the next segment's creation). */
+    const eventually = async (condition: () => Promise<boolean>): Promise<void> => {
+      for (const until = Date.now() + 10_000; !(await condition()); ) {
+        if (Date.now() > until) throw new Error('condition not reached');
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    };
+
+    it('rolls to a new segment at the limit: no record spans two, one larger than the limit gets its own, all read back', async () => {
+      const small = createBlobStore({ dir, segmentBytesLimit: LIMIT });
+      const t = updateBlobDir('task-a');
+      expect(t).toBe('updates/tasks/task-a');
+      const refs = [];
+      for (const data of [record(1), record(2), record(3), Buffer.alloc(2000, 4), record(5)]) refs.push({ data, ref: await small.append(t, data) });
+      const [a, b, c, d, e] = refs.map((r) => r.ref) as [typeof refs[0]['ref'], ...Array<typeof refs[0]['ref']>];
+      expect(segmentOf(b!.key)).toBe(segmentOf(a.key));
+      expect(b!.key.endsWith('#400')).toBe(true);
+      // 800 + 400 > 1000: the third record starts the next segment, the 2048-byte one a segment of its own, the last one the next.
+      expect(new Set([a, c, d, e].map((r) => segmentOf(r!.key))).size).toBe(4);
+      for (const r of [c, d, e]) expect(r!.key.endsWith('#0')).toBe(true);
+      for (const { data, ref } of refs) expect((await small.get(ref)).equals(data)).toBe(true);
+      await small.close();
+      const sizes = await Promise.all([a, c, d, e].map(async (r) => (await stat(join(dir, t, segmentOf(r!.key)))).size));
+      expect(sizes).toEqual([800, 400, 2048, 400]);
+      // Nothing else is left: the last segment was not half full, so no next one was created.
+      expect(await filesIn(t)).toEqual([a, c, d, e].map((r) => segmentOf(r!.key)).sort());
+    });
+
+    it('creates the next segment once the current one is half full, and rolls into it', async () => {
+      const small = createBlobStore({ dir, segmentBytesLimit: LIMIT });
+      const t = updateBlobDir('task-b');
+      const first = await small.append(t, record(1));
+      expect(await filesIn(t)).toEqual([segmentOf(first.key)]);
+      await small.append(t, record(2)); // 800 bytes: half full
+      await eventually(async () => (await filesIn(t)).length === 2);
+      const [next] = (await filesIn(t)).filter((f) => f !== segmentOf(first.key));
+      expect((await stat(join(dir, t, next!))).size).toBe(0);
+      const rolled = await small.append(t, record(3));
+      expect(rolled.key).toBe(`${t}/${next}#0`);
+      await small.close();
+    });
+
+    it('keeps a full segment open only while its appends are in flight, and at most maxOpenSegments directories (their next segments removed when closed)', async () => {
+      const small = createBlobStore({ dir, segmentBytesLimit: LIMIT, maxOpenSegments: 2 });
+      const [a, b, c] = ['a', 'b', 'c'].map((x) => updateBlobDir(`task-${x}`)) as [string, string, string];
+      const refs = [];
+      for (let i = 0; i < 6; i++) refs.push(await small.append(a, record(i)));
+      const used = [...new Set(refs.map((r) => segmentOf(r.key)))];
+      expect(used).toHaveLength(3);
+      // The third segment is half full: its next one exists. The two full ones are closed.
+      await eventually(async () => (await filesIn(a)).length === 4);
+      const spare = (await filesIn(a)).find((f) => !used.includes(f))!;
+      expect(await openIn(a)).toEqual([used[2]!, spare].sort());
+      // Two other tasks' segments push task a's out: closed, its unused next segment removed.
+      await small.append(b, record(7));
+      await small.append(c, record(8));
+      expect(await openIn(a)).toEqual([]);
+      expect(await filesIn(a)).toEqual([...used].sort());
+      // Its next append starts a new segment (never one a closed segment was followed by).
+      const again = await small.append(a, record(9));
+      expect([...used, spare]).not.toContain(segmentOf(again.key));
+      for (const [i, ref] of refs.entries()) expect((await small.get(ref)).equals(record(i))).toBe(true);
+      await small.close();
+      expect(await openIn('updates/tasks')).toEqual([]);
+    });
+
+    it('reads and erases updates stored in the per-round layout (updates/<roundId>/) next to the per-task one', async () => {
+      // A segment as the per-round layout wrote it: the same record format (header doc in blob-store.ts).
+      const payload = Buffer.from('an update of round 7');
+      const digest = createHash('sha256').update(payload).digest('hex');
+      const header = Buffer.alloc(48);
+      header.write('VSEG', 0, 'latin1');
+      header[4] = 1;
+      header[5] = 1;
+      header.writeBigUInt64LE(BigInt(payload.length), 8);
+      header.write(digest, 16, 32, 'hex');
+      const old = 'updates/3f0e2d7c-2a51-4c57-9e8a-0d6c1f4b9a10';
+      await mkdir(join(dir, old), { recursive: true });
+      await writeFile(join(dir, old, '0b9d1a52-6a0c-4f8e-8d43-5e2f7c1a9b36.seg'), Buffer.concat([header, payload]));
+      const oldRef = { key: `${old}/0b9d1a52-6a0c-4f8e-8d43-5e2f7c1a9b36.seg#0`, sha256: digest };
+      const fresh = await store.append(updateBlobDir('task-c'), Buffer.from('an update of round 8'));
+      expect(fresh.key.startsWith('updates/tasks/task-c/')).toBe(true);
+      expect((await store.get(oldRef)).equals(payload)).toBe(true);
+      expect((await store.get(fresh)).toString()).toBe('an update of round 8');
+      // Erasing its only record removes the old segment; the task's segment is untouched.
+      await store.delete(oldRef.key);
+      expect(await readdir(join(dir, old))).toEqual([]);
+      expect((await store.get(fresh)).toString()).toBe('an update of round 8');
+      await store.close();
+    });
+
+    it('after a crash (a torn record at the end, a next segment created ahead) a new process appends to neither of its segments', async () => {
+      const crashed = createBlobStore({ dir, segmentBytesLimit: LIMIT });
+      const t = updateBlobDir('task-d');
+      const before = [await crashed.append(t, record(1)), await crashed.append(t, record(2))];
+      await eventually(async () => (await filesIn(t)).length === 2);
+      // The process dies mid-append: a torn record at the end of its segment (never acknowledged), no close.
+      const current = join(dir, t, segmentOf(before[0]!.key));
+      await appendFile(current, Buffer.alloc(100, 9));
+      const left = await filesIn(t);
+      const restarted = createBlobStore({ dir, segmentBytesLimit: LIMIT });
+      const after = [await restarted.append(t, record(3)), await restarted.append(t, record(4)), await restarted.append(t, record(5))];
+      for (const ref of after) expect(left).not.toContain(segmentOf(ref.key));
+      expect((await stat(current)).size).toBe(900);
+      const spare = left.find((f) => f !== segmentOf(before[0]!.key))!;
+      expect((await stat(join(dir, t, spare))).size).toBe(0);
+      for (const [i, ref] of [...before, ...after].entries()) expect((await restarted.get(ref)).equals(record(i + 1))).toBe(true);
+      expect(parseSegment(await readFile(current)).map((r) => r.offset)).toEqual([0, 400]);
+      await restarted.close();
+      await crashed.close();
+    });
+
+    it('erases a refused update in a shared segment in place; removes a segment once all its records are erased, full or current (its next one takes over)', async () => {
+      const small = createBlobStore({ dir, segmentBytesLimit: LIMIT });
+      const t = updateBlobDir('task-e');
+      // Round 1 accepted one update; round 2's only upload is refused: erased in place, the segment stays for round 1's record.
+      const accepted = await small.append(t, record(1));
+      const refused = await small.append(t, record(2));
+      await small.delete(refused.key);
+      await expect(small.get(refused)).rejects.toThrow(/erased/);
+      expect((await small.get(accepted)).equals(record(1))).toBe(true);
+      const first = segmentOf(accepted.key);
+      await eventually(async () => (await filesIn(t)).length === 2);
+      const spare = (await filesIn(t)).find((f) => f !== first)!;
+      // The next record rolls into the next segment; erasing the full one's last live record removes it.
+      const third = await small.append(t, record(3));
+      expect(segmentOf(third.key)).toBe(spare);
+      await small.delete(accepted.key);
+      expect(await filesIn(t)).toEqual([spare]);
+      // The current segment, half full with a next one created ahead, loses all its records: it goes and its next one takes over.
+      const fourth = await small.append(t, record(4));
+      await eventually(async () => (await filesIn(t)).length === 2);
+      const after = (await filesIn(t)).find((f) => f !== spare)!;
+      await small.delete(third.key);
+      await small.delete(fourth.key);
+      expect(await filesIn(t)).toEqual([after]);
+      const fifth = await small.append(t, record(5));
+      expect(fifth.key).toBe(`${t}/${after}#0`);
+      expect((await small.get(fifth)).equals(record(5))).toBe(true);
+      await small.close();
     });
   });
 });

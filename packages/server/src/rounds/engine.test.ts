@@ -5,7 +5,7 @@
  * exactly when the test says.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -340,7 +340,7 @@ describe('plaintext round end when the store holds an update the aggregate lacks
     expect(await engine.submitUpdate(clients[1]!, u1.header, u1.payload, u1.sha)).toEqual({ acceptedCount: 2 });
     // Device 2's update recorded in the store behind the engine's back: its aggregate holds two updates, the store three.
     const open = await store.getLatestRound(task.id);
-    const ref = await blobs.append(updateBlobDir(open!.id), u2.payload, u2.sha);
+    const ref = await blobs.append(updateBlobDir(task.id), u2.payload, u2.sha);
     const [recorded] = await store.recordSubmissions(open!.id, [
       { clientId: clients[2]!.id, exampleCount: 30, trainedExamples: null, trainingLoss: null, encoding: 'float32-le', sha256: ref.sha256, sizeBytes: ref.sizeBytes, blobKey: ref.key },
     ]);
@@ -354,5 +354,33 @@ describe('plaintext round end when the store holds an update the aggregate lacks
     expect(valuesOf(await engine.readModelVersion(task.id, 1), 4)).toEqual(new Array(4).fill(Math.fround(140 / 60)));
     const events = await store.listRoundEvents(round!.id);
     expect(events.map((e) => e.to)).toEqual(['SELECTING', 'COLLECTING', 'AGGREGATING', 'CLOSED']);
+  }, 120_000);
+});
+
+describe('update storage across rounds (PGlite, fake time)', () => {
+  it("a task's rounds append their updates to one segment: only its first round creates a file", async () => {
+    await using fixture = await startEngine(23);
+    const { engine } = fixture;
+    const { task, clients: [device] } = await runningTask(engine, { name: 'shared-segment', rounds: 3, minClients: 1 }, Float32Array.from([0, 0]), 1);
+    for (let number = 1; number <= 3; number++) {
+      if (number > 1) expect((await engine.waitForAssignment(device!, 60_000)).kind).toBe('assignment');
+      const up = header(number, Float32Array.from([number, number]), 1);
+      const closed = new Promise((resolve) => engine.once(number === 3 ? 'task-ended' : 'round-opened', resolve));
+      expect(await engine.submitUpdate(device!, up.header, up.payload, up.sha)).toEqual({ acceptedCount: 1 });
+      await closed;
+    }
+    const keys: string[] = [];
+    for (let number = 1; number <= 3; number++) {
+      const round = await store.getRound(task.id, number);
+      expect(round).toMatchObject({ state: 'CLOSED', receivedCount: 1 });
+      keys.push(...(await store.listSubmissions(round!.id)).map((s) => s.blobKey));
+    }
+    expect(keys).toHaveLength(3);
+    const segments = new Set(keys.map((k) => k.split('#')[0]));
+    expect(segments.size).toBe(1);
+    expect([...segments][0]).toMatch(new RegExp(`^${updateBlobDir(task.id)}/[0-9a-f-]{36}\\.seg$`));
+    expect(await readdir(join(dir, 'blobs', updateBlobDir(task.id)))).toEqual([[...segments][0]!.split('/').at(-1)]);
+    // Each round's mean update (1, 2, 3) applied in turn to the zero model, each read back from the shared segment.
+    expect(valuesOf(await engine.readModel(task.id), 2)).toEqual([6, 6]);
   }, 120_000);
 });

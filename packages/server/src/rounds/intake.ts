@@ -127,9 +127,9 @@ export class Intake {
       try {
         // Not hashed above: the check did (a committee upload), and folded it early if it could, so a mismatch takes it out again.
         if (digest === null && update.payloadSha256 !== header.sha256) throw digestMismatch();
-        // A record of its own in the round's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
+        // A record of its own in the task's segment (concurrent uploads write disjoint ranges); a rejected one is erased.
         // These bytes' SHA-256 is the header's (checked above).
-        const ref = await this.ctx.blobs.append(updateBlobDir(early.id), payload, header.sha256);
+        const ref = await this.ctx.blobs.append(updateBlobDir(rt.task.id), payload, header.sha256);
         prepared = { update, key: ref.key, blobSha256: ref.sha256, sizeBytes: ref.sizeBytes };
       } catch (error) {
         releaseChecked(update);
