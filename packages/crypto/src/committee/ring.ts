@@ -153,24 +153,31 @@ export const NTT_PSI = TABLES.psi;
 export function nttForward(a: Float64Array): void {
   if (a.length !== N) throw new CryptoError('invalid_argument', `NTT input must have ${N} coefficients`);
   const { w0, w1, wq } = TABLES.forward;
-  let t = N;
-  for (let m = 1; m < N; m <<= 1) {
-    t >>= 1;
-    for (let i = 0; i < m; i++) {
-      const j1 = 2 * i * t;
-      const k = m + i;
-      const s0 = w0[k]!;
-      const s1 = w1[k]!;
-      const sq = wq[k]!;
-      for (let j = j1; j < j1 + t; j++) {
-        const u = a[j]!;
-        const v = mulTwiddle(a[j + t]!, s0, s1, sq);
-        // Branch-free reductions into [0, q): exact (every value < 2^53).
-        const sum = u + v;
-        a[j] = sum - Q * +(sum >= Q);
-        const diff = u - v;
-        a[j + t] = diff + Q * +(diff < 0);
-      }
+  for (let m = 1, t = N >> 1; m < N; m <<= 1, t >>= 1) forwardStage(a, m, t, w0, w1, wq);
+}
+
+/**
+ * One stage of {@link nttForward}: m groups of t butterflies. A function of its own (called 11
+ * times per transform): the coordinator transforms once per round (S_D), too rarely for V8 to
+ * optimize a whole-transform function, whose inner loop then ran in on-stack-replaced code that
+ * deoptimized at every exit back into the interpreter (bench:rounds small committee,
+ * --trace-deopt: about 2 per round); this one is called often enough to be optimized whole.
+ */
+function forwardStage(a: Float64Array, m: number, t: number, w0: Float64Array, w1: Float64Array, wq: Float64Array): void {
+  for (let i = 0; i < m; i++) {
+    const j1 = 2 * i * t;
+    const k = m + i;
+    const s0 = w0[k]!;
+    const s1 = w1[k]!;
+    const sq = wq[k]!;
+    for (let j = j1; j < j1 + t; j++) {
+      const u = a[j]!;
+      const v = mulTwiddle(a[j + t]!, s0, s1, sq);
+      // Branch-free reductions into [0, q): exact (every value < 2^53).
+      const sum = u + v;
+      a[j] = sum - Q * +(sum >= Q);
+      const diff = u - v;
+      a[j + t] = diff + Q * +(diff < 0);
     }
   }
 }

@@ -281,6 +281,18 @@ function ddgMean(descriptor: TaskDescriptor, descriptorHash: Uint8Array, round: 
   return sum;
 }
 
+/**
+ * next[i] = weights[i] + mean[i] (FedAvg's server step, w + Δ_t) for every value of `next`. A
+ * function of its own rather than a loop in the async `finishRound`: V8 optimizes this one after
+ * a few rounds and keeps that code, while the loop inline started in the interpreter every round
+ * and moved to on-stack-replaced code only after many iterations, boxing every intermediate
+ * double as a heap number meanwhile (0.1-0.9 MB of garbage per call at 100,000 values in a
+ * standalone check, bringing the next major GC closer).
+ */
+function addMean(next: Float32Array, weights: Float32Array, mean: ArrayLike<number>): void {
+  for (let i = 0; i < next.length; i++) next[i] = weights[i]! + mean[i]!;
+}
+
 /** Starts one committee round's aggregation. */
 export function createCommitteeAggregator(task: CommitteeTask, round: number, parameterCount: number, serverStep?: CommitteeServerStep): CommitteeRoundAggregator {
   const { descriptor, descriptorHash } = task;
@@ -553,7 +565,7 @@ export function createCommitteeAggregator(task: CommitteeTask, round: number, pa
       let next: Float32Array = new Float32Array(parameterCount);
       let nextState: StrategyState | null = null;
       if (serverStep === undefined) {
-        for (let i = 0; i < parameterCount; i++) next[i] = weights[i]! + mean[i]!;
+        addMean(next, weights, mean);
       } else {
         ({ parameters: next, state: nextState } = serverStep({ round, current: weights, mean, failures, state }));
       }
