@@ -9,6 +9,7 @@ import type { FederationStore, RecordSubmissionResult } from './ports.js';
 import { maxUpdateBytes, updateValueCount } from './sizes.js';
 import type { EngineContext } from './engine-context.js';
 import type { OpenRound } from './open-round.js';
+import type { RoundEndAhead } from './round-loop.js';
 import { committeeTask, heContext, type TaskRuntime, type TaskRuntimes } from './task-runtime.js';
 import { checkCalibrationReport, encryptedValueCount } from './calibration.js';
 import { bytesToFloat32 } from '@veil/protocol/codec';
@@ -45,8 +46,17 @@ export interface PendingRecord {
 
 /** What intake needs from the round loop (all called with the task's mutex held). */
 export interface IntakeLoop {
-  /** Closes collection and aggregates the open round (`reason` is recorded). */
-  aggregate(rt: TaskRuntime, reason: string): Promise<void>;
+  /**
+   * Closes collection and aggregates the open round (`reason` is recorded); `ahead`: its end as
+   * `startRoundEnd` started it, for exactly the recorded updates.
+   */
+  aggregate(rt: TaskRuntime, reason: string, ahead?: RoundEndAhead): Promise<void>;
+  /** Folds the updates that complete a plaintext round and starts its end before they are recorded (null: not such a round; see RoundLoop.startRoundEnd). */
+  startRoundEnd?(
+    rt: TaskRuntime,
+    open: OpenRound,
+    updates: readonly { clientId: string; exampleCount: number; update: CheckedUpdate; trainingLoss: number | null }[],
+  ): RoundEndAhead | null;
   /** Rebuilds the open round's aggregate from the store. */
   rebuildAggregate(rt: TaskRuntime, open: OpenRound): Promise<void>;
   /** Fails the open round after an unexpected error and resumes; never throws. */
@@ -223,25 +233,53 @@ export class Intake {
     // resending its own update of this round is a retry (answered "already accepted"), not a replay.
     const encrypted = rt.task.encryption !== null;
     let results: Awaited<ReturnType<FederationStore['recordSubmissions']>>;
+    const recording = this.ctx.store.recordSubmissions(
+      open.id,
+      candidates.map((item) => ({
+        clientId: item.client.id,
+        exampleCount: item.header.exampleCount,
+        trainedExamples: item.header.trainedExamples ?? null,
+        trainingLoss: item.header.trainingLoss ?? null,
+        encoding: rt.task.settings.updateEncoding,
+        sha256: item.blobSha256,
+        sizeBytes: item.sizeBytes,
+        blobKey: item.key,
+      })),
+      encrypted ? { refuseDigestReplays: true } : { refuseClientReplays: true },
+    );
+    // When these updates complete a plaintext round, its aggregation runs while the statement
+    // commits (the statement is on its way first); it is used only if the statement records
+    // exactly these updates (RoundLoop.startRoundEnd).
+    const ahead =
+      current.round.receivedCount + candidates.length >= current.round.targetCount
+        ? (this.loop.startRoundEnd?.(
+            rt,
+            current,
+            candidates.map((item) => ({ clientId: item.client.id, exampleCount: item.header.exampleCount, update: item.update, trainingLoss: item.header.trainingLoss ?? null })),
+          ) ?? null)
+        : null;
     try {
-      results = await this.ctx.store.recordSubmissions(
-        open.id,
-        candidates.map((item) => ({
-          clientId: item.client.id,
-          exampleCount: item.header.exampleCount,
-          trainedExamples: item.header.trainedExamples ?? null,
-          trainingLoss: item.header.trainingLoss ?? null,
-          encoding: rt.task.settings.updateEncoding,
-          sha256: item.blobSha256,
-          sizeBytes: item.sizeBytes,
-          blobKey: item.key,
-        })),
-        encrypted ? { refuseDigestReplays: true } : { refuseClientReplays: true },
-      );
+      results = await recording;
     } catch (error) {
+      if (ahead !== null) {
+        // The aggregate holds these updates, which the store may or may not have recorded (an
+        // answer lost after the commit): `flushRecords` answers them as failed (their blobs kept)
+        // and rebuilds the aggregate from the store, once the aggregation ahead has settled.
+        await ahead.discard();
+        throw error;
+      }
       for (const item of candidates) reject(item, error);
       return;
     }
+    // Used only if the statement recorded exactly these updates, completing the round with the
+    // count the folded set will have (the lock is held: nothing else records meanwhile).
+    const last = results.at(-1);
+    const useAhead =
+      ahead !== null &&
+      results.every((r) => r.kind === 'accepted') &&
+      last?.kind === 'accepted' &&
+      last.receivedCount === current.folded.size + candidates.length;
+    if (ahead !== null && !useAhead) await ahead.discard();
     const accepted: Array<{ item: PendingRecord; receivedCount: number }> = [];
     for (const [k, item] of candidates.entries()) {
       const result = results[k]!;
@@ -250,7 +288,9 @@ export class Intake {
         continue;
       }
       current.folded.set(item.client.id, item.sha256);
-      current.aggregator?.add(item.client.id, item.header.exampleCount, item.update, item.header.trainingLoss ?? null);
+      current.foldedSizes.set(item.client.id, { exampleCount: item.header.exampleCount, sizeBytes: item.sizeBytes });
+      // (Folded already when the round's end was started ahead.)
+      if (ahead === null) current.aggregator?.add(item.client.id, item.header.exampleCount, item.update, item.header.trainingLoss ?? null);
       open.receivedCount = result.receivedCount;
       accepted.push({ item, receivedCount: result.receivedCount });
       this.ctx.log.info({ ...updateIds(item.client, item.header), receivedCount: result.receivedCount, targetCount: open.targetCount, exampleCount: item.header.exampleCount }, 'update accepted');
@@ -263,7 +303,15 @@ export class Intake {
       });
     }
     try {
-      if (accepted.length > 0 && open.receivedCount >= open.targetCount) await this.loop.aggregate(rt, 'all selected clients submitted');
+      const rebuild = ahead !== null && !useAhead;
+      if (rebuild) {
+        // The aggregate holds updates the statement refused: rebuild it from the store (the recorded ones only).
+        this.ctx.log.warn({ taskId: rt.task.id, roundNumber: open.number }, 'rebuilding aggregate from the store');
+        await this.loop.rebuildAggregate(rt, current);
+      }
+      if ((accepted.length > 0 || rebuild) && open.receivedCount >= open.targetCount) {
+        await this.loop.aggregate(rt, 'all selected clients submitted', useAhead ? ahead! : undefined);
+      }
     } catch (error) {
       await this.loop.recoverTask(rt, error);
     }

@@ -15,6 +15,8 @@ export class OpenRound implements Disposable {
   selected: Set<string>;
   /** Clients whose accepted update is folded into `aggregator`, with that update's SHA-256. */
   folded = new Map<string, string>();
+  /** The weight and size of each update in `folded`, as recorded (what the round's summary counts). */
+  foldedSizes = new Map<string, { exampleCount: number; sizeBytes: number }>();
   /** The round's aggregate, or null (SELECTING, or being rebuilt). Owned: disposed with the round. */
   aggregator: RoundAggregator | null;
   /** Cancels the round's deadline, or null. */
@@ -44,5 +46,6 @@ export class OpenRound implements Disposable {
     this.setAggregator(null);
     this.selected = new Set();
     this.folded = new Map();
+    this.foldedSizes = new Map();
   }
 }

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { FitFailure, StrategyState } from '../aggregation/strategy.js';
 import { encodeStrategyState } from '../aggregation/strategy-state.js';
 import { checkFitConfig } from '../aggregation/registry.js';
-import type { ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
+import type { CheckedUpdate, ModelBlob, RoundAggregator, RoundResult } from '../aggregation/round-aggregator.js';
 import { modelBlobKey, strategyStateBlobKey, writeUnreferenced } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import type { Round, RoundSummary, Submission } from './model.js';
@@ -86,13 +86,16 @@ export class RoundLoop {
     const submissions = await this.ctx.store.listSubmissions(round.id);
     open.setAggregator(null);
     open.folded = new Map();
+    open.foldedSizes = new Map();
     const aggregator = await newAggregator(this.ctx, rt, round.number);
     const folded = new Map<string, string>();
+    const foldedSizes = new Map<string, { exampleCount: number; sizeBytes: number }>();
     try {
       for (const s of submissions) {
         const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
         aggregator.add(s.clientId, s.exampleCount, bytes, s.trainingLoss ?? null);
         folded.set(s.clientId, s.sha256);
+        foldedSizes.set(s.clientId, { exampleCount: s.exampleCount, sizeBytes: s.sizeBytes });
       }
     } catch (error) {
       aggregator.dispose();
@@ -101,6 +104,7 @@ export class RoundLoop {
     round.receivedCount = submissions.length;
     open.setAggregator(aggregator);
     open.folded = folded;
+    open.foldedSizes = foldedSizes;
     open.selected = new Set(await this.ctx.store.listParticipants(round.id));
   }
 
@@ -233,7 +237,55 @@ export class RoundLoop {
     await this.openNextRound(rt, failed);
   }
 
-  async aggregate(rt: TaskRuntime, reason: string): Promise<void> {
+  /**
+   * (mutex held) Intake's group commit about to record the updates that complete a plaintext
+   * round (every selected device then has one): folds them into the aggregate now, before their
+   * record statement answers, and starts the round's aggregation (the strategy's finish and the
+   * new model's digest), so it runs while the statement commits. Null (nothing folded) when the
+   * round is not such a round or memory and store disagree on its count. The model is written
+   * only after the statement accepted (`finishAggregation`): a file at the next version's key
+   * still means the round's updates are recorded (e2e/model-write-crash.test.ts), and its fsync
+   * does not compete with the statement's commit. Unless the caller passes the result to
+   * `aggregate`, it awaits `discard` (the aggregation settled) before it touches the aggregate or
+   * ends the round another way. It passes the result only when the statement accepted every one
+   * of `updates` and the round's count it answered is the folded set's size (each folded update
+   * is one the store answered "accepted" for this round, so equal counts are the same set);
+   * otherwise it rebuilds the aggregate from the store. Nothing is observable meanwhile: the
+   * model cache and strategy state change only in `finishAggregation`, as before.
+   */
+  startRoundEnd(
+    rt: TaskRuntime,
+    open: OpenRound,
+    updates: readonly { clientId: string; exampleCount: number; update: CheckedUpdate; trainingLoss: number | null }[],
+  ): RoundEndAhead | null {
+    const round = open.round;
+    const aggregator = open.aggregator;
+    if (
+      rt.task.settings.committee != null ||
+      rt.task.encryption !== null ||
+      round.config.calibration !== undefined ||
+      round.state !== 'COLLECTING' ||
+      aggregator === null ||
+      round.receivedCount !== open.folded.size ||
+      open.folded.size + updates.length < round.targetCount ||
+      !updates.every((u) => open.selected.has(u.clientId) && !open.folded.has(u.clientId))
+    ) {
+      return null;
+    }
+    const finished = (async (): Promise<FinishedModel> => {
+      // After the statement is on its way to the database (sent in this turn or the next ticks).
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const u of updates) aggregator.add(u.clientId, u.exampleCount, u.update, u.trainingLoss);
+      const state = await loadStrategyState(this.ctx, rt);
+      // Every selected device has an update: no failures. The model's digest is computed here too.
+      return this.finishNextModel(rt, open, [], state, true);
+    })();
+    finished.catch(() => undefined); // awaited by `finishAggregation` or `discard`
+    return { finished, discard: () => finished.then(() => undefined, () => undefined) };
+  }
+
+  /** `ahead`: the round's aggregation and model write started by {@link startRoundEnd}, for exactly the recorded updates. */
+  async aggregate(rt: TaskRuntime, reason: string, ahead?: RoundEndAhead): Promise<void> {
     const open = rt.open;
     const round = open?.round ?? null;
     if (open === null || round === null || round.state !== 'COLLECTING') return;
@@ -279,7 +331,7 @@ export class RoundLoop {
     // crash before that commit leaves the round COLLECTING with every accepted update recorded:
     // `resume` aggregates it again (the model blob is rewritten).
     open.round = { ...round, state: 'AGGREGATING' };
-    await this.finishAggregation(rt, open, reason);
+    await this.finishAggregation(rt, open, reason, undefined, ahead);
   }
 
   /**
@@ -289,7 +341,13 @@ export class RoundLoop {
    * store commit: nothing else runs between the last accepted update and the next round's assignments.
    * `listed`: the store's list of the round's updates, when its read has already started.
    */
-  private async finishAggregation(rt: TaskRuntime, open: OpenRound, collectingReason?: string, listed?: Promise<Submission[]>): Promise<void> {
+  private async finishAggregation(
+    rt: TaskRuntime,
+    open: OpenRound,
+    collectingReason?: string,
+    listed?: Promise<Submission[]>,
+    ahead?: RoundEndAhead,
+  ): Promise<void> {
     const round = open.round;
     const started = performance.now();
     // The aggregate must hold exactly the recorded updates: rebuild it if memory and store disagree.
@@ -297,10 +355,19 @@ export class RoundLoop {
     const failuresFor = (recorded: ReadonlySet<string>): FitFailure[] =>
       [...open.selected].filter((id) => !recorded.has(id)).map((clientId) => ({ clientId, reason: 'no update' }));
     const state = round.config.calibration === undefined ? await loadStrategyState(this.ctx, rt) : null;
-    let submissions: Submission[];
+    let submissions: Array<Pick<Submission, 'clientId' | 'exampleCount' | 'sizeBytes'>>;
     let recorded: Set<string>;
     let outcome: NextModel | null = null;
-    if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
+    if (ahead !== undefined) {
+      // Aggregated and written while the last updates' record statement committed (`startRoundEnd`):
+      // that statement's answers are the recorded set (the lock is held), the folded one.
+      // The model is written now, after the statement committed: its file exists only once the
+      // round's updates are recorded (what a crash during the write leaves: e2e/model-write-crash).
+      outcome = await this.writeFinished(rt, await ahead.finished);
+      submissions = [...open.foldedSizes].map(([clientId, sizes]) => ({ clientId, ...sizes }));
+      recorded = new Set(open.folded.keys());
+      this.adoptNextModel(rt, outcome);
+    } else if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
       // In memory (the lock is held; an update is folded when its record commits): aggregate and
       // write the model while the store's list of the round's updates is read, then check the two
       // agree before anything commits (they always should; if not, aggregate again from the store).
@@ -372,14 +439,35 @@ export class RoundLoop {
    * strategy state) written to the blob store (not yet committed: the model cache holds it as current meanwhile).
    */
   private async nextModel(rt: TaskRuntime, open: OpenRound, failures: FitFailure[], state: StrategyState | null): Promise<NextModel> {
+    const written = await this.writeFinished(rt, await this.finishNextModel(rt, open, failures, state));
+    this.adoptNextModel(rt, written);
+    return written;
+  }
+
+  /**
+   * The aggregation's result (`finish`), not yet written: with `sha256`, the new model's digest,
+   * when computed ahead (a plaintext round's end started before its last record: `startRoundEnd`).
+   */
+  private async finishNextModel(rt: TaskRuntime, open: OpenRound, failures: FitFailure[], state: StrategyState | null, hashAhead = false): Promise<FinishedModel> {
     const model = await this.loadModel(rt);
-    let result: Awaited<ReturnType<RoundAggregator['finish']>>;
     try {
       // Committee rounds ask the custodians here (asynchronous); the others return at once.
-      result = await open.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
+      const result = await open.aggregator!.finish({ bytes: model.bytes, encoding: model.encoding }, failures, state);
+      const sha256 = hashAhead && result !== null ? createHash('sha256').update(result.model.bytes).digest('hex') : undefined;
+      return { ok: true, result, ...(sha256 !== undefined && { sha256 }) };
     } catch (error) {
       return { ok: false, error };
     }
+  }
+
+  /**
+   * A finished aggregation's new model and state written to the blob store under the next
+   * version's keys, which nothing references (and nothing reads) before the commit that records
+   * the version. {@link adoptNextModel} makes them current in memory.
+   */
+  private async writeFinished(rt: TaskRuntime, finished: FinishedModel): Promise<NextModel> {
+    if (!finished.ok) return finished;
+    const { result } = finished;
     const next: ModelBlob | null = result?.model ?? null;
     if (result === null || next === null) return { ok: true, result, newModel: null };
     const version = rt.task.currentModelVersion + 1;
@@ -389,11 +477,9 @@ export class RoundLoop {
     // written in place (`write`: data and directory entry fsynced concurrently), and a partial
     // file a crash leaves is replaced by the rewrite.
     const [ref, stateRef] = await Promise.all([
-      writeUnreferenced(this.ctx.blobs, modelBlobKey(rt.task.id, version), next.bytes),
+      writeUnreferenced(this.ctx.blobs, modelBlobKey(rt.task.id, version), next.bytes, finished.sha256),
       result.state === null ? null : writeUnreferenced(this.ctx.blobs, strategyStateBlobKey(rt.task.id, version), encodeStrategyState(result.state)),
     ]);
-    rt.strategyState = { version, state: result.state };
-    this.ctx.models.setCurrent(rt.task.id, { version, bytes: asBuffer(next.bytes), encoding: next.encoding, sha256: ref.sha256 });
     return {
       ok: true,
       result,
@@ -405,6 +491,14 @@ export class RoundLoop {
         strategyState: stateRef === null ? null : { sha256: stateRef.sha256, sizeBytes: stateRef.sizeBytes },
       },
     };
+  }
+
+  /** Makes a written next model (and its state) current in memory, ahead of the commit that closes the round. */
+  private adoptNextModel(rt: TaskRuntime, written: NextModel): void {
+    if (!written.ok || written.result === null || written.newModel === null) return;
+    const { result, newModel } = written;
+    rt.strategyState = { version: newModel.version, state: result.state };
+    this.ctx.models.setCurrent(rt.task.id, { version: newModel.version, bytes: asBuffer(result.model.bytes), encoding: result.model.encoding, sha256: newModel.sha256 });
   }
 
   /**
@@ -629,6 +723,19 @@ function asBuffer(bytes: Uint8Array): Buffer {
 function safeReason(error: unknown): string {
   return error instanceof VeilError && error.code !== 'internal' ? error.message : 'internal error (see the coordinator log)';
 }
+
+/**
+ * A plaintext round's end started ahead of its last record statement ({@link RoundLoop.startRoundEnd}):
+ * the aggregation's result (the next model and its digest, not yet written), and `discard`, which
+ * waits for it to settle (when it is not used).
+ */
+export interface RoundEndAhead {
+  readonly finished: Promise<FinishedModel>;
+  discard(): Promise<void>;
+}
+
+/** What `finishNextModel` gives: the aggregation's result (and the new model's digest when computed ahead), or its error. */
+type FinishedModel = { ok: true; result: RoundResult | null; sha256?: string } | { ok: false; error: unknown };
 
 /** What `nextModel` gives: the aggregation's result and the new model version written (null: none), or the aggregation's error. */
 type NextModel =
