@@ -184,12 +184,15 @@ export class Intake {
     try {
       await this.recordBatch(rt, batch);
     } catch (error) {
-      // Not expected (refusals are answered inside; the sum's headroom is checked at task creation).
-      // Still, no submitter may wait forever: answers are idempotent, so the ones already given stand.
+      // A record statement whose outcome is unknown (it failed other than on a busy database: its
+      // answer may have been lost after the commit), or anything unexpected (refusals are answered
+      // inside; the sum's headroom is checked at task creation). No submitter may wait forever:
+      // answers are idempotent, so the ones already given stand.
       // `recorded`: the store may reference the blob, so it is kept. The aggregate may now lack an
       // update the store recorded: rebuild it from the store, as after a restart.
       this.ctx.log.error({ err: error, taskId: rt.task.id }, 'recording updates failed; rebuilding the round aggregate from the store');
-      const failure = new VeilError('internal', 'recording the update failed', { cause: error });
+      // A busy database is answered as such (UNAVAILABLE, retry after 1 s), as everywhere else.
+      const failure = databaseBusy(error) ? error : new VeilError('internal', 'recording the update failed', { cause: error });
       for (const item of batch) item.done({ ok: false, error: failure, recorded: true });
       const open = rt.open;
       if (open !== null && open.round.state === 'COLLECTING') {
@@ -261,15 +264,18 @@ export class Intake {
     try {
       results = await recording;
     } catch (error) {
-      if (ahead !== null) {
-        // The aggregate holds these updates, which the store may or may not have recorded (an
-        // answer lost after the commit): `flushRecords` answers them as failed (their blobs kept)
-        // and rebuilds the aggregate from the store, once the aggregation ahead has settled.
-        await ahead.discard();
-        throw error;
+      // A busy database answered the statement with an error (busy.ts: it never ran, or its
+      // transaction was rolled back): nothing was recorded, and the submitters may retry.
+      if (ahead === null && databaseBusy(error)) {
+        for (const item of candidates) reject(item, error);
+        return;
       }
-      for (const item of candidates) reject(item, error);
-      return;
+      // Any other failure may have come after the commit (an answer lost with the connection): the
+      // store may count these updates, so `flushRecords` answers them as failed with their blobs
+      // kept (the store may reference them) and rebuilds the aggregate from the store. (When the
+      // round's end was started ahead, the aggregate holds them already: discarded first.)
+      if (ahead !== null) await ahead.discard();
+      throw error;
     }
     // Used only if the statement recorded exactly these updates, completing the round with the
     // count the folded set will have (the lock is held: nothing else records meanwhile).
@@ -405,6 +411,9 @@ export class Intake {
  * coordinator logs at most one line per accepted update.
  */
 const updateIds = (client: Client, header: UpdateHeaderInput) => ({ taskId: client.taskId, clientId: client.id, roundNumber: header.roundNumber });
+
+/** The store's answer to a busy database (persistence/busy.ts): the statement did not commit. */
+const databaseBusy = (error: unknown): boolean => error instanceof VeilError && error.code === 'unavailable';
 
 /** A second update from a device in a round: `already_accepted` when it is the accepted one again, else `already_exists`. */
 function duplicateUpdate(roundNumber: number, samePayload: boolean): VeilError {

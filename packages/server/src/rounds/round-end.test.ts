@@ -198,7 +198,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
   it('the final statement fails after the model was aggregated ahead (nothing recorded): the submitter hears a failure, nothing is written, and after a restart its retry closes the round exactly', async () => {
     const w = instrumented({
       then: async () => {
-        throw new VeilError('unavailable', 'injected: the database went away');
+        throw new Error('injected: the database went away');
       },
     });
     const { engine, task, clients } = await setup(w, 33, 1, 3);
@@ -233,7 +233,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     const w = instrumented({
       then: async (run) => {
         await run();
-        throw new VeilError('unavailable', 'injected: the answer was lost after the commit');
+        throw new Error('injected: the answer was lost after the commit');
       },
     });
     const { engine, task, clients } = await setup(w, 35, 1, 3);
@@ -252,6 +252,71 @@ describe('plaintext round end started ahead of the last record statement (PGlite
       expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
       // Its retry is not counted again (the round is closed).
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'failed_precondition' });
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+
+  it('the final statement is refused by a busy database (nothing recorded): the submitter hears UNAVAILABLE (retry later), and its retry closes the round exactly', async () => {
+    let busy = true;
+    const w = instrumented({
+      then: async (run) => {
+        if (!busy) return run();
+        busy = false;
+        throw new VeilError('unavailable', 'the database is busy; retry later');
+      },
+    });
+    const { engine, task, clients } = await setup(w, 37, 1, 3);
+    const [c0, c1, c2] = clients as [Client, Client, Client];
+    const u2 = update(1, 3, 30);
+    try {
+      expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
+      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'unavailable' });
+      expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'COLLECTING', receivedCount: 2 });
+      expect(await send(engine, c2, u2)).toEqual({ acceptedCount: 3 });
+      const round = await store.getRound(task.id, 1);
+      expect(round?.state).toBe('CLOSED');
+      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
+      expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+
+  it('a statement that does not complete the round commits but its answer is lost: the update keeps its blob, is counted once, and the round closes exactly', async () => {
+    // The first record statement commits, then its answer is lost (as with a connection dropped after the commit).
+    let lose = true;
+    const lossy = new Proxy(store, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        if (prop !== 'recordSubmissions') return (value as (...a: unknown[]) => unknown).bind(target);
+        return async (...args: unknown[]) => {
+          const results = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          if (lose) {
+            lose = false;
+            throw new Error('injected: the connection was lost after the commit');
+          }
+          return results;
+        };
+      },
+    });
+    const { engine, task, clients } = await setup({ store: lossy, blobs }, 36, 1, 3);
+    const [c0, c1, c2] = clients as [Client, Client, Client];
+    const u0 = update(1, 1, 10);
+    try {
+      await expect(send(engine, c0, u0)).rejects.toMatchObject({ code: 'internal' });
+      // The store counted it: its retry is told so, and not counted again.
+      await expect(send(engine, c0, u0)).rejects.toMatchObject({ code: 'already_accepted' });
+      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      expect(await send(engine, c2, update(1, 3, 30))).toEqual({ acceptedCount: 3 });
+      const until = Date.now() + 20_000;
+      while ((await store.getRound(task.id, 1))?.state === 'COLLECTING' && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      const round = await store.getRound(task.id, 1);
+      expect(round?.state).toBe('CLOSED');
+      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
+      expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
     } finally {
       await engine.close();
     }
