@@ -137,6 +137,20 @@ async function modelOf(engine: RoundEngine, task: Task, version: number): Promis
   return { values: Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, PARAMETERS)), fileMatchesRecord: meta !== null && sha256(onDisk) === meta.sha256 };
 }
 
+/**
+ * Waits (up to 20 s: a failure is answered before the aggregate is rebuilt and the round closed)
+ * until round 1 of `task` leaves COLLECTING, then checks it CLOSED with the three updates the tests
+ * send (values 1, 2, 3 weighted 10, 20, 30): their exact FedAvg as model version 1, its file the one recorded.
+ */
+async function expectClosedExactly(engine: RoundEngine, task: Task): Promise<void> {
+  const until = Date.now() + 20_000;
+  while ((await store.getRound(task.id, 1))?.state === 'COLLECTING' && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+  const round = await store.getRound(task.id, 1);
+  expect(round?.state).toBe('CLOSED');
+  expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
+  expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+}
+
 describe('plaintext round end started ahead of the last record statement (PGlite, fake time)', () => {
   it('aggregates the next model while the last update is recorded, writes it once recorded, and closes with the exact FedAvg without listing the round\'s updates', async () => {
     const w = instrumented();
@@ -220,10 +234,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     try {
       await assigned(restarted.engine, [c2]);
       expect(await send(restarted.engine, c2, u2)).toEqual({ acceptedCount: 3 });
-      const round = await store.getRound(task.id, 1);
-      expect(round?.state).toBe('CLOSED');
-      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
-      expect(await modelOf(restarted.engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+      await expectClosedExactly(restarted.engine, task);
     } finally {
       await restarted.engine.close();
     }
@@ -244,12 +255,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
       expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'internal' });
       // (The failure is answered first; the aggregate is rebuilt and the round closed after.)
-      const until = Date.now() + 20_000;
-      while ((await store.getRound(task.id, 1))?.state === 'COLLECTING' && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      const round = await store.getRound(task.id, 1);
-      expect(round?.state).toBe('CLOSED');
-      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
-      expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+      await expectClosedExactly(engine, task);
       // Its retry is not counted again (the round is closed).
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'failed_precondition' });
     } finally {
@@ -275,10 +281,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'unavailable' });
       expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'COLLECTING', receivedCount: 2 });
       expect(await send(engine, c2, u2)).toEqual({ acceptedCount: 3 });
-      const round = await store.getRound(task.id, 1);
-      expect(round?.state).toBe('CLOSED');
-      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
-      expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+      await expectClosedExactly(engine, task);
     } finally {
       await engine.close();
     }
@@ -311,12 +314,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
       await expect(send(engine, c0, u0)).rejects.toMatchObject({ code: 'already_accepted' });
       expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
       expect(await send(engine, c2, update(1, 3, 30))).toEqual({ acceptedCount: 3 });
-      const until = Date.now() + 20_000;
-      while ((await store.getRound(task.id, 1))?.state === 'COLLECTING' && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      const round = await store.getRound(task.id, 1);
-      expect(round?.state).toBe('CLOSED');
-      expect(round?.summary).toMatchObject({ participants: 3, examples: 60, modelVersion: 1 });
-      expect(await modelOf(engine, task, 1)).toEqual({ values: new Array(PARAMETERS).fill(Math.fround(140 / 60)), fileMatchesRecord: true });
+      await expectClosedExactly(engine, task);
     } finally {
       await engine.close();
     }
