@@ -302,15 +302,14 @@ export class RoundLoop {
       // ... and starts asking the committee then too, for the updates folded in memory, rather than
       // after the store's list answers or the commit. Why the set asked for is the store's: the lock
       // is held (nothing is recorded after this point); memory folds an update only when its record
-      // statement (autocommitted) answered "accepted" for this round; and a flush that fails after
-      // its statement may have committed rebuilds the aggregate from the store under the lock
-      // before anything else runs (`flushRecords`). The one case left is a statement that failed
-      // without an answer yet committed (a connection lost after the commit): its updates are
-      // refused to their submitters and not folded. `finishAggregation` still checks the folded set
-      // against the store's list (`foldsExactly`) before anything commits; should they disagree,
-      // the aggregate is rebuilt and `finish` asks for that other D, which the custodians refuse (at
-      // most one D per round): the round fails with their reasons, no second decryption (before,
-      // the list came first and such a round closed). Why no crash guarantee weakens: the round
+      // statement (autocommitted) answered "accepted" for this round; a statement refused by a busy
+      // database did not commit; and any other failed statement, which may have committed (its
+      // answer lost with the connection), sends its flush to `flushRecords`, which rebuilds the
+      // aggregate from the store under the lock before anything else runs. `finishAggregation`
+      // still checks the folded set against the store's list (`foldsExactly`) before anything
+      // commits; should they ever disagree, the aggregate is rebuilt and `finish` asks for that
+      // other D, which the custodians refuse (at most one D per round): the round fails with their
+      // reasons, no second decryption. Why no crash guarantee weakens: the round
       // ends only when every selected device's update is recorded or its deadline has passed, both
       // facts of the store. A coordinator killed after the custodians answered but before
       // AGGREGATING is durable restarts with the round COLLECTING and exactly these recorded
