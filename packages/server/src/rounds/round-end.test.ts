@@ -137,6 +137,12 @@ async function modelOf(engine: RoundEngine, task: Task, version: number): Promis
   return { values: Array.from(new Float32Array(model.bytes.buffer, model.bytes.byteOffset, PARAMETERS)), fileMatchesRecord: meta !== null && sha256(onDisk) === meta.sha256 };
 }
 
+/** Sends round 1's first two updates (values 1 and 2, weighted 10 and 20): both accepted, the round not complete. */
+async function sendFirstTwo(engine: RoundEngine, c0: Client, c1: Client): Promise<void> {
+  expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
+  expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+}
+
 /**
  * Waits (up to 20 s: a failure is answered before the aggregate is rebuilt and the round closed)
  * until round 1 of `task` leaves COLLECTING, then checks it CLOSED with the three updates the tests
@@ -178,8 +184,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     const [c0, c1, c2] = clients as [Client, Client, Client];
     try {
       const replayed = update(1, 3, 30);
-      expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
-      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      await sendFirstTwo(engine, c0, c1);
       expect(await send(engine, c2, replayed)).toEqual({ acceptedCount: 3 });
       await assigned(engine, clients);
       const w1 = (await modelOf(engine, task, 1)).values[0]!;
@@ -219,8 +224,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     const [c0, c1, c2] = clients as [Client, Client, Client];
     const u2 = update(1, 3, 30);
     try {
-      expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
-      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      await sendFirstTwo(engine, c0, c1);
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'internal' });
       // ... and the aggregate was rebuilt from the store (a list of the round's updates).
       expect(w.log.slice(-2)).toEqual(['record> 1', 'list']);
@@ -251,8 +255,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     const [c0, c1, c2] = clients as [Client, Client, Client];
     const u2 = update(1, 3, 30);
     try {
-      expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
-      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      await sendFirstTwo(engine, c0, c1);
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'internal' });
       // (The failure is answered first; the aggregate is rebuilt and the round closed after.)
       await expectClosedExactly(engine, task);
@@ -276,8 +279,7 @@ describe('plaintext round end started ahead of the last record statement (PGlite
     const [c0, c1, c2] = clients as [Client, Client, Client];
     const u2 = update(1, 3, 30);
     try {
-      expect(await send(engine, c0, update(1, 1, 10))).toEqual({ acceptedCount: 1 });
-      expect(await send(engine, c1, update(1, 2, 20))).toEqual({ acceptedCount: 2 });
+      await sendFirstTwo(engine, c0, c1);
       await expect(send(engine, c2, u2)).rejects.toMatchObject({ code: 'unavailable' });
       expect(await store.getRound(task.id, 1)).toMatchObject({ state: 'COLLECTING', receivedCount: 2 });
       expect(await send(engine, c2, u2)).toEqual({ acceptedCount: 3 });
