@@ -257,7 +257,7 @@ describe('update intake (in-memory store, fake time)', () => {
     expect(await f.store.listSubmissions('round-2')).toMatchObject([{ clientId: 'client-0', exampleCount: 7, sha256: u.sha, sizeBytes: 16 }]);
     expect([...f.blobs.records.values()]).toEqual([u.payload]);
     expect(f.aggregator.added).toEqual([{ clientId: 'client-0', exampleCount: 7, first: 1 }]);
-    expect(f.rt.open!.folded.get('client-0')).toBe(u.sha);
+    expect(f.rt.open!.folded.get('client-0')).toEqual({ sha256: u.sha, exampleCount: 7, sizeBytes: 16 });
     expect(f.round.receivedCount).toBe(1);
     expect(f.accepted).toEqual([{ taskId: 'task-1', roundNumber: 2, clientId: 'client-0', receivedCount: 1, targetCount: 4 }]);
     expect(f.loopCalls).toEqual([]);

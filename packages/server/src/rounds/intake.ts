@@ -250,17 +250,15 @@ export class Intake {
       })),
       encrypted ? { refuseDigestReplays: true } : { refuseClientReplays: true },
     );
-    // When these updates complete a plaintext round, its aggregation runs while the statement
-    // commits (the statement is on its way first); it is used only if the statement records
-    // exactly these updates (RoundLoop.startRoundEnd).
+    // When these updates complete a plaintext round (RoundLoop.startRoundEnd decides), its
+    // aggregation runs while the statement commits (the statement is on its way first); it is used
+    // only if the statement records exactly these updates.
     const ahead =
-      current.round.receivedCount + candidates.length >= current.round.targetCount
-        ? (this.loop.startRoundEnd?.(
-            rt,
-            current,
-            candidates.map((item) => ({ clientId: item.client.id, exampleCount: item.header.exampleCount, update: item.update, trainingLoss: item.header.trainingLoss ?? null })),
-          ) ?? null)
-        : null;
+      this.loop.startRoundEnd?.(
+        rt,
+        current,
+        candidates.map((item) => ({ clientId: item.client.id, exampleCount: item.header.exampleCount, update: item.update, trainingLoss: item.header.trainingLoss ?? null })),
+      ) ?? null;
     try {
       results = await recording;
     } catch (error) {
@@ -293,8 +291,7 @@ export class Intake {
         reject(item, rejection(result, open.number, item.sha256, encrypted));
         continue;
       }
-      current.folded.set(item.client.id, item.sha256);
-      current.foldedSizes.set(item.client.id, { exampleCount: item.header.exampleCount, sizeBytes: item.sizeBytes });
+      current.folded.set(item.client.id, { sha256: item.sha256, exampleCount: item.header.exampleCount, sizeBytes: item.sizeBytes });
       // (Folded already when the round's end was started ahead.)
       if (ahead === null) current.aggregator?.add(item.client.id, item.header.exampleCount, item.update, item.header.trainingLoss ?? null);
       open.receivedCount = result.receivedCount;
@@ -366,7 +363,7 @@ export class Intake {
     if (round.fitConfig[REPORT_TRAINING_LOSS] === true && (loss === undefined || loss === null)) {
       throw new VeilError('invalid_argument', `round ${round.number} asks for the training loss (fit config ${REPORT_TRAINING_LOSS}); the update header has no training_loss`);
     }
-    const accepted = open.folded.get(client.id);
+    const accepted = open.folded.get(client.id)?.sha256;
     if (accepted !== undefined) {
       // `already_accepted` (the same payload) lets a device that lost the acknowledgement (e.g. a coordinator restart) know it was counted.
       throw duplicateUpdate(round.number, accepted === header.sha256);

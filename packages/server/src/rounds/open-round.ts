@@ -1,5 +1,8 @@
 import type { RoundAggregator } from '../aggregation/round-aggregator.js';
-import type { Round } from './model.js';
+import type { Round, Submission } from './model.js';
+
+/** An update folded into a round's aggregate, as its record holds it. */
+export type FoldedUpdate = Pick<Submission, 'sha256' | 'exampleCount' | 'sizeBytes'>;
 
 /**
  * A task's open round in memory: the round as last written to the store, its
@@ -13,10 +16,8 @@ export class OpenRound implements Disposable {
   round: Round;
   /** Participants of the round (empty while SELECTING). */
   selected: Set<string>;
-  /** Clients whose accepted update is folded into `aggregator`, with that update's SHA-256. */
-  folded = new Map<string, string>();
-  /** The weight and size of each update in `folded`, as recorded (what the round's summary counts). */
-  foldedSizes = new Map<string, { exampleCount: number; sizeBytes: number }>();
+  /** Clients whose accepted update is folded into `aggregator`, with that update as recorded (its SHA-256, weight and size). */
+  folded = new Map<string, FoldedUpdate>();
   /** The round's aggregate, or null (SELECTING, or being rebuilt). Owned: disposed with the round. */
   aggregator: RoundAggregator | null;
   /** Cancels the round's deadline, or null. */
@@ -46,6 +47,5 @@ export class OpenRound implements Disposable {
     this.setAggregator(null);
     this.selected = new Set();
     this.folded = new Map();
-    this.foldedSizes = new Map();
   }
 }

@@ -86,16 +86,13 @@ export class RoundLoop {
     const submissions = await this.ctx.store.listSubmissions(round.id);
     open.setAggregator(null);
     open.folded = new Map();
-    open.foldedSizes = new Map();
     const aggregator = await newAggregator(this.ctx, rt, round.number);
-    const folded = new Map<string, string>();
-    const foldedSizes = new Map<string, { exampleCount: number; sizeBytes: number }>();
+    const folded: OpenRound['folded'] = new Map();
     try {
       for (const s of submissions) {
         const bytes = await this.ctx.blobs.get({ key: s.blobKey, sha256: s.sha256 });
         aggregator.add(s.clientId, s.exampleCount, bytes, s.trainingLoss ?? null);
-        folded.set(s.clientId, s.sha256);
-        foldedSizes.set(s.clientId, { exampleCount: s.exampleCount, sizeBytes: s.sizeBytes });
+        folded.set(s.clientId, { sha256: s.sha256, exampleCount: s.exampleCount, sizeBytes: s.sizeBytes });
       }
     } catch (error) {
       aggregator.dispose();
@@ -104,7 +101,6 @@ export class RoundLoop {
     round.receivedCount = submissions.length;
     open.setAggregator(aggregator);
     open.folded = folded;
-    open.foldedSizes = foldedSizes;
     open.selected = new Set(await this.ctx.store.listParticipants(round.id));
   }
 
@@ -363,7 +359,7 @@ export class RoundLoop {
       // The model is written now, after the statement committed: its file exists only once the
       // round's updates are recorded (what a crash during the write leaves: e2e/model-write-crash).
       outcome = await this.writeFinished(rt, await ahead.finished);
-      submissions = [...open.foldedSizes].map(([clientId, sizes]) => ({ clientId, ...sizes }));
+      submissions = [...open.folded].map(([clientId, { exampleCount, sizeBytes }]) => ({ clientId, exampleCount, sizeBytes }));
       recorded = new Set(open.folded.keys());
       this.adoptNextModel(rt, outcome);
     } else if (collectingReason !== undefined && round.config.calibration === undefined && open.aggregator !== null) {
