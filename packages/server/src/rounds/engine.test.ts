@@ -5,16 +5,13 @@
  * exactly when the test says.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSeededRng } from '@veil/privacy';
 import { float32ToBytes } from '@veil/protocol/codec';
-import { createBlobStore, updateBlobDir, type BlobStore } from '../blobs/blob-store.js';
+import { updateBlobDir, type BlobStore } from '../blobs/blob-store.js';
 import { createLogger } from '../logger.js';
-import { openDatabase, type Database } from '../persistence/database.js';
-import { createPrismaStore } from '../persistence/prisma-store.js';
 import type { FederationStore } from './ports.js';
 import { createFakeTime } from './clock.js';
 import { RoundEngine } from './engine.js';
@@ -24,26 +21,20 @@ import type { RoundStrategy } from '../aggregation/round-strategy.js';
 import type { RoundLoop } from './round-loop.js';
 import type { TaskRuntimes } from './task-runtime.js';
 import { VeilError } from '../errors.js';
+import { closeEmbeddedStore, openEmbeddedStore, type EmbeddedStore } from '../../test/embedded-store.js';
 
 const DEADLINE_MS = 10_000;
 let dir: string;
-let db: Database;
 let store: FederationStore;
 let blobs: BlobStore;
+let opened: EmbeddedStore | undefined;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'veil-loop-'));
-  db = await openDatabase({ databaseUrl: undefined, dataDir: dir, logger: createLogger({ level: 'silent' }) });
-  await db.migrate();
-  store = createPrismaStore(db.prisma);
-  blobs = createBlobStore({ dir: join(dir, 'blobs') });
+  opened = await openEmbeddedStore('veil-loop-');
+  ({ dir, store, blobs } = opened);
 }, 240_000);
 
-afterAll(async () => {
-  await blobs?.close();
-  await db?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => closeEmbeddedStore(opened));
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 

@@ -7,21 +7,20 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSeededRng } from '@veil/privacy';
 import { float32ToBytes } from '@veil/protocol/codec';
-import { createBlobStore, type BlobStore } from '../blobs/blob-store.js';
+import type { BlobStore } from '../blobs/blob-store.js';
 import { VeilError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import { openDatabase, type Database } from '../persistence/database.js';
-import { createPrismaStore } from '../persistence/prisma-store.js';
+import type { Database } from '../persistence/database.js';
 import type { FederationStore } from './ports.js';
 import { createFakeTime } from './clock.js';
 import { RoundEngine } from './engine.js';
 import type { Client, Task } from './model.js';
+import { closeEmbeddedStore, openEmbeddedStore, type EmbeddedStore } from '../../test/embedded-store.js';
 
 const DEADLINE_MS = 10_000;
 const PARAMETERS = 4;
@@ -30,19 +29,14 @@ let db: Database;
 let store: FederationStore;
 let blobs: BlobStore;
 
+let opened: EmbeddedStore | undefined;
+
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'veil-round-end-'));
-  db = await openDatabase({ databaseUrl: undefined, dataDir: dir, logger: createLogger({ level: 'silent' }) });
-  await db.migrate();
-  store = createPrismaStore(db.prisma);
-  blobs = createBlobStore({ dir: join(dir, 'blobs') });
+  opened = await openEmbeddedStore('veil-round-end-');
+  ({ dir, db, store, blobs } = opened);
 }, 240_000);
 
-afterAll(async () => {
-  await blobs?.close();
-  await db?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => closeEmbeddedStore(opened));
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 const training = { epochs: 1, batchSize: 1, learningRate: 0.1 };
