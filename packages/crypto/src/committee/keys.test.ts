@@ -42,6 +42,15 @@ describe('X25519 (RFC 7748 §6.1 test vector)', () => {
     expect(() => alice.agree(new Uint8Array(31))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
     expect(() => prepareX25519PrivateKey(new Uint8Array(31))).toThrow(expect.objectContaining({ code: 'invalid_key_material' }));
   });
+
+  it('reads a public key given as a view into a larger buffer (the 32 bytes at its offset, nothing else)', () => {
+    const alice = prepareX25519PrivateKey(h(alicePriv));
+    const padded = new Uint8Array(40).fill(0xaa);
+    padded.set(h(bobPub), 5);
+    expect(toHex(alice.agree(padded.subarray(5, 37)))).toBe(shared);
+    expect(toHex(x25519(h(alicePriv), padded.subarray(5, 37)))).toBe(shared);
+    expect(toHex(alice.agree(padded.subarray(4, 36)))).not.toBe(shared);
+  });
 });
 
 describe('Ed25519 (RFC 8032 §7.1 TEST 1 and TEST 2)', () => {

@@ -59,9 +59,27 @@ function privateKeyObject(prefix: Uint8Array, raw: Uint8Array, what: string): Ke
   }
 }
 
-function publicKeyObject(prefix: Uint8Array, raw: Uint8Array, what: string): KeyObject {
+/**
+ * Whether this Node.js imports raw public keys (`format: 'raw-public'`, recent Node.js 24): one
+ * EVP_PKEY_new_raw_public_key, where the DER SubjectPublicKeyInfo path runs OpenSSL's decoder
+ * framework (about four times the CPU; a custodian imports one X25519 key, each share's ephemeral
+ * `enc`, per share it opens). Older releases refuse the format: the DER path is used there.
+ */
+const RAW_PUBLIC_IMPORT = ((): boolean => {
+  try {
+    return createPublicKey({ key: Buffer.alloc(32, 9), format: 'raw-public', asymmetricKeyType: 'x25519' }).asymmetricKeyType === 'x25519';
+  } catch {
+    return false;
+  }
+})();
+
+function publicKeyObject(prefix: Uint8Array, raw: Uint8Array, what: string, type: 'x25519' | 'ed25519'): KeyObject {
   checkLength(raw, what);
   try {
+    // The same key either way: the SPKI structure (RFC 8410 §4) is the fixed prefix and the raw 32 bytes.
+    if (RAW_PUBLIC_IMPORT) {
+      return createPublicKey({ key: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength), format: 'raw-public', asymmetricKeyType: type });
+    }
     return createPublicKey({ key: Buffer.from(concatBytes(prefix, raw)), format: 'der', type: 'spki' });
   } catch (cause) {
     throw new CryptoError('invalid_key_material', `${what} is not a valid public key`, { cause });
@@ -113,7 +131,7 @@ export function prepareX25519PrivateKey(privateKey: Uint8Array): X25519PrivateKe
 }
 
 function agreeX25519(priv: KeyObject, publicKey: Uint8Array): Uint8Array {
-  const pub = publicKeyObject(X25519_SPKI, publicKey, 'X25519 public key');
+  const pub = publicKeyObject(X25519_SPKI, publicKey, 'X25519 public key', 'x25519');
   let shared: Uint8Array;
   try {
     shared = new Uint8Array(diffieHellman({ privateKey: priv, publicKey: pub }));
@@ -176,7 +194,7 @@ function ed25519PublicKeyObject(raw: Uint8Array): KeyObject {
   const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64');
   let key = ed25519PublicKeys.get(id);
   if (key === undefined) {
-    key = publicKeyObject(ED25519_SPKI, raw, 'Ed25519 public key');
+    key = publicKeyObject(ED25519_SPKI, raw, 'Ed25519 public key', 'ed25519');
     if (ed25519PublicKeys.size >= MAX_CACHED_PUBLIC_KEYS) ed25519PublicKeys.clear();
     ed25519PublicKeys.set(id, key);
   }
