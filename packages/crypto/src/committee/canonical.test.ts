@@ -19,4 +19,14 @@ describe('canonicalJson (RFC 8785)', () => {
       expect(() => canonicalJson(bad)).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     }
   });
+
+  it('names where the refused value is', () => {
+    expect(() => canonicalJson({ x: [1, { y: [2, { z: Number.NaN }] }] })).toThrow('$.x[1].y[1].z is not a finite number');
+    expect(() => canonicalJson({ a: { b: undefined } })).toThrow('$.a.b is undefined');
+    expect(() => canonicalJson([[0, [new Date(0)]]])).toThrow('$[0][1][0] is not a plain object');
+    expect(() => canonicalJson({ k: [1n] })).toThrow('$.k[0] has unsupported type bigint');
+    expect(() => canonicalJson(Symbol('s'))).toThrow('$ has unsupported type symbol');
+    // A refusal does not change the next encoding.
+    expect(canonicalJson({ x: [1, { y: [2, { z: 3 }] }] })).toBe('{"x":[1,{"y":[2,{"z":3}]}]}');
+  });
 });
