@@ -62,7 +62,7 @@ interface RawResult {
 type Entry = { manifest: Uint8Array; manifestSignature: Uint8Array; sealedShare: Uint8Array };
 
 /** A ShareSum stream to `address`; `result` is how it ended (the channel is closed then). */
-function openShareSum(address: string): { call: { write(message: object): boolean; end(): void }; result: Promise<RawResult> } {
+function openShareSum(address: string): { call: { write(message: object): boolean; end(): void; cancel(): void }; result: Promise<RawResult> } {
   const client = createCustodianServiceClient(address, grpc.credentials.createInsecure());
   let call!: ReturnType<typeof client.shareSum>;
   const result = new Promise<RawResult>((resolve) => {
@@ -188,7 +188,7 @@ function committeeClientFor(f: CommitteeFixture, options: Omit<Parameters<typeof
 }
 
 /** Custodian `i`'s own service over its directory (keys, answer state), for a test to wrap; `close` ends its state. */
-async function custodianServiceOf(f: CommitteeFixture, i: number, logger: pino.Logger, extra: { maxDevices?: number } = {}) {
+async function custodianServiceOf(f: CommitteeFixture, i: number, logger: pino.Logger, extra: { maxDevices?: number; maxStagedRequests?: number } = {}) {
   const keys = await readCustodianKeys(f.custodianDirs[i - 1]!);
   const state = await openCustodianState(join(f.custodianDirs[i - 1]!, 'answers.jsonl'));
   const service = createCustodianService({
@@ -864,4 +864,70 @@ describe('request bounds', () => {
       await state.close();
     }
   });
+
+  it('refuses a staged caller that goes quiet, frees the slot of a cancelled one, and reads devices written faster than it opens them', async () => {
+    await using f = await createCommitteeFixture({ n: 2, threshold: 2, minDevices: 3 });
+    const logger = pino({ level: 'silent' });
+    // One staged request at a time: a slot that is not freed refuses the next one.
+    const { service: honest, state } = await custodianServiceOf(f, 1, logger, { maxStagedRequests: 1 });
+    // A service that takes a few ms per message: the devices of a burst wait for it in the adapter.
+    const service = {
+      ...honest,
+      stagedShareSum: (stage: Parameters<typeof honest.stagedShareSum>[0], messages: Parameters<typeof honest.stagedShareSum>[1]) =>
+        honest.stagedShareSum(
+          stage,
+          (async function* () {
+            for await (const message of messages) {
+              await new Promise((resolve) => setTimeout(resolve, 3));
+              yield message;
+            }
+          })(),
+        ),
+    };
+    const server = await startCustodianServer({ service, logger, idleTimeoutMs: 60_000, stagedIdleTimeoutMs: 400 });
+    const stageMessage = (round: number) => {
+      const issuedAtMs = Date.now();
+      const signature = f.signRequest(stageSigningBytes({ descriptorHash: f.descriptorHash, round, custodianIndex: 1, issuedAtMs }));
+      return {
+        stage: {
+          descriptor: Buffer.from(f.descriptorBytes),
+          descriptorSignature: Buffer.from(f.descriptorSignature),
+          round,
+          custodianIndex: 1,
+          issuedAtMs,
+          coordinatorSignature: Buffer.from(signature),
+        },
+      };
+    };
+    try {
+      const devices = makeDevices(f, 1, 40);
+      // A stage header and one device, then silence: refused after the staged idle limit.
+      const quiet = openShareSum(server.address);
+      quiet.call.write(stageMessage(1));
+      quiet.call.write(batchOf(entriesFor(devices.slice(0, 1), 1)));
+      const startedAt = Date.now();
+      expect(await quiet.result).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('no request message for 400 ms') });
+      expect(Date.now() - startedAt).toBeGreaterThanOrEqual(350);
+      // A staged request the coordinator cancels after two devices gives its slot back.
+      const cancelled = openShareSum(server.address);
+      cancelled.call.write(stageMessage(1));
+      cancelled.call.write(batchOf(entriesFor(devices.slice(0, 1), 1)));
+      cancelled.call.write(batchOf(entriesFor(devices.slice(1, 2), 1)));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      cancelled.call.cancel();
+      expect(await cancelled.result).toMatchObject({ ok: false, code: grpc.status.CANCELLED });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Forty devices, each its own DeviceBatch, written at once (more than the adapter reads ahead
+      // of a slow service), then the final header: every one is opened, in order, and D matches.
+      const staged = await rawStaged(server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), final: { hashD: hashDOf(devices) } });
+      expect(staged.ok).toBe(true);
+      const plain = await rawShareSum(server.address, f, { round: 1, custodianIndex: 1, entries: entriesFor(devices, 1), hashD: hashDOf(devices) });
+      expect(plain.ok).toBe(true);
+      expect(Buffer.compare(plain.shareSum!, staged.shareSum!)).toBe(0);
+      expect(Buffer.compare(plain.statement!, staged.statement!)).toBe(0);
+    } finally {
+      await server.close();
+      await state.close();
+    }
+  }, 60_000);
 });

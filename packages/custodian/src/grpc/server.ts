@@ -80,26 +80,137 @@ const toEntries = (batch: NonNullable<ShareSumRequest__Output['batch']>): Device
   return batch.devices.map((d) => ({ manifest: u8(d.manifest), manifestSignature: u8(d.manifestSignature), sealedShare: u8(d.sealedShare) }));
 };
 
+/** A client stream's messages, one at a time (see {@link readMessages}). */
+interface MessageReader<T> {
+  /**
+   * The next message; done at the end of the stream; rejected when the call breaks (cancelled:
+   * "Premature close", as a stream's async iterator rejects) or after `idleMs` of waiting with
+   * none (a caller that goes quiet is refused, so that it cannot hold a lock or a staged slot).
+   */
+  next(idleMs: number): Promise<IteratorResult<T, undefined>>;
+  /** Stops reading: no more timer, messages or waits. Idempotent. */
+  close(): void;
+}
+
+/** Messages queued before a reader pauses the call (the objectMode highWaterMark of the stream it replaces). */
+const READ_AHEAD_MESSAGES = 16;
+
+/**
+ * Reads a client stream through its 'data' events. A staged request is a dozen small messages per
+ * round at 10 devices; the stream's own async iterator (Readable machinery, end-of-stream
+ * tracking) and a Promise.race with a new idle timer per message were a visible part of the
+ * custodian's CPU for each. Here each message resolves a waiting `next` directly, or waits in a
+ * queue (the call paused past {@link READ_AHEAD_MESSAGES}, so flow control still holds a fast
+ * sender back), and one timer, restarted when a wait begins, enforces the idle limit.
+ */
+function readMessages<T>(call: NodeJS.ReadableStream): MessageReader<T> {
+  const queue: T[] = [];
+  let head = 0;
+  let ended = false;
+  let failure: Error | null = null;
+  let paused = false;
+  let waiter: { resolve: (r: IteratorResult<T, undefined>) => void; reject: (e: unknown) => void } | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  let timerMs = 0;
+  let closed = false;
+  const settle = (): void => {
+    const w = waiter;
+    if (w === null) return;
+    if (head < queue.length) {
+      waiter = null;
+      w.resolve({ value: take(), done: false });
+    } else if (failure !== null) {
+      waiter = null;
+      w.reject(failure);
+    } else if (ended) {
+      waiter = null;
+      w.resolve({ value: undefined, done: true });
+    }
+  };
+  const take = (): T => {
+    const value = queue[head] as T;
+    queue[head] = undefined as T;
+    head += 1;
+    if (head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    }
+    if (paused && queue.length - head < READ_AHEAD_MESSAGES / 2) {
+      paused = false;
+      call.resume();
+    }
+    return value;
+  };
+  const onData = (message: T): void => {
+    queue.push(message);
+    if (!paused && queue.length - head >= READ_AHEAD_MESSAGES) {
+      paused = true;
+      call.pause();
+    }
+    settle();
+  };
+  const onEnd = (): void => {
+    ended = true;
+    settle();
+  };
+  const onError = (error: Error): void => {
+    failure ??= error;
+    settle();
+  };
+  // Destroyed without an end (the call cancelled): what a stream's async iterator rejects with.
+  const onClose = (): void => {
+    if (!ended) failure ??= Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    settle();
+  };
+  call.on('data', onData);
+  call.on('end', onEnd);
+  call.on('error', onError);
+  call.on('close', onClose);
+  const onIdle = (): void => {
+    const w = waiter;
+    if (w === null) return; // not waiting: the timer restarts when a wait begins
+    waiter = null;
+    w.reject(new CustodianError('invalid_request', `no request message for ${timerMs} ms`));
+  };
+  return {
+    next(idleMs) {
+      if (closed) return Promise.resolve({ value: undefined, done: true });
+      if (waiter !== null) return Promise.reject(new Error('readMessages: one next() at a time'));
+      return new Promise((resolve, reject) => {
+        waiter = { resolve, reject };
+        settle();
+        if (waiter === null) return;
+        // The wait begins now: the idle limit counts from here.
+        if (timer !== undefined && timerMs === idleMs) {
+          timer.refresh();
+        } else {
+          clearTimeout(timer);
+          timerMs = idleMs;
+          timer = setTimeout(onIdle, idleMs);
+        }
+      });
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      clearTimeout(timer);
+      // 'error' stays listened to: an error emitted with no listener would crash the process.
+      call.off('data', onData);
+      call.off('end', onEnd);
+      call.off('close', onClose);
+      queue.length = 0;
+      head = 0;
+      if (paused) call.resume();
+    },
+  };
+}
+
 /** Starts a custodian gRPC server. */
 export async function startCustodianServer(options: CustodianServerOptions): Promise<CustodianServer> {
   const { service, logger } = options;
   const listen = options.listen ?? '127.0.0.1:0';
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
   const stagedIdleTimeoutMs = options.stagedIdleTimeoutMs ?? 3_600_000;
-  /** The next stream message, or a refusal after `idleTimeoutMs` of silence. */
-  const nextWithin = async <T>(iterator: AsyncIterator<T>, idleMs = idleTimeoutMs): Promise<IteratorResult<T>> => {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        iterator.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new CustodianError('invalid_request', `no request message for ${idleMs} ms`)), idleMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
   const server = new grpc.Server(CUSTODIAN_CHANNEL_OPTIONS);
 
   const fail = (error: unknown, peer: string): grpc.ServiceError => {
@@ -124,7 +235,7 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
     },
     ShareSum(call, callback) {
       const peer = call.getPeer();
-      const iterator = call[Symbol.asyncIterator]() as AsyncIterator<ShareSumRequest__Output>;
+      const reader = readMessages<ShareSumRequest__Output>(call);
       let done = false;
       const finish = (error: grpc.ServiceError | null, value?: ShareSumResponse): void => {
         if (done) return;
@@ -136,7 +247,7 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
         done = true;
       });
       void (async () => {
-        const first = await nextWithin(iterator);
+        const first = await reader.next(idleTimeoutMs);
         if (first.done === true) throw new CustodianError('invalid_request', 'empty ShareSum stream');
         const stage = first.value.kind === 'stage' ? first.value.stage : null;
         let answer;
@@ -144,7 +255,7 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
           // Staged: device batches as the round accepts them, then the final D's header.
           async function* messages(): AsyncGenerator<StagedMessage> {
             for (;;) {
-              const next = await nextWithin(iterator, stagedIdleTimeoutMs);
+              const next = await reader.next(stagedIdleTimeoutMs);
               if (next.done === true) return;
               const { kind, batch, header } = next.value;
               if (kind === 'batch' && batch !== null && batch !== undefined) yield { kind: 'batch', devices: toEntries(batch) };
@@ -157,7 +268,7 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
           const header = toHeader(first.value);
           async function* batches(): AsyncGenerator<readonly DeviceEntry[]> {
             for (;;) {
-              const next = await nextWithin(iterator);
+              const next = await reader.next(idleTimeoutMs);
               if (next.done === true) return;
               const batch = next.value.batch;
               if (next.value.kind !== 'batch' || batch === null || batch === undefined) {
@@ -169,10 +280,12 @@ export async function startCustodianServer(options: CustodianServerOptions): Pro
           answer = await service.shareSum(header, batches());
         }
         return { statement: Buffer.from(answer.statement), signature: Buffer.from(answer.signature), shareSum: Buffer.from(answer.shareSum) };
-      })().then(
-        (response) => finish(null, response),
-        (error: unknown) => finish(fail(error, peer)),
-      );
+      })()
+        .finally(() => reader.close())
+        .then(
+          (response) => finish(null, response),
+          (error: unknown) => finish(fail(error, peer)),
+        );
     },
   };
 
