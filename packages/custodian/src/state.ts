@@ -50,7 +50,7 @@ export interface CustodianState {
 }
 
 const key = (taskId: string, round: number): string => `${round}\u0000${taskId}`;
-const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
+const b64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
 const unb64 = (value: unknown): Uint8Array => {
   if (typeof value !== 'string') throw new TypeError('expected base64');
   return new Uint8Array(Buffer.from(value, 'base64'));
@@ -166,8 +166,16 @@ export async function openCustodianState(path: string): Promise<CustodianState> 
     const run = queue.then(async () => {
       if (broken !== undefined) throw new CustodianError('state_unavailable', `${path}: an earlier write failed; restart the custodian`, { cause: broken });
       try {
-        // O_SYNC: durable when the write returns (see the module comment).
-        await handle.appendFile(`${JSON.stringify(record)}\n`);
+        // O_SYNC: durable when each write returns (see the module comment). The file is open for
+        // appending (O_APPEND): each write goes to its end. A short write (rare on a regular file)
+        // is followed by one for the rest, as FileHandle.appendFile does, without its general
+        // writeFile machinery on the answer's path.
+        const line = Buffer.from(`${JSON.stringify(record)}\n`, 'utf8');
+        for (let offset = 0; offset < line.length; ) {
+          const { bytesWritten } = await handle.write(line, offset, line.length - offset);
+          if (bytesWritten <= 0) throw new Error(`${path}: a write stored no bytes`);
+          offset += bytesWritten;
+        }
       } catch (error) {
         broken = error;
         throw new CustodianError('state_unavailable', `cannot write ${path}`, { cause: error });
