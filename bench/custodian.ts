@@ -4,6 +4,14 @@
  * loopback, and the same work in-process without gRPC.
  *
  *   npx tsx bench/custodian.ts [--devices 1000] [--repeats 3] [--base-veil /other/tree/packages/cli/bin/veil.js] [--staged-batch 1] [--same-devices]
+ *   npx tsx bench/custodian.ts --device-ab /other/tree [--blocks 400]
+ *
+ * --device-ab: only the custodian's per-device work (the manifest checked with a cached
+ * certificate, SHA-256 of the sealed share, the share opened (RFC 9180) and added), with this
+ * tree's build and another tree's (its packages/custodian and packages/crypto dist/) in one
+ * process, in interleaved blocks of 8 devices (64 devices prepared once): CPU per device for each
+ * (`usCpuPerDevice`, medians over blocks). Far less noisy than two processes on a loaded machine;
+ * run it against the same tree for the noise floor.
  *
  * --base-veil: a second custodian process from another build, asked alternately round by round
  * (A/B in one run); its figures are under `base`.
@@ -54,7 +62,17 @@ import {
 import { fromBase64, sha256, toBase64, toHex } from '../packages/custodian/src/bytes.js';
 import { createCommitteeClient, createCustodianService, initCustodianDir, openCustodianState, readCustodianKeys } from '@veil/custodian';
 
-const { values } = parseArgs({ options: { devices: { type: 'string' }, repeats: { type: 'string' }, 'base-veil': { type: 'string' }, 'staged-batch': { type: 'string' }, 'same-devices': { type: 'boolean' } } });
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string' },
+    repeats: { type: 'string' },
+    'base-veil': { type: 'string' },
+    'staged-batch': { type: 'string' },
+    'same-devices': { type: 'boolean' },
+    'device-ab': { type: 'string' },
+    blocks: { type: 'string' },
+  },
+});
 const deviceCount = Number(values.devices ?? 1000);
 const repeats = Number(values.repeats ?? 3);
 const stagedBatch = values['staged-batch'] === undefined ? Number.POSITIVE_INFINITY : Number(values['staged-batch']);
@@ -96,6 +114,88 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] as number;
 };
+
+/**
+ * --device-ab: the per-device work of this tree's build and `otherTree`'s, interleaved in one
+ * process (see the module comment). Each side parses the descriptor, prepares the sealing key and
+ * keeps its own certificate cache, as a custodian does.
+ */
+async function deviceAb(
+  otherTree: string,
+  blocks: number,
+  fixture: {
+    descriptorBytes: Uint8Array;
+    descriptorSignature: Uint8Array;
+    descriptorHash: Uint8Array;
+    authority: ReturnType<typeof generateEd25519KeyPair>;
+    sealingPublicKey: Uint8Array;
+    custodianDir: string;
+    n: number;
+  },
+): Promise<void> {
+  const round = 7;
+  const keys1 = await readCustodianKeys(fixture.custodianDir);
+  const devices = Array.from({ length: 64 }, (_, j) => {
+    const key = generateEd25519KeyPair();
+    const deviceId = `d-${j}`;
+    const share = new Uint16Array(N);
+    for (let k = 0; k < N; k += 1) share[k] = randomInt(P);
+    const sealed = sealShare(fixture.sealingPublicKey, { descriptorHash: fixture.descriptorHash, round, deviceId, custodianIndex: 1 }, share);
+    const manifest = {
+      descriptorHash: toHex(fixture.descriptorHash),
+      round,
+      deviceId,
+      c0Sha256: sha256Hex(randomBytes(32)),
+      shareSha256: [sha256Hex(sealed), ...Array.from({ length: fixture.n - 1 }, () => sha256Hex(randomBytes(32)))],
+      devicePublicKey: toBase64(key.publicKey),
+      certificate: issueDeviceCertificate(fixture.authority.privateKey, { taskId: 'bench', deviceId, devicePublicKey: key.publicKey, notAfterMs: Date.now() + 3_600_000 }),
+    };
+    return { manifest: encodeManifest(manifest), signature: fromBase64(signManifest(manifest, key.privateKey).signature, 's', 64), sealed };
+  });
+  const here = fileURLToPath(new URL('..', import.meta.url));
+  const sides = [];
+  for (const [name, tree] of [['current', here], ['other', otherTree]] as const) {
+    // The built modules, as the custodian process runs them (protocol.ts is internal to the package).
+    const P_ = (await import(join(tree, 'packages/custodian/dist/protocol.js'))) as typeof import('../packages/custodian/src/protocol.js');
+    const K = (await import(join(tree, 'packages/crypto/dist/index.js'))) as typeof import('@veil/crypto');
+    const view = P_.openDescriptor(fixture.descriptorBytes, fixture.descriptorSignature, { minDevices: 1 });
+    const sealingKey = K.prepareX25519PrivateKey(keys1.sealing.privateKey);
+    const cache = new Set<string>();
+    const acc = new Uint32Array(N);
+    const run = (d: (typeof devices)[number]): void => {
+      const m = P_.openManifest(d.manifest, d.signature, view, round, Date.now(), cache);
+      if (!P_.bytesEqual(m.shareSha256[0]!, P_.sha256(d.sealed))) throw new Error('share digest mismatch');
+      const opened = P_.openShare({ descriptor: view, round, deviceId: m.deviceId, custodianIndex: 1, sealingPrivateKey: sealingKey, sealingPublicKey: keys1.sealing.publicKey, sealed: d.sealed });
+      for (let k = 0; k < N; k += 1) acc[k] = (acc[k] as number) + (opened[k] as number);
+      opened.fill(0);
+    };
+    for (const d of devices) run(d); // warm-up, and each certificate verified once
+    sides.push({ name, tree, run, us: [] as number[] });
+  }
+  const cpuUs = (): number => {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  };
+  const block = 8;
+  for (let b = 0; b < blocks; b += 1) {
+    for (const side of b % 2 === 0 ? sides : [...sides].reverse()) {
+      const offset = (b * block) % devices.length;
+      const started = cpuUs();
+      for (let j = 0; j < block; j += 1) side.run(devices[offset + j]!);
+      side.us.push((cpuUs() - started) / block);
+    }
+  }
+  const [current, other] = sides as [(typeof sides)[number], (typeof sides)[number]];
+  process.stdout.write(
+    `${JSON.stringify({
+      deviceAb: { blocks, devicesPerBlock: block },
+      usCpuPerDevice: { current: round1(median(current.us)), other: round1(median(other.us)) },
+      currentOverOther: Math.round((median(current.us) / median(other.us)) * 1000) / 1000,
+      other: other.tree,
+      loadAvg: loadavg().map((x) => Math.round(x * 10) / 10),
+    })}\n`,
+  );
+}
 
 const root = await mkdtemp(join(tmpdir(), 'veil-bench-custodian-'));
 try {
@@ -164,6 +264,12 @@ try {
     }
     return devices;
   };
+
+  if (values['device-ab'] !== undefined) {
+    await deviceAb(values['device-ab'], Number(values.blocks ?? 400), { descriptorBytes, descriptorSignature, descriptorHash, authority, sealingPublicKey: sealingKey1, custodianDir: dirs[0]!, n });
+    await rm(root, { recursive: true, force: true });
+    process.exit(0);
+  }
 
   // In-process: the service alone (no gRPC), CPU of this process.
   const inProcessCpuMs: number[] = [];
