@@ -213,7 +213,8 @@ async function buildFingerprint(): Promise<Record<string, string>> {
  * [t (ms, nowMs), what, clientId or '', extra]: `name<` when a call starts and `name>` when it
  * settles (`!`: failed): waitForAssignment (< the poll arrives, > it is answered), checkUpdateHeader
  * (an upload's header arrived), submitUpdate (< its whole payload arrived, > it is acknowledged),
- * blobs append/write, store recordSubmissions (extra: the batch size), listSubmissions, closeAndOpen;
+ * blobs append/write, store recordSubmissions (extra: the batch size), listSubmissions, closeAndOpen,
+ * the committee's collect (committee tasks);
  * `downloaded` when a model stream closed, `accepted` and the round events. Diagnosis only (a wrapper
  * per call; off by default).
  */
@@ -308,6 +309,16 @@ async function main(): Promise<void> {
     connector.open = (...a: unknown[]) => {
       const client = open(...a);
       instrumentObject('committee', client as unknown as Record<string, unknown>);
+      if (traceFile) {
+        // The trace's `collect<` / `collect>`: when the custodians are asked, and when t answered.
+        const collect = client.collect.bind(client);
+        client.collect = (...b: unknown[]) => {
+          mark('collect<');
+          const out = collect(...b);
+          out.then(() => mark('collect>'), () => mark('collect!'));
+          return out;
+        };
+      }
       return client;
     };
   }
