@@ -97,5 +97,7 @@ EXPOSE 50051 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "const tls = !!process.env.VEIL_TLS_CERT_FILE; require(tls ? 'node:https' : 'node:http').get({ host: '127.0.0.1', port: process.env.VEIL_HTTP_PORT || 8080, path: '/v1/ready', rejectUnauthorized: false, timeout: 4000 }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 # The coordinator handles SIGTERM itself (graceful close), so node can be PID 1.
-ENTRYPOINT ["node", "/app/packages/cli/dist/bin/veil.js"]
+# The Node.js options are @veil/server's COORDINATOR_NODE_OPTIONS (packages/server/src/runtime-options.ts,
+# which says why; its test checks this line).
+ENTRYPOINT ["node", "--initial-old-space-size=128", "/app/packages/cli/dist/bin/veil.js"]
 CMD ["server"]

@@ -20,7 +20,8 @@
  *
  * A/B of device SDKs: BENCH_SDK_DIST=/abs/path/of/another/tree/packages/client-sdk/dist runs the
  * devices on that build (BENCH_SERVER_MODULE does the same for the coordinator, see
- * bench/rounds/coordinator.ts). BENCH_COORDINATOR_EXEC_ARGV='--single-threaded-gc ...' passes Node options to
+ * bench/rounds/coordinator.ts). The coordinator runs with @veil/server's COORDINATOR_NODE_OPTIONS (as the container
+ * does; BENCH_COORDINATOR_NODE_OPTIONS replaces them). BENCH_COORDINATOR_EXEC_ARGV='--single-threaded-gc ...' passes more Node options to
  * the coordinator process (A/B of runtime flags). BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes Node options to the
  * device worker processes (diagnosis).
  *
@@ -71,6 +72,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { startLocalCommittee, type LocalCommittee } from '@veil/custodian';
+import { COORDINATOR_NODE_OPTIONS } from '../packages/server/src/runtime-options.js';
 import { createHeContext, createUpdateEncryptor, generateKeyBundle, isC0Bits, serializeKeyMaterial, type C0Bits } from '../packages/crypto/src/index.js';
 import {
   median,
@@ -156,8 +158,16 @@ const POLL_AHEAD = args['poll-ahead'] === 'on';
 const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
 /** BENCH_DEVICE_EXEC_ARGV: Node options of the device worker processes (space-separated; e.g. --trace-gc), for diagnosis. */
 const DEVICE_EXEC_ARGV = (process.env['BENCH_DEVICE_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
-/** BENCH_COORDINATOR_EXEC_ARGV: Node options of the coordinator process (space-separated; e.g. V8 GC flags to A/B). */
-const COORDINATOR_EXEC_ARGV = (process.env['BENCH_COORDINATOR_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
+/**
+ * The coordinator process runs with the Node.js options the product ships it with (@veil/server
+ * COORDINATOR_NODE_OPTIONS, the container's entry point); BENCH_COORDINATOR_NODE_OPTIONS replaces
+ * them (space-separated; empty: none, e.g. to A/B them). BENCH_COORDINATOR_EXEC_ARGV: more Node
+ * options after those (space-separated; e.g. V8 GC flags to A/B, --trace-gc).
+ */
+const splitOptions = (text: string): string[] => text.split(' ').filter((a) => a !== '');
+const COORDINATOR_NODE_OPTIONS_USED =
+  process.env['BENCH_COORDINATOR_NODE_OPTIONS'] === undefined ? [...COORDINATOR_NODE_OPTIONS] : splitOptions(process.env['BENCH_COORDINATOR_NODE_OPTIONS']);
+const COORDINATOR_EXEC_ARGV = splitOptions(process.env['BENCH_COORDINATOR_EXEC_ARGV'] ?? '');
 const log = (msg: string): void => {
   process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 };
@@ -547,7 +557,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
         BENCH_LOG_LEVEL: args['log-level'],
         ...(committee && { BENCH_COMMITTEE_REQUEST_KEY: committee.paths.requestKey, BENCH_COMMITTEE_DEADLINE_MS: args['committee-deadline-ms'] }),
       },
-      [...COORDINATOR_EXEC_ARGV, ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])],
+      [...COORDINATOR_NODE_OPTIONS_USED, ...COORDINATOR_EXEC_ARGV, ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])],
     );
     coords.push(coord);
     const ready = await coord.next('ready', 60_000);
@@ -1287,6 +1297,7 @@ async function main(): Promise<void> {
     pollMs: POLL_MS,
     pollAhead: POLL_AHEAD,
     devicesPerWorkerProcess: PER_WORKER,
+    coordinatorNodeOptions: COORDINATOR_NODE_OPTIONS_USED,
     ...(COORDINATOR_EXEC_ARGV.length > 0 && { coordinatorExecArgv: COORDINATOR_EXEC_ARGV }),
     deviceSdkDist: process.env['BENCH_SDK_DIST'] ?? 'packages/client-sdk/dist',
     ...(DEVICE_EXEC_ARGV.length > 0 && { deviceExecArgv: DEVICE_EXEC_ARGV }),
