@@ -257,6 +257,10 @@ const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 const { pauses: gc, reset: resetGc } = observeGcPauses();
 
 async function main(): Promise<void> {
+  // tsx, which loads this file, turns source maps on; `veil server` runs without them, so this
+  // process does too (with them every stack trace, e.g. the one instrumentMutex reads per section
+  // run, is mapped through the dist files' source maps).
+  process.setSourceMapsEnabled(false);
   const dataDir = process.env['BENCH_DATA_DIR'];
   if (!dataDir) throw new Error('BENCH_DATA_DIR is required');
   const base = loadConfig({});
