@@ -220,9 +220,20 @@ export function aeadOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ci
   const decipher = createDecipheriv('aes-128-gcm', key, nonce, { authTagLength: HPKE_TAG_LENGTH });
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
+  // The plaintext is returned in the buffer `update` wrote it to (GCM's `final` adds no bytes), so
+  // that a caller who erases what it gets back erases the only copy; a copy made here would stay
+  // in memory until the garbage collector reuses it. Refused: erased here.
+  let head: Buffer | undefined;
   try {
-    return concatBytes(decipher.update(body), decipher.final());
+    head = decipher.update(body);
+    const tail = decipher.final();
+    if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.byteLength); // a view: the same memory
+    const whole = concatBytes(head, tail);
+    head.fill(0);
+    tail.fill(0);
+    return whole;
   } catch (cause) {
+    head?.fill(0);
     throw new CryptoError('invalid_ciphertext', 'HPKE ciphertext failed authentication', { cause });
   }
 }
