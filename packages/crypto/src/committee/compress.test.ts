@@ -60,6 +60,10 @@ describe('compressed c0 (FIPS 203 §4.2.1 bit dropping)', () => {
     [32, 2049],
     [24, 2051],
     [16, 2049],
+    // Several of the kernels' 2,048-coefficient chunks, the last one partial.
+    [36, 3 * 2048 + 2],
+    [24, 3 * 2048 + 3],
+    [16, 2 * 2048 + 1],
   ] as const)('c0Bits %i: addCompressed reads every coefficient of the documented layout, from an unaligned offset and a count the word loop does not divide (%i)', (c0Bits, count) => {
     // Each c' read byte by byte from the layout packCompressed documents (little-endian; 36 bits:
     // u32le(a mod 2^32) || (a >> 32 | (b >> 32) << 4) || u32le(b mod 2^32)), not by addCompressed's word reads.

@@ -85,13 +85,29 @@ export function addCompressed(bytes: Uint8Array, offset: number, c0Bits: C0Bits,
   const { bytes: size, scale } = width(c0Bits);
   if (offset + acc.length * size > bytes.length) throw new CryptoError('invalid_argument', 'compressed c0 input too short');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (c0Bits === 36) {
-    checkPairs(acc.length);
-    add36(bytes, view, offset, scale, acc);
-  } else if (size === 4) add32(view, offset, scale, acc);
-  else if (size === 3) add24(bytes, view, offset, scale, acc);
-  else add16(view, offset, scale, acc);
+  if (c0Bits === 36) checkPairs(acc.length);
+  const length = acc.length;
+  // One call per ADD_CHUNK coefficients (see below).
+  for (let from = 0; from < length; from += ADD_CHUNK) {
+    const to = Math.min(length, from + ADD_CHUNK);
+    if (c0Bits === 36) add36(bytes, view, offset, scale, acc, from, to);
+    else if (size === 4) add32(view, offset, scale, acc, from, to);
+    else if (size === 3) add24(bytes, view, offset, scale, acc, from, to);
+    else add16(view, offset, scale, acc, from, to);
+  }
 }
+
+/**
+ * Coefficients per call of a width's kernel: one polynomial (N = 2048; even, and a multiple of 4
+ * for add24's groups). The coordinator adds every upload's c0 with these (10 uploads per round at
+ * 10 clients, 100,000 values each). Called once per upload over the whole c0, a kernel ran its
+ * loop in the interpreter until V8 compiled that loop on the stack (OSR), and that OSR code did
+ * not last: a major GC dropped it and the next upload ran in the interpreter again until a new
+ * OSR compile (bench:rounds small committee, --trace-opt, one 40-round run: add24 compiled for OSR
+ * 4 times). Called 49 times per upload, a kernel is optimized as a function after its first calls
+ * and keeps that code.
+ */
+const ADD_CHUNK = 2048;
 
 // One function per width, each ending with its hot loop: the coordinator adds every upload's c0
 // with these (10 calls per round at 10 clients, 100,000 values each), and V8 enters such a loop in
@@ -101,18 +117,16 @@ export function addCompressed(bytes: Uint8Array, offset: number, c0Bits: C0Bits,
 // that OSR code and deoptimize on every call (bench:rounds small committee, --trace-deopt, one
 // 40-round run: 186 times), each call back in the interpreter. A remainder is handled first here.
 
-function add36(bytes: Uint8Array, view: DataView, offset: number, scale: number, acc: Float64Array): void {
-  const length = acc.length;
-  for (let k = 0, o = offset; k < length; k += 2, o += 9) {
+function add36(bytes: Uint8Array, view: DataView, offset: number, scale: number, acc: Float64Array, from: number, to: number): void {
+  for (let k = from, o = offset + (from / 2) * 9; k < to; k += 2, o += 9) {
     const high = bytes[o + 4]!;
     acc[k] = acc[k]! + (view.getUint32(o, true) + (high & 15) * TWO_32) * scale;
     acc[k + 1] = acc[k + 1]! + (view.getUint32(o + 5, true) + (high >>> 4) * TWO_32) * scale;
   }
 }
 
-function add32(view: DataView, offset: number, scale: number, acc: Float64Array): void {
-  const length = acc.length;
-  for (let k = 0, o = offset; k < length; k++, o += 4) acc[k] = acc[k]! + view.getUint32(o, true) * scale;
+function add32(view: DataView, offset: number, scale: number, acc: Float64Array, from: number, to: number): void {
+  for (let k = from, o = offset + from * 4; k < to; k++, o += 4) acc[k] = acc[k]! + view.getUint32(o, true) * scale;
 }
 
 /**
@@ -120,11 +134,10 @@ function add32(view: DataView, offset: number, scale: number, acc: Float64Array)
  * one byte per coefficient (bench/committee-intake.ts, foldC0Bits24). The coefficients past the
  * last whole group of four first.
  */
-function add24(bytes: Uint8Array, view: DataView, offset: number, scale: number, acc: Float64Array): void {
-  const length = acc.length;
-  const whole = length - (length % 4);
-  for (let k = whole, o = offset + whole * 3; k < length; k++, o += 3) acc[k] = acc[k]! + (view.getUint16(o, true) + bytes[o + 2]! * 65536) * scale;
-  for (let k = 0, o = offset; k < whole; k += 4, o += 12) {
+function add24(bytes: Uint8Array, view: DataView, offset: number, scale: number, acc: Float64Array, from: number, to: number): void {
+  const whole = to - ((to - from) % 4);
+  for (let k = whole, o = offset + whole * 3; k < to; k++, o += 3) acc[k] = acc[k]! + (view.getUint16(o, true) + bytes[o + 2]! * 65536) * scale;
+  for (let k = from, o = offset + from * 3; k < whole; k += 4, o += 12) {
     const w0 = view.getUint32(o, true);
     const w1 = view.getUint32(o + 4, true);
     const w2 = view.getUint32(o + 8, true);
@@ -136,11 +149,10 @@ function add24(bytes: Uint8Array, view: DataView, offset: number, scale: number,
 }
 
 /** Two coefficients per little-endian word; an odd last coefficient first. */
-function add16(view: DataView, offset: number, scale: number, acc: Float64Array): void {
-  const length = acc.length;
-  const whole = length - (length % 2);
-  if (whole < length) acc[whole] = acc[whole]! + view.getUint16(offset + whole * 2, true) * scale;
-  for (let k = 0, o = offset; k < whole; k += 2, o += 4) {
+function add16(view: DataView, offset: number, scale: number, acc: Float64Array, from: number, to: number): void {
+  const whole = to - ((to - from) % 2);
+  if (whole < to) acc[whole] = acc[whole]! + view.getUint16(offset + whole * 2, true) * scale;
+  for (let k = from, o = offset + from * 2; k < whole; k += 2, o += 4) {
     const w = view.getUint32(o, true);
     acc[k] = acc[k]! + (w & 0xffff) * scale;
     acc[k + 1] = acc[k + 1]! + (w >>> 16) * scale;
