@@ -21,7 +21,7 @@ import { createCustodianServiceClient } from '../src/grpc/proto.js';
 import { requestSigningBytes, stageSigningBytes } from '../src/request-auth.js';
 import { computeHashD } from '../src/protocol.js';
 import { ERROR_CODE_METADATA_KEY } from '../src/errors.js';
-import { createCustodianService } from '../src/service.js';
+import { createCustodianService, type CustodianService, type StagedMessage } from '../src/service.js';
 import { startCustodianServer } from '../src/grpc/server.js';
 import { readCustodianKeys } from '../src/keys.js';
 import { openCustodianState } from '../src/state.js';
@@ -201,6 +201,23 @@ async function custodianServiceOf(f: CommitteeFixture, i: number, logger: pino.L
     logger,
   });
   return { service, state };
+}
+
+/** `service` with each message of a staged request handed to `tap` (and awaited) before the service reads it. */
+function tapStaged(service: CustodianService, tap: (message: StagedMessage) => unknown): CustodianService {
+  return {
+    ...service,
+    stagedShareSum: (stage, messages) =>
+      service.stagedShareSum(
+        stage,
+        (async function* () {
+          for await (const message of messages) {
+            await tap(message);
+            yield message;
+          }
+        })(),
+      ),
+  };
 }
 
 function entriesFor(devices: readonly DeviceUpload[], custodianIndex: number) {
@@ -649,19 +666,9 @@ describe('the committee client streams staged devices', () => {
       const { service: honest, state } = await custodianServiceOf(f, i, logger);
       const seen: number[] = [];
       batches.set(i, seen);
-      const service = {
-        ...honest,
-        stagedShareSum: (stage: Parameters<typeof honest.stagedShareSum>[0], messages: Parameters<typeof honest.stagedShareSum>[1]) =>
-          honest.stagedShareSum(
-            stage,
-            (async function* () {
-              for await (const message of messages) {
-                if (message.kind === 'batch') seen.push(message.devices.length);
-                yield message;
-              }
-            })(),
-          ),
-      };
+      const service = tapStaged(honest, (message) => {
+        if (message.kind === 'batch') seen.push(message.devices.length);
+      });
       const server = await startCustodianServer({ service, logger });
       servers.push({ address: server.address, close: async () => { await server.close(); await state.close(); } });
     }
@@ -871,19 +878,7 @@ describe('request bounds', () => {
     // One staged request at a time: a slot that is not freed refuses the next one.
     const { service: honest, state } = await custodianServiceOf(f, 1, logger, { maxStagedRequests: 1 });
     // A service that takes a few ms per message: the devices of a burst wait for it in the adapter.
-    const service = {
-      ...honest,
-      stagedShareSum: (stage: Parameters<typeof honest.stagedShareSum>[0], messages: Parameters<typeof honest.stagedShareSum>[1]) =>
-        honest.stagedShareSum(
-          stage,
-          (async function* () {
-            for await (const message of messages) {
-              await new Promise((resolve) => setTimeout(resolve, 3));
-              yield message;
-            }
-          })(),
-        ),
-    };
+    const service = tapStaged(honest, () => new Promise((resolve) => setTimeout(resolve, 3)));
     const server = await startCustodianServer({ service, logger, idleTimeoutMs: 60_000, stagedIdleTimeoutMs: 400 });
     const stageMessage = (round: number) => {
       const issuedAtMs = Date.now();
