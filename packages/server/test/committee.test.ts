@@ -14,6 +14,7 @@ import type { CustodianServer } from '@veil/custodian';
 import { committeeDescriptor, committeeUpdate, createCommitteeKeys, serveCustodian, type CommitteeKeys } from './committee-fixture.js';
 import {
   TINY_PARAMETERS,
+  createTinyTask,
   expectedFedAvg,
   fetchWeights,
   grpcStatusOf,
@@ -81,11 +82,9 @@ describe('committee tasks through the coordinator', () => {
   it('rounds decrypt to plaintext FedAvg with t of n custodians; bad uploads are refused; a killed custodian does not stop the next round', async () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
     const { descriptor, body } = descriptorFor(randomUUID());
-    const base = pattern(TINY_PARAMETERS, 1);
-    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 2, committee: body }) });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    expect(created.body.id).toBe(descriptor.taskId);
-    expect(created.body.settings.updateEncoding).toBe('committee-v1');
+    const { base, task: created } = await createTinyTask(t.rest, { rounds: 2, committee: body });
+    expect(created.id).toBe(descriptor.taskId);
+    expect(created.settings.updateEncoding).toBe('committee-v1');
     using devices = await joinDevices(t.coordinator, descriptor.taskId, 3);
     expect(devices[0]!.task.committee).not.toBeNull();
 
@@ -151,9 +150,7 @@ describe('committee tasks through the coordinator', () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
     const { descriptor, body } = descriptorFor(randomUUID(), 32);
     expect(descriptor.encoding.c0Bits).toBe(32);
-    const base = pattern(TINY_PARAMETERS, 1);
-    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 1, committee: body }) });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { base } = await createTinyTask(t.rest, { rounds: 1, committee: body });
     const id = descriptor.taskId;
     // Hold the first store write until every other upload was checked, added to the round's sum
     // and queued behind it: the refused second uploads must then be taken out of the sum again.
@@ -203,9 +200,7 @@ describe('committee tasks through the coordinator', () => {
   it('the round end asks the custodians as soon as the last update is recorded, for the folded set, without waiting for the store to list the round\'s updates', async () => {
     await using t = await startTestCoordinator({ config: { committeeRequestKey: requestKeyFile } });
     const { descriptor, body } = descriptorFor(randomUUID());
-    const base = pattern(TINY_PARAMETERS, 1);
-    const created = await t.rest.request('POST', '/v1/tasks', { body: tinyTaskBody(base, { start: true, rounds: 1, committee: body }) });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { base } = await createTinyTask(t.rest, { rounds: 1, committee: body });
     const id = descriptor.taskId;
     // The store's list of the round's updates answers only once two custodians answered this
     // round (or after 15 s): the custodians must have been asked before it answered.
@@ -255,11 +250,7 @@ describe('committee tasks through the coordinator', () => {
     const { descriptor, body } = descriptorFor(randomUUID(), 36);
     expect(descriptor.encoding.c0Bits).toBe(36);
     const [eta, beta1, beta2, tau] = [0.05, 0.9, 0.99, 1e-3];
-    const base = pattern(TINY_PARAMETERS, 1);
-    const created = await t.rest.request('POST', '/v1/tasks', {
-      body: tinyTaskBody(base, { start: true, rounds: 2, committee: body, strategy: { name: 'fedadam', eta, beta1, beta2, tau } }),
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { base } = await createTinyTask(t.rest, { rounds: 2, committee: body, strategy: { name: 'fedadam', eta, beta1, beta2, tau } });
     using devices = await joinDevices(t.coordinator, descriptor.taskId, 3);
     // Deltas on the descriptor's grid (multiples of its step): the decrypted average is then the
     // plaintext FedAvg exactly, so the reference below needs no quantisation allowance.
