@@ -43,21 +43,38 @@ export function resolveUpdateBound(input: unknown): UpdateBound {
  */
 export function updateNorm(values: Float32Array, norm: UpdateBound['norm']): number {
   if (norm === 'linf') {
-    const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
-    const n = bits.length;
-    let max = 0;
-    for (let i = 0; i < n; i++) {
-      const magnitude = bits[i]! & 0x7fffffff;
-      if (magnitude > max) max = magnitude;
-    }
+    const max = maxMagnitudeBits(new Int32Array(values.buffer, values.byteOffset, values.length));
     if (max >= 0x7f800000) return Number.NaN;
     LINF_BITS[0] = max;
     return LINF_VALUE[0]!;
   }
+  const sum = sumOfSquares(values);
+  return Number.isFinite(sum) ? Math.sqrt(sum) : Number.NaN;
+}
+
+// The 100,000-value loops run in functions of their own that end with the loop (as the committee
+// path's, aggregation/committee-aggregator.ts): inline in `updateNorm`, the comparison after the
+// loop had no type feedback when V8 compiled the loop on the stack, so that code deoptimized at
+// every loop exit (57 times in a 60-round plaintext bench:rounds run, --trace-deopt) and each call
+// went back to the interpreter, which boxes doubles, plus recompilations on V8's helper threads.
+
+/** Σ values[i]², in float64. */
+function sumOfSquares(values: Float32Array): number {
   const n = values.length;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += values[i]! * values[i]!;
-  return Number.isFinite(sum) ? Math.sqrt(sum) : Number.NaN;
+  return sum;
+}
+
+/** The largest of the bit patterns with the sign bit cleared (see `updateNorm`). */
+function maxMagnitudeBits(bits: Int32Array): number {
+  const n = bits.length;
+  let max = 0;
+  for (let i = 0; i < n; i++) {
+    const magnitude = bits[i]! & 0x7fffffff;
+    if (magnitude > max) max = magnitude;
+  }
+  return max;
 }
 
 /** The largest magnitude's bits, read back as the float they encode. */
@@ -95,11 +112,19 @@ export function boundedValues(values: Float32Array, bound: UpdateBound): Float32
   if (clipScratch.length < n) clipScratch = new Float32Array(n);
   const out = clipScratch.subarray(0, n);
   const m = bound.maxNorm;
-  if (bound.norm === 'linf') {
-    for (let i = 0; i < n; i++) out[i] = Math.min(m, Math.max(-m, values[i]!));
-  } else {
-    const scale = m / norm;
-    for (let i = 0; i < n; i++) out[i] = values[i]! * scale;
-  }
+  if (bound.norm === 'linf') clampInto(out, values, m);
+  else scaleInto(out, values, m / norm);
   return out;
+}
+
+/** out[i] = values[i] clamped to [-m, m]. */
+function clampInto(out: Float32Array, values: Float32Array, m: number): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) out[i] = Math.min(m, Math.max(-m, values[i]!));
+}
+
+/** out[i] = values[i] · scale. */
+function scaleInto(out: Float32Array, values: Float32Array, scale: number): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) out[i] = values[i]! * scale;
 }
