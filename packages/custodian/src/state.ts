@@ -17,6 +17,7 @@
 import { mkdir, open, readFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { toBase64 } from './bytes.js';
 import { CustodianError } from './errors.js';
 
 /** A stored answer: the bytes sent, exactly. */
@@ -50,7 +51,6 @@ export interface CustodianState {
 }
 
 const key = (taskId: string, round: number): string => `${round}\u0000${taskId}`;
-const b64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
 const unb64 = (value: unknown): Uint8Array => {
   if (typeof value !== 'string') throw new TypeError('expected base64');
   return new Uint8Array(Buffer.from(value, 'base64'));
@@ -207,9 +207,9 @@ export async function openCustodianState(path: string): Promise<CustodianState> 
         round: answer.round,
         hashD: answer.hashD,
         count: answer.count,
-        statement: b64(answer.statement),
-        signature: b64(answer.signature),
-        shareSum: b64(answer.shareSum),
+        statement: toBase64(answer.statement),
+        signature: toBase64(answer.signature),
+        shareSum: toBase64(answer.shareSum),
       });
       answers.set(k, answer);
     },
