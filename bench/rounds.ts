@@ -22,8 +22,9 @@
  * devices on that build (BENCH_SERVER_MODULE does the same for the coordinator, see
  * bench/rounds/coordinator.ts). The coordinator runs with @veil/server's COORDINATOR_NODE_OPTIONS (as the container
  * does; BENCH_COORDINATOR_NODE_OPTIONS replaces them). BENCH_COORDINATOR_EXEC_ARGV='--single-threaded-gc ...' passes more Node options to
- * the coordinator process (A/B of runtime flags). BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes Node options to the
- * device worker processes (diagnosis).
+ * the coordinator process (A/B of runtime flags). The device worker processes run with
+ * `--initial-old-space-size=64` (see DEVICE_NODE_OPTIONS_USED; BENCH_DEVICE_NODE_OPTIONS replaces it);
+ * BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes more Node options to them (diagnosis).
  *
  * Prints exactly one JSON object on stdout; progress goes to stderr. The plaintext path's results
  * are top-level (`small`, `scale`, `dropout`), the committee path's under `committee`, the
@@ -156,15 +157,29 @@ const POLL_MS = Number(args['poll-ms']);
 if (args['poll-ahead'] !== 'on' && args['poll-ahead'] !== 'off') throw new Error(`--poll-ahead: on or off, got ${args['poll-ahead']}`);
 const POLL_AHEAD = args['poll-ahead'] === 'on';
 const PER_WORKER = Math.max(1, Number(args['devices-per-worker']));
-/** BENCH_DEVICE_EXEC_ARGV: Node options of the device worker processes (space-separated; e.g. --trace-gc), for diagnosis. */
-const DEVICE_EXEC_ARGV = (process.env['BENCH_DEVICE_EXEC_ARGV'] ?? '').split(' ').filter((a) => a !== '');
+const splitOptions = (text: string): string[] => text.split(' ').filter((a) => a !== '');
+/** BENCH_DEVICE_EXEC_ARGV: more Node options of the device worker processes (space-separated; e.g. --trace-gc), for diagnosis. */
+const DEVICE_EXEC_ARGV = splitOptions(process.env['BENCH_DEVICE_EXEC_ARGV'] ?? '');
+/**
+ * The device worker processes stand in for devices that each have a CPU of their own, so the V8
+ * work they do on this machine's shared cores is the simulation's cost, not the federation's. On
+ * every path they run with `--initial-old-space-size=64` (MiB; BENCH_DEVICE_NODE_OPTIONS replaces
+ * it, space-separated, empty: none). Why: a committee device process holds ~16 MB of live heap (the
+ * committee modules; the uploads built before the rounds), and the full collection that setup
+ * ends with sets V8's old-generation limit just above that, so the ~1-2 MB each round promotes
+ * started a mark-compact every 2-4 rounds in every device process (--trace-gc: ~5 per device per
+ * 20-round run, their marking on V8's helper threads), while plaintext device processes never
+ * reached their first one. With the option the limit starts above the working set: no
+ * mark-compact during the rounds on either path (A/B: bench/rounds/ab-device-heap-2026-12-08-s17.json).
+ */
+const DEVICE_NODE_OPTIONS_USED =
+  process.env['BENCH_DEVICE_NODE_OPTIONS'] === undefined ? ['--initial-old-space-size=64'] : splitOptions(process.env['BENCH_DEVICE_NODE_OPTIONS']);
 /**
  * The coordinator process runs with the Node.js options the product ships it with (@veil/server
  * COORDINATOR_NODE_OPTIONS, the container's entry point); BENCH_COORDINATOR_NODE_OPTIONS replaces
  * them (space-separated; empty: none, e.g. to A/B them). BENCH_COORDINATOR_EXEC_ARGV: more Node
  * options after those (space-separated; e.g. V8 GC flags to A/B, --trace-gc).
  */
-const splitOptions = (text: string): string[] => text.split(' ').filter((a) => a !== '');
 const COORDINATOR_NODE_OPTIONS_USED =
   process.env['BENCH_COORDINATOR_NODE_OPTIONS'] === undefined ? [...COORDINATOR_NODE_OPTIONS] : splitOptions(process.env['BENCH_COORDINATOR_NODE_OPTIONS']);
 const COORDINATOR_EXEC_ARGV = splitOptions(process.env['BENCH_COORDINATOR_EXEC_ARGV'] ?? '');
@@ -597,7 +612,7 @@ async function runOnce(spec: RunSpec): Promise<RunResult> {
       for (let w = 0; w < nWorkers; w++) {
         const count = Math.floor(group.count / nWorkers) + (w < group.count % nWorkers ? 1 : 0);
         const profileThis = profDevicesDir !== null && workers.length === 0;
-        const ch = spawnChild('devices.ts', {}, DEVICE_EXEC_ARGV);
+        const ch = spawnChild('devices.ts', {}, [...DEVICE_NODE_OPTIONS_USED, ...DEVICE_EXEC_ARGV]);
         const init: DeviceWorkerInit = {
           cmd: 'init',
           address: String(ready['grpcAddress']),
@@ -1300,6 +1315,7 @@ async function main(): Promise<void> {
     coordinatorNodeOptions: COORDINATOR_NODE_OPTIONS_USED,
     ...(COORDINATOR_EXEC_ARGV.length > 0 && { coordinatorExecArgv: COORDINATOR_EXEC_ARGV }),
     deviceSdkDist: process.env['BENCH_SDK_DIST'] ?? 'packages/client-sdk/dist',
+    deviceNodeOptions: DEVICE_NODE_OPTIONS_USED,
     ...(DEVICE_EXEC_ARGV.length > 0 && { deviceExecArgv: DEVICE_EXEC_ARGV }),
     wireMethod:
       'client-side TCP socket counters (net.Socket bytesRead + bytesWritten = every HTTP/2+gRPC byte, TCP/IP headers excluded) of one dedicated grpc-js connection per device (per-device ChannelCredentials defeat subchannel sharing; the socket is captured in the credentials secure connector); cross-checked against a net.connect hook on every socket of the device processes',
