@@ -55,6 +55,9 @@ RUN DATABASE_URL=postgresql://build@127.0.0.1:5432/build npm run gen \
  && rm -rf node_modules/.cache
 
 FROM ${NODE_IMAGE} AS runtime
+# glibc's malloc tunables for every process of the image (coordinator, custodians): @veil/server's
+# COORDINATOR_ENVIRONMENT (packages/server/src/runtime-options.ts, which says why; its test checks this line).
+ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864
 ENV NODE_ENV=production \
     VEIL_HOST=0.0.0.0 \
     VEIL_GRPC_PORT=50051 \

@@ -22,7 +22,9 @@
  * devices on that build (BENCH_SERVER_MODULE does the same for the coordinator, see
  * bench/rounds/coordinator.ts). The coordinator runs with @veil/server's COORDINATOR_NODE_OPTIONS (as the container
  * does; BENCH_COORDINATOR_NODE_OPTIONS replaces them). BENCH_COORDINATOR_EXEC_ARGV='--single-threaded-gc ...' passes more Node options to
- * the coordinator process (A/B of runtime flags). The device worker processes run with
+ * the coordinator process (A/B of runtime flags). Every process it starts runs with the container's
+ * GLIBC_TUNABLES (@veil/server COORDINATOR_ENVIRONMENT; BENCH_GLIBC_TUNABLES replaces them, empty:
+ * none). The device worker processes run with
  * `--initial-old-space-size=64` (see DEVICE_NODE_OPTIONS_USED; BENCH_DEVICE_NODE_OPTIONS replaces it);
  * BENCH_DEVICE_EXEC_ARGV='--trace-gc ...' passes more Node options to them (diagnosis).
  *
@@ -73,7 +75,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
 import { startLocalCommittee, type LocalCommittee } from '@veil/custodian';
-import { COORDINATOR_NODE_OPTIONS } from '../packages/server/src/runtime-options.js';
+import { COORDINATOR_ENVIRONMENT, COORDINATOR_NODE_OPTIONS } from '../packages/server/src/runtime-options.js';
 import { createHeContext, createUpdateEncryptor, generateKeyBundle, isC0Bits, serializeKeyMaterial, type C0Bits } from '../packages/crypto/src/index.js';
 import {
   median,
@@ -183,6 +185,16 @@ const DEVICE_NODE_OPTIONS_USED =
 const COORDINATOR_NODE_OPTIONS_USED =
   process.env['BENCH_COORDINATOR_NODE_OPTIONS'] === undefined ? [...COORDINATOR_NODE_OPTIONS] : splitOptions(process.env['BENCH_COORDINATOR_NODE_OPTIONS']);
 const COORDINATOR_EXEC_ARGV = splitOptions(process.env['BENCH_COORDINATOR_EXEC_ARGV'] ?? '');
+/**
+ * Every Veil process this bench starts (the coordinator, the custodians, the device workers) runs
+ * with @veil/server's COORDINATOR_ENVIRONMENT, glibc's malloc tunables, as every process of the
+ * container image does (runtime-options.ts says why); BENCH_GLIBC_TUNABLES replaces them (empty:
+ * glibc's defaults). They go into this process's environment, which its children inherit; glibc
+ * reads them only when a process starts, so this process itself runs as it was started.
+ */
+const GLIBC_TUNABLES_USED = process.env['BENCH_GLIBC_TUNABLES'] ?? COORDINATOR_ENVIRONMENT['GLIBC_TUNABLES']!;
+if (GLIBC_TUNABLES_USED === '') delete process.env['GLIBC_TUNABLES'];
+else process.env['GLIBC_TUNABLES'] = GLIBC_TUNABLES_USED;
 const log = (msg: string): void => {
   process.stderr.write(`[bench:rounds ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 };
@@ -1313,6 +1325,7 @@ async function main(): Promise<void> {
     pollAhead: POLL_AHEAD,
     devicesPerWorkerProcess: PER_WORKER,
     coordinatorNodeOptions: COORDINATOR_NODE_OPTIONS_USED,
+    glibcTunables: GLIBC_TUNABLES_USED,
     ...(COORDINATOR_EXEC_ARGV.length > 0 && { coordinatorExecArgv: COORDINATOR_EXEC_ARGV }),
     deviceSdkDist: process.env['BENCH_SDK_DIST'] ?? 'packages/client-sdk/dist',
     deviceNodeOptions: DEVICE_NODE_OPTIONS_USED,

@@ -5,7 +5,7 @@ export type { CoordinatorConfig } from './config/config.js';
 export { createLogger } from './logger.js';
 export type { Logger, LoggerSettings } from './logger.js';
 export { runServer, runMigrate } from './main.js';
-export { COORDINATOR_NODE_OPTIONS } from './runtime-options.js';
+export { COORDINATOR_ENVIRONMENT, COORDINATOR_NODE_OPTIONS } from './runtime-options.js';
 export { VeilError } from './errors.js';
 export type { VeilErrorCode } from './errors.js';
 export { RoundEngine } from './rounds/engine.js';
